@@ -1,0 +1,1 @@
+"""Agent architectures, training, TorchScript compilation and signed-by-hash bundles."""

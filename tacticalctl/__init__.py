@@ -1,0 +1,1 @@
+"""tacticalctl: the operator CLI."""

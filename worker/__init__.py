@@ -1,0 +1,1 @@
+"""The tactical-marl worker: SYNERGY_DETECTED events in, decisions and execution commands out."""

@@ -1,0 +1,31 @@
+"""Every Redis name the system uses. Operators, dashboards and alerts depend on them: nothing else spells them."""
+
+from __future__ import annotations
+
+DEFAULT_DB = 2
+
+INPUT_STREAM = "synergy_events"
+CONSUMER_GROUP = "tactical_group"
+DEAD_LETTER_STREAM = "synergy_events:dead"
+DECISIONS_STREAM = "tactical_decisions"
+COMMANDS_STREAM = "execution_commands"
+ALERTS_STREAM = "tactical_alerts"
+
+PROCESSING_PREFIX = "tactical:processing:"
+COMPLETED_PREFIX = "tactical:completed:"
+HEARTBEAT_PREFIX = "tactical:heartbeat:"
+BREAKER_PREFIX = "tactical:breaker:"
+
+EVENT_TYPE = "SYNERGY_DETECTED"
+
+
+def processing_key(correlation_id: str) -> str:
+    return PROCESSING_PREFIX + correlation_id
+
+
+def completed_key(correlation_id: str) -> str:
+    return COMPLETED_PREFIX + correlation_id
+
+
+def heartbeat_key(consumer: str) -> str:
+    return HEARTBEAT_PREFIX + consumer

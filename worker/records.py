@@ -1,0 +1,148 @@
+"""The records that flow through the worker: an event in, a decision (and maybe a command) out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+from worker.actions import ACTION_ORDER, AGENT_NAMES, Action
+
+MATRIX_ROWS = 60
+MATRIX_COLS = 7
+MATRIX_SHAPE = (MATRIX_ROWS, MATRIX_COLS)
+FEATURE_NAMES: tuple[str, ...] = (
+    "fvg_bullish_active",
+    "fvg_bearish_active",
+    "fvg_nearest_level",
+    "fvg_age",
+    "fvg_mitigation_signal",
+    "price_momentum_5",
+    "volume_ratio",
+)
+
+
+class SynergyType(StrEnum):
+    TYPE_1 = "TYPE_1"
+    TYPE_2 = "TYPE_2"
+    TYPE_3 = "TYPE_3"
+    TYPE_4 = "TYPE_4"
+    MANUAL = "manual"
+
+
+@dataclass(frozen=True, slots=True)
+class SynergyEvent:
+    """A validated SYNERGY_DETECTED event. `matrix` is (60, 7) float32, one row per 5-minute bar, oldest first."""
+
+    correlation_id: str
+    synergy_type: SynergyType
+    direction: int  # 1 long, -1 short
+    confidence: float
+    symbol: str
+    timestamp: str  # bar close, ISO-8601 UTC, as sent
+    price: float
+    atr: float
+    matrix: np.ndarray = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentVote:
+    """One agent's output for one event: probabilities in ACTION_ORDER and its confidence."""
+
+    agent: str
+    probabilities: tuple[float, float, float]
+    confidence: float
+
+    @property
+    def action(self) -> Action:
+        return Action.from_index(int(np.argmax(self.probabilities)))
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionCommand:
+    correlation_id: str
+    symbol: str
+    side: str  # "BUY" or "SELL"
+    quantity: int
+    price: float
+    stop_loss: float
+    take_profit: float
+    model_version: str
+    order_type: str = "MARKET"
+    time_in_force: str = "IOC"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the aggregator decided for one event, and why."""
+
+    correlation_id: str
+    synergy_type: SynergyType
+    direction: int
+    action: Action
+    score: float  # score of `action`
+    scores: tuple[float, float, float]  # per action, in ACTION_ORDER
+    execute: bool
+    reason: str
+    votes: tuple[AgentVote, ...]
+    command: ExecutionCommand | None = None
+
+
+def _num(value: float) -> str:
+    # repr is the shortest text that reads back as the same float: prices survive exactly.
+    return repr(float(value))
+
+
+def decision_fields(decision: Decision, model_version: str, timings_ms: dict[str, float]) -> dict[str, str]:
+    """Flat stream fields of a decision: no JSON, `correlation_id` top-level so tools can scan and join."""
+    fields = {
+        "correlation_id": decision.correlation_id,
+        "synergy_type": decision.synergy_type.value,
+        "direction": str(decision.direction),
+        "action": decision.action.name.lower(),
+        "score": _num(decision.score),
+        "execute": "1" if decision.execute else "0",
+        "reason": decision.reason,
+        "model_version": model_version,
+    }
+    for name, score in zip(ACTION_ORDER, decision.scores, strict=True):
+        fields[f"score_{name}"] = _num(score)
+    for vote in decision.votes:
+        fields[f"vote_{vote.agent}"] = ",".join(_num(p) for p in vote.probabilities)
+        fields[f"confidence_{vote.agent}"] = _num(vote.confidence)
+    for stage, ms in timings_ms.items():
+        fields[f"{stage}_ms"] = _num(ms)
+    return fields
+
+
+def command_fields(command: ExecutionCommand, timings_ms: dict[str, float]) -> dict[str, str]:
+    fields = {
+        "correlation_id": command.correlation_id,
+        "symbol": command.symbol,
+        "side": command.side,
+        "quantity": str(command.quantity),
+        "order_type": command.order_type,
+        "time_in_force": command.time_in_force,
+        "price": _num(command.price),
+        "stop_loss": _num(command.stop_loss),
+        "take_profit": _num(command.take_profit),
+        "model_version": command.model_version,
+    }
+    for stage, ms in timings_ms.items():
+        fields[f"{stage}_ms"] = _num(ms)
+    return fields
+
+
+__all__ = [
+    "AGENT_NAMES",
+    "FEATURE_NAMES",
+    "MATRIX_SHAPE",
+    "AgentVote",
+    "Decision",
+    "ExecutionCommand",
+    "SynergyEvent",
+    "SynergyType",
+    "command_fields",
+    "decision_fields",
+]

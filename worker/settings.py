@@ -1,0 +1,119 @@
+"""Worker settings: one frozen object, from flags > `TACTICAL_*` environment > defaults."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+
+def default_models_dir() -> Path:
+    """The bundles shipped inside the `models` package."""
+    import models
+
+    return Path(models.__file__).resolve().parent / "tactical"
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _setting(default: Any, help: str, *, default_factory: Any = None) -> Any:
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    redis_url: str = _setting("redis://localhost:6379/2", "Redis URL (redis://, rediss://, unix://); db 2")
+    http_addr: str = _setting("127.0.0.1:8001", "HOST:PORT for /health, /health/state and /metrics")
+    consumer: str = _setting(None, "consumer name in the group", default_factory=default_consumer_name)
+    models_dir: Path = _setting(None, "directory of model bundles", default_factory=default_models_dir)
+    batch_size: int = _setting(100, "entries read per XREADGROUP")
+    block_ms: int = _setting(100, "XREADGROUP block time; bounds shutdown and breaker reaction")
+    claim_min_idle_ms: int = _setting(5000, "reclaim entries pending longer than this from other consumers")
+    claim_interval_ms: int = _setting(1000, "how often to look for entries to reclaim")
+    processing_lease_ms: int = _setting(30000, "lease of tactical:processing:{cid} while an event is in flight")
+    completed_ttl_s: int = _setting(86400, "how long tactical:completed:{cid} remembers a decided event")
+    max_deliveries: int = _setting(5, "dead-letter an entry delivered more than this many times")
+    max_event_bytes: int = _setting(65536, "dead-letter events larger than this (sum of field sizes)")
+    torch_threads: int = _setting(1, "torch intra-op threads (inter-op is 1): leave cores to Redis")
+    shutdown_grace_s: float = _setting(30.0, "on SIGTERM, how long to finish in-flight events")
+    heartbeat_interval_s: float = _setting(2.0, "liveness heartbeat refresh; its TTL is 2.5x this")
+    model_poll_s: float = _setting(5.0, "how often to look for a newly promoted bundle")
+    breaker_failure_threshold: int = _setting(5, "consecutive failed batches that open the breaker")
+    breaker_reset_timeout_s: float = _setting(30.0, "open → half-open after this many seconds")
+    breaker_restart_limit: int = _setting(5, "worker restarts within the window that open the breaker")
+    breaker_restart_window_s: float = _setting(300.0, "window for the restart limit")
+    log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+
+    @staticmethod
+    def env_name(name: str) -> str:
+        return "TACTICAL_" + name.upper()
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> WorkerSettings:
+        """Defaults, then `TACTICAL_*` variables, then explicit overrides (None means not given)."""
+        environ = dict(os.environ) if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(cls.env_name(f.name))
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.type, raw, cls.env_name(f.name))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_changes(self, **changes: Any) -> WorkerSettings:
+        return replace(self, **changes)
+
+    @property
+    def http_host(self) -> str:
+        return self.http_addr.rsplit(":", 1)[0] or "127.0.0.1"
+
+    @property
+    def http_port(self) -> int:
+        return int(self.http_addr.rsplit(":", 1)[1])
+
+
+class SettingsError(ValueError):
+    """A setting has a value the worker cannot use; the message names the variable."""
+
+
+def _parse(type_name: Any, raw: str, env: str) -> Any:
+    kind = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+    except ValueError:
+        raise SettingsError(f"{env}={raw!r} is not a valid {kind}") from None
+    return raw
+
+
+def setting_defaults() -> list[tuple[str, str, Any, str]]:
+    """(field, env var, default, help) for every setting: what `--help` and the README list."""
+    rows = []
+    for f in fields(WorkerSettings):
+        default = f.default if f.default is not MISSING else "(computed)"
+        rows.append((f.name, WorkerSettings.env_name(f.name), default, f.metadata["help"]))
+    return rows
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{user}:***@{host}" if user else f":***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
