@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from worker.accuracy import DEFAULT_HORIZON, AgentAccuracy, realised_action
+from worker.actions import AGENT_NAMES, Action
+from worker.records import AgentVote, SynergyEvent, SynergyType
+
+T0 = datetime(2024, 3, 1, 14, 30, tzinfo=UTC)
+ONE_HOT = {Action.SHORT: (1.0, 0.0, 0.0), Action.HOLD: (0.0, 1.0, 0.0), Action.LONG: (0.0, 0.0, 1.0)}
+
+
+def bars(n: int) -> datetime:
+    return T0 + n * timedelta(minutes=5)
+
+
+def make_event(
+    n: int = 0, *, symbol: str = "ES", price: float = 100.0, atr: float = 2.0, cid: str = "c"
+) -> SynergyEvent:
+    return SynergyEvent(
+        correlation_id=cid,
+        synergy_type=SynergyType.TYPE_1,
+        direction=1,
+        confidence=0.8,
+        symbol=symbol,
+        timestamp=bars(n).isoformat().replace("+00:00", "Z"),
+        price=price,
+        atr=atr,
+        matrix=np.zeros((60, 7), dtype=np.float32),
+    )
+
+
+def calls(fvg: Action, momentum: Action, entry: Action) -> list[AgentVote]:
+    return [
+        AgentVote(agent, ONE_HOT[action], 0.9)
+        for agent, action in zip(AGENT_NAMES, (fvg, momentum, entry), strict=True)
+    ]
+
+
+def test_nothing_resolved_means_no_accuracy() -> None:
+    tracker = AgentAccuracy()
+
+    assert tracker.accuracy() == {"fvg": None, "momentum": None, "entry": None}
+
+
+def test_calls_resolve_with_the_first_price_at_the_horizon() -> None:
+    tracker = AgentAccuracy()
+    tracker.record(make_event(0, price=100.0, atr=2.0), calls(Action.LONG, Action.SHORT, Action.HOLD))
+
+    assert tracker.observe("ES", 110.0, bars(5)) == 0  # before the horizon: not yet
+    assert tracker.accuracy()["fvg"] is None
+    assert tracker.observe("ES", 103.0, bars(6)) == 1  # at the horizon: +3 beyond the 1.0 band → long was right
+    assert tracker.observe("ES", 90.0, bars(7)) == 0  # already resolved
+
+    assert timedelta(minutes=30) == DEFAULT_HORIZON
+    assert tracker.accuracy() == {"fvg": 1.0, "momentum": 0.0, "entry": 0.0}
+    assert tracker.pending_count() == 0
+
+
+def test_a_later_first_price_resolves_a_call_whose_horizon_passed_without_prices() -> None:
+    tracker = AgentAccuracy()
+    tracker.record(make_event(0, price=100.0), calls(Action.SHORT, Action.SHORT, Action.LONG))
+
+    assert tracker.observe("ES", 95.0, bars(20)) == 1
+
+    assert tracker.accuracy() == {"fvg": 1.0, "momentum": 1.0, "entry": 0.0}
+
+
+def test_inside_the_dead_band_hold_was_right() -> None:
+    tracker = AgentAccuracy(dead_band_atr=0.5)
+    tracker.record(make_event(0, price=100.0, atr=2.0), calls(Action.HOLD, Action.LONG, Action.SHORT))
+
+    tracker.observe("ES", 101.0, bars(6))  # move +1.0 == band edge: still inside
+
+    assert tracker.accuracy() == {"fvg": 1.0, "momentum": 0.0, "entry": 0.0}
+
+
+def test_just_beyond_the_dead_band_the_direction_was_right() -> None:
+    tracker = AgentAccuracy(dead_band_atr=0.5)
+    tracker.record(make_event(0, price=100.0, atr=2.0), calls(Action.HOLD, Action.LONG, Action.SHORT))
+
+    tracker.observe("ES", 98.99, bars(6))
+
+    assert tracker.accuracy() == {"fvg": 0.0, "momentum": 0.0, "entry": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("later", "expected"),
+    [(100.0, Action.HOLD), (102.0, Action.HOLD), (98.0, Action.HOLD), (102.5, Action.LONG), (97.5, Action.SHORT)],
+)
+def test_realised_action(later: float, expected: Action) -> None:
+    assert realised_action(100.0, later, dead_band=2.0) is expected
+
+
+def test_only_the_same_symbol_resolves_a_call() -> None:
+    tracker = AgentAccuracy()
+    tracker.record(make_event(0, symbol="ES"), calls(Action.LONG, Action.LONG, Action.LONG))
+
+    assert tracker.observe("NQ", 500.0, bars(10)) == 0
+    assert tracker.pending_count("ES") == 1
+
+
+def test_accuracy_is_over_a_rolling_window_of_resolved_calls() -> None:
+    tracker = AgentAccuracy(window=4)
+    # Four wrong fvg calls, then four right ones: the window forgets the wrong ones.
+    for n in range(8):
+        fvg = Action.SHORT if n < 4 else Action.LONG
+        tracker.record(make_event(n, price=100.0, cid=f"c{n}"), calls(fvg, Action.LONG, Action.HOLD))
+        tracker.observe("ES", 110.0, bars(n + 6))
+        if n == 3:
+            assert tracker.accuracy()["fvg"] == 0.0
+        if n == 5:
+            assert tracker.accuracy()["fvg"] == 0.5
+
+    assert tracker.accuracy() == {"fvg": 1.0, "momentum": 1.0, "entry": 0.0}
+    assert tracker.resolved_counts() == {"fvg": 4, "momentum": 4, "entry": 4}
+
+
+def test_calls_resolve_in_due_order_even_when_recorded_out_of_order() -> None:
+    tracker = AgentAccuracy()
+    tracker.record(make_event(4, price=100.0, cid="late"), calls(Action.LONG, Action.LONG, Action.LONG))
+    tracker.record(make_event(0, price=100.0, cid="early"), calls(Action.SHORT, Action.SHORT, Action.SHORT))
+
+    assert tracker.observe("ES", 90.0, bars(6)) == 1  # only the call made at bar 0 is due
+
+    assert tracker.accuracy()["fvg"] == 1.0
+    assert tracker.observe("ES", 110.0, bars(10)) == 1
+    assert tracker.accuracy()["fvg"] == 1.0
+
+
+def test_pending_calls_per_symbol_are_capped() -> None:
+    tracker = AgentAccuracy(max_pending_per_symbol=3)
+    for n in range(5):
+        tracker.record(make_event(n, cid=f"c{n}"), calls(Action.LONG, Action.LONG, Action.LONG))
+
+    assert tracker.pending_count("ES") == 3
+    assert tracker.dropped == 2
+    assert tracker.observe("ES", 110.0, bars(100)) == 3
+
+
+def test_votes_from_unknown_agents_are_refused() -> None:
+    tracker = AgentAccuracy()
+    with pytest.raises(ValueError, match="unknown agent"):
+        tracker.record(make_event(), [AgentVote("risk", (0.0, 0.0, 1.0), 1.0)])
+
+
+def test_invalid_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="horizon"):
+        AgentAccuracy(horizon=timedelta(0))
+    with pytest.raises(ValueError, match="dead_band_atr"):
+        AgentAccuracy(dead_band_atr=-0.1)
+    with pytest.raises(ValueError, match="window"):
+        AgentAccuracy(window=0)
+    with pytest.raises(ValueError, match="max_pending_per_symbol"):
+        AgentAccuracy(max_pending_per_symbol=0)
