@@ -31,6 +31,15 @@ class SynergyType(StrEnum):
     MANUAL = "manual"
 
 
+class EventOutcome(StrEnum):
+    """What became of one event handled: the `outcome` label of tactical_events_processed_total."""
+
+    EXECUTED = "executed"
+    HOLD = "hold"
+    DEAD_LETTER = "dead_letter"
+    DUPLICATE = "duplicate"
+
+
 @dataclass(frozen=True, slots=True)
 class SynergyEvent:
     """A validated SYNERGY_DETECTED event. `matrix` is (60, 7) float32, one row per 5-minute bar, oldest first."""
@@ -140,6 +149,7 @@ __all__ = [
     "MATRIX_SHAPE",
     "AgentVote",
     "Decision",
+    "EventOutcome",
     "ExecutionCommand",
     "SynergyEvent",
     "SynergyType",

@@ -1,0 +1,227 @@
+"""The metric set operators and alert rules depend on: names, buckets, labels, values."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+
+import pytest
+from prometheus_client import REGISTRY
+
+from worker.metrics import LATENCY_BUCKETS, TacticalMetrics, UnknownLabelError
+from worker.records import EventOutcome
+from worker.rolling import RollingWindow
+
+RUNBOOK_METRICS = (
+    "tactical_request_duration_seconds",
+    "tactical_events_processed_total",
+    "tactical_errors_total",
+    "tactical_error_rate",
+    "tactical_active_positions",
+    "tactical_model_confidence",
+    "tactical_agent_accuracy",
+    "tactical_execution_rate",
+    "tactical_redis_consumer_lag_seconds",
+    "tactical_redis_consumer_lag_messages",
+    "tactical_model_staleness_seconds",
+    "tactical_health_state",
+    "tactical_circuit_breaker_state",
+    "tactical_duplicate_events_total",
+    "tactical_state_transitions_total",
+    "tactical_model_info",
+)
+
+
+@pytest.fixture
+def metrics() -> TacticalMetrics:
+    return TacticalMetrics()
+
+
+def text(metrics: TacticalMetrics) -> str:
+    return metrics.render()[0].decode()
+
+
+def sample(metrics: TacticalMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_every_runbook_metric_is_exposed_before_the_first_event(metrics: TacticalMetrics) -> None:
+    body = text(metrics)
+    for name in RUNBOOK_METRICS:
+        assert f"# TYPE {name.removesuffix('_total')} " in body or f"# TYPE {name} " in body, name
+        assert f"\n{name}" in body, f"{name} has no sample"
+
+
+def test_latency_histogram_has_exactly_the_runbook_buckets(metrics: TacticalMetrics) -> None:
+    assert LATENCY_BUCKETS == (0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0)
+    body = text(metrics)
+    for le in ("0.001", "0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "1.0", "+Inf"):
+        labels = f'agent_type="all",le="{le}",operation="end_to_end",synergy_type="TYPE_1"'
+        assert f"tactical_request_duration_seconds_bucket{{{labels}}} 0.0" in body
+    assert 'le="0.0025"' not in body
+
+
+def test_exposition_passes_promtool(metrics: TacticalMetrics) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not on PATH")
+    metrics.observe_events([0.002, 0.03], ["TYPE_1", "manual"], ["executed", "hold", "duplicate"])
+    metrics.set_model("v3", 12.5)
+    result = subprocess.run([promtool, "check", "metrics"], input=metrics.render()[0], capture_output=True)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_uses_its_own_registry_not_the_global_one() -> None:
+    TacticalMetrics()
+    TacticalMetrics()  # a second instance would collide in a shared registry
+    assert REGISTRY.get_sample_value("tactical_duplicate_events_total") is None
+
+
+def test_observe_events_counts_outcomes_and_end_to_end_latency_by_synergy_type(
+    metrics: TacticalMetrics,
+) -> None:
+    metrics.observe_events(
+        [0.0008, 0.004, 0.06],
+        ["TYPE_1", "TYPE_1", "TYPE_3"],
+        [EventOutcome.EXECUTED, "hold", "hold", "duplicate", "dead_letter", "duplicate"],
+    )
+
+    assert sample(metrics, "tactical_events_processed_total", outcome="executed") == 1
+    assert sample(metrics, "tactical_events_processed_total", outcome="hold") == 2
+    assert sample(metrics, "tactical_events_processed_total", outcome="duplicate") == 2
+    assert sample(metrics, "tactical_events_processed_total", outcome="dead_letter") == 1
+    assert sample(metrics, "tactical_duplicate_events_total") == 2
+    e2e = {"operation": "end_to_end", "agent_type": "all"}
+    assert sample(metrics, "tactical_request_duration_seconds_count", **e2e, synergy_type="TYPE_1") == 2
+    assert sample(metrics, "tactical_request_duration_seconds_bucket", **e2e, synergy_type="TYPE_1", le="0.001") == 1
+    assert sample(metrics, "tactical_request_duration_seconds_bucket", **e2e, synergy_type="TYPE_3", le="0.05") == 0
+    assert sample(metrics, "tactical_request_duration_seconds_bucket", **e2e, synergy_type="TYPE_3", le="0.075") == 1
+
+
+def test_observe_events_needs_one_synergy_type_per_latency(metrics: TacticalMetrics) -> None:
+    with pytest.raises(ValueError, match="2 latencies for 1 synergy types"):
+        metrics.observe_events([0.001, 0.002], ["TYPE_1"], [])
+
+
+def test_stage_timings_per_agent_and_per_batch(metrics: TacticalMetrics) -> None:
+    metrics.observe_stage("inference", 0.0004, agent_type="fvg")
+    metrics.observe_stage("commit", 0.002)
+    metrics.observe_stage("aggregate", 0.0001, synergy_type="TYPE_2")  # allowed, created on first use
+
+    assert (
+        sample(
+            metrics,
+            "tactical_request_duration_seconds_count",
+            operation="inference",
+            agent_type="fvg",
+            synergy_type="all",
+        )
+        == 1
+    )
+    assert sample(
+        metrics, "tactical_request_duration_seconds_sum", operation="commit", agent_type="all", synergy_type="all"
+    ) == pytest.approx(0.002)
+    assert (
+        sample(
+            metrics,
+            "tactical_request_duration_seconds_count",
+            operation="aggregate",
+            agent_type="all",
+            synergy_type="TYPE_2",
+        )
+        == 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m: m.observe_stage("corr-123", 0.001), "operation='corr-123'"),
+        (lambda m: m.observe_stage("inference", 0.001, agent_type="strategic"), "agent_type='strategic'"),
+        (lambda m: m.observe_events([0.001], ["TYPE_9"], []), "synergy_type='TYPE_9'"),
+        (lambda m: m.observe_events([], [], ["lost"]), "outcome='lost'"),
+        (lambda m: m.record_error("corr-123"), "operation='corr-123'"),
+        (lambda m: m.record_transition("healthy", "sleepy"), "to_state='sleepy'"),
+        (lambda m: m.set_health_state(4), "health_state=4"),
+        (lambda m: m.set_breaker_state(3), "circuit_breaker_state=3"),
+        (lambda m: m.set_agent_accuracy("strategic", 0.5), "agent_type='strategic'"),
+    ],
+)
+def test_label_values_outside_their_sets_are_refused(metrics: TacticalMetrics, call, message: str) -> None:
+    with pytest.raises(UnknownLabelError, match=message.replace("(", r"\(")):
+        call(metrics)
+    assert "corr-123" not in text(metrics)
+
+
+def test_errors_and_transitions_are_counted(metrics: TacticalMetrics) -> None:
+    metrics.record_error("commit")
+    metrics.record_error("commit", count=2)
+    metrics.record_transition("healthy", "degraded")
+    metrics.record_transition(1, 2)
+    metrics.record_transition("DEGRADED", "critical")
+
+    assert sample(metrics, "tactical_errors_total", operation="commit") == 3
+    assert sample(metrics, "tactical_errors_total", operation="inference") == 0
+    assert sample(metrics, "tactical_state_transitions_total", from_state="healthy", to_state="degraded") == 1
+    assert sample(metrics, "tactical_state_transitions_total", from_state="degraded", to_state="critical") == 2
+
+
+def test_unmeasured_gauges_read_nan_then_their_values(metrics: TacticalMetrics) -> None:
+    assert math.isnan(sample(metrics, "tactical_health_state"))
+    assert math.isnan(sample(metrics, "tactical_model_confidence"))
+
+    metrics.set_health_state(2)
+    metrics.set_breaker_state(1)
+    metrics.set_active_positions(3)
+    metrics.set_agent_accuracy("momentum", 0.61)
+
+    assert sample(metrics, "tactical_health_state") == 2
+    assert sample(metrics, "tactical_circuit_breaker_state") == 1
+    assert sample(metrics, "tactical_active_positions") == 3
+    assert sample(metrics, "tactical_agent_accuracy", agent_type="momentum") == pytest.approx(0.61)
+    assert math.isnan(sample(metrics, "tactical_agent_accuracy", agent_type="fvg"))
+
+
+def test_unknown_consumer_lag_is_nan_not_zero(metrics: TacticalMetrics) -> None:
+    metrics.set_consumer_lag(1.5, 42)
+    assert sample(metrics, "tactical_redis_consumer_lag_seconds") == 1.5
+    assert sample(metrics, "tactical_redis_consumer_lag_messages") == 42
+
+    metrics.set_consumer_lag(0.2, None)
+    assert math.isnan(sample(metrics, "tactical_redis_consumer_lag_messages"))
+
+
+def test_model_info_carries_one_version_at_a_time(metrics: TacticalMetrics) -> None:
+    metrics.set_model("2024-06-01T00-00-00", 30.0)
+    metrics.set_model("2024-06-02T00-00-00", 5.0)
+
+    body = text(metrics)
+    assert 'tactical_model_info{version="2024-06-02T00-00-00"} 1.0' in body
+    assert "2024-06-01" not in body
+    assert sample(metrics, "tactical_model_staleness_seconds") == 5.0
+
+
+def test_publish_window_copies_the_rolling_rates(metrics: TacticalMetrics) -> None:
+    now = [100.0]
+    window = RollingWindow(60, clock=lambda: now[0])
+    window.record_events(["executed", "hold", "hold", "hold"], [0.001] * 4, [0.8, 0.6, 0.7, 0.5])
+    window.record_error("inference")
+
+    metrics.publish_window(window.snapshot())
+
+    assert sample(metrics, "tactical_execution_rate") == pytest.approx(0.25)
+    assert sample(metrics, "tactical_model_confidence") == pytest.approx(0.65)
+    assert sample(metrics, "tactical_error_rate", operation="all") == pytest.approx(0.25)
+    assert sample(metrics, "tactical_error_rate", operation="inference") == pytest.approx(0.25)
+    assert sample(metrics, "tactical_error_rate", operation="commit") == 0.0
+
+
+def test_series_count_stays_bounded_under_many_events(metrics: TacticalMetrics) -> None:
+    before = text(metrics).count("\n")
+    for i in range(200):
+        metrics.observe_events([0.001 * (i % 7)], ["TYPE_2"], ["executed" if i % 2 else "hold"])
+        metrics.observe_stage("inference", 0.0002, agent_type="entry")
+        metrics.record_error("validate")
+
+    assert text(metrics).count("\n") == before

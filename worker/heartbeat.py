@@ -1,0 +1,138 @@
+"""Liveness in Redis: each worker refreshes `tactical:heartbeat:{consumer}` more often than it expires.
+
+The value is one JSON string written with `SET … PX` (value and TTL in one atomic command). The TTL is 2.5×
+the refresh interval, so one late beat is tolerated and two are not. A clean shutdown deletes the key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from worker.names import HEARTBEAT_PREFIX, heartbeat_key
+
+log = logging.getLogger(__name__)
+
+TTL_FACTOR = 2.5
+_MGET_CHUNK = 200
+
+
+def heartbeat_ttl_ms(interval_s: float) -> int:
+    if not interval_s > 0:
+        raise ValueError(f"heartbeat interval must be positive, got {interval_s}")
+    return max(1, round(interval_s * TTL_FACTOR * 1000))
+
+
+def write_heartbeat(
+    client: redis.Redis,
+    consumer: str,
+    *,
+    interval_s: float,
+    info: dict[str, Any],
+    now: Callable[[], float] = time.time,
+) -> dict[str, Any]:
+    """Write this consumer's heartbeat; `info` adds (or overrides) fields such as started_at, model_version,
+    state. Returns what was written."""
+    ttl_ms = heartbeat_ttl_ms(interval_s)
+    beat = now()
+    record: dict[str, Any] = {
+        "consumer": consumer,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "interval_s": interval_s,
+        "ttl_ms": ttl_ms,
+        **info,
+        "last_beat": datetime.fromtimestamp(beat, UTC).isoformat(timespec="milliseconds"),
+        "last_beat_unix": beat,
+    }
+    client.set(heartbeat_key(consumer), json.dumps(record, default=str), px=ttl_ms)
+    return record
+
+
+def delete_heartbeat(client: redis.Redis, consumer: str) -> bool:
+    """Remove the heartbeat (clean shutdown); True if there was one."""
+    return bool(client.delete(heartbeat_key(consumer)))
+
+
+def is_alive(client: redis.Redis, consumer: str) -> bool:
+    return bool(client.exists(heartbeat_key(consumer)))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+
+
+def _parse(consumer: str, raw: bytes | str) -> dict[str, Any]:
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        log.warning("heartbeat of %s is not a JSON object: %.200r", consumer, raw)
+        return {"consumer": consumer, "error": "unreadable heartbeat", "raw": _text(raw)[:200]}
+    return record
+
+
+def live_consumers(client: redis.Redis) -> dict[str, dict[str, Any]]:
+    """Every consumer with an unexpired heartbeat, by name. SCAN, never KEYS: safe on a busy server."""
+    keys = list(client.scan_iter(match=HEARTBEAT_PREFIX + "*", count=500))
+    consumers: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(keys), _MGET_CHUNK):
+        chunk = keys[start : start + _MGET_CHUNK]
+        for key, raw in zip(chunk, client.mget(chunk), strict=True):
+            if raw is None:  # expired between SCAN and MGET
+                continue
+            consumer = _text(key)[len(HEARTBEAT_PREFIX) :]
+            consumers[consumer] = _parse(consumer, raw)
+    return dict(sorted(consumers.items()))
+
+
+class Heartbeat:
+    """Beats from the worker's own loop when due: a beat proves the loop runs, not just that a thread does."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        consumer: str,
+        interval_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        heartbeat_ttl_ms(interval_s)
+        self.client = client
+        self.consumer = consumer
+        self.interval_s = interval_s
+        self._clock = clock
+        self._next_beat = float("-inf")
+
+    def beat_if_due(self, info: dict[str, Any]) -> bool:
+        """Write the heartbeat if an interval has passed since the last one; True if it wrote."""
+        now = self._clock()
+        if now < self._next_beat:
+            return False
+        write_heartbeat(self.client, self.consumer, interval_s=self.interval_s, info=info)
+        self._next_beat = now + self.interval_s
+        return True
+
+    def stop(self) -> bool:
+        self._next_beat = float("inf")
+        return delete_heartbeat(self.client, self.consumer)
+
+
+__all__ = [
+    "TTL_FACTOR",
+    "Heartbeat",
+    "delete_heartbeat",
+    "heartbeat_ttl_ms",
+    "is_alive",
+    "live_consumers",
+    "write_heartbeat",
+]
