@@ -29,3 +29,19 @@ def completed_key(correlation_id: str) -> str:
 
 def heartbeat_key(consumer: str) -> str:
     return HEARTBEAT_PREFIX + consumer
+
+
+# Circuit breaker: operator actions the CLI writes and every worker honours (see worker/breaker.py).
+BREAKER_RESTARTS_KEY = BREAKER_PREFIX + "restarts"  # ZSET member "{consumer}@{time}", score = restart time
+BREAKER_RESET_SEQUENCE_KEY = BREAKER_PREFIX + "reset:sequence"  # INCR: id of the latest reset request
+BREAKER_RESET_REQUEST_KEY = BREAKER_PREFIX + "reset:request"  # HASH id, actor, requested_at (short TTL)
+BREAKER_RESET_HONOURED_PREFIX = BREAKER_PREFIX + "reset:honoured:"  # + consumer: last request id it honoured
+BREAKER_STATE_PREFIX = BREAKER_PREFIX + "state:"  # + consumer: HASH of that worker's breaker
+
+
+def breaker_state_key(consumer: str) -> str:
+    return BREAKER_STATE_PREFIX + consumer
+
+
+def breaker_reset_honoured_key(consumer: str) -> str:
+    return BREAKER_RESET_HONOURED_PREFIX + consumer

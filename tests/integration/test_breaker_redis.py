@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import redis
+
+from worker.alerts import Severity, read_alerts
+from worker.breaker import (
+    BreakerConfig,
+    BreakerState,
+    CircuitBreaker,
+    publish_breaker_state,
+    read_breaker_states,
+    record_restart,
+    request_reset,
+    restart_count,
+    take_reset_request,
+)
+from worker.embedded_redis import EmbeddedRedis
+from worker.names import BREAKER_RESTARTS_KEY, breaker_state_key
+
+NOW = 1_750_000_000.0
+
+
+def test_restarts_are_counted_across_processes(redis_url: str) -> None:
+    first_process = redis.Redis.from_url(redis_url)
+    second_process = redis.Redis.from_url(redis_url)
+    operator = redis.Redis.from_url(redis_url)
+    try:
+        assert record_restart(first_process, "host-a:100", NOW, window_s=300) == 1
+        assert record_restart(first_process, "host-a:101", NOW + 5, window_s=300) == 2
+        assert record_restart(second_process, "host-b:200", NOW + 6, window_s=300) == 3
+        assert restart_count(operator, 300, NOW + 10) == 3
+    finally:
+        for client in (first_process, second_process, operator):
+            client.close()
+
+
+def test_restarts_outside_the_window_are_pruned(redis_client: redis.Redis) -> None:
+    record_restart(redis_client, "w:1", NOW - 400, window_s=300)
+    record_restart(redis_client, "w:2", NOW - 200, window_s=300)
+    assert restart_count(redis_client, 300, NOW) == 1
+    assert record_restart(redis_client, "w:3", NOW, window_s=300) == 2
+    assert redis_client.zcard(BREAKER_RESTARTS_KEY) == 2
+    assert 0 < redis_client.ttl(BREAKER_RESTARTS_KEY) <= 301
+
+
+def test_restart_count_survives_a_redis_restart(private_redis: EmbeddedRedis) -> None:
+    client = redis.Redis.from_url(private_redis.url())
+    for number in range(3):
+        record_restart(client, f"w:{number}", NOW + number, window_s=300)
+    client.close()
+    private_redis.restart(kill=False)
+    client = redis.Redis.from_url(private_redis.url())
+    try:
+        assert restart_count(client, 300, NOW + 10) == 3
+    finally:
+        client.close()
+
+
+def test_restart_limit_opens_the_breaker_in_a_new_process(redis_client: redis.Redis) -> None:
+    config = BreakerConfig(restart_limit=2, restart_window_s=300)
+    for number in range(3):
+        restarts = record_restart(redis_client, f"w:{number}", NOW + number, window_s=config.restart_window_s)
+        fresh = CircuitBreaker(config, clock=lambda: NOW)
+        fresh.record_restarts(restarts)
+    assert fresh.state is BreakerState.OPEN
+    assert "3 worker restarts" in (fresh.last_reason or "")
+
+
+def test_reset_request_is_taken_once_per_worker_and_audited(redis_client: redis.Redis) -> None:
+    record_restart(redis_client, "w:1", NOW, window_s=300)
+    assert take_reset_request(redis_client, "worker-a") is None
+
+    request_reset(redis_client, "alice@ops-1")
+
+    assert restart_count(redis_client, 300, NOW) == 0
+    assert take_reset_request(redis_client, "worker-a") == "alice@ops-1"
+    assert take_reset_request(redis_client, "worker-a") is None
+    assert take_reset_request(redis_client, "worker-b") == "alice@ops-1"
+    assert take_reset_request(redis_client, "worker-b") is None
+
+    request_reset(redis_client, "bob@ops-2")
+    assert take_reset_request(redis_client, "worker-a") == "bob@ops-2"
+    assert take_reset_request(redis_client, "worker-b") == "bob@ops-2"
+    assert take_reset_request(redis_client, "worker-a") is None
+
+    trail = [a for a in read_alerts(redis_client, count=10) if a.severity == Severity.AUDIT]
+    assert [(a.kind, a.actor) for a in trail] == [("breaker_reset", "alice@ops-1"), ("breaker_reset", "bob@ops-2")]
+    assert "restart counter cleared" in trail[0].message
+
+
+def test_running_worker_closes_its_breaker_on_request(redis_url: str) -> None:
+    worker_client = redis.Redis.from_url(redis_url)
+    cli_client = redis.Redis.from_url(redis_url)
+    try:
+        breaker = CircuitBreaker(BreakerConfig(failure_threshold=1), clock=lambda: NOW)
+        breaker.record_failure("redis timeout")
+        assert breaker.state is BreakerState.OPEN
+
+        request_reset(cli_client, "carol@ops-3")
+        actor = take_reset_request(worker_client, "host:1")
+        assert actor is not None
+        breaker.reset(actor)
+
+        assert breaker.state is BreakerState.CLOSED
+        assert breaker.recent_transitions[-1].reason == "reset by carol@ops-3"
+    finally:
+        worker_client.close()
+        cli_client.close()
+
+
+def test_published_breaker_states_are_read_per_consumer(redis_client: redis.Redis) -> None:
+    closed = CircuitBreaker(clock=lambda: NOW)
+    broken = CircuitBreaker(BreakerConfig(failure_threshold=2), clock=lambda: NOW)
+    broken.record_failure("inference error")
+    broken.record_failure("inference error")
+
+    publish_breaker_state(redis_client, "host-a:1", closed, now=NOW)
+    publish_breaker_state(redis_client, "host-b:2", broken, now=NOW + 1)
+
+    states = read_breaker_states(redis_client)
+    assert set(states) == {"host-a:1", "host-b:2"}
+    assert states["host-a:1"].state is BreakerState.CLOSED
+    assert states["host-a:1"].opened_at is None
+    assert states["host-b:2"].state is BreakerState.OPEN
+    assert states["host-b:2"].consecutive_failures == 2
+    assert states["host-b:2"].opened_at == NOW
+    assert "inference error" in (states["host-b:2"].last_reason or "")
+    assert states["host-b:2"].updated_at == NOW + 1
+    assert states["host-b:2"].as_dict()["state_name"] == "open"
+    assert 0 < redis_client.ttl(breaker_state_key("host-b:2")) <= 60
+
+
+def test_a_later_publish_replaces_the_earlier_state(redis_client: redis.Redis) -> None:
+    breaker = CircuitBreaker(BreakerConfig(failure_threshold=1), clock=lambda: NOW)
+    breaker.record_failure("boom")
+    publish_breaker_state(redis_client, "w:1", breaker, now=NOW)
+    breaker.reset("op@host")
+    publish_breaker_state(redis_client, "w:1", breaker, now=NOW + 2)
+    state = read_breaker_states(redis_client)["w:1"]
+    assert state.state is BreakerState.CLOSED
+    assert state.opened_at is None
+
+
+def test_no_states_published(redis_client: redis.Redis) -> None:
+    assert read_breaker_states(redis_client) == {}

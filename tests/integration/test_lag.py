@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import pytest
+import redis
+
+from worker.lag import LagSample, LagUnavailable, TrendStatus, evaluate_lag_trend, read_consumer_lag
+from worker.names import CONSUMER_GROUP, INPUT_STREAM
+
+
+def server_now_ms(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return seconds * 1000 + micros // 1000
+
+
+def add_entries(client: redis.Redis, first_ms: int, count: int) -> list[str]:
+    """`count` entries with explicit ids one millisecond apart, the first at `first_ms`."""
+    pipe = client.pipeline(transaction=False)
+    for offset in range(count):
+        pipe.xadd(INPUT_STREAM, {"n": str(offset)}, id=f"{first_ms + offset}-0")
+    return [entry_id.decode() for entry_id in pipe.execute()]
+
+
+@pytest.fixture
+def backlog(redis_client: redis.Redis) -> tuple[int, list[str]]:
+    """1,000 entries, the first ten seconds old, and the group created at 0 (nothing delivered yet)."""
+    now_ms = server_now_ms(redis_client)
+    first_ms = now_ms - 10_000
+    ids = add_entries(redis_client, first_ms, 1000)
+    redis_client.xgroup_create(INPUT_STREAM, CONSUMER_GROUP, id="0")
+    return first_ms, ids
+
+
+def test_undelivered_backlog(redis_client: redis.Redis, backlog: tuple[int, list[str]]) -> None:
+    first_ms, ids = backlog
+    lag = read_consumer_lag(redis_client, now_ms=first_ms + 10_000)
+    assert lag.count == 1000
+    assert lag.pending == 0
+    assert lag.seconds == 10.0
+    assert lag.oldest_id == ids[0]
+    assert lag.last_delivered_id == "0-0"
+    assert lag.stream_length == 1000
+
+
+def test_age_is_measured_on_the_server_clock(redis_client: redis.Redis, backlog: tuple[int, list[str]]) -> None:
+    lag = read_consumer_lag(redis_client)
+    assert 10.0 <= lag.seconds < 40.0
+
+
+def test_delivered_but_unacknowledged_entries_still_count_as_waiting(
+    redis_client: redis.Redis, backlog: tuple[int, list[str]]
+) -> None:
+    first_ms, ids = backlog
+    redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=1000)
+    lag = read_consumer_lag(redis_client, now_ms=first_ms + 10_000)
+    assert lag.count == 0
+    assert lag.pending == 1000
+    assert lag.seconds == 10.0
+    assert lag.oldest_id == ids[0]
+    assert lag.entries_read == 1000
+
+
+def test_after_reading_and_acking_everything_nothing_waits(
+    redis_client: redis.Redis, backlog: tuple[int, list[str]]
+) -> None:
+    first_ms, ids = backlog
+    redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=1000)
+    redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, *ids)
+    lag = read_consumer_lag(redis_client, now_ms=first_ms + 10_000)
+    assert (lag.count, lag.pending, lag.seconds, lag.oldest_id) == (0, 0, 0.0, None)
+    assert lag.last_delivered_id == ids[-1]
+
+
+def test_oldest_waiting_entry_is_the_first_undelivered_once_the_head_is_acked(
+    redis_client: redis.Redis, backlog: tuple[int, list[str]]
+) -> None:
+    first_ms, ids = backlog
+    redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=400)
+    redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, *ids[:400])
+    lag = read_consumer_lag(redis_client, now_ms=first_ms + 10_000)
+    assert lag.count == 600
+    assert lag.oldest_id == ids[400]
+    assert lag.seconds == pytest.approx((10_000 - 400) / 1000)
+
+
+def test_a_pending_entry_older_than_the_undelivered_ones_sets_the_age(
+    redis_client: redis.Redis, backlog: tuple[int, list[str]]
+) -> None:
+    first_ms, ids = backlog
+    redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=10)
+    redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, *ids[1:10])  # the first one is stuck
+    lag = read_consumer_lag(redis_client, now_ms=first_ms + 10_000)
+    assert (lag.count, lag.pending) == (990, 1)
+    assert lag.oldest_id == ids[0]
+    assert lag.seconds == 10.0
+
+
+def test_xdel_of_an_unread_entry_makes_the_count_unknown_not_zero(
+    redis_client: redis.Redis, backlog: tuple[int, list[str]]
+) -> None:
+    first_ms, ids = backlog
+    redis_client.xdel(INPUT_STREAM, ids[500])
+    lag = read_consumer_lag(redis_client, now_ms=first_ms + 10_000)
+    assert lag.count is None
+    assert lag.count_text == "unknown"
+    assert lag.seconds == 10.0
+
+
+def test_xdel_of_entries_already_read_keeps_the_count(
+    redis_client: redis.Redis, backlog: tuple[int, list[str]]
+) -> None:
+    _first_ms, ids = backlog
+    redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=10)
+    redis_client.xdel(INPUT_STREAM, ids[3])
+    assert read_consumer_lag(redis_client).count == 990
+
+
+def test_setid_to_an_arbitrary_id_makes_the_count_unknown(
+    redis_client: redis.Redis, backlog: tuple[int, list[str]]
+) -> None:
+    first_ms, ids = backlog
+    redis_client.xgroup_setid(INPUT_STREAM, CONSUMER_GROUP, id=ids[99])
+    lag = read_consumer_lag(redis_client, now_ms=first_ms + 10_000)
+    assert lag.count is None
+    assert lag.entries_read is None
+    assert lag.oldest_id == ids[100]
+    assert lag.seconds == pytest.approx(9.9)
+
+
+def test_missing_stream_is_a_clear_error(redis_client: redis.Redis) -> None:
+    with pytest.raises(LagUnavailable, match="stream 'synergy_events' does not exist"):
+        read_consumer_lag(redis_client)
+
+
+def test_missing_group_is_a_clear_error(redis_client: redis.Redis) -> None:
+    redis_client.xadd(INPUT_STREAM, {"n": "1"})
+    redis_client.xgroup_create(INPUT_STREAM, "someone_else", id="0")
+    with pytest.raises(LagUnavailable, match="consumer group 'tactical_group' does not exist"):
+        read_consumer_lag(redis_client)
+
+
+def test_other_stream_and_group_names(redis_client: redis.Redis) -> None:
+    redis_client.xadd("test:input", {"n": "1"}, id="5-0")
+    redis_client.xgroup_create("test:input", "test_group", id="0")
+    lag = read_consumer_lag(redis_client, stream="test:input", group="test_group", now_ms=2005)
+    assert (lag.count, lag.seconds, lag.oldest_id) == (1, 2.0, "5-0")
+
+
+def test_samples_of_a_consumer_that_stopped_show_stop(
+    redis_client: redis.Redis, backlog: tuple[int, list[str]]
+) -> None:
+    _first_ms, ids = backlog
+    samples = []
+    for minute in range(4):  # reads and acks 100 per minute for two minutes, then nothing
+        if minute < 2:
+            batch = ids[minute * 100 : (minute + 1) * 100]
+            redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=100)
+            redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, *batch)
+        samples.append(LagSample.from_consumer_lag(read_consumer_lag(redis_client), at=60.0 * minute))
+    assert [s.committed for s in samples] == [100, 200, 200, 200]
+    assert evaluate_lag_trend(samples, now=60.0 * 3 + 1) is TrendStatus.STOP

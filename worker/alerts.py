@@ -1,0 +1,129 @@
+"""The `tactical_alerts` stream: the audit trail of P0/P1/P2 alerts and of every operator action.
+
+Entries are flat stream fields (`severity`, `kind`, `message`, `source`, `ts`, plus any extra fields), so
+`redis-cli XREAD COUNT 10 STREAMS tactical_alerts 0` — the runbook's diagnosis step — reads them as they are.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import redis
+
+from worker.names import ALERTS_STREAM
+
+# Approximate trimming (MAXLEN ~) costs nothing per XADD and keeps months of alerts.
+ALERTS_MAXLEN = 100_000
+
+CORE_FIELDS: tuple[str, ...] = ("severity", "kind", "message", "source", "ts")
+
+
+class Severity(StrEnum):
+    P0 = "P0"  # critical: immediate response
+    P1 = "P1"  # warning: respond within 15 minutes
+    P2 = "P2"  # information for the team lead
+    AUDIT = "AUDIT"  # an operator action, recorded for the trail
+
+
+class AlertFieldError(ValueError):
+    """An extra alert field would overwrite one of the core fields."""
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One entry of `tactical_alerts`. `severity` is kept as written, so a hand-written entry is never hidden."""
+
+    id: str
+    severity: str
+    kind: str
+    message: str
+    source: str
+    ts: str
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def actor(self) -> str | None:
+        return self.fields.get("actor")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "severity": self.severity,
+            "kind": self.kind,
+            "message": self.message,
+            "source": self.source,
+            "ts": self.ts,
+            **self.fields,
+        }
+
+
+def default_actor() -> str:
+    """`user@host` of whoever runs the command: what an audit entry names as the actor."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def publish_alert(
+    client: redis.Redis, *, severity: Severity, kind: str, message: str, source: str, **fields: str
+) -> bytes:
+    """XADD one alert and return its entry id."""
+    clashes = sorted(set(fields) & set(CORE_FIELDS))
+    if clashes:
+        raise AlertFieldError(f"extra alert fields {clashes} would overwrite core fields {list(CORE_FIELDS)}")
+    entry = {
+        "severity": Severity(severity).value,
+        "kind": kind,
+        "message": message,
+        "source": source,
+        "ts": _utc_now_iso(),
+        **{name: str(value) for name, value in fields.items()},
+    }
+    return client.xadd(ALERTS_STREAM, entry, maxlen=ALERTS_MAXLEN, approximate=True)  # type: ignore[arg-type]
+
+
+def audit(client: redis.Redis, *, actor: str, action: str, detail: str, **fields: str) -> bytes:
+    """Record an operator action (severity AUDIT, kind = the action, source and `actor` = who did it)."""
+    if "actor" in fields:
+        raise AlertFieldError("pass the actor as `actor=`, not as an extra field")
+    return publish_alert(
+        client, severity=Severity.AUDIT, kind=action, message=detail, source=actor, actor=actor, **fields
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _alert(entry_id: bytes | str, raw: Mapping[bytes | str, bytes | str]) -> Alert:
+    values = {_text(k): _text(v) for k, v in raw.items()}
+    core = {name: values.pop(name, "") for name in CORE_FIELDS}
+    return Alert(id=_text(entry_id), fields=values, **core)
+
+
+def read_alerts(client: redis.Redis, *, count: int, since_id: str = "0") -> list[Alert]:
+    """Up to `count` alerts written after `since_id`, oldest first (pass the last id seen to page on)."""
+    response = client.xread({ALERTS_STREAM: since_id}, count=count)
+    if not response:
+        return []
+    _stream, entries = response[0]
+    return [_alert(entry_id, raw) for entry_id, raw in entries]
+
+
+def recent_alerts(client: redis.Redis, *, count: int) -> list[Alert]:
+    """The latest `count` alerts, oldest first: the alert history the morning check reviews."""
+    entries = client.xrevrange(ALERTS_STREAM, count=count)
+    return [_alert(entry_id, raw) for entry_id, raw in reversed(entries)]

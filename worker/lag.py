@@ -1,0 +1,233 @@
+"""Consumer lag of the input stream: how much waits (count) and for how long (seconds), and where it is heading.
+
+`count` is XINFO GROUPS `lag`: entries not yet delivered to the group. Redis cannot always compute it (after an
+XDEL of entries the group has not read yet, or XGROUP CREATE/SETID to an arbitrary id without ENTRIESREAD) and then
+reports nil: that is "unknown", never 0. `seconds` is the age of the oldest entry still waiting — undelivered or
+delivered but not acknowledged — from the millisecond part of its stream id, measured on the Redis server's clock,
+which is the clock that made the id.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from itertools import pairwise
+from typing import Any
+
+import redis
+
+from worker.names import CONSUMER_GROUP, INPUT_STREAM
+
+
+class LagUnavailable(RuntimeError):
+    """The lag cannot be measured (no stream, no group); the message says what to check."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerLag:
+    count: int | None  # undelivered entries (XINFO GROUPS lag); None when Redis cannot tell
+    pending: int  # delivered, not yet acknowledged
+    seconds: float  # age of the oldest undelivered or pending entry; 0 when nothing waits
+    oldest_id: str | None
+    last_delivered_id: str
+    entries_read: int | None
+    stream_length: int
+
+    @property
+    def count_text(self) -> str:
+        return "unknown" if self.count is None else str(self.count)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "pending": self.pending,
+            "seconds": self.seconds,
+            "oldest_id": self.oldest_id,
+            "last_delivered_id": self.last_delivered_id,
+            "entries_read": self.entries_read,
+            "stream_length": self.stream_length,
+        }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def parse_stream_id(entry_id: bytes | str) -> tuple[int, int]:
+    """`"1712345678901-3"` → (1712345678901, 3): milliseconds and sequence, ordered as Redis orders ids."""
+    text = _text(entry_id)
+    ms, _, seq = text.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a stream entry id (expected <milliseconds>-<sequence>)") from None
+
+
+def read_consumer_lag(
+    client: redis.Redis,
+    stream: str = INPUT_STREAM,
+    group: str = CONSUMER_GROUP,
+    now_ms: int | None = None,
+) -> ConsumerLag:
+    with client.pipeline(transaction=True) as pipe:
+        pipe.time()
+        pipe.xinfo_groups(stream)
+        pipe.xpending(stream, group)
+        pipe.xlen(stream)
+        server_time, groups, pending_summary, length = pipe.execute(raise_on_error=False)
+    if isinstance(groups, redis.ResponseError):
+        raise LagUnavailable(
+            f"stream {stream!r} does not exist: nothing has been produced yet, or this is the wrong database "
+            "(the runbook's is db 2)"
+        )
+    info = next((g for g in groups if _text(g["name"]) == group), None)
+    if info is None or isinstance(pending_summary, redis.ResponseError):
+        raise LagUnavailable(
+            f"consumer group {group!r} does not exist on {stream!r}: start the worker (it creates the group) "
+            f"or run XGROUP CREATE {stream} {group} 0"
+        )
+
+    last_delivered_id = _text(info["last-delivered-id"])
+    undelivered = client.xrange(stream, min=f"({last_delivered_id}", max="+", count=1)
+    waiting = [_text(undelivered[0][0])] if undelivered else []
+    if pending_summary["min"] is not None:
+        waiting.append(_text(pending_summary["min"]))
+    oldest_id = min(waiting, key=parse_stream_id) if waiting else None
+
+    if now_ms is None:
+        seconds_part, micros = server_time
+        now_ms = int(seconds_part) * 1000 + int(micros) // 1000
+    seconds = 0.0
+    if oldest_id is not None:
+        seconds = max(0.0, (now_ms - parse_stream_id(oldest_id)[0]) / 1000.0)
+
+    lag = info.get("lag")
+    entries_read = info.get("entries-read")
+    return ConsumerLag(
+        count=None if lag is None else int(lag),
+        pending=int(pending_summary["pending"]),
+        seconds=seconds,
+        oldest_id=oldest_id,
+        last_delivered_id=last_delivered_id,
+        entries_read=None if entries_read is None else int(entries_read),
+        stream_length=int(length),
+    )
+
+
+# ---- trend (Burrow-style) --------------------------------------------------------------------------------------
+
+
+class TrendStatus(StrEnum):
+    OK = "ok"
+    WARN = "warn"  # falling behind: the consumer works, but the backlog only grows
+    STALL = "stall"  # nothing acknowledged for a whole window while entries wait
+    STOP = "stop"  # nothing acknowledged for longer than the stop limit while entries wait: treat it as dead
+    UNKNOWN = "unknown"  # Redis could not tell the undelivered count in any sample
+
+
+@dataclass(frozen=True, slots=True)
+class LagSample:
+    """One observation. `committed` is a counter of entries finished (acknowledged); None if not known."""
+
+    at: float
+    count: int | None
+    pending: int
+    committed: int | None
+
+    @classmethod
+    def from_consumer_lag(cls, lag: ConsumerLag, at: float | None = None) -> LagSample:
+        """From outside the worker, finished = read by the group − still pending (`entries_read − pending`)."""
+        committed = None if lag.entries_read is None else lag.entries_read - lag.pending
+        return cls(time.time() if at is None else at, lag.count, lag.pending, committed)
+
+    @property
+    def backlog(self) -> int | None:
+        return None if self.count is None else self.count + self.pending
+
+    @property
+    def has_backlog(self) -> bool:
+        return self.pending > 0 or (self.count or 0) > 0
+
+    @property
+    def caught_up(self) -> bool:
+        return self.count == 0 and self.pending == 0
+
+
+@dataclass(frozen=True, slots=True)
+class LagTrendPolicy:
+    window_s: float = 60.0
+    min_span_s: float = 30.0  # a trend needs time: WARN and STALL need the window's samples to span this much
+    stop_after_s: float = 120.0
+
+    @property
+    def retention_s(self) -> float:
+        return max(self.window_s, self.stop_after_s) + self.window_s
+
+
+DEFAULT_TREND_POLICY = LagTrendPolicy()
+
+
+def evaluate_lag_trend(
+    samples: Iterable[LagSample], now: float, policy: LagTrendPolicy = DEFAULT_TREND_POLICY
+) -> TrendStatus:
+    """The lag's trend over the window [now − window_s, now]. The first rule that matches decides:
+
+    1. UNKNOWN — no sample in the window knows the undelivered count.
+    2. OK — some sample in the window was caught up (nothing undelivered, nothing pending).
+    3. STOP — the latest sample has entries waiting and `committed` has not moved for more than `stop_after_s`
+       (from the first sample showing its current value, over all samples given, to now).
+    4. STALL — the window spans at least `min_span_s`, entries waited in every sample and `committed` is the same
+       known value throughout: pending entries are not moving while there is lag.
+    5. WARN — the window spans at least `min_span_s`, the backlog (undelivered + pending) never falls between
+       consecutive samples and ends higher than it started: the consumer is falling behind.
+    6. OK.
+    """
+    history = sorted((s for s in samples if s.at <= now), key=lambda s: s.at)
+    window = [s for s in history if s.at >= now - policy.window_s]
+    if not any(s.count is not None for s in window):
+        return TrendStatus.UNKNOWN
+    if any(s.caught_up for s in window):
+        return TrendStatus.OK
+
+    latest = history[-1]
+    if latest.has_backlog and latest.committed is not None:
+        since = len(history) - 1
+        while since > 0 and history[since - 1].committed == latest.committed:
+            since -= 1
+        if now - history[since].at > policy.stop_after_s:
+            return TrendStatus.STOP
+
+    if window[-1].at - window[0].at < policy.min_span_s:
+        return TrendStatus.OK
+    committed = {s.committed for s in window}
+    if all(s.has_backlog for s in window) and len(committed) == 1 and None not in committed:
+        return TrendStatus.STALL
+    backlogs = [s.backlog for s in window if s.backlog is not None]
+    never_falls = all(later >= earlier for earlier, later in pairwise(backlogs))
+    if len(backlogs) >= 2 and never_falls and backlogs[-1] > backlogs[0]:
+        return TrendStatus.WARN
+    return TrendStatus.OK
+
+
+class LagTrend:
+    """A sliding window of samples (kept for `policy.retention_s`) and its current trend."""
+
+    def __init__(self, policy: LagTrendPolicy = DEFAULT_TREND_POLICY) -> None:
+        self.policy = policy
+        self._samples: deque[LagSample] = deque()
+
+    @property
+    def samples(self) -> list[LagSample]:
+        return list(self._samples)
+
+    def add(self, sample: LagSample) -> None:
+        self._samples.append(sample)
+        horizon = sample.at - self.policy.retention_s
+        while self._samples and self._samples[0].at < horizon:
+            self._samples.popleft()
+
+    def status(self, now: float) -> TrendStatus:
+        return evaluate_lag_trend(self._samples, now, self.policy)
