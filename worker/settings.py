@@ -49,6 +49,8 @@ class WorkerSettings:
     breaker_reset_timeout_s: float = _setting(30.0, "open → half-open after this many seconds")
     breaker_restart_limit: int = _setting(5, "worker restarts within the window that open the breaker")
     breaker_restart_window_s: float = _setting(300.0, "window for the restart limit")
+    health_interval_s: float = _setting(1.0, "how often health checks run")
+    health_recovery_s: float = _setting(30.0, "a better health state must hold this long before it is entered")
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
 
     @staticmethod

@@ -1,0 +1,60 @@
+"""`tacticalctl`: every runbook procedure as one command. Thin: parse, call the library, render."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from tacticalctl.context import DEFAULT_REDIS_URL, DEFAULT_WORKER_URL, CtlContext
+from tacticalctl.errors import CtlError
+
+
+class CtlGroup(TyperGroup):
+    """Turns a CtlError from any command into one line on stderr and its exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except CtlError as exc:
+            typer.echo(f"tacticalctl: {exc.message}", err=True)
+            raise typer.Exit(int(exc.code)) from None
+
+
+app = typer.Typer(
+    cls=CtlGroup,
+    name="tacticalctl",
+    help="Operate the tactical-marl worker: checks, health, lag, pending entries, keys, breaker, models, triage.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    redis_url: Annotated[
+        str, typer.Option("--redis-url", envvar="TACTICAL_REDIS_URL", help="Redis URL (database 2).")
+    ] = DEFAULT_REDIS_URL,
+    worker_url: Annotated[
+        str, typer.Option("--worker-url", envvar="TACTICAL_WORKER_URL", help="The worker's HTTP endpoint.")
+    ] = DEFAULT_WORKER_URL,
+) -> None:
+    ctx.obj = CtlContext(redis_url=redis_url, worker_url=worker_url.rstrip("/"))
+    ctx.call_on_close(ctx.obj.close)
+
+
+def _register() -> None:
+    from tacticalctl import feed, up
+
+    feed.register(app)
+    up.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()

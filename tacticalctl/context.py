@@ -1,0 +1,60 @@
+"""What every command gets from the global options: where Redis and the worker are, and how to print."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import typer
+from rich.console import Console
+
+from tacticalctl.errors import CtlError, ExitCode
+from worker.connection import connect
+from worker.settings import redact_url
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/2"
+DEFAULT_WORKER_URL = "http://127.0.0.1:8001"
+
+
+@dataclass
+class CtlContext:
+    redis_url: str = DEFAULT_REDIS_URL
+    worker_url: str = DEFAULT_WORKER_URL
+    console: Console = field(default_factory=lambda: Console(no_color=bool(os.environ.get("NO_COLOR"))))
+    _client: redis.Redis | None = None
+
+    def redis(self) -> redis.Redis:
+        """A connected client, or CtlError(CRITICAL) naming the (redacted) URL."""
+        if self._client is None:
+            client = connect(self.redis_url, client_name="tacticalctl", connect_timeout_s=2.0)
+            try:
+                client.ping()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                raise CtlError(f"Redis unreachable at {redact_url(self.redis_url)}: {exc}", ExitCode.CRITICAL) from None
+            except redis.AuthenticationError as exc:
+                raise CtlError(f"Redis refused the credentials for {redact_url(self.redis_url)}: {exc}",
+                               ExitCode.CRITICAL) from None
+            self._client = client
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def get_context(ctx: typer.Context) -> CtlContext:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, CtlContext):
+        obj = CtlContext()
+        ctx.find_root().obj = obj
+    return obj
+
+
+def print_json(data: Any) -> None:
+    """Stable, machine-readable output on stdout (no colour, no wrapping)."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

@@ -1,0 +1,34 @@
+"""Exit codes a monitor reads, and the one error type the CLI turns into a clear line on stderr."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Monitoring-plugin convention: what `tacticalctl` check commands exit with."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2  # including: Redis or the worker unreachable
+    UNKNOWN = 3  # the check itself could not run
+
+    @classmethod
+    def worst(cls, codes: list[ExitCode]) -> ExitCode:
+        """CRITICAL beats WARNING beats OK; UNKNOWN only when nothing is worse than OK."""
+        if any(c is cls.CRITICAL for c in codes):
+            return cls.CRITICAL
+        if any(c is cls.WARNING for c in codes):
+            return cls.WARNING
+        if any(c is cls.UNKNOWN for c in codes):
+            return cls.UNKNOWN
+        return cls.OK
+
+
+class CtlError(Exception):
+    """An operator-facing failure: `message` is printed as one line, `code` is the exit code."""
+
+    def __init__(self, message: str, code: ExitCode = ExitCode.UNKNOWN) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code

@@ -1,0 +1,118 @@
+"""Feeding events in: `emit` one, `simulate` a live market, `replay` a CSV of 5-minute bars."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from tacticalctl.context import get_context, print_json
+from tacticalctl.errors import CtlError, ExitCode
+from worker.feed import FeedStats, replay_events, run_id, send_events, simulated_events
+from worker.producer import make_event, publish_event
+from worker.records import SynergyType
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def emit(
+    ctx: typer.Context,
+    synergy_type: Annotated[SynergyType, typer.Option(help="Synergy type of the event.")] = SynergyType.TYPE_1,
+    direction: Annotated[int, typer.Option(help="1 long, -1 short.", min=-1, max=1)] = 1,
+    confidence: Annotated[float, typer.Option(help="Upstream confidence, 0..1.", min=0.0, max=1.0)] = 0.8,
+    symbol: Annotated[str, typer.Option(help="Instrument symbol.")] = "ES",
+    price: Annotated[float, typer.Option(help="Price at the bar close.")] = 4500.0,
+    atr: Annotated[float, typer.Option(help="Average true range, for stop-loss and take-profit.")] = 5.0,
+    correlation_id: Annotated[str | None, typer.Option(help="Correlation id (default: a new unique one).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the feature matrix (default: random).")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Publish one SYNERGY_DETECTED event to `synergy_events`."""
+    if direction == 0:
+        raise CtlError("--direction must be 1 (long) or -1 (short)", ExitCode.UNKNOWN)
+    event = make_event(
+        correlation_id=correlation_id, synergy_type=synergy_type, direction=direction, confidence=confidence,
+        symbol=symbol, price=price, atr=atr, rng=np.random.default_rng(seed),
+    )
+    entry_id = publish_event(get_context(ctx).redis(), event)
+    if json_output:
+        print_json({"entry_id": entry_id.decode(), "correlation_id": event.correlation_id})
+    else:
+        get_context(ctx).console.print(f"emitted [bold]{event.correlation_id}[/] as entry {entry_id.decode()}")
+
+
+def _run_feed(ctx: typer.Context, events, *, rate: float | None, duration: float | None, count: int | None,
+              label: str, json_output: bool) -> FeedStats:
+    context = get_context(ctx)
+    client = context.redis()
+    stop = threading.Event()
+    sent = 0
+
+    def progress(batch: int) -> None:
+        nonlocal sent
+        sent += batch
+
+    try:
+        if json_output:
+            stats = send_events(client, events, rate=rate, duration_s=duration, limit=count, stop=stop)
+        else:
+            with context.console.status(f"{label}: starting") as status:
+                def update(batch: int) -> None:
+                    progress(batch)
+                    status.update(f"{label}: {sent} events sent")
+                stats = send_events(client, events, rate=rate, duration_s=duration, limit=count, stop=stop,
+                                    on_sent=update)
+    except KeyboardInterrupt:
+        stop.set()
+        stats = FeedStats(sent=sent, elapsed_s=0.0)
+    summary = {"sent": stats.sent, "elapsed_s": round(stats.elapsed_s, 3), "rate_eps": round(stats.rate, 1)}
+    if json_output:
+        print_json(summary)
+    else:
+        context.console.print(f"{label}: sent {stats.sent} events in {stats.elapsed_s:.1f}s ({stats.rate:.1f}/s)")
+    return stats
+
+
+def simulate(
+    ctx: typer.Context,
+    rate: Annotated[float, typer.Option(help="Events per second.", min=0.001)] = 50.0,
+    duration: Annotated[float | None, typer.Option(help="Seconds to run (default: until Ctrl-C or --count).")] = None,
+    count: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
+    seed: Annotated[int, typer.Option(help="Simulator seed; later markets use seed+1, seed+2, …")] = 0,
+    symbol: Annotated[str, typer.Option(help="Symbol of the simulated instrument.")] = "SIM",
+    id_prefix: Annotated[str | None, typer.Option(help="Correlation id prefix (default: unique per run).")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """A live feed: synergy events detected in a seeded simulated market, sent at --rate."""
+    events = simulated_events(seed, symbol=symbol, id_prefix=id_prefix or run_id())
+    _run_feed(ctx, events, rate=rate, duration=duration, count=count, label="simulate", json_output=json_output)
+
+
+def replay(
+    ctx: typer.Context,
+    csv_file: Annotated[Path, typer.Argument(help="CSV of 5-minute bars: timestamp,open,high,low,close,volume.",
+                                             exists=True, dir_okay=False, readable=True)],
+    rate: Annotated[float | None, typer.Option(help="Events per second (default: as fast as possible).")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Symbol (default: the file's name).")] = None,
+    id_prefix: Annotated[str, typer.Option(help="Prefix for correlation ids; the same file replayed with the "
+                                           "same prefix is recognised as duplicates.")] = "",
+    json_output: JsonOption = False,
+) -> None:
+    """Replay a CSV of 5-minute OHLCV bars: detect synergies and publish their events."""
+    from models.bars import BarsFormatError
+
+    try:
+        events = list(replay_events(csv_file, symbol=symbol or csv_file.stem, id_prefix=id_prefix))
+    except BarsFormatError as exc:
+        raise CtlError(str(exc), ExitCode.UNKNOWN) from None
+    _run_feed(ctx, events, rate=rate, duration=None, count=None, label=f"replay {csv_file.name}",
+              json_output=json_output)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(emit)
+    app.command()(simulate)
+    app.command()(replay)

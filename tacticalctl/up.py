@@ -1,0 +1,119 @@
+"""`tacticalctl up`: the whole system on one machine — embedded Redis, the worker, a simulated feed — live."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Annotated
+
+import redis
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+
+from tacticalctl.context import get_context
+from worker.delivery import entry_time_ms
+from worker.feed import run_id, send_events, simulated_events
+from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM
+from worker.stack import LocalStack
+
+SHOWN_ROWS = 15
+
+
+def _vote(fields: dict[bytes, bytes], agent: str) -> str:
+    probabilities = [float(p) for p in fields.get(f"vote_{agent}".encode(), b"0,0,0").split(b",")]
+    best = max(range(3), key=probabilities.__getitem__)
+    return f"{('short', 'hold', 'long')[best]} {probabilities[best]:.2f}"
+
+
+def decision_row(event_id: bytes, decision_id: bytes, fields: dict[bytes, bytes]) -> tuple[str, ...]:
+    executed = fields.get(b"execute") == b"1"
+    latency_ms = entry_time_ms(decision_id) - entry_time_ms(event_id)
+    return (
+        fields[b"correlation_id"].decode()[-22:],
+        fields[b"synergy_type"].decode(),
+        "long" if fields[b"direction"] == b"1" else "short",
+        _vote(fields, "fvg"),
+        _vote(fields, "momentum"),
+        _vote(fields, "entry"),
+        f"{fields[b'action'].decode()} {float(fields[b'score']):.3f}",
+        "[green]EXECUTED[/]" if executed else f"[yellow]{fields[b'reason'].decode()}[/]",
+        f"{latency_ms} ms",
+    )
+
+
+def render(rows: deque[tuple[str, ...]], totals: dict[str, int], elapsed: float) -> Group:
+    table = Table(title="tactical-marl — live decisions", expand=True)
+    for name in ("correlation id", "type", "dir", "FVG", "Momentum", "Entry", "vote", "decision", "latency"):
+        table.add_column(name, no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    line = (f"{elapsed:6.1f}s  sent {totals['sent']}  decided {totals['decided']}  executed {totals['executed']}  "
+            f"commands {totals['commands']}  dead-lettered {totals['dead']}   Ctrl-C to stop")
+    return Group(table, line)
+
+
+def up(
+    ctx: typer.Context,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
+    rate: Annotated[float, typer.Option(help="Simulated events per second.", min=0.1)] = 20.0,
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 0,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1, max=8)] = 1,
+    http_addr: Annotated[str, typer.Option(help="HTTP address of the first worker.")] = "127.0.0.1:8001",
+    external_redis: Annotated[bool, typer.Option(
+        "--external-redis", help="Use --redis-url instead of starting an embedded Redis.")] = False,
+) -> None:
+    """Start an embedded Redis, the worker and a simulated feed; show decisions as they happen."""
+    context = get_context(ctx)
+    console = context.console
+    stack = LocalStack(workers=workers, redis_url=context.redis_url if external_redis else None,
+                       http_addrs=(http_addr,))
+    with console.status("starting Redis and the worker (loading and warming the models)…"):
+        stack.start()
+    console.print(f"Redis at {stack.url}; worker HTTP on {http_addr}; feeding {rate:g} events/s")
+    client = redis.Redis.from_url(stack.url)
+    stop = threading.Event()
+    totals = {"sent": 0, "decided": 0, "executed": 0, "commands": 0, "dead": 0}
+
+    def count_sent(batch: int) -> None:
+        totals["sent"] += batch
+
+    feeder = threading.Thread(
+        target=send_events, name="feed", daemon=True,
+        args=(redis.Redis.from_url(stack.url), simulated_events(seed, id_prefix=run_id())),
+        kwargs={"rate": rate, "stop": stop, "on_sent": count_sent},
+    )
+    rows: deque[tuple[str, ...]] = deque(maxlen=SHOWN_ROWS)
+    started = time.monotonic()
+    last_id = b"$"
+    try:
+        feeder.start()
+        with Live(render(rows, totals, 0.0), console=console, refresh_per_second=8) as live:
+            while duration is None or time.monotonic() - started < duration:
+                reply = client.xread({DECISIONS_STREAM: last_id}, count=200, block=200)
+                for _, entries in reply:
+                    for decision_id, fields in entries:
+                        last_id = decision_id
+                        totals["decided"] += 1
+                        totals["executed"] += fields.get(b"execute") == b"1"
+                        rows.appendleft(decision_row(fields[b"event_id"], decision_id, fields))
+                totals["commands"] = client.xlen(COMMANDS_STREAM)
+                totals["dead"] = client.xlen(DEAD_LETTER_STREAM)
+                live.update(render(rows, totals, time.monotonic() - started))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        feeder.join(timeout=5)
+        with console.status("stopping: the worker drains what it holds…"):
+            codes = stack.stop_workers()
+            client.close()
+            stack.close()
+    console.print(f"stopped after {time.monotonic() - started:.1f}s: sent {totals['sent']}, decided "
+                  f"{totals['decided']}, executed {totals['executed']}; worker exit codes {codes}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(up)

@@ -1,0 +1,50 @@
+"""Every malformed event is dead-lettered with its own reason, and the worker stays up."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.integration.streams import decided_ids, pending_count, wait_settled
+from worker.events import encode_event
+from worker.names import DEAD_LETTER_STREAM, INPUT_STREAM
+from worker.producer import make_event, publish_events
+
+
+def valid_fields(cid: str) -> dict:
+    return encode_event(make_event(correlation_id=cid, rng=np.random.default_rng(1)))
+
+
+def malformed() -> dict[str, dict]:
+    nan_matrix = np.zeros((60, 7), dtype="<f4")
+    nan_matrix[3, 2] = np.nan
+    cases = {
+        "missing_field": {k: v for k, v in valid_fields("x").items() if k != "correlation_id"},
+        "correlation_id_too_long": {**valid_fields("x"), "correlation_id": "c" * 129},
+        "matrix_size": {**valid_fields("m1"), "matrix": b"\x00" * 1676},
+        "matrix_not_finite": {**valid_fields("m2"), "matrix": nan_matrix.tobytes()},
+        "unknown_synergy_type": {**valid_fields("t"), "synergy_type": "TYPE_9"},
+        "bad_direction": {**valid_fields("d"), "direction": "2"},
+        "bad_confidence": {**valid_fields("c"), "confidence": "1.5"},
+        "wrong_event_type": {**valid_fields("e"), "event_type": "SOMETHING_ELSE"},
+        "payload_too_large": {**valid_fields("p"), "padding": "x" * 70_000},
+        "matrix_shape": {**valid_fields("s"), "matrix_encoding": "json", "matrix": "[[1,2,3]]"},
+    }
+    return cases
+
+
+def test_each_malformed_event_is_dead_lettered_with_its_reason(redis_url, redis_client, start_worker) -> None:
+    cases = malformed()
+    for fields in cases.values():
+        redis_client.xadd(INPUT_STREAM, fields)
+    publish_events(redis_client, [make_event(correlation_id="good-after", rng=np.random.default_rng(2))])
+    worker = start_worker(redis_url)
+    wait_settled(redis_client, decisions=1, dead=len(cases))
+    assert worker.poll() is None, "the worker is still running"
+    reasons = [fields[b"dead_reason"].decode() for _, fields in redis_client.xrange(DEAD_LETTER_STREAM)]
+    for expected, reason in zip(cases, reasons, strict=True):
+        assert reason.startswith(expected), (expected, reason)
+    first = redis_client.xrange(DEAD_LETTER_STREAM, count=1)[0][1]
+    assert first[b"dead_delivery_count"] == b"1"
+    assert b"matrix" in first, "the original fields are kept"
+    assert decided_ids(redis_client) == {b"good-after": 1}
+    assert pending_count(redis_client) == 0

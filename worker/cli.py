@@ -1,0 +1,72 @@
+"""`tactical-worker`: the headless daemon's command line. Every setting is a flag and a `TACTICAL_*` variable."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+
+from worker.settings import SettingsError, WorkerSettings, setting_defaults
+
+EXIT_CONFIG_ERROR = 2
+EXIT_MODEL_ERROR = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tactical-worker",
+        description="Consume SYNERGY_DETECTED events from Redis, decide with three TorchScript agents, "
+        "publish decisions and execution commands exactly once.",
+        epilog="Flags override TACTICAL_* environment variables, which override the defaults.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    types = {f.name: f.type for f in fields(WorkerSettings)}
+    for name, env, default, help_text in setting_defaults():
+        kind = types[name] if isinstance(types[name], str) else types[name].__name__
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type={"int": int, "float": float, "Path": Path}.get(kind, str),
+            default=None,
+            metavar=name.split("_")[-1].upper() if name != "http_addr" else "HOST:PORT",
+            help=f"{help_text} [env {env}; default {default}]",
+        )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = WorkerSettings.from_env(**vars(args))
+    except SettingsError as exc:
+        print(f"tactical-worker: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    from models.bundle import BundleError
+    from worker.http_server import HttpServerError
+    from worker.service import Worker
+
+    try:
+        return Worker(settings).run()
+    except BundleError as exc:
+        logging.getLogger("tactical.worker").error("refusing to start: %s", exc)
+        return EXIT_MODEL_ERROR
+    except HttpServerError as exc:
+        logging.getLogger("tactical.worker").error("cannot serve HTTP: %s", exc)
+        return EXIT_CONFIG_ERROR
+    except ValueError as exc:  # invalid aggregator or settings values
+        logging.getLogger("tactical.worker").error("invalid configuration: %s", exc)
+        return EXIT_CONFIG_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

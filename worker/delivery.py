@@ -1,0 +1,246 @@
+"""At least once in, exactly once out: the Redis side of the worker's delivery contract.
+
+Two Lua scripts carry the contract (DESIGN.md, "Delivery"):
+- `claim_events`: per event, a completed key → duplicate; `SET processing NX PX lease` → ours; held by *another*
+  stream entry → duplicate in flight; held by *this same* entry → a dead or stalled owner's work, taken over.
+- `commit_batch`: per decided event, if the completed key exists only XACK (another consumer won the race);
+  else XADD decision, XADD command (if executed), SET completed EX ttl, DEL processing, XACK. Duplicates are acked
+  and dead letters are written and acked in the same call. Being one script makes each event's check-and-write
+  atomic: two consumers racing on one correlation id produce one command.
+A crash before the commit leaves entries pending in the group; they are reclaimed with XAUTOCLAIM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import redis
+
+from worker.names import (
+    COMMANDS_STREAM,
+    CONSUMER_GROUP,
+    DEAD_LETTER_STREAM,
+    DECISIONS_STREAM,
+    INPUT_STREAM,
+    completed_key,
+    processing_key,
+)
+
+_CLAIM_LUA = """
+local owner = ARGV[1]
+local lease = ARGV[2]
+local out = {}
+for i = 1, #KEYS / 2 do
+  local entry = ARGV[2 + i]
+  local value = owner .. '|' .. entry
+  if redis.call('EXISTS', KEYS[2 * i - 1]) == 1 then
+    out[i] = 'done'
+  elseif redis.call('SET', KEYS[2 * i], value, 'NX', 'PX', lease) then
+    out[i] = 'claimed'
+  else
+    local held = redis.call('GET', KEYS[2 * i]) or ''
+    local suffix = '|' .. entry
+    if string.sub(held, -string.len(suffix)) == suffix then
+      redis.call('SET', KEYS[2 * i], value, 'PX', lease)
+      out[i] = 'takeover'
+    else
+      out[i] = 'inflight'
+    end
+  end
+end
+return out
+"""
+
+# KEYS: input stream, decisions stream, commands stream, dead-letter stream, then completed/processing per decision.
+# ARGV: group, ttl_s, n_decided, n_acks, n_dead, then the records, each a count-prefixed flat list.
+_COMMIT_LUA = """
+local group = ARGV[1]
+local ttl = ARGV[2]
+local n_decided, n_acks, n_dead = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local pos = 6
+local function take_fields()
+  local n = tonumber(ARGV[pos]); pos = pos + 1
+  local fields = {}
+  for j = 1, n do fields[j] = ARGV[pos + j - 1] end
+  pos = pos + n
+  return fields
+end
+local out = {}
+for i = 1, n_decided do
+  local entry = ARGV[pos]; pos = pos + 1
+  local decision = take_fields()
+  local command = take_fields()
+  local ck, pk = KEYS[4 + 2 * i - 1], KEYS[4 + 2 * i]
+  if redis.call('EXISTS', ck) == 1 then
+    out[#out + 1] = 'duplicate'
+  else
+    local decision_id = redis.call('XADD', KEYS[2], '*', unpack(decision))
+    if #command > 0 then redis.call('XADD', KEYS[3], '*', unpack(command)) end
+    redis.call('SET', ck, decision_id, 'EX', ttl)
+    redis.call('DEL', pk)
+    out[#out + 1] = 'committed'
+  end
+  redis.call('XACK', KEYS[1], group, entry)
+end
+for i = 1, n_acks do
+  redis.call('XACK', KEYS[1], group, ARGV[pos]); pos = pos + 1
+end
+for i = 1, n_dead do
+  local entry = ARGV[pos]; pos = pos + 1
+  local fields = take_fields()
+  redis.call('XADD', KEYS[4], '*', unpack(fields))
+  redis.call('XACK', KEYS[1], group, entry)
+end
+return out
+"""
+
+
+class ClaimOutcome(StrEnum):
+    CLAIMED = "claimed"  # ours to decide
+    TAKEOVER = "takeover"  # this same entry was in flight under a dead or stalled owner: ours now
+    DONE = "done"  # already decided: a duplicate, ack it
+    INFLIGHT = "inflight"  # another entry with this id is being decided: a duplicate, ack it
+
+    @property
+    def is_duplicate(self) -> bool:
+        return self in (ClaimOutcome.DONE, ClaimOutcome.INFLIGHT)
+
+
+@dataclass(frozen=True, slots=True)
+class DecidedEvent:
+    entry_id: bytes
+    correlation_id: str
+    decision_fields: Mapping[str, str | bytes]
+    command_fields: Mapping[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    entry_id: bytes
+    fields: Mapping[bytes | str, bytes | str]  # the original fields, then reason, delivery_count, ...
+
+
+@dataclass(frozen=True, slots=True)
+class StreamNames:
+    """The streams one worker talks to; tests and benchmarks may use their own."""
+
+    input: str = INPUT_STREAM
+    group: str = CONSUMER_GROUP
+    decisions: str = DECISIONS_STREAM
+    commands: str = COMMANDS_STREAM
+    dead_letters: str = DEAD_LETTER_STREAM
+
+
+DEFAULT_STREAMS = StreamNames()
+
+
+class DeliveryScripts:
+    """The claim and commit scripts, registered once per client (EVALSHA, reloaded by redis-py if flushed)."""
+
+    def __init__(self, client: redis.Redis, streams: StreamNames = StreamNames()) -> None:
+        self.client = client
+        self.streams = streams
+        self._claim = client.register_script(_CLAIM_LUA)
+        self._commit = client.register_script(_COMMIT_LUA)
+
+    def claim(
+        self, owner: str, lease_ms: int, items: Sequence[tuple[str, bytes]]
+    ) -> list[ClaimOutcome]:
+        """Claim (correlation_id, entry_id) pairs; one round trip for the batch."""
+        if not items:
+            return []
+        keys: list[str] = []
+        args: list[str | bytes | int] = [owner, lease_ms]
+        for correlation_id, entry_id in items:
+            keys += [completed_key(correlation_id), processing_key(correlation_id)]
+            args.append(entry_id)
+        raw = self._claim(keys=keys, args=args)
+        return [ClaimOutcome(r.decode() if isinstance(r, bytes) else r) for r in raw]
+
+    def commit(
+        self,
+        decided: Sequence[DecidedEvent],
+        acks: Iterable[bytes],
+        dead: Sequence[DeadLetter],
+        completed_ttl_s: int,
+    ) -> list[str]:
+        """Commit a batch atomically; returns 'committed' or 'duplicate' per decided event."""
+        acks = list(acks)
+        if not decided and not acks and not dead:
+            return []
+        s = self.streams
+        keys: list[str] = [s.input, s.decisions, s.commands, s.dead_letters]
+        args: list[str | bytes | int] = [s.group, completed_ttl_s, len(decided), len(acks), len(dead)]
+        for event in decided:
+            keys += [completed_key(event.correlation_id), processing_key(event.correlation_id)]
+            args.append(event.entry_id)
+            args += _flat(event.decision_fields)
+            args += _flat(event.command_fields or {})
+        args += acks
+        for letter in dead:
+            args.append(letter.entry_id)
+            args += _flat(letter.fields)
+        raw = self._commit(keys=keys, args=args)
+        return [r.decode() if isinstance(r, bytes) else r for r in raw]
+
+
+def _flat(fields: Mapping[bytes | str, bytes | str]) -> list[bytes | str | int]:
+    out: list[bytes | str | int] = [len(fields) * 2]
+    for key, value in fields.items():
+        out += [key, value]
+    return out
+
+
+def ensure_group(client: redis.Redis, streams: StreamNames = StreamNames()) -> bool:
+    """Create the consumer group (and the stream) if missing; True when created. Starts at 0: nothing queued
+    before the first worker started is skipped."""
+    try:
+        client.xgroup_create(streams.input, streams.group, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" in str(exc):
+            return False
+        raise
+    return True
+
+
+def dead_letter_fields(
+    original: Mapping[bytes, bytes], *, reason: str, delivery_count: int, entry_id: bytes, consumer: str
+) -> dict[bytes | str, bytes | str]:
+    """The original fields, then why, how often it was delivered, where it came from and who gave up on it."""
+    fields: dict[bytes | str, bytes | str] = dict(original)
+    fields.update(
+        {
+            "dead_reason": reason,
+            "dead_delivery_count": str(delivery_count),
+            "dead_entry_id": entry_id,
+            "dead_consumer": consumer,
+        }
+    )
+    return fields
+
+
+def pending_delivery_counts(
+    client: redis.Redis, entry_ids: Sequence[bytes], streams: StreamNames, consumer: str
+) -> dict[bytes, int]:
+    """Times delivered, per entry id, for entries pending on `consumer` (one XPENDING call over their range)."""
+    if not entry_ids:
+        return {}
+    ordered = sorted(entry_ids, key=_id_key)
+    rows = client.xpending_range(
+        streams.input, streams.group, min=ordered[0], max=ordered[-1], count=len(ordered) * 4 + 10,
+        consumername=consumer,
+    )
+    wanted = set(entry_ids)
+    return {row["message_id"]: int(row["times_delivered"]) for row in rows if row["message_id"] in wanted}
+
+
+def _id_key(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+def entry_time_ms(entry_id: bytes) -> int:
+    """The millisecond part of a stream id: when Redis accepted the entry."""
+    return _id_key(entry_id)[0]

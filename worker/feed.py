@@ -1,0 +1,95 @@
+"""The upstream stand-in's feed: synergy events from the simulator or replayed bars, sent at a chosen rate."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from models.bars import read_bars_csv
+from models.simulator import SimulatorConfig, simulate_bars
+from models.synergy import synergy_events
+from worker.events import encode_event
+from worker.names import INPUT_STREAM
+from worker.records import SynergyEvent
+
+
+def run_id() -> str:
+    """A short prefix that keeps correlation ids of one live feed apart from every other run's."""
+    return secrets.token_hex(4)
+
+
+def simulated_events(seed: int = 0, *, n_bars: int = 20_000, symbol: str = "SIM", id_prefix: str = "",
+                     endless: bool = True) -> Iterator[SynergyEvent]:
+    """Synergy events from simulated markets: seed, then seed+1, … (each with its own ids) while `endless`."""
+    seeds = itertools.count(seed) if endless else iter([seed])
+    for current in seeds:
+        bars = simulate_bars(SimulatorConfig(seed=current, n_bars=n_bars, symbol=symbol))
+        yield from synergy_events(bars, id_prefix=f"{id_prefix}s{current}-" if id_prefix or endless else "")
+
+
+def replay_events(path: Path, *, symbol: str | None = None, id_prefix: str = "") -> Iterator[SynergyEvent]:
+    """Synergy events detected in a CSV of 5-minute OHLCV bars. Ids are deterministic: replaying the same file
+    twice yields the same ids, which the worker treats as duplicates (give an `id_prefix` to decide them again)."""
+    yield from synergy_events(read_bars_csv(path, symbol=symbol), id_prefix=id_prefix)
+
+
+@dataclass(frozen=True)
+class FeedStats:
+    sent: int
+    elapsed_s: float
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def send_events(
+    client: redis.Redis,
+    events: Iterable[SynergyEvent],
+    *,
+    rate: float | None = None,
+    duration_s: float | None = None,
+    limit: int | None = None,
+    stop: threading.Event | None = None,
+    stream: str = INPUT_STREAM,
+    on_sent: Callable[[int], None] | None = None,
+) -> FeedStats:
+    """XADD events, paced at `rate` per second (None: as fast as pipelining allows), until the events, `limit`,
+    `duration_s` or `stop` run out. Pacing is by schedule, not by sleeping a fixed gap, so the rate holds."""
+    started = time.perf_counter()
+    sent = 0
+    source = iter(events)
+    exhausted = False
+    while not exhausted:
+        elapsed = time.perf_counter() - started
+        if (stop is not None and stop.is_set()) or (duration_s is not None and elapsed >= duration_s):
+            break
+        remaining = limit - sent if limit is not None else 500
+        if remaining <= 0:
+            break
+        allowed = int(elapsed * rate) + 1 - sent if rate is not None else 500
+        due = min(remaining, allowed, 500)
+        if due <= 0:
+            assert rate is not None
+            time.sleep(min(0.005, (sent + 1) / rate - elapsed))
+            continue
+        pipe = client.pipeline(transaction=False)
+        batch = 0
+        for event in itertools.islice(source, due):
+            pipe.xadd(stream, encode_event(event))
+            batch += 1
+        if batch == 0:
+            exhausted = True
+        else:
+            pipe.execute()
+            sent += batch
+            if on_sent is not None:
+                on_sent(batch)
+    return FeedStats(sent=sent, elapsed_s=time.perf_counter() - started)

@@ -1,0 +1,301 @@
+"""The worker's health monitor: a thread that measures, judges and reports, once a tick.
+
+Each tick it measures the Redis round trip and consumer lag on its own connection, reads the rolling window,
+runs every health check, moves the state machine, alerts on every transition (health and breaker) to
+`tactical_alerts`, runs recovery actions, honours breaker reset requests, watches for a newly promoted
+model bundle, and prepares the documents `/health` and `/health/state` serve. The main loop never waits on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import redis
+
+from models.bundle import BundleError, current_bundle_dir, verify_bundle
+from worker.alerts import Severity, publish_alert
+from worker.breaker import BreakerState, take_reset_request
+from worker.connection import connect
+from worker.health import CheckStatus as Status
+from worker.health import (
+    HealthCheck,
+    HealthPolicy,
+    HealthStateMachine,
+    RecoveryAction,
+    check_breaker,
+    check_confidence,
+    check_consumer_lag,
+    check_error_rate,
+    check_event_rate,
+    check_latency,
+    check_model_staleness,
+    check_models_loaded,
+    check_redis,
+)
+from worker.lag import ConsumerLag, LagSample, LagTrend, LagUnavailable, read_consumer_lag
+from worker.records import MATRIX_SHAPE
+
+if TYPE_CHECKING:
+    from worker.service import Worker
+
+log = logging.getLogger("tactical.monitor")
+
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+AGENT_PROBE_INTERVAL_S = 10.0
+
+
+def _ms(seconds: float) -> float | None:
+    return None if seconds != seconds else seconds * 1e3  # NaN: nothing measured yet
+
+
+class HealthMonitor:
+    def __init__(self, worker: Worker, *, interval_s: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+        self.worker = worker
+        self.settings = worker.settings
+        self.interval_s = interval_s
+        self.clock = clock
+        self.machine = HealthStateMachine(HealthPolicy(recovery_s=self.settings.health_recovery_s), clock=clock)
+        self.lag_trend = LagTrend()
+        self.client = connect(self.settings.redis_url, client_name=f"tactical-monitor:{self.settings.consumer}",
+                              connect_timeout_s=1.0)
+        self.model_confirmed_at = clock()
+        self.model_problem: str | None = None
+        self._breaker_transitions_seen = 0
+        self._next_model_poll = 0.0
+        self._next_agent_probe = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="health-monitor", daemon=True)
+        self.state_doc: dict[str, Any] = {}
+        self.health_doc: dict[str, Any] = {"status": "warn", "state": "starting", "state_code": 1}
+
+    # ---- thread ----------------------------------------------------------------------------------------------
+    def start(self) -> HealthMonitor:
+        self.tick()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self.client.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.tick()
+            except Exception:  # the monitor must outlive any one bad tick
+                log.exception("health monitor tick failed")
+
+    # ---- one tick --------------------------------------------------------------------------------------------
+    def tick(self) -> None:
+        now = self.clock()
+        rtt_ms = self._redis_rtt_ms()
+        lag = self._lag(now) if rtt_ms is not None else None
+        if rtt_ms is not None:
+            self._honour_reset_request()
+            self._publish_breaker_transitions()
+        self._watch_models(now)
+        self._probe_agents(now)
+        stats = self.worker.telemetry.publish()
+        checks = self.checks(rtt_ms, lag, stats, now)
+        transitions = self.machine.evaluate(checks, now)
+        for transition in transitions:
+            self._on_transition(transition)
+        self._publish(lag, stats, now)
+
+    def checks(self, rtt_ms: float | None, lag: ConsumerLag | None, stats: Any, now: float) -> list[HealthCheck]:
+        breaker = self.worker.breaker
+        backlog = None if lag is None or lag.count is None else lag.count + lag.pending
+        checks = [
+            check_redis(rtt_ms),
+            check_consumer_lag(None if lag is None else lag.seconds),
+            check_latency(_ms(stats.latency_p50_s), _ms(stats.latency_p99_s)),
+            check_error_rate(None if stats.error_rate != stats.error_rate else stats.error_rate),
+            check_model_staleness(now - self.model_confirmed_at),
+            check_models_loaded(self.worker.ensemble is not None),
+            check_breaker(breaker.state),
+            check_confidence(None if stats.mean_confidence != stats.mean_confidence else stats.mean_confidence),
+            check_event_rate(stats.throughput_per_s, backlog),
+        ]
+        if self.model_problem:
+            checks.append(HealthCheck("model_reload", Status.WARN, None, None, self.model_problem))
+        return checks
+
+    def _redis_rtt_ms(self) -> float | None:
+        try:
+            started = time.perf_counter()
+            self.client.ping()
+            return (time.perf_counter() - started) * 1e3
+        except REDIS_ERRORS:
+            return None
+
+    def _lag(self, now: float) -> ConsumerLag | None:
+        streams = self.worker.streams
+        try:
+            lag = read_consumer_lag(self.client, streams.input, streams.group)
+        except (LagUnavailable, *REDIS_ERRORS):
+            return None
+        self.lag_trend.add(LagSample.from_consumer_lag(lag, now))
+        return lag
+
+    def _honour_reset_request(self) -> None:
+        try:
+            actor = take_reset_request(self.client, self.settings.consumer)
+        except REDIS_ERRORS:
+            return
+        if actor:
+            with self.worker.breaker_lock:
+                self.worker.breaker.reset(actor)
+            log.warning("circuit breaker reset by %s", actor)
+
+    def _publish_breaker_transitions(self) -> None:
+        breaker = self.worker.breaker
+        with self.worker.breaker_lock:
+            new = breaker.transitions_total - self._breaker_transitions_seen
+            recent = breaker.recent_transitions[-new:] if new > 0 else []
+        for transition in recent:
+            opened = transition.to_state is BreakerState.OPEN
+            try:
+                publish_alert(
+                    self.client,
+                    severity=Severity.P0 if opened else Severity.P2,
+                    kind="breaker_open" if opened else f"breaker_{transition.to_state.name.lower()}",
+                    message=f"circuit breaker {transition.from_state.name.lower()} → "
+                    f"{transition.to_state.name.lower()}: {transition.reason}",
+                    source=self.settings.consumer,
+                )
+            except REDIS_ERRORS:
+                return  # published on a later tick
+            self._breaker_transitions_seen += 1
+            log.log(logging.ERROR if opened else logging.INFO, "circuit breaker %s: %s",
+                    transition.to_state.name.lower(), transition.reason)
+
+    def _on_transition(self, transition: Any) -> None:
+        self.worker.telemetry.metrics.record_transition(int(transition.from_state), int(transition.to_state))
+        log.warning("health %s → %s: %s", transition.from_state.name.lower(), transition.to_state.name.lower(),
+                    transition.reason)
+        try:
+            publish_alert(
+                self.client, severity=transition.alert_severity, kind="health_transition",
+                message=f"health {transition.from_state.name.lower()} → {transition.to_state.name.lower()}: "
+                f"{transition.reason}",
+                source=self.settings.consumer,
+                from_state=transition.from_state.name.lower(), to_state=transition.to_state.name.lower(),
+            )
+        except REDIS_ERRORS:
+            log.warning("could not alert the transition: Redis unavailable")
+        for action in transition.actions:
+            self.run_recovery(action, transition.reason)
+
+    def run_recovery(self, action: RecoveryAction, reason: str) -> None:
+        log.warning("recovery action %s (%s)", action.value, reason)
+        if action is RecoveryAction.RECONNECT_REDIS:
+            self.worker.request_reconnect()
+            self.client.connection_pool.disconnect()
+        elif action is RecoveryAction.RELOAD_MODELS:
+            self._next_model_poll = 0.0
+            self._watch_models(self.clock(), force_reload=True)
+        elif action is RecoveryAction.OPEN_BREAKER:
+            with self.worker.breaker_lock:
+                self.worker.breaker.force_open(f"health recovery: {reason}")
+
+    # ---- models ----------------------------------------------------------------------------------------------
+    def _watch_models(self, now: float, *, force_reload: bool = False) -> None:
+        """Confirm the loaded bundle is still the current, intact one; load a newly promoted one in this thread,
+        then hand it to the main loop. A failed reload keeps the old models and degrades health."""
+        if now < self._next_model_poll:
+            return
+        self._next_model_poll = now + self.settings.model_poll_s
+        loaded = self.worker.ensemble
+        try:
+            bundle_dir = current_bundle_dir(self.settings.models_dir)
+            if force_reload or loaded is None or bundle_dir.resolve() != loaded.bundle_dir.resolve():
+                self.worker.reload_models(bundle_dir)
+            else:
+                verify_bundle(bundle_dir)
+        except (BundleError, OSError, RuntimeError, ValueError) as exc:
+            self.model_problem = f"model bundle not confirmed, keeping {getattr(loaded, 'version', 'none')}: {exc}"
+            self.worker.telemetry.record_error("model_load")
+            log.error("%s", self.model_problem)
+            return
+        self.model_problem = None
+        self.model_confirmed_at = now
+
+    def _probe_agents(self, now: float) -> None:
+        """Time each agent alone on one event (the hot path runs them fused): `inference` per `agent_type`."""
+        ensemble = self.worker.ensemble
+        if ensemble is None or now < self._next_agent_probe:
+            return
+        self._next_agent_probe = now + AGENT_PROBE_INTERVAL_S
+        matrix = np.zeros((1, *MATRIX_SHAPE), dtype=np.float32)
+        for agent, seconds in ensemble.time_agents(matrix).items():
+            self.worker.telemetry.metrics.observe_stage("inference", seconds, agent_type=agent)
+
+    # ---- what HTTP serves ------------------------------------------------------------------------------------
+    def _publish(self, lag: ConsumerLag | None, stats: Any, now: float) -> None:
+        worker = self.worker
+        metrics = worker.telemetry.metrics
+        state = self.machine.state
+        breaker = worker.breaker
+        ensemble = worker.ensemble
+        staleness = now - self.model_confirmed_at
+        metrics.set_health_state(int(state))
+        metrics.set_breaker_state(int(breaker.state))
+        metrics.set_consumer_lag(None if lag is None else lag.seconds, None if lag is None else lag.count)
+        metrics.set_model_staleness(staleness)
+        uptime = time.monotonic() - worker.state.started_at
+        snapshot = self.machine.snapshot()
+        self.state_doc = {
+            "state": state.name.lower(),
+            "state_code": int(state),
+            "since": snapshot["since"],
+            "consumer": self.settings.consumer,
+            "uptime_s": round(uptime, 3),
+            "health_checks": snapshot["health_checks"],
+            "recent_transitions": snapshot["recent_transitions"],
+            "circuit_breaker": {
+                "state": breaker.state.name.lower(),
+                "state_code": int(breaker.state),
+                "consecutive_failures": breaker.consecutive_failures,
+                "restart_count": worker.restart_count,
+                "restart_limit": self.settings.breaker_restart_limit,
+                "restart_window_s": self.settings.breaker_restart_window_s,
+                "opened_at": breaker.opened_at,
+                "last_reason": breaker.last_reason,
+                "recent_transitions": [t.as_dict() for t in breaker.recent_transitions[-10:]],
+            },
+            "model": {
+                "version": None if ensemble is None else ensemble.version,
+                "created_at": None if ensemble is None else ensemble.created_at.isoformat(),
+                "staleness_s": round(staleness, 3),
+                "bundle_dir": None if ensemble is None else str(ensemble.bundle_dir),
+                "problem": self.model_problem,
+            },
+            "lag": {**(lag.as_dict() if lag else {"count": None, "seconds": None}),
+                    "trend": self.lag_trend.status(now).value},
+            "window": {
+                "window_s": stats.window_s,
+                "events": stats.events,
+                "throughput_per_s": stats.throughput_per_s,
+                "p50_ms": _ms(stats.latency_p50_s),
+                "p99_ms": _ms(stats.latency_p99_s),
+                "error_rate": stats.error_rate,
+                "execution_rate": stats.execution_rate,
+                "mean_confidence": stats.mean_confidence,
+            },
+            **worker.telemetry.books(),
+        }
+        self.health_doc = {
+            "status": ("pass", "warn", "fail", "fail")[int(state)],
+            "state": state.name.lower(),
+            "state_code": int(state),
+            "consumer": self.settings.consumer,
+            "model_version": None if ensemble is None else ensemble.version,
+            "uptime_s": round(uptime, 3),
+        }

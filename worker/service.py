@@ -1,0 +1,340 @@
+"""The worker's lifecycle: startup → main loop → shutdown (uvicorn's shape).
+
+The main loop reads a batch, hands it to the pipeline, and between batches does the periodic work: reclaiming
+entries stuck on dead consumers, heartbeats, model reloads, breaker resets. Signal handlers only set flags: the first
+SIGTERM/SIGINT drains (the batch in hand is committed, nothing more is read), a second forces exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import redis
+
+from worker.aggregator import AggregatorConfig
+from worker.breaker import BreakerConfig, BreakerState, CircuitBreaker, publish_breaker_state, record_restart
+from worker.connection import Backoff, connect
+from worker.delivery import DeliveryScripts, StreamNames, ensure_group, pending_delivery_counts
+from worker.heartbeat import Heartbeat
+from worker.http_server import HealthServer
+from worker.inference import AgentEnsemble
+from worker.monitor import HealthMonitor
+from worker.pipeline import BatchResult, EventPipeline, PipelineConfig, StageError, StreamEntry
+from worker.settings import WorkerSettings, redact_url
+from worker.telemetry import Telemetry
+
+log = logging.getLogger("tactical.worker")
+
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+
+class ForcedExit(BaseException):
+    """A second shutdown signal: stop now, leaving unfinished entries pending for another consumer."""
+
+
+@dataclass
+class LoopState:
+    started_at: float = 0.0
+    should_exit: bool = False
+    redis_up: bool = False
+    read_own_pending: bool = True  # after a (re)connect, first finish what this consumer was given before
+    reconnect_requested: bool = False
+    next_reclaim: float = 0.0
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        aggregator: AggregatorConfig | None = None,
+        streams: StreamNames | None = None,
+        on_batch: Callable[[BatchResult], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.streams = streams or StreamNames()
+        self.aggregator = aggregator or AggregatorConfig.from_env()
+        self.on_batch = on_batch
+        self.state = LoopState()
+        self.client: redis.Redis | None = None
+        self.ensemble: AgentEnsemble | None = None
+        self.pipeline: EventPipeline | None = None
+        self.telemetry = Telemetry()
+        self.breaker = CircuitBreaker(BreakerConfig.from_settings(settings))
+        self.breaker_lock = threading.Lock()
+        self.restart_count = 0
+        self.monitor: HealthMonitor | None = None
+        self.http: HealthServer | None = None
+        self.heartbeat: Heartbeat | None = None
+        self._signals = 0
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+    def run(self) -> int:
+        self.install_signal_handlers()
+        try:
+            self.startup()
+            self.main_loop()
+        except ForcedExit:
+            log.warning("forced exit: entries in hand stay pending and will be reclaimed by another consumer")
+            return 1
+        finally:
+            self.shutdown()
+        return 0
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.handle_signal)
+        signal.signal(signal.SIGINT, self.handle_signal)
+
+    def handle_signal(self, signum: int, frame: FrameType | None = None) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            raise ForcedExit
+        log.info("%s received: finishing the batch in hand, then exiting", signal.Signals(signum).name)
+        self.state.should_exit = True
+
+    def startup(self) -> None:
+        s = self.settings
+        self.state.started_at = time.monotonic()
+        log.info("worker %s starting: redis %s, models %s", s.consumer, redact_url(s.redis_url), s.models_dir)
+        self.ensemble = self.load_models()
+        self.telemetry.metrics.set_model(self.ensemble.version, 0.0)
+        self.client = connect(s.redis_url, client_name=f"tactical-worker:{s.consumer}", read_timeout_s=s.block_ms / 1e3)
+        self.wait_for_redis()
+        self.record_start()
+        self.pipeline = EventPipeline(
+            DeliveryScripts(self.client, self.streams),
+            self.ensemble,
+            self.aggregator,
+            PipelineConfig(
+                consumer=s.consumer,
+                processing_lease_ms=s.processing_lease_ms,
+                completed_ttl_s=s.completed_ttl_s,
+                max_deliveries=s.max_deliveries,
+                max_event_bytes=s.max_event_bytes,
+            ),
+        )
+        self.heartbeat = Heartbeat(self.client, s.consumer, s.heartbeat_interval_s)
+        self.monitor = HealthMonitor(self, interval_s=s.health_interval_s).start()
+        self.http = HealthServer(
+            s.http_host, s.http_port, metrics=self.telemetry.metrics,
+            health_snapshot=lambda: self.monitor.health_doc if self.monitor else {},
+            state_snapshot=lambda: self.monitor.state_doc if self.monitor else {},
+        ).start()
+        log.info("worker %s ready: model %s, group %s on %s, http http://%s:%d", s.consumer, self.ensemble.version,
+                 self.streams.group, self.streams.input, s.http_host, self.http.port)
+
+    def record_start(self) -> None:
+        """Count this start in Redis: restarts over the limit within the window open the breaker."""
+        s = self.settings
+        self.restart_count = record_restart(self._client(), s.consumer, time.time(),
+                                            window_s=s.breaker_restart_window_s)
+        with self.breaker_lock:
+            if self.breaker.record_restarts(self.restart_count):
+                log.error("circuit breaker open: %s", self.breaker.last_reason)
+
+    def load_models(self) -> AgentEnsemble:
+        from models.bundle import current_bundle_dir
+
+        bundle_dir = current_bundle_dir(self.settings.models_dir)
+        ensemble = AgentEnsemble.load(bundle_dir, threads=self.settings.torch_threads)
+        log.info("loaded model bundle %s from %s", ensemble.version, bundle_dir)
+        return ensemble
+
+    def reload_models(self, bundle_dir: Path) -> None:
+        """Load, verify and warm a bundle (in the caller's thread), then swap it in between two batches."""
+        ensemble = AgentEnsemble.load(bundle_dir, threads=self.settings.torch_threads)
+        previous = self.ensemble
+        self.ensemble = ensemble
+        if self.pipeline is not None:
+            self.pipeline.ensemble = ensemble
+        self.telemetry.metrics.set_model(ensemble.version, 0.0)
+        log.warning("model bundle %s → %s (%s)", getattr(previous, "version", "none"), ensemble.version, bundle_dir)
+
+    def request_reconnect(self) -> None:
+        self.state.reconnect_requested = True
+
+    def shutdown(self) -> None:
+        if self.http is not None:
+            self.http.stop()
+        if self.monitor is not None:
+            self.monitor.stop()
+        client = self.client
+        if client is None:
+            return
+        with contextlib.suppress(*REDIS_ERRORS):
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
+            self.forget_consumer_if_idle(client)
+        client.close()
+        self.client = None
+        log.info("worker %s stopped", self.settings.consumer)
+
+    def forget_consumer_if_idle(self, client: redis.Redis) -> None:
+        """A clean exit with nothing pending removes this consumer from the group, so restarts don't pile up names."""
+        summary = client.xpending_range(
+            self.streams.input, self.streams.group, min="-", max="+", count=1, consumername=self.settings.consumer
+        )
+        if not summary:
+            client.xgroup_delconsumer(self.streams.input, self.streams.group, self.settings.consumer)
+
+    # ---- the loop --------------------------------------------------------------------------------------------
+    def main_loop(self) -> None:
+        backoff = Backoff()
+        while not self.state.should_exit:
+            try:
+                if self.state.reconnect_requested or not self.state.redis_up:
+                    self.reconnect()
+                self.periodic(time.monotonic())
+                with self.breaker_lock:
+                    allowed = self.breaker.allow()
+                    trial = self.breaker.state is BreakerState.HALF_OPEN
+                if not allowed:
+                    self.sleep(min(self.settings.block_ms / 1e3, 0.1))  # events wait in the stream
+                    continue
+                entries = self.read_batch(count=1 if trial else self.settings.batch_size)
+                if entries:
+                    self.process(entries)
+                with self.breaker_lock:
+                    self.breaker.record_success()
+                backoff.reset()
+            except REDIS_ERRORS as exc:
+                self.state.redis_up = False
+                self.state.read_own_pending = True
+                self.telemetry.record_error("read")
+                delay = backoff.next_delay()
+                log.warning("Redis unavailable (%s): retrying in %.2fs; unacked entries stay pending", exc, delay)
+                self.sleep(delay)
+            except StageError as exc:
+                self.telemetry.record_error(exc.stage)
+                with self.breaker_lock:
+                    self.breaker.record_failure(str(exc))
+                log.exception("batch failed; its entries stay pending and will be retried: %s", exc)
+                self.sleep(backoff.next_delay())
+            except redis.ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    log.warning("consumer group %s missing (Redis lost its data?): recreating", self.streams.group)
+                    ensure_group(self._client(), self.streams)
+                    continue
+                raise
+
+    def reconnect(self) -> None:
+        if self.state.reconnect_requested:
+            self.state.reconnect_requested = False
+            self._client().connection_pool.disconnect()
+            self.state.read_own_pending = True
+        self.wait_for_redis()
+
+    def wait_for_redis(self) -> None:
+        backoff = Backoff()
+        client = self._client()
+        while not self.state.should_exit:
+            try:
+                client.ping()
+                created = ensure_group(client, self.streams)
+                if created:
+                    log.info("created consumer group %s on %s", self.streams.group, self.streams.input)
+                self.state.redis_up = True
+                return
+            except REDIS_ERRORS as exc:
+                delay = backoff.next_delay()
+                log.warning("Redis at %s unreachable (%s): retrying in %.2fs",
+                            redact_url(self.settings.redis_url), exc, delay)
+                self.sleep(delay)
+
+    def periodic(self, now: float) -> None:
+        if self.heartbeat is not None and self.heartbeat.beat_if_due(self.heartbeat_info()):
+            with self.breaker_lock:
+                publish_breaker_state(self._client(), self.settings.consumer, self.breaker)
+        if now >= self.state.next_reclaim and self.breaker.state is BreakerState.CLOSED:
+            self.state.next_reclaim = now + self.settings.claim_interval_ms / 1e3
+            self.reclaim_stale_entries()
+
+    def heartbeat_info(self) -> dict[str, object]:
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "model_version": None if self.ensemble is None else self.ensemble.version,
+            "state": self.monitor.health_doc.get("state") if self.monitor else "starting",
+            "breaker": self.breaker.state.name.lower(),
+            "http": None if self.http is None else f"{self.settings.http_host}:{self.http.port}",
+        }
+
+    def read_batch(self, count: int) -> list[StreamEntry]:
+        client = self._client()
+        if self.state.read_own_pending:
+            # Entries delivered to this consumer but not committed (e.g. the connection dropped mid-batch).
+            entries = self._xreadgroup(client, "0", block=None, count=count)
+            if entries:
+                counts = pending_delivery_counts(client, [e.entry_id for e in entries], self.streams,
+                                                 self.settings.consumer)
+                return [StreamEntry(e.entry_id, e.fields, counts.get(e.entry_id, 1)) for e in entries]
+            self.state.read_own_pending = False
+        return self._xreadgroup(client, ">", block=self.settings.block_ms, count=count)
+
+    def _xreadgroup(self, client: redis.Redis, start: str, block: int | None, count: int) -> list[StreamEntry]:
+        reply = client.xreadgroup(
+            self.streams.group, self.settings.consumer, {self.streams.input: start}, count=count, block=block,
+        )
+        if not reply:
+            return []
+        _, messages = reply[0]
+        # A pending entry deleted from the stream comes back without fields: nothing to decide, just ack it.
+        gone = [entry_id for entry_id, fields in messages if not fields]
+        if gone:
+            client.xack(self.streams.input, self.streams.group, *gone)
+        return [StreamEntry(entry_id, fields) for entry_id, fields in messages if fields]
+
+    def reclaim_stale_entries(self) -> int:
+        """XAUTOCLAIM entries idle past the min-idle from any consumer (a dead one's, or ours) and decide them."""
+        client = self._client()
+        reclaimed = 0
+        start = "0-0"
+        while not self.state.should_exit:
+            next_start, messages, deleted = client.xautoclaim(
+                self.streams.input, self.streams.group, self.settings.consumer,
+                min_idle_time=self.settings.claim_min_idle_ms, start_id=start, count=self.settings.batch_size,
+            )
+            entries = [StreamEntry(entry_id, fields) for entry_id, fields in messages if fields]
+            if entries:
+                counts = pending_delivery_counts(client, [e.entry_id for e in entries], self.streams,
+                                                 self.settings.consumer)
+                entries = [StreamEntry(e.entry_id, e.fields, counts.get(e.entry_id, 1)) for e in entries]
+                log.info("reclaimed %d entries idle over %d ms", len(entries), self.settings.claim_min_idle_ms)
+                self.process(entries)
+                reclaimed += len(entries)
+            if deleted:
+                log.info("%d pending entries were deleted from the stream; dropped from the group", len(deleted))
+            if next_start in (b"0-0", "0-0"):
+                break
+            start = next_start
+        return reclaimed
+
+    def process(self, entries: list[StreamEntry]) -> BatchResult:
+        assert self.pipeline is not None
+        result = self.pipeline.process(entries)
+        self.telemetry.record_batch(result)
+        for reason in result.dead_letters:
+            log.warning("dead-lettered an event: %s", reason)
+        if self.on_batch is not None:
+            self.on_batch(result)
+        return result
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep in short steps so a shutdown signal is honoured promptly."""
+        deadline = time.monotonic() + seconds
+        while not self.state.should_exit and (remaining := deadline - time.monotonic()) > 0:
+            time.sleep(min(remaining, 0.05))
+
+    def _client(self) -> redis.Redis:
+        assert self.client is not None, "startup() connects first"
+        return self.client

@@ -1,0 +1,75 @@
+"""What the worker measures after each batch: metrics, the rolling window, positions and agent accuracy.
+
+Called from the main loop once per batch, off the hot path proper (the batch is already committed).
+`end_to_end` is the worker's own time for an event: from the XREADGROUP reply to the committed decision
+(queueing before that is what consumer lag measures). Per-agent inference time is probed separately
+(`HealthMonitor`), because the hot path runs the three agents as one fused call.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from worker.accuracy import AgentAccuracy
+from worker.metrics import TacticalMetrics
+from worker.pipeline import BatchResult
+from worker.positions import PositionBook
+from worker.records import EventOutcome
+from worker.rolling import RollingWindow, WindowStats
+
+
+class Telemetry:
+    def __init__(self, metrics: TacticalMetrics | None = None, window_s: float = 60.0) -> None:
+        self.metrics = metrics or TacticalMetrics()
+        self.window = RollingWindow(window_s)
+        self.positions = PositionBook()
+        self.accuracy = AgentAccuracy()
+        self._book_lock = threading.Lock()  # the monitor thread reads positions and accuracy
+
+    def record_batch(self, result: BatchResult) -> None:
+        latencies = [result.service_seconds] * len(result.decisions)
+        synergy_types = [decision.synergy_type.value for decision in result.decisions]
+        outcomes = [EventOutcome.EXECUTED if d.execute else EventOutcome.HOLD for d in result.decisions]
+        outcomes += [EventOutcome.DUPLICATE] * result.duplicates
+        outcomes += [EventOutcome.DEAD_LETTER] * len(result.dead_letters)
+        confidences = [vote.confidence for decision in result.decisions for vote in decision.votes]
+
+        self.metrics.observe_events(latencies, synergy_types, outcomes)
+        for stage, seconds in result.stage_seconds.items():
+            if stage in ("validate", "inference", "aggregate", "commit"):
+                self.metrics.observe_stage(stage, seconds)
+        self.window.record_events(outcomes, latencies, confidences)
+        if result.dead_letters:
+            self.record_error("validate", len(result.dead_letters))
+
+        with self._book_lock:
+            for event, decision in zip(result.events, result.decisions, strict=True):
+                # Each event's price first resolves older calls and positions, then its own call is recorded.
+                self.positions.mark(event.symbol, event.price, event.timestamp)
+                self.accuracy.observe(event.symbol, event.price, event.timestamp)
+                self.accuracy.record(event, decision.votes)
+                if decision.command is not None:
+                    self.positions.open(decision.command, event.timestamp)
+
+    def record_error(self, operation: str, count: int = 1) -> None:
+        self.metrics.record_error(operation, count)
+        self.window.record_error(operation, count)
+
+    def publish(self) -> WindowStats:
+        """Refresh the gauges that summarise the window and the books (the monitor calls this every tick)."""
+        stats = self.window.snapshot()
+        self.metrics.publish_window(stats)
+        with self._book_lock:
+            active = self.positions.active_count()
+            accuracy = self.accuracy.accuracy()
+        self.metrics.set_active_positions(active)
+        for agent, value in accuracy.items():
+            self.metrics.set_agent_accuracy(agent, value)
+        return stats
+
+    def books(self) -> dict[str, object]:
+        with self._book_lock:
+            return {
+                "positions": {"active": self.positions.active_count(), "realised_pnl": self.positions.realised_pnl},
+                "agent_accuracy": self.accuracy.accuracy(),
+            }
