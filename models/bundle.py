@@ -1,0 +1,269 @@
+"""Model bundles: one directory per version, its files pinned by SHA-256 in a manifest.
+
+    <models_dir>/<version>/fvg.pt, momentum.pt, entry.pt, manifest.json, jit_compilation.log
+    <models_dir>/CURRENT      the active version's name; without it, the newest `created_at` is active
+
+Loading TorchScript runs code, so every file's hash is checked against the manifest before anything loads it.
+`read_verified_agents` hands back the very bytes it hashed, so a file swapped between check and load cannot slip in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from worker.actions import ACTION_ORDER, AGENT_NAMES
+from worker.records import MATRIX_SHAPE
+
+BUNDLE_FORMAT = "tactical-bundle/1"
+MANIFEST_FILE = "manifest.json"
+JIT_LOG_FILE = "jit_compilation.log"
+CURRENT_FILE = "CURRENT"
+INPUT_SHAPE: tuple[int | None, ...] = (None, *MATRIX_SHAPE)
+VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class BundleError(Exception):
+    """A model bundle cannot be used; the message names the file or directory and what is wrong."""
+
+
+class BundleNotFoundError(BundleError, FileNotFoundError):
+    """No bundle where one was expected; the message names the directory searched."""
+
+
+class ManifestError(BundleError, ValueError):
+    """A manifest is unreadable or describes something this worker cannot run."""
+
+
+class ModelIntegrityError(BundleError, RuntimeError):
+    """A model file is missing or its bytes differ from the manifest's SHA-256."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentFile:
+    name: str
+    file: str
+    sha256: str
+    parameters: int
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    version: str
+    created_at: datetime
+    agents: tuple[AgentFile, ...]
+    torch_version: str
+    training: dict[str, Any] = field(compare=False)
+    metrics: dict[str, Any] = field(compare=False)
+    format: str = BUNDLE_FORMAT
+    input_shape: tuple[int | None, ...] = INPUT_SHAPE
+    action_order: tuple[str, ...] = ACTION_ORDER
+    bundle_dir: Path | None = field(default=None, compare=False)
+
+    def agent(self, name: str) -> AgentFile:
+        for agent in self.agents:
+            if agent.name == name:
+                return agent
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "version": self.version,
+            "created_at": format_timestamp(self.created_at),
+            "input_shape": list(self.input_shape),
+            "action_order": list(self.action_order),
+            "agents": {
+                a.name: {"file": a.file, "sha256": a.sha256, "parameters": a.parameters} for a in self.agents
+            },
+            "torch_version": self.torch_version,
+            "training": self.training,
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, bundle_dir: Path | None = None) -> Manifest:
+        where = bundle_dir / MANIFEST_FILE if bundle_dir is not None else "manifest"
+        try:
+            agents = tuple(
+                AgentFile(name, str(spec["file"]), str(spec["sha256"]).lower(), int(spec["parameters"]))
+                for name, spec in data["agents"].items()
+            )
+            return cls(
+                format=str(data["format"]),
+                version=str(data["version"]),
+                created_at=parse_timestamp(str(data["created_at"])),
+                input_shape=tuple(data["input_shape"]),
+                action_order=tuple(data["action_order"]),
+                agents=agents,
+                torch_version=str(data["torch_version"]),
+                training=dict(data.get("training", {})),
+                metrics=dict(data.get("metrics", {})),
+                bundle_dir=bundle_dir,
+            )
+        except KeyError as missing:
+            raise ManifestError(f"{where}: required field {missing} is missing") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ManifestError(f"{where}: malformed ({exc})") from None
+
+
+def format_timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_timestamp(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"created_at {text!r} has no timezone")
+    return moment.astimezone(UTC)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(bundle_dir: Path) -> Manifest:
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / MANIFEST_FILE
+    if not bundle_dir.is_dir():
+        raise BundleNotFoundError(f"model bundle directory {bundle_dir} does not exist")
+    if not path.is_file():
+        raise BundleNotFoundError(f"{bundle_dir} is not a model bundle: {MANIFEST_FILE} is missing")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot read JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: expected a JSON object")
+    return Manifest.from_json(data, bundle_dir=bundle_dir)
+
+
+def write_manifest(bundle_dir: Path, manifest: Manifest) -> Path:
+    path = Path(bundle_dir) / MANIFEST_FILE
+    _write_atomically(path, json.dumps(manifest.to_json(), indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def check_compatible(manifest: Manifest) -> None:
+    """Refuse a manifest whose contract (format, input shape, action order, agents) differs from this code's."""
+    where = manifest.bundle_dir / MANIFEST_FILE if manifest.bundle_dir is not None else "manifest"
+    if manifest.format != BUNDLE_FORMAT:
+        raise ManifestError(f"{where}: format {manifest.format!r}, this worker reads {BUNDLE_FORMAT!r}")
+    if tuple(manifest.input_shape) != INPUT_SHAPE:
+        raise ManifestError(f"{where}: input_shape {list(manifest.input_shape)}, expected {list(INPUT_SHAPE)}")
+    if tuple(manifest.action_order) != ACTION_ORDER:
+        raise ManifestError(
+            f"{where}: action_order {list(manifest.action_order)}, expected {list(ACTION_ORDER)}"
+        )
+    names = tuple(a.name for a in manifest.agents)
+    if sorted(names) != sorted(AGENT_NAMES):
+        raise ManifestError(f"{where}: agents {list(names)}, expected {list(AGENT_NAMES)}")
+    for agent in manifest.agents:
+        if Path(agent.file).name != agent.file or agent.file in ("", ".", ".."):
+            raise ManifestError(f"{where}: agent {agent.name} file {agent.file!r} must be a plain file name")
+        if not re.fullmatch(r"[0-9a-f]{64}", agent.sha256):
+            raise ManifestError(f"{where}: agent {agent.name} sha256 {agent.sha256!r} is not a SHA-256 hex digest")
+
+
+def read_verified_agents(bundle_dir: Path) -> tuple[Manifest, dict[str, bytes]]:
+    """The manifest and each agent file's bytes, every one checked against its SHA-256 (AGENT_NAMES order)."""
+    manifest = read_manifest(bundle_dir)
+    check_compatible(manifest)
+    contents: dict[str, bytes] = {}
+    for name in AGENT_NAMES:
+        agent = manifest.agent(name)
+        path = Path(bundle_dir) / agent.file
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ModelIntegrityError(f"{path}: listed in the manifest but missing") from None
+        except OSError as exc:
+            raise ModelIntegrityError(f"{path}: cannot be read ({exc})") from None
+        actual = sha256_bytes(data)
+        if actual != agent.sha256:
+            raise ModelIntegrityError(f"{path}: SHA-256 mismatch: manifest {agent.sha256}, file {actual}")
+        contents[name] = data
+    return manifest, contents
+
+
+def verify_bundle(bundle_dir: Path) -> Manifest:
+    """The bundle's manifest, once every file's hash matches it; raises a BundleError otherwise."""
+    manifest, _ = read_verified_agents(Path(bundle_dir))
+    return manifest
+
+
+def list_bundles(models_dir: Path) -> list[Manifest]:
+    """Every bundle with a readable manifest under `models_dir`, newest first. Hashes are not checked here."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    manifests = []
+    for child in models_dir.iterdir():
+        if child.name.startswith(".") or not (child / MANIFEST_FILE).is_file():
+            continue
+        try:
+            manifests.append(read_manifest(child))
+        except BundleError:
+            continue
+    return sorted(manifests, key=lambda m: (m.created_at, m.version), reverse=True)
+
+
+def read_current_version(models_dir: Path) -> str | None:
+    path = Path(models_dir) / CURRENT_FILE
+    try:
+        version = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    if not VERSION_PATTERN.fullmatch(version):
+        raise BundleNotFoundError(f"{path} holds {version!r}, which is not a bundle version name")
+    return version
+
+
+def current_bundle_dir(models_dir: Path) -> Path:
+    """The active bundle: the one CURRENT names, else the newest by `created_at`."""
+    models_dir = Path(models_dir)
+    version = read_current_version(models_dir)
+    if version is not None:
+        bundle_dir = models_dir / version
+        if not (bundle_dir / MANIFEST_FILE).is_file():
+            raise BundleNotFoundError(
+                f"{models_dir / CURRENT_FILE} names {version!r}, but {bundle_dir} has no {MANIFEST_FILE}"
+            )
+        return bundle_dir
+    bundles = list_bundles(models_dir)
+    if not bundles:
+        raise BundleNotFoundError(f"no model bundle (a directory with {MANIFEST_FILE}) in {models_dir}")
+    assert bundles[0].bundle_dir is not None
+    return bundles[0].bundle_dir
+
+
+def set_current(models_dir: Path, version: str) -> None:
+    """Make `version` the active bundle, after verifying it; readers see the old or the new name, never half."""
+    models_dir = Path(models_dir)
+    if not VERSION_PATTERN.fullmatch(version):
+        raise BundleNotFoundError(f"{version!r} is not a bundle version name (a directory in {models_dir})")
+    verify_bundle(models_dir / version)
+    _write_atomically(models_dir / CURRENT_FILE, version + "\n")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,266 @@
+"""Compile trained agents to TorchScript and publish them as a bundle, with a JIT compilation log.
+
+Each agent is scripted, frozen and optimised for inference, saved, loaded back from its file and checked
+against the eager model on reference inputs. The bundle is assembled in a hidden staging directory and
+renamed into place only once every check has passed, so a half-written bundle is never a bundle. When
+compilation fails the log is kept in `<version>.failed/` (no manifest, so nothing can load it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import platform
+import shutil
+import sys
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.architectures import parameter_count
+from models.bundle import (
+    JIT_LOG_FILE,
+    AgentFile,
+    Manifest,
+    sha256_bytes,
+    write_manifest,
+)
+from worker.actions import AGENT_NAMES
+from worker.records import MATRIX_SHAPE
+
+EAGER_TOLERANCE = 1e-5
+REFERENCE_BATCH_SIZES = (1, 7, 64)
+
+
+class CompilationError(RuntimeError):
+    """An agent could not be compiled or its compiled output differs from eager; see the JIT log it names."""
+
+
+class CompilationLog:
+    """Timestamped lines, written to the bundle as `jit_compilation.log`."""
+
+    def __init__(self, clock: Any = None) -> None:
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self.lines: list[str] = []
+
+    def write(self, message: str) -> None:
+        moment = self._clock().astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        self.lines.append(f"{moment} {message}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+@contextmanager
+def torchscript_deprecation_silenced() -> Iterator[None]:
+    """torch 2.13 marks every torch.jit entry point deprecated; the design chose TorchScript on purpose (a
+    self-contained, hash-pinned file per agent), so these warnings would only be noise in the worker's log."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
+        yield
+
+
+def reference_inputs(seed: int = 0) -> list[torch.Tensor]:
+    """Matrices shaped like real ones (0/1 flags, bounded levels, ages, momentum, volume) in a few batch sizes."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for size in REFERENCE_BATCH_SIZES:
+        matrix = torch.empty(size, *MATRIX_SHAPE)
+        matrix[:, :, 0:2] = (torch.rand(size, MATRIX_SHAPE[0], 2, generator=generator) < 0.3).float()
+        matrix[:, :, 2] = torch.rand(size, MATRIX_SHAPE[0], generator=generator) * 2 - 1
+        matrix[:, :, 3] = torch.rand(size, MATRIX_SHAPE[0], generator=generator)
+        matrix[:, :, 4] = (torch.rand(size, MATRIX_SHAPE[0], generator=generator) < 0.1).float()
+        matrix[:, :, 5:7] = torch.randn(size, MATRIX_SHAPE[0], 2, generator=generator).clamp(-2, 2)
+        batches.append(matrix)
+    return batches
+
+
+def compile_agent(model: nn.Module) -> torch.jit.ScriptModule:
+    with torchscript_deprecation_silenced():
+        scripted = torch.jit.script(model.eval())
+        frozen = torch.jit.freeze(scripted)
+        return torch.jit.optimize_for_inference(frozen)
+
+
+def max_output_difference(
+    eager: nn.Module, compiled: torch.jit.ScriptModule, inputs: list[torch.Tensor]
+) -> float:
+    worst = 0.0
+    with torch.inference_mode():
+        for batch in inputs:
+            for expected, actual in zip(eager(batch), compiled(batch), strict=True):
+                if expected.shape != actual.shape:
+                    raise CompilationError(f"output shape {tuple(actual.shape)}, eager {tuple(expected.shape)}")
+                worst = max(worst, float((expected - actual).abs().max()))
+    return worst
+
+
+def serialize(compiled: torch.jit.ScriptModule) -> bytes:
+    buffer = io.BytesIO()
+    with torchscript_deprecation_silenced():
+        torch.jit.save(compiled, buffer)
+    return buffer.getvalue()
+
+
+def deserialize(data: bytes) -> torch.jit.ScriptModule:
+    with torchscript_deprecation_silenced():
+        return torch.jit.load(io.BytesIO(data), map_location="cpu")
+
+
+def bundle_version(created_at: datetime, file_hashes: list[str]) -> str:
+    """Sortable by time, unique by content: `20250101T120000Z-1a2b3c4d`."""
+    content = hashlib.sha256("".join(file_hashes).encode()).hexdigest()[:8]
+    return f"{created_at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{content}"
+
+
+def compile_bundle(
+    agents: Mapping[str, nn.Module],
+    out_dir: Path,
+    *,
+    training: dict[str, Any],
+    metrics: dict[str, Any],
+    created_at: datetime | None = None,
+) -> Path:
+    """Compile `agents` (keyed by AGENT_NAMES) into a new bundle under `out_dir`; returns the bundle directory."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    created_at = (created_at or datetime.now(UTC)).replace(microsecond=0)
+    log = CompilationLog()
+    staging = out_dir / f".staging-{created_at:%Y%m%dT%H%M%SZ}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        files = _compile_all(agents, staging, log)
+    except Exception as exc:
+        log.write(f"JIT compilation FAILED: {type(exc).__name__}: {exc}")
+        (staging / JIT_LOG_FILE).write_text(log.text(), encoding="utf-8")
+        failed = out_dir / f"{created_at:%Y%m%dT%H%M%SZ}.failed"
+        shutil.rmtree(failed, ignore_errors=True)
+        staging.rename(failed)
+        raise CompilationError(f"JIT compilation FAILED: {exc} (log: {failed / JIT_LOG_FILE})") from exc
+
+    version = bundle_version(created_at, [f.sha256 for f in files])
+    manifest = Manifest(
+        version=version,
+        created_at=created_at,
+        agents=tuple(files),
+        torch_version=torch.__version__,
+        training=training,
+        metrics=metrics,
+    )
+    log.write(f"bundle {version}: {len(files)} agents, manifest written")
+    log.write("JIT compilation successful")
+    (staging / JIT_LOG_FILE).write_text(log.text(), encoding="utf-8")
+    write_manifest(staging, manifest)
+    bundle_dir = out_dir / version
+    if bundle_dir.exists():
+        shutil.rmtree(staging)
+        raise CompilationError(f"{bundle_dir} already exists; bundles are immutable, not overwritten")
+    staging.rename(bundle_dir)
+    return bundle_dir
+
+
+def _compile_all(agents: Mapping[str, nn.Module], staging: Path, log: CompilationLog) -> list[AgentFile]:
+    if set(agents) != set(AGENT_NAMES):
+        raise CompilationError(f"agents {sorted(agents)}, expected {list(AGENT_NAMES)}")
+    log.write(
+        f"compiling {', '.join(AGENT_NAMES)} with torch {torch.__version__}, python {platform.python_version()}"
+    )
+    inputs = reference_inputs()
+    files = []
+    for name in AGENT_NAMES:
+        model = agents[name].eval()
+        compiled = compile_agent(model)
+        log.write(f"{name}: scripted, frozen, optimized for inference ({parameter_count(model)} parameters)")
+        difference = max_output_difference(model, compiled, inputs)
+        if difference > EAGER_TOLERANCE:
+            raise CompilationError(f"{name}: compiled output differs from eager by {difference:.3g}")
+        data = serialize(compiled)
+        reloaded = deserialize(data)
+        reload_difference = max_output_difference(model, reloaded, inputs)
+        if reload_difference > EAGER_TOLERANCE:
+            raise CompilationError(f"{name}: reloaded file differs from eager by {reload_difference:.3g}")
+        log.write(
+            f"{name}: max |compiled - eager| {difference:.2g}, after reload {reload_difference:.2g} "
+            f"on batches {list(REFERENCE_BATCH_SIZES)}"
+        )
+        file_name = f"{name}.pt"
+        (staging / file_name).write_bytes(data)
+        digest = sha256_bytes(data)
+        log.write(f"{name}: saved {file_name} ({len(data)} bytes, sha256 {digest})")
+        files.append(AgentFile(name, file_name, digest, parameter_count(model)))
+    return files
+
+
+
+def verify_and_install(models_dir: Path, out_dir: Path | None, log_path: Path) -> Path:
+    """Build-time check of a committed bundle: verify its hashes, load every agent with *this* torch build, run the
+    reference inputs, then copy it to `out_dir` (as current). The log ends "JIT compilation successful" or
+    "JIT compilation FAILED: <why>"; nothing is retrained."""
+    from models.bundle import current_bundle_dir, read_verified_agents, set_current
+
+    log = CompilationLog()
+    try:
+        bundle_dir = current_bundle_dir(Path(models_dir))
+        manifest, contents = read_verified_agents(bundle_dir)
+        log.write(f"bundle {manifest.version} in {bundle_dir}: SHA-256 of {len(contents)} agent files verified")
+        inputs = reference_inputs()
+        for name in AGENT_NAMES:
+            with torchscript_deprecation_silenced():
+                agent = deserialize(contents[name]).eval()
+            with torch.inference_mode():
+                for batch in inputs:
+                    probabilities, confidence = agent(batch)
+                    if not bool(torch.isfinite(probabilities).all() and torch.isfinite(confidence).all()):
+                        raise CompilationError(f"{name}: non-finite output on the reference inputs")
+                    if float((probabilities.sum(dim=1) - 1).abs().max()) > EAGER_TOLERANCE:
+                        raise CompilationError(f"{name}: probabilities do not sum to 1")
+            log.write(f"{name}: loaded with torch {torch.__version__}, reference batches ok")
+        installed = bundle_dir
+        if out_dir is not None:
+            out_dir = Path(out_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            installed = out_dir / manifest.version
+            shutil.rmtree(installed, ignore_errors=True)
+            shutil.copytree(bundle_dir, installed)
+            set_current(out_dir, manifest.version)
+            log.write(f"installed as current in {out_dir}")
+        log.write("JIT compilation successful")
+        return installed
+    except Exception as exc:
+        log.write(f"JIT compilation FAILED: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(log_path).write_text(log.text(), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m models.compile",
+        description="Verify the current model bundle of a models directory and load it with this torch build "
+        "(the container build step); optionally install it into another directory.",
+    )
+    parser.add_argument("--verify", type=Path, required=True, metavar="MODELS_DIR", help="directory of bundles")
+    parser.add_argument("--log", type=Path, default=Path("/tmp/jit_compilation.log"), help="JIT compilation log")
+    parser.add_argument("--out", type=Path, default=None, help="install the verified bundle here, as current")
+    args = parser.parse_args(argv)
+    try:
+        installed = verify_and_install(args.verify, args.out, args.log)
+    except Exception as exc:
+        print(f"JIT compilation FAILED: {exc} (log: {args.log})", file=sys.stderr)
+        return 1
+    print(f"JIT compilation successful: {installed} (log: {args.log})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,241 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.architectures import build_agents
+from models.bundle import (
+    CURRENT_FILE,
+    MANIFEST_FILE,
+    BundleNotFoundError,
+    Manifest,
+    ManifestError,
+    ModelIntegrityError,
+    current_bundle_dir,
+    list_bundles,
+    read_manifest,
+    set_current,
+    sha256_file,
+    verify_bundle,
+    write_manifest,
+)
+from models.compile import compile_bundle
+from worker.actions import ACTION_ORDER, AGENT_NAMES
+from worker.inference import AgentEnsemble
+from worker.settings import default_models_dir
+
+torch.set_num_threads(1)
+
+CREATED = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def compiled_bundle(tmp_path_factory) -> Path:
+    return compile_bundle(
+        build_agents(seed=0),
+        tmp_path_factory.mktemp("compiled"),
+        training={"seed": 0, "data_sha256": "ab" * 32},
+        metrics={"vote_directional_accuracy": 0.61},
+        created_at=CREATED,
+    )
+
+
+@pytest.fixture
+def models_dir(tmp_path, compiled_bundle) -> Path:
+    """A models directory holding a copy of the compiled bundle, safe to tamper with."""
+    shutil.copytree(compiled_bundle, tmp_path / compiled_bundle.name)
+    return tmp_path
+
+
+def add_version(models_dir: Path, source: Path, version: str, created_at: datetime) -> Path:
+    """Another valid bundle: the same files under a new version name and creation time."""
+    target = models_dir / version
+    shutil.copytree(source, target)
+    manifest = dataclasses.replace(read_manifest(target), version=version, created_at=created_at)
+    write_manifest(target, manifest)
+    return target
+
+
+def flip_one_byte(path: Path, offset: int = 100) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_manifest_round_trips_through_json(compiled_bundle: Path) -> None:
+    manifest = read_manifest(compiled_bundle)
+    assert manifest.version == compiled_bundle.name
+    assert manifest.created_at == CREATED
+    assert manifest.input_shape == (None, 60, 7)
+    assert manifest.action_order == ACTION_ORDER
+    assert tuple(a.name for a in manifest.agents) == AGENT_NAMES
+    assert manifest.torch_version == torch.__version__
+    for agent in manifest.agents:
+        assert agent.sha256 == sha256_file(compiled_bundle / agent.file)
+        assert agent.parameters > 0
+    again = Manifest.from_json(json.loads(json.dumps(manifest.to_json())), bundle_dir=compiled_bundle)
+    assert again == manifest
+    assert again.training == manifest.training and again.metrics == manifest.metrics
+    raw = json.loads((compiled_bundle / MANIFEST_FILE).read_text())
+    assert raw["created_at"] == "2025-01-02T03:04:05Z"
+    assert raw["input_shape"] == [None, 60, 7]
+    assert set(raw["agents"]["momentum"]) == {"file", "sha256", "parameters"}
+
+
+def test_verify_bundle_accepts_an_untouched_bundle(compiled_bundle: Path) -> None:
+    assert verify_bundle(compiled_bundle).version == compiled_bundle.name
+
+
+def test_the_shipped_bundle_is_current_and_verifies() -> None:
+    models_dir = default_models_dir()
+    bundle_dir = current_bundle_dir(models_dir)
+    manifest = verify_bundle(bundle_dir)
+    assert (models_dir / CURRENT_FILE).read_text().strip() == manifest.version
+    assert [m.version for m in list_bundles(models_dir)] == [manifest.version], "ship exactly one bundle"
+    assert "JIT compilation successful" in (bundle_dir / "jit_compilation.log").read_text()
+    for agent in manifest.agents:
+        assert (bundle_dir / agent.file).stat().st_size < 500_000
+    assert manifest.training["data_sha256"]
+    assert manifest.metrics["vote"]["directional_accuracy"] > manifest.metrics["baseline"]["directional_accuracy"]
+
+
+def test_one_changed_byte_is_refused_before_any_torchscript_is_loaded(models_dir: Path, monkeypatch) -> None:
+    bundle_dir = next(models_dir.iterdir())
+    expected = read_manifest(bundle_dir).agent("momentum").sha256
+    flip_one_byte(bundle_dir / "momentum.pt")
+    actual = sha256_file(bundle_dir / "momentum.pt")
+
+    loads: list[object] = []
+    monkeypatch.setattr(torch.jit, "load", lambda *args, **kwargs: loads.append(args))
+    with pytest.raises(ModelIntegrityError) as refused:
+        verify_bundle(bundle_dir)
+    message = str(refused.value)
+    assert "momentum.pt" in message
+    assert f"SHA-256 mismatch: manifest {expected}, file {actual}" in message
+    with pytest.raises(ModelIntegrityError, match=r"momentum\.pt"):
+        AgentEnsemble.load(bundle_dir)
+    assert loads == []
+
+
+def test_a_missing_model_file_is_named(models_dir: Path) -> None:
+    bundle_dir = next(models_dir.iterdir())
+    (bundle_dir / "entry.pt").unlink()
+    with pytest.raises(ModelIntegrityError, match=r"entry\.pt: listed in the manifest but missing"):
+        verify_bundle(bundle_dir)
+
+
+def test_a_missing_manifest_names_the_directory(models_dir: Path) -> None:
+    bundle_dir = next(models_dir.iterdir())
+    (bundle_dir / MANIFEST_FILE).unlink()
+    with pytest.raises(BundleNotFoundError, match=f"{bundle_dir}.*manifest.json is missing"):
+        verify_bundle(bundle_dir)
+    with pytest.raises(BundleNotFoundError, match="does not exist"):
+        verify_bundle(models_dir / "no-such-version")
+
+
+@pytest.mark.parametrize(
+    ("edit", "complaint"),
+    [
+        (lambda m: m.update(action_order=["long", "hold", "short"]), "action_order"),
+        (lambda m: m.update(input_shape=[None, 30, 7]), "input_shape"),
+        (lambda m: m["agents"]["fvg"].update(file="../fvg.pt"), "plain file name"),
+        (lambda m: m["agents"].pop("entry"), "agents"),
+        (lambda m: m.pop("created_at"), "created_at"),
+        (lambda m: m.update(format="other/9"), "format"),
+    ],
+)
+def test_a_manifest_this_worker_cannot_honour_is_refused(models_dir: Path, edit, complaint: str) -> None:
+    bundle_dir = next(models_dir.iterdir())
+    raw = json.loads((bundle_dir / MANIFEST_FILE).read_text())
+    edit(raw)
+    (bundle_dir / MANIFEST_FILE).write_text(json.dumps(raw))
+    with pytest.raises(ManifestError, match=complaint):
+        verify_bundle(bundle_dir)
+
+
+def test_unreadable_manifest_json_is_a_manifest_error(models_dir: Path) -> None:
+    bundle_dir = next(models_dir.iterdir())
+    (bundle_dir / MANIFEST_FILE).write_text("{not json")
+    with pytest.raises(ManifestError, match="cannot read JSON"):
+        read_manifest(bundle_dir)
+
+
+def test_without_current_the_newest_bundle_is_active(models_dir: Path) -> None:
+    original = next(models_dir.iterdir())
+    add_version(models_dir, original, "older", CREATED - timedelta(days=1))
+    newest = add_version(models_dir, original, "newer", CREATED + timedelta(hours=1))
+    (models_dir / ".staging-x").mkdir()
+    (models_dir / "junk").mkdir()
+    assert [m.version for m in list_bundles(models_dir)] == ["newer", original.name, "older"]
+    assert current_bundle_dir(models_dir) == newest
+
+
+def test_current_names_the_active_bundle_and_set_current_replaces_it(models_dir: Path) -> None:
+    original = next(models_dir.iterdir())
+    add_version(models_dir, original, "newer", CREATED + timedelta(hours=1))
+    set_current(models_dir, original.name)
+    assert current_bundle_dir(models_dir) == original
+    assert (models_dir / CURRENT_FILE).read_text() == original.name + "\n"
+    set_current(models_dir, "newer")
+    assert current_bundle_dir(models_dir) == models_dir / "newer"
+    assert sorted(p.name for p in models_dir.iterdir() if p.is_file()) == [CURRENT_FILE]
+
+
+def test_set_current_refuses_a_tampered_or_unknown_bundle(models_dir: Path) -> None:
+    original = next(models_dir.iterdir())
+    set_current(models_dir, original.name)
+    tampered = add_version(models_dir, original, "tampered", CREATED)
+    flip_one_byte(tampered / "fvg.pt")
+    with pytest.raises(ModelIntegrityError, match=r"fvg\.pt"):
+        set_current(models_dir, "tampered")
+    with pytest.raises(BundleNotFoundError):
+        set_current(models_dir, "missing")
+    with pytest.raises(BundleNotFoundError, match="not a bundle version name"):
+        set_current(models_dir, "../elsewhere")
+    assert current_bundle_dir(models_dir) == original
+
+
+def test_current_naming_a_missing_bundle_is_an_error_naming_both(models_dir: Path) -> None:
+    (models_dir / CURRENT_FILE).write_text("gone\n")
+    with pytest.raises(BundleNotFoundError, match=r"CURRENT names 'gone'.*has no manifest.json"):
+        current_bundle_dir(models_dir)
+
+
+def test_an_empty_models_directory_names_the_directory(tmp_path: Path) -> None:
+    with pytest.raises(BundleNotFoundError, match=str(tmp_path)):
+        current_bundle_dir(tmp_path)
+    assert list_bundles(tmp_path / "absent") == []
+
+
+def test_build_time_verification_installs_the_current_bundle_and_logs_success(tmp_path) -> None:
+    from models.compile import main
+    from worker.settings import default_models_dir
+
+    out, log = tmp_path / "jit", tmp_path / "jit_compilation.log"
+    assert main(["--verify", str(default_models_dir()), "--log", str(log), "--out", str(out)]) == 0
+    assert log.read_text().rstrip().endswith("JIT compilation successful")
+    assert verify_bundle(current_bundle_dir(out)).version == current_bundle_dir(default_models_dir()).name
+
+
+def test_build_time_verification_of_a_tampered_bundle_logs_the_failure(tmp_path) -> None:
+    import shutil
+
+    from models.compile import main
+    from worker.settings import default_models_dir
+
+    models_dir = tmp_path / "models"
+    shutil.copytree(default_models_dir(), models_dir)
+    target = current_bundle_dir(models_dir) / "entry.pt"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    log = tmp_path / "jit_compilation.log"
+    assert main(["--verify", str(models_dir), "--log", str(log)]) == 1
+    text = log.read_text()
+    assert "JIT compilation FAILED" in text and "entry.pt" in text and "SHA-256 mismatch" in text

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from datetime import UTC
+
+import numpy as np
+import pytest
+import torch
+
+from models.bundle import current_bundle_dir, read_manifest
+from models.compile import reference_inputs
+from worker.actions import AGENT_NAMES, Action
+from worker.inference import AgentEnsemble, InferenceInputError, configure_torch_threads
+from worker.records import AgentVote
+from worker.settings import default_models_dir
+
+
+@pytest.fixture(scope="module")
+def ensemble() -> AgentEnsemble:
+    return AgentEnsemble.load(current_bundle_dir(default_models_dir()), threads=1)
+
+
+@pytest.fixture(scope="module")
+def matrices() -> np.ndarray:
+    return np.concatenate([batch.numpy() for batch in reference_inputs(seed=11)])
+
+
+def test_loads_the_bundle_it_was_given(ensemble: AgentEnsemble) -> None:
+    manifest = read_manifest(ensemble.bundle_dir)
+    assert ensemble.version == manifest.version
+    assert ensemble.created_at == manifest.created_at
+    assert ensemble.created_at.tzinfo == UTC
+    assert torch.get_num_threads() == 1
+
+
+def test_infer_gives_each_agents_probabilities_and_confidence(
+    ensemble: AgentEnsemble, matrices: np.ndarray
+) -> None:
+    probabilities, confidence = ensemble.infer(matrices)
+    batch = len(matrices)
+    assert probabilities.shape == (batch, len(AGENT_NAMES), 3)
+    assert confidence.shape == (batch, len(AGENT_NAMES))
+    assert np.all(probabilities >= 0)
+    np.testing.assert_allclose(probabilities.sum(axis=2), 1.0, atol=1e-5)
+    short, long = probabilities[:, :, 0], probabilities[:, :, 2]
+    np.testing.assert_allclose(confidence, np.maximum(short, long) / (short + long), rtol=1e-5)
+    assert np.all((confidence >= 0.5 - 1e-6) & (confidence <= 1 + 1e-6))
+
+
+def test_batched_inference_equals_one_event_at_a_time(ensemble: AgentEnsemble, matrices: np.ndarray) -> None:
+    probabilities, confidence = ensemble.infer(matrices)
+    for row in range(len(matrices)):
+        single_p, single_c = ensemble.infer(matrices[row : row + 1])
+        np.testing.assert_allclose(single_p[0], probabilities[row], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(single_c[0], confidence[row], rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(single_p[0].argmax(axis=1), probabilities[row].argmax(axis=1))
+
+
+def test_the_trained_agents_do_not_all_say_the_same_thing(ensemble: AgentEnsemble, matrices: np.ndarray) -> None:
+    probabilities, _ = ensemble.infer(matrices)
+    assert np.ptp(probabilities, axis=0).max() > 0.05
+
+
+def test_input_is_accepted_as_any_float_layout_and_gives_the_same_answer(
+    ensemble: AgentEnsemble, matrices: np.ndarray
+) -> None:
+    expected, _ = ensemble.infer(matrices[:8])
+    as_float64, _ = ensemble.infer(matrices[:8].astype(np.float64))
+    fortran, _ = ensemble.infer(np.asfortranarray(matrices[:8]))
+    np.testing.assert_allclose(as_float64, expected, atol=1e-6)
+    np.testing.assert_allclose(fortran, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(60, 7), (1, 7, 60), (2, 59, 7), (1, 60, 8)])
+def test_a_wrongly_shaped_matrix_is_refused_with_the_expected_shape(ensemble: AgentEnsemble, shape) -> None:
+    with pytest.raises(InferenceInputError, match=r"\(B, 60, 7\)"):
+        ensemble.infer(np.zeros(shape, dtype=np.float32))
+
+
+def test_an_empty_batch_gives_empty_outputs(ensemble: AgentEnsemble) -> None:
+    probabilities, confidence = ensemble.infer(np.zeros((0, 60, 7), dtype=np.float32))
+    assert probabilities.shape == (0, 3, 3) and confidence.shape == (0, 3)
+
+
+def test_votes_are_agent_votes_for_one_row(ensemble: AgentEnsemble, matrices: np.ndarray) -> None:
+    probabilities, confidence = ensemble.infer(matrices[:4])
+    votes = ensemble.votes(probabilities, confidence, row=2)
+    assert all(isinstance(vote, AgentVote) for vote in votes)
+    assert tuple(vote.agent for vote in votes) == AGENT_NAMES
+    for index, vote in enumerate(votes):
+        assert vote.probabilities == pytest.approx(tuple(probabilities[2, index].tolist()))
+        assert vote.confidence == pytest.approx(float(confidence[2, index]))
+        assert vote.action == Action.from_index(int(probabilities[2, index].argmax()))
+        assert all(type(p) is float for p in vote.probabilities)
+
+
+def test_thread_settings_can_be_applied_again_by_a_reload() -> None:
+    configure_torch_threads(1)
+    configure_torch_threads(1)  # inter-op threads can be set once per process: a second load must not fail
+    assert torch.get_num_threads() == 1
+    with pytest.raises(ValueError, match="at least 1"):
+        configure_torch_threads(0)
