@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,7 @@ class HealthMonitor:
         self._breaker_transitions_seen = 0
         self._next_model_poll = 0.0
         self._next_agent_probe = 0.0
+        self._unsent_alerts: deque[dict[str, Any]] = deque(maxlen=1000)  # alerts raised while Redis was down
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="health-monitor", daemon=True)
         self.state_doc: dict[str, Any] = {}
@@ -101,6 +103,7 @@ class HealthMonitor:
         if rtt_ms is not None:
             self._honour_reset_request()
             self._publish_breaker_transitions()
+            self._flush_alerts()
         self._watch_models(now)
         self._probe_agents(now)
         stats = self.worker.telemetry.publish()
@@ -182,18 +185,26 @@ class HealthMonitor:
         self.worker.telemetry.metrics.record_transition(int(transition.from_state), int(transition.to_state))
         log.warning("health %s → %s: %s", transition.from_state.name.lower(), transition.to_state.name.lower(),
                     transition.reason)
-        try:
-            publish_alert(
-                self.client, severity=transition.alert_severity, kind="health_transition",
-                message=f"health {transition.from_state.name.lower()} → {transition.to_state.name.lower()}: "
-                f"{transition.reason}",
-                source=self.settings.consumer,
-                from_state=transition.from_state.name.lower(), to_state=transition.to_state.name.lower(),
-            )
-        except REDIS_ERRORS:
-            log.warning("could not alert the transition: Redis unavailable")
+        self._unsent_alerts.append({
+            "severity": transition.alert_severity, "kind": "health_transition",
+            "message": f"health {transition.from_state.name.lower()} → {transition.to_state.name.lower()}: "
+            f"{transition.reason}",
+            "source": self.settings.consumer,
+            "from_state": transition.from_state.name.lower(), "to_state": transition.to_state.name.lower(),
+            "at": repr(transition.at),
+        })
+        self._flush_alerts()
         for action in transition.actions:
             self.run_recovery(action, transition.reason)
+
+    def _flush_alerts(self) -> None:
+        """Publish queued alerts oldest first; those raised while Redis was down go out once it is back."""
+        while self._unsent_alerts:
+            try:
+                publish_alert(self.client, **self._unsent_alerts[0])
+            except REDIS_ERRORS:
+                return
+            self._unsent_alerts.popleft()
 
     def run_recovery(self, action: RecoveryAction, reason: str) -> None:
         log.warning("recovery action %s (%s)", action.value, reason)
@@ -254,6 +265,7 @@ class HealthMonitor:
         uptime = time.monotonic() - worker.state.started_at
         snapshot = self.machine.snapshot()
         self.state_doc = {
+            "at": now,  # when this document was measured
             "state": state.name.lower(),
             "state_code": int(state),
             "since": snapshot["since"],

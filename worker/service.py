@@ -23,7 +23,7 @@ import redis
 
 from worker.aggregator import AggregatorConfig
 from worker.breaker import BreakerConfig, BreakerState, CircuitBreaker, publish_breaker_state, record_restart
-from worker.connection import Backoff, connect
+from worker.connection import Backoff, RedisAuthError, connect
 from worker.delivery import DeliveryScripts, StreamNames, ensure_group, pending_delivery_counts
 from worker.heartbeat import Heartbeat
 from worker.http_server import HealthServer
@@ -69,7 +69,7 @@ class Worker:
         self.client: redis.Redis | None = None
         self.ensemble: AgentEnsemble | None = None
         self.pipeline: EventPipeline | None = None
-        self.telemetry = Telemetry()
+        self.telemetry = Telemetry(window_s=settings.stats_window_s)
         self.breaker = CircuitBreaker(BreakerConfig.from_settings(settings))
         self.breaker_lock = threading.Lock()
         self.restart_count = 0
@@ -207,6 +207,8 @@ class Worker:
                 with self.breaker_lock:
                     self.breaker.record_success()
                 backoff.reset()
+            except RedisAuthError:
+                raise  # not transient: the same credentials will be refused again
             except REDIS_ERRORS as exc:
                 self.state.redis_up = False
                 self.state.read_own_pending = True
@@ -245,6 +247,8 @@ class Worker:
                     log.info("created consumer group %s on %s", self.streams.group, self.streams.input)
                 self.state.redis_up = True
                 return
+            except RedisAuthError:
+                raise  # not transient: the same credentials will be refused again
             except REDIS_ERRORS as exc:
                 delay = backoff.next_delay()
                 log.warning("Redis at %s unreachable (%s): retrying in %.2fs",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
@@ -50,6 +51,7 @@ class WorkerSettings:
     breaker_restart_limit: int = _setting(5, "worker restarts within the window that open the breaker")
     breaker_restart_window_s: float = _setting(300.0, "window for the restart limit")
     health_interval_s: float = _setting(1.0, "how often health checks run")
+    stats_window_s: float = _setting(60.0, "rolling window of latency percentiles, error and execution rates")
     health_recovery_s: float = _setting(30.0, "a better health state must hold this long before it is entered")
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
 
@@ -109,13 +111,15 @@ def setting_defaults() -> list[tuple[str, str, Any, str]]:
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password replaced, fit for a log line."""
+    """The URL with its password (user info or a `password=` query parameter) replaced, fit for a log line."""
     parts = urlsplit(url)
+    query = _PASSWORD_QUERY.sub(r"\1***", parts.query)
     if parts.password is None:
-        return url
+        return url if query == parts.query else url.replace("?" + parts.query, "?" + query, 1)
     user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]
     netloc = f"{user}:***@{host}" if user else f":***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_PASSWORD_QUERY = re.compile(r"((?:^|&)password=)[^&]*")

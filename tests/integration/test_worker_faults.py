@@ -1,0 +1,100 @@
+"""Faults injected into a real worker (in this process, real Redis): a failing or slow model."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import redis
+
+from tests.integration.streams import decided_ids, pending_count, wait_for, wait_settled
+from worker.breaker import request_reset
+from worker.names import CONSUMER_GROUP, DECISIONS_STREAM, INPUT_STREAM
+from worker.producer import make_event, publish_events
+from worker.service import Worker
+from worker.settings import WorkerSettings
+
+
+class FaultyModel:
+    """The real ensemble, with a switch to fail or slow down each batch (a stand-in for a broken model host)."""
+
+    def __init__(self, ensemble) -> None:
+        self.ensemble = ensemble
+        self.fail = False
+        self.delay_s = 0.0
+
+    def infer(self, matrices):
+        if self.fail:
+            raise RuntimeError("injected model failure")
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return self.ensemble.infer(matrices)
+
+    def __getattr__(self, name):
+        return getattr(self.ensemble, name)
+
+
+@pytest.fixture
+def running_worker(redis_url: str) -> Iterator[tuple[Worker, FaultyModel]]:
+    settings = WorkerSettings.from_env(
+        {}, redis_url=redis_url, consumer="in-process", http_addr="127.0.0.1:0", batch_size=1,
+        breaker_failure_threshold=3, breaker_reset_timeout_s=30.0, claim_min_idle_ms=500, claim_interval_ms=200,
+        health_interval_s=0.1, health_recovery_s=0.5, stats_window_s=2.0,
+    )
+    worker = Worker(settings)
+    worker.startup()
+    model = FaultyModel(worker.ensemble)
+    worker.pipeline.ensemble = model
+    loop = threading.Thread(target=worker.main_loop, daemon=True)
+    loop.start()
+    yield worker, model
+    worker.state.should_exit = True
+    loop.join(timeout=30)
+    worker.shutdown()
+
+
+def events(n: int, prefix: str):
+    rng = np.random.default_rng(5)
+    return [make_event(correlation_id=f"{prefix}-{i}", rng=rng) for i in range(n)]
+
+
+def test_injected_failures_open_the_breaker_and_a_reset_lets_the_events_through(running_worker, redis_client):
+    worker, model = running_worker
+    model.fail = True
+    publish_events(redis_client, events(10, "fail"))
+    wait_for(lambda: worker.breaker.state.name == "OPEN", what="breaker open after 3 consecutive failures")
+    time.sleep(0.5)
+    assert redis_client.xlen(DECISIONS_STREAM) == 0
+    assert pending_count(redis_client) == 3, "the failed entries stay pending, none lost"
+    assert redis_client.xinfo_groups(INPUT_STREAM)[0]["lag"] == 7, "the rest wait in the stream"
+    wait_for(lambda: worker.monitor.state_doc["circuit_breaker"]["state"] == "open", what="breaker visible")
+
+    model.fail = False
+    request_reset(redis_client, "test@ci")  # as `tacticalctl breaker reset` does, from another client
+    wait_settled(redis_client, 10)
+    assert decided_ids(redis_client) == {f"fail-{i}".encode(): 1 for i in range(10)}
+    assert worker.breaker.state.name == "CLOSED"
+    consumers = redis_client.xinfo_consumers(INPUT_STREAM, CONSUMER_GROUP)
+    assert all(c["pending"] == 0 for c in consumers)
+
+
+def test_a_slow_path_makes_health_critical_and_recovery_brings_it_back(running_worker, redis_client):
+    worker, model = running_worker
+    model.delay_s = 0.15
+    publish_events(redis_client, events(5, "slow"))
+    wait_for(lambda: worker.monitor.machine.state.name == "CRITICAL", what="critical on P99 > 100 ms")
+    latency = next(c for c in worker.monitor.state_doc["health_checks"] if c["name"] == "latency")
+    assert latency["status"] == "critical" and latency["value"] > 100
+    model.delay_s = 0.0
+    publish_events(redis_client, events(5, "fast"))
+    wait_for(lambda: worker.monitor.machine.state.name == "HEALTHY", timeout_s=30, what="healthy after recovery")
+    moves = [(t.from_state.name, t.to_state.name) for t in worker.monitor.machine.recent_transitions]
+    assert moves[-3:] == [("HEALTHY", "CRITICAL"), ("CRITICAL", "DEGRADED"), ("DEGRADED", "HEALTHY")]
+    assert "latency" in worker.monitor.machine.recent_transitions[-3].reason
+    client = redis.Redis.from_url(worker.settings.redis_url)
+    kinds = [f[b"kind"] for _, f in client.xrange("tactical_alerts")]
+    assert kinds.count(b"health_transition") >= 3
+    client.close()

@@ -1,0 +1,184 @@
+"""Issue 3 end to end: metrics, lag, breaker, health transitions and hot reload in real worker processes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from models.architectures import build_agents
+from models.bundle import current_bundle_dir, set_current
+from models.compile import compile_bundle
+from tests.integration.streams import pending_count, wait_for, wait_settled
+from worker.breaker import request_reset
+from worker.embedded_redis import EmbeddedRedis
+from worker.feed import send_events, simulated_events
+from worker.metrics import LATENCY_BUCKETS
+from worker.names import ALERTS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
+from worker.producer import make_event, publish_events
+from worker.settings import default_models_dir
+
+RUNBOOK_METRICS = (
+    "tactical_request_duration_seconds",
+    "tactical_events_processed_total",
+    "tactical_active_positions",
+    "tactical_model_confidence",
+    "tactical_agent_accuracy",
+    "tactical_execution_rate",
+    "tactical_redis_consumer_lag_seconds",
+    "tactical_model_staleness_seconds",
+    "tactical_error_rate",
+    "tactical_health_state",
+    "tactical_circuit_breaker_state",
+    "tactical_duplicate_events_total",
+    "tactical_state_transitions_total",
+)
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def state(worker) -> dict:
+    return json.loads(get(worker.http_url + "/health/state")[1])
+
+
+def events(n: int, prefix: str, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [make_event(correlation_id=f"{prefix}-{i}", rng=rng) for i in range(n)]
+
+
+def test_metrics_carry_every_runbook_metric_and_pass_promtool(redis_url, redis_client, start_worker) -> None:
+    worker = start_worker(redis_url)
+    publish_events(redis_client, events(50, "m"))
+    publish_events(redis_client, events(1, "m"))  # a duplicate of m-0
+    wait_settled(redis_client, 50)
+    wait_for(lambda: b'outcome="duplicate"} 1.0' in get(worker.http_url + "/metrics")[1], what="duplicate counted")
+    status, body = get(worker.http_url + "/metrics")
+    assert status == 200
+    text = body.decode()
+    for name in RUNBOOK_METRICS:
+        assert f"\n{name}" in text or text.startswith(name), name
+    for bucket in LATENCY_BUCKETS:
+        assert f'le="{bucket}"' in text
+    processed = sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+        if line.startswith("tactical_events_processed_total{") and ('"executed"' in line or '"hold"' in line)
+    )
+    assert processed == 50
+    assert 'tactical_duplicate_events_total 1.0' in text
+    check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_lag_while_paused_then_breaker_reset_from_another_process_drains(redis_url, redis_client, start_worker):
+    # A restart limit of 0 makes this start exceed it: the breaker opens and the worker reads nothing.
+    worker = start_worker(redis_url, breaker_restart_limit=0, health_interval_s=0.2)
+    wait_for(lambda: state(worker)["circuit_breaker"]["state"] == "open", what="breaker open")
+    ids = publish_events(redis_client, events(1000, "lag"))
+    first_added_s = int(ids[0].split(b"-")[0]) / 1e3
+    time.sleep(1.0)
+    wait_for(lambda: (state(worker)["lag"]["count"] or 0) == 1000, what="lag count 1000")
+    assert state(worker)["lag"]["count"] == 1000
+    doc = state(worker)
+    assert doc["lag"]["seconds"] == pytest.approx(doc["at"] - first_added_s, abs=0.5), "age of the oldest entry"
+    assert redis_client.xlen(DECISIONS_STREAM) == 0, "nothing is read while the breaker is open"
+    alerts = [fields for _, fields in redis_client.xrange(ALERTS_STREAM)]
+    assert any(a[b"severity"] == b"P0" and a[b"kind"] == b"breaker_open" for a in alerts)
+
+    request_reset(redis_client, "test@ci")
+    wait_settled(redis_client, 1000)
+    wait_for(lambda: state(worker)["lag"]["count"] == 0 and state(worker)["lag"]["seconds"] == 0,
+             what="lag back to 0")
+    assert state(worker)["circuit_breaker"]["state"] == "closed"
+    audits = [fields for _, fields in redis_client.xrange(ALERTS_STREAM) if fields[b"severity"] == b"AUDIT"]
+    assert audits and audits[-1][b"actor"] == b"test@ci"
+
+
+def test_restarts_over_the_limit_open_the_breaker_across_processes(redis_url, redis_client, start_worker):
+    for _ in range(2):
+        worker = start_worker(redis_url, breaker_restart_limit=2)
+        assert state(worker)["circuit_breaker"]["state"] == "closed"
+        assert worker.stop() == 0
+    worker = start_worker(redis_url, breaker_restart_limit=2, health_interval_s=0.2)
+    breaker = state(worker)["circuit_breaker"]
+    assert breaker["state"] == "open"
+    assert breaker["restart_count"] == 3
+    publish_events(redis_client, events(20, "r"))
+    time.sleep(1.0)
+    assert redis_client.xlen(DECISIONS_STREAM) == 0
+    assert redis_client.xinfo_groups(INPUT_STREAM)[0]["lag"] == 20, "the events wait in the stream"
+    request_reset(redis_client, "test@ci")
+    wait_settled(redis_client, 20)
+
+
+def test_stopped_redis_moves_health_up_and_back_down_with_hysteresis(private_redis: EmbeddedRedis, start_worker):
+    worker = start_worker(private_redis.url(), health_interval_s=0.2, health_recovery_s=1.5, stats_window_s=3)
+    wait_for(lambda: state(worker)["state"] == "healthy", what="healthy at start")
+    private_redis.stop(kill=True)
+    wait_for(lambda: state(worker)["state"] == "critical", timeout_s=20, what="critical without Redis")
+    status, body = get(worker.http_url + "/health")
+    assert status == 503 and json.loads(body)["state"] == "critical"
+    redis_check = next(c for c in state(worker)["health_checks"] if c["name"] == "redis")
+    assert redis_check["status"] == "critical"
+
+    private_redis.start()
+    restored = time.monotonic()
+    wait_for(lambda: state(worker)["state"] == "degraded", timeout_s=20, what="one step down")
+    assert time.monotonic() - restored >= 1.0, "hysteresis: the better state had to hold first"
+    wait_for(lambda: state(worker)["state"] == "healthy", timeout_s=20, what="healthy again")
+    moves = [(t["from"], t["to"]) for t in state(worker)["recent_transitions"]]
+    assert moves[-3:] == [("healthy", "critical"), ("critical", "degraded"), ("degraded", "healthy")]
+    client = redis.Redis.from_url(private_redis.url())
+    wait_for(lambda: sum(1 for _, f in client.xrange(ALERTS_STREAM) if f[b"kind"] == b"health_transition") >= 3,
+             what="transitions alerted, including the one raised while Redis was down")
+    assert worker.poll() is None
+    client.close()
+
+
+def test_hot_reload_swaps_models_under_load_with_no_failed_event(tmp_path: Path, redis_url, redis_client,
+                                                                 start_worker) -> None:
+    models_dir = tmp_path / "models"
+    shutil.copytree(default_models_dir(), models_dir)
+    old_version = current_bundle_dir(models_dir).name
+    new_dir = compile_bundle(build_agents(seed=3), models_dir, training={"purpose": "reload test"}, metrics={})
+    worker = start_worker(redis_url, models_dir=models_dir, model_poll_s=0.3)
+
+    stop = threading.Event()
+    feeder_client = redis.Redis.from_url(redis_url)
+    sent: list[int] = []
+    feeder = threading.Thread(target=lambda: sent.append(send_events(
+        feeder_client, simulated_events(0, id_prefix="reload-"), rate=300, stop=stop).sent))
+    feeder.start()
+    try:
+        wait_for(lambda: redis_client.xlen(DECISIONS_STREAM) >= 200, what="decisions with the old models")
+        set_current(models_dir, new_dir.name)
+        wait_for(lambda: state(worker)["model"]["version"] == new_dir.name, timeout_s=30, what="reload")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        feeder.join()
+        feeder_client.close()
+    wait_settled(redis_client, sent[0])
+    versions = [fields[b"model_version"].decode() for _, fields in redis_client.xrange(DECISIONS_STREAM)]
+    assert versions[0] == old_version and versions[-1] == new_dir.name
+    switch = versions.index(new_dir.name)
+    assert set(versions[switch:]) == {new_dir.name}, "after the swap, only the new bundle decides"
+    assert redis_client.xlen(DEAD_LETTER_STREAM) == 0
+    assert pending_count(redis_client) == 0
+    _, metrics = get(worker.http_url + "/metrics")
+    errors = [line for line in metrics.decode().splitlines() if line.startswith("tactical_errors_total{")]
+    assert all(line.endswith(" 0.0") for line in errors), errors
