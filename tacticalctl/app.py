@@ -47,10 +47,19 @@ def root(
 
 
 def _register() -> None:
-    from tacticalctl import feed, up
+    from tacticalctl import alerts, breaker, dead_letter, feed, health, keys, lag, pending, stream, up
 
     feed.register(app)
     up.register(app)
+    health.register(app)
+    lag.register(app)
+    stream.register(app)
+    pending.register(app)
+    dead_letter.register(app)
+    keys.register(app)
+    breaker.register(app)
+    alerts.register(app)
+
 
 
 _register()

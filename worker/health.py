@@ -288,10 +288,10 @@ def check_confidence(mean: float | None, thresholds: Thresholds = DEFAULT_THRESH
             CheckStatus.WARN,
             mean,
             thresholds.confidence_warn,
-            f"mean model confidence {mean:.2f} < {thresholds.confidence_warn:g}: review market conditions and "
+            f"mean model confidence {mean:.3f} < {thresholds.confidence_warn:g}: review market conditions and "
             "the data feed; consider a model refresh",
         )
-    return HealthCheck(name, CheckStatus.OK, mean, thresholds.confidence_warn, f"mean model confidence {mean:.2f}")
+    return HealthCheck(name, CheckStatus.OK, mean, thresholds.confidence_warn, f"mean model confidence {mean:.3f}")
 
 
 def check_event_rate(

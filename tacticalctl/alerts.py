@@ -1,0 +1,99 @@
+"""`tacticalctl alerts`: tail `tactical_alerts` — P0/P1/P2 alerts and the operator audit trail."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tacticalctl.context import get_context, print_json
+from tacticalctl.formatting import plain, timestamp
+from worker.alerts import Alert, Severity, read_alerts, recent_alerts
+
+_SEVERITY_STYLE = {"P0": "bold red", "P1": "yellow", "P2": "cyan", "AUDIT": "magenta"}
+_SCAN = 5000
+_POLL_S = 0.5
+
+
+def _matching(alerts: Iterable[Alert], severities: set[str]) -> list[Alert]:
+    return [a for a in alerts if not severities or a.severity in severities]
+
+
+def _row(alert: Alert) -> tuple[str, ...]:
+    style = _SEVERITY_STYLE.get(alert.severity, "white")
+    return (plain(alert.id), timestamp(alert.ts), f"[{style}]{plain(alert.severity)}[/]", plain(alert.kind),
+            plain(alert.source), plain(alert.message))
+
+
+def _table(alerts: list[Alert]) -> Table:
+    table = Table(expand=False)
+    for column in ("id", "time (UTC)", "severity", "kind", "source"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("message", overflow="fold")
+    for alert in alerts:
+        table.add_row(*_row(alert))
+    return table
+
+
+def alerts(
+    ctx: typer.Context,
+    count: Annotated[int, typer.Option(help="Show the latest this many.", min=1)] = 20,
+    severity: Annotated[list[Severity] | None, typer.Option(
+        help="Only these severities (repeatable): P0, P1, P2, AUDIT.", case_sensitive=False)] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new alerts until Ctrl-C.")] = False,
+    duration: Annotated[float | None, typer.Option(help="With --follow: stop after this many seconds.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON (with --follow: one object per line).")]
+    = False,
+) -> None:
+    """Tail tactical_alerts: the latest alerts and audit entries, oldest first; --follow for new ones.
+
+    JSON keys: entries [{id, severity, kind, message, source, ts, ...extra fields such as actor}]; with --follow,
+    one such object per line."""
+    context = get_context(ctx)
+    client = context.redis()
+    wanted = {s.value for s in severity or []}
+    shown = _matching(recent_alerts(client, count=_SCAN if wanted else count), wanted)[-count:]
+    latest = recent_alerts(client, count=1)
+    last_id = latest[-1].id if latest else "0"
+    if json_output and not follow:
+        print_json({"entries": [a.as_dict() for a in shown]})
+        return
+    console = context.console
+    if json_output:
+        for alert in shown:
+            _write_line(alert)
+    elif shown:
+        console.print(_table(shown))
+    elif not follow:
+        console.print("no alerts" + (f" of severity {', '.join(sorted(wanted))}" if wanted else ""))
+    if not follow:
+        return
+    started = time.monotonic()
+    try:
+        while duration is None or time.monotonic() - started < duration:
+            new = read_alerts(client, count=500, since_id=last_id)
+            if new:
+                last_id = new[-1].id
+            for alert in _matching(new, wanted):
+                if json_output:
+                    _write_line(alert)
+                else:
+                    console.print(" ".join(_row(alert)[1:]), highlight=False)
+            if not new:
+                time.sleep(_POLL_S)
+    except KeyboardInterrupt:
+        pass
+
+
+def _write_line(alert: Alert) -> None:
+    sys.stdout.write(json.dumps(alert.as_dict(), sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(alerts)

@@ -1,0 +1,125 @@
+"""`tacticalctl dead-letter list | replay`: what was given up on, why, and putting it back on synergy_events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tacticalctl.context import get_context, print_json
+from tacticalctl.errors import CtlError, ExitCode
+from tacticalctl.formatting import plain, timestamp
+from worker.alerts import default_actor
+from worker.delivery import entry_time_ms
+from worker.ops.dead_letters import (
+    DeadLetterEntry,
+    dead_letter_count,
+    recent_dead_letters,
+    replay_dead_letters,
+    select_dead_letters,
+)
+
+dead_letter_app = typer.Typer(help="The dead-letter stream synergy_events:dead.", no_args_is_help=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+ReasonOption = Annotated[
+    str | None, typer.Option(help="Only dead letters whose reason contains this text (case-insensitive).")
+]
+
+
+def _when(entry_id: str) -> str:
+    try:
+        return timestamp(entry_time_ms(entry_id.encode()) / 1000)
+    except ValueError:
+        return "-"
+
+
+def dead_letters_table(entries: Sequence[DeadLetterEntry], title: str) -> Table:
+    table = Table(title=title, expand=False)
+    for column in ("id", "dead-lettered (UTC)", "original id", "correlation id", "deliveries"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason", overflow="fold")
+    for entry in entries:
+        table.add_row(
+            plain(entry.id),
+            _when(entry.id),
+            plain(entry.original_id or "-"),
+            plain(entry.correlation_id or "-"),
+            "-" if entry.delivery_count is None else str(entry.delivery_count),
+            plain(entry.reason),
+        )
+    return table
+
+
+@dead_letter_app.command("list")
+def list_(
+    ctx: typer.Context,
+    count: Annotated[int, typer.Option(help="Show the latest this many.", min=1)] = 50,
+    reason: ReasonOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """The latest dead letters with their reason, delivery count and original entry id.
+
+    JSON keys: total, entries [{id, reason, delivery_count, original_id, consumer, correlation_id,
+    original_fields}]."""
+    context = get_context(ctx)
+    client = context.redis()
+    entries = recent_dead_letters(client, count=count, reason=reason)
+    total = dead_letter_count(client)
+    if json_output:
+        print_json({"total": total, "entries": [e.as_dict() for e in entries]})
+        return
+    if not entries:
+        context.console.print(f"no dead letters{' matching ' + plain(repr(reason)) if reason else ''} ({total} in all)")
+        return
+    context.console.print(dead_letters_table(entries, f"dead letters: {len(entries)} shown of {total}"))
+
+
+@dead_letter_app.command("replay")
+def replay(
+    ctx: typer.Context,
+    ids: Annotated[list[str] | None, typer.Option("--id", help="Dead letter id to replay (repeatable).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter (matching --reason).")] = False,
+    reason: ReasonOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Act. Without it, only show what would be done.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Put dead letters back on synergy_events (--id ID ... or --all, optionally narrowed by --reason).
+
+    Each one's original fields (the dead_* ones stripped) are re-added as a new entry and the dead letter removed,
+    atomically per entry. Shows what it would do; acts only with --yes (audited).
+
+    JSON keys: applied, planned, replayed {dead id: new entry id}, unreplayable, skipped, audit_id."""
+    if bool(ids) == all_:
+        raise CtlError("choose the dead letters: --id ID (repeatable) or --all", ExitCode.UNKNOWN)
+    context = get_context(ctx)
+    client = context.redis()
+    try:
+        chosen = select_dead_letters(client, ids=ids or (), reason=reason)
+    except KeyError as exc:
+        raise CtlError(str(exc.args[0]), ExitCode.UNKNOWN) from None
+    result = replay_dead_letters(client, chosen, actor=default_actor(), apply=yes)
+    if json_output:
+        print_json(result.as_dict())
+        return
+    console = context.console
+    if not chosen:
+        console.print("no dead letters match: nothing to replay")
+        return
+    console.print(dead_letters_table(chosen, "dead letters to replay"))
+    if result.unreplayable:
+        console.print(f"cannot replay (no original fields left): {', '.join(result.unreplayable)}")
+    if not result.applied:
+        console.print(f"dry run: nothing changed. Add --yes to replay {len(chosen) - len(result.unreplayable)} "
+                      "dead letters to synergy_events.")
+        return
+    console.print(f"replayed {len(result.replayed)} dead letters to synergy_events; audit entry "
+                  f"{result.audit_id or '-'}")
+    if result.skipped:
+        console.print(f"already gone (replayed by someone else meanwhile): {', '.join(result.skipped)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(dead_letter_app, name="dead-letter")

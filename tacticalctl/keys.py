@@ -1,0 +1,140 @@
+"""`tacticalctl keys list | clean`: the idempotency keys, their age, TTL and owner; cleaning the stale ones."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tacticalctl.context import get_context, print_json
+from tacticalctl.errors import CtlError, ExitCode
+from tacticalctl.formatting import age, parse_duration, plain
+from worker.alerts import default_actor
+from worker.ops.keys import (
+    IdempotencyKey,
+    KeyKind,
+    clean_keys,
+    plan_key_cleanup,
+    scan_idempotency_keys,
+)
+from worker.settings import SettingsError, WorkerSettings
+
+keys_app = typer.Typer(help="Idempotency keys: tactical:processing:* and tactical:completed:*.", no_args_is_help=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+class KindChoice(StrEnum):
+    ALL = "all"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+
+    @property
+    def kinds(self) -> tuple[KeyKind, ...]:
+        return tuple(KeyKind) if self is KindChoice.ALL else (KeyKind(self.value),)
+
+
+def _completed_ttl_s() -> float:
+    """The TTL completed keys are written with (TACTICAL_COMPLETED_TTL_S): ages of keys whose value is no
+    decision id come from it."""
+    try:
+        return float(WorkerSettings.from_env().completed_ttl_s)
+    except SettingsError as exc:
+        raise CtlError(str(exc), ExitCode.UNKNOWN) from None
+
+
+def keys_table(keys: Sequence[IdempotencyKey], title: str) -> Table:
+    table = Table(title=title, expand=False)
+    for column in ("kind", "correlation id", "age", "ttl", "owner", "entry"):
+        table.add_column(column, overflow="fold")
+    for key in keys:
+        if key.kind is KeyKind.PROCESSING:
+            owner = f"{plain(key.owner or '(unreadable)')} " + ("[green](alive)[/]" if key.owner_alive
+                                                          else "[bold red](gone)[/]")
+        else:
+            owner = "-"
+        table.add_row(key.kind.value, plain(key.correlation_id), age(key.age_s),
+                      "no expiry" if key.ttl_s is None else age(key.ttl_s), owner, plain(key.entry_id or "-"))
+    return table
+
+
+@keys_app.command("list")
+def list_(
+    ctx: typer.Context,
+    kind: Annotated[KindChoice, typer.Option(help="Which keys.")] = KindChoice.ALL,
+    limit: Annotated[int, typer.Option(help="At most this many keys of each kind.", min=1)] = 1000,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 when stale processing keys exist.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Processing and completed keys with age, TTL and owner (SCAN, never KEYS).
+
+    A processing key is stale when its owner has no live heartbeat: `tacticalctl keys clean` removes those.
+
+    With --check: exit 0 when no processing key is stale, 1 when some are (morning check, step 7).
+    JSON keys: keys [{key, kind, correlation_id, age_s, ttl_s, owner, owner_alive, entry_id, stale}],
+    processing, completed, stale_processing."""
+    context = get_context(ctx)
+    keys = scan_idempotency_keys(context.redis(), kind.kinds, limit=limit, completed_ttl_s=_completed_ttl_s())
+    stale = [k for k in keys if k.stale]
+    processing = sum(k.kind is KeyKind.PROCESSING for k in keys)
+    if json_output:
+        print_json({"keys": [k.as_dict() for k in keys], "processing": processing,
+                    "completed": len(keys) - processing, "stale_processing": len(stale)})
+    else:
+        console = context.console
+        if keys:
+            console.print(keys_table(keys, f"{processing} processing, {len(keys) - processing} completed"))
+        else:
+            console.print("no idempotency keys")
+        if stale:
+            console.print(f"[yellow]{len(stale)} stale processing keys[/] (owner gone): "
+                          "`tacticalctl keys clean` shows and removes them")
+    if check and stale:
+        raise typer.Exit(int(ExitCode.WARNING))
+
+
+@keys_app.command("clean")
+def clean(
+    ctx: typer.Context,
+    older_than: Annotated[str, typer.Option(help="Completed keys older than this go (e.g. 24h, 90m, 2d).")] = "24h",
+    yes: Annotated[bool, typer.Option("--yes", help="Delete. Without it, only show what would be deleted.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Delete stale processing keys (owner gone) and completed keys older than --older-than.
+
+    A key is deleted only if it still holds the value listed (a key re-taken meanwhile is left alone). Shows what
+    it would do; acts only with --yes (audited in tactical_alerts).
+
+    JSON keys: older_than_s, stale_processing, old_completed (key objects as in `keys list`), applied, deleted,
+    skipped, audit_id."""
+    try:
+        older_than_s = parse_duration(older_than)
+    except ValueError as exc:
+        raise CtlError(f"--older-than: {exc}", ExitCode.UNKNOWN) from None
+    context = get_context(ctx)
+    client = context.redis()
+    plan = plan_key_cleanup(scan_idempotency_keys(client, completed_ttl_s=_completed_ttl_s()),
+                            older_than_s=older_than_s)
+    result = clean_keys(client, plan, actor=default_actor(), apply=yes)
+    if json_output:
+        print_json(result.as_dict())
+        return
+    console = context.console
+    if not plan.keys:
+        console.print(f"nothing to clean: no stale processing keys, no completed keys older than {older_than}")
+        return
+    console.print(keys_table(plan.keys, f"{len(plan.stale_processing)} stale processing keys, "
+                                        f"{len(plan.old_completed)} completed keys older than {older_than}"))
+    if not result.applied:
+        console.print(f"dry run: nothing deleted. Add --yes to delete these {len(plan.keys)} keys.")
+        return
+    console.print(f"deleted {len(result.deleted)} keys; audit entry {result.audit_id or '-'}")
+    if result.skipped:
+        console.print(f"left alone (changed or expired meanwhile): {plain(', '.join(result.skipped))}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(keys_app, name="keys")

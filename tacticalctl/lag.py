@@ -1,0 +1,132 @@
+"""`tacticalctl lag` and `lag watch`: how much waits in `synergy_events`, for how long, and where it is heading."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Annotated
+
+import redis
+import typer
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from tacticalctl.context import get_context, print_json
+from tacticalctl.errors import CtlError, ExitCode
+from tacticalctl.formatting import exit_code_for, number, sparkline, styled
+from tacticalctl.watch import watch as watch_view
+from worker.health import DEFAULT_THRESHOLDS
+from worker.lag import LagUnavailable
+from worker.ops.lag_watch import LagMonitor, LagReading, sample_lag, trend_level
+
+lag_app = typer.Typer()
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _rate(value: float | None) -> str:
+    return number(value, "{:.1f}/s")
+
+
+def render_reading(reading: LagReading, recent_seconds: list[float]) -> RenderableType:
+    lag = reading.lag
+    seconds = styled(reading.check.status, f"{lag.seconds:.2f} s")
+    trend = styled(trend_level(reading.trend), reading.trend.value)
+    table = Table(title=f"consumer lag — {styled(reading.status)}", expand=False)
+    for column in ("undelivered", "pending", "lag", "trend", "in", "out"):
+        table.add_column(column, justify="right")
+    table.add_row(lag.count_text, str(lag.pending), seconds, trend, _rate(reading.rate_in_per_s),
+                  _rate(reading.rate_out_per_s))
+    thresholds = (f"thresholds: warn > {DEFAULT_THRESHOLDS.lag_warn_s:g} s, "
+                  f"critical > {DEFAULT_THRESHOLDS.lag_critical_s:g} s")
+    spark = sparkline(recent_seconds, floor_max=DEFAULT_THRESHOLDS.lag_critical_s)
+    lines = [table, Text(reading.check.message)]
+    if len(recent_seconds) > 1:
+        lines.append(Text.from_markup(f"lag, last {len(recent_seconds)} samples: {styled(reading.status, spark)}"))
+    lines.append(Text(thresholds, style="dim"))
+    return Group(*lines)
+
+
+def _sample(client: redis.Redis, monitor: LagMonitor) -> LagReading:
+    try:
+        lag, added = sample_lag(client)
+    except LagUnavailable as exc:
+        raise CtlError(str(exc), ExitCode.UNKNOWN) from None
+    return monitor.observe(lag, at=time.time(), entries_added=added)
+
+
+@lag_app.callback(invoke_without_command=True)
+def lag(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """Consumer lag of synergy_events now (`lag watch` follows it).
+
+    Undelivered count ("unknown" when Redis cannot tell, never 0), pending, the oldest waiting entry's age in
+    seconds against the runbook thresholds (2 s warning, 5 s critical).
+
+    Exit 0 ok, 1 warning, 2 critical or Redis unreachable, 3 when the stream or group does not exist.
+    JSON keys: count (null when Redis cannot tell), pending, seconds, oldest_id, last_delivered_id, entries_read,
+    stream_length, entries_added, trend (ok|warn|stall|stop|unknown), rate_in_per_s, rate_out_per_s,
+    status (ok|warn|critical), threshold_warn_s, threshold_critical_s, message, at."""
+    if ctx.invoked_subcommand is not None:
+        return
+    context = get_context(ctx)
+    monitor = LagMonitor()
+    reading = _sample(context.redis(), monitor)
+    if json_output:
+        print_json(reading.as_dict())
+    else:
+        context.console.print(render_reading(reading, monitor.recent_seconds))
+    raise typer.Exit(int(exit_code_for(reading.status)))
+
+
+@lag_app.command("watch")
+def watch(
+    ctx: typer.Context,
+    interval: Annotated[float, typer.Option(help="Seconds between samples.", min=0.1)] = 1.0,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per sample, one per line.")] = False,
+) -> None:
+    """Follow the lag, refreshed in place, until Ctrl-C (exit 0).
+
+    Count, pending, seconds coloured at the runbook thresholds, the trend of the samples taken (ok, warn = falling
+    behind, stall, stop), rates in and out, a sparkline of recent samples.
+    With --json, one line per sample with the keys of `lag --json`."""
+    context = get_context(ctx)
+    monitor = LagMonitor()
+    try:
+        client = context.redis()
+        if json_output:
+            _watch_json(client, monitor, interval, duration)
+            return
+
+        def render() -> RenderableType:
+            try:
+                reading = _sample(client, monitor)
+            except CtlError as exc:
+                return Text(exc.message, style="yellow")
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                return Text(f"Redis unreachable: {exc} (retrying every {interval:g}s)", style="bold red")
+            return render_reading(reading, monitor.recent_seconds)
+
+        watch_view(context.console, render, interval_s=interval, duration_s=duration)
+    except KeyboardInterrupt:
+        pass
+
+
+def _watch_json(client: redis.Redis, monitor: LagMonitor, interval: float, duration: float | None) -> None:
+    started = time.monotonic()
+    while True:
+        try:
+            line = _sample(client, monitor).as_dict()
+        except CtlError as exc:
+            line = {"status": "unknown", "message": exc.message, "at": time.time()}
+        sys.stdout.write(json.dumps(line, sort_keys=True, default=str) + "\n")
+        sys.stdout.flush()
+        if duration is not None and time.monotonic() - started + interval > duration:
+            return
+        time.sleep(interval)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(lag_app, name="lag")

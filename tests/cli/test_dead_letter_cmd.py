@@ -1,0 +1,95 @@
+"""`tacticalctl dead-letter list | replay`: reading the dead-letter stream and putting events back."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from tests.cli.conftest import Ctl
+from tests.cli.streams import deliver_without_ack, publish
+from worker.alerts import recent_alerts
+from worker.names import DEAD_LETTER_STREAM, INPUT_STREAM
+from worker.ops.pending import dead_letter_stuck_entries
+
+
+def dead_letters(client: redis.Redis, count: int, reason: str, prefix: str) -> dict[bytes, dict[bytes, bytes]]:
+    """`count` real dead letters with `reason`; returns original entry id → original fields."""
+    ids = publish(client, count, prefix=prefix)
+    deliver_without_ack(client, "ghost", count)
+    originals = {entry_id: fields for entry_id, fields in client.xrange(INPUT_STREAM) if entry_id in set(ids)}
+    dead_letter_stuck_entries(client, reason=reason, min_idle_ms=0, actor="test", apply=True)
+    return originals
+
+
+def test_list_shows_reason_deliveries_and_original_id(ctl: Ctl, redis_client: redis.Redis) -> None:
+    originals = dead_letters(redis_client, 2, "matrix has NaN", "a")
+    result = ctl("dead-letter", "list")
+    assert result.exit_code == 0
+    assert "matrix has NaN" in result.stdout and "a-0" in result.stdout
+    for entry_id in originals:
+        assert entry_id.decode() in result.stdout
+    doc = json.loads(ctl("dead-letter", "list", "--json").stdout)
+    assert doc["total"] == 2
+    assert set(doc["entries"][0]) == {"id", "reason", "delivery_count", "original_id", "consumer",
+                                      "correlation_id", "original_fields"}
+    assert doc["entries"][0]["delivery_count"] == 1
+
+
+def test_list_filters_by_reason(ctl: Ctl, redis_client: redis.Redis) -> None:
+    dead_letters(redis_client, 1, "matrix has NaN", "a")
+    dead_letters(redis_client, 1, "unknown synergy type", "b")
+    doc = json.loads(ctl("dead-letter", "list", "--reason", "SYNERGY", "--json").stdout)
+    assert [e["correlation_id"] for e in doc["entries"]] == ["b-0"]
+    assert doc["total"] == 2
+
+
+def test_replay_dry_run_changes_nothing(ctl: Ctl, redis_client: redis.Redis) -> None:
+    dead_letters(redis_client, 2, "stuck", "a")
+    before = redis_client.xlen(INPUT_STREAM)
+    result = ctl("dead-letter", "replay", "--all")
+    assert result.exit_code == 0 and "dry run" in result.stdout
+    assert redis_client.xlen(DEAD_LETTER_STREAM) == 2 and redis_client.xlen(INPUT_STREAM) == before
+
+
+def test_replay_by_id_re_adds_the_original_fields_and_removes_the_dead_letter(
+    ctl: Ctl, redis_client: redis.Redis
+) -> None:
+    originals = dead_letters(redis_client, 2, "stuck", "a")
+    dead_ids = [entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM)]
+    before = redis_client.xlen(INPUT_STREAM)
+    result = ctl("dead-letter", "replay", "--id", dead_ids[0], "--yes", "--json")
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    new_id = doc["replayed"][dead_ids[0]]
+    (_, replayed_fields), = redis_client.xrange(INPUT_STREAM, min=new_id, max=new_id)
+    assert replayed_fields == next(iter(originals.values()))
+    assert not any(name.startswith(b"dead_") for name in replayed_fields)
+    assert redis_client.xlen(INPUT_STREAM) == before + 1
+    assert [i.decode() for i, _ in redis_client.xrange(DEAD_LETTER_STREAM)] == dead_ids[1:]
+    audit = recent_alerts(redis_client, count=1)[-1]
+    assert (audit.id, audit.kind, audit.fields["count"]) == (doc["audit_id"], "dead_letter_replay", "1")
+
+
+def test_replay_all_with_a_reason_takes_only_matching(ctl: Ctl, redis_client: redis.Redis) -> None:
+    dead_letters(redis_client, 2, "redis timeout", "a")
+    dead_letters(redis_client, 1, "bad matrix", "b")
+    result = ctl("dead-letter", "replay", "--all", "--reason", "timeout", "--yes")
+    assert result.exit_code == 0 and "replayed 2 dead letters" in result.stdout
+    left = redis_client.xrange(DEAD_LETTER_STREAM)
+    assert [fields[b"dead_reason"] for _, fields in left] == [b"bad matrix"]
+
+
+def test_replay_needs_a_choice_and_known_ids(ctl: Ctl, redis_client: redis.Redis) -> None:
+    assert ctl("dead-letter", "replay").exit_code == 3
+    dead_letters(redis_client, 1, "stuck", "a")
+    result = ctl("dead-letter", "replay", "--id", "1-1", "--yes")
+    assert result.exit_code == 3
+    assert "not in synergy_events:dead: 1-1" in result.stderr
+    assert redis_client.xlen(DEAD_LETTER_STREAM) == 1
+
+
+def test_reasons_are_printed_as_written_even_with_brackets(ctl: Ctl, redis_client: redis.Redis) -> None:
+    dead_letters(redis_client, 1, "[bold]matrix[/] has 1679 bytes [expected 1680]", "a")
+    result = ctl("dead-letter", "list")
+    assert "[bold]matrix[/] has 1679 bytes [expected 1680]" in result.stdout

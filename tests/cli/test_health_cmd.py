@@ -1,0 +1,92 @@
+"""`tacticalctl health` and `health state` against the worker's real HTTP server: exit codes a monitor reads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cli.conftest import Ctl, WorkerAnswers
+
+
+@pytest.mark.parametrize(("state_code", "exit_code", "word"), [(0, 0, "healthy"), (1, 1, "degraded"),
+                                                                 (2, 2, "critical"), (3, 2, "failed")])
+def test_health_exits_by_state(ctl: Ctl, worker_http: tuple[str, WorkerAnswers], state_code: int, exit_code: int,
+                               word: str) -> None:
+    url, answers = worker_http
+    answers.set_state(state_code)
+    result = ctl("health", worker_url=url)
+    assert result.exit_code == exit_code
+    assert word in result.stdout
+    assert "host-a:101" in result.stdout and "v7" in result.stdout
+
+
+def test_health_of_a_worker_nobody_runs_is_critical_in_one_line(ctl: Ctl, nobody_url: str) -> None:
+    result = ctl("health", worker_url=nobody_url)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("tacticalctl: worker unreachable at " + nobody_url)
+    assert result.stderr.count("\n") == 1
+
+
+def test_health_json_has_the_documented_keys(ctl: Ctl, worker_http: tuple[str, WorkerAnswers]) -> None:
+    url, answers = worker_http
+    answers.set_state(1)
+    result = ctl("health", "--json", worker_url=url)
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert set(doc) == {"url", "http_status", "status", "state", "state_code", "consumer", "model_version",
+                        "uptime_s", "check"}
+    assert (doc["http_status"], doc["status"], doc["check"]) == (200, "warn", "warn")
+
+
+def test_a_worker_whose_snapshot_failed_is_critical(ctl: Ctl, worker_http: tuple[str, WorkerAnswers]) -> None:
+    url, answers = worker_http
+    answers.health = {"state_code": "broken"}  # the server answers 503 {"status": "fail", "error": ...}
+    result = ctl("health", "--json", worker_url=url)
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["http_status"] == 503
+
+
+def test_health_state_shows_checks_transitions_and_breaker(ctl: Ctl, worker_http: tuple[str, WorkerAnswers]) -> None:
+    url, answers = worker_http
+    answers.set_state(
+        2,
+        health_checks=[
+            {"name": "consumer_lag", "status": "critical", "value": 6.5, "threshold": 5.0,
+             "message": "consumer lag 6.5 s > 5 s"},
+            {"name": "redis", "status": "ok", "value": 0.4, "threshold": 10.0, "message": "Redis round trip 0.4 ms"},
+        ],
+        recent_transitions=[{"at": 1_700_000_000.0, "from": "healthy", "to": "critical",
+                             "reason": "consumer_lag critical", "actions": ["open_breaker"]}],
+        circuit_breaker={"state": "open", "state_code": 1, "consecutive_failures": 5, "restart_count": 2,
+                         "restart_limit": 5, "opened_at": 1_700_000_001.0, "last_reason": "5 consecutive failures"},
+    )
+    result = ctl("health", "state", worker_url=url)
+    assert result.exit_code == 2
+    out = result.stdout
+    assert "consumer_lag" in out and "consumer lag 6.5 s > 5 s" in out
+    assert "healthy → critical" in out and "open_breaker" in out
+    assert "circuit breaker open" in out and "restarts 2/5" in out and "5 consecutive failures" in out
+
+
+def test_health_state_json_is_the_worker_document(ctl: Ctl, worker_http: tuple[str, WorkerAnswers]) -> None:
+    url, answers = worker_http
+    answers.set_state(0)
+    result = ctl("health", "state", "--json", worker_url=url)
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    assert {"state", "state_code", "health_checks", "recent_transitions", "circuit_breaker", "model",
+            "lag"} <= set(doc)
+
+
+def test_health_state_watch_refreshes_and_survives_an_unreachable_worker(ctl: Ctl, nobody_url: str) -> None:
+    result = ctl("health", "state", "--watch", "--interval", "0.2", "--duration", "0.5", worker_url=nobody_url)
+    assert result.exit_code == 0
+    assert "worker unreachable" in result.stdout and "retrying" in result.stdout
+
+
+def test_health_state_of_a_worker_nobody_runs_is_critical(ctl: Ctl, nobody_url: str) -> None:
+    result = ctl("health", "state", worker_url=nobody_url)
+    assert result.exit_code == 2
+    assert "worker unreachable" in result.stderr

@@ -1,0 +1,97 @@
+"""`tacticalctl keys list | clean`: stale processing keys and old completed keys, dry run versus --yes."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from tests.cli.conftest import Ctl
+from worker.alerts import recent_alerts
+from worker.heartbeat import write_heartbeat
+from worker.names import completed_key, processing_key
+
+DAY_MS = 86_400_000
+
+
+def server_now_ms(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return seconds * 1000 + micros // 1000
+
+
+def keyspace(client: redis.Redis) -> dict[str, dict[str, str]]:
+    """Processing keys of a dead and of a live owner, completed keys two days and one minute old."""
+    now = server_now_ms(client)
+    write_heartbeat(client, "alive:1", interval_s=10.0, info={})
+    client.set(processing_key("orphan"), f"dead:9|{now - 5000}-0", px=30_000)
+    client.set(processing_key("owned"), f"alive:1|{now - 100}-0", px=30_000)
+    client.set(completed_key("old"), f"{now - 2 * DAY_MS}-0")
+    client.set(completed_key("young"), f"{now - 60_000}-0", ex=86_400)
+    return {"processing": {"orphan": "stale", "owned": "live"}, "completed": {"old": "old", "young": "young"}}
+
+
+def test_list_shows_age_ttl_owner_and_liveness(ctl: Ctl, redis_client: redis.Redis) -> None:
+    keyspace(redis_client)
+    result = ctl("keys", "list")
+    assert result.exit_code == 0
+    out = result.stdout
+    assert "dead:9 (gone)" in out and "alive:1 (alive)" in out
+    assert "no expiry" in out and "2d00h" in out
+    assert "1 stale processing keys" in out
+
+
+def test_list_json_and_check_exit_code(ctl: Ctl, redis_client: redis.Redis) -> None:
+    assert ctl("keys", "list", "--check").exit_code == 0
+    keyspace(redis_client)
+    result = ctl("keys", "list", "--check", "--json")
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert (doc["processing"], doc["completed"], doc["stale_processing"]) == (2, 2, 1)
+    assert set(doc["keys"][0]) == {"key", "kind", "correlation_id", "age_s", "ttl_s", "owner", "owner_alive",
+                                   "entry_id", "stale"}
+    only_processing = json.loads(ctl("keys", "list", "--kind", "processing", "--json").stdout)
+    assert {k["kind"] for k in only_processing["keys"]} == {"processing"}
+
+
+def test_clean_dry_run_changes_nothing(ctl: Ctl, redis_client: redis.Redis) -> None:
+    keyspace(redis_client)
+    before = sorted(redis_client.keys("tactical:*"))
+    result = ctl("keys", "clean")
+    assert result.exit_code == 0
+    assert "dry run: nothing deleted" in result.stdout and "orphan" in result.stdout and "old" in result.stdout
+    assert sorted(redis_client.keys("tactical:*")) == before
+    assert recent_alerts(redis_client, count=5) == []
+
+
+def test_clean_yes_deletes_exactly_the_stale_ones_and_audits(ctl: Ctl, redis_client: redis.Redis) -> None:
+    keyspace(redis_client)
+    result = ctl("keys", "clean", "--yes", "--json")
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    assert sorted(doc["deleted"]) == [completed_key("old"), processing_key("orphan")]
+    assert redis_client.exists(processing_key("owned"), completed_key("young")) == 2
+    assert redis_client.exists(processing_key("orphan"), completed_key("old")) == 0
+    audit = recent_alerts(redis_client, count=1)[-1]
+    assert audit.id == doc["audit_id"]
+    assert (audit.kind, audit.fields["processing_deleted"], audit.fields["completed_deleted"]) == (
+        "keys_clean", "1", "1")
+
+
+def test_clean_older_than_is_honoured(ctl: Ctl, redis_client: redis.Redis) -> None:
+    keyspace(redis_client)
+    doc = json.loads(ctl("keys", "clean", "--older-than", "30s", "--json").stdout)
+    assert sorted(k["correlation_id"] for k in doc["old_completed"]) == ["old", "young"]
+    bad = ctl("keys", "clean", "--older-than", "soon")
+    assert bad.exit_code == 3 and "24h" in bad.stderr
+
+
+def test_clean_leaves_a_key_re_taken_by_a_live_worker(redis_client: redis.Redis) -> None:
+    from worker.ops.keys import clean_keys, plan_key_cleanup, scan_idempotency_keys
+
+    keyspace(redis_client)
+    plan = plan_key_cleanup(scan_idempotency_keys(redis_client))
+    redis_client.set(processing_key("orphan"), "alive:1|1-0", px=30_000)  # a live worker took it over
+    result = clean_keys(redis_client, plan, actor="test", apply=True)
+    assert result.deleted == (completed_key("old"),)
+    assert result.skipped == (processing_key("orphan"),)
+    assert redis_client.get(processing_key("orphan")) == b"alive:1|1-0"

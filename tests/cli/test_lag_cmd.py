@@ -1,0 +1,123 @@
+"""`tacticalctl lag` and `lag watch` against real Redis: exit codes at the runbook thresholds, unknown counts,
+unreachable Redis, JSON keys, and a watch that ends cleanly on SIGINT."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import redis
+
+from tests.cli.conftest import Ctl
+from worker.delivery import ensure_group
+from worker.embedded_redis import free_port
+from worker.names import CONSUMER_GROUP, INPUT_STREAM
+
+LAG_KEYS = {"count", "pending", "seconds", "oldest_id", "last_delivered_id", "entries_read", "stream_length",
+            "entries_added", "trend", "rate_in_per_s", "rate_out_per_s", "status", "threshold_warn_s",
+            "threshold_critical_s", "message", "at"}
+
+
+def server_now_ms(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return seconds * 1000 + micros // 1000
+
+
+def backlog(client: redis.Redis, *, age_s: float, count: int = 3) -> list[bytes]:
+    """`count` undelivered entries, the oldest `age_s` seconds old, and the group created at 0."""
+    first_ms = server_now_ms(client) - int(age_s * 1000)
+    ids = [client.xadd(INPUT_STREAM, {"n": str(i)}, id=f"{first_ms + i}-0") for i in range(count)]
+    ensure_group(client)
+    return ids
+
+
+def test_caught_up_is_ok(ctl: Ctl, redis_client: redis.Redis) -> None:
+    ensure_group(redis_client)
+    result = ctl("lag")
+    assert result.exit_code == 0
+    assert "0.00 s" in result.stdout and "consumer lag — ok" in result.stdout
+
+
+def test_lag_over_two_seconds_is_a_warning(ctl: Ctl, redis_client: redis.Redis) -> None:
+    backlog(redis_client, age_s=3.0)
+    result = ctl("lag")
+    assert result.exit_code == 1
+    assert "> 2 s" in result.stdout
+
+
+def test_lag_over_five_seconds_is_critical(ctl: Ctl, redis_client: redis.Redis) -> None:
+    backlog(redis_client, age_s=10.0)
+    result = ctl("lag", "--json")
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert set(doc) == LAG_KEYS
+    assert doc["status"] == "critical" and doc["count"] == 3 and doc["seconds"] >= 10.0
+
+
+def test_an_unknown_count_says_unknown_never_zero(ctl: Ctl, redis_client: redis.Redis) -> None:
+    ids = backlog(redis_client, age_s=0.5, count=5)
+    redis_client.xdel(INPUT_STREAM, ids[2])
+    result = ctl("lag")
+    assert "unknown" in result.stdout
+    doc = json.loads(ctl("lag", "--json").stdout)
+    assert doc["count"] is None
+
+
+def test_a_missing_group_cannot_be_checked(ctl: Ctl, redis_client: redis.Redis) -> None:
+    redis_client.xadd(INPUT_STREAM, {"n": "1"})
+    result = ctl("lag")
+    assert result.exit_code == 3
+    assert CONSUMER_GROUP in result.stderr
+
+
+def test_redis_on_a_closed_port_is_critical(ctl: Ctl) -> None:
+    result = ctl("lag", redis_url=f"redis://127.0.0.1:{free_port()}/2")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("tacticalctl: Redis unreachable at redis://127.0.0.1:")
+
+
+def test_watch_shows_rates_and_a_sparkline(ctl: Ctl, redis_client: redis.Redis) -> None:
+    backlog(redis_client, age_s=1.0)
+    result = ctl("lag", "watch", "--interval", "0.2", "--duration", "0.7")
+    assert result.exit_code == 0
+    assert "/s" in result.stdout
+    assert "lag, last" in result.stdout and "samples:" in result.stdout
+
+
+def test_watch_json_prints_one_sample_per_line(ctl: Ctl, redis_client: redis.Redis) -> None:
+    ensure_group(redis_client)
+    result = ctl("lag", "watch", "--json", "--interval", "0.2", "--duration", "0.7")
+    assert result.exit_code == 0
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) >= 2
+    assert all(set(line) == LAG_KEYS for line in lines)
+    assert lines[-1]["rate_in_per_s"] == 0.0
+
+
+def test_watch_ends_cleanly_on_sigint(redis_url: str, redis_client: redis.Redis) -> None:
+    ensure_group(redis_client)
+    env = {**os.environ, "NO_COLOR": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from tacticalctl.app import main; main()", "--redis-url", redis_url,
+         "lag", "watch", "--interval", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=os.getcwd(),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not any(c.get("name") == "tacticalctl" for c in redis_client.client_list()):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "lag watch never connected to Redis"
+            time.sleep(0.05)
+        time.sleep(0.5)  # let it take a few samples
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr.decode()
+    assert b"Traceback" not in stderr
+    assert b"consumer lag" in stdout

@@ -1,0 +1,142 @@
+"""`tacticalctl pending`, `pending claim` and `pending dead-letter` moving real stuck entries."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import redis
+
+from tests.cli.conftest import Ctl
+from tests.cli.streams import deliver_without_ack, pending_of, publish
+from worker.alerts import recent_alerts
+from worker.heartbeat import write_heartbeat
+from worker.names import CONSUMER_GROUP, DEAD_LETTER_STREAM, INPUT_STREAM
+
+
+def test_summary_names_holders_and_their_liveness(ctl: Ctl, redis_client: redis.Redis) -> None:
+    publish(redis_client, 4)
+    deliver_without_ack(redis_client, "ghost", 3)
+    result = ctl("pending")
+    assert result.exit_code == 0
+    assert "3 pending entries" in result.stdout
+    assert "ghost (no heartbeat)" in result.stdout
+    doc = json.loads(ctl("pending", "--json").stdout)
+    assert set(doc) == {"count", "min_id", "max_id", "consumers", "live_consumers"}
+    assert doc["consumers"] == {"ghost": 3}
+
+
+def test_extended_lists_entries_with_delivery_counts_filtered_by_idle_and_consumer(
+    ctl: Ctl, redis_client: redis.Redis
+) -> None:
+    publish(redis_client, 3)
+    old = deliver_without_ack(redis_client, "ghost", 2)
+    time.sleep(0.3)
+    deliver_without_ack(redis_client, "other", 1)
+    doc = json.loads(ctl("pending", "--extended", "--idle", "250", "--json").stdout)
+    assert [e["id"] for e in doc["entries"]] == [i.decode() for i in old]
+    assert all(set(e) == {"id", "consumer", "idle_ms", "times_delivered"} for e in doc["entries"])
+    assert all(e["times_delivered"] == 1 for e in doc["entries"])
+    only_other = json.loads(ctl("pending", "--extended", "--consumer", "other", "--json").stdout)
+    assert [e["consumer"] for e in only_other["entries"]] == ["other"]
+    text = ctl("pending", "--extended").stdout
+    assert "deliveries" in text and "ghost (no heartbeat)" in text
+
+
+def test_claim_to_a_consumer_without_heartbeat_is_refused(ctl: Ctl, redis_client: redis.Redis) -> None:
+    publish(redis_client, 2)
+    deliver_without_ack(redis_client, "ghost", 2)
+    result = ctl("pending", "claim", "--to", "nobody", "--idle", "0", "--yes")
+    assert result.exit_code == 3
+    assert "'nobody' has no live heartbeat" in result.stderr
+    assert set(pending_of(redis_client).values()) == {b"ghost"}
+
+
+def test_claim_dry_run_changes_nothing_and_yes_moves_stuck_entries(ctl: Ctl, redis_client: redis.Redis) -> None:
+    publish(redis_client, 3)
+    stuck = deliver_without_ack(redis_client, "ghost", 3)
+    write_heartbeat(redis_client, "alive-1", interval_s=10.0, info={})
+    time.sleep(0.15)
+
+    dry = ctl("pending", "claim", "--to", "alive-1", "--idle", "100")
+    assert dry.exit_code == 0
+    assert "dry run: nothing changed" in dry.stdout
+    assert set(pending_of(redis_client).values()) == {b"ghost"}
+    assert recent_alerts(redis_client, count=10) == []
+
+    done = ctl("pending", "claim", "--to", "alive-1", "--idle", "100", "--yes", "--json")
+    assert done.exit_code == 0
+    doc = json.loads(done.stdout)
+    assert doc["moved"] == [i.decode() for i in stuck] and doc["applied"] is True
+    assert pending_of(redis_client) == dict.fromkeys(stuck, b"alive-1")
+    audit = recent_alerts(redis_client, count=1)[-1]
+    assert audit.id == doc["audit_id"]
+    assert (audit.severity, audit.kind, audit.fields["to_consumer"], audit.fields["count"]) == (
+        "AUDIT", "pending_claim", "alive-1", "3")
+    assert audit.actor
+
+
+def test_claim_leaves_entries_younger_than_idle(ctl: Ctl, redis_client: redis.Redis) -> None:
+    publish(redis_client, 2)
+    deliver_without_ack(redis_client, "ghost", 2)
+    write_heartbeat(redis_client, "alive-1", interval_s=10.0, info={})
+    result = ctl("pending", "claim", "--to", "alive-1", "--idle", "60000", "--yes")
+    assert "nothing to claim" in result.stdout
+    assert set(pending_of(redis_client).values()) == {b"ghost"}
+
+
+def test_dead_letter_keeps_original_fields_acks_and_audits(ctl: Ctl, redis_client: redis.Redis) -> None:
+    publish(redis_client, 3)
+    stuck = deliver_without_ack(redis_client, "ghost", 2)
+    originals = {entry_id: fields for entry_id, fields in redis_client.xrange(INPUT_STREAM)}
+    time.sleep(0.15)
+
+    dry = ctl("pending", "dead-letter", "--reason", "poison event", "--idle", "100")
+    assert "dry run" in dry.stdout
+    assert redis_client.xlen(DEAD_LETTER_STREAM) == 0 and len(pending_of(redis_client)) == 2
+
+    done = ctl("pending", "dead-letter", "--reason", "poison event", "--idle", "100", "--yes", "--json")
+    assert done.exit_code == 0
+    assert json.loads(done.stdout)["moved"] == [i.decode() for i in stuck]
+    assert pending_of(redis_client) == {}
+    dead = redis_client.xrange(DEAD_LETTER_STREAM)
+    assert len(dead) == 2
+    for (_, fields), entry_id in zip(dead, stuck, strict=True):
+        assert {k: v for k, v in fields.items() if not k.startswith(b"dead_")} == originals[entry_id]
+        assert fields[b"dead_reason"] == b"poison event"
+        assert fields[b"dead_entry_id"] == entry_id
+        assert fields[b"dead_delivery_count"] == b"1"
+        assert fields[b"dead_consumer"] == b"ghost"
+    assert redis_client.xlen(INPUT_STREAM) == 3  # nothing deleted from the input stream
+    audit = recent_alerts(redis_client, count=1)[-1]
+    assert (audit.kind, audit.fields["reason"], audit.fields["count"]) == ("pending_dead_letter", "poison event", "2")
+
+
+def test_dead_letter_skips_an_entry_finished_meanwhile(redis_client: redis.Redis) -> None:
+    from worker.ops.pending import dead_letter_stuck_entries
+
+    publish(redis_client, 2)
+    first, second = deliver_without_ack(redis_client, "ghost", 2)
+    real_xrange = redis_client.xrange
+
+    def ack_first_then_read(*args, **kwargs):  # a worker acknowledges `first` between the look and the act
+        redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, first)
+        return real_xrange(*args, **kwargs)
+
+    redis_client.xrange = ack_first_then_read  # type: ignore[method-assign]
+    move = dead_letter_stuck_entries(redis_client, reason="r", min_idle_ms=0, actor="t", apply=True)
+    assert move.moved == (second.decode(),)
+    assert move.skipped == (first.decode(),)
+    assert redis_client.xlen(DEAD_LETTER_STREAM) == 1
+
+
+def test_dead_letter_needs_a_reason(ctl: Ctl) -> None:
+    result = ctl("pending", "dead-letter", "--reason", "  ", "--yes")
+    assert result.exit_code == 3
+    assert "--reason" in result.stderr
+
+
+def test_pending_without_a_group_says_how_to_fix_it(ctl: Ctl) -> None:
+    result = ctl("pending")
+    assert result.exit_code == 3
+    assert "start the worker" in result.stderr

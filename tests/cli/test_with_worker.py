@@ -1,0 +1,95 @@
+"""The operator commands against a real running `tactical-worker` process."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import redis
+
+from tests.cli.conftest import Ctl, worker_url
+from tests.cli.streams import deliver_without_ack, pending_of, publish
+from worker.alerts import recent_alerts
+from worker.names import DECISIONS_STREAM
+from worker.process import WorkerProcess
+
+
+def eventually(check: Callable[[], bool], *, timeout_s: float = 30.0, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_running_worker_is_healthy_alive_and_closed(
+    ctl: Ctl, redis_url: str, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    worker = start_worker(redis_url, heartbeat_interval_s=0.5)
+    url = worker_url(worker)
+    eventually(lambda: ctl("health", worker_url=url).exit_code == 0, what="a healthy worker")
+    result = ctl("health", "--json", worker_url=url)
+    doc = json.loads(result.stdout)
+    assert (doc["state"], doc["consumer"], doc["check"]) == ("healthy", worker.consumer, "ok")
+
+    state = ctl("health", "state", worker_url=url)
+    assert state.exit_code == 0
+    assert "redis" in state.stdout and "consumer_lag" in state.stdout and "circuit breaker closed" in state.stdout
+
+    eventually(lambda: ctl("breaker", "status", worker_url=url).exit_code == 0, what="a published closed breaker")
+    status = json.loads(ctl("breaker", "status", "--json", worker_url=url).stdout)
+    assert status["workers"][worker.consumer]["state_name"] == "closed"
+    assert status["http"]["state"] == "closed"
+
+    info = json.loads(ctl("stream", "info", "--json").stdout)
+    alive = {c["name"]: c["alive"] for g in info["groups"] for c in g["consumers"]}
+    assert alive.get(worker.consumer, worker.consumer in info["live_without_group"])
+
+
+def test_breaker_reset_closes_a_breaker_opened_inside_a_running_worker(
+    ctl: Ctl, redis_url: str, redis_client: redis.Redis, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    # A restart limit of 0 makes the worker's own start exceed it: the breaker opens inside the worker, as after a
+    # crash loop, and stays open (no half-open trial for 10 minutes).
+    worker = start_worker(redis_url, breaker_restart_limit=0, breaker_reset_timeout_s=600, heartbeat_interval_s=0.5,
+                          health_recovery_s=0.5)
+    url = worker_url(worker)
+    eventually(lambda: ctl("breaker", "status", worker_url=url).exit_code == 2, what="an open breaker")
+    assert ctl("health", worker_url=url).exit_code == 2
+
+    publish(redis_client, 3)
+    time.sleep(1.0)
+    assert redis_client.xlen(DECISIONS_STREAM) == 0  # while open, events wait in the stream
+
+    reset = ctl("breaker", "reset", "--yes", "--json", worker_url=url)
+    assert reset.exit_code == 0, reset.output
+    receipt = json.loads(reset.stdout)
+    assert receipt["honoured_by"] == [worker.consumer] and receipt["waiting_on"] == []
+    audit = next(a for a in recent_alerts(redis_client, count=50) if a.id == receipt["audit_id"])
+    assert (audit.severity, audit.kind) == ("AUDIT", "breaker_reset") and audit.actor
+
+    eventually(lambda: ctl("breaker", "status", worker_url=url).exit_code == 0, what="the breaker to close")
+    eventually(lambda: redis_client.xlen(DECISIONS_STREAM) >= 3, what="the waiting events to be decided")
+    # Random test events carry low model confidence, so health may settle at degraded: it leaves critical.
+    eventually(lambda: ctl("health", worker_url=url).exit_code < 2, what="health to leave critical")
+    kinds = [e["kind"] for e in json.loads(ctl("breaker", "history", "--json").stdout)["entries"]]
+    assert kinds[:1] == ["breaker_open"] and "breaker_reset" in kinds and "breaker_closed" in kinds
+
+
+def test_pending_claim_hands_a_dead_consumers_entries_to_a_live_worker(
+    ctl: Ctl, redis_url: str, redis_client: redis.Redis, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    publish(redis_client, 3, prefix="parked")
+    parked = deliver_without_ack(redis_client, "crashed-worker", 3)  # as a worker that crashed mid-batch
+    # The live worker reclaims idle entries by itself only after 8 s: until then, only the claim moves them.
+    worker = start_worker(redis_url, claim_min_idle_ms=8000)
+
+    refused = ctl("pending", "claim", "--to", "crashed-worker", "--idle", "0", "--yes")
+    assert refused.exit_code == 3 and "no live heartbeat" in refused.stderr
+
+    result = ctl("pending", "claim", "--to", worker.consumer, "--idle", "0", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["moved"] == [i.decode() for i in parked]
+    assert set(pending_of(redis_client).values()) == {worker.consumer.encode()}
+    eventually(lambda: redis_client.xlen(DECISIONS_STREAM) >= 3 and not pending_of(redis_client),
+               what="the claimed entries to be decided by the live worker")

@@ -1,0 +1,40 @@
+"""What the operator commands print: durations, ages, sparklines, exit codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from tacticalctl.errors import ExitCode
+from tacticalctl.formatting import age, exit_code_for, parse_duration, sparkline
+from worker.health import CheckStatus
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("24h", 86400.0), ("90m", 5400.0), ("45s", 45.0), ("2d", 172800.0), ("500ms", 0.5), ("30", 30.0),
+     (" 1.5h ", 5400.0)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "-1h", "1w", "1 hour"])
+def test_bad_durations_say_what_is_accepted(text: str) -> None:
+    with pytest.raises(ValueError, match="24h"):
+        parse_duration(text)
+
+
+def test_ages_read_naturally() -> None:
+    assert [age(None), age(4.25), age(42), age(185), age(7620), age(3 * 86400 + 4 * 3600)] == [
+        "-", "4.2s", "42s", "3m05s", "2h07m", "3d04h"]
+
+
+def test_sparkline_scales_to_at_least_the_floor() -> None:
+    assert sparkline([]) == ""
+    assert sparkline([0.0, 0.0]) == "▁▁"
+    assert sparkline([0.0, 5.0, 10.0]) == "▁▅█"
+    assert sparkline([0.1, 0.2], floor_max=5.0) == "▁▁"  # a calm lag stays low
+
+
+def test_check_levels_become_monitoring_exit_codes() -> None:
+    assert [exit_code_for(s) for s in CheckStatus] == [ExitCode.OK, ExitCode.WARNING, ExitCode.CRITICAL]

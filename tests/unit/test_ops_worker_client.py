@@ -1,0 +1,57 @@
+"""Reading the worker's answers: /health levels and Prometheus text."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.embedded_redis import free_port
+from worker.health import CheckStatus
+from worker.ops.worker_client import WorkerClient, WorkerUnreachable, health_level, parse_metrics, sample_value
+
+METRICS = """\
+# HELP tactical_events_processed_total Events handled
+# TYPE tactical_events_processed_total counter
+tactical_events_processed_total{outcome="executed",synergy_type="TYPE_1"} 7.0
+tactical_events_processed_total{outcome="hold",synergy_type="TYPE_1"} 3.0
+# HELP tactical_health_state Health state
+# TYPE tactical_health_state gauge
+tactical_health_state 1.0
+"""
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "level"),
+    [
+        (200, {"state_code": 0}, CheckStatus.OK),
+        (200, {"state_code": 1}, CheckStatus.WARN),
+        (503, {"state_code": 2}, CheckStatus.CRITICAL),
+        (503, {"state_code": 3}, CheckStatus.CRITICAL),
+        (503, {"status": "fail", "error": "health snapshot failed"}, CheckStatus.CRITICAL),
+        (200, {"state": "starting"}, CheckStatus.WARN),
+        (200, {"state_code": True}, CheckStatus.WARN),
+    ],
+)
+def test_health_answers_map_to_check_levels(status: int, body: dict, level: CheckStatus) -> None:
+    assert health_level(status, body) is level
+
+
+def test_prometheus_text_is_parsed_by_family_with_labelled_samples() -> None:
+    families = parse_metrics(METRICS)
+    assert set(families) == {"tactical_events_processed", "tactical_health_state"}
+    assert sample_value(families, "tactical_events_processed_total", {"outcome": "executed"}) == 7.0
+    assert sample_value(families, "tactical_health_state") == 1.0
+    assert sample_value(families, "tactical_missing") is None
+
+
+def test_text_that_is_not_prometheus_is_reported_as_such() -> None:
+    with pytest.raises(WorkerUnreachable, match="not Prometheus text"):
+        parse_metrics("<html>hello</html>", source="http://x/metrics")
+
+
+def test_a_port_nobody_listens_on_is_unreachable_and_named() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    client = WorkerClient(url, timeout_s=0.5)
+    with pytest.raises(WorkerUnreachable, match=f"{url}/health"):
+        client.health()
+    with pytest.raises(WorkerUnreachable, match="/metrics"):
+        client.metrics()

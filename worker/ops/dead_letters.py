@@ -1,0 +1,228 @@
+"""The dead-letter stream: what was given up on, why, and putting it back.
+
+A dead letter is the original event's fields plus the `dead_*` fields `worker.delivery.dead_letter_fields` adds
+(reason, delivery count, original entry id, consumer). Replaying re-adds the original fields — the `dead_*` ones
+stripped — to the input stream as a new entry and removes the dead letter, in one atomic step per entry, so two
+operators replaying at once cannot replay an entry twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from worker.alerts import audit
+from worker.delivery import StreamNames
+
+DEAD_FIELD_PREFIX = b"dead_"
+DEFAULT_STREAMS = StreamNames()
+_PAGE = 500
+_AUDITED_IDS = 50
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def original_fields(fields: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
+    """The event as it was produced: every field except the `dead_*` ones the dead-lettering added."""
+    return {name: value for name, value in fields.items() if not name.startswith(DEAD_FIELD_PREFIX)}
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterEntry:
+    id: str
+    reason: str
+    delivery_count: int | None
+    original_id: str | None
+    consumer: str | None
+    fields: Mapping[bytes, bytes]  # every field of the dead letter, `dead_*` included
+
+    @classmethod
+    def from_stream(cls, entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> DeadLetterEntry:
+        count = _text(fields.get(b"dead_delivery_count"))
+        return cls(
+            id=_text(entry_id) or "",
+            reason=_text(fields.get(b"dead_reason")) or "(no reason recorded)",
+            delivery_count=int(count) if count and count.isdigit() else None,
+            original_id=_text(fields.get(b"dead_entry_id")),
+            consumer=_text(fields.get(b"dead_consumer")),
+            fields=dict(fields),
+        )
+
+    @property
+    def original(self) -> dict[bytes, bytes]:
+        return original_fields(self.fields)
+
+    @property
+    def correlation_id(self) -> str | None:
+        return _text(self.fields.get(b"correlation_id"))
+
+    def matches(self, reason_filter: str | None) -> bool:
+        """Case-insensitive substring match on the reason; no filter matches everything."""
+        return reason_filter is None or reason_filter.lower() in self.reason.lower()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "reason": self.reason,
+            "delivery_count": self.delivery_count,
+            "original_id": self.original_id,
+            "consumer": self.consumer,
+            "correlation_id": self.correlation_id,
+            "original_fields": sorted(_text(name) or "" for name in self.original),
+        }
+
+
+def dead_letter_count(client: redis.Redis, streams: StreamNames = DEFAULT_STREAMS) -> int:
+    return int(client.xlen(streams.dead_letters))
+
+
+def recent_dead_letters(
+    client: redis.Redis, *, count: int, reason: str | None = None, streams: StreamNames = DEFAULT_STREAMS
+) -> list[DeadLetterEntry]:
+    """The latest `count` dead letters matching `reason`, oldest first."""
+    found: list[DeadLetterEntry] = []
+    for entry in _newest_first(client, streams.dead_letters):
+        if entry.matches(reason):
+            found.append(entry)
+            if len(found) >= count:
+                break
+    return found[::-1]
+
+
+def _newest_first(client: redis.Redis, stream: str) -> Iterator[DeadLetterEntry]:
+    upper = "+"
+    while True:
+        page = client.xrevrange(stream, max=upper, min="-", count=_PAGE)
+        for entry_id, fields in page:
+            yield DeadLetterEntry.from_stream(entry_id, fields)
+        if len(page) < _PAGE:
+            return
+        upper = f"({_text(page[-1][0])}"
+
+
+def _oldest_first(client: redis.Redis, stream: str) -> Iterator[DeadLetterEntry]:
+    lower = "-"
+    while True:
+        page = client.xrange(stream, min=lower, max="+", count=_PAGE)
+        for entry_id, fields in page:
+            yield DeadLetterEntry.from_stream(entry_id, fields)
+        if len(page) < _PAGE:
+            return
+        lower = f"({_text(page[-1][0])}"
+
+
+def select_dead_letters(
+    client: redis.Redis,
+    *,
+    ids: Sequence[str] = (),
+    reason: str | None = None,
+    streams: StreamNames = DEFAULT_STREAMS,
+) -> list[DeadLetterEntry]:
+    """The dead letters to act on: those with the given ids (all of them when `ids` is empty), matching `reason`.
+
+    Raises `KeyError` naming the ids that are not in the dead-letter stream."""
+    if not ids:
+        return [e for e in _oldest_first(client, streams.dead_letters) if e.matches(reason)]
+    chosen: list[DeadLetterEntry] = []
+    missing: list[str] = []
+    for entry_id in dict.fromkeys(ids):
+        try:
+            found = client.xrange(streams.dead_letters, min=entry_id, max=entry_id, count=1)
+        except redis.ResponseError:
+            found = []
+        if not found:
+            missing.append(entry_id)
+            continue
+        entry = DeadLetterEntry.from_stream(*found[0])
+        if entry.matches(reason):
+            chosen.append(entry)
+    if missing:
+        raise KeyError(f"not in {streams.dead_letters}: {', '.join(missing)} (see `tacticalctl dead-letter list`)")
+    return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    planned: tuple[DeadLetterEntry, ...]
+    replayed: Mapping[str, str]  # dead letter id → new input entry id
+    unreplayable: tuple[str, ...]  # dead letters with no original fields left to replay
+    applied: bool
+    audit_id: str | None = None
+
+    @property
+    def skipped(self) -> tuple[str, ...]:
+        """Planned entries that another replay removed first (nothing done for them here)."""
+        if not self.applied:
+            return ()
+        done = set(self.replayed) | set(self.unreplayable)
+        return tuple(e.id for e in self.planned if e.id not in done)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "applied": self.applied,
+            "planned": [e.as_dict() for e in self.planned],
+            "replayed": dict(self.replayed),
+            "unreplayable": list(self.unreplayable),
+            "skipped": list(self.skipped),
+            "audit_id": self.audit_id,
+        }
+
+
+# KEYS: dead-letter stream, input stream. ARGV: dead letter id, then the original flat fields.
+_REPLAY_LUA = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return false end
+local fields = {}
+for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
+return redis.call('XADD', KEYS[2], '*', unpack(fields))
+"""
+
+
+def replay_dead_letters(
+    client: redis.Redis,
+    entries: Sequence[DeadLetterEntry],
+    *,
+    actor: str,
+    apply: bool,
+    streams: StreamNames = DEFAULT_STREAMS,
+) -> ReplayResult:
+    """Re-add each entry's original fields to the input stream and remove it from the dead-letter stream.
+
+    A dead letter with no original fields left (its event was lost before it was dead-lettered) stays where it
+    is, listed as unreplayable. Nothing changes unless `apply`; an audit entry records what was replayed."""
+    planned = tuple(entries)
+    unreplayable = tuple(e.id for e in planned if not e.original)
+    if not apply:
+        return ReplayResult(planned, {}, unreplayable, applied=False)
+    script = client.register_script(_REPLAY_LUA)
+    replayed: dict[str, str] = {}
+    for entry in planned:
+        if not entry.original:
+            continue
+        flat: list[bytes | str] = [item for pair in entry.original.items() for item in pair]
+        new_id = script(keys=[streams.dead_letters, streams.input], args=[entry.id, *flat])
+        if new_id is not None:
+            replayed[entry.id] = _text(new_id) or ""
+    audit_id = None
+    if replayed:
+        ids = list(replayed)
+        shown = ",".join(ids[:_AUDITED_IDS]) + (f",…(+{len(ids) - _AUDITED_IDS})" if len(ids) > _AUDITED_IDS else "")
+        audit_id = _text(
+            audit(
+                client,
+                actor=actor,
+                action="dead_letter_replay",
+                detail=f"replayed {len(replayed)} dead letters from {streams.dead_letters} to {streams.input}",
+                stream=streams.input,
+                dead_letter_stream=streams.dead_letters,
+                count=str(len(replayed)),
+                entry_ids=shown,
+            )
+        )
+    return ReplayResult(planned, replayed, unreplayable, applied=True, audit_id=audit_id)

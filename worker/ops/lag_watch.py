@@ -1,0 +1,148 @@
+"""Consumer lag as `tacticalctl lag` and `lag watch` judge it: the runbook thresholds on the lag in seconds, the
+trend of the samples the watch has taken, and the rates in (entries added) and out (entries read by the group).
+
+`LagMonitor` is pure (samples in, readings out); `sample_lag` is the one Redis read per sample.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from worker.delivery import StreamNames
+from worker.health import DEFAULT_THRESHOLDS, CheckStatus, HealthCheck, Thresholds, check_consumer_lag
+from worker.lag import (
+    DEFAULT_TREND_POLICY,
+    ConsumerLag,
+    LagSample,
+    LagTrend,
+    LagTrendPolicy,
+    TrendStatus,
+    read_consumer_lag,
+)
+
+DEFAULT_STREAMS = StreamNames()
+RATE_WINDOW_S = 10.0
+
+_TREND_LEVEL = {
+    TrendStatus.OK: CheckStatus.OK,
+    TrendStatus.UNKNOWN: CheckStatus.OK,  # the count is unknown; the seconds still judge the lag
+    TrendStatus.WARN: CheckStatus.WARN,
+    TrendStatus.STALL: CheckStatus.WARN,
+    TrendStatus.STOP: CheckStatus.CRITICAL,
+}
+
+
+def trend_level(trend: TrendStatus) -> CheckStatus:
+    """Falling behind or stalled is a warning; stopped (nothing acknowledged for minutes) is critical."""
+    return _TREND_LEVEL[trend]
+
+
+def worse(a: CheckStatus, b: CheckStatus) -> CheckStatus:
+    return a if a.rank >= b.rank else b
+
+
+@dataclass(frozen=True, slots=True)
+class LagReading:
+    at: float
+    lag: ConsumerLag
+    entries_added: int | None
+    trend: TrendStatus
+    rate_in_per_s: float | None  # None until two samples span time
+    rate_out_per_s: float | None
+    check: HealthCheck  # the runbook thresholds on `lag.seconds`
+
+    @property
+    def status(self) -> CheckStatus:
+        return worse(self.check.status, trend_level(self.trend))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.lag.as_dict(),
+            "at": self.at,
+            "entries_added": self.entries_added,
+            "trend": self.trend.value,
+            "rate_in_per_s": self.rate_in_per_s,
+            "rate_out_per_s": self.rate_out_per_s,
+            "status": self.status.value,
+            "threshold_warn_s": DEFAULT_THRESHOLDS.lag_warn_s,
+            "threshold_critical_s": DEFAULT_THRESHOLDS.lag_critical_s,
+            "message": self.check.message,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Observation:
+    at: float
+    added: int | None
+    read: int | None
+
+
+def _rate(earlier: int | None, later: int | None, seconds: float) -> float | None:
+    if earlier is None or later is None or seconds <= 0:
+        return None
+    return max(0, later - earlier) / seconds
+
+
+class LagMonitor:
+    """Feeds each sample to a `LagTrend`, keeps the recent lag seconds for a sparkline, and computes rates over
+    the last `rate_window_s`."""
+
+    def __init__(
+        self,
+        *,
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
+        policy: LagTrendPolicy = DEFAULT_TREND_POLICY,
+        history: int = 120,
+        rate_window_s: float = RATE_WINDOW_S,
+    ) -> None:
+        self.thresholds = thresholds
+        self.trend = LagTrend(policy)
+        self.rate_window_s = rate_window_s
+        self._seconds: deque[float] = deque(maxlen=history)
+        self._observations: deque[_Observation] = deque()
+
+    @property
+    def recent_seconds(self) -> list[float]:
+        return list(self._seconds)
+
+    def observe(self, lag: ConsumerLag, *, at: float, entries_added: int | None = None) -> LagReading:
+        self.trend.add(LagSample.from_consumer_lag(lag, at))
+        self._seconds.append(lag.seconds)
+        added = entries_added if entries_added is not None else lag.stream_length
+        current = _Observation(at, added, lag.entries_read)
+        while self._observations and self._observations[0].at < at - self.rate_window_s:
+            if len(self._observations) == 1:
+                break  # keep one baseline even after a long pause between samples
+            self._observations.popleft()
+        baseline = self._observations[0] if self._observations else None
+        self._observations.append(current)
+        rate_in = rate_out = None
+        if baseline is not None:
+            span = at - baseline.at
+            rate_in = _rate(baseline.added, current.added, span)
+            rate_out = _rate(baseline.read, current.read, span)
+        return LagReading(
+            at=at,
+            lag=lag,
+            entries_added=entries_added,
+            trend=self.trend.status(at),
+            rate_in_per_s=rate_in,
+            rate_out_per_s=rate_out,
+            check=check_consumer_lag(lag.seconds, self.thresholds),
+        )
+
+
+def sample_lag(client: redis.Redis, streams: StreamNames = DEFAULT_STREAMS) -> tuple[ConsumerLag, int | None]:
+    """One lag measurement and the stream's entries-added counter (None on servers older than Redis 7).
+
+    Raises `worker.lag.LagUnavailable` when the stream or the group does not exist."""
+    lag = read_consumer_lag(client, streams.input, streams.group)
+    try:
+        added = client.xinfo_stream(streams.input).get("entries-added")
+    except redis.ResponseError:
+        added = None
+    return lag, None if added is None else int(added)

@@ -1,0 +1,278 @@
+"""Entries delivered to the consumer group but never acknowledged: inspect them, hand them to a live consumer, or
+move them to the dead-letter stream with a reason.
+
+Moving is never deletion: a claimed entry stays pending on its new owner, a dead-lettered one keeps its original
+fields in `synergy_events:dead`. Each move re-checks, atomically, that the entry is still idle past the limit, so
+an entry a worker finished (or picked up) between the look and the act is left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from worker.alerts import audit
+from worker.delivery import StreamNames, dead_letter_fields
+from worker.heartbeat import is_alive
+
+
+class PendingUnavailable(RuntimeError):
+    """The stream or the consumer group does not exist; the message says what to check."""
+
+
+class ConsumerNotLive(RuntimeError):
+    """The consumer named to receive entries has no live heartbeat: entries claimed to it would stay stuck."""
+DEFAULT_STREAMS = StreamNames()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSummary:
+    """XPENDING's summary form: how many entries wait for an ACK, their id range and who holds them."""
+
+    count: int
+    min_id: str | None
+    max_id: str | None
+    consumers: Mapping[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "min_id": self.min_id, "max_id": self.max_id, "consumers": dict(self.consumers)}
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEntry:
+    """One pending entry (XPENDING's extended form)."""
+
+    entry_id: str
+    consumer: str
+    idle_ms: int
+    times_delivered: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.entry_id,
+            "consumer": self.consumer,
+            "idle_ms": self.idle_ms,
+            "times_delivered": self.times_delivered,
+        }
+
+
+def _missing(exc: redis.ResponseError, streams: StreamNames) -> PendingUnavailable:
+    return PendingUnavailable(
+        f"no consumer group {streams.group!r} on stream {streams.input!r} ({exc}): start the worker (it creates "
+        "the group), or check the Redis URL and database (the runbook's is db 2)"
+    )
+
+
+def read_pending_summary(client: redis.Redis, streams: StreamNames = DEFAULT_STREAMS) -> PendingSummary:
+    try:
+        raw = client.xpending(streams.input, streams.group)
+    except redis.ResponseError as exc:
+        raise _missing(exc, streams) from None
+    consumers = {_text(c["name"]): int(c["pending"]) for c in raw.get("consumers") or []}
+    return PendingSummary(
+        count=int(raw["pending"]),
+        min_id=None if raw["min"] is None else _text(raw["min"]),
+        max_id=None if raw["max"] is None else _text(raw["max"]),
+        consumers=dict(sorted(consumers.items())),
+    )
+
+
+def read_pending_entries(
+    client: redis.Redis,
+    *,
+    min_idle_ms: int = 0,
+    consumer: str | None = None,
+    count: int = 100,
+    streams: StreamNames = DEFAULT_STREAMS,
+) -> list[PendingEntry]:
+    """Up to `count` pending entries, oldest first, idle at least `min_idle_ms`, optionally of one consumer."""
+    try:
+        rows = client.xpending_range(
+            streams.input,
+            streams.group,
+            min="-",
+            max="+",
+            count=count,
+            consumername=consumer,
+            idle=min_idle_ms or None,
+        )
+    except redis.ResponseError as exc:
+        raise _missing(exc, streams) from None
+    return [
+        PendingEntry(
+            entry_id=_text(row["message_id"]),
+            consumer=_text(row["consumer"]),
+            idle_ms=int(row["time_since_delivered"]),
+            times_delivered=int(row["times_delivered"]),
+        )
+        for row in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMove:
+    """What a claim or dead-letter found (`planned`), what it moved (`moved`, entry ids) and its audit entry."""
+
+    action: str
+    planned: tuple[PendingEntry, ...]
+    moved: tuple[str, ...] = ()
+    applied: bool = False
+    audit_id: str | None = None
+    details: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> tuple[str, ...]:
+        """Entries found stuck that were no longer stuck when the move ran (acked or picked up meanwhile)."""
+        moved = set(self.moved)
+        return tuple(e.entry_id for e in self.planned if e.entry_id not in moved) if self.applied else ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "applied": self.applied,
+            "planned": [e.as_dict() for e in self.planned],
+            "moved": list(self.moved),
+            "skipped": list(self.skipped),
+            "audit_id": self.audit_id,
+            **dict(self.details),
+        }
+
+
+_AUDITED_IDS = 50
+
+
+def _id_list(ids: Sequence[str]) -> str:
+    shown = ",".join(ids[:_AUDITED_IDS])
+    return shown + (f",…(+{len(ids) - _AUDITED_IDS})" if len(ids) > _AUDITED_IDS else "")
+
+
+def claim_stuck_entries(
+    client: redis.Redis,
+    *,
+    to_consumer: str,
+    min_idle_ms: int,
+    actor: str,
+    apply: bool,
+    from_consumer: str | None = None,
+    count: int = 100,
+    streams: StreamNames = DEFAULT_STREAMS,
+) -> PendingMove:
+    """Hand entries idle ≥ `min_idle_ms` to `to_consumer`, which must have a live heartbeat.
+
+    XCLAIM JUSTID: ownership moves without counting a delivery; the new owner's reclaim loop decides them.
+    Only when `apply` is true does anything change (and an audit entry is written)."""
+    if not is_alive(client, to_consumer):
+        raise ConsumerNotLive(
+            f"consumer {to_consumer!r} has no live heartbeat: entries claimed to it would stay stuck; "
+            "name a running worker (see `tacticalctl stream info`)"
+        )
+    planned = tuple(
+        e
+        for e in read_pending_entries(
+            client, min_idle_ms=min_idle_ms, consumer=from_consumer, count=count, streams=streams
+        )
+        if e.consumer != to_consumer
+    )
+    details = {"to_consumer": to_consumer, "min_idle_ms": str(min_idle_ms)}
+    if not apply or not planned:
+        return PendingMove("claim", planned, applied=apply, details=details)
+    claimed = client.xclaim(
+        streams.input,
+        streams.group,
+        to_consumer,
+        min_idle_ms,
+        [e.entry_id for e in planned],
+        justid=True,
+    )
+    moved = tuple(_text(entry_id) for entry_id in claimed)
+    audit_id = audit(
+        client,
+        actor=actor,
+        action="pending_claim",
+        detail=f"claimed {len(moved)} pending entries idle ≥ {min_idle_ms} ms of {streams.input} to {to_consumer}",
+        stream=streams.input,
+        group=streams.group,
+        to_consumer=to_consumer,
+        count=str(len(moved)),
+        entry_ids=_id_list(moved),
+    )
+    return PendingMove("claim", planned, moved, True, _text(audit_id), details)
+
+
+# KEYS: input stream, dead-letter stream. ARGV: group, min idle ms, entry id, then the dead letter's flat fields.
+# Re-checks that the entry is still pending and idle, so one finished meanwhile is neither copied nor acked twice.
+_DEAD_LETTER_LUA = """
+local still = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[2], ARGV[3], ARGV[3], 1)
+if #still == 0 then return false end
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+local dead_id = redis.call('XADD', KEYS[2], '*', unpack(fields))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+return dead_id
+"""
+
+
+def dead_letter_stuck_entries(
+    client: redis.Redis,
+    *,
+    reason: str,
+    min_idle_ms: int,
+    actor: str,
+    apply: bool,
+    consumer: str | None = None,
+    count: int = 100,
+    streams: StreamNames = DEFAULT_STREAMS,
+) -> PendingMove:
+    """Move entries idle ≥ `min_idle_ms` to the dead-letter stream with `reason`, keeping their original fields,
+    and acknowledge them — both in one atomic step per entry. An entry whose data is gone from the stream (trimmed
+    or deleted) is still dead-lettered, with only the reason and its history, so nothing disappears silently."""
+    if not reason.strip():
+        raise ValueError("a dead-letter reason is required: say why these entries are given up on")
+    planned = tuple(
+        read_pending_entries(client, min_idle_ms=min_idle_ms, consumer=consumer, count=count, streams=streams)
+    )
+    details = {"reason": reason, "min_idle_ms": str(min_idle_ms)}
+    if not apply or not planned:
+        return PendingMove("dead_letter", planned, applied=apply, details=details)
+    script = client.register_script(_DEAD_LETTER_LUA)
+    moved: list[str] = []
+    for entry in planned:
+        found = client.xrange(streams.input, min=entry.entry_id, max=entry.entry_id, count=1)
+        original: dict[bytes, bytes] = dict(found[0][1]) if found else {}
+        fields = dead_letter_fields(
+            original,
+            reason=reason if found else f"{reason} (entry no longer in {streams.input}: fields lost)",
+            delivery_count=entry.times_delivered,
+            entry_id=entry.entry_id.encode(),
+            consumer=entry.consumer,
+        )
+        fields["dead_actor"] = actor
+        flat: list[bytes | str] = [item for pair in fields.items() for item in pair]
+        dead_id = script(keys=[streams.input, streams.dead_letters], args=[streams.group, min_idle_ms,
+                                                                            entry.entry_id, *flat])
+        if dead_id is not None:
+            moved.append(entry.entry_id)
+    audit_id = None
+    if moved:
+        audit_id = _text(
+            audit(
+                client,
+                actor=actor,
+                action="pending_dead_letter",
+                detail=f"dead-lettered {len(moved)} pending entries idle ≥ {min_idle_ms} ms of {streams.input} "
+                f"to {streams.dead_letters}: {reason}",
+                stream=streams.input,
+                dead_letter_stream=streams.dead_letters,
+                reason=reason,
+                count=str(len(moved)),
+                entry_ids=_id_list(moved),
+            )
+        )
+    return PendingMove("dead_letter", planned, tuple(moved), True, audit_id, details)

@@ -1,0 +1,142 @@
+"""One stream as XINFO STREAM / GROUPS / CONSUMERS show it, with each consumer's heartbeat liveness.
+
+A consumer listed by XINFO CONSUMERS with no live heartbeat is a name left behind by a worker that died (or one
+that never beat: another tool reading the group); its pending entries are what `tacticalctl pending claim` moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from worker.heartbeat import live_consumers
+from worker.names import INPUT_STREAM
+
+
+class StreamMissing(RuntimeError):
+    """The stream does not exist; the message says what to check."""
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerInfo:
+    name: str
+    pending: int
+    idle_ms: int  # since its last attempted read
+    alive: bool  # a live heartbeat
+    heartbeat: Mapping[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "pending": self.pending,
+            "idle_ms": self.idle_ms,
+            "alive": self.alive,
+            "last_beat": None if self.heartbeat is None else self.heartbeat.get("last_beat"),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    name: str
+    pending: int
+    last_delivered_id: str
+    entries_read: int | None
+    lag: int | None  # None: Redis cannot tell ("unknown", never 0)
+    consumers: tuple[ConsumerInfo, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "pending": self.pending,
+            "last_delivered_id": self.last_delivered_id,
+            "entries_read": self.entries_read,
+            "lag": self.lag,
+            "consumers": [c.as_dict() for c in self.consumers],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOverview:
+    stream: str
+    length: int
+    first_id: str | None
+    last_id: str | None
+    last_generated_id: str
+    entries_added: int | None
+    max_deleted_entry_id: str | None
+    groups: tuple[GroupInfo, ...]
+    live_without_group: tuple[str, ...]  # heartbeats of consumers no group knows yet (started, not yet read)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.stream,
+            "length": self.length,
+            "first_id": self.first_id,
+            "last_id": self.last_id,
+            "last_generated_id": self.last_generated_id,
+            "entries_added": self.entries_added,
+            "max_deleted_entry_id": self.max_deleted_entry_id,
+            "groups": [g.as_dict() for g in self.groups],
+            "live_without_group": list(self.live_without_group),
+        }
+
+
+def read_stream_overview(client: redis.Redis, stream: str = INPUT_STREAM) -> StreamOverview:
+    try:
+        info = client.xinfo_stream(stream)
+    except redis.ResponseError:
+        raise StreamMissing(
+            f"stream {stream!r} does not exist: nothing has been produced yet, or this is the wrong database "
+            "(the runbook's is db 2)"
+        ) from None
+    live = live_consumers(client)
+    groups: list[GroupInfo] = []
+    for raw in client.xinfo_groups(stream):
+        name = _text(raw["name"]) or ""
+        consumers = tuple(
+            ConsumerInfo(
+                name=consumer_name,
+                pending=int(c["pending"]),
+                idle_ms=int(c["idle"]),
+                alive=consumer_name in live,
+                heartbeat=live.get(consumer_name),
+            )
+            for c in client.xinfo_consumers(stream, name)
+            for consumer_name in [_text(c["name"]) or ""]
+        )
+        groups.append(
+            GroupInfo(
+                name=name,
+                pending=int(raw["pending"]),
+                last_delivered_id=_text(raw["last-delivered-id"]) or "0-0",
+                entries_read=_optional_int(raw.get("entries-read")),
+                lag=_optional_int(raw.get("lag")),
+                consumers=consumers,
+            )
+        )
+    known = {c.name for g in groups for c in g.consumers}
+    first, last = info.get("first-entry"), info.get("last-entry")
+    return StreamOverview(
+        stream=stream,
+        length=int(info["length"]),
+        first_id=_text(first[0]) if first else None,
+        last_id=_text(last[0]) if last else None,
+        last_generated_id=_text(info["last-generated-id"]) or "0-0",
+        entries_added=_optional_int(info.get("entries-added")),
+        max_deleted_entry_id=_text(info.get("max-deleted-entry-id")),
+        groups=tuple(groups),
+        live_without_group=tuple(name for name in live if name not in known),
+    )

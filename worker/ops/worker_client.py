@@ -1,0 +1,117 @@
+"""Read the worker's HTTP endpoint (`/health`, `/health/state`, `/metrics`) with short timeouts.
+
+Every failure to get an answer — refused connection, timeout, a body that is not what the worker serves — is one
+`WorkerUnreachable` naming the URL and the cause, so a check command can report it as CRITICAL in one line.
+An HTTP 503 from `/health` is an answer (critical/failed), not a failure to reach the worker.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from worker.health import CheckStatus
+
+HEALTH_PATH = "/health"
+STATE_PATH = "/health/state"
+METRICS_PATH = "/metrics"
+# /health answers 503 with its JSON body when the worker is critical or failed.
+_ANSWERED_STATUSES = frozenset({200, 503})
+# Straight to the worker: an http_proxy in the operator's environment must not sit between a check and its target.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class WorkerUnreachable(RuntimeError):
+    """No usable answer from the worker's HTTP endpoint; the message names the URL and the cause."""
+
+
+@dataclass(frozen=True)
+class WorkerClient:
+    base_url: str
+    timeout_s: float = 2.0
+
+    def _url(self, path: str) -> str:
+        return self.base_url.rstrip("/") + path
+
+    def _get(self, path: str) -> tuple[int, bytes]:
+        url = self._url(path)
+        try:
+            with _OPENER.open(url, timeout=self.timeout_s) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except urllib.error.URLError as exc:
+            raise WorkerUnreachable(f"worker unreachable at {url}: {exc.reason}") from None
+        except TimeoutError:
+            raise WorkerUnreachable(f"worker at {url} did not answer within {self.timeout_s:g}s") from None
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise WorkerUnreachable(f"worker unreachable at {url}: {exc}") from None
+
+    def _json(self, path: str, body: bytes) -> dict[str, Any]:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise WorkerUnreachable(
+                f"{self._url(path)} did not return JSON (is something else listening there?): {body[:80]!r}"
+            ) from None
+        if not isinstance(data, dict):
+            raise WorkerUnreachable(f"{self._url(path)} returned {type(data).__name__}, expected a JSON object")
+        return data
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, JSON) of GET /health: 200 healthy/degraded, 503 critical/failed."""
+        status, body = self._get(HEALTH_PATH)
+        if status not in _ANSWERED_STATUSES:
+            raise WorkerUnreachable(f"{self._url(HEALTH_PATH)} answered HTTP {status}, expected 200 or 503")
+        return status, self._json(HEALTH_PATH, body)
+
+    def state(self) -> dict[str, Any]:
+        """The JSON of GET /health/state."""
+        status, body = self._get(STATE_PATH)
+        if status != 200:
+            raise WorkerUnreachable(f"{self._url(STATE_PATH)} answered HTTP {status}, expected 200")
+        return self._json(STATE_PATH, body)
+
+    def metrics(self) -> dict[str, list[Sample]]:
+        """GET /metrics parsed: metric family name → its samples (each with name, labels, value)."""
+        status, body = self._get(METRICS_PATH)
+        if status != 200:
+            raise WorkerUnreachable(f"{self._url(METRICS_PATH)} answered HTTP {status}, expected 200")
+        return parse_metrics(body.decode("utf-8", "replace"), source=self._url(METRICS_PATH))
+
+
+def parse_metrics(text: str, *, source: str = "metrics") -> dict[str, list[Sample]]:
+    """Prometheus text exposition → family name → samples. Counters are keyed by family name without `_total`
+    (as the parser names them); their samples keep the `_total` name."""
+    try:
+        return {family.name: list(family.samples) for family in text_string_to_metric_families(text)}
+    except ValueError as exc:
+        raise WorkerUnreachable(f"{source} is not Prometheus text: {exc}") from None
+
+
+def sample_value(
+    families: dict[str, list[Sample]], sample_name: str, labels: dict[str, str] | None = None
+) -> float | None:
+    """The value of the first sample named `sample_name` whose labels include `labels`; None if absent."""
+    wanted = labels or {}
+    for samples in families.values():
+        for sample in samples:
+            if sample.name == sample_name and all(sample.labels.get(k) == v for k, v in wanted.items()):
+                return float(sample.value)
+    return None
+
+
+def health_level(http_status: int, body: dict[str, Any]) -> CheckStatus:
+    """What a /health answer means for a check: state 0 → ok, 1 → warn, 2 (critical) and 3 (failed) → critical.
+    An answer without a state code is critical when the worker said 503, else a warning (it is starting)."""
+    code = body.get("state_code")
+    if isinstance(code, int) and not isinstance(code, bool) and 0 <= code <= 3:
+        return (CheckStatus.OK, CheckStatus.WARN, CheckStatus.CRITICAL, CheckStatus.CRITICAL)[code]
+    return CheckStatus.CRITICAL if http_status >= 500 else CheckStatus.WARN
