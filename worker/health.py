@@ -230,7 +230,8 @@ def check_error_rate(rate: float | None, thresholds: Thresholds = DEFAULT_THRESH
 
 
 def check_model_staleness(seconds: float | None, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> HealthCheck:
-    """`seconds` since the loaded bundle was created; None when no bundle is loaded (see `check_models_loaded`)."""
+    """`seconds` since the worker last confirmed its loaded bundle is the current, intact one (re-checked every
+    few seconds: CURRENT and every file's SHA-256); None when no bundle is loaded (see `check_models_loaded`)."""
     name = CheckName.MODEL_STALENESS
     limit = thresholds.model_staleness_critical_s
     if seconds is None:
@@ -241,10 +242,10 @@ def check_model_staleness(seconds: float | None, thresholds: Thresholds = DEFAUL
             CheckStatus.CRITICAL,
             seconds,
             limit,
-            f"models are {seconds / 60:.1f} min old > {limit / 60:g} min: check the model update pipeline "
-            "and promote a new verified bundle",
+            f"models not confirmed for {seconds / 60:.1f} min > {limit / 60:g} min: the current bundle is missing, "
+            "tampered or failing to reload; check the model update pipeline (tacticalctl models verify)",
         )
-    return HealthCheck(name, CheckStatus.OK, seconds, limit, f"models are {seconds / 60:.1f} min old")
+    return HealthCheck(name, CheckStatus.OK, seconds, limit, f"models confirmed {seconds:.0f} s ago")
 
 
 def check_models_loaded(loaded: bool) -> HealthCheck:

@@ -85,7 +85,8 @@ def read_breaker_overview(
     limit = _SETTING_DEFAULTS["breaker_restart_limit"] if settings is None else settings.breaker_restart_limit
     window = _SETTING_DEFAULTS["breaker_restart_window_s"] if settings is None else settings.breaker_restart_window_s
     if http is not None:
-        limit = int(http.get("restart_limit") or limit)
+        reported = http.get("restart_limit")
+        limit = int(reported) if reported is not None else limit
         window = float(http.get("restart_window_s") or window)
     now = time.time() if now is None else now
     return BreakerOverview(
