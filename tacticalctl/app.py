@@ -59,7 +59,13 @@ def _register() -> None:
     keys.register(app)
     breaker.register(app)
     alerts.register(app)
+    from tacticalctl import checklists, duplicates, latency, models_cmd, triage
 
+    checklists.register(app)
+    models_cmd.register(app)
+    latency.register(app)
+    duplicates.register(app)
+    triage.register(app)
 
 
 _register()

@@ -1,0 +1,85 @@
+"""`tacticalctl latency`: P50/P99 per operation from the worker's /metrics, judged by the runbook's thresholds."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tacticalctl.context import get_context, print_json
+from tacticalctl.errors import CtlError, ExitCode
+from tacticalctl.formatting import exit_code_for, styled
+from worker.health import DEFAULT_THRESHOLDS
+from worker.ops.latency import NoLatencyHistogram, OperationLatency, operation_latencies, worst
+from worker.ops.worker_client import WorkerClient, WorkerUnreachable
+
+
+def _ms(value: float | None, saturated: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f">{value:.0f} ms" if saturated else f"{value:.2f} ms"
+
+
+def latency_table(rows: list[OperationLatency], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("operation", "count", "p50", "p99", "mean", "status"):
+        table.add_column(column, justify="left" if column in ("operation", "status") else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(row.label, str(row.count), _ms(row.p50_ms), _ms(row.p99_ms, row.saturated), _ms(row.mean_ms),
+                      styled(row.status) if row.count else "no events")
+    return table
+
+
+def latency(
+    ctx: typer.Context,
+    window: Annotated[float, typer.Option(help="Seconds between two scrapes: the latency of that window "
+                                          "(0: everything since the worker started).", min=0.0)] = 0.0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """P50/P99 per operation from the worker's /metrics, judged by the runbook's thresholds.
+
+    Operations: end_to_end, validate, inference — per agent too —, aggregate, commit, from the
+    tactical_request_duration_seconds histogram of /metrics, interpolated like Prometheus' histogram_quantile.
+    Exit 0 ok, 1 a P50 above 50 ms, 2 a P99 above 100 ms or the worker unreachable, 3 /metrics has no histogram.
+
+    JSON keys: url, window_s, status, thresholds {p50_warn_ms, p99_critical_ms}, operations [{operation,
+    agent_type, count, p50_ms, p99_ms, mean_ms, saturated, status}]."""
+    context = get_context(ctx)
+    client = WorkerClient(context.worker_url)
+    try:
+        if window > 0:
+            earlier = client.metrics()
+            if json_output:
+                time.sleep(window)
+            else:
+                with context.console.status(f"measuring for {window:g} s…"):
+                    time.sleep(window)
+            rows = operation_latencies(client.metrics(), earlier)
+        else:
+            rows = operation_latencies(client.metrics())
+    except WorkerUnreachable as exc:
+        raise CtlError(str(exc), ExitCode.CRITICAL) from None
+    except NoLatencyHistogram as exc:
+        raise CtlError(str(exc), ExitCode.UNKNOWN) from None
+    status = worst(rows)
+    if json_output:
+        print_json({
+            "url": context.worker_url,
+            "window_s": window or None,
+            "status": status.value,
+            "thresholds": {"p50_warn_ms": DEFAULT_THRESHOLDS.p50_warn_ms,
+                           "p99_critical_ms": DEFAULT_THRESHOLDS.p99_critical_ms},
+            "operations": [row.as_dict() for row in rows],
+        })
+    else:
+        span = f"last {window:g} s" if window else "since the worker started"
+        context.console.print(latency_table(rows, f"latency per operation, {span}"))
+        context.console.print(f"thresholds: p99 ≤ {DEFAULT_THRESHOLDS.p99_critical_ms:g} ms (critical), "
+                              f"p50 ≤ {DEFAULT_THRESHOLDS.p50_warn_ms:g} ms (warning): {styled(status)}")
+    raise typer.Exit(int(exit_code_for(status)))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(latency)

@@ -1,0 +1,218 @@
+"""`tacticalctl models list | verify | compile | promote`: the model bundles the worker loads."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from models.bundle import BundleError
+from models.compile import CompilationError
+from tacticalctl.context import get_context, print_json
+from tacticalctl.errors import CtlError, ExitCode
+from tacticalctl.formatting import age
+from tacticalctl.results import JsonOption, ModelsDirOption, exit_code, results_table, status_text
+from worker.alerts import default_actor
+from worker.ops.bundles import (
+    LATENCY_BUDGET_MS,
+    LATENCY_CALLS,
+    PromotionRefused,
+    bundle_listing,
+    current_version,
+    promote,
+    recompile_bundle,
+    resolve_bundle,
+    verify_steps,
+)
+from worker.ops.checks import CheckResult, Status, jit_log_status, worst
+from worker.settings import default_models_dir
+
+models_app = typer.Typer(help="Model bundles: list, verify, recompile, promote.", no_args_is_help=True)
+
+VersionArgument = Annotated[str | None, typer.Argument(help="Bundle version (default: the CURRENT one).",
+                                                       show_default=False)]
+
+
+def _models_dir(models_dir: Path | None) -> Path:
+    return models_dir or default_models_dir()
+
+
+def _bundle(models_dir: Path, version: str | None) -> Path:
+    try:
+        return resolve_bundle(models_dir, version)
+    except BundleError as exc:
+        raise CtlError(str(exc), ExitCode.UNKNOWN) from None
+
+
+PREFERRED_METRICS = ("vote.accuracy", "vote.directional_accuracy", "vote.executed_hit_rate")
+
+
+def _flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[f"{prefix}{key}"] = float(value)
+    return flat
+
+
+def metrics_text(metrics: dict) -> str:
+    """The headline figures of a manifest's metrics: the vote's accuracies when present, else the first few."""
+    flat = _flatten(metrics)
+    shown = [key for key in PREFERRED_METRICS if key in flat] or list(flat)[:4]
+    return ", ".join(f"{key} {flat[key]:.3g}" for key in shown) or "-"
+
+
+@models_app.command("list")
+def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: JsonOption = False) -> None:
+    """Every bundle, newest first: version, creation time, the CURRENT marker, JIT log status and its metrics.
+
+    JSON keys: models_dir, current, bundles [{version, created_at, current, jit_successful, jit_log_exists, metrics,
+    bundle_dir}]."""
+    directory = _models_dir(models_dir)
+    try:
+        listings = bundle_listing(directory)
+        active = current_version(directory)
+    except BundleError as exc:
+        raise CtlError(str(exc), ExitCode.UNKNOWN) from None
+    if json_output:
+        print_json({"models_dir": str(directory), "current": active, "bundles": [b.as_dict() for b in listings]})
+        return
+    console = get_context(ctx).console
+    if not listings:
+        console.print(f"no model bundle in {directory}")
+        return
+    table = Table(title=f"model bundles in {directory}")
+    for column in ("", "version", "created (UTC)", "age", "JIT log", "metrics"):
+        table.add_column(column, no_wrap=column != "metrics")
+    now = datetime.now(UTC)
+    for listing in listings:
+        jit = ("[green]successful[/]" if listing.jit_successful else
+               "[bold red]failed[/]" if listing.jit_log_exists else "[yellow]missing[/]")
+        table.add_row("[bold]CURRENT[/]" if listing.current else "", listing.version,
+                      f"{listing.created_at:%Y-%m-%d %H:%M}", age((now - listing.created_at).total_seconds()), jit,
+                      metrics_text(dict(listing.metrics)))
+    console.print(table)
+
+
+def _print_steps(ctx: typer.Context, title: str, steps: list[CheckResult]) -> None:
+    console = get_context(ctx).console
+    console.print(results_table(title, steps))
+    console.print(f"verification: {status_text(worst([s.status for s in steps]))}")
+
+
+@models_app.command("verify")
+def verify(
+    ctx: typer.Context,
+    version: VersionArgument = None,
+    budget_ms: Annotated[float, typer.Option(help="Per-agent latency budget: P99 of single-event calls, ms.",
+                                             min=0.0)] = LATENCY_BUDGET_MS,
+    calls: Annotated[int, typer.Option(help="Single-event calls timed per agent.", min=1)] = LATENCY_CALLS,
+    models_dir: ModelsDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Verify a bundle: manifest, every file's SHA-256 (a mismatch names the file and exits 2, and nothing is
+    loaded), TorchScript load, a forward pass on reference matrices, per-agent latency against --budget-ms (over
+    budget: exit 1), and the JIT compilation log.
+
+    JSON keys: version, bundle_dir, status, steps [{step, status, value, threshold, next_action, details}]."""
+    bundle_dir = _bundle(_models_dir(models_dir), version)
+    steps = verify_steps(bundle_dir, budget_ms=budget_ms, calls=calls)
+    status = worst([s.status for s in steps])
+    if json_output:
+        print_json({"version": bundle_dir.name, "bundle_dir": str(bundle_dir), "status": status.value,
+                    "steps": [s.as_dict() for s in steps]})
+    else:
+        _print_steps(ctx, f"verify {bundle_dir.name}", steps)
+    raise typer.Exit(int(exit_code(status)))
+
+
+@models_app.command("compile")
+def compile_(
+    ctx: typer.Context,
+    version: VersionArgument = None,
+    models_dir: ModelsDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Compile a verified bundle's agents again with the installed torch (script, freeze, optimise, compare with
+    the source, reload) into a new bundle with a fresh jit_compilation.log. CURRENT is not changed: promote the new
+    version when it verifies. Exit 2 when compilation fails (the log is kept in <time>.failed/).
+
+    JSON keys: source, version, bundle_dir, jit_log, jit_successful."""
+    directory = _models_dir(models_dir)
+    source = _bundle(directory, version)
+    console = get_context(ctx).console
+    try:
+        if json_output:
+            new_dir = recompile_bundle(directory, source.name)
+        else:
+            with console.status(f"compiling {source.name} with the installed torch…"):
+                new_dir = recompile_bundle(directory, source.name)
+    except CompilationError as exc:
+        raise CtlError(str(exc), ExitCode.CRITICAL) from None
+    except BundleError as exc:
+        raise CtlError(f"{source.name} cannot be recompiled: {exc}", ExitCode.CRITICAL) from None
+    log = jit_log_status(new_dir)
+    if json_output:
+        print_json({"source": source.name, "version": new_dir.name, "bundle_dir": str(new_dir),
+                    "jit_log": str(log.path), "jit_successful": log.successful})
+        return
+    console.print(f"compiled {source.name} → new bundle [bold]{new_dir.name}[/] ({new_dir})")
+    console.print(log.path.read_text(encoding="utf-8").rstrip())
+    console.print(f"promote it with: tacticalctl models promote {new_dir.name} --yes")
+
+
+@models_app.command("promote")
+def promote_(
+    ctx: typer.Context,
+    version: Annotated[str, typer.Argument(help="Bundle version to make CURRENT.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Promote. Without it, only verify and show what would "
+                                      "change.")] = False,
+    models_dir: ModelsDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Make VERSION the active bundle: verify it fully (refused, exit 2, if any step is critical), then point CURRENT
+    at it. Running workers pick it up without a restart. Acts only with --yes; audited in tactical_alerts.
+
+    JSON keys: applied, previous, version, audit_id, verification (status, steps)."""
+    directory = _models_dir(models_dir)
+    bundle_dir = _bundle(directory, version)
+    context = get_context(ctx)
+    client = context.redis() if yes else None  # the audit entry must be writable before anything changes
+    steps = verify_steps(bundle_dir)
+    status = worst([s.status for s in steps])
+    verification = {"status": status.value, "steps": [s.as_dict() for s in steps]}
+    previous = current_version(directory)
+    refused = status in (Status.CRITICAL, Status.UNKNOWN)
+    if client is None:
+        if json_output:
+            print_json({"applied": False, "previous": previous, "version": bundle_dir.name, "audit_id": None,
+                        "verification": verification})
+        else:
+            _print_steps(ctx, f"verify {bundle_dir.name}", steps)
+            context.console.print(f"dry run: would refuse {bundle_dir.name}: it fails verification" if refused else
+                                  f"dry run: would set CURRENT {previous or '(none)'} → {bundle_dir.name}. "
+                                  "Add --yes to promote.")
+        raise typer.Exit(int(ExitCode.CRITICAL if refused else ExitCode.OK))
+    try:
+        promotion = promote(directory, bundle_dir.name, client=client, actor=default_actor(), verification=steps)
+    except PromotionRefused as exc:
+        if json_output:
+            print_json({"applied": False, "previous": previous, "version": bundle_dir.name, "audit_id": None,
+                        "verification": verification})
+        raise CtlError(f"promotion refused: {exc}", ExitCode.CRITICAL) from None
+    except BundleError as exc:
+        raise CtlError(f"promotion failed: {exc}", ExitCode.CRITICAL) from None
+    if json_output:
+        print_json({"applied": True, **promotion.as_dict(), "verification": verification})
+        return
+    context.console.print(f"CURRENT {promotion.previous or '(none)'} → [bold]{promotion.version}[/]; audit entry "
+                          f"{promotion.audit_id}. Running workers load it within their model poll.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")

@@ -1,0 +1,239 @@
+"""`tacticalctl morning-check`, `market-check` and `eod`: exit codes, rows and JSON, against a real Redis, the
+worker's real HTTP server answering set documents, and a real worker process."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from models.bundle import current_bundle_dir
+from tests.cli.conftest import Ctl, WorkerAnswers, worker_url
+from tests.cli.streams import publish
+from worker.alerts import Severity, publish_alert, recent_alerts
+from worker.breaker import CircuitBreaker, publish_breaker_state, record_restart, restart_count
+from worker.delivery import ensure_group
+from worker.heartbeat import write_heartbeat
+from worker.names import COMPLETED_PREFIX, DECISIONS_STREAM, processing_key
+from worker.process import WorkerProcess
+from worker.settings import default_models_dir
+
+SHIPPED_VERSION = current_bundle_dir(default_models_dir()).name
+STEP_KEYS = {"step", "status", "value", "threshold", "next_action", "details"}
+
+
+def eventually(check: Callable[[], bool], *, timeout_s: float = 30.0, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
+        time.sleep(0.2)
+
+
+def steps(result) -> dict[str, dict]:
+    doc = json.loads(result.stdout)
+    assert set(doc) == {"checklist", "status", "generated_at", "steps"}
+    for step in doc["steps"]:
+        assert set(step) == STEP_KEYS
+    return {step["step"]: step for step in doc["steps"]}
+
+
+def a_live_worker_named(client: redis.Redis, consumer: str) -> None:
+    """What a running worker leaves in Redis: its heartbeat and its closed breaker."""
+    write_heartbeat(client, consumer, interval_s=30.0, info={})
+    publish_breaker_state(client, consumer, CircuitBreaker())
+
+
+def healthy(answers: WorkerAnswers, **state: object) -> None:
+    answers.set_state(0, window={"events": 120, "p50_ms": 3.0, "p99_ms": 9.0, "error_rate": 0.0,
+                                 "mean_confidence": 0.74, "throughput_per_s": 2.0},
+                      positions={"active": 2, "realised_pnl": 12.5}, **state)
+    answers.health["model_version"] = SHIPPED_VERSION
+
+
+# ---- morning-check ---------------------------------------------------------------------------------------------
+
+
+def test_morning_check_against_a_running_worker_is_ok(
+    ctl: Ctl, redis_url: str, redis_client: redis.Redis, start_worker: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    worker = start_worker(redis_url, heartbeat_interval_s=0.5)
+    url = worker_url(worker)
+    publish(redis_client, 20)
+    eventually(lambda: redis_client.xlen(DECISIONS_STREAM) == 20, what="20 decisions")
+    eventually(lambda: ctl("morning-check", worker_url=url).exit_code == 0, what="a clean morning check")
+    rows = steps(ctl("morning-check", "--json", worker_url=url))
+    assert list(rows) == ["worker running", "Redis ping (db 2)", "JIT compilation", "overnight performance",
+                          "/health", "/health/state", "stale processing keys", "breaker and alert history"]
+    assert all(row["status"] == "ok" for row in rows.values())
+    assert rows["overnight performance"]["value"].startswith("20 decisions")
+    assert worker.consumer in rows["worker running"]["value"]
+    assert SHIPPED_VERSION in rows["JIT compilation"]["value"]
+
+    eventually(lambda: ctl("market-check", worker_url=url).exit_code == 0, what="a clean market check")
+    market = steps(ctl("market-check", "--json", worker_url=url))
+    assert all(row["status"] == "ok" for row in market.values()), market
+
+    report_dir = tmp_path / "reports"
+    eod = ctl("eod", "--report-dir", str(report_dir), "--json", worker_url=url)
+    assert eod.exit_code == 0, eod.stdout
+    report = json.loads(next(report_dir.glob("tactical-report-*.json")).read_text())
+    assert (report["decisions"], report["errors"]["dead_letters"]["count"]) == (20, 0)
+    assert report["latency"]["p99_ms"] is not None
+    assert report["duplicates"]["duplicate_events_total"] == 0
+
+
+def test_a_stale_processing_key_makes_the_morning_check_a_warning(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    url, answers = worker_http
+    healthy(answers)
+    a_live_worker_named(redis_client, "host-a:101")
+    redis_client.set(processing_key("evt-17"), "crashed-worker:42|1700000000000-0")
+    result = ctl("morning-check", worker_url=url)
+    assert result.exit_code == 1
+    assert "1 stale processing key(s) owned by crashed-worker:42" in result.stdout
+    assert "tacticalctl keys clean" in result.stdout
+    rows = steps(ctl("morning-check", "--json", worker_url=url))
+    assert {name for name, row in rows.items() if row["status"] != "ok"} == {"stale processing keys"}
+
+
+def test_the_morning_check_without_a_worker_is_critical(ctl: Ctl) -> None:
+    result = ctl("morning-check")
+    assert result.exit_code == 2
+    rows = steps(ctl("morning-check", "--json"))
+    assert rows["worker running"]["status"] == "critical"
+    assert rows["worker running"]["value"].startswith("no worker running")
+    assert rows["/health"]["status"] == "critical"
+    assert rows["Redis ping (db 2)"]["status"] == "ok"
+
+
+def test_the_morning_check_without_redis_is_critical(ctl: Ctl, nobody_url: str) -> None:
+    result = ctl("morning-check", "--json", redis_url=f"redis://127.0.0.1:{nobody_url.rsplit(':', 1)[1]}/2")
+    assert result.exit_code == 2
+    rows = steps(result)
+    assert rows["Redis ping (db 2)"]["status"] == "critical"
+    assert "Redis unreachable" in rows["Redis ping (db 2)"]["value"]
+
+
+# ---- market-check ----------------------------------------------------------------------------------------------
+
+
+def test_market_check_thresholds(ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]) -> None:
+    url, answers = worker_http
+    ensure_group(redis_client)
+    healthy(answers)
+    assert ctl("market-check", worker_url=url).exit_code == 0
+
+    healthy(answers)
+    answers.state["window"].update(p50_ms=61.0, p99_ms=90.0)
+    result = ctl("market-check", worker_url=url)
+    assert result.exit_code == 1
+    assert "p50 > 50 ms" in result.stdout
+
+    answers.state["window"].update(p99_ms=140.0)
+    rows = steps(ctl("market-check", "--json", worker_url=url))
+    assert rows["P99 latency"]["status"] == "critical"
+    assert ctl("market-check", worker_url=url).exit_code == 2
+
+    healthy(answers)
+    answers.state["window"].update(mean_confidence=0.52, error_rate=0.08)
+    rows = steps(ctl("market-check", "--json", worker_url=url))
+    assert (rows["model confidence"]["status"], rows["error rate"]["status"]) == ("warn", "warn")
+
+
+def test_market_check_catches_a_second_command_for_one_event(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    url, answers = worker_http
+    ensure_group(redis_client)
+    healthy(answers)
+    for _ in range(2):
+        redis_client.xadd("execution_commands", {"correlation_id": "evt-3", "side": "BUY"})
+    rows = steps(ctl("market-check", "--json", worker_url=url))
+    assert rows["duplicate events"]["status"] == "critical"
+    assert "1 repeated command(s)" in rows["duplicate events"]["value"]
+
+
+def test_market_check_with_the_worker_unreachable_is_critical(ctl: Ctl, redis_client: redis.Redis) -> None:
+    ensure_group(redis_client)
+    result = ctl("market-check")
+    assert result.exit_code == 2
+    assert "worker unreachable" in result.stdout
+
+
+# ---- eod -------------------------------------------------------------------------------------------------------
+
+
+def test_eod_is_a_dry_run_until_yes_and_audits_what_it_does(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers], tmp_path: Path
+) -> None:
+    url, answers = worker_http
+    healthy(answers)
+    a_live_worker_named(redis_client, "host-a:101")
+    now = time.time()
+    for index in range(3):
+        record_restart(redis_client, f"crash-loop:{index}", now - index)
+    redis_client.set(processing_key("evt-9"), "crashed-worker:42|1700000000000-0")
+    old_decision = f"{int((now - 3 * 86400) * 1000)}-0"
+    redis_client.set(COMPLETED_PREFIX + "evt-1", old_decision, ex=3600)
+    log_file = tmp_path / "worker.log"
+    log_file.write_text("2025-06-15 INFO worker ready\n" * 100)
+    report_dir = tmp_path / "reports"
+    args = ("eod", "--report-dir", str(report_dir), "--log-file", str(log_file))
+
+    dry = ctl(*args, "--json", worker_url=url)
+    assert dry.exit_code == 1
+    rows = steps(dry)
+    assert rows["old idempotency keys"]["value"].startswith("would delete 1 stale processing, 1 completed")
+    assert rows["breaker counters"]["value"] == "would reset 3 restart(s) (dry run)"
+    assert redis_client.exists(processing_key("evt-9")) and restart_count(redis_client, 300, time.time()) == 3
+    assert [a for a in recent_alerts(redis_client, count=20) if a.severity == "AUDIT"] == []
+    assert (report_dir / "tactical-report-" f"{rows['daily performance report']['details']['report']['date']}.md"
+            ).exists()
+    [archive] = report_dir.glob("worker.log.*.gz")
+    assert gzip.decompress(archive.read_bytes()) == log_file.read_bytes()
+
+    done = ctl(*args, "--yes", worker_url=url)
+    assert done.exit_code == 0, done.stdout
+    assert not redis_client.exists(processing_key("evt-9"))
+    assert not redis_client.exists(COMPLETED_PREFIX + "evt-1")
+    assert restart_count(redis_client, 300, time.time()) == 0
+    audited = {a.kind for a in recent_alerts(redis_client, count=20) if a.severity == "AUDIT"}
+    assert audited == {"keys_clean", "breaker_reset"}
+
+
+def test_eod_does_not_reset_the_breaker_counter_after_a_p0(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers], tmp_path: Path
+) -> None:
+    url, answers = worker_http
+    healthy(answers)
+    a_live_worker_named(redis_client, "host-a:101")
+    for index in range(3):
+        record_restart(redis_client, f"crash-loop:{index}", time.time() - index)
+    publish_alert(redis_client, severity=Severity.P0, kind="breaker_open", message="restart limit reached",
+                  source="host-a:101")
+    rows = steps(ctl("eod", "--report-dir", str(tmp_path), "--yes", "--json", worker_url=url))
+    assert rows["breaker counters"]["status"] == "warn"
+    assert "not reset: 1 P0 alert(s) today" in rows["breaker counters"]["value"]
+    assert restart_count(redis_client, 300, time.time()) == 3
+    report = rows["daily performance report"]["details"]["report"]
+    assert report["alerts_by_severity"] == {"P0": 1}
+    assert report["transitions"][0]["kind"] == "breaker_open"
+
+
+def test_a_current_pointer_to_a_missing_bundle_fails_the_jit_step(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers], tmp_path: Path
+) -> None:
+    url, answers = worker_http
+    healthy(answers)
+    a_live_worker_named(redis_client, "host-a:101")
+    (tmp_path / "CURRENT").write_text("20990101T000000Z-deadbeef\n")
+    result = ctl("morning-check", "--models-dir", str(tmp_path), "--json", worker_url=url)
+    assert result.exit_code == 2
+    rows = steps(result)
+    assert rows["JIT compilation"]["status"] == "critical"
+    assert "20990101T000000Z-deadbeef" in rows["JIT compilation"]["value"]

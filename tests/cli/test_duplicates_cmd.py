@@ -1,0 +1,72 @@
+"""`tacticalctl duplicates`: repeated correlation ids in the input, repeated commands, the worker's counter."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import redis
+
+from tests.cli.conftest import Ctl, WorkerAnswers
+from worker.names import COMMANDS_STREAM
+from worker.producer import make_event, publish_event
+
+
+def publish(client: redis.Redis, *correlation_ids: str) -> None:
+    for index, cid in enumerate(correlation_ids):
+        publish_event(client, make_event(correlation_id=cid, rng=np.random.default_rng(index)))
+
+
+def command(client: redis.Redis, cid: str) -> None:
+    client.xadd(COMMANDS_STREAM, {"correlation_id": cid, "side": "BUY", "quantity": "1"})
+
+
+def test_no_duplicates_exit_0(ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]) -> None:
+    url, _ = worker_http
+    publish(redis_client, "a", "b", "c")
+    command(redis_client, "a")
+    result = ctl("duplicates", worker_url=url)
+    assert result.exit_code == 0, result.stdout
+    assert "tactical_duplicate_events_total: 0" in result.stdout
+    assert "no correlation id repeated among the last 3 events" in result.stdout
+
+
+def test_a_resent_event_is_a_warning_naming_it(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    url, _ = worker_http
+    publish(redis_client, "order-1", "order-2", "order-1", "order-1")
+    result = ctl("duplicates", worker_url=url)
+    assert result.exit_code == 1
+    assert "order-1" in result.stdout and "order-2" not in result.stdout
+    doc = json.loads(ctl("duplicates", "--json", worker_url=url).stdout)
+    assert set(doc) == {"duplicate_events_total", "worker_error", "input", "commands", "status"}
+    [offender] = doc["input"]["offenders"]
+    assert (offender["correlation_id"], offender["count"], len(offender["entry_ids"])) == ("order-1", 3, 3)
+    assert doc["status"] == "warning"
+
+
+def test_two_commands_for_one_event_are_critical(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    url, _ = worker_http
+    command(redis_client, "trade-7")
+    command(redis_client, "trade-8")
+    command(redis_client, "trade-7")
+    result = ctl("duplicates", worker_url=url)
+    assert result.exit_code == 2
+    assert "trade-7" in result.stdout and "exactly-once output is broken" in result.stdout
+
+
+def test_last_limits_the_look_back(ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]) -> None:
+    url, _ = worker_http
+    publish(redis_client, "old", "old", "x", "y", "z")
+    assert ctl("duplicates", "--last", "3", worker_url=url).exit_code == 0
+    assert ctl("duplicates", "--last", "5", worker_url=url).exit_code == 1
+
+
+def test_an_unreachable_worker_still_shows_the_offenders_and_exits_2(ctl: Ctl, redis_client: redis.Redis) -> None:
+    publish(redis_client, "again", "again")
+    result = ctl("duplicates")
+    assert result.exit_code == 2
+    assert "duplicate counter unavailable" in result.stdout and "again" in result.stdout

@@ -1,0 +1,84 @@
+"""`tacticalctl latency` against the worker's real HTTP server serving a real metrics registry."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tests.cli.conftest import Ctl
+from worker.http_server import HealthServer
+from worker.metrics import TacticalMetrics
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[str, TacticalMetrics]]:
+    metrics = TacticalMetrics()
+    server = HealthServer("127.0.0.1", 0, metrics=metrics, health_snapshot=dict, state_snapshot=dict).start()
+    yield server.url, metrics
+    server.stop()
+
+
+def observe(metrics: TacticalMetrics, seconds: float, count: int) -> None:
+    for _ in range(count):
+        metrics.observe_stage("end_to_end", seconds, synergy_type="TYPE_1")
+
+
+def test_fast_decisions_exit_0_with_every_operation_listed(ctl: Ctl, served: tuple[str, TacticalMetrics]) -> None:
+    url, metrics = served
+    observe(metrics, 0.003, 100)
+    metrics.observe_stage("inference", 0.0004, agent_type="momentum")
+    result = ctl("latency", worker_url=url)
+    assert result.exit_code == 0
+    for operation in ("end_to_end", "validate", "inference", "inference (momentum)", "aggregate", "commit"):
+        assert operation in result.stdout
+    doc = json.loads(ctl("latency", "--json", worker_url=url).stdout)
+    assert set(doc) == {"url", "window_s", "status", "thresholds", "operations"}
+    assert doc["thresholds"] == {"p50_warn_ms": 50.0, "p99_critical_ms": 100.0}
+    end_to_end = next(op for op in doc["operations"] if op["operation"] == "end_to_end")
+    assert set(end_to_end) == {"operation", "agent_type", "count", "p50_ms", "p99_ms", "mean_ms", "saturated",
+                               "status"}
+    assert end_to_end["count"] == 100 and end_to_end["p99_ms"] <= 5.0
+
+
+def test_p50_above_50ms_exits_1(ctl: Ctl, served: tuple[str, TacticalMetrics]) -> None:
+    url, metrics = served
+    observe(metrics, 0.07, 100)
+    result = ctl("latency", worker_url=url)
+    assert result.exit_code == 1
+    assert "warn" in result.stdout
+
+
+def test_p99_above_100ms_exits_2(ctl: Ctl, served: tuple[str, TacticalMetrics]) -> None:
+    url, metrics = served
+    observe(metrics, 0.003, 95)
+    observe(metrics, 0.6, 5)
+    result = ctl("latency", "--json", worker_url=url)
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "critical"
+
+
+def test_a_window_measures_only_what_happens_in_it(ctl: Ctl, served: tuple[str, TacticalMetrics]) -> None:
+    url, metrics = served
+    observe(metrics, 0.6, 50)  # a slow morning, before the window
+    timer = threading.Timer(0.3, observe, args=(metrics, 0.004, 40))
+    timer.start()
+    try:
+        result = ctl("latency", "--window", "1", "--json", worker_url=url)
+    finally:
+        timer.join()
+    assert result.exit_code == 0, result.stdout
+    doc = json.loads(result.stdout)
+    end_to_end = next(op for op in doc["operations"] if op["operation"] == "end_to_end")
+    assert (doc["window_s"], end_to_end["count"]) == (1.0, 40)
+    assert ctl("latency", worker_url=url).exit_code == 2  # since start, the slow morning still counts
+
+
+def test_an_unreachable_worker_is_critical_in_one_line(ctl: Ctl) -> None:
+    result = ctl("latency")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("tacticalctl: worker unreachable at ") and result.stderr.count("\n") == 1

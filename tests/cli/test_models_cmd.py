@@ -1,0 +1,140 @@
+"""`tacticalctl models list | verify | compile | promote` on the shipped bundle and on copies of it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import redis
+
+from models.bundle import current_bundle_dir, read_current_version
+from tests.cli.conftest import Ctl
+from worker.alerts import recent_alerts
+from worker.settings import default_models_dir
+
+SHIPPED = current_bundle_dir(default_models_dir())
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path) -> Path:
+    """A models directory holding a copy of the shipped bundle, CURRENT pointing at it."""
+    directory = tmp_path / "models"
+    shutil.copytree(SHIPPED, directory / SHIPPED.name)
+    (directory / "CURRENT").write_text(SHIPPED.name + "\n")
+    return directory
+
+
+def tamper(bundle_dir: Path, file_name: str) -> None:
+    path = bundle_dir / file_name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_list_marks_the_current_bundle(ctl: Ctl) -> None:
+    result = ctl("models", "list")
+    assert result.exit_code == 0
+    assert SHIPPED.name in result.stdout and "CURRENT" in result.stdout and "successful" in result.stdout
+    doc = json.loads(ctl("models", "list", "--json").stdout)
+    assert set(doc) == {"models_dir", "current", "bundles"}
+    assert doc["current"] == SHIPPED.name
+    bundle = next(b for b in doc["bundles"] if b["version"] == SHIPPED.name)
+    assert set(bundle) == {"version", "created_at", "current", "jit_successful", "jit_log_exists", "metrics",
+                           "bundle_dir"}
+    assert bundle["current"] and bundle["jit_successful"]
+
+
+def test_the_shipped_bundle_verifies(ctl: Ctl) -> None:
+    # A generous latency budget: this asserts integrity, loading and outputs; the budget has its own test.
+    result = ctl("models", "verify", "--budget-ms", "1000", "--json")
+    assert result.exit_code == 0, result.stdout
+    doc = json.loads(result.stdout)
+    assert set(doc) == {"version", "bundle_dir", "status", "steps"}
+    assert doc["status"] == "ok"
+    steps = {step["step"]: step for step in doc["steps"]}
+    assert {"manifest", "sha256 fvg.pt", "sha256 momentum.pt", "sha256 entry.pt", "TorchScript load",
+            "forward pass", "latency fvg", "latency momentum", "latency entry", "JIT log"} == set(steps)
+    assert all(step["status"] == "ok" for step in doc["steps"])
+    assert steps["latency fvg"]["details"]["p99_ms"] > 0
+
+
+def test_an_agent_over_its_latency_budget_is_a_warning(ctl: Ctl) -> None:
+    result = ctl("models", "verify", "--budget-ms", "0", "--calls", "10")
+    assert result.exit_code == 1
+    assert "latency fvg" in result.stdout and "p99 ≤ 0 ms" in result.stdout
+
+
+def test_a_tampered_file_is_named_exits_2_and_is_never_loaded(ctl: Ctl, models_dir: Path) -> None:
+    tamper(models_dir / SHIPPED.name, "momentum.pt")
+    result = ctl("models", "verify", "--models-dir", str(models_dir))
+    assert result.exit_code == 2
+    assert "momentum.pt" in result.stdout and "SHA-256 mismatch" in result.stdout
+    doc = json.loads(ctl("models", "verify", "--models-dir", str(models_dir), "--json").stdout)
+    steps = {step["step"]: step["status"] for step in doc["steps"]}
+    assert steps["sha256 momentum.pt"] == "critical"
+    assert steps["sha256 fvg.pt"] == "ok"
+    assert "TorchScript load" not in steps and "forward pass" not in steps
+
+
+def test_an_unknown_version_is_one_line_on_stderr(ctl: Ctl, models_dir: Path) -> None:
+    result = ctl("models", "verify", "no-such-version", "--models-dir", str(models_dir))
+    assert result.exit_code == 3
+    assert result.stderr.count("\n") == 1 and "no bundle 'no-such-version'" in result.stderr
+
+
+def test_compile_writes_a_new_bundle_with_its_log_and_leaves_current(ctl: Ctl, models_dir: Path) -> None:
+    result = ctl("models", "compile", SHIPPED.name, "--models-dir", str(models_dir), "--json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["source"] == SHIPPED.name and doc["version"] != SHIPPED.name and doc["jit_successful"]
+    new_bundle = Path(doc["bundle_dir"])
+    assert "JIT compilation successful" in (new_bundle / "jit_compilation.log").read_text()
+    manifest = json.loads((new_bundle / "manifest.json").read_text())
+    assert manifest["training"]["recompiled_from"] == SHIPPED.name
+    assert manifest["agents"]["fvg"]["parameters"] > 0
+    assert read_current_version(models_dir) == SHIPPED.name
+    verified = ctl("models", "verify", doc["version"], "--models-dir", str(models_dir), "--budget-ms", "1000")
+    assert verified.exit_code == 0
+
+
+def test_compile_refuses_a_tampered_source(ctl: Ctl, models_dir: Path) -> None:
+    tamper(models_dir / SHIPPED.name, "fvg.pt")
+    result = ctl("models", "compile", "--models-dir", str(models_dir))
+    assert result.exit_code == 2
+    assert "fvg.pt" in result.stderr and "SHA-256 mismatch" in result.stderr
+
+
+def test_promote_is_a_dry_run_without_yes_and_audited_with_it(
+    ctl: Ctl, models_dir: Path, redis_client: redis.Redis
+) -> None:
+    compiled = json.loads(ctl("models", "compile", "--models-dir", str(models_dir), "--json").stdout)["version"]
+
+    dry = ctl("models", "promote", compiled, "--models-dir", str(models_dir))
+    assert dry.exit_code == 0
+    assert f"would set CURRENT {SHIPPED.name} → {compiled}" in dry.stdout
+    assert read_current_version(models_dir) == SHIPPED.name
+    assert recent_alerts(redis_client, count=10) == []
+
+    done = ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes", "--json")
+    assert done.exit_code == 0, done.stdout + done.stderr
+    doc = json.loads(done.stdout)
+    assert (doc["applied"], doc["previous"], doc["version"]) == (True, SHIPPED.name, compiled)
+    assert read_current_version(models_dir) == compiled
+    [entry] = recent_alerts(redis_client, count=10)
+    assert (entry.severity, entry.kind, entry.id) == ("AUDIT", "model_promote", doc["audit_id"])
+    assert entry.fields["version"] == compiled and entry.fields["previous"] == SHIPPED.name
+    assert entry.actor
+
+
+def test_a_bundle_that_fails_verification_is_not_promoted(
+    ctl: Ctl, models_dir: Path, redis_client: redis.Redis
+) -> None:
+    compiled = json.loads(ctl("models", "compile", "--models-dir", str(models_dir), "--json").stdout)["version"]
+    tamper(models_dir / compiled, "entry.pt")
+    result = ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes")
+    assert result.exit_code == 2
+    assert "promotion refused" in result.stderr and "entry.pt" in result.stderr
+    assert read_current_version(models_dir) == SHIPPED.name
+    assert recent_alerts(redis_client, count=10) == []

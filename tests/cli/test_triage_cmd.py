@@ -1,0 +1,195 @@
+"""`tacticalctl triage`: the cause named for induced faults, alert names and aliases, exit codes and JSON."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from models.bundle import current_bundle_dir
+from tests.cli.conftest import Ctl, WorkerAnswers, worker_url
+from tests.cli.streams import deliver_without_ack, publish
+from worker.breaker import CircuitBreaker, publish_breaker_state
+from worker.delivery import ensure_group
+from worker.heartbeat import write_heartbeat
+from worker.names import processing_key
+from worker.process import WorkerProcess
+from worker.settings import default_models_dir
+
+SHIPPED = current_bundle_dir(default_models_dir())
+REPORT_KEYS = {"alert", "title", "severity", "runbook", "status", "reason", "findings", "actions"}
+
+
+def reports(result) -> dict[str, dict]:
+    doc = json.loads(result.stdout)
+    assert set(doc) == {"picked", "status", "alerts"}
+    for report in doc["alerts"]:
+        assert set(report) == REPORT_KEYS
+        for finding in report["findings"]:
+            assert set(finding) == {"status", "summary", "evidence"}
+    return {report["alert"]: report for report in doc["alerts"]}
+
+
+def summaries(report: dict, status: str) -> list[str]:
+    return [f["summary"] for f in report["findings"] if f["status"] == status]
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "models"
+    shutil.copytree(SHIPPED, directory / SHIPPED.name)
+    (directory / "CURRENT").write_text(SHIPPED.name + "\n")
+    return directory
+
+
+def healthy_worker(client: redis.Redis, answers: WorkerAnswers) -> None:
+    """A worker that answers healthy over HTTP and left its heartbeat and closed breaker in Redis."""
+    answers.set_state(0, window={"events": 50, "p50_ms": 2.0, "p99_ms": 6.0, "error_rate": 0.0,
+                                 "mean_confidence": 0.8, "throughput_per_s": 1.0},
+                      model={"version": SHIPPED.name, "staleness_s": 2.0})
+    answers.health["consumer"] = "host-a:101"
+    write_heartbeat(client, "host-a:101", interval_s=30.0, info={})
+    publish_breaker_state(client, "host-a:101", CircuitBreaker())
+    ensure_group(client)
+    client.slowlog_reset()  # the session's server also ran other tests: their slow commands are not this fault
+
+
+def test_nothing_wrong_means_no_alert_and_exit_0(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    url, answers = worker_http
+    healthy_worker(redis_client, answers)
+    result = ctl("triage", worker_url=url)
+    assert result.exit_code == 0, result.stdout
+    assert "no alert condition" in result.stdout
+    doc = json.loads(ctl("triage", "--json", worker_url=url).stdout)
+    assert doc == {"picked": True, "status": "ok", "alerts": []}
+
+
+def test_redis_unreachable_is_named_as_the_cause(ctl: Ctl, nobody_url: str) -> None:
+    dead_redis = f"redis://127.0.0.1:{nobody_url.rsplit(':', 1)[1]}/2"
+    result = ctl("triage", redis_url=dead_redis)
+    assert result.exit_code == 2
+    assert "Consumer lag > 5 seconds" in result.stdout
+    assert "Redis unreachable" in result.stdout
+    picked = reports(ctl("triage", "--json", redis_url=dead_redis))
+    lag = picked["consumer-lag"]
+    assert lag["reason"].startswith("Redis unreachable")
+    assert any(s.startswith("Redis unreachable at redis://127.0.0.1:") and "neither read events nor commit" in s
+               for s in summaries(lag, "critical"))
+    assert lag["status"] == "critical"
+
+
+def test_a_tampered_bundle_is_named_with_its_file(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers], models_dir: Path
+) -> None:
+    url, answers = worker_http
+    healthy_worker(redis_client, answers)
+    path = models_dir / SHIPPED.name / "fvg.pt"
+    path.write_bytes(path.read_bytes() + b"\x00")
+
+    result = ctl("triage", "model-compilation", "--models-dir", str(models_dir), worker_url=url)
+    assert result.exit_code == 2
+    assert "fvg.pt" in result.stdout and "SHA-256 mismatch" in result.stdout
+    assert "tacticalctl models promote" in result.stdout
+
+    picked = reports(ctl("triage", "--models-dir", str(models_dir), "--json", worker_url=url))
+    assert list(picked) == ["model-compilation"]
+    assert "fvg.pt" in picked["model-compilation"]["reason"]
+    assert any("fvg.pt" in s for s in summaries(picked["model-compilation"], "critical"))
+
+
+def test_stale_processing_keys_of_a_dead_owner_are_named(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    url, answers = worker_http
+    healthy_worker(redis_client, answers)
+    for cid in ("evt-1", "evt-2"):
+        redis_client.set(processing_key(cid), f"crashed-worker:42|{int(time.time() * 1000) - 60000}-0")
+
+    result = ctl("triage", "duplicate-processing", worker_url=url)
+    assert result.exit_code == 1
+    assert "2 stale processing key(s) whose owner has no heartbeat: crashed-worker:42 (2)" in result.stdout
+    assert "tacticalctl keys clean --yes" in result.stdout
+
+    picked = reports(ctl("triage", "--json", worker_url=url))
+    assert list(picked) == ["duplicate-processing"]
+    assert picked["duplicate-processing"]["reason"] == "2 stale processing key(s) with a dead owner"
+    alias = reports(ctl("triage", "TacticalDuplicateEvents", "--json", worker_url=url))
+    assert list(alias) == ["duplicate-processing"]
+
+
+def test_entries_held_by_a_dead_consumer_are_named_for_consumer_lag(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    url, answers = worker_http
+    healthy_worker(redis_client, answers)
+    publish(redis_client, 4)
+    deliver_without_ack(redis_client, "gone-worker:7", 4)
+    doc = reports(ctl("triage", "TacticalConsumerLagCritical", "--json", worker_url=url))
+    lag = doc["consumer-lag"]
+    assert any("gone-worker:7 has no heartbeat and holds 4 pending entries" in s for s in summaries(lag, "warn"))
+
+
+def test_an_open_breaker_inside_a_running_worker_is_named(
+    ctl: Ctl, redis_url: str, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    # A restart limit of 0: the worker's own start exceeds it, so its breaker opens and stays open.
+    worker = start_worker(redis_url, breaker_restart_limit=0, breaker_reset_timeout_s=600, heartbeat_interval_s=0.5,
+                          health_recovery_s=0.5)
+    url = worker_url(worker)
+    deadline = time.monotonic() + 30
+    while "breaker-open" not in reports(ctl("triage", "--json", worker_url=url)):
+        assert time.monotonic() < deadline, "triage never picked breaker-open"
+        time.sleep(0.3)
+    result = ctl("triage", "TacticalCircuitBreakerOpen", worker_url=url)
+    assert result.exit_code == 2
+    assert f"breaker of {worker.consumer}: open" in result.stdout
+    assert "last reason: 1 worker restarts within 300 s exceed the limit of 0" in result.stdout
+    assert "tacticalctl breaker reset --yes" in result.stdout
+
+
+def test_model_staleness_names_a_broken_pipeline(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers], models_dir: Path
+) -> None:
+    url, answers = worker_http
+    healthy_worker(redis_client, answers)
+    answers.state["model"] = {"version": SHIPPED.name, "created_at": "2025-06-15T08:00:00+00:00",
+                              "staleness_s": 1250.0, "problem": "model bundle not confirmed: CURRENT names 'v9'"}
+    (models_dir / "CURRENT").write_text("v9\n")
+    result = ctl("triage", "model-staleness", "--models-dir", str(models_dir), "--json", worker_url=url)
+    assert result.exit_code == 2
+    report = reports(result)["model-staleness"]
+    critical = summaries(report, "critical")
+    assert any("the model pipeline is broken" in s and "'v9'" in s for s in critical)
+    assert any("1250 s ago (> 15 min)" in s for s in critical)
+
+
+def test_an_unknown_alert_is_one_line_and_exit_3(ctl: Ctl) -> None:
+    result = ctl("triage", "disk-full")
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "p99-latency" in result.stderr
+
+
+def test_a_named_alert_always_reports_even_when_fine(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    url, answers = worker_http
+    healthy_worker(redis_client, answers)
+    result = ctl("triage", "p99-latency", worker_url=url)
+    assert "runbook/RUNBOOK.md#p99-latency--100ms" in result.stdout
+    assert "last 60 s: p50 2.0 ms, p99 6.0 ms" in result.stdout
+    assert "CPU" in result.stdout and "Redis answers PING" in result.stdout
+    assert "Escalate to the on-call engineer" in result.stdout
+    doc = json.loads(ctl("triage", "TacticalP99LatencyHigh", "--json", worker_url=url).stdout)
+    assert doc["picked"] is False and doc["alerts"][0]["alert"] == "p99-latency"
+    # (its exit code depends on this machine's load; the breaker's does not)
+    breaker = ctl("triage", "breaker-open", worker_url=url)
+    assert breaker.exit_code == 0, breaker.stdout
+    assert "breaker of host-a:101: closed" in breaker.stdout

@@ -1,0 +1,109 @@
+"""P50/P99 from the /metrics histogram, the way Prometheus computes them, judged by the runbook's thresholds."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from worker.health import CheckStatus
+from worker.metrics import TacticalMetrics
+from worker.ops.latency import (
+    NoLatencyHistogram,
+    end_to_end,
+    histogram_quantile,
+    operation_latencies,
+    worst,
+)
+from worker.ops.worker_client import parse_metrics
+
+INF = math.inf
+
+
+def scrape(metrics: TacticalMetrics) -> dict:
+    body, _ = metrics.render()
+    return parse_metrics(body.decode())
+
+
+def test_quantile_interpolates_inside_the_bucket_like_prometheus() -> None:
+    buckets = [(0.001, 0.0), (0.005, 10.0), (0.01, 10.0), (INF, 10.0)]
+    value, saturated = histogram_quantile(0.5, buckets)
+    assert value == pytest.approx(0.003)  # rank 5 of 10, halfway through (0.001, 0.005]
+    assert not saturated
+
+
+def test_quantile_in_the_overflow_bucket_reads_the_last_bound_and_says_so() -> None:
+    value, saturated = histogram_quantile(0.99, [(0.5, 0.0), (1.0, 1.0), (INF, 10.0)])
+    assert value == 1.0
+    assert saturated
+
+
+def test_no_observations_is_no_quantile() -> None:
+    assert histogram_quantile(0.99, [(0.1, 0.0), (INF, 0.0)]) == (None, False)
+    assert histogram_quantile(0.5, [(0.1, 3.0)]) == (None, False)  # no +Inf bucket: not a histogram
+
+
+def test_fast_events_are_ok() -> None:
+    metrics = TacticalMetrics()
+    for _ in range(200):
+        metrics.observe_stage("end_to_end", 0.004, synergy_type="TYPE_1")
+    row = end_to_end(operation_latencies(scrape(metrics)))
+    assert row is not None and row.count == 200
+    assert row.p99_ms is not None and row.p99_ms <= 5.0
+    assert row.status is CheckStatus.OK
+
+
+def test_p50_above_50ms_warns_and_p99_above_100ms_is_critical() -> None:
+    slowish = TacticalMetrics()
+    for _ in range(100):
+        slowish.observe_stage("end_to_end", 0.07, synergy_type="TYPE_2")  # all in (0.05, 0.075]
+    assert end_to_end(operation_latencies(scrape(slowish))).status is CheckStatus.WARN
+
+    slow_tail = TacticalMetrics()
+    for index in range(100):
+        slow_tail.observe_stage("end_to_end", 0.3 if index < 5 else 0.004, synergy_type="TYPE_1")
+    rows = operation_latencies(scrape(slow_tail))
+    row = end_to_end(rows)
+    assert row.p99_ms is not None and row.p99_ms > 100
+    assert row.status is CheckStatus.CRITICAL
+    assert worst(rows) is CheckStatus.CRITICAL
+
+
+def test_end_to_end_sums_the_synergy_types_and_agents_stay_apart() -> None:
+    metrics = TacticalMetrics()
+    metrics.observe_stage("end_to_end", 0.002, synergy_type="TYPE_1")
+    metrics.observe_stage("end_to_end", 0.002, synergy_type="TYPE_3")
+    metrics.observe_stage("inference", 0.0004, agent_type="fvg")
+    rows = {(r.operation, r.agent_type): r for r in operation_latencies(scrape(metrics))}
+    assert rows[("end_to_end", "all")].count == 2
+    assert rows[("inference", "fvg")].count == 1
+    assert rows[("inference", "momentum")].count == 0
+    assert rows[("inference", "fvg")].label == "inference (fvg)"
+
+
+def test_a_window_between_two_scrapes_sees_only_what_happened_in_it() -> None:
+    metrics = TacticalMetrics()
+    for _ in range(50):
+        metrics.observe_stage("end_to_end", 0.4, synergy_type="TYPE_1")
+    earlier = scrape(metrics)
+    for _ in range(50):
+        metrics.observe_stage("end_to_end", 0.003, synergy_type="TYPE_1")
+    since_start = end_to_end(operation_latencies(scrape(metrics)))
+    window = end_to_end(operation_latencies(scrape(metrics), earlier))
+    assert since_start.status is CheckStatus.CRITICAL
+    assert window.count == 50
+    assert window.status is CheckStatus.OK
+
+
+def test_a_restarted_worker_counts_from_zero() -> None:
+    before = TacticalMetrics()
+    for _ in range(10):
+        before.observe_stage("end_to_end", 0.003, synergy_type="TYPE_1")
+    after = TacticalMetrics()
+    after.observe_stage("end_to_end", 0.003, synergy_type="TYPE_1")
+    assert end_to_end(operation_latencies(scrape(after), scrape(before))).count == 1
+
+
+def test_metrics_without_the_histogram_are_refused() -> None:
+    with pytest.raises(NoLatencyHistogram, match="tactical_request_duration_seconds"):
+        operation_latencies(parse_metrics("# TYPE up gauge\nup 1\n"))

@@ -1,0 +1,108 @@
+"""The performance summary and the daily report, computed from decision entries as the worker writes them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from worker.ops.duplicates import ScanResult, repeated_ids
+from worker.ops.reports import (
+    HOUR_MS,
+    DailyReport,
+    DeadLetterStats,
+    PerformanceSummary,
+    percentile,
+    render_markdown,
+    summarize_decisions,
+    write_report,
+)
+
+T0 = 1_750_000_000_000 - 1_750_000_000_000 % HOUR_MS  # the start of an hour, in ms
+
+
+def decision(decided_ms: int, latency_ms: int, *, executed: bool, inference_ms: float = 0.5) -> tuple[bytes, dict]:
+    return (f"{decided_ms}-0".encode(), {
+        b"correlation_id": f"cid-{decided_ms}".encode(),
+        b"execute": b"1" if executed else b"0",
+        b"event_id": f"{decided_ms - latency_ms}-3".encode(),
+        b"inference_ms": repr(inference_ms).encode(),
+        b"validate_ms": b"0.1",
+    })
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = list(range(1, 101))
+    assert percentile(values, 0.5) == 50
+    assert percentile(values, 0.99) == 99
+    assert percentile(values, 1.0) == 100
+    assert percentile([7.0], 0.99) == 7.0
+    assert percentile([], 0.5) is None
+    with pytest.raises(ValueError):
+        percentile(values, 1.5)
+
+
+def test_summary_counts_decisions_and_measures_latency_from_the_stream_ids() -> None:
+    entries = [decision(T0 + i * 1000, latency_ms=2, executed=i % 4 == 0) for i in range(99)]
+    entries.append(decision(T0 + HOUR_MS + 5, latency_ms=250, executed=False, inference_ms=200.0))
+    stats = summarize_decisions(entries)
+    assert stats.decisions == 100
+    assert stats.executed == 25
+    assert stats.execution_rate == pytest.approx(0.25)
+    assert stats.latency.p50_ms == 2.0
+    assert stats.latency.max_ms == 250.0
+    assert stats.stages["inference"].max_ms == 200.0
+    assert set(stats.stages) == {"inference", "validate"}
+    assert [(h.decisions, h.p99_ms) for h in stats.hourly] == [(99, 2.0), (1, 250.0)]
+
+
+def test_a_decision_without_its_event_id_counts_but_has_no_latency() -> None:
+    entry_id, fields = decision(T0, latency_ms=3, executed=True)
+    del fields[b"event_id"]
+    stats = summarize_decisions([(entry_id, fields)])
+    assert (stats.decisions, stats.executed, stats.latency.count, stats.latency.p99_ms) == (1, 1, 0, None)
+
+
+def test_repeated_ids_are_most_repeated_first() -> None:
+    entries = [(f"{T0 + i}-0", {b"correlation_id": cid.encode()}) for i, cid in enumerate("abacbdaa")]
+    offenders = repeated_ids(entries)
+    assert [(o.correlation_id, o.count) for o in offenders] == [("a", 4), ("b", 2)]
+    assert offenders[0].first_ms == T0 and offenders[0].last_ms == T0 + 7
+
+
+def report(decisions: list) -> DailyReport:
+    summary = PerformanceSummary(T0, T0 + 2 * HOUR_MS, summarize_decisions(decisions),
+                                 DeadLetterStats(2, (("invalid_matrix: wrong size", 2),)))
+    return DailyReport(
+        date="2025-06-15", generated_at="2025-06-15T21:00:00Z", performance=summary, commands=1,
+        duplicate_inputs=ScanResult(10, False, tuple(repeated_ids([("1-0", {b"correlation_id": b"x"}),
+                                                                   ("2-0", {b"correlation_id": b"x"})]))),
+        duplicate_commands=ScanResult(1, False, ()), duplicate_events_total=1.0,
+        worker_errors={"validate": 2.0, "commit": 0.0},
+        transitions=({"at": "2025-06-15T14:00:00Z", "kind": "health_transition", "severity": "P1",
+                      "from": "healthy", "to": "degraded", "source": "w1", "message": "health healthy → degraded"},),
+        alerts_by_severity={"P1": 1},
+    )
+
+
+def test_the_daily_report_is_written_as_markdown_and_json(tmp_path: Path) -> None:
+    daily = report([decision(T0 + 10, 4, executed=True), decision(T0 + 20, 6, executed=False)])
+    markdown, data = write_report(daily, tmp_path / "reports")
+    assert markdown.name == "tactical-report-2025-06-15.md"
+    doc = json.loads(data.read_text())
+    assert {"date", "decisions", "executed", "execution_rate", "latency", "errors", "duplicates", "transitions",
+            "hourly", "stages", "alerts_by_severity", "commands", "period", "truncated"} <= set(doc)
+    assert (doc["decisions"], doc["executed"], doc["execution_rate"]) == (2, 1, 0.5)
+    assert doc["errors"]["error_rate"] == pytest.approx(0.5)  # 2 dead letters of 4 events handled
+    assert doc["duplicates"]["input"]["offenders"][0]["correlation_id"] == "x"
+    text = markdown.read_text()
+    assert "| decisions | 2 |" in text
+    assert "invalid_matrix: wrong size" in text
+    assert "healthy → degraded" in text
+
+
+def test_an_empty_day_renders_without_numbers_it_does_not_have() -> None:
+    text = render_markdown(report([]))
+    assert "| decisions | 0 |" in text
+    assert "| execution rate | – |" in text

@@ -1,0 +1,112 @@
+"""Triage's pure parts: alert names, what a health document calls for, JIT logs, and check results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from worker.ops.checks import Status, Verdict, check, jit_log_status, worst
+from worker.ops.sources import RedisUnavailable
+from worker.ops.triage import PLAYBOOKS, UnknownAlert, alert_names, alerts_from_state, resolve_alert
+from worker.ops.worker_client import WorkerUnreachable
+
+ALERT_RULES = Path(__file__).resolve().parents[2] / "runbook" / "prometheus" / "alerts.yml"
+RUNBOOK_ALERTS = ("p99-latency", "p50-latency", "consumer-lag", "model-staleness", "error-rate", "low-confidence",
+                  "breaker-open", "duplicate-processing", "health-stuck", "model-compilation")
+
+
+def test_every_runbook_alert_has_a_playbook() -> None:
+    assert set(RUNBOOK_ALERTS) <= set(alert_names())
+    for name in RUNBOOK_ALERTS:
+        assert resolve_alert(name).name == name
+
+
+def test_every_prometheus_alert_resolves() -> None:
+    rules = [rule["alert"] for group in yaml.safe_load(ALERT_RULES.read_text())["groups"] for rule in group["rules"]]
+    assert len(rules) == 13
+    for alert in rules:
+        playbook = resolve_alert(alert)
+        assert alert in playbook.aliases
+        assert resolve_alert(alert.lower()) is playbook
+
+
+def test_names_are_forgiving_about_case_and_separators() -> None:
+    assert resolve_alert("P99_LATENCY").name == "p99-latency"
+    assert resolve_alert(" Breaker-Open ").name == "breaker-open"
+
+
+def test_an_unknown_alert_lists_the_known_ones() -> None:
+    with pytest.raises(UnknownAlert, match=r"p99-latency.*model-compilation"):
+        resolve_alert("disk-full")
+
+
+def test_playbooks_have_diagnosis_and_actions() -> None:
+    for playbook in PLAYBOOKS:
+        assert playbook.probes and playbook.actions, playbook.name
+        assert playbook.severity in ("P0", "P1", "P2")
+
+
+def healthy_state(**changes: object) -> dict:
+    state = {"state": "healthy", "state_code": 0,
+             "window": {"p50_ms": 2.0, "p99_ms": 5.0, "error_rate": 0.0, "mean_confidence": 0.8},
+             "model": {"staleness_s": 3.0, "problem": None}, "circuit_breaker": {"state": "closed"}}
+    state.update(changes)
+    return state
+
+
+def test_a_healthy_document_calls_for_nothing() -> None:
+    assert alerts_from_state(healthy_state()) == []
+
+
+def test_each_threshold_crossed_calls_for_its_alert() -> None:
+    def called(**changes: object) -> list[str]:
+        return [name for name, _ in alerts_from_state(healthy_state(**changes))]
+
+    assert called(window={"p50_ms": 20.0, "p99_ms": 150.0}) == ["p99-latency"]
+    assert called(window={"p50_ms": 60.0, "p99_ms": 90.0}) == ["p50-latency"]
+    assert called(window={"p50_ms": 1.0, "p99_ms": 100.0}) == []  # at the threshold is still fine
+    assert called(model={"staleness_s": 901.0}) == ["model-staleness"]
+    assert called(model={"staleness_s": 4.0, "problem": "CURRENT names 'v9', which has no manifest"}) == [
+        "model-staleness"]
+    assert called(window={"error_rate": 0.06}) == ["error-rate"]
+    assert called(window={"mean_confidence": 0.55}) == ["low-confidence"]
+    assert called(circuit_breaker={"state": "open"}) == ["breaker-open"]
+    assert called(state="failed", state_code=3) == ["health-stuck"]
+
+
+def test_jit_log_status(tmp_path: Path) -> None:
+    assert not jit_log_status(tmp_path).exists
+    (tmp_path / "jit_compilation.log").write_text("compiling fvg\nJIT compilation successful\n")
+    assert jit_log_status(tmp_path).successful
+    (tmp_path / "jit_compilation.log").write_text("compiling fvg\nJIT compilation FAILED: RuntimeError: boom\n")
+    status = jit_log_status(tmp_path)
+    assert status.exists and not status.successful
+    assert status.failure is not None and "boom" in status.failure
+
+
+def test_a_check_turns_unreachable_services_and_broken_answers_into_results() -> None:
+    @check("example", "threshold text")
+    def decide(kind: str) -> Verdict:
+        if kind == "redis":
+            raise RedisUnavailable("Redis unreachable at redis://x:1/2: refused")
+        if kind == "worker":
+            raise WorkerUnreachable("worker unreachable at http://x:1/health: refused")
+        if kind == "broken":
+            raise KeyError("window")
+        return Verdict(Status.OK, "fine")
+
+    assert decide("ok").as_dict() == {"step": "example", "status": "ok", "value": "fine",
+                                      "threshold": "threshold text", "next_action": "", "details": {}}
+    assert decide("redis").status is Status.CRITICAL
+    assert "refused" in decide("redis").value
+    assert decide("worker").status is Status.CRITICAL
+    assert decide("broken").status is Status.UNKNOWN
+
+
+def test_worst_orders_like_the_exit_codes() -> None:
+    assert worst([Status.OK, Status.UNKNOWN]) is Status.UNKNOWN
+    assert worst([Status.UNKNOWN, Status.WARN]) is Status.WARN
+    assert worst([Status.WARN, Status.CRITICAL, Status.OK]) is Status.CRITICAL
+    assert worst([]) is Status.OK

@@ -1,0 +1,317 @@
+"""Model bundles as an operator handles them: list, verify end to end, recompile, promote.
+
+Verification goes in the order that keeps it safe: manifest, then every file's SHA-256 (all of them, so each
+mismatched file is named), and only when every hash matches does it load the TorchScript — loading runs code — run
+a forward pass on a reference matrix, time each agent on single events against a latency budget, and read the JIT
+compilation log. Each step is a `CheckResult`, so `tacticalctl models verify` renders like every checklist.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+import torch
+
+from models.bundle import (
+    CURRENT_FILE,
+    BundleError,
+    BundleNotFoundError,
+    Manifest,
+    check_compatible,
+    list_bundles,
+    read_current_version,
+    read_manifest,
+    read_verified_agents,
+    set_current,
+    sha256_bytes,
+    write_manifest,
+)
+from models.compile import compile_bundle, deserialize, reference_inputs
+from worker.actions import AGENT_NAMES
+from worker.alerts import audit
+from worker.inference import configure_torch_threads
+from worker.ops.checks import CheckResult, Status, jit_log_status
+from worker.ops.reports import percentile
+
+LATENCY_BUDGET_MS = 5.0  # per agent, P99 of single-event calls: a twentieth of the 100 ms end-to-end budget
+LATENCY_CALLS = 100
+WARMUP_CALLS = 5
+REFERENCE_SEED = 0
+PROBABILITY_TOLERANCE = 1e-4
+
+
+def _result(step: str, status: Status, value: str, threshold: str = "", next_action: str = "",
+            **details: Any) -> CheckResult:
+    return CheckResult(step, status, value, threshold, next_action, details)
+
+
+@dataclass(frozen=True, slots=True)
+class BundleListing:
+    version: str
+    created_at: datetime
+    current: bool
+    jit_successful: bool
+    jit_log_exists: bool
+    metrics: Mapping[str, Any]
+    bundle_dir: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "created_at": self.created_at.isoformat().replace("+00:00", "Z"),
+            "current": self.current,
+            "jit_successful": self.jit_successful,
+            "jit_log_exists": self.jit_log_exists,
+            "metrics": dict(self.metrics),
+            "bundle_dir": str(self.bundle_dir),
+        }
+
+
+def current_version(models_dir: Path) -> str | None:
+    """The active version: CURRENT's, else the newest bundle's; None when there is no bundle."""
+    version = read_current_version(models_dir)
+    if version is not None:
+        return version
+    bundles = list_bundles(models_dir)
+    return bundles[0].version if bundles else None
+
+
+def bundle_listing(models_dir: Path) -> list[BundleListing]:
+    """Every readable bundle, newest first, with the CURRENT marker and its JIT log status (no hashing here)."""
+    models_dir = Path(models_dir)
+    active = current_version(models_dir)
+    listings = []
+    for manifest in list_bundles(models_dir):
+        assert manifest.bundle_dir is not None
+        log = jit_log_status(manifest.bundle_dir)
+        listings.append(BundleListing(manifest.version, manifest.created_at, manifest.version == active,
+                                      log.successful, log.exists, manifest.metrics, manifest.bundle_dir))
+    return listings
+
+
+def resolve_bundle(models_dir: Path, version: str | None) -> Path:
+    """The directory of `version`, or of the active bundle when None; BundleNotFoundError names what is missing."""
+    models_dir = Path(models_dir)
+    if version is None:
+        active = current_version(models_dir)
+        if active is None:
+            raise BundleNotFoundError(f"no model bundle in {models_dir}")
+        version = active
+    bundle_dir = models_dir / version
+    if not bundle_dir.is_dir():
+        known = ", ".join(m.version for m in list_bundles(models_dir)[:5]) or "none"
+        raise BundleNotFoundError(f"no bundle {version!r} in {models_dir} (bundles: {known})")
+    return bundle_dir
+
+
+def _hash_steps(manifest: Manifest, bundle_dir: Path) -> tuple[list[CheckResult], dict[str, bytes]]:
+    results = []
+    contents: dict[str, bytes] = {}
+    for name in AGENT_NAMES:
+        agent = manifest.agent(name)
+        path = bundle_dir / agent.file
+        step = f"sha256 {agent.file}"
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            results.append(_result(step, Status.CRITICAL, f"{path}: cannot be read ({exc})", "matches the manifest",
+                                   "restore the bundle, or promote another version", file=str(path)))
+            continue
+        actual = sha256_bytes(data)
+        if actual != agent.sha256:
+            results.append(_result(step, Status.CRITICAL, f"{path}: SHA-256 mismatch: manifest {agent.sha256[:16]}…, "
+                                   f"file {actual[:16]}…", "matches the manifest",
+                                   "the file was changed after compilation: do not load it; restore the bundle or "
+                                   "`tacticalctl models promote <previous version> --yes`",
+                                   file=str(path), expected=agent.sha256, actual=actual))
+            continue
+        contents[name] = data
+        results.append(_result(step, Status.OK, f"{actual[:16]}… ({len(data)} bytes)", "matches the manifest",
+                               file=str(path), sha256=actual))
+    return results, contents
+
+
+def _forward_step(modules: Mapping[str, torch.jit.ScriptModule]) -> CheckResult:
+    problems = []
+    inputs = reference_inputs(REFERENCE_SEED)
+    with torch.inference_mode():
+        for name, module in modules.items():
+            for batch in inputs:
+                probabilities, confidence = module(batch)
+                size = batch.shape[0]
+                if tuple(probabilities.shape) != (size, 3) or tuple(confidence.shape) != (size,):
+                    problems.append(f"{name}: output shapes {tuple(probabilities.shape)}, {tuple(confidence.shape)}")
+                    break
+                if not bool(torch.isfinite(probabilities).all()):
+                    problems.append(f"{name}: non-finite probabilities")
+                    break
+                if float((probabilities.sum(dim=1) - 1).abs().max()) > PROBABILITY_TOLERANCE:
+                    problems.append(f"{name}: probabilities do not sum to 1")
+                    break
+    threshold = "(B, 3) probabilities summing to 1 and (B,) confidence, finite"
+    sizes = [int(b.shape[0]) for b in inputs]
+    if problems:
+        return _result("forward pass", Status.CRITICAL, "; ".join(problems), threshold,
+                       "the bundle cannot decide: promote another version; contact the ML team")
+    return _result("forward pass", Status.OK, f"reference matrices, batches {sizes}: outputs valid", threshold)
+
+
+def time_agent(module: torch.jit.ScriptModule, matrix: torch.Tensor, calls: int) -> list[float]:
+    """Milliseconds of `calls` single-event forward passes, after the warm-up the profiling executor needs."""
+    timings = []
+    with torch.inference_mode():
+        for _ in range(WARMUP_CALLS):
+            module(matrix)
+        for _ in range(calls):
+            started = time.perf_counter()
+            module(matrix)
+            timings.append((time.perf_counter() - started) * 1e3)
+    return timings
+
+
+def _latency_steps(modules: Mapping[str, torch.jit.ScriptModule], budget_ms: float, calls: int) -> list[CheckResult]:
+    matrix = reference_inputs(REFERENCE_SEED)[0][:1].contiguous()
+    results = []
+    for name, module in modules.items():
+        timings = time_agent(module, matrix, calls)
+        p50, p99 = percentile(timings, 0.5), percentile(timings, 0.99)
+        assert p50 is not None and p99 is not None
+        status = Status.OK if p99 <= budget_ms else Status.WARN
+        results.append(_result(
+            f"latency {name}", status, f"p50 {p50:.3f} ms, p99 {p99:.3f} ms over {calls} single-event calls",
+            f"p99 ≤ {budget_ms:g} ms", "" if status is Status.OK else
+            "over budget: check CPU load (`tacticalctl triage p99-latency`), then the model's size",
+            p50_ms=p50, p99_ms=p99, calls=calls))
+    return results
+
+
+def verify_steps(
+    bundle_dir: Path, *, budget_ms: float = LATENCY_BUDGET_MS, calls: int = LATENCY_CALLS
+) -> list[CheckResult]:
+    """Every verification step of one bundle, stopping before anything unverified would be loaded."""
+    bundle_dir = Path(bundle_dir)
+    try:
+        manifest = read_manifest(bundle_dir)
+        check_compatible(manifest)
+    except BundleError as exc:
+        return [_result("manifest", Status.CRITICAL, str(exc), "readable, compatible with this worker",
+                        "the bundle is unusable: promote another version")]
+    results = [_result("manifest", Status.OK, f"{manifest.version}, created {manifest.created_at:%Y-%m-%d %H:%M}Z, "
+                       f"torch {manifest.torch_version}", "readable, compatible with this worker",
+                       version=manifest.version)]
+    hashes, contents = _hash_steps(manifest, bundle_dir)
+    results += hashes
+    if len(contents) < len(AGENT_NAMES):
+        return [*results, _jit_step(bundle_dir)]
+    configure_torch_threads(1)
+    try:
+        modules = {name: deserialize(contents[name]).eval() for name in AGENT_NAMES}
+    except (RuntimeError, ValueError) as exc:
+        load_failed = _result(
+            "TorchScript load", Status.CRITICAL, f"{type(exc).__name__}: {exc}"[:300],
+            f"loads with torch {torch.__version__}",
+            f"`tacticalctl models compile {manifest.version}` with this torch, or promote another version",
+        )
+        return [*results, load_failed, _jit_step(bundle_dir)]
+    results.append(_result("TorchScript load", Status.OK, f"{len(modules)} agents loaded with torch "
+                           f"{torch.__version__}", f"loads with torch {torch.__version__}"))
+    results.append(_forward_step(modules))
+    results += _latency_steps(modules, budget_ms, calls)
+    results.append(_jit_step(bundle_dir))
+    return results
+
+
+def _jit_step(bundle_dir: Path) -> CheckResult:
+    log = jit_log_status(bundle_dir)
+    threshold = "says \"JIT compilation successful\""
+    if not log.exists:
+        return _result("JIT log", Status.WARN, f"{log.path} is missing", threshold,
+                       f"`tacticalctl models compile {bundle_dir.name}` writes a bundle with its log", **log.as_dict())
+    if not log.successful:
+        return _result("JIT log", Status.CRITICAL, log.failure or f"{log.path} never says it succeeded", threshold,
+                       "read the log; recompile or promote another version", **log.as_dict())
+    return _result("JIT log", Status.OK, "JIT compilation successful", threshold, **log.as_dict())
+
+
+def recompile_bundle(models_dir: Path, version: str) -> Path:
+    """Compile a verified bundle's agents again with the installed torch into a new bundle (new version, fresh JIT
+    log); CURRENT is not touched. Raises BundleError if the source does not verify, CompilationError if
+    compilation fails (its log is kept in `<time>.failed/`)."""
+    models_dir = Path(models_dir)
+    source_dir = resolve_bundle(models_dir, version)
+    manifest, contents = read_verified_agents(source_dir)
+    configure_torch_threads(1)
+    modules = {name: deserialize(contents[name]).eval() for name in AGENT_NAMES}
+    new_dir = compile_bundle(
+        modules,
+        models_dir,
+        training={**manifest.training, "recompiled_from": manifest.version},
+        metrics=manifest.metrics,
+        created_at=datetime.now(UTC),
+    )
+    # A frozen TorchScript file keeps its weights as constants, so the compiler counts 0 parameters: carry the
+    # counts over from the source manifest (the manifest is not hashed; the agent files are).
+    compiled = read_manifest(new_dir)
+    agents = tuple(replace(a, parameters=manifest.agent(a.name).parameters) for a in compiled.agents)
+    write_manifest(new_dir, replace(compiled, agents=agents))
+    return new_dir
+
+
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    previous: str | None
+    version: str
+    audit_id: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"previous": self.previous, "version": self.version, "audit_id": self.audit_id}
+
+
+class PromotionRefused(RuntimeError):
+    """The bundle did not pass verification; the message names the failing steps."""
+
+
+def promote(
+    models_dir: Path, version: str, *, client: redis.Redis, actor: str, verification: list[CheckResult]
+) -> Promotion:
+    """Point CURRENT at `version` (it must have passed `verification` without a critical step) and audit it."""
+    failed = [r for r in verification if r.status in (Status.CRITICAL, Status.UNKNOWN)]
+    if failed:
+        raise PromotionRefused(
+            f"{version} failed verification: " + "; ".join(f"{r.step}: {r.value}" for r in failed)
+        )
+    models_dir = Path(models_dir)
+    previous = current_version(models_dir)
+    set_current(models_dir, version)
+    entry = audit(
+        client,
+        actor=actor,
+        action="model_promote",
+        detail=f"{CURRENT_FILE} {previous or '(none)'} → {version}",
+        previous=previous or "",
+        version=version,
+        models_dir=str(models_dir),
+    )
+    return Promotion(previous, version, entry.decode() if isinstance(entry, bytes) else str(entry))
+
+
+__all__ = [
+    "LATENCY_BUDGET_MS",
+    "LATENCY_CALLS",
+    "BundleListing",
+    "Promotion",
+    "PromotionRefused",
+    "bundle_listing",
+    "current_version",
+    "promote",
+    "recompile_bundle",
+    "resolve_bundle",
+    "time_agent",
+    "verify_steps",
+]

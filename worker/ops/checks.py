@@ -1,0 +1,739 @@
+"""The runbook's checklist steps, one function each, every one answering with a `CheckResult`.
+
+A result says what was looked at (`step`), how it stands (ok / warn / critical / unknown), the value seen, the
+threshold it was judged by, and the next action, as a `tacticalctl` command where one exists. Thresholds are the
+runbook's, from `worker.health.DEFAULT_THRESHOLDS`; nothing here restates a number.
+
+Redis or the worker being unreachable makes a step CRITICAL (it cannot be confirmed, and the cause is critical);
+UNKNOWN is kept for a step that could not run for another reason (a malformed answer, an unreadable file).
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import math
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ParamSpec
+
+import redis
+
+from models.bundle import JIT_LOG_FILE, BundleError, current_bundle_dir, list_bundles, read_manifest, verify_bundle
+from worker.alerts import Alert, Severity
+from worker.breaker import BreakerState
+from worker.health import DEFAULT_THRESHOLDS, CheckStatus, HealthCheck
+from worker.health import check_breaker as health_check_breaker
+from worker.health import check_confidence as health_check_confidence
+from worker.health import check_consumer_lag as health_check_consumer_lag
+from worker.health import check_error_rate as health_check_error_rate
+from worker.health import check_latency as health_check_latency
+from worker.heartbeat import live_consumers
+from worker.lag import LagUnavailable, read_consumer_lag
+from worker.names import DEFAULT_DB
+from worker.ops.breaker_status import read_breaker_overview, reset_breaker
+from worker.ops.duplicates import duplicate_commands, duplicate_events_total
+from worker.ops.keys import clean_keys, find_stale_processing_keys, plan_key_cleanup, scan_idempotency_keys
+from worker.ops.reports import build_daily_report, read_alert_history, read_performance, write_report
+from worker.ops.sources import REDIS_ERRORS, RedisUnavailable, Sources
+from worker.ops.worker_client import WorkerUnreachable, health_level
+
+JIT_SUCCESS_MARK = "JIT compilation successful"
+JIT_FAILURE_MARK = "JIT compilation FAILED"
+MARKET_WINDOW_S = 15 * 60.0  # the runbook's "every 15 minutes"
+RECENT_COMMANDS = 1000
+THRESHOLDS = DEFAULT_THRESHOLDS
+
+
+class Status(StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    CRITICAL = "critical"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def of(cls, status: CheckStatus) -> Status:
+        return cls(status.value)
+
+
+def worst(statuses: Sequence[Status]) -> Status:
+    """CRITICAL beats WARN beats UNKNOWN beats OK (the monitoring-plugin order of the exit codes)."""
+    for status in (Status.CRITICAL, Status.WARN, Status.UNKNOWN):
+        if status in statuses:
+            return status
+    return Status.OK
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    step: str
+    status: Status
+    value: str
+    threshold: str
+    next_action: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "status": self.status.value,
+            "value": self.value,
+            "threshold": self.threshold,
+            "next_action": self.next_action,
+            "details": dict(self.details),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a check function decides; the `check` decorator adds the step name and turns failures into results."""
+
+    status: Status
+    value: str
+    next_action: str = ""
+    threshold: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+P = ParamSpec("P")
+
+WORKER_UNREACHABLE_ACTION = (
+    "is the worker running? `docker compose ps tactical-marl`; check --worker-url / TACTICAL_WORKER_URL; "
+    "`tacticalctl triage worker-down`"
+)
+REDIS_UNREACHABLE_ACTION = (
+    "start Redis or fix --redis-url / TACTICAL_REDIS_URL (database 2); `tacticalctl triage consumer-lag`"
+)
+
+
+def check(step: str, threshold: str = "") -> Callable[[Callable[P, Verdict]], Callable[P, CheckResult]]:
+    def wrap(decide: Callable[P, Verdict]) -> Callable[P, CheckResult]:
+        @functools.wraps(decide)
+        def run(*args: P.args, **kwargs: P.kwargs) -> CheckResult:
+            try:
+                verdict = decide(*args, **kwargs)
+            except RedisUnavailable as exc:
+                verdict = Verdict(Status.CRITICAL, str(exc), REDIS_UNREACHABLE_ACTION)
+            except WorkerUnreachable as exc:
+                verdict = Verdict(Status.CRITICAL, str(exc), WORKER_UNREACHABLE_ACTION)
+            except REDIS_ERRORS as exc:
+                verdict = Verdict(Status.CRITICAL, f"Redis failed mid-check: {exc}", REDIS_UNREACHABLE_ACTION)
+            except (KeyError, TypeError, ValueError, OSError, redis.ResponseError, BundleError) as exc:
+                verdict = Verdict(Status.UNKNOWN, f"check could not run: {type(exc).__name__}: {exc}",
+                                  "run the step by hand (see runbook/RUNBOOK.md) and report the error")
+            return CheckResult(step, verdict.status, verdict.value,
+                               threshold if verdict.threshold is None else verdict.threshold,
+                               verdict.next_action, verdict.details)
+
+        return run
+
+    return wrap
+
+
+def _from_health(check_result: HealthCheck, next_action: str, **details: Any) -> Verdict:
+    status = Status.of(check_result.status)
+    return Verdict(status, check_result.message, next_action if status is not Status.OK else "", details=details)
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f} ms"
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number from the worker, or None (null, NaN, missing)."""
+    if value is None or isinstance(value, bool):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# ---- morning: the 8 steps before market open -------------------------------------------------------------------
+
+
+@check("worker running", "≥ 1 worker with a live heartbeat, answering /health")
+def check_worker_running(sources: Sources) -> Verdict:
+    """Step 1: the service is up — heartbeats in Redis and an answer on the HTTP port."""
+    consumers: dict[str, dict[str, Any]] | None = None
+    redis_error = None
+    try:
+        consumers = live_consumers(sources.redis())
+    except (RedisUnavailable, *REDIS_ERRORS) as exc:
+        redis_error = str(exc)
+    try:
+        _status, body = sources.health()
+    except WorkerUnreachable as exc:
+        if consumers:
+            where = ", ".join(
+                f"{name} (pid {beat.get('pid')} on {beat.get('host')})" for name, beat in consumers.items()
+            )
+            return Verdict(Status.CRITICAL, f"heartbeat from {where}, but HTTP unreachable: {exc}",
+                           "the worker runs but its HTTP endpoint does not answer: check --worker-url / "
+                           "TACTICAL_WORKER_URL and TACTICAL_HTTP_ADDR; `tacticalctl triage worker-down`",
+                           details={"live_consumers": sorted(consumers)})
+        reason = f"no live heartbeat in Redis and {exc}" if redis_error is None else f"{exc}; {redis_error}"
+        return Verdict(Status.CRITICAL, f"no worker running: {reason}",
+                       "start the service: `docker compose up -d tactical-marl` (or `tactical-worker`); "
+                       "`tacticalctl triage worker-down`")
+    uptime = _number(body.get("uptime_s"))
+    value = f"{body.get('consumer')} up {_duration(uptime or 0.0)}"
+    details: dict[str, Any] = {"consumer": body.get("consumer"), "uptime_s": uptime}
+    if consumers is not None:
+        value += f"; {len(consumers)} live worker(s) by heartbeat"
+        details["live_consumers"] = sorted(consumers)
+        if not consumers:
+            return Verdict(Status.WARN, value + " — but no heartbeat in Redis",
+                           "the worker answers HTTP but does not beat: check its Redis connection (`tacticalctl "
+                           "health state`)", details=details)
+    return Verdict(Status.OK, value, details=details)
+
+
+@check("Redis ping (db 2)")
+def check_redis_ping(sources: Sources, samples: int = 3) -> Verdict:
+    """Step 2: PING on the runbook's database, best of `samples` round trips."""
+    client = sources.redis()
+    rtts = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        client.ping()
+        rtts.append((time.perf_counter() - started) * 1e3)
+    rtt = min(rtts)
+    db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
+    threshold = (f"≤ {THRESHOLDS.redis_rtt_warn_ms:g} ms (warn above), ≤ {THRESHOLDS.redis_rtt_critical_ms:g} ms "
+                 f"(critical above); db {DEFAULT_DB}")
+    details = {"rtt_ms": rtt, "db": db}
+    if rtt > THRESHOLDS.redis_rtt_critical_ms:
+        return Verdict(Status.CRITICAL, f"PONG in {rtt:.2f} ms (db {db})",
+                       "Redis is slow: `tacticalctl triage p99-latency` (INFO, SLOWLOG, latency)", threshold, details)
+    if rtt > THRESHOLDS.redis_rtt_warn_ms:
+        return Verdict(Status.WARN, f"PONG in {rtt:.2f} ms (db {db})",
+                       "watch Redis load: `tacticalctl triage p99-latency`", threshold, details)
+    if db != DEFAULT_DB:
+        return Verdict(Status.WARN, f"PONG in {rtt:.2f} ms, but on db {db}",
+                       f"the runbook's database is {DEFAULT_DB}: fix --redis-url (…/{DEFAULT_DB})", threshold, details)
+    return Verdict(Status.OK, f"PONG in {rtt:.2f} ms (db {db})", threshold=threshold, details=details)
+
+
+@dataclass(frozen=True, slots=True)
+class JitLogStatus:
+    path: Path
+    exists: bool
+    successful: bool
+    failure: str | None  # the line saying why not, when the log has one
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "exists": self.exists, "successful": self.successful,
+                "failure": self.failure}
+
+
+def jit_log_status(bundle_dir: Path) -> JitLogStatus:
+    """What the bundle's `jit_compilation.log` says: successful, failed (and why), or missing."""
+    path = Path(bundle_dir) / JIT_LOG_FILE
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return JitLogStatus(path, False, False, None)
+    failure = next((line for line in reversed(lines) if JIT_FAILURE_MARK in line), None)
+    successful = failure is None and any(JIT_SUCCESS_MARK in line for line in lines)
+    return JitLogStatus(path, True, successful, failure)
+
+
+@check("JIT compilation", f"log says \"{JIT_SUCCESS_MARK}\"; every SHA-256 matches the manifest")
+def check_jit_compilation(sources: Sources) -> Verdict:
+    """Step 3: the current bundle's JIT log says it compiled, and its files are the ones the manifest pins."""
+    try:
+        bundle_dir = current_bundle_dir(sources.models_dir)
+    except BundleError as exc:
+        return Verdict(Status.CRITICAL, f"no usable bundle: {exc}", "`tacticalctl models list`; "
+                       "`tacticalctl triage model-staleness`")
+    log = jit_log_status(bundle_dir)
+    details: dict[str, Any] = {"bundle_dir": str(bundle_dir), "jit_log": log.as_dict()}
+    try:
+        manifest = verify_bundle(bundle_dir)
+    except BundleError as exc:
+        return Verdict(Status.CRITICAL, f"{bundle_dir.name}: {exc}",
+                       "do not load it: `tacticalctl triage model-compilation`; revert with "
+                       "`tacticalctl models promote <previous version> --yes`", details=details)
+    if not log.exists:
+        return Verdict(Status.WARN, f"{manifest.version}: hashes verified, but {JIT_LOG_FILE} is missing",
+                       f"`tacticalctl models compile {manifest.version}` writes a fresh bundle with its log",
+                       details=details)
+    if not log.successful:
+        return Verdict(Status.CRITICAL, f"{manifest.version}: {log.failure or 'the log never says it succeeded'}",
+                       "`tacticalctl triage model-compilation`", details=details)
+    value = f"{manifest.version}: {JIT_SUCCESS_MARK}, {len(manifest.agents)} hashes verified"
+    try:
+        _status, body = sources.health()
+    except WorkerUnreachable:
+        body = {}
+    loaded = body.get("model_version")
+    details["loaded_version"] = loaded
+    if loaded and loaded != manifest.version:
+        return Verdict(Status.WARN, f"{value}; but the worker runs {loaded}",
+                       "the worker picks up CURRENT within its model poll; if it does not, "
+                       "`tacticalctl triage model-staleness`", details=details)
+    return Verdict(Status.OK, value, details=details)
+
+
+@check("overnight performance")
+def check_overnight_performance(sources: Sources, since_s: float) -> Verdict:
+    """Step 4: decisions, executions, latency and dead letters since `since_s` seconds ago, from the streams."""
+    now_ms = int(sources.now() * 1000)
+    summary = read_performance(sources.redis(), now_ms - int(since_s * 1000), now_ms)
+    decisions = summary.decisions
+    latency = decisions.latency
+    threshold = (f"p99 ≤ {THRESHOLDS.p99_critical_ms:g} ms, p50 ≤ {THRESHOLDS.p50_warn_ms:g} ms, "
+                 f"dead-lettered ≤ {THRESHOLDS.error_rate_warn:.0%}")
+    details = summary.as_dict()
+    if decisions.decisions == 0 and summary.dead_letters.count == 0:
+        return Verdict(Status.OK, f"no events in the last {_duration(since_s)}", threshold=threshold, details=details)
+    value = (f"{decisions.decisions} decisions, {decisions.executed} executed, p50 {_ms(latency.p50_ms)}, "
+             f"p99 {_ms(latency.p99_ms)}, {summary.dead_letters.count} dead letters in {_duration(since_s)}")
+    if decisions.truncated:
+        value += " (latest entries only)"
+    if latency.p99_ms is not None and latency.p99_ms > THRESHOLDS.p99_critical_ms:
+        return Verdict(Status.CRITICAL, value, "`tacticalctl triage p99-latency`; the daily report's hourly P99 "
+                       "shows when (`tacticalctl eod`)", threshold, details)
+    if latency.p50_ms is not None and latency.p50_ms > THRESHOLDS.p50_warn_ms:
+        return Verdict(Status.WARN, value, "`tacticalctl triage p50-latency`", threshold, details)
+    error_rate = summary.error_rate
+    if error_rate is not None and error_rate > THRESHOLDS.error_rate_warn:
+        return Verdict(Status.WARN, value + f" ({error_rate:.1%} dead-lettered)",
+                       "`tacticalctl dead-letter list` for the reasons; `tacticalctl triage error-rate`",
+                       threshold, details)
+    return Verdict(Status.OK, value, threshold=threshold, details=details)
+
+
+@check("/health", "status pass (warn: degraded, fail: critical or failed)")
+def check_health_endpoint(sources: Sources) -> Verdict:
+    """Step 5: GET /health."""
+    http_status, body = sources.health()
+    status = Status.of(health_level(http_status, body))
+    value = f"HTTP {http_status} {body.get('status')}: {body.get('state')} (model {body.get('model_version')})"
+    actions = {Status.WARN: "`tacticalctl health state` shows the failing checks",
+               Status.CRITICAL: "`tacticalctl triage health-stuck`"}
+    return Verdict(status, value, actions.get(status, ""), details=dict(body))
+
+
+@check("/health/state", "every health check ok")
+def check_health_state(sources: Sources) -> Verdict:
+    """Step 6: GET /health/state — the state, each health check, the recent transitions."""
+    state = sources.state()
+    checks = state.get("health_checks") or []
+    failing = [c for c in checks if c.get("status") != CheckStatus.OK.value]
+    statuses = [Status(c["status"]) if c.get("status") in {s.value for s in Status} else Status.UNKNOWN
+                for c in failing]
+    code = int(state.get("state_code", 0))
+    if code >= 2:
+        statuses.append(Status.CRITICAL)
+    elif code == 1:
+        statuses.append(Status.WARN)
+    status = worst(statuses)
+    transitions = state.get("recent_transitions") or []
+    value = f"{state.get('state')} ({len(checks)} checks, {len(failing)} not ok, {len(transitions)} transitions)"
+    if failing:
+        value += ": " + "; ".join(f"{c.get('name')} {c.get('status')}: {c.get('message')}" for c in failing)
+    action = "" if status is Status.OK else "`tacticalctl triage` picks the alert from the failing checks"
+    return Verdict(status, value, action, details={"state": state.get("state"), "failing": failing})
+
+
+@check("stale processing keys", "none: every processing key's owner has a live heartbeat")
+def check_stale_processing_keys(sources: Sources) -> Verdict:
+    """Step 7: processing keys whose owner is gone (they make redeliveries look like duplicates in flight)."""
+    stale = find_stale_processing_keys(sources.redis())
+    if not stale:
+        return Verdict(Status.OK, "none")
+    owners = sorted({k.owner or "?" for k in stale})
+    return Verdict(Status.WARN, f"{len(stale)} stale processing key(s) owned by {', '.join(owners[:5])}",
+                   "`tacticalctl keys clean` (shows the plan), then `tacticalctl keys clean --yes`",
+                   details={"keys": [k.as_dict() for k in stale[:50]]})
+
+
+def _alerts_since(client: redis.Redis, since_s: float, now: float) -> list[Alert]:
+    return read_alert_history(client, int((now - since_s) * 1000), int(now * 1000))
+
+
+@check("breaker and alert history", "breaker closed; restarts below the limit; no P0 alert")
+def check_breaker_history(sources: Sources, since_s: float) -> Verdict:
+    """Step 8: the circuit breaker on every worker, its restart count, and the P0/P1 alerts since `since_s` ago."""
+    client = sources.redis()
+    try:
+        http = sources.state().get("circuit_breaker")
+        http_error = None
+    except WorkerUnreachable as exc:
+        http, http_error = None, str(exc)
+    now = sources.now()
+    overview = read_breaker_overview(client, http=http, http_error=http_error, now=now)
+    alerts = _alerts_since(client, since_s, now)
+    p0 = [a for a in alerts if a.severity == Severity.P0]
+    p1 = [a for a in alerts if a.severity == Severity.P1]
+    state = overview.state
+    value = (f"breaker {'unknown' if state is None else state.name.lower()}; {overview.restarts} restart(s) in "
+             f"{_duration(overview.restart_window_s)} (limit {overview.restart_limit}); {len(p0)} P0 / {len(p1)} P1 "
+             f"alerts in {_duration(since_s)}")
+    details = {"breaker": overview.as_dict(), "p0": [a.as_dict() for a in p0[-10:]],
+               "p1": [a.as_dict() for a in p1[-10:]]}
+    if state is BreakerState.OPEN or overview.restarts >= overview.restart_limit:
+        return Verdict(Status.CRITICAL, value, "`tacticalctl triage breaker-open`", details=details)
+    # Every worker start is counted, so the starts of the workers running now are expected.
+    unexpected_restarts = max(0, overview.restarts - len(overview.published))
+    details["unexpected_restarts"] = unexpected_restarts
+    if state is BreakerState.HALF_OPEN or p0 or unexpected_restarts:
+        return Verdict(Status.WARN, value, "review: `tacticalctl alerts` and `tacticalctl breaker history`",
+                       details=details)
+    if state is None:
+        return Verdict(Status.WARN, value + " (no worker published its breaker)",
+                       "`tacticalctl triage worker-down`", details=details)
+    return Verdict(Status.OK, value, details=details)
+
+
+# ---- market hours: every 15 minutes ----------------------------------------------------------------------------
+
+
+def _window(sources: Sources) -> Mapping[str, Any]:
+    return sources.state().get("window") or {}
+
+
+@check("P99 latency", f"p99 ≤ {THRESHOLDS.p99_critical_ms:g} ms (critical), p50 ≤ {THRESHOLDS.p50_warn_ms:g} ms "
+       "(warn), last 60 s")
+def check_p99_latency(sources: Sources) -> Verdict:
+    window = _window(sources)
+    p50, p99 = _number(window.get("p50_ms")), _number(window.get("p99_ms"))
+    result = health_check_latency(p50, p99, THRESHOLDS)
+    action = ("`tacticalctl triage p99-latency`" if result.status is CheckStatus.CRITICAL
+              else "`tacticalctl triage p50-latency`")
+    return _from_health(result, action, p50_ms=p50, p99_ms=p99, events=window.get("events"))
+
+
+@check("consumer lag", f"≤ {THRESHOLDS.lag_warn_s:g} s (warn above), ≤ {THRESHOLDS.lag_critical_s:g} s "
+       "(critical above)")
+def check_consumer_lag(sources: Sources) -> Verdict:
+    try:
+        lag = read_consumer_lag(sources.redis())
+    except LagUnavailable as exc:
+        return Verdict(Status.WARN, f"lag unknown: {exc}", "`tacticalctl stream info`")
+    verdict = _from_health(health_check_consumer_lag(lag.seconds, THRESHOLDS),
+                           "`tacticalctl lag watch`; `tacticalctl triage consumer-lag`", **lag.as_dict())
+    value = f"{lag.seconds:.2f} s; {lag.count_text} undelivered, {lag.pending} pending"
+    return Verdict(verdict.status, value, verdict.next_action, details=verdict.details)
+
+
+@check("active positions", "reported by the worker")
+def check_active_positions(sources: Sources) -> Verdict:
+    positions = sources.state().get("positions") or {}
+    active = positions.get("active")
+    if active is None:
+        return Verdict(Status.UNKNOWN, "the worker does not report positions", "`tacticalctl health state --json`")
+    pnl = _number(positions.get("realised_pnl"))
+    value = f"{active} open" + ("" if pnl is None else f", realised P&L {pnl:.2f}")
+    return Verdict(Status.OK, value, details=dict(positions))
+
+
+@check("error rate", f"≤ {THRESHOLDS.error_rate_warn:.0%} over the last 60 s")
+def check_error_rate(sources: Sources) -> Verdict:
+    rate = _number(_window(sources).get("error_rate"))
+    return _from_health(health_check_error_rate(rate, THRESHOLDS), "`tacticalctl triage error-rate`",
+                        error_rate=rate)
+
+
+@check("model confidence", f"mean ≥ {THRESHOLDS.confidence_warn:g} over the last 60 s")
+def check_model_confidence(sources: Sources) -> Verdict:
+    mean = _number(_window(sources).get("mean_confidence"))
+    return _from_health(health_check_confidence(mean, THRESHOLDS), "`tacticalctl triage low-confidence`",
+                        mean_confidence=mean)
+
+
+@check("health state transitions", "state healthy; transitions in the last 15 min reviewed")
+def check_health_transitions(sources: Sources, window_s: float = MARKET_WINDOW_S) -> Verdict:
+    state = sources.state()
+    now = sources.now()
+    recent = [t for t in state.get("recent_transitions") or [] if (_number(t.get("at")) or 0.0) >= now - window_s]
+    code = int(state.get("state_code", 0))
+    since = _number(state.get("since"))
+    value = (f"{state.get('state')}" + ("" if since is None else f" for {_duration(max(0.0, now - since))}")
+             + f"; {len(recent)} transition(s) in {_duration(window_s)}")
+    if recent:
+        value += ": " + ", ".join(f"{t.get('from')}→{t.get('to')}" for t in recent[-5:])
+    details = {"state_code": code, "transitions": recent}
+    if code >= 2:
+        return Verdict(Status.CRITICAL, value, "`tacticalctl triage health-stuck`", details=details)
+    if code == 1:
+        return Verdict(Status.WARN, value, "`tacticalctl health state` for the failing checks", details=details)
+    return Verdict(Status.OK, value, "`tacticalctl health state` to review them" if recent else "", details=details)
+
+
+@check("duplicate events", "no correlation id with two execution commands")
+def check_duplicate_alerts(sources: Sources, window_s: float = MARKET_WINDOW_S) -> Verdict:
+    client = sources.redis()
+    commands = duplicate_commands(client, last=RECENT_COMMANDS)
+    try:
+        counted = duplicate_events_total(sources.metrics())
+    except WorkerUnreachable:
+        counted = None
+    alerts = [a for a in _alerts_since(client, window_s, sources.now()) if "duplicate" in a.kind]
+    value = (f"{'unknown' if counted is None else int(counted)} duplicate events caught by the worker; "
+             f"{len(alerts)} duplicate alert(s) in {_duration(window_s)}; "
+             f"{len(commands.offenders)} repeated command(s) in the last {commands.scanned}")
+    details = {"duplicate_events_total": counted, "duplicate_commands": commands.as_dict(),
+               "alerts": [a.as_dict() for a in alerts[-10:]]}
+    if commands.offenders:
+        return Verdict(Status.CRITICAL, value, "two trades for one event: `tacticalctl triage duplicate-processing` "
+                       "and stop the executor from acting on them", details=details)
+    if alerts:
+        return Verdict(Status.WARN, value, "`tacticalctl duplicates` for the offending correlation ids",
+                       details=details)
+    return Verdict(Status.OK, value, details=details)
+
+
+@check("circuit breaker", "closed on every worker")
+def check_breaker_status(sources: Sources) -> Verdict:
+    client = sources.redis()
+    try:
+        http = sources.state().get("circuit_breaker")
+        http_error = None
+    except WorkerUnreachable as exc:
+        http, http_error = None, str(exc)
+    overview = read_breaker_overview(client, http=http, http_error=http_error, now=sources.now())
+    state = overview.state
+    if state is None:
+        return Verdict(Status.CRITICAL, f"no breaker state published and the worker does not answer: {http_error}",
+                       "`tacticalctl triage worker-down`", details=overview.as_dict())
+    verdict = _from_health(health_check_breaker(state), "`tacticalctl triage breaker-open`", **overview.as_dict())
+    workers = ", ".join(f"{name} {status.state.name.lower()}" for name, status in overview.published.items())
+    return Verdict(verdict.status, f"{state.name.lower()}" + (f" ({workers})" if workers else ""),
+                   verdict.next_action, details=verdict.details)
+
+
+# ---- end of day ------------------------------------------------------------------------------------------------
+
+
+@check("daily performance report", "written to --report-dir (markdown and JSON)")
+def check_daily_report(sources: Sources, *, since_s: float, report_dir: Path) -> Verdict:
+    """Build the day's report from the streams and write it; its data rides along in `details["report"]`."""
+    client = sources.redis()
+    try:
+        families = sources.metrics()
+    except WorkerUnreachable:
+        families = None
+    now_ms = int(sources.now() * 1000)
+    report = build_daily_report(client, now_ms - int(since_s * 1000), now_ms, families=families)
+    markdown, data_file = write_report(report, report_dir)
+    data = report.as_dict()
+    latency = data["latency"]
+    value = (f"{data['decisions']} decisions, {data['executed']} executed, p99 {_ms(latency['p99_ms'])}, "
+             f"{data['errors']['dead_letters']['count']} dead letters → {markdown}")
+    details = {"markdown": str(markdown), "json": str(data_file), "report": data}
+    if families is None:
+        return Verdict(Status.WARN, value + " (worker counters missing: /metrics unreachable)",
+                       "the report lacks the worker's error and duplicate counters", details=details)
+    return Verdict(Status.OK, value, details=details)
+
+
+NO_REPORT = Verdict(Status.UNKNOWN, "no daily report to read (see the report step)", "fix the report step first")
+
+
+@check("degradation patterns", f"hourly p99 ≤ {THRESHOLDS.p99_critical_ms:g} ms")
+def check_degradation(report: Mapping[str, Any] | None) -> Verdict:
+    """The day's P99 by hour: hours over the runbook's limit, and the trend of the last hours."""
+    if report is None:
+        return NO_REPORT
+    hourly = report["hourly"]
+    slow_hours = [h for h in hourly if h["p99_ms"] is not None and h["p99_ms"] > THRESHOLDS.p99_critical_ms]
+    trend = " → ".join(_ms(h["p99_ms"]) for h in hourly[-6:]) or "no decisions"
+    value = f"hourly p99 {trend}; {len(slow_hours)} hour(s) over {THRESHOLDS.p99_critical_ms:g} ms"
+    details = {"slow_hours": slow_hours}
+    if slow_hours:
+        return Verdict(Status.WARN, value, "find what ran then (report's transitions, dead letters); "
+                       "`tacticalctl triage p99-latency` if it persists", details=details)
+    return Verdict(Status.OK, value, details=details)
+
+
+@check("health state transitions", "no move to critical or failed today")
+def check_transitions_of_day(report: Mapping[str, Any] | None) -> Verdict:
+    """The health and breaker transitions the worker alerted today, counted by move."""
+    if report is None:
+        return NO_REPORT
+    moves = report["transitions"]
+    health = [t for t in moves if t["kind"] == "health_transition"]
+    breaker = [t for t in moves if t["kind"] != "health_transition"]
+    by_move = Counter(f"{t.get('from')}→{t.get('to')}" for t in health)
+    value = (f"{len(health)} health transition(s)" + (f" ({', '.join(f'{m} ×{n}' for m, n in by_move.items())})"
+                                                      if by_move else "")
+             + f"; {len(breaker)} breaker event(s)")
+    details = {"health": health, "breaker": breaker}
+    severe = [t for t in health if t.get("to") in ("critical", "failed")]
+    if severe:
+        return Verdict(Status.WARN, value, "read why in the report (each transition has its reason); recurring "
+                       "causes go to the on-call review", details=details)
+    return Verdict(Status.OK, value, details=details)
+
+
+@check("model update", f"loaded bundle is CURRENT and confirmed within {THRESHOLDS.model_staleness_critical_s / 60:g}"
+       " min")
+def check_model_update(sources: Sources) -> Verdict:
+    """The runbook's "update model if needed": is a newer verified bundle waiting, is the loaded one confirmed?"""
+    models_dir = sources.models_dir
+    try:
+        current = read_manifest(current_bundle_dir(models_dir))
+    except BundleError as exc:
+        return Verdict(Status.CRITICAL, f"no usable bundle: {exc}", "`tacticalctl triage model-staleness`")
+    bundles = list_bundles(models_dir)
+    newer = [m for m in bundles if m.created_at > current.created_at]
+    value = f"CURRENT {current.version} (created {current.created_at:%Y-%m-%d %H:%M}Z)"
+    details: dict[str, Any] = {"current": current.version, "newer": [m.version for m in newer]}
+    try:
+        model = sources.state().get("model") or {}
+    except WorkerUnreachable:
+        model = {}
+    staleness = _number(model.get("staleness_s"))
+    details["loaded"] = model.get("version")
+    details["staleness_s"] = staleness
+    if staleness is not None and staleness > THRESHOLDS.model_staleness_critical_s:
+        return Verdict(Status.CRITICAL, value + f"; loaded bundle not confirmed for {_duration(staleness)}",
+                       "`tacticalctl triage model-staleness`", details=details)
+    if newer:
+        return Verdict(Status.WARN, value + f"; newer bundle(s): {', '.join(m.version for m in newer[:3])}",
+                       f"verify and promote: `tacticalctl models promote {newer[0].version} --yes`", details=details)
+    return Verdict(Status.OK, value + ("" if model.get("version") is None else f"; loaded {model.get('version')}"),
+                   details=details)
+
+
+@check("backups", "Redis persistence: last RDB save / AOF write ok")
+def check_backups(sources: Sources) -> Verdict:
+    """The runbook's "verify backup processes completed": Redis reports its last save and AOF writes as ok."""
+    info = sources.redis().info("persistence")
+    problems = []
+    if info.get("rdb_last_bgsave_status", "ok") != "ok":
+        problems.append(f"last RDB save {info.get('rdb_last_bgsave_status')}")
+    if int(info.get("aof_enabled", 0)) and info.get("aof_last_write_status", "ok") != "ok":
+        problems.append(f"last AOF write {info.get('aof_last_write_status')}")
+    if int(info.get("aof_enabled", 0)) and info.get("aof_last_bgrewrite_status", "ok") != "ok":
+        problems.append(f"last AOF rewrite {info.get('aof_last_bgrewrite_status')}")
+    last_save = int(info.get("rdb_last_save_time", 0))
+    saved = datetime.fromtimestamp(last_save, UTC).strftime("%Y-%m-%d %H:%M:%SZ") if last_save else "never"
+    value = f"AOF {'on' if int(info.get('aof_enabled', 0)) else 'off'}; last RDB save {saved}"
+    details = {k: info.get(k) for k in ("aof_enabled", "rdb_last_bgsave_status", "aof_last_write_status",
+                                        "aof_last_bgrewrite_status", "rdb_last_save_time",
+                                        "rdb_changes_since_last_save")}
+    if problems:
+        return Verdict(Status.CRITICAL, value + ": " + "; ".join(problems),
+                       "check the Redis log and disk space; see README (Backup)", details=details)
+    if not int(info.get("aof_enabled", 0)) and not last_save:
+        return Verdict(Status.WARN, value + ": nothing persisted", "enable AOF or RDB; see README (Backup)",
+                       details=details)
+    return Verdict(Status.OK, value, details=details)
+
+
+@check("old idempotency keys", "stale processing keys and completed keys past --older-than removed")
+def cleanup_old_keys(
+    sources: Sources, *, older_than_s: float, apply: bool, actor: str, completed_ttl_s: float | None = None
+) -> Verdict:
+    """Stale processing keys and completed keys past `older_than_s` (dry run unless `apply`; audited when it acts).
+    `completed_ttl_s` dates completed keys whose value is not a decision id."""
+    client = sources.redis()
+    plan = plan_key_cleanup(scan_idempotency_keys(client, completed_ttl_s=completed_ttl_s),
+                            older_than_s=older_than_s)
+    counts = f"{len(plan.stale_processing)} stale processing, {len(plan.old_completed)} completed older than " \
+             f"{_duration(older_than_s)}"
+    if not plan.keys:
+        return Verdict(Status.OK, f"nothing to clean ({counts})", details=plan.as_dict())
+    if not apply:
+        return Verdict(Status.WARN, f"would delete {counts} (dry run)", "rerun with --yes to delete them",
+                       details=plan.as_dict())
+    result = clean_keys(client, plan, actor=actor, apply=True)
+    return Verdict(Status.OK, f"deleted {len(result.deleted)} key(s) ({counts}); audit {result.audit_id}",
+                   details=result.as_dict())
+
+
+@check("breaker counters", "reset only when every breaker is closed and there was no P0 today")
+def reset_breaker_counters(sources: Sources, *, since_s: float, apply: bool, actor: str) -> Verdict:
+    client = sources.redis()
+    now = sources.now()
+    try:
+        http = sources.state().get("circuit_breaker")
+    except WorkerUnreachable:
+        http = None
+    overview = read_breaker_overview(client, http=http, now=now)
+    p0 = [a for a in _alerts_since(client, since_s, now) if a.severity == Severity.P0]
+    details = {"breaker": overview.as_dict(), "p0_today": len(p0)}
+    if overview.state in (BreakerState.OPEN, BreakerState.HALF_OPEN):
+        return Verdict(Status.WARN, f"not reset: breaker {overview.state.name.lower()}",
+                       "find the cause first: `tacticalctl triage breaker-open`", details=details)
+    if p0:
+        return Verdict(Status.WARN, f"not reset: {len(p0)} P0 alert(s) today (latest: {p0[-1].message})",
+                       "review them (`tacticalctl alerts`); reset by hand once understood: "
+                       "`tacticalctl breaker reset --yes`", details=details)
+    running = len(overview.published)
+    if overview.restarts <= running:  # only the starts of the workers running now: nothing abnormal to clear
+        return Verdict(Status.OK, f"nothing to reset: {overview.restarts} start(s) counted for {running} running "
+                       "worker(s)", details=details)
+    if not apply:
+        return Verdict(Status.WARN, f"would reset {overview.restarts} restart(s) (dry run)",
+                       "rerun with --yes to reset", details=details)
+    receipt = reset_breaker(client, actor=actor)
+    return Verdict(Status.OK, f"reset {overview.restarts} restart(s); request {receipt.request_id}, audit "
+                   f"{receipt.audit_id}", details={**details, "reset": receipt.as_dict()})
+
+
+@check("log archive", "--log-file copied and compressed into --report-dir")
+def archive_log(log_file: Path | None, report_dir: Path, *, date: str) -> Verdict:
+    if log_file is None:
+        return Verdict(Status.OK, "skipped: no --log-file given",
+                       "pass --log-file (e.g. the worker's log) to archive it")
+    if not log_file.is_file():
+        return Verdict(Status.WARN, f"{log_file} does not exist", "check the --log-file path")
+    report_dir.mkdir(parents=True, exist_ok=True)
+    target = report_dir / f"{log_file.name}.{date}.gz"
+    with log_file.open("rb") as source, gzip.open(target, "wb") as archive:
+        shutil.copyfileobj(source, archive)
+    size = target.stat().st_size
+    return Verdict(Status.OK, f"{log_file} → {target} ({size} bytes)", details={"archive": str(target)})
+
+
+__all__ = [
+    "JIT_SUCCESS_MARK",
+    "CheckResult",
+    "JitLogStatus",
+    "Status",
+    "Verdict",
+    "archive_log",
+    "check",
+    "check_active_positions",
+    "check_backups",
+    "check_breaker_history",
+    "check_breaker_status",
+    "check_consumer_lag",
+    "check_daily_report",
+    "check_degradation",
+    "check_duplicate_alerts",
+    "check_error_rate",
+    "check_health_endpoint",
+    "check_health_state",
+    "check_health_transitions",
+    "check_jit_compilation",
+    "check_model_confidence",
+    "check_model_update",
+    "check_overnight_performance",
+    "check_p99_latency",
+    "check_redis_ping",
+    "check_stale_processing_keys",
+    "check_transitions_of_day",
+    "check_worker_running",
+    "cleanup_old_keys",
+    "jit_log_status",
+    "reset_breaker_counters",
+    "worst",
+]

@@ -1,0 +1,137 @@
+"""Duplicate processing, seen from outside: correlation ids that arrive (or, worse, execute) more than once.
+
+A correlation id repeated in `synergy_events` is the producer re-sending (or redelivery): the idempotency keys make
+it one decision, and the worker counts it in `tactical_duplicate_events_total`. A correlation id repeated in
+`execution_commands` would be a second trade for one event — the one thing exactly-once output must never do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from prometheus_client.samples import Sample
+
+from worker.delivery import entry_time_ms
+from worker.names import COMMANDS_STREAM, INPUT_STREAM
+
+PAGE = 1000
+DUPLICATE_COUNTER = "tactical_duplicate_events_total"
+
+
+@dataclass(frozen=True, slots=True)
+class Offender:
+    """A correlation id seen more than once: how often, in which entries, over what time."""
+
+    correlation_id: str
+    count: int
+    entry_ids: tuple[str, ...]
+
+    @property
+    def first_ms(self) -> int:
+        return min(entry_time_ms(e.encode()) for e in self.entry_ids)
+
+    @property
+    def last_ms(self) -> int:
+        return max(entry_time_ms(e.encode()) for e in self.entry_ids)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "correlation_id": self.correlation_id,
+            "count": self.count,
+            "entry_ids": list(self.entry_ids),
+            "first_ms": self.first_ms,
+            "last_ms": self.last_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    scanned: int
+    truncated: bool  # the limit stopped the scan before the range was exhausted
+    offenders: tuple[Offender, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scanned": self.scanned,
+            "truncated": self.truncated,
+            "offenders": [o.as_dict() for o in self.offenders],
+        }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def repeated_ids(entries: Iterable[tuple[bytes | str, Mapping[bytes, bytes]]]) -> list[Offender]:
+    """Correlation ids appearing in more than one entry, most repeated first (entries without an id are skipped)."""
+    seen: dict[str, list[str]] = {}
+    for entry_id, fields in entries:
+        correlation_id = fields.get(b"correlation_id")
+        if correlation_id is None:
+            continue
+        seen.setdefault(_text(correlation_id), []).append(_text(entry_id))
+    offenders = [
+        Offender(cid, len(ids), tuple(sorted(ids, key=lambda e: tuple(int(p) for p in e.split("-")))))
+        for cid, ids in seen.items()
+        if len(ids) > 1
+    ]
+    return sorted(offenders, key=lambda o: (-o.count, o.correlation_id))
+
+
+def iter_newest(
+    client: redis.Redis, stream: str, *, limit: int, since_ms: int | None = None, until_ms: int | None = None
+) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
+    """Entries of `stream` newest first, at most `limit`, optionally only those with ids in [since_ms, until_ms]."""
+    upper = "+" if until_ms is None else str(until_ms)
+    lower = "-" if since_ms is None else f"{since_ms}-0"
+    remaining = limit
+    while remaining > 0:
+        wanted = min(PAGE, remaining)
+        page = client.xrevrange(stream, max=upper, min=lower, count=wanted)
+        yield from page
+        remaining -= len(page)
+        if len(page) < wanted:
+            return
+        upper = "(" + _text(page[-1][0])
+
+
+def scan_offenders(
+    client: redis.Redis, stream: str, *, limit: int, since_ms: int | None = None, until_ms: int | None = None
+) -> ScanResult:
+    entries = list(iter_newest(client, stream, limit=limit + 1, since_ms=since_ms, until_ms=until_ms))
+    truncated = len(entries) > limit
+    entries = entries[:limit]
+    return ScanResult(len(entries), truncated, tuple(repeated_ids(entries)))
+
+
+def input_offenders(client: redis.Redis, *, last: int, stream: str = INPUT_STREAM) -> ScanResult:
+    """Correlation ids seen more than once among the last `last` entries of the input stream."""
+    return scan_offenders(client, stream, limit=last)
+
+
+def duplicate_commands(client: redis.Redis, *, last: int, stream: str = COMMANDS_STREAM) -> ScanResult:
+    """Correlation ids with more than one execution command among the last `last`: must always be empty."""
+    return scan_offenders(client, stream, limit=last)
+
+
+def duplicate_events_total(families: Mapping[str, list[Sample]]) -> float | None:
+    """The worker's `tactical_duplicate_events_total`; None when /metrics does not carry it."""
+    for sample in families.get(DUPLICATE_COUNTER.removesuffix("_total"), []):
+        if sample.name == DUPLICATE_COUNTER:
+            return float(sample.value)
+    return None
+
+
+__all__ = [
+    "Offender",
+    "ScanResult",
+    "duplicate_commands",
+    "duplicate_events_total",
+    "input_offenders",
+    "iter_newest",
+    "repeated_ids",
+    "scan_offenders",
+]

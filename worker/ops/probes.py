@@ -1,0 +1,608 @@
+"""Diagnosis probes: each reads one part of the system the way the runbook's commands did — Redis (PING, INFO,
+SLOWLOG, LATENCY), the worker process (/proc CPU and memory), the stream (XINFO, XPENDING, lag and trend), the
+breaker, the health state, the idempotency keys, the model bundle (hashes, TorchScript load, JIT log) — and turns
+what it reads into findings with a severity. `run_probe` makes sure a probe never raises: an unreachable service or
+an unreadable answer is itself the finding.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from models.bundle import BundleError, current_bundle_dir, list_bundles, read_manifest, verify_bundle
+from worker.alerts import Severity, recent_alerts
+from worker.breaker import BreakerState
+from worker.health import DEFAULT_THRESHOLDS, CheckStatus, check_latency
+from worker.heartbeat import live_consumers
+from worker.lag import LagUnavailable, read_consumer_lag
+from worker.names import COMPLETED_PREFIX, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
+from worker.ops.breaker_status import read_breaker_overview
+from worker.ops.bundles import verify_steps
+from worker.ops.checks import Status, jit_log_status
+from worker.ops.duplicates import duplicate_commands, duplicate_events_total, input_offenders, iter_newest
+from worker.ops.keys import find_stale_processing_keys
+from worker.ops.latency import NoLatencyHistogram, operation_latencies
+from worker.ops.pending import PendingUnavailable, read_pending_entries
+from worker.ops.process_stats import host_stats, process_cpu_percent, process_rss_mb
+from worker.ops.sources import REDIS_ERRORS, RedisUnavailable, Sources
+from worker.ops.stream_info import StreamMissing, read_stream_overview
+from worker.ops.worker_client import WorkerUnreachable
+from worker.settings import WorkerSettings
+
+THRESHOLDS = DEFAULT_THRESHOLDS
+SETTINGS = WorkerSettings.from_env(environ={})  # the defaults: the numbers the worker runs with unless configured
+CPU_BUSY_PERCENT = 90.0  # of one core: the worker runs one inference thread, so this is saturation
+MEMORY_LOW_RATIO = 0.10
+RECENT = 200  # decisions / events / dead letters sampled for patterns
+FLAPPING_TRANSITIONS = 3
+FLAPPING_WINDOW_S = 15 * 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    status: Status
+    summary: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status.value, "summary": self.summary, "evidence": dict(self.evidence)}
+
+
+Probe = Callable[[Sources], list[Finding]]
+
+
+def _ok(summary: str, **evidence: Any) -> Finding:
+    return Finding(Status.OK, summary, evidence)
+
+
+def _warn(summary: str, **evidence: Any) -> Finding:
+    return Finding(Status.WARN, summary, evidence)
+
+
+def _critical(summary: str, **evidence: Any) -> Finding:
+    return Finding(Status.CRITICAL, summary, evidence)
+
+
+def number(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def run_probe(probe: Probe, sources: Sources) -> list[Finding]:
+    """The probe's findings; an unreachable service or an unreadable answer becomes a finding, never an error."""
+    try:
+        return probe(sources)
+    except RedisUnavailable as exc:
+        return [_critical(f"{exc}: the worker can neither read events nor commit decisions")]
+    except WorkerUnreachable as exc:
+        return [_critical(str(exc))]
+    except REDIS_ERRORS as exc:
+        return [_critical(f"Redis failed during the diagnosis: {exc}")]
+    except (KeyError, TypeError, ValueError, OSError, redis.ResponseError, BundleError) as exc:
+        name = getattr(probe, "__name__", "probe").removeprefix("probe_").replace("_", " ")
+        return [Finding(Status.UNKNOWN, f"{name}: could not check ({type(exc).__name__}: {exc})")]
+
+
+# ---- probes ------------------------------------------------------------------------------------------------------
+
+
+def probe_redis(sources: Sources) -> list[Finding]:
+    """redis-cli ping / INFO / SLOWLOG GET 10 / LATENCY LATEST, judged."""
+    client = sources.redis()
+    started = time.perf_counter()
+    client.ping()
+    rtt_ms = (time.perf_counter() - started) * 1e3
+    findings = []
+    if rtt_ms > THRESHOLDS.redis_rtt_critical_ms:
+        findings.append(_critical(f"Redis round trip {rtt_ms:.1f} ms > {THRESHOLDS.redis_rtt_critical_ms:g} ms: "
+                                  "Redis or the network is slow", rtt_ms=rtt_ms))
+    elif rtt_ms > THRESHOLDS.redis_rtt_warn_ms:
+        findings.append(_warn(f"Redis round trip {rtt_ms:.1f} ms > {THRESHOLDS.redis_rtt_warn_ms:g} ms",
+                              rtt_ms=rtt_ms))
+    else:
+        findings.append(_ok(f"Redis answers PING in {rtt_ms:.2f} ms", rtt_ms=rtt_ms))
+    info = client.info()
+    used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+    evidence = {k: info.get(k) for k in ("redis_version", "connected_clients", "blocked_clients", "used_memory_human",
+                                         "maxmemory_human", "instantaneous_ops_per_sec", "rejected_connections",
+                                         "evicted_keys")}
+    if limit and used > 0.9 * limit:
+        findings.append(_warn(f"Redis memory {info.get('used_memory_human')} of {info.get('maxmemory_human')}: "
+                              "near maxmemory (streams may be trimmed or writes refused)", **evidence))
+    elif int(info.get("rejected_connections", 0)):
+        findings.append(_warn(f"Redis rejected {info.get('rejected_connections')} connections (maxclients)",
+                              **evidence))
+    else:
+        findings.append(_ok(f"Redis {info.get('redis_version')}: {info.get('connected_clients')} clients, "
+                            f"{info.get('used_memory_human')} used, {info.get('instantaneous_ops_per_sec')} ops/s",
+                            **evidence))
+    slow = [entry for entry in client.slowlog_get(10)
+            if int(entry.get("duration", 0)) > THRESHOLDS.redis_rtt_warn_ms * 1000]
+    if slow:
+        commands = Counter(_text(entry.get("command")).split(" ")[0].upper() for entry in slow)
+        listed = ", ".join(f"{c} ×{n}" for c, n in commands.items())
+        findings.append(_warn(f"{len(slow)} of the last 10 slow-log entries took over "
+                              f"{THRESHOLDS.redis_rtt_warn_ms:g} ms ({listed})",
+                              slowlog=[{"command": _text(e.get("command"))[:120], "duration_us": e.get("duration")}
+                                       for e in slow]))
+    latest = client.execute_command("LATENCY", "LATEST") or []
+    spikes = [(_text(row[0]), int(row[2])) for row in latest if int(row[2]) > THRESHOLDS.redis_rtt_warn_ms]
+    if spikes:
+        findings.append(_warn("Redis latency monitor events: " + ", ".join(f"{e} {ms} ms" for e, ms in spikes),
+                              latency_latest=spikes))
+    return findings
+
+
+def probe_worker_http(sources: Sources) -> list[Finding]:
+    """curl /health: does the worker answer, and in which state."""
+    http_status, body = sources.health()
+    code = body.get("state_code")
+    summary = (f"worker {body.get('consumer')} answers /health: {body.get('state')} (HTTP {http_status}), "
+               f"model {body.get('model_version')}")
+    if isinstance(code, int) and code >= 2:
+        return [_critical(summary, **body)]
+    if code == 1:
+        return [_warn(summary, **body)]
+    return [_ok(summary, **body)]
+
+
+def probe_heartbeats(sources: Sources) -> list[Finding]:
+    """Which workers beat, and which consumer-group members hold entries without one."""
+    client = sources.redis()
+    live = live_consumers(client)
+    findings = []
+    if live:
+        findings.append(_ok(f"{len(live)} live worker(s) by heartbeat: " + ", ".join(
+            f"{name} (pid {beat.get('pid')} on {beat.get('host')})" for name, beat in live.items()),
+            consumers=sorted(live)))
+    else:
+        findings.append(_critical("no worker has a live heartbeat: nothing is consuming synergy_events"))
+    try:
+        overview = read_stream_overview(client)
+    except StreamMissing as exc:
+        return [*findings, _warn(str(exc))]
+    for group in overview.groups:
+        for consumer in group.consumers:
+            if not consumer.alive and consumer.pending:
+                findings.append(_warn(
+                    f"consumer {consumer.name} has no heartbeat and holds {consumer.pending} pending entries "
+                    f"(idle {consumer.idle_ms / 1000:.0f} s): a live worker reclaims them after "
+                    f"{SETTINGS.claim_min_idle_ms / 1000:g} s idle, or `tacticalctl pending claim --to <live worker>`",
+                    consumer=consumer.name, pending=consumer.pending, idle_ms=consumer.idle_ms))
+    return findings
+
+
+def probe_worker_process(sources: Sources) -> list[Finding]:
+    """docker stats / free -h: CPU and memory of each worker process on this host, and of the host."""
+    findings = []
+    here = socket.gethostname()
+    for name, beat in live_consumers(sources.redis()).items():
+        pid = beat.get("pid")
+        if beat.get("host") != here or not isinstance(pid, int):
+            findings.append(_ok(f"{name} runs on {beat.get('host')}: check its CPU there (`docker stats`)"))
+            continue
+        cpu = process_cpu_percent(pid)
+        rss = process_rss_mb(pid)
+        if cpu is None:
+            findings.append(Finding(Status.UNKNOWN, f"{name} (pid {pid}): /proc not readable (another PID namespace?)"))
+            continue
+        summary = f"{name} (pid {pid}): CPU {cpu:.0f}% of a core, RSS {rss or 0:.0f} MB"
+        if cpu >= CPU_BUSY_PERCENT:
+            findings.append(_warn(summary + ": CPU-bound — more consumers or fewer events per worker",
+                                  pid=pid, cpu_percent=cpu, rss_mb=rss))
+        else:
+            findings.append(_ok(summary, pid=pid, cpu_percent=cpu, rss_mb=rss))
+    host = host_stats()
+    summary = f"host: load {host.load_1m:.2f} on {host.cpus} CPU(s), {host.mem_available_mb or 0:.0f} MB available"
+    ratio = host.mem_available_ratio
+    if host.load_1m > host.cpus:
+        findings.append(_warn(summary + ": more runnable work than CPUs — the worker competes for cores",
+                              **host.as_dict()))
+    elif ratio is not None and ratio < MEMORY_LOW_RATIO:
+        findings.append(_warn(summary + f": under {MEMORY_LOW_RATIO:.0%} of memory free (leak? swap?)",
+                              **host.as_dict()))
+    else:
+        findings.append(_ok(summary, **host.as_dict()))
+    return findings
+
+
+def probe_latency(sources: Sources) -> list[Finding]:
+    """The window's P50/P99 and, from the /metrics histogram, which stage the time goes to."""
+    window = sources.state().get("window") or {}
+    p50, p99 = number(window.get("p50_ms")), number(window.get("p99_ms"))
+    judged = check_latency(p50, p99, THRESHOLDS)
+    findings = [Finding(Status.of(judged.status), f"last 60 s: {judged.message}", {"p50_ms": p50, "p99_ms": p99})]
+    try:
+        rows = operation_latencies(sources.metrics())
+    except NoLatencyHistogram as exc:
+        return [*findings, Finding(Status.UNKNOWN, str(exc))]
+    stages = [row for row in rows if row.operation != "end_to_end" and row.p99_ms is not None]
+    if stages:
+        slowest = max(stages, key=lambda row: row.p99_ms or 0.0)
+        findings.append(_ok(f"since start, slowest stage: {slowest.label} p99 {slowest.p99_ms:.1f} ms "
+                            f"(p50 {slowest.p50_ms or 0:.1f} ms); `tacticalctl latency` for every stage",
+                            stages=[row.as_dict() for row in stages]))
+    return findings
+
+
+def probe_stream(sources: Sources) -> list[Finding]:
+    """XINFO STREAM / GROUPS, consumer lag (count and seconds) and its trend, the processing rate."""
+    client = sources.redis()
+    try:
+        lag = read_consumer_lag(client)
+    except LagUnavailable as exc:
+        return [_warn(str(exc))]
+    summary = (f"consumer lag {lag.seconds:.2f} s: {lag.count_text} undelivered, {lag.pending} pending, "
+               f"stream length {lag.stream_length}")
+    evidence = lag.as_dict()
+    if lag.seconds > THRESHOLDS.lag_critical_s:
+        findings = [_critical(summary + f" (> {THRESHOLDS.lag_critical_s:g} s)", **evidence)]
+    elif lag.seconds > THRESHOLDS.lag_warn_s:
+        findings = [_warn(summary + f" (> {THRESHOLDS.lag_warn_s:g} s)", **evidence)]
+    else:
+        findings = [_ok(summary, **evidence)]
+    if lag.count is None:
+        findings.append(_warn("Redis cannot tell the undelivered count (XINFO GROUPS lag is nil: entries deleted "
+                              "or the group's id was set by hand) — judge by seconds and pending"))
+    try:
+        state = sources.state()
+    except WorkerUnreachable as exc:
+        return [*findings, _critical(f"{exc}: nothing may be consuming")]
+    trend = (state.get("lag") or {}).get("trend")
+    window = state.get("window") or {}
+    rate = number(window.get("throughput_per_s"))
+    if trend in ("stall", "stop"):
+        findings.append(_critical(f"lag trend {trend}: pending entries are not being acknowledged",
+                                  trend=trend))
+    elif trend == "warn":
+        findings.append(_warn("lag trend warn: the backlog only grows — the consumer is falling behind",
+                              trend=trend))
+    backlog = (lag.count or 0) + lag.pending
+    if rate is not None and backlog >= THRESHOLDS.event_rate_min_backlog and rate < THRESHOLDS.event_rate_alert_per_s:
+        findings.append(_warn(f"processing {rate:.1f} events/s < {THRESHOLDS.event_rate_alert_per_s:g}/s with "
+                              f"{backlog} waiting: throughput is the bottleneck", throughput_per_s=rate))
+    elif rate is not None:
+        findings.append(_ok(f"processing {rate:.1f} events/s over the last 60 s", throughput_per_s=rate))
+    breaker = (state.get("circuit_breaker") or {}).get("state")
+    if breaker and breaker != "closed":
+        findings.append(_critical(f"circuit breaker {breaker}: the worker is not taking events "
+                                  "(`tacticalctl triage breaker-open`)"))
+    return findings
+
+
+def probe_pending(sources: Sources) -> list[Finding]:
+    """XPENDING: entries delivered and not acknowledged, how long, how often."""
+    try:
+        stuck = read_pending_entries(sources.redis(), min_idle_ms=SETTINGS.claim_min_idle_ms, count=1000)
+    except PendingUnavailable as exc:
+        return [_warn(str(exc))]
+    if not stuck:
+        return [_ok(f"no entry pending longer than {SETTINGS.claim_min_idle_ms / 1000:g} s")]
+    holders = Counter(entry.consumer for entry in stuck)
+    redelivered = [e for e in stuck if e.times_delivered >= SETTINGS.max_deliveries]
+    findings = [_warn(f"{len(stuck)} entries pending over {SETTINGS.claim_min_idle_ms / 1000:g} s, held by "
+                      + ", ".join(f"{c} ({n})" for c, n in holders.most_common(5))
+                      + ": `tacticalctl pending --extended --idle 5000`",
+                      oldest=stuck[0].as_dict(), holders=dict(holders))]
+    if redelivered:
+        findings.append(_warn(f"{len(redelivered)} entries delivered {SETTINGS.max_deliveries}+ times: they fail "
+                              "every time (poison?) — `tacticalctl pending dead-letter --reason … --yes`",
+                              entries=[e.as_dict() for e in redelivered[:10]]))
+    return findings
+
+
+def probe_breaker(sources: Sources) -> list[Finding]:
+    """The breaker of every worker (published in Redis and over HTTP) and the restart count."""
+    client = sources.redis()
+    try:
+        http = sources.state().get("circuit_breaker")
+        http_error = None
+    except WorkerUnreachable as exc:
+        http, http_error = None, str(exc)
+    overview = read_breaker_overview(client, http=http, http_error=http_error, now=sources.now())
+    findings = []
+    for name, status in overview.published.items():
+        text = f"breaker of {name}: {status.state.name.lower()}, {status.consecutive_failures} consecutive failures"
+        if status.last_reason:
+            text += f"; last reason: {status.last_reason}"
+        if status.state is BreakerState.OPEN:
+            findings.append(_critical(text, **status.as_dict()))
+        elif status.state is BreakerState.HALF_OPEN:
+            findings.append(_warn(text, **status.as_dict()))
+        else:
+            findings.append(_ok(text, **status.as_dict()))
+    if not overview.published:
+        state = overview.state
+        if state is None:
+            findings.append(_warn(f"no worker published its breaker and HTTP gave none ({http_error})"))
+        else:
+            findings.append(Finding(Status.of(CheckStatus.CRITICAL if state is BreakerState.OPEN else
+                                              CheckStatus.OK if state is BreakerState.CLOSED else CheckStatus.WARN),
+                                    f"breaker (HTTP): {state.name.lower()}", dict(http or {})))
+    restarts = f"{overview.restarts} restart(s) in {overview.restart_window_s:g} s (limit {overview.restart_limit})"
+    if overview.restarts >= overview.restart_limit:
+        findings.append(_critical(restarts + ": the restart limit opens the breaker — the worker keeps dying",
+                                  restarts=overview.restarts))
+    elif overview.restarts > len(overview.published):  # each running worker's own start is counted too
+        findings.append(_warn(restarts + ": more starts than running workers — something restarts them",
+                              restarts=overview.restarts))
+    else:
+        findings.append(_ok(restarts, restarts=overview.restarts))
+    return findings
+
+
+def probe_alert_history(sources: Sources) -> list[Finding]:
+    """redis-cli XREAD COUNT 10 STREAMS tactical_alerts 0, but the latest P0/P1 ones."""
+    alerts = [a for a in recent_alerts(sources.redis(), count=500) if a.severity in (Severity.P0, Severity.P1)]
+    if not alerts:
+        return [_ok("no P0/P1 alert among the latest 500 entries of tactical_alerts")]
+    latest = alerts[-10:]
+    return [_ok(f"{len(alerts)} P0/P1 alerts recently; latest: {latest[-1].ts} {latest[-1].severity} "
+                f"{latest[-1].message}", alerts=[a.as_dict() for a in latest])]
+
+
+def probe_model_staleness(sources: Sources) -> list[Finding]:
+    """When the worker last confirmed its bundle is the current verified one, and whether it is CURRENT."""
+    findings = []
+    models_dir = sources.models_dir
+    try:
+        current = read_manifest(current_bundle_dir(models_dir))
+        findings.append(_ok(f"CURRENT in {models_dir} is {current.version}, created "
+                            f"{current.created_at:%Y-%m-%d %H:%M}Z", version=current.version))
+    except BundleError as exc:
+        current = None
+        findings.append(_critical(f"the model pipeline is broken: {exc}"))
+    model = sources.state().get("model") or {}
+    staleness = number(model.get("staleness_s"))
+    limit = THRESHOLDS.model_staleness_critical_s
+    loaded = model.get("version")
+    text = (f"worker runs {loaded} (created {model.get('created_at')}); last confirmed current and verified "
+            f"{'?' if staleness is None else f'{staleness:.0f} s'} ago")
+    if staleness is None:
+        findings.append(_warn(text, **model))
+    elif staleness > limit:
+        findings.append(_critical(text + f" (> {limit / 60:g} min): its bundle could not be confirmed", **model))
+    else:
+        findings.append(_ok(text, **model))
+    if model.get("problem"):
+        findings.append(_critical(f"worker reports: {model['problem']}"))
+    if current is not None and loaded and loaded != current.version:
+        findings.append(_warn(f"the worker runs {loaded} but CURRENT is {current.version}: the reload has not "
+                              "happened (see the worker's log for `model bundle not confirmed`)"))
+    return findings
+
+
+def probe_bundle(sources: Sources) -> list[Finding]:
+    """Check the compilation log, the model files and torch: every verification step of the current bundle."""
+    models_dir = sources.models_dir
+    findings = []
+    try:
+        bundle_dir = current_bundle_dir(models_dir)
+    except BundleError as exc:
+        return [_critical(f"no usable bundle: {exc}")]
+    steps = verify_steps(bundle_dir)
+    bad = [s for s in steps if s.status is not Status.OK]
+    for step in bad:
+        findings.append(Finding(step.status, f"{bundle_dir.name}: {step.step}: {step.value}", dict(step.details)))
+    if not bad:
+        findings.append(_ok(f"{bundle_dir.name}: all {len(steps)} verification steps pass (manifest, hashes, "
+                            "TorchScript load, forward pass, latency, JIT log)", steps=[s.as_dict() for s in steps]))
+    failed_dirs = sorted(p for p in models_dir.glob("*.failed") if p.is_dir())
+    if failed_dirs:
+        last = failed_dirs[-1]
+        log = jit_log_status(last)
+        findings.append(_warn(f"{len(failed_dirs)} failed compilation(s) in {models_dir}; latest {last.name}: "
+                              f"{log.failure or 'see its log'}", failed=[str(p) for p in failed_dirs[-5:]]))
+    return findings
+
+
+def probe_previous_bundles(sources: Sources) -> list[Finding]:
+    """What a revert could go to: the verified bundles other than the current one."""
+    models_dir = sources.models_dir
+    try:
+        active = current_bundle_dir(models_dir).name
+    except BundleError:
+        active = None
+    candidates = []
+    for manifest in list_bundles(models_dir):
+        if manifest.version == active or manifest.bundle_dir is None:
+            continue
+        try:
+            verify_bundle(manifest.bundle_dir)
+        except BundleError:
+            continue
+        if jit_log_status(manifest.bundle_dir).successful:
+            candidates.append(manifest.version)
+    if not candidates:
+        return [_ok(f"no other verified bundle in {models_dir} to revert to: a revert needs the ML team")]
+    return [_ok(f"revert candidate: {candidates[0]} (`tacticalctl models promote {candidates[0]} --yes`)",
+                candidates=candidates[:5])]
+
+
+def probe_errors(sources: Sources) -> list[Finding]:
+    """grep ERROR, as numbers: errors by operation, the window's error rate, the dead-letter reasons."""
+    findings = []
+    try:
+        families = sources.metrics()
+        errors = {s.labels.get("operation", ""): float(s.value) for s in families.get("tactical_errors", [])
+                  if s.name == "tactical_errors_total" and float(s.value) > 0}
+        rates = {s.labels.get("operation", ""): float(s.value) for s in families.get("tactical_error_rate", [])
+                 if math.isfinite(float(s.value))}
+        high = {op: r for op, r in rates.items() if r > THRESHOLDS.error_rate_warn}
+        if high:
+            findings.append(_warn("error rate above " f"{THRESHOLDS.error_rate_warn:.0%}: " + ", ".join(
+                f"{op} {r:.1%}" for op, r in sorted(high.items())), error_rates=rates, errors_total=errors))
+        elif errors:
+            findings.append(_ok("errors since start: " + ", ".join(f"{op} {int(n)}" for op, n in errors.items()),
+                                errors_total=errors))
+        else:
+            findings.append(_ok("no errors counted since the worker started"))
+    except WorkerUnreachable as exc:
+        findings.append(_critical(str(exc)))
+    client = sources.redis()
+    recent = list(iter_newest(client, DEAD_LETTER_STREAM, limit=RECENT))
+    if recent:
+        reasons = Counter(_text(fields.get(b"dead_reason", b"?")).split(":")[0] for _, fields in recent)
+        newest_age_s = sources.now() - int(_text(recent[0][0]).split("-")[0]) / 1000
+        text = (f"{len(recent)} recent dead letters (newest {newest_age_s:.0f} s ago): "
+                + ", ".join(f"{r} ×{n}" for r, n in reasons.most_common(5)))
+        status = Status.WARN if newest_age_s < FLAPPING_WINDOW_S else Status.OK
+        findings.append(Finding(status, text + " — `tacticalctl dead-letter list`", {"reasons": dict(reasons)}))
+    else:
+        findings.append(_ok("no dead letters"))
+    return findings
+
+
+def probe_confidence(sources: Sources) -> list[Finding]:
+    """The agents' confidence: the window's mean, per agent over recent decisions, and the input it came from."""
+    state = sources.state()
+    window = state.get("window") or {}
+    mean = number(window.get("mean_confidence"))
+    findings = []
+    if mean is None:
+        findings.append(_ok("no decisions in the last 60 s"))
+    elif mean < THRESHOLDS.confidence_warn:
+        findings.append(_warn(f"mean confidence {mean:.2f} < {THRESHOLDS.confidence_warn:g} over the last 60 s",
+                              mean_confidence=mean))
+    else:
+        findings.append(_ok(f"mean confidence {mean:.2f} over the last 60 s", mean_confidence=mean))
+    client = sources.redis()
+    decisions = list(iter_newest(client, DECISIONS_STREAM, limit=RECENT))
+    per_agent: dict[str, list[float]] = {}
+    for _, fields in decisions:
+        for name, raw in fields.items():
+            if name.startswith(b"confidence_"):
+                value = number(_text(raw))
+                if value is not None:
+                    per_agent.setdefault(_text(name).removeprefix("confidence_"), []).append(value)
+    if per_agent:
+        means = {agent: sum(v) / len(v) for agent, v in per_agent.items()}
+        low = {a: m for a, m in means.items() if m < THRESHOLDS.confidence_warn}
+        text = f"last {len(decisions)} decisions, mean confidence: " + ", ".join(
+            f"{a} {m:.2f}" for a, m in means.items())
+        findings.append((_warn if low else _ok)(text + (f" — low: {', '.join(low)}" if low else ""),
+                                                per_agent=means))
+    accuracy = state.get("agent_accuracy") or {}
+    if any(v is not None for v in accuracy.values()):
+        findings.append(_ok("agent accuracy: " + ", ".join(
+            f"{a} {'-' if v is None else f'{v:.2f}'}" for a, v in accuracy.items()), agent_accuracy=accuracy))
+    events = list(iter_newest(client, INPUT_STREAM, limit=RECENT))
+    if events:
+        upstream = [c for _, f in events if (c := number(_text(f.get(b"confidence")))) is not None]
+        newest_age_s = sources.now() - int(_text(events[0][0]).split("-")[0]) / 1000
+        text = (f"input feed: newest event {newest_age_s:.0f} s old; upstream confidence mean "
+                f"{sum(upstream) / len(upstream):.2f} over {len(upstream)} events" if upstream else
+                f"input feed: newest event {newest_age_s:.0f} s old")
+        findings.append(_ok(text, newest_event_age_s=newest_age_s))
+    return findings
+
+
+def probe_duplicates(sources: Sources) -> list[Finding]:
+    """KEYS tactical:processing:* / tactical:completed:*, made safe: stale keys, repeated ids, repeated commands."""
+    client = sources.redis()
+    findings = []
+    stale = find_stale_processing_keys(client)
+    if stale:
+        owners = Counter(k.owner or "?" for k in stale)
+        findings.append(_warn(
+            f"{len(stale)} stale processing key(s) whose owner has no heartbeat: "
+            + ", ".join(f"{o} ({n})" for o, n in owners.most_common(5))
+            + " — redeliveries of these ids count as duplicates in flight until the lease ends; "
+            "`tacticalctl keys clean --yes`", keys=[k.as_dict() for k in stale[:20]]))
+    else:
+        findings.append(_ok("no stale processing keys"))
+    commands = duplicate_commands(client, last=1000)
+    if commands.offenders:
+        findings.append(_critical(
+            f"{len(commands.offenders)} correlation id(s) with more than one execution command: "
+            + ", ".join(o.correlation_id for o in commands.offenders[:5]), **commands.as_dict()))
+    else:
+        findings.append(_ok(f"no repeated execution command among the last {commands.scanned}"))
+    offenders = input_offenders(client, last=1000)
+    if offenders.offenders:
+        findings.append(_warn(
+            f"{len(offenders.offenders)} correlation id(s) sent more than once among the last {offenders.scanned} "
+            "events (producer retries or replays): " + ", ".join(
+                f"{o.correlation_id} ×{o.count}" for o in offenders.offenders[:5]), **offenders.as_dict()))
+    no_ttl = [key for key in client.scan_iter(match=COMPLETED_PREFIX + "*", count=1000) if client.ttl(key) == -1][:20]
+    if no_ttl:
+        findings.append(_warn(f"{len(no_ttl)}+ completed key(s) without a TTL: they never expire "
+                              "(check TACTICAL_COMPLETED_TTL_S and the commit script)",
+                              keys=[_text(k) for k in no_ttl]))
+    try:
+        counted = duplicate_events_total(sources.metrics())
+        findings.append(_ok(f"the worker caught {0 if counted is None else int(counted)} duplicate events since it "
+                            "started (each acked without a second command)", duplicate_events_total=counted))
+    except WorkerUnreachable as exc:
+        findings.append(_warn(f"duplicate counter unavailable: {exc}"))
+    return findings
+
+
+def probe_health_state(sources: Sources) -> list[Finding]:
+    """curl /health/state | jq '.health_checks', '.recent_transitions'."""
+    state = sources.state()
+    now = sources.now()
+    since = number(state.get("since"))
+    code = int(state.get("state_code", 0))
+    held = "" if since is None else f" for {max(0.0, now - since):.0f} s"
+    text = f"health state {state.get('state')}{held}"
+    findings = [(_critical if code >= 2 else _warn if code == 1 else _ok)(text, state_code=code, since=since)]
+    for check_doc in state.get("health_checks") or []:
+        status = check_doc.get("status")
+        if status in ("warn", "critical"):
+            findings.append(Finding(Status(status), f"check {check_doc.get('name')}: {check_doc.get('message')}",
+                                    dict(check_doc)))
+    transitions = state.get("recent_transitions") or []
+    recent = [t for t in transitions if (number(t.get("at")) or 0.0) >= now - FLAPPING_WINDOW_S]
+    if len(recent) >= FLAPPING_TRANSITIONS:
+        findings.append(_warn(f"{len(recent)} transitions in {FLAPPING_WINDOW_S / 60:g} min: a check is flapping "
+                              "around its threshold", transitions=recent))
+    elif transitions:
+        last = transitions[-1]
+        findings.append(_ok(f"last transition {last.get('from')} → {last.get('to')}: {last.get('reason')}",
+                            transitions=transitions[-5:]))
+    return findings
+
+
+__all__ = [
+    "THRESHOLDS",
+    "Finding",
+    "Probe",
+    "number",
+    "probe_alert_history",
+    "probe_breaker",
+    "probe_bundle",
+    "probe_confidence",
+    "probe_duplicates",
+    "probe_errors",
+    "probe_health_state",
+    "probe_heartbeats",
+    "probe_latency",
+    "probe_model_staleness",
+    "probe_pending",
+    "probe_previous_bundles",
+    "probe_redis",
+    "probe_stream",
+    "probe_worker_http",
+    "probe_worker_process",
+    "run_probe",
+]
