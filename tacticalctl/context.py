@@ -13,8 +13,8 @@ import typer
 from rich.console import Console
 
 from tacticalctl.errors import CtlError, ExitCode
-from worker.connection import connect
-from worker.settings import redact_url
+from worker.connection import RedisAuthError, connect
+from worker.settings import SettingsError, redact_url
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/2"
 DEFAULT_WORKER_URL = "http://127.0.0.1:8001"
@@ -30,14 +30,16 @@ class CtlContext:
     def redis(self) -> redis.Redis:
         """A connected client, or CtlError(CRITICAL) naming the (redacted) URL."""
         if self._client is None:
-            client = connect(self.redis_url, client_name="tacticalctl", connect_timeout_s=2.0)
+            try:
+                client = connect(self.redis_url, client_name="tacticalctl", connect_timeout_s=2.0)
+            except SettingsError as exc:
+                raise CtlError(str(exc), ExitCode.CRITICAL) from None
             try:
                 client.ping()
+            except RedisAuthError as exc:
+                raise CtlError(str(exc), ExitCode.CRITICAL) from None
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 raise CtlError(f"Redis unreachable at {redact_url(self.redis_url)}: {exc}", ExitCode.CRITICAL) from None
-            except redis.AuthenticationError as exc:
-                raise CtlError(f"Redis refused the credentials for {redact_url(self.redis_url)}: {exc}",
-                               ExitCode.CRITICAL) from None
             self._client = client
         return self._client
 

@@ -20,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tactical-worker",
         description="Consume SYNERGY_DETECTED events from Redis, decide with three TorchScript agents, "
         "publish decisions and execution commands exactly once.",
-        epilog="Flags override TACTICAL_* environment variables, which override the defaults.",
+        epilog="Flags override TACTICAL_* environment variables, which override the defaults. Redis TLS and "
+        "credentials from files come from the environment only: TACTICAL_REDIS_TLS_CA, TACTICAL_REDIS_TLS_CERT, "
+        "TACTICAL_REDIS_TLS_KEY, TACTICAL_REDIS_PASSWORD_FILE.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     types = {f.name: f.type for f in fields(WorkerSettings)}
@@ -50,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     from models.bundle import BundleError
+    from worker.connection import RedisAuthError
     from worker.http_server import HttpServerError
     from worker.service import Worker
 
@@ -60,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_MODEL_ERROR
     except HttpServerError as exc:
         logging.getLogger("tactical.worker").error("cannot serve HTTP: %s", exc)
+        return EXIT_CONFIG_ERROR
+    except RedisAuthError as exc:
+        logging.getLogger("tactical.worker").error("exiting: %s", exc)
         return EXIT_CONFIG_ERROR
     except ValueError as exc:  # invalid aggregator or settings values
         logging.getLogger("tactical.worker").error("invalid configuration: %s", exc)

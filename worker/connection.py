@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
+from redis.connection import AbstractConnection
+
+from worker.security import PASSWORD_FILE_ENV, RedisSecurity
+from worker.settings import redact_url
+
+
+class RedisAuthError(redis.AuthenticationError):
+    """Redis refused our credentials. Not transient: retrying with the same secret cannot succeed, so the worker
+    exits (code 2) instead of looping. The message names the user and where the password comes from, never it."""
 
 
 def connect(
@@ -14,17 +25,47 @@ def connect(
     client_name: str | None = None,
     read_timeout_s: float = 0.0,
     connect_timeout_s: float = 2.0,
+    security: RedisSecurity | None = None,
 ) -> redis.Redis:
-    """A bytes-in, bytes-out client. The socket timeout leaves room for blocking reads of `read_timeout_s`."""
+    """A bytes-in, bytes-out client. The socket timeout leaves room for blocking reads of `read_timeout_s`.
+
+    TLS files and a password file come from `security`, by default from the `TACTICAL_REDIS_*` environment;
+    a misconfiguration raises RedisSecurityError (a ValueError) here, before any connection is tried."""
+    security = RedisSecurity.from_env() if security is None else security
+    client_url, options = security.client_options(url)
     return redis.Redis.from_url(
-        url,
-        client_name=client_name,
+        client_url,
+        client_name=client_name or "tactical",
         socket_connect_timeout=connect_timeout_s,
         socket_timeout=read_timeout_s + 5.0,
         socket_keepalive=True,
         health_check_interval=30,
         decode_responses=False,
+        redis_connect_func=_authenticating(url, security),
+        **options,
     )
+
+
+def _authenticating(url: str, security: RedisSecurity) -> Callable[[AbstractConnection], None]:
+    """The connection handshake (AUTH, SELECT, CLIENT SETNAME), with a refusal turned into RedisAuthError."""
+    source = PASSWORD_FILE_ENV if security.password_file is not None else "the Redis URL"
+
+    def on_connect(connection: AbstractConnection) -> None:
+        try:
+            connection.on_connect()
+        except redis.AuthenticationError as exc:
+            user: Any = getattr(connection, "username", None) or _provider_user(connection) or "default"
+            raise RedisAuthError(
+                f"Redis at {redact_url(url)} refused user {user!r} ({exc}): check the password in {source} "
+                "and that the ACL user exists and is enabled"
+            ) from None
+
+    return on_connect
+
+
+def _provider_user(connection: AbstractConnection) -> str | None:
+    provider = getattr(connection, "credential_provider", None)
+    return getattr(provider, "username", None)
 
 
 @dataclass

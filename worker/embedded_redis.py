@@ -51,9 +51,41 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    """TLS-only serving: the server's certificate and key, the CA it trusts for client certificates, and the
+    client certificate the readiness check presents when `require_client_certs` (mutual TLS)."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+    require_client_certs: bool = True
+
+    def server_args(self, port: int) -> list[str]:
+        return [
+            "--port", "0",
+            "--tls-port", str(port),
+            "--tls-cert-file", str(self.cert_file),
+            "--tls-key-file", str(self.key_file),
+            "--tls-ca-cert-file", str(self.ca_file),
+            "--tls-auth-clients", "yes" if self.require_client_certs else "no",
+        ]
+
+    def client_options(self) -> dict[str, str]:
+        options = {"ssl_ca_certs": str(self.ca_file)}
+        if self.client_cert_file is not None:
+            options["ssl_certfile"] = str(self.client_cert_file)
+        if self.client_key_file is not None:
+            options["ssl_keyfile"] = str(self.client_key_file)
+        return options
+
+
 @dataclass
 class EmbeddedRedis:
-    """One server process. `appendonly` turns AOF on (fsync every write when `fsync_always`)."""
+    """One server process. `appendonly` turns AOF on (fsync every write when `fsync_always`); `tls` serves
+    rediss:// only on the port."""
 
     port: int | None = None
     data_dir: Path | None = None
@@ -63,6 +95,7 @@ class EmbeddedRedis:
     password: str | None = None
     extra_args: tuple[str, ...] = ()
     startup_timeout_s: float = 10.0
+    tls: ServerTls | None = None
 
     def __post_init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
@@ -88,7 +121,8 @@ class EmbeddedRedis:
         if self.unix_socket:
             query = f"?db={db}" + (f"&password={self.password}" if self.password else "")
             return f"unix://{self.socket_path}{query}"
-        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+        scheme = "rediss" if self.tls is not None else "redis"
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/{db}"
 
     def command_line(self) -> list[str]:
         args = [
@@ -108,6 +142,9 @@ class EmbeddedRedis:
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls is not None:
+            assert self.port is not None
+            args += self.tls.server_args(self.port)
         return args + list(self.extra_args)
 
     def start(self) -> EmbeddedRedis:
@@ -122,7 +159,8 @@ class EmbeddedRedis:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
-        client = redis.Redis.from_url(self.url(), socket_connect_timeout=0.5, socket_timeout=1.0)
+        tls_options = self.tls.client_options() if self.tls is not None else {}
+        client = redis.Redis.from_url(self.url(), socket_connect_timeout=0.5, socket_timeout=1.0, **tls_options)
         try:
             while time.monotonic() < deadline:
                 assert self._process is not None

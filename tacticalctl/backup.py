@@ -1,0 +1,203 @@
+"""`tacticalctl backup FILE.tar.gz` and `tacticalctl restore FILE.tar.gz`: the runbook's disaster recovery."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tacticalctl.context import get_context, print_json
+from tacticalctl.errors import CtlError, ExitCode
+from tacticalctl.formatting import plain
+from worker.alerts import default_actor
+from worker.backup import BackupError, StreamState, create_backup, no_progress
+from worker.restore import RestorePlan, open_archive, plan_restore, restore_backup
+from worker.settings import SettingsError, WorkerSettings, redact_url
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+ModelsDirOption = Annotated[Path | None, typer.Option(
+    "--models-dir", help="Model bundles directory (default: TACTICAL_MODELS_DIR, else the shipped bundles).")]
+NoModelsOption = Annotated[bool, typer.Option("--no-models", help="Leave the model bundles out.")]
+
+
+def _settings() -> WorkerSettings:
+    try:
+        return WorkerSettings.from_env()
+    except SettingsError as exc:
+        raise CtlError(str(exc), ExitCode.UNKNOWN) from None
+
+
+def _models_dir(models_dir: Path | None, no_models: bool) -> Path | None:
+    if no_models:
+        return None
+    return models_dir if models_dir is not None else _settings().models_dir
+
+
+@contextmanager
+def _progress() -> Iterator[Any]:
+    """A progress callback drawing on stderr when it is a terminal (stdout stays clean for --json)."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield no_progress
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def streams_table(states: list[StreamState], title: str) -> Table:
+    table = Table(title=title, expand=False)
+    for column in ("stream", "entries", "last id", "group", "last delivered", "entries read", "pending"):
+        table.add_column(column)
+    for state in states:
+        if not state.exists:
+            table.add_row(plain(state.name), "(none)", "-", "-", "-", "-", "-")
+            continue
+        groups = state.groups or ({},)
+        for group in groups:
+            table.add_row(plain(state.name), str(state.length), state.last_generated_id,
+                          plain(group.get("name", "-")), str(group.get("last_delivered_id", "-")),
+                          str(group.get("entries_read", "-")), str(group.get("pending", "-")))
+    return table
+
+
+def backup(
+    ctx: typer.Context,
+    archive: Annotated[Path, typer.Argument(help="The archive to write (FILE.tar.gz); FILE.tar.gz.sha256 beside it.")],
+    models_dir: ModelsDirOption = None,
+    no_models: NoModelsOption = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing archive.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Back up the model bundles, the non-secret TACTICAL_* configuration and the Redis state that matters: the
+    streams with their ids, consumer group positions and pending entries (one MULTI/EXEC), the completed keys with
+    their expiry, the breaker and restart counters. Audited in tactical_alerts.
+
+    JSON keys: archive, checksum_file, sha256, bytes, created_at, redis {source, version, snapshot_time_ms, method,
+    streams}, keys {streams, completed, completed_newer_than_snapshot, breaker}, models, audit_id."""
+    context = get_context(ctx)
+    client = context.redis()
+    with _progress() as progress:
+        try:
+            report = create_backup(client, archive, settings=_settings(), models_dir=_models_dir(models_dir, no_models),
+                                   actor=default_actor(), source_url=redact_url(context.redis_url), overwrite=force,
+                                   progress=progress)
+        except BackupError as exc:
+            raise CtlError(str(exc), ExitCode.CRITICAL) from None
+    if json_output:
+        print_json(report.as_dict())
+        return
+    console = context.console
+    keys = report.manifest["keys"]
+    states = [StreamState.from_dict(doc) for doc in report.manifest["redis"]["streams"]]
+    console.print(streams_table(states, "streams in the backup"))
+    console.print(f"completed keys: {keys['completed']} ({keys['completed_newer_than_snapshot']} written after the "
+                  f"snapshot left out); breaker and restart keys: {keys['breaker']}")
+    models = report.manifest["models"]
+    if models is None:
+        console.print("model bundles: left out (--no-models)")
+    else:
+        bad = [b["version"] for b in models["bundles"] if not b["verified"]]
+        console.print(f"model bundles: {len(models['bundles'])} from {plain(models['dir'])}, current "
+                      f"{plain(models['current'] or '-')}" + (f"; [yellow]failing verification: {', '.join(bad)}[/]"
+                                                               if bad else ""))
+    console.print(f"backup written: {plain(report.archive)} ({report.size_bytes} bytes), sha256 {report.sha256}; "
+                  f"audit entry {report.audit_id}")
+
+
+def _print_plan(console: Console, plan: RestorePlan) -> None:
+    manifest = plan.archive.manifest
+    checksum = (f"checked against {plain(plan.archive.checksum_file)}" if plan.archive.checksum_file
+                else "[yellow]no .sha256 file beside it[/]: members checked against the manifest only")
+    console.print(f"archive {plain(plan.archive.path)}: backup of {manifest['created_at']} from "
+                  f"{plain(manifest['redis']['source'])}; sha256 {plan.archive.sha256} {checksum}")
+    console.print(streams_table(plan.archive.streams, "streams to restore"))
+    keys = manifest["keys"]
+    console.print(f"completed keys: {keys['completed']}; breaker and restart keys: {keys['breaker']}")
+    target = "empty" if plan.target_empty else (f"{len(plan.existing_streams)} streams and "
+                                                 f"{plan.existing_tactical_keys} tactical:* keys")
+    console.print(f"target: {target}; running workers: {', '.join(plan.live_workers) or 'none'}")
+
+
+def restore(
+    ctx: typer.Context,
+    archive: Annotated[Path, typer.Argument(help="The archive written by `tacticalctl backup`.")],
+    models_dir: ModelsDirOption = None,
+    no_models: NoModelsOption = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace the target's streams and tactical:* keys, and model files that differ.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Verify and show what would be done; change nothing.")]
+    = False,
+    config_out: Annotated[Path | None, typer.Option(
+        "--config-out", help="Write the archived TACTICAL_* settings to this env file.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Verify the archive (its .sha256 file and every member's SHA-256), then restore it into an empty database:
+    streams with their ids, groups and pending entries, completed keys with their remaining time, counters, model
+    bundles. Refuses a non-empty target unless --force, and always while a worker runs against it. Start the workers
+    afterwards: they reclaim the pending entries, and completed keys make redelivered events duplicates.
+    Audited in tactical_alerts. Exit 0 restored and verified against the manifest, 2 refused or failed.
+
+    JSON keys: archive, sha256, checksum_file, created_at, keys, target, models_dir, model_conflicts, applied, and
+    after a restore: cleared_keys, restored, expired, model_files_written, environment, verified, differences,
+    audit_id."""
+    context = get_context(ctx)
+    client = context.redis()
+    target_models = _models_dir(models_dir, no_models)
+    try:
+        with _progress() as progress:
+            verified = open_archive(archive, progress)
+            if dry_run:
+                plan = plan_restore(client, verified, target_models)
+                if json_output:
+                    print_json({**plan.as_dict(), "applied": False, "refused": plan.refusal(force)})
+                else:
+                    _print_plan(context.console, plan)
+                reason = plan.refusal(force)
+                if reason:
+                    raise CtlError(f"restore would be refused: {reason}", ExitCode.CRITICAL)
+                if not json_output:
+                    context.console.print("dry run: nothing changed. Run without --dry-run to restore.")
+                return
+            report = restore_backup(client, verified, models_dir=target_models, force=force, actor=default_actor(),
+                                    progress=progress)
+    except BackupError as exc:
+        raise CtlError(str(exc), ExitCode.CRITICAL) from None
+    if config_out is not None:
+        config_out.write_text("".join(f"{name}={value}\n" for name, value in sorted(report.environment.items())))
+    if json_output:
+        print_json({**report.as_dict(), "applied": True})
+    else:
+        console = context.console
+        _print_plan(console, report.plan)
+        restored = ", ".join(f"{count} {what}" for what, count in report.restored.items())
+        console.print(f"restored: {restored}; {report.expired} keys had expired in the archive and were skipped"
+                      + (f"; cleared {report.cleared_keys} keys first (--force)" if report.cleared_keys else ""))
+        if target_models is not None:
+            console.print(f"model files written to {plain(target_models)}: {len(report.model_files_written)}")
+        if config_out is not None:
+            console.print(f"archived configuration written to {plain(config_out)}")
+        if report.verified:
+            console.print(f"[green]verified[/]: streams, groups and pending entries match the backup; "
+                          f"audit entry {report.audit_id}")
+    if not report.verified:
+        raise CtlError("restored, but the result differs from the backup: " + "; ".join(report.differences),
+                       ExitCode.CRITICAL)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("backup")(backup)
+    app.command("restore")(restore)

@@ -1,0 +1,277 @@
+"""`tacticalctl backup` / `restore` against real servers and real workers: the disaster-recovery round trip."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import shutil
+import tarfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from click.testing import Result
+from typer.testing import CliRunner
+
+from tacticalctl.app import app
+from tests.integration.streams import command_ids, decided_ids, executed_decisions, pending_count, wait_for
+from worker.backup import checksum_path
+from worker.embedded_redis import EmbeddedRedis
+from worker.events import encode_event
+from worker.heartbeat import write_heartbeat
+from worker.names import (
+    ALERTS_STREAM,
+    BREAKER_RESTARTS_KEY,
+    CONSUMER_GROUP,
+    DECISIONS_STREAM,
+    INPUT_STREAM,
+    completed_key,
+)
+from worker.producer import make_event, publish_events
+from worker.records import SynergyEvent
+from worker.settings import default_models_dir
+
+CLEAN_ENV = {"COLUMNS": "200", "NO_COLOR": "1", "TACTICAL_REDIS_PASSWORD_FILE": "", "TACTICAL_REDIS_TLS_CA": "",
+             "TACTICAL_REDIS_TLS_CERT": "", "TACTICAL_REDIS_TLS_KEY": ""}
+
+
+def tacticalctl(redis_url: str, *args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(app, ["--redis-url", redis_url, *args], env={**CLEAN_ENV, **(env or {})},
+                              catch_exceptions=False)
+
+
+def events(n: int, prefix: str, seed: int = 0) -> list[SynergyEvent]:
+    rng = np.random.default_rng(seed)
+    return [make_event(correlation_id=f"{prefix}-{i}", rng=rng, direction=1 if i % 2 else -1) for i in range(n)]
+
+
+def alert_kinds(client: redis.Redis) -> list[bytes]:
+    return [fields[b"kind"] for _, fields in client.xrange(ALERTS_STREAM)]
+
+
+@pytest.fixture
+def source(tmp_path: Path):
+    with EmbeddedRedis(data_dir=tmp_path / "source", appendonly=False) as server:
+        yield server
+
+
+@pytest.fixture
+def target(tmp_path: Path):
+    with EmbeddedRedis(data_dir=tmp_path / "target", appendonly=False) as server:
+        yield server
+
+
+def test_round_trip_under_load_decides_every_event_exactly_once(tmp_path: Path, source: EmbeddedRedis,
+                                                                 target: EmbeddedRedis, start_worker) -> None:
+    a = redis.Redis.from_url(source.url())
+    publish_events(a, events(200, "early"))
+    worker = start_worker(source.url(), consumer="source-worker", claim_min_idle_ms=600_000, batch_size=10)
+    wait_for(lambda: a.xlen(DECISIONS_STREAM) >= 200 and pending_count(a) == 0, what="200 early decisions")
+
+    # A consumer that dies holding 50 entries: 20 re-sends of decided events and 30 new ones, given to it alone.
+    with a.pipeline(transaction=True) as pipe:
+        for event in events(20, "early") + events(30, "orphan", seed=1):
+            pipe.xadd(INPUT_STREAM, encode_event(event))  # type: ignore[arg-type]
+        pipe.xreadgroup(CONSUMER_GROUP, "ghost", {INPUT_STREAM: ">"}, count=50)
+        pipe.execute()
+    assert len(a.xpending_range(INPUT_STREAM, CONSUMER_GROUP, "-", "+", 100, consumername="ghost")) == 50
+
+    stop_producing = threading.Event()
+
+    def produce() -> None:
+        live = events(3000, "live", seed=2)
+        for start in range(0, len(live), 20):
+            if stop_producing.is_set():
+                return
+            publish_events(a, live[start:start + 20])
+            time.sleep(0.04)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        wait_for(lambda: a.xlen(DECISIONS_STREAM) >= 400, what="the worker deciding live events")
+        archive = tmp_path / "backups" / "tactical.tar.gz"
+        archive.parent.mkdir()
+        result = tacticalctl(source.url(), "backup", str(archive), "--json")
+        assert result.exit_code == 0, result.output
+        assert worker.poll() is None and producer.is_alive(), "the backup ran while events were being decided"
+        decided_at_backup = a.xlen(DECISIONS_STREAM)
+        wait_for(lambda: a.xlen(DECISIONS_STREAM) > decided_at_backup + 50, what="the worker still deciding")
+    finally:
+        stop_producing.set()
+        producer.join()
+    expiry_at_source = a.pexpiretime(completed_key("early-0"))
+    assert alert_kinds(a)[-1] == b"backup"
+    worker.kill()  # the disaster: the source is gone with whatever it decided after the backup
+    a.close()
+    source.stop(kill=True)
+
+    report = json.loads(result.stdout)
+    assert report["sha256"] == checksum_path(archive).read_text().split()[0]
+    assert report["keys"]["completed"] >= 200
+
+    models_dir = tmp_path / "restored-models"
+    restored = tacticalctl(target.url(), "restore", str(archive), "--models-dir", str(models_dir), "--json")
+    assert restored.exit_code == 0, restored.output
+    restore_doc = json.loads(restored.stdout)
+    assert restore_doc["verified"] is True and restore_doc["differences"] == []
+
+    b = redis.Redis.from_url(target.url())
+    ghost = b.xpending_range(INPUT_STREAM, CONSUMER_GROUP, "-", "+", 100, consumername="ghost")
+    assert len(ghost) == 50 and {row["times_delivered"] for row in ghost} == {1}
+    assert b.pexpiretime(completed_key("early-0")) == expiry_at_source
+    assert any(member.startswith(b"source-worker@") for member in b.zrange(BREAKER_RESTARTS_KEY, 0, -1))
+    assert alert_kinds(b)[-1] == b"restore"
+    held = b.xrange(DECISIONS_STREAM)
+    expected = {fields[b"correlation_id"] for _, fields in b.xrange(INPUT_STREAM)}
+    assert {f"orphan-{i}".encode() for i in range(30)} <= expected
+
+    start_worker(target.url(), consumer="target-worker", models_dir=models_dir, claim_min_idle_ms=300)
+    wait_for(lambda: b.xlen(DECISIONS_STREAM) >= len(expected) and pending_count(b) == 0
+             and b.xinfo_groups(INPUT_STREAM)[0]["lag"] == 0, timeout_s=60, what="every event decided")
+    time.sleep(0.5)  # anything decided twice would show up now
+
+    assert b.xrange(DECISIONS_STREAM, count=len(held)) == held, "the decisions the backup held are kept as they were"
+    decided = decided_ids(b)
+    assert set(decided) == expected
+    assert max(decided.values()) == 1, [cid for cid, n in decided.items() if n > 1][:5]
+    assert command_ids(b) == executed_decisions(b)
+    assert pending_count(b) == 0
+
+
+def _small_state(client: redis.Redis) -> None:
+    publish_events(client, events(5, "small"))
+    client.xgroup_create(INPUT_STREAM, CONSUMER_GROUP, id="0")
+    client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=2)
+    decision = client.xadd(DECISIONS_STREAM, {"correlation_id": "small-0"})
+    client.set(completed_key("small-0"), decision, ex=3600)
+
+
+def test_restore_refuses_a_non_empty_target_unless_forced(tmp_path: Path, source: EmbeddedRedis) -> None:
+    a = redis.Redis.from_url(source.url())
+    _small_state(a)
+    archive = tmp_path / "b.tar.gz"
+    assert tacticalctl(source.url(), "backup", str(archive), "--no-models").exit_code == 0
+    a.xadd(INPUT_STREAM, encode_event(events(1, "after")[0]))  # type: ignore[arg-type]
+    a.set(completed_key("after-0"), "1-1")
+
+    refused = tacticalctl(source.url(), "restore", str(archive), "--no-models")
+    assert refused.exit_code == 2
+    assert refused.stderr.startswith("tacticalctl: the target is not empty") and refused.stderr.count("\n") == 1
+    assert a.xlen(INPUT_STREAM) == 6, "nothing was changed"
+
+    forced = tacticalctl(source.url(), "restore", str(archive), "--no-models", "--force", "--json")
+    assert forced.exit_code == 0, forced.output
+    assert json.loads(forced.stdout)["verified"] is True
+    assert a.xlen(INPUT_STREAM) == 5
+    assert not a.exists(completed_key("after-0")), "--force replaces the target's tactical keys"
+    assert a.exists(completed_key("small-0"))
+
+
+def test_restore_refuses_while_a_worker_runs_against_the_target(tmp_path: Path, source: EmbeddedRedis,
+                                                                target: EmbeddedRedis) -> None:
+    _small_state(redis.Redis.from_url(source.url()))
+    archive = tmp_path / "b.tar.gz"
+    assert tacticalctl(source.url(), "backup", str(archive), "--no-models").exit_code == 0
+    b = redis.Redis.from_url(target.url())
+    write_heartbeat(b, "host:4242", interval_s=30, info={})
+    result = tacticalctl(target.url(), "restore", str(archive), "--no-models", "--force")
+    assert result.exit_code == 2
+    assert "workers are running against the target (host:4242)" in result.stderr
+    assert not b.exists(INPUT_STREAM)
+
+
+def test_a_damaged_or_altered_archive_is_refused(tmp_path: Path, source: EmbeddedRedis,
+                                                 target: EmbeddedRedis) -> None:
+    _small_state(redis.Redis.from_url(source.url()))
+    archive = tmp_path / "b.tar.gz"
+    assert tacticalctl(source.url(), "backup", str(archive)).exit_code == 0
+
+    damaged = tmp_path / "damaged.tar.gz"
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    shutil.copy(checksum_path(archive), checksum_path(damaged))
+    result = tacticalctl(target.url(), "restore", str(damaged), "--no-models")
+    assert result.exit_code == 2
+    assert "does not match" in result.stderr and "damaged or was altered" in result.stderr
+
+    # Altered with care: a member rewritten and the archive rebuilt, no .sha256 beside it. The manifest catches it.
+    altered = tmp_path / "altered.tar.gz"
+    with tarfile.open(archive) as original, tarfile.open(altered, "w:gz") as rebuilt:
+        for member in original:
+            content = original.extractfile(member).read()  # type: ignore[union-attr]
+            if member.name == "redis/completed.jsonl":
+                content = content.replace(b"small-0", b"small-9")
+            member.size = len(content)
+            rebuilt.addfile(member, io.BytesIO(content))
+    result = tacticalctl(target.url(), "restore", str(altered), "--no-models")
+    assert result.exit_code == 2
+    assert "member 'redis/completed.jsonl' has SHA-256" in result.stderr
+    assert redis.Redis.from_url(target.url()).dbsize() == 0
+
+
+def test_completed_keys_keep_their_expiry_and_later_ones_stay_out(tmp_path: Path, source: EmbeddedRedis,
+                                                                  target: EmbeddedRedis) -> None:
+    a = redis.Redis.from_url(source.url())
+    _small_state(a)
+    a.set(completed_key("short-lived"), a.xadd(DECISIONS_STREAM, {"correlation_id": "short-lived"}), px=600)
+    a.set(completed_key("from-the-future"), "99999999999999-0", ex=3600)  # a decision newer than the snapshot
+    archive = tmp_path / "b.tar.gz"
+    result = tacticalctl(source.url(), "backup", str(archive), "--no-models", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["keys"]["completed_newer_than_snapshot"] == 1
+    time.sleep(0.7)  # the short-lived key's absolute expiry passes while it sits in the archive
+
+    restored = tacticalctl(target.url(), "restore", str(archive), "--no-models", "--json")
+    assert restored.exit_code == 0, restored.output
+    assert json.loads(restored.stdout)["expired"] == 1
+    b = redis.Redis.from_url(target.url())
+    assert b.exists(completed_key("small-0"))
+    assert b.pexpiretime(completed_key("small-0")) == a.pexpiretime(completed_key("small-0"))
+    assert not b.exists(completed_key("short-lived"))
+    assert not b.exists(completed_key("from-the-future"))
+
+
+def test_the_archive_carries_configuration_but_no_secret(tmp_path: Path, source: EmbeddedRedis,
+                                                         target: EmbeddedRedis) -> None:
+    _small_state(redis.Redis.from_url(source.url()))
+    secret_file = tmp_path / "redis.password"
+    env = {"TACTICAL_BATCH_SIZE": "42", "TACTICAL_API_TOKEN": "tok-SECRET-1",
+           "TACTICAL_REDIS_URL": "redis://tactical-worker:pw-SECRET-2@redis.internal:6379/2",
+           "TACTICAL_BACKUP_PASSWORD_FILE": str(secret_file)}
+    archive = tmp_path / "b.tar.gz"
+    assert tacticalctl(source.url(), "backup", str(archive), env=env).exit_code == 0
+    content = gzip.decompress(archive.read_bytes())
+    assert b"SECRET" not in content
+    assert b"pw-SECRET-2" not in archive.read_bytes()
+
+    env_file = tmp_path / "restored.env"
+    result = tacticalctl(target.url(), "restore", str(archive), "--models-dir", str(tmp_path / "m"),
+                         "--config-out", str(env_file))
+    assert result.exit_code == 0, result.output
+    restored_env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert restored_env["TACTICAL_BATCH_SIZE"] == "42"
+    assert restored_env["TACTICAL_REDIS_URL"] == "redis://tactical-worker:***@redis.internal:6379/2"
+    assert restored_env["TACTICAL_BACKUP_PASSWORD_FILE"] == str(secret_file)
+    assert "TACTICAL_API_TOKEN" not in restored_env
+    shipped = default_models_dir()
+    current = (shipped / "CURRENT").read_text().strip()
+    manifest = Path(current, "manifest.json")
+    assert (tmp_path / "m" / manifest).read_bytes() == (shipped / manifest).read_bytes()
+
+
+def test_dry_run_verifies_and_changes_nothing(tmp_path: Path, source: EmbeddedRedis, target: EmbeddedRedis) -> None:
+    _small_state(redis.Redis.from_url(source.url()))
+    archive = tmp_path / "b.tar.gz"
+    assert tacticalctl(source.url(), "backup", str(archive), "--no-models").exit_code == 0
+    result = tacticalctl(target.url(), "restore", str(archive), "--no-models", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "dry run: nothing changed" in result.stdout and "target: empty" in result.stdout
+    assert redis.Redis.from_url(target.url()).dbsize() == 0
+    assert Counter(alert_kinds(redis.Redis.from_url(source.url())))[b"backup"] == 1

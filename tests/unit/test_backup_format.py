@@ -1,0 +1,60 @@
+"""The backup's pure parts: key lines, the snapshot's cut-off for completed keys, and when a restore is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from worker.backup import DumpedKey, StreamsSnapshot, StreamState
+from worker.names import DECISIONS_STREAM, INPUT_STREAM
+from worker.restore import RestorePlan, VerifiedArchive
+
+
+def test_a_dumped_key_survives_its_line_even_when_its_name_is_not_utf8() -> None:
+    for dumped in (DumpedKey(b"tactical:completed:\xff\xfe", b"\x00\x01payload\xff", 1_900_000_000_123),
+                   DumpedKey(b"synergy_events", b"\x0f" * 100, None)):
+        line = dumped.to_line()
+        assert line.endswith("\n") and "\n" not in line[:-1]
+        assert DumpedKey.from_line(line) == dumped
+
+
+def test_completed_keys_are_cut_off_at_the_snapshots_last_decision() -> None:
+    decisions = StreamState(DECISIONS_STREAM, True, 10, "1700000000500-3")
+    snapshot = StreamsSnapshot(1_700_000_000_900, (StreamState(INPUT_STREAM, True, 20, "1700000000400-0"),
+                                                   decisions), ())
+    assert snapshot.decided_up_to == (1_700_000_000_500, 3)
+
+
+def test_without_a_decisions_stream_only_keys_from_before_the_snapshot_are_kept() -> None:
+    snapshot = StreamsSnapshot(1_700_000_000_900, (StreamState(DECISIONS_STREAM, False),), ())
+    cutoff = snapshot.decided_up_to
+    assert (1_700_000_000_899, 99) <= cutoff < (1_700_000_000_900, 0)
+
+
+def _plan(**target: object) -> RestorePlan:
+    archive = VerifiedArchive(Path("b.tar.gz"), "0" * 64, None, {"created_at": "2026-01-01T00:00:00Z", "keys": {}})
+    values: dict[str, object] = {"existing_streams": (), "existing_tactical_keys": 0, "live_workers": (),
+                                 "model_conflicts": (), "models_dir": Path("/models")}
+    values.update(target)
+    return RestorePlan(archive, **values)  # type: ignore[arg-type]
+
+
+def test_an_empty_target_is_restored_without_force() -> None:
+    assert _plan().target_empty and _plan().refusal(force=False) is None
+
+
+def test_a_non_empty_target_needs_force() -> None:
+    plan = _plan(existing_streams=("synergy_events",), existing_tactical_keys=3)
+    assert "not empty (1 streams, 3 tactical:* keys)" in (plan.refusal(force=False) or "")
+    assert plan.refusal(force=True) is None
+
+
+def test_model_files_that_differ_need_force() -> None:
+    plan = _plan(model_conflicts=("v1/fvg.pt", "CURRENT"))
+    assert "2 files in /models differ" in (plan.refusal(force=False) or "")
+    assert plan.refusal(force=True) is None
+
+
+def test_a_running_worker_blocks_a_restore_even_with_force() -> None:
+    plan = _plan(live_workers=("host:1",), existing_streams=("synergy_events",))
+    for force in (False, True):
+        assert (plan.refusal(force=force) or "").startswith("workers are running against the target (host:1)")

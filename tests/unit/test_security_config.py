@@ -1,0 +1,135 @@
+"""Credentials and TLS settings, checked before any connection: no Redis needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker.connection import connect
+from worker.security import (
+    PasswordFileCredentials,
+    RedisSecurity,
+    RedisSecurityError,
+    effective_settings,
+    is_secret_name,
+    non_secret_environment,
+)
+from worker.settings import SettingsError, WorkerSettings, redact_url
+
+
+@pytest.fixture
+def pem(tmp_path: Path) -> Path:
+    path = tmp_path / "ca.pem"
+    path.write_text("-----BEGIN CERTIFICATE-----\n")
+    return path
+
+
+def test_from_env_reads_the_four_variables_and_ignores_empty_ones(tmp_path: Path) -> None:
+    security = RedisSecurity.from_env({"TACTICAL_REDIS_TLS_CA": "/etc/ca.pem", "TACTICAL_REDIS_TLS_CERT": "",
+                                       "TACTICAL_REDIS_PASSWORD_FILE": "/run/secrets/redis"})
+    assert security == RedisSecurity(tls_ca=Path("/etc/ca.pem"), password_file=Path("/run/secrets/redis"))
+
+
+def test_tls_files_with_a_plaintext_url_are_refused_before_connecting(pem: Path) -> None:
+    with pytest.raises(RedisSecurityError, match=r"TACTICAL_REDIS_TLS_CA.*redis://:\*\*\*@h:6379/2 is redis://"):
+        connect("redis://:pw@h:6379/2", security=RedisSecurity(tls_ca=pem))
+    assert issubclass(RedisSecurityError, SettingsError) and issubclass(RedisSecurityError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("security", "message"),
+    [
+        (RedisSecurity(tls_ca=Path("/nonexistent/ca.pem")), "TACTICAL_REDIS_TLS_CA=/nonexistent/ca.pem: no such file"),
+        (RedisSecurity(tls_key=Path("/k.pem")), "TACTICAL_REDIS_TLS_KEY is set without TACTICAL_REDIS_TLS_CERT"),
+        (RedisSecurity(password_file=Path("/nonexistent/pw")), "TACTICAL_REDIS_PASSWORD_FILE=/nonexistent/pw: cannot"),
+    ],
+)
+def test_each_misconfiguration_names_its_variable(security: RedisSecurity, message: str) -> None:
+    with pytest.raises(RedisSecurityError, match=message.replace(".", r"\.")):
+        security.check("rediss://h:6380/2")
+
+
+def test_a_password_in_two_places_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    for url in ("redis://user:other@h/2", "unix:///tmp/redis.sock?db=2&password=other"):
+        with pytest.raises(RedisSecurityError, match="keep the password in one place") as caught:
+            RedisSecurity(password_file=secret).check(url)
+        assert "other" not in str(caught.value)
+
+
+def test_an_empty_password_file_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("\n")
+    with pytest.raises(RedisSecurityError, match="the file is empty"):
+        RedisSecurity(password_file=secret).check("redis://h/2")
+
+
+def test_with_a_password_file_the_username_moves_to_the_credentials(tmp_path: Path, pem: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    url, options = RedisSecurity(tls_ca=pem, password_file=secret).client_options("rediss://tactical-worker@h:6380/2")
+    assert url == "rediss://h:6380/2"
+    assert options["ssl_ca_certs"] == str(pem)
+    provider = options["credential_provider"]
+    assert provider.get_credentials() == ("tactical-worker", "s3cret")
+    assert "s3cret" not in repr(provider)
+
+    url, options = RedisSecurity(password_file=secret).client_options("unix:///tmp/r.sock?db=2&username=ops")
+    assert "username" not in url and "db=2" in url
+    assert options["credential_provider"].get_credentials() == ("ops", "s3cret")
+
+
+def test_the_password_file_is_read_at_every_call(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("one\r\n")
+    provider = PasswordFileCredentials(secret)
+    assert provider.get_credentials() == ("one",)
+    secret.write_text("two")
+    assert provider.get_credentials() == ("two",)
+
+
+def test_without_security_settings_the_url_is_handed_on_as_it_is() -> None:
+    assert RedisSecurity().client_options("redis://u:p@h/2") == ("redis://u:p@h/2", {})
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://u:p@h:1/2", "redis://u:***@h:1/2"),
+        ("redis://:p@[::1]:6379/2", "redis://:***@[::1]:6379/2"),
+        ("unix:///tmp/s.sock?db=2&password=abc", "unix:///tmp/s.sock?db=2&password=***"),
+        ("rediss://u@h/2?password=x&db=2", "rediss://u@h/2?password=***&db=2"),
+        ("redis://h/2", "redis://h/2"),
+    ],
+)
+def test_redact_url_masks_every_place_a_password_can_be(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_the_shareable_environment_has_no_secret() -> None:
+    environ = {
+        "TACTICAL_BATCH_SIZE": "50",
+        "TACTICAL_REDIS_URL": "rediss://w:hunter2@redis:6380/2",
+        "TACTICAL_REDIS_PASSWORD_FILE": "/run/secrets/redis",
+        "TACTICAL_REDIS_TLS_KEY": "/etc/tls/client.key",
+        "TACTICAL_API_TOKEN": "abc",
+        "TACTICAL_SIGNING_SECRET": "def",
+        "HOME": "/root",
+    }
+    assert non_secret_environment(environ) == {
+        "TACTICAL_BATCH_SIZE": "50",
+        "TACTICAL_REDIS_PASSWORD_FILE": "/run/secrets/redis",
+        "TACTICAL_REDIS_TLS_KEY": "/etc/tls/client.key",
+        "TACTICAL_REDIS_URL": "rediss://w:***@redis:6380/2",
+    }
+    assert is_secret_name("TACTICAL_REDIS_PASSWORD") and not is_secret_name("TACTICAL_REDIS_PASSWORD_FILE")
+
+
+def test_effective_settings_mask_the_redis_password(tmp_path: Path) -> None:
+    settings = WorkerSettings(redis_url="redis://:pw@h/2", models_dir=tmp_path, consumer="c")
+    values = effective_settings(settings)
+    assert values["redis_url"] == "redis://:***@h/2"
+    assert values["models_dir"] == str(tmp_path)
+    assert values["batch_size"] == settings.batch_size

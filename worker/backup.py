@@ -1,0 +1,401 @@
+"""Backup: the model bundles, the non-secret configuration and the Redis state that matters, as one
+archive whose every member is pinned by SHA-256.
+
+Consistency. The streams must agree with each other: an input entry acknowledged by the group has its decision
+in `tactical_decisions` (and its command, or its dead letter), an entry still pending has not. The worker changes
+them together in one Lua commit, so the backup reads them together: a DUMP of every stream — entries with their
+ids, consumer groups with `last-delivered-id` and `entries-read`, the pending entries with consumer and delivery
+count — in one MULTI/EXEC, which no commit can interleave. A DUMP keeps all of that (Redis 7's stream encoding).
+
+The `tactical:completed:{cid}` keys are many and must not stall Redis inside that transaction, and they need not:
+each is written once, in the same commit as its decision, holds the decision's stream id, and keeps the expiry it
+was written with. So they are read after EXEC with SCAN and pipelined DUMPs, and a key whose decision id is newer
+than the snapshot's last decision is left out: it did not exist at the snapshot (keeping it would make a restored
+pending entry look done, and lose it). Breaker and restart counters are read the same way; they need no agreement
+with the streams. Not backed up: `tactical:processing:*` leases (the pending entries they guard are reclaimed) and
+heartbeats (liveness of processes that will not exist after a restore).
+
+Expiries are kept as absolute times (PEXPIRETIME, then RESTORE … ABSTTL): time spent in the archive counts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import redis
+
+from worker.alerts import audit
+from worker.lag import parse_stream_id
+from worker.names import (
+    ALERTS_STREAM,
+    BREAKER_PREFIX,
+    COMMANDS_STREAM,
+    COMPLETED_PREFIX,
+    CONSUMER_GROUP,
+    DEAD_LETTER_STREAM,
+    DECISIONS_STREAM,
+    INPUT_STREAM,
+)
+from worker.security import effective_settings, non_secret_environment
+from worker.settings import WorkerSettings
+
+BACKUP_FORMAT = "tactical-backup/1"
+MANIFEST_MEMBER = "manifest.json"
+CONFIG_MEMBER = "config/settings.json"
+STREAMS_MEMBER = "redis/streams.jsonl"
+COMPLETED_MEMBER = "redis/completed.jsonl"
+BREAKER_MEMBER = "redis/breaker.jsonl"
+MODELS_PREFIX = "models/"
+BACKED_UP_STREAMS: tuple[str, ...] = (INPUT_STREAM, DECISIONS_STREAM, COMMANDS_STREAM, DEAD_LETTER_STREAM,
+                                      ALERTS_STREAM)
+PENDING_DETAIL_LIMIT = 100_000  # pending entries listed in the manifest; the DUMP holds them all
+CHUNK = 500
+
+Progress = Callable[[str, int, "int | None"], None]  # (stage, done, total or None)
+
+
+def no_progress(stage: str, done: int, total: int | None) -> None:
+    return None
+
+
+class BackupError(Exception):
+    """A backup or restore cannot proceed; the message says what to do."""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# ---- one key, dumped -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class DumpedKey:
+    key: bytes
+    payload: bytes  # DUMP output: Redis' own serialisation, checksummed, restored byte for byte
+    expire_at_ms: int | None  # absolute Unix time in ms; None: no expiry
+
+    def to_line(self) -> str:
+        return json.dumps({"key": self.key.decode("utf-8", "surrogateescape"), "expire_at_ms": self.expire_at_ms,
+                           "dump": base64.b64encode(self.payload).decode("ascii")}) + "\n"
+
+    @classmethod
+    def from_line(cls, line: str | bytes) -> DumpedKey:
+        doc = json.loads(line)
+        return cls(str(doc["key"]).encode("utf-8", "surrogateescape"), base64.b64decode(doc["dump"]),
+                   None if doc["expire_at_ms"] is None else int(doc["expire_at_ms"]))
+
+
+def _expire_at(reply: Any) -> int | None:
+    """PEXPIRETIME: -1 no expiry, -2 no key."""
+    return int(reply) if isinstance(reply, int) and reply >= 0 else None
+
+
+# ---- the streams, read in one transaction ----------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    """What a stream looked like: enough to check a restore against, and for an operator to read."""
+
+    name: str
+    exists: bool
+    length: int = 0
+    last_generated_id: str = "0-0"
+    groups: tuple[dict[str, Any], ...] = ()  # name, last_delivered_id, entries_read, pending, consumers
+    pending: tuple[dict[str, Any], ...] = ()  # of the worker's group: id, consumer, deliveries
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "exists": self.exists, "length": self.length,
+                "last_generated_id": self.last_generated_id, "groups": list(self.groups),
+                "pending": list(self.pending), "pending_listed_up_to": PENDING_DETAIL_LIMIT}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> StreamState:
+        return cls(str(doc["name"]), bool(doc["exists"]), int(doc["length"]), str(doc["last_generated_id"]),
+                   tuple(doc["groups"]), tuple(doc["pending"]))
+
+
+def _queue_stream_state(pipe: Any, name: str, group: str) -> None:
+    pipe.xinfo_stream(name)
+    pipe.xinfo_groups(name)
+    pipe.xpending_range(name, group, min="-", max="+", count=PENDING_DETAIL_LIMIT)
+
+
+def _stream_state(name: str, info: Any, groups: Any, pending: Any) -> StreamState:
+    if isinstance(info, Exception):
+        return StreamState(name, exists=False)
+    group_rows = () if isinstance(groups, Exception) else tuple(
+        {"name": _text(g["name"]), "last_delivered_id": _text(g["last-delivered-id"]),
+         "entries_read": g.get("entries-read"), "pending": int(g["pending"]), "consumers": int(g["consumers"])}
+        for g in groups
+    )
+    pending_rows = () if isinstance(pending, Exception) else tuple(
+        {"id": _text(p["message_id"]), "consumer": _text(p["consumer"]), "deliveries": int(p["times_delivered"])}
+        for p in pending
+    )
+    return StreamState(name, True, int(info["length"]), _text(info["last-generated-id"]), group_rows, pending_rows)
+
+
+def read_stream_states(client: redis.Redis, names: tuple[str, ...] = BACKED_UP_STREAMS,
+                       group: str = CONSUMER_GROUP) -> list[StreamState]:
+    with client.pipeline(transaction=True) as pipe:
+        for name in names:
+            _queue_stream_state(pipe, name, group)
+        replies = pipe.execute(raise_on_error=False)
+    return [_stream_state(name, *replies[3 * i: 3 * i + 3]) for i, name in enumerate(names)]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamsSnapshot:
+    server_time_ms: int
+    states: tuple[StreamState, ...]
+    dumps: tuple[DumpedKey, ...]
+
+    def state(self, name: str) -> StreamState:
+        return next(s for s in self.states if s.name == name)
+
+    @property
+    def decided_up_to(self) -> tuple[int, int]:
+        """The newest decision id the snapshot holds: completed keys with a newer one came after it."""
+        decisions = self.state(DECISIONS_STREAM)
+        if decisions.exists:
+            return parse_stream_id(decisions.last_generated_id)
+        return (self.server_time_ms - 1, 2**63)  # no decisions stream: only keys from before the snapshot's ms
+
+
+def snapshot_streams(client: redis.Redis, names: tuple[str, ...] = BACKED_UP_STREAMS,
+                     group: str = CONSUMER_GROUP) -> StreamsSnapshot:
+    """DUMP every stream and read its state in one MULTI/EXEC: no worker commit falls between two of them."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.time()
+        for name in names:
+            pipe.dump(name)
+            pipe.pexpiretime(name)
+            _queue_stream_state(pipe, name, group)
+        replies = pipe.execute(raise_on_error=False)
+    seconds, micros = replies[0]
+    states, dumps = [], []
+    for i, name in enumerate(names):
+        payload, expire, info, groups, pending = replies[1 + 5 * i: 6 + 5 * i]
+        if isinstance(payload, Exception):
+            raise BackupError(f"DUMP {name} failed: {payload}")
+        states.append(_stream_state(name, info, groups, pending))
+        if payload is not None:
+            dumps.append(DumpedKey(name.encode(), payload, _expire_at(expire)))
+    return StreamsSnapshot(int(seconds) * 1000 + int(micros) // 1000, tuple(states), tuple(dumps))
+
+
+# ---- keys read after the transaction ---------------------------------------------------------------------------
+
+def scan_unique_keys(client: redis.Redis, pattern: str) -> Iterator[list[bytes]]:
+    """Every key matching `pattern` once (SCAN may repeat a key), in chunks."""
+    seen: set[bytes] = set()
+    chunk: list[bytes] = []
+    for key in client.scan_iter(match=pattern, count=1000):
+        if key in seen:
+            continue
+        seen.add(key)
+        chunk.append(key)
+        if len(chunk) >= CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _decided_after(value: Any, cutoff: tuple[int, int]) -> bool:
+    if not isinstance(value, bytes):
+        return False
+    try:
+        return parse_stream_id(value) > cutoff
+    except ValueError:
+        return False  # not a decision id: not written by a commit, nothing to order it by
+
+
+def write_scanned_keys(client: redis.Redis, pattern: str, out: IO[str], *, decided_up_to: tuple[int, int] | None,
+                       progress: Progress, stage: str) -> tuple[int, int]:
+    """DUMP every key matching `pattern` into `out`; with `decided_up_to`, leave out keys whose value is a newer
+    decision id. Returns (written, left out)."""
+    written = left_out = 0
+    per_key = 2 if decided_up_to is None else 3
+    for chunk in scan_unique_keys(client, pattern):
+        with client.pipeline(transaction=False) as pipe:
+            for key in chunk:
+                pipe.dump(key)
+                pipe.pexpiretime(key)
+                if decided_up_to is not None:
+                    pipe.get(key)
+            replies = pipe.execute(raise_on_error=False)
+        for i, key in enumerate(chunk):
+            payload, expire = replies[per_key * i], replies[per_key * i + 1]
+            if payload is None or isinstance(payload, Exception):
+                continue  # expired or deleted since SCAN
+            if decided_up_to is not None and _decided_after(replies[per_key * i + 2], decided_up_to):
+                left_out += 1
+                continue
+            out.write(DumpedKey(key, payload, _expire_at(expire)).to_line())
+            written += 1
+        progress(stage, written, None)
+    return written, left_out
+
+
+# ---- the archive -----------------------------------------------------------------------------------------------
+
+def sha256_path(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksum_path(archive: Path) -> Path:
+    """The `sha256sum`-format file beside the archive: `sha256sum -c FILE.tar.gz.sha256` checks it too."""
+    return archive.with_name(archive.name + ".sha256")
+
+
+def _model_files(models_dir: Path) -> list[Path]:
+    return sorted(p for p in models_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
+def _bundle_report(models_dir: Path) -> dict[str, Any]:
+    from models.bundle import CURRENT_FILE, BundleError, read_verified_agents
+
+    bundles = []
+    for manifest in sorted(models_dir.glob("*/manifest.json")):
+        try:
+            verified, _ = read_verified_agents(manifest.parent)
+            bundles.append({"version": verified.version, "verified": True, "problem": None})
+        except BundleError as exc:
+            bundles.append({"version": manifest.parent.name, "verified": False, "problem": str(exc)})
+    current = models_dir / CURRENT_FILE
+    return {"dir": str(models_dir), "current": current.read_text().strip() if current.is_file() else None,
+            "bundles": bundles}
+
+
+def _private_file(path: Path) -> IO[bytes]:
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+
+
+def _tar_member_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = 0o600
+    return info
+
+
+@dataclass(frozen=True, slots=True)
+class BackupReport:
+    archive: Path
+    sha256: str
+    size_bytes: int
+    manifest: dict[str, Any]
+    audit_id: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        m = self.manifest
+        return {"archive": str(self.archive), "checksum_file": str(checksum_path(self.archive)),
+                "sha256": self.sha256, "bytes": self.size_bytes, "created_at": m["created_at"],
+                "redis": m["redis"], "keys": m["keys"], "models": m["models"], "audit_id": self.audit_id}
+
+
+def create_backup(
+    client: redis.Redis,
+    archive: Path,
+    *,
+    settings: WorkerSettings,
+    models_dir: Path | None,
+    actor: str,
+    source_url: str,
+    environ: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+    progress: Progress = no_progress,
+) -> BackupReport:
+    """Write `archive` (tar.gz) and `archive.sha256`, and audit the backup in `tactical_alerts`."""
+    archive = archive.absolute()
+    if archive.exists() and not overwrite:
+        raise BackupError(f"{archive} exists: choose another file name, or add --force to overwrite it")
+    if not archive.parent.is_dir():
+        raise BackupError(f"{archive.parent} is not a directory")
+    if models_dir is not None and not models_dir.is_dir():
+        raise BackupError(f"models directory {models_dir} does not exist: pass --models-dir, or --no-models")
+    with tempfile.TemporaryDirectory(prefix=".tactical-backup-", dir=archive.parent) as tmp:
+        staging = Path(tmp)
+        (staging / "redis").mkdir()
+        progress("snapshot of the streams (MULTI/EXEC)", 0, 1)
+        snapshot = snapshot_streams(client)
+        with (staging / STREAMS_MEMBER).open("w") as out:
+            for dumped in snapshot.dumps:
+                out.write(dumped.to_line())
+        progress("snapshot of the streams (MULTI/EXEC)", 1, 1)
+        with (staging / COMPLETED_MEMBER).open("w") as out:
+            completed, newer = write_scanned_keys(client, COMPLETED_PREFIX + "*", out,
+                                                  decided_up_to=snapshot.decided_up_to, progress=progress,
+                                                  stage="completed keys")
+        with (staging / BREAKER_MEMBER).open("w") as out:
+            breaker, _ = write_scanned_keys(client, BREAKER_PREFIX + "*", out, decided_up_to=None,
+                                            progress=progress, stage="breaker and restart counters")
+        (staging / "config").mkdir()
+        config = {"settings": effective_settings(settings), "environment": non_secret_environment(environ)}
+        (staging / CONFIG_MEMBER).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        models: dict[str, Any] | None = None
+        if models_dir is not None:
+            sources = _model_files(models_dir)
+            for done, source in enumerate(sources, 1):
+                target = staging / MODELS_PREFIX / source.relative_to(models_dir).as_posix()
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+                progress("model files", done, len(sources))
+            models = _bundle_report(staging / "models") | {"dir": str(models_dir)}
+        members = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+        manifest = {
+            "format": BACKUP_FORMAT,
+            "created_at": _utc_now(),
+            "created_by": actor,
+            "redis": {
+                "source": source_url,
+                "version": _text(client.info("server").get("redis_version", "unknown")),
+                "snapshot_time_ms": snapshot.server_time_ms,
+                "method": "streams: DUMP in one MULTI/EXEC; completed keys: SCAN+DUMP after it, newer ones left out",
+                "streams": [s.as_dict() for s in snapshot.states],
+            },
+            "keys": {"streams": len(snapshot.dumps), "completed": completed,
+                     "completed_newer_than_snapshot": newer, "breaker": breaker},
+            "models": models,
+            "files": {name: {"sha256": sha256_path(staging / name), "bytes": (staging / name).stat().st_size}
+                      for name in members},
+        }
+        (staging / MANIFEST_MEMBER).write_text(json.dumps(manifest, indent=2) + "\n")
+        partial = archive.with_name(archive.name + ".partial")
+        try:
+            with _private_file(partial) as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+                for done, name in enumerate([MANIFEST_MEMBER, *members], 1):
+                    tar.add(staging / name, arcname=name, recursive=False, filter=_tar_member_filter)
+                    progress("archive", done, len(members) + 1)
+                tar.close()
+                raw.flush()
+                os.fsync(raw.fileno())
+            os.replace(partial, archive)
+        finally:
+            partial.unlink(missing_ok=True)
+    digest = sha256_path(archive)
+    with _private_file(checksum_path(archive)) as out:
+        out.write(f"{digest}  {archive.name}\n".encode())
+    audit_id = audit(client, actor=actor, action="backup",
+                     detail=f"backup written to {archive}: {len(snapshot.dumps)} streams, {completed} completed keys",
+                     archive=str(archive), sha256=digest)
+    return BackupReport(archive, digest, archive.stat().st_size, manifest, _text(audit_id))

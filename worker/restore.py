@@ -1,0 +1,347 @@
+"""Restoring a backup: verify the archive, refuse to overwrite or to race a worker, restore, check the result.
+
+Every member is checked against the manifest's SHA-256 (and the whole archive against its `.sha256` file) before
+anything is written. Keys are restored with RESTORE, which keeps what DUMP captured: stream entry ids, consumer
+groups with `last-delivered-id`, `entries-read` and pending entries (consumer, delivery count, delivery time), and
+with ABSTTL the absolute expiry of each completed key. After it, the streams are compared with the manifest.
+The workers started afterwards reclaim the pending entries; completed keys make redelivered events duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+import redis
+
+from worker.alerts import audit
+from worker.backup import (
+    BACKED_UP_STREAMS,
+    BACKUP_FORMAT,
+    BREAKER_MEMBER,
+    CHUNK,
+    COMPLETED_MEMBER,
+    CONFIG_MEMBER,
+    MANIFEST_MEMBER,
+    MODELS_PREFIX,
+    STREAMS_MEMBER,
+    BackupError,
+    DumpedKey,
+    Progress,
+    StreamState,
+    checksum_path,
+    no_progress,
+    read_stream_states,
+    scan_unique_keys,
+    sha256_path,
+)
+from worker.heartbeat import live_consumers
+
+TARGET_PATTERN = "tactical:*"
+
+
+class ArchiveIntegrityError(BackupError):
+    """The archive is damaged or was altered: a checksum does not match, or a member is missing or unexpected."""
+
+
+class RestoreRefused(BackupError):
+    """Restoring would overwrite data or race a running worker; the message says how to proceed."""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+# ---- reading it back -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class VerifiedArchive:
+    path: Path
+    sha256: str
+    checksum_file: Path | None  # None: no .sha256 beside it; members were still checked against the manifest
+    manifest: dict[str, Any]
+
+    @property
+    def streams(self) -> list[StreamState]:
+        return [StreamState.from_dict(doc) for doc in self.manifest["redis"]["streams"]]
+
+
+def _safe_member_name(name: str) -> str:
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or not path.parts:
+        raise ArchiveIntegrityError(f"archive member {name!r} has an unsafe path")
+    return path.as_posix()
+
+
+def _members(tar: tarfile.TarFile) -> Iterator[tuple[str, IO[bytes]]]:
+    for member in tar:
+        name = _safe_member_name(member.name)
+        if not member.isfile():
+            raise ArchiveIntegrityError(f"archive member {name!r} is not a regular file")
+        handle = tar.extractfile(member)
+        assert handle is not None
+        yield name, handle
+
+
+def _hash_stream(handle: IO[bytes]) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
+        size += len(block)
+    return digest.hexdigest(), size
+
+
+def open_archive(archive: Path, progress: Progress = no_progress) -> VerifiedArchive:
+    """Check the archive against its .sha256 file (if present) and every member against the manifest."""
+    if not archive.is_file():
+        raise BackupError(f"{archive}: no such file")
+    digest = sha256_path(archive)
+    sidecar = checksum_path(archive)
+    if sidecar.is_file():
+        expected = (sidecar.read_text().split() or [""])[0]
+        if expected.lower() != digest:
+            raise ArchiveIntegrityError(f"{archive}: SHA-256 {digest} does not match {sidecar} ({expected}): "
+                                        "the archive is damaged or was altered")
+    try:
+        with tarfile.open(archive, mode="r:gz") as tar:
+            manifest: dict[str, Any] | None = None
+            seen: set[str] = set()
+            for name, handle in _members(tar):
+                if manifest is None:
+                    if name != MANIFEST_MEMBER:
+                        raise ArchiveIntegrityError(f"{archive}: {MANIFEST_MEMBER} is not the first member")
+                    manifest = json.load(handle)
+                    if not isinstance(manifest, dict) or manifest.get("format") != BACKUP_FORMAT:
+                        raise ArchiveIntegrityError(f"{archive}: not a {BACKUP_FORMAT} archive")
+                    continue
+                expected_file = manifest["files"].get(name)
+                if expected_file is None:
+                    raise ArchiveIntegrityError(f"{archive}: member {name!r} is not listed in the manifest")
+                actual, size = _hash_stream(handle)
+                if actual != expected_file["sha256"] or size != expected_file["bytes"]:
+                    raise ArchiveIntegrityError(f"{archive}: member {name!r} has SHA-256 {actual}, the manifest "
+                                                f"says {expected_file['sha256']}")
+                seen.add(name)
+                progress("verify archive", len(seen), len(manifest["files"]))
+    except (tarfile.TarError, EOFError, OSError, json.JSONDecodeError) as exc:
+        raise ArchiveIntegrityError(f"{archive}: unreadable archive ({exc})") from None
+    if manifest is None:
+        raise ArchiveIntegrityError(f"{archive}: empty archive")
+    missing = sorted(set(manifest["files"]) - seen)
+    if missing:
+        raise ArchiveIntegrityError(f"{archive}: members listed in the manifest are missing: {', '.join(missing)}")
+    return VerifiedArchive(archive, digest, sidecar if sidecar.is_file() else None, manifest)
+
+
+# ---- restoring -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class RestorePlan:
+    archive: VerifiedArchive
+    existing_streams: tuple[str, ...]
+    existing_tactical_keys: int
+    live_workers: tuple[str, ...]
+    model_conflicts: tuple[str, ...]  # files in the models directory that differ from the archive's
+    models_dir: Path | None
+
+    @property
+    def target_empty(self) -> bool:
+        return not self.existing_streams and not self.existing_tactical_keys
+
+    def refusal(self, force: bool) -> str | None:
+        """Why restoring now would be wrong, or None."""
+        if self.live_workers:
+            return (f"workers are running against the target ({', '.join(self.live_workers)}): stop them first, "
+                    "then restore, then start them")
+        if not force and not self.target_empty:
+            return (f"the target is not empty ({len(self.existing_streams)} streams, {self.existing_tactical_keys} "
+                    "tactical:* keys): restore into an empty database, or add --force to replace them")
+        if not force and self.model_conflicts:
+            return (f"{len(self.model_conflicts)} files in {self.models_dir} differ from the archive's "
+                    f"({', '.join(self.model_conflicts[:3])}): add --force to overwrite them, or --no-models")
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"archive": str(self.archive.path), "sha256": self.archive.sha256,
+                "checksum_file": None if self.archive.checksum_file is None else str(self.archive.checksum_file),
+                "created_at": self.archive.manifest["created_at"], "keys": self.archive.manifest["keys"],
+                "target": {"existing_streams": list(self.existing_streams),
+                           "existing_tactical_keys": self.existing_tactical_keys,
+                           "live_workers": list(self.live_workers)},
+                "models_dir": None if self.models_dir is None else str(self.models_dir),
+                "model_conflicts": list(self.model_conflicts)}
+
+
+def _count_keys(client: redis.Redis, pattern: str) -> int:
+    return sum(len(chunk) for chunk in scan_unique_keys(client, pattern))
+
+
+def _model_conflicts(archive: VerifiedArchive, models_dir: Path | None) -> tuple[str, ...]:
+    if models_dir is None:
+        return ()
+    conflicts = []
+    for name, spec in archive.manifest["files"].items():
+        if name.startswith(MODELS_PREFIX):
+            target = models_dir / name[len(MODELS_PREFIX):]
+            if target.exists() and (not target.is_file() or sha256_path(target) != spec["sha256"]):
+                conflicts.append(name[len(MODELS_PREFIX):])
+    return tuple(sorted(conflicts))
+
+
+def plan_restore(client: redis.Redis, archive: VerifiedArchive, models_dir: Path | None) -> RestorePlan:
+    existing = tuple(name for name in BACKED_UP_STREAMS if client.exists(name))
+    return RestorePlan(archive, existing, _count_keys(client, TARGET_PATTERN), tuple(live_consumers(client)),
+                       _model_conflicts(archive, models_dir), models_dir)
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreReport:
+    plan: RestorePlan
+    cleared_keys: int
+    restored: dict[str, int]
+    expired: int  # keys whose expiry passed while they sat in the archive
+    model_files_written: tuple[str, ...]
+    environment: dict[str, str]  # the archived TACTICAL_* configuration
+    differences: tuple[str, ...] = field(default=())  # restored state vs. the manifest; empty when verified
+    audit_id: str | None = None
+
+    @property
+    def verified(self) -> bool:
+        return not self.differences
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.plan.as_dict(), "cleared_keys": self.cleared_keys, "restored": self.restored,
+                "expired": self.expired, "model_files_written": list(self.model_files_written),
+                "environment": self.environment, "verified": self.verified,
+                "differences": list(self.differences), "audit_id": self.audit_id}
+
+
+def _clear_target(client: redis.Redis) -> int:
+    cleared = int(client.delete(*BACKED_UP_STREAMS))
+    for chunk in scan_unique_keys(client, TARGET_PATTERN):
+        cleared += int(client.delete(*chunk))
+    return cleared
+
+
+def _restore_lines(client: redis.Redis, lines: IO[bytes], now_ms: int, progress: Progress,
+                   stage: str) -> tuple[int, int]:
+    restored = expired = 0
+    batch: list[DumpedKey] = []
+
+    def flush() -> None:
+        nonlocal restored
+        with client.pipeline(transaction=False) as pipe:
+            for dumped in batch:
+                ttl, absolute = (0, False) if dumped.expire_at_ms is None else (dumped.expire_at_ms, True)
+                pipe.restore(dumped.key, ttl, dumped.payload, absttl=absolute)
+            replies = pipe.execute(raise_on_error=False)
+        for dumped, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, Exception):
+                hint = (" (the target Redis is older than the source: restore into the same or a newer version)"
+                        if "payload version" in str(reply) else "")
+                raise BackupError(f"RESTORE {_text(dumped.key)} failed: {reply}{hint}")
+        restored += len(batch)
+        batch.clear()
+        progress(stage, restored, None)
+
+    for line in lines:
+        dumped = DumpedKey.from_line(line)
+        if dumped.expire_at_ms is not None and dumped.expire_at_ms <= now_ms:
+            expired += 1
+            continue
+        batch.append(dumped)
+        if len(batch) >= CHUNK:
+            flush()
+    if batch:
+        flush()
+    return restored, expired
+
+
+def _write_model_file(target: Path, handle: IO[bytes]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.restoring")
+    with partial.open("wb") as out:
+        shutil.copyfileobj(handle, out)
+    os.replace(partial, target)
+
+
+def _server_ms(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def verify_restored(client: redis.Redis, expected: list[StreamState]) -> tuple[str, ...]:
+    """Differences between the streams in Redis and the manifest's (lengths, ids, groups, pending entries)."""
+    names = tuple(s.name for s in expected)
+    actual = read_stream_states(client, names)
+    differences = []
+    for want, got in zip(expected, actual, strict=True):
+        for label, a, b in (("exists", want.exists, got.exists), ("length", want.length, got.length),
+                            ("last id", want.last_generated_id, got.last_generated_id),
+                            ("groups", list(want.groups), list(got.groups)),
+                            ("pending entries", list(want.pending), list(got.pending))):
+            if a != b:
+                differences.append(f"{want.name}: {label} is {b!r}, the backup has {a!r}")
+    return tuple(differences)
+
+
+def restore_backup(
+    client: redis.Redis,
+    archive: VerifiedArchive,
+    *,
+    models_dir: Path | None,
+    force: bool,
+    actor: str,
+    progress: Progress = no_progress,
+) -> RestoreReport:
+    """Restore a verified archive into an empty target (or, with `force`, replace the target's tactical keys)."""
+    plan = plan_restore(client, archive, models_dir)
+    reason = plan.refusal(force)
+    if reason:
+        raise RestoreRefused(reason)
+    cleared = _clear_target(client) if force and not plan.target_empty else 0
+    try:
+        restored, expired, written, environment = _restore_members(client, archive, models_dir, progress)
+    except (BackupError, redis.RedisError, OSError, tarfile.TarError) as exc:
+        raise BackupError(f"restore stopped part way, the target holds part of the backup: {exc}. "
+                          "Fix the cause and run the restore again with --force") from None
+    differences = verify_restored(client, archive.streams)
+    audit_id = audit(client, actor=actor, action="restore",
+                     detail=f"restored {archive.path.name} (backup of {archive.manifest['created_at']})"
+                            + ("" if not differences else f"; {len(differences)} differences from the manifest"),
+                     archive=str(archive.path), sha256=archive.sha256, forced=str(force).lower())
+    return RestoreReport(plan, cleared, restored, expired, tuple(written), environment, differences,
+                         _text(audit_id))
+
+
+def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: Path | None,
+                     progress: Progress) -> tuple[dict[str, int], int, list[str], dict[str, str]]:
+    now_ms = _server_ms(client)
+    restored: dict[str, int] = {}
+    expired = 0
+    written: list[str] = []
+    environment: dict[str, str] = {}
+    stages = {STREAMS_MEMBER: "streams", COMPLETED_MEMBER: "completed", BREAKER_MEMBER: "breaker"}
+    with tarfile.open(archive.path, mode="r:gz") as tar:
+        for name, handle in _members(tar):
+            if name in stages:
+                count, gone = _restore_lines(client, handle, now_ms, progress, f"restore {stages[name]}")
+                restored[stages[name]] = count
+                expired += gone
+            elif name == CONFIG_MEMBER:
+                environment = dict(json.load(handle).get("environment", {}))
+            elif name.startswith(MODELS_PREFIX) and models_dir is not None:
+                relative = name[len(MODELS_PREFIX):]
+                target = models_dir / relative
+                if not (target.is_file() and sha256_path(target) == archive.manifest["files"][name]["sha256"]):
+                    _write_model_file(target, handle)
+                    written.append(relative)
+                    progress("model files", len(written), None)
+    return restored, expired, written, environment

@@ -1,0 +1,170 @@
+"""Redis credentials and TLS from the environment or files, and what of the configuration may leave the machine.
+
+A password can sit in the URL, but it need not: `TACTICAL_REDIS_PASSWORD_FILE` names a file holding it (a mounted
+secret), read again at every new connection so a rotated secret is picked up without a restart. TLS (`rediss://`)
+verifies the server against `TACTICAL_REDIS_TLS_CA` (or the system store) and presents `TACTICAL_REDIS_TLS_CERT` /
+`TACTICAL_REDIS_TLS_KEY` when the server asks for a client certificate. Nothing here disables verification.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+from redis.credentials import CredentialProvider
+
+from worker.settings import SettingsError, WorkerSettings, redact_url
+
+TLS_CA_ENV = "TACTICAL_REDIS_TLS_CA"
+TLS_CERT_ENV = "TACTICAL_REDIS_TLS_CERT"
+TLS_KEY_ENV = "TACTICAL_REDIS_TLS_KEY"
+PASSWORD_FILE_ENV = "TACTICAL_REDIS_PASSWORD_FILE"
+
+_SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|PRIVATE")
+
+
+class RedisSecurityError(SettingsError):
+    """TLS or credential settings that cannot work together; the message names the variables to fix."""
+
+
+def read_secret_file(path: Path, variable: str) -> str:
+    """The secret in `path`, without the trailing newline editors and `echo` add."""
+    try:
+        secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise RedisSecurityError(f"{variable}={path}: cannot read the secret ({exc.strerror or exc})") from None
+    if not secret:
+        raise RedisSecurityError(f"{variable}={path}: the file is empty")
+    return secret
+
+
+class PasswordFileCredentials(CredentialProvider):
+    """AUTH credentials whose password is read from a file at every new connection (rotation without restart)."""
+
+    def __init__(self, password_file: Path, username: str | None = None) -> None:
+        self.password_file = password_file
+        self.username = username
+
+    def get_credentials(self) -> tuple[str] | tuple[str, str]:
+        password = read_secret_file(self.password_file, PASSWORD_FILE_ENV)
+        return (self.username, password) if self.username else (password,)
+
+    def __repr__(self) -> str:
+        return f"PasswordFileCredentials(username={self.username!r}, password_file={str(self.password_file)!r})"
+
+
+def url_password(url: str) -> str | None:
+    """The password a URL carries, in its user info or (unix sockets) its `password=` query parameter."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        return unquote(parts.password)
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "password":
+            return value
+    return None
+
+
+def _strip_credentials(url: str) -> tuple[str, str | None]:
+    """The URL without user info and `password=`/`username=` query parameters, and the username it named."""
+    parts = urlsplit(url)
+    username = unquote(parts.username) if parts.username else None
+    query = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "username":
+            username = value or username
+        elif name != "password":
+            query.append((name, value))
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, urlencode(query), parts.fragment)), username
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSecurity:
+    """How to authenticate to Redis and verify it, beyond what the URL says."""
+
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    password_file: Path | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RedisSecurity:
+        environ = os.environ if environ is None else environ
+
+        def path(name: str) -> Path | None:
+            raw = environ.get(name, "")
+            return Path(raw) if raw else None
+
+        return cls(path(TLS_CA_ENV), path(TLS_CERT_ENV), path(TLS_KEY_ENV), path(PASSWORD_FILE_ENV))
+
+    @property
+    def uses_tls_files(self) -> bool:
+        return any(p is not None for p in (self.tls_ca, self.tls_cert, self.tls_key))
+
+    def check(self, url: str) -> None:
+        """Fail fast, naming the variable, on anything that would only fail later as an obscure connection error."""
+        scheme = urlsplit(url).scheme
+        if self.uses_tls_files and scheme != "rediss":
+            raise RedisSecurityError(
+                f"{TLS_CA_ENV}/{TLS_CERT_ENV}/{TLS_KEY_ENV} are set but the Redis URL {redact_url(url)} is "
+                f"{scheme}://: use rediss:// for TLS, or unset the TLS variables"
+            )
+        if self.tls_key is not None and self.tls_cert is None:
+            raise RedisSecurityError(f"{TLS_KEY_ENV} is set without {TLS_CERT_ENV}: a client key needs its certificate")
+        for variable, file in ((TLS_CA_ENV, self.tls_ca), (TLS_CERT_ENV, self.tls_cert), (TLS_KEY_ENV, self.tls_key)):
+            if file is not None and not file.is_file():
+                raise RedisSecurityError(f"{variable}={file}: no such file")
+        if self.password_file is not None:
+            if url_password(url) is not None:
+                raise RedisSecurityError(
+                    f"the Redis URL {redact_url(url)} carries a password and {PASSWORD_FILE_ENV} is set: "
+                    "keep the password in one place (the file), and drop it from the URL"
+                )
+            read_secret_file(self.password_file, PASSWORD_FILE_ENV)
+
+    def client_options(self, url: str) -> tuple[str, dict[str, Any]]:
+        """The URL to hand redis-py and the keyword arguments that add TLS files and file-based credentials."""
+        self.check(url)
+        options: dict[str, Any] = {}
+        if self.tls_ca is not None:
+            options["ssl_ca_certs"] = str(self.tls_ca)
+        if self.tls_cert is not None:
+            options["ssl_certfile"] = str(self.tls_cert)
+        if self.tls_key is not None:
+            options["ssl_keyfile"] = str(self.tls_key)
+        if self.password_file is not None:
+            url, username = _strip_credentials(url)
+            options["credential_provider"] = PasswordFileCredentials(self.password_file, username)
+        return url, options
+
+
+def is_secret_name(name: str) -> bool:
+    """A variable whose value is a secret (a path to one, `*_FILE`, is not)."""
+    upper = name.upper()
+    return bool(_SECRET_NAME.search(upper)) and not upper.endswith("_FILE")
+
+
+def _shareable(value: str) -> str:
+    return redact_url(value) if "://" in value else value
+
+
+def non_secret_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every `TACTICAL_*` variable that is set, secrets left out and passwords in URLs masked."""
+    environ = os.environ if environ is None else environ
+    return {
+        name: _shareable(value)
+        for name, value in sorted(environ.items())
+        if name.startswith("TACTICAL_") and not is_secret_name(name)
+    }
+
+
+def effective_settings(settings: WorkerSettings) -> dict[str, Any]:
+    """The worker's effective settings as JSON-ready values, the Redis URL's password masked."""
+    values = {name: str(value) if isinstance(value, Path) else value for name, value in asdict(settings).items()}
+    values["redis_url"] = redact_url(settings.redis_url)
+    return values
