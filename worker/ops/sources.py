@@ -18,6 +18,7 @@ from prometheus_client.samples import Sample
 
 from worker.connection import connect
 from worker.ops.worker_client import WorkerClient, WorkerUnreachable
+from worker.security import RedisSecurityError
 from worker.settings import redact_url
 
 REDIS_ERRORS: tuple[type[Exception], ...] = (
@@ -58,7 +59,10 @@ class Sources:
         return self._once("redis", self._connect)
 
     def _connect(self) -> redis.Redis:
-        client = connect(self.redis_url, client_name="tacticalctl-ops", connect_timeout_s=2.0)
+        try:
+            client = connect(self.redis_url, client_name="tacticalctl-ops", connect_timeout_s=2.0)
+        except RedisSecurityError as exc:  # TLS files or password file unusable: say which, no traceback
+            raise RedisUnavailable(f"Redis client configuration for {redact_url(self.redis_url)}: {exc}") from None
         try:
             client.ping()
         except REDIS_ERRORS as exc:
