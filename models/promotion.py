@@ -1,0 +1,166 @@
+"""The promotion gate: a bundle becomes CURRENT only when it beats the current one on held-out evaluation.
+
+"Beats" means strictly more PnL *and* a strictly higher Sharpe ratio than the CURRENT bundle, both evaluated now,
+on the same held-out markets (`models.evaluation`), through the worker's own vote. A bundle that does not beat it
+is refused unless the operator forces it. With a Redis client every promotion — won, forced or refused — is
+recorded in `tactical_alerts` (actor, previous and new version, both bundles' figures), so a forced promotion is
+never silent. The worker picks up the new CURRENT without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from models.bundle import (
+    BundleNotFoundError,
+    read_current_version,
+    read_manifest,
+    set_current,
+    verify_bundle,
+)
+from models.environment import EnvironmentConfig
+from models.evaluation import HeldOutConfig, PolicyResult, bundle_policy, evaluate_policies, recorded_settings
+from worker.alerts import audit, default_actor
+
+PROMOTE_ACTION = "model_promote"
+REFUSED_ACTION = "model_promote_refused"
+
+
+class PromotionRefusedError(RuntimeError):
+    """The candidate does not beat the CURRENT bundle on held-out evaluation; `verdict` has both sets of figures."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(f"{verdict.reason}; promote anyway with force (--force), which is audited")
+        self.verdict = verdict
+
+
+@dataclass(frozen=True)
+class Verdict:
+    candidate: str
+    current: str | None
+    candidate_figures: dict[str, float | None]
+    current_figures: dict[str, float | None] | None
+    beats: bool
+    reason: str
+    held_out_sha256: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "candidate": self.candidate,
+            "current": self.current,
+            "candidate_figures": self.candidate_figures,
+            "current_figures": self.current_figures,
+            "beats": self.beats,
+            "reason": self.reason,
+            "held_out_sha256": self.held_out_sha256,
+        }
+
+
+@dataclass(frozen=True)
+class Promotion:
+    previous: str | None
+    version: str
+    forced: bool
+    verdict: Verdict
+    audit_id: str | None = field(default=None)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "previous": self.previous,
+            "version": self.version,
+            "forced": self.forced,
+            "audit_id": self.audit_id,
+            "verdict": self.verdict.as_dict(),
+        }
+
+
+def judge(
+    models_dir: Path,
+    version: str,
+    *,
+    held_out: HeldOutConfig | None = None,
+    environment: EnvironmentConfig | None = None,
+) -> Verdict:
+    """Evaluate `version` and the CURRENT bundle on the same held-out markets and say whether it beats it.
+    Held-out data and costs default to those the candidate's manifest was evaluated with."""
+    models_dir = Path(models_dir)
+    candidate_dir = models_dir / version
+    verify_bundle(candidate_dir)
+    current = read_current_version(models_dir)
+    if current is None or not (models_dir / current).is_dir():
+        return Verdict(version, None, {}, None, True, "there is no CURRENT bundle to beat")
+    if current == version:
+        return Verdict(version, current, {}, None, False, f"{version} is already CURRENT")
+    recorded_held_out, recorded_environment = recorded_settings(read_manifest(candidate_dir).metrics)
+    held_out = held_out or recorded_held_out
+    environment = environment or recorded_environment
+    evaluation = evaluate_policies(
+        [bundle_policy("candidate", candidate_dir), bundle_policy("current", models_dir / current)],
+        held_out,
+        environment,
+    )
+    mine, theirs = evaluation.results["candidate"], evaluation.results["current"]
+    beats = beats_on_held_out(mine, theirs)
+    comparison = (
+        f"PnL {mine.pnl:.1f} vs {theirs.pnl:.1f}, Sharpe {mine.sharpe:.2f} vs {theirs.sharpe:.2f} "
+        f"on {evaluation.held_out['events']} held-out events"
+    )
+    reason = (
+        f"{version} beats CURRENT {current}: {comparison}"
+        if beats
+        else f"{version} does not beat CURRENT {current} on both PnL and Sharpe: {comparison}"
+    )
+    return Verdict(
+        version, current, mine.headline(), theirs.headline(), beats, reason, str(evaluation.held_out["sha256"])
+    )
+
+
+def beats_on_held_out(candidate: PolicyResult, current: PolicyResult) -> bool:
+    return candidate.pnl > current.pnl and candidate.sharpe > current.sharpe
+
+
+def promote_if_better(
+    models_dir: Path,
+    version: str,
+    *,
+    force: bool = False,
+    client: redis.Redis | None = None,
+    actor: str | None = None,
+    held_out: HeldOutConfig | None = None,
+    environment: EnvironmentConfig | None = None,
+) -> Promotion:
+    """Make `version` CURRENT when it beats the CURRENT bundle (or when forced); otherwise raise
+    PromotionRefusedError and leave CURRENT alone. Audited in `tactical_alerts` when `client` is given."""
+    models_dir = Path(models_dir)
+    if not (models_dir / version).is_dir():
+        raise BundleNotFoundError(f"no bundle {version!r} in {models_dir}")
+    if client is not None:
+        client.ping()  # the audit entry must be writable before anything changes
+    actor = actor or default_actor()
+    verdict = judge(models_dir, version, held_out=held_out, environment=environment)
+    if verdict.current == version:
+        return Promotion(verdict.current, version, False, verdict)
+    fields = {
+        "previous": verdict.current or "",
+        "version": version,
+        "models_dir": str(models_dir),
+        "forced": "true" if force and not verdict.beats else "false",
+        "candidate_figures": json.dumps(verdict.candidate_figures, sort_keys=True),
+        "current_figures": json.dumps(verdict.current_figures, sort_keys=True),
+    }
+    if not verdict.beats and not force:
+        if client is not None:
+            audit(client, actor=actor, action=REFUSED_ACTION, detail=verdict.reason, **fields)
+        raise PromotionRefusedError(verdict)
+    set_current(models_dir, version)
+    audit_id = None
+    if client is not None:
+        detail = ("FORCED: " if not verdict.beats else "") + f"CURRENT {verdict.current or '(none)'} → {version}; "
+        entry = audit(client, actor=actor, action=PROMOTE_ACTION, detail=detail + verdict.reason, **fields)
+        audit_id = entry.decode() if isinstance(entry, bytes) else str(entry)
+    return Promotion(verdict.current, version, force and not verdict.beats, verdict, audit_id)
