@@ -63,6 +63,9 @@ def _register() -> None:
 
     checklists.register(app)
     models_cmd.register(app)
+    from tacticalctl import models_train
+
+    models_train.register()
     latency.register(app)
     duplicates.register(app)
     triage.register(app)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from models.bundle import BundleError
 from models.compile import CompilationError
+from models.promotion import PromotionRefusedError, judge, promote_if_better
 from tacticalctl.context import get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age
@@ -19,10 +20,8 @@ from worker.alerts import default_actor
 from worker.ops.bundles import (
     LATENCY_BUDGET_MS,
     LATENCY_CALLS,
-    PromotionRefused,
     bundle_listing,
     current_version,
-    promote,
     recompile_bundle,
     resolve_bundle,
     verify_steps,
@@ -170,15 +169,20 @@ def compile_(
 def promote_(
     ctx: typer.Context,
     version: Annotated[str, typer.Argument(help="Bundle version to make CURRENT.")],
-    yes: Annotated[bool, typer.Option("--yes", help="Promote. Without it, only verify and show what would "
-                                      "change.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Promote. Without it, only verify, compare and show what "
+                                      "would change.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Promote even if it does not beat CURRENT on held-out "
+                                        "data (audited as forced). Never overrides a failed verification.")] = False,
     models_dir: ModelsDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Make VERSION the active bundle: verify it fully (refused, exit 2, if any step is critical), then point CURRENT
-    at it. Running workers pick it up without a restart. Acts only with --yes; audited in tactical_alerts.
+    """Make VERSION the active bundle: verify it fully (refused, exit 2, if any step is critical), evaluate it and
+    CURRENT on the same held-out markets, and point CURRENT at it only if it beats CURRENT on PnL and Sharpe (or
+    with --force). Running workers pick it up without a restart. Acts only with --yes; audited in tactical_alerts
+    (refusals too).
 
-    JSON keys: applied, previous, version, audit_id, verification (status, steps)."""
+    JSON keys: applied, previous, version, forced, audit_id, verdict (beats, reason, candidate_figures,
+    current_figures), verification (status, steps)."""
     directory = _models_dir(models_dir)
     bundle_dir = _bundle(directory, version)
     context = get_context(ctx)
@@ -187,31 +191,47 @@ def promote_(
     status = worst([s.status for s in steps])
     verification = {"status": status.value, "steps": [s.as_dict() for s in steps]}
     previous = current_version(directory)
-    refused = status in (Status.CRITICAL, Status.UNKNOWN)
-    if client is None:
+    document = {"applied": False, "previous": previous, "version": bundle_dir.name, "forced": False,
+                "audit_id": None, "verdict": None, "verification": verification}
+    failed = [s for s in steps if s.status in (Status.CRITICAL, Status.UNKNOWN)]
+    if failed:
         if json_output:
-            print_json({"applied": False, "previous": previous, "version": bundle_dir.name, "audit_id": None,
-                        "verification": verification})
+            print_json(document)
+        elif client is None:
+            _print_steps(ctx, f"verify {bundle_dir.name}", steps)
+        raise CtlError(f"promotion refused: {bundle_dir.name} failed verification: "
+                       + "; ".join(f"{s.step}: {s.value}" for s in failed), ExitCode.CRITICAL)
+    if client is None:
+        verdict = judge(directory, bundle_dir.name)
+        document["verdict"] = verdict.as_dict()
+        if json_output:
+            print_json(document)
         else:
             _print_steps(ctx, f"verify {bundle_dir.name}", steps)
-            context.console.print(f"dry run: would refuse {bundle_dir.name}: it fails verification" if refused else
-                                  f"dry run: would set CURRENT {previous or '(none)'} → {bundle_dir.name}. "
-                                  "Add --yes to promote.")
-        raise typer.Exit(int(ExitCode.CRITICAL if refused else ExitCode.OK))
+            context.console.print(f"held-out comparison: {verdict.reason}")
+            would = verdict.beats or force or verdict.current == bundle_dir.name
+            context.console.print(f"dry run: would set CURRENT {previous or '(none)'} → {bundle_dir.name}. "
+                                  "Add --yes to promote." if would else
+                                  f"dry run: would refuse {bundle_dir.name}: it does not beat CURRENT "
+                                  "(--force promotes anyway, audited).")
+        raise typer.Exit(int(ExitCode.OK))
     try:
-        promotion = promote(directory, bundle_dir.name, client=client, actor=default_actor(), verification=steps)
-    except PromotionRefused as exc:
+        promotion = promote_if_better(directory, bundle_dir.name, force=force, client=client, actor=default_actor())
+    except PromotionRefusedError as exc:
+        document["verdict"] = exc.verdict.as_dict()
         if json_output:
-            print_json({"applied": False, "previous": previous, "version": bundle_dir.name, "audit_id": None,
-                        "verification": verification})
-        raise CtlError(f"promotion refused: {exc}", ExitCode.CRITICAL) from None
+            print_json(document)
+        raise CtlError(f"promotion refused: {exc.verdict.reason} (--force promotes anyway, audited)",
+                       ExitCode.CRITICAL) from None
     except BundleError as exc:
         raise CtlError(f"promotion failed: {exc}", ExitCode.CRITICAL) from None
     if json_output:
-        print_json({"applied": True, **promotion.as_dict(), "verification": verification})
+        print_json({**document, **promotion.as_dict(), "applied": True})
         return
-    context.console.print(f"CURRENT {promotion.previous or '(none)'} → [bold]{promotion.version}[/]; audit entry "
-                          f"{promotion.audit_id}. Running workers load it within their model poll.")
+    context.console.print(f"held-out comparison: {promotion.verdict.reason}")
+    context.console.print(f"CURRENT {promotion.previous or '(none)'} → [bold]{promotion.version}[/]"
+                          f"{' (FORCED)' if promotion.forced else ''}; audit entry {promotion.audit_id}. "
+                          "Running workers load it within their model poll.")
 
 
 def register(app: typer.Typer) -> None:

@@ -106,25 +106,35 @@ def test_compile_refuses_a_tampered_source(ctl: Ctl, models_dir: Path) -> None:
     assert "fvg.pt" in result.stderr and "SHA-256 mismatch" in result.stderr
 
 
-def test_promote_is_a_dry_run_without_yes_and_audited_with_it(
+def test_promote_is_a_dry_run_without_yes_refuses_a_bundle_that_does_not_beat_current_and_forces_with_audit(
     ctl: Ctl, models_dir: Path, redis_client: redis.Redis
 ) -> None:
+    # A recompiled copy of CURRENT decides exactly as CURRENT does: it cannot beat it on held-out data.
     compiled = json.loads(ctl("models", "compile", "--models-dir", str(models_dir), "--json").stdout)["version"]
 
     dry = ctl("models", "promote", compiled, "--models-dir", str(models_dir))
     assert dry.exit_code == 0
-    assert f"would set CURRENT {SHIPPED.name} → {compiled}" in dry.stdout
+    assert f"would refuse {compiled}: it does not beat CURRENT" in dry.stdout
     assert read_current_version(models_dir) == SHIPPED.name
     assert recent_alerts(redis_client, count=10) == []
 
-    done = ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes", "--json")
+    refused = ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes", "--json")
+    assert refused.exit_code == 2
+    assert "promotion refused" in refused.stderr
+    assert json.loads(refused.stdout)["verdict"]["beats"] is False
+    assert read_current_version(models_dir) == SHIPPED.name
+    [refusal] = recent_alerts(redis_client, count=10)
+    assert (refusal.severity, refusal.kind) == ("AUDIT", "model_promote_refused")
+
+    done = ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes", "--force", "--json")
     assert done.exit_code == 0, done.stdout + done.stderr
     doc = json.loads(done.stdout)
-    assert (doc["applied"], doc["previous"], doc["version"]) == (True, SHIPPED.name, compiled)
+    assert (doc["applied"], doc["previous"], doc["version"], doc["forced"]) == (True, SHIPPED.name, compiled, True)
     assert read_current_version(models_dir) == compiled
-    [entry] = recent_alerts(redis_client, count=10)
+    entry = recent_alerts(redis_client, count=10)[-1]
     assert (entry.severity, entry.kind, entry.id) == ("AUDIT", "model_promote", doc["audit_id"])
     assert entry.fields["version"] == compiled and entry.fields["previous"] == SHIPPED.name
+    assert entry.fields["forced"] == "true"
     assert entry.actor
 
 

@@ -15,11 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import redis
 import torch
 
 from models.bundle import (
-    CURRENT_FILE,
     BundleError,
     BundleNotFoundError,
     Manifest,
@@ -28,13 +26,11 @@ from models.bundle import (
     read_current_version,
     read_manifest,
     read_verified_agents,
-    set_current,
     sha256_bytes,
     write_manifest,
 )
 from models.compile import compile_bundle, deserialize, reference_inputs
 from worker.actions import AGENT_NAMES
-from worker.alerts import audit
 from worker.inference import configure_torch_threads
 from worker.ops.checks import CheckResult, Status, jit_log_status
 from worker.ops.reports import percentile
@@ -263,53 +259,12 @@ def recompile_bundle(models_dir: Path, version: str) -> Path:
     return new_dir
 
 
-@dataclass(frozen=True, slots=True)
-class Promotion:
-    previous: str | None
-    version: str
-    audit_id: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"previous": self.previous, "version": self.version, "audit_id": self.audit_id}
-
-
-class PromotionRefused(RuntimeError):
-    """The bundle did not pass verification; the message names the failing steps."""
-
-
-def promote(
-    models_dir: Path, version: str, *, client: redis.Redis, actor: str, verification: list[CheckResult]
-) -> Promotion:
-    """Point CURRENT at `version` (it must have passed `verification` without a critical step) and audit it."""
-    failed = [r for r in verification if r.status in (Status.CRITICAL, Status.UNKNOWN)]
-    if failed:
-        raise PromotionRefused(
-            f"{version} failed verification: " + "; ".join(f"{r.step}: {r.value}" for r in failed)
-        )
-    models_dir = Path(models_dir)
-    previous = current_version(models_dir)
-    set_current(models_dir, version)
-    entry = audit(
-        client,
-        actor=actor,
-        action="model_promote",
-        detail=f"{CURRENT_FILE} {previous or '(none)'} → {version}",
-        previous=previous or "",
-        version=version,
-        models_dir=str(models_dir),
-    )
-    return Promotion(previous, version, entry.decode() if isinstance(entry, bytes) else str(entry))
-
-
 __all__ = [
     "LATENCY_BUDGET_MS",
     "LATENCY_CALLS",
     "BundleListing",
-    "Promotion",
-    "PromotionRefused",
     "bundle_listing",
     "current_version",
-    "promote",
     "recompile_bundle",
     "resolve_bundle",
     "time_agent",
