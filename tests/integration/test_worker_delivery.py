@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import redis
 
+from models.bundle import current_bundle_dir
 from tests.integration.streams import (
     command_ids,
     decided_ids,
@@ -117,8 +118,7 @@ def test_redis_restart_under_a_running_worker_loses_nothing(private_redis: Embed
 def test_tampered_model_file_is_refused(tmp_path: Path, redis_url: str) -> None:
     models_dir = tmp_path / "models"
     shutil.copytree(default_models_dir(), models_dir)
-    bundle = next(p for p in models_dir.iterdir() if p.is_dir())
-    target = bundle / "momentum.pt"
+    target = current_bundle_dir(models_dir) / "momentum.pt"
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))
