@@ -18,6 +18,7 @@ import redis
 from models.architectures import build_agents
 from models.bundle import current_bundle_dir, set_current
 from models.compile import compile_bundle
+from tests.deploy.deploy_contract import RUNBOOK_METRICS
 from tests.integration.streams import pending_count, wait_for, wait_settled
 from worker.breaker import request_reset
 from worker.embedded_redis import EmbeddedRedis
@@ -26,22 +27,6 @@ from worker.metrics import LATENCY_BUCKETS
 from worker.names import ALERTS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 from worker.producer import make_event, publish_events
 from worker.settings import default_models_dir
-
-RUNBOOK_METRICS = (
-    "tactical_request_duration_seconds",
-    "tactical_events_processed_total",
-    "tactical_active_positions",
-    "tactical_model_confidence",
-    "tactical_agent_accuracy",
-    "tactical_execution_rate",
-    "tactical_redis_consumer_lag_seconds",
-    "tactical_model_staleness_seconds",
-    "tactical_error_rate",
-    "tactical_health_state",
-    "tactical_circuit_breaker_state",
-    "tactical_duplicate_events_total",
-    "tactical_state_transitions_total",
-)
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -70,7 +55,7 @@ def test_metrics_carry_every_runbook_metric_and_pass_promtool(redis_url, redis_c
     status, body = get(worker.http_url + "/metrics")
     assert status == 200
     text = body.decode()
-    for name in RUNBOOK_METRICS:
+    for name in sorted(RUNBOOK_METRICS):
         assert f"\n{name}" in text or text.startswith(name), name
     for bucket in LATENCY_BUCKETS:
         assert f'le="{bucket}"' in text

@@ -500,16 +500,11 @@ def check_duplicate_alerts(sources: Sources, window_s: float = MARKET_WINDOW_S) 
 
 @check("circuit breaker", "closed on every worker")
 def check_breaker_status(sources: Sources) -> Verdict:
-    client = sources.redis()
-    try:
-        http = sources.state().get("circuit_breaker")
-        http_error = None
-    except WorkerUnreachable as exc:
-        http, http_error = None, str(exc)
-    overview = read_breaker_overview(client, http=http, http_error=http_error, now=sources.now())
+    overview = sources.breaker_overview()
     state = overview.state
     if state is None:
-        return Verdict(Status.CRITICAL, f"no breaker state published and the worker does not answer: {http_error}",
+        return Verdict(Status.CRITICAL,
+                       f"no breaker state published and the worker does not answer: {overview.http_error}",
                        "`tacticalctl triage worker-down`", details=overview.as_dict())
     verdict = _from_health(health_check_breaker(state), "`tacticalctl triage breaker-open`", **overview.as_dict())
     workers = ", ".join(f"{name} {status.state.name.lower()}" for name, status in overview.published.items())

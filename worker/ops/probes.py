@@ -24,7 +24,6 @@ from worker.health import DEFAULT_THRESHOLDS, CheckStatus, check_latency
 from worker.heartbeat import live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
 from worker.names import COMPLETED_PREFIX, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
-from worker.ops.breaker_status import read_breaker_overview
 from worker.ops.bundles import verify_steps
 from worker.ops.checks import Status, jit_log_status
 from worker.ops.duplicates import duplicate_commands, duplicate_events_total, input_offenders, iter_newest
@@ -312,13 +311,7 @@ def probe_pending(sources: Sources) -> list[Finding]:
 
 def probe_breaker(sources: Sources) -> list[Finding]:
     """The breaker of every worker (published in Redis and over HTTP) and the restart count."""
-    client = sources.redis()
-    try:
-        http = sources.state().get("circuit_breaker")
-        http_error = None
-    except WorkerUnreachable as exc:
-        http, http_error = None, str(exc)
-    overview = read_breaker_overview(client, http=http, http_error=http_error, now=sources.now())
+    overview = sources.breaker_overview()
     findings = []
     for name, status in overview.published.items():
         text = f"breaker of {name}: {status.state.name.lower()}, {status.consecutive_failures} consecutive failures"
@@ -333,11 +326,11 @@ def probe_breaker(sources: Sources) -> list[Finding]:
     if not overview.published:
         state = overview.state
         if state is None:
-            findings.append(_warn(f"no worker published its breaker and HTTP gave none ({http_error})"))
+            findings.append(_warn(f"no worker published its breaker and HTTP gave none ({overview.http_error})"))
         else:
             findings.append(Finding(Status.of(CheckStatus.CRITICAL if state is BreakerState.OPEN else
                                               CheckStatus.OK if state is BreakerState.CLOSED else CheckStatus.WARN),
-                                    f"breaker (HTTP): {state.name.lower()}", dict(http or {})))
+                                    f"breaker (HTTP): {state.name.lower()}", dict(overview.http or {})))
     restarts = f"{overview.restarts} restart(s) in {overview.restart_window_s:g} s (limit {overview.restart_limit})"
     if overview.restarts >= overview.restart_limit:
         findings.append(_critical(restarts + ": the restart limit opens the breaker — the worker keeps dying",

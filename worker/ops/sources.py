@@ -17,6 +17,7 @@ import redis
 from prometheus_client.samples import Sample
 
 from worker.connection import connect
+from worker.ops.breaker_status import BreakerOverview, read_breaker_overview
 from worker.ops.worker_client import WorkerClient, WorkerUnreachable
 from worker.security import RedisSecurityError
 from worker.settings import redact_url
@@ -86,6 +87,18 @@ class Sources:
     def metrics(self) -> dict[str, list[Sample]]:
         """GET /metrics parsed by family, or WorkerUnreachable."""
         return self._once("metrics", self.worker.metrics)
+
+    def breaker_overview(self) -> BreakerOverview:
+        """Every worker's breaker as published in Redis, with the worker's HTTP view when it answers."""
+
+        def read() -> BreakerOverview:
+            try:
+                http, http_error = self.state().get("circuit_breaker"), None
+            except WorkerUnreachable as exc:
+                http, http_error = None, str(exc)
+            return read_breaker_overview(self.redis(), http=http, http_error=http_error, now=self.now())
+
+        return self._once("breaker_overview", read)
 
     def now(self) -> float:
         return self.clock()
