@@ -110,6 +110,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.rfile = io.BytesIO(head)
         self.handle_one_request()
 
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version.startswith("HTTP/0."):
+            # http.server would answer HTTP/0.9 with a bare body; every answer of ours has a status line.
+            self.request_version = self.default_request_version
+            self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, "HTTP/1.0 or 1.1 only")
+            return False
+        return True
+
     def _discard_unread(self) -> None:
         # Closing with unread bytes makes the kernel send RST, which can destroy our answer before the client
         # reads it: flush the answer, then drain (bounded in bytes and time) until the client closes.
