@@ -140,7 +140,9 @@ class TacticalMetrics:
             registry=r,
         )
         self.model_staleness = Gauge(
-            "tactical_model_staleness_seconds", "Seconds since the loaded model bundle was last confirmed current and intact", registry=r
+            "tactical_model_staleness_seconds",
+            "Seconds since the loaded model bundle was last confirmed current and intact",
+            registry=r,
         )
         self.health_state = Gauge(
             "tactical_health_state", "Health state: 0 healthy, 1 degraded, 2 critical, 3 failed", registry=r
