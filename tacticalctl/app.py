@@ -69,6 +69,9 @@ def _register() -> None:
     latency.register(app)
     duplicates.register(app)
     triage.register(app)
+    from tacticalctl import bench
+
+    bench.register(app)
     from tacticalctl import backup as backup_cmd
 
     backup_cmd.register(app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from datetime import datetime
@@ -20,6 +21,11 @@ from worker.records import MATRIX_SHAPE, AgentVote
 log = logging.getLogger(__name__)
 
 DEFAULT_WARMUP_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 100)
+# An event's probabilities must not depend on the batch it arrives in (bit for bit: a replayed or re-batched event
+# gets the very same decision). Torch picks kernels by batch size, and they round differently: BLAS takes another
+# path for linear layers below 4 rows, and convolutions go to oneDNN above 1 row and to NNPACK from 16 rows. So short
+# batches are padded to 4 rows, and convolutions run on the native kernel, which computes each row alone.
+MIN_INFERENCE_ROWS = 4
 WARMUP_RUNS = 3  # the profiling executor specialises a graph after its first runs at a shape
 
 _interop_threads_set = False
@@ -42,6 +48,35 @@ def configure_torch_threads(threads: int) -> None:
             # Only allowed once per process, before any inter-op work; a second ensemble keeps the first setting.
             log.debug("inter-op threads already fixed at %d: %s", torch.get_num_interop_threads(), exc)
         _interop_threads_set = True
+
+
+class _RowInvariantKernels:
+    """While any thread is inside, convolutions run on torch's native kernel (no oneDNN, no NNPACK) whatever the
+    batch size. The switches are process-wide, so the first thread in turns them off and the last one out restores
+    them: a model reload warming up in the monitor thread never switches them back under the hot path."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._saved = (True, True)
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._inside == 0:
+                (nnpack,) = torch.backends.nnpack.set_flags(False)
+                self._saved = (torch.backends.mkldnn.enabled, nnpack)
+                torch.backends.mkldnn.enabled = False
+            self._inside += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._inside -= 1
+            if self._inside == 0:
+                torch.backends.mkldnn.enabled, nnpack = self._saved
+                torch.backends.nnpack.set_flags(nnpack)
+
+
+row_invariant_kernels = _RowInvariantKernels()
 
 
 class StackedAgents(nn.Module):
@@ -90,6 +125,9 @@ class AgentEnsemble:
         modules = {name: deserialize(contents[name]).eval() for name in AGENT_NAMES}
         ensemble = cls(manifest, modules)
         ensemble.warm_up(warmup_batch_sizes)
+        if not ensemble.rows_are_batch_invariant():
+            log.warning("on this CPU an event's probabilities differ in the last bits between batch sizes: batched "
+                        "and one-at-a-time decisions may differ at the float rounding level")
         return ensemble
 
     def warm_up(self, batch_sizes: Iterable[int]) -> None:
@@ -98,6 +136,17 @@ class AgentEnsemble:
             for _ in range(WARMUP_RUNS):
                 self.infer(matrices)
 
+    def rows_are_batch_invariant(self, rows: int = 24) -> bool:
+        """Whether each row's outputs are bit-identical alone and inside a batch (what MIN_INFERENCE_ROWS and
+        row_invariant_kernels give on the CPUs measured; BLAS kernels are CPU-specific, so it is checked)."""
+        matrices = np.random.default_rng(0).normal(size=(rows, *MATRIX_SHAPE)).astype(np.float32)
+        probabilities, confidence = self.infer(matrices)
+        for row in range(rows):
+            alone_p, alone_c = self.infer(matrices[row : row + 1])
+            if not (np.array_equal(alone_p[0], probabilities[row]) and np.array_equal(alone_c[0], confidence[row])):
+                return False
+        return True
+
     def infer(self, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, 60, 7) float32 → probabilities (B, agent, action) and confidence (B, agent), agents in AGENT_NAMES
         order, actions in ACTION_ORDER; both float32."""
@@ -105,12 +154,15 @@ class AgentEnsemble:
             raise InferenceInputError(
                 f"expected matrices shaped (B, {MATRIX_SHAPE[0]}, {MATRIX_SHAPE[1]}), got {matrices.shape}"
             )
+        rows = len(matrices)
+        if 0 < rows < MIN_INFERENCE_ROWS:
+            matrices = np.concatenate([matrices, np.repeat(matrices[:1], MIN_INFERENCE_ROWS - rows, axis=0)])
         if matrices.dtype != np.float32 or not matrices.flags.c_contiguous:
             matrices = np.ascontiguousarray(matrices, dtype=np.float32)
         batch = torch.from_numpy(matrices)
-        with torch.inference_mode():
+        with torch.inference_mode(), row_invariant_kernels:
             probabilities, confidence = self._forward(batch)
-        return probabilities.numpy(), confidence.numpy()
+        return probabilities.numpy()[:rows], confidence.numpy()[:rows]
 
     def time_agents(self, matrices: np.ndarray) -> dict[str, float]:
         """Seconds each agent takes alone on `matrices`: the per-agent cost the fused hot path cannot show."""

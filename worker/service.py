@@ -8,6 +8,7 @@ SIGTERM/SIGINT drains (the batch in hand is committed, nothing more is read), a 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -130,6 +131,9 @@ class Worker:
             health_snapshot=lambda: self.monitor.health_doc if self.monitor else {},
             state_snapshot=lambda: self.monitor.state_doc if self.monitor else {},
         ).start()
+        # Torch, numpy and the models leave ~200k long-lived objects; a full collection walking them pauses the hot
+        # path for ~80 ms. Frozen, they are never traversed again: full collections see only what came later.
+        gc.freeze()
         log.info("worker %s ready: model %s, group %s on %s, http http://%s:%d", s.consumer, self.ensemble.version,
                  self.streams.group, self.streams.input, s.http_host, self.http.port)
 

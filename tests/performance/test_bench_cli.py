@@ -1,0 +1,49 @@
+"""`tacticalctl bench --json`: a short real run prints every documented key, with figures that hang together."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+from typer.testing import CliRunner
+
+from tacticalctl.app import app
+
+LATENCY_KEYS = {"p50_ms", "p90_ms", "p99_ms", "max_ms"}
+
+
+def test_bench_json_prints_the_documented_keys() -> None:
+    with_peer = importlib.util.find_spec("celery") is not None
+    args = ["bench", "--json", "--rate", "200", "--duration", "0.5", "--warmup", "0"]
+    if with_peer:
+        args += ["--peer", "celery", "--peer-rate", "50"]
+    result = CliRunner().invoke(app, args, env={"NO_COLOR": "1"}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+
+    assert {"rate", "duration_s", "workers", "e2e", "floor", "model", "reference", "throughput_eps"} <= set(doc)
+    assert (doc["rate"], doc["duration_s"], doc["workers"]) == (200.0, 0.5, 1)
+    assert set(doc["e2e"]) >= LATENCY_KEYS
+    assert {"p50_ms", "p99_ms"} <= set(doc["floor"]) and {"p50_ms", "p99_ms"} <= set(doc["model"])
+    assert {"p50_ms", "p99_ms", "throughput_eps"} <= set(doc["reference"])
+    for name in ("e2e", "floor", "reference"):
+        phase = doc[name]
+        assert phase["completed"] == phase["sent"] > 0, f"{name}: every event sent came back"
+        assert 0 < phase["p50_ms"] <= phase["p90_ms"] <= phase["p99_ms"] <= phase["max_ms"]
+    assert doc["throughput_eps"] == doc["e2e"]["throughput_eps"] > 0
+    assert doc["e2e"]["cpu_us_per_event"] > 0, "CPU per event is measured from the worker process"
+    assert doc["ratios"]["e2e_p50_over_floor_p50"] > 0
+    assert doc["machine"]["nproc"] >= 1
+    if with_peer:
+        assert {"p50_ms", "p99_ms", "throughput_eps"} <= set(doc["peer"])
+        assert doc["peer"]["rate"] == 50.0
+        assert doc["peer"]["completed"] == doc["peer"]["sent"] > 0
+        assert doc["ratios"]["peer_p50_over_e2e_p50"] > 0
+    else:
+        assert "peer" not in doc
+
+
+def test_bench_refuses_a_plot_of_max_throughput() -> None:
+    result = CliRunner().invoke(app, ["bench", "--max", "--plot", "x.png"], env={"NO_COLOR": "1"})
+    assert result.exit_code == 3
+    assert "--plot" in result.output and "--max" in result.output
