@@ -198,6 +198,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json_body(value), JSON_CONTENT_TYPE)
 
     def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+        if self.request_version.startswith("HTTP/0."):
+            # http.server may have taken a version of 0.x from a request line it then refused: still a status line.
+            self.request_version = self.default_request_version
         try:
             self.connection.settimeout(self.server.request_timeout_s)  # the head's deadline may be spent
             self.send_response(status)
