@@ -81,7 +81,16 @@ for i = 1, n_decided do
   local command = take_fields()
   local ck, pk = KEYS[4 + 2 * i - 1], KEYS[4 + 2 * i]
   if redis.call('EXISTS', ck) == 1 then
+    redis.call('XACK', KEYS[1], group, entry)
     out[#out + 1] = 'duplicate'
+  elseif redis.call('XACK', KEYS[1], group, entry) == 0 then
+    -- No longer pending and not decided: settled elsewhere (an operator dead-lettered it while this worker was
+    -- stalled), or Redis lost the delivery and will deliver it again. Either way it is not ours to decide now;
+    -- release our lease so a replay of it is not mistaken for a duplicate in flight.
+    local held = redis.call('GET', pk) or ''
+    local suffix = '|' .. entry
+    if string.sub(held, -string.len(suffix)) == suffix then redis.call('DEL', pk) end
+    out[#out + 1] = 'settled'
   else
     local decision_id = redis.call('XADD', KEYS[2], '*', unpack(decision))
     if #command > 0 then redis.call('XADD', KEYS[3], '*', unpack(command)) end
@@ -89,7 +98,6 @@ for i = 1, n_decided do
     redis.call('DEL', pk)
     out[#out + 1] = 'committed'
   end
-  redis.call('XACK', KEYS[1], group, entry)
 end
 for i = 1, n_acks do
   redis.call('XACK', KEYS[1], group, ARGV[pos]); pos = pos + 1
@@ -255,9 +263,10 @@ class DeliveryScripts:
         dead: Sequence[DeadLetter],
         completed_ttl_s: int,
     ) -> list[str]:
-        """Commit a batch atomically. Returns one outcome per decided event ('committed', or 'duplicate' when another
-        consumer committed it first), then one per dead letter ('dead_lettered', or 'duplicate' when the entry was
-        no longer pending: someone else already dead-lettered or acked it)."""
+        """Commit a batch atomically. Returns one outcome per decided event ('committed'; 'duplicate' when another
+        consumer committed it first; 'settled' when it was no longer pending — dead-lettered by an operator while
+        this worker stalled — so nothing was written), then one per dead letter ('dead_lettered', or 'duplicate'
+        when the entry was no longer pending: someone else already dead-lettered or acked it)."""
         acks = list(acks)
         if not decided and not acks and not dead:
             return []

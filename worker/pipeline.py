@@ -151,7 +151,7 @@ class EventPipeline:
             if outcome == "committed":
                 result.decisions.append(decision)
                 result.events.append(event)
-            else:
+            else:  # 'duplicate' or 'settled': another hand decided its fate
                 result.duplicates += 1
         for letter, outcome in zip(dead, dead_outcomes, strict=True):
             if outcome == "dead_lettered":

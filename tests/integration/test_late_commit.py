@@ -1,0 +1,62 @@
+"""A stalled worker's late commit: whatever was settled meanwhile stays settled, and nothing is written twice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import redis
+
+from models.bundle import current_bundle_dir
+from tests.integration.streams import decided_ids
+from worker.aggregator import AggregatorConfig
+from worker.delivery import DeliveryScripts, ensure_group
+from worker.inference import AgentEnsemble
+from worker.names import COMMANDS_STREAM, CONSUMER_GROUP, DEAD_LETTER_STREAM, INPUT_STREAM, processing_key
+from worker.ops.dead_letters import replay_dead_letters, select_dead_letters
+from worker.ops.pending import dead_letter_stuck_entries
+from worker.pipeline import EventPipeline, PipelineConfig, StreamEntry
+from worker.producer import make_event, publish_events
+from worker.settings import default_models_dir
+
+
+@pytest.fixture(scope="module")
+def ensemble() -> AgentEnsemble:
+    return AgentEnsemble.load(current_bundle_dir(default_models_dir()))
+
+
+def pipeline_for(client: redis.Redis, ensemble: AgentEnsemble, consumer: str) -> EventPipeline:
+    config = PipelineConfig(consumer=consumer, processing_lease_ms=30_000, completed_ttl_s=3600, max_deliveries=5,
+                            max_event_bytes=65536)
+    return EventPipeline(DeliveryScripts(client), ensemble, AggregatorConfig(), config)
+
+
+def read_as(client: redis.Redis, consumer: str) -> list[StreamEntry]:
+    [(_, messages)] = client.xreadgroup(CONSUMER_GROUP, consumer, {INPUT_STREAM: ">"}, count=10)
+    return [StreamEntry(entry_id, fields) for entry_id, fields in messages]
+
+
+def test_an_entry_dead_lettered_by_the_operator_while_its_worker_stalled_is_not_decided_late(
+    redis_client: redis.Redis, ensemble: AgentEnsemble
+) -> None:
+    ensure_group(redis_client)
+    publish_events(redis_client, [make_event(correlation_id="stuck-1", rng=np.random.default_rng(3))])
+    stalled = pipeline_for(redis_client, ensemble, "stalled")
+    entries = read_as(redis_client, "stalled")
+    stalled.scripts.claim("stalled", 30_000, [("stuck-1", entries[0].entry_id)])  # then the worker froze
+
+    moved = dead_letter_stuck_entries(redis_client, reason="operator: stuck", min_idle_ms=0, actor="test@ci",
+                                      apply=True)
+    assert len(moved.moved) == 1
+
+    late = stalled.process(entries)  # the worker wakes up and commits what it held
+    assert late.decisions == [] and late.duplicates == 1
+    assert decided_ids(redis_client) == {}
+    assert redis_client.xlen(COMMANDS_STREAM) == 0
+    assert redis_client.get(processing_key("stuck-1")) is None, "its lease is released for a replay"
+
+    replayed = replay_dead_letters(redis_client, select_dead_letters(redis_client), actor="test@ci", apply=True)
+    assert len(replayed.replayed) == 1
+    result = pipeline_for(redis_client, ensemble, "live").process(read_as(redis_client, "live"))
+    assert [d.correlation_id for d in result.decisions] == ["stuck-1"]
+    assert decided_ids(redis_client) == {b"stuck-1": 1}
+    assert redis_client.xlen(DEAD_LETTER_STREAM) == 0
