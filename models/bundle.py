@@ -10,6 +10,7 @@ Loading TorchScript runs code, so every file's hash is checked against the manif
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -136,7 +137,16 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_manifest(bundle_dir: Path) -> Manifest:
+class Unset:
+    """Marks "read the signing key from the environment"."""
+
+
+UNSET = Unset()
+
+
+def read_manifest(bundle_dir: Path, *, signing_key: bytes | None = None) -> Manifest:
+    """The bundle's manifest; with `signing_key`, only if `manifest.sig` is its valid HMAC (checked on the very
+    bytes parsed)."""
     bundle_dir = Path(bundle_dir)
     path = bundle_dir / MANIFEST_FILE
     if not bundle_dir.is_dir():
@@ -144,7 +154,10 @@ def read_manifest(bundle_dir: Path) -> Manifest:
     if not path.is_file():
         raise BundleNotFoundError(f"{bundle_dir} is not a model bundle: {MANIFEST_FILE} is missing")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        if signing_key is not None:
+            verify_signature(bundle_dir, raw, signing_key)
+        data = json.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path}: cannot read JSON ({exc})") from None
     if not isinstance(data, dict):
@@ -179,9 +192,14 @@ def check_compatible(manifest: Manifest) -> None:
             raise ManifestError(f"{where}: agent {agent.name} sha256 {agent.sha256!r} is not a SHA-256 hex digest")
 
 
-def read_verified_agents(bundle_dir: Path) -> tuple[Manifest, dict[str, bytes]]:
-    """The manifest and each agent file's bytes, every one checked against its SHA-256 (AGENT_NAMES order)."""
-    manifest = read_manifest(bundle_dir)
+def read_verified_agents(
+    bundle_dir: Path, *, signing_key: bytes | Unset | None = UNSET
+) -> tuple[Manifest, dict[str, bytes]]:
+    """The manifest and each agent file's bytes, every one checked against its SHA-256 (AGENT_NAMES order).
+    When a signing key is configured (`TACTICAL_MODEL_SIGNING_KEY_FILE`, or passed), the manifest must carry a
+    valid signature too: the hashes then prove who made the files, not only that they match the manifest."""
+    key = signing_key_from_env() if isinstance(signing_key, Unset) else signing_key
+    manifest = read_manifest(bundle_dir, signing_key=key)
     check_compatible(manifest)
     contents: dict[str, bytes] = {}
     for name in AGENT_NAMES:
@@ -200,10 +218,58 @@ def read_verified_agents(bundle_dir: Path) -> tuple[Manifest, dict[str, bytes]]:
     return manifest, contents
 
 
-def verify_bundle(bundle_dir: Path) -> Manifest:
-    """The bundle's manifest, once every file's hash matches it; raises a BundleError otherwise."""
-    manifest, _ = read_verified_agents(Path(bundle_dir))
+def verify_bundle(bundle_dir: Path, *, signing_key: bytes | Unset | None = UNSET) -> Manifest:
+    """The bundle's manifest, once every file's hash (and, with a key, the signature) matches; else a BundleError."""
+    manifest, _ = read_verified_agents(Path(bundle_dir), signing_key=signing_key)
     return manifest
+
+
+# ---- optional signatures: HMAC-SHA256 of manifest.json with a key shared by the model pipeline and the workers ----
+
+SIGNATURE_FILE = "manifest.sig"
+SIGNING_KEY_ENV = "TACTICAL_MODEL_SIGNING_KEY_FILE"
+_SIGNATURE_SCHEME = "hmac-sha256"
+
+
+def signing_key_from_env(environ: dict[str, str] | None = None) -> bytes | None:
+    """The key in the file TACTICAL_MODEL_SIGNING_KEY_FILE names, or None when it is not set."""
+    environ = dict(os.environ) if environ is None else environ
+    path = environ.get(SIGNING_KEY_ENV)
+    if not path:
+        return None
+    try:
+        key = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise ModelIntegrityError(f"{SIGNING_KEY_ENV}={path}: cannot read the signing key ({exc})") from None
+    if len(key) < 16:
+        raise ModelIntegrityError(f"{SIGNING_KEY_ENV}={path}: the signing key must be at least 16 bytes")
+    return key
+
+
+def manifest_signature(manifest_bytes: bytes, key: bytes) -> str:
+    return f"{_SIGNATURE_SCHEME}:" + hmac.new(key, manifest_bytes, hashlib.sha256).hexdigest()
+
+
+def sign_bundle(bundle_dir: Path, key: bytes) -> Path:
+    """Write `manifest.sig` for the bundle's manifest as it is now (sign after the manifest is final)."""
+    bundle_dir = Path(bundle_dir)
+    signature = manifest_signature((bundle_dir / MANIFEST_FILE).read_bytes(), key)
+    path = bundle_dir / SIGNATURE_FILE
+    _write_atomically(path, signature + "\n")
+    return path
+
+
+def verify_signature(bundle_dir: Path, manifest_bytes: bytes, key: bytes) -> None:
+    path = Path(bundle_dir) / SIGNATURE_FILE
+    try:
+        recorded = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ModelIntegrityError(f"{path}: missing, and a signing key is configured ({SIGNING_KEY_ENV}): "
+                                  "refusing an unsigned bundle") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelIntegrityError(f"{path}: cannot be read ({exc})") from None
+    if not hmac.compare_digest(recorded, manifest_signature(manifest_bytes, key)):
+        raise ModelIntegrityError(f"{path}: signature mismatch: {MANIFEST_FILE} was not signed with this key")
 
 
 def list_bundles(models_dir: Path) -> list[Manifest]:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from models.bundle import BundleError
+from models.bundle import SIGNING_KEY_ENV, BundleError, sign_bundle, signing_key_from_env, verify_bundle
 from models.compile import CompilationError
 from models.promotion import PromotionRefusedError, judge, promote_if_better
 from tacticalctl.context import get_context, print_json
@@ -232,6 +232,33 @@ def promote_(
     context.console.print(f"CURRENT {promotion.previous or '(none)'} → [bold]{promotion.version}[/]"
                           f"{' (FORCED)' if promotion.forced else ''}; audit entry {promotion.audit_id}. "
                           "Running workers load it within their model poll.")
+
+
+@models_app.command("sign")
+def sign(
+    ctx: typer.Context,
+    version: VersionArgument = None,
+    key_file: Annotated[Path, typer.Option("--key-file", envvar="TACTICAL_MODEL_SIGNING_KEY_FILE", exists=True,
+                                           dir_okay=False, help="The signing key shared with the workers.")] = ...,
+    models_dir: ModelsDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Sign a verified bundle: write manifest.sig, an HMAC-SHA256 of its manifest with the key. Workers given the
+    same key (TACTICAL_MODEL_SIGNING_KEY_FILE) refuse bundles that are unsigned or signed with another key.
+
+    JSON keys: version, signature_file."""
+    directory = _models_dir(models_dir)
+    bundle_dir = _bundle(directory, version)
+    try:
+        key = signing_key_from_env({SIGNING_KEY_ENV: str(key_file)}) or b""
+        verify_bundle(bundle_dir, signing_key=None)  # sign only what verifies
+        path = sign_bundle(bundle_dir, key)
+    except BundleError as exc:
+        raise CtlError(f"not signed: {exc}", ExitCode.CRITICAL) from None
+    if json_output:
+        print_json({"version": bundle_dir.name, "signature_file": str(path)})
+    else:
+        get_context(ctx).console.print(f"signed {bundle_dir.name}: {path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -148,3 +148,26 @@ def test_a_bundle_that_fails_verification_is_not_promoted(
     assert "promotion refused" in result.stderr and "entry.pt" in result.stderr
     assert read_current_version(models_dir) == SHIPPED.name
     assert recent_alerts(redis_client, count=10) == []
+
+
+def test_sign_then_a_worker_with_the_key_accepts_it_and_refuses_an_unsigned_one(
+    ctl: Ctl, models_dir: Path, tmp_path: Path, redis_url: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    key = tmp_path / "signing.key"
+    key.write_bytes(os.urandom(32).hex().encode())
+    env = {**os.environ, "TACTICAL_MODEL_SIGNING_KEY_FILE": str(key), "TACTICAL_REDIS_URL": redis_url,
+           "TACTICAL_MODELS_DIR": str(models_dir), "TACTICAL_HTTP_ADDR": "127.0.0.1:0"}
+    unsigned = subprocess.run([sys.executable, "-m", "worker.cli"], env=env, capture_output=True, text=True,
+                              timeout=60)
+    assert unsigned.returncode == 3
+    assert "refusing an unsigned bundle" in unsigned.stderr
+
+    signed = ctl("models", "sign", "--key-file", str(key), "--models-dir", str(models_dir), "--json")
+    assert signed.exit_code == 0, signed.stderr
+    assert json.loads(signed.stdout)["version"] == SHIPPED.name
+    assert (models_dir / SHIPPED.name / "manifest.sig").is_file()
+    assert ctl("models", "verify", "--models-dir", str(models_dir), "--budget-ms", "1000").exit_code == 0

@@ -242,3 +242,34 @@ def test_build_time_verification_of_a_tampered_bundle_logs_the_failure(tmp_path)
     assert main(["--verify", str(models_dir), "--log", str(log)]) == 1
     text = log.read_text()
     assert "JIT compilation FAILED" in text and "entry.pt" in text and "SHA-256 mismatch" in text
+
+
+def test_with_a_signing_key_only_bundles_signed_with_it_load(tmp_path, monkeypatch) -> None:
+    from models.bundle import SIGNING_KEY_ENV, ModelIntegrityError, sign_bundle
+    from worker.settings import default_models_dir
+
+    models_dir = tmp_path / "models"
+    shutil.copytree(default_models_dir(), models_dir)
+    bundle = current_bundle_dir(models_dir)
+    key_file, other_key = tmp_path / "key", tmp_path / "other"
+    key_file.write_bytes(b"k" * 32)
+    other_key.write_bytes(b"o" * 32)
+
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(key_file))
+    with pytest.raises(ModelIntegrityError, match="refusing an unsigned bundle"):
+        verify_bundle(bundle)
+    sign_bundle(bundle, b"k" * 32)
+    assert verify_bundle(bundle).version == bundle.name
+
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(other_key))
+    with pytest.raises(ModelIntegrityError, match="signature mismatch"):
+        verify_bundle(bundle)
+
+    monkeypatch.setenv(SIGNING_KEY_ENV, str(key_file))
+    manifest = bundle / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"format"', '"format" ', 1))  # any edit after signing
+    with pytest.raises(ModelIntegrityError, match="signature mismatch"):
+        verify_bundle(bundle)
+
+    monkeypatch.delenv(SIGNING_KEY_ENV)
+    assert verify_bundle(bundle).version == bundle.name, "without a key, signatures are optional"
