@@ -238,7 +238,7 @@ def promote_(
 def sign(
     ctx: typer.Context,
     version: VersionArgument = None,
-    key_file: Annotated[Path, typer.Option("--key-file", envvar="TACTICAL_MODEL_SIGNING_KEY_FILE", exists=True,
+    key_file: Annotated[Path, typer.Option("--key-file", envvar="TACTICAL_MODEL_SIGNING_KEY_FILE",
                                            dir_okay=False, help="The signing key shared with the workers.")] = ...,
     models_dir: ModelsDirOption = None,
     json_output: JsonOption = False,
