@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from tacticalctl.app import app
 from tests.integration.streams import command_ids, decided_ids, executed_decisions, pending_count, wait_for

@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-from click.testing import Result
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from redis.exceptions import NoPermissionError
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from tacticalctl.app import app
 from tests.integration.streams import decided_ids, wait_for, wait_settled
