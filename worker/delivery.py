@@ -14,6 +14,8 @@ A crash before the commit leaves entries pending in the group; they are reclaime
 
 from __future__ import annotations
 
+import itertools
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -155,49 +157,75 @@ class StreamNames:
 DEFAULT_STREAMS = StreamNames()
 
 
-class PendingScript:
-    """One EVALSHA sent on a connection of its own, its reply read later (`reply`): the hot path works while Redis
-    runs the script. Packed by hiredis in one call (redis-py's per-argument conversions cost ~0.1 µs an argument, and a
-    commit has ~60 per event). Use it as a context manager: a reply never read (the batch failed first) closes its
-    connection, which is never handed back to the pool with a stale reply in it."""
+class ScriptChannel:
+    """One script and a connection of its own, held between calls: the hot path neither takes a connection from the
+    pool nor checks it for stale replies on every batch. A connection whose reply was not read (the batch failed
+    first, or the read failed) is closed and a fresh one taken next time, so no stale reply is ever read as another's.
+    The held connection goes back to the pool on `close()`, or when the channel is garbage. One thread at a time."""
 
-    def __init__(self, client: redis.Redis, script: Script, keys: list[str], args: list[str | bytes | int]) -> None:
-        self._client = client
-        self._script = script
-        self._keys = keys
-        self._args = args
-        pool = client.connection_pool
-        connection = pool.get_connection()
-        try:
-            connection.send_packed_command([hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))])
-        except BaseException:
-            connection.disconnect()
-            pool.release(connection)
-            raise
-        self._connection: AbstractConnection | None = connection
+    def __init__(self, client: redis.Redis, script: Script) -> None:
+        self.client = client
+        self.script = script
+        self._held: list[AbstractConnection] = []  # zero or one connection, shared with the finalizer
+        self._finalizer = weakref.finalize(self, _release_all, client.connection_pool, self._held)
 
-    def reply(self) -> Any:
-        connection, self._connection = self._connection, None
-        assert connection is not None, "reply() is read once"
-        pool = self._client.connection_pool
-        try:
-            return self._client.parse_response(connection, "EVALSHA")
-        except NoScriptError:  # Redis lost its script cache (restart, SCRIPT FLUSH): load it and run again
-            pool.release(connection)
-            connection = None
-            return self._script(keys=self._keys, args=self._args)
-        except BaseException:
-            connection.disconnect()
-            raise
-        finally:
-            if connection is not None:
-                pool.release(connection)
+    def send(self, keys: list[str], args: list[str | bytes | int]) -> PendingScript:
+        return PendingScript(self, keys, args)
+
+    def connection(self) -> AbstractConnection:
+        if not self._held:
+            self._held.append(self.client.connection_pool.get_connection())
+        return self._held[0]
+
+    def discard(self) -> None:
+        """Close the held connection (it may hold an unread reply); the next call takes a fresh one."""
+        if self._held:
+            self._held[0].disconnect()
+            _release_all(self.client.connection_pool, self._held)
 
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.disconnect()
-            self._client.connection_pool.release(self._connection)
-            self._connection = None
+        self._finalizer()
+
+
+def _release_all(pool: redis.ConnectionPool, held: list[AbstractConnection]) -> None:
+    while held:
+        pool.release(held.pop())
+
+
+class PendingScript:
+    """One EVALSHA sent on its channel's connection, its reply read later (`reply`): the hot path works while Redis
+    runs the script. Packed by hiredis in one call (redis-py's per-argument conversions cost ~0.1 µs an argument, and a
+    commit has ~60 per event). Use it as a context manager: a reply never read discards the connection."""
+
+    def __init__(self, channel: ScriptChannel, keys: list[str], args: list[str | bytes | int]) -> None:
+        self._channel = channel
+        self._keys = keys
+        self._args = args
+        self._awaiting = False
+        try:
+            channel.connection().send_packed_command(
+                [hiredis.pack_command(("EVALSHA", channel.script.sha, len(keys), *keys, *args))]
+            )
+        except BaseException:
+            channel.discard()
+            raise
+        self._awaiting = True
+
+    def reply(self) -> Any:
+        assert self._awaiting, "reply() is read once"
+        self._awaiting = False
+        try:
+            return self._channel.connection().read_response()
+        except NoScriptError:  # Redis lost its script cache (restart, SCRIPT FLUSH): load it and run again
+            return self._channel.script(keys=self._keys, args=self._args)
+        except BaseException:
+            self._channel.discard()
+            raise
+
+    def close(self) -> None:
+        if self._awaiting:
+            self._awaiting = False
+            self._channel.discard()
 
     def __enter__(self) -> PendingScript:
         return self
@@ -209,8 +237,8 @@ class PendingScript:
 class PendingClaim:
     """A claim in flight (see `PendingScript`); `outcomes()` waits for it."""
 
-    def __init__(self, client: redis.Redis, script: Script, keys: list[str], args: list[str | bytes | int]) -> None:
-        self._pending = PendingScript(client, script, keys, args) if keys else None
+    def __init__(self, channel: ScriptChannel, keys: list[str], args: list[str | bytes | int]) -> None:
+        self._pending = channel.send(keys, args) if keys else None
         self._outcomes: list[ClaimOutcome] | None = None if keys else []
 
     def outcomes(self) -> list[ClaimOutcome]:
@@ -237,8 +265,13 @@ class DeliveryScripts:
     def __init__(self, client: redis.Redis, streams: StreamNames = StreamNames()) -> None:
         self.client = client
         self.streams = streams
-        self._claim = client.register_script(_CLAIM_LUA)
-        self._commit = client.register_script(_COMMIT_LUA)
+        self._claim = ScriptChannel(client, client.register_script(_CLAIM_LUA))
+        self._commit = ScriptChannel(client, client.register_script(_COMMIT_LUA))
+
+    def close(self) -> None:
+        """Hand the scripts' connections back to the client's pool."""
+        self._claim.close()
+        self._commit.close()
 
     def claim(
         self, owner: str, lease_ms: int, items: Sequence[tuple[str, bytes]]
@@ -254,7 +287,7 @@ class DeliveryScripts:
         for correlation_id, entry_id in items:
             keys += [completed_key(correlation_id), processing_key(correlation_id)]
             args.append(entry_id)
-        return PendingClaim(self.client, self._claim, keys, args)
+        return PendingClaim(self._claim, keys, args)
 
     def commit(
         self,
@@ -267,9 +300,20 @@ class DeliveryScripts:
         consumer committed it first; 'settled' when it was no longer pending — dead-lettered by an operator while
         this worker stalled — so nothing was written), then one per dead letter ('dead_lettered', or 'duplicate'
         when the entry was no longer pending: someone else already dead-lettered or acked it)."""
+        with self.send_commit(decided, acks, dead, completed_ttl_s) as pending:
+            return pending.outcomes()
+
+    def send_commit(
+        self,
+        decided: Sequence[DecidedEvent],
+        acks: Iterable[bytes],
+        dead: Sequence[DeadLetter],
+        completed_ttl_s: int,
+    ) -> PendingCommit:
+        """Send the commit and return at once (see `commit` for the outcomes); read them before the next commit."""
         acks = list(acks)
         if not decided and not acks and not dead:
-            return []
+            return PendingCommit(None)
         s = self.streams
         keys: list[str] = [s.input, s.decisions, s.commands, s.dead_letters]
         args: list[str | bytes | int] = [s.group, completed_ttl_s, len(decided), len(acks), len(dead)]
@@ -282,16 +326,34 @@ class DeliveryScripts:
         for letter in dead:
             args.append(letter.entry_id)
             args += _flat(letter.fields)
-        with PendingScript(self.client, self._commit, keys, args) as pending:
-            raw = pending.reply()
+        return PendingCommit(self._commit.send(keys, args))
+
+
+class PendingCommit:
+    """A commit in flight; `outcomes()` waits for it (see `DeliveryScripts.commit`)."""
+
+    def __init__(self, pending: PendingScript | None) -> None:
+        self._pending = pending
+
+    def outcomes(self) -> list[str]:
+        if self._pending is None:
+            return []
+        raw = self._pending.reply()
         return [r.decode() if isinstance(r, bytes) else r for r in raw]
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending.close()
+
+    def __enter__(self) -> PendingCommit:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _flat(fields: Mapping[bytes | str, bytes | str]) -> list[bytes | str | int]:
-    out: list[bytes | str | int] = [len(fields) * 2]
-    for key, value in fields.items():
-        out += [key, value]
-    return out
+    return [len(fields) * 2, *itertools.chain.from_iterable(fields.items())]
 
 
 def ensure_group(client: redis.Redis, streams: StreamNames = StreamNames()) -> bool:

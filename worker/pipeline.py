@@ -15,11 +15,12 @@ from worker.delivery import (
     DeadLetter,
     DecidedEvent,
     DeliveryScripts,
+    PendingCommit,
     dead_letter_fields,
 )
 from worker.events import InvalidEvent, decode_event
 from worker.inference import AgentEnsemble
-from worker.records import Decision, SynergyEvent, command_fields, decision_fields
+from worker.records import Decision, SynergyEvent, command_fields, decision_fields, timing_fields
 
 
 class StageError(RuntimeError):
@@ -63,7 +64,34 @@ class BatchResult:
         return sum(1 for d in self.decisions if d.execute)
 
 
+@dataclass(slots=True)
+class _Decided:
+    """A batch decided but not yet committed."""
+
+    result: BatchResult
+    events: list[SynergyEvent]
+    decisions: list[Decision]
+    decided: list[DecidedEvent]
+    dead: list[DeadLetter]
+    acks: list[bytes]  # entries found to be duplicates by the claim
+    started: float
+    claimed: float
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """A batch whose commit was sent and whose reply is not read yet."""
+
+    batch: _Decided
+    commit: PendingCommit
+
+
 class EventPipeline:
+    """Decides batches and commits them. `process` does one batch start to finish. `submit` lets the next batch be
+    decided while Redis runs the previous one's commit: it decides its batch, then reads the reply of the commit in
+    flight, then sends its own; `drain` reads the last one. At most one commit is in flight, so each reply is read
+    before the next commit goes out on the same connection."""
+
     def __init__(
         self,
         scripts: DeliveryScripts,
@@ -76,18 +104,58 @@ class EventPipeline:
         self.aggregator = aggregator
         self.config = config
         self._stage = "validate"
+        self._in_flight: _InFlight | None = None
+
+    @property
+    def commit_in_flight(self) -> bool:
+        return self._in_flight is not None
 
     def process(self, entries: Sequence[StreamEntry]) -> BatchResult:
-        """Decide a batch. Redis errors propagate as they are (the caller reconnects); anything else becomes a
-        StageError naming the stage. Either way nothing was acked that was not committed."""
+        """Decide and commit a batch (after finishing any commit in flight). Redis errors propagate as they are (the
+        caller reconnects); anything else becomes a StageError naming the stage. Either way nothing was acked that
+        was not committed."""
+        finished = self.drain()
+        assert not finished, "process() after submit(): drain() the batch in flight first, its result is yours"
+        self.submit(entries)
+        return self.drain()[0]
+
+    def submit(self, entries: Sequence[StreamEntry]) -> list[BatchResult]:
+        """Decide a batch and send its commit without waiting for the reply. Returns the result of the batch whose
+        commit was in flight before (read after this batch was decided), if any. Errors as `process`; a batch that
+        fails before its commit leaves the earlier commit in flight for `drain`."""
         try:
-            return self._process(entries)
+            batch = self._decide(entries)
+            finished = self.drain()
+            self._stage = "commit"
+            commit = self.scripts.send_commit(batch.decided, batch.acks, batch.dead, self.config.completed_ttl_s)
+            self._in_flight = _InFlight(batch, commit)
+            return finished
         except (redis.ConnectionError, redis.TimeoutError):
+            self.abandon()
             raise
         except Exception as exc:
             raise StageError(self._stage, exc) from exc
 
-    def _process(self, entries: Sequence[StreamEntry]) -> BatchResult:
+    def drain(self) -> list[BatchResult]:
+        """Read the reply of the commit in flight, if any: its batch's result. A Redis error abandons it (its entries
+        are committed or still pending; either way nothing is lost or doubled) and propagates."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is None:
+            return []
+        try:
+            outcomes = in_flight.commit.outcomes()
+        except BaseException:
+            in_flight.commit.close()
+            raise
+        return [self._settle(in_flight.batch, outcomes)]
+
+    def abandon(self) -> None:
+        """Forget the commit in flight without reading its reply (the connection is closed): after a Redis error."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.commit.close()
+
+    def _decide(self, entries: Sequence[StreamEntry]) -> _Decided:
         clock = time.perf_counter
         result = BatchResult(read=len(entries))
         started = clock()
@@ -126,46 +194,44 @@ class EventPipeline:
             entry_ids = [entry_ids[i] for i in todo]
             decisions = [decisions[i] for i in todo]
 
-        timings_ms = {
-            "validate": (validated - started) * 1e3,
-            "claim": (sent - validated + claimed - aggregated) * 1e3,  # what the overlap did not hide
-            "inference": (inferred - sent) * 1e3,
-            "aggregate": (aggregated - inferred) * 1e3,
+        result.stage_seconds = {
+            "validate": validated - started,
+            "claim": sent - validated + claimed - aggregated,  # what the overlap did not hide
+            "inference": inferred - sent,
+            "aggregate": aggregated - inferred,
         }
+        timings = timing_fields({stage: seconds * 1e3 for stage, seconds in result.stage_seconds.items()})
+        version = ensemble.version
         decided = [
             DecidedEvent(
                 entry_id=entry_id,
                 correlation_id=decision.correlation_id,
-                decision_fields={**decision_fields(decision, ensemble.version, timings_ms), "event_id": entry_id},
-                command_fields=command_fields(decision.command, timings_ms) if decision.command else None,
+                decision_fields=decision_fields(decision, version, timings, entry_id),
+                command_fields=command_fields(decision.command, timings) if decision.command else None,
             )
             for entry_id, decision in zip(entry_ids, decisions, strict=True)
         ]
-        self._stage = "commit"
-        committed = self.scripts.commit(decided, acks, dead, self.config.completed_ttl_s)
-        finished = clock()
-
         result.duplicates = len(acks)
-        decided_outcomes, dead_outcomes = committed[: len(decided)], committed[len(decided) :]
-        for decision, event, outcome in zip(decisions, events, decided_outcomes, strict=True):
+        return _Decided(result, events, decisions, decided, dead, acks, started, claimed)
+
+    def _settle(self, batch: _Decided, committed: list[str]) -> BatchResult:
+        """Fill in a batch's result from its commit's outcomes."""
+        result = batch.result
+        decided_outcomes, dead_outcomes = committed[: len(batch.decided)], committed[len(batch.decided) :]
+        for decision, event, outcome in zip(batch.decisions, batch.events, decided_outcomes, strict=True):
             if outcome == "committed":
                 result.decisions.append(decision)
                 result.events.append(event)
             else:  # 'duplicate' or 'settled': another hand decided its fate
                 result.duplicates += 1
-        for letter, outcome in zip(dead, dead_outcomes, strict=True):
+        for letter, outcome in zip(batch.dead, dead_outcomes, strict=True):
             if outcome == "dead_lettered":
                 result.dead_letters.append(str(letter.fields["dead_reason"]))
             else:
                 result.duplicates += 1
-        result.stage_seconds = {
-            "validate": validated - started,
-            "claim": sent - validated + claimed - aggregated,
-            "inference": inferred - sent,
-            "aggregate": aggregated - inferred,
-            "commit": finished - claimed,
-        }
-        result.service_seconds = finished - started
+        finished = time.perf_counter()
+        result.stage_seconds["commit"] = finished - batch.claimed
+        result.service_seconds = finished - batch.started
         return result
 
     def _validate(

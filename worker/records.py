@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -109,9 +110,20 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-def decision_fields(decision: Decision, model_version: str, timings_ms: dict[str, float]) -> dict[str, str]:
-    """Flat stream fields of a decision: no JSON, `correlation_id` top-level so tools can scan and join."""
-    fields = {
+_SCORE_KEYS = tuple(f"score_{name}" for name in ACTION_ORDER)
+
+
+def timing_fields(timings_ms: Mapping[str, float]) -> dict[str, str]:
+    """`{stage}_ms` fields, shared by every decision and command of a batch: formatted once per batch."""
+    return {f"{stage}_ms": _num(ms) for stage, ms in timings_ms.items()}
+
+
+def decision_fields(
+    decision: Decision, model_version: str, timings: Mapping[str, str], event_id: bytes | None = None
+) -> dict[str, str | bytes]:
+    """Flat stream fields of a decision: no JSON, `correlation_id` top-level so tools can scan and join.
+    `timings` comes from `timing_fields`; `event_id` is the input entry the decision answers."""
+    fields: dict[str, str | bytes] = {
         "correlation_id": decision.correlation_id,
         "synergy_type": decision.synergy_type.value,
         "direction": str(decision.direction),
@@ -121,18 +133,21 @@ def decision_fields(decision: Decision, model_version: str, timings_ms: dict[str
         "reason": decision.reason,
         "model_version": model_version,
     }
-    for name, score in zip(ACTION_ORDER, decision.scores, strict=True):
-        fields[f"score_{name}"] = _num(score)
+    for key, score in zip(_SCORE_KEYS, decision.scores, strict=True):
+        fields[key] = _num(score)
     for vote in decision.votes:
-        fields[f"vote_{vote.agent}"] = ",".join(_num(p) for p in vote.probabilities)
+        p_short, p_hold, p_long = vote.probabilities
+        fields[f"vote_{vote.agent}"] = f"{_num(p_short)},{_num(p_hold)},{_num(p_long)}"
         fields[f"confidence_{vote.agent}"] = _num(vote.confidence)
-    for stage, ms in timings_ms.items():
-        fields[f"{stage}_ms"] = _num(ms)
+    fields.update(timings)
+    if event_id is not None:
+        fields["event_id"] = event_id
     return fields
 
 
-def command_fields(command: ExecutionCommand, timings_ms: dict[str, float]) -> dict[str, str]:
-    fields = {
+def command_fields(command: ExecutionCommand, timings: Mapping[str, str]) -> dict[str, str]:
+    """Flat stream fields of an execution command; `timings` comes from `timing_fields`."""
+    return {
         "correlation_id": command.correlation_id,
         "symbol": command.symbol,
         "side": command.side,
@@ -143,10 +158,8 @@ def command_fields(command: ExecutionCommand, timings_ms: dict[str, float]) -> d
         "stop_loss": _num(command.stop_loss),
         "take_profit": _num(command.take_profit),
         "model_version": command.model_version,
+        **timings,
     }
-    for stage, ms in timings_ms.items():
-        fields[f"{stage}_ms"] = _num(ms)
-    return fields
 
 
 __all__ = [
@@ -161,4 +174,5 @@ __all__ = [
     "SynergyType",
     "command_fields",
     "decision_fields",
+    "timing_fields",
 ]

@@ -179,6 +179,8 @@ class Worker:
             if self.heartbeat is not None:
                 self.heartbeat.stop()
             self.forget_consumer_if_idle(client)
+        if self.pipeline is not None:
+            self.pipeline.scripts.close()
         client.close()
         self.client = None
         log.info("worker %s stopped", self.settings.consumer)
@@ -194,44 +196,77 @@ class Worker:
     # ---- the loop --------------------------------------------------------------------------------------------
     def main_loop(self) -> None:
         backoff = Backoff()
-        while not self.state.should_exit:
-            try:
-                if self.state.reconnect_requested or not self.state.redis_up:
-                    self.reconnect()
-                self.periodic(time.monotonic())
-                with self.breaker_lock:
-                    allowed = self.breaker.allow()
-                    trial = self.breaker.state is BreakerState.HALF_OPEN
-                if not allowed:
-                    self.sleep(min(self.settings.block_ms / 1e3, 0.1))  # events wait in the stream
-                    continue
-                entries = self.read_batch(count=1 if trial else self.settings.batch_size)
-                if entries:
-                    self.process(entries)
-                with self.breaker_lock:
-                    self.breaker.record_success()
-                backoff.reset()
-            except RedisAuthError:
-                raise  # not transient: the same credentials will be refused again
-            except REDIS_ERRORS as exc:
-                self.state.redis_up = False
-                self.state.read_own_pending = True
-                self.telemetry.record_error("read")
-                delay = backoff.next_delay()
-                log.warning("Redis unavailable (%s): retrying in %.2fs; unacked entries stay pending", exc, delay)
-                self.sleep(delay)
-            except StageError as exc:
-                self.telemetry.record_error(exc.stage)
-                with self.breaker_lock:
-                    self.breaker.record_failure(str(exc))
-                log.exception("batch failed; its entries stay pending and will be retried: %s", exc)
-                self.sleep(backoff.next_delay())
-            except redis.ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    log.warning("consumer group %s missing (Redis lost its data?): recreating", self.streams.group)
-                    ensure_group(self._client(), self.streams)
-                    continue
-                raise
+        try:
+            while not self.state.should_exit:
+                try:
+                    self.step()
+                    backoff.reset()
+                except RedisAuthError:
+                    raise  # not transient: the same credentials will be refused again
+                except REDIS_ERRORS as exc:
+                    self._pipeline().abandon()  # its reply may never come: its entries are committed or pending
+                    self.state.redis_up = False
+                    self.state.read_own_pending = True
+                    self.telemetry.record_error("read")
+                    delay = backoff.next_delay()
+                    log.warning("Redis unavailable (%s): retrying in %.2fs; unacked entries stay pending", exc, delay)
+                    self.sleep(delay)
+                except StageError as exc:
+                    self.telemetry.record_error(exc.stage)
+                    with self.breaker_lock:
+                        self.breaker.record_failure(str(exc))
+                    log.exception("batch failed; its entries stay pending and will be retried: %s", exc)
+                    self.sleep(backoff.next_delay())
+                except redis.ResponseError as exc:
+                    if "NOGROUP" in str(exc):
+                        log.warning("consumer group %s missing (Redis lost its data?): recreating", self.streams.group)
+                        ensure_group(self._client(), self.streams)
+                        continue
+                    raise
+        finally:
+            self.finish_in_flight()
+
+    def step(self) -> None:
+        """One turn of the loop: periodic work, then one batch read and decided (if the breaker lets it).
+
+        A full batch suggests more are waiting: its commit is left in flight while the next batch is read and
+        decided, and its reply is read just before the next commit goes out. A short batch (the stream is drained)
+        or a breaker trial is finished at once, so results, metrics and the breaker never lag behind an idle stream.
+        """
+        if self.state.reconnect_requested or not self.state.redis_up:
+            self.reconnect()
+        pipeline = self._pipeline()
+        self.periodic(time.monotonic())
+        with self.breaker_lock:
+            allowed = self.breaker.allow()
+            trial = self.breaker.state is BreakerState.HALF_OPEN
+        if not allowed:
+            self.drain()
+            self.sleep(min(self.settings.block_ms / 1e3, 0.1))  # events wait in the stream
+            return
+        count = 1 if trial else self.settings.batch_size
+        entries = self.read_batch(count=count, block=not pipeline.commit_in_flight)
+        if entries:
+            self.record_results(pipeline.submit(entries))
+        if not entries or len(entries) < count or trial:
+            self.drain()
+        with self.breaker_lock:
+            self.breaker.record_success()
+
+    def drain(self) -> None:
+        """Read the reply of the commit in flight, if any, and record its batch."""
+        self.record_results(self._pipeline().drain())
+
+    def finish_in_flight(self) -> None:
+        """On the way out: the commit in flight is read if Redis still answers; else its entries stay pending (or
+        were committed) and nothing is lost either way."""
+        if self.pipeline is None or not self.pipeline.commit_in_flight:
+            return
+        try:
+            self.drain()
+        except REDIS_ERRORS as exc:
+            self.pipeline.abandon()
+            log.warning("the last commit's reply was lost (%s): its entries are committed or still pending", exc)
 
     def reconnect(self) -> None:
         if self.state.reconnect_requested:
@@ -277,7 +312,7 @@ class Worker:
             "http": None if self.http is None else f"{self.settings.http_host}:{self.http.port}",
         }
 
-    def read_batch(self, count: int) -> list[StreamEntry]:
+    def read_batch(self, count: int, *, block: bool = True) -> list[StreamEntry]:
         client = self._client()
         if self.state.read_own_pending:
             # Entries delivered to this consumer but not committed (e.g. the connection dropped mid-batch).
@@ -287,7 +322,7 @@ class Worker:
                                                  self.settings.consumer)
                 return [StreamEntry(e.entry_id, e.fields, counts.get(e.entry_id, 1)) for e in entries]
             self.state.read_own_pending = False
-        return self._xreadgroup(client, ">", block=self.settings.block_ms, count=count)
+        return self._xreadgroup(client, ">", block=self.settings.block_ms if block else None, count=count)
 
     def _xreadgroup(self, client: redis.Redis, start: str, block: int | None, count: int) -> list[StreamEntry]:
         reply = client.xreadgroup(
@@ -328,14 +363,24 @@ class Worker:
         return reclaimed
 
     def process(self, entries: list[StreamEntry]) -> BatchResult:
-        assert self.pipeline is not None
-        result = self.pipeline.process(entries)
-        self.telemetry.record_batch(result)
-        for reason in result.dead_letters:
-            log.warning("dead-lettered an event: %s", reason)
-        if self.on_batch is not None:
-            self.on_batch(result)
+        """Decide and commit a batch start to finish (the commit in flight, if any, is finished first)."""
+        pipeline = self._pipeline()
+        self.drain()
+        result = pipeline.process(entries)
+        self.record_results([result])
         return result
+
+    def record_results(self, results: list[BatchResult]) -> None:
+        for result in results:
+            self.telemetry.record_batch(result)
+            for reason in result.dead_letters:
+                log.warning("dead-lettered an event: %s", reason)
+            if self.on_batch is not None:
+                self.on_batch(result)
+
+    def _pipeline(self) -> EventPipeline:
+        assert self.pipeline is not None, "startup() builds the pipeline first"
+        return self.pipeline
 
     def sleep(self, seconds: float) -> None:
         """Sleep in short steps so a shutdown signal is honoured promptly."""
