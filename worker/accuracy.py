@@ -96,8 +96,11 @@ class AgentAccuracy:
         self._next_seq = 0
         self.dropped = 0
 
-    def record(self, event: SynergyEvent, votes: Sequence[AgentVote]) -> PendingCall:
-        """Keep every agent's call on `event` until its horizon has passed."""
+    def record(
+        self, event: SynergyEvent, votes: Sequence[AgentVote], bar_close: datetime | None = None
+    ) -> PendingCall:
+        """Keep every agent's call on `event` until its horizon has passed. `bar_close`: the event's timestamp,
+        when the caller has parsed it already."""
         unknown = [vote.agent for vote in votes if vote.agent not in self._outcomes]
         if unknown:
             raise ValueError(f"votes from unknown agent(s) {unknown}; agents are {AGENT_NAMES}")
@@ -105,7 +108,7 @@ class AgentAccuracy:
             correlation_id=event.correlation_id,
             price=event.price,
             dead_band=self.dead_band_atr * event.atr,
-            due=bar_time(event.timestamp) + self.horizon,
+            due=(bar_close or bar_time(event.timestamp)) + self.horizon,
             actions=tuple((vote.agent, vote.action) for vote in votes),
         )
         pending = self._pending.setdefault(event.symbol, [])

@@ -254,13 +254,17 @@ def aggregate_batch(
     score_rows = scores.tolist()
     prob_rows = probs.tolist()
     conf_rows = conf.tolist()
+    fvg, momentum, entry = AGENT_NAMES
     decisions = []
-    for i, event in enumerate(events):
-        votes = tuple(
-            AgentVote(agent=name, probabilities=tuple(prob_rows[i][a]), confidence=conf_rows[i][a])  # type: ignore[arg-type]
-            for a, name in enumerate(AGENT_NAMES)
+    for event, score_row, (p_fvg, p_momentum, p_entry), (c_fvg, c_momentum, c_entry) in zip(
+        events, score_rows, prob_rows, conf_rows, strict=True
+    ):
+        votes = (
+            AgentVote(fvg, tuple(p_fvg), c_fvg),  # type: ignore[arg-type]
+            AgentVote(momentum, tuple(p_momentum), c_momentum),  # type: ignore[arg-type]
+            AgentVote(entry, tuple(p_entry), c_entry),  # type: ignore[arg-type]
         )
-        decisions.append(_decide(event, tuple(score_rows[i]), votes, config, model_version))  # type: ignore[arg-type]
+        decisions.append(_decide(event, tuple(score_row), votes, config, model_version))  # type: ignore[arg-type]
     return decisions
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -63,7 +63,8 @@ return out
 """
 
 # KEYS: input stream, decisions stream, commands stream, dead-letter stream, then completed/processing per decision.
-# ARGV: group, ttl_s, n_decided, n_acks, n_dead, then the records, each a count-prefixed flat list.
+# ARGV: group, ttl_s, n_decided, n_acks, n_dead, the fields every decision of the batch shares, those every command
+# shares, then the records; each field list count-prefixed and flat.
 _COMMIT_LUA = """
 local group = ARGV[1]
 local ttl = ARGV[2]
@@ -76,11 +77,19 @@ local function take_fields()
   pos = pos + n
   return fields
 end
+local function with_shared(fields, shared)
+  local n = #fields
+  for j = 1, #shared do fields[n + j] = shared[j] end
+  return fields
+end
+local shared_decision = take_fields()
+local shared_command = take_fields()
 local out = {}
 for i = 1, n_decided do
   local entry = ARGV[pos]; pos = pos + 1
-  local decision = take_fields()
+  local decision = with_shared(take_fields(), shared_decision)
   local command = take_fields()
+  if #command > 0 then command = with_shared(command, shared_command) end
   local ck, pk = KEYS[4 + 2 * i - 1], KEYS[4 + 2 * i]
   if redis.call('EXISTS', ck) == 1 then
     redis.call('XACK', KEYS[1], group, entry)
@@ -135,6 +144,17 @@ class DecidedEvent:
     correlation_id: str
     decision_fields: Mapping[str, str | bytes]
     command_fields: Mapping[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class SharedFields:
+    """Fields every decision (and every command) of a batch carries: sent once, added to each entry by the commit."""
+
+    decision: Mapping[str, str | bytes] = field(default_factory=dict)
+    command: Mapping[str, str | bytes] = field(default_factory=dict)
+
+
+NO_SHARED_FIELDS = SharedFields()
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,12 +315,13 @@ class DeliveryScripts:
         acks: Iterable[bytes],
         dead: Sequence[DeadLetter],
         completed_ttl_s: int,
+        shared: SharedFields = NO_SHARED_FIELDS,
     ) -> list[str]:
         """Commit a batch atomically. Returns one outcome per decided event ('committed'; 'duplicate' when another
         consumer committed it first; 'settled' when it was no longer pending — dead-lettered by an operator while
         this worker stalled — so nothing was written), then one per dead letter ('dead_lettered', or 'duplicate'
         when the entry was no longer pending: someone else already dead-lettered or acked it)."""
-        with self.send_commit(decided, acks, dead, completed_ttl_s) as pending:
+        with self.send_commit(decided, acks, dead, completed_ttl_s, shared) as pending:
             return pending.outcomes()
 
     def send_commit(
@@ -309,6 +330,7 @@ class DeliveryScripts:
         acks: Iterable[bytes],
         dead: Sequence[DeadLetter],
         completed_ttl_s: int,
+        shared: SharedFields = NO_SHARED_FIELDS,
     ) -> PendingCommit:
         """Send the commit and return at once (see `commit` for the outcomes); read them before the next commit."""
         acks = list(acks)
@@ -317,6 +339,8 @@ class DeliveryScripts:
         s = self.streams
         keys: list[str] = [s.input, s.decisions, s.commands, s.dead_letters]
         args: list[str | bytes | int] = [s.group, completed_ttl_s, len(decided), len(acks), len(dead)]
+        args += _flat(shared.decision)
+        args += _flat(shared.command)
         for event in decided:
             keys += [completed_key(event.correlation_id), processing_key(event.correlation_id)]
             args.append(event.entry_id)

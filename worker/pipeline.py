@@ -16,6 +16,7 @@ from worker.delivery import (
     DecidedEvent,
     DeliveryScripts,
     PendingCommit,
+    SharedFields,
     dead_letter_fields,
 )
 from worker.events import InvalidEvent, decode_event
@@ -72,6 +73,7 @@ class _Decided:
     events: list[SynergyEvent]
     decisions: list[Decision]
     decided: list[DecidedEvent]
+    shared: SharedFields
     dead: list[DeadLetter]
     acks: list[bytes]  # entries found to be duplicates by the claim
     started: float
@@ -127,7 +129,9 @@ class EventPipeline:
             batch = self._decide(entries)
             finished = self.drain()
             self._stage = "commit"
-            commit = self.scripts.send_commit(batch.decided, batch.acks, batch.dead, self.config.completed_ttl_s)
+            commit = self.scripts.send_commit(
+                batch.decided, batch.acks, batch.dead, self.config.completed_ttl_s, batch.shared
+            )
             self._in_flight = _InFlight(batch, commit)
             return finished
         except (redis.ConnectionError, redis.TimeoutError):
@@ -201,18 +205,18 @@ class EventPipeline:
             "aggregate": aggregated - inferred,
         }
         timings = timing_fields({stage: seconds * 1e3 for stage, seconds in result.stage_seconds.items()})
-        version = ensemble.version
         decided = [
             DecidedEvent(
                 entry_id=entry_id,
                 correlation_id=decision.correlation_id,
-                decision_fields=decision_fields(decision, version, timings, entry_id),
-                command_fields=command_fields(decision.command, timings) if decision.command else None,
+                decision_fields=decision_fields(decision, entry_id),
+                command_fields=command_fields(decision.command) if decision.command else None,
             )
             for entry_id, decision in zip(entry_ids, decisions, strict=True)
         ]
+        shared = SharedFields(decision={"model_version": ensemble.version, **timings}, command=timings)
         result.duplicates = len(acks)
-        return _Decided(result, events, decisions, decided, dead, acks, started, claimed)
+        return _Decided(result, events, decisions, decided, shared, dead, acks, started, claimed)
 
     def _settle(self, batch: _Decided, committed: list[str]) -> BatchResult:
         """Fill in a batch's result from its commit's outcomes."""

@@ -13,7 +13,7 @@ import threading
 from worker.accuracy import AgentAccuracy
 from worker.metrics import TacticalMetrics
 from worker.pipeline import BatchResult
-from worker.positions import PositionBook
+from worker.positions import PositionBook, bar_time
 from worker.records import EventOutcome
 from worker.rolling import RollingWindow, WindowStats
 
@@ -45,11 +45,12 @@ class Telemetry:
         with self._book_lock:
             for event, decision in zip(result.events, result.decisions, strict=True):
                 # Each event's price first resolves older calls and positions, then its own call is recorded.
-                self.positions.mark(event.symbol, event.price, event.timestamp)
-                self.accuracy.observe(event.symbol, event.price, event.timestamp)
-                self.accuracy.record(event, decision.votes)
+                when = bar_time(event.timestamp)  # parsed once, not by each book
+                self.positions.mark(event.symbol, event.price, when)
+                self.accuracy.observe(event.symbol, event.price, when)
+                self.accuracy.record(event, decision.votes, when)
                 if decision.command is not None:
-                    self.positions.open(decision.command, event.timestamp)
+                    self.positions.open(decision.command, when)
 
     def record_error(self, operation: str, count: int = 1) -> None:
         self.metrics.record_error(operation, count)
