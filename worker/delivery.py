@@ -3,8 +3,11 @@
 Two Lua scripts carry the contract (DESIGN.md, "Delivery"):
 - `claim_events`: per event, a completed key → duplicate; `SET processing NX PX lease` → ours; held by *another*
   stream entry → duplicate in flight; held by *this same* entry → a dead or stalled owner's work, taken over.
-- `commit_batch`: per decided event, if the completed key exists only XACK (another consumer won the race);
-  else XADD decision, XADD command (if executed), SET completed EX ttl, DEL processing, XACK. Duplicates are acked
+- `commit_batch`: per decided event, if the completed key exists, or another entry with the same correlation id holds
+  the lease, only XACK (another consumer won the race, or is deciding it); else XADD decision, XADD command (if
+  executed), SET completed EX ttl, DEL processing, XACK. The commit re-checks what the claim found, atomically and
+  later, so the worker never waits for the claim's reply before committing: the claim sets the lease (other
+  consumers see the event in flight), the commit decides. Duplicates are acked
   and dead letters are acked and written in the same call; a dead letter is written only if its XACK found the entry
   still pending, so a stalled owner that resumes after another consumer (or an operator) already dead-lettered the
   entry writes no second copy. Being one script makes each event's check-and-write atomic: two consumers racing on
@@ -91,16 +94,20 @@ for i = 1, n_decided do
   local command = take_fields()
   if #command > 0 then command = with_shared(command, shared_command) end
   local ck, pk = KEYS[4 + 2 * i - 1], KEYS[4 + 2 * i]
+  local held = redis.call('GET', pk)
+  local suffix = '|' .. entry
   if redis.call('EXISTS', ck) == 1 then
+    redis.call('XACK', KEYS[1], group, entry)
+    out[#out + 1] = 'duplicate'
+  elseif held and string.sub(held, -string.len(suffix)) ~= suffix then
+    -- Another entry with this correlation id holds the lease: it is the one being decided. Ack this copy.
     redis.call('XACK', KEYS[1], group, entry)
     out[#out + 1] = 'duplicate'
   elseif redis.call('XACK', KEYS[1], group, entry) == 0 then
     -- No longer pending and not decided: settled elsewhere (an operator dead-lettered it while this worker was
     -- stalled), or Redis lost the delivery and will deliver it again. Either way it is not ours to decide now;
     -- release our lease so a replay of it is not mistaken for a duplicate in flight.
-    local held = redis.call('GET', pk) or ''
-    local suffix = '|' .. entry
-    if string.sub(held, -string.len(suffix)) == suffix then redis.call('DEL', pk) end
+    if held then redis.call('DEL', pk) end
     out[#out + 1] = 'settled'
   else
     local decision_id = redis.call('XADD', KEYS[2], '*', unpack(decision))

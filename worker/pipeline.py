@@ -15,6 +15,7 @@ from worker.delivery import (
     DeadLetter,
     DecidedEvent,
     DeliveryScripts,
+    PendingClaim,
     PendingCommit,
     SharedFields,
     dead_letter_fields,
@@ -75,9 +76,9 @@ class _Decided:
     decided: list[DecidedEvent]
     shared: SharedFields
     dead: list[DeadLetter]
-    acks: list[bytes]  # entries found to be duplicates by the claim
+    claim: PendingClaim  # sent, its reply not read yet
     started: float
-    claimed: float
+    decided_at: float
 
 
 @dataclass(slots=True)
@@ -127,12 +128,16 @@ class EventPipeline:
         fails before its commit leaves the earlier commit in flight for `drain`."""
         try:
             batch = self._decide(entries)
-            finished = self.drain()
-            self._stage = "commit"
-            commit = self.scripts.send_commit(
-                batch.decided, batch.acks, batch.dead, self.config.completed_ttl_s, batch.shared
-            )
-            self._in_flight = _InFlight(batch, commit)
+            with batch.claim:
+                finished = self.drain()
+                self._stage = "commit"
+                commit = self.scripts.send_commit(batch.decided, [], batch.dead, self.config.completed_ttl_s,
+                                                  batch.shared)
+                self._in_flight = _InFlight(batch, commit)
+                # The claim's reply came long ago; it is read only to keep its connection in step. The commit just
+                # sent re-checked, atomically, everything the claim found (DESIGN.md, "Delivery").
+                self._stage = "claim"
+                batch.claim.outcomes()
             return finished
         except (redis.ConnectionError, redis.TimeoutError):
             self.abandon()
@@ -168,14 +173,16 @@ class EventPipeline:
         events, entry_ids, dead = self._validate(entries)
         validated = clock()
 
-        # The claim runs in Redis while the agents run here: its outcome is needed only to commit. A duplicate is
-        # thus decided in vain, never committed; duplicates are rare, the claim's round trip was every batch's.
+        # The claim (the lease that shows other consumers this event is in flight) runs in Redis while the agents run
+        # here. Nothing waits for its reply: the commit re-checks the lease and the completed key itself, so a
+        # duplicate is decided in vain and acked by the commit, never written twice.
         self._stage = "claim"
-        with self.scripts.send_claim(
+        claim = self.scripts.send_claim(
             self.config.consumer,
             self.config.processing_lease_ms,
             [(event.correlation_id, entry_id) for event, entry_id in zip(events, entry_ids, strict=True)],
-        ) as claim:
+        )
+        try:
             sent = clock()
             self._stage = "inference"
             ensemble = self.ensemble  # one bundle per batch, even if a reload swaps it meanwhile
@@ -188,35 +195,28 @@ class EventPipeline:
             else:
                 inferred = clock()
             aggregated = clock()
-            self._stage = "claim"
-            outcomes = claim.outcomes()
-        claimed = clock()
-        acks = [entry_id for entry_id, outcome in zip(entry_ids, outcomes, strict=True) if outcome.is_duplicate]
-        todo = [i for i, outcome in enumerate(outcomes) if not outcome.is_duplicate]
-        if len(todo) < len(events):
-            events = [events[i] for i in todo]
-            entry_ids = [entry_ids[i] for i in todo]
-            decisions = [decisions[i] for i in todo]
 
-        result.stage_seconds = {
-            "validate": validated - started,
-            "claim": sent - validated + claimed - aggregated,  # what the overlap did not hide
-            "inference": inferred - sent,
-            "aggregate": aggregated - inferred,
-        }
-        timings = timing_fields({stage: seconds * 1e3 for stage, seconds in result.stage_seconds.items()})
-        decided = [
-            DecidedEvent(
-                entry_id=entry_id,
-                correlation_id=decision.correlation_id,
-                decision_fields=decision_fields(decision, entry_id),
-                command_fields=command_fields(decision.command) if decision.command else None,
-            )
-            for entry_id, decision in zip(entry_ids, decisions, strict=True)
-        ]
+            result.stage_seconds = {
+                "validate": validated - started,
+                "claim": sent - validated,
+                "inference": inferred - sent,
+                "aggregate": aggregated - inferred,
+            }
+            timings = timing_fields({stage: seconds * 1e3 for stage, seconds in result.stage_seconds.items()})
+            decided = [
+                DecidedEvent(
+                    entry_id=entry_id,
+                    correlation_id=decision.correlation_id,
+                    decision_fields=decision_fields(decision, entry_id),
+                    command_fields=command_fields(decision.command) if decision.command else None,
+                )
+                for entry_id, decision in zip(entry_ids, decisions, strict=True)
+            ]
+        except BaseException:
+            claim.close()
+            raise
         shared = SharedFields(decision={"model_version": ensemble.version, **timings}, command=timings)
-        result.duplicates = len(acks)
-        return _Decided(result, events, decisions, decided, shared, dead, acks, started, claimed)
+        return _Decided(result, events, decisions, decided, shared, dead, claim, started, aggregated)
 
     def _settle(self, batch: _Decided, committed: list[str]) -> BatchResult:
         """Fill in a batch's result from its commit's outcomes."""
@@ -234,7 +234,7 @@ class EventPipeline:
             else:
                 result.duplicates += 1
         finished = time.perf_counter()
-        result.stage_seconds["commit"] = finished - batch.claimed
+        result.stage_seconds["commit"] = finished - batch.decided_at
         result.service_seconds = finished - batch.started
         return result
 

@@ -30,8 +30,8 @@ def pipeline_for(client: redis.Redis, ensemble: AgentEnsemble, consumer: str) ->
     return EventPipeline(DeliveryScripts(client), ensemble, AggregatorConfig(), config)
 
 
-def read_as(client: redis.Redis, consumer: str) -> list[StreamEntry]:
-    [(_, messages)] = client.xreadgroup(CONSUMER_GROUP, consumer, {INPUT_STREAM: ">"}, count=10)
+def read_as(client: redis.Redis, consumer: str, count: int = 10) -> list[StreamEntry]:
+    [(_, messages)] = client.xreadgroup(CONSUMER_GROUP, consumer, {INPUT_STREAM: ">"}, count=count)
     return [StreamEntry(entry_id, fields) for entry_id, fields in messages]
 
 
@@ -60,3 +60,27 @@ def test_an_entry_dead_lettered_by_the_operator_while_its_worker_stalled_is_not_
     assert [d.correlation_id for d in result.decisions] == ["stuck-1"]
     assert decided_ids(redis_client) == {b"stuck-1": 1}
     assert redis_client.xlen(DEAD_LETTER_STREAM) == 0
+
+
+def test_a_copy_whose_id_another_entry_holds_is_acked_by_the_commit_and_the_holder_decides_it(
+    redis_client: redis.Redis, ensemble: AgentEnsemble
+) -> None:
+    """The commit, not the claim's reply, decides: a second entry with the same correlation id read while the first
+    is in flight (its lease held) is acked as a duplicate; the holder then commits the one decision."""
+    ensure_group(redis_client)
+    event = make_event(correlation_id="twin-1", rng=np.random.default_rng(5))
+    publish_events(redis_client, [event, event])
+    holder = pipeline_for(redis_client, ensemble, "holder")
+    [first] = read_as(redis_client, "holder", count=1)
+    holder.scripts.claim("holder", 30_000, [("twin-1", first.entry_id)])  # the holder is deciding it
+
+    copy = pipeline_for(redis_client, ensemble, "copy").process(read_as(redis_client, "copy"))
+    assert copy.decisions == [] and copy.duplicates == 1
+    assert decided_ids(redis_client) == {}
+    assert redis_client.xpending(INPUT_STREAM, CONSUMER_GROUP)["pending"] == 1, "the copy is acked, the holder's not"
+
+    result = holder.process([first])
+    assert [d.correlation_id for d in result.decisions] == ["twin-1"]
+    assert decided_ids(redis_client) == {b"twin-1": 1}
+    assert redis_client.xpending(INPUT_STREAM, CONSUMER_GROUP)["pending"] == 0
+
