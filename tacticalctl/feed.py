@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -50,21 +51,17 @@ def _run_feed(ctx: typer.Context, events, *, rate: float | None, duration: float
     client = context.redis()
     stop = threading.Event()
     sent = 0
-
-    def progress(batch: int) -> None:
-        nonlocal sent
-        sent += batch
-
+    # JSON output shows no spinner, but still counts: an interrupted feed reports what it did send.
+    status = nullcontext(None) if json_output else context.console.status(f"{label}: starting")
     try:
-        if json_output:
-            stats = send_events(client, events, rate=rate, duration_s=duration, limit=count, stop=stop)
-        else:
-            with context.console.status(f"{label}: starting") as status:
-                def update(batch: int) -> None:
-                    progress(batch)
-                    status.update(f"{label}: {sent} events sent")
-                stats = send_events(client, events, rate=rate, duration_s=duration, limit=count, stop=stop,
-                                    on_sent=update)
+        with status as spinner:
+            def count_sent(batch: int) -> None:
+                nonlocal sent
+                sent += batch
+                if spinner is not None:
+                    spinner.update(f"{label}: {sent} events sent")
+            stats = send_events(client, events, rate=rate, duration_s=duration, limit=count, stop=stop,
+                                on_sent=count_sent)
     except KeyboardInterrupt:
         stop.set()
         stats = FeedStats(sent=sent, elapsed_s=0.0)
