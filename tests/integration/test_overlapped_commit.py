@@ -1,0 +1,147 @@
+"""A full batch's commit stays in flight while the next batch is decided: every result is still returned once, a
+batch failing meanwhile loses neither itself nor the one in flight, and an idle stream leaves nothing in flight."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+import redis
+
+from tests.integration.streams import decided_ids, pending_count, wait_for, wait_settled
+from worker.aggregator import AggregatorConfig
+from worker.delivery import DeliveryScripts, ensure_group
+from worker.inference import AgentEnsemble
+from worker.names import CONSUMER_GROUP, INPUT_STREAM
+from worker.pipeline import BatchResult, EventPipeline, PipelineConfig, StageError, StreamEntry
+from worker.producer import make_event, publish_events
+from worker.service import Worker
+from worker.settings import WorkerSettings
+
+CONFIG = PipelineConfig(consumer="overlap", processing_lease_ms=30_000, completed_ttl_s=3600, max_deliveries=5,
+                        max_event_bytes=65_536)
+
+
+class FailingWhenArmed:
+    """The real ensemble; `armed` makes the next `infer` raise, as a broken model would."""
+
+    def __init__(self, ensemble: AgentEnsemble) -> None:
+        self._ensemble = ensemble
+        self.version = ensemble.version
+        self.armed = False
+
+    def infer(self, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.armed:
+            self.armed = False
+            raise RuntimeError("model exploded")
+        return self._ensemble.infer(matrices)
+
+
+@pytest.fixture(scope="module")
+def ensemble() -> AgentEnsemble:
+    from models.bundle import current_bundle_dir
+    from worker.settings import default_models_dir
+
+    return AgentEnsemble.load(current_bundle_dir(default_models_dir()), threads=1)
+
+
+def publish(client: redis.Redis, n: int, prefix: str) -> set[bytes]:
+    ensure_group(client)
+    rng = np.random.default_rng(11)
+    publish_events(client, [make_event(correlation_id=f"{prefix}-{i}", rng=rng) for i in range(n)])
+    return {f"{prefix}-{i}".encode() for i in range(n)}
+
+
+def read(client: redis.Redis, count: int) -> list[StreamEntry]:
+    [(_, messages)] = client.xreadgroup(CONSUMER_GROUP, CONFIG.consumer, {INPUT_STREAM: ">"}, count=count)
+    return [StreamEntry(entry_id, fields) for entry_id, fields in messages]
+
+
+def decided(results: list[BatchResult]) -> list[str]:
+    return [decision.correlation_id for result in results for decision in result.decisions]
+
+
+def test_each_batch_result_comes_back_once_one_submit_later(redis_client: redis.Redis, ensemble) -> None:
+    ids = publish(redis_client, 30, "ov")
+    pipeline = EventPipeline(DeliveryScripts(redis_client), ensemble, AggregatorConfig(), CONFIG)
+    batches = [read(redis_client, 10) for _ in range(3)]
+
+    assert pipeline.submit(batches[0]) == [] and pipeline.commit_in_flight
+    second = pipeline.submit(batches[1])
+    third = pipeline.submit(batches[2])
+    last = pipeline.drain()
+    assert not pipeline.commit_in_flight and pipeline.drain() == []
+
+    assert [len(r) for r in (second, third, last)] == [1, 1, 1]
+    assert decided(second) == [f"ov-{i}" for i in range(10)], "submit returns the previous batch, in order"
+    assert decided(third + last) == [f"ov-{i}" for i in range(10, 30)]
+    assert decided_ids(redis_client) == dict.fromkeys(ids, 1)
+    assert pending_count(redis_client) == 0
+
+
+def test_a_batch_failing_while_another_commit_is_in_flight_loses_neither(redis_client: redis.Redis, ensemble) -> None:
+    publish(redis_client, 20, "fail")
+    model = FailingWhenArmed(ensemble)
+    pipeline = EventPipeline(DeliveryScripts(redis_client), model, AggregatorConfig(), CONFIG)  # type: ignore[arg-type]
+    first, second = read(redis_client, 10), read(redis_client, 10)
+
+    pipeline.submit(first)
+    model.armed = True
+    with pytest.raises(StageError, match="inference failed"):
+        pipeline.submit(second)
+    assert pipeline.commit_in_flight, "the earlier commit is still there to be read"
+    assert decided(pipeline.drain()) == [f"fail-{i}" for i in range(10)]
+    assert pending_count(redis_client) == 10, "the failed batch stays pending, nothing acked undecided"
+
+    retried = pipeline.process(second)  # as the worker retries it: its own leases are taken over
+    assert decided([retried]) == [f"fail-{i}" for i in range(10, 20)]
+    assert decided_ids(redis_client) == {f"fail-{i}".encode(): 1 for i in range(20)}
+    assert pending_count(redis_client) == 0
+
+
+@pytest.fixture
+def worker_with_full_batches(
+    redis_url: str,
+) -> Iterator[tuple[Worker, list[BatchResult], list[bool], Callable[[], None]]]:
+    """A worker in this process, its loop not started yet (the last item starts it)."""
+    settings = WorkerSettings.from_env({}, redis_url=redis_url, consumer="overlapping", http_addr="127.0.0.1:0",
+                                       batch_size=25)
+    results: list[BatchResult] = []
+    worker = Worker(settings, on_batch=results.append)
+    worker.startup()
+    assert worker.pipeline is not None
+    in_flight_at_submit: list[bool] = []
+    submit = worker.pipeline.submit
+
+    def watched_submit(entries: list[StreamEntry]) -> list[BatchResult]:
+        in_flight_at_submit.append(worker.pipeline.commit_in_flight)  # type: ignore[union-attr]
+        return submit(entries)
+
+    worker.pipeline.submit = watched_submit  # type: ignore[method-assign]
+    loop = threading.Thread(target=worker.main_loop, daemon=True)
+    yield worker, results, in_flight_at_submit, loop.start
+    worker.state.should_exit = True
+    if loop.is_alive():
+        loop.join(timeout=30)
+    worker.shutdown()
+
+
+def test_a_worker_overlaps_full_batches_and_finishes_the_last_when_the_stream_runs_dry(
+    redis_client: redis.Redis, worker_with_full_batches
+) -> None:
+    worker, results, in_flight_at_submit, start = worker_with_full_batches
+    ids = publish(redis_client, 500, "busy")  # queued first: every read is a full batch of 25
+    start()
+    wait_settled(redis_client, 500)
+    wait_for(lambda: sum(len(r.decisions) for r in results) == 500, what="every batch's result recorded")
+
+    assert any(in_flight_at_submit), "full batches were decided while the previous commit was in flight"
+    assert not worker.pipeline.commit_in_flight, "an idle stream leaves no commit unread"  # type: ignore[union-attr]
+    assert sorted(decided(results)) == sorted(cid.decode() for cid in ids), "each decision recorded once"
+    assert decided_ids(redis_client) == dict.fromkeys(ids, 1)
+    registry = worker.telemetry.metrics.registry
+    processed = sum(registry.get_sample_value("tactical_events_processed_total", {"outcome": outcome}) or 0
+                    for outcome in ("executed", "hold", "duplicate", "dead_letter"))
+    assert processed == 500, "the metrics count every overlapped batch once"
