@@ -8,6 +8,7 @@ import pytest
 from worker.actions import AGENT_NAMES, Action
 from worker.aggregator import (
     DEFAULT_WEIGHTS,
+    PYTHON_SCORING_MAX_BATCH,
     AggregationError,
     AggregatorConfig,
     AggregatorConfigError,
@@ -291,10 +292,12 @@ def test_non_finite_probabilities_are_refused() -> None:
     votes[1] = AgentVote("momentum", (float("nan"), 0.5, 0.5), 0.9)
     with pytest.raises(AggregationError, match="momentum"):
         aggregate(make_event(), votes, CONFIG, "m")
-    probabilities = np.full((1, 3, 3), 1 / 3)
-    probabilities[0, 2, 1] = np.inf
-    with pytest.raises(AggregationError, match="non-finite"):
-        aggregate_batch([make_event()], probabilities, np.ones((1, 3)), CONFIG, "m")
+    for size in (1, PYTHON_SCORING_MAX_BATCH + 1):  # scored in Python floats, then with numpy
+        probabilities = np.full((size, 3, 3), 1 / 3)
+        probabilities[-1, 2, 1] = np.inf
+        events = [make_event(correlation_id=f"cid-{i}") for i in range(size)]
+        with pytest.raises(AggregationError, match=f"non-finite probability for event 'cid-{size - 1}'"):
+            aggregate_batch(events, probabilities, np.ones((size, 3)), CONFIG, "m")
 
 
 def test_batch_shapes_are_checked() -> None:
@@ -352,6 +355,21 @@ def test_batch_gives_exactly_the_per_event_decisions(seed: int) -> None:
     assert batch == one_by_one
     outcomes = {d.reason.split(":")[0] for d in batch}
     assert {"executed", "below threshold", "tie"} <= outcomes  # the random inputs reach the interesting branches
+
+
+def test_small_batches_scored_in_python_match_the_vectorised_scoring_bit_for_bit() -> None:
+    rng = np.random.default_rng(7)
+    events, probabilities, confidence = _random_batch(rng, 64)
+    p32, c32 = probabilities.astype(np.float32), confidence.astype(np.float32)  # as the agents give them
+    vectorised = aggregate_batch(events, p32, c32, CONFIG, "m")
+
+    small = []
+    for start in range(0, 64, PYTHON_SCORING_MAX_BATCH):
+        end = start + PYTHON_SCORING_MAX_BATCH
+        small += aggregate_batch(events[start:end], p32[start:end], c32[start:end], CONFIG, "m")
+
+    assert small == vectorised
+    assert [d.scores for d in small] == [d.scores for d in vectorised]
 
 
 def test_batch_accepts_float32_agent_output() -> None:
