@@ -19,7 +19,14 @@ class Action(IntEnum):
 
     @classmethod
     def from_index(cls, index: int) -> Action:
-        return cls(index - 1)
+        # A tuple lookup, not cls(index - 1): the accuracy tracker calls this for every agent of every event, and
+        # an Enum call costs ten times as much.
+        if 0 <= index < len(_BY_INDEX):
+            return _BY_INDEX[index]
+        raise ValueError(f"{index!r} is not an action index (0 short, 1 hold, 2 long)")
+
+
+_BY_INDEX: tuple[Action, ...] = (Action.SHORT, Action.HOLD, Action.LONG)
 
 
 # Index 0 short, 1 hold, 2 long: the order of every agent's output and of the manifest's `action_order`.
