@@ -59,7 +59,9 @@ class BatchResult:
     duplicates: int = 0
     dead_letters: list[str] = field(default_factory=list)  # reasons
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    service_seconds: float = 0.0  # batch read → committed
+    # The worker's own time on the batch, read → committed; time its commit waited in flight while the next batch
+    # was decided is not counted (that is the next batch's time).
+    service_seconds: float = 0.0
 
     @property
     def executed(self) -> int:
@@ -87,6 +89,7 @@ class _InFlight:
 
     batch: _Decided
     commit: PendingCommit
+    sent_at: float
 
 
 class EventPipeline:
@@ -133,7 +136,7 @@ class EventPipeline:
                 self._stage = "commit"
                 commit = self.scripts.send_commit(batch.decided, [], batch.dead, self.config.completed_ttl_s,
                                                   batch.shared)
-                self._in_flight = _InFlight(batch, commit)
+                self._in_flight = _InFlight(batch, commit, time.perf_counter())
                 # The claim's reply came long ago; it is read only to keep its connection in step. The commit just
                 # sent re-checked, atomically, everything the claim found (DESIGN.md, "Delivery").
                 self._stage = "claim"
@@ -151,12 +154,16 @@ class EventPipeline:
         in_flight, self._in_flight = self._in_flight, None
         if in_flight is None:
             return []
+        waiting_since = time.perf_counter()
         try:
             outcomes = in_flight.commit.outcomes()
         except BaseException:
             in_flight.commit.close()
             raise
-        return [self._settle(in_flight.batch, outcomes)]
+        # The worker's own time on the commit: building and sending it, then waiting for its reply. Time spent
+        # deciding the next batch meanwhile is that batch's, not this one's (end-to-end latency stays per event).
+        commit_seconds = in_flight.sent_at - in_flight.batch.decided_at + time.perf_counter() - waiting_since
+        return [self._settle(in_flight.batch, outcomes, commit_seconds)]
 
     def abandon(self) -> None:
         """Forget the commit in flight without reading its reply (the connection is closed): after a Redis error."""
@@ -218,7 +225,7 @@ class EventPipeline:
         shared = SharedFields(decision={"model_version": ensemble.version, **timings}, command=timings)
         return _Decided(result, events, decisions, decided, shared, dead, claim, started, aggregated)
 
-    def _settle(self, batch: _Decided, committed: list[str]) -> BatchResult:
+    def _settle(self, batch: _Decided, committed: list[str], commit_seconds: float) -> BatchResult:
         """Fill in a batch's result from its commit's outcomes."""
         result = batch.result
         decided_outcomes, dead_outcomes = committed[: len(batch.decided)], committed[len(batch.decided) :]
@@ -233,9 +240,8 @@ class EventPipeline:
                 result.dead_letters.append(str(letter.fields["dead_reason"]))
             else:
                 result.duplicates += 1
-        finished = time.perf_counter()
-        result.stage_seconds["commit"] = finished - batch.decided_at
-        result.service_seconds = finished - batch.started
+        result.stage_seconds["commit"] = commit_seconds
+        result.service_seconds = batch.decided_at - batch.started + commit_seconds
         return result
 
     def _validate(

@@ -4,6 +4,7 @@ batch failing meanwhile loses neither itself nor the one in flight, and an idle 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -24,18 +25,20 @@ CONFIG = PipelineConfig(consumer="overlap", processing_lease_ms=30_000, complete
                         max_event_bytes=65_536)
 
 
-class FailingWhenArmed:
-    """The real ensemble; `armed` makes the next `infer` raise, as a broken model would."""
+class FaultyModel:
+    """The real ensemble; `armed` makes the next `infer` raise, as a broken model would; `delay_s` slows it."""
 
     def __init__(self, ensemble: AgentEnsemble) -> None:
         self._ensemble = ensemble
         self.version = ensemble.version
         self.armed = False
+        self.delay_s = 0.0
 
     def infer(self, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.armed:
             self.armed = False
             raise RuntimeError("model exploded")
+        time.sleep(self.delay_s)
         return self._ensemble.infer(matrices)
 
 
@@ -81,9 +84,26 @@ def test_each_batch_result_comes_back_once_one_submit_later(redis_client: redis.
     assert pending_count(redis_client) == 0
 
 
+def test_time_a_commit_waits_in_flight_is_not_counted_as_its_batch_latency(redis_client: redis.Redis, ensemble) -> None:
+    publish(redis_client, 20, "slow")
+    model = FaultyModel(ensemble)
+    pipeline = EventPipeline(DeliveryScripts(redis_client), model, AggregatorConfig(), CONFIG)  # type: ignore[arg-type]
+    first, second = read(redis_client, 10), read(redis_client, 10)
+
+    pipeline.submit(first)
+    model.delay_s = 0.5  # the next batch takes half a second to decide while the first's commit is in flight
+    [first_result] = pipeline.submit(second)
+    [second_result] = pipeline.drain()
+
+    assert len(first_result.decisions) == 10 and len(second_result.decisions) == 10
+    assert first_result.service_seconds < 0.25, "the next batch's half second is not the first batch's latency"
+    assert second_result.service_seconds >= 0.5, "it is the next batch's own"
+    assert first_result.stage_seconds["commit"] < 0.25
+
+
 def test_a_batch_failing_while_another_commit_is_in_flight_loses_neither(redis_client: redis.Redis, ensemble) -> None:
     publish(redis_client, 20, "fail")
-    model = FailingWhenArmed(ensemble)
+    model = FaultyModel(ensemble)
     pipeline = EventPipeline(DeliveryScripts(redis_client), model, AggregatorConfig(), CONFIG)  # type: ignore[arg-type]
     first, second = read(redis_client, 10), read(redis_client, 10)
 
