@@ -1,0 +1,111 @@
+"""Where a worker's time goes: the pipeline's stages, per event, in this process, against a real Redis.
+
+Queues events, then reads and decides them the way the worker does (XREADGROUP, `EventPipeline.process`, telemetry),
+one batch at a time with nothing else running, and reports the median per-event time of each step: at batch 1 (the
+latency path: every round trip and fixed cost is paid per event) and at a full batch (the throughput path). No
+producer or reader competes for the cores, so the figures are the pipeline's own; `tacticalctl bench` measures the
+whole system.
+
+Run as `python -m bench.stages [--events 2000] [--batches 60] [--batch-size 100] [--json]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import redis
+
+from bench.model import load_ensemble
+from bench.workload import Workload
+from worker.aggregator import AggregatorConfig
+from worker.delivery import DeliveryScripts, ensure_group
+from worker.embedded_redis import EmbeddedRedis
+from worker.names import CONSUMER_GROUP, INPUT_STREAM
+from worker.pipeline import EventPipeline, PipelineConfig, StreamEntry
+from worker.telemetry import Telemetry
+
+CONSUMER = "bench-stages"
+STEPS = ("read", "validate", "claim", "inference", "aggregate", "commit", "telemetry", "total")
+
+
+def measure_stages(client: redis.Redis, pipeline: EventPipeline, telemetry: Telemetry, workload: Workload, *,
+                   batches: int, batch_size: int, id_prefix: str) -> dict[str, float]:
+    """Median µs per event of each step over `batches` batches of `batch_size` (the first tenth is warm-up)."""
+    sender = client.pipeline(transaction=False)
+    for i in range(batches * batch_size):
+        sender.xadd(INPUT_STREAM, workload.fields(i, f"{id_prefix}-{i}"))  # type: ignore[arg-type]
+    sender.execute()
+    samples: dict[str, list[float]] = {step: [] for step in STEPS}
+    clock = time.perf_counter
+    for index in range(batches):
+        started = clock()
+        [(_, messages)] = client.xreadgroup(CONSUMER_GROUP, CONSUMER, {INPUT_STREAM: ">"}, count=batch_size)
+        entries = [StreamEntry(entry_id, fields) for entry_id, fields in messages]
+        read = clock()
+        result = pipeline.process(entries)
+        processed = clock()
+        telemetry.record_batch(result)
+        finished = clock()
+        if len(result.decisions) != len(entries):
+            raise RuntimeError(f"batch {index}: {len(result.decisions)} decisions for {len(entries)} events")
+        if index < batches // 10:
+            continue
+        steps = {"read": read - started, **result.stage_seconds, "telemetry": finished - processed,
+                 "total": finished - started}
+        for step in STEPS:
+            samples[step].append(steps[step] / len(entries))
+    return {step: round(statistics.median(values) * 1e6, 1) for step, values in samples.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=2000, help="events decided one at a time (batch 1)")
+    parser.add_argument("--batches", type=int, default=60, help="full batches decided")
+    parser.add_argument("--batch-size", type=int, default=100, help="events per full batch (the worker's default)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    if args.events < 10 or args.batches < 10 or args.batch_size < 1:
+        parser.error("--events and --batches must be at least 10, --batch-size at least 1")
+
+    workload = Workload.simulated()
+    ensemble = load_ensemble()
+    with tempfile.TemporaryDirectory(prefix="tactical-stages-") as run_dir:
+        server = EmbeddedRedis(data_dir=Path(run_dir) / "redis")
+        server.start()
+        try:
+            client = redis.Redis.from_url(server.url())
+            ensure_group(client)
+            config = PipelineConfig(consumer=CONSUMER, processing_lease_ms=30_000, completed_ttl_s=3600,
+                                    max_deliveries=5, max_event_bytes=65_536)
+            pipeline = EventPipeline(DeliveryScripts(client), ensemble, AggregatorConfig(), config)
+            telemetry = Telemetry()
+            gc.freeze()  # as the worker does after startup
+            report = {
+                "batch_1": measure_stages(client, pipeline, telemetry, workload, batches=args.events, batch_size=1,
+                                          id_prefix="one"),
+                f"batch_{args.batch_size}": measure_stages(client, pipeline, telemetry, workload,
+                                                           batches=args.batches, batch_size=args.batch_size,
+                                                           id_prefix="full"),
+            }
+            client.close()
+        finally:
+            server.close()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        columns = list(report)
+        print(f"{'µs per event':<12}" + "".join(f"{name:>12}" for name in columns))
+        for step in STEPS:
+            print(f"{step:<12}" + "".join(f"{report[name][step]:>12.1f}" for name in columns))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
