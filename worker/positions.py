@@ -30,6 +30,8 @@ DEFAULT_MAX_OPEN = 10_000
 def bar_time(timestamp: datetime | str) -> datetime:
     """An event's bar-close time as an aware UTC datetime; ISO-8601 text without an offset is UTC."""
     moment = datetime.fromisoformat(timestamp) if isinstance(timestamp, str) else timestamp
+    if moment.tzinfo is UTC:
+        return moment  # already what the books hold: the telemetry parses each event's time once and passes it on
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
