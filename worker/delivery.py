@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import hiredis
 import redis
@@ -132,6 +132,9 @@ for i = 1, n_dead do
 end
 return out
 """
+
+
+OutcomeT = TypeVar("OutcomeT")
 
 
 class ClaimOutcome(StrEnum):
@@ -261,29 +264,35 @@ class PendingScript:
         self.close()
 
 
-class PendingClaim:
-    """A claim in flight (see `PendingScript`); `outcomes()` waits for it."""
+class PendingOutcomes(Generic[OutcomeT]):
+    """A script in flight whose reply is one outcome per item (see `PendingScript`); `outcomes()` waits for it.
+    Nothing sent (an empty batch) has no outcomes."""
 
-    def __init__(self, channel: ScriptChannel, keys: list[str], args: list[str | bytes | int]) -> None:
-        self._pending = channel.send(keys, args) if keys else None
-        self._outcomes: list[ClaimOutcome] | None = None if keys else []
+    def __init__(self, pending: PendingScript | None, outcome: Callable[[str], OutcomeT]) -> None:
+        self._pending = pending
+        self._outcome = outcome
+        self._outcomes: list[OutcomeT] | None = None if pending is not None else []
 
-    def outcomes(self) -> list[ClaimOutcome]:
+    def outcomes(self) -> list[OutcomeT]:
         if self._outcomes is None:
             assert self._pending is not None
             raw = self._pending.reply()
-            self._outcomes = [ClaimOutcome(r.decode() if isinstance(r, bytes) else r) for r in raw]
+            self._outcomes = [self._outcome(r.decode() if isinstance(r, bytes) else r) for r in raw]
         return self._outcomes
 
     def close(self) -> None:
         if self._pending is not None:
             self._pending.close()
 
-    def __enter__(self) -> PendingClaim:
+    def __enter__(self) -> PendingOutcomes[OutcomeT]:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+PendingClaim = PendingOutcomes[ClaimOutcome]
+PendingCommit = PendingOutcomes[str]
 
 
 class DeliveryScripts:
@@ -314,7 +323,7 @@ class DeliveryScripts:
         for correlation_id, entry_id in items:
             keys += [completed_key(correlation_id), processing_key(correlation_id)]
             args.append(entry_id)
-        return PendingClaim(self._claim, keys, args)
+        return PendingOutcomes(self._claim.send(keys, args) if keys else None, ClaimOutcome)
 
     def commit(
         self,
@@ -325,9 +334,10 @@ class DeliveryScripts:
         shared: SharedFields = NO_SHARED_FIELDS,
     ) -> list[str]:
         """Commit a batch atomically. Returns one outcome per decided event ('committed'; 'duplicate' when another
-        consumer committed it first; 'settled' when it was no longer pending — dead-lettered by an operator while
-        this worker stalled — so nothing was written), then one per dead letter ('dead_lettered', or 'duplicate'
-        when the entry was no longer pending: someone else already dead-lettered or acked it)."""
+        consumer committed it first, or another entry with its correlation id holds the lease; 'settled' when it
+        was no longer pending — dead-lettered by an operator while this worker stalled — so nothing was written),
+        then one per dead letter ('dead_lettered', or 'duplicate' when the entry was no longer pending: someone
+        else already dead-lettered or acked it). `shared` fields are added to every decision (and command) entry."""
         with self.send_commit(decided, acks, dead, completed_ttl_s, shared) as pending:
             return pending.outcomes()
 
@@ -342,7 +352,7 @@ class DeliveryScripts:
         """Send the commit and return at once (see `commit` for the outcomes); read them before the next commit."""
         acks = list(acks)
         if not decided and not acks and not dead:
-            return PendingCommit(None)
+            return PendingOutcomes(None, str)
         s = self.streams
         keys: list[str] = [s.input, s.decisions, s.commands, s.dead_letters]
         args: list[str | bytes | int] = [s.group, completed_ttl_s, len(decided), len(acks), len(dead)]
@@ -357,30 +367,7 @@ class DeliveryScripts:
         for letter in dead:
             args.append(letter.entry_id)
             args += _flat(letter.fields)
-        return PendingCommit(self._commit.send(keys, args))
-
-
-class PendingCommit:
-    """A commit in flight; `outcomes()` waits for it (see `DeliveryScripts.commit`)."""
-
-    def __init__(self, pending: PendingScript | None) -> None:
-        self._pending = pending
-
-    def outcomes(self) -> list[str]:
-        if self._pending is None:
-            return []
-        raw = self._pending.reply()
-        return [r.decode() if isinstance(r, bytes) else r for r in raw]
-
-    def close(self) -> None:
-        if self._pending is not None:
-            self._pending.close()
-
-    def __enter__(self) -> PendingCommit:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return PendingOutcomes(self._commit.send(keys, args), str)
 
 
 def _flat(fields: Mapping[bytes | str, bytes | str]) -> list[bytes | str | int]:

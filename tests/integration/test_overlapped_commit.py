@@ -62,6 +62,16 @@ def read(client: redis.Redis, count: int) -> list[StreamEntry]:
     return [StreamEntry(entry_id, fields) for entry_id, fields in messages]
 
 
+def two_batches_of_ten(
+    client: redis.Redis, ensemble: AgentEnsemble, prefix: str
+) -> tuple[FaultyModel, EventPipeline, list[StreamEntry], list[StreamEntry]]:
+    """20 events queued and read as two batches, and a pipeline over a model the test can break or slow down."""
+    publish(client, 20, prefix)
+    model = FaultyModel(ensemble)
+    pipeline = EventPipeline(DeliveryScripts(client), model, AggregatorConfig(), CONFIG)  # type: ignore[arg-type]
+    return model, pipeline, read(client, 10), read(client, 10)
+
+
 def decided(results: list[BatchResult]) -> list[str]:
     return [decision.correlation_id for result in results for decision in result.decisions]
 
@@ -85,10 +95,7 @@ def test_each_batch_result_comes_back_once_one_submit_later(redis_client: redis.
 
 
 def test_time_a_commit_waits_in_flight_is_not_counted_as_its_batch_latency(redis_client: redis.Redis, ensemble) -> None:
-    publish(redis_client, 20, "slow")
-    model = FaultyModel(ensemble)
-    pipeline = EventPipeline(DeliveryScripts(redis_client), model, AggregatorConfig(), CONFIG)  # type: ignore[arg-type]
-    first, second = read(redis_client, 10), read(redis_client, 10)
+    model, pipeline, first, second = two_batches_of_ten(redis_client, ensemble, "slow")
 
     pipeline.submit(first)
     model.delay_s = 0.5  # the next batch takes half a second to decide while the first's commit is in flight
@@ -102,10 +109,7 @@ def test_time_a_commit_waits_in_flight_is_not_counted_as_its_batch_latency(redis
 
 
 def test_a_batch_failing_while_another_commit_is_in_flight_loses_neither(redis_client: redis.Redis, ensemble) -> None:
-    publish(redis_client, 20, "fail")
-    model = FaultyModel(ensemble)
-    pipeline = EventPipeline(DeliveryScripts(redis_client), model, AggregatorConfig(), CONFIG)  # type: ignore[arg-type]
-    first, second = read(redis_client, 10), read(redis_client, 10)
+    model, pipeline, first, second = two_batches_of_ten(redis_client, ensemble, "fail")
 
     pipeline.submit(first)
     model.armed = True
