@@ -132,8 +132,8 @@ class EventPipeline:
         try:
             batch = self._decide(entries)
             with batch.claim:
-                finished = self.drain()
                 self._stage = "commit"
+                finished = self.drain()
                 commit = self.scripts.send_commit(batch.decided, [], batch.dead, self.config.completed_ttl_s,
                                                   batch.shared)
                 self._in_flight = _InFlight(batch, commit, time.perf_counter())
