@@ -271,6 +271,7 @@ class Worker:
     def reconnect(self) -> None:
         if self.state.reconnect_requested:
             self.state.reconnect_requested = False
+            self.finish_in_flight()  # its reply first: the disconnect below closes the connection it comes on
             self._client().connection_pool.disconnect()
             self.state.read_own_pending = True
         self.wait_for_redis()

@@ -169,3 +169,28 @@ def test_a_worker_overlaps_full_batches_and_finishes_the_last_when_the_stream_ru
     processed = sum(registry.get_sample_value("tactical_events_processed_total", {"outcome": outcome}) or 0
                     for outcome in ("executed", "hold", "duplicate", "dead_letter"))
     assert processed == 500, "the metrics count every overlapped batch once"
+
+
+def test_a_requested_reconnect_reads_the_commit_in_flight_first(redis_client: redis.Redis,
+                                                                worker_with_full_batches) -> None:
+    """The health monitor's recovery action reconnects Redis; the batch whose commit was in flight is still
+    recorded, not dropped with the connection its reply was coming on."""
+    worker, results, _, start = worker_with_full_batches
+    in_flight_at_reconnect: list[bool] = []
+    reconnect = worker.reconnect
+
+    def watched_reconnect() -> None:
+        in_flight_at_reconnect.append(worker.state.reconnect_requested and worker.pipeline.commit_in_flight)  # type: ignore[union-attr]
+        reconnect()
+
+    worker.reconnect = watched_reconnect  # type: ignore[method-assign]
+    ids = publish(redis_client, 2000, "reconnect")
+    start()
+    while pending_count(redis_client) or redis_client.xinfo_groups(INPUT_STREAM)[0]["lag"]:
+        worker.request_reconnect()
+        time.sleep(0.02)
+    wait_for(lambda: sum(len(r.decisions) for r in results) == 2000, timeout_s=10,
+             what="every batch's result recorded across the reconnects")
+    assert any(in_flight_at_reconnect), "some reconnects came with a commit in flight"
+    assert decided_ids(redis_client) == dict.fromkeys(ids, 1)
+    assert worker.telemetry.window.snapshot().errors.get("read", 0) == 0, "no commit reply was lost"
