@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -61,20 +60,35 @@ def test_p99_above_100ms_exits_2(ctl: Ctl, served: tuple[str, TacticalMetrics]) 
     assert doc["status"] == "critical"
 
 
-def test_a_window_measures_only_what_happens_in_it(ctl: Ctl, served: tuple[str, TacticalMetrics]) -> None:
-    url, metrics = served
+class ObservedAfterFirstScrape(TacticalMetrics):
+    """Real metrics that record `count` fast decisions right after the first scrape has been rendered: inside the
+    command's window whatever the machine's load, never before it."""
+
+    def __init__(self, seconds: float, count: int) -> None:
+        super().__init__()
+        self._pending = (seconds, count)
+
+    def render(self) -> tuple[bytes, str]:
+        rendered = super().render()
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            observe(self, *pending)
+        return rendered
+
+
+def test_a_window_measures_only_what_happens_in_it(ctl: Ctl) -> None:
+    metrics = ObservedAfterFirstScrape(0.004, 40)
     observe(metrics, 0.6, 50)  # a slow morning, before the window
-    timer = threading.Timer(0.3, observe, args=(metrics, 0.004, 40))
-    timer.start()
+    server = HealthServer("127.0.0.1", 0, metrics=metrics, health_snapshot=dict, state_snapshot=dict).start()
     try:
-        result = ctl("latency", "--window", "1", "--json", worker_url=url)
+        result = ctl("latency", "--window", "1", "--json", worker_url=server.url)
+        assert result.exit_code == 0, result.stdout
+        doc = json.loads(result.stdout)
+        end_to_end = next(op for op in doc["operations"] if op["operation"] == "end_to_end")
+        assert (doc["window_s"], end_to_end["count"]) == (1.0, 40)
+        assert ctl("latency", worker_url=server.url).exit_code == 2  # since start, the slow morning still counts
     finally:
-        timer.join()
-    assert result.exit_code == 0, result.stdout
-    doc = json.loads(result.stdout)
-    end_to_end = next(op for op in doc["operations"] if op["operation"] == "end_to_end")
-    assert (doc["window_s"], end_to_end["count"]) == (1.0, 40)
-    assert ctl("latency", worker_url=url).exit_code == 2  # since start, the slow morning still counts
+        server.stop()
 
 
 def test_an_unreachable_worker_is_critical_in_one_line(ctl: Ctl) -> None:
