@@ -140,12 +140,8 @@ OutcomeT = TypeVar("OutcomeT")
 class ClaimOutcome(StrEnum):
     CLAIMED = "claimed"  # ours to decide
     TAKEOVER = "takeover"  # this same entry was in flight under a dead or stalled owner: ours now
-    DONE = "done"  # already decided: a duplicate, ack it
-    INFLIGHT = "inflight"  # another entry with this id is being decided: a duplicate, ack it
-
-    @property
-    def is_duplicate(self) -> bool:
-        return self in (ClaimOutcome.DONE, ClaimOutcome.INFLIGHT)
+    DONE = "done"  # already decided: a duplicate (the commit acks it)
+    INFLIGHT = "inflight"  # another entry with this id is being decided: a duplicate (the commit acks it)
 
 
 @dataclass(frozen=True, slots=True)

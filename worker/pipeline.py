@@ -11,7 +11,6 @@ import redis
 
 from worker.aggregator import AggregatorConfig, aggregate_batch
 from worker.delivery import (
-    ClaimOutcome,
     DeadLetter,
     DecidedEvent,
     DeliveryScripts,
@@ -277,4 +276,4 @@ class EventPipeline:
         )
 
 
-__all__ = ["BatchResult", "ClaimOutcome", "EventPipeline", "PipelineConfig", "StreamEntry"]
+__all__ = ["BatchResult", "EventPipeline", "PipelineConfig", "StreamEntry"]
