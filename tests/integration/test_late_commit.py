@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import redis
 
-from models.bundle import current_bundle_dir
 from tests.integration.streams import decided_ids
 from worker.aggregator import AggregatorConfig
 from worker.delivery import DeliveryScripts, ensure_group
@@ -16,12 +14,6 @@ from worker.ops.dead_letters import replay_dead_letters, select_dead_letters
 from worker.ops.pending import dead_letter_stuck_entries
 from worker.pipeline import EventPipeline, PipelineConfig, StreamEntry
 from worker.producer import make_event, publish_events
-from worker.settings import default_models_dir
-
-
-@pytest.fixture(scope="module")
-def ensemble() -> AgentEnsemble:
-    return AgentEnsemble.load(current_bundle_dir(default_models_dir()))
 
 
 def pipeline_for(client: redis.Redis, ensemble: AgentEnsemble, consumer: str) -> EventPipeline:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import redis
 
+from tests.faults import FaultyModel
 from tests.integration.streams import decided_ids, pending_count, wait_for, wait_settled
 from worker.aggregator import AggregatorConfig
 from worker.delivery import DeliveryScripts, ensure_group
@@ -23,31 +24,6 @@ from worker.settings import WorkerSettings
 
 CONFIG = PipelineConfig(consumer="overlap", processing_lease_ms=30_000, completed_ttl_s=3600, max_deliveries=5,
                         max_event_bytes=65_536)
-
-
-class FaultyModel:
-    """The real ensemble; `armed` makes the next `infer` raise, as a broken model would; `delay_s` slows it."""
-
-    def __init__(self, ensemble: AgentEnsemble) -> None:
-        self._ensemble = ensemble
-        self.version = ensemble.version
-        self.armed = False
-        self.delay_s = 0.0
-
-    def infer(self, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self.armed:
-            self.armed = False
-            raise RuntimeError("model exploded")
-        time.sleep(self.delay_s)
-        return self._ensemble.infer(matrices)
-
-
-@pytest.fixture(scope="module")
-def ensemble() -> AgentEnsemble:
-    from models.bundle import current_bundle_dir
-    from worker.settings import default_models_dir
-
-    return AgentEnsemble.load(current_bundle_dir(default_models_dir()), threads=1)
 
 
 def publish(client: redis.Redis, n: int, prefix: str) -> set[bytes]:
@@ -112,8 +88,8 @@ def test_a_batch_failing_while_another_commit_is_in_flight_loses_neither(redis_c
     model, pipeline, first, second = two_batches_of_ten(redis_client, ensemble, "fail")
 
     pipeline.submit(first)
-    model.armed = True
-    with pytest.raises(StageError, match="inference failed"):
+    model.fail_next = True
+    with pytest.raises(StageError, match="inference failed: RuntimeError: injected model failure"):
         pipeline.submit(second)
     assert pipeline.commit_in_flight, "the earlier commit is still there to be read"
     assert decided(pipeline.drain()) == [f"fail-{i}" for i in range(10)]

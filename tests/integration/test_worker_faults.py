@@ -10,31 +10,13 @@ import numpy as np
 import pytest
 import redis
 
+from tests.faults import FaultyModel
 from tests.integration.streams import decided_ids, pending_count, wait_for, wait_settled
 from worker.breaker import request_reset
 from worker.names import CONSUMER_GROUP, DECISIONS_STREAM, INPUT_STREAM
 from worker.producer import make_event, publish_events
 from worker.service import Worker
 from worker.settings import WorkerSettings
-
-
-class FaultyModel:
-    """The real ensemble, with a switch to fail or slow down each batch (a stand-in for a broken model host)."""
-
-    def __init__(self, ensemble) -> None:
-        self.ensemble = ensemble
-        self.fail = False
-        self.delay_s = 0.0
-
-    def infer(self, matrices):
-        if self.fail:
-            raise RuntimeError("injected model failure")
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        return self.ensemble.infer(matrices)
-
-    def __getattr__(self, name):
-        return getattr(self.ensemble, name)
 
 
 @pytest.fixture

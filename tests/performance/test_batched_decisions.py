@@ -4,27 +4,19 @@ command) whether the worker reads it alone or among a hundred others."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import redis
 
 from bench.workload import Workload
-from models.bundle import current_bundle_dir
 from worker.aggregator import AggregatorConfig
 from worker.delivery import DeliveryScripts, ensure_group
 from worker.events import matrix_from_bytes
 from worker.inference import AgentEnsemble
 from worker.names import COMMANDS_STREAM, CONSUMER_GROUP, DECISIONS_STREAM, INPUT_STREAM
 from worker.pipeline import EventPipeline, PipelineConfig, StreamEntry
-from worker.settings import default_models_dir
 
 EVENTS = 240
 
 Record = dict[bytes, bytes]
-
-
-@pytest.fixture(scope="module")
-def ensemble() -> AgentEnsemble:
-    return AgentEnsemble.load(current_bundle_dir(default_models_dir()), threads=1)
 
 
 def test_inference_of_a_row_does_not_depend_on_its_batch(ensemble: AgentEnsemble) -> None:

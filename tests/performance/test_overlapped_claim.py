@@ -3,41 +3,19 @@ Redis connection clean and the entries retryable; a flushed script cache must no
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import redis
 
 from bench.workload import Workload
-from models.bundle import current_bundle_dir
+from tests.faults import FaultyModel
 from worker.aggregator import AggregatorConfig
 from worker.delivery import DeliveryScripts, ensure_group
 from worker.inference import AgentEnsemble
 from worker.names import CONSUMER_GROUP, DECISIONS_STREAM, INPUT_STREAM, processing_key
 from worker.pipeline import EventPipeline, PipelineConfig, StageError, StreamEntry
-from worker.settings import default_models_dir
 
 CONFIG = PipelineConfig(consumer="overlap", processing_lease_ms=30_000, completed_ttl_s=3600, max_deliveries=5,
                         max_event_bytes=65_536)
-
-
-class FailingOnce:
-    """The real ensemble, except that its first `infer` raises, as a broken model would."""
-
-    def __init__(self, ensemble: AgentEnsemble) -> None:
-        self._ensemble = ensemble
-        self.version = ensemble.version
-        self.failed = False
-
-    def infer(self, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if not self.failed:
-            self.failed = True
-            raise RuntimeError("model exploded")
-        return self._ensemble.infer(matrices)
-
-
-@pytest.fixture(scope="module")
-def ensemble() -> AgentEnsemble:
-    return AgentEnsemble.load(current_bundle_dir(default_models_dir()), threads=1)
 
 
 def _read(client: redis.Redis, workload: Workload, count: int) -> list[StreamEntry]:
@@ -54,8 +32,10 @@ def test_a_batch_failing_while_its_claim_is_in_flight_is_retried_and_decided_onc
     entries = _read(redis_client, workload, 5)
     scripts = DeliveryScripts(redis_client)
     scripts.claim("someone-else", 1000, [("unrelated", b"0-1")])  # the script is cached: EVALSHA runs at once
-    pipeline = EventPipeline(scripts, FailingOnce(ensemble), AggregatorConfig(), CONFIG)  # type: ignore[arg-type]
-    with pytest.raises(StageError, match="inference failed: RuntimeError: model exploded"):
+    model = FaultyModel(ensemble)
+    model.fail_next = True
+    pipeline = EventPipeline(scripts, model, AggregatorConfig(), CONFIG)  # type: ignore[arg-type]
+    with pytest.raises(StageError, match="inference failed: RuntimeError: injected model failure"):
         pipeline.process(entries)
     assert redis_client.ping() is True, "the unread claim reply was not left on a pooled connection"
     assert len(redis_client.keys(processing_key("overlap-*"))) == 5, "the claim did run while the agents failed"

@@ -6,17 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.bundle import current_bundle_dir, read_manifest
+from models.bundle import read_manifest
 from models.compile import reference_inputs
 from worker.actions import AGENT_NAMES, Action
 from worker.inference import AgentEnsemble, InferenceInputError, configure_torch_threads
 from worker.records import AgentVote
-from worker.settings import default_models_dir
-
-
-@pytest.fixture(scope="module")
-def ensemble() -> AgentEnsemble:
-    return AgentEnsemble.load(current_bundle_dir(default_models_dir()), threads=1)
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import redis
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.bundle import current_bundle_dir
 from worker.aggregator import AggregatorConfig
 from worker.delivery import DeliveryScripts, ensure_group
 from worker.embedded_redis import EmbeddedRedis
@@ -25,7 +23,6 @@ from worker.inference import AgentEnsemble
 from worker.names import COMMANDS_STREAM, CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 from worker.pipeline import EventPipeline, PipelineConfig, StreamEntry
 from worker.producer import make_event
-from worker.settings import default_models_dir
 
 FUZZ = settings(
     max_examples=150,
@@ -47,12 +44,6 @@ VALID_TEMPLATES = [
     wire(encode_event(make_event(rng=np.random.default_rng(seed), direction=1 - 2 * (seed % 2)), matrix_encoding=enc))
     for seed, enc in enumerate(["f32le", "f32le", "json", "f32le"])
 ]
-
-
-@pytest.fixture(scope="module")
-def ensemble() -> AgentEnsemble:
-    torch.set_num_threads(1)
-    return AgentEnsemble.load(current_bundle_dir(default_models_dir()), threads=1)
 
 
 @pytest.fixture(scope="module")

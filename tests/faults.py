@@ -1,0 +1,31 @@
+"""A stand-in for a broken or slow model host: the real agents behind switches a test can flip."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from worker.inference import AgentEnsemble
+
+
+class FaultyModel:
+    """The real ensemble: `fail` makes every `infer` raise, `fail_next` only the next one, `delay_s` slows each."""
+
+    def __init__(self, ensemble: AgentEnsemble) -> None:
+        self.ensemble = ensemble
+        self.fail = False
+        self.fail_next = False
+        self.delay_s = 0.0
+
+    def infer(self, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.fail or self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("injected model failure")
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return self.ensemble.infer(matrices)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ensemble, name)
