@@ -113,12 +113,13 @@ class Heartbeat:
         self._clock = clock
         self._next_beat = float("-inf")
 
-    def beat_if_due(self, info: dict[str, Any]) -> bool:
-        """Write the heartbeat if an interval has passed since the last one; True if it wrote."""
+    def beat_if_due(self, info: Callable[[], dict[str, Any]]) -> bool:
+        """Write the heartbeat if an interval has passed since the last one; True if it wrote. `info` is called only
+        then: the loop asks every batch, and building it (hostname, state) costs more than the check."""
         now = self._clock()
         if now < self._next_beat:
             return False
-        write_heartbeat(self.client, self.consumer, interval_s=self.interval_s, info=info)
+        write_heartbeat(self.client, self.consumer, interval_s=self.interval_s, info=info())
         self._next_beat = now + self.interval_s
         return True
 

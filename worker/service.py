@@ -296,7 +296,7 @@ class Worker:
                 self.sleep(delay)
 
     def periodic(self, now: float) -> None:
-        if self.heartbeat is not None and self.heartbeat.beat_if_due(self.heartbeat_info()):
+        if self.heartbeat is not None and self.heartbeat.beat_if_due(self.heartbeat_info):
             with self.breaker_lock:
                 publish_breaker_state(self._client(), self.settings.consumer, self.breaker)
         if now >= self.state.next_reclaim and self.breaker.state is BreakerState.CLOSED:

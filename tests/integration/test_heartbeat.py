@@ -60,29 +60,35 @@ def test_refreshing_keeps_a_consumer_alive_past_its_first_ttl(redis_client: redi
     heartbeat = Heartbeat(redis_client, "host-a:103", interval_s=0.1)  # TTL 250 ms
     started = time.monotonic()
     while time.monotonic() - started < 0.6:
-        heartbeat.beat_if_due(INFO)
+        heartbeat.beat_if_due(lambda: INFO)
         assert is_alive(redis_client, "host-a:103")
         time.sleep(0.01)
 
 
-def test_beat_if_due_writes_once_per_interval(redis_client: redis.Redis) -> None:
+def test_beat_if_due_writes_once_per_interval_and_builds_its_info_only_then(redis_client: redis.Redis) -> None:
     now = [50.0]
     heartbeat = Heartbeat(redis_client, "host-a:104", interval_s=2.0, clock=lambda: now[0])
+    built: list[float] = []
 
-    assert heartbeat.beat_if_due(INFO) is True
+    def info() -> dict[str, object]:
+        built.append(now[0])
+        return INFO
+
+    assert heartbeat.beat_if_due(info) is True
     now[0] += 1.0
-    assert heartbeat.beat_if_due(INFO) is False
+    assert heartbeat.beat_if_due(info) is False
     now[0] += 1.0
-    assert heartbeat.beat_if_due(INFO) is True
+    assert heartbeat.beat_if_due(info) is True
+    assert built == [50.0, 52.0]  # the loop asks every batch; the info is built only for a beat
 
 
 def test_delete_on_clean_shutdown(redis_client: redis.Redis) -> None:
     heartbeat = Heartbeat(redis_client, "host-a:105", interval_s=2.0)
-    heartbeat.beat_if_due(INFO)
+    heartbeat.beat_if_due(lambda: INFO)
 
     assert heartbeat.stop() is True
     assert not is_alive(redis_client, "host-a:105")
-    assert heartbeat.beat_if_due(INFO) is False  # no beat after shutdown brings it back
+    assert heartbeat.beat_if_due(lambda: INFO) is False  # no beat after shutdown brings it back
     assert delete_heartbeat(redis_client, "host-a:105") is False
 
 
