@@ -1,10 +1,10 @@
 """Where a worker's time goes: the pipeline's stages, per event, in this process, against a real Redis.
 
-Queues events, then reads and decides them the way the worker does (XREADGROUP, `EventPipeline.process`, telemetry),
-one batch at a time with nothing else running, and reports the median per-event time of each step: at batch 1 (the
-latency path: every round trip and fixed cost is paid per event) and at a full batch (the throughput path). No
-producer or reader competes for the cores, so the figures are the pipeline's own; `tacticalctl bench` measures the
-whole system.
+Queues events, then reads and decides them the way the worker does (`GroupReader`, `EventPipeline.process`,
+telemetry), one batch at a time with nothing else running, and reports the median per-event time of each step: at
+batch 1 (the latency path: every round trip and fixed cost is paid per event) and at a full batch (the throughput
+path). No producer or reader competes for the cores, so the figures are the pipeline's own; `tacticalctl bench`
+measures the whole system.
 
 Run as `python -m bench.stages [--events 2000] [--batches 60] [--batch-size 100] [--json]`.
 """
@@ -27,6 +27,7 @@ from bench.workload import Workload
 from worker.aggregator import AggregatorConfig
 from worker.delivery import DeliveryScripts, ensure_group
 from worker.embedded_redis import EmbeddedRedis
+from worker.group_reader import GroupReader
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
 from worker.pipeline import EventPipeline, PipelineConfig, StreamEntry
 from worker.telemetry import Telemetry
@@ -35,8 +36,8 @@ CONSUMER = "bench-stages"
 STEPS = ("read", "validate", "claim", "inference", "aggregate", "commit", "telemetry", "total")
 
 
-def measure_stages(client: redis.Redis, pipeline: EventPipeline, telemetry: Telemetry, workload: Workload, *,
-                   batches: int, batch_size: int, id_prefix: str) -> dict[str, float]:
+def measure_stages(client: redis.Redis, reader: GroupReader, pipeline: EventPipeline, telemetry: Telemetry,
+                   workload: Workload, *, batches: int, batch_size: int, id_prefix: str) -> dict[str, float]:
     """Median µs per event of each step over `batches` batches of `batch_size` (the first tenth is warm-up)."""
     sender = client.pipeline(transaction=False)
     for i in range(batches * batch_size):
@@ -46,7 +47,7 @@ def measure_stages(client: redis.Redis, pipeline: EventPipeline, telemetry: Tele
     clock = time.perf_counter
     for index in range(batches):
         started = clock()
-        [(_, messages)] = client.xreadgroup(CONSUMER_GROUP, CONSUMER, {INPUT_STREAM: ">"}, count=batch_size)
+        messages = reader.read(">", batch_size)
         entries = [StreamEntry(entry_id, fields) for entry_id, fields in messages]
         read = clock()
         result = pipeline.process(entries)
@@ -85,15 +86,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             config = PipelineConfig(consumer=CONSUMER, processing_lease_ms=30_000, completed_ttl_s=3600,
                                     max_deliveries=5, max_event_bytes=65_536)
             pipeline = EventPipeline(DeliveryScripts(client), ensemble, AggregatorConfig(), config)
+            reader = GroupReader(client, INPUT_STREAM, CONSUMER_GROUP, CONSUMER)
             telemetry = Telemetry()
             gc.freeze()  # as the worker does after startup
             report = {
-                "batch_1": measure_stages(client, pipeline, telemetry, workload, batches=args.events, batch_size=1,
-                                          id_prefix="one"),
-                f"batch_{args.batch_size}": measure_stages(client, pipeline, telemetry, workload,
+                "batch_1": measure_stages(client, reader, pipeline, telemetry, workload, batches=args.events,
+                                          batch_size=1, id_prefix="one"),
+                f"batch_{args.batch_size}": measure_stages(client, reader, pipeline, telemetry, workload,
                                                            batches=args.batches, batch_size=args.batch_size,
                                                            id_prefix="full"),
             }
+            reader.close()
             client.close()
         finally:
             server.close()

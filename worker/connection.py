@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,37 @@ def connect(
         redis_connect_func=_authenticating(url, security),
         **options,
     )
+
+
+class HeldConnection:
+    """A connection taken from a client's pool once and kept between calls: the hot path neither checks a connection
+    out of the pool nor polls it for stale replies on every batch. A connection whose reply was not read (the caller
+    failed first, or the read failed) is discarded, and a fresh one taken next time, so no stale reply is ever read as
+    another's. It goes back to the pool on `close()`, or when the holder is garbage. One thread at a time."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._held: list[AbstractConnection] = []  # zero or one connection, shared with the finalizer
+        self._finalizer = weakref.finalize(self, _release_all, client.connection_pool, self._held)
+
+    def connection(self) -> AbstractConnection:
+        if not self._held:
+            self._held.append(self.client.connection_pool.get_connection())
+        return self._held[0]
+
+    def discard(self) -> None:
+        """Close the held connection (it may hold an unread reply); the next call takes a fresh one."""
+        if self._held:
+            self._held[0].disconnect()
+            _release_all(self.client.connection_pool, self._held)
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _release_all(pool: redis.ConnectionPool, held: list[AbstractConnection]) -> None:
+    while held:
+        pool.release(held.pop())
 
 
 def _authenticating(url: str, security: RedisSecurity) -> Callable[[AbstractConnection], None]:

@@ -18,7 +18,6 @@ A crash before the commit leaves entries pending in the group; they are reclaime
 from __future__ import annotations
 
 import itertools
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -27,9 +26,9 @@ from typing import Any, Generic, TypeVar
 import hiredis
 import redis
 from redis.commands.core import Script
-from redis.connection import AbstractConnection
 from redis.exceptions import NoScriptError
 
+from worker.connection import HeldConnection
 from worker.names import (
     COMMANDS_STREAM,
     CONSUMER_GROUP,
@@ -184,38 +183,18 @@ DEFAULT_STREAMS = StreamNames()
 
 
 class ScriptChannel:
-    """One script and a connection of its own, held between calls: the hot path neither takes a connection from the
-    pool nor checks it for stale replies on every batch. A connection whose reply was not read (the batch failed
-    first, or the read failed) is closed and a fresh one taken next time, so no stale reply is ever read as another's.
-    The held connection goes back to the pool on `close()`, or when the channel is garbage. One thread at a time."""
+    """One script and a connection of its own (`HeldConnection`): a script's reply is read on the connection it was
+    sent on, and a reply left unread discards that connection."""
 
     def __init__(self, client: redis.Redis, script: Script) -> None:
-        self.client = client
         self.script = script
-        self._held: list[AbstractConnection] = []  # zero or one connection, shared with the finalizer
-        self._finalizer = weakref.finalize(self, _release_all, client.connection_pool, self._held)
+        self.held = HeldConnection(client)
 
     def send(self, keys: list[str], args: list[str | bytes | int]) -> PendingScript:
         return PendingScript(self, keys, args)
 
-    def connection(self) -> AbstractConnection:
-        if not self._held:
-            self._held.append(self.client.connection_pool.get_connection())
-        return self._held[0]
-
-    def discard(self) -> None:
-        """Close the held connection (it may hold an unread reply); the next call takes a fresh one."""
-        if self._held:
-            self._held[0].disconnect()
-            _release_all(self.client.connection_pool, self._held)
-
     def close(self) -> None:
-        self._finalizer()
-
-
-def _release_all(pool: redis.ConnectionPool, held: list[AbstractConnection]) -> None:
-    while held:
-        pool.release(held.pop())
+        self.held.close()
 
 
 class PendingScript:
@@ -229,11 +208,11 @@ class PendingScript:
         self._args = args
         self._awaiting = False
         try:
-            channel.connection().send_packed_command(
+            channel.held.connection().send_packed_command(
                 [hiredis.pack_command(("EVALSHA", channel.script.sha, len(keys), *keys, *args))]
             )
         except BaseException:
-            channel.discard()
+            channel.held.discard()
             raise
         self._awaiting = True
 
@@ -241,17 +220,17 @@ class PendingScript:
         assert self._awaiting, "reply() is read once"
         self._awaiting = False
         try:
-            return self._channel.connection().read_response()
+            return self._channel.held.connection().read_response()
         except NoScriptError:  # Redis lost its script cache (restart, SCRIPT FLUSH): load it and run again
             return self._channel.script(keys=self._keys, args=self._args)
         except BaseException:
-            self._channel.discard()
+            self._channel.held.discard()
             raise
 
     def close(self) -> None:
         if self._awaiting:
             self._awaiting = False
-            self._channel.discard()
+            self._channel.held.discard()
 
     def __enter__(self) -> PendingScript:
         return self

@@ -26,6 +26,7 @@ from worker.aggregator import AggregatorConfig
 from worker.breaker import BreakerConfig, BreakerState, CircuitBreaker, publish_breaker_state, record_restart
 from worker.connection import Backoff, RedisAuthError, connect
 from worker.delivery import DeliveryScripts, StreamNames, ensure_group, pending_delivery_counts
+from worker.group_reader import GroupReader
 from worker.heartbeat import Heartbeat
 from worker.http_server import HealthServer
 from worker.inference import AgentEnsemble
@@ -70,6 +71,7 @@ class Worker:
         self.client: redis.Redis | None = None
         self.ensemble: AgentEnsemble | None = None
         self.pipeline: EventPipeline | None = None
+        self.reader: GroupReader | None = None
         self.telemetry = Telemetry(window_s=settings.stats_window_s)
         self.breaker = CircuitBreaker(BreakerConfig.from_settings(settings))
         self.breaker_lock = threading.Lock()
@@ -124,6 +126,7 @@ class Worker:
                 max_event_bytes=s.max_event_bytes,
             ),
         )
+        self.reader = GroupReader(self.client, self.streams.input, self.streams.group, s.consumer)
         self.heartbeat = Heartbeat(self.client, s.consumer, s.heartbeat_interval_s)
         self.monitor = HealthMonitor(self, interval_s=s.health_interval_s).start()
         self.http = HealthServer(
@@ -181,6 +184,8 @@ class Worker:
             self.forget_consumer_if_idle(client)
         if self.pipeline is not None:
             self.pipeline.scripts.close()
+        if self.reader is not None:
+            self.reader.close()
         client.close()
         self.client = None
         log.info("worker %s stopped", self.settings.consumer)
@@ -314,28 +319,23 @@ class Worker:
         }
 
     def read_batch(self, count: int, *, block: bool = True) -> list[StreamEntry]:
-        client = self._client()
         if self.state.read_own_pending:
             # Entries delivered to this consumer but not committed (e.g. the connection dropped mid-batch).
-            entries = self._xreadgroup(client, "0", block=None, count=count)
+            entries = self._xreadgroup("0", block=None, count=count)
             if entries:
-                counts = pending_delivery_counts(client, [e.entry_id for e in entries], self.streams,
+                counts = pending_delivery_counts(self._client(), [e.entry_id for e in entries], self.streams,
                                                  self.settings.consumer)
                 return [StreamEntry(e.entry_id, e.fields, counts.get(e.entry_id, 1)) for e in entries]
             self.state.read_own_pending = False
-        return self._xreadgroup(client, ">", block=self.settings.block_ms if block else None, count=count)
+        return self._xreadgroup(">", block=self.settings.block_ms if block else None, count=count)
 
-    def _xreadgroup(self, client: redis.Redis, start: str, block: int | None, count: int) -> list[StreamEntry]:
-        reply = client.xreadgroup(
-            self.streams.group, self.settings.consumer, {self.streams.input: start}, count=count, block=block,
-        )
-        if not reply:
-            return []
-        _, messages = reply[0]
+    def _xreadgroup(self, start: str, block: int | None, count: int) -> list[StreamEntry]:
+        assert self.reader is not None, "startup() builds the reader first"
+        messages = self.reader.read(start, count, block)
         # A pending entry deleted from the stream comes back without fields: nothing to decide, just ack it.
         gone = [entry_id for entry_id, fields in messages if not fields]
         if gone:
-            client.xack(self.streams.input, self.streams.group, *gone)
+            self._client().xack(self.streams.input, self.streams.group, *gone)
         return [StreamEntry(entry_id, fields) for entry_id, fields in messages if fields]
 
     def reclaim_stale_entries(self) -> int:
