@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,28 @@ class PhaseResult:
     elapsed_s: float
     process_cpu_s: float | None = None  # the target's own processes (worker, floor, reference, Celery)
     redis_cpu_s: float | None = None
+    latencies_s: tuple[float, ...] = field(default=(), repr=False)  # the samples behind `latency`, for pooling
+
+    @classmethod
+    def pooled(cls, rounds: Sequence[PhaseResult]) -> PhaseResult:
+        """One target's rounds as one phase: latency samples pooled (percentiles of all of them, not an average of
+        percentiles); events, time and CPU added up."""
+        if not rounds or len({(r.name, r.rate) for r in rounds}) != 1:
+            raise ValueError(f"pool the rounds of one target at one load, got {[(r.name, r.rate) for r in rounds]}")
+        if any(len(r.latencies_s) != r.completed for r in rounds):
+            raise ValueError("every round must carry its latency samples to be pooled")
+        samples = tuple(sample for r in rounds for sample in r.latencies_s)
+        return cls(
+            name=rounds[0].name,
+            rate=rounds[0].rate,
+            latency=LatencySummary.from_seconds(samples),
+            sent=sum(r.sent for r in rounds),
+            completed=sum(r.completed for r in rounds),
+            elapsed_s=sum(r.elapsed_s for r in rounds),
+            process_cpu_s=_total(r.process_cpu_s for r in rounds),
+            redis_cpu_s=_total(r.redis_cpu_s for r in rounds),
+            latencies_s=samples,
+        )
 
     @property
     def throughput_eps(self) -> float:
@@ -124,6 +146,7 @@ class BenchReport:
     model_batch_size: int
     points: tuple[LoadPoint, ...]
     machine: dict[str, Any] = field(default_factory=dict)
+    rounds: int = 1  # turns each target took per load; `duration_s` is over all of them
 
     def to_json(self) -> dict[str, Any]:
         """The documented keys, from the first load point; `sweep` holds every point when there are several."""
@@ -132,6 +155,7 @@ class BenchReport:
             **head.to_json(),
             "mode": "max" if head.rate is None else "rate",
             "duration_s": self.duration_s,
+            "rounds": self.rounds,
             "workers": self.workers,
             "model": {
                 **self.model.to_json(),
@@ -143,6 +167,12 @@ class BenchReport:
         if len(self.points) > 1:
             doc["sweep"] = [point.to_json() for point in self.points]
         return doc
+
+
+def _total(values: Iterable[float | None]) -> float | None:
+    """The sum, or None when any part was not measured."""
+    parts = list(values)
+    return None if any(v is None for v in parts) else sum(v for v in parts if v is not None)
 
 
 def _per_event_us(seconds: float | None, events: int) -> float | None:
@@ -175,7 +205,8 @@ def _x(value: float | None) -> str:
 
 def render_table(report: BenchReport) -> Table:
     """One row per target and load: latency percentiles, throughput and CPU per event; ratios in the caption."""
-    table = Table(title=f"tactical-marl bench — {report.workers} worker(s), {report.duration_s:g}s per phase")
+    table = Table(title=f"tactical-marl bench — {report.workers} worker(s), {report.duration_s:g}s per target and "
+                        f"load in {report.rounds} alternating round(s)")
     for name in ("target", "load", "p50 ms", "p90 ms", "p99 ms", "max ms", "events/s", "done/sent",
                  "CPU µs/event", "Redis µs/event"):
         table.add_column(name, justify="left" if name in ("target", "load") else "right", no_wrap=True)

@@ -1,5 +1,10 @@
 """One benchmark run: the model alone, then for each offered load the floor, the reference loop, the worker end to
-end and (optionally) the Celery peer, back to back against one embedded Redis, each measured from the client side."""
+end and (optionally) the Celery peer, against one embedded Redis, each measured from the client side.
+
+The targets take turns in rounds (floor, reference, e2e, peer; then again, each round starting one target later), and
+each target's samples are pooled over its rounds. On a shared machine the background load drifts over a run; measured
+back to back in one block each, a target could be timed in a quiet minute and the next in a busy one, and a ratio of
+the two would measure the drift. Taking turns spreads every target over the same minutes."""
 
 from __future__ import annotations
 
@@ -38,8 +43,9 @@ class BenchConfigError(ValueError):
 class BenchConfig:
     rates: tuple[float, ...] = (1000.0,)
     max_throughput: bool = False  # --max: every target as fast as it takes events, instead of the rates
-    duration_s: float = 10.0  # per target and load
-    warmup_s: float = 1.0  # before each measured phase, not counted
+    duration_s: float = 10.0  # per target and load, over all rounds
+    warmup_s: float = 1.0  # before each measured round of a target, not counted
+    rounds: int = 3  # turns each target takes per load
     workers: int = 1
     peer: str | None = None
     peer_rate: float = 100.0  # the peer's latency is measured at min(rate, this): a rate it sustains
@@ -57,6 +63,8 @@ class BenchConfig:
             raise BenchConfigError(f"--rate must be > 0 events/s, got {list(self.rates)}")
         if self.duration_s <= 0 or self.warmup_s < 0:
             raise BenchConfigError(f"--duration must be > 0 and --warmup >= 0, got {self.duration_s}, {self.warmup_s}")
+        if not 1 <= self.rounds <= 20:
+            raise BenchConfigError(f"--rounds must be 1..20, got {self.rounds}")
         if not 1 <= self.workers <= 16:
             raise BenchConfigError(f"--workers must be 1..16, got {self.workers}")
         if self.peer is not None and self.peer not in PEERS:
@@ -140,22 +148,28 @@ def run_bench(config: BenchConfig, progress: Progress = lambda message: None) ->
         admin = redis.Redis.from_url(url)
         cleanup.callback(admin.close)
         points = []
+        names = list(targets)
         for rate in config.loads:
-            phases: dict[str, PhaseResult] = {}
-            for name, measured in targets.items():
-                offered = rate if name != "peer" or rate is None else min(rate, config.peer_rate)
-                label = "max" if offered is None else f"{offered:g}/s"
-                progress(f"{name} at {label}")
-                phases[name] = _measure_phase(name, measured, workload, config, offered, redis_pid,
-                                              f"{run}-{name}-{label}")
-                if phases[name].completed == phases[name].sent:
-                    for stream in measured.streams:
-                        admin.xtrim(stream, maxlen=0, approximate=False)
+            rounds: dict[str, list[PhaseResult]] = {name: [] for name in names}
+            for turn in range(config.rounds):
+                for name in names[turn % len(names):] + names[: turn % len(names)]:
+                    measured = targets[name]
+                    offered = rate if name != "peer" or rate is None else min(rate, config.peer_rate)
+                    label = "max" if offered is None else f"{offered:g}/s"
+                    progress(f"{name} at {label} (round {turn + 1}/{config.rounds})")
+                    phase = _measure_phase(name, measured, workload, config, offered, redis_pid,
+                                           f"{run}-{name}-{label}-{turn}")
+                    rounds[name].append(phase)
+                    if phase.completed == phase.sent:
+                        for stream in measured.streams:
+                            admin.xtrim(stream, maxlen=0, approximate=False)
+            phases = {name: PhaseResult.pooled(results) for name, results in rounds.items()}
             points.append(LoadPoint(rate=rate, e2e=phases["e2e"], floor=phases["floor"],
                                     reference=phases["reference"], peer=phases.get("peer")))
 
         return BenchReport(
             duration_s=config.duration_s,
+            rounds=config.rounds,
             workers=config.workers,
             model=model,
             model_batch_us_per_event=batched.p50_ms * 1e3 / config.model_batch_size,
@@ -173,12 +187,14 @@ def _measure_phase(name: str, measured: _Measured, workload: Workload, config: B
                             f"{id_prefix}-warmup", drain_timeout_s=drain_s, alive=measured.alive)
     process_cpu = CpuMeter(measured.pids).start()
     redis_cpu = CpuMeter([redis_pid]).start()
-    trips = measure_round_trips(measured.target, workload, Load(rate, config.duration_s, config.backlog), id_prefix,
-                                drain_timeout_s=drain_s, alive=measured.alive)
+    trips = measure_round_trips(measured.target, workload, Load(rate, config.duration_s / config.rounds,
+                                                                config.backlog),
+                                id_prefix, drain_timeout_s=drain_s, alive=measured.alive)
     return PhaseResult(
         name=name,
         rate=rate,
         latency=LatencySummary.from_seconds(trips.latencies_s),
+        latencies_s=trips.latencies_s,
         sent=trips.sent,
         completed=trips.completed,
         elapsed_s=trips.elapsed_s,

@@ -17,8 +17,13 @@ def bench(
         help="Offered events/s; repeat for a sweep (the first rate is the headline). Default 1000.")] = None,
     max_throughput: Annotated[bool, typer.Option(
         "--max", help="Drive every target as fast as it takes events, instead of at --rate.")] = False,
-    duration: Annotated[float, typer.Option(help="Seconds measured per target and load.", min=0.1)] = 10.0,
-    warmup: Annotated[float, typer.Option(help="Seconds of unmeasured load before each phase.", min=0.0)] = 1.0,
+    duration: Annotated[float, typer.Option(help="Seconds measured per target and load, over all rounds.",
+                                            min=0.1)] = 10.0,
+    warmup: Annotated[float, typer.Option(help="Seconds of unmeasured load before each round of a target.",
+                                          min=0.0)] = 1.0,
+    rounds: Annotated[int, typer.Option(
+        help="Turns each target takes per load, alternating, samples pooled: drift in the machine's background load "
+             "falls on every target alike.", min=1, max=20)] = 3,
     workers: Annotated[int, typer.Option(help="Worker processes.", min=1, max=16)] = 1,
     peer: Annotated[str | None, typer.Option(help="Also measure a peer: 'celery' (needs the bench extra).")] = None,
     peer_rate: Annotated[float, typer.Option(
@@ -41,8 +46,8 @@ def bench(
     console = get_context(ctx).console
     try:
         config = BenchConfig(rates=tuple(rate or (1000.0,)), max_throughput=max_throughput, duration_s=duration,
-                             warmup_s=warmup, workers=workers, peer=peer, peer_rate=peer_rate, backlog=backlog,
-                             run_dir=logs)
+                             warmup_s=warmup, rounds=rounds, workers=workers, peer=peer, peer_rate=peer_rate,
+                             backlog=backlog, run_dir=logs)
     except BenchConfigError as exc:
         raise CtlError(str(exc), ExitCode.UNKNOWN) from None
     if plot is not None and max_throughput:

@@ -14,7 +14,7 @@ LATENCY_KEYS = {"p50_ms", "p90_ms", "p99_ms", "max_ms"}
 
 def test_bench_json_prints_the_documented_keys() -> None:
     with_peer = importlib.util.find_spec("celery") is not None
-    args = ["bench", "--json", "--rate", "200", "--duration", "0.5", "--warmup", "0"]
+    args = ["bench", "--json", "--rate", "200", "--duration", "0.6", "--warmup", "0", "--rounds", "2"]
     if with_peer:
         args += ["--peer", "celery", "--peer-rate", "50"]
     result = CliRunner().invoke(app, args, env={"NO_COLOR": "1"}, catch_exceptions=False)
@@ -22,13 +22,14 @@ def test_bench_json_prints_the_documented_keys() -> None:
     doc = json.loads(result.stdout)
 
     assert {"rate", "duration_s", "workers", "e2e", "floor", "model", "reference", "throughput_eps"} <= set(doc)
-    assert (doc["rate"], doc["duration_s"], doc["workers"]) == (200.0, 0.5, 1)
+    assert (doc["rate"], doc["duration_s"], doc["rounds"], doc["workers"]) == (200.0, 0.6, 2, 1)
     assert set(doc["e2e"]) >= LATENCY_KEYS
     assert {"p50_ms", "p99_ms"} <= set(doc["floor"]) and {"p50_ms", "p99_ms"} <= set(doc["model"])
     assert {"p50_ms", "p99_ms", "throughput_eps"} <= set(doc["reference"])
     for name in ("e2e", "floor", "reference"):
         phase = doc[name]
         assert phase["completed"] == phase["sent"] > 0, f"{name}: every event sent came back"
+        assert phase["sent"] >= 0.9 * 200 * 0.6, f"{name}: both rounds of 0.3 s at 200/s are counted"
         assert 0 < phase["p50_ms"] <= phase["p90_ms"] <= phase["p99_ms"] <= phase["max_ms"]
     assert doc["throughput_eps"] == doc["e2e"]["throughput_eps"] > 0
     assert doc["e2e"]["cpu_us_per_event"] > 0, "CPU per event is measured from the worker process"

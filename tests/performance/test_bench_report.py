@@ -35,6 +35,34 @@ def test_percentiles_interpolate_between_ranks_and_max_is_the_largest_sample() -
     assert summary.max_ms == pytest.approx(100.0)
 
 
+def measured_round(name: str, samples_ms: list[float], elapsed_s: float, cpu_s: float | None) -> PhaseResult:
+    samples = tuple(ms / 1e3 for ms in samples_ms)
+    return PhaseResult(name, 1000.0, LatencySummary.from_seconds(samples), sent=len(samples) + 1,
+                       completed=len(samples), elapsed_s=elapsed_s, process_cpu_s=cpu_s, redis_cpu_s=0.01,
+                       latencies_s=samples)
+
+
+def test_rounds_pool_their_samples_and_add_up_events_time_and_cpu() -> None:
+    quiet = measured_round("e2e", [1.0, 1.0, 1.0], elapsed_s=2.0, cpu_s=0.2)
+    busy = measured_round("e2e", [9.0], elapsed_s=1.0, cpu_s=0.1)
+
+    pooled = PhaseResult.pooled([quiet, busy])
+
+    # Percentiles of all four samples: the median is 1 ms (an average of the rounds' medians would say 5 ms).
+    assert pooled.latency.p50_ms == pytest.approx(1.0) and pooled.latency.max_ms == pytest.approx(9.0)
+    assert (pooled.completed, pooled.sent) == (4, 6)
+    assert pooled.elapsed_s == pytest.approx(3.0) and pooled.throughput_eps == pytest.approx(4 / 3)
+    assert pooled.process_cpu_s == pytest.approx(0.3) and pooled.redis_cpu_s == pytest.approx(0.02)
+    assert PhaseResult.pooled([quiet, measured_round("e2e", [2.0], 1.0, None)]).process_cpu_s is None
+
+
+def test_only_rounds_of_one_target_with_their_samples_are_pooled() -> None:
+    with pytest.raises(ValueError, match="one target"):
+        PhaseResult.pooled([measured_round("e2e", [1.0], 1.0, 0.1), measured_round("floor", [1.0], 1.0, 0.1)])
+    with pytest.raises(ValueError, match="samples"):
+        PhaseResult.pooled([phase("e2e", 1000.0, 1.0)])  # a summary without its samples
+
+
 def test_no_samples_give_unknown_percentiles_never_zero() -> None:
     summary = LatencySummary.from_seconds([])
     assert summary.count == 0 and math.isnan(summary.p50_ms)
