@@ -27,6 +27,7 @@ class WorkerProcess:
     http_addr: str = "127.0.0.1:0"
     settings: dict[str, str] = field(default_factory=dict)  # extra TACTICAL_* values, by setting name
     python: str = sys.executable
+    env: dict[str, str] = field(default_factory=dict)  # other environment variables (e.g. PYTHONPATH), over ours
 
     def __post_init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
@@ -44,6 +45,7 @@ class WorkerProcess:
             }
         )
         env.update({"TACTICAL_" + name.upper(): str(value) for name, value in self.settings.items()})
+        env.update(self.env)
         return env
 
     def start(self, *, wait_ready_s: float = 60.0) -> WorkerProcess:
