@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
-from worker.settings import SettingsError, WorkerSettings, parse_bool, setting_defaults
+from worker.settings import SettingsError, WorkerSettings, setting_defaults
 
 EXIT_CONFIG_ERROR = 2
 EXIT_MODEL_ERROR = 3
@@ -31,9 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
-            type={"int": int, "float": float, "Path": Path, "bool": parse_bool}.get(kind, str),
+            type={"int": int, "float": float, "Path": Path}.get(kind, str),
             default=None,
-            metavar={"http_addr": "HOST:PORT"}.get(name, "BOOL" if kind == "bool" else name.split("_")[-1].upper()),
+            metavar=name.split("_")[-1].upper() if name != "http_addr" else "HOST:PORT",
             help=f"{help_text} [env {env}; default {default}]",
         )
     return parser

@@ -19,59 +19,28 @@ Message = tuple[bytes, dict[bytes, bytes]]  # (entry id, fields); no fields: a p
 
 
 class GroupReader:
-    """Reads one stream as one consumer of its group. A read can be sent ahead (`send`) and its reply taken later
-    (`receive`): the worker parks its next blocking read in Redis while it finishes a batch, so an event arriving
-    meanwhile is already on its way back. At most one read is outstanding. One thread at a time."""
+    """Reads one stream as one consumer of its group. One thread at a time."""
 
     def __init__(self, client: redis.Redis, stream: str, group: str, consumer: str) -> None:
         self.stream = stream
         self._held = HeldConnection(client)
         self._head = ("XREADGROUP", "GROUP", group, consumer, "COUNT")
-        self._outstanding = False
-
-    @property
-    def outstanding(self) -> bool:
-        """A read was sent and its reply not taken yet."""
-        return self._outstanding
 
     def read(self, start: str, count: int, block_ms: int | None = None) -> list[Message]:
         """Entries after `start` ('>' new ones, '0' this consumer's pending ones), at most `count`; with `block_ms`,
         wait up to that long for the first. Redis errors propagate (the connection is discarded)."""
-        self.send(start, count, block_ms)
-        return self.receive()
-
-    def send(self, start: str, count: int, block_ms: int | None = None) -> None:
-        """Send a read (see `read`) without waiting for its reply."""
-        assert not self._outstanding, "receive() the outstanding read first"
         block = ("BLOCK", block_ms) if block_ms is not None else ()
         command = hiredis.pack_command((*self._head, count, *block, "STREAMS", self.stream, start))
+        connection = self._held.connection()
         try:
-            self._held.connection().send_packed_command([command])
-        except BaseException:
-            self._held.discard()
-            raise
-        self._outstanding = True
-
-    def receive(self) -> list[Message]:
-        """The reply of the outstanding read; waits for it (up to its block time)."""
-        assert self._outstanding, "send() a read first"
-        self._outstanding = False
-        try:
-            reply = self._held.connection().read_response()
+            connection.send_packed_command([command])
+            reply = connection.read_response()
         except BaseException:
             self._held.discard()
             raise
         return stream_messages(reply, self.stream)
 
-    def abandon(self) -> None:
-        """Give up the outstanding read, if any, by closing its connection. Entries Redis already delivered to it are
-        pending on this consumer: read them again with start '0' (or they are reclaimed); none is lost."""
-        if self._outstanding:
-            self._outstanding = False
-            self._held.discard()
-
     def close(self) -> None:
-        self.abandon()
         self._held.close()
 
 

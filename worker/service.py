@@ -2,8 +2,7 @@
 
 The main loop reads a batch, hands it to the pipeline, and between batches does the periodic work: reclaiming
 entries stuck on dead consumers, heartbeats, model reloads, breaker resets. Signal handlers only set flags: the first
-SIGTERM/SIGINT drains (the batch in hand is committed, and what a read already parked in Redis brings within its
-block time; nothing more is read), a second forces exit.
+SIGTERM/SIGINT drains (the batch in hand is committed, nothing more is read), a second forces exit.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from worker.aggregator import AggregatorConfig
 from worker.breaker import BreakerConfig, BreakerState, CircuitBreaker, publish_breaker_state, record_restart
 from worker.connection import Backoff, RedisAuthError, connect
 from worker.delivery import DeliveryScripts, StreamNames, ensure_group, pending_delivery_counts
-from worker.group_reader import GroupReader, Message
+from worker.group_reader import GroupReader
 from worker.heartbeat import Heartbeat
 from worker.http_server import HealthServer
 from worker.inference import AgentEnsemble
@@ -212,7 +211,7 @@ class Worker:
                 except REDIS_ERRORS as exc:
                     self._pipeline().abandon()  # its reply may never come: its entries are committed or pending
                     self.state.redis_up = False
-                    self.reread_own_pending()
+                    self.state.read_own_pending = True
                     self.telemetry.record_error("read")
                     delay = backoff.next_delay()
                     log.warning("Redis unavailable (%s): retrying in %.2fs; unacked entries stay pending", exc, delay)
@@ -237,9 +236,7 @@ class Worker:
 
         A full batch suggests more are waiting: its commit is left in flight while the next batch is read and
         decided, and its reply is read just before the next commit goes out. A short batch (the stream is drained)
-        or a breaker trial is finished at once, so results, metrics and the breaker never lag behind an idle stream;
-        after a short batch the next (blocking) read is parked in Redis first, so it runs while the commit is waited
-        for and recorded.
+        or a breaker trial is finished at once, so results, metrics and the breaker never lag behind an idle stream.
         """
         if self.state.reconnect_requested or not self.state.redis_up:
             self.reconnect()
@@ -248,8 +245,6 @@ class Worker:
         with self.breaker_lock:
             allowed = self.breaker.allow()
             trial = self.breaker.state is BreakerState.HALF_OPEN
-        if (not allowed or trial) and self._reader().outstanding:
-            self.reread_own_pending()  # parked before the breaker opened: it takes nothing more
         if not allowed:
             self.drain()
             self.sleep(min(self.settings.block_ms / 1e3, 0.1))  # events wait in the stream
@@ -259,12 +254,6 @@ class Worker:
         if entries:
             self.record_results(pipeline.submit(entries))
         if not entries or len(entries) < count or trial:
-            if self.settings.park_next_read and entries and not (
-                trial or self.state.should_exit or self.state.read_own_pending
-            ):
-                # Park the next read in Redis before waiting on this commit and recording it: an event arriving
-                # meanwhile is sent back at once instead of waiting for a read sent afterwards.
-                self._reader().send(">", count, self.settings.block_ms)
             self.drain()
         with self.breaker_lock:
             self.breaker.record_success()
@@ -274,29 +263,22 @@ class Worker:
         self.record_results(self._pipeline().drain())
 
     def finish_in_flight(self) -> None:
-        """On the way out: the commit in flight is read, and the entries a parked read brings (within its block time)
-        are decided and committed, if Redis still answers; else they stay pending (or were committed) and nothing is
-        lost either way."""
-        if self.pipeline is None:
+        """On the way out: the commit in flight is read if Redis still answers; else its entries stay pending (or
+        were committed) and nothing is lost either way."""
+        if self.pipeline is None or not self.pipeline.commit_in_flight:
             return
         try:
-            if self.reader is not None and self.reader.outstanding:
-                entries = self._entries(self.reader.receive())
-                if entries:
-                    self.process(entries)
             self.drain()
         except REDIS_ERRORS as exc:
             self.pipeline.abandon()
-            self.reread_own_pending()
-            log.warning("Redis failed while finishing in-flight work (%s): those entries are committed or still "
-                        "pending", exc)
+            log.warning("the last commit's reply was lost (%s): its entries are committed or still pending", exc)
 
     def reconnect(self) -> None:
         if self.state.reconnect_requested:
             self.state.reconnect_requested = False
             self.finish_in_flight()  # its reply first: the disconnect below closes the connection it comes on
             self._client().connection_pool.disconnect()
-            self.reread_own_pending()
+            self.state.read_own_pending = True
         self.wait_for_redis()
 
     def wait_for_redis(self) -> None:
@@ -337,29 +319,19 @@ class Worker:
         }
 
     def read_batch(self, count: int, *, block: bool = True) -> list[StreamEntry]:
-        """The next batch: this consumer's own pending entries first after a (re)connect, then the reply of the read
-        parked after the last batch, if any, else a fresh read (blocking unless told not to)."""
-        reader = self._reader()
         if self.state.read_own_pending:
             # Entries delivered to this consumer but not committed (e.g. the connection dropped mid-batch).
-            entries = self._entries(reader.read("0", count))
+            entries = self._xreadgroup("0", block=None, count=count)
             if entries:
                 counts = pending_delivery_counts(self._client(), [e.entry_id for e in entries], self.streams,
                                                  self.settings.consumer)
                 return [StreamEntry(e.entry_id, e.fields, counts.get(e.entry_id, 1)) for e in entries]
             self.state.read_own_pending = False
-        if not reader.outstanding:
-            reader.send(">", count, self.settings.block_ms if block else None)
-        return self._entries(reader.receive())
+        return self._xreadgroup(">", block=self.settings.block_ms if block else None, count=count)
 
-    def reread_own_pending(self) -> None:
-        """Read this consumer's pending entries before new ones, and give up a parked read (what it was delivered is
-        pending too): after a Redis error, a reconnect, or while the breaker is open."""
-        self.state.read_own_pending = True
-        if self.reader is not None:
-            self.reader.abandon()
-
-    def _entries(self, messages: list[Message]) -> list[StreamEntry]:
+    def _xreadgroup(self, start: str, block: int | None, count: int) -> list[StreamEntry]:
+        assert self.reader is not None, "startup() builds the reader first"
+        messages = self.reader.read(start, count, block)
         # A pending entry deleted from the stream comes back without fields: nothing to decide, just ack it.
         gone = [entry_id for entry_id, fields in messages if not fields]
         if gone:
@@ -406,10 +378,6 @@ class Worker:
                 log.warning("dead-lettered an event: %s", reason)
             if self.on_batch is not None:
                 self.on_batch(result)
-
-    def _reader(self) -> GroupReader:
-        assert self.reader is not None, "startup() builds the reader first"
-        return self.reader
 
     def _pipeline(self) -> EventPipeline:
         assert self.pipeline is not None, "startup() builds the pipeline first"

@@ -43,8 +43,6 @@ class WorkerSettings:
     max_deliveries: int = _setting(5, "dead-letter an entry delivered more than this many times")
     max_event_bytes: int = _setting(65536, "dead-letter events larger than this (sum of field sizes)")
     torch_threads: int = _setting(1, "torch intra-op threads (inter-op is 1): leave cores to Redis")
-    park_next_read: bool = _setting(True, "after a short batch, send the next blocking read before waiting on the "
-                                          "commit: lower latency at moderate rates, ~5 percent less peak throughput")
     shutdown_grace_s: float = _setting(30.0, "on SIGTERM, how long to finish in-flight events")
     heartbeat_interval_s: float = _setting(2.0, "liveness heartbeat refresh; its TTL is 2.5x this")
     model_poll_s: float = _setting(5.0, "how often to look for a newly promoted bundle")
@@ -89,22 +87,9 @@ class SettingsError(ValueError):
     """A setting has a value the worker cannot use; the message names the variable."""
 
 
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
-def parse_bool(raw: str) -> bool:
-    """1/true/yes/on or 0/false/no/off, any case; anything else is a ValueError."""
-    text = raw.strip().lower()
-    if text in _TRUE or text in _FALSE:
-        return text in _TRUE
-    raise ValueError(f"{raw!r} is not one of {'/'.join(_TRUE)} or {'/'.join(_FALSE)}")
-
-
 def _parse(type_name: Any, raw: str, env: str) -> Any:
     kind = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
     try:
-        if kind == "bool":
-            return parse_bool(raw)
         if kind == "int":
             return int(raw)
         if kind == "float":

@@ -104,28 +104,3 @@ def test_replies_of_either_protocol_give_the_same_messages(redis_url: str, proto
         client.close()
     assert stream_messages(reply, INPUT_STREAM) == [(entry_id, {b"a": b"1", b"b": b"2"})]
     assert stream_messages(None, INPUT_STREAM) == []
-
-
-def test_a_parked_read_brings_an_entry_added_after_it_was_sent(redis_client: redis.Redis, reader: GroupReader) -> None:
-    reader.send(">", count=10, block_ms=5_000)
-    assert reader.outstanding
-    entry_id = redis_client.xadd(INPUT_STREAM, {"correlation_id": "parked"})
-
-    assert reader.receive() == [(entry_id, {b"correlation_id": b"parked"})]
-    assert not reader.outstanding
-
-
-def test_an_abandoned_read_leaves_what_it_was_delivered_pending_to_read_again(
-    redis_client: redis.Redis, reader: GroupReader
-) -> None:
-    reader.send(">", count=10, block_ms=5_000)
-    entry_id = redis_client.xadd(INPUT_STREAM, {"correlation_id": "delivered-then-abandoned"})
-    deadline = time.monotonic() + 10
-    while pending_of(redis_client, "c1") != [entry_id] and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-    reader.abandon()
-
-    assert not reader.outstanding
-    assert reader.read("0", count=10) == [(entry_id, {b"correlation_id": b"delivered-then-abandoned"})]
-    assert reader.read(">", count=10) == []
