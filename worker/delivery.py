@@ -18,7 +18,7 @@ A crash before the commit leaves entries pending in the group; they are reclaime
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
@@ -65,13 +65,13 @@ return out
 """
 
 # KEYS: input stream, decisions stream, commands stream, dead-letter stream, then completed/processing per decision.
-# ARGV: group, ttl_s, n_decided, n_acks, n_dead, the fields every decision of the batch shares, those every command
-# shares, then the records; each field list count-prefixed and flat.
+# ARGV: group, ttl_s, n_decided, n_dead, the fields every decision of the batch shares, those every command shares,
+# then the records; each field list count-prefixed and flat.
 _COMMIT_LUA = """
 local group = ARGV[1]
 local ttl = ARGV[2]
-local n_decided, n_acks, n_dead = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local pos = 6
+local n_decided, n_dead = tonumber(ARGV[3]), tonumber(ARGV[4])
+local pos = 5
 local function take_fields()
   local n = tonumber(ARGV[pos]); pos = pos + 1
   local fields = {}
@@ -115,9 +115,6 @@ for i = 1, n_decided do
     redis.call('DEL', pk)
     out[#out + 1] = 'committed'
   end
-end
-for i = 1, n_acks do
-  redis.call('XACK', KEYS[1], group, ARGV[pos]); pos = pos + 1
 end
 for i = 1, n_dead do
   local entry = ARGV[pos]; pos = pos + 1
@@ -300,37 +297,24 @@ class DeliveryScripts:
             args.append(entry_id)
         return PendingOutcomes(self._claim.send(keys, args) if keys else None, ClaimOutcome)
 
-    def commit(
-        self,
-        decided: Sequence[DecidedEvent],
-        acks: Iterable[bytes],
-        dead: Sequence[DeadLetter],
-        completed_ttl_s: int,
-        shared: SharedFields = NO_SHARED_FIELDS,
-    ) -> list[str]:
-        """Commit a batch atomically. Returns one outcome per decided event ('committed'; 'duplicate' when another
-        consumer committed it first, or another entry with its correlation id holds the lease; 'settled' when it
-        was no longer pending — dead-lettered by an operator while this worker stalled — so nothing was written),
-        then one per dead letter ('dead_lettered', or 'duplicate' when the entry was no longer pending: someone
-        else already dead-lettered or acked it). `shared` fields are added to every decision (and command) entry."""
-        with self.send_commit(decided, acks, dead, completed_ttl_s, shared) as pending:
-            return pending.outcomes()
-
     def send_commit(
         self,
         decided: Sequence[DecidedEvent],
-        acks: Iterable[bytes],
         dead: Sequence[DeadLetter],
         completed_ttl_s: int,
         shared: SharedFields = NO_SHARED_FIELDS,
     ) -> PendingCommit:
-        """Send the commit and return at once (see `commit` for the outcomes); read them before the next commit."""
-        acks = list(acks)
-        if not decided and not acks and not dead:
+        """Send a batch's atomic commit and return at once; read its outcomes before the next commit. One outcome per
+        decided event ('committed'; 'duplicate' when another consumer committed it first, or another entry with its
+        correlation id holds the lease; 'settled' when it was no longer pending — dead-lettered by an operator while
+        this worker stalled — so nothing was written), then one per dead letter ('dead_lettered', or 'duplicate'
+        when the entry was no longer pending: someone else already dead-lettered or acked it). `shared` fields are
+        added to every decision (and command) entry."""
+        if not decided and not dead:
             return PendingOutcomes(None, str)
         s = self.streams
         keys: list[str] = [s.input, s.decisions, s.commands, s.dead_letters]
-        args: list[str | bytes | int] = [s.group, completed_ttl_s, len(decided), len(acks), len(dead)]
+        args: list[str | bytes | int] = [s.group, completed_ttl_s, len(decided), len(dead)]
         args += _flat(shared.decision)
         args += _flat(shared.command)
         for event in decided:
@@ -338,7 +322,6 @@ class DeliveryScripts:
             args.append(event.entry_id)
             args += _flat(event.decision_fields)
             args += _flat(event.command_fields or {})
-        args += acks
         for letter in dead:
             args.append(letter.entry_id)
             args += _flat(letter.fields)

@@ -133,8 +133,7 @@ class EventPipeline:
             with batch.claim:
                 self._stage = "commit"
                 finished = self.drain()
-                commit = self.scripts.send_commit(batch.decided, [], batch.dead, self.config.completed_ttl_s,
-                                                  batch.shared)
+                commit = self.scripts.send_commit(batch.decided, batch.dead, self.config.completed_ttl_s, batch.shared)
                 self._in_flight = _InFlight(batch, commit, time.perf_counter())
                 # The claim's reply came long ago; it is read only to keep its connection in step. The commit just
                 # sent re-checked, atomically, everything the claim found (DESIGN.md, "Delivery").
