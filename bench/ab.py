@@ -7,7 +7,8 @@ report gives each side's median, the median of the paired differences (B − A) 
 Changes of a few percent, invisible between two separate `tacticalctl bench` runs here, show up this way.
 
 Run as `python -m bench.ab --a TREE_A --b TREE_B [--rate 1000 | --max] [--window 2] [--pairs 12] [--json]`, the trees
-being checkouts of the project (`git worktree add /tmp/tree-a <commit>`).
+being checkouts of the project (`git worktree add /tmp/tree-a <commit>`). Each side's worker is started inside its
+tree, and a side whose worker would import its code from anywhere else (this checkout, an installed copy) is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -25,6 +27,7 @@ from bench.cpu import CpuMeter
 from bench.e2e import Load, StreamTarget, measure_round_trips, wait_until_answering
 from bench.workload import Workload
 from worker.names import DECISIONS_STREAM, INPUT_STREAM
+from worker.process import WorkerProcess
 from worker.stack import LocalStack
 
 SIDES = ("a", "b")
@@ -65,6 +68,14 @@ def source_tree(path: Path) -> Path:
     return tree
 
 
+def check_runs_tree(side: str, process: WorkerProcess, tree: Path) -> None:
+    """Refuse to measure a side whose worker imported its code from anywhere but its tree: both sides would then
+    be the same build, and every difference noise."""
+    code_dir = process.code_dir()
+    if code_dir != tree:
+        raise SourceTreeError(f"side {side}'s worker runs the code in {code_dir}, not the tree {tree}")
+
+
 def measure_pairs(trees: dict[str, Path], rate: float | None, window_s: float, pairs: int,
                   progress: Callable[[str], None] = lambda message: None) -> dict[str, list[Window]]:
     """`pairs` windows of each side, alternating which goes first."""
@@ -76,9 +87,10 @@ def measure_pairs(trees: dict[str, Path], rate: float | None, window_s: float, p
         for side in SIDES:
             progress(f"starting side {side} from {trees[side]}")
             stack = LocalStack(workers=1, worker_settings={"torch_threads": "1"}, run_dir=run_dir / side,
-                               worker_env={"PYTHONPATH": str(trees[side])})
+                               worker_source_tree=trees[side])
             cleanup.callback(stack.close)
             stack.start(wait_ready_s=STARTUP_TIMEOUT_S)
+            check_runs_tree(side, stack.processes[0], trees[side])
             target = StreamTarget(side, stack.url, INPUT_STREAM, DECISIONS_STREAM)
             cleanup.callback(target.close)
             wait_until_answering(target, workload, f"ab-{side}", timeout_s=STARTUP_TIMEOUT_S)
@@ -131,7 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         trees = {"a": source_tree(args.a), "b": source_tree(args.b)}
     except SourceTreeError as exc:
         parser.error(str(exc))
-    rows = compare(measure_pairs(trees, None if args.max else args.rate, args.window, args.pairs))
+    try:
+        rows = compare(measure_pairs(trees, None if args.max else args.rate, args.window, args.pairs))
+    except SourceTreeError as exc:
+        print(f"bench.ab: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps({"trees": {side: str(tree) for side, tree in trees.items()},
                           "load": "max" if args.max else args.rate, "window_s": args.window,

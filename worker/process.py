@@ -27,7 +27,10 @@ class WorkerProcess:
     http_addr: str = "127.0.0.1:0"
     settings: dict[str, str] = field(default_factory=dict)  # extra TACTICAL_* values, by setting name
     python: str = sys.executable
-    env: dict[str, str] = field(default_factory=dict)  # other environment variables (e.g. PYTHONPATH), over ours
+    env: dict[str, str] = field(default_factory=dict)  # other environment variables, over ours
+    # Run this checkout's worker rather than the installed one (benchmarks comparing builds). `python -m` puts the
+    # working directory first on sys.path, ahead of PYTHONPATH, so the process is started inside the tree.
+    source_tree: Path | None = None
 
     def __post_init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
@@ -45,8 +48,18 @@ class WorkerProcess:
             }
         )
         env.update({"TACTICAL_" + name.upper(): str(value) for name, value in self.settings.items()})
+        if self.source_tree is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.source_tree), env.get("PYTHONPATH")]))
         env.update(self.env)
         return env
+
+    def code_dir(self) -> Path:
+        """The checkout whose `worker` package a process started like this one imports (same interpreter, working
+        directory and environment): what a benchmark of two builds must check before it trusts a difference."""
+        probe = "import pathlib, worker; print(pathlib.Path(worker.__file__).absolute().parent.parent)"
+        found = subprocess.run([self.python, "-c", probe], env=self.environment(), cwd=self.source_tree,
+                               capture_output=True, text=True, check=True, timeout=60)
+        return Path(found.stdout.strip())
 
     def start(self, *, wait_ready_s: float = 60.0) -> WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +67,7 @@ class WorkerProcess:
         self._process = subprocess.Popen(
             [self.python, "-m", "worker.cli"],
             env=self.environment(),
+            cwd=self.source_tree,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.ab import METRICS, SourceTreeError, Window, compare, main, source_tree
+from bench.ab import METRICS, SourceTreeError, Window, check_runs_tree, compare, main, source_tree
 from worker.process import WorkerProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,10 +38,30 @@ def test_a_tree_must_be_a_checkout_of_the_project(tmp_path: Path) -> None:
         source_tree(tmp_path)
 
 
-def test_the_worker_of_a_side_runs_with_the_environment_it_is_given(tmp_path: Path) -> None:
-    process = WorkerProcess(redis_url="redis://127.0.0.1:1/2", consumer="ab", log_path=tmp_path / "w.log",
-                            env={"PYTHONPATH": "/some/tree"})
-    assert process.environment()["PYTHONPATH"] == "/some/tree"
+def linked_checkout(directory: Path) -> Path:
+    """A tree of its own whose packages are links into this checkout: code at another path, same build."""
+    directory.mkdir()
+    for package in ("worker", "models", "bench"):
+        (directory / package).symlink_to(REPO / package)
+    return directory
+
+
+def test_a_sides_worker_imports_its_code_from_its_tree_not_from_where_the_benchmark_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `python -m` puts the working directory ahead of PYTHONPATH: started from this checkout, a worker given only
+    # PYTHONPATH=<tree> would run this checkout's code, and an A/B of two builds would compare one with itself.
+    tree = linked_checkout(tmp_path / "tree")
+    monkeypatch.chdir(REPO)
+    process = WorkerProcess(redis_url="redis://127.0.0.1:1/2", consumer="ab-side", log_path=tmp_path / "w.log",
+                            source_tree=tree)
+    assert process.code_dir() == tree
+    check_runs_tree("b", process, tree)
+    with pytest.raises(SourceTreeError, match=f"side a's worker runs the code in {tree}, not the tree {REPO}"):
+        check_runs_tree("a", process, REPO)
+    installed = WorkerProcess(redis_url="redis://127.0.0.1:1/2", consumer="plain", log_path=tmp_path / "p.log",
+                              env={"PYTHONPATH": str(tree)})
+    assert installed.code_dir() == REPO, "PYTHONPATH alone loses to the working directory"
 
 
 def test_a_short_real_run_compares_every_metric(capsys: pytest.CaptureFixture[str]) -> None:
