@@ -1,4 +1,5 @@
-"""The three agents of one verified bundle, loaded once, warmed up, and run as one batched forward pass."""
+"""The three agents of one verified bundle, loaded once, warmed up, and run as one batched forward pass: one graph
+built from their weights (`models.fusion`) when it agrees with them, else the three run one after another."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch import nn
 
 from models.bundle import Manifest, read_verified_agents
 from models.compile import deserialize, torchscript_deprecation_silenced
+from models.fusion import try_fusion
 from worker.actions import AGENT_NAMES
 from worker.records import MATRIX_SHAPE, AgentVote
 
@@ -108,7 +110,16 @@ class AgentEnsemble:
         self.bundle_dir: Path = manifest.bundle_dir
         self._agents = {name: modules[name] for name in AGENT_NAMES}
         with torchscript_deprecation_silenced():
-            self._forward = torch.jit.script(StackedAgents([modules[name] for name in AGENT_NAMES]))
+            stacked = torch.jit.script(StackedAgents([modules[name] for name in AGENT_NAMES]))
+        with row_invariant_kernels:
+            fusion = try_fusion(self._agents, stacked)
+        self.fused = fusion.graph is not None  # the agents run as one fused graph (models.fusion)
+        self._forward = fusion.graph if fusion.graph is not None else stacked
+        if fusion.graph is None:
+            log.warning("bundle %s: serving the agents one by one, not fused (%s)", self.version, fusion.reason)
+        else:
+            log.info("bundle %s: agents fused into one graph (largest difference from them one by one: %.1e)",
+                     self.version, fusion.difference)
 
     @classmethod
     def load(

@@ -55,9 +55,11 @@ def test_the_shipped_bundle_verifies(ctl: Ctl) -> None:
     assert doc["status"] == "ok"
     steps = {step["step"]: step for step in doc["steps"]}
     assert {"manifest", "sha256 fvg.pt", "sha256 momentum.pt", "sha256 entry.pt", "TorchScript load",
-            "forward pass", "latency fvg", "latency momentum", "latency entry", "JIT log"} == set(steps)
+            "forward pass", "fused graph", "latency fvg", "latency momentum", "latency entry", "JIT log"} == set(steps)
     assert all(step["status"] == "ok" for step in doc["steps"])
     assert steps["latency fvg"]["details"]["p99_ms"] > 0
+    fused = steps["fused graph"]["details"]
+    assert fused["fused"] is True and 0 <= fused["difference"] <= 1e-5
 
 
 def test_an_agent_over_its_latency_budget_is_a_warning(ctl: Ctl) -> None:
@@ -171,3 +173,22 @@ def test_sign_then_a_worker_with_the_key_accepts_it_and_refuses_an_unsigned_one(
     assert json.loads(signed.stdout)["version"] == SHIPPED.name
     assert (models_dir / SHIPPED.name / "manifest.sig").is_file()
     assert ctl("models", "verify", "--models-dir", str(models_dir), "--budget-ms", "1000").exit_code == 0
+
+
+def test_a_bundle_the_fusion_does_not_know_verifies_with_a_warning_that_it_is_served_one_by_one(
+    ctl: Ctl, tmp_path: Path
+) -> None:
+    from models.architectures import FVGAgent, build_agents
+    from models.compile import compile_bundle
+
+    agents = build_agents(seed=4)
+    agents["momentum"] = FVGAgent()  # an MLP where models.fusion expects the convolutional agent
+    bundle = compile_bundle(agents, tmp_path / "models", training={"kind": "test"}, metrics={})
+    (tmp_path / "models" / "CURRENT").write_text(bundle.name + "\n")
+
+    result = ctl("models", "verify", "--models-dir", str(tmp_path / "models"), "--budget-ms", "1000", "--json")
+    assert result.exit_code == 1, result.stdout
+    steps = {step["step"]: step for step in json.loads(result.stdout)["steps"]}
+    assert steps["fused graph"]["status"] == "warn" and steps["fused graph"]["details"]["fused"] is False
+    assert "served one agent after another: agent 'momentum'" in steps["fused graph"]["value"]
+    assert steps["forward pass"]["status"] == "ok"

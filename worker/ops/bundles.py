@@ -29,9 +29,10 @@ from models.bundle import (
     sha256_bytes,
     write_manifest,
 )
-from models.compile import compile_bundle, deserialize, reference_inputs
+from models.compile import compile_bundle, deserialize, reference_inputs, torchscript_deprecation_silenced
+from models.fusion import FUSION_TOLERANCE, try_fusion
 from worker.actions import AGENT_NAMES
-from worker.inference import configure_torch_threads
+from worker.inference import StackedAgents, configure_torch_threads, row_invariant_kernels
 from worker.ops.checks import CheckResult, Status, jit_log_status
 from worker.ops.reports import percentile
 
@@ -158,6 +159,20 @@ def _forward_step(modules: Mapping[str, torch.jit.ScriptModule]) -> CheckResult:
     return _result("forward pass", Status.OK, f"reference matrices, batches {sizes}: outputs valid", threshold)
 
 
+def _fusion_step(modules: Mapping[str, torch.jit.ScriptModule]) -> CheckResult:
+    with torchscript_deprecation_silenced():
+        stacked = torch.jit.script(StackedAgents([modules[name] for name in AGENT_NAMES]))
+    with row_invariant_kernels:
+        fusion = try_fusion(modules, stacked)
+    threshold = f"one graph, within {FUSION_TOLERANCE:.0e} of the agents"
+    if fusion.graph is None:
+        return _result("fused graph", Status.WARN, f"served one agent after another: {fusion.reason}", threshold,
+                       "decisions are unaffected, small batches cost more: tell the ML team that models.fusion does "
+                       "not know this architecture", fused=False)
+    return _result("fused graph", Status.OK, f"served as one graph, largest difference {fusion.difference:.1e}",
+                   threshold, fused=True, difference=fusion.difference)
+
+
 def time_agent(module: torch.jit.ScriptModule, matrix: torch.Tensor, calls: int) -> list[float]:
     """Milliseconds of `calls` single-event forward passes, after the warm-up the profiling executor needs."""
     timings = []
@@ -218,6 +233,7 @@ def verify_steps(
     results.append(_result("TorchScript load", Status.OK, f"{len(modules)} agents loaded with torch "
                            f"{torch.__version__}", f"loads with torch {torch.__version__}"))
     results.append(_forward_step(modules))
+    results.append(_fusion_step(modules))
     results += _latency_steps(modules, budget_ms, calls)
     results.append(_jit_step(bundle_dir))
     return results
