@@ -93,3 +93,22 @@ def test_thread_settings_can_be_applied_again_by_a_reload() -> None:
     assert torch.get_num_threads() == 1
     with pytest.raises(ValueError, match="at least 1"):
         configure_torch_threads(0)
+
+
+def test_short_batches_share_a_padding_buffer_without_mixing_answers(
+    ensemble: AgentEnsemble, matrices: np.ndarray
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = [ensemble.infer(matrices[row : row + 1])[0][0].copy() for row in range(8)]
+    three, _ = ensemble.infer(matrices[3:6])
+    one, _ = ensemble.infer(matrices[7:8])
+    np.testing.assert_array_equal(three, np.stack(expected[3:6]))
+    np.testing.assert_array_equal(one[0], expected[7])
+
+    def answer(row: int) -> np.ndarray:
+        return ensemble.infer(matrices[row : row + 1])[0][0]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # one ensemble, callers on several threads
+        for row, probabilities in zip(list(range(8)) * 25, pool.map(answer, list(range(8)) * 25), strict=True):
+            np.testing.assert_array_equal(probabilities, expected[row])
