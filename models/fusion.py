@@ -6,11 +6,13 @@ nonlinearity is affine in the raw matrix, so it folds into one matrix product: t
 look-back window, the window average (a mean is a weighted sum), and for the momentum agent its last bar's features.
 The momentum agent's average of its convolution outputs folds into its head the same way. What remains: one
 product for all three first layers, the FVG and entry heads, the two convolutions, one softmax for the three agents,
-~25 ops. Same functions, summed in another order: outputs agree with the agents' to ~1e-7 (checked at load against
-`FUSION_TOLERANCE`, as compilation checks TorchScript against eager).
+~25 ops. Same functions, summed in another order: outputs agree with the agents' to ~1e-6 (2.1e-6 for the shipped
+bundle), checked against `FUSION_TOLERANCE` on every load (`try_fusion`), as compilation checks TorchScript against
+eager.
 
 The weights are read from the frozen graphs in `architectures.py`'s shapes. A bundle whose graphs look different (a
-new architecture) raises `FusionError`, and the caller serves the agents one by one.
+new architecture) raises `FusionError`; one whose ops match but whose wiring differs (another window, other columns)
+fails the load-time comparison. Either way the caller serves the agents one by one.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import torch
 
 from models.architectures import FVGAgent, build_agents
 from models.compile import compile_agent, compile_bundle, deserialize, reference_inputs, serialize
-from models.fusion import FUSION_TOLERANCE, FusionError, fuse_agents, max_fused_difference
+from models.fusion import FUSION_TOLERANCE, FusionError, fuse_agents, max_fused_difference, try_fusion
 from worker.actions import AGENT_NAMES
 from worker.inference import AgentEnsemble, StackedAgents, row_invariant_kernels
 
@@ -85,3 +85,16 @@ def test_a_bundle_that_cannot_be_fused_is_served_one_agent_after_another(
     expected_p, expected_c = outputs(stacked(ensemble._agents), matrices)
     np.testing.assert_array_equal(probabilities, expected_p.numpy())
     np.testing.assert_array_equal(confidence, expected_c.numpy())
+
+
+def test_agents_whose_ops_match_but_read_other_columns_fail_the_comparison_and_are_not_fused() -> None:
+    agents = agents_with_fitted_normalization(seed=3)
+    agents["fvg"].first, agents["fvg"].end = 1, 6  # same op kinds and weight shapes, columns shifted by one
+    modules = {name: compiled(agent) for name, agent in agents.items()}
+
+    with row_invariant_kernels:
+        fusion = try_fusion(modules, stacked(modules))
+
+    assert fusion.graph is None
+    assert fusion.difference is not None and fusion.difference > FUSION_TOLERANCE
+    assert "the fused graph differs from the agents by" in fusion.reason
