@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -98,6 +98,13 @@ class StackedAgents(nn.Module):
         return torch.stack(probabilities, dim=1), torch.stack(confidence, dim=1)
 
 
+def stack_agents(modules: Mapping[str, torch.jit.ScriptModule]) -> torch.jit.ScriptModule:
+    """The agents one after another, in AGENT_NAMES order, as one scripted call: what a bundle that cannot be fused
+    is served with, and what the fused graph is checked against."""
+    with torchscript_deprecation_silenced():
+        return torch.jit.script(StackedAgents([modules[name] for name in AGENT_NAMES]))
+
+
 class AgentEnsemble:
     """FVG, Momentum and Entry agents of one bundle. `infer` is the hot path: no copies, no autograd."""
 
@@ -109,8 +116,7 @@ class AgentEnsemble:
         self.created_at: datetime = manifest.created_at
         self.bundle_dir: Path = manifest.bundle_dir
         self._agents = {name: modules[name] for name in AGENT_NAMES}
-        with torchscript_deprecation_silenced():
-            stacked = torch.jit.script(StackedAgents([modules[name] for name in AGENT_NAMES]))
+        stacked = stack_agents(self._agents)
         self._padded = np.zeros((MIN_INFERENCE_ROWS, *MATRIX_SHAPE), dtype=np.float32)  # a short batch, padded
         self._padded_batch = torch.from_numpy(self._padded)  # shares its memory
         self._padded_lock = threading.Lock()

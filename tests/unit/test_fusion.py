@@ -12,8 +12,7 @@ import torch
 from models.architectures import FVGAgent, build_agents
 from models.compile import compile_agent, compile_bundle, deserialize, reference_inputs, serialize
 from models.fusion import FUSION_TOLERANCE, FusionError, fuse_agents, max_fused_difference, try_fusion
-from worker.actions import AGENT_NAMES
-from worker.inference import AgentEnsemble, StackedAgents, row_invariant_kernels
+from worker.inference import AgentEnsemble, row_invariant_kernels, stack_agents
 
 
 def agents_with_fitted_normalization(seed: int) -> dict[str, torch.nn.Module]:
@@ -31,10 +30,6 @@ def compiled(agent: torch.nn.Module) -> torch.jit.ScriptModule:
     return deserialize(serialize(compile_agent(agent)))
 
 
-def stacked(modules: dict[str, torch.jit.ScriptModule]) -> torch.jit.ScriptModule:
-    return torch.jit.script(StackedAgents([modules[name] for name in AGENT_NAMES]))
-
-
 def outputs(module: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.inference_mode(), row_invariant_kernels:
         return module(batch)
@@ -43,7 +38,7 @@ def outputs(module: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor,
 @pytest.mark.parametrize("seed", [0, 7])
 def test_the_fused_graph_gives_each_agents_probabilities_and_confidence(seed: int) -> None:
     modules = {name: compiled(agent) for name, agent in agents_with_fitted_normalization(seed).items()}
-    fused, one_by_one = fuse_agents(modules), stacked(modules)
+    fused, one_by_one = fuse_agents(modules), stack_agents(modules)
     extreme = torch.randn(16, 60, 7, generator=torch.Generator().manual_seed(seed)) * 50
     inputs = [*reference_inputs(seed=seed), extreme]
 
@@ -58,7 +53,7 @@ def test_the_fused_graph_gives_each_agents_probabilities_and_confidence(seed: in
 def test_the_shipped_bundle_is_served_fused_and_agrees_with_its_agents(ensemble: AgentEnsemble) -> None:
     assert ensemble.fused
     matrices = torch.cat(reference_inputs(seed=3))
-    one_by_one = stacked(ensemble._agents)
+    one_by_one = stack_agents(ensemble._agents)
     assert max_fused_difference(ensemble._forward, one_by_one, [matrices]) <= FUSION_TOLERANCE
 
 
@@ -82,7 +77,7 @@ def test_a_bundle_that_cannot_be_fused_is_served_one_agent_after_another(
     assert "serving the agents one by one, not fused" in caplog.text and "agent 'momentum'" in caplog.text
     matrices = torch.cat(reference_inputs(seed=5))
     probabilities, confidence = ensemble.infer(matrices.numpy())
-    expected_p, expected_c = outputs(stacked(ensemble._agents), matrices)
+    expected_p, expected_c = outputs(stack_agents(ensemble._agents), matrices)
     np.testing.assert_array_equal(probabilities, expected_p.numpy())
     np.testing.assert_array_equal(confidence, expected_c.numpy())
 
@@ -93,7 +88,7 @@ def test_agents_whose_ops_match_but_read_other_columns_fail_the_comparison_and_a
     modules = {name: compiled(agent) for name, agent in agents.items()}
 
     with row_invariant_kernels:
-        fusion = try_fusion(modules, stacked(modules))
+        fusion = try_fusion(modules, stack_agents(modules))
 
     assert fusion.graph is None
     assert fusion.difference is not None and fusion.difference > FUSION_TOLERANCE

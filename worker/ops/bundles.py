@@ -29,10 +29,10 @@ from models.bundle import (
     sha256_bytes,
     write_manifest,
 )
-from models.compile import compile_bundle, deserialize, reference_inputs, torchscript_deprecation_silenced
+from models.compile import compile_bundle, deserialize, reference_inputs
 from models.fusion import FUSION_TOLERANCE, try_fusion
 from worker.actions import AGENT_NAMES
-from worker.inference import StackedAgents, configure_torch_threads, row_invariant_kernels
+from worker.inference import configure_torch_threads, row_invariant_kernels, stack_agents
 from worker.ops.checks import CheckResult, Status, jit_log_status
 from worker.ops.reports import percentile
 
@@ -160,10 +160,8 @@ def _forward_step(modules: Mapping[str, torch.jit.ScriptModule]) -> CheckResult:
 
 
 def _fusion_step(modules: Mapping[str, torch.jit.ScriptModule]) -> CheckResult:
-    with torchscript_deprecation_silenced():
-        stacked = torch.jit.script(StackedAgents([modules[name] for name in AGENT_NAMES]))
     with row_invariant_kernels:
-        fusion = try_fusion(modules, stacked)
+        fusion = try_fusion(modules, stack_agents(modules))
     threshold = f"one graph, within {FUSION_TOLERANCE:.0e} of the agents"
     if fusion.graph is None:
         return _result("fused graph", Status.WARN, f"served one agent after another: {fusion.reason}", threshold,
