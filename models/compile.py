@@ -14,7 +14,7 @@ import platform
 import shutil
 import sys
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,14 +89,21 @@ def compile_agent(model: nn.Module) -> torch.jit.ScriptModule:
 
 
 def max_output_difference(
-    eager: nn.Module, compiled: torch.jit.ScriptModule, inputs: list[torch.Tensor]
+    reference: nn.Module,
+    candidate: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    *,
+    reference_name: str = "eager",
+    error: type[Exception] = CompilationError,
 ) -> float:
+    """Largest |difference| between `candidate`'s outputs and `reference`'s over `inputs`; `error` if an output's
+    shape differs (compiled against eager here, the fused graph against the agents in `models.fusion`)."""
     worst = 0.0
     with torch.inference_mode():
         for batch in inputs:
-            for expected, actual in zip(eager(batch), compiled(batch), strict=True):
+            for expected, actual in zip(reference(batch), candidate(batch), strict=True):
                 if expected.shape != actual.shape:
-                    raise CompilationError(f"output shape {tuple(actual.shape)}, eager {tuple(expected.shape)}")
+                    raise error(f"output shape {tuple(actual.shape)}, {reference_name} {tuple(expected.shape)}")
                 worst = max(worst, float((expected - actual).abs().max()))
     return worst
 

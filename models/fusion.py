@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from models.architectures import FVG_END, FVG_FIRST, MOMENTUM_END, MOMENTUM_FIRST, N_ACTIONS
-from models.compile import reference_inputs, torchscript_deprecation_silenced
+from models.compile import max_output_difference, reference_inputs, torchscript_deprecation_silenced
 from worker.actions import AGENT_NAMES
 from worker.records import MATRIX_COLS, MATRIX_ROWS
 
@@ -195,14 +195,7 @@ def fuse_agents(agents: Mapping[str, torch.jit.ScriptModule]) -> torch.jit.Scrip
 
 def max_fused_difference(fused: nn.Module, stacked: nn.Module, inputs: Sequence[torch.Tensor]) -> float:
     """Largest |difference| between the fused graph's outputs and the agents' own, over `inputs`."""
-    worst = 0.0
-    with torch.inference_mode():
-        for batch in inputs:
-            for expected, actual in zip(stacked(batch), fused(batch), strict=True):
-                if expected.shape != actual.shape:
-                    raise FusionError(f"fused output shape {tuple(actual.shape)}, agents' {tuple(expected.shape)}")
-                worst = max(worst, float((expected - actual).abs().max()))
-    return worst
+    return max_output_difference(stacked, fused, inputs, reference_name="agents'", error=FusionError)
 
 
 @dataclass(frozen=True)
