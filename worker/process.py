@@ -27,7 +27,6 @@ class WorkerProcess:
     http_addr: str = "127.0.0.1:0"
     settings: dict[str, str] = field(default_factory=dict)  # extra TACTICAL_* values, by setting name
     python: str = sys.executable
-    env: dict[str, str] = field(default_factory=dict)  # other environment variables, over ours
     # Run this checkout's worker rather than the installed one (benchmarks comparing builds). `python -m` puts the
     # working directory first on sys.path, ahead of PYTHONPATH, so the process is started inside the tree.
     source_tree: Path | None = None
@@ -50,7 +49,6 @@ class WorkerProcess:
         env.update({"TACTICAL_" + name.upper(): str(value) for name, value in self.settings.items()})
         if self.source_tree is not None:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.source_tree), env.get("PYTHONPATH")]))
-        env.update(self.env)
         return env
 
     def code_dir(self) -> Path:

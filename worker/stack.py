@@ -20,7 +20,6 @@ class LocalStack:
     redis_url: str | None = None  # None: start an embedded Redis
     http_addrs: tuple[str, ...] = ()  # one per worker; default 127.0.0.1:0 (no fixed port)
     worker_settings: dict[str, str] = field(default_factory=dict)
-    worker_env: dict[str, str] = field(default_factory=dict)
     worker_source_tree: Path | None = None  # run this checkout's worker (see WorkerProcess.source_tree)
     run_dir: Path | None = None
     redis_fsync_always: bool = False
@@ -58,7 +57,7 @@ class LocalStack:
         addr = self.http_addrs[index] if index < len(self.http_addrs) else "127.0.0.1:0"
         process = WorkerProcess(
             redis_url=self.url, consumer=name, log_path=self.run_dir / f"{name}.log", http_addr=addr,
-            settings=self.worker_settings, env=self.worker_env, source_tree=self.worker_source_tree,
+            settings=self.worker_settings, source_tree=self.worker_source_tree,
         )
         self.processes.append(process)
         return process.start(wait_ready_s=wait_ready_s)

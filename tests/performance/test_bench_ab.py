@@ -59,8 +59,8 @@ def test_a_sides_worker_imports_its_code_from_its_tree_not_from_where_the_benchm
     check_runs_tree("b", process, tree)
     with pytest.raises(SourceTreeError, match=f"side a's worker runs the code in {tree}, not the tree {REPO}"):
         check_runs_tree("a", process, REPO)
-    installed = WorkerProcess(redis_url="redis://127.0.0.1:1/2", consumer="plain", log_path=tmp_path / "p.log",
-                              env={"PYTHONPATH": str(tree)})
+    monkeypatch.setenv("PYTHONPATH", str(tree))
+    installed = WorkerProcess(redis_url="redis://127.0.0.1:1/2", consumer="plain", log_path=tmp_path / "p.log")
     assert installed.code_dir() == REPO, "PYTHONPATH alone loses to the working directory"
 
 
