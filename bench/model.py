@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,10 @@ def load_ensemble(models_dir: Path | None = None) -> AgentEnsemble:
 
 
 def measure_model(ensemble: AgentEnsemble, workload: Workload, *, iterations: int = 2000,
-                  batch_size: int = 1) -> LatencySummary:
-    """Latency of `ensemble.infer` on batches of `batch_size` matrices from the workload, `iterations` times."""
+                  batch_size: int = 1, before_each: Callable[[], object] | None = None) -> LatencySummary:
+    """Latency of `ensemble.infer` on batches of `batch_size` matrices from the workload, `iterations` times.
+    `before_each`, if given, runs (untimed) before every timed call: what the worker does between two forward passes
+    (a Redis round trip, say) leaves the caches and predictors in another state than a tight loop does."""
     if iterations < 1 or batch_size < 1:
         raise ValueError(f"iterations and batch_size must be >= 1, got {iterations} and {batch_size}")
     pool = np.stack([matrix_from_bytes(fields[b"matrix"]) for fields in workload.templates])
@@ -34,6 +37,8 @@ def measure_model(ensemble: AgentEnsemble, workload: Workload, *, iterations: in
     clock = time.perf_counter
     for i in range(iterations):
         batch = batches[i % len(batches)]
+        if before_each is not None:
+            before_each()
         started = clock()
         ensemble.infer(batch)
         samples.append(clock() - started)

@@ -6,6 +6,10 @@ batch 1 (the latency path: every round trip and fixed cost is paid per event) an
 path). No producer or reader competes for the cores, so the figures are the pipeline's own; `tacticalctl bench`
 measures the whole system.
 
+It also times the forward pass of one event alone, back to back and each right after a Redis round trip (a PING):
+on the machine the README describes, the second costs ~1.4× the first, which is why the inference step at batch 1
+costs more inside the pipeline than `tacticalctl bench`'s "model alone" figure.
+
 Run as `python -m bench.stages [--events 2000] [--batches 60] [--batch-size 100] [--json]`.
 """
 
@@ -22,7 +26,7 @@ from pathlib import Path
 
 import redis
 
-from bench.model import load_ensemble
+from bench.model import load_ensemble, measure_model
 from bench.workload import Workload
 from worker.aggregator import AggregatorConfig
 from worker.delivery import DeliveryScripts, ensure_group
@@ -89,13 +93,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             reader = GroupReader(client, INPUT_STREAM, CONSUMER_GROUP, CONSUMER)
             telemetry = Telemetry()
             gc.freeze()  # as the worker does after startup
-            report = {
+            forward = {
+                "back_to_back": measure_model(ensemble, workload, iterations=args.events),
+                "after_round_trip": measure_model(ensemble, workload, iterations=args.events, before_each=client.ping),
+            }
+            report: dict[str, dict[str, float]] = {
                 "batch_1": measure_stages(client, reader, pipeline, telemetry, workload, batches=args.events,
                                           batch_size=1, id_prefix="one"),
                 f"batch_{args.batch_size}": measure_stages(client, reader, pipeline, telemetry, workload,
                                                            batches=args.batches, batch_size=args.batch_size,
                                                            id_prefix="full"),
             }
+            report["forward_pass_batch_1"] = {name: round(summary.p50_ms * 1e3, 1) for name, summary in forward.items()}
             reader.close()
             client.close()
         finally:
@@ -103,10 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        columns = list(report)
+        columns = [name for name in report if name.startswith("batch_")]
         print(f"{'µs per event':<12}" + "".join(f"{name:>12}" for name in columns))
         for step in STEPS:
             print(f"{step:<12}" + "".join(f"{report[name][step]:>12.1f}" for name in columns))
+        forward_pass = report["forward_pass_batch_1"]
+        print(f"\nforward pass, one event (p50 µs): back to back {forward_pass['back_to_back']:.1f}, "
+              f"right after a Redis round trip {forward_pass['after_round_trip']:.1f}")
     return 0
 
 
