@@ -16,6 +16,7 @@ Run as `python -m bench.stages [--events 2000] [--batches 60] [--batch-size 100]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import statistics
@@ -32,6 +33,7 @@ from worker.aggregator import AggregatorConfig
 from worker.delivery import DeliveryScripts, ensure_group
 from worker.embedded_redis import EmbeddedRedis
 from worker.group_reader import GroupReader
+from worker.inference import row_invariant_kernels
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
 from worker.pipeline import EventPipeline, PipelineConfig, StreamEntry
 from worker.telemetry import Telemetry
@@ -81,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     workload = Workload.simulated()
     ensemble = load_ensemble()
-    with tempfile.TemporaryDirectory(prefix="tactical-stages-") as run_dir:
+    with tempfile.TemporaryDirectory(prefix="tactical-stages-") as run_dir, contextlib.ExitStack() as kernels:
         server = EmbeddedRedis(data_dir=Path(run_dir) / "redis")
         server.start()
         try:
@@ -93,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reader = GroupReader(client, INPUT_STREAM, CONSUMER_GROUP, CONSUMER)
             telemetry = Telemetry()
             gc.freeze()  # as the worker does after startup
+            kernels.enter_context(row_invariant_kernels)  # selected for the whole run, as the worker holds them
             forward = {
                 "back_to_back": measure_model(ensemble, workload, iterations=args.events),
                 "after_round_trip": measure_model(ensemble, workload, iterations=args.events, before_each=client.ping),
