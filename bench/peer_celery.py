@@ -25,7 +25,7 @@ from bench.child import ChildProcess
 from bench.names import CELERY_RESULT_PREFIX
 from worker.aggregator import AggregatorConfig, aggregate_batch
 from worker.events import decode_event
-from worker.inference import AgentEnsemble
+from worker.inference import AgentEnsemble, row_invariant_kernels
 
 PEER_URL_ENV = "TACTICAL_BENCH_PEER_URL"
 TASK_NAME = "tactical_peer.decide"
@@ -52,6 +52,7 @@ _loaded: dict[str, Any] = {}
 def _load_agents(**_: object) -> None:
     from bench.model import load_ensemble
 
+    row_invariant_kernels.hold()  # as the worker holds them while it serves
     _loaded["ensemble"] = load_ensemble()
     _loaded["aggregator"] = AggregatorConfig()
 

@@ -18,7 +18,7 @@ from bench.consumer import BatchHandler, Entries, consumer_main
 from bench.names import REFERENCE_STREAMS
 from worker.actions import ACTION_ORDER
 from worker.aggregator import AggregatorConfig
-from worker.inference import AgentEnsemble
+from worker.inference import AgentEnsemble, row_invariant_kernels
 from worker.records import MATRIX_SHAPE, SynergyType
 from worker.settings import default_models_dir
 
@@ -50,6 +50,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def _handler(args: argparse.Namespace) -> BatchHandler:
     from models.bundle import current_bundle_dir
 
+    row_invariant_kernels.hold()  # as the worker holds them while it serves
     ensemble = AgentEnsemble.load(current_bundle_dir(args.models_dir or default_models_dir()), threads=1)
     return reference_handler(ensemble, AggregatorConfig())
 

@@ -27,6 +27,7 @@ from bench.names import FLOOR_STREAMS, REFERENCE_STREAMS
 from bench.report import BenchReport, LatencySummary, LoadPoint, PhaseResult
 from bench.workload import DEFAULT_POOL_SIZE, Workload
 from worker.feed import run_id
+from worker.inference import row_invariant_kernels
 from worker.names import DECISIONS_STREAM, INPUT_STREAM
 from worker.process import WorkerStartError
 from worker.stack import LocalStack
@@ -99,9 +100,10 @@ def run_bench(config: BenchConfig, progress: Progress = lambda message: None) ->
 
         progress("timing the model alone")
         ensemble = load_ensemble()
-        model = measure_model(ensemble, workload, iterations=config.model_iterations)
-        batched = measure_model(ensemble, workload, iterations=max(20, config.model_iterations // 20),
-                                batch_size=config.model_batch_size)
+        with row_invariant_kernels:  # held through the loop, as the worker holds them while it serves
+            model = measure_model(ensemble, workload, iterations=config.model_iterations)
+            batched = measure_model(ensemble, workload, iterations=max(20, config.model_iterations // 20),
+                                    batch_size=config.model_batch_size)
         del ensemble
 
         progress(f"starting Redis and {config.workers} worker(s) (loading and warming the models)")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC
 
 import numpy as np
@@ -112,3 +114,19 @@ def test_short_batches_share_a_padding_buffer_without_mixing_answers(
     with ThreadPoolExecutor(max_workers=4) as pool:  # one ensemble, callers on several threads
         for row, probabilities in zip(list(range(8)) * 25, pool.map(answer, list(range(8)) * 25), strict=True):
             np.testing.assert_array_equal(probabilities, expected[row])
+
+
+def test_held_kernels_stay_selected_for_the_process_through_nested_uses() -> None:
+    # In a child process: hold() is for the rest of a process's life and must not leak into this test session.
+    script = (
+        "import torch\n"
+        "from worker.inference import row_invariant_kernels as kernels\n"
+        "assert torch.backends.mkldnn.enabled\n"
+        "kernels.hold()\n"
+        "assert not torch.backends.mkldnn.enabled\n"
+        "with kernels:\n"
+        "    pass\n"
+        "assert not torch.backends.mkldnn.enabled, 'a forward pass leaving its block must not switch them back'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
