@@ -190,7 +190,8 @@ def _conv_args(step: _Step) -> list[object]:
 
 def fuse_agents(agents: Mapping[str, torch.jit.ScriptModule]) -> torch.jit.ScriptModule:
     """The agents as one frozen TorchScript graph. FusionError if their graphs are not in the known shapes."""
-    return torch.jit.freeze(torch.jit.script(FusedAgents(agents).eval()))
+    with torchscript_deprecation_silenced():
+        return torch.jit.freeze(torch.jit.script(FusedAgents(agents).eval()))
 
 
 def max_fused_difference(fused: nn.Module, stacked: nn.Module, inputs: Sequence[torch.Tensor]) -> float:
@@ -210,8 +211,7 @@ class Fusion:
 def try_fusion(agents: Mapping[str, torch.jit.ScriptModule], stacked: nn.Module) -> Fusion:
     """Fuse the agents and check the graph against `stacked` (the agents one by one) on the reference matrices."""
     try:
-        with torchscript_deprecation_silenced():
-            graph = fuse_agents(agents)
+        graph = fuse_agents(agents)
         difference = max_fused_difference(graph, stacked, reference_inputs(seed=FUSION_CHECK_SEED))
     except FusionError as exc:
         return Fusion(None, None, str(exc))
