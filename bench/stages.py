@@ -7,7 +7,7 @@ path). No producer or reader competes for the cores, so the figures are the pipe
 measures the whole system.
 
 It also times the forward pass of one event alone, back to back and each right after a Redis round trip (a PING):
-on the machine the README describes, the second costs ~1.4× the first, which is why the inference step at batch 1
+on the machine the README describes, the second costs ~1.5× the first, which is why the inference step at batch 1
 costs more inside the pipeline than `tacticalctl bench`'s "model alone" figure.
 
 Run as `python -m bench.stages [--events 2000] [--batches 60] [--batch-size 100] [--json]`.
@@ -16,7 +16,6 @@ Run as `python -m bench.stages [--events 2000] [--batches 60] [--batch-size 100]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import statistics
@@ -83,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     workload = Workload.simulated()
     ensemble = load_ensemble()
-    with tempfile.TemporaryDirectory(prefix="tactical-stages-") as run_dir, contextlib.ExitStack() as kernels:
+    # The kernels stay selected for the whole run, as the worker holds them while it serves.
+    with tempfile.TemporaryDirectory(prefix="tactical-stages-") as run_dir, row_invariant_kernels:
         server = EmbeddedRedis(data_dir=Path(run_dir) / "redis")
         server.start()
         try:
@@ -95,7 +95,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             reader = GroupReader(client, INPUT_STREAM, CONSUMER_GROUP, CONSUMER)
             telemetry = Telemetry()
             gc.freeze()  # as the worker does after startup
-            kernels.enter_context(row_invariant_kernels)  # selected for the whole run, as the worker holds them
             forward = {
                 "back_to_back": measure_model(ensemble, workload, iterations=args.events),
                 "after_round_trip": measure_model(ensemble, workload, iterations=args.events, before_each=client.ping),
