@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,13 +124,20 @@ class EventPipeline:
         self.submit(entries)
         return self.drain()[0]
 
-    def submit(self, entries: Sequence[StreamEntry]) -> list[BatchResult]:
+    def submit(
+        self, entries: Sequence[StreamEntry], *, before_commit: Callable[[], None] | None = None
+    ) -> list[BatchResult]:
         """Decide a batch and send its commit without waiting for the reply. Returns the result of the batch whose
-        commit was in flight before (read after this batch was decided), if any. Errors as `process`; a batch that
-        fails before its commit leaves the earlier commit in flight for `drain`."""
+        commit was in flight before (read after this batch was decided), if any. `before_commit` runs once the batch
+        is decided and before its commit goes out: the worker reads its next batch there, while Redis is idle (sent
+        after the commit, that read would wait for the commit to run). Errors as `process`; a batch that fails
+        before its commit leaves the earlier commit in flight for `drain`."""
         try:
             batch = self._decide(entries)
             with batch.claim:
+                if before_commit is not None:
+                    self._stage = "read"
+                    before_commit()
                 self._stage = "commit"
                 finished = self.drain()
                 commit = self.scripts.send_commit(batch.decided, batch.dead, self.config.completed_ttl_s, batch.shared)

@@ -80,6 +80,9 @@ class Worker:
         self.http: HealthServer | None = None
         self.heartbeat: Heartbeat | None = None
         self._signals = 0
+        # Entries read while the previous batch's commit had not gone out yet (`read_ahead`): the next step decides
+        # them before reading again.
+        self._read_ahead: list[StreamEntry] = []
         self._held = contextlib.ExitStack()  # what startup() takes for the worker's life and shutdown() gives back
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -216,6 +219,7 @@ class Worker:
                     raise  # not transient: the same credentials will be refused again
                 except REDIS_ERRORS as exc:
                     self._pipeline().abandon()  # its reply may never come: its entries are committed or pending
+                    self.release_read_ahead()
                     self.state.redis_up = False
                     self.state.read_own_pending = True
                     self.telemetry.record_error("read")
@@ -231,18 +235,21 @@ class Worker:
                 except redis.ResponseError as exc:
                     if "NOGROUP" in str(exc):
                         log.warning("consumer group %s missing (Redis lost its data?): recreating", self.streams.group)
+                        self.release_read_ahead()
                         ensure_group(self._client(), self.streams)
                         continue
                     raise
+            self.finish_read_ahead()
         finally:
             self.finish_in_flight()
 
     def step(self) -> None:
         """One turn of the loop: periodic work, then one batch read and decided (if the breaker lets it).
 
-        A full batch suggests more are waiting: its commit is left in flight while the next batch is read and
-        decided, and its reply is read just before the next commit goes out. A short batch (the stream is drained)
-        or a breaker trial is finished at once, so results, metrics and the breaker never lag behind an idle stream.
+        A full batch suggests more are waiting: the next batch is read before its commit goes out (`read_ahead`),
+        and its commit is left in flight while that batch is decided; its reply is read just before the next commit
+        goes out. A short batch (the stream is drained) or a breaker trial is finished at once, so results, metrics
+        and the breaker never lag behind an idle stream.
         """
         if self.state.reconnect_requested or not self.state.redis_up:
             self.reconnect()
@@ -251,18 +258,49 @@ class Worker:
         with self.breaker_lock:
             allowed = self.breaker.allow()
             trial = self.breaker.state is BreakerState.HALF_OPEN
+        if not allowed or trial:
+            self.release_read_ahead()  # a trial takes one event; an open breaker none
         if not allowed:
             self.drain()
             self.sleep(min(self.settings.block_ms / 1e3, 0.1))  # events wait in the stream
             return
         count = 1 if trial else self.settings.batch_size
-        entries = self.read_batch(count=count, block=not pipeline.commit_in_flight)
+        entries, self._read_ahead = self._read_ahead, []
+        if not entries:
+            entries = self.read_batch(count=count, block=not pipeline.commit_in_flight)
         if entries:
-            self.record_results(pipeline.submit(entries))
+            full = len(entries) == count and not trial
+            self.record_results(pipeline.submit(entries, before_commit=self.read_ahead if full else None))
         if not entries or len(entries) < count or trial:
             self.drain()
         with self.breaker_lock:
             self.breaker.record_success()
+
+    def read_ahead(self) -> None:
+        """Read the next batch now, between deciding a full batch and sending its commit. Redis runs commands in
+        order: sent after the commit, this read would wait for the commit to run (milliseconds for a full batch)
+        while the worker sat idle; sent before it, the next batch is decided while Redis runs the commit."""
+        if not self.state.should_exit:  # after a shutdown signal, nothing more is read
+            self._read_ahead = self.read_batch(count=self.settings.batch_size, block=False)
+
+    def release_read_ahead(self) -> None:
+        """Let go of entries read ahead that will not be decided now: they stay pending on this consumer and are
+        read again first (`read_own_pending`) when events are taken again."""
+        if self._read_ahead:
+            self._read_ahead = []
+            self.state.read_own_pending = True
+
+    def finish_read_ahead(self) -> None:
+        """On a clean exit: the batch read ahead is decided and committed too, so nothing this worker took is left
+        pending. If Redis fails meanwhile (or the batch does), its entries stay pending for another consumer."""
+        entries, self._read_ahead = self._read_ahead, []
+        if not entries:
+            return
+        try:
+            self.process(entries)
+        except (*REDIS_ERRORS, StageError) as exc:
+            self._pipeline().abandon()
+            log.warning("the batch read ahead was not committed (%s): its %d entries stay pending", exc, len(entries))
 
     def drain(self) -> None:
         """Read the reply of the commit in flight, if any, and record its batch."""
@@ -284,6 +322,7 @@ class Worker:
             self.state.reconnect_requested = False
             self.finish_in_flight()  # its reply first: the disconnect below closes the connection it comes on
             self._client().connection_pool.disconnect()
+            self.release_read_ahead()
             self.state.read_own_pending = True
         self.wait_for_redis()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,9 +116,9 @@ def worker_with_full_batches(
     in_flight_at_submit: list[bool] = []
     submit = worker.pipeline.submit
 
-    def watched_submit(entries: list[StreamEntry]) -> list[BatchResult]:
+    def watched_submit(entries: list[StreamEntry], **options: Any) -> list[BatchResult]:
         in_flight_at_submit.append(worker.pipeline.commit_in_flight)  # type: ignore[union-attr]
-        return submit(entries)
+        return submit(entries, **options)
 
     worker.pipeline.submit = watched_submit  # type: ignore[method-assign]
     loop = threading.Thread(target=worker.main_loop, daemon=True)
@@ -170,3 +171,121 @@ def test_a_requested_reconnect_reads_the_commit_in_flight_first(redis_client: re
     assert any(in_flight_at_reconnect), "some reconnects came with a commit in flight"
     assert decided_ids(redis_client) == dict.fromkeys(ids, 1)
     assert worker.telemetry.window.snapshot().errors.get("read", 0) == 0, "no commit reply was lost"
+
+
+@pytest.fixture
+def worker_in_this_thread(redis_url: str) -> Iterator[tuple[Worker, list[BatchResult]]]:
+    """A worker whose loop the test runs itself (`main_loop` returns once `should_exit` is set), batches of 25."""
+    settings = WorkerSettings.from_env({}, redis_url=redis_url, consumer="reading-ahead", http_addr="127.0.0.1:0",
+                                       batch_size=25)
+    results: list[BatchResult] = []
+    worker = Worker(settings, on_batch=results.append)
+    worker.startup()
+    yield worker, results
+    worker.shutdown()
+
+
+def test_a_full_batch_reads_the_next_before_its_commit_goes_out(redis_client: redis.Redis,
+                                                                 worker_in_this_thread) -> None:
+    """Redis runs commands in order: a read sent after a full batch's commit would wait for that commit to run. The
+    next batch is read first, and decided while Redis runs the commit."""
+    worker, results = worker_in_this_thread
+    log: list[tuple[str, bytes]] = []  # ("read" | "commit", first entry id of the batch)
+    read_batch, send_commit = worker.read_batch, worker.pipeline.scripts.send_commit  # type: ignore[union-attr]
+
+    def logged_read(count: int, *, block: bool = True) -> list[StreamEntry]:
+        entries = read_batch(count, block=block)
+        if entries:
+            log.append(("read", entries[0].entry_id))
+        return entries
+
+    def logged_commit(decided: Any, *args: Any) -> Any:
+        log.append(("commit", decided[0].entry_id))
+        if len(log) >= 40:
+            worker.state.should_exit = True
+        return send_commit(decided, *args)
+
+    worker.read_batch = logged_read  # type: ignore[method-assign]
+    worker.pipeline.scripts.send_commit = logged_commit  # type: ignore[union-attr,method-assign]
+    publish(redis_client, 500, "ahead")  # queued first: every read is a full batch of 25
+    worker.main_loop()
+
+    commits = [index for index, (kind, _) in enumerate(log) if kind == "commit"]
+    assert len(commits) >= 10
+    for index in commits[:-1]:  # the last went out after the exit signal: nothing more is read then
+        kind, first_id = log[index - 1]
+        assert kind == "read" and first_id != log[index][1], (
+            f"the commit of the batch from {log[index][1]!r} went out before the next batch was read: {log}")
+    committed = decided_ids(redis_client)
+    assert set(committed.values()) == {1} and sorted(decided(results)) == sorted(c.decode() for c in committed)
+    assert pending_count(redis_client) == 0
+
+
+def test_a_clean_exit_decides_and_commits_the_batch_read_ahead(redis_client: redis.Redis,
+                                                               worker_in_this_thread) -> None:
+    worker, results = worker_in_this_thread
+    read_ahead = worker.read_ahead
+
+    def read_ahead_then_signal() -> None:
+        read_ahead()
+        worker.state.should_exit = True  # SIGTERM arrives with a batch read ahead in hand
+
+    worker.read_ahead = read_ahead_then_signal  # type: ignore[method-assign]
+    publish(redis_client, 500, "exit")
+    worker.main_loop()
+
+    decided_now = decided_ids(redis_client)
+    assert sum(len(r.decisions) for r in results) == len(decided_now) == 50, "two batches: the first and the one ahead"
+    assert set(decided_now.values()) == {1}
+    assert pending_count(redis_client) == 0, "nothing this worker took is left pending"
+    assert redis_client.xinfo_groups(INPUT_STREAM)[0]["lag"] == 450, "nothing more was read after the signal"
+
+
+def test_entries_read_ahead_wait_while_the_breaker_is_open_then_are_decided_once(
+    redis_client: redis.Redis, worker_with_full_batches
+) -> None:
+    worker, results, _, start = worker_with_full_batches
+    read_ahead = worker.read_ahead
+    opened: list[int] = []
+
+    def read_ahead_then_open() -> None:
+        read_ahead()
+        if not opened:
+            opened.append(len(worker._read_ahead))
+            worker.breaker.force_open("test: opened with a batch read ahead")
+
+    worker.read_ahead = read_ahead_then_open  # type: ignore[method-assign]
+    ids = publish(redis_client, 100, "breaker")
+    start()
+    wait_for(lambda: opened and not worker.pipeline.commit_in_flight, what="the breaker open")  # type: ignore[union-attr]
+    time.sleep(0.3)
+    assert opened == [25]
+    assert sum(len(r.decisions) for r in results) == 25, "only the batch decided before the breaker opened"
+    assert pending_count(redis_client) == 25, "the batch read ahead waits, pending on this consumer"
+
+    with worker.breaker_lock:
+        worker.breaker.reset("test")
+    wait_settled(redis_client, 100)
+    assert decided_ids(redis_client) == dict.fromkeys(ids, 1)
+
+
+def test_a_redis_error_while_reading_ahead_loses_and_doubles_nothing(redis_client: redis.Redis,
+                                                                     worker_with_full_batches) -> None:
+    worker, results, _, start = worker_with_full_batches
+    read_ahead = worker.read_ahead
+    failures: list[int] = []
+
+    def failing_once() -> None:
+        read_ahead()
+        if not failures:
+            failures.append(len(worker._read_ahead))
+            raise redis.ConnectionError("injected: connection lost after reading ahead")
+
+    worker.read_ahead = failing_once  # type: ignore[method-assign]
+    ids = publish(redis_client, 200, "lost")
+    start()
+    wait_settled(redis_client, 200)
+    wait_for(lambda: sum(len(r.decisions) for r in results) == 200, what="every batch's result recorded")
+    assert failures == [25]
+    assert decided_ids(redis_client) == dict.fromkeys(ids, 1)
+    assert worker.telemetry.window.snapshot().errors.get("read") == 1
