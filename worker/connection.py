@@ -34,12 +34,13 @@ def connect(
     a misconfiguration raises RedisSecurityError (a ValueError) here, before any connection is tried."""
     security = RedisSecurity.from_env() if security is None else security
     client_url, options = security.client_options(url)
+    if not client_url.startswith("unix:"):
+        options["socket_keepalive"] = True  # TCP only: redis-py refuses the option for a unix socket
     return redis.Redis.from_url(
         client_url,
         client_name=client_name or "tactical",
         socket_connect_timeout=connect_timeout_s,
         socket_timeout=read_timeout_s + 5.0,
-        socket_keepalive=True,
         health_check_interval=30,
         decode_responses=False,
         redis_connect_func=_authenticating(url, security),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -130,3 +131,27 @@ def test_tampered_model_file_is_refused(tmp_path: Path, redis_url: str) -> None:
     assert result.returncode == 3
     assert "momentum.pt" in result.stderr
     assert "SHA-256 mismatch" in result.stderr
+
+
+def test_a_worker_and_the_operator_cli_work_over_a_unix_socket(tmp_path: Path, start_worker) -> None:
+    """`TACTICAL_REDIS_URL=unix:///path/redis.sock` (a Redis on the same host, without TCP): the worker decides
+    every event and tacticalctl reads the group, both with the options they use over TCP."""
+    from typer.testing import CliRunner
+
+    from tacticalctl.app import app
+    from worker.connection import connect
+
+    with EmbeddedRedis(data_dir=tmp_path / "unix-redis", unix_socket=True, appendonly=False) as server:
+        url = server.url()
+        assert url.startswith("unix://")
+        client = connect(url)
+        publish_events(client, events(50, prefix="unix"))
+        start_worker(url)
+        wait_settled(client, 50)
+        assert_exactly_once(client, {f"unix-{i}".encode() for i in range(50)})
+
+        pending = CliRunner().invoke(app, ["--redis-url", url, "pending", "--json"],
+                                     env={"COLUMNS": "200", "NO_COLOR": "1"}, catch_exceptions=False)
+        assert pending.exit_code == 0, pending.output
+        assert json.loads(pending.stdout)["count"] == 0
+        client.close()
