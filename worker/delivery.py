@@ -65,33 +65,45 @@ return out
 """
 
 # KEYS: input stream, decisions stream, commands stream, dead-letter stream, then completed/processing per decision.
-# ARGV: group, ttl_s, n_decided, n_dead, the fields every decision of the batch shares, those every command shares,
-# then the records; each field list count-prefixed and flat.
+# ARGV: group, ttl_s, n_decided, n_dead; the field names of every decision of the batch, then of every command; the
+# fields every decision shares, then every command (names and values); then per decided event its entry id, 1 if a
+# command follows (else 0), its decision's values in the names' order, its command's values; then per dead letter
+# its entry id and fields (names and values). Each list count-prefixed. Names go once per batch, not once per event:
+# half the arguments Redis parses and hands to Lua.
 _COMMIT_LUA = """
 local group = ARGV[1]
 local ttl = ARGV[2]
 local n_decided, n_dead = tonumber(ARGV[3]), tonumber(ARGV[4])
 local pos = 5
-local function take_fields()
+local function take_list()
   local n = tonumber(ARGV[pos]); pos = pos + 1
-  local fields = {}
-  for j = 1, n do fields[j] = ARGV[pos + j - 1] end
+  local list = {}
+  for j = 1, n do list[j] = ARGV[pos + j - 1] end
   pos = pos + n
+  return list
+end
+-- The XADD fields of a record whose values start at ARGV[at]: names and values interleaved, then the shared ones.
+local function record(names, at, shared)
+  local fields = {}
+  local n = #names
+  for j = 1, n do
+    fields[2 * j - 1] = names[j]
+    fields[2 * j] = ARGV[at + j - 1]
+  end
+  for j = 1, #shared do fields[2 * n + j] = shared[j] end
   return fields
 end
-local function with_shared(fields, shared)
-  local n = #fields
-  for j = 1, #shared do fields[n + j] = shared[j] end
-  return fields
-end
-local shared_decision = take_fields()
-local shared_command = take_fields()
+local decision_names = take_list()
+local command_names = take_list()
+local shared_decision = take_list()
+local shared_command = take_list()
 local out = {}
 for i = 1, n_decided do
-  local entry = ARGV[pos]; pos = pos + 1
-  local decision = with_shared(take_fields(), shared_decision)
-  local command = take_fields()
-  if #command > 0 then command = with_shared(command, shared_command) end
+  local entry = ARGV[pos]
+  local decision_at = pos + 2
+  local command_at = nil
+  if ARGV[pos + 1] == '1' then command_at = decision_at + #decision_names end
+  pos = decision_at + #decision_names + (command_at and #command_names or 0)
   local ck, pk = KEYS[4 + 2 * i - 1], KEYS[4 + 2 * i]
   local held = redis.call('GET', pk)
   local suffix = '|' .. entry
@@ -109,8 +121,10 @@ for i = 1, n_decided do
     if held then redis.call('DEL', pk) end
     out[#out + 1] = 'settled'
   else
-    local decision_id = redis.call('XADD', KEYS[2], '*', unpack(decision))
-    if #command > 0 then redis.call('XADD', KEYS[3], '*', unpack(command)) end
+    local decision_id = redis.call('XADD', KEYS[2], '*', unpack(record(decision_names, decision_at, shared_decision)))
+    if command_at then
+      redis.call('XADD', KEYS[3], '*', unpack(record(command_names, command_at, shared_command)))
+    end
     redis.call('SET', ck, decision_id, 'EX', ttl)
     redis.call('DEL', pk)
     out[#out + 1] = 'committed'
@@ -118,7 +132,7 @@ for i = 1, n_decided do
 end
 for i = 1, n_dead do
   local entry = ARGV[pos]; pos = pos + 1
-  local fields = take_fields()
+  local fields = take_list()
   if redis.call('XACK', KEYS[1], group, entry) == 1 then
     redis.call('XADD', KEYS[4], '*', unpack(fields))
     out[#out + 1] = 'dead_lettered'
@@ -313,19 +327,31 @@ class DeliveryScripts:
         if not decided and not dead:
             return PendingOutcomes(None, str)
         s = self.streams
+        decision_names = tuple(decided[0].decision_fields) if decided else ()
+        command_names = next((tuple(event.command_fields) for event in decided if event.command_fields), ())
         keys: list[str] = [s.input, s.decisions, s.commands, s.dead_letters]
         args: list[str | bytes | int] = [s.group, completed_ttl_s, len(decided), len(dead)]
+        args += [len(decision_names), *decision_names, len(command_names), *command_names]
         args += _flat(shared.decision)
         args += _flat(shared.command)
         for event in decided:
             keys += [completed_key(event.correlation_id), processing_key(event.correlation_id)]
-            args.append(event.entry_id)
-            args += _flat(event.decision_fields)
-            args += _flat(event.command_fields or {})
+            _check_names(event.decision_fields, decision_names, event)
+            args += (event.entry_id, 1 if event.command_fields else 0)
+            args += event.decision_fields.values()
+            if event.command_fields:
+                _check_names(event.command_fields, command_names, event)
+                args += event.command_fields.values()
         for letter in dead:
             args.append(letter.entry_id)
             args += _flat(letter.fields)
         return PendingOutcomes(self._commit.send(keys, args), str)
+
+
+def _check_names(fields: Mapping[str, object], names: tuple[str, ...], event: DecidedEvent) -> None:
+    """The commit sends field names once per batch: every record of a kind must have the same names, in order."""
+    if tuple(fields) != names:
+        raise ValueError(f"event {event.correlation_id!r} has fields {tuple(fields)}, not the batch's {names}")
 
 
 def _flat(fields: Mapping[bytes | str, bytes | str]) -> list[bytes | str | int]:
