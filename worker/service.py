@@ -83,6 +83,7 @@ class Worker:
         # Entries read while the previous batch's commit had not gone out yet (`read_ahead`): the next step decides
         # them before reading again.
         self._read_ahead: list[StreamEntry] = []
+        self._read_ahead_error: Exception | None = None  # raised once the batch decided before it is committed
         self._held = contextlib.ExitStack()  # what startup() takes for the worker's life and shutdown() gives back
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -271,6 +272,10 @@ class Worker:
         if entries:
             full = len(entries) == count and not trial
             self.record_results(pipeline.submit(entries, before_commit=self.read_ahead if full else None))
+            error, self._read_ahead_error = self._read_ahead_error, None
+            if error is not None:
+                self.drain()  # the batch it followed is committed and recorded first
+                raise error
         if not entries or len(entries) < count or trial:
             self.drain()
         with self.breaker_lock:
@@ -279,9 +284,18 @@ class Worker:
     def read_ahead(self) -> None:
         """Read the next batch now, between deciding a full batch and sending its commit. Redis runs commands in
         order: sent after the commit, this read would wait for the commit to run (milliseconds for a full batch)
-        while the worker sat idle; sent before it, the next batch is decided while Redis runs the commit."""
-        if not self.state.should_exit:  # after a shutdown signal, nothing more is read
+        while the worker sat idle; sent before it, the next batch is decided while Redis runs the commit.
+
+        Only new entries are read ahead: while this consumer's own pending entries are being re-read (after a
+        reconnect), the batch in hand is among them until its commit goes out. A failed read does not fail the
+        batch already decided: its commit goes out, then `step` raises the error."""
+        if self.state.should_exit or self.state.read_own_pending:  # after a shutdown signal, nothing more is read
+            return
+        try:
             self._read_ahead = self.read_batch(count=self.settings.batch_size, block=False)
+        except (*REDIS_ERRORS, redis.ResponseError) as exc:
+            self.state.read_own_pending = True  # whatever the read delivered before failing is re-read first
+            self._read_ahead_error = exc
 
     def release_read_ahead(self) -> None:
         """Let go of entries read ahead that will not be decided now: they stay pending on this consumer and are
@@ -292,13 +306,20 @@ class Worker:
 
     def finish_read_ahead(self) -> None:
         """On a clean exit: the batch read ahead is decided and committed too, so nothing this worker took is left
-        pending. If Redis fails meanwhile (or the batch does), its entries stay pending for another consumer."""
+        pending — unless the breaker is not closed (it takes no events, or one), or Redis or the batch fails: then
+        its entries stay pending for another consumer."""
         entries, self._read_ahead = self._read_ahead, []
         if not entries:
             return
+        with self.breaker_lock:
+            closed = self.breaker.state is BreakerState.CLOSED
+        if not closed:
+            log.warning("circuit breaker %s: the %d entries read ahead stay pending",
+                        self.breaker.state.name.lower(), len(entries))
+            return
         try:
             self.process(entries)
-        except (*REDIS_ERRORS, StageError) as exc:
+        except (*REDIS_ERRORS, redis.ResponseError, StageError) as exc:
             self._pipeline().abandon()
             log.warning("the batch read ahead was not committed (%s): its %d entries stay pending", exc, len(entries))
 
@@ -365,7 +386,9 @@ class Worker:
 
     def read_batch(self, count: int, *, block: bool = True) -> list[StreamEntry]:
         if self.state.read_own_pending:
-            # Entries delivered to this consumer but not committed (e.g. the connection dropped mid-batch).
+            # Entries delivered to this consumer but not committed (e.g. the connection dropped mid-batch). The commit
+            # in flight is read first: until Redis has run it, its entries are pending too and would come back here.
+            self.drain()
             entries = self._xreadgroup("0", block=None, count=count)
             if entries:
                 counts = pending_delivery_counts(self._client(), [e.entry_id for e in entries], self.streams,

@@ -269,23 +269,53 @@ def test_entries_read_ahead_wait_while_the_breaker_is_open_then_are_decided_once
     assert decided_ids(redis_client) == dict.fromkeys(ids, 1)
 
 
-def test_a_redis_error_while_reading_ahead_loses_and_doubles_nothing(redis_client: redis.Redis,
-                                                                     worker_with_full_batches) -> None:
+@pytest.mark.parametrize("failure", ["connection lost after the read", "NOGROUP before the read"])
+def test_a_failed_read_ahead_commits_the_batch_decided_then_loses_and_doubles_nothing(
+    redis_client: redis.Redis, worker_with_full_batches, failure: str
+) -> None:
+    """The read ahead fails (the connection drops after Redis delivered the entries, or the group is gone): the batch
+    already decided is still committed, the breaker counts no failed batch, and after recovery every event is
+    decided once — the entries delivered by the failed read are re-read from this consumer's pending list once."""
     worker, results, _, start = worker_with_full_batches
-    read_ahead = worker.read_ahead
-    failures: list[int] = []
+    reader = worker.reader
+    assert reader is not None
+    read = reader.read
+    calls: list[int] = []
 
-    def failing_once() -> None:
-        read_ahead()
-        if not failures:
-            failures.append(len(worker._read_ahead))
-            raise redis.ConnectionError("injected: connection lost after reading ahead")
+    def failing_second_read(start_id: str, count: int, block_ms: int | None = None) -> list:
+        calls.append(1)
+        if len(calls) != 2:  # the first read is the loop's, the second the first read ahead
+            return read(start_id, count, block_ms)
+        if failure.startswith("NOGROUP"):
+            raise redis.ResponseError("NOGROUP No such key 'synergy_events' or consumer group (injected)")
+        read(start_id, count, block_ms)
+        raise redis.ConnectionError("injected: connection lost after reading ahead")
 
-    worker.read_ahead = failing_once  # type: ignore[method-assign]
+    reader.read = failing_second_read  # type: ignore[method-assign]
     ids = publish(redis_client, 200, "lost")
     start()
     wait_settled(redis_client, 200)
     wait_for(lambda: sum(len(r.decisions) for r in results) == 200, what="every batch's result recorded")
-    assert failures == [25]
+    assert decided(results[:1]) == [f"lost-{i}" for i in range(25)], "the batch decided before the failure went first"
+    assert sum(r.duplicates for r in results) == 0, "no entry was read (and decided) twice"
     assert decided_ids(redis_client) == dict.fromkeys(ids, 1)
-    assert worker.telemetry.window.snapshot().errors.get("read") == 1
+    assert worker.breaker.consecutive_failures == 0 and worker.breaker.state.name == "CLOSED"
+
+
+def test_a_clean_exit_leaves_the_batch_read_ahead_pending_while_the_breaker_is_open(
+    redis_client: redis.Redis, worker_in_this_thread
+) -> None:
+    worker, results = worker_in_this_thread
+    read_ahead = worker.read_ahead
+
+    def read_ahead_then_open_and_signal() -> None:
+        read_ahead()
+        worker.breaker.force_open("test: opened with a batch read ahead")
+        worker.state.should_exit = True
+
+    worker.read_ahead = read_ahead_then_open_and_signal  # type: ignore[method-assign]
+    publish(redis_client, 100, "open-exit")
+    worker.main_loop()
+
+    assert sum(len(r.decisions) for r in results) == len(decided_ids(redis_client)) == 25
+    assert pending_count(redis_client) == 25, "an open breaker takes no events, even on the way out: they wait"
