@@ -283,9 +283,11 @@ def test_a_failed_read_ahead_commits_the_batch_decided_then_loses_and_doubles_no
     calls: list[int] = []
 
     def failing_second_read(start_id: str, count: int, block_ms: int | None = None) -> list:
-        calls.append(1)
-        if len(calls) != 2:  # the first read is the loop's, the second the first read ahead
+        if start_id == ">":
+            calls.append(block_ms is None)
+        if start_id != ">" or len(calls) != 2:  # the first read of new entries is the loop's; the second reads ahead
             return read(start_id, count, block_ms)
+        assert block_ms is None, "a read ahead never blocks"
         if failure.startswith("NOGROUP"):
             raise redis.ResponseError("NOGROUP No such key 'synergy_events' or consumer group (injected)")
         read(start_id, count, block_ms)
@@ -300,6 +302,9 @@ def test_a_failed_read_ahead_commits_the_batch_decided_then_loses_and_doubles_no
     assert sum(r.duplicates for r in results) == 0, "no entry was read (and decided) twice"
     assert decided_ids(redis_client) == dict.fromkeys(ids, 1)
     assert worker.breaker.consecutive_failures == 0 and worker.breaker.state.name == "CLOSED"
+    connection_errors = 1 if failure.startswith("connection") else 0
+    assert worker.telemetry.window.snapshot().errors == ({"read": 1} if connection_errors else {}), (
+        "a lost connection is a read error; a missing group is recreated; neither is a failed batch")
 
 
 def test_a_clean_exit_leaves_the_batch_read_ahead_pending_while_the_breaker_is_open(
