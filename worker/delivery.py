@@ -75,35 +75,34 @@ local group = ARGV[1]
 local ttl = ARGV[2]
 local n_decided, n_dead = tonumber(ARGV[3]), tonumber(ARGV[4])
 local pos = 5
+-- Where each list starts in ARGV and how long it is; read in place, never copied into tables of their own.
 local function take_list()
-  local n = tonumber(ARGV[pos]); pos = pos + 1
-  local list = {}
-  for j = 1, n do list[j] = ARGV[pos + j - 1] end
-  pos = pos + n
-  return list
+  local n = tonumber(ARGV[pos])
+  local at = pos + 1
+  pos = at + n
+  return at, n
 end
--- The XADD fields of a record whose values start at ARGV[at]: names and values interleaved, then the shared ones.
-local function record(names, at, shared)
+local decision_names_at, n_decision_names = take_list()
+local command_names_at, n_command_names = take_list()
+local shared_decision_at, n_shared_decision = take_list()
+local shared_command_at, n_shared_command = take_list()
+-- The XADD fields of a record: its names and values (from ARGV[values_at]) interleaved, then the shared fields.
+local function record(names_at, n, values_at, shared_at, n_shared)
   local fields = {}
-  local n = #names
-  for j = 1, n do
-    fields[2 * j - 1] = names[j]
-    fields[2 * j] = ARGV[at + j - 1]
+  for j = 0, n - 1 do
+    fields[2 * j + 1] = ARGV[names_at + j]
+    fields[2 * j + 2] = ARGV[values_at + j]
   end
-  for j = 1, #shared do fields[2 * n + j] = shared[j] end
+  for j = 0, n_shared - 1 do fields[2 * n + j + 1] = ARGV[shared_at + j] end
   return fields
 end
-local decision_names = take_list()
-local command_names = take_list()
-local shared_decision = take_list()
-local shared_command = take_list()
 local out = {}
 for i = 1, n_decided do
   local entry = ARGV[pos]
   local decision_at = pos + 2
   local command_at = nil
-  if ARGV[pos + 1] == '1' then command_at = decision_at + #decision_names end
-  pos = decision_at + #decision_names + (command_at and #command_names or 0)
+  if ARGV[pos + 1] == '1' then command_at = decision_at + n_decision_names end
+  pos = decision_at + n_decision_names + (command_at and n_command_names or 0)
   local ck, pk = KEYS[4 + 2 * i - 1], KEYS[4 + 2 * i]
   local held = redis.call('GET', pk)
   local suffix = '|' .. entry
@@ -121,9 +120,11 @@ for i = 1, n_decided do
     if held then redis.call('DEL', pk) end
     out[#out + 1] = 'settled'
   else
-    local decision_id = redis.call('XADD', KEYS[2], '*', unpack(record(decision_names, decision_at, shared_decision)))
+    local decision = record(decision_names_at, n_decision_names, decision_at, shared_decision_at, n_shared_decision)
+    local decision_id = redis.call('XADD', KEYS[2], '*', unpack(decision))
     if command_at then
-      redis.call('XADD', KEYS[3], '*', unpack(record(command_names, command_at, shared_command)))
+      local command = record(command_names_at, n_command_names, command_at, shared_command_at, n_shared_command)
+      redis.call('XADD', KEYS[3], '*', unpack(command))
     end
     redis.call('SET', ck, decision_id, 'EX', ttl)
     redis.call('DEL', pk)
@@ -132,9 +133,9 @@ for i = 1, n_decided do
 end
 for i = 1, n_dead do
   local entry = ARGV[pos]; pos = pos + 1
-  local fields = take_list()
+  local fields_at, n_fields = take_list()
   if redis.call('XACK', KEYS[1], group, entry) == 1 then
-    redis.call('XADD', KEYS[4], '*', unpack(fields))
+    redis.call('XADD', KEYS[4], '*', unpack(ARGV, fields_at, fields_at + n_fields - 1))
     out[#out + 1] = 'dead_lettered'
   else
     out[#out + 1] = 'duplicate'
