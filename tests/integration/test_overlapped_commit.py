@@ -1,5 +1,7 @@
 """A full batch's commit stays in flight while the next batch is decided: every result is still returned once, a
-batch failing meanwhile loses neither itself nor the one in flight, and an idle stream leaves nothing in flight."""
+batch failing meanwhile loses neither itself nor the one in flight, and an idle stream leaves nothing in flight.
+The next batch is read before the commit goes out (read ahead): decided on a clean exit, left pending while the
+breaker is open, and neither lost nor doubled when that read fails."""
 
 from __future__ import annotations
 
