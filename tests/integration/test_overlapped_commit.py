@@ -105,15 +105,23 @@ def test_a_batch_failing_while_another_commit_is_in_flight_loses_neither(redis_c
 
 
 @pytest.fixture
-def worker_with_full_batches(
-    redis_url: str,
-) -> Iterator[tuple[Worker, list[BatchResult], list[bool], Callable[[], None]]]:
-    """A worker in this process, its loop not started yet (the last item starts it)."""
+def worker_in_this_thread(redis_url: str) -> Iterator[tuple[Worker, list[BatchResult]]]:
+    """A worker whose loop the test runs itself (`main_loop` returns once `should_exit` is set), batches of 25."""
     settings = WorkerSettings.from_env({}, redis_url=redis_url, consumer="overlapping", http_addr="127.0.0.1:0",
                                        batch_size=25)
     results: list[BatchResult] = []
     worker = Worker(settings, on_batch=results.append)
     worker.startup()
+    yield worker, results
+    worker.shutdown()
+
+
+@pytest.fixture
+def worker_with_full_batches(
+    worker_in_this_thread: tuple[Worker, list[BatchResult]],
+) -> Iterator[tuple[Worker, list[BatchResult], list[bool], Callable[[], None]]]:
+    """The same worker, its loop in a thread not started yet (the last item starts it)."""
+    worker, results = worker_in_this_thread
     assert worker.pipeline is not None
     in_flight_at_submit: list[bool] = []
     submit = worker.pipeline.submit
@@ -128,7 +136,6 @@ def worker_with_full_batches(
     worker.state.should_exit = True
     if loop.is_alive():
         loop.join(timeout=30)
-    worker.shutdown()
 
 
 def test_a_worker_overlaps_full_batches_and_finishes_the_last_when_the_stream_runs_dry(
@@ -173,18 +180,6 @@ def test_a_requested_reconnect_reads_the_commit_in_flight_first(redis_client: re
     assert any(in_flight_at_reconnect), "some reconnects came with a commit in flight"
     assert decided_ids(redis_client) == dict.fromkeys(ids, 1)
     assert worker.telemetry.window.snapshot().errors.get("read", 0) == 0, "no commit reply was lost"
-
-
-@pytest.fixture
-def worker_in_this_thread(redis_url: str) -> Iterator[tuple[Worker, list[BatchResult]]]:
-    """A worker whose loop the test runs itself (`main_loop` returns once `should_exit` is set), batches of 25."""
-    settings = WorkerSettings.from_env({}, redis_url=redis_url, consumer="reading-ahead", http_addr="127.0.0.1:0",
-                                       batch_size=25)
-    results: list[BatchResult] = []
-    worker = Worker(settings, on_batch=results.append)
-    worker.startup()
-    yield worker, results
-    worker.shutdown()
 
 
 def test_a_full_batch_reads_the_next_before_its_commit_goes_out(redis_client: redis.Redis,
