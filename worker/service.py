@@ -312,10 +312,10 @@ class Worker:
         if not entries:
             return
         with self.breaker_lock:
-            closed = self.breaker.state is BreakerState.CLOSED
-        if not closed:
-            log.warning("circuit breaker %s: the %d entries read ahead stay pending",
-                        self.breaker.state.name.lower(), len(entries))
+            breaker_state = self.breaker.state
+        if breaker_state is not BreakerState.CLOSED:
+            log.warning("circuit breaker %s: the %d entries read ahead stay pending", breaker_state.name.lower(),
+                        len(entries))
             return
         try:
             self.process(entries)
