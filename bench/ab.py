@@ -31,7 +31,7 @@ from worker.process import WorkerProcess
 from worker.stack import LocalStack
 
 SIDES = ("a", "b")
-METRICS = ("p50_ms", "p99_ms", "throughput_eps", "cpu_us_per_event")
+METRICS = ("p50_ms", "p99_ms", "throughput_eps", "cpu_us_per_event", "redis_cpu_us_per_event")
 HIGHER_IS_BETTER = {"throughput_eps"}
 STARTUP_TIMEOUT_S = 120.0
 
@@ -47,7 +47,8 @@ class Window:
     p50_ms: float
     p99_ms: float
     throughput_eps: float
-    cpu_us_per_event: float
+    cpu_us_per_event: float  # the worker's
+    redis_cpu_us_per_event: float  # its Redis's main process (the commit scripts run there)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,7 @@ def measure_pairs(trees: dict[str, Path], rate: float | None, window_s: float, p
                 progress(f"pair {pair + 1}/{pairs}: side {side}")
                 stack, target = targets[side]
                 cpu = CpuMeter(process.pid for process in stack.processes).start()
+                redis_cpu = CpuMeter([stack.redis.pid]).start()
                 trips = measure_round_trips(target, workload, Load(rate, window_s), f"ab-{side}-{pair}")
                 latencies = sorted(trips.latencies_s)
                 if not latencies:
@@ -110,6 +112,7 @@ def measure_pairs(trees: dict[str, Path], rate: float | None, window_s: float, p
                     p99_ms=latencies[int(0.99 * (len(latencies) - 1))] * 1e3,
                     throughput_eps=trips.throughput_eps,
                     cpu_us_per_event=cpu.stop() / trips.completed * 1e6,
+                    redis_cpu_us_per_event=redis_cpu.stop() / trips.completed * 1e6,
                 ))
     return windows
 
@@ -153,9 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "load": "max" if args.max else args.rate, "window_s": args.window,
                           "comparisons": [asdict(row) for row in rows]}, indent=2))
         return 0
-    print(f"{'metric':<18}{'A median':>12}{'B median':>12}{'B − A (paired)':>16}{'B better':>10}")
+    print(f"{'metric':<24}{'A median':>12}{'B median':>12}{'B − A (paired)':>16}{'B better':>10}")
     for row in rows:
-        print(f"{row.metric:<18}{row.a_median:>12.3f}{row.b_median:>12.3f}{row.paired_difference_median:>+16.3f}"
+        print(f"{row.metric:<24}{row.a_median:>12.3f}{row.b_median:>12.3f}{row.paired_difference_median:>+16.3f}"
               f"{f'{row.b_better}/{row.pairs}':>10}")
     return 0
 

@@ -39,22 +39,25 @@ from worker.names import (
     processing_key,
 )
 
+# Both scripts run once per batch and loop over its events: globals (ARGV, redis.call, string.*) are looked up once,
+# into locals, not on every use.
 _CLAIM_LUA = """
+local ARGV, KEYS, call, sub, len = ARGV, KEYS, redis.call, string.sub, string.len
 local owner = ARGV[1]
 local lease = ARGV[2]
 local out = {}
 for i = 1, #KEYS / 2 do
   local entry = ARGV[2 + i]
   local value = owner .. '|' .. entry
-  if redis.call('EXISTS', KEYS[2 * i - 1]) == 1 then
+  if call('EXISTS', KEYS[2 * i - 1]) == 1 then
     out[i] = 'done'
-  elseif redis.call('SET', KEYS[2 * i], value, 'NX', 'PX', lease) then
+  elseif call('SET', KEYS[2 * i], value, 'NX', 'PX', lease) then
     out[i] = 'claimed'
   else
-    local held = redis.call('GET', KEYS[2 * i]) or ''
+    local held = call('GET', KEYS[2 * i]) or ''
     local suffix = '|' .. entry
-    if string.sub(held, -string.len(suffix)) == suffix then
-      redis.call('SET', KEYS[2 * i], value, 'PX', lease)
+    if sub(held, -len(suffix)) == suffix then
+      call('SET', KEYS[2 * i], value, 'PX', lease)
       out[i] = 'takeover'
     else
       out[i] = 'inflight'
@@ -71,6 +74,7 @@ return out
 # its entry id and fields (names and values). Each list count-prefixed. Names go once per batch, not once per event:
 # half the arguments Redis parses and hands to Lua.
 _COMMIT_LUA = """
+local ARGV, KEYS, call, sub, len, unpack = ARGV, KEYS, redis.call, string.sub, string.len, unpack
 local group = ARGV[1]
 local ttl = ARGV[2]
 local n_decided, n_dead = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -87,13 +91,18 @@ local command_names_at, n_command_names = take_list()
 local shared_decision_at, n_shared_decision = take_list()
 local shared_command_at, n_shared_command = take_list()
 -- The XADD fields of a record: its names and values (from ARGV[values_at]) interleaved, then the shared fields.
+-- One table per kind of record, its names and shared fields written once; each event overwrites only its values
+-- (every record of a kind has the same names, so the same length).
+local records = {}
 local function record(names_at, n, values_at, shared_at, n_shared)
-  local fields = {}
-  for j = 0, n - 1 do
-    fields[2 * j + 1] = ARGV[names_at + j]
-    fields[2 * j + 2] = ARGV[values_at + j]
+  local fields = records[names_at]
+  if not fields then
+    fields = {}
+    for j = 0, n - 1 do fields[2 * j + 1] = ARGV[names_at + j] end
+    for j = 0, n_shared - 1 do fields[2 * n + j + 1] = ARGV[shared_at + j] end
+    records[names_at] = fields
   end
-  for j = 0, n_shared - 1 do fields[2 * n + j + 1] = ARGV[shared_at + j] end
+  for j = 0, n - 1 do fields[2 * j + 2] = ARGV[values_at + j] end
   return fields
 end
 local out = {}
@@ -104,38 +113,38 @@ for i = 1, n_decided do
   if ARGV[pos + 1] == '1' then command_at = decision_at + n_decision_names end
   pos = decision_at + n_decision_names + (command_at and n_command_names or 0)
   local ck, pk = KEYS[4 + 2 * i - 1], KEYS[4 + 2 * i]
-  local held = redis.call('GET', pk)
+  local held = call('GET', pk)
   local suffix = '|' .. entry
-  if redis.call('EXISTS', ck) == 1 then
-    redis.call('XACK', KEYS[1], group, entry)
+  if call('EXISTS', ck) == 1 then
+    call('XACK', KEYS[1], group, entry)
     out[#out + 1] = 'duplicate'
-  elseif held and string.sub(held, -string.len(suffix)) ~= suffix then
+  elseif held and sub(held, -len(suffix)) ~= suffix then
     -- Another entry with this correlation id holds the lease: it is the one being decided. Ack this copy.
-    redis.call('XACK', KEYS[1], group, entry)
+    call('XACK', KEYS[1], group, entry)
     out[#out + 1] = 'duplicate'
-  elseif redis.call('XACK', KEYS[1], group, entry) == 0 then
+  elseif call('XACK', KEYS[1], group, entry) == 0 then
     -- No longer pending and not decided: settled elsewhere (an operator dead-lettered it while this worker was
     -- stalled), or Redis lost the delivery and will deliver it again. Either way it is not ours to decide now;
     -- release our lease so a replay of it is not mistaken for a duplicate in flight.
-    if held then redis.call('DEL', pk) end
+    if held then call('DEL', pk) end
     out[#out + 1] = 'settled'
   else
     local decision = record(decision_names_at, n_decision_names, decision_at, shared_decision_at, n_shared_decision)
-    local decision_id = redis.call('XADD', KEYS[2], '*', unpack(decision))
+    local decision_id = call('XADD', KEYS[2], '*', unpack(decision))
     if command_at then
       local command = record(command_names_at, n_command_names, command_at, shared_command_at, n_shared_command)
-      redis.call('XADD', KEYS[3], '*', unpack(command))
+      call('XADD', KEYS[3], '*', unpack(command))
     end
-    redis.call('SET', ck, decision_id, 'EX', ttl)
-    redis.call('DEL', pk)
+    call('SET', ck, decision_id, 'EX', ttl)
+    call('DEL', pk)
     out[#out + 1] = 'committed'
   end
 end
 for i = 1, n_dead do
   local entry = ARGV[pos]; pos = pos + 1
   local fields_at, n_fields = take_list()
-  if redis.call('XACK', KEYS[1], group, entry) == 1 then
-    redis.call('XADD', KEYS[4], '*', unpack(ARGV, fields_at, fields_at + n_fields - 1))
+  if call('XACK', KEYS[1], group, entry) == 1 then
+    call('XADD', KEYS[4], '*', unpack(ARGV, fields_at, fields_at + n_fields - 1))
     out[#out + 1] = 'dead_lettered'
   else
     out[#out + 1] = 'duplicate'

@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def window(p50_ms: float, throughput_eps: float) -> Window:
-    return Window(p50_ms=p50_ms, p99_ms=p50_ms * 2, throughput_eps=throughput_eps, cpu_us_per_event=100.0)
+    return Window(p50_ms=p50_ms, p99_ms=p50_ms * 2, throughput_eps=throughput_eps, cpu_us_per_event=100.0,
+                  redis_cpu_us_per_event=50.0)
 
 
 def test_pairs_are_compared_one_by_one_and_better_means_lower_latency_or_higher_throughput() -> None:
