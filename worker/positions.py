@@ -8,6 +8,10 @@ The worker sees no market data besides its events, so a position is marked only 
 - at the latest known price of its symbol once it has been held `max_holding` (default 12 bars = 60 min). Level
   crossings are checked first, so a mark that both crosses a level and ends the holding time closes at the level.
 - at the latest known price when the book is full (`max_open`), oldest first, so memory stays bounded.
+- at the latest known price when its symbol's time is rewound: a mark more than `max_holding` older than the newest
+  bar seen for the symbol (a replay of older bars, a restarted feed) closes the symbol's positions opened after it.
+  No mark of the new timeline would reach them for as long as it runs; held open, they would count as active and be
+  walked by every mark crossing their levels (~0.07 µs each, per mark) for as long as the book lives.
 Profit and loss is in price points × quantity (no contract multiplier): long (exit − entry)·q, short (entry − exit)·q.
 A mark older than a position's opening says nothing about it and is ignored for that position.
 """
@@ -42,6 +46,7 @@ class ExitReason(StrEnum):
     TAKE_PROFIT = "take_profit"
     MAX_HOLDING = "max_holding"
     CAPACITY = "capacity"
+    REWOUND = "rewound"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +112,12 @@ class _SymbolBook:
         self.short_targets = _Levels()
         self.last_price: float | None = None
         self.last_marked_at: datetime | None = None
+        self.newest: datetime | None = None  # the newest bar time seen for the symbol: opened at or marked
         self.open_count = 0
+
+    def saw(self, moment: datetime) -> None:
+        if self.newest is None or moment > self.newest:
+            self.newest = moment
 
 
 class PositionBook:
@@ -175,6 +185,7 @@ class PositionBook:
         self._seq_by_id[position.correlation_id] = seq
         book = self._symbols.setdefault(position.symbol, _SymbolBook())
         book.open_count += 1
+        book.saw(opened_at)
         if position.is_long:
             book.long_stops.add(position.stop_loss, seq)
             book.long_targets.add(position.take_profit, seq)
@@ -189,7 +200,12 @@ class PositionBook:
         now = bar_time(timestamp)
         closed: list[ClosedPosition] = []
         book = self._symbols.get(symbol)
+        # `now < newest` first: marks come in order, and the subtraction is then never made.
+        if book is not None and book.newest is not None and now < book.newest and now < book.newest - self.max_holding:
+            closed.extend(self._rewind(symbol, book, now))
+            book = self._symbols.get(symbol)  # gone if the rewind closed its last position
         if book is not None:
+            book.saw(now)
             if book.last_marked_at is None or now >= book.last_marked_at:
                 book.last_price, book.last_marked_at = price, now
             triggered = [
@@ -206,6 +222,15 @@ class PositionBook:
                     level = position.stop_loss if reason is ExitReason.STOP_LOSS else position.take_profit
                     closed.append(self._close(seq, level, now, reason))
         closed.extend(self._expire(now))
+        return closed
+
+    def _rewind(self, symbol: str, book: _SymbolBook, now: datetime) -> list[ClosedPosition]:
+        """`symbol`'s time went back to `now`: close its positions opened after it at the last price they saw, and
+        start the symbol's clock again from `now`."""
+        later = [seq for seq, position in self._positions.items()
+                 if position.symbol == symbol and position.opened_at > now]
+        closed = [self._close(seq, self._last_price(self._positions[seq]), now, ExitReason.REWOUND) for seq in later]
+        book.last_price = book.last_marked_at = book.newest = None
         return closed
 
     def _expire(self, now: datetime) -> list[ClosedPosition]:

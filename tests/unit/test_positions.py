@@ -216,3 +216,60 @@ def test_invalid_book_settings_are_refused() -> None:
         PositionBook(max_holding=timedelta(0))
     with pytest.raises(ValueError, match="max_open"):
         PositionBook(max_open=0)
+
+
+def test_a_rewound_timeline_closes_the_positions_opened_after_it_at_their_last_price() -> None:
+    # A replay of older bars (or a feed restarted from an earlier time) for ES: its marks are older than the ES
+    # positions still open, which no mark of the new timeline would ever close or expire.
+    book = PositionBook()
+    book.open(long_command("early", price=100.0), T0)
+    book.open(long_command("late", price=104.0), bars(11))
+    book.open(short_command("other", price=100.0, symbol="NQ"), bars(11))
+    book.mark("ES", 106.0, bars(12))  # "early" expires at bars(12): only "late" is left on ES
+    assert {p.correlation_id for p in book.open_positions("ES")} == {"late"}
+
+    closed = book.mark("ES", 50.0, bars(12) - DEFAULT_MAX_HOLDING - timedelta(minutes=5))
+
+    assert [(c.position.correlation_id, c.reason, c.exit_price, c.pnl) for c in closed] == [
+        ("late", ExitReason.REWOUND, 106.0, 4.0)
+    ]
+    assert [p.correlation_id for p in book.open_positions()] == ["other"], "another symbol's clock is its own"
+    assert book.realised_pnl == pytest.approx(2 * 6.0 + 4.0)
+
+
+def test_the_new_timeline_opens_and_closes_positions_as_usual() -> None:
+    book = PositionBook()
+    book.open(long_command("old", price=100.0), bars(100))
+    replay = bars(0)
+    book.mark("ES", 100.0, replay)  # closes "old" (rewound)
+    book.open(long_command("new", price=100.0), replay)
+
+    assert book.mark("ES", 101.0, replay + timedelta(minutes=5)) == []
+    closed = book.mark("ES", 115.0, replay + timedelta(minutes=10))
+
+    assert [(c.position.correlation_id, c.reason, c.exit_price) for c in closed] == [
+        ("new", ExitReason.TAKE_PROFIT, 115.0)
+    ]
+    assert book.active_count() == 0
+
+
+def test_marks_late_by_less_than_the_holding_time_do_not_rewind() -> None:
+    book = PositionBook()
+    book.open(long_command("L1", price=100.0), bars(10))
+
+    assert book.mark("ES", 50.0, bars(10) - DEFAULT_MAX_HOLDING) == [], "a late bar, not a new timeline"
+    assert book.active_count() == 1
+
+
+def test_a_rewind_closes_positions_that_no_mark_has_reached_at_their_entry() -> None:
+    # Before the rewind rule they stayed open for good (active, never expiring), and every later mark crossing
+    # their levels walked them all: ~0.6 ms a mark with a full book.
+    book = PositionBook()
+    for i in range(500):
+        book.open(long_command(f"L{i}", price=100.0), bars(100))
+
+    closed = book.mark("ES", 80.0, bars(0))  # crosses every stop, 100 bars earlier
+
+    assert len(closed) == 500
+    assert {(c.reason, c.exit_price, c.pnl) for c in closed} == {(ExitReason.REWOUND, 100.0, 0.0)}
+    assert book.active_count() == 0
