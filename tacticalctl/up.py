@@ -9,6 +9,7 @@ from typing import Annotated
 
 import redis
 import typer
+from rich import box
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
@@ -20,38 +21,57 @@ from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM
 from worker.stack import LocalStack
 
 SHOWN_ROWS = 15
+SHOWN_ID_CHARS = 16  # the tail of a correlation id: where simulated and ULID ids differ from one event to the next
+ACTIONS = ("short", "hold", "long")
 
 
 def _vote(fields: dict[bytes, bytes], agent: str) -> str:
+    """An agent's call and its probability, compact: `L.93` is long at 0.93."""
     probabilities = [float(p) for p in fields.get(f"vote_{agent}".encode(), b"0,0,0").split(b",")]
     best = max(range(3), key=probabilities.__getitem__)
-    return f"{('short', 'hold', 'long')[best]} {probabilities[best]:.2f}"
+    probability = f"{probabilities[best]:.2f}"
+    return ACTIONS[best][0].upper() + (probability[1:] if probability.startswith("0") else probability[:3])
 
 
 def decision_row(event_id: bytes, decision_id: bytes, fields: dict[bytes, bytes]) -> tuple[str, ...]:
     executed = fields.get(b"execute") == b"1"
     latency_ms = entry_time_ms(decision_id) - entry_time_ms(event_id)
     return (
-        fields[b"correlation_id"].decode()[-22:],
+        fields[b"correlation_id"].decode()[-SHOWN_ID_CHARS:],
         fields[b"synergy_type"].decode(),
         "long" if fields[b"direction"] == b"1" else "short",
-        _vote(fields, "fvg"),
-        _vote(fields, "momentum"),
-        _vote(fields, "entry"),
+        " ".join(_vote(fields, agent) for agent in ("fvg", "momentum", "entry")),
         f"{fields[b'action'].decode()} {float(fields[b'score']):.3f}",
         "[green]EXECUTED[/]" if executed else f"[yellow]{fields[b'reason'].decode()}[/]",
-        f"{latency_ms} ms",
+        str(latency_ms),
     )
 
 
+# (header, justify, min width): every column but the decision keeps its width, so a row reads whole in an 80-column
+# terminal; the decision's reason takes what is left and is cut short (…) when it does not fit.
+_COLUMNS = (
+    ("correlation id", "left", SHOWN_ID_CHARS),
+    ("type", "left", 6),
+    ("dir", "left", 5),
+    ("FVG Mom Entry", "left", 14),
+    ("vote", "left", 10),
+    ("decision", "left", 0),
+    ("ms", "right", 4),  # XADD of the event to XADD of its decision, by their stream ids
+)
+
+
 def render(rows: deque[tuple[str, ...]], totals: dict[str, int], elapsed: float) -> Group:
-    table = Table(title="tactical-marl — live decisions", expand=True)
-    for name in ("correlation id", "type", "dir", "FVG", "Momentum", "Entry", "vote", "decision", "latency"):
-        table.add_column(name, no_wrap=True)
+    table = Table(title="tactical-marl — live decisions (Ctrl-C to stop)", expand=True, box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False, collapse_padding=True)
+    for name, justify, width in _COLUMNS:
+        if name == "decision":
+            table.add_column(name, no_wrap=True, overflow="ellipsis", ratio=1)
+        else:
+            table.add_column(name, no_wrap=True, justify=justify, min_width=width)  # type: ignore[arg-type]
     for row in rows:
         table.add_row(*row)
     line = (f"{elapsed:6.1f}s  sent {totals['sent']}  decided {totals['decided']}  executed {totals['executed']}  "
-            f"commands {totals['commands']}  dead-lettered {totals['dead']}   Ctrl-C to stop")
+            f"commands {totals['commands']}  dead-lettered {totals['dead']}")
     return Group(table, line)
 
 
@@ -105,6 +125,8 @@ def up(
     except KeyboardInterrupt:
         pass
     finally:
+        if not console.is_terminal:
+            console.line()  # off a terminal, the live view's last frame ends without one
         stop.set()
         feeder.join(timeout=5)
         with console.status("stopping: the worker drains what it holds…"):
