@@ -27,6 +27,9 @@ DEFAULT_MAX_EVENT_BYTES = 65536
 MAX_CORRELATION_ID_LENGTH = 128
 MAX_SYMBOL_LENGTH = 32
 MAX_TIMESTAMP_LENGTH = 64
+# Bar closes outside these years are a broken feed clock, not market data; and the books add hours to an event's time
+# (a position's holding limit, an accuracy horizon), which overflows near datetime's year 9999.
+TIMESTAMP_YEARS = range(1970, 2200)
 REQUIRED_FIELDS: tuple[str, ...] = (
     "event_type",
     "correlation_id",
@@ -156,13 +159,16 @@ def new_correlation_id(*, now_ms: int | None = None) -> str:
 
 
 def parse_timestamp(text: str) -> datetime:
-    """The moment of an ISO-8601 UTC date and time (`Z`, `+00:00` or no offset); ValueError otherwise."""
+    """The moment of an ISO-8601 UTC date and time (`Z`, `+00:00` or no offset) in `TIMESTAMP_YEARS`; ValueError
+    otherwise."""
     if "T" not in text.upper() and " " not in text:
         raise ValueError(f"{text!r} has no time of day")
     moment = datetime.fromisoformat(text)
     offset = moment.utcoffset()
     if offset is not None and offset != timedelta(0):
         raise ValueError(f"{text!r} has offset {offset}, expected UTC (Z, +00:00 or none)")
+    if moment.year not in TIMESTAMP_YEARS:
+        raise ValueError(f"{text!r} is not between the years {TIMESTAMP_YEARS.start} and {TIMESTAMP_YEARS.stop - 1}")
     return moment
 
 
@@ -403,6 +409,7 @@ __all__ = [
     "MAX_SYMBOL_LENGTH",
     "OPTIONAL_FIELDS",
     "REQUIRED_FIELDS",
+    "TIMESTAMP_YEARS",
     "InvalidEvent",
     "InvalidReason",
     "decode_event",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +14,7 @@ from worker.events import (
     MATRIX_BYTES,
     OPTIONAL_FIELDS,
     REQUIRED_FIELDS,
+    TIMESTAMP_YEARS,
     InvalidEvent,
     InvalidReason,
     decode_event,
@@ -142,7 +144,9 @@ finite_matrices = arrays(
 )
 correlation_ids = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=128)
 symbols = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=32)
-timestamps = st.datetimes().map(lambda moment: moment.isoformat(timespec="seconds") + "Z")
+timestamps = st.datetimes(
+    min_value=datetime(TIMESTAMP_YEARS.start, 1, 1), max_value=datetime(TIMESTAMP_YEARS.stop - 1, 12, 31, 23, 59, 59)
+).map(lambda moment: moment.isoformat(timespec="seconds") + "Z")
 
 
 @FUZZ
