@@ -11,8 +11,12 @@ The worker sees no market data besides its events, so the truth comes from the p
    equals that action.
 4. Accuracy of an agent = correct / resolved over its last `window` resolved calls (default 500), or None
    until one has resolved.
-Memory is bounded: at most `max_pending_per_symbol` unresolved calls per symbol (the oldest are dropped and
-counted in `dropped`), a symbol without pending calls holds nothing, and each agent keeps `window` outcomes.
+Memory is bounded: at most `max_pending_per_symbol` unresolved calls per symbol (the oldest are dropped) and
+`max_pending` in all (the calls of the symbol recorded least recently are dropped: a symbol whose events stopped —
+a rolled contract, a delisted one — would otherwise keep its last calls for good); a symbol without pending calls
+holds nothing, and each agent keeps `window` outcomes. A price more than `rewind_tolerance` (default 12 bars, the
+position book's holding limit) older than a call's bar is from a rewound timeline (a replay of older bars): that
+call can no longer be resolved by a later price, and is dropped. Dropped calls are counted in `dropped`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ DEFAULT_HORIZON = 6 * BAR
 DEFAULT_DEAD_BAND_ATR = 0.5
 DEFAULT_WINDOW = 500
 DEFAULT_MAX_PENDING_PER_SYMBOL = 1000
+DEFAULT_MAX_PENDING = 100_000
+DEFAULT_REWIND_TOLERANCE = 12 * BAR
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +84,8 @@ class AgentAccuracy:
         dead_band_atr: float = DEFAULT_DEAD_BAND_ATR,
         window: int = DEFAULT_WINDOW,
         max_pending_per_symbol: int = DEFAULT_MAX_PENDING_PER_SYMBOL,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        rewind_tolerance: timedelta = DEFAULT_REWIND_TOLERANCE,
     ) -> None:
         if horizon <= timedelta(0):
             raise ValueError(f"horizon {horizon} must be positive")
@@ -87,12 +95,21 @@ class AgentAccuracy:
             raise ValueError(f"window {window} must be >= 1")
         if max_pending_per_symbol < 1:
             raise ValueError(f"max_pending_per_symbol {max_pending_per_symbol} must be >= 1")
+        if max_pending < 1:
+            raise ValueError(f"max_pending {max_pending} must be >= 1")
+        if rewind_tolerance < timedelta(0):
+            raise ValueError(f"rewind_tolerance {rewind_tolerance} must be >= 0")
         self.horizon = horizon
         self.dead_band_atr = dead_band_atr
         self.max_pending_per_symbol = max_pending_per_symbol
+        self.max_pending = max_pending
+        # A call whose due time lies beyond an observed price's time by more than this came from a later timeline.
+        self._stale_beyond = horizon + rewind_tolerance
         self._outcomes = {agent: _Outcomes(window) for agent in AGENT_NAMES}
-        # Per symbol, sorted by (due, sequence); the unique sequence keeps calls from ever being compared.
+        # Per symbol, sorted by (due, sequence); the unique sequence keeps calls from ever being compared. Symbols in
+        # the order they last had a call recorded: the first is the one dropped when `max_pending` is exceeded.
         self._pending: dict[str, list[tuple[datetime, int, PendingCall]]] = {}
+        self._pending_total = 0
         self._next_seq = 0
         self.dropped = 0
 
@@ -111,12 +128,17 @@ class AgentAccuracy:
             due=(bar_close or bar_time(event.timestamp)) + self.horizon,
             actions=tuple((vote.agent, vote.action) for vote in votes),
         )
-        pending = self._pending.setdefault(event.symbol, [])
+        pending = self._pending.pop(event.symbol, None) or []
+        self._pending[event.symbol] = pending  # now the most recently recorded symbol
         bisect.insort(pending, (call.due, self._next_seq, call))
         self._next_seq += 1
+        self._pending_total += 1
         if len(pending) > self.max_pending_per_symbol:
             del pending[0]
-            self.dropped += 1
+            self._drop(1)
+        while self._pending_total > self.max_pending:
+            symbol = next(iter(self._pending))
+            self._drop(len(self._pending.pop(symbol)))
         return call
 
     def observe(self, symbol: str, price: float, timestamp: datetime | str) -> int:
@@ -125,15 +147,24 @@ class AgentAccuracy:
         if not pending:
             return 0
         now = bar_time(timestamp)
+        if pending[-1][0] > now + self._stale_beyond:  # calls from a later timeline: this price is from a rewound one
+            keep = bisect.bisect_right(pending, (now + self._stale_beyond, float("inf")))
+            self._drop(len(pending) - keep)
+            del pending[keep:]
         end = bisect.bisect_right(pending, (now, float("inf")))
         for _, _, call in pending[:end]:
             truth = realised_action(call.price, price, call.dead_band)
             for agent, action in call.actions:
                 self._outcomes[agent].add(action is truth)
         del pending[:end]
+        self._pending_total -= end
         if not pending:
             del self._pending[symbol]
         return end
+
+    def _drop(self, count: int) -> None:
+        self._pending_total -= count
+        self.dropped += count
 
     def accuracy(self) -> dict[str, float | None]:
         """Each agent's share of correct calls over its rolling window; None until one has resolved."""
@@ -146,4 +177,4 @@ class AgentAccuracy:
     def pending_count(self, symbol: str | None = None) -> int:
         if symbol is not None:
             return len(self._pending.get(symbol, ()))
-        return sum(len(calls) for calls in self._pending.values())
+        return self._pending_total

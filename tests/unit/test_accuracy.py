@@ -156,3 +156,44 @@ def test_invalid_settings_are_refused() -> None:
         AgentAccuracy(window=0)
     with pytest.raises(ValueError, match="max_pending_per_symbol"):
         AgentAccuracy(max_pending_per_symbol=0)
+
+
+def test_symbols_whose_events_stopped_do_not_keep_their_calls_for_good() -> None:
+    # A rolled or delisted contract sends no later price: its last calls can never resolve.
+    tracker = AgentAccuracy(max_pending=5)
+    for n, symbol in enumerate(["A", "B", "C", "D", "E"]):
+        tracker.record(make_event(n, symbol=symbol, cid=symbol), calls(Action.LONG, Action.LONG, Action.LONG))
+    tracker.record(make_event(5, symbol="A", cid="A2"), calls(Action.LONG, Action.LONG, Action.LONG))  # A is live
+
+    assert tracker.pending_count() == 5 and tracker.dropped == 1
+    assert tracker.pending_count("B") == 0, "the symbol recorded least recently goes first"
+    assert tracker.pending_count("A") == 2
+    for n, symbol in enumerate(["F", "G"]):
+        tracker.record(make_event(6 + n, symbol=symbol, cid=symbol), calls(Action.LONG, Action.LONG, Action.LONG))
+    assert (tracker.pending_count(), tracker.dropped) == (5, 3)
+    assert [tracker.pending_count(s) for s in "ABCDEFG"] == [2, 0, 0, 0, 1, 1, 1]
+    assert tracker.observe("A", 110.0, bars(100)) == 2
+    assert tracker.pending_count() == 3
+
+
+def test_calls_of_a_rewound_timeline_are_dropped_not_kept_or_resolved_by_older_prices() -> None:
+    tracker = AgentAccuracy()
+    for n in (100, 101, 102):
+        tracker.record(make_event(n, cid=f"later{n}"), calls(Action.LONG, Action.LONG, Action.LONG))
+
+    assert tracker.observe("ES", 90.0, bars(95)) == 0, "a price late by less than 12 bars: the calls wait"
+    assert tracker.pending_count() == 3 and tracker.dropped == 0
+
+    assert tracker.observe("ES", 90.0, bars(0)) == 0  # a replay from 100 bars earlier
+    assert tracker.pending_count() == 0 and tracker.dropped == 3
+    assert tracker.accuracy()["fvg"] is None, "nothing was resolved with a price of another timeline"
+    tracker.record(make_event(0, price=100.0, cid="replayed"), calls(Action.LONG, Action.SHORT, Action.LONG))
+    assert tracker.observe("ES", 110.0, bars(6)) == 1
+    assert tracker.accuracy() == {"fvg": 1.0, "momentum": 0.0, "entry": 1.0}
+
+
+def test_invalid_bounds_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_pending"):
+        AgentAccuracy(max_pending=0)
+    with pytest.raises(ValueError, match="rewind_tolerance"):
+        AgentAccuracy(rewind_tolerance=timedelta(minutes=-5))
