@@ -113,7 +113,7 @@ class _SymbolBook:
         self.last_price: float | None = None
         self.last_marked_at: datetime | None = None
         self.newest: datetime | None = None  # the newest bar time seen for the symbol: opened at or marked
-        self.open_count = 0
+        self.seqs: set[int] = set()  # its open positions
 
     def saw(self, moment: datetime) -> None:
         if self.newest is None or moment > self.newest:
@@ -184,7 +184,7 @@ class PositionBook:
         self._positions[seq] = position
         self._seq_by_id[position.correlation_id] = seq
         book = self._symbols.setdefault(position.symbol, _SymbolBook())
-        book.open_count += 1
+        book.seqs.add(seq)
         book.saw(opened_at)
         if position.is_long:
             book.long_stops.add(position.stop_loss, seq)
@@ -202,7 +202,7 @@ class PositionBook:
         book = self._symbols.get(symbol)
         # `now < newest` first: marks come in order, and the subtraction is then never made.
         if book is not None and book.newest is not None and now < book.newest and now < book.newest - self.max_holding:
-            closed.extend(self._rewind(symbol, book, now))
+            closed.extend(self._rewind(book, now))
             book = self._symbols.get(symbol)  # gone if the rewind closed its last position
         if book is not None:
             book.saw(now)
@@ -224,11 +224,10 @@ class PositionBook:
         closed.extend(self._expire(now))
         return closed
 
-    def _rewind(self, symbol: str, book: _SymbolBook, now: datetime) -> list[ClosedPosition]:
-        """`symbol`'s time went back to `now`: close its positions opened after it at the last price they saw, and
+    def _rewind(self, book: _SymbolBook, now: datetime) -> list[ClosedPosition]:
+        """The symbol's time went back to `now`: close its positions opened after it at the last price they saw, and
         start the symbol's clock again from `now`."""
-        later = [seq for seq, position in self._positions.items()
-                 if position.symbol == symbol and position.opened_at > now]
+        later = sorted(seq for seq in book.seqs if self._positions[seq].opened_at > now)
         closed = [self._close(seq, self._last_price(self._positions[seq]), now, ExitReason.REWOUND) for seq in later]
         book.last_price = book.last_marked_at = book.newest = None
         return closed
@@ -254,8 +253,8 @@ class PositionBook:
             book.short_targets.remove(position.take_profit, seq)
         expiry = (position.opened_at + self.max_holding, seq)
         del self._expiries[bisect.bisect_left(self._expiries, expiry)]
-        book.open_count -= 1
-        if book.open_count == 0:
+        book.seqs.discard(seq)
+        if not book.seqs:
             del self._symbols[position.symbol]
         pnl = position.pnl_at(exit_price)
         self._realised_pnl += pnl
