@@ -134,6 +134,14 @@ class CircuitBreaker:
     def transitions_total(self) -> int:
         return self._transitions_total
 
+    def transitions_since(self, seen: int) -> tuple[int, list[BreakerTransition]]:
+        """The transitions after the first `seen` of all time, oldest first, and how many of those are no longer
+        kept (only the last `config.history` are): what a publisher that has handled `seen` still owes, and what it
+        can no longer send."""
+        owed = self._transitions_total - seen
+        kept = min(owed, len(self._transitions))
+        return owed - kept, list(self._transitions)[len(self._transitions) - kept:] if kept > 0 else []
+
     def allow(self) -> bool:
         now = self._clock()
         if self._state is BreakerState.CLOSED:

@@ -162,8 +162,11 @@ class HealthMonitor:
     def _publish_breaker_transitions(self) -> None:
         breaker = self.worker.breaker
         with self.worker.breaker_lock:
-            new = breaker.transitions_total - self._breaker_transitions_seen
-            recent = breaker.recent_transitions[-new:] if new > 0 else []
+            lost, recent = breaker.transitions_since(self._breaker_transitions_seen)
+        if lost:  # the breaker flapped more often than it keeps history while alerts could not be sent
+            self._breaker_transitions_seen += lost
+            log.warning("%d circuit breaker transitions were never published as alerts (only the last %d are kept)",
+                        lost, breaker.config.history)
         for transition in recent:
             opened = transition.to_state is BreakerState.OPEN
             try:

@@ -203,3 +203,24 @@ def test_every_move_is_in_the_table_and_the_state_is_consistent(ops: list[tuple]
         assert transition.to_state in BREAKER_TRANSITIONS[transition.from_state]
         previous = transition.to_state
     assert previous is cb.state
+
+
+def test_transitions_owed_to_a_publisher_are_each_handed_out_once_even_beyond_the_kept_history() -> None:
+    clock = ManualClock()
+    cb = CircuitBreaker(BreakerConfig(failure_threshold=1, reset_timeout_s=30.0, history=4), clock=clock)
+    assert cb.transitions_since(0) == (0, [])
+    for n in range(3):  # open, then reset: 6 transitions, 4 kept
+        cb.record_failure(f"failure {n}")
+        cb.reset(f"op{n}")
+
+    lost, owed = cb.transitions_since(0)
+    assert lost == 2 and [t.reason for t in owed] == [
+        "1 consecutive failures, last: failure 1", "reset by op1", "1 consecutive failures, last: failure 2",
+        "reset by op2",
+    ]
+    lost, owed = cb.transitions_since(5)
+    assert lost == 0 and [t.reason for t in owed] == ["reset by op2"]
+    assert cb.transitions_since(6) == (0, [])
+    # A publisher that stopped after 2 of 6 (alerts could not be sent) is owed 4, all still kept; one that
+    # handled none has 2 that are gone: skipping them, it never sends a kept transition twice.
+    assert [t.reason for t in cb.transitions_since(2)[1]] == [t.reason for t in cb.transitions_since(0)[1]]
