@@ -14,9 +14,10 @@ The worker sees no market data besides its events, so the truth comes from the p
 Memory is bounded: at most `max_pending_per_symbol` unresolved calls per symbol (the oldest are dropped) and
 `max_pending` in all (the calls of the symbol recorded least recently are dropped: a symbol whose events stopped —
 a rolled contract, a delisted one — would otherwise keep its last calls for good); a symbol without pending calls
-holds nothing, and each agent keeps `window` outcomes. A price more than `rewind_tolerance` (default 12 bars, the
-position book's holding limit) older than a call's bar is from a rewound timeline (a replay of older bars): that
-call can no longer be resolved by a later price, and is dropped. Dropped calls are counted in `dropped`.
+holds nothing, and each agent keeps `window` outcomes. When a symbol's time is rewound (`Timeline`, with the
+position book's holding limit as tolerance: a replay of older bars, not a late bar among current ones), its calls
+made after the new time are dropped: no later price of the new timeline can resolve them, and a much later one of
+it would be the wrong truth. Dropped calls are counted in `dropped`.
 """
 
 from __future__ import annotations
@@ -28,15 +29,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from worker.actions import AGENT_NAMES, Action
-from worker.positions import BAR, bar_time
+from worker.positions import BAR, DEFAULT_MAX_HOLDING, bar_time
 from worker.records import AgentVote, SynergyEvent
+from worker.timeline import Timeline
 
 DEFAULT_HORIZON = 6 * BAR
 DEFAULT_DEAD_BAND_ATR = 0.5
 DEFAULT_WINDOW = 500
 DEFAULT_MAX_PENDING_PER_SYMBOL = 1000
 DEFAULT_MAX_PENDING = 100_000
-DEFAULT_REWIND_TOLERANCE = 12 * BAR
+DEFAULT_REWIND_TOLERANCE = DEFAULT_MAX_HOLDING  # what counts as a rewind for the position book counts here too
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,17 @@ class _Outcomes:
         return self.correct / len(self._outcomes) if self._outcomes else None
 
 
+class _SymbolCalls:
+    """A symbol's unresolved calls, sorted by (due, sequence) — the unique sequence keeps calls from ever being
+    compared — and its bar clock."""
+
+    __slots__ = ("calls", "timeline")
+
+    def __init__(self, rewind_tolerance: timedelta) -> None:
+        self.calls: list[tuple[datetime, int, PendingCall]] = []
+        self.timeline = Timeline(rewind_tolerance)
+
+
 class AgentAccuracy:
     def __init__(
         self,
@@ -95,20 +108,20 @@ class AgentAccuracy:
             raise ValueError(f"window {window} must be >= 1")
         if max_pending_per_symbol < 1:
             raise ValueError(f"max_pending_per_symbol {max_pending_per_symbol} must be >= 1")
-        if max_pending < 1:
-            raise ValueError(f"max_pending {max_pending} must be >= 1")
+        if max_pending < max_pending_per_symbol:
+            # The symbol being recorded is the last one evicted: below one symbol's cap, it would drop its own calls.
+            raise ValueError(f"max_pending {max_pending} must be >= max_pending_per_symbol {max_pending_per_symbol}")
         if rewind_tolerance < timedelta(0):
             raise ValueError(f"rewind_tolerance {rewind_tolerance} must be >= 0")
         self.horizon = horizon
         self.dead_band_atr = dead_band_atr
         self.max_pending_per_symbol = max_pending_per_symbol
         self.max_pending = max_pending
-        # A call whose due time lies beyond an observed price's time by more than this came from a later timeline.
-        self._stale_beyond = horizon + rewind_tolerance
+        self.rewind_tolerance = rewind_tolerance
         self._outcomes = {agent: _Outcomes(window) for agent in AGENT_NAMES}
-        # Per symbol, sorted by (due, sequence); the unique sequence keeps calls from ever being compared. Symbols in
-        # the order they last had a call recorded: the first is the one dropped when `max_pending` is exceeded.
-        self._pending: dict[str, list[tuple[datetime, int, PendingCall]]] = {}
+        # Symbols in the order they last had a call recorded: the first is the one dropped when `max_pending` is
+        # exceeded.
+        self._pending: dict[str, _SymbolCalls] = {}
         self._pending_total = 0
         self._next_seq = 0
         self.dropped = 0
@@ -121,15 +134,18 @@ class AgentAccuracy:
         unknown = [vote.agent for vote in votes if vote.agent not in self._outcomes]
         if unknown:
             raise ValueError(f"votes from unknown agent(s) {unknown}; agents are {AGENT_NAMES}")
+        bar_close = bar_close or bar_time(event.timestamp)
         call = PendingCall(
             correlation_id=event.correlation_id,
             price=event.price,
             dead_band=self.dead_band_atr * event.atr,
-            due=(bar_close or bar_time(event.timestamp)) + self.horizon,
+            due=bar_close + self.horizon,
             actions=tuple((vote.agent, vote.action) for vote in votes),
         )
-        pending = self._pending.pop(event.symbol, None) or []
-        self._pending[event.symbol] = pending  # now the most recently recorded symbol
+        symbol_calls = self._pending.pop(event.symbol, None) or _SymbolCalls(self.rewind_tolerance)
+        self._pending[event.symbol] = symbol_calls  # now the most recently recorded symbol
+        symbol_calls.timeline.saw(bar_close)
+        pending = symbol_calls.calls
         bisect.insort(pending, (call.due, self._next_seq, call))
         self._next_seq += 1
         self._pending_total += 1
@@ -138,17 +154,18 @@ class AgentAccuracy:
             self._drop(1)
         while self._pending_total > self.max_pending:
             symbol = next(iter(self._pending))
-            self._drop(len(self._pending.pop(symbol)))
+            self._drop(len(self._pending.pop(symbol).calls))
         return call
 
     def observe(self, symbol: str, price: float, timestamp: datetime | str) -> int:
         """Resolve `symbol`'s calls whose horizon has passed by `timestamp` with `price`; returns how many."""
-        pending = self._pending.get(symbol)
-        if not pending:
+        symbol_calls = self._pending.get(symbol)
+        if symbol_calls is None:
             return 0
+        pending = symbol_calls.calls
         now = bar_time(timestamp)
-        if pending[-1][0] > now + self._stale_beyond:  # calls from a later timeline: this price is from a rewound one
-            keep = bisect.bisect_right(pending, (now + self._stale_beyond, float("inf")))
+        if symbol_calls.timeline.rewound_by(now):  # the calls made after `now` belong to the abandoned timeline
+            keep = bisect.bisect_right(pending, (now + self.horizon, float("inf")))
             self._drop(len(pending) - keep)
             del pending[keep:]
         end = bisect.bisect_right(pending, (now, float("inf")))
@@ -176,5 +193,6 @@ class AgentAccuracy:
 
     def pending_count(self, symbol: str | None = None) -> int:
         if symbol is not None:
-            return len(self._pending.get(symbol, ()))
+            symbol_calls = self._pending.get(symbol)
+            return len(symbol_calls.calls) if symbol_calls is not None else 0
         return self._pending_total

@@ -8,10 +8,10 @@ The worker sees no market data besides its events, so a position is marked only 
 - at the latest known price of its symbol once it has been held `max_holding` (default 12 bars = 60 min). Level
   crossings are checked first, so a mark that both crosses a level and ends the holding time closes at the level.
 - at the latest known price when the book is full (`max_open`), oldest first, so memory stays bounded.
-- at the latest known price when its symbol's time is rewound: a mark more than `max_holding` older than the newest
-  bar seen for the symbol (a replay of older bars, a restarted feed) closes the symbol's positions opened after it.
-  No mark of the new timeline would reach them for as long as it runs; held open, they would count as active and be
-  walked by every mark crossing their levels (~0.07 µs each, per mark) for as long as the book lives.
+- at the latest known price when its symbol's time is rewound (`Timeline`: a replay of older bars, a restarted
+  feed; not a late bar among current ones): the symbol's positions opened after the new time close. No mark of the
+  new timeline would reach them; held open, they would count as active for good and be walked by every mark
+  crossing their levels.
 Profit and loss is in price points × quantity (no contract multiplier): long (exit − entry)·q, short (entry − exit)·q.
 A mark older than a position's opening says nothing about it and is ignored for that position.
 """
@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from worker.records import ExecutionCommand
+from worker.timeline import Timeline
 
 BAR = timedelta(minutes=5)
 DEFAULT_MAX_HOLDING = 12 * BAR
@@ -105,19 +106,17 @@ class _Levels:
 
 
 class _SymbolBook:
-    def __init__(self) -> None:
+    def __init__(self, max_holding: timedelta) -> None:
         self.long_stops = _Levels()
         self.long_targets = _Levels()
         self.short_stops = _Levels()
         self.short_targets = _Levels()
+        # The latest price and when (what positions exit at on time or capacity); the timeline also knows of bars
+        # without a price (positions opened) and of late marks.
         self.last_price: float | None = None
         self.last_marked_at: datetime | None = None
-        self.newest: datetime | None = None  # the newest bar time seen for the symbol: opened at or marked
+        self.timeline = Timeline(max_holding)
         self.seqs: set[int] = set()  # its open positions
-
-    def saw(self, moment: datetime) -> None:
-        if self.newest is None or moment > self.newest:
-            self.newest = moment
 
 
 class PositionBook:
@@ -183,9 +182,11 @@ class PositionBook:
         self._next_seq += 1
         self._positions[seq] = position
         self._seq_by_id[position.correlation_id] = seq
-        book = self._symbols.setdefault(position.symbol, _SymbolBook())
+        book = self._symbols.get(position.symbol)
+        if book is None:
+            book = self._symbols[position.symbol] = _SymbolBook(self.max_holding)
         book.seqs.add(seq)
-        book.saw(opened_at)
+        book.timeline.saw(opened_at)
         if position.is_long:
             book.long_stops.add(position.stop_loss, seq)
             book.long_targets.add(position.take_profit, seq)
@@ -200,13 +201,11 @@ class PositionBook:
         now = bar_time(timestamp)
         closed: list[ClosedPosition] = []
         book = self._symbols.get(symbol)
-        # `now < newest` first: marks come in order, and the subtraction is then never made.
-        if book is not None and book.newest is not None and now < book.newest and now < book.newest - self.max_holding:
+        if book is not None and book.timeline.rewound_by(now):
             closed.extend(self._rewind(book, now))
             book = self._symbols.get(symbol)  # gone if the rewind closed its last position
         if book is not None:
-            book.saw(now)
-            if book.last_marked_at is None or now >= book.last_marked_at:
+            if not book.timeline.behind and (book.last_marked_at is None or now >= book.last_marked_at):
                 book.last_price, book.last_marked_at = price, now
             triggered = [
                 (book.long_stops.at_or_above(price), ExitReason.STOP_LOSS),
@@ -225,11 +224,14 @@ class PositionBook:
         return closed
 
     def _rewind(self, book: _SymbolBook, now: datetime) -> list[ClosedPosition]:
-        """The symbol's time went back to `now`: close its positions opened after it at the last price they saw, and
-        start the symbol's clock again from `now`."""
-        later = sorted(seq for seq in book.seqs if self._positions[seq].opened_at > now)
-        closed = [self._close(seq, self._last_price(self._positions[seq]), now, ExitReason.REWOUND) for seq in later]
-        book.last_price = book.last_marked_at = book.newest = None
+        """The symbol's time went back to `now` for good: close its positions opened after it at the last price they
+        saw, as of when they saw it; the new timeline's marks set the last price again."""
+        closed = []
+        for seq in sorted(seq for seq in book.seqs if self._positions[seq].opened_at > now):
+            position = self._positions[seq]
+            seen_at = max(position.opened_at, book.last_marked_at or position.opened_at)
+            closed.append(self._close(seq, self._last_price(position), seen_at, ExitReason.REWOUND))
+        book.last_price = book.last_marked_at = None
         return closed
 
     def _expire(self, now: datetime) -> list[ClosedPosition]:

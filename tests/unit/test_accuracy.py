@@ -160,7 +160,7 @@ def test_invalid_settings_are_refused() -> None:
 
 def test_symbols_whose_events_stopped_do_not_keep_their_calls_for_good() -> None:
     # A rolled or delisted contract sends no later price: its last calls can never resolve.
-    tracker = AgentAccuracy(max_pending=5)
+    tracker = AgentAccuracy(max_pending=5, max_pending_per_symbol=5)
     for n, symbol in enumerate(["A", "B", "C", "D", "E"]):
         tracker.record(make_event(n, symbol=symbol, cid=symbol), calls(Action.LONG, Action.LONG, Action.LONG))
     tracker.record(make_event(5, symbol="A", cid="A2"), calls(Action.LONG, Action.LONG, Action.LONG))  # A is live
@@ -181,19 +181,28 @@ def test_calls_of_a_rewound_timeline_are_dropped_not_kept_or_resolved_by_older_p
     for n in (100, 101, 102):
         tracker.record(make_event(n, cid=f"later{n}"), calls(Action.LONG, Action.LONG, Action.LONG))
 
-    assert tracker.observe("ES", 90.0, bars(95)) == 0, "a price late by less than 12 bars: the calls wait"
+    # A replay from 100 bars earlier: its first hour could still be late bars among current ones.
+    assert [tracker.observe("ES", 90.0, bars(n)) for n in range(12)] == [0] * 12
     assert tracker.pending_count() == 3 and tracker.dropped == 0
-
-    assert tracker.observe("ES", 90.0, bars(0)) == 0  # a replay from 100 bars earlier
-    assert tracker.pending_count() == 0 and tracker.dropped == 3
-    assert tracker.accuracy()["fvg"] is None, "nothing was resolved with a price of another timeline"
     tracker.record(make_event(0, price=100.0, cid="replayed"), calls(Action.LONG, Action.SHORT, Action.LONG))
-    assert tracker.observe("ES", 110.0, bars(6)) == 1
-    assert tracker.accuracy() == {"fvg": 1.0, "momentum": 0.0, "entry": 1.0}
+
+    assert tracker.observe("ES", 110.0, bars(12)) == 1, "the replay's own call resolves"
+    assert tracker.pending_count() == 0 and tracker.dropped == 3
+    assert tracker.accuracy() == {"fvg": 1.0, "momentum": 0.0, "entry": 1.0}, "no call resolved by another timeline"
+
+
+def test_a_late_bar_among_current_ones_drops_nothing() -> None:
+    tracker = AgentAccuracy()
+    tracker.record(make_event(100, price=100.0, cid="live"), calls(Action.LONG, Action.LONG, Action.LONG))
+    for n in range(30):
+        assert tracker.observe("ES", 50.0, bars(n)) == 0  # late bars, e.g. dead letters put back
+        assert tracker.observe("ES", 101.0, bars(100 + n // 10)) == 0  # the live feed in between
+    assert tracker.dropped == 0
+    assert tracker.observe("ES", 110.0, bars(106)) == 1
 
 
 def test_invalid_bounds_are_refused() -> None:
-    with pytest.raises(ValueError, match="max_pending"):
-        AgentAccuracy(max_pending=0)
+    with pytest.raises(ValueError, match="max_pending 999 must be >= max_pending_per_symbol 1000"):
+        AgentAccuracy(max_pending=999)
     with pytest.raises(ValueError, match="rewind_tolerance"):
         AgentAccuracy(rewind_tolerance=timedelta(minutes=-5))

@@ -6,6 +6,7 @@ import pytest
 
 from worker.positions import (
     DEFAULT_MAX_HOLDING,
+    ClosedPosition,
     ExitReason,
     PositionBook,
     PositionBookError,
@@ -218,6 +219,14 @@ def test_invalid_book_settings_are_refused() -> None:
         PositionBook(max_open=0)
 
 
+def replay_marks(book: PositionBook, start: datetime, bars_count: int, price: float = 50.0) -> list[ClosedPosition]:
+    """Marks of ES from `start`, one a bar, as a replay of older bars sends them; the positions they closed."""
+    closed: list[ClosedPosition] = []
+    for n in range(bars_count):
+        closed += book.mark("ES", price, start + n * timedelta(minutes=5))
+    return closed
+
+
 def test_a_rewound_timeline_closes_the_positions_opened_after_it_at_their_last_price() -> None:
     # A replay of older bars (or a feed restarted from an earlier time) for ES: its marks are older than the ES
     # positions still open, which no mark of the new timeline would ever close or expire.
@@ -228,37 +237,46 @@ def test_a_rewound_timeline_closes_the_positions_opened_after_it_at_their_last_p
     book.mark("ES", 106.0, bars(12))  # "early" expires at bars(12): only "late" is left on ES
     assert {p.correlation_id for p in book.open_positions("ES")} == {"late"}
 
-    closed = book.mark("ES", 50.0, bars(12) - DEFAULT_MAX_HOLDING - timedelta(minutes=5))
+    replay = bars(-100)
+    assert replay_marks(book, replay, 12) == [], "old marks, but the replay has not yet run a holding period"
+    closed = book.mark("ES", 50.0, replay + DEFAULT_MAX_HOLDING)
 
-    assert [(c.position.correlation_id, c.reason, c.exit_price, c.pnl) for c in closed] == [
-        ("late", ExitReason.REWOUND, 106.0, 4.0)
-    ]
+    assert [(c.position.correlation_id, c.reason, c.exit_price, c.pnl, c.closed_at) for c in closed] == [
+        ("late", ExitReason.REWOUND, 106.0, 4.0, bars(12))
+    ], "at the last price it saw, as of when it saw it"
     assert [p.correlation_id for p in book.open_positions()] == ["other"], "another symbol's clock is its own"
     assert book.realised_pnl == pytest.approx(2 * 6.0 + 4.0)
 
 
-def test_the_new_timeline_opens_and_closes_positions_as_usual() -> None:
+def test_a_late_bar_among_current_ones_closes_nothing() -> None:
+    # A dead letter put back, an entry reclaimed late: old, but the live timeline goes on around it.
+    book = PositionBook()
+    book.open(long_command("live", price=100.0), bars(100))
+    for n in range(30):
+        assert book.mark("ES", 50.0, bars(n)) == []  # a burst of late bars, each older by far than "live"
+        assert book.mark("ES", 101.0, bars(100 + n // 10)) == []  # live marks in between
+    assert [p.correlation_id for p in book.open_positions()] == ["live"]
+
+
+def test_the_new_timeline_keeps_its_own_positions_and_closes_them_as_usual() -> None:
     book = PositionBook()
     book.open(long_command("old", price=100.0), bars(100))
     replay = bars(0)
-    book.mark("ES", 100.0, replay)  # closes "old" (rewound)
-    book.open(long_command("new", price=100.0), replay)
+    book.mark("ES", 100.0, replay)
+    book.open(long_command("new", price=100.0), replay)  # opened by the replay, before the rewind is known
+    book.open(long_command("same-time", price=100.0), replay + DEFAULT_MAX_HOLDING)
 
-    assert book.mark("ES", 101.0, replay + timedelta(minutes=5)) == []
-    closed = book.mark("ES", 115.0, replay + timedelta(minutes=10))
+    closed = book.mark("ES", 101.0, replay + DEFAULT_MAX_HOLDING)
 
+    assert [(c.position.correlation_id, c.reason) for c in closed] == [
+        ("old", ExitReason.REWOUND), ("new", ExitReason.MAX_HOLDING)
+    ], "a position opened at the rewind's time belongs to the new timeline"
+    assert [p.correlation_id for p in book.open_positions()] == ["same-time"]
+    closed = book.mark("ES", 115.0, replay + DEFAULT_MAX_HOLDING + timedelta(minutes=5))
     assert [(c.position.correlation_id, c.reason, c.exit_price) for c in closed] == [
-        ("new", ExitReason.TAKE_PROFIT, 115.0)
+        ("same-time", ExitReason.TAKE_PROFIT, 115.0)
     ]
     assert book.active_count() == 0
-
-
-def test_marks_late_by_less_than_the_holding_time_do_not_rewind() -> None:
-    book = PositionBook()
-    book.open(long_command("L1", price=100.0), bars(10))
-
-    assert book.mark("ES", 50.0, bars(10) - DEFAULT_MAX_HOLDING) == [], "a late bar, not a new timeline"
-    assert book.active_count() == 1
 
 
 def test_a_rewind_closes_positions_that_no_mark_has_reached_at_their_entry() -> None:
@@ -268,8 +286,10 @@ def test_a_rewind_closes_positions_that_no_mark_has_reached_at_their_entry() -> 
     for i in range(500):
         book.open(long_command(f"L{i}", price=100.0), bars(100))
 
-    closed = book.mark("ES", 80.0, bars(0))  # crosses every stop, 100 bars earlier
+    closed = replay_marks(book, bars(0), 13, price=80.0)  # crosses every stop, 100 bars earlier
 
     assert len(closed) == 500
-    assert {(c.reason, c.exit_price, c.pnl) for c in closed} == {(ExitReason.REWOUND, 100.0, 0.0)}
+    assert {(c.reason, c.exit_price, c.pnl, c.closed_at) for c in closed} == {
+        (ExitReason.REWOUND, 100.0, 0.0, bars(100))
+    }
     assert book.active_count() == 0
