@@ -29,6 +29,7 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from worker.connection import HeldConnection
+from worker.events import OPTIONAL_FIELDS, REQUIRED_FIELDS
 from worker.names import (
     COMMANDS_STREAM,
     CONSUMER_GROUP,
@@ -380,11 +381,27 @@ def ensure_group(client: redis.Redis, streams: StreamNames = StreamNames()) -> b
     return True
 
 
+# A dead letter is written by one XADD from a script, and Lua hands a command at most ~8,000 arguments: past that the
+# script fails after its XACK, and the entry is acked but never written. An event has a dozen fields; one with
+# thousands (all within max_event_bytes) keeps its known fields and the first others up to this count.
+MAX_DEAD_LETTER_ORIGINAL_FIELDS = 1000
+_EVENT_FIELD_NAMES = frozenset(
+    form for name in (*REQUIRED_FIELDS, *OPTIONAL_FIELDS) for form in (name, name.encode())
+)
+
+
 def dead_letter_fields(
     original: Mapping[bytes, bytes], *, reason: str, delivery_count: int, entry_id: bytes, consumer: str
 ) -> dict[bytes | str, bytes | str]:
-    """The original fields, then why, how often it was delivered, where it came from and who gave up on it."""
+    """The original fields, then why, how often it was delivered, where it came from and who gave up on it. Of an
+    event with more than MAX_DEAD_LETTER_ORIGINAL_FIELDS fields, the event's own fields and the first others are
+    kept, and `dead_fields_left_out` says how many were not."""
     fields: dict[bytes | str, bytes | str] = dict(original)
+    if len(fields) > MAX_DEAD_LETTER_ORIGINAL_FIELDS:
+        known = [name for name in fields if name in _EVENT_FIELD_NAMES]
+        others = [name for name in fields if name not in _EVENT_FIELD_NAMES]
+        kept = known + others[: MAX_DEAD_LETTER_ORIGINAL_FIELDS - len(known)]
+        fields = {name: fields[name] for name in kept} | {"dead_fields_left_out": str(len(original) - len(kept))}
     fields.update(
         {
             "dead_reason": reason,

@@ -48,3 +48,22 @@ def test_each_malformed_event_is_dead_lettered_with_its_reason(redis_url, redis_
     assert b"matrix" in first, "the original fields are kept"
     assert decided_ids(redis_client) == {b"good-after": 1}
     assert pending_count(redis_client) == 0
+
+
+def test_an_event_with_thousands_of_fields_is_dead_lettered_not_lost(redis_url, redis_client, start_worker) -> None:
+    # 5,000 one-byte extra fields fit in max_event_bytes; as one XADD from the commit script they were more
+    # arguments than Lua hands a command: the script failed after its XACK, and the entry was acked, never written.
+    fields = {k: v for k, v in valid_fields("wide").items() if k != "symbol"}
+    fields.update({f"x{i}": "1" for i in range(5_000)})
+    redis_client.xadd(INPUT_STREAM, fields)
+    publish_events(redis_client, [make_event(correlation_id="good-after-wide", rng=np.random.default_rng(3))])
+    worker = start_worker(redis_url)
+
+    wait_settled(redis_client, decisions=1, dead=1)
+    assert worker.poll() is None
+    (_, dead), = redis_client.xrange(DEAD_LETTER_STREAM)
+    assert dead[b"dead_reason"].startswith(b"missing_field: missing symbol")
+    assert dead[b"correlation_id"] == b"wide" and b"matrix" in dead, "the event's own fields are kept"
+    kept_extras = sum(1 for name in dead if name.startswith(b"x"))
+    assert int(dead[b"dead_fields_left_out"]) == 5_000 - kept_extras > 0
+    assert pending_count(redis_client) == 0
