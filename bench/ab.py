@@ -102,6 +102,7 @@ def measure_pairs(trees: dict[str, Path], rate: float | None, window_s: float, p
                 progress(f"pair {pair + 1}/{pairs}: side {side}")
                 stack, target = targets[side]
                 cpu = CpuMeter(process.pid for process in stack.processes).start()
+                assert stack.redis is not None and stack.redis.pid is not None, "each side runs its own Redis"
                 redis_cpu = CpuMeter([stack.redis.pid]).start()
                 trips = measure_round_trips(target, workload, Load(rate, window_s), f"ab-{side}-{pair}")
                 latencies = sorted(trips.latencies_s)

@@ -47,27 +47,27 @@ def decision_row(event_id: bytes, decision_id: bytes, fields: dict[bytes, bytes]
     )
 
 
-# (header, justify, min width): every column but the decision keeps its width, so a row reads whole in an 80-column
+# Every column but the decision keeps its width (header, justify, min width), so a row reads whole in an 80-column
 # terminal; the decision's reason takes what is left and is cut short (…) when it does not fit.
-_COLUMNS = (
+_FIXED_COLUMNS = (
     ("correlation id", "left", SHOWN_ID_CHARS),
     ("type", "left", 6),
     ("dir", "left", 5),
     ("FVG Mom Entry", "left", 14),
     ("vote", "left", 10),
-    ("decision", "left", 0),
-    ("ms", "right", 4),  # XADD of the event to XADD of its decision, by their stream ids
 )
+_DECISION_COLUMN = "decision"
+_LATENCY_COLUMN = ("ms", "right", 4)  # XADD of the event to XADD of its decision, by their stream ids
 
 
 def render(rows: deque[tuple[str, ...]], totals: dict[str, int], elapsed: float) -> Group:
     table = Table(title="tactical-marl — live decisions (Ctrl-C to stop)", expand=True, box=box.SIMPLE_HEAD,
                   show_edge=False, pad_edge=False, collapse_padding=True)
-    for name, justify, width in _COLUMNS:
-        if name == "decision":
-            table.add_column(name, no_wrap=True, overflow="ellipsis", ratio=1)
-        else:
-            table.add_column(name, no_wrap=True, justify=justify, min_width=width)  # type: ignore[arg-type]
+    for name, justify, width in _FIXED_COLUMNS:
+        table.add_column(name, no_wrap=True, justify=justify, min_width=width)  # type: ignore[arg-type]
+    table.add_column(_DECISION_COLUMN, no_wrap=True, overflow="ellipsis", ratio=1)
+    name, justify, width = _LATENCY_COLUMN
+    table.add_column(name, no_wrap=True, justify=justify, min_width=width)  # type: ignore[arg-type]
     for row in rows:
         table.add_row(*row)
     line = (f"{elapsed:6.1f}s  sent {totals['sent']}  decided {totals['decided']}  executed {totals['executed']}  "

@@ -135,9 +135,8 @@ class CircuitBreaker:
         return self._transitions_total
 
     def transitions_since(self, seen: int) -> tuple[int, list[BreakerTransition]]:
-        """The transitions after the first `seen` of all time, oldest first, and how many of those are no longer
-        kept (only the last `config.history` are): what a publisher that has handled `seen` still owes, and what it
-        can no longer send."""
+        """(lost, kept) for a publisher that has handled the first `seen` transitions of all time: how many of the
+        later ones are no longer kept (only the last `config.history` are), and those still kept, oldest first."""
         owed = self._transitions_total - seen
         kept = min(owed, len(self._transitions))
         return owed - kept, list(self._transitions)[len(self._transitions) - kept:] if kept > 0 else []

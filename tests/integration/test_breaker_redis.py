@@ -143,3 +143,43 @@ def test_a_later_publish_replaces_the_earlier_state(redis_client: redis.Redis) -
 
 def test_no_states_published(redis_client: redis.Redis) -> None:
     assert read_breaker_states(redis_client) == {}
+
+
+def test_the_monitor_publishes_each_kept_breaker_transition_once_after_alerts_failed(
+    redis_url: str, monkeypatch
+) -> None:
+    import threading
+    from types import SimpleNamespace
+
+    import worker.monitor as monitor_module
+    from worker.monitor import HealthMonitor
+    from worker.names import ALERTS_STREAM
+    from worker.settings import WorkerSettings
+
+    breaker = CircuitBreaker(BreakerConfig(failure_threshold=1, history=2))
+    worker = SimpleNamespace(settings=WorkerSettings(redis_url=redis_url, consumer="monitor-test"), breaker=breaker,
+                             breaker_lock=threading.Lock())
+    monitor = HealthMonitor(worker)  # type: ignore[arg-type]  # only its breaker alerts are exercised
+    client = redis.Redis.from_url(redis_url)
+    publish = monitor_module.publish_alert
+    try:
+        monkeypatch.setattr(monitor_module, "publish_alert",
+                            lambda *a, **k: (_ for _ in ()).throw(redis.ConnectionError("Redis is down")))
+        breaker.record_failure("first")
+        monitor._publish_breaker_transitions()  # alerts cannot be sent: owed, not counted
+        for n in range(2):  # 5 transitions in all, only the last 2 kept
+            breaker.reset(f"op{n}")
+            breaker.record_failure(f"again {n}")
+        monkeypatch.setattr(monitor_module, "publish_alert", publish)
+        for _ in range(3):
+            monitor._publish_breaker_transitions()
+
+        messages = [fields[b"message"].decode() for _, fields in client.xrange(ALERTS_STREAM)
+                    if fields[b"kind"].startswith(b"breaker")]
+        assert messages == [
+            "circuit breaker open → closed: reset by op1",
+            "circuit breaker closed → open: 1 consecutive failures, last: again 1",
+        ], "the 2 kept, each once; the 3 no longer kept are skipped, not re-sent"
+    finally:
+        client.close()
+        monitor.client.close()
