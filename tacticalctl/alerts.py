@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable
 from typing import Annotated
 
+import redis
 import typer
 from rich.table import Table
 
@@ -18,6 +19,7 @@ from worker.alerts import Alert, Severity, read_alerts, recent_alerts
 _SEVERITY_STYLE = {"P0": "bold red", "P1": "yellow", "P2": "cyan", "AUDIT": "magenta"}
 _SCAN = 5000
 _POLL_S = 0.5
+_RETRY_S = 1.0  # while Redis is unreachable
 
 
 def _matching(alerts: Iterable[Alert], severities: set[str]) -> list[Alert]:
@@ -76,7 +78,16 @@ def alerts(
     started = time.monotonic()
     try:
         while duration is None or time.monotonic() - started < duration:
-            new = read_alerts(client, count=500, since_id=last_id)
+            try:
+                new = read_alerts(client, count=500, since_id=last_id)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:  # follow through a Redis blip, as a watch does
+                message = f"Redis unreachable: {exc} (retrying every {_RETRY_S:g}s)"
+                if json_output:  # stdout stays one alert per line
+                    sys.stderr.write(f"tacticalctl: {message}\n")
+                else:
+                    console.print(message, style="red")
+                time.sleep(_RETRY_S)
+                continue
             if new:
                 last_id = new[-1].id
             for alert in _matching(new, wanted):

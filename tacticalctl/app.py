@@ -4,15 +4,32 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import redis
 import typer
 from typer.core import TyperGroup
 
 from tacticalctl.context import DEFAULT_REDIS_URL, DEFAULT_WORKER_URL, CtlContext
-from tacticalctl.errors import CtlError
+from tacticalctl.errors import CtlError, ExitCode
+from worker.settings import redact_url
+
+try:  # typer vendors click from 0.2x on; before, it used click itself
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import UsageError
 
 
 class CtlGroup(TyperGroup):
-    """Turns a CtlError from any command into one line on stderr and its exit code, never a traceback."""
+    """Turns a CtlError from any command into one line on stderr and its exit code, never a traceback; so is Redis
+    going away in the middle of a command (CRITICAL, as unreachable from the start is). A command line that does not
+    parse (an unknown option, a bad value) exits UNKNOWN: the check did not run, and a typo in a monitor's command
+    must not page as CRITICAL (click's own code for it is 2)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):  # type: ignore[no-untyped-def, override]
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except UsageError as exc:
+            exc.exit_code = int(ExitCode.UNKNOWN)
+            raise
 
     def invoke(self, ctx: typer.Context):  # type: ignore[override]
         try:
@@ -20,6 +37,13 @@ class CtlGroup(TyperGroup):
         except CtlError as exc:
             typer.echo(f"tacticalctl: {exc.message}", err=True)
             raise typer.Exit(int(exc.code)) from None
+        except UsageError as exc:
+            exc.exit_code = int(ExitCode.UNKNOWN)
+            raise
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            url = redact_url(ctx.obj.redis_url) if isinstance(ctx.obj, CtlContext) else "Redis"
+            typer.echo(f"tacticalctl: Redis unreachable at {url}: {exc}", err=True)
+            raise typer.Exit(int(ExitCode.CRITICAL)) from None
 
 
 app = typer.Typer(

@@ -121,6 +121,9 @@ def _watch_json(client: redis.Redis, monitor: LagMonitor, interval: float, durat
             line = _sample(client, monitor).as_dict()
         except CtlError as exc:
             line = {"status": "unknown", "message": exc.message, "at": time.time()}
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # a watch outlives a Redis blip, as the table does
+            line = {"status": "critical", "message": f"Redis unreachable: {exc} (retrying every {interval:g}s)",
+                    "at": time.time()}
         sys.stdout.write(json.dumps(line, sort_keys=True, default=str) + "\n")
         sys.stdout.flush()
         if duration is not None and time.monotonic() - started + interval > duration:

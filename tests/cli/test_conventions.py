@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import time
 
 from tests.cli.conftest import Ctl
 
@@ -43,3 +45,36 @@ def test_an_unreachable_redis_is_one_line_on_stderr_and_critical(ctl: Ctl) -> No
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "Redis unreachable" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_command_line_that_does_not_parse_is_unknown_not_critical() -> None:
+    # A monitor's check with a typo did not run: it must not page as CRITICAL (click's own code for it is 2).
+    for args in (["market-check", "--jsn"], ["lag", "--interval", "1"], ["alerts", "--severity", "P5"],
+                 ["no-such-command"], ["--no-such-option", "health"]):
+        result = run(args)
+        assert result.returncode == 3, (args, result.returncode, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert run(["--help"]).returncode == 0
+
+
+def test_redis_going_away_during_a_follow_or_a_watch_is_ridden_out_not_a_traceback(tmp_path) -> None:
+    from worker.embedded_redis import EmbeddedRedis
+
+    server = EmbeddedRedis(data_dir=tmp_path / "redis", appendonly=False).start()
+    url = server.url()
+    try:
+        follow = subprocess.Popen([*CTL, "--redis-url", url, "alerts", "--follow", "--json", "--duration", "4"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        watch = subprocess.Popen([*CTL, "--redis-url", url, "lag", "watch", "--json", "--interval", "0.5",
+                                  "--duration", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        server.close()  # Redis goes away while both run
+        follow_out, follow_err = follow.communicate(timeout=60)
+        watch_out, watch_err = watch.communicate(timeout=60)
+    finally:
+        server.close()
+    assert follow.returncode == 0 and "Traceback" not in follow_err, follow_err[-2000:]
+    assert "Redis unreachable" in follow_err and follow_out == "", "stdout stays one alert per line"
+    assert watch.returncode == 0 and "Traceback" not in watch_err, watch_err[-2000:]
+    statuses = [json.loads(line)["status"] for line in watch_out.splitlines()]
+    assert "critical" in statuses, statuses
