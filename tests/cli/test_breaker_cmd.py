@@ -18,6 +18,7 @@ from worker.breaker import (
     publish_breaker_state,
     record_restart,
 )
+from worker.heartbeat import write_heartbeat
 from worker.names import BREAKER_RESET_REQUEST_KEY, BREAKER_RESTARTS_KEY
 
 
@@ -31,6 +32,7 @@ def publish(client: redis.Redis, consumer: str, state: BreakerState) -> None:
         assert breaker.allow()
     assert breaker.state is state
     publish_breaker_state(client, consumer, breaker)
+    write_heartbeat(client, consumer, interval_s=5.0, info={})  # as a running worker does; its state counts only then
 
 
 @pytest.mark.parametrize(("state", "code"), [(BreakerState.CLOSED, 0), (BreakerState.HALF_OPEN, 1),
@@ -100,3 +102,11 @@ def test_history_lists_breaker_events_only(ctl: Ctl, redis_client: redis.Redis) 
     assert "health_transition" not in result.stdout
     doc = json.loads(ctl("breaker", "history", "--json").stdout)
     assert [e["kind"] for e in doc["entries"]] == ["breaker_open", "breaker_reset"]
+
+
+def test_status_of_a_killed_worker_is_critical_not_its_last_closed(ctl: Ctl, redis_client: redis.Redis) -> None:
+    # Killed: its published state lives on for a minute, its heartbeat does not.
+    publish_breaker_state(redis_client, "w-killed", CircuitBreaker())
+    result = ctl("breaker", "status")
+    assert result.exit_code == 2
+    assert "w-killed" not in result.stdout

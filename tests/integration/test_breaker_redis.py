@@ -183,3 +183,24 @@ def test_the_monitor_publishes_each_kept_breaker_transition_once_after_alerts_fa
     finally:
         client.close()
         monitor.client.close()
+
+
+def test_the_operator_sees_only_the_breakers_of_workers_with_a_live_heartbeat(redis_url: str) -> None:
+    # A killed worker's published state lives on for its TTL (a minute): it must not show as a running "closed".
+    from worker.heartbeat import write_heartbeat
+    from worker.ops.breaker_status import read_breaker_overview
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        opened = CircuitBreaker(BreakerConfig(failure_threshold=1))
+        opened.record_failure("redis timeout")
+        publish_breaker_state(client, "killed:1", CircuitBreaker())
+        publish_breaker_state(client, "running:2", opened)
+        write_heartbeat(client, "running:2", interval_s=5.0, info={})
+
+        overview = read_breaker_overview(client, http=None)
+
+        assert list(overview.published) == ["running:2"]
+        assert overview.state is BreakerState.OPEN
+    finally:
+        client.close()

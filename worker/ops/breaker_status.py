@@ -79,7 +79,8 @@ def read_breaker_overview(
     settings: WorkerSettings | None = None,
     now: float | None = None,
 ) -> BreakerOverview:
-    """Published states and the restart count from Redis, with the HTTP view the caller fetched (or its error).
+    """Published states of live workers (a heartbeat within its TTL) and the restart count from Redis, with the HTTP
+    view the caller fetched (or its error).
 
     The restart limit and window come from the worker's own report when it gave one, else from the settings."""
     limit = _SETTING_DEFAULTS["breaker_restart_limit"] if settings is None else settings.breaker_restart_limit
@@ -89,8 +90,11 @@ def read_breaker_overview(
         limit = int(reported) if reported is not None else limit
         window = float(http.get("restart_window_s") or window)
     now = time.time() if now is None else now
+    # A published state outlives its worker by up to a minute (its TTL); a heartbeat by a few seconds. A killed
+    # worker's last "closed" must not stand in for a running one.
+    live = live_consumers(client)
     return BreakerOverview(
-        published=read_breaker_states(client),
+        published={name: status for name, status in read_breaker_states(client).items() if name in live},
         http=http,
         http_error=http_error,
         restarts=restart_count(client, window, now),
