@@ -17,6 +17,7 @@ from tests.cli.streams import publish
 from worker.alerts import Severity, publish_alert, recent_alerts
 from worker.breaker import CircuitBreaker, publish_breaker_state, record_restart, restart_count
 from worker.delivery import ensure_group
+from worker.embedded_redis import EmbeddedRedis
 from worker.heartbeat import write_heartbeat
 from worker.names import COMPLETED_PREFIX, DECISIONS_STREAM, processing_key
 from worker.process import WorkerProcess
@@ -78,6 +79,7 @@ def test_morning_check_against_a_running_worker_is_ok(
     assert all(row["status"] == "ok" for row in market.values()), market
 
     report_dir = tmp_path / "reports"
+    redis_client.save()  # the test server runs without AOF or save points: one RDB save, as a deployment has
     eod = ctl("eod", "--report-dir", str(report_dir), "--json", worker_url=url)
     assert eod.exit_code == 0, eod.stdout
     report = json.loads(next(report_dir.glob("tactical-report-*.json")).read_text())
@@ -184,6 +186,7 @@ def test_eod_is_a_dry_run_until_yes_and_audits_what_it_does(
     log_file.write_text("2025-06-15 INFO worker ready\n" * 100)
     report_dir = tmp_path / "reports"
     args = ("eod", "--report-dir", str(report_dir), "--log-file", str(log_file))
+    redis_client.save()  # the test server runs without AOF or save points: one RDB save, as a deployment has
 
     dry = ctl(*args, "--json", worker_url=url)
     assert dry.exit_code == 1
@@ -237,3 +240,33 @@ def test_a_current_pointer_to_a_missing_bundle_fails_the_jit_step(
     rows = steps(result)
     assert rows["JIT compilation"]["status"] == "critical"
     assert "20990101T000000Z-deadbeef" in rows["JIT compilation"]["value"]
+
+
+def test_eod_backups_step_warns_when_redis_has_never_persisted_anything(
+    ctl: Ctl, worker_http: tuple[str, WorkerAnswers], tmp_path: Path
+) -> None:
+    # Redis reports its start time as rdb_last_save_time when it never saved: that is not a backup.
+    url, answers = worker_http
+    healthy(answers)
+    with EmbeddedRedis(data_dir=tmp_path / "redis", appendonly=False) as server:  # no AOF, no save points
+        def backups() -> dict:
+            result = ctl("eod", "--report-dir", str(tmp_path / "reports"), "--json", redis_url=server.url(),
+                         worker_url=url)
+            return steps(result)["backups"]
+
+        first = backups()
+        assert first["status"] == "warn" and first["value"] == "AOF off; last RDB save never: nothing persisted"
+        client = redis.Redis.from_url(server.url())
+        client.save()
+        client.close()
+        saved = backups()
+        assert saved["status"] == "ok" and "last RDB save never" not in saved["value"]
+
+
+def test_eod_model_step_is_critical_when_the_worker_cannot_say_what_it_loaded(
+    ctl: Ctl, redis_client: redis.Redis, nobody_url: str, tmp_path: Path
+) -> None:
+    result = ctl("eod", "--report-dir", str(tmp_path / "reports"), "--json", worker_url=nobody_url)
+    model = steps(result)["model update"]
+    assert model["status"] == "critical" and "loaded bundle unknown" in model["value"]
+    assert result.exit_code == 2

@@ -591,8 +591,9 @@ def check_model_update(sources: Sources) -> Verdict:
     details: dict[str, Any] = {"current": current.version, "newer": [m.version for m in newer]}
     try:
         model = sources.state().get("model") or {}
-    except WorkerUnreachable:
-        model = {}
+    except WorkerUnreachable as exc:  # which bundle is loaded, and whether it is confirmed, only the worker knows
+        return Verdict(Status.CRITICAL, value + f"; loaded bundle unknown: {exc}", "`tacticalctl triage worker-down`",
+                       details=details)
     staleness = _number(model.get("staleness_s"))
     details["loaded"] = model.get("version")
     details["staleness_s"] = staleness
@@ -617,11 +618,12 @@ def check_backups(sources: Sources) -> Verdict:
         problems.append(f"last AOF write {info.get('aof_last_write_status')}")
     if int(info.get("aof_enabled", 0)) and info.get("aof_last_bgrewrite_status", "ok") != "ok":
         problems.append(f"last AOF rewrite {info.get('aof_last_bgrewrite_status')}")
-    last_save = int(info.get("rdb_last_save_time", 0))
+    # Redis sets rdb_last_save_time to its start when it has never saved; rdb_saves (Redis 7) tells the two apart.
+    last_save = 0 if int(info.get("rdb_saves", 1)) == 0 else int(info.get("rdb_last_save_time", 0))
     saved = datetime.fromtimestamp(last_save, UTC).strftime("%Y-%m-%d %H:%M:%SZ") if last_save else "never"
     value = f"AOF {'on' if int(info.get('aof_enabled', 0)) else 'off'}; last RDB save {saved}"
     details = {k: info.get(k) for k in ("aof_enabled", "rdb_last_bgsave_status", "aof_last_write_status",
-                                        "aof_last_bgrewrite_status", "rdb_last_save_time",
+                                        "aof_last_bgrewrite_status", "rdb_saves", "rdb_last_save_time",
                                         "rdb_changes_since_last_save")}
     if problems:
         return Verdict(Status.CRITICAL, value + ": " + "; ".join(problems),
