@@ -7,19 +7,21 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from models.bundle import SIGNING_KEY_ENV, BundleError, sign_bundle, signing_key_from_env, verify_bundle
 from models.compile import CompilationError
-from models.promotion import PromotionRefusedError, judge, promote_if_better
+from models.promotion import REFUSED_ACTION, PromotionRefusedError, judge, promote_if_better
 from tacticalctl.context import get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age
 from tacticalctl.results import JsonOption, ModelsDirOption, exit_code, results_table, status_text
-from worker.alerts import default_actor
+from worker.alerts import audit, default_actor
 from worker.ops.bundles import (
     LATENCY_BUDGET_MS,
     LATENCY_CALLS,
+    BundleListing,
     bundle_listing,
     current_version,
     recompile_bundle,
@@ -69,6 +71,7 @@ def metrics_text(metrics: dict) -> str:
 @models_app.command("list")
 def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: JsonOption = False) -> None:
     """Every bundle, newest first: version, creation time, the CURRENT marker, JIT log status and its metrics.
+    Exits 2 when CURRENT names a bundle that is not there (workers cannot load it).
 
     JSON keys: models_dir, current, bundles [{version, created_at, current, jit_successful, jit_log_exists, metrics,
     bundle_dir}]."""
@@ -78,10 +81,17 @@ def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: J
         active = current_version(directory)
     except BundleError as exc:
         raise CtlError(str(exc), ExitCode.UNKNOWN) from None
+    missing_current = active is not None and all(listing.version != active for listing in listings)
     if json_output:
         print_json({"models_dir": str(directory), "current": active, "bundles": [b.as_dict() for b in listings]})
-        return
-    console = get_context(ctx).console
+    else:
+        _print_listing(get_context(ctx).console, directory, listings)
+    if missing_current:
+        raise CtlError(f"CURRENT names {active}, which is not a bundle in {directory}: workers cannot load it "
+                       "(`tacticalctl triage model-staleness`)", ExitCode.CRITICAL)
+
+
+def _print_listing(console: Console, directory: Path, listings: list[BundleListing]) -> None:
     if not listings:
         console.print(f"no model bundle in {directory}")
         return
@@ -195,12 +205,17 @@ def promote_(
                 "audit_id": None, "verdict": None, "verification": verification}
     failed = [s for s in steps if s.status in (Status.CRITICAL, Status.UNKNOWN)]
     if failed:
+        reason = f"{bundle_dir.name} failed verification: " + "; ".join(f"{s.step}: {s.value}" for s in failed)
+        if client is not None:  # a refused --yes is audited like a refused comparison
+            entry = audit(client, actor=default_actor(), action=REFUSED_ACTION, detail=reason,
+                          previous=previous or "", version=bundle_dir.name, models_dir=str(directory),
+                          forced="false")
+            document["audit_id"] = entry.decode() if isinstance(entry, bytes) else str(entry)
         if json_output:
             print_json(document)
         elif client is None:
             _print_steps(ctx, f"verify {bundle_dir.name}", steps)
-        raise CtlError(f"promotion refused: {bundle_dir.name} failed verification: "
-                       + "; ".join(f"{s.step}: {s.value}" for s in failed), ExitCode.CRITICAL)
+        raise CtlError(f"promotion refused: {reason}", ExitCode.CRITICAL)
     if client is None:
         verdict = judge(directory, bundle_dir.name)
         document["verdict"] = verdict.as_dict()

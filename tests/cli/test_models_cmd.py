@@ -149,7 +149,10 @@ def test_a_bundle_that_fails_verification_is_not_promoted(
     assert result.exit_code == 2
     assert "promotion refused" in result.stderr and "entry.pt" in result.stderr
     assert read_current_version(models_dir) == SHIPPED.name
-    assert recent_alerts(redis_client, count=10) == []
+    # Audited like every refusal (the help and the README say so): who tried which bundle, and why it was refused.
+    [refusal] = recent_alerts(redis_client, count=10)
+    assert (refusal.severity, refusal.kind, refusal.fields["version"]) == ("AUDIT", "model_promote_refused", compiled)
+    assert "sha256 entry.pt" in refusal.message
 
 
 def test_sign_then_a_worker_with_the_key_accepts_it_and_refuses_an_unsigned_one(
@@ -192,3 +195,14 @@ def test_a_bundle_the_fusion_does_not_know_verifies_with_a_warning_that_it_is_se
     assert steps["fused graph"]["status"] == "warn" and steps["fused graph"]["details"]["fused"] is False
     assert "served one agent after another: agent 'momentum'" in steps["fused graph"]["value"]
     assert steps["forward pass"]["status"] == "ok"
+
+
+def test_list_says_so_when_current_names_a_bundle_that_is_not_there(ctl: Ctl, models_dir: Path) -> None:
+    # The runbook's model-staleness step 1 asks exactly this of `models list`.
+    (models_dir / "CURRENT").write_text("20990101T000000Z-deadbeef\n")
+    result = ctl("models", "list", "--models-dir", str(models_dir))
+    assert result.exit_code == 2
+    assert "CURRENT names 20990101T000000Z-deadbeef, which is not a bundle" in result.stderr
+    assert SHIPPED.name in result.stdout, "the bundles that are there are still listed"
+    as_json = ctl("models", "list", "--models-dir", str(models_dir), "--json")
+    assert as_json.exit_code == 2 and json.loads(as_json.stdout)["current"] == "20990101T000000Z-deadbeef"
