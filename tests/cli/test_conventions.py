@@ -7,7 +7,8 @@ import os
 import re
 import subprocess
 import sys
-import time
+
+import redis
 
 from tests.cli.conftest import Ctl
 
@@ -58,23 +59,30 @@ def test_a_command_line_that_does_not_parse_is_unknown_not_critical() -> None:
 
 
 def test_redis_going_away_during_a_follow_or_a_watch_is_ridden_out_not_a_traceback(tmp_path) -> None:
+    from worker.alerts import Severity, publish_alert
     from worker.embedded_redis import EmbeddedRedis
 
     server = EmbeddedRedis(data_dir=tmp_path / "redis", appendonly=False).start()
     url = server.url()
     try:
+        client = redis.Redis.from_url(url)
+        publish_alert(client, severity=Severity.P2, kind="test", message="before the outage", source="test")
+        client.close()
         follow = subprocess.Popen([*CTL, "--redis-url", url, "alerts", "--follow", "--json", "--duration", "4"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         watch = subprocess.Popen([*CTL, "--redis-url", url, "lag", "watch", "--json", "--interval", "0.5",
                                   "--duration", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.5)
-        server.close()  # Redis goes away while both run
+        # Each has connected and said something before Redis goes away.
+        first_alert = json.loads(follow.stdout.readline())
+        first_status = json.loads(watch.stdout.readline())["status"]
+        server.close()
         follow_out, follow_err = follow.communicate(timeout=60)
         watch_out, watch_err = watch.communicate(timeout=60)
     finally:
         server.close()
+    assert first_alert["message"] == "before the outage"
     assert follow.returncode == 0 and "Traceback" not in follow_err, follow_err[-2000:]
     assert "Redis unreachable" in follow_err and follow_out == "", "stdout stays one alert per line"
     assert watch.returncode == 0 and "Traceback" not in watch_err, watch_err[-2000:]
-    statuses = [json.loads(line)["status"] for line in watch_out.splitlines()]
+    statuses = [first_status] + [json.loads(line)["status"] for line in watch_out.splitlines()]
     assert "critical" in statuses, statuses
