@@ -80,6 +80,8 @@ def alerts(
         while duration is None or time.monotonic() - started < duration:
             try:
                 new = read_alerts(client, count=500, since_id=last_id)
+            except redis.AuthenticationError:
+                raise  # refused credentials are not transient: one line, exit 2 (the CLI's group)
             except (redis.ConnectionError, redis.TimeoutError) as exc:  # follow through a Redis blip, as a watch does
                 message = f"Redis unreachable: {exc} (retrying every {_RETRY_S:g}s)"
                 if json_output:  # stdout stays one alert per line

@@ -10,7 +10,6 @@ from typer.core import TyperGroup
 
 from tacticalctl.context import DEFAULT_REDIS_URL, DEFAULT_WORKER_URL, CtlContext
 from tacticalctl.errors import CtlError, ExitCode
-from worker.settings import redact_url
 
 try:  # typer vendors click from 0.2x on; before, it used click itself
     from typer._click.exceptions import UsageError
@@ -40,9 +39,12 @@ class CtlGroup(TyperGroup):
         except UsageError as exc:
             exc.exit_code = int(ExitCode.UNKNOWN)
             raise
+        except redis.AuthenticationError as exc:  # its message names the user and the URL, never the secret
+            typer.echo(f"tacticalctl: {exc}", err=True)
+            raise typer.Exit(int(ExitCode.CRITICAL)) from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            url = redact_url(ctx.obj.redis_url) if isinstance(ctx.obj, CtlContext) else "Redis"
-            typer.echo(f"tacticalctl: Redis unreachable at {url}: {exc}", err=True)
+            # The error names the address it failed on: `up` and `bench` run Redis of their own, not --redis-url.
+            typer.echo(f"tacticalctl: Redis unreachable: {exc}", err=True)
             raise typer.Exit(int(ExitCode.CRITICAL)) from None
 
 

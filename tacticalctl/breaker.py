@@ -68,9 +68,11 @@ def render_overview(overview: BreakerOverview) -> Table:
 
 @breaker_app.command("status")
 def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
-    """Every worker's published breaker (Redis), the worker's HTTP view, and restarts within the window.
+    """The published breaker of every worker with a live heartbeat (Redis), the worker's HTTP view, and restarts
+    within the window.
 
-    Exit 0 closed, 1 half-open, 2 open — or 2 when no worker is visible at all (none publishing, HTTP unreachable).
+    Exit 0 closed, 1 half-open, 2 open — or 2 when no worker is visible at all (no live worker has published its
+    breaker, HTTP unreachable).
 
     JSON keys: state (closed|half_open|open|null), state_code, workers {consumer: {state, state_name,
     consecutive_failures, opened_at, last_reason, updated_at}}, http, http_error, restarts, restart_limit,
@@ -91,7 +93,8 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
                       f"(limit {overview.restart_limit})")
     if state is None:
         raise CtlError(
-            f"no worker visible: none has published its breaker to Redis and {http_error or 'HTTP gave no state'}"
+            f"no worker visible: no live worker has published its breaker to Redis and "
+            f"{http_error or 'HTTP gave no state'}"
             f" ({overview.restarts} restarts in the last {overview.restart_window_s:g} s)",
             ExitCode.CRITICAL,
         )

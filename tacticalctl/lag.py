@@ -121,6 +121,8 @@ def _watch_json(client: redis.Redis, monitor: LagMonitor, interval: float, durat
             line = _sample(client, monitor).as_dict()
         except CtlError as exc:
             line = {"status": "unknown", "message": exc.message, "at": time.time()}
+        except redis.AuthenticationError:
+            raise  # refused credentials are not transient: one line, exit 2 (the CLI's group)
         except (redis.ConnectionError, redis.TimeoutError) as exc:  # a watch outlives a Redis blip, as the table does
             line = {"status": "critical", "message": f"Redis unreachable: {exc} (retrying every {interval:g}s)",
                     "at": time.time()}

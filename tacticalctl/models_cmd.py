@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import redis
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -207,10 +208,13 @@ def promote_(
     if failed:
         reason = f"{bundle_dir.name} failed verification: " + "; ".join(f"{s.step}: {s.value}" for s in failed)
         if client is not None:  # a refused --yes is audited like a refused comparison
-            entry = audit(client, actor=default_actor(), action=REFUSED_ACTION, detail=reason,
-                          previous=previous or "", version=bundle_dir.name, models_dir=str(directory),
-                          forced="false")
-            document["audit_id"] = entry.decode() if isinstance(entry, bytes) else str(entry)
+            try:
+                entry = audit(client, actor=default_actor(), action=REFUSED_ACTION, detail=reason,
+                              previous=previous or "", version=bundle_dir.name, models_dir=str(directory),
+                              forced="false")
+                document["audit_id"] = entry.decode() if isinstance(entry, bytes) else str(entry)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:  # the refusal itself must still be said
+                reason += f" (audit entry not written: {exc})"
         if json_output:
             print_json(document)
         elif client is None:

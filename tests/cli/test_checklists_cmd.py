@@ -257,10 +257,16 @@ def test_eod_backups_step_warns_when_redis_has_never_persisted_anything(
         first = backups()
         assert first["status"] == "warn" and first["value"] == "AOF off; last RDB save never: nothing persisted"
         client = redis.Redis.from_url(server.url())
+        client.set("x", "1")
         client.save()
         client.close()
         saved = backups()
         assert saved["status"] == "ok" and "last RDB save never" not in saved["value"]
+    # Restarted from its dump.rdb: no save since the start, but one before it (rdb_saves counts since the start).
+    with EmbeddedRedis(data_dir=tmp_path / "redis", appendonly=False) as server:
+        restarted = backups()
+        assert restarted["status"] == "ok", restarted
+        assert restarted["value"] == "AOF off; last RDB save none since Redis started (it loaded 1 keys from disk)"
 
 
 def test_eod_model_step_is_critical_when_the_worker_cannot_say_what_it_loaded(

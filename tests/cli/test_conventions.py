@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import redis
 
@@ -86,3 +87,22 @@ def test_redis_going_away_during_a_follow_or_a_watch_is_ridden_out_not_a_traceba
     assert watch.returncode == 0 and "Traceback" not in watch_err, watch_err[-2000:]
     statuses = [first_status] + [json.loads(line)["status"] for line in watch_out.splitlines()]
     assert "critical" in statuses, statuses
+
+
+def test_refused_credentials_during_a_follow_end_it_critical_not_retried_as_an_outage(tmp_path) -> None:
+    from worker.embedded_redis import EmbeddedRedis
+
+    with EmbeddedRedis(data_dir=tmp_path / "redis", appendonly=False) as server:
+        follow = subprocess.Popen([*CTL, "--redis-url", server.url(), "alerts", "--follow", "--json",
+                                   "--duration", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        admin = redis.Redis.from_url(server.url())
+        deadline = time.monotonic() + 30
+        while not any(c.get("cmd") in ("xread", "xrevrange") for c in admin.client_list()):  # it is following
+            assert time.monotonic() < deadline and follow.poll() is None, follow.stderr.read() if follow.stderr else ""
+            time.sleep(0.1)
+        admin.config_set("requirepass", "now-required")
+        admin.client_kill_filter(_type="normal", skipme=True)
+        admin.close()
+        _, err = follow.communicate(timeout=60)
+    assert follow.returncode == 2, err
+    assert err.count("\n") == 1 and "retrying" not in err and "Traceback" not in err, err

@@ -395,7 +395,7 @@ def check_breaker_history(sources: Sources, since_s: float) -> Verdict:
         return Verdict(Status.WARN, value, "review: `tacticalctl alerts` and `tacticalctl breaker history`",
                        details=details)
     if state is None:
-        return Verdict(Status.WARN, value + " (no worker published its breaker)",
+        return Verdict(Status.WARN, value + " (no live worker has published its breaker)",
                        "`tacticalctl triage worker-down`", details=details)
     return Verdict(Status.OK, value, details=details)
 
@@ -504,7 +504,8 @@ def check_breaker_status(sources: Sources) -> Verdict:
     state = overview.state
     if state is None:
         return Verdict(Status.CRITICAL,
-                       f"no breaker state published and the worker does not answer: {overview.http_error}",
+                       "no live worker has published its breaker and the worker does not answer: "
+                       f"{overview.http_error}",
                        "`tacticalctl triage worker-down`", details=overview.as_dict())
     verdict = _from_health(health_check_breaker(state), "`tacticalctl triage breaker-open`", **overview.as_dict())
     workers = ", ".join(f"{name} {status.state.name.lower()}" for name, status in overview.published.items())
@@ -618,17 +619,22 @@ def check_backups(sources: Sources) -> Verdict:
         problems.append(f"last AOF write {info.get('aof_last_write_status')}")
     if int(info.get("aof_enabled", 0)) and info.get("aof_last_bgrewrite_status", "ok") != "ok":
         problems.append(f"last AOF rewrite {info.get('aof_last_bgrewrite_status')}")
-    # Redis sets rdb_last_save_time to its start when it has never saved; rdb_saves (Redis 7) tells the two apart.
-    last_save = 0 if int(info.get("rdb_saves", 1)) == 0 else int(info.get("rdb_last_save_time", 0))
-    saved = datetime.fromtimestamp(last_save, UTC).strftime("%Y-%m-%d %H:%M:%SZ") if last_save else "never"
+    # rdb_last_save_time is Redis's start when it has not saved since: rdb_saves (Redis 7; saves since the start)
+    # tells the two apart, and keys loaded at the start show an earlier save (a restart from dump.rdb).
+    saves = int(info.get("rdb_saves", 1))
+    loaded = int(info.get("rdb_last_load_keys_loaded", 0))
+    if saves:
+        saved = datetime.fromtimestamp(int(info.get("rdb_last_save_time", 0)), UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    else:
+        saved = f"none since Redis started (it loaded {loaded} keys from disk)" if loaded else "never"
     value = f"AOF {'on' if int(info.get('aof_enabled', 0)) else 'off'}; last RDB save {saved}"
     details = {k: info.get(k) for k in ("aof_enabled", "rdb_last_bgsave_status", "aof_last_write_status",
                                         "aof_last_bgrewrite_status", "rdb_saves", "rdb_last_save_time",
-                                        "rdb_changes_since_last_save")}
+                                        "rdb_last_load_keys_loaded", "rdb_changes_since_last_save")}
     if problems:
         return Verdict(Status.CRITICAL, value + ": " + "; ".join(problems),
                        "check the Redis log and disk space; see README (Backup)", details=details)
-    if not int(info.get("aof_enabled", 0)) and not last_save:
+    if not int(info.get("aof_enabled", 0)) and saved == "never":
         return Verdict(Status.WARN, value + ": nothing persisted", "enable AOF or RDB; see README (Backup)",
                        details=details)
     return Verdict(Status.OK, value, details=details)

@@ -326,7 +326,8 @@ def probe_breaker(sources: Sources) -> list[Finding]:
     if not overview.published:
         state = overview.state
         if state is None:
-            findings.append(_warn(f"no worker published its breaker and HTTP gave none ({overview.http_error})"))
+            findings.append(_warn("no live worker has published its breaker and HTTP gave none "
+                                  f"({overview.http_error})"))
         else:
             findings.append(Finding(Status.of(CheckStatus.CRITICAL if state is BreakerState.OPEN else
                                               CheckStatus.OK if state is BreakerState.CLOSED else CheckStatus.WARN),

@@ -89,7 +89,8 @@ class Sources:
         return self._once("metrics", self.worker.metrics)
 
     def breaker_overview(self) -> BreakerOverview:
-        """Every worker's breaker as published in Redis, with the worker's HTTP view when it answers."""
+        """The breaker of every worker with a live heartbeat, as published in Redis, with the worker's HTTP view
+        when it answers."""
 
         def read() -> BreakerOverview:
             try:
