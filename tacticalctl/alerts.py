@@ -8,11 +8,11 @@ import time
 from collections.abc import Iterable
 from typing import Annotated
 
-import redis
 import typer
 from rich.table import Table
 
 from tacticalctl.context import get_context, print_json
+from tacticalctl.errors import REDIS_UNREACHABLE, outage_message
 from tacticalctl.formatting import plain, timestamp
 from worker.alerts import Alert, Severity, read_alerts, recent_alerts
 
@@ -80,10 +80,8 @@ def alerts(
         while duration is None or time.monotonic() - started < duration:
             try:
                 new = read_alerts(client, count=500, since_id=last_id)
-            except redis.AuthenticationError:
-                raise  # refused credentials are not transient: one line, exit 2 (the CLI's group)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:  # follow through a Redis blip, as a watch does
-                message = f"Redis unreachable: {exc} (retrying every {_RETRY_S:g}s)"
+            except REDIS_UNREACHABLE as exc:  # follow through a Redis blip, as a watch does
+                message = outage_message(exc, _RETRY_S)
                 if json_output:  # stdout stays one alert per line
                     sys.stderr.write(f"tacticalctl: {message}\n")
                 else:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+import redis
+
 
 class ExitCode(IntEnum):
     """Monitoring-plugin convention: what `tacticalctl` check commands exit with."""
@@ -32,3 +34,14 @@ class CtlError(Exception):
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
+
+
+def outage_message(exc: Exception, retry_s: float) -> str:
+    """What a follow or a watch says while Redis is unreachable, before it retries. Refused credentials are raised
+    again instead: they are not transient, and the CLI's group prints them on one line and exits 2."""
+    if isinstance(exc, redis.AuthenticationError):
+        raise exc
+    return f"Redis unreachable: {exc} (retrying every {retry_s:g}s)"

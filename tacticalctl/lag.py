@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tacticalctl.context import get_context, print_json
-from tacticalctl.errors import CtlError, ExitCode
+from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode, outage_message
 from tacticalctl.formatting import exit_code_for, number, sparkline, styled
 from tacticalctl.watch import watch as watch_view
 from worker.health import DEFAULT_THRESHOLDS
@@ -105,8 +105,8 @@ def watch(
                 reading = _sample(client, monitor)
             except CtlError as exc:
                 return Text(exc.message, style="yellow")
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                return Text(f"Redis unreachable: {exc} (retrying every {interval:g}s)", style="bold red")
+            except REDIS_UNREACHABLE as exc:
+                return Text(outage_message(exc, interval), style="bold red")
             return render_reading(reading, monitor.recent_seconds)
 
         watch_view(context.console, render, interval_s=interval, duration_s=duration)
@@ -121,11 +121,8 @@ def _watch_json(client: redis.Redis, monitor: LagMonitor, interval: float, durat
             line = _sample(client, monitor).as_dict()
         except CtlError as exc:
             line = {"status": "unknown", "message": exc.message, "at": time.time()}
-        except redis.AuthenticationError:
-            raise  # refused credentials are not transient: one line, exit 2 (the CLI's group)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:  # a watch outlives a Redis blip, as the table does
-            line = {"status": "critical", "message": f"Redis unreachable: {exc} (retrying every {interval:g}s)",
-                    "at": time.time()}
+        except REDIS_UNREACHABLE as exc:  # a watch outlives a Redis blip, as the table does
+            line = {"status": "critical", "message": outage_message(exc, interval), "at": time.time()}
         sys.stdout.write(json.dumps(line, sort_keys=True, default=str) + "\n")
         sys.stdout.flush()
         if duration is not None and time.monotonic() - started + interval > duration:

@@ -9,9 +9,11 @@ import subprocess
 import sys
 import time
 
+import pytest
 import redis
 
 from tests.cli.conftest import Ctl
+from worker.delivery import ensure_group
 
 COLOUR = re.compile(r"\x1b\[(3[0-7]|9[0-7]|38;)")  # a foreground colour escape
 CTL = [sys.executable, "-c", "from tacticalctl.app import main; main()"]
@@ -89,17 +91,23 @@ def test_redis_going_away_during_a_follow_or_a_watch_is_ridden_out_not_a_traceba
     assert "critical" in statuses, statuses
 
 
-def test_refused_credentials_during_a_follow_end_it_critical_not_retried_as_an_outage(tmp_path) -> None:
+@pytest.mark.parametrize("command", [["alerts", "--follow", "--json"], ["lag", "watch", "--json"], ["lag", "watch"]],
+                         ids=["alerts-follow", "lag-watch-json", "lag-watch-table"])
+def test_refused_credentials_during_a_follow_end_it_critical_not_retried_as_an_outage(
+    tmp_path, command: list[str]
+) -> None:
     from worker.embedded_redis import EmbeddedRedis
 
     with EmbeddedRedis(data_dir=tmp_path / "redis", appendonly=False) as server:
-        follow = subprocess.Popen([*CTL, "--redis-url", server.url(), "alerts", "--follow", "--json",
-                                   "--duration", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         admin = redis.Redis.from_url(server.url())
+        ensure_group(admin)  # lag has a group to measure
+        follow = subprocess.Popen([*CTL, "--redis-url", server.url(), *command, "--duration", "20"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
-        while not any(c.get("cmd") in ("xread", "xrevrange") for c in admin.client_list()):  # it is following
+        while len(admin.client_list()) < 2:  # it has connected
             assert time.monotonic() < deadline and follow.poll() is None, follow.stderr.read() if follow.stderr else ""
             time.sleep(0.1)
+        time.sleep(1.0)  # and is following or watching
         admin.config_set("requirepass", "now-required")
         admin.client_kill_filter(_type="normal", skipme=True)
         admin.close()

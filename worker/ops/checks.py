@@ -623,10 +623,11 @@ def check_backups(sources: Sources) -> Verdict:
     # tells the two apart, and keys loaded at the start show an earlier save (a restart from dump.rdb).
     saves = int(info.get("rdb_saves", 1))
     loaded = int(info.get("rdb_last_load_keys_loaded", 0))
+    never_saved = not saves and not loaded
     if saves:
         saved = datetime.fromtimestamp(int(info.get("rdb_last_save_time", 0)), UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     else:
-        saved = f"none since Redis started (it loaded {loaded} keys from disk)" if loaded else "never"
+        saved = "never" if never_saved else f"none since Redis started (it loaded {loaded} keys from disk)"
     value = f"AOF {'on' if int(info.get('aof_enabled', 0)) else 'off'}; last RDB save {saved}"
     details = {k: info.get(k) for k in ("aof_enabled", "rdb_last_bgsave_status", "aof_last_write_status",
                                         "aof_last_bgrewrite_status", "rdb_saves", "rdb_last_save_time",
@@ -634,7 +635,7 @@ def check_backups(sources: Sources) -> Verdict:
     if problems:
         return Verdict(Status.CRITICAL, value + ": " + "; ".join(problems),
                        "check the Redis log and disk space; see README (Backup)", details=details)
-    if not int(info.get("aof_enabled", 0)) and saved == "never":
+    if not int(info.get("aof_enabled", 0)) and never_saved:
         return Verdict(Status.WARN, value + ": nothing persisted", "enable AOF or RDB; see README (Backup)",
                        details=details)
     return Verdict(Status.OK, value, details=details)
