@@ -46,6 +46,11 @@ class ModelIntegrityError(BundleError, RuntimeError):
     """A model file is missing or its bytes differ from the manifest's SHA-256."""
 
 
+class UnusableBundleError(BundleError):
+    """A bundle whose files verify, but whose agents this torch cannot load or that cannot decide (they raise, or
+    give outputs that are not finite probabilities): refused like a tampered one, never served."""
+
+
 @dataclass(frozen=True, slots=True)
 class AgentFile:
     name: str
@@ -162,7 +167,12 @@ def read_manifest(bundle_dir: Path, *, signing_key: bytes | None = None) -> Mani
         raise ManifestError(f"{path}: cannot read JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ManifestError(f"{path}: expected a JSON object")
-    return Manifest.from_json(data, bundle_dir=bundle_dir)
+    manifest = Manifest.from_json(data, bundle_dir=bundle_dir)
+    if manifest.version != bundle_dir.name:
+        # Decisions, /health and the audit name a bundle by its manifest's version; CURRENT, promote and rollback by
+        # its directory. A bundle whose two differ would be served under another bundle's name.
+        raise ManifestError(f"{path}: version {manifest.version!r}, but the bundle's directory is {bundle_dir.name!r}")
+    return manifest
 
 
 def write_manifest(bundle_dir: Path, manifest: Manifest) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import platform
 import shutil
 import sys
@@ -28,6 +29,7 @@ from models.bundle import (
     JIT_LOG_FILE,
     AgentFile,
     Manifest,
+    UnusableBundleError,
     sha256_bytes,
     write_manifest,
 )
@@ -36,6 +38,7 @@ from worker.records import MATRIX_SHAPE
 
 EAGER_TOLERANCE = 1e-5
 REFERENCE_BATCH_SIZES = (1, 7, 64)
+PROBABILITY_SUM_TOLERANCE = 1e-4  # each agent's three probabilities sum to 1 within this
 
 
 class CompilationError(RuntimeError):
@@ -96,16 +99,49 @@ def max_output_difference(
     reference_name: str = "eager",
     error: type[Exception] = CompilationError,
 ) -> float:
-    """Largest |difference| between `candidate`'s outputs and `reference`'s over `inputs`; `error` if an output's
-    shape differs (compiled against eager here, the fused graph against the agents in `models.fusion`)."""
+    """Largest |difference| between `candidate`'s outputs and `reference`'s over `inputs` (inf where either is not
+    finite: NaN compares as no difference at all); `error` if an output's shape differs (compiled against eager
+    here, the fused graph against the agents in `models.fusion`)."""
     worst = 0.0
     with torch.inference_mode():
         for batch in inputs:
             for expected, actual in zip(reference(batch), candidate(batch), strict=True):
                 if expected.shape != actual.shape:
                     raise error(f"output shape {tuple(actual.shape)}, {reference_name} {tuple(expected.shape)}")
-                worst = max(worst, float((expected - actual).abs().max()))
+                difference = float((expected - actual).abs().max())
+                worst = max(worst, math.inf if math.isnan(difference) else difference)
     return worst
+
+
+def output_problems(modules: Mapping[str, nn.Module], inputs: Sequence[torch.Tensor]) -> list[str]:
+    """What keeps each agent from deciding on `inputs`, one line per failing agent: it raises, or its outputs are
+    not (B, 3) probabilities summing to 1 and (B,) confidence, all finite. Empty when every agent can decide. The
+    one check every path that accepts a bundle runs: compilation, the container build, `models verify`, and the
+    worker's load."""
+    problems = []
+    with torch.inference_mode():
+        for name, module in modules.items():
+            problem = _output_problem(module, inputs)
+            if problem is not None:
+                problems.append(f"{name}: {problem}")
+    return problems
+
+
+def _output_problem(module: nn.Module, inputs: Sequence[torch.Tensor]) -> str | None:
+    for batch in inputs:
+        size = int(batch.shape[0])
+        try:
+            probabilities, confidence = module(batch)
+        except Exception as exc:  # torch.jit.Error is no RuntimeError; anything an agent raises refuses it
+            return f"raised {type(exc).__name__} on a batch of {size}: {str(exc).strip().splitlines()[-1][:200]}"
+        if tuple(probabilities.shape) != (size, 3) or tuple(confidence.shape) != (size,):
+            return (f"output shapes {tuple(probabilities.shape)} and {tuple(confidence.shape)} on a batch of {size},"
+                    f" expected ({size}, 3) and ({size},)")
+        if not bool(torch.isfinite(probabilities).all() and torch.isfinite(confidence).all()):
+            return f"non-finite output on a batch of {size}"
+        if float((probabilities.sum(dim=1) - 1).abs().max()) > PROBABILITY_SUM_TOLERANCE:
+            return f"probabilities do not sum to 1 on a batch of {size}"
+    return None
 
 
 def serialize(compiled: torch.jit.ScriptModule) -> bytes:
@@ -118,6 +154,22 @@ def serialize(compiled: torch.jit.ScriptModule) -> bytes:
 def deserialize(data: bytes) -> torch.jit.ScriptModule:
     with torchscript_deprecation_silenced():
         return torch.jit.load(io.BytesIO(data), map_location="cpu")
+
+
+def load_checked_agents(version: str, contents: Mapping[str, bytes]) -> dict[str, torch.jit.ScriptModule]:
+    """The agents of a bundle from its verified file bytes (AGENT_NAMES order), once each loads with this torch and
+    can decide on the reference matrices (`output_problems`); else UnusableBundleError. How the worker, the
+    held-out evaluation and the container build load a bundle."""
+    refused = f"bundle {version} refused"
+    try:
+        agents = {name: deserialize(contents[name]).eval() for name in AGENT_NAMES}
+    except Exception as exc:  # torch.jit.Error is no RuntimeError
+        raise UnusableBundleError(f"{refused}: an agent cannot be loaded with torch {torch.__version__}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+    problems = output_problems(agents, reference_inputs())
+    if problems:
+        raise UnusableBundleError(f"{refused}: " + "; ".join(problems))
+    return agents
 
 
 def bundle_version(created_at: datetime, file_hashes: list[str]) -> str:
@@ -185,6 +237,9 @@ def _compile_all(agents: Mapping[str, nn.Module], staging: Path, log: Compilatio
         model = agents[name].eval()
         compiled = compile_agent(model)
         log.write(f"{name}: scripted, frozen, optimized for inference ({parameter_count(model)} parameters)")
+        problems = output_problems({name: compiled}, inputs)
+        if problems:
+            raise CompilationError(f"{problems[0]}: the agent cannot decide")
         difference = max_output_difference(model, compiled, inputs)
         if difference > EAGER_TOLERANCE:
             raise CompilationError(f"{name}: compiled output differs from eager by {difference:.3g}")
@@ -207,37 +262,35 @@ def _compile_all(agents: Mapping[str, nn.Module], staging: Path, log: Compilatio
 
 
 def verify_and_install(models_dir: Path, out_dir: Path | None, log_path: Path) -> Path:
-    """Build-time check of a committed bundle: verify its hashes, load every agent with *this* torch build, run the
-    reference inputs, then copy it to `out_dir` (as current). The log ends "JIT compilation successful" or
-    "JIT compilation FAILED: <why>"; nothing is retrained."""
-    from models.bundle import current_bundle_dir, read_verified_agents, set_current
+    """Build-time check of the committed bundles: verify the current one's hashes, load every agent with *this* torch
+    build and run the reference inputs through it; then copy it to `out_dir` (as current) with every other bundle
+    that passes the same checks, so a container can still roll back. The log ends "JIT compilation successful" or
+    "JIT compilation FAILED: <why>" (the current bundle failing); nothing is retrained."""
+    from models.bundle import BundleError, current_bundle_dir, list_bundles, set_current
 
     log = CompilationLog()
     try:
-        bundle_dir = current_bundle_dir(Path(models_dir))
-        manifest, contents = read_verified_agents(bundle_dir)
-        log.write(f"bundle {manifest.version} in {bundle_dir}: SHA-256 of {len(contents)} agent files verified")
-        inputs = reference_inputs()
-        for name in AGENT_NAMES:
-            with torchscript_deprecation_silenced():
-                agent = deserialize(contents[name]).eval()
-            with torch.inference_mode():
-                for batch in inputs:
-                    probabilities, confidence = agent(batch)
-                    if not bool(torch.isfinite(probabilities).all() and torch.isfinite(confidence).all()):
-                        raise CompilationError(f"{name}: non-finite output on the reference inputs")
-                    if float((probabilities.sum(dim=1) - 1).abs().max()) > EAGER_TOLERANCE:
-                        raise CompilationError(f"{name}: probabilities do not sum to 1")
-            log.write(f"{name}: loaded with torch {torch.__version__}, reference batches ok")
+        models_dir = Path(models_dir)
+        bundle_dir = current_bundle_dir(models_dir)
+        if out_dir is not None and Path(out_dir).resolve() == models_dir.resolve():
+            raise CompilationError(f"--out {out_dir} is the directory being verified: install into another one")
+        manifest = _verify_loadable(bundle_dir, log)
         installed = bundle_dir
         if out_dir is not None:
             out_dir = Path(out_dir)
             out_dir.mkdir(parents=True, exist_ok=True)
-            installed = out_dir / manifest.version
-            shutil.rmtree(installed, ignore_errors=True)
-            shutil.copytree(bundle_dir, installed)
+            installed = _install(bundle_dir, out_dir)
+            for other in list_bundles(models_dir):
+                if other.version == manifest.version or other.bundle_dir is None:
+                    continue
+                try:
+                    _verify_loadable(other.bundle_dir, log)
+                except BundleError as exc:
+                    log.write(f"not installed: {exc}")
+                    continue
+                _install(other.bundle_dir, out_dir)
             set_current(out_dir, manifest.version)
-            log.write(f"installed as current in {out_dir}")
+            log.write(f"installed in {out_dir}, {manifest.version} as current")
         log.write("JIT compilation successful")
         return installed
     except Exception as exc:
@@ -246,6 +299,25 @@ def verify_and_install(models_dir: Path, out_dir: Path | None, log_path: Path) -
     finally:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         Path(log_path).write_text(log.text(), encoding="utf-8")
+
+
+def _verify_loadable(bundle_dir: Path, log: CompilationLog) -> Manifest:
+    """The bundle's manifest, once its hashes match and every agent loads with this torch and can decide."""
+    from models.bundle import read_verified_agents
+
+    manifest, contents = read_verified_agents(bundle_dir)
+    log.write(f"bundle {manifest.version} in {bundle_dir}: SHA-256 of {len(contents)} agent files verified")
+    load_checked_agents(manifest.version, contents)
+    log.write(f"bundle {manifest.version}: {', '.join(AGENT_NAMES)} loaded with torch {torch.__version__}, "
+              "reference batches ok")
+    return manifest
+
+
+def _install(bundle_dir: Path, out_dir: Path) -> Path:
+    installed = out_dir / bundle_dir.name
+    shutil.rmtree(installed, ignore_errors=True)
+    shutil.copytree(bundle_dir, installed)
+    return installed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--verify", type=Path, required=True, metavar="MODELS_DIR", help="directory of bundles")
     parser.add_argument("--log", type=Path, default=Path("/tmp/jit_compilation.log"), help="JIT compilation log")
-    parser.add_argument("--out", type=Path, default=None, help="install the verified bundle here, as current")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="install the verified bundles here (the current one as current)")
     args = parser.parse_args(argv)
     try:
         installed = verify_and_install(args.verify, args.out, args.log)

@@ -191,10 +191,10 @@ class AgentPolicy:
 def bundle_policy(name: str, bundle_dir: Path) -> AgentPolicy:
     """The agents of a verified bundle, loaded exactly as the worker loads them."""
     from models.bundle import read_verified_agents
-    from models.compile import deserialize
+    from models.compile import load_checked_agents
 
-    _, contents = read_verified_agents(Path(bundle_dir))
-    return AgentPolicy(name, {agent: deserialize(contents[agent]).eval() for agent in AGENT_NAMES})
+    manifest, contents = read_verified_agents(Path(bundle_dir))
+    return AgentPolicy(name, load_checked_agents(manifest.version, contents))
 
 
 def module_policy(name: str, agents: Mapping[str, nn.Module]) -> AgentPolicy:

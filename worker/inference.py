@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.bundle import Manifest, read_verified_agents
-from models.compile import deserialize, torchscript_deprecation_silenced
+from models.bundle import Manifest, UnusableBundleError, read_verified_agents
+from models.compile import load_checked_agents, torchscript_deprecation_silenced
 from models.fusion import try_fusion
 from worker.actions import AGENT_NAMES
 from worker.records import MATRIX_SHAPE, AgentVote
@@ -35,7 +35,6 @@ _interop_threads_set = False
 
 class InferenceInputError(ValueError):
     """The matrices handed to the agents do not have the (B, 60, 7) shape they were trained on."""
-
 
 def configure_torch_threads(threads: int) -> None:
     """Intra-op threads as asked, inter-op 1: one event batch at a time, cores left to Redis and the OS."""
@@ -144,13 +143,18 @@ class AgentEnsemble:
         threads: int = 1,
         warmup_batch_sizes: Iterable[int] = DEFAULT_WARMUP_BATCH_SIZES,
     ) -> AgentEnsemble:
-        """Verify every file's SHA-256 (refusing the bundle on a mismatch), then load and warm up the agents."""
+        """Verify every file's SHA-256, load the agents, check they can decide on reference matrices, warm them up.
+        Any failure is a BundleError (`UnusableBundleError` past the hashes): the bundle is refused, never served."""
         manifest, contents = read_verified_agents(Path(bundle_dir))
         configure_torch_threads(threads)
         # Load the very bytes that were hashed: a file replaced after the check is never read.
-        modules = {name: deserialize(contents[name]).eval() for name in AGENT_NAMES}
-        ensemble = cls(manifest, modules)
-        ensemble.warm_up(warmup_batch_sizes)
+        modules = load_checked_agents(manifest.version, contents)
+        try:
+            ensemble = cls(manifest, modules)
+            ensemble.warm_up(warmup_batch_sizes)
+        except Exception as exc:
+            raise UnusableBundleError(f"bundle {manifest.version} refused: the agents fail to run as one batch: "
+                                      f"{type(exc).__name__}: {exc}") from exc
         if not ensemble.rows_are_batch_invariant():
             log.warning("on this CPU an event's probabilities differ in the last bits between batch sizes: batched "
                         "and one-at-a-time decisions may differ at the float rounding level")

@@ -235,8 +235,9 @@ class HealthMonitor:
                 self.worker.reload_models(bundle_dir)
             else:
                 verify_bundle(bundle_dir)
-        except (BundleError, OSError, RuntimeError, ValueError) as exc:
-            self.model_problem = f"model bundle not confirmed, keeping {getattr(loaded, 'version', 'none')}: {exc}"
+        except Exception as exc:  # whatever a bad bundle raises must not stop the monitor's ticks
+            detail = str(exc) if isinstance(exc, BundleError | OSError) else f"{type(exc).__name__}: {exc}"
+            self.model_problem = f"model bundle not confirmed, keeping {getattr(loaded, 'version', 'none')}: {detail}"
             self.worker.telemetry.record_error("model_load")
             log.error("%s", self.model_problem)
             return

@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import redis
 
 from models.bundle import current_bundle_dir
+from tests.bundles import with_broken_agent
 from tests.integration.streams import (
     command_ids,
     decided_ids,
@@ -131,6 +133,21 @@ def test_tampered_model_file_is_refused(tmp_path: Path, redis_url: str) -> None:
     assert result.returncode == 3
     assert "momentum.pt" in result.stderr
     assert "SHA-256 mismatch" in result.stderr
+
+
+@pytest.mark.parametrize(("broken", "complaint"), [("raises", "fvg: raised"), ("nan", "fvg: non-finite output")])
+def test_a_bundle_whose_agent_cannot_decide_is_refused_at_start(tmp_path: Path, redis_url: str, broken: str,
+                                                               complaint: str) -> None:
+    models_dir = tmp_path / "models"
+    with_broken_agent(current_bundle_dir(default_models_dir()), models_dir, broken)
+    result = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "--redis-url", redis_url, "--models-dir", str(models_dir),
+         "--http-addr", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert "refusing to start" in result.stderr and complaint in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_a_worker_and_the_operator_cli_work_over_a_unix_socket(tmp_path: Path, start_worker) -> None:

@@ -18,6 +18,7 @@ import redis
 from models.architectures import build_agents
 from models.bundle import current_bundle_dir, set_current
 from models.compile import compile_bundle
+from tests.bundles import break_agent
 from tests.deploy.deploy_contract import RUNBOOK_METRICS
 from tests.integration.streams import pending_count, wait_for, wait_settled
 from worker.breaker import request_reset
@@ -167,3 +168,29 @@ def test_hot_reload_swaps_models_under_load_with_no_failed_event(tmp_path: Path,
     _, metrics = get(worker.http_url + "/metrics")
     errors = [line for line in metrics.decode().splitlines() if line.startswith("tactical_errors_total{")]
     assert all(line.endswith(" 0.0") for line in errors), errors
+
+
+@pytest.mark.parametrize("broken", ["raises", "nan"])
+def test_a_promoted_bundle_that_cannot_decide_is_refused_and_the_monitor_keeps_ticking(
+        tmp_path: Path, redis_url, redis_client, start_worker, broken: str) -> None:
+    models_dir = tmp_path / "models"
+    shutil.copytree(default_models_dir(), models_dir)
+    old_version = current_bundle_dir(models_dir).name
+    bad = break_agent(compile_bundle(build_agents(seed=3), models_dir, training={}, metrics={}), broken)
+    worker = start_worker(redis_url, models_dir=models_dir, model_poll_s=0.3)
+
+    set_current(models_dir, bad.name)  # its hashes match: only running its agents shows the fault
+    wait_for(lambda: (state(worker)["model"]["problem"] or "").find(f"bundle {bad.name} refused: fvg") >= 0,
+             what="the reload refused")
+    first = state(worker)
+    wait_for(lambda: state(worker)["uptime_s"] > first["uptime_s"] + 1.0, what="health keeps being published")
+    publish_events(redis_client, events(20, f"after-{broken}"))
+    wait_settled(redis_client, 20)
+    versions = {fields[b"model_version"].decode() for _, fields in redis_client.xrange(DECISIONS_STREAM)}
+    assert versions == {old_version}, "the old bundle keeps deciding"
+    assert redis_client.xlen(DEAD_LETTER_STREAM) == 0
+    assert any(check["name"] == "model_reload" and check["status"] == "warn"
+               for check in state(worker)["health_checks"])
+
+    set_current(models_dir, old_version)  # rolled back: the problem clears
+    wait_for(lambda: state(worker)["model"]["problem"] is None, what="the problem cleared")

@@ -17,6 +17,7 @@ from models.bundle import (
     Manifest,
     ManifestError,
     ModelIntegrityError,
+    UnusableBundleError,
     current_bundle_dir,
     list_bundles,
     read_manifest,
@@ -25,7 +26,8 @@ from models.bundle import (
     verify_bundle,
     write_manifest,
 )
-from models.compile import compile_bundle
+from models.compile import CompilationError, compile_bundle, max_output_difference
+from tests.bundles import break_agent, with_broken_agent
 from worker.actions import ACTION_ORDER, AGENT_NAMES
 from worker.inference import AgentEnsemble
 from worker.settings import default_models_dir
@@ -57,7 +59,7 @@ def add_version(models_dir: Path, source: Path, version: str, created_at: dateti
     """Another valid bundle: the same files under a new version name and creation time."""
     target = models_dir / version
     shutil.copytree(source, target)
-    manifest = dataclasses.replace(read_manifest(target), version=version, created_at=created_at)
+    manifest = dataclasses.replace(read_manifest(source), version=version, created_at=created_at)
     write_manifest(target, manifest)
     return target
 
@@ -273,3 +275,84 @@ def test_with_a_signing_key_only_bundles_signed_with_it_load(tmp_path, monkeypat
 
     monkeypatch.delenv(SIGNING_KEY_ENV)
     assert verify_bundle(bundle).version == bundle.name, "without a key, signatures are optional"
+
+
+
+def test_a_manifest_naming_another_version_than_its_directory_is_refused(models_dir: Path) -> None:
+    bundle = next(models_dir.iterdir())
+    write_manifest(bundle, dataclasses.replace(read_manifest(bundle), version="other"))
+    with pytest.raises(ManifestError, match=f"version 'other', but the bundle's directory is '{bundle.name}'"):
+        verify_bundle(bundle)
+    assert list_bundles(models_dir) == []  # it would be served under another bundle's name: not a bundle at all
+
+
+@pytest.mark.parametrize(("broken", "complaint"), [
+    ("raises", "fvg: raised .*agent exploded"),
+    ("nan", "fvg: non-finite output"),
+    ("two_actions", r"fvg: output shapes \(1, 2\)"),
+])
+def test_a_bundle_whose_agent_cannot_decide_is_refused_at_load(tmp_path: Path, broken: str, complaint: str) -> None:
+    bundle = with_broken_agent(current_bundle_dir(default_models_dir()), tmp_path, broken)
+    verify_bundle(bundle)  # every hash matches: only running the agents shows it
+    with pytest.raises(UnusableBundleError, match=complaint):
+        AgentEnsemble.load(bundle)
+
+
+def test_compilation_refuses_agents_whose_outputs_are_not_finite(tmp_path: Path) -> None:
+    agents = build_agents(seed=0)
+    with torch.no_grad():
+        next(agents["momentum"].parameters()).fill_(float("nan"))
+    with pytest.raises(CompilationError, match="momentum: non-finite output on a batch of 1: the agent cannot decide"):
+        compile_bundle(agents, tmp_path, training={}, metrics={})
+    assert list_bundles(tmp_path) == []
+    (failed,) = tmp_path.glob("*.failed")
+    assert "JIT compilation FAILED" in (failed / "jit_compilation.log").read_text()
+
+
+def test_an_output_that_is_nan_differs_infinitely_not_at_all() -> None:
+    class Outputs(torch.nn.Module):
+        def __init__(self, value: float) -> None:
+            super().__init__()
+            self.value = value
+
+        def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor]:
+            return (torch.full((batch.shape[0], 3), self.value),)
+
+    inputs = [torch.zeros(2, 60, 7)]
+    assert max_output_difference(Outputs(0.5), Outputs(0.5), inputs) == 0.0
+    assert max_output_difference(Outputs(0.5), Outputs(float("nan")), inputs) == float("inf")
+
+
+def test_build_time_verification_installs_every_bundle_that_verifies(tmp_path: Path) -> None:
+    from models.compile import main
+
+    models_dir = tmp_path / "models"
+    shutil.copytree(default_models_dir(), models_dir)
+    current = current_bundle_dir(models_dir).name
+    others = [m.version for m in list_bundles(models_dir) if m.version != current]
+    assert others, "the shipped models directory holds a bundle to roll back to"
+    broken = break_agent(models_dir / others[0], "nan").name
+
+    out, log = tmp_path / "jit", tmp_path / "jit_compilation.log"
+    assert main(["--verify", str(models_dir), "--log", str(log), "--out", str(out)]) == 0
+    assert current_bundle_dir(out).name == current
+    installed = {m.version for m in list_bundles(out)}
+    assert installed == {m.version for m in list_bundles(models_dir)} - {broken}
+    for version in installed:
+        verify_bundle(out / version)
+    text = log.read_text()
+    assert f"not installed: bundle {broken} refused: fvg: non-finite output" in text
+    assert text.rstrip().endswith("JIT compilation successful")
+
+
+def test_build_time_verification_refuses_to_install_over_its_own_source(tmp_path: Path) -> None:
+    from models.compile import main
+
+    models_dir = tmp_path / "models"
+    shutil.copytree(default_models_dir(), models_dir)
+    before = {m.version for m in list_bundles(models_dir)}
+    log = tmp_path / "jit_compilation.log"
+    assert main(["--verify", str(models_dir), "--log", str(log), "--out", str(models_dir)]) == 1
+    assert "is the directory being verified" in log.read_text()
+    assert {m.version for m in list_bundles(models_dir)} == before
+    verify_bundle(current_bundle_dir(models_dir))

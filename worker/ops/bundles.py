@@ -18,6 +18,9 @@ from typing import Any
 import torch
 
 from models.bundle import (
+    MANIFEST_FILE,
+    SIGNATURE_FILE,
+    SIGNING_KEY_ENV,
     BundleError,
     BundleNotFoundError,
     Manifest,
@@ -27,9 +30,11 @@ from models.bundle import (
     read_manifest,
     read_verified_agents,
     sha256_bytes,
+    signing_key_from_env,
+    verify_signature,
     write_manifest,
 )
-from models.compile import compile_bundle, deserialize, reference_inputs
+from models.compile import compile_bundle, deserialize, load_checked_agents, output_problems, reference_inputs
 from models.fusion import FUSION_TOLERANCE, try_fusion
 from worker.actions import AGENT_NAMES
 from worker.inference import configure_torch_threads, row_invariant_kernels, stack_agents
@@ -40,7 +45,6 @@ LATENCY_BUDGET_MS = 5.0  # per agent, P99 of single-event calls: a twentieth of 
 LATENCY_CALLS = 100
 WARMUP_CALLS = 5
 REFERENCE_SEED = 0
-PROBABILITY_TOLERANCE = 1e-4
 
 
 def _result(step: str, status: Status, value: str, threshold: str = "", next_action: str = "",
@@ -107,6 +111,22 @@ def resolve_bundle(models_dir: Path, version: str | None) -> Path:
     return bundle_dir
 
 
+def _signature_step(bundle_dir: Path) -> CheckResult | None:
+    """With a signing key configured (as the workers have it), whether the manifest carries its signature; None
+    without a key: the workers check none either."""
+    threshold = f"{SIGNATURE_FILE} made with the key in ${SIGNING_KEY_ENV}"
+    try:
+        key = signing_key_from_env()
+        if key is None:
+            return None
+        verify_signature(bundle_dir, (bundle_dir / MANIFEST_FILE).read_bytes(), key)
+    except (BundleError, OSError) as exc:
+        return _result("signature", Status.CRITICAL, str(exc), threshold,
+                       f"workers with this key refuse it: `tacticalctl models sign {bundle_dir.name}` with their key, "
+                       "or promote a signed version")
+    return _result("signature", Status.OK, f"{SIGNATURE_FILE} matches the configured key", threshold)
+
+
 def _hash_steps(manifest: Manifest, bundle_dir: Path) -> tuple[list[CheckResult], dict[str, bytes]]:
     results = []
     contents: dict[str, bytes] = {}
@@ -135,22 +155,8 @@ def _hash_steps(manifest: Manifest, bundle_dir: Path) -> tuple[list[CheckResult]
 
 
 def _forward_step(modules: Mapping[str, torch.jit.ScriptModule]) -> CheckResult:
-    problems = []
     inputs = reference_inputs(REFERENCE_SEED)
-    with torch.inference_mode():
-        for name, module in modules.items():
-            for batch in inputs:
-                probabilities, confidence = module(batch)
-                size = batch.shape[0]
-                if tuple(probabilities.shape) != (size, 3) or tuple(confidence.shape) != (size,):
-                    problems.append(f"{name}: output shapes {tuple(probabilities.shape)}, {tuple(confidence.shape)}")
-                    break
-                if not bool(torch.isfinite(probabilities).all()):
-                    problems.append(f"{name}: non-finite probabilities")
-                    break
-                if float((probabilities.sum(dim=1) - 1).abs().max()) > PROBABILITY_TOLERANCE:
-                    problems.append(f"{name}: probabilities do not sum to 1")
-                    break
+    problems = output_problems(modules, inputs)
     threshold = "(B, 3) probabilities summing to 1 and (B,) confidence, finite"
     sizes = [int(b.shape[0]) for b in inputs]
     if problems:
@@ -214,6 +220,11 @@ def verify_steps(
     results = [_result("manifest", Status.OK, f"{manifest.version}, created {manifest.created_at:%Y-%m-%d %H:%M}Z, "
                        f"torch {manifest.torch_version}", "readable, compatible with this worker",
                        version=manifest.version)]
+    signature = _signature_step(bundle_dir)
+    if signature is not None:
+        results.append(signature)
+        if signature.status is Status.CRITICAL:  # workers refuse it: nothing of it is loaded here either
+            return [*results, _jit_step(bundle_dir)]
     hashes, contents = _hash_steps(manifest, bundle_dir)
     results += hashes
     if len(contents) < len(AGENT_NAMES):
@@ -221,7 +232,7 @@ def verify_steps(
     configure_torch_threads(1)
     try:
         modules = {name: deserialize(contents[name]).eval() for name in AGENT_NAMES}
-    except (RuntimeError, ValueError) as exc:
+    except Exception as exc:  # torch.jit.Error is no RuntimeError
         load_failed = _result(
             "TorchScript load", Status.CRITICAL, f"{type(exc).__name__}: {exc}"[:300],
             f"loads with torch {torch.__version__}",
@@ -230,7 +241,10 @@ def verify_steps(
         return [*results, load_failed, _jit_step(bundle_dir)]
     results.append(_result("TorchScript load", Status.OK, f"{len(modules)} agents loaded with torch "
                            f"{torch.__version__}", f"loads with torch {torch.__version__}"))
-    results.append(_forward_step(modules))
+    forward = _forward_step(modules)
+    results.append(forward)
+    if forward.status is Status.CRITICAL:  # agents that cannot decide are neither fused nor timed
+        return [*results, _jit_step(bundle_dir)]
     results.append(_fusion_step(modules))
     results += _latency_steps(modules, budget_ms, calls)
     results.append(_jit_step(bundle_dir))
@@ -257,7 +271,7 @@ def recompile_bundle(models_dir: Path, version: str) -> Path:
     source_dir = resolve_bundle(models_dir, version)
     manifest, contents = read_verified_agents(source_dir)
     configure_torch_threads(1)
-    modules = {name: deserialize(contents[name]).eval() for name in AGENT_NAMES}
+    modules = load_checked_agents(manifest.version, contents)
     new_dir = compile_bundle(
         modules,
         models_dir,
