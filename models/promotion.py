@@ -9,7 +9,10 @@ never silent. The worker picks up the new CURRENT without a restart.
 
 from __future__ import annotations
 
+import fcntl
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from typing import Any
 import redis
 
 from models.bundle import (
+    BundleError,
     BundleNotFoundError,
     read_current_version,
     read_manifest,
@@ -29,6 +33,7 @@ from worker.alerts import audit, default_actor
 
 PROMOTE_ACTION = "model_promote"
 REFUSED_ACTION = "model_promote_refused"
+LOCK_FILE = ".promote.lock"  # hidden: never taken for a bundle
 
 
 class PromotionRefusedError(RuntimeError):
@@ -37,6 +42,27 @@ class PromotionRefusedError(RuntimeError):
     def __init__(self, verdict: Verdict) -> None:
         super().__init__(f"{verdict.reason}; promote anyway with force (--force), which is audited")
         self.verdict = verdict
+
+
+class PromotionBusyError(RuntimeError):
+    """Another promotion of the same models directory is running: its comparison takes seconds, and two at once
+    would each set CURRENT and audit a "previous" the other one had already replaced."""
+
+
+@contextmanager
+def promotion_lock(models_dir: Path) -> Iterator[None]:
+    """Held from the comparison to the audit entry; a second promotion of the directory fails at once."""
+    path = Path(models_dir) / LOCK_FILE
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PromotionBusyError(f"another promotion of {models_dir} is running (it holds {path}): run this one "
+                                     "again once it has finished") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
@@ -96,14 +122,17 @@ def judge(
         return Verdict(version, None, {}, None, True, "there is no CURRENT bundle to beat")
     if current == version:
         return Verdict(version, current, {}, None, False, f"{version} is already CURRENT")
+    candidate = bundle_policy("candidate", candidate_dir)
+    try:
+        incumbent = bundle_policy("current", models_dir / current)
+    except BundleError as exc:
+        # A CURRENT that fails its checks cannot be served: any candidate that passes them is better. This is the
+        # rollback the runbook prescribes for a tampered or broken CURRENT, so it must not need --force.
+        return Verdict(version, current, {}, None, True, f"CURRENT {current} is unusable, nothing to beat: {exc}")
     recorded_held_out, recorded_environment = recorded_settings(read_manifest(candidate_dir).metrics)
     held_out = held_out or recorded_held_out
     environment = environment or recorded_environment
-    evaluation = evaluate_policies(
-        [bundle_policy("candidate", candidate_dir), bundle_policy("current", models_dir / current)],
-        held_out,
-        environment,
-    )
+    evaluation = evaluate_policies([candidate, incumbent], held_out, environment)
     mine, theirs = evaluation.results["candidate"], evaluation.results["current"]
     beats = beats_on_held_out(mine, theirs)
     comparison = (
@@ -135,13 +164,26 @@ def promote_if_better(
     environment: EnvironmentConfig | None = None,
 ) -> Promotion:
     """Make `version` CURRENT when it beats the CURRENT bundle (or when forced); otherwise raise
-    PromotionRefusedError and leave CURRENT alone. Audited in `tactical_alerts` when `client` is given."""
+    PromotionRefusedError and leave CURRENT alone. Audited in `tactical_alerts` when `client` is given. One
+    promotion of a directory at a time: PromotionBusyError while another runs."""
     models_dir = Path(models_dir)
     if not (models_dir / version).is_dir():
         raise BundleNotFoundError(f"no bundle {version!r} in {models_dir}")
     if client is not None:
         client.ping()  # the audit entry must be writable before anything changes
-    actor = actor or default_actor()
+    with promotion_lock(models_dir):
+        return _promote_locked(models_dir, version, force, client, actor or default_actor(), held_out, environment)
+
+
+def _promote_locked(
+    models_dir: Path,
+    version: str,
+    force: bool,
+    client: redis.Redis | None,
+    actor: str,
+    held_out: HeldOutConfig | None,
+    environment: EnvironmentConfig | None,
+) -> Promotion:
     verdict = judge(models_dir, version, held_out=held_out, environment=environment)
     if verdict.current == version:
         return Promotion(verdict.current, version, False, verdict)

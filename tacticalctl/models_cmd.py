@@ -13,7 +13,7 @@ from rich.table import Table
 
 from models.bundle import SIGNING_KEY_ENV, BundleError, sign_bundle, signing_key_from_env, verify_bundle
 from models.compile import CompilationError
-from models.promotion import REFUSED_ACTION, PromotionRefusedError, judge, promote_if_better
+from models.promotion import REFUSED_ACTION, PromotionBusyError, PromotionRefusedError, judge, promote_if_better
 from tacticalctl.context import get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age
@@ -46,7 +46,10 @@ def _bundle(models_dir: Path, version: str | None) -> Path:
     try:
         return resolve_bundle(models_dir, version)
     except BundleError as exc:
-        raise CtlError(str(exc), ExitCode.UNKNOWN) from None
+        if version is None:  # the active bundle cannot be found: no worker can load models
+            raise CtlError(f"{exc}: workers cannot load it (`tacticalctl triage model-staleness`)",
+                           ExitCode.CRITICAL) from None
+        raise CtlError(str(exc), ExitCode.UNKNOWN) from None  # a version that is not there: a typo, most likely
 
 
 PREFERRED_METRICS = ("vote.accuracy", "vote.directional_accuracy", "vote.executed_hit_rate")
@@ -80,8 +83,9 @@ def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: J
     try:
         listings = bundle_listing(directory)
         active = current_version(directory)
-    except BundleError as exc:
-        raise CtlError(str(exc), ExitCode.UNKNOWN) from None
+    except BundleError as exc:  # CURRENT holds something that is not a version name
+        raise CtlError(f"{exc}: workers cannot load it (`tacticalctl triage model-staleness`)",
+                       ExitCode.CRITICAL) from None
     missing_current = active is not None and all(listing.version != active for listing in listings)
     if json_output:
         print_json({"models_dir": str(directory), "current": active, "bundles": [b.as_dict() for b in listings]})
@@ -208,20 +212,17 @@ def promote_(
     if failed:
         reason = f"{bundle_dir.name} failed verification: " + "; ".join(f"{s.step}: {s.value}" for s in failed)
         if client is not None:  # a refused --yes is audited like a refused comparison
-            try:
-                entry = audit(client, actor=default_actor(), action=REFUSED_ACTION, detail=reason,
-                              previous=previous or "", version=bundle_dir.name, models_dir=str(directory),
-                              forced="false")
-                document["audit_id"] = entry.decode() if isinstance(entry, bytes) else str(entry)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:  # the refusal itself must still be said
-                reason += f" (audit entry not written: {exc})"
+            reason = _audit_refusal(client, document, reason, previous, bundle_dir.name, directory)
         if json_output:
             print_json(document)
         elif client is None:
             _print_steps(ctx, f"verify {bundle_dir.name}", steps)
         raise CtlError(f"promotion refused: {reason}", ExitCode.CRITICAL)
     if client is None:
-        verdict = judge(directory, bundle_dir.name)
+        try:
+            verdict = judge(directory, bundle_dir.name)
+        except BundleError as exc:
+            raise CtlError(f"promotion would fail: {exc}", ExitCode.CRITICAL) from None
         document["verdict"] = verdict.as_dict()
         if json_output:
             print_json(document)
@@ -242,8 +243,11 @@ def promote_(
             print_json(document)
         raise CtlError(f"promotion refused: {exc.verdict.reason} (--force promotes anyway, audited)",
                        ExitCode.CRITICAL) from None
-    except BundleError as exc:
-        raise CtlError(f"promotion failed: {exc}", ExitCode.CRITICAL) from None
+    except (BundleError, PromotionBusyError) as exc:
+        reason = _audit_refusal(client, document, f"promotion failed: {exc}", previous, bundle_dir.name, directory)
+        if json_output:
+            print_json(document)
+        raise CtlError(reason, ExitCode.CRITICAL) from None
     if json_output:
         print_json({**document, **promotion.as_dict(), "applied": True})
         return
@@ -251,6 +255,19 @@ def promote_(
     context.console.print(f"CURRENT {promotion.previous or '(none)'} → [bold]{promotion.version}[/]"
                           f"{' (FORCED)' if promotion.forced else ''}; audit entry {promotion.audit_id}. "
                           "Running workers load it within their model poll.")
+
+
+def _audit_refusal(client: redis.Redis, document: dict, reason: str, previous: str | None, version: str,
+                   directory: Path) -> str:
+    """Audit a promotion that --yes asked for and that did not happen; the reason, with a note if the audit entry
+    could not be written (the refusal itself must still be said)."""
+    try:
+        entry = audit(client, actor=default_actor(), action=REFUSED_ACTION, detail=reason, previous=previous or "",
+                      version=version, models_dir=str(directory), forced="false")
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        return f"{reason} (audit entry not written: {exc})"
+    document["audit_id"] = entry.decode() if isinstance(entry, bytes) else str(entry)
+    return reason
 
 
 @models_app.command("sign")

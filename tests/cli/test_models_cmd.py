@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from models.bundle import current_bundle_dir, read_current_version
+from tests.bundles import break_agent
 from tests.cli.conftest import Ctl
 from worker.alerts import recent_alerts
 from worker.settings import default_models_dir
@@ -206,3 +207,75 @@ def test_list_says_so_when_current_names_a_bundle_that_is_not_there(ctl: Ctl, mo
     assert SHIPPED.name in result.stdout, "the bundles that are there are still listed"
     as_json = ctl("models", "list", "--models-dir", str(models_dir), "--json")
     assert as_json.exit_code == 2 and json.loads(as_json.stdout)["current"] == "20990101T000000Z-deadbeef"
+
+
+def test_verify_of_a_bundle_whose_agent_raises_is_critical_and_says_which(ctl: Ctl, models_dir: Path) -> None:
+    break_agent(models_dir / SHIPPED.name, "raises")
+    result = ctl("models", "verify", "--models-dir", str(models_dir), "--json")
+    assert result.exit_code == 2, result.stdout
+    steps = {step["step"]: step for step in json.loads(result.stdout)["steps"]}
+    assert steps["sha256 fvg.pt"]["status"] == "ok", "its hashes match: only running it shows the fault"
+    assert steps["forward pass"]["status"] == "critical"
+    assert "fvg: raised" in steps["forward pass"]["value"] and "agent exploded" in steps["forward pass"]["value"]
+    assert "fused graph" not in steps and "latency fvg" not in steps
+
+
+def test_verify_with_the_workers_signing_key_refuses_an_unsigned_bundle(ctl: Ctl, models_dir: Path, tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    key = tmp_path / "signing.key"
+    key.write_bytes(b"k" * 32)
+    monkeypatch.setenv("TACTICAL_MODEL_SIGNING_KEY_FILE", str(key))
+    result = ctl("models", "verify", "--models-dir", str(models_dir), "--budget-ms", "1000", "--json")
+    assert result.exit_code == 2, result.stdout
+    steps = {step["step"]: step for step in json.loads(result.stdout)["steps"]}
+    assert steps["signature"]["status"] == "critical" and "refusing an unsigned bundle" in steps["signature"]["value"]
+    assert "TorchScript load" not in steps
+
+    assert ctl("models", "sign", "--key-file", str(key), "--models-dir", str(models_dir)).exit_code == 0
+    signed = ctl("models", "verify", "--models-dir", str(models_dir), "--budget-ms", "1000", "--json")
+    assert signed.exit_code == 0, signed.stdout
+    assert {step["step"]: step["status"] for step in json.loads(signed.stdout)["steps"]}["signature"] == "ok"
+
+
+def test_verify_of_a_current_that_names_no_bundle_is_critical(ctl: Ctl, models_dir: Path) -> None:
+    (models_dir / "CURRENT").write_text("20990101T000000Z-deadbeef\n")
+    result = ctl("models", "verify", "--models-dir", str(models_dir))
+    assert result.exit_code == 2  # as `models list` says it: no worker can load models
+    assert "20990101T000000Z-deadbeef" in result.stderr and "workers cannot load it" in result.stderr
+    (models_dir / "CURRENT").write_text("not a version!\n")
+    assert ctl("models", "verify", "--models-dir", str(models_dir)).exit_code == 2
+    assert ctl("models", "list", "--models-dir", str(models_dir)).exit_code == 2
+
+
+def test_promote_rolls_back_from_a_tampered_current_without_force(
+    ctl: Ctl, models_dir: Path, redis_client: redis.Redis
+) -> None:
+    # The runbook's revert for a broken CURRENT: the previous bundle cannot be compared with one that cannot load.
+    compiled = json.loads(ctl("models", "compile", "--models-dir", str(models_dir), "--json").stdout)["version"]
+    tamper(models_dir / SHIPPED.name, "fvg.pt")
+    result = ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes", "--json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    assert (doc["applied"], doc["previous"], doc["forced"]) == (True, SHIPPED.name, False)
+    assert f"CURRENT {SHIPPED.name} is unusable, nothing to beat" in doc["verdict"]["reason"]
+    assert "SHA-256 mismatch" in doc["verdict"]["reason"]
+    assert read_current_version(models_dir) == compiled
+    entry = recent_alerts(redis_client, count=10)[-1]
+    assert (entry.kind, entry.fields["previous"], entry.fields["forced"]) == ("model_promote", SHIPPED.name, "false")
+
+
+def test_a_promotion_while_another_runs_is_refused_and_audited(
+    ctl: Ctl, models_dir: Path, redis_client: redis.Redis
+) -> None:
+    from models.promotion import promotion_lock
+
+    compiled = json.loads(ctl("models", "compile", "--models-dir", str(models_dir), "--json").stdout)["version"]
+    with promotion_lock(models_dir):  # another operator's promotion, mid-comparison
+        result = ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes", "--force")
+    assert result.exit_code == 2
+    assert "another promotion of" in result.stderr and "is running" in result.stderr
+    assert read_current_version(models_dir) == SHIPPED.name
+    [refusal] = recent_alerts(redis_client, count=10)
+    assert (refusal.kind, refusal.fields["version"]) == ("model_promote_refused", compiled)
+    assert ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes", "--force").exit_code == 0
+    assert read_current_version(models_dir) == compiled
