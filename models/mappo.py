@@ -87,7 +87,8 @@ class MappoError(RuntimeError):
 @dataclass(frozen=True)
 class MappoConfig:
     out: Path = field(default_factory=default_models_dir)
-    initial_bundle: str | None = None  # a supervised bundle's version in `out`; None = the CURRENT bundle
+    # A supervised bundle's version in `out`; None = the CURRENT bundle, or the one CURRENT started from (MAPPO's)
+    initial_bundle: str | None = None
     seed: int = 11
     train_seeds: tuple[int, ...] = (101, 102, 103, 104, 105, 106, 107, 108)
     validation_seeds: tuple[int, ...] = (151, 152, 153)  # empty: no selection, the last iterate is the result
@@ -585,10 +586,20 @@ def _seeded_critic(seed: int) -> CentralCritic:
 
 
 def _initial_bundle_dir(config: MappoConfig) -> Path:
+    """The supervised bundle to start from: the one asked for, else CURRENT, else — CURRENT being a MAPPO bundle —
+    the supervised bundle CURRENT itself started from (so the default retrains what is served)."""
     try:
-        if config.initial_bundle is None:
-            return current_bundle_dir(config.out)
-        bundle_dir = Path(config.out) / config.initial_bundle
+        version = config.initial_bundle
+        if version is None:
+            current = current_bundle_dir(config.out)
+            training = read_manifest(current).training
+            if training.get("kind") != TRAINING_KIND:
+                return current
+            version = training.get("initial_bundle")
+            if not isinstance(version, str) or not version:
+                raise MappoError(f"CURRENT bundle {current.name} was trained by MAPPO but names no supervised bundle "
+                                 "it started from: pass --initial-bundle")
+        bundle_dir = Path(config.out) / version
         read_manifest(bundle_dir)
         return bundle_dir
     except BundleError as exc:
@@ -677,7 +688,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=defaults.out)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--iterations", type=int, default=defaults.iterations)
-    parser.add_argument("--initial-bundle", default=None, help="supervised bundle to start from (default: CURRENT)")
+    parser.add_argument("--initial-bundle", default=None,
+                        help="supervised bundle to start from (default: CURRENT, or the supervised bundle CURRENT was "
+                        "trained from when MAPPO made it)")
     parser.add_argument("--resume", action="store_true", help="continue from this configuration's checkpoint")
     parser.add_argument("--checkpoint-dir", type=Path, default=None, help="default: ~/.cache/tactical-marl/mappo")
     args = parser.parse_args(argv)
@@ -696,7 +709,11 @@ def main(argv: list[str] | None = None) -> int:
             figures = ", ".join(f"{k} {v:.4g}" for k, v in report.figures.items() if k != "iteration")
             print(f"iteration {report.iteration}/{report.iterations}: {figures}", flush=True)
 
-    result = train(config, resume=args.resume, progress=show)
+    try:
+        result = train(config, resume=args.resume, progress=show)
+    except MappoError as exc:
+        print(f"python -m models.mappo: {exc}", file=sys.stderr)
+        return 1
     from models.evaluation import format_table
 
     print(format_table(result.evaluation))

@@ -104,7 +104,9 @@ def train_command(
     seed: Annotated[int, typer.Option(help="Seed of sampling, minibatch order and lane starts.")] = MappoConfig.seed,
     iterations: Annotated[int, typer.Option(min=1, help="PPO iterations (rollout + update). More trains longer; "
                                             "with --resume a finished run continues.")] = MappoConfig.iterations,
-    initial_bundle: Annotated[str | None, typer.Option(help="Supervised bundle to start from (default: CURRENT).")]
+    initial_bundle: Annotated[str | None, typer.Option(help="Supervised bundle to start from (default: CURRENT, or "
+                                                       "the supervised bundle CURRENT was trained from when MAPPO "
+                                                       "made it).")]
     = None,
     train_seeds: Annotated[str | None, typer.Option(help="Comma-separated simulator seeds to train on; '' for "
                                                     "none (train on --csv only).")] = None,

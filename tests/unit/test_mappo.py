@@ -186,3 +186,23 @@ def test_models_train_cli_refuses_force_without_promote(models_dir: Path) -> Non
     models_train.register()
     result = CliRunner().invoke(app, ["models", "train", "--models-dir", str(models_dir), "--force"])
     assert result.exit_code == 3 and "--force only makes sense with --promote" in result.output
+
+
+def test_by_default_training_starts_where_the_served_mappo_bundle_started() -> None:
+    # The shipped CURRENT was made by MAPPO; `tacticalctl models train` with no --initial-bundle retrains from its
+    # supervised bundle, as the README's commands assume.
+    from models.bundle import current_bundle_dir, read_manifest
+    from models.mappo import _initial_bundle_dir
+    from worker.settings import default_models_dir
+
+    current = read_manifest(current_bundle_dir(default_models_dir()))
+    assert current.training["kind"] == "mappo"
+    assert _initial_bundle_dir(MappoConfig()).name == current.training["initial_bundle"]
+
+
+def test_a_training_that_cannot_start_is_one_line_and_exit_1(tmp_path: Path, capsys) -> None:
+    from models.mappo import main
+
+    assert main(["--out", str(tmp_path), "--initial-bundle", "20990101T000000Z-deadbeef"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("python -m models.mappo: no supervised bundle to start from") and err.count("\n") == 1
