@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Annotated
 
 import redis
@@ -17,6 +18,11 @@ except ImportError:  # pragma: no cover
     from click.exceptions import UsageError
 
 
+# Command groups whose modules import torch (~1.5 s, ~200 MB): built only when one of their commands is asked for, so
+# the checks a monitor or a container healthcheck runs every few seconds (health, lag, breaker, …) do not pay it.
+LAZY_GROUPS = {"models": "tacticalctl.models_cmd"}
+
+
 class CtlGroup(TyperGroup):
     """Turns a CtlError from any command into one line on stderr and its exit code, never a traceback; so is Redis
     going away in the middle of a command (CRITICAL, as unreachable from the start is). A command line that does not
@@ -29,6 +35,17 @@ class CtlGroup(TyperGroup):
         except UsageError as exc:
             exc.exit_code = int(ExitCode.UNKNOWN)
             raise
+
+    def list_commands(self, ctx):  # type: ignore[no-untyped-def, override]
+        names = super().list_commands(ctx)
+        return [*names, *(name for name in LAZY_GROUPS if name not in names)]
+
+    def get_command(self, ctx, name):  # type: ignore[no-untyped-def, override]
+        command = super().get_command(ctx, name)
+        if command is None and name in LAZY_GROUPS:
+            command = importlib.import_module(LAZY_GROUPS[name]).command_group()
+            self.add_command(command, name)
+        return command
 
     def invoke(self, ctx: typer.Context):  # type: ignore[override]
         try:
@@ -84,13 +101,9 @@ def _register() -> None:
     keys.register(app)
     breaker.register(app)
     alerts.register(app)
-    from tacticalctl import checklists, duplicates, latency, models_cmd, triage
+    from tacticalctl import checklists, duplicates, latency, triage
 
     checklists.register(app)
-    models_cmd.register(app)
-    from tacticalctl import models_train
-
-    models_train.register()
     latency.register(app)
     duplicates.register(app)
     triage.register(app)

@@ -297,5 +297,12 @@ def sign(
         get_context(ctx).console.print(f"signed {bundle_dir.name}: {path}")
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(models_app, name="models")
+def command_group() -> typer.core.TyperGroup:
+    """The `models` group with `train` and `eval`, built when `tacticalctl models …` is asked for (see app.LAZY_GROUPS:
+    this module imports torch)."""
+    from tacticalctl import models_train
+
+    models_train.register(models_app)
+    group = typer.main.get_group(models_app)
+    group.name = "models"
+    return group

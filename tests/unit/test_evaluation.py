@@ -148,10 +148,8 @@ def test_report_has_a_table_and_two_png_plots(market: MarketEvents, tmp_path: Pa
 
 
 def test_models_eval_json_prints_the_five_policies_as_recorded(trained_bundle: Path) -> None:
-    from tacticalctl import models_train
     from tacticalctl.app import app
 
-    models_train.register()
     result = CliRunner().invoke(
         app, ["models", "eval", trained_bundle.name, "--models-dir", str(trained_bundle.parent), "--json"],
         catch_exceptions=False,
@@ -170,10 +168,8 @@ def test_models_eval_json_prints_the_five_policies_as_recorded(trained_bundle: P
 
 
 def test_models_eval_refuses_a_supervised_bundle(trained_bundle: Path) -> None:
-    from tacticalctl import models_train
     from tacticalctl.app import app
 
-    models_train.register()
     supervised = read_manifest(trained_bundle).training["initial_bundle"]
     result = CliRunner().invoke(app, ["models", "eval", supervised, "--models-dir", str(trained_bundle.parent)])
     assert result.exit_code == 3

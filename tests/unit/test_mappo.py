@@ -163,10 +163,8 @@ def test_train_writes_a_bundle_recording_config_data_seed_and_evaluation(models_
 
 
 def test_models_train_cli_trains_and_reports(models_dir: Path, tmp_path: Path) -> None:
-    from tacticalctl import models_train
     from tacticalctl.app import app
 
-    models_train.register()
     result = CliRunner().invoke(app, [
         "models", "train", "--models-dir", str(models_dir), "--iterations", "1", "--n-bars", "3000",
         "--train-seeds", "21,22", "--validation-seeds", "", "--held-out-seeds", "31", "--regimes", "default",
@@ -180,10 +178,8 @@ def test_models_train_cli_trains_and_reports(models_dir: Path, tmp_path: Path) -
 
 
 def test_models_train_cli_refuses_force_without_promote(models_dir: Path) -> None:
-    from tacticalctl import models_train
     from tacticalctl.app import app
 
-    models_train.register()
     result = CliRunner().invoke(app, ["models", "train", "--models-dir", str(models_dir), "--force"])
     assert result.exit_code == 3 and "--force only makes sense with --promote" in result.output
 

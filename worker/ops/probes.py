@@ -24,7 +24,6 @@ from worker.health import DEFAULT_THRESHOLDS, CheckStatus, check_latency
 from worker.heartbeat import live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
 from worker.names import COMPLETED_PREFIX, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
-from worker.ops.bundles import verify_steps
 from worker.ops.checks import Status, jit_log_status
 from worker.ops.duplicates import duplicate_commands, duplicate_events_total, input_offenders, iter_newest
 from worker.ops.keys import find_stale_processing_keys
@@ -393,6 +392,8 @@ def probe_bundle(sources: Sources) -> list[Finding]:
         bundle_dir = current_bundle_dir(models_dir)
     except BundleError as exc:
         return [_critical(f"no usable bundle: {exc}")]
+    from worker.ops.bundles import verify_steps  # imports torch: only the checks that load a bundle pay for it
+
     steps = verify_steps(bundle_dir)
     bad = [s for s in steps if s.status is not Status.OK]
     for step in bad:
