@@ -28,7 +28,7 @@ RUNBOOK_ALERTS = {
     "TacticalHealthCritical": ("P0", "tactical_health_state >= 2"),
     "TacticalP50LatencyHigh": ("P1", f"histogram_quantile(0.5, sum by (le) ({END_TO_END})) > 0.05"),
     "TacticalConsumerLagWarning": ("P1", "tactical_redis_consumer_lag_seconds > 2"),
-    "TacticalErrorRateHigh": ("P1", "tactical_error_rate > 0.05"),
+    "TacticalErrorRateHigh": ("P1", 'tactical_error_rate{operation="all"} > 0.05'),
     "TacticalModelConfidenceLow": ("P1", "tactical_model_confidence < 0.6"),
     "TacticalEventRateLow": ("P1", "< 50"),
     "TacticalDuplicateEvents": ("P2", "tactical_duplicate_events_total"),
