@@ -32,6 +32,14 @@ def test_every_prometheus_alert_resolves() -> None:
         assert resolve_alert(alert.lower()) is playbook
 
 
+def test_each_prometheus_alert_triages_to_its_own_severity_and_runbook_section() -> None:
+    for group in yaml.safe_load(ALERT_RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            playbook = resolve_alert(rule["alert"])
+            assert playbook.severity == rule["labels"]["severity"], rule["alert"]
+            assert playbook.runbook == rule["annotations"]["runbook_url"], rule["alert"]
+
+
 def test_names_are_forgiving_about_case_and_separators() -> None:
     assert resolve_alert("P99_LATENCY").name == "p99-latency"
     assert resolve_alert(" Breaker-Open ").name == "breaker-open"

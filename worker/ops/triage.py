@@ -130,8 +130,7 @@ PLAYBOOKS: tuple[Playbook, ...] = (
         ),
     ),
     Playbook(
-        "consumer-lag", "Consumer lag > 5 seconds", "P0", "consumer-lag--5-seconds",
-        ("TacticalConsumerLagCritical", "TacticalConsumerLagWarning"),
+        "consumer-lag", "Consumer lag > 5 seconds", "P0", "consumer-lag--5-seconds", ("TacticalConsumerLagCritical",),
         (probe_redis, probe_stream, probe_pending, probe_heartbeats),
         (
             "Respond within 1 minute. Watch it: `tacticalctl lag watch`",
@@ -139,6 +138,15 @@ PLAYBOOKS: tuple[Playbook, ...] = (
             "Hand stuck entries of a dead consumer to a live one: `tacticalctl pending claim --to <consumer> --yes`",
             "Restart the worker if the lag keeps increasing: `docker compose restart tactical-marl`",
             "If persistent, scale consumers: `docker compose up -d --scale tactical-marl=2`",
+        ),
+    ),
+    Playbook(
+        "consumer-lag-warning", "Consumer lag > 2 seconds", "P1", "consumer-lag--2-seconds",
+        ("TacticalConsumerLagWarning",),
+        (probe_redis, probe_stream, probe_pending, probe_heartbeats),
+        (
+            "Watch the trend: `tacticalctl lag watch` (warn = falling behind, stall/stop = not acknowledging)",
+            "The P0 alert fires at 5 s; diagnose as for it if the lag keeps growing: `tacticalctl triage consumer-lag`",
         ),
     ),
     Playbook(
@@ -211,13 +219,24 @@ PLAYBOOKS: tuple[Playbook, ...] = (
     ),
     Playbook(
         "health-stuck", "Health state machine stuck", "P0", "health-state-critical-or-failed",
-        ("TacticalHealthCritical", "TacticalHealthStateTransition"),
+        ("TacticalHealthCritical",),
         (probe_health_state, probe_redis, probe_breaker),
         (
             "Work on the failing checks above: each names its triage (e.g. `tacticalctl triage consumer-lag`)",
             "Review the thresholds (worker/health.py `Thresholds`) if a check flaps around its limit",
             "Watch the recovery: `tacticalctl health state --watch` (recovery is one step per 30 s of good checks)",
             "Restart the service to restart health monitoring: `docker compose restart tactical-marl`",
+        ),
+    ),
+    Playbook(
+        "health-transitions", "Health state transitions", "P2", "health-state-transitions",
+        ("TacticalHealthStateTransition",),
+        (probe_health_state, probe_alert_history),
+        (
+            "Which check moved the state, and how often: `tacticalctl health state`, "
+            "`tacticalctl alerts --severity P1 --severity P2`",
+            "Frequent moves mean a check flaps around its threshold: review it (worker/health.py `Thresholds`)",
+            "If the state is critical or failed, work it as stuck: `tacticalctl triage health-stuck`",
         ),
     ),
     Playbook(
