@@ -52,6 +52,8 @@ class LoopState:
     read_own_pending: bool = True  # after a (re)connect, first finish what this consumer was given before
     reconnect_requested: bool = False
     next_reclaim: float = 0.0
+    # What the loop is doing with Redis: a connection error is counted in tactical_errors_total under it.
+    operation: str = "read"
 
 
 class Worker:
@@ -223,7 +225,8 @@ class Worker:
                     self.release_read_ahead()
                     self.state.redis_up = False
                     self.state.read_own_pending = True
-                    self.telemetry.record_error("read")
+                    self.telemetry.record_error(self.state.operation)
+                    self.state.operation = "read"
                     delay = backoff.next_delay()
                     log.warning("Redis unavailable (%s): retrying in %.2fs; unacked entries stay pending", exc, delay)
                     self.sleep(delay)
@@ -367,12 +370,15 @@ class Worker:
                 self.sleep(delay)
 
     def periodic(self, now: float) -> None:
+        self.state.operation = "heartbeat"
         if self.heartbeat is not None and self.heartbeat.beat_if_due(self.heartbeat_info):
             with self.breaker_lock:
                 publish_breaker_state(self._client(), self.settings.consumer, self.breaker)
         if now >= self.state.next_reclaim and self.breaker.state is BreakerState.CLOSED:
+            self.state.operation = "reclaim"
             self.state.next_reclaim = now + self.settings.claim_interval_ms / 1e3
             self.reclaim_stale_entries()
+        self.state.operation = "read"
 
     def heartbeat_info(self) -> dict[str, object]:
         return {

@@ -80,3 +80,34 @@ def test_a_slow_path_makes_health_critical_and_recovery_brings_it_back(running_w
     kinds = [f[b"kind"] for _, f in client.xrange("tactical_alerts")]
     assert kinds.count(b"health_transition") >= 3
     client.close()
+
+
+@pytest.mark.parametrize("operation", ["heartbeat", "reclaim"])
+def test_redis_failing_in_the_periodic_work_is_counted_under_its_operation(running_worker, redis_client,
+                                                                           operation: str) -> None:
+    """An injected connection error in the heartbeat or the reclaim is that operation's error, not a read's; the
+    worker reconnects and goes on deciding."""
+    worker, _ = running_worker
+    registry = worker.telemetry.metrics.registry
+
+    def errors(label: str) -> float | None:
+        return registry.get_sample_value("tactical_errors_total", {"operation": label})
+
+    if operation == "heartbeat":
+        target, name = worker.heartbeat, "beat_if_due"
+    else:
+        target, name = worker, "reclaim_stale_entries"
+    original = getattr(target, name)
+    calls = []
+
+    def fail_once(*args, **kwargs):
+        if not calls:
+            calls.append(1)
+            raise redis.ConnectionError(f"injected failure in {operation}")
+        return original(*args, **kwargs)
+
+    setattr(target, name, fail_once)
+    wait_for(lambda: errors(operation) == 1, what=f"{operation} error counted")
+    assert errors("read") == 0
+    publish_events(redis_client, events(5, f"after-{operation}"))
+    wait_settled(redis_client, 5)
