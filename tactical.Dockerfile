@@ -23,7 +23,8 @@ COPY pyproject.toml README* ./
 COPY worker/ worker/
 COPY tacticalctl/ tacticalctl/
 COPY models/ models/
-RUN pip install --no-cache-dir .
+# py-spy: the runbook's CPU profiling of the running worker (`py-spy record --subprocesses -p 1`).
+RUN pip install --no-cache-dir . py-spy==0.4.1
 
 # Re-verify the committed bundle (manifest hashes) and compile it for this torch build; never retrain here.
 RUN python -m models.compile --verify models/tactical --log /tmp/jit_compilation.log --out /app/models/jit \
@@ -37,7 +38,9 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends tini=0.19.0-1+b3 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 tactical \
-    && useradd --system --uid 10001 --gid tactical --no-create-home --shell /usr/sbin/nologin tactical
+    && useradd --system --uid 10001 --gid tactical --no-create-home --shell /usr/sbin/nologin tactical \
+    && mkdir -p /backups \
+    && chown tactical:tactical /backups
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -106,10 +106,23 @@ def test_worker_is_built_from_tactical_dockerfile_and_serves_8001(config: dict[s
     worker = config["services"]["tactical-marl"]
     assert worker["build"]["dockerfile"] == "tactical.Dockerfile"
     assert Path(worker["build"]["context"]) == REPO_ROOT
-    published = {port.split(":")[-2]: port.split(":")[-1].split("/")[0] for port in worker["ports"]}
-    assert published.get("8001") == "8001"
+    assert [str(port) for port in worker["expose"]] == ["8001"]
     assert worker["environment"]["TACTICAL_HTTP_ADDR"] == "0.0.0.0:8001"
     assert "healthcheck" not in worker, "the image's HEALTHCHECK is the one definition (tactical.Dockerfile)"
+
+
+def test_the_worker_scales_out_without_a_port_clash(config: dict[str, Any]) -> None:
+    # The runbook's `docker-compose up -d --scale tactical-marl=2`: a fixed host port would bind only once.
+    assert "ports" not in config["services"]["tactical-marl"]
+
+
+def test_models_and_backups_outlive_the_container_and_py_spy_can_attach(config: dict[str, Any]) -> None:
+    worker = config["services"]["tactical-marl"]
+    mounted = mounts(worker)
+    assert mounted["/app/models/jit"] in config["volumes"], "promoted and trained bundles survive a recreate"
+    assert worker["environment"]["TACTICAL_MODELS_DIR"] == "/app/models/jit"
+    assert mounted["/backups"] in config["volumes"]
+    assert "SYS_PTRACE" in worker["cap_add"]
 
 
 def test_worker_reaches_redis_db_2_with_the_password_from_env(
@@ -172,11 +185,12 @@ def test_prometheus_loads_the_config_and_every_rule_file_it_names(config: dict[s
         assert Path(mounted[in_container]) == REPO_ROOT / "runbook/prometheus" / rule_file
 
 
-def test_prometheus_scrapes_the_worker_service_on_8001() -> None:
+def test_prometheus_scrapes_every_replica_of_the_worker_service_on_8001() -> None:
     prometheus_yml = yaml.safe_load((REPO_ROOT / "runbook/prometheus/prometheus.yml").read_text())
     job = next(j for j in prometheus_yml["scrape_configs"] if j["job_name"] == "tactical-marl")
-    targets = [t for static in job["static_configs"] for t in static["targets"]]
-    assert targets == ["tactical-marl:8001"]
+    assert "static_configs" not in job, "one static target would alternate between replicas"
+    [discovery] = job["dns_sd_configs"]
+    assert (discovery["names"], discovery["type"], discovery["port"]) == (["tactical-marl"], "A", 8001)
     assert job.get("metrics_path", "/metrics") == "/metrics"
 
 
