@@ -16,7 +16,7 @@ from worker.settings import WorkerSettings
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
-SERVICES = {"tactical-marl", "redis", "prometheus", "grafana"}
+SERVICES = {"tactical-marl", "redis", "prometheus", "alertmanager", "grafana"}
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -98,7 +98,7 @@ def test_a_missing_secret_is_refused_naming_the_variable(tmp_path: Path, secret:
     assert f"set {secret} in .env (copy .env.example)" in result.stderr
 
 
-def test_the_stack_has_its_four_services(config: dict[str, Any]) -> None:
+def test_the_stack_has_its_five_services(config: dict[str, Any]) -> None:
     assert set(config["services"]) == SERVICES
 
 
@@ -222,3 +222,16 @@ def test_every_variable_the_compose_file_requires_is_in_env_example(example_env:
 def test_env_file_is_never_committed() -> None:
     ignored = [line.strip() for line in (REPO_ROOT / ".gitignore").read_text().splitlines()]
     assert ".env" in ignored
+
+
+def test_prometheus_sends_alerts_to_the_alertmanager_service(config: dict[str, Any]) -> None:
+    prometheus_yml = yaml.safe_load((REPO_ROOT / "runbook/prometheus/prometheus.yml").read_text())
+    targets = [t for am in prometheus_yml["alerting"]["alertmanagers"] for c in am["static_configs"]
+               for t in c["targets"]]
+    assert targets == ["alertmanager:9093"]
+    alertmanager = config["services"]["alertmanager"]
+    mounted = mounts(alertmanager)
+    config_path = next(arg.split("=", 1)[1] for arg in alertmanager["command"] if arg.startswith("--config.file="))
+    assert Path(mounted[config_path]) == REPO_ROOT / "runbook/alertmanager/alertmanager.yml"
+    assert Path(mounted["/etc/alertmanager/secrets"]) == REPO_ROOT / "secrets/alertmanager"
+    assert "alertmanager" in config["services"]["prometheus"]["depends_on"]
