@@ -83,9 +83,8 @@ class Thresholds:
     budget, so a single PING over 10 ms is a warning and over 50 ms — half the budget — is critical.
 
     Event rate: "below 50/s" only means something when there is work waiting. An idle stream processes 0/s and
-    that is fine; so the rate is judged only while the oldest waiting entry is older than `event_rate_min_lag_s`
-    (0.5 s, many times what a batch takes: events are queueing, not just arriving) — the condition of the
-    TacticalEventRateLow alert — and then a rate under 50/s is a warning. A backlog that ages is the lag check's job.
+    that is fine; so the rate is judged only while at least `event_rate_min_backlog` entries wait (one second of
+    work at the alert rate), and then a rate under 50/s is a warning. A backlog that ages is the lag check's job.
     """
 
     redis_rtt_warn_ms: float = 10.0
@@ -98,7 +97,7 @@ class Thresholds:
     model_staleness_critical_s: float = 15 * 60.0
     confidence_warn: float = 0.6
     event_rate_alert_per_s: float = 50.0
-    event_rate_min_lag_s: float = 0.5
+    event_rate_min_backlog: int = 50
 
     def __post_init__(self) -> None:
         if self.redis_rtt_warn_ms > self.redis_rtt_critical_ms:
@@ -297,12 +296,12 @@ def check_confidence(mean: float | None, thresholds: Thresholds = DEFAULT_THRESH
 
 
 def check_event_rate(
-    rate_per_s: float | None, lag_s: float | None, thresholds: Thresholds = DEFAULT_THRESHOLDS
+    rate_per_s: float | None, backlog: int | None, thresholds: Thresholds = DEFAULT_THRESHOLDS
 ) -> HealthCheck:
-    """Processing rate, judged only while events queue: the oldest undelivered or pending entry is `lag_s` old."""
+    """Processing rate, judged only while `backlog` (undelivered + pending entries) is large enough to matter."""
     name = CheckName.EVENT_RATE
     limit = thresholds.event_rate_alert_per_s
-    if lag_s is None or lag_s <= thresholds.event_rate_min_lag_s or rate_per_s is None:
+    if backlog is None or backlog < thresholds.event_rate_min_backlog or rate_per_s is None:
         return HealthCheck(name, CheckStatus.OK, rate_per_s, limit, "rate not judged: no backlog to work through")
     if rate_per_s < limit:
         return HealthCheck(
@@ -310,7 +309,7 @@ def check_event_rate(
             CheckStatus.WARN,
             rate_per_s,
             limit,
-            f"processing {rate_per_s:.1f} events/s < {limit:g}/s while events wait ({lag_s:.1f} s): "
+            f"processing {rate_per_s:.1f} events/s < {limit:g}/s with {backlog} entries waiting: "
             "check for bottlenecks, consider more consumers",
         )
     return HealthCheck(name, CheckStatus.OK, rate_per_s, limit, f"processing {rate_per_s:.1f} events/s")

@@ -193,19 +193,3 @@ def test_a_named_alert_always_reports_even_when_fine(
     breaker = ctl("triage", "breaker-open", worker_url=url)
     assert breaker.exit_code == 0, breaker.stdout
     assert "breaker of host-a:101: closed" in breaker.stdout
-
-
-def test_a_slow_rate_is_named_only_while_events_queue(
-    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
-) -> None:
-    # The condition the worker's event_rate health check and the TacticalEventRateLow alert share: the oldest
-    # waiting entry is over 0.5 s old, however few entries wait.
-    url, answers = worker_http
-    healthy_worker(redis_client, answers)
-    answers.state["window"]["throughput_per_s"] = 10.0
-    idle = reports(ctl("triage", "event-rate", "--json", worker_url=url))["event-rate"]
-    assert any("processing 10.0 events/s" in s for s in summaries(idle, "ok")) and not summaries(idle, "warn")
-    publish(redis_client, 3)
-    time.sleep(0.7)
-    queueing = reports(ctl("triage", "event-rate", "--json", worker_url=url))["event-rate"]
-    assert any("processing 10.0 events/s < 50/s while events wait" in s for s in summaries(queueing, "warn"))

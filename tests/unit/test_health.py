@@ -97,12 +97,11 @@ def test_check_status_at_and_just_past_threshold(check, expected: CheckStatus) -
 
 
 def test_event_rate_is_judged_only_with_work_waiting() -> None:
-    # Judged as the TacticalEventRateLow alert judges it: only while the oldest entry has waited over 0.5 s.
-    assert check_event_rate(0.0, lag_s=0.0).status is CheckStatus.OK  # idle stream
-    assert check_event_rate(0.0, lag_s=None).status is CheckStatus.OK  # lag unknown
-    assert check_event_rate(10.0, lag_s=0.5).status is CheckStatus.OK  # arriving, not queueing
-    assert check_event_rate(49.9, lag_s=0.51).status is CheckStatus.WARN
-    assert check_event_rate(50.0, lag_s=30.0).status is CheckStatus.OK
+    assert check_event_rate(0.0, backlog=0).status is CheckStatus.OK  # idle stream
+    assert check_event_rate(0.0, backlog=None).status is CheckStatus.OK  # backlog unknown
+    assert check_event_rate(10.0, backlog=49).status is CheckStatus.OK  # less than one second of work
+    assert check_event_rate(49.9, backlog=50).status is CheckStatus.WARN
+    assert check_event_rate(50.0, backlog=5000).status is CheckStatus.OK
 
 
 def test_check_reports_value_threshold_and_an_actionable_message() -> None:
