@@ -193,3 +193,18 @@ def test_a_named_alert_always_reports_even_when_fine(
     breaker = ctl("triage", "breaker-open", worker_url=url)
     assert breaker.exit_code == 0, breaker.stdout
     assert "breaker of host-a:101: closed" in breaker.stdout
+
+
+def test_a_slow_rate_is_named_only_under_a_backlog(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    # As the worker's event_rate health check judges it: at least 50 entries waiting (one second of work at 50/s).
+    url, answers = worker_http
+    healthy_worker(redis_client, answers)
+    answers.state["window"]["throughput_per_s"] = 10.0
+    publish(redis_client, 49)
+    quiet = reports(ctl("triage", "event-rate", "--json", worker_url=url))["event-rate"]
+    assert any("processing 10.0 events/s" in s for s in summaries(quiet, "ok")) and not summaries(quiet, "warn")
+    publish(redis_client, 1, prefix="one-more")
+    backlog = reports(ctl("triage", "event-rate", "--json", worker_url=url))["event-rate"]
+    assert any("processing 10.0 events/s < 50/s with 50 waiting" in s for s in summaries(backlog, "warn"))
