@@ -44,7 +44,11 @@ class PromotionRefusedError(RuntimeError):
         self.verdict = verdict
 
 
-class PromotionBusyError(RuntimeError):
+class PromotionError(RuntimeError):
+    """A promotion that could not be attempted (not a refusal: nothing was compared)."""
+
+
+class PromotionBusyError(PromotionError):
     """Another promotion of the same models directory is running: its comparison takes seconds, and two at once
     would each set CURRENT and audit a "previous" the other one had already replaced."""
 
@@ -53,7 +57,12 @@ class PromotionBusyError(RuntimeError):
 def promotion_lock(models_dir: Path) -> Iterator[None]:
     """Held from the comparison to the audit entry; a second promotion of the directory fails at once."""
     path = Path(models_dir) / LOCK_FILE
-    with open(path, "a") as handle:
+    try:
+        handle = open(path, "a")  # noqa: SIM115 - closed below, after the lock is released
+    except OSError as exc:
+        raise PromotionError(f"cannot take the promotion lock {path} ({exc.strerror}): promoting writes CURRENT in "
+                             f"{models_dir}, which must be writable") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

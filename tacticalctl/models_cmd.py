@@ -13,7 +13,7 @@ from rich.table import Table
 
 from models.bundle import SIGNING_KEY_ENV, BundleError, sign_bundle, signing_key_from_env, verify_bundle
 from models.compile import CompilationError
-from models.promotion import REFUSED_ACTION, PromotionBusyError, PromotionRefusedError, judge, promote_if_better
+from models.promotion import REFUSED_ACTION, PromotionError, PromotionRefusedError, judge, promote_if_better
 from tacticalctl.context import get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age
@@ -43,6 +43,8 @@ def _models_dir(models_dir: Path | None) -> Path:
 
 
 def _bundle(models_dir: Path, version: str | None) -> Path:
+    if not models_dir.is_dir():  # a mistyped --models-dir, not the workers' models
+        raise CtlError(f"{models_dir} is not a directory", ExitCode.UNKNOWN)
     try:
         return resolve_bundle(models_dir, version)
     except BundleError as exc:
@@ -243,7 +245,7 @@ def promote_(
             print_json(document)
         raise CtlError(f"promotion refused: {exc.verdict.reason} (--force promotes anyway, audited)",
                        ExitCode.CRITICAL) from None
-    except (BundleError, PromotionBusyError) as exc:
+    except (BundleError, PromotionError) as exc:
         reason = _audit_refusal(client, document, f"promotion failed: {exc}", previous, bundle_dir.name, directory)
         if json_output:
             print_json(document)

@@ -33,7 +33,7 @@ from models.mappo import (
     describe_training,
     train,
 )
-from models.promotion import PromotionRefusedError, promote_if_better
+from models.promotion import PromotionError, PromotionRefusedError, promote_if_better
 from tacticalctl.context import get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.results import JsonOption, ModelsDirOption, default_models
@@ -161,12 +161,15 @@ def train_command(
 
     promotion = None
     refused = None
+    failed = False
     if promote:
         try:
             promotion = promote_if_better(directory, result.bundle_dir.name, force=force, client=client,
                                           held_out=held_out)
         except PromotionRefusedError as exc:
             refused = str(exc)
+        except (PromotionError, BundleError) as exc:  # not compared at all: said after the training's results
+            refused, failed = f"promotion failed: {exc}", True
     if json_output:
         print_json({
             "version": result.bundle_dir.name,
@@ -179,6 +182,8 @@ def train_command(
             "promotion": promotion.as_dict() if promotion else None,
             "refused": refused,
         })
+        if failed:
+            raise typer.Exit(int(ExitCode.CRITICAL))
         return
     console = context.console
     console.print(_figures_table(result.evaluation, f"held-out evaluation of {result.bundle_dir.name}"))
@@ -190,6 +195,8 @@ def train_command(
                       + (" [bold red](forced)[/]" if promotion.forced else "") + f": {promotion.verdict.reason}")
     elif refused:
         console.print(f"[yellow]not promoted[/]: {refused}")
+        if failed:
+            raise typer.Exit(int(ExitCode.CRITICAL))
     else:
         console.print(f"promote it with: tacticalctl models promote {result.bundle_dir.name}")
 

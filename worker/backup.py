@@ -269,7 +269,12 @@ def checksum_path(archive: Path) -> Path:
 
 
 def _model_files(models_dir: Path) -> list[Path]:
-    return sorted(p for p in models_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    """Bundles and CURRENT; not caches nor hidden files (the promotion lock, a compilation's staging directory)."""
+    return sorted(
+        path for path in models_dir.rglob("*")
+        if path.is_file() and not any(part == "__pycache__" or part.startswith(".")
+                                      for part in path.relative_to(models_dir).parts)
+    )
 
 
 def _bundle_report(models_dir: Path) -> dict[str, Any]:

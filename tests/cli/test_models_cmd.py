@@ -279,3 +279,22 @@ def test_a_promotion_while_another_runs_is_refused_and_audited(
     assert (refusal.kind, refusal.fields["version"]) == ("model_promote_refused", compiled)
     assert ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes", "--force").exit_code == 0
     assert read_current_version(models_dir) == compiled
+
+
+def test_a_promotion_that_cannot_take_its_lock_is_critical_and_audited(
+    ctl: Ctl, models_dir: Path, redis_client: redis.Redis
+) -> None:
+    compiled = json.loads(ctl("models", "compile", "--models-dir", str(models_dir), "--json").stdout)["version"]
+    (models_dir / ".promote.lock").mkdir()  # as unopenable as on a read-only models directory, even for root
+    result = ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes", "--force")
+    assert result.exit_code == 2
+    assert "cannot take the promotion lock" in result.stderr and "must be writable" in result.stderr
+    assert read_current_version(models_dir) == SHIPPED.name
+    [refusal] = recent_alerts(redis_client, count=10)
+    assert refusal.kind == "model_promote_refused"
+
+
+def test_a_models_dir_that_does_not_exist_is_a_usage_error(ctl: Ctl, tmp_path: Path) -> None:
+    result = ctl("models", "verify", "--models-dir", str(tmp_path / "typo"))
+    assert result.exit_code == 3  # not CRITICAL: the workers' models are elsewhere
+    assert "is not a directory" in result.stderr

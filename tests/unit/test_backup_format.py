@@ -58,3 +58,15 @@ def test_a_running_worker_blocks_a_restore_even_with_force() -> None:
     plan = _plan(live_workers=("host:1",), existing_streams=("synergy_events",))
     for force in (False, True):
         assert (plan.refusal(force=force) or "").startswith("workers are running against the target (host:1)")
+
+
+def test_a_backup_takes_the_bundles_and_current_not_locks_staging_or_caches(tmp_path) -> None:
+    from worker.backup import _model_files
+
+    models = tmp_path / "models"
+    for path in ("v1/manifest.json", "v1/fvg.pt", "CURRENT", ".promote.lock", ".staging-x/fvg.pt",
+                 "v1/__pycache__/x.pyc", ".CURRENT.7.tmp"):
+        (models / path).parent.mkdir(parents=True, exist_ok=True)
+        (models / path).write_text("x")
+    assert [p.relative_to(models).as_posix() for p in _model_files(models)] == ["CURRENT", "v1/fvg.pt",
+                                                                                "v1/manifest.json"]

@@ -202,3 +202,20 @@ def test_a_training_that_cannot_start_is_one_line_and_exit_1(tmp_path: Path, cap
     assert main(["--out", str(tmp_path), "--initial-bundle", "20990101T000000Z-deadbeef"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("python -m models.mappo: no supervised bundle to start from") and err.count("\n") == 1
+
+
+def test_models_train_cli_says_when_its_promotion_could_not_run(models_dir: Path, tmp_path: Path,
+                                                               redis_url: str) -> None:
+    from models.promotion import promotion_lock
+    from tacticalctl.app import app
+
+    with promotion_lock(models_dir):  # another promotion is running
+        result = CliRunner().invoke(app, [
+            "--redis-url", redis_url, "models", "train", "--models-dir", str(models_dir), "--iterations", "1", "--n-bars", "3000",
+            "--train-seeds", "21,22", "--validation-seeds", "", "--held-out-seeds", "31", "--regimes", "default",
+            "--checkpoint-dir", str(tmp_path), "--promote", "--json",
+        ], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    printed = json.loads(result.output)
+    assert printed["promoted"] is False and "another promotion of" in printed["refused"]
+    assert Path(printed["bundle_dir"]).is_dir(), "the training's bundle is kept and reported"
