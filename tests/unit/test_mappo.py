@@ -211,7 +211,8 @@ def test_models_train_cli_says_when_its_promotion_could_not_run(models_dir: Path
 
     with promotion_lock(models_dir):  # another promotion is running
         result = CliRunner().invoke(app, [
-            "--redis-url", redis_url, "models", "train", "--models-dir", str(models_dir), "--iterations", "1", "--n-bars", "3000",
+            "--redis-url", redis_url, "models", "train", "--models-dir", str(models_dir), "--iterations", "1",
+            "--n-bars", "3000",
             "--train-seeds", "21,22", "--validation-seeds", "", "--held-out-seeds", "31", "--regimes", "default",
             "--checkpoint-dir", str(tmp_path), "--promote", "--json",
         ], catch_exceptions=False)
