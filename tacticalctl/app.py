@@ -25,9 +25,9 @@ LAZY_GROUPS = {"models": "tacticalctl.models_cmd"}
 
 class CtlGroup(TyperGroup):
     """Turns a CtlError from any command into one line on stderr and its exit code, never a traceback; so is Redis
-    going away in the middle of a command (CRITICAL, as unreachable from the start is). A command line that does not
-    parse (an unknown option, a bad value) exits UNKNOWN: the check did not run, and a typo in a monitor's command
-    must not page as CRITICAL (click's own code for it is 2)."""
+    going away in the middle of a command, or refusing one (CRITICAL, as unreachable from the start is). A command
+    line that does not parse (an unknown option, a bad value) exits UNKNOWN: the check did not run, and a typo in a
+    monitor's command must not page as CRITICAL (click's own code for it is 2)."""
 
     def make_context(self, info_name, args, parent=None, **extra):  # type: ignore[no-untyped-def, override]
         try:
@@ -62,6 +62,9 @@ class CtlGroup(TyperGroup):
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # The error names the address it failed on: `up` and `bench` run Redis of their own, not --redis-url.
             typer.echo(f"tacticalctl: Redis unreachable: {exc}", err=True)
+            raise typer.Exit(int(ExitCode.CRITICAL)) from None
+        except redis.ResponseError as exc:  # e.g. NOPERM under an ACL user, WRONGTYPE on a key someone else wrote
+            typer.echo(f"tacticalctl: Redis refused a command: {exc}", err=True)
             raise typer.Exit(int(ExitCode.CRITICAL)) from None
 
 

@@ -83,6 +83,30 @@ def _strip_credentials(url: str) -> tuple[str, str | None]:
     return urlunsplit((parts.scheme, host, parts.path, urlencode(query), parts.fragment)), username
 
 
+URL_SCHEMES = ("redis", "rediss", "unix")
+
+
+def check_url(url: str) -> None:
+    """A Redis URL redis-py can use as it stands, with no TLS setting of its own: refused with a message that shows
+    the URL redacted (redis-py's own errors quote the part of a misplaced password it tripped on)."""
+    shown = redact_url(url)
+    parts = urlsplit(url)
+    if parts.scheme not in URL_SCHEMES:
+        raise RedisSecurityError(f"the Redis URL {shown} has scheme {parts.scheme!r}: use redis://, rediss:// (TLS) "
+                                 "or unix://")
+    try:
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        raise RedisSecurityError(f"the Redis URL {shown} cannot be parsed: a password containing / # ? or @ must be "
+                                 "percent-encoded (or kept in TACTICAL_REDIS_PASSWORD_FILE)") from None
+    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if name.startswith("ssl"):
+            # redis-py lets URL parameters override the client's: ?ssl_cert_reqs=none would switch verification off.
+            raise RedisSecurityError(f"the Redis URL {shown} sets {name}: TLS is configured only by "
+                                     f"{TLS_CA_ENV}/{TLS_CERT_ENV}/{TLS_KEY_ENV}, and the server's certificate is "
+                                     "always verified")
+
+
 @dataclass(frozen=True, slots=True)
 class RedisSecurity:
     """How to authenticate to Redis and verify it, beyond what the URL says."""
@@ -108,6 +132,7 @@ class RedisSecurity:
 
     def check(self, url: str) -> None:
         """Fail fast, naming the variable, on anything that would only fail later as an obscure connection error."""
+        check_url(url)
         scheme = urlsplit(url).scheme
         if self.uses_tls_files and scheme != "rediss":
             raise RedisSecurityError(

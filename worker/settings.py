@@ -8,7 +8,6 @@ import socket
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 
 def default_models_dir() -> Path:
@@ -111,15 +110,21 @@ def setting_defaults() -> list[tuple[str, str, Any, str]]:
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password (user info or a `password=` query parameter) replaced, fit for a log line."""
-    parts = urlsplit(url)
-    query = _PASSWORD_QUERY.sub(r"\1***", parts.query)
-    if parts.password is None:
-        return url if query == parts.query else url.replace("?" + parts.query, "?" + query, 1)
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"{user}:***@{host}" if user else f":***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    """The URL with its password (user info or a `password=` query parameter) replaced, fit for a log line. Read as
+    raw text, not parsed: a password with an unescaped `/`, `#`, `?` or `@` makes the URL unparseable (redis-py
+    refuses it too), and must not leak into the message that says so. Everything between `://` and the last `@` is
+    user info; only its user name before a `:` is kept."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return _PASSWORD_QUERY.sub(r"\1***", url)
+    user_info, at, location = rest.rpartition("@")
+    if at and ":" in user_info:
+        user = user_info.partition(":")[0]
+        rest = f"{user}:***@{location}"
+    head, question, query = rest.partition("?")
+    if question:
+        rest = head + "?" + _PASSWORD_QUERY.sub(r"\1***", query)
+    return f"{scheme}://{rest}"
 
 
 _PASSWORD_QUERY = re.compile(r"((?:^|&)password=)[^&]*")

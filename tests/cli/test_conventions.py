@@ -51,6 +51,14 @@ def test_an_unreachable_redis_is_one_line_on_stderr_and_critical(ctl: Ctl) -> No
     assert "Traceback" not in result.stderr
 
 
+def test_a_redis_url_with_an_unescaped_password_is_one_line_without_the_password(ctl: Ctl) -> None:
+    # openssl rand -base64 passwords hold '/': unescaped, redis-py cannot parse the URL and its error quotes a piece.
+    result = ctl("keys", "list", redis_url="redis://:Ab/S3CRET+x=@127.0.0.1:7831/2")
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "must be percent-encoded" in result.stderr
+    assert "S3CRET" not in result.output and "Ab/" not in result.output
+
+
 def test_a_command_line_that_does_not_parse_is_unknown_not_critical() -> None:
     # A monitor's check with a typo did not run: it must not page as CRITICAL (click's own code for it is 2).
     for args in (["market-check", "--jsn"], ["lag", "--interval", "1"], ["alerts", "--severity", "P5"],

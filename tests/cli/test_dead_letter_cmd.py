@@ -93,3 +93,17 @@ def test_reasons_are_printed_as_written_even_with_brackets(ctl: Ctl, redis_clien
     dead_letters(redis_client, 1, "[bold]matrix[/] has 1679 bytes [expected 1680]", "a")
     result = ctl("dead-letter", "list")
     assert "[bold]matrix[/] has 1679 bytes [expected 1680]" in result.stdout
+
+
+def test_a_command_redis_refuses_is_one_line_and_critical(ctl: Ctl, redis_client: redis.Redis, redis_url: str) -> None:
+    # An ACL user without XDEL (as the shipped operator user was): the replay's script is refused mid-command.
+    dead_letters(redis_client, 1, "stuck", "a")
+    redis_client.execute_command("ACL", "SETUSER", "no-xdel", "on", ">pw", "+@all", "-xdel", "~*")
+    try:
+        limited = redis_url.replace("redis://", "redis://no-xdel:pw@", 1)
+        result = ctl("dead-letter", "replay", "--all", "--yes", redis_url=limited)
+    finally:
+        redis_client.execute_command("ACL", "DELUSER", "no-xdel")
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "Redis refused a command" in result.stderr
+    assert "Traceback" not in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -102,10 +103,31 @@ def test_without_security_settings_the_url_is_handed_on_as_it_is() -> None:
         ("unix:///tmp/s.sock?db=2&password=abc", "unix:///tmp/s.sock?db=2&password=***"),
         ("rediss://u@h/2?password=x&db=2", "rediss://u@h/2?password=***&db=2"),
         ("redis://h/2", "redis://h/2"),
+        # Unescaped / # ? @ in a password: the URL does not even parse, and must not leak in the error that says so.
+        ("redis://:Ab/S3CRET+x=@127.0.0.1:7831/2", "redis://:***@127.0.0.1:7831/2"),
+        ("redis://u:a#b?c@h:1/2", "redis://u:***@h:1/2"),
+        ("redis://u:p@ss@h/2?password=z", "redis://u:***@h/2?password=***"),
     ],
 )
 def test_redact_url_masks_every_place_a_password_can_be(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(("url", "complaint"), [
+    ("redis://:Ab/S3CRET+x=@127.0.0.1:7831/2", "cannot be parsed: a password containing / # ? or @ must be "
+                                              "percent-encoded"),
+    ("rediss://h:6380/2?ssl_cert_reqs=none", "sets ssl_cert_reqs: TLS is configured only by"),
+    ("rediss://h:6380/2?ssl_check_hostname=false", "sets ssl_check_hostname"),
+    ("http://h:6379/2", "has scheme 'http'"),
+])
+def test_a_url_redis_py_would_misread_is_refused_without_its_secret(url: str, complaint: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(complaint)) as refused:
+        RedisSecurity().check(url)
+    assert "S3CRET" not in str(refused.value) and "Ab" not in str(refused.value)
+
+
+def test_a_percent_encoded_password_is_a_valid_url() -> None:
+    RedisSecurity().check("redis://u:p%2Fq%23r@h:6379/2")
 
 
 def test_the_shareable_environment_has_no_secret() -> None:
