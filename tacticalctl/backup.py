@@ -143,17 +143,23 @@ def restore(
     = False,
     config_out: Annotated[Path | None, typer.Option(
         "--config-out", help="Write the archived TACTICAL_* settings to this env file.")] = None,
+    models_only: Annotated[bool, typer.Option(
+        "--models-only", help="Restore only the model bundles (into --models-dir); Redis is left as it is: a new "
+        "worker host beside a healthy Redis.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Verify the archive (its .sha256 file and every member's SHA-256), then restore it into an empty database:
     streams with their ids, groups and pending entries, completed keys with their remaining time, counters, model
     bundles. Refuses a non-empty target unless --force, and always while a worker runs against it. Start the workers
-    afterwards: they reclaim the pending entries, and completed keys make redelivered events duplicates.
+    afterwards: they reclaim the pending entries, and completed keys make redelivered events duplicates. With
+    --models-only, only the model bundles are restored and Redis is not touched (a new worker host).
     Audited in tactical_alerts. Exit 0 restored and verified against the manifest, 2 refused or failed.
 
     JSON keys: archive, sha256, checksum_file, created_at, keys, target, models_dir, model_conflicts, applied, and
     after a restore: cleared_keys, restored, expired, model_files_written, environment, verified, differences,
     audit_id."""
+    if models_only and no_models:
+        raise CtlError("--models-only and --no-models leave nothing to restore", ExitCode.UNKNOWN)
     context = get_context(ctx)
     client = context.redis()
     target_models = _models_dir(models_dir, no_models)
@@ -162,18 +168,18 @@ def restore(
             verified = open_archive(archive, progress)
             if dry_run:
                 plan = plan_restore(client, verified, target_models)
+                reason = plan.refusal(force, models_only=models_only)
                 if json_output:
-                    print_json({**plan.as_dict(), "applied": False, "refused": plan.refusal(force)})
+                    print_json({**plan.as_dict(), "applied": False, "refused": reason})
                 else:
                     _print_plan(context.console, plan)
-                reason = plan.refusal(force)
                 if reason:
                     raise CtlError(f"restore would be refused: {reason}", ExitCode.CRITICAL)
                 if not json_output:
                     context.console.print("dry run: nothing changed. Run without --dry-run to restore.")
                 return
             report = restore_backup(client, verified, models_dir=target_models, force=force, actor=default_actor(),
-                                    progress=progress)
+                                    progress=progress, models_only=models_only)
     except BackupError as exc:
         raise CtlError(str(exc), ExitCode.CRITICAL) from None
     if config_out is not None:
@@ -183,9 +189,12 @@ def restore(
     else:
         console = context.console
         _print_plan(console, report.plan)
-        restored = ", ".join(f"{count} {what}" for what, count in report.restored.items())
-        console.print(f"restored: {restored}; {report.expired} keys had expired in the archive and were skipped"
-                      + (f"; cleared {report.cleared_keys} keys first (--force)" if report.cleared_keys else ""))
+        if models_only:
+            console.print("Redis: left as it is (--models-only)")
+        else:
+            restored = ", ".join(f"{count} {what}" for what, count in report.restored.items())
+            console.print(f"restored: {restored}; {report.expired} keys had expired in the archive and were skipped"
+                          + (f"; cleared {report.cleared_keys} keys first (--force)" if report.cleared_keys else ""))
         if target_models is not None:
             console.print(f"model files written to {plain(target_models)}: {len(report.model_files_written)}")
         if config_out is not None:

@@ -155,14 +155,17 @@ class RestorePlan:
     def target_empty(self) -> bool:
         return not self.existing_streams and not self.existing_tactical_keys
 
-    def refusal(self, force: bool) -> str | None:
-        """Why restoring now would be wrong, or None."""
-        if self.live_workers:
+    def refusal(self, force: bool, *, models_only: bool = False) -> str | None:
+        """Why restoring now would be wrong, or None. Only the model files count with `models_only`: Redis is not
+        touched then."""
+        if self.live_workers and not models_only:
             return (f"workers are running against the target ({', '.join(self.live_workers)}): stop them first, "
-                    "then restore, then start them")
-        if not force and not self.target_empty:
+                    "then restore, then start them; to restore only the model bundles onto a new host, --models-only")
+        if not force and not self.target_empty and not models_only:
             return (f"the target is not empty ({len(self.existing_streams)} streams, {self.existing_tactical_keys} "
-                    "tactical:* keys): restore into an empty database, or add --force to replace them")
+                    "tactical:* keys): restore into an empty database; --force replaces them, losing whatever the "
+                    "target holds that the archive does not (stop the producers first); to restore only the model "
+                    "bundles onto a new host, --models-only")
         if not force and self.model_conflicts:
             return (f"{len(self.model_conflicts)} files in {self.models_dir} differ from the archive's "
                     f"({', '.join(self.model_conflicts[:3])}): add --force to overwrite them, or --no-models")
@@ -300,29 +303,37 @@ def restore_backup(
     force: bool,
     actor: str,
     progress: Progress = no_progress,
+    models_only: bool = False,
 ) -> RestoreReport:
-    """Restore a verified archive into an empty target (or, with `force`, replace the target's tactical keys)."""
+    """Restore a verified archive into an empty target (or, with `force`, replace the target's tactical keys).
+    With `models_only`, only the model bundles, into `models_dir`: Redis is left as it is (a lost worker host)."""
+    if models_only and models_dir is None:
+        raise RestoreRefused("--models-only needs a models directory to restore into")
     plan = plan_restore(client, archive, models_dir)
-    reason = plan.refusal(force)
+    reason = plan.refusal(force, models_only=models_only)
     if reason:
         raise RestoreRefused(reason)
-    cleared = _clear_target(client) if force and not plan.target_empty else 0
+    cleared = _clear_target(client) if force and not plan.target_empty and not models_only else 0
     try:
-        restored, expired, written, environment = _restore_members(client, archive, models_dir, progress)
+        restored, expired, written, environment = _restore_members(client, archive, models_dir, progress,
+                                                                   redis_members=not models_only)
     except (BackupError, redis.RedisError, OSError, tarfile.TarError) as exc:
         raise BackupError(f"restore stopped part way, the target holds part of the backup: {exc}. "
                           "Fix the cause and run the restore again with --force") from None
-    differences = verify_restored(client, archive.streams)
+    differences = () if models_only else verify_restored(client, archive.streams)
+    what = "the model bundles of " if models_only else ""
     audit_id = audit(client, actor=actor, action="restore",
-                     detail=f"restored {archive.path.name} (backup of {archive.manifest['created_at']})"
+                     detail=f"restored {what}{archive.path.name} (backup of {archive.manifest['created_at']})"
                             + ("" if not differences else f"; {len(differences)} differences from the manifest"),
-                     archive=str(archive.path), sha256=archive.sha256, forced=str(force).lower())
+                     archive=str(archive.path), sha256=archive.sha256, forced=str(force).lower(),
+                     models_only=str(models_only).lower())
     return RestoreReport(plan, cleared, restored, expired, tuple(written), environment, differences,
                          _text(audit_id))
 
 
 def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: Path | None,
-                     progress: Progress) -> tuple[dict[str, int], int, list[str], dict[str, str]]:
+                     progress: Progress, *, redis_members: bool = True,
+                     ) -> tuple[dict[str, int], int, list[str], dict[str, str]]:
     now_ms = _server_ms(client)
     restored: dict[str, int] = {}
     expired = 0
@@ -332,6 +343,8 @@ def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: 
     with tarfile.open(archive.path, mode="r:gz") as tar:
         for name, handle in _members(tar):
             if name in stages:
+                if not redis_members:
+                    continue
                 count, gone = _restore_lines(client, handle, now_ms, progress, f"restore {stages[name]}")
                 restored[stages[name]] = count
                 expired += gone

@@ -172,6 +172,38 @@ def test_restore_refuses_a_non_empty_target_unless_forced(tmp_path: Path, source
     assert a.exists(completed_key("small-0"))
 
 
+def test_models_only_restores_the_bundles_onto_a_new_host_and_leaves_a_live_redis_alone(
+    tmp_path: Path, source: EmbeddedRedis
+) -> None:
+    """The runbook's Service Recovery: the worker host is lost, Redis is fine and busy. Restoring the whole archive
+    would roll Redis back (decisions lost, events decided twice); --models-only touches only the models directory."""
+    a = redis.Redis.from_url(source.url())
+    _small_state(a)
+    archive = tmp_path / "b.tar.gz"
+    assert tacticalctl(source.url(), "backup", str(archive)).exit_code == 0
+    a.xadd(INPUT_STREAM, encode_event(events(1, "after")[0]))  # type: ignore[arg-type]
+    a.set(completed_key("after-0"), "1-1")
+    before = {name: a.xlen(name) for name in (INPUT_STREAM, DECISIONS_STREAM)}
+    write_heartbeat(a, "other-host:1", interval_s=30.0, info={})  # a worker on another host still runs
+
+    refused = tacticalctl(source.url(), "restore", str(archive), "--models-dir", str(tmp_path / "new-host"))
+    assert refused.exit_code == 2 and "--models-only" in refused.stderr
+
+    new_host = tmp_path / "new-host"
+    result = tacticalctl(source.url(), "restore", str(archive), "--models-only", "--models-dir", str(new_host))
+    assert result.exit_code == 0, result.output
+    assert "Redis: left as it is (--models-only)" in result.stdout
+    assert {name: a.xlen(name) for name in before} == before and a.exists(completed_key("after-0"))
+    shipped = default_models_dir()
+    current = (shipped / "CURRENT").read_text().strip()
+    assert (new_host / "CURRENT").read_text().strip() == current
+    assert (new_host / current / "fvg.pt").read_bytes() == (shipped / current / "fvg.pt").read_bytes()
+    assert alert_kinds(a)[-1] == b"restore"
+
+    both = tacticalctl(source.url(), "restore", str(archive), "--models-only", "--no-models")
+    assert both.exit_code == 3
+
+
 def test_restore_refuses_while_a_worker_runs_against_the_target(tmp_path: Path, source: EmbeddedRedis,
                                                                 target: EmbeddedRedis) -> None:
     _small_state(redis.Redis.from_url(source.url()))
