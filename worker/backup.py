@@ -332,6 +332,8 @@ def create_backup(
 ) -> BackupReport:
     """Write `archive` (tar.gz) and `archive.sha256`, and audit the backup in `tactical_alerts`."""
     archive = archive.absolute()
+    if archive.is_dir():
+        raise BackupError(f"{archive} is a directory: name the archive file, e.g. {archive / 'tactical.tar.gz'}")
     if archive.exists() and not overwrite:
         raise BackupError(f"{archive} exists: choose another file name, or add --force to overwrite it")
     if not archive.parent.is_dir():

@@ -93,7 +93,8 @@ class Worker:
         self.install_signal_handlers()
         try:
             self.startup()
-            self.main_loop()
+            if not self.state.should_exit:
+                self.main_loop()
         except ForcedExit:
             log.warning("forced exit: entries in hand stay pending and will be reclaimed by another consumer")
             return 1
@@ -124,6 +125,8 @@ class Worker:
         self.telemetry.metrics.set_model(self.ensemble.version, 0.0)
         self.client = connect(s.redis_url, client_name=f"tactical-worker:{s.consumer}", read_timeout_s=s.block_ms / 1e3)
         self.wait_for_redis()
+        if self.state.should_exit:  # stopped while Redis was still unreachable: nothing taken, nothing to finish
+            return
         self.record_start()
         self.pipeline = EventPipeline(
             DeliveryScripts(self.client, self.streams),

@@ -306,3 +306,10 @@ def test_dry_run_verifies_and_changes_nothing(tmp_path: Path, source: EmbeddedRe
     assert "dry run: nothing changed" in result.stdout and "target: empty" in result.stdout
     assert redis.Redis.from_url(target.url()).dbsize() == 0
     assert Counter(alert_kinds(redis.Redis.from_url(source.url())))[b"backup"] == 1
+
+
+def test_an_archive_path_that_is_a_directory_is_one_line(tmp_path: Path, source: EmbeddedRedis) -> None:
+    (tmp_path / "b.tar.gz").mkdir()
+    result = tacticalctl(source.url(), "backup", str(tmp_path / "b.tar.gz"), "--no-models", "--force")
+    assert result.exit_code == 2
+    assert "is a directory: name the archive file" in result.stderr and result.stderr.count("\n") == 1

@@ -118,6 +118,24 @@ def test_redis_restart_under_a_running_worker_loses_nothing(private_redis: Embed
     client.close()
 
 
+def test_a_sigterm_while_redis_is_still_unreachable_at_start_exits_0(tmp_path: Path) -> None:
+    from worker.embedded_redis import free_port
+
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "--redis-url", f"redis://127.0.0.1:{free_port()}/2",
+             "--http-addr", "127.0.0.1:0"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "unreachable" in log_path.read_text(), timeout_s=90, what="the worker retrying Redis")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "Traceback" not in log_path.read_text()
+
+
 def test_tampered_model_file_is_refused(tmp_path: Path, redis_url: str) -> None:
     models_dir = tmp_path / "models"
     shutil.copytree(default_models_dir(), models_dir)
