@@ -30,6 +30,7 @@ from models.bundle import (
     AgentFile,
     Manifest,
     UnusableBundleError,
+    read_verified_agents,
     sha256_bytes,
     write_manifest,
 )
@@ -156,11 +157,13 @@ def deserialize(data: bytes) -> torch.jit.ScriptModule:
         return torch.jit.load(io.BytesIO(data), map_location="cpu")
 
 
-def load_checked_agents(version: str, contents: Mapping[str, bytes]) -> dict[str, torch.jit.ScriptModule]:
-    """The agents of a bundle from its verified file bytes (AGENT_NAMES order), once each loads with this torch and
-    can decide on the reference matrices (`output_problems`); else UnusableBundleError. How the worker, the
-    held-out evaluation and the container build load a bundle."""
-    refused = f"bundle {version} refused"
+def load_verified_agents(bundle_dir: Path) -> tuple[Manifest, dict[str, torch.jit.ScriptModule]]:
+    """A bundle's manifest and agents (AGENT_NAMES order): every file checked against its SHA-256 (and the signature,
+    with a key configured: `read_verified_agents`), the very bytes hashed loaded with this torch, and each agent
+    shown to decide on the reference matrices (`output_problems`); else a BundleError (UnusableBundleError past the
+    hashes). How the worker, the held-out evaluation, recompilation and the container build load a bundle."""
+    manifest, contents = read_verified_agents(Path(bundle_dir))
+    refused = f"bundle {manifest.version} refused"
     try:
         agents = {name: deserialize(contents[name]).eval() for name in AGENT_NAMES}
     except Exception as exc:  # torch.jit.Error is no RuntimeError
@@ -169,7 +172,7 @@ def load_checked_agents(version: str, contents: Mapping[str, bytes]) -> dict[str
     problems = output_problems(agents, reference_inputs())
     if problems:
         raise UnusableBundleError(f"{refused}: " + "; ".join(problems))
-    return agents
+    return manifest, agents
 
 
 def bundle_version(created_at: datetime, file_hashes: list[str]) -> str:
@@ -303,13 +306,9 @@ def verify_and_install(models_dir: Path, out_dir: Path | None, log_path: Path) -
 
 def _verify_loadable(bundle_dir: Path, log: CompilationLog) -> Manifest:
     """The bundle's manifest, once its hashes match and every agent loads with this torch and can decide."""
-    from models.bundle import read_verified_agents
-
-    manifest, contents = read_verified_agents(bundle_dir)
-    log.write(f"bundle {manifest.version} in {bundle_dir}: SHA-256 of {len(contents)} agent files verified")
-    load_checked_agents(manifest.version, contents)
-    log.write(f"bundle {manifest.version}: {', '.join(AGENT_NAMES)} loaded with torch {torch.__version__}, "
-              "reference batches ok")
+    manifest, agents = load_verified_agents(bundle_dir)
+    log.write(f"bundle {manifest.version} in {bundle_dir}: SHA-256 of {len(agents)} agent files verified; "
+              f"{', '.join(agents)} loaded with torch {torch.__version__}, reference batches ok")
     return manifest
 
 

@@ -190,11 +190,9 @@ class AgentPolicy:
 
 def bundle_policy(name: str, bundle_dir: Path) -> AgentPolicy:
     """The agents of a verified bundle, loaded exactly as the worker loads them."""
-    from models.bundle import read_verified_agents
-    from models.compile import load_checked_agents
+    from models.compile import load_verified_agents
 
-    manifest, contents = read_verified_agents(Path(bundle_dir))
-    return AgentPolicy(name, load_checked_agents(manifest.version, contents))
+    return AgentPolicy(name, load_verified_agents(Path(bundle_dir))[1])
 
 
 def module_policy(name: str, agents: Mapping[str, nn.Module]) -> AgentPolicy:

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.bundle import Manifest, UnusableBundleError, read_verified_agents
-from models.compile import load_checked_agents, torchscript_deprecation_silenced
+from models.bundle import Manifest, UnusableBundleError
+from models.compile import load_verified_agents, torchscript_deprecation_silenced
 from models.fusion import try_fusion
 from worker.actions import AGENT_NAMES
 from worker.records import MATRIX_SHAPE, AgentVote
@@ -35,6 +35,7 @@ _interop_threads_set = False
 
 class InferenceInputError(ValueError):
     """The matrices handed to the agents do not have the (B, 60, 7) shape they were trained on."""
+
 
 def configure_torch_threads(threads: int) -> None:
     """Intra-op threads as asked, inter-op 1: one event batch at a time, cores left to Redis and the OS."""
@@ -145,10 +146,9 @@ class AgentEnsemble:
     ) -> AgentEnsemble:
         """Verify every file's SHA-256, load the agents, check they can decide on reference matrices, warm them up.
         Any failure is a BundleError (`UnusableBundleError` past the hashes): the bundle is refused, never served."""
-        manifest, contents = read_verified_agents(Path(bundle_dir))
         configure_torch_threads(threads)
-        # Load the very bytes that were hashed: a file replaced after the check is never read.
-        modules = load_checked_agents(manifest.version, contents)
+        # The very bytes that were hashed are loaded: a file replaced after the check is never read.
+        manifest, modules = load_verified_agents(Path(bundle_dir))
         try:
             ensemble = cls(manifest, modules)
             ensemble.warm_up(warmup_batch_sizes)

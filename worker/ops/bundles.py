@@ -28,13 +28,12 @@ from models.bundle import (
     list_bundles,
     read_current_version,
     read_manifest,
-    read_verified_agents,
     sha256_bytes,
     signing_key_from_env,
     verify_signature,
     write_manifest,
 )
-from models.compile import compile_bundle, deserialize, load_checked_agents, output_problems, reference_inputs
+from models.compile import compile_bundle, deserialize, load_verified_agents, output_problems, reference_inputs
 from models.fusion import FUSION_TOLERANCE, try_fusion
 from worker.actions import AGENT_NAMES
 from worker.inference import configure_torch_threads, row_invariant_kernels, stack_agents
@@ -269,9 +268,8 @@ def recompile_bundle(models_dir: Path, version: str) -> Path:
     compilation fails (its log is kept in `<time>.failed/`)."""
     models_dir = Path(models_dir)
     source_dir = resolve_bundle(models_dir, version)
-    manifest, contents = read_verified_agents(source_dir)
     configure_torch_threads(1)
-    modules = load_checked_agents(manifest.version, contents)
+    manifest, modules = load_verified_agents(source_dir)
     new_dir = compile_bundle(
         modules,
         models_dir,
