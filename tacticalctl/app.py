@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from tacticalctl.context import DEFAULT_REDIS_URL, DEFAULT_WORKER_URL, CtlContext
-from tacticalctl.errors import CtlError, ExitCode
+from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode
 
 try:  # typer vendors click from 0.2x on; before, it used click itself
     from typer._click.exceptions import UsageError
@@ -59,7 +59,7 @@ class CtlGroup(TyperGroup):
         except redis.AuthenticationError as exc:  # its message names the user and the URL, never the secret
             typer.echo(f"tacticalctl: {exc}", err=True)
             raise typer.Exit(int(ExitCode.CRITICAL)) from None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except REDIS_UNREACHABLE as exc:
             # The error names the address it failed on: `up` and `bench` run Redis of their own, not --redis-url.
             typer.echo(f"tacticalctl: Redis unreachable: {exc}", err=True)
             raise typer.Exit(int(ExitCode.CRITICAL)) from None

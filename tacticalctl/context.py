@@ -12,7 +12,7 @@ import redis
 import typer
 from rich.console import Console
 
-from tacticalctl.errors import CtlError, ExitCode
+from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode
 from worker.connection import RedisAuthError, connect
 from worker.settings import SettingsError, redact_url
 
@@ -38,7 +38,7 @@ class CtlContext:
                 client.ping()
             except RedisAuthError as exc:
                 raise CtlError(str(exc), ExitCode.CRITICAL) from None
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except REDIS_UNREACHABLE as exc:
                 raise CtlError(f"Redis unreachable at {redact_url(self.redis_url)}: {exc}", ExitCode.CRITICAL) from None
             self._client = client
         return self._client

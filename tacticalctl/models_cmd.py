@@ -15,7 +15,7 @@ from models.bundle import SIGNING_KEY_ENV, BundleError, sign_bundle, signing_key
 from models.compile import CompilationError
 from models.promotion import REFUSED_ACTION, PromotionError, PromotionRefusedError, judge, promote_if_better
 from tacticalctl.context import get_context, print_json
-from tacticalctl.errors import CtlError, ExitCode
+from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode
 from tacticalctl.formatting import age
 from tacticalctl.results import JsonOption, ModelsDirOption, exit_code, results_table, status_text
 from worker.alerts import audit, default_actor
@@ -266,7 +266,7 @@ def _audit_refusal(client: redis.Redis, document: dict, reason: str, previous: s
     try:
         entry = audit(client, actor=default_actor(), action=REFUSED_ACTION, detail=reason, previous=previous or "",
                       version=version, models_dir=str(directory), forced="false")
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except REDIS_UNREACHABLE as exc:
         return f"{reason} (audit entry not written: {exc})"
     document["audit_id"] = entry.decode() if isinstance(entry, bytes) else str(entry)
     return reason
