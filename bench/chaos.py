@@ -29,6 +29,7 @@ import numpy as np
 import redis
 
 from bench.workload import Workload
+from worker.connection import REDIS_UNREACHABLE
 from worker.embedded_redis import EmbeddedRedisError
 from worker.feed import run_id
 from worker.names import COMMANDS_STREAM, CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
@@ -37,7 +38,6 @@ from worker.stack import LocalStack
 
 log = logging.getLogger("tactical.chaos")
 
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError)  # BusyLoadingError is a ConnectionError
 SOAK_RESTART_LIMIT = 1_000_000  # the soak restarts workers on purpose: the breaker must not count that as a fault
 SEND_CHUNK = 50
 READ_PAGE = 2000
@@ -289,7 +289,7 @@ class AcknowledgedProducer:
             try:
                 pipe.execute()
                 return True
-            except REDIS_ERRORS:
+            except REDIS_UNREACHABLE:
                 self.retries += 1
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
@@ -517,7 +517,7 @@ def _settle(url: str, driver: ChaosDriver, deadline: float) -> bool:
             try:
                 if backlog(client) == (0, 0):
                     return True
-            except REDIS_ERRORS:
+            except REDIS_UNREACHABLE:
                 pass
             time.sleep(0.1)
         return False

@@ -6,6 +6,8 @@ from enum import IntEnum
 
 import redis
 
+from worker.connection import REDIS_UNREACHABLE  # noqa: F401  (the CLI catches the same outage as the worker)
+
 
 class ExitCode(IntEnum):
     """Monitoring-plugin convention: what `tacticalctl` check commands exit with."""
@@ -36,7 +38,6 @@ class CtlError(Exception):
         self.code = code
 
 
-REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
 
 
 def outage_message(exc: Exception, retry_s: float) -> str:

@@ -14,6 +14,10 @@ from redis.connection import AbstractConnection
 from worker.security import PASSWORD_FILE_ENV, RedisSecurity
 from worker.settings import redact_url
 
+# Redis did not answer (or not yet: loading, refused credentials): what the worker backs off from and the tools report
+# as an outage. BusyLoadingError and AuthenticationError are ConnectionErrors, so this one pair catches them too.
+REDIS_UNREACHABLE: tuple[type[redis.RedisError], ...] = (redis.ConnectionError, redis.TimeoutError)
+
 
 class RedisAuthError(redis.AuthenticationError):
     """Redis refused our credentials. Not transient: retrying with the same secret cannot succeed, so the worker

@@ -16,12 +16,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import redis
 
 from models.bundle import BundleError, current_bundle_dir, verify_bundle
 from worker.alerts import Severity, publish_alert
 from worker.breaker import BreakerState, take_reset_request
-from worker.connection import connect
+from worker.connection import REDIS_UNREACHABLE, connect
 from worker.health import CheckStatus as Status
 from worker.health import (
     HealthCheck,
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tactical.monitor")
 
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 AGENT_PROBE_INTERVAL_S = 10.0
 RATE_WARMUP_S = 10.0  # a rate needs some seconds of work behind it before it can be judged
 
@@ -137,14 +135,14 @@ class HealthMonitor:
             started = time.perf_counter()
             self.client.ping()
             return (time.perf_counter() - started) * 1e3
-        except REDIS_ERRORS:
+        except REDIS_UNREACHABLE:
             return None
 
     def _lag(self, now: float) -> ConsumerLag | None:
         streams = self.worker.streams
         try:
             lag = read_consumer_lag(self.client, streams.input, streams.group)
-        except (LagUnavailable, *REDIS_ERRORS):
+        except (LagUnavailable, *REDIS_UNREACHABLE):
             return None
         self.lag_trend.add(LagSample.from_consumer_lag(lag, now))
         return lag
@@ -152,7 +150,7 @@ class HealthMonitor:
     def _honour_reset_request(self) -> None:
         try:
             actor = take_reset_request(self.client, self.settings.consumer)
-        except REDIS_ERRORS:
+        except REDIS_UNREACHABLE:
             return
         if actor:
             with self.worker.breaker_lock:
@@ -178,7 +176,7 @@ class HealthMonitor:
                     f"{transition.to_state.name.lower()}: {transition.reason}",
                     source=self.settings.consumer,
                 )
-            except REDIS_ERRORS:
+            except REDIS_UNREACHABLE:
                 return  # published on a later tick
             self._breaker_transitions_seen += 1
             log.log(logging.ERROR if opened else logging.INFO, "circuit breaker %s: %s",
@@ -205,7 +203,7 @@ class HealthMonitor:
         while self._unsent_alerts:
             try:
                 publish_alert(self.client, **self._unsent_alerts[0])
-            except REDIS_ERRORS:
+            except REDIS_UNREACHABLE:
                 return
             self._unsent_alerts.popleft()
 

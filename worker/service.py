@@ -24,7 +24,7 @@ import redis
 
 from worker.aggregator import AggregatorConfig
 from worker.breaker import BreakerConfig, BreakerState, CircuitBreaker, publish_breaker_state, record_restart
-from worker.connection import Backoff, RedisAuthError, connect
+from worker.connection import REDIS_UNREACHABLE, Backoff, RedisAuthError, connect
 from worker.delivery import DeliveryScripts, StreamNames, ensure_group, pending_delivery_counts
 from worker.group_reader import GroupReader
 from worker.heartbeat import Heartbeat
@@ -36,8 +36,6 @@ from worker.settings import WorkerSettings, redact_url
 from worker.telemetry import Telemetry
 
 log = logging.getLogger("tactical.worker")
-
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
 class ForcedExit(BaseException):
@@ -193,7 +191,7 @@ class Worker:
         client = self.client
         if client is None:
             return
-        with contextlib.suppress(*REDIS_ERRORS):
+        with contextlib.suppress(*REDIS_UNREACHABLE):
             if self.heartbeat is not None:
                 self.heartbeat.stop()
             self.forget_consumer_if_idle(client)
@@ -223,7 +221,7 @@ class Worker:
                     backoff.reset()
                 except RedisAuthError:
                     raise  # not transient: the same credentials will be refused again
-                except REDIS_ERRORS as exc:
+                except REDIS_UNREACHABLE as exc:
                     self._pipeline().abandon()  # its reply may never come: its entries are committed or pending
                     self.release_read_ahead()
                     self.state.redis_up = False
@@ -299,7 +297,7 @@ class Worker:
             return
         try:
             self._read_ahead = self.read_batch(count=self.settings.batch_size, block=False)
-        except (*REDIS_ERRORS, redis.ResponseError) as exc:
+        except (*REDIS_UNREACHABLE, redis.ResponseError) as exc:
             self.state.read_own_pending = True  # whatever the read delivered before failing is re-read first
             self._read_ahead_error = exc
 
@@ -325,7 +323,7 @@ class Worker:
             return
         try:
             self.process(entries)
-        except (*REDIS_ERRORS, redis.ResponseError, StageError) as exc:
+        except (*REDIS_UNREACHABLE, redis.ResponseError, StageError) as exc:
             self._pipeline().abandon()
             log.warning("the batch read ahead was not committed (%s): its %d entries stay pending", exc, len(entries))
 
@@ -340,7 +338,7 @@ class Worker:
             return
         try:
             self.drain()
-        except REDIS_ERRORS as exc:
+        except REDIS_UNREACHABLE as exc:
             self.pipeline.abandon()
             log.warning("the last commit's reply was lost (%s): its entries are committed or still pending", exc)
 
@@ -366,7 +364,7 @@ class Worker:
                 return
             except RedisAuthError:
                 raise  # not transient: the same credentials will be refused again
-            except REDIS_ERRORS as exc:
+            except REDIS_UNREACHABLE as exc:
                 delay = backoff.next_delay()
                 log.warning("Redis at %s unreachable (%s): retrying in %.2fs",
                             redact_url(self.settings.redis_url), exc, delay)

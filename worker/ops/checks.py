@@ -28,6 +28,7 @@ import redis
 from models.bundle import JIT_LOG_FILE, BundleError, current_bundle_dir, list_bundles, read_manifest, verify_bundle
 from worker.alerts import Alert, Severity
 from worker.breaker import BreakerState
+from worker.connection import REDIS_UNREACHABLE
 from worker.health import DEFAULT_THRESHOLDS, CheckStatus, HealthCheck
 from worker.health import check_breaker as health_check_breaker
 from worker.health import check_confidence as health_check_confidence
@@ -41,7 +42,7 @@ from worker.ops.breaker_status import read_breaker_overview, reset_breaker
 from worker.ops.duplicates import duplicate_commands, duplicate_events_total
 from worker.ops.keys import clean_keys, find_stale_processing_keys, plan_key_cleanup, scan_idempotency_keys
 from worker.ops.reports import build_daily_report, read_alert_history, read_performance, write_report
-from worker.ops.sources import REDIS_ERRORS, RedisUnavailable, Sources
+from worker.ops.sources import RedisUnavailable, Sources
 from worker.ops.worker_client import WorkerUnreachable, health_level
 
 JIT_SUCCESS_MARK = "JIT compilation successful"
@@ -122,7 +123,7 @@ def check(step: str, threshold: str = "") -> Callable[[Callable[P, Verdict]], Ca
                 verdict = Verdict(Status.CRITICAL, str(exc), REDIS_UNREACHABLE_ACTION)
             except WorkerUnreachable as exc:
                 verdict = Verdict(Status.CRITICAL, str(exc), WORKER_UNREACHABLE_ACTION)
-            except REDIS_ERRORS as exc:
+            except REDIS_UNREACHABLE as exc:
                 verdict = Verdict(Status.CRITICAL, f"Redis failed mid-check: {exc}", REDIS_UNREACHABLE_ACTION)
             except (KeyError, TypeError, ValueError, OSError, redis.ResponseError, BundleError) as exc:
                 verdict = Verdict(Status.UNKNOWN, f"check could not run: {type(exc).__name__}: {exc}",
@@ -171,7 +172,7 @@ def check_worker_running(sources: Sources) -> Verdict:
     redis_error = None
     try:
         consumers = live_consumers(sources.redis())
-    except (RedisUnavailable, *REDIS_ERRORS) as exc:
+    except (RedisUnavailable, *REDIS_UNREACHABLE) as exc:
         redis_error = str(exc)
     try:
         _status, body = sources.health()

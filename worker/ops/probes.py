@@ -20,6 +20,7 @@ import redis
 from models.bundle import BundleError, current_bundle_dir, list_bundles, read_manifest, verify_bundle
 from worker.alerts import Severity, recent_alerts
 from worker.breaker import BreakerState
+from worker.connection import REDIS_UNREACHABLE
 from worker.health import DEFAULT_THRESHOLDS, CheckStatus, check_latency
 from worker.heartbeat import live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
@@ -30,7 +31,7 @@ from worker.ops.keys import find_stale_processing_keys
 from worker.ops.latency import NoLatencyHistogram, operation_latencies
 from worker.ops.pending import PendingUnavailable, read_pending_entries
 from worker.ops.process_stats import host_stats, process_cpu_percent, process_rss_mb
-from worker.ops.sources import REDIS_ERRORS, RedisUnavailable, Sources
+from worker.ops.sources import RedisUnavailable, Sources
 from worker.ops.stream_info import StreamMissing, read_stream_overview
 from worker.ops.worker_client import WorkerUnreachable
 from worker.settings import WorkerSettings
@@ -93,7 +94,7 @@ def run_probe(probe: Probe, sources: Sources) -> list[Finding]:
         return [_critical(f"{exc}: the worker can neither read events nor commit decisions")]
     except WorkerUnreachable as exc:
         return [_critical(str(exc))]
-    except REDIS_ERRORS as exc:
+    except REDIS_UNREACHABLE as exc:
         return [_critical(f"Redis failed during the diagnosis: {exc}")]
     except (KeyError, TypeError, ValueError, OSError, redis.ResponseError, BundleError) as exc:
         name = getattr(probe, "__name__", "probe").removeprefix("probe_").replace("_", " ")

@@ -16,18 +16,11 @@ from typing import Any
 import redis
 from prometheus_client.samples import Sample
 
-from worker.connection import connect
+from worker.connection import REDIS_UNREACHABLE, connect
 from worker.ops.breaker_status import BreakerOverview, read_breaker_overview
 from worker.ops.worker_client import WorkerClient, WorkerUnreachable
 from worker.security import RedisSecurityError
 from worker.settings import redact_url
-
-REDIS_ERRORS: tuple[type[Exception], ...] = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    redis.AuthenticationError,
-    redis.BusyLoadingError,
-)
 
 
 class RedisUnavailable(RuntimeError):
@@ -66,7 +59,7 @@ class Sources:
             raise RedisUnavailable(f"Redis client configuration for {redact_url(self.redis_url)}: {exc}") from None
         try:
             client.ping()
-        except REDIS_ERRORS as exc:
+        except REDIS_UNREACHABLE as exc:
             client.close()
             raise RedisUnavailable(f"Redis unreachable at {redact_url(self.redis_url)}: {exc}") from None
         self._client = client
@@ -117,4 +110,4 @@ class Sources:
         self.close()
 
 
-__all__ = ["REDIS_ERRORS", "RedisUnavailable", "Sources"]
+__all__ = ["REDIS_UNREACHABLE", "RedisUnavailable", "Sources"]
