@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 import redis
@@ -18,9 +20,37 @@ except ImportError:  # pragma: no cover
     from click.exceptions import UsageError
 
 
-# Command groups whose modules import torch (~1.5 s, ~200 MB): built only when one of their commands is asked for, so
-# the checks a monitor or a container healthcheck runs every few seconds (health, lag, breaker, …) do not pay it.
-LAZY_GROUPS = {"models": "tacticalctl.models_cmd"}
+@dataclass(frozen=True)
+class LazyGroup:
+    """A command group whose module imports torch (~1.5 s, ~200 MB): built only when one of its commands is asked
+    for, so the checks a monitor or a container healthcheck runs every few seconds (health, lag, breaker, …) and
+    `tacticalctl --help` do not pay it. `help` is what the command list shows for it (tested equal to its own)."""
+
+    module: str
+    help: str
+
+
+LAZY_GROUPS = {
+    "models": LazyGroup("tacticalctl.models_cmd", "Model bundles: list, verify, compile, sign, promote, train, evaluate."),
+}
+
+
+class _DeferredGroup(TyperGroup):
+    """A lazy group as the command list shows it: its name and help, nothing imported. Anything more (running it,
+    its own --help, completing its commands) builds the real group and hands over to it."""
+
+    def __init__(self, name: str, build: Callable[[], TyperGroup]) -> None:
+        super().__init__(name=name, help=LAZY_GROUPS[name].help)
+        self._build = build
+
+    def make_context(self, info_name, args, parent=None, **extra):  # type: ignore[no-untyped-def, override]
+        return self._build().make_context(info_name, args, parent, **extra)
+
+    def list_commands(self, ctx):  # type: ignore[no-untyped-def, override]
+        return self._build().list_commands(ctx)
+
+    def get_command(self, ctx, name):  # type: ignore[no-untyped-def, override]
+        return self._build().get_command(ctx, name)
 
 
 class CtlGroup(TyperGroup):
@@ -43,9 +73,15 @@ class CtlGroup(TyperGroup):
     def get_command(self, ctx, name):  # type: ignore[no-untyped-def, override]
         command = super().get_command(ctx, name)
         if command is None and name in LAZY_GROUPS:
-            command = importlib.import_module(LAZY_GROUPS[name]).command_group()
-            self.add_command(command, name)
+            return _DeferredGroup(name, lambda: self._build_lazy_group(name))
         return command
+
+    def _build_lazy_group(self, name: str) -> TyperGroup:
+        command = super().get_command(None, name)  # type: ignore[arg-type]  # built once, then an ordinary group
+        if command is None:
+            command = importlib.import_module(LAZY_GROUPS[name].module).command_group()
+            self.add_command(command, name)
+        return command  # type: ignore[return-value]
 
     def invoke(self, ctx: typer.Context):  # type: ignore[override]
         try:

@@ -14,6 +14,7 @@ from rich.table import Table
 from models.bundle import SIGNING_KEY_ENV, BundleError, sign_bundle, signing_key_from_env, verify_bundle
 from models.compile import CompilationError
 from models.promotion import REFUSED_ACTION, PromotionError, PromotionRefusedError, judge, promote_if_better
+from tacticalctl.app import LAZY_GROUPS
 from tacticalctl.context import get_context, print_json
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode
 from tacticalctl.formatting import age
@@ -32,7 +33,7 @@ from worker.ops.bundles import (
 from worker.ops.checks import CheckResult, Status, jit_log_status, worst
 from worker.settings import default_models_dir
 
-models_app = typer.Typer(help="Model bundles: list, verify, recompile, promote.", no_args_is_help=True)
+models_app = typer.Typer(help=LAZY_GROUPS["models"].help, no_args_is_help=True)
 
 VersionArgument = Annotated[str | None, typer.Argument(help="Bundle version (default: the CURRENT one).",
                                                        show_default=False)]

@@ -21,10 +21,13 @@ print("torch", "torch" in sys.modules)
 """
 
 
-def run(*args: str) -> list[str]:
+def run(*args: str, output: list[str] | None = None) -> list[str]:
     code = PROBE.format(port=free_port(), args=list(args))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    return result.stdout.strip().splitlines()[-2:]
+    lines = result.stdout.strip().splitlines()
+    if output is not None:
+        output.extend(lines[:-2])
+    return lines[-2:]
 
 
 def test_a_health_check_starts_without_torch() -> None:
@@ -34,3 +37,18 @@ def test_a_health_check_starts_without_torch() -> None:
 
 def test_the_models_commands_load_when_asked_for() -> None:
     assert run("models", "list", "--models-dir", str(default_models_dir())) == ["exit 0", "torch True"]
+
+
+def test_the_command_list_shows_the_models_group_without_loading_it() -> None:
+    shown: list[str] = []
+    assert run("--help", output=shown) == ["exit 0", "torch False"]
+    (row,) = [line for line in shown if line.startswith("│ models ")]
+    assert "Model bundles: list, verify, compile, sign, promote" in row
+
+
+def test_the_models_group_runs_its_own_help_and_refuses_an_unknown_command() -> None:
+    shown: list[str] = []
+    assert run("models", "--help", output=shown) == ["exit 0", "torch True"]
+    for command in ("list", "verify", "compile", "sign", "promote", "train", "eval"):
+        assert any(line.startswith(f"│ {command} ") for line in shown), command
+    assert run("models", "no-such-command")[0] == "exit 3"  # a typo: UNKNOWN, as for any command line that fails
