@@ -31,7 +31,9 @@ class LazyGroup:
 
 
 LAZY_GROUPS = {
-    "models": LazyGroup("tacticalctl.models_cmd", "Model bundles: list, verify, compile, sign, promote, train, evaluate."),
+    "models": LazyGroup(
+        "tacticalctl.models_cmd", "Model bundles: list, verify, compile, sign, promote, train, evaluate."
+    ),
 }
 
 
