@@ -2,8 +2,9 @@
 
 Label values come from fixed sets (never a correlation id): a value outside them raises `UnknownLabelError`.
 Gauges the worker has not measured yet read NaN, never a made-up 0. Ratios are 0..1, not percent:
-`tactical_execution_rate` is executed / decided (executed + hold) and `tactical_error_rate` is errors / events
-handled, both over the rolling window (see `worker.rolling`).
+`tactical_execution_rate` is executed / decided (executed + hold) and `tactical_error_rate` is errors / attempts
+(events handled, and attempts that failed without an outcome: each event of a failed batch counts), both over the
+rolling window (see `worker.rolling`).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ class TacticalMetrics:
         self.errors = PromCounter("tactical_errors_total", "Failures, by operation", ["operation"], registry=r)
         self.error_rate = Gauge(
             "tactical_error_rate",
-            "Errors / events handled over the rolling window (0..1), by operation; operation=all is the total",
+            "Errors / attempts over the rolling window (0..1), by operation; operation=all is the total",
             ["operation"],
             registry=r,
         )

@@ -25,11 +25,13 @@ from worker.records import Decision, SynergyEvent, command_fields, decision_fiel
 
 
 class StageError(RuntimeError):
-    """A batch failed in `stage`; its entries stay pending and are retried (then dead-lettered) later."""
+    """A batch of `events` entries failed in `stage`; its entries stay pending and are retried (then dead-lettered)
+    later. Each counts as an error: the error rate is per event, not per batch."""
 
-    def __init__(self, stage: str, cause: BaseException) -> None:
+    def __init__(self, stage: str, cause: BaseException, events: int = 1) -> None:
         super().__init__(f"{stage} failed: {type(cause).__name__}: {cause}")
         self.stage = stage
+        self.events = max(1, events)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +153,7 @@ class EventPipeline:
             self.abandon()
             raise
         except Exception as exc:
-            raise StageError(self._stage, exc) from exc
+            raise StageError(self._stage, exc, len(entries)) from exc
 
     def drain(self) -> list[BatchResult]:
         """Read the reply of the commit in flight, if any: its batch's result. A Redis error abandons it (its entries

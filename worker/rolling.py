@@ -80,6 +80,7 @@ class _Slot:
     second: int = -1
     outcomes: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    failed: int = 0  # attempts that failed without an outcome (a batch that failed, a read Redis refused)
     confidence_sum: float = 0.0
     confidence_count: int = 0
     latencies: LatencySketch = field(default_factory=LatencySketch)
@@ -88,6 +89,7 @@ class _Slot:
         self.second = second
         self.outcomes.clear()
         self.errors.clear()
+        self.failed = 0
         self.confidence_sum = 0.0
         self.confidence_count = 0
         self.latencies.clear()
@@ -111,13 +113,13 @@ class WindowStats:
     latency_p99_s: float
 
 
-def error_rate(errors: int, events: int) -> float:
-    """Failed fraction of the events handled, capped at 1.
+def error_rate(errors: int, attempts: int) -> float:
+    """Failed fraction of the attempts (events handled, and attempts that failed without an outcome), capped at 1.
 
-    Failures with no event handled at all (Redis down, every batch failing) read 1.0; a quiet window reads 0.0.
+    Failures with no attempt counted (a caller that records only errors) read 1.0; a quiet window reads 0.0.
     """
-    if events > 0:
-        return min(1.0, errors / events)
+    if attempts > 0:
+        return min(1.0, errors / attempts)
     return 1.0 if errors > 0 else 0.0
 
 
@@ -183,13 +185,20 @@ class RollingWindow:
             () if confidence is None else (confidence,),
         )
 
-    def record_error(self, operation: str, count: int = 1) -> None:
+    def record_error(self, operation: str, count: int = 1, *, handled: bool = False) -> None:
+        """`count` failures of `operation`. `handled`: the failed events also have an outcome (dead letters);
+        otherwise each failure is an attempt more, which the error rate divides by as well: a batch of 100 events that
+        failed once and then succeeded is 100 errors in 200 attempts, not 100 in 100."""
         with self._lock:
-            self._slot(self._clock()).errors[operation] += count
+            slot = self._slot(self._clock())
+            slot.errors[operation] += count
+            if not handled:
+                slot.failed += count
 
-    def _merged(self, now: float) -> tuple[Counter[str], Counter[str], float, int, LatencySketch]:
+    def _merged(self, now: float) -> tuple[Counter[str], Counter[str], float, int, LatencySketch, int]:
         outcomes: Counter[str] = Counter()
         errors: Counter[str] = Counter()
+        failed = 0
         confidence_sum = 0.0
         confidence_count = 0
         latencies = LatencySketch(self._relative_accuracy)
@@ -197,10 +206,11 @@ class RollingWindow:
             for slot in self._live_slots(now):
                 outcomes.update(slot.outcomes)
                 errors.update(slot.errors)
+                failed += slot.failed
                 confidence_sum += slot.confidence_sum
                 confidence_count += slot.confidence_count
                 latencies.merge(slot.latencies)
-        return outcomes, errors, confidence_sum, confidence_count, latencies
+        return outcomes, errors, confidence_sum, confidence_count, latencies, failed
 
     def _covered_s(self, now: float) -> float:
         # Full past seconds plus the part of the current one, but never more than the worker has been up.
@@ -212,16 +222,17 @@ class RollingWindow:
 
     def snapshot(self) -> WindowStats:
         now = self._clock()
-        outcomes, errors, confidence_sum, confidence_count, latencies = self._merged(now)
+        outcomes, errors, confidence_sum, confidence_count, latencies, failed = self._merged(now)
         events = sum(outcomes.values())
+        attempts = events + failed  # every event handled, and every attempt that failed without an outcome
         decisions = outcomes[EventOutcome.EXECUTED] + outcomes[EventOutcome.HOLD]
         return WindowStats(
             window_s=self.window_s,
             events=events,
             outcomes=dict(outcomes),
             errors=dict(errors),
-            error_rate=error_rate(sum(errors.values()), events),
-            error_rates={operation: error_rate(count, events) for operation, count in errors.items()},
+            error_rate=error_rate(sum(errors.values()), attempts),
+            error_rates={operation: error_rate(count, attempts) for operation, count in errors.items()},
             execution_rate=outcomes[EventOutcome.EXECUTED] / decisions if decisions else NAN,
             mean_confidence=confidence_sum / confidence_count if confidence_count else NAN,
             throughput_per_s=events / self._covered_s(now),

@@ -40,7 +40,7 @@ class Telemetry:
                 self.metrics.observe_stage(stage, seconds)
         self.window.record_events(outcomes, latencies, confidences)
         if result.dead_letters:
-            self.record_error("validate", len(result.dead_letters))
+            self.record_error("validate", len(result.dead_letters), handled=True)
 
         with self._book_lock:
             for event, decision in zip(result.events, result.decisions, strict=True):
@@ -52,9 +52,10 @@ class Telemetry:
                 if decision.command is not None:
                     self.positions.open(decision.command, when)
 
-    def record_error(self, operation: str, count: int = 1) -> None:
+    def record_error(self, operation: str, count: int = 1, *, handled: bool = False) -> None:
+        """`count` failures of `operation`; `handled` as `RollingWindow.record_error`."""
         self.metrics.record_error(operation, count)
-        self.window.record_error(operation, count)
+        self.window.record_error(operation, count, handled=handled)
 
     def publish(self) -> WindowStats:
         """Refresh the gauges that summarise the window and the books (the monitor calls this every tick)."""

@@ -125,16 +125,32 @@ def test_execution_rate_is_executed_over_decided(clock: FakeClock) -> None:
     assert window.snapshot().execution_rate == pytest.approx(2 / 5)
 
 
-def test_error_rate_is_errors_over_events_per_operation_and_overall(clock: FakeClock) -> None:
+def test_error_rate_is_errors_over_attempts_per_operation_and_overall(clock: FakeClock) -> None:
     window = RollingWindow(60, clock=clock)
-    window.record_events([HOLD] * 40)
-    window.record_error("validate")
-    window.record_error("commit", count=3)
+    window.record_events([HOLD] * 39 + [DEAD])
+    window.record_error("validate", handled=True)  # the dead letter above: one of the 40 events handled
+    window.record_error("commit", count=3)  # three events of a batch whose commit failed: three attempts more
 
     stats = window.snapshot()
 
-    assert stats.error_rate == pytest.approx(4 / 40)
-    assert stats.error_rates == {"validate": pytest.approx(1 / 40), "commit": pytest.approx(3 / 40)}
+    assert stats.error_rate == pytest.approx(4 / 43)
+    assert stats.error_rates == {"validate": pytest.approx(1 / 43), "commit": pytest.approx(3 / 43)}
+
+
+def test_a_batch_that_failed_once_then_succeeded_is_half_its_attempts(clock: FakeClock) -> None:
+    window = RollingWindow(60, clock=clock)
+    for _ in range(2):  # two batches of 100: each fails at inference once, then is decided when retried
+        window.record_error("inference", count=100)
+        window.record_events([HOLD] * 100)
+
+    assert window.snapshot().error_rate == pytest.approx(0.5)  # 200 failed of 400 attempts: well over 5 %
+
+
+def test_failures_with_nothing_handled_read_one(clock: FakeClock) -> None:
+    window = RollingWindow(60, clock=clock)
+    window.record_error("read", count=4)  # Redis unreachable, four tries
+
+    assert window.snapshot().error_rate == 1.0
 
 
 def test_error_rate_without_events() -> None:
