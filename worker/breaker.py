@@ -95,9 +95,10 @@ class BreakerTransition:
 
 
 class CircuitBreaker:
-    """One worker's breaker. Every `allow()` that returned True must be answered by `record_success()` or
-    `record_failure()`; an empty read counts as a success (Redis answered). A half-open trial that is never
-    answered is taken as lost after `reset_timeout_s`, and another trial is let through."""
+    """One worker's breaker. Every `allow()` that returned True must be answered by `record_success()` (a batch
+    decided), `record_failure()`, or `record_idle()` (nothing to decide: an empty read proves nothing either way, so
+    it neither clears the failures counted nor ends a half-open trial). A half-open trial that is never answered is
+    taken as lost after `reset_timeout_s`, and another trial is let through."""
 
     def __init__(self, config: BreakerConfig | None = None, *, clock: Clock = time.time) -> None:
         self.config = config or BreakerConfig()
@@ -162,6 +163,12 @@ class CircuitBreaker:
         self._consecutive_failures = 0
         if self._state is BreakerState.HALF_OPEN:
             self._close("trial succeeded", self._clock())
+
+    def record_idle(self) -> None:
+        """An allowed turn found no event. Half-open, the trial is still to come: the next `allow()` lets one through
+        again, and only an event decided (or failing) closes (or opens) the breaker."""
+        if self._state is BreakerState.HALF_OPEN:
+            self._trial_started_at = None
 
     def record_failure(self, reason: str) -> None:
         now = self._clock()

@@ -62,6 +62,31 @@ def test_a_success_in_between_resets_the_count() -> None:
     assert cb.consecutive_failures == 0
 
 
+def test_idle_turns_in_between_keep_the_count() -> None:
+    # Sparse traffic: every event fails, with empty reads between them. Those prove nothing either way.
+    cb, _ = breaker(threshold=3)
+    for _ in range(2):
+        assert cb.allow()
+        cb.record_failure("boom")
+        assert cb.allow()
+        cb.record_idle()
+    assert cb.state is BreakerState.CLOSED and cb.consecutive_failures == 2
+    assert cb.allow()
+    cb.record_failure("boom")
+    assert cb.state is BreakerState.OPEN
+
+
+def test_a_half_open_trial_that_found_no_event_waits_for_one() -> None:
+    cb, clock = opened()
+    clock.advance(30)
+    assert cb.allow() and cb.state is BreakerState.HALF_OPEN
+    cb.record_idle()  # the trial read found nothing: not closed, and the next turn may try again
+    assert cb.state is BreakerState.HALF_OPEN
+    assert cb.allow()
+    cb.record_success()
+    assert cb.state is BreakerState.CLOSED
+
+
 def test_open_rejects_until_the_timeout() -> None:
     cb, clock = opened()
     assert not cb.allow()
