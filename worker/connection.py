@@ -17,6 +17,11 @@ from worker.settings import redact_url
 # Redis did not answer (or not yet: loading, refused credentials): what the worker backs off from and the tools report
 # as an outage. BusyLoadingError and AuthenticationError are ConnectionErrors, so this one pair catches them too.
 REDIS_UNREACHABLE: tuple[type[redis.RedisError], ...] = (redis.ConnectionError, redis.TimeoutError)
+# Redis answers but takes no writes for now: a failover in progress (this address is a replica), memory full. Waited
+# out like an outage, never a reason to exit.
+REDIS_REFUSING_WRITES: tuple[type[redis.RedisError], ...] = (
+    redis.ReadOnlyError, redis.OutOfMemoryError, redis.exceptions.MasterDownError,
+)
 
 
 class RedisAuthError(redis.AuthenticationError):

@@ -43,7 +43,7 @@ from worker.names import (
 # Both scripts run once per batch and loop over its events: globals (ARGV, redis.call, string.*) are looked up once,
 # into locals, not on every use.
 _CLAIM_LUA = """
-local ARGV, KEYS, call, sub, len = ARGV, KEYS, redis.call, string.sub, string.len
+local ARGV, KEYS, call, pcall, sub, len = ARGV, KEYS, redis.call, redis.pcall, string.sub, string.len
 local owner = ARGV[1]
 local lease = ARGV[2]
 local out = {}
@@ -55,9 +55,13 @@ for i = 1, #KEYS / 2 do
   elseif call('SET', KEYS[2 * i], value, 'NX', 'PX', lease) then
     out[i] = 'claimed'
   else
-    local held = call('GET', KEYS[2 * i]) or ''
+    local held = pcall('GET', KEYS[2 * i])
     local suffix = '|' .. entry
-    if sub(held, -len(suffix)) == suffix then
+    if type(held) ~= 'string' then
+      -- Gone meanwhile, or not a string (not a lease: someone else's key under our name): ours now.
+      call('SET', KEYS[2 * i], value, 'PX', lease)
+      out[i] = 'claimed'
+    elseif sub(held, -len(suffix)) == suffix then
       call('SET', KEYS[2 * i], value, 'PX', lease)
       out[i] = 'takeover'
     else
@@ -75,7 +79,15 @@ return out
 # its entry id and fields (names and values). Each list count-prefixed. Names go once per batch, not once per event:
 # half the arguments Redis parses and hands to Lua.
 _COMMIT_LUA = """
-local ARGV, KEYS, call, sub, len, unpack = ARGV, KEYS, redis.call, string.sub, string.len, unpack
+local ARGV, KEYS, call, pcall, sub, len, unpack = ARGV, KEYS, redis.call, redis.pcall, string.sub, string.len, unpack
+-- An output key that is not a stream (someone else's key under our name) would fail an XADD after its entry was
+-- acked, and that event would be lost: refuse the whole batch first, with nothing written.
+for k = 2, 4 do
+  local kind = call('TYPE', KEYS[k])['ok']
+  if kind ~= 'stream' and kind ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' is a ' .. kind .. ', not a stream: nothing was committed')
+  end
+end
 local group = ARGV[1]
 local ttl = ARGV[2]
 local n_decided, n_dead = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -114,7 +126,8 @@ for i = 1, n_decided do
   if ARGV[pos + 1] == '1' then command_at = decision_at + n_decision_names end
   pos = decision_at + n_decision_names + (command_at and n_command_names or 0)
   local ck, pk = KEYS[4 + 2 * i - 1], KEYS[4 + 2 * i]
-  local held = call('GET', pk)
+  local held = pcall('GET', pk)
+  if type(held) ~= 'string' then held = false end  -- none, or not a lease (someone else's key): deleted below
   local suffix = '|' .. entry
   if call('EXISTS', ck) == 1 then
     call('XACK', KEYS[1], group, entry)
@@ -371,7 +384,14 @@ def _flat(fields: Mapping[bytes | str, bytes | str]) -> list[bytes | str | int]:
 
 def ensure_group(client: redis.Redis, streams: StreamNames = StreamNames()) -> bool:
     """Create the consumer group (and the stream) if missing; True when created. Starts at 0: nothing queued
-    before the first worker started is skipped."""
+    before the first worker started is skipped. An existing group is found by a read first: a Redis that refuses
+    writes for now (out of memory, a replica during a failover) refuses XGROUP CREATE even for a group it has."""
+    try:
+        if any(group["name"].decode() == streams.group for group in client.xinfo_groups(streams.input)):
+            return False
+    except redis.ResponseError as exc:
+        if "no such key" not in str(exc):
+            raise
     try:
         client.xgroup_create(streams.input, streams.group, id="0", mkstream=True)
     except redis.ResponseError as exc:

@@ -24,7 +24,7 @@ import redis
 
 from worker.aggregator import AggregatorConfig
 from worker.breaker import BreakerConfig, BreakerState, CircuitBreaker, publish_breaker_state, record_restart
-from worker.connection import REDIS_UNREACHABLE, Backoff, RedisAuthError, connect
+from worker.connection import REDIS_REFUSING_WRITES, REDIS_UNREACHABLE, Backoff, RedisAuthError, connect
 from worker.delivery import DeliveryScripts, StreamNames, ensure_group, pending_delivery_counts
 from worker.group_reader import GroupReader
 from worker.heartbeat import Heartbeat
@@ -155,8 +155,12 @@ class Worker:
     def record_start(self) -> None:
         """Count this start in Redis: restarts over the limit within the window open the breaker."""
         s = self.settings
-        self.restart_count = record_restart(self._client(), s.consumer, time.time(),
-                                            window_s=s.breaker_restart_window_s)
+        try:
+            self.restart_count = record_restart(self._client(), s.consumer, time.time(),
+                                                window_s=s.breaker_restart_window_s)
+        except redis.ResponseError as exc:  # e.g. read-only after a failover: the loop backs off from it too
+            log.error("this start could not be counted (Redis refused: %s); the restart limit cannot see it", exc)
+            return
         with self.breaker_lock:
             if self.breaker.record_restarts(self.restart_count):
                 log.error("circuit breaker open: %s", self.breaker.last_reason)
@@ -232,7 +236,7 @@ class Worker:
                     log.warning("Redis unavailable (%s): retrying in %.2fs; unacked entries stay pending", exc, delay)
                     self.sleep(delay)
                 except StageError as exc:
-                    self.telemetry.record_error(exc.stage)
+                    self.telemetry.record_error(exc.stage, exc.events)
                     with self.breaker_lock:
                         self.breaker.record_failure(str(exc))
                     log.exception("batch failed; its entries stay pending and will be retried: %s", exc)
@@ -243,7 +247,7 @@ class Worker:
                         self.release_read_ahead()
                         ensure_group(self._client(), self.streams)
                         continue
-                    raise
+                    self.refused(exc, backoff.next_delay())
             self.finish_read_ahead()
         finally:
             self.finish_in_flight()
@@ -283,7 +287,10 @@ class Worker:
         if not entries or len(entries) < count or trial:
             self.drain()
         with self.breaker_lock:
-            self.breaker.record_success()
+            if entries:
+                self.breaker.record_success()
+            else:  # no event, no verdict: failures stay counted, a half-open trial waits for an event
+                self.breaker.record_idle()
 
     def read_ahead(self) -> None:
         """Read the next batch now, between deciding a full batch and sending its commit. Redis runs commands in
@@ -300,6 +307,29 @@ class Worker:
         except (*REDIS_UNREACHABLE, redis.ResponseError) as exc:
             self.state.read_own_pending = True  # whatever the read delivered before failing is re-read first
             self._read_ahead_error = exc
+
+    def refused(self, exc: redis.ResponseError, delay: float) -> None:
+        """Redis answered but refused a command: read-only after a failover, out of memory, not permitted to this
+        user, a key of the wrong type. The worker does not crash or skip anything: what it holds stays pending (read
+        again first), the refusal counts as an error and a breaker failure (the breaker opens if it lasts), and the
+        loop tries again after `delay`. After a failover the connection is made again: the address may lead to the
+        new primary by now."""
+        self._pipeline().abandon()  # a commit in flight may never be answered on this connection: made again below
+        self.release_read_ahead()
+        self.state.read_own_pending = True
+        if isinstance(exc, redis.ReadOnlyError) or str(exc).startswith("UNBLOCKED"):
+            self.state.reconnect_requested = True
+        self.count_refusal(exc, delay)
+        self.sleep(delay)
+
+    def count_refusal(self, exc: redis.ResponseError, delay: float) -> None:
+        """A refusal is an error of the operation refused and a breaker failure: health and the breaker show a Redis
+        that answers PING but takes no writes."""
+        operation, self.state.operation = self.state.operation, "read"
+        self.telemetry.record_error(operation)
+        with self.breaker_lock:
+            self.breaker.record_failure(f"Redis refused the {operation}: {exc}")
+        log.error("Redis refused the %s (%s): retrying in %.2fs; unacked entries stay pending", operation, exc, delay)
 
     def release_read_ahead(self) -> None:
         """Let go of entries read ahead that will not be decided now: they stay pending on this consumer and are
@@ -329,7 +359,10 @@ class Worker:
 
     def drain(self) -> None:
         """Read the reply of the commit in flight, if any, and record its batch."""
-        self.record_results(self._pipeline().drain())
+        operation, self.state.operation = self.state.operation, "commit"  # what an error here is counted as
+        results = self._pipeline().drain()
+        self.state.operation = operation
+        self.record_results(results)
 
     def finish_in_flight(self) -> None:
         """On the way out: the commit in flight is read if Redis still answers; else its entries stay pending (or
@@ -368,6 +401,10 @@ class Worker:
                 delay = backoff.next_delay()
                 log.warning("Redis at %s unreachable (%s): retrying in %.2fs",
                             redact_url(self.settings.redis_url), exc, delay)
+                self.sleep(delay)
+            except REDIS_REFUSING_WRITES as exc:  # a failover in progress, memory full: waited out too
+                delay = backoff.next_delay()
+                self.count_refusal(exc, delay)
                 self.sleep(delay)
 
     def periodic(self, now: float) -> None:

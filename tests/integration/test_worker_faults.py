@@ -53,12 +53,15 @@ def test_injected_failures_open_the_breaker_and_a_reset_lets_the_events_through(
     assert pending_count(redis_client) == 3, "the failed entries stay pending, none lost"
     assert redis_client.xinfo_groups(INPUT_STREAM)[0]["lag"] == 7, "the rest wait in the stream"
     wait_for(lambda: worker.monitor.state_doc["circuit_breaker"]["state"] == "open", what="breaker visible")
+    assert worker.monitor.state_doc["circuit_breaker"]["restart_count"] == 1  # its own start
 
     model.fail = False
     request_reset(redis_client, "test@ci")  # as `tacticalctl breaker reset` does, from another client
     wait_settled(redis_client, 10)
     assert decided_ids(redis_client) == {f"fail-{i}".encode(): 1 for i in range(10)}
     assert worker.breaker.state.name == "CLOSED"
+    # The reset cleared the restart counter in Redis; /health/state says so instead of the count at start.
+    wait_for(lambda: worker.monitor.state_doc["circuit_breaker"]["restart_count"] == 0, what="restarts cleared")
     consumers = redis_client.xinfo_consumers(INPUT_STREAM, CONSUMER_GROUP)
     assert all(c["pending"] == 0 for c in consumers)
 

@@ -1,0 +1,158 @@
+"""Redis answering but refusing: read-only after a failover, out of memory, a key of ours holding someone else's
+type. The worker must not crash or lose anything: what it holds stays pending, the refusals count as errors and
+breaker failures, and once Redis takes writes again every event is decided exactly once. A server of each test's
+own (`private_redis`): these tests make it refuse."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+import redis
+
+from tests.faults import FaultyModel
+from tests.integration.streams import decided_ids, pending_count, wait_for, wait_settled
+from worker.breaker import BreakerState
+from worker.delivery import ensure_group
+from worker.embedded_redis import EmbeddedRedis, free_port
+from worker.names import DECISIONS_STREAM, INPUT_STREAM, completed_key, processing_key
+from worker.producer import make_event, publish_events
+from worker.service import Worker
+from worker.settings import WorkerSettings
+
+
+def events(n: int, prefix: str):
+    rng = np.random.default_rng(11)
+    return [make_event(correlation_id=f"{prefix}-{i}", rng=rng) for i in range(n)]
+
+
+@pytest.fixture
+def client(private_redis: EmbeddedRedis) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(private_redis.url()) as client:
+        yield client
+        client.config_set("maxmemory", 0)
+        client.replicaof("NO", "ONE")
+
+
+@pytest.fixture
+def start_worker(private_redis: EmbeddedRedis) -> Iterator[Callable[..., tuple[Worker, FaultyModel]]]:
+    """An in-process worker on the private server, its loop in a thread; stopped at the end of the test."""
+    started: list[tuple[Worker, threading.Thread, list[BaseException]]] = []
+
+    def start(**overrides) -> tuple[Worker, FaultyModel]:
+        options = dict(batch_size=10, breaker_failure_threshold=1000, breaker_reset_timeout_s=30.0,
+                       claim_min_idle_ms=300, claim_interval_ms=200, health_interval_s=0.1, stats_window_s=5.0)
+        settings = WorkerSettings.from_env({}, redis_url=private_redis.url(), consumer="refusals",
+                                           http_addr="127.0.0.1:0", **{**options, **overrides})
+        worker = Worker(settings)
+        worker.startup()
+        model = FaultyModel(worker.ensemble)
+        worker.pipeline.ensemble = model
+        crashed: list[BaseException] = []
+
+        def loop() -> None:
+            try:
+                worker.main_loop()
+            except BaseException as exc:  # the test asserts there is none
+                crashed.append(exc)
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        started.append((worker, thread, crashed))
+        return worker, model
+
+    yield start
+    for worker, thread, crashed in started:
+        running = thread.is_alive()
+        worker.state.should_exit = True
+        thread.join(timeout=30)
+        worker.shutdown()
+        assert not crashed, f"the worker's loop died: {crashed[0]!r}"
+        assert running, "the worker's loop had stopped before the end of the test"
+
+
+def test_a_failover_to_read_only_is_waited_out_and_nothing_is_lost(client, start_worker) -> None:
+    worker, _ = start_worker()
+    publish_events(client, events(5, "before"))
+    wait_settled(client, 5)
+
+    client.replicaof("127.0.0.1", free_port())  # this server becomes a replica of nobody: it refuses writes
+    wait_for(lambda: worker.telemetry.window.snapshot().errors, what="the refused reads counted as errors")
+    wait_for(lambda: worker.breaker.consecutive_failures >= 2, what="refusals counted as breaker failures")
+
+    client.replicaof("NO", "ONE")  # the failover is over: writes are taken again
+    publish_events(client, events(5, "after"))
+    wait_settled(client, 10)
+    assert decided_ids(client) == {f"{p}-{i}".encode(): 1 for p in ("before", "after") for i in range(5)}
+
+
+def test_out_of_memory_at_startup_and_in_the_loop_is_waited_out(client, start_worker) -> None:
+    ensure_group(client)  # a deployment's group exists already
+    publish_events(client, events(5, "oom"))
+    client.config_set("maxmemory", 1)  # every write refused: the restart count, the heartbeat, the reads
+    worker, _ = start_worker()  # its start cannot be counted; it starts anyway
+    wait_for(lambda: sum(worker.telemetry.window.snapshot().errors.values()) >= 2, what="refusals counted")
+    assert client.xlen(DECISIONS_STREAM) == 0
+
+    client.config_set("maxmemory", 0)
+    wait_settled(client, 5)
+    assert decided_ids(client) == {f"oom-{i}".encode(): 1 for i in range(5)}
+
+
+def test_a_processing_key_of_another_type_is_taken_over(client, start_worker) -> None:
+    sample = events(3, "lease")
+    client.hset(processing_key(sample[1].correlation_id), "not", "a lease")
+    worker, _ = start_worker()
+    publish_events(client, sample)
+
+    wait_settled(client, 3)
+    assert decided_ids(client) == {f"lease-{i}".encode(): 1 for i in range(3)}
+    assert not client.exists(processing_key(sample[1].correlation_id))
+    assert client.exists(completed_key(sample[1].correlation_id))
+    assert worker.telemetry.window.snapshot().errors == {}
+
+
+def test_an_output_stream_of_another_type_holds_the_batch_back_until_it_is_fixed(client, start_worker) -> None:
+    client.set(DECISIONS_STREAM, "someone else's string")
+    worker, _ = start_worker()
+    publish_events(client, events(4, "typed"))
+
+    wait_for(lambda: worker.telemetry.window.snapshot().errors.get("commit", 0) >= 2, what="the commit refused")
+    (group,) = client.xinfo_groups(INPUT_STREAM)
+    assert pending_count(client) + group["lag"] == 4, "nothing acked: every event pending or still queued"
+    assert client.get(DECISIONS_STREAM) == b"someone else's string"
+
+    client.delete(DECISIONS_STREAM)
+    wait_settled(client, 4)
+    assert decided_ids(client) == {f"typed-{i}".encode(): 1 for i in range(4)}
+
+
+def test_failures_between_idle_reads_still_open_the_breaker(client, start_worker) -> None:
+    # Sparse traffic that fails every time: the empty reads in between must not clear the count.
+    worker, model = start_worker(batch_size=1, breaker_failure_threshold=3, claim_min_idle_ms=60_000)
+    model.fail = True
+    for i in range(3):
+        publish_events(client, events(1, f"sparse{i}"))
+        wait_for(lambda n=i: worker.breaker.consecutive_failures > n or worker.breaker.state is BreakerState.OPEN,
+                 what=f"failure {i + 1} counted")
+        threading.Event().wait(0.3)  # empty reads (blocking 100 ms each) before the next event
+    assert worker.breaker.state is BreakerState.OPEN
+    assert pending_count(client) == 3
+
+
+def test_a_half_open_breaker_closes_only_on_an_event_decided(client, start_worker) -> None:
+    worker, model = start_worker(batch_size=1, breaker_failure_threshold=1, breaker_reset_timeout_s=0.5,
+                                 claim_min_idle_ms=60_000)
+    model.fail_next = True
+    publish_events(client, events(1, "trip"))
+    wait_for(lambda: worker.breaker.state is not BreakerState.CLOSED, what="the breaker opened")
+    # The failed entry stays pending on this consumer (reclaimed only after a minute): the stream has nothing new.
+    wait_for(lambda: worker.breaker.state is BreakerState.HALF_OPEN, what="half-open after the timeout")
+    threading.Event().wait(1.0)  # empty trial reads: ten of them
+    assert worker.breaker.state is BreakerState.HALF_OPEN, "an empty read is no trial"
+
+    publish_events(client, events(1, "trial"))
+    wait_for(lambda: worker.breaker.state is BreakerState.CLOSED, what="closed by the trial event")
+    assert decided_ids(client)[b"trial-0"] == 1
