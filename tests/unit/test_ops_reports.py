@@ -55,6 +55,17 @@ def test_summary_counts_decisions_and_measures_latency_from_the_stream_ids() -> 
     assert stats.stages["inference"].max_ms == 200.0
     assert set(stats.stages) == {"inference", "validate"}
     assert [(h.decisions, h.p99_ms) for h in stats.hourly] == [(99, 2.0), (1, 250.0)]
+    # The worker's own time: each decision's stage timings summed.
+    assert stats.service.p50_ms == pytest.approx(0.6) and stats.service.max_ms == pytest.approx(200.1)
+    assert [h.service_p99_ms for h in stats.hourly] == [pytest.approx(0.6), pytest.approx(200.1)]
+
+
+def test_time_queued_is_end_to_end_latency_not_the_workers() -> None:
+    # A worker down for 40 s: its backlog is decided fast once it is back, after a long wait in the stream.
+    entries = [decision(T0 + i, latency_ms=40_000 - i * 100, executed=False) for i in range(100)]
+    stats = summarize_decisions(entries)
+    assert stats.latency.p99_ms > 39_000
+    assert stats.service.p99_ms == pytest.approx(0.6)
 
 
 def test_a_decision_without_its_event_id_counts_but_has_no_latency() -> None:

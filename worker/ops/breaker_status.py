@@ -57,6 +57,12 @@ class BreakerOverview:
             states.append(http_state)
         return worst_breaker_state(states)
 
+    @property
+    def over_restart_limit(self) -> bool:
+        """The worker's own rule (`CircuitBreaker.record_restarts`): more starts in the window than the limit open
+        the breaker; as many as the limit do not."""
+        return self.restarts > self.restart_limit
+
     def as_dict(self) -> dict[str, Any]:
         state = self.state
         return {

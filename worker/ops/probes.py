@@ -333,7 +333,7 @@ def probe_breaker(sources: Sources) -> list[Finding]:
                                               CheckStatus.OK if state is BreakerState.CLOSED else CheckStatus.WARN),
                                     f"breaker (HTTP): {state.name.lower()}", dict(overview.http or {})))
     restarts = f"{overview.restarts} restart(s) in {overview.restart_window_s:g} s (limit {overview.restart_limit})"
-    if overview.restarts >= overview.restart_limit:
+    if overview.over_restart_limit:
         findings.append(_critical(restarts + ": the restart limit opens the breaker — the worker keeps dying",
                                   restarts=overview.restarts))
     elif overview.restarts > len(overview.published):  # each running worker's own start is counted too

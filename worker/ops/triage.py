@@ -367,8 +367,8 @@ def _pick_from_redis(sources: Sources, client: redis.Redis) -> list[tuple[str, s
     overview = read_breaker_overview(client, http=None, now=sources.now())
     if overview.state in (BreakerState.OPEN, BreakerState.HALF_OPEN):
         picks.append(("breaker-open", f"breaker {overview.state.name.lower()} (published in Redis)"))
-    elif overview.restarts >= overview.restart_limit:
-        picks.append(("breaker-open", f"{overview.restarts} restarts reached the limit"))
+    elif overview.over_restart_limit:
+        picks.append(("breaker-open", f"{overview.restarts} restarts exceed the limit of {overview.restart_limit}"))
     if not live_consumers(client):
         picks.append(("worker-down", "no worker has a live heartbeat"))
     stale = find_stale_processing_keys(client)
