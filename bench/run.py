@@ -117,8 +117,7 @@ def run_bench(config: BenchConfig, progress: Progress = lambda message: None) ->
         def workers_alive() -> None:
             for process in stack.processes:
                 if process.poll() is not None:
-                    raise WorkerStartError(f"worker {process.consumer} exited with {process.poll()}: "
-                                           f"{process.log_text()[-2000:]}")
+                    raise WorkerStartError(process.consumer, f"exited with {process.poll()}", process.log_text())
 
         targets: dict[str, _Measured] = {}
         for name, module, streams in (("floor", "bench.floor", FLOOR_STREAMS),

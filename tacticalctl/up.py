@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import signal
+import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import redis
 import typer
 from rich import box
-from rich.console import Group
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
 from tacticalctl.context import get_context
+from tacticalctl.errors import CtlError, ExitCode
 from worker.delivery import entry_time_ms
 from worker.feed import run_id, send_events, simulated_events
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM
+from worker.process import WorkerStartError
 from worker.stack import LocalStack
 
 SHOWN_ROWS = 15
@@ -85,13 +91,31 @@ def up(
     external_redis: Annotated[bool, typer.Option(
         "--external-redis", help="Use --redis-url instead of starting an embedded Redis.")] = False,
 ) -> None:
-    """Start an embedded Redis, the worker and a simulated feed; show decisions as they happen."""
+    """Start an embedded Redis, the worker and a simulated feed; show decisions as they happen.
+
+    Ctrl-C, SIGTERM or --duration stop everything cleanly: the feed first, then the worker drains what it holds, then
+    Redis. A stack that cannot start (the HTTP port taken, Redis refusing the credentials, a bundle that does not
+    verify) is one line and exit 2."""
     context = get_context(ctx)
     console = context.console
+    _check_port_free(http_addr)
     stack = LocalStack(workers=workers, redis_url=context.redis_url if external_redis else None,
                        http_addrs=(http_addr,))
-    with console.status("starting Redis and the worker (loading and warming the models)…"):
-        stack.start()
+    with _sigterm_as_interrupt():
+        try:
+            with console.status("starting Redis and the worker (loading and warming the models)…"):
+                stack.start()
+        except WorkerStartError as exc:
+            stack.close()
+            raise CtlError(exc.summary, ExitCode.CRITICAL) from None
+        except BaseException:
+            stack.close()
+            raise
+        _run(stack, console, duration=duration, rate=rate, seed=seed, http_addr=http_addr)
+
+
+def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: float, seed: int,
+         http_addr: str) -> None:
     console.print(f"Redis at {stack.url}; worker HTTP on {http_addr}; feeding {rate:g} events/s")
     client = redis.Redis.from_url(stack.url)
     stop = threading.Event()
@@ -108,6 +132,7 @@ def up(
     rows: deque[tuple[str, ...]] = deque(maxlen=SHOWN_ROWS)
     started = time.monotonic()
     last_id = b"$"
+    codes: list[int | None] = []
     try:
         feeder.start()
         with Live(render(rows, totals, 0.0), console=console, refresh_per_second=8) as live:
@@ -135,6 +160,37 @@ def up(
             stack.close()
     console.print(f"stopped after {time.monotonic() - started:.1f}s: sent {totals['sent']}, decided "
                   f"{totals['decided']}, executed {totals['executed']}; worker exit codes {codes}")
+
+
+def _check_port_free(http_addr: str) -> None:
+    """Fail in a second, not after the models have loaded: the default port is a running worker's too."""
+    host, _, port = http_addr.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise CtlError(f"--http-addr {http_addr!r} is not HOST:PORT", ExitCode.UNKNOWN) from None
+    if number == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host or "127.0.0.1", number))
+        except OSError as exc:
+            raise CtlError(f"cannot serve the worker's HTTP on {http_addr} ({exc.strerror}): a worker running there "
+                           "already? Pass --http-addr 127.0.0.1:0 for a free port", ExitCode.CRITICAL) from None
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a supervisor, `kill`) stops `up` the way Ctrl-C does: nothing it started is left running."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def register(app: typer.Typer) -> None:

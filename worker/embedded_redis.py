@@ -151,7 +151,8 @@ class EmbeddedRedis:
         if self._process and self._process.poll() is None:
             return self
         self._process = subprocess.Popen(
-            self.command_line(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            self.command_line(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            process_group=0,  # a Ctrl-C at the terminal must not stop Redis before the workers have drained into it
         )
         atexit.register(self.stop)
         self._wait_ready()

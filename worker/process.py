@@ -16,7 +16,14 @@ _HTTP_URL = re.compile(r"ready: model .* http (http://\S+)")
 
 
 class WorkerStartError(RuntimeError):
-    """The worker process exited or did not become ready; the message carries the end of its log."""
+    """The worker process exited or did not become ready; the message carries the end of its log, `summary` says it in
+    one line (what happened and the log's last line: the worker's own reason, e.g. a port in use, refused
+    credentials, a tampered bundle)."""
+
+    def __init__(self, consumer: str, what: str, log: str) -> None:
+        super().__init__(f"worker {consumer} {what}:\n{log[-3000:]}")
+        last = next((line.strip() for line in reversed(log.splitlines()) if line.strip()), "its log is empty")
+        self.summary = f"worker {consumer} {what}: {last}"
 
 
 @dataclass
@@ -69,6 +76,9 @@ class WorkerProcess:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            # Its own process group: a Ctrl-C at the terminal reaches the parent alone, which then stops the worker
+            # with one SIGTERM (a second signal would make it exit at once, leaving its batch pending).
+            process_group=0,
         )
         if wait_ready_s:
             self.wait_ready(wait_ready_s)
@@ -91,9 +101,9 @@ class WorkerProcess:
                 self.http_url = found.group(1) if found else None
                 return
             if self.poll() is not None:
-                raise WorkerStartError(f"worker {self.consumer} exited with {self.poll()}:\n{self.log_text()[-3000:]}")
+                raise WorkerStartError(self.consumer, f"exited with {self.poll()}", self.log_text())
             time.sleep(0.05)
-        raise WorkerStartError(f"worker {self.consumer} not ready after {timeout_s}s:\n{self.log_text()[-3000:]}")
+        raise WorkerStartError(self.consumer, f"not ready after {timeout_s}s", self.log_text())
 
     def poll(self) -> int | None:
         return self._process.poll() if self._process else None

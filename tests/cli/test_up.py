@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+
+import pytest
 
 from worker.embedded_redis import free_port
 
@@ -45,3 +49,87 @@ def test_a_decision_row_reads_whole_in_an_80_column_terminal() -> None:
     for cell in ("20260112T021000Z", "TYPE_4", "short", "L.97 S.60 L1.0", "long 0.934", "against d"):
         assert cell in line, (cell, line)
     assert line.endswith(" 12"), "the latency (ms, event id to decision id) is never cut"
+
+
+def _start_up(port: int, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    return subprocess.Popen(
+        [sys.executable, "-c", "from tacticalctl.app import main; main()", "up", "--rate", "40",
+         "--http-addr", f"127.0.0.1:{port}", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, process_group=0,
+    )
+
+
+def _wait_for_line(process: subprocess.Popen[str], pattern: str) -> re.Match[str]:
+    assert process.stdout is not None
+    for line in process.stdout:
+        found = re.search(pattern, line)
+        if found:
+            return found
+    raise AssertionError(f"`up` ended before printing {pattern!r}: {process.stderr.read() if process.stderr else ''}")
+
+
+def _refused(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+def test_a_signal_stops_everything_up_started_cleanly(how: str) -> None:
+    http_port = free_port()
+    process = _start_up(http_port)
+    try:
+        redis_port = int(_wait_for_line(process, r"Redis at redis://127\.0\.0\.1:(\d+)/").group(1))
+        time.sleep(2)  # decisions flowing
+        if how == "sigterm":
+            process.send_signal(signal.SIGTERM)  # a supervisor stopping it
+        else:
+            os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches its whole foreground group
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, out[-2000:] + err[-2000:]
+    assert re.search(r"worker exit codes \[0\]", out), out[-2000:]  # drained and exited on one signal
+    assert _refused(http_port) and _refused(redis_port), "the worker or Redis outlived `up`"
+
+
+def test_a_port_in_use_is_one_line_before_anything_starts() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-c", "from tacticalctl.app import main; main()", "up", "--duration", "5",
+             "--http-addr", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and f"127.0.0.1:{port}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert time.monotonic() - started < 20, "refused before loading the models"
+
+
+def test_a_worker_that_cannot_start_is_one_line(tmp_path) -> None:
+    models = tmp_path / "models"
+    import shutil
+
+    from worker.settings import default_models_dir
+
+    shutil.copytree(default_models_dir(), models)
+    current = (models / "CURRENT").read_text().strip()
+    agent = next((models / current).glob("*.pt"))
+    agent.write_bytes(agent.read_bytes() + b"tampered")
+    result = subprocess.run(
+        [sys.executable, "-c", "from tacticalctl.app import main; main()", "up", "--duration", "5",
+         "--http-addr", f"127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=180, env={**os.environ, "TACTICAL_MODELS_DIR": str(models)},
+    )
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stderr.startswith("tacticalctl: worker ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

@@ -24,7 +24,7 @@ def test_end_to_end_latency_at_100_events_per_second_is_within_the_runbook_bound
 
     def alive() -> None:
         if worker.poll() is not None:
-            raise WorkerStartError(f"the worker exited with {worker.poll()}:\n{worker.log_text()[-2000:]}")
+            raise WorkerStartError(worker.consumer, f"exited with {worker.poll()}", worker.log_text())
 
     target = StreamTarget("e2e", redis_url, INPUT_STREAM, DECISIONS_STREAM)
     try:
