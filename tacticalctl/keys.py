@@ -73,20 +73,37 @@ def list_(
 
     A processing key is stale when its owner has no live heartbeat: `tacticalctl keys clean` removes those.
 
+    At most --limit keys of each kind are read (in SCAN's order, then shown oldest first): when more exist, the
+    counts say "at least" and `more` names the kinds cut short.
+
     With --check: exit 0 when no processing key is stale, 1 when some are (morning check, step 7).
     JSON keys: keys [{key, kind, correlation_id, age_s, ttl_s, owner, owner_alive, entry_id, stale}],
-    processing, completed, stale_processing."""
+    processing, completed, stale_processing, more (kinds with more keys than --limit)."""
     context = get_context(ctx)
-    keys = scan_idempotency_keys(context.redis(), kind.kinds, limit=limit, completed_ttl_s=_completed_ttl_s())
+    # One more than the limit of each kind: whether there are more is worth saying, and costs one key.
+    scanned = scan_idempotency_keys(context.redis(), kind.kinds, limit=limit + 1, completed_ttl_s=_completed_ttl_s())
+    keys: list[IdempotencyKey] = []
+    more: list[str] = []
+    for each in kind.kinds:
+        of_kind = [k for k in scanned if k.kind is each]
+        if len(of_kind) > limit:
+            more.append(each.value)
+            of_kind = of_kind[:limit]  # oldest first among those read
+        keys.extend(of_kind)
     stale = [k for k in keys if k.stale]
     processing = sum(k.kind is KeyKind.PROCESSING for k in keys)
     if json_output:
         print_json({"keys": [k.as_dict() for k in keys], "processing": processing,
-                    "completed": len(keys) - processing, "stale_processing": len(stale)})
+                    "completed": len(keys) - processing, "stale_processing": len(stale), "more": more})
     else:
         console = context.console
         if keys:
-            console.print(keys_table(keys, f"{processing} processing, {len(keys) - processing} completed"))
+            counts = ", ".join(f"{'at least ' if each.value in more else ''}{sum(k.kind is each for k in keys)} "
+                               f"{each.value}" for each in kind.kinds)
+            console.print(keys_table(keys, counts))
+            if more:
+                console.print(f"[yellow]more {' and '.join(more)} keys than --limit {limit}[/]: the first found "
+                              "are shown, not necessarily the oldest; raise --limit to see more")
         else:
             console.print("no idempotency keys")
         if stale:

@@ -53,6 +53,18 @@ def test_list_json_and_check_exit_code(ctl: Ctl, redis_client: redis.Redis) -> N
     assert {k["kind"] for k in only_processing["keys"]} == {"processing"}
 
 
+def test_a_list_cut_short_by_the_limit_says_so(ctl: Ctl, redis_client: redis.Redis) -> None:
+    for i in range(7):
+        redis_client.set(f"tactical:completed:cid-{i}", f"{1_700_000_000_000 + i}-0", ex=3600)
+    doc = json.loads(ctl("keys", "list", "--limit", "5", "--json").stdout)
+    assert (doc["completed"], doc["more"]) == (5, ["completed"])
+    shown = ctl("keys", "list", "--limit", "5").stdout
+    assert "at least 5 completed" in shown and "raise --limit" in shown
+
+    doc = json.loads(ctl("keys", "list", "--limit", "7", "--json").stdout)
+    assert (doc["completed"], doc["more"]) == (7, [])
+
+
 def test_clean_dry_run_changes_nothing(ctl: Ctl, redis_client: redis.Redis) -> None:
     keyspace(redis_client)
     before = sorted(redis_client.keys("tactical:*"))
