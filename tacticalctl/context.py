@@ -14,6 +14,7 @@ from rich.console import Console
 
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode
 from worker.connection import RedisAuthError, connect
+from worker.names import DEFAULT_DB
 from worker.settings import SettingsError, redact_url
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/2"
@@ -40,6 +41,11 @@ class CtlContext:
                 raise CtlError(str(exc), ExitCode.CRITICAL) from None
             except REDIS_UNREACHABLE as exc:
                 raise CtlError(f"Redis unreachable at {redact_url(self.redis_url)}: {exc}", ExitCode.CRITICAL) from None
+            db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
+            if db != DEFAULT_DB:
+                # Another database is empty of everything the worker writes: an all-clear there means nothing.
+                typer.echo(f"tacticalctl: warning: connected to database {db}, the worker's is {DEFAULT_DB}: end "
+                           f"--redis-url with /{DEFAULT_DB} (what follows is about database {db})", err=True)
             self._client = client
         return self._client
 

@@ -122,3 +122,14 @@ def test_refused_credentials_during_a_follow_end_it_critical_not_retried_as_an_o
         _, err = follow.communicate(timeout=60)
     assert follow.returncode == 2, err
     assert err.count("\n") == 1 and "retrying" not in err and "Traceback" not in err, err
+
+
+def test_another_database_than_the_workers_is_said_on_stderr(ctl: Ctl, redis_url: str) -> None:
+    # Without the /2 a URL selects database 0, where nothing the worker writes lives: its all-clear means nothing.
+    assert redis_url.endswith("/2")
+    result = ctl("dead-letter", "list", "--json", redis_url=redis_url[: -len("/2")])
+    assert result.exit_code == 0
+    json.loads(result.stdout)  # stdout stays the JSON alone
+    assert "connected to database 0, the worker's is 2" in result.stderr
+
+    assert "database" not in ctl("dead-letter", "list", "--json").stderr
