@@ -110,7 +110,16 @@ def format_timestamp(moment: np.datetime64) -> str:
 def read_bars_csv(path: Path, *, symbol: str | None = None) -> Bars:
     """Read and check a bars CSV; `symbol` defaults to the file's stem."""
     path = Path(path)
-    with path.open(newline="", encoding="utf-8") as handle:
+    try:
+        return _read_bars_csv(path, symbol)
+    except UnicodeDecodeError as exc:
+        raise BarsFormatError(path, 1, None, f"not UTF-8 text (byte {exc.start}: {exc.reason}); save the file as "
+                                             "UTF-8 CSV") from None
+
+
+def _read_bars_csv(path: Path, symbol: str | None) -> Bars:
+    # utf-8-sig: a spreadsheet's "UTF-8 CSV" starts with a byte-order mark, which is not part of the first column.
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:

@@ -131,3 +131,16 @@ def test_bars_with_arrays_of_different_lengths_are_refused() -> None:
             close=np.ones(2),
             volume=np.ones(2),
         )
+
+
+def test_a_spreadsheets_utf8_csv_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + (HEADER + "2026-01-05T00:05:00Z,10,11,9,10.5,7\n").encode())
+    assert len(read_bars_csv(path).close) == 1
+
+
+def test_a_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "utf16.csv"
+    path.write_text(HEADER + "2026-01-05T00:05:00Z,10,11,9,10.5,7\n", encoding="utf-16")
+    with pytest.raises(BarsFormatError, match="not UTF-8 text"):
+        read_bars_csv(path)
