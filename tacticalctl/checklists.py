@@ -50,7 +50,7 @@ def morning_check_command(
 
     Worker running, Redis ping on db 2, JIT compilation, overnight performance, /health, /health/state, stale
     processing keys, breaker and alert history. Exit 0 ok, 1 warning, 2 critical (Redis or the worker unreachable
-    included), 3 a step could not run.
+    included), 3 a step could not run (and none is critical or warning: those outrank it).
 
     JSON keys: checklist, status (ok|warn|critical|unknown), generated_at, steps [{step, status, value, threshold,
     next_action, details}].

@@ -55,7 +55,7 @@ def triage(
     Runs the runbook's diagnosis for ALERT — Redis INFO/SLOWLOG/latency, the worker's CPU and memory (/proc),
     XINFO and XPENDING, the breaker, the health state and transitions, the idempotency keys, the model bundle —
     and prints the findings and the recommended actions. Exit by the worst finding: 0 ok, 1 warning, 2 critical,
-    3 a diagnosis step could not run.
+    3 a diagnosis step could not run (and no finding is critical or warning).
 
     JSON keys: picked (true when no ALERT was given), status, alerts [{alert, title, severity, runbook, status,
     reason, findings [{status, summary, evidence}], actions}]."""

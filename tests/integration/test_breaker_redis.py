@@ -88,7 +88,7 @@ def test_reset_request_is_taken_once_per_worker_and_audited(redis_client: redis.
     assert "restart counter cleared" in trail[0].message
 
 
-def test_running_worker_closes_its_breaker_on_request(redis_url: str) -> None:
+def test_a_reset_request_taken_from_redis_closes_a_breaker_and_names_its_actor(redis_url: str) -> None:
     worker_client = redis.Redis.from_url(redis_url)
     cli_client = redis.Redis.from_url(redis_url)
     try:
