@@ -317,7 +317,7 @@ def check_overnight_performance(sources: Sources, since_s: float) -> Verdict:
         return Verdict(Status.WARN, value, "`tacticalctl triage p50-latency`", threshold, details)
     if end_to_end.p99_ms is not None and end_to_end.p99_ms > THRESHOLDS.lag_critical_s * 1000:
         return Verdict(Status.WARN, value + " (events queued: a worker down or lagging)",
-                       "when and why: `tacticalctl alerts --since 16h`, the daily report's hourly end-to-end P99 "
+                       "when and why: `tacticalctl alerts --count 50`, the daily report's hourly end-to-end P99 "
                        "(`tacticalctl eod`); `tacticalctl triage consumer-lag` if it goes on", threshold, details)
     error_rate = summary.error_rate
     if error_rate is not None and error_rate > THRESHOLDS.error_rate_warn:
