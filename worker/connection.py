@@ -22,6 +22,8 @@ REDIS_UNREACHABLE: tuple[type[redis.RedisError], ...] = (redis.ConnectionError, 
 REDIS_REFUSING_WRITES: tuple[type[redis.RedisError], ...] = (
     redis.ReadOnlyError, redis.OutOfMemoryError, redis.exceptions.MasterDownError,
 )
+# Of those, the ones that say this address is (for now) a replica: connecting again may reach the new primary.
+REDIS_FAILOVER: tuple[type[redis.RedisError], ...] = (redis.ReadOnlyError, redis.exceptions.MasterDownError)
 
 
 class RedisAuthError(redis.AuthenticationError):

@@ -112,6 +112,7 @@ class EventPipeline:
         self.config = config
         self._stage = "validate"
         self._in_flight: _InFlight | None = None
+        self._unreported: list[BatchResult] = []  # settled by a submit that then failed: the next drain's
 
     @property
     def commit_in_flight(self) -> bool:
@@ -141,16 +142,22 @@ class EventPipeline:
                     self._stage = "read"
                     before_commit()
                 self._stage = "commit"
-                finished = self.drain()
+                # Read and settled: if this submit fails from here on, the next drain returns them.
+                self._unreported = self.drain()
                 commit = self.scripts.send_commit(batch.decided, batch.dead, self.config.completed_ttl_s, batch.shared)
                 self._in_flight = _InFlight(batch, commit, time.perf_counter())
                 # The claim's reply came long ago; it is read only to keep its connection in step. The commit just
                 # sent re-checked, atomically, everything the claim found (DESIGN.md, "Delivery").
                 self._stage = "claim"
                 batch.claim.outcomes()
+            finished, self._unreported = self._unreported, []
             return finished
         except (redis.ConnectionError, redis.TimeoutError):
             self.abandon()
+            raise
+        except redis.RedisError:
+            # Redis answered but refused (read-only, out of memory, not permitted, a key of another type): not this
+            # batch's fault, and not counted against its events. A commit already sent stays in flight for drain.
             raise
         except Exception as exc:
             raise StageError(self._stage, exc, len(entries)) from exc
@@ -158,19 +165,21 @@ class EventPipeline:
     def drain(self) -> list[BatchResult]:
         """Read the reply of the commit in flight, if any: its batch's result. A Redis error abandons it (its entries
         are committed or still pending; either way nothing is lost or doubled) and propagates."""
+        unreported, self._unreported = self._unreported, []
         in_flight, self._in_flight = self._in_flight, None
         if in_flight is None:
-            return []
+            return unreported
         waiting_since = time.perf_counter()
         try:
             outcomes = in_flight.commit.outcomes()
         except BaseException:
             in_flight.commit.close()
+            self._unreported = unreported  # still settled: returned by the next drain
             raise
         # The worker's own time on the commit: building and sending it, then waiting for its reply. Time spent
         # deciding the next batch meanwhile is that batch's, not this one's (end-to-end latency stays per event).
         commit_seconds = in_flight.sent_at - in_flight.batch.decided_at + time.perf_counter() - waiting_since
-        return [self._settle(in_flight.batch, outcomes, commit_seconds)]
+        return [*unreported, self._settle(in_flight.batch, outcomes, commit_seconds)]
 
     def abandon(self) -> None:
         """Forget the commit in flight without reading its reply (the connection is closed): after a Redis error."""

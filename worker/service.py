@@ -15,6 +15,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,14 @@ import redis
 
 from worker.aggregator import AggregatorConfig
 from worker.breaker import BreakerConfig, BreakerState, CircuitBreaker, publish_breaker_state, record_restart
-from worker.connection import REDIS_REFUSING_WRITES, REDIS_UNREACHABLE, Backoff, RedisAuthError, connect
+from worker.connection import (
+    REDIS_FAILOVER,
+    REDIS_REFUSING_WRITES,
+    REDIS_UNREACHABLE,
+    Backoff,
+    RedisAuthError,
+    connect,
+)
 from worker.delivery import DeliveryScripts, StreamNames, ensure_group, pending_delivery_counts
 from worker.group_reader import GroupReader
 from worker.heartbeat import Heartbeat
@@ -48,6 +56,9 @@ class LoopState:
     should_exit: bool = False
     redis_up: bool = False
     read_own_pending: bool = True  # after a (re)connect, first finish what this consumer was given before
+    # The re-read is this worker's own retry (Redis was unreachable or refused): it does not count against an
+    # entry's max_deliveries, or a Redis outage would dead-letter sound events.
+    retrying_own_pending: bool = False
     reconnect_requested: bool = False
     next_reclaim: float = 0.0
     # What the loop is doing with Redis: a connection error is counted in tactical_errors_total under it.
@@ -84,6 +95,8 @@ class Worker:
         # them before reading again.
         self._read_ahead: list[StreamEntry] = []
         self._read_ahead_error: Exception | None = None  # raised once the batch decided before it is committed
+        self._own_retries: Counter[bytes] = Counter()  # re-reads of own pending entries that were our retries
+        self._batches_settled = 0  # commits whose reply was read: progress, for the backoff
         self._held = contextlib.ExitStack()  # what startup() takes for the worker's life and shutdown() gives back
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -195,7 +208,7 @@ class Worker:
         client = self.client
         if client is None:
             return
-        with contextlib.suppress(*REDIS_UNREACHABLE):
+        with contextlib.suppress(redis.RedisError):  # unreachable, or refusing writes (a failover): exit cleanly
             if self.heartbeat is not None:
                 self.heartbeat.stop()
             self.forget_consumer_if_idle(client)
@@ -221,15 +234,15 @@ class Worker:
         try:
             while not self.state.should_exit:
                 try:
-                    self.step()
-                    backoff.reset()
+                    if self.step():
+                        backoff.reset()  # only on confirmed progress: a commit still in flight may yet be refused
                 except RedisAuthError:
                     raise  # not transient: the same credentials will be refused again
                 except REDIS_UNREACHABLE as exc:
                     self._pipeline().abandon()  # its reply may never come: its entries are committed or pending
                     self.release_read_ahead()
                     self.state.redis_up = False
-                    self.state.read_own_pending = True
+                    self.state.read_own_pending = self.state.retrying_own_pending = True
                     self.telemetry.record_error(self.state.operation)
                     self.state.operation = "read"
                     delay = backoff.next_delay()
@@ -245,15 +258,16 @@ class Worker:
                     if "NOGROUP" in str(exc):
                         log.warning("consumer group %s missing (Redis lost its data?): recreating", self.streams.group)
                         self.release_read_ahead()
-                        ensure_group(self._client(), self.streams)
+                        self.state.reconnect_requested = True  # reconnecting creates the group, riding out failures
                         continue
                     self.refused(exc, backoff.next_delay())
             self.finish_read_ahead()
         finally:
             self.finish_in_flight()
 
-    def step(self) -> None:
-        """One turn of the loop: periodic work, then one batch read and decided (if the breaker lets it).
+    def step(self) -> bool:
+        """One turn of the loop: periodic work, then one batch read and decided (if the breaker lets it). True when
+        the turn confirmed progress: a commit's reply read, or nothing to read (Redis answered).
 
         A full batch suggests more are waiting: the next batch is read before its commit goes out (`read_ahead`),
         and its commit is left in flight while that batch is decided; its reply is read just before the next commit
@@ -272,11 +286,16 @@ class Worker:
         if not allowed:
             self.drain()
             self.sleep(min(self.settings.block_ms / 1e3, 0.1))  # events wait in the stream
-            return
+            return True
         count = 1 if trial else self.settings.batch_size
+        settled_before = self._batches_settled
         entries, self._read_ahead = self._read_ahead, []
         if not entries:
             entries = self.read_batch(count=count, block=not pipeline.commit_in_flight)
+        if not entries and trial:
+            # No new event to try: a stale pending one will do (reclaim runs only while closed), or a lone worker
+            # whose batch failed would stay half-open, its entries undecided, until new traffic came.
+            _, entries = self.claim_stale("0-0", count=1)
         if entries:
             full = len(entries) == count and not trial
             self.record_results(pipeline.submit(entries, before_commit=self.read_ahead if full else None))
@@ -286,11 +305,10 @@ class Worker:
                 raise error
         if not entries or len(entries) < count or trial:
             self.drain()
-        with self.breaker_lock:
-            if entries:
-                self.breaker.record_success()
-            else:  # no event, no verdict: failures stay counted, a half-open trial waits for an event
+        if not entries:
+            with self.breaker_lock:  # no event, no verdict: failures stay counted, a half-open trial waits for one
                 self.breaker.record_idle()
+        return not entries or self._batches_settled > settled_before
 
     def read_ahead(self) -> None:
         """Read the next batch now, between deciding a full batch and sending its commit. Redis runs commands in
@@ -314,10 +332,13 @@ class Worker:
         again first), the refusal counts as an error and a breaker failure (the breaker opens if it lasts), and the
         loop tries again after `delay`. After a failover the connection is made again: the address may lead to the
         new primary by now."""
-        self._pipeline().abandon()  # a commit in flight may never be answered on this connection: made again below
+        try:
+            self.finish_in_flight()  # refused elsewhere (a heartbeat, a read): its reply is still there, recorded
+        except redis.RedisError:
+            self._pipeline().abandon()
         self.release_read_ahead()
-        self.state.read_own_pending = True
-        if isinstance(exc, redis.ReadOnlyError) or str(exc).startswith("UNBLOCKED"):
+        self.state.read_own_pending = self.state.retrying_own_pending = True
+        if isinstance(exc, REDIS_FAILOVER) or str(exc).startswith("UNBLOCKED"):
             self.state.reconnect_requested = True
         self.count_refusal(exc, delay)
         self.sleep(delay)
@@ -371,7 +392,7 @@ class Worker:
             return
         try:
             self.drain()
-        except REDIS_UNREACHABLE as exc:
+        except redis.RedisError as exc:  # unreachable, or refused: either way its entries are committed or pending
             self.pipeline.abandon()
             log.warning("the last commit's reply was lost (%s): its entries are committed or still pending", exc)
 
@@ -435,10 +456,11 @@ class Worker:
             self.drain()
             entries = self._xreadgroup("0", block=None, count=count)
             if entries:
-                counts = pending_delivery_counts(self._client(), [e.entry_id for e in entries], self.streams,
-                                                 self.settings.consumer)
-                return [StreamEntry(e.entry_id, e.fields, counts.get(e.entry_id, 1)) for e in entries]
-            self.state.read_own_pending = False
+                if self.state.retrying_own_pending:
+                    self._own_retries.update(e.entry_id for e in entries)
+                return self._with_delivery_counts(entries)
+            self.state.read_own_pending = self.state.retrying_own_pending = False
+            self._own_retries.clear()  # nothing of this consumer is pending any more
         return self._xreadgroup(">", block=self.settings.block_ms if block else None, count=count)
 
     def _xreadgroup(self, start: str, block: int | None, count: int) -> list[StreamEntry]:
@@ -452,28 +474,37 @@ class Worker:
 
     def reclaim_stale_entries(self) -> int:
         """XAUTOCLAIM entries idle past the min-idle from any consumer (a dead one's, or ours) and decide them."""
-        client = self._client()
         reclaimed = 0
-        start = "0-0"
+        start: bytes | str = "0-0"
         while not self.state.should_exit:
-            next_start, messages, deleted = client.xautoclaim(
-                self.streams.input, self.streams.group, self.settings.consumer,
-                min_idle_time=self.settings.claim_min_idle_ms, start_id=start, count=self.settings.batch_size,
-            )
-            entries = [StreamEntry(entry_id, fields) for entry_id, fields in messages if fields]
+            next_start, entries = self.claim_stale(start, count=self.settings.batch_size)
             if entries:
-                counts = pending_delivery_counts(client, [e.entry_id for e in entries], self.streams,
-                                                 self.settings.consumer)
-                entries = [StreamEntry(e.entry_id, e.fields, counts.get(e.entry_id, 1)) for e in entries]
                 log.info("reclaimed %d entries idle over %d ms", len(entries), self.settings.claim_min_idle_ms)
                 self.process(entries)
                 reclaimed += len(entries)
-            if deleted:
-                log.info("%d pending entries were deleted from the stream; dropped from the group", len(deleted))
             if next_start in (b"0-0", "0-0"):
                 break
             start = next_start
         return reclaimed
+
+    def claim_stale(self, start: bytes | str, count: int) -> tuple[bytes | str, list[StreamEntry]]:
+        """Up to `count` entries idle past the min-idle, from `start`, now this consumer's, with their delivery
+        counts; and where the next call starts (0-0: the scan is done)."""
+        next_start, messages, deleted = self._client().xautoclaim(
+            self.streams.input, self.streams.group, self.settings.consumer,
+            min_idle_time=self.settings.claim_min_idle_ms, start_id=start, count=count,
+        )
+        if deleted:
+            log.info("%d pending entries were deleted from the stream; dropped from the group", len(deleted))
+        entries = [StreamEntry(entry_id, fields) for entry_id, fields in messages if fields]
+        return next_start, self._with_delivery_counts(entries) if entries else []
+
+    def _with_delivery_counts(self, entries: list[StreamEntry]) -> list[StreamEntry]:
+        """The entries with their delivery counts, less the re-reads that were this worker's own retries."""
+        counts = pending_delivery_counts(self._client(), [e.entry_id for e in entries], self.streams,
+                                         self.settings.consumer)
+        return [StreamEntry(e.entry_id, e.fields, max(1, counts.get(e.entry_id, 1) - self._own_retries[e.entry_id]))
+                for e in entries]
 
     def process(self, entries: list[StreamEntry]) -> BatchResult:
         """Decide and commit a batch start to finish (the commit in flight, if any, is finished first)."""
@@ -485,6 +516,9 @@ class Worker:
 
     def record_results(self, results: list[BatchResult]) -> None:
         for result in results:
+            self._batches_settled += 1
+            with self.breaker_lock:
+                self.breaker.record_success()  # its commit came back: the pipeline works end to end
             self.telemetry.record_batch(result)
             for reason in result.dead_letters:
                 log.warning("dead-lettered an event: %s", reason)

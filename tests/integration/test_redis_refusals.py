@@ -14,10 +14,17 @@ import redis
 
 from tests.faults import FaultyModel
 from tests.integration.streams import decided_ids, pending_count, wait_for, wait_settled
-from worker.breaker import BreakerState
+from worker.breaker import BreakerState, request_reset
 from worker.delivery import ensure_group
 from worker.embedded_redis import EmbeddedRedis, free_port
-from worker.names import DECISIONS_STREAM, INPUT_STREAM, completed_key, processing_key
+from worker.names import (
+    CONSUMER_GROUP,
+    DEAD_LETTER_STREAM,
+    DECISIONS_STREAM,
+    INPUT_STREAM,
+    completed_key,
+    processing_key,
+)
 from worker.producer import make_event, publish_events
 from worker.service import Worker
 from worker.settings import WorkerSettings
@@ -156,3 +163,47 @@ def test_a_half_open_breaker_closes_only_on_an_event_decided(client, start_worke
     publish_events(client, events(1, "trial"))
     wait_for(lambda: worker.breaker.state is BreakerState.CLOSED, what="closed by the trial event")
     assert decided_ids(client)[b"trial-0"] == 1
+
+
+def test_retries_of_a_refused_commit_do_not_count_against_max_deliveries(client, start_worker) -> None:
+    # Every retry re-reads the batch (Redis counts a delivery each time); the events are not at fault.
+    client.set(DECISIONS_STREAM, "someone else's string")
+    worker, _ = start_worker(max_deliveries=2)
+    publish_events(client, events(4, "retried"))
+    wait_for(lambda: worker.telemetry.window.snapshot().errors.get("commit", 0) >= 4, what="several refused tries")
+    delivered = max(e["times_delivered"] for e in client.xpending_range(INPUT_STREAM, CONSUMER_GROUP, "-", "+", 10))
+    assert delivered > 2, "Redis counted every retry"
+
+    client.delete(DECISIONS_STREAM)
+    wait_settled(client, 4)
+    assert decided_ids(client) == {f"retried-{i}".encode(): 1 for i in range(4)}
+    assert client.xlen(DEAD_LETTER_STREAM) == 0
+
+
+def test_refused_commits_under_a_backlog_open_the_breaker(client, start_worker) -> None:
+    # Full batches leave each commit in flight while the next batch is decided: the refusal surfaces a turn later,
+    # and must still add up (and back off), not alternate with a success that was never confirmed.
+    client.set(DECISIONS_STREAM, "someone else's string")
+    ensure_group(client)
+    publish_events(client, events(200, "backlog"))
+    worker, _ = start_worker(breaker_failure_threshold=3)
+    wait_for(lambda: worker.breaker.state is BreakerState.OPEN, timeout_s=30, what="the breaker open")
+    assert client.xlen(DEAD_LETTER_STREAM) == 0
+
+    client.delete(DECISIONS_STREAM)
+    request_reset(client, "test@ci")
+    wait_settled(client, 200, timeout_s=120)
+    assert decided_ids(client) == {f"backlog-{i}".encode(): 1 for i in range(200)}
+    assert client.xlen(DEAD_LETTER_STREAM) == 0
+
+
+def test_a_lone_half_open_worker_tries_its_own_failed_event(client, start_worker) -> None:
+    # No new traffic: the trial is the stale entry whose batch failed, not an empty read forever.
+    worker, model = start_worker(batch_size=1, breaker_failure_threshold=1, breaker_reset_timeout_s=0.5,
+                                 claim_min_idle_ms=300)
+    model.fail_next = True
+    publish_events(client, events(1, "alone"))
+    wait_for(lambda: worker.breaker.state is not BreakerState.CLOSED, what="the breaker opened")
+    wait_settled(client, 1, timeout_s=30)
+    assert decided_ids(client) == {b"alone-0": 1}
+    assert worker.breaker.state is BreakerState.CLOSED
