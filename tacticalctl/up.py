@@ -99,9 +99,11 @@ def up(
     context = get_context(ctx)
     console = context.console
     _check_port_free(http_addr)
+    # Its own process groups: a terminal's Ctrl-C reaches `up` alone, which stops the worker with one SIGTERM, then
+    # Redis. So `up` must stop them on every way out: SIGTERM and SIGHUP are turned into the same clean stop.
     stack = LocalStack(workers=workers, redis_url=context.redis_url if external_redis else None,
-                       http_addrs=(http_addr,))
-    with _sigterm_as_interrupt():
+                       http_addrs=(http_addr,), own_process_groups=True)
+    with _signals_as_interrupt():
         try:
             with console.status("starting Redis and the worker (loading and warming the models)…"):
                 stack.start()
@@ -154,8 +156,14 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
             console.line()  # off a terminal, the live view's last frame ends without one
         stop.set()
         feeder.join(timeout=5)
-        with console.status("stopping: the worker drains what it holds…"):
-            codes = stack.stop_workers()
+        try:
+            with console.status("stopping: the worker drains what it holds (Ctrl-C again: stop at once)…"):
+                codes = stack.stop_workers()
+        except KeyboardInterrupt:  # impatient: kill the workers (what they hold stays pending), stop Redis
+            for process in stack.processes:
+                process.kill()
+            codes = [process.poll() for process in stack.processes]
+        finally:
             client.close()
             stack.close()
     console.print(f"stopped after {time.monotonic() - started:.1f}s: sent {totals['sent']}, decided "
@@ -172,6 +180,8 @@ def _check_port_free(http_addr: str) -> None:
     if number == 0:
         return
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the worker's server binds: a port left in TIME_WAIT by a closed connection is free to it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host or "127.0.0.1", number))
         except OSError as exc:
@@ -180,17 +190,19 @@ def _check_port_free(http_addr: str) -> None:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a supervisor, `kill`) stops `up` the way Ctrl-C does: nothing it started is left running."""
+def _signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a supervisor, `kill`) and SIGHUP (the terminal or SSH session gone) stop `up` the way Ctrl-C does:
+    nothing it started is left running."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def register(app: typer.Typer) -> None:

@@ -96,6 +96,7 @@ class EmbeddedRedis:
     extra_args: tuple[str, ...] = ()
     startup_timeout_s: float = 10.0
     tls: ServerTls | None = None
+    own_process_group: bool = False  # as WorkerProcess.own_process_group: Redis outlives a Ctrl-C until stopped
 
     def __post_init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
@@ -152,7 +153,7 @@ class EmbeddedRedis:
             return self
         self._process = subprocess.Popen(
             self.command_line(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            process_group=0,  # a Ctrl-C at the terminal must not stop Redis before the workers have drained into it
+            process_group=0 if self.own_process_group else None,
         )
         atexit.register(self.stop)
         self._wait_ready()

@@ -37,6 +37,10 @@ class WorkerProcess:
     # Run this checkout's worker rather than the installed one (benchmarks comparing builds). `python -m` puts the
     # working directory first on sys.path, ahead of PYTHONPATH, so the process is started inside the tree.
     source_tree: Path | None = None
+    # Its own process group, out of reach of the terminal's signals: for a parent that stops it itself on Ctrl-C
+    # (`tacticalctl up`), so the worker gets one SIGTERM, not the terminal's SIGINT and then a second signal. The
+    # parent must then stop it on every way out (SIGTERM, SIGHUP too): nothing else will.
+    own_process_group: bool = False
 
     def __post_init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
@@ -76,9 +80,7 @@ class WorkerProcess:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            # Its own process group: a Ctrl-C at the terminal reaches the parent alone, which then stops the worker
-            # with one SIGTERM (a second signal would make it exit at once, leaving its batch pending).
-            process_group=0,
+            process_group=0 if self.own_process_group else None,
         )
         if wait_ready_s:
             self.wait_ready(wait_ready_s)

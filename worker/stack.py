@@ -23,6 +23,7 @@ class LocalStack:
     worker_source_tree: Path | None = None  # run this checkout's worker (see WorkerProcess.source_tree)
     run_dir: Path | None = None
     redis_fsync_always: bool = False
+    own_process_groups: bool = False  # see WorkerProcess.own_process_group: for `tacticalctl up`
 
     def __post_init__(self) -> None:
         self._exit = ExitStack()
@@ -41,7 +42,8 @@ class LocalStack:
     def start(self, *, wait_ready_s: float = 120.0) -> LocalStack:
         assert self.run_dir is not None
         if not self.redis_url:
-            self.redis = EmbeddedRedis(data_dir=self.run_dir / "redis", fsync_always=self.redis_fsync_always)
+            self.redis = EmbeddedRedis(data_dir=self.run_dir / "redis", fsync_always=self.redis_fsync_always,
+                                       own_process_group=self.own_process_groups)
             self.redis.start()
             self._exit.callback(self.redis.close)
         self._exit.callback(self.stop_workers)
@@ -58,6 +60,7 @@ class LocalStack:
         process = WorkerProcess(
             redis_url=self.url, consumer=name, log_path=self.run_dir / f"{name}.log", http_addr=addr,
             settings=self.worker_settings, source_tree=self.worker_source_tree,
+            own_process_group=self.own_process_groups,
         )
         self.processes.append(process)
         return process.start(wait_ready_s=wait_ready_s)

@@ -76,7 +76,7 @@ def _refused(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
-@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c", "sighup"])
 def test_a_signal_stops_everything_up_started_cleanly(how: str) -> None:
     http_port = free_port()
     process = _start_up(http_port)
@@ -85,6 +85,8 @@ def test_a_signal_stops_everything_up_started_cleanly(how: str) -> None:
         time.sleep(2)  # decisions flowing
         if how == "sigterm":
             process.send_signal(signal.SIGTERM)  # a supervisor stopping it
+        elif how == "sighup":
+            process.send_signal(signal.SIGHUP)  # the terminal or SSH session gone
         else:
             os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches its whole foreground group
         out, err = process.communicate(timeout=120)
@@ -133,3 +135,29 @@ def test_a_worker_that_cannot_start_is_one_line(tmp_path) -> None:
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert result.stderr.startswith("tacticalctl: worker ") and result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_port_a_worker_just_released_counts_as_free() -> None:
+    # A served request leaves the port in TIME_WAIT; the worker's server binds it anyway (SO_REUSEADDR): so must
+    # the check, or `up` refuses for a minute after any `tacticalctl health`.
+    import threading
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tacticalctl.up import _check_port_free
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+    server.shutdown()
+    server.server_close()
+    _check_port_free(f"127.0.0.1:{port}")  # raises CtlError when it thinks the port taken
