@@ -44,8 +44,8 @@ class CtlContext:
             db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
             if db != DEFAULT_DB:
                 # Another database is empty of everything the worker writes: an all-clear there means nothing.
-                typer.echo(f"tacticalctl: warning: connected to database {db}, the worker's is {DEFAULT_DB}: end "
-                           f"--redis-url with /{DEFAULT_DB} (what follows is about database {db})", err=True)
+                typer.echo(f"tacticalctl: warning: connected to database {db}, the runbook's is {DEFAULT_DB}: end "
+                           f"--redis-url with /{DEFAULT_DB} unless the workers use {db} too", err=True)
             self._client = client
         return self._client
 

@@ -130,6 +130,6 @@ def test_another_database_than_the_workers_is_said_on_stderr(ctl: Ctl, redis_url
     result = ctl("dead-letter", "list", "--json", redis_url=redis_url[: -len("/2")])
     assert result.exit_code == 0
     json.loads(result.stdout)  # stdout stays the JSON alone
-    assert "connected to database 0, the worker's is 2" in result.stderr
+    assert "connected to database 0, the runbook's is 2" in result.stderr
 
     assert "database" not in ctl("dead-letter", "list", "--json").stderr

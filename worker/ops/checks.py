@@ -293,9 +293,10 @@ def check_jit_compilation(sources: Sources) -> Verdict:
 def check_overnight_performance(sources: Sources, since_s: float) -> Verdict:
     """Step 4: decisions, executions, latency and dead letters since `since_s` seconds ago, from the streams.
 
-    The runbook's P99/P50 bounds judge the worker's own time on an event (its stage timings), as its latency metric
-    and health check do. The end-to-end time (event written → decision written) includes queueing: one overnight
-    outage would hold it over 100 ms all day; queueing past the lag's critical bound is a warning of its own."""
+    The runbook's P99/P50 bounds judge the worker's own time on an event (its stage timings up to the commit; the
+    worker's latency metric adds the commit's round trip), as its health check does. The end-to-end time (event
+    written → decision written) includes queueing: one overnight outage would hold it over 100 ms all day; queueing
+    past the lag's critical bound is a warning of its own."""
     now_ms = int(sources.now() * 1000)
     summary = read_performance(sources.redis(), now_ms - int(since_s * 1000), now_ms)
     decisions = summary.decisions

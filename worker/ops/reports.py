@@ -3,10 +3,10 @@
 Everything comes from the streams, not from the worker's memory, so a report covers restarts and survives them:
 decisions (`tactical_decisions`: executed or not, per-stage timings), end-to-end latency (the decision's stream id
 minus its event's — both stamped by the same Redis clock — so it includes the time an event queued), the worker's
-service time (its stage timings summed: the time it worked on the event, what the runbook's P99/P50 bounds judge, as
-the worker's own latency metric does; queueing is consumer lag's), dead letters, execution commands, and the health and
-breaker transitions the worker alerted to `tactical_alerts`. Scans are bounded by `limit` entries, newest first;
-a summary that hit the limit says so (`truncated`).
+service time (its stage timings summed: the time it worked on the event up to its commit, what the runbook's P99/P50
+bounds judge; the worker's latency metric adds the commit; queueing is consumer lag's), dead letters, execution
+commands, and the health and breaker transitions the worker alerted to `tactical_alerts`. Scans are bounded by
+`limit` entries, newest first; a summary that hit the limit says so (`truncated`).
 """
 
 from __future__ import annotations
