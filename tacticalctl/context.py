@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode
-from worker.connection import RedisAuthError, connect
+from worker.connection import RedisAuthError, connect, selected_db
 from worker.names import DEFAULT_DB
 from worker.settings import SettingsError, redact_url
 
@@ -41,7 +41,7 @@ class CtlContext:
                 raise CtlError(str(exc), ExitCode.CRITICAL) from None
             except REDIS_UNREACHABLE as exc:
                 raise CtlError(f"Redis unreachable at {redact_url(self.redis_url)}: {exc}", ExitCode.CRITICAL) from None
-            db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
+            db = selected_db(client)
             if db != DEFAULT_DB:
                 # Another database is empty of everything the worker writes: an all-clear there means nothing.
                 typer.echo(f"tacticalctl: warning: connected to database {db}, the runbook's is {DEFAULT_DB}: end "

@@ -24,6 +24,14 @@ REDIS_REFUSING_WRITES: tuple[type[redis.RedisError], ...] = (
 )
 # Of those, the ones that say this address is (for now) a replica: connecting again may reach the new primary.
 REDIS_FAILOVER: tuple[type[redis.RedisError], ...] = (redis.ReadOnlyError, redis.exceptions.MasterDownError)
+# Unreachable, or answering with an error (refusing writes, not permitted, a key of another type): what ends one
+# try of an operation that is tried again later, never the process.
+REDIS_FAILED: tuple[type[redis.RedisError], ...] = (*REDIS_UNREACHABLE, redis.ResponseError)
+
+
+def selected_db(client: redis.Redis) -> int:
+    """The database a client's URL selected (0 when it names none)."""
+    return int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
 
 
 class RedisAuthError(redis.AuthenticationError):

@@ -16,12 +16,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import redis
 
 from models.bundle import BundleError, current_bundle_dir, verify_bundle
 from worker.alerts import Severity, publish_alert
 from worker.breaker import BreakerState, take_reset_request
-from worker.connection import REDIS_UNREACHABLE, connect
+from worker.connection import REDIS_FAILED, REDIS_UNREACHABLE, connect
 from worker.health import CheckStatus as Status
 from worker.health import (
     HealthCheck,
@@ -46,9 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tactical.monitor")
 
-# What ends the monitor's writes to Redis for this tick (retried on the next): Redis unreachable, or answering but
-# refusing (read-only after a failover, out of memory). The tick goes on: /health must keep moving.
-REDIS_WRITE_FAILED = (*REDIS_UNREACHABLE, redis.ResponseError)
 AGENT_PROBE_INTERVAL_S = 10.0
 RATE_WARMUP_S = 10.0  # a rate needs some seconds of work behind it before it can be judged
 
@@ -146,7 +142,7 @@ class HealthMonitor:
         streams = self.worker.streams
         try:
             lag = read_consumer_lag(self.client, streams.input, streams.group)
-        except (LagUnavailable, *REDIS_WRITE_FAILED):  # refused too: out of memory, Redis queues no MULTI
+        except (LagUnavailable, *REDIS_FAILED):  # refused too: out of memory, Redis queues no MULTI
             return None
         self.lag_trend.add(LagSample.from_consumer_lag(lag, now))
         return lag
@@ -154,7 +150,7 @@ class HealthMonitor:
     def _honour_reset_request(self) -> None:
         try:
             actor = take_reset_request(self.client, self.settings.consumer)
-        except REDIS_WRITE_FAILED:
+        except REDIS_FAILED:  # tried again next tick; /health keeps moving
             return
         if actor:
             with self.worker.breaker_lock:
@@ -181,7 +177,7 @@ class HealthMonitor:
                     f"{transition.to_state.name.lower()}: {transition.reason}",
                     source=self.settings.consumer,
                 )
-            except REDIS_WRITE_FAILED:
+            except REDIS_FAILED:
                 return  # published on a later tick
             self._breaker_transitions_seen += 1
             log.log(logging.ERROR if opened else logging.INFO, "circuit breaker %s: %s",
@@ -208,7 +204,7 @@ class HealthMonitor:
         while self._unsent_alerts:
             try:
                 publish_alert(self.client, **self._unsent_alerts[0])
-            except REDIS_WRITE_FAILED:
+            except REDIS_FAILED:
                 return
             self._unsent_alerts.popleft()
 

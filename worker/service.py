@@ -26,6 +26,7 @@ import redis
 from worker.aggregator import AggregatorConfig
 from worker.breaker import BreakerConfig, BreakerState, CircuitBreaker, publish_breaker_state, record_restart
 from worker.connection import (
+    REDIS_FAILED,
     REDIS_FAILOVER,
     REDIS_REFUSING_WRITES,
     REDIS_UNREACHABLE,
@@ -322,7 +323,7 @@ class Worker:
             return
         try:
             self._read_ahead = self.read_batch(count=self.settings.batch_size, block=False)
-        except (*REDIS_UNREACHABLE, redis.ResponseError) as exc:
+        except REDIS_FAILED as exc:
             self.state.read_own_pending = True  # whatever the read delivered before failing is re-read first
             self._read_ahead_error = exc
 
@@ -374,7 +375,7 @@ class Worker:
             return
         try:
             self.process(entries)
-        except (*REDIS_UNREACHABLE, redis.ResponseError, StageError) as exc:
+        except (*REDIS_FAILED, StageError) as exc:
             self._pipeline().abandon()
             log.warning("the batch read ahead was not committed (%s): its %d entries stay pending", exc, len(entries))
 

@@ -28,7 +28,7 @@ import redis
 from models.bundle import JIT_LOG_FILE, BundleError, current_bundle_dir, list_bundles, read_manifest, verify_bundle
 from worker.alerts import Alert, Severity
 from worker.breaker import BreakerState
-from worker.connection import REDIS_UNREACHABLE
+from worker.connection import REDIS_UNREACHABLE, selected_db
 from worker.health import DEFAULT_THRESHOLDS, CheckStatus, HealthCheck
 from worker.health import check_breaker as health_check_breaker
 from worker.health import check_confidence as health_check_confidence
@@ -212,7 +212,7 @@ def check_redis_ping(sources: Sources, samples: int = 3) -> Verdict:
         client.ping()
         rtts.append((time.perf_counter() - started) * 1e3)
     rtt = min(rtts)
-    db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
+    db = selected_db(client)
     threshold = (f"≤ {THRESHOLDS.redis_rtt_warn_ms:g} ms (warn above), ≤ {THRESHOLDS.redis_rtt_critical_ms:g} ms "
                  f"(critical above); db {DEFAULT_DB}")
     details = {"rtt_ms": rtt, "db": db}
