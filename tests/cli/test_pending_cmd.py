@@ -68,6 +68,7 @@ def test_claim_dry_run_changes_nothing_and_yes_moves_stuck_entries(ctl: Ctl, red
     assert done.exit_code == 0
     doc = json.loads(done.stdout)
     assert doc["moved"] == [i.decode() for i in stuck] and doc["applied"] is True
+    assert (doc["min_idle_ms"], doc["to_consumer"]) == (100, "alive-1")  # a number, as scripts compare it
     assert pending_of(redis_client) == dict.fromkeys(stuck, b"alive-1")
     audit = recent_alerts(redis_client, count=1)[-1]
     assert audit.id == doc["audit_id"]
@@ -97,7 +98,9 @@ def test_dead_letter_keeps_original_fields_acks_and_audits(ctl: Ctl, redis_clien
 
     done = ctl("pending", "dead-letter", "--reason", "poison event", "--idle", "100", "--yes", "--json")
     assert done.exit_code == 0
-    assert json.loads(done.stdout)["moved"] == [i.decode() for i in stuck]
+    doc = json.loads(done.stdout)
+    assert doc["moved"] == [i.decode() for i in stuck]
+    assert (doc["min_idle_ms"], doc["reason"]) == (100, "poison event")
     assert pending_of(redis_client) == {}
     dead = redis_client.xrange(DEAD_LETTER_STREAM)
     assert len(dead) == 2

@@ -125,7 +125,7 @@ class PendingMove:
     moved: tuple[str, ...] = ()
     applied: bool = False
     audit_id: str | None = None
-    details: Mapping[str, str] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)  # what it was asked: JSON values as they are
 
     @property
     def skipped(self) -> tuple[str, ...]:
@@ -180,7 +180,7 @@ def claim_stuck_entries(
         )
         if e.consumer != to_consumer
     )
-    details = {"to_consumer": to_consumer, "min_idle_ms": str(min_idle_ms)}
+    details: dict[str, Any] = {"to_consumer": to_consumer, "min_idle_ms": min_idle_ms}
     if not apply or not planned:
         return PendingMove("claim", planned, applied=apply, details=details)
     claimed = client.xclaim(
@@ -238,7 +238,7 @@ def dead_letter_stuck_entries(
     planned = tuple(
         read_pending_entries(client, min_idle_ms=min_idle_ms, consumer=consumer, count=count, streams=streams)
     )
-    details = {"reason": reason, "min_idle_ms": str(min_idle_ms)}
+    details: dict[str, Any] = {"reason": reason, "min_idle_ms": min_idle_ms}
     if not apply or not planned:
         return PendingMove("dead_letter", planned, applied=apply, details=details)
     script = client.register_script(_DEAD_LETTER_LUA)
