@@ -66,6 +66,16 @@ def parse_stream_id(entry_id: bytes | str) -> tuple[int, int]:
         raise ValueError(f"{text!r} is not a stream entry id (expected <milliseconds>-<sequence>)") from None
 
 
+def no_stream_message(client: redis.Redis, stream: str, error: redis.ResponseError) -> str:
+    """Why XINFO on `stream` failed, for an operator: the key is missing, or it holds another type."""
+    if "WRONGTYPE" in str(error):
+        kind = _text(client.type(stream))
+        return (f"{stream!r} is a {kind}, not a stream: something other than a producer wrote that key, or this is "
+                "the wrong database (the runbook's is db 2)")
+    return (f"stream {stream!r} does not exist: nothing has been produced yet, or this is the wrong database "
+            "(the runbook's is db 2)")
+
+
 def read_consumer_lag(
     client: redis.Redis,
     stream: str = INPUT_STREAM,
@@ -79,10 +89,7 @@ def read_consumer_lag(
         pipe.xlen(stream)
         server_time, groups, pending_summary, length = pipe.execute(raise_on_error=False)
     if isinstance(groups, redis.ResponseError):
-        raise LagUnavailable(
-            f"stream {stream!r} does not exist: nothing has been produced yet, or this is the wrong database "
-            "(the runbook's is db 2)"
-        )
+        raise LagUnavailable(no_stream_message(client, stream, groups))
     info = next((g for g in groups if _text(g["name"]) == group), None)
     if info is None or isinstance(pending_summary, redis.ResponseError):
         raise LagUnavailable(
@@ -126,6 +133,7 @@ class TrendStatus(StrEnum):
     STALL = "stall"  # nothing acknowledged for a whole window while entries wait
     STOP = "stop"  # nothing acknowledged for longer than the stop limit while entries wait: treat it as dead
     UNKNOWN = "unknown"  # Redis could not tell the undelivered count in any sample
+    TOO_SHORT = "too_short"  # entries wait, but the samples span too little time to call a trend (one sample, say)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,9 +189,10 @@ def evaluate_lag_trend(
        (from the first sample showing its current value, over all samples given, to now).
     4. STALL — the window spans at least `min_span_s`, entries waited in every sample and `committed` is the same
        known value throughout: pending entries are not moving while there is lag.
-    5. WARN — the window spans at least `min_span_s`, the backlog (undelivered + pending) never falls between
-       consecutive samples and ends higher than it started: the consumer is falling behind.
-    6. OK.
+    5. TOO_SHORT — the window spans less than `min_span_s`: entries wait, and no trend can be called yet.
+    6. WARN — the backlog (undelivered + pending) never falls between consecutive samples and ends higher than it
+       started: the consumer is falling behind.
+    7. OK.
     """
     history = sorted((s for s in samples if s.at <= now), key=lambda s: s.at)
     window = [s for s in history if s.at >= now - policy.window_s]
@@ -201,7 +210,7 @@ def evaluate_lag_trend(
             return TrendStatus.STOP
 
     if window[-1].at - window[0].at < policy.min_span_s:
-        return TrendStatus.OK
+        return TrendStatus.TOO_SHORT
     committed = {s.committed for s in window}
     if all(s.has_backlog for s in window) and len(committed) == 1 and None not in committed:
         return TrendStatus.STALL

@@ -121,3 +121,10 @@ def test_watch_ends_cleanly_on_sigint(redis_url: str, redis_client: redis.Redis)
     assert process.returncode == 0, stderr.decode()
     assert b"Traceback" not in stderr
     assert b"consumer lag" in stdout
+
+
+def test_lag_of_a_key_of_another_type_names_its_type(ctl: Ctl, redis_client: redis.Redis) -> None:
+    redis_client.set(INPUT_STREAM, "x")
+    result = ctl("lag")
+    assert result.exit_code == 3
+    assert f"'{INPUT_STREAM}' is a string, not a stream" in result.stderr

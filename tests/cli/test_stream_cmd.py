@@ -34,3 +34,10 @@ def test_info_of_a_missing_stream_says_so(ctl: Ctl) -> None:
     result = ctl("stream", "info", "--stream", "nope")
     assert result.exit_code == 3
     assert "stream 'nope' does not exist" in result.stderr
+
+
+def test_info_of_a_key_of_another_type_names_its_type(ctl: Ctl, redis_client: redis.Redis) -> None:
+    redis_client.set("not-a-stream", "x")
+    result = ctl("stream", "info", "--stream", "not-a-stream")
+    assert result.exit_code == 3
+    assert "'not-a-stream' is a string, not a stream" in result.stderr

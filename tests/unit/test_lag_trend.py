@@ -67,7 +67,11 @@ def test_stall_when_nothing_is_acknowledged_while_entries_wait_undelivered() -> 
 
 def test_no_trend_judged_from_a_window_too_short() -> None:
     samples = series([5, 6, 7], [500] * 3, step=5.0)
-    assert evaluate_lag_trend(samples, NOW, POLICY) is TrendStatus.OK
+    assert evaluate_lag_trend(samples, NOW, POLICY) is TrendStatus.TOO_SHORT
+    # One sample with entries waiting says nothing about a trend: not "ok".
+    assert evaluate_lag_trend(samples[-1:], NOW, POLICY) is TrendStatus.TOO_SHORT
+    # Caught up needs no span: a drained stream is fine from the first sample.
+    assert evaluate_lag_trend([LagSample(NOW, 0, 0, 500)], NOW, POLICY) is TrendStatus.OK
 
 
 def test_stop_when_nothing_is_committed_for_longer_than_the_limit() -> None:

@@ -30,6 +30,7 @@ RATE_WINDOW_S = 10.0
 _TREND_LEVEL = {
     TrendStatus.OK: CheckStatus.OK,
     TrendStatus.UNKNOWN: CheckStatus.OK,  # the count is unknown; the seconds still judge the lag
+    TrendStatus.TOO_SHORT: CheckStatus.OK,  # no trend yet; the seconds still judge the lag
     TrendStatus.WARN: CheckStatus.WARN,
     TrendStatus.STALL: CheckStatus.WARN,
     TrendStatus.STOP: CheckStatus.CRITICAL,

@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from worker.heartbeat import live_consumers
+from worker.lag import no_stream_message
 from worker.names import INPUT_STREAM
 
 
@@ -97,11 +98,8 @@ class StreamOverview:
 def read_stream_overview(client: redis.Redis, stream: str = INPUT_STREAM) -> StreamOverview:
     try:
         info = client.xinfo_stream(stream)
-    except redis.ResponseError:
-        raise StreamMissing(
-            f"stream {stream!r} does not exist: nothing has been produced yet, or this is the wrong database "
-            "(the runbook's is db 2)"
-        ) from None
+    except redis.ResponseError as exc:
+        raise StreamMissing(no_stream_message(client, stream, exc)) from None
     live = live_consumers(client)
     groups: list[GroupInfo] = []
     for raw in client.xinfo_groups(stream):
