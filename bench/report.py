@@ -51,6 +51,9 @@ class PhaseResult:
     elapsed_s: float
     process_cpu_s: float | None = None  # the target's own processes (worker, floor, reference, Celery)
     redis_cpu_s: float | None = None
+    # This process, which sends the events and reads the answers: its share of the cores is the target's cost too
+    # (a bigger answer costs the client more to read).
+    client_cpu_s: float | None = None
     latencies_s: tuple[float, ...] = field(default=(), repr=False)  # the samples behind `latency`, for pooling
 
     @classmethod
@@ -71,6 +74,7 @@ class PhaseResult:
             elapsed_s=sum(r.elapsed_s for r in rounds),
             process_cpu_s=_total(r.process_cpu_s for r in rounds),
             redis_cpu_s=_total(r.redis_cpu_s for r in rounds),
+            client_cpu_s=_total(r.client_cpu_s for r in rounds),
             latencies_s=samples,
         )
 
@@ -86,6 +90,10 @@ class PhaseResult:
     def redis_cpu_us_per_event(self) -> float | None:
         return _per_event_us(self.redis_cpu_s, self.completed)
 
+    @property
+    def client_cpu_us_per_event(self) -> float | None:
+        return _per_event_us(self.client_cpu_s, self.completed)
+
     def to_json(self) -> dict[str, Any]:
         return {
             **self.latency.to_json(),
@@ -95,6 +103,7 @@ class PhaseResult:
             "throughput_eps": _round(self.throughput_eps, 1),
             "cpu_us_per_event": _round(self.cpu_us_per_event, 1),
             "redis_cpu_us_per_event": _round(self.redis_cpu_us_per_event, 1),
+            "client_cpu_us_per_event": _round(self.client_cpu_us_per_event, 1),
         }
 
 
@@ -208,11 +217,11 @@ def render_table(report: BenchReport) -> Table:
     table = Table(title=f"tactical-marl bench — {report.workers} worker(s), {report.duration_s:g}s per target and "
                         f"load in {report.rounds} alternating round(s)")
     for name in ("target", "load", "p50 ms", "p90 ms", "p99 ms", "max ms", "events/s", "done/sent",
-                 "CPU µs/event", "Redis µs/event"):
+                 "CPU µs/event", "Redis µs/event", "client µs/event"):
         table.add_column(name, justify="left" if name in ("target", "load") else "right", no_wrap=True)
     model = report.model
     table.add_row("model alone", "batch 1", _ms(model.p50_ms), _ms(model.p90_ms), _ms(model.p99_ms),
-                  _ms(model.max_ms), "", f"{model.count}", "", "")
+                  _ms(model.max_ms), "", f"{model.count}", "", "", "")
     for point in report.points:
         load = "max" if point.rate is None else f"{point.rate:g}/s"
         for phase in (point.floor, point.reference, point.e2e, point.peer):
@@ -223,7 +232,8 @@ def render_table(report: BenchReport) -> Table:
             style = "bold" if phase.name == "e2e" else None
             table.add_row(phase.name, shown_load, _ms(lat.p50_ms), _ms(lat.p90_ms), _ms(lat.p99_ms), _ms(lat.max_ms),
                           _number(phase.throughput_eps), f"{phase.completed}/{phase.sent}",
-                          _number(phase.cpu_us_per_event), _number(phase.redis_cpu_us_per_event), style=style)
+                          _number(phase.cpu_us_per_event), _number(phase.redis_cpu_us_per_event),
+                          _number(phase.client_cpu_us_per_event), style=style)
     captions = []
     for point in report.points:
         r = point.ratios()

@@ -188,6 +188,7 @@ def _measure_phase(name: str, measured: _Measured, workload: Workload, config: B
                             f"{id_prefix}-warmup", drain_timeout_s=drain_s, alive=measured.alive)
     process_cpu = CpuMeter(measured.pids).start()
     redis_cpu = CpuMeter([redis_pid]).start()
+    client_cpu = CpuMeter([os.getpid()]).start()
     trips = measure_round_trips(measured.target, workload, Load(rate, config.duration_s / config.rounds,
                                                                 config.backlog),
                                 id_prefix, drain_timeout_s=drain_s, alive=measured.alive)
@@ -201,6 +202,7 @@ def _measure_phase(name: str, measured: _Measured, workload: Workload, config: B
         elapsed_s=trips.elapsed_s,
         process_cpu_s=process_cpu.stop(),
         redis_cpu_s=redis_cpu.stop(),
+        client_cpu_s=client_cpu.stop(),
     )
 
 

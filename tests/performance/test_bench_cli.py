@@ -33,6 +33,7 @@ def test_bench_json_prints_the_documented_keys() -> None:
         assert 0 < phase["p50_ms"] <= phase["p90_ms"] <= phase["p99_ms"] <= phase["max_ms"]
     assert doc["throughput_eps"] == doc["e2e"]["throughput_eps"] > 0
     assert doc["e2e"]["cpu_us_per_event"] > 0, "CPU per event is measured from the worker process"
+    assert all(isinstance(doc[name]["client_cpu_us_per_event"], float) for name in ("e2e", "floor", "reference"))
     assert doc["ratios"]["e2e_p50_over_floor_p50"] > 0
     assert doc["machine"]["nproc"] >= 1
     if with_peer:

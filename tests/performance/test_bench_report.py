@@ -39,7 +39,7 @@ def measured_round(name: str, samples_ms: list[float], elapsed_s: float, cpu_s: 
     samples = tuple(ms / 1e3 for ms in samples_ms)
     return PhaseResult(name, 1000.0, LatencySummary.from_seconds(samples), sent=len(samples) + 1,
                        completed=len(samples), elapsed_s=elapsed_s, process_cpu_s=cpu_s, redis_cpu_s=0.01,
-                       latencies_s=samples)
+                       client_cpu_s=0.03, latencies_s=samples)
 
 
 def test_rounds_pool_their_samples_and_add_up_events_time_and_cpu() -> None:
@@ -53,6 +53,8 @@ def test_rounds_pool_their_samples_and_add_up_events_time_and_cpu() -> None:
     assert (pooled.completed, pooled.sent) == (4, 6)
     assert pooled.elapsed_s == pytest.approx(3.0) and pooled.throughput_eps == pytest.approx(4 / 3)
     assert pooled.process_cpu_s == pytest.approx(0.3) and pooled.redis_cpu_s == pytest.approx(0.02)
+    assert pooled.client_cpu_s == pytest.approx(0.06) and pooled.client_cpu_us_per_event == pytest.approx(15_000)
+    assert pooled.to_json()["client_cpu_us_per_event"] == 15_000
     assert PhaseResult.pooled([quiet, measured_round("e2e", [2.0], 1.0, None)]).process_cpu_s is None
 
 
