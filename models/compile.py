@@ -188,8 +188,11 @@ def compile_bundle(
     training: dict[str, Any],
     metrics: dict[str, Any],
     created_at: datetime | None = None,
+    parameter_counts: Mapping[str, int] | None = None,
 ) -> Path:
-    """Compile `agents` (keyed by AGENT_NAMES) into a new bundle under `out_dir`; returns the bundle directory."""
+    """Compile `agents` (keyed by AGENT_NAMES) into a new bundle under `out_dir`; returns the bundle directory.
+    `parameter_counts` (by agent) for agents that no longer show their parameters: a frozen TorchScript module keeps
+    its weights as constants, so recompiling a bundle would count 0."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     created_at = (created_at or datetime.now(UTC)).replace(microsecond=0)
@@ -198,7 +201,7 @@ def compile_bundle(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        files = _compile_all(agents, staging, log)
+        files = _compile_all(agents, staging, log, parameter_counts or {})
     except Exception as exc:
         log.write(f"JIT compilation FAILED: {type(exc).__name__}: {exc}")
         (staging / JIT_LOG_FILE).write_text(log.text(), encoding="utf-8")
@@ -228,7 +231,8 @@ def compile_bundle(
     return bundle_dir
 
 
-def _compile_all(agents: Mapping[str, nn.Module], staging: Path, log: CompilationLog) -> list[AgentFile]:
+def _compile_all(agents: Mapping[str, nn.Module], staging: Path, log: CompilationLog,
+                 parameter_counts: Mapping[str, int]) -> list[AgentFile]:
     if set(agents) != set(AGENT_NAMES):
         raise CompilationError(f"agents {sorted(agents)}, expected {list(AGENT_NAMES)}")
     log.write(
@@ -239,7 +243,8 @@ def _compile_all(agents: Mapping[str, nn.Module], staging: Path, log: Compilatio
     for name in AGENT_NAMES:
         model = agents[name].eval()
         compiled = compile_agent(model)
-        log.write(f"{name}: scripted, frozen, optimized for inference ({parameter_count(model)} parameters)")
+        parameters = parameter_counts.get(name, parameter_count(model))
+        log.write(f"{name}: scripted, frozen, optimized for inference ({parameters} parameters)")
         problems = output_problems({name: compiled}, inputs)
         if problems:
             raise CompilationError(f"{problems[0]}: the agent cannot decide")
@@ -259,7 +264,7 @@ def _compile_all(agents: Mapping[str, nn.Module], staging: Path, log: Compilatio
         (staging / file_name).write_bytes(data)
         digest = sha256_bytes(data)
         log.write(f"{name}: saved {file_name} ({len(data)} bytes, sha256 {digest})")
-        files.append(AgentFile(name, file_name, digest, parameter_count(model)))
+        files.append(AgentFile(name, file_name, digest, parameters))
     return files
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,6 @@ from models.bundle import (
     sha256_bytes,
     signing_key_from_env,
     verify_signature,
-    write_manifest,
 )
 from models.compile import compile_bundle, deserialize, load_verified_agents, output_problems, reference_inputs
 from models.fusion import FUSION_TOLERANCE, try_fusion
@@ -276,12 +275,9 @@ def recompile_bundle(models_dir: Path, version: str) -> Path:
         training={**manifest.training, "recompiled_from": manifest.version},
         metrics=manifest.metrics,
         created_at=datetime.now(UTC),
+        # Frozen agents keep their weights as constants: the source manifest has their parameter counts.
+        parameter_counts={agent.name: agent.parameters for agent in manifest.agents},
     )
-    # A frozen TorchScript file keeps its weights as constants, so the compiler counts 0 parameters: carry the
-    # counts over from the source manifest (the manifest is not hashed; the agent files are).
-    compiled = read_manifest(new_dir)
-    agents = tuple(replace(a, parameters=manifest.agent(a.name).parameters) for a in compiled.agents)
-    write_manifest(new_dir, replace(compiled, agents=agents))
     return new_dir
 
 
