@@ -304,6 +304,11 @@ def read_current_version(models_dir: Path) -> str | None:
         version = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return None
+    except UnicodeDecodeError:
+        raise BundleNotFoundError(f"{path} is not text: it should hold one bundle version name") from None
+    except OSError as exc:  # a directory, unreadable: workers cannot tell which bundle is active
+        raise BundleNotFoundError(f"{path} cannot be read ({exc.strerror}): it should be a file holding one bundle "
+                                  "version name") from None
     if not VERSION_PATTERN.fullmatch(version):
         raise BundleNotFoundError(f"{path} holds {version!r}, which is not a bundle version name")
     return version

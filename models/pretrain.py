@@ -31,7 +31,7 @@ from models.architectures import (
     parameter_count,
     weights_sha256,
 )
-from models.bundle import set_current
+from models.bundle import read_current_version, set_current
 from models.compile import compile_bundle
 from models.dataset import (
     SYNERGY_TYPES,
@@ -62,7 +62,7 @@ class PretrainConfig:
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     max_steps_per_epoch: int | None = None  # cap for quick runs (tests); None = the whole training set
-    set_current: bool = True
+    set_current: bool = True  # only a directory without CURRENT: a trained bundle replaces one through promotion
 
     def __post_init__(self) -> None:
         if set(self.train_seeds) & set(self.eval_seeds):
@@ -248,9 +248,12 @@ def pretrain(config: PretrainConfig, *, progress: Progress | None = None) -> Pat
     }
     say("compiling TorchScript bundle")
     bundle_dir = compile_bundle(agents, config.out, training=training, metrics=metrics)
-    if config.set_current:
+    first = config.set_current and read_current_version(config.out) is None
+    if first:
         set_current(config.out, bundle_dir.name)
-    say(f"bundle {bundle_dir.name} written to {bundle_dir}" + (" and set CURRENT" if config.set_current else ""))
+    say(f"bundle {bundle_dir.name} written to {bundle_dir}" + (
+        " and set CURRENT (the directory had none)" if first else
+        f"; CURRENT unchanged: `tacticalctl models promote {bundle_dir.name} --models-dir {config.out}` to judge it"))
     return bundle_dir
 
 
@@ -297,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--eval-seeds", type=int, nargs="+", default=list(defaults.eval_seeds), help="held-out simulator seeds"
     )
-    parser.add_argument("--no-set-current", action="store_true", help="write the bundle but leave CURRENT alone")
+    parser.add_argument("--no-set-current", action="store_true",
+                        help="leave CURRENT alone even in a directory without one (one with CURRENT always keeps it)")
     args = parser.parse_args(argv)
     config = PretrainConfig(
         out=args.out,

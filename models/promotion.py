@@ -1,8 +1,10 @@
 """The promotion gate: a bundle becomes CURRENT only when it beats the current one on held-out evaluation.
 
 "Beats" means strictly more PnL *and* a strictly higher Sharpe ratio than the CURRENT bundle, both evaluated now,
-on the same held-out markets (`models.evaluation`), through the worker's own vote. A bundle that does not beat it
-is refused unless the operator forces it. With a Redis client every promotion — won, forced or refused — is
+on the same held-out markets (`models.evaluation`), through the worker's own vote. A recompile of CURRENT (`tacticalctl
+models compile`) only has to match it: the same weights decide the same way. A bundle that does not beat it
+is refused unless the operator forces it. A rollback (`roll_back`) is the operator's own call and has no gate
+beyond verification. With a Redis client every promotion — won, forced or refused — is
 recorded in `tactical_alerts` (actor, previous and new version, both bundles' figures), so a forced promotion is
 never silent. The worker picks up the new CURRENT without a restart.
 """
@@ -27,12 +29,11 @@ from models.bundle import (
     set_current,
     verify_bundle,
 )
+from models.bundle_history import PROMOTE_ACTION, REFUSED_ACTION, ROLLBACK_ACTION
 from models.environment import EnvironmentConfig
 from models.evaluation import HeldOutConfig, PolicyResult, bundle_policy, evaluate_policies, recorded_settings
 from worker.alerts import audit, default_actor
 
-PROMOTE_ACTION = "model_promote"
-REFUSED_ACTION = "model_promote_refused"
 LOCK_FILE = ".promote.lock"  # hidden: never taken for a bundle
 
 
@@ -148,11 +149,14 @@ def judge(
         f"PnL {mine.pnl:.1f} vs {theirs.pnl:.1f}, Sharpe {mine.sharpe:.2f} vs {theirs.sharpe:.2f} "
         f"on {evaluation.held_out['events']} held-out events"
     )
-    reason = (
-        f"{version} beats CURRENT {current}: {comparison}"
-        if beats
-        else f"{version} does not beat CURRENT {current} on both PnL and Sharpe: {comparison}"
-    )
+    recompile = read_manifest(candidate_dir).training.get("recompiled_from") == current
+    if beats:
+        reason = f"{version} beats CURRENT {current}: {comparison}"
+    elif recompile and matches_on_held_out(mine, theirs):
+        beats = True
+        reason = f"{version} is CURRENT {current} recompiled and decides no worse: {comparison}"
+    else:
+        reason = f"{version} does not beat CURRENT {current} on both PnL and Sharpe: {comparison}"
     return Verdict(
         version, current, mine.headline(), theirs.headline(), beats, reason, str(evaluation.held_out["sha256"])
     )
@@ -160,6 +164,11 @@ def judge(
 
 def beats_on_held_out(candidate: PolicyResult, current: PolicyResult) -> bool:
     return candidate.pnl > current.pnl and candidate.sharpe > current.sharpe
+
+
+def matches_on_held_out(candidate: PolicyResult, current: PolicyResult) -> bool:
+    """No worse on either figure: what a recompile of the same weights must show."""
+    return candidate.pnl >= current.pnl and candidate.sharpe >= current.sharpe
 
 
 def promote_if_better(
@@ -176,12 +185,20 @@ def promote_if_better(
     PromotionRefusedError and leave CURRENT alone. Audited in `tactical_alerts` when `client` is given. One
     promotion of a directory at a time: PromotionBusyError while another runs."""
     models_dir = Path(models_dir)
+    with changing_current(models_dir, version, client):
+        return _promote_locked(models_dir, version, force, client, actor or default_actor(), held_out, environment)
+
+
+@contextmanager
+def changing_current(models_dir: Path, version: str, client: redis.Redis | None) -> Iterator[None]:
+    """Before CURRENT may change to `version`: the bundle exists, the audit entry is writable, and this is the only
+    promotion or rollback of the directory running (`promotion_lock`)."""
     if not (models_dir / version).is_dir():
         raise BundleNotFoundError(f"no bundle {version!r} in {models_dir}")
     if client is not None:
-        client.ping()  # the audit entry must be writable before anything changes
+        client.ping()
     with promotion_lock(models_dir):
-        return _promote_locked(models_dir, version, force, client, actor or default_actor(), held_out, environment)
+        yield
 
 
 def _promote_locked(
@@ -215,3 +232,34 @@ def _promote_locked(
         entry = audit(client, actor=actor, action=PROMOTE_ACTION, detail=detail + verdict.reason, **fields)
         audit_id = entry.decode() if isinstance(entry, bytes) else str(entry)
     return Promotion(verdict.current, version, force and not verdict.beats, verdict, audit_id)
+
+
+@dataclass(frozen=True)
+class Rollback:
+    previous: str | None
+    version: str
+    audit_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"previous": self.previous, "version": self.version, "audit_id": self.audit_id}
+
+
+def roll_back(models_dir: Path, version: str, *, client: redis.Redis | None = None,
+              actor: str | None = None) -> Rollback:
+    """Make `version` CURRENT again without comparing it with CURRENT: the operator's call when CURRENT misbehaves
+    in ways a held-out evaluation does not show (low live confidence, latency, a failed JIT log). `version` must
+    verify (`set_current` checks its hashes). Audited as a rollback when `client` is given."""
+    models_dir = Path(models_dir)
+    with changing_current(models_dir, version, client):
+        previous = read_current_version(models_dir)
+        if previous == version:
+            return Rollback(previous, version)
+        set_current(models_dir, version)
+        audit_id = None
+        if client is not None:
+            entry = audit(client, actor=actor or default_actor(), action=ROLLBACK_ACTION,
+                          detail=f"rolled back: CURRENT {previous or '(none)'} → {version}", previous=previous or "",
+                          version=version, models_dir=str(models_dir))
+            audit_id = entry.decode() if isinstance(entry, bytes) else str(entry)
+    return Rollback(previous, version, audit_id)
+

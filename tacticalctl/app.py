@@ -32,7 +32,7 @@ class LazyGroup:
 
 LAZY_GROUPS = {
     "models": LazyGroup(
-        "tacticalctl.models_cmd", "Model bundles: list, verify, compile, sign, promote, train, evaluate."
+        "tacticalctl.models_cmd", "Model bundles: list, verify, compile, sign, promote, roll back, train, evaluate."
     ),
 }
 

@@ -1,4 +1,4 @@
-"""`tacticalctl models list | verify | compile | promote`: the model bundles the worker loads."""
+"""`tacticalctl models list | verify | compile | promote | rollback | sign`: the model bundles the worker loads."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from models.bundle import SIGNING_KEY_ENV, BundleError, sign_bundle, signing_key_from_env, verify_bundle
+from models.bundle_history import REFUSED_ACTION, ROLLBACK_REFUSED_ACTION, replaced_by_current
 from models.compile import CompilationError
-from models.promotion import REFUSED_ACTION, PromotionError, PromotionRefusedError, judge, promote_if_better
+from models.promotion import PromotionError, PromotionRefusedError, judge, promote_if_better, roll_back
 from tacticalctl.app import LAZY_GROUPS
 from tacticalctl.context import get_context, print_json
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode
@@ -195,9 +196,10 @@ def promote_(
     json_output: JsonOption = False,
 ) -> None:
     """Make VERSION the active bundle: verify it fully (refused, exit 2, if any step is critical), evaluate it and
-    CURRENT on the same held-out markets, and point CURRENT at it only if it beats CURRENT on PnL and Sharpe (or
-    with --force). Running workers pick it up without a restart. Acts only with --yes; audited in tactical_alerts
-    (refusals too).
+    CURRENT on the same held-out markets, and point CURRENT at it only if it beats CURRENT on PnL and Sharpe — or,
+    for a recompile of CURRENT, matches it — or with --force. Running workers pick it up without a restart. Acts
+    only with --yes; audited in tactical_alerts (refusals too). A dry run exits 1 when it would refuse. To revert
+    to an earlier bundle, `tacticalctl models rollback`.
 
     JSON keys: applied, previous, version, forced, audit_id, verdict (beats, reason, candidate_figures,
     current_figures), verification (status, steps)."""
@@ -211,33 +213,26 @@ def promote_(
     previous = current_version(directory)
     document = {"applied": False, "previous": previous, "version": bundle_dir.name, "forced": False,
                 "audit_id": None, "verdict": None, "verification": verification}
-    failed = [s for s in steps if s.status in (Status.CRITICAL, Status.UNKNOWN)]
-    if failed:
-        reason = f"{bundle_dir.name} failed verification: " + "; ".join(f"{s.step}: {s.value}" for s in failed)
-        if client is not None:  # a refused --yes is audited like a refused comparison
-            reason = _audit_refusal(client, document, reason, previous, bundle_dir.name, directory)
-        if json_output:
-            print_json(document)
-        elif client is None:
-            _print_steps(ctx, f"verify {bundle_dir.name}", steps)
-        raise CtlError(f"promotion refused: {reason}", ExitCode.CRITICAL)
+    _refuse_if_unverified(ctx, client, document, steps, bundle_dir, directory, json_output, REFUSED_ACTION,
+                          "promotion")
     if client is None:
         try:
             verdict = judge(directory, bundle_dir.name)
         except BundleError as exc:
             raise CtlError(f"promotion would fail: {exc}", ExitCode.CRITICAL) from None
         document["verdict"] = verdict.as_dict()
+        would = verdict.beats or force or verdict.current == bundle_dir.name
         if json_output:
             print_json(document)
         else:
             _print_steps(ctx, f"verify {bundle_dir.name}", steps)
             context.console.print(f"held-out comparison: {verdict.reason}")
-            would = verdict.beats or force or verdict.current == bundle_dir.name
             context.console.print(f"dry run: would set CURRENT {previous or '(none)'} → {bundle_dir.name}. "
                                   "Add --yes to promote." if would else
                                   f"dry run: would refuse {bundle_dir.name}: it does not beat CURRENT "
-                                  "(--force promotes anyway, audited).")
-        raise typer.Exit(int(ExitCode.OK))
+                                  "(--force promotes anyway, audited; to revert to it, `tacticalctl models "
+                                  f"rollback {bundle_dir.name} --yes`).")
+        raise typer.Exit(int(ExitCode.OK if would else ExitCode.WARNING))  # scripts can tell a refusal coming
     try:
         promotion = promote_if_better(directory, bundle_dir.name, force=force, client=client, actor=default_actor())
     except PromotionRefusedError as exc:
@@ -260,17 +255,99 @@ def promote_(
                           "Running workers load it within their model poll.")
 
 
+def _refuse_if_unverified(ctx: typer.Context, client: redis.Redis | None, document: dict, steps: list[CheckResult],
+                          bundle_dir: Path, directory: Path, json_output: bool, action: str, what: str) -> None:
+    """Refuse (exit 2) a bundle with a critical verification step; audited when --yes asked for it."""
+    failed = [s for s in steps if s.status in (Status.CRITICAL, Status.UNKNOWN)]
+    if not failed:
+        return
+    reason = f"{bundle_dir.name} failed verification: " + "; ".join(f"{s.step}: {s.value}" for s in failed)
+    if client is not None:  # a refused --yes is audited like a refused comparison
+        reason = _audit_refusal(client, document, reason, document["previous"], bundle_dir.name, directory, action)
+    if json_output:
+        print_json(document)
+    elif client is None:
+        _print_steps(ctx, f"verify {bundle_dir.name}", steps)
+    raise CtlError(f"{what} refused: {reason}", ExitCode.CRITICAL)
+
+
 def _audit_refusal(client: redis.Redis, document: dict, reason: str, previous: str | None, version: str,
-                   directory: Path) -> str:
-    """Audit a promotion that --yes asked for and that did not happen; the reason, with a note if the audit entry
-    could not be written (the refusal itself must still be said)."""
+                   directory: Path, action: str = REFUSED_ACTION) -> str:
+    """Audit a promotion or rollback that --yes asked for and that did not happen; the reason, with a note if the
+    audit entry could not be written (the refusal itself must still be said)."""
     try:
-        entry = audit(client, actor=default_actor(), action=REFUSED_ACTION, detail=reason, previous=previous or "",
+        entry = audit(client, actor=default_actor(), action=action, detail=reason, previous=previous or "",
                       version=version, models_dir=str(directory), forced="false")
     except REDIS_UNREACHABLE as exc:
         return f"{reason} (audit entry not written: {exc})"
     document["audit_id"] = entry.decode() if isinstance(entry, bytes) else str(entry)
     return reason
+
+
+@models_app.command("rollback")
+def rollback(
+    ctx: typer.Context,
+    version: Annotated[str | None, typer.Argument(
+        help="Bundle version to make CURRENT again (default: the one CURRENT replaced, from tactical_alerts).",
+        show_default=False)] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Roll back. Without it, only verify and show what would "
+                                      "change.")] = False,
+    models_dir: ModelsDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Make an earlier bundle CURRENT again: the runbook's revert. VERSION is verified fully (refused, exit 2, if any
+    step is critical) but not compared with CURRENT on held-out data: the live symptom that calls for a rollback
+    (low confidence, latency, a failed JIT log) is the operator's evidence. Running workers pick it up without a
+    restart. Acts only with --yes; audited in tactical_alerts as model_rollback (refusals too). Without VERSION,
+    the bundle that the audit trail says CURRENT replaced (exit 3 when it does not say).
+
+    JSON keys: applied, previous, version, audit_id, verification (status, steps)."""
+    directory = _models_dir(models_dir)
+    context = get_context(ctx)
+    client = context.redis() if yes or version is None else None
+    if version is None:
+        assert client is not None
+        version = replaced_by_current(client, directory)
+        if version is None:
+            raise CtlError(f"tactical_alerts does not say which bundle CURRENT in {directory} replaced: name the "
+                           "version to roll back to (`tacticalctl models list`)", ExitCode.UNKNOWN)
+    bundle_dir = _bundle(directory, version)
+    previous = current_version(directory)
+    document: dict = {"applied": False, "previous": previous, "version": bundle_dir.name, "audit_id": None}
+    if previous == bundle_dir.name:
+        if json_output:
+            print_json(document)
+        else:
+            context.console.print(f"{bundle_dir.name} is already CURRENT: nothing to roll back")
+        return
+    steps = verify_steps(bundle_dir)
+    document["verification"] = {"status": worst([s.status for s in steps]).value,
+                                "steps": [s.as_dict() for s in steps]}
+    audit_client = client if yes else None
+    _refuse_if_unverified(ctx, audit_client, document, steps, bundle_dir, directory, json_output,
+                          ROLLBACK_REFUSED_ACTION, "rollback")
+    if not yes:
+        if json_output:
+            print_json(document)
+        else:
+            _print_steps(ctx, f"verify {bundle_dir.name}", steps)
+            context.console.print(f"dry run: would set CURRENT {previous or '(none)'} → {bundle_dir.name} "
+                                  "(a rollback: no held-out comparison). Add --yes to roll back.")
+        return
+    assert client is not None
+    try:
+        done = roll_back(directory, bundle_dir.name, client=client, actor=default_actor())
+    except (BundleError, PromotionError) as exc:
+        reason = _audit_refusal(client, document, f"rollback failed: {exc}", previous, bundle_dir.name, directory,
+                                ROLLBACK_REFUSED_ACTION)
+        if json_output:
+            print_json(document)
+        raise CtlError(reason, ExitCode.CRITICAL) from None
+    if json_output:
+        print_json({**document, **done.as_dict(), "applied": True})
+        return
+    context.console.print(f"rolled back: CURRENT {done.previous or '(none)'} → [bold]{done.version}[/]; audit entry "
+                          f"{done.audit_id}. Running workers load it within their model poll.")
 
 
 @models_app.command("sign")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from models.bundle import current_bundle_dir, read_current_version
+from models.bundle import current_bundle_dir, list_bundles, read_current_version, read_manifest
 from tests.bundles import break_agent
 from tests.cli.conftest import Ctl
 from worker.alerts import recent_alerts
@@ -25,6 +26,14 @@ def models_dir(tmp_path: Path) -> Path:
     shutil.copytree(SHIPPED, directory / SHIPPED.name)
     (directory / "CURRENT").write_text(SHIPPED.name + "\n")
     return directory
+
+
+def add_older_bundle(models_dir: Path) -> str:
+    """Copy in the shipped bundle that CURRENT was trained from (older, and worse on held-out data)."""
+    older = next(m for m in list_bundles(default_models_dir()) if m.version != SHIPPED.name)
+    assert older.bundle_dir is not None and older.created_at < read_manifest(SHIPPED).created_at
+    shutil.copytree(older.bundle_dir, models_dir / older.version)
+    return older.version
 
 
 def tamper(bundle_dir: Path, file_name: str) -> None:
@@ -97,6 +106,9 @@ def test_compile_writes_a_new_bundle_with_its_log_and_leaves_current(ctl: Ctl, m
     manifest = json.loads((new_bundle / "manifest.json").read_text())
     assert manifest["training"]["recompiled_from"] == SHIPPED.name
     assert manifest["agents"]["fvg"]["parameters"] > 0
+    source = json.loads((models_dir / SHIPPED.name / "manifest.json").read_text())
+    log = (new_bundle / "jit_compilation.log").read_text()
+    assert f"({source['agents']['fvg']['parameters']} parameters)" in log, "the log counts what the manifest counts"
     assert read_current_version(models_dir) == SHIPPED.name
     verified = ctl("models", "verify", doc["version"], "--models-dir", str(models_dir), "--budget-ms", "1000")
     assert verified.exit_code == 0
@@ -112,16 +124,17 @@ def test_compile_refuses_a_tampered_source(ctl: Ctl, models_dir: Path) -> None:
 def test_promote_is_a_dry_run_without_yes_refuses_a_bundle_that_does_not_beat_current_and_forces_with_audit(
     ctl: Ctl, models_dir: Path, redis_client: redis.Redis
 ) -> None:
-    # A recompiled copy of CURRENT decides exactly as CURRENT does: it cannot beat it on held-out data.
-    compiled = json.loads(ctl("models", "compile", "--models-dir", str(models_dir), "--json").stdout)["version"]
+    # The supervised bundle the shipped MAPPO one was trained from: it loses to it on held-out data.
+    older = add_older_bundle(models_dir)
 
-    dry = ctl("models", "promote", compiled, "--models-dir", str(models_dir))
-    assert dry.exit_code == 0
-    assert f"would refuse {compiled}: it does not beat CURRENT" in dry.stdout
+    dry = ctl("models", "promote", older, "--models-dir", str(models_dir))
+    assert dry.exit_code == 1, "a dry run that would refuse says so in its exit code"
+    assert f"would refuse {older}: it does not beat CURRENT" in dry.stdout
+    assert f"tacticalctl models rollback {older} --yes" in dry.stdout
     assert read_current_version(models_dir) == SHIPPED.name
     assert recent_alerts(redis_client, count=10) == []
 
-    refused = ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes", "--json")
+    refused = ctl("models", "promote", older, "--models-dir", str(models_dir), "--yes", "--json")
     assert refused.exit_code == 2
     assert "promotion refused" in refused.stderr
     assert json.loads(refused.stdout)["verdict"]["beats"] is False
@@ -129,16 +142,76 @@ def test_promote_is_a_dry_run_without_yes_refuses_a_bundle_that_does_not_beat_cu
     [refusal] = recent_alerts(redis_client, count=10)
     assert (refusal.severity, refusal.kind) == ("AUDIT", "model_promote_refused")
 
-    done = ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes", "--force", "--json")
+    done = ctl("models", "promote", older, "--models-dir", str(models_dir), "--yes", "--force", "--json")
     assert done.exit_code == 0, done.stdout + done.stderr
     doc = json.loads(done.stdout)
-    assert (doc["applied"], doc["previous"], doc["version"], doc["forced"]) == (True, SHIPPED.name, compiled, True)
-    assert read_current_version(models_dir) == compiled
+    assert (doc["applied"], doc["previous"], doc["version"], doc["forced"]) == (True, SHIPPED.name, older, True)
+    assert read_current_version(models_dir) == older
     entry = recent_alerts(redis_client, count=10)[-1]
     assert (entry.severity, entry.kind, entry.id) == ("AUDIT", "model_promote", doc["audit_id"])
-    assert entry.fields["version"] == compiled and entry.fields["previous"] == SHIPPED.name
+    assert entry.fields["version"] == older and entry.fields["previous"] == SHIPPED.name
     assert entry.fields["forced"] == "true"
     assert entry.actor
+
+
+def test_a_recompile_of_current_is_promoted_without_force(ctl: Ctl, models_dir: Path,
+                                                          redis_client: redis.Redis) -> None:
+    # The runbook's JIT fix: compile CURRENT again, promote the result. Same weights, same held-out figures.
+    compiled = json.loads(ctl("models", "compile", "--models-dir", str(models_dir), "--json").stdout)["version"]
+    assert ctl("models", "promote", compiled, "--models-dir", str(models_dir)).exit_code == 0
+    done = ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes", "--json")
+    assert done.exit_code == 0, done.stdout + done.stderr
+    doc = json.loads(done.stdout)
+    assert (doc["applied"], doc["forced"], doc["verdict"]["beats"]) == (True, False, True)
+    assert f"is CURRENT {SHIPPED.name} recompiled and decides no worse" in doc["verdict"]["reason"]
+    assert read_current_version(models_dir) == compiled
+    # A recompile of another bundle still has to beat CURRENT.
+    older = add_older_bundle(models_dir)
+    other = json.loads(ctl("models", "compile", older, "--models-dir", str(models_dir), "--json").stdout)["version"]
+    assert ctl("models", "promote", other, "--models-dir", str(models_dir)).exit_code == 1
+
+
+def test_rollback_reverts_to_an_earlier_bundle_without_comparing_and_audits_it(
+    ctl: Ctl, models_dir: Path, redis_client: redis.Redis
+) -> None:
+    older = add_older_bundle(models_dir)
+    dry = ctl("models", "rollback", older, "--models-dir", str(models_dir))
+    assert dry.exit_code == 0 and "dry run: would set CURRENT" in dry.stdout
+    assert read_current_version(models_dir) == SHIPPED.name and recent_alerts(redis_client, count=10) == []
+
+    done = ctl("models", "rollback", older, "--models-dir", str(models_dir), "--yes", "--json")
+    assert done.exit_code == 0, done.stdout + done.stderr
+    doc = json.loads(done.stdout)
+    assert (doc["applied"], doc["previous"], doc["version"]) == (True, SHIPPED.name, older)
+    assert read_current_version(models_dir) == older
+    [entry] = recent_alerts(redis_client, count=10)
+    assert (entry.kind, entry.id, entry.fields["previous"], entry.fields["version"]) == (
+        "model_rollback", doc["audit_id"], SHIPPED.name, older)
+
+    # Without a version: back to the bundle the audit trail says CURRENT replaced.
+    assert ctl("models", "rollback", "--models-dir", str(models_dir), "--yes").exit_code == 0
+    assert read_current_version(models_dir) == SHIPPED.name
+    assert ctl("models", "rollback", "--models-dir", str(models_dir), "--yes").exit_code == 0
+    assert read_current_version(models_dir) == older
+
+
+def test_rollback_without_a_version_or_an_audit_trail_asks_for_one(ctl: Ctl, models_dir: Path) -> None:
+    result = ctl("models", "rollback", "--models-dir", str(models_dir), "--yes")
+    assert result.exit_code == 3
+    assert "does not say which bundle CURRENT" in result.stderr and "name the version" in result.stderr
+    assert read_current_version(models_dir) == SHIPPED.name
+
+
+def test_rollback_refuses_a_bundle_that_fails_verification(ctl: Ctl, models_dir: Path,
+                                                           redis_client: redis.Redis) -> None:
+    older = add_older_bundle(models_dir)
+    tamper(models_dir / older, "momentum.pt")
+    result = ctl("models", "rollback", older, "--models-dir", str(models_dir), "--yes")
+    assert result.exit_code == 2
+    assert "rollback refused" in result.stderr and "momentum.pt" in result.stderr
+    assert read_current_version(models_dir) == SHIPPED.name
+    [refusal] = recent_alerts(redis_client, count=10)
+    assert (refusal.kind, refusal.fields["version"]) == ("model_rollback_refused", older)
 
 
 def test_a_bundle_that_fails_verification_is_not_promoted(
@@ -298,3 +371,33 @@ def test_a_models_dir_that_does_not_exist_is_a_usage_error(ctl: Ctl, tmp_path: P
     result = ctl("models", "verify", "--models-dir", str(tmp_path / "typo"))
     assert result.exit_code == 3  # not CRITICAL: the workers' models are elsewhere
     assert "is not a directory" in result.stderr
+
+
+def test_the_daily_model_update_step_lists_only_bundles_still_waiting(
+    ctl: Ctl, models_dir: Path, redis_client: redis.Redis, redis_url: str
+) -> None:
+    from models.bundle_history import REFUSED_ACTION
+    from worker.alerts import audit
+    from worker.ops.checks import waiting_bundles
+    from worker.ops.sources import Sources
+
+    current = read_manifest(models_dir / SHIPPED.name)
+    older = add_older_bundle(models_dir)
+    newer = []
+    for source in (SHIPPED.name, older):  # recompiles: newer than CURRENT
+        done = ctl("models", "compile", source, "--models-dir", str(models_dir), "--json")
+        assert done.exit_code == 0, done.stderr
+        newer.append(json.loads(done.stdout)["version"])
+    time.sleep(1.1)  # a version names its second: the same weights compiled within it are the same bundle
+    newer.append(json.loads(ctl("models", "compile", "--models-dir", str(models_dir), "--json").stdout)["version"])
+
+    def waiting() -> list[str]:
+        return [m.version for m in waiting_bundles(Sources(redis_url, "http://127.0.0.1:1", models_dir), current)]
+
+    assert sorted(waiting()) == sorted(newer)
+    tamper(models_dir / newer[0], "fvg.pt")  # fails its hashes: nothing to promote
+    audit(redis_client, actor="ops", action=REFUSED_ACTION, detail="refused", version=newer[1])  # ruled out
+    assert waiting() == [newer[2]]
+    # Without Redis the audit trail cannot be read: the refused bundle is listed rather than the step failing.
+    assert sorted(m.version for m in waiting_bundles(Sources("redis://127.0.0.1:1/2", "http://127.0.0.1:1",
+                                                              models_dir), current)) == sorted(newer[1:])

@@ -96,7 +96,7 @@ def test_a_tampered_bundle_is_named_with_its_file(
     result = ctl("triage", "model-compilation", "--models-dir", str(models_dir), worker_url=url)
     assert result.exit_code == 2
     assert "fvg.pt" in result.stdout and "SHA-256 mismatch" in result.stdout
-    assert "tacticalctl models promote" in result.stdout
+    assert "tacticalctl models rollback" in result.stdout
 
     picked = reports(ctl("triage", "--models-dir", str(models_dir), "--json", worker_url=url))
     assert list(picked) == ["model-compilation"]

@@ -356,3 +356,13 @@ def test_build_time_verification_refuses_to_install_over_its_own_source(tmp_path
     assert "is the directory being verified" in log.read_text()
     assert {m.version for m in list_bundles(models_dir)} == before
     verify_bundle(current_bundle_dir(models_dir))
+
+
+def test_a_current_file_that_is_not_text_or_not_a_file_is_a_bundle_error(models_dir: Path) -> None:
+    (models_dir / CURRENT_FILE).write_bytes(b"\xff\xfe")
+    with pytest.raises(BundleNotFoundError, match="is not text"):
+        current_bundle_dir(models_dir)
+    (models_dir / CURRENT_FILE).unlink()
+    (models_dir / CURRENT_FILE).mkdir()
+    with pytest.raises(BundleNotFoundError, match="cannot be read"):
+        current_bundle_dir(models_dir)

@@ -102,6 +102,9 @@ def test_a_tiny_pretrain_is_reproducible_and_publishes_a_verified_current_bundle
 
     assert first.bundle_dir is not None
     assert current_bundle_dir(tmp_path / "a") == first.bundle_dir
+    # A directory that has a CURRENT keeps it: a new bundle replaces it only through the promotion gate.
+    second = pretrain(tiny_config(tmp_path / "a", seed=4))
+    assert second != first.bundle_dir and current_bundle_dir(tmp_path / "a") == first.bundle_dir
     assert verify_bundle(first.bundle_dir).version == first.version
     assert first.training["config"]["train_seeds"] == [11]
     assert first.training["data"]["label"]["horizon"] == 24

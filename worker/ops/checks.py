@@ -25,7 +25,16 @@ from typing import Any, ParamSpec
 
 import redis
 
-from models.bundle import JIT_LOG_FILE, BundleError, current_bundle_dir, list_bundles, read_manifest, verify_bundle
+from models.bundle import (
+    JIT_LOG_FILE,
+    BundleError,
+    Manifest,
+    current_bundle_dir,
+    list_bundles,
+    read_manifest,
+    verify_bundle,
+)
+from models.bundle_history import decided_versions
 from worker.alerts import Alert, Severity
 from worker.breaker import BreakerState
 from worker.connection import REDIS_UNREACHABLE, selected_db
@@ -600,8 +609,7 @@ def check_model_update(sources: Sources) -> Verdict:
         current = read_manifest(current_bundle_dir(models_dir))
     except BundleError as exc:
         return Verdict(Status.CRITICAL, f"no usable bundle: {exc}", "`tacticalctl triage model-staleness`")
-    bundles = list_bundles(models_dir)
-    newer = [m for m in bundles if m.created_at > current.created_at]
+    newer = waiting_bundles(sources, current)
     value = f"CURRENT {current.version} (created {current.created_at:%Y-%m-%d %H:%M}Z)"
     details: dict[str, Any] = {"current": current.version, "newer": [m.version for m in newer]}
     try:
@@ -620,6 +628,27 @@ def check_model_update(sources: Sources) -> Verdict:
                        f"verify and promote: `tacticalctl models promote {newer[0].version} --yes`", details=details)
     return Verdict(Status.OK, value + ("" if model.get("version") is None else f"; loaded {model.get('version')}"),
                    details=details)
+
+
+def waiting_bundles(sources: Sources, current: Manifest) -> list[Manifest]:
+    """Bundles newer than CURRENT that could be promoted: their hashes and JIT log are good, and no operator has
+    already ruled them out (refused, or rolled back from: `models.bundle_history`). Without Redis, the audit trail
+    is not consulted."""
+    try:
+        ruled_out = decided_versions(sources.redis())
+    except (RedisUnavailable, *REDIS_UNREACHABLE):
+        ruled_out = set()
+    waiting = []
+    for manifest in list_bundles(sources.models_dir):
+        if manifest.created_at <= current.created_at or manifest.version in ruled_out or manifest.bundle_dir is None:
+            continue
+        try:
+            verify_bundle(manifest.bundle_dir)
+        except BundleError:
+            continue
+        if jit_log_status(manifest.bundle_dir).successful:
+            waiting.append(manifest)
+    return waiting
 
 
 @check("backups", "Redis persistence: last RDB save / AOF write ok")

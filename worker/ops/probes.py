@@ -430,7 +430,7 @@ def probe_previous_bundles(sources: Sources) -> list[Finding]:
             candidates.append(manifest.version)
     if not candidates:
         return [_ok(f"no other verified bundle in {models_dir} to revert to: a revert needs the ML team")]
-    return [_ok(f"revert candidate: {candidates[0]} (`tacticalctl models promote {candidates[0]} --yes`)",
+    return [_ok(f"revert candidate: {candidates[0]} (`tacticalctl models rollback {candidates[0]} --yes`)",
                 candidates=candidates[:5])]
 
 

@@ -165,9 +165,10 @@ PLAYBOOKS: tuple[Playbook, ...] = (
         (
             "Respond within 5 minutes. Check the model pipeline: `tacticalctl models list`",
             "Verify the current bundle: `tacticalctl models verify`",
-            "Promote a verified bundle (the worker reloads it without a restart): "
-            "`tacticalctl models promote <version> --yes`",
-            "Restart the service to force a reload: `docker compose restart tactical-marl`",
+            "Reload a verified bundle (the worker loads it without a restart): `tacticalctl models rollback --yes` "
+            "(the bundle CURRENT replaced) or `tacticalctl models rollback <version> --yes`",
+            "Do not restart while `tacticalctl models verify` is critical: a running worker keeps its last good "
+            "bundle, a restarted one refuses to start without one",
             "Contact the ML team if no verified model is available",
         ),
     ),
@@ -245,7 +246,7 @@ PLAYBOOKS: tuple[Playbook, ...] = (
         (
             "Verify the bundle and read its JIT log: `tacticalctl models verify`",
             "Recompile with the installed torch: `tacticalctl models compile <version>`",
-            "Revert to the previous version: `tacticalctl models promote <version> --yes`",
+            "Revert to the previous version: `tacticalctl models rollback --yes` (or `… rollback <version> --yes`)",
             "Rebuild the container if torch is broken: `docker compose build tactical-marl`",
             "Contact the ML team",
         ),

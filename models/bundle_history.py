@@ -1,0 +1,53 @@
+"""What the audit trail (`tactical_alerts`) says about model bundles: which one CURRENT replaced, and which ones an
+operator has already decided on. Kept apart from `models.promotion`, which loads torch, so the daily checks can ask.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+
+from models.bundle import read_current_version
+from worker.alerts import recent_alerts
+
+PROMOTE_ACTION = "model_promote"
+REFUSED_ACTION = "model_promote_refused"
+ROLLBACK_ACTION = "model_rollback"
+ROLLBACK_REFUSED_ACTION = "model_rollback_refused"
+AUDIT_SCAN = 10_000  # newest tactical_alerts entries read: months of a normal audit trail
+
+
+def replaced_by_current(client: redis.Redis, models_dir: Path, *, scan: int = AUDIT_SCAN) -> str | None:
+    """The bundle CURRENT replaced, as the latest promotion or rollback to it recorded in `tactical_alerts` (the
+    newest `scan` entries are read); None when no such entry is found."""
+    current = read_current_version(Path(models_dir))
+    if current is None:
+        return None
+    for alert in reversed(recent_alerts(client, count=scan)):
+        if alert.kind in (PROMOTE_ACTION, ROLLBACK_ACTION) and alert.fields.get("version") == current:
+            return alert.fields.get("previous") or None
+    return None
+
+
+def decided_versions(client: redis.Redis, *, scan: int = AUDIT_SCAN) -> set[str]:
+    """Bundles an operator has already ruled out: refused on promotion or rollback, or rolled back from. A newer
+    bundle among them is not waiting to be promoted."""
+    decided = set()
+    for alert in recent_alerts(client, count=scan):
+        if alert.kind in (REFUSED_ACTION, ROLLBACK_REFUSED_ACTION):
+            decided.add(alert.fields.get("version") or "")
+        elif alert.kind == ROLLBACK_ACTION:
+            decided.add(alert.fields.get("previous") or "")
+    decided.discard("")
+    return decided
+
+
+__all__ = [
+    "PROMOTE_ACTION",
+    "REFUSED_ACTION",
+    "ROLLBACK_ACTION",
+    "ROLLBACK_REFUSED_ACTION",
+    "decided_versions",
+    "replaced_by_current",
+]
