@@ -11,7 +11,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from models.bundle import SIGNING_KEY_ENV, BundleError, sign_bundle, signing_key_from_env, verify_bundle
+from models.bundle import (
+    SIGNING_KEY_ENV,
+    BundleError,
+    read_manifest,
+    sign_bundle,
+    signing_key_from_env,
+    verify_bundle,
+)
 from models.bundle_history import REFUSED_ACTION, ROLLBACK_REFUSED_ACTION, replaced_by_current
 from models.compile import CompilationError
 from models.promotion import PromotionError, PromotionRefusedError, judge, promote_if_better, roll_back
@@ -96,8 +103,18 @@ def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: J
     else:
         _print_listing(get_context(ctx).console, directory, listings)
     if missing_current:
-        raise CtlError(f"CURRENT names {active}, which is not a bundle in {directory}: workers cannot load it "
+        raise CtlError(f"CURRENT names {active}, {_why_not_a_bundle(directory / active)}: workers cannot load it "
                        "(`tacticalctl triage model-staleness`)", ExitCode.CRITICAL)
+
+
+def _why_not_a_bundle(bundle_dir: Path) -> str:
+    if not bundle_dir.is_dir():
+        return f"which is not a bundle in {bundle_dir.parent}"
+    try:
+        read_manifest(bundle_dir)
+    except BundleError as exc:
+        return f"whose manifest is unusable ({exc})"
+    return f"which is not a bundle in {bundle_dir.parent}"
 
 
 def _print_listing(console: Console, directory: Path, listings: list[BundleListing]) -> None:

@@ -198,7 +198,8 @@ def train_command(
         if failed:
             raise typer.Exit(int(ExitCode.CRITICAL))
     else:
-        console.print(f"promote it with: tacticalctl models promote {result.bundle_dir.name}")
+        console.print(f"judge it (a dry run): tacticalctl models promote {result.bundle_dir.name}; promote it: "
+                      f"tacticalctl models promote {result.bundle_dir.name} --yes")
 
 
 def _run_training(config: MappoConfig, resume: bool, console: Console, *, quiet: bool) -> TrainingResult:

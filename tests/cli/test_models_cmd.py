@@ -282,6 +282,17 @@ def test_list_says_so_when_current_names_a_bundle_that_is_not_there(ctl: Ctl, mo
     assert as_json.exit_code == 2 and json.loads(as_json.stdout)["current"] == "20990101T000000Z-deadbeef"
 
 
+def test_list_says_why_when_current_names_a_bundle_whose_manifest_is_unusable(ctl: Ctl, models_dir: Path) -> None:
+    manifest = models_dir / SHIPPED.name / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    doc["created_at"] = doc["created_at"].rstrip("Z")  # no time zone
+    manifest.write_text(json.dumps(doc))
+    result = ctl("models", "list", "--models-dir", str(models_dir))
+    assert result.exit_code == 2
+    assert f"CURRENT names {SHIPPED.name}, whose manifest is unusable" in result.stderr
+    assert "timezone" in result.stderr or "time zone" in result.stderr
+
+
 def test_verify_of_a_bundle_whose_agent_raises_is_critical_and_says_which(ctl: Ctl, models_dir: Path) -> None:
     break_agent(models_dir / SHIPPED.name, "raises")
     result = ctl("models", "verify", "--models-dir", str(models_dir), "--json")
