@@ -154,6 +154,14 @@ def test_worker_gets_the_runbook_resources(config: dict[str, Any]) -> None:
     assert str(limits["memory"]).upper() in {"32G", "32GB"}
 
 
+def test_a_smaller_host_sets_the_worker_limits_in_env(tmp_path: Path) -> None:
+    # Docker refuses a CPU limit above the host's CPUs: one setting fits the stack to a 2-core machine.
+    config = resolved_config(write_env(tmp_path, TACTICAL_WORKER_CPUS="2", TACTICAL_WORKER_MEMORY="4G"))
+    limits = config["services"]["tactical-marl"]["deploy"]["resources"]["limits"]
+    assert float(limits["cpus"]) == 2
+    assert str(limits["memory"]).upper() in {"4G", "4GB"} or int(limits["memory"]) == 4 * 1024**3
+
+
 def test_stop_grace_period_outlasts_the_worker_drain(config: dict[str, Any]) -> None:
     worker = config["services"]["tactical-marl"]
     drain = float(worker["environment"].get("TACTICAL_SHUTDOWN_GRACE_S", WorkerSettings().shutdown_grace_s))
