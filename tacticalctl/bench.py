@@ -36,6 +36,12 @@ def bench(
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Benchmark here: embedded Redis, N workers; latency from the producer's XADD to the decision being readable."""
+    try:
+        import bench  # noqa: F401
+    except ImportError:
+        raise CtlError("the benchmark is not installed here (the container image leaves bench/ out): run it from a "
+                       "source checkout, `pip install -e . && tacticalctl bench`; it starts its own Redis and workers",
+                       ExitCode.UNKNOWN) from None
     from bench.child import BenchProcessError
     from bench.e2e import RoundTripError
     from bench.report import plot_latency, render_table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 
 from typer.testing import CliRunner
 
@@ -49,3 +50,11 @@ def test_bench_refuses_a_plot_of_max_throughput() -> None:
     result = CliRunner().invoke(app, ["bench", "--max", "--plot", "x.png"], env={"NO_COLOR": "1"})
     assert result.exit_code == 3
     assert "--plot" in result.output and "--max" in result.output
+
+
+def test_bench_without_the_bench_package_says_where_to_run_it(monkeypatch) -> None:
+    # As in the container image, which leaves bench/ out: one clear line, not an ImportError traceback.
+    monkeypatch.setitem(sys.modules, "bench", None)
+    result = CliRunner().invoke(app, ["bench", "--json"], env={"NO_COLOR": "1"})
+    assert result.exit_code == 3
+    assert "the benchmark is not installed here" in result.stderr and "source checkout" in result.stderr
