@@ -48,7 +48,8 @@ ENV PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH \
     TACTICAL_HTTP_ADDR=0.0.0.0:8001 \
     TACTICAL_WORKER_URL=http://127.0.0.1:8001 \
-    TACTICAL_MODELS_DIR=/app/models/jit
+    TACTICAL_MODELS_DIR=/app/models/jit \
+    TACTICAL_REPORT_DIR=/backups/reports
 
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build --chown=tactical:tactical /app/models/jit /app/models/jit

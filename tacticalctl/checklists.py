@@ -90,7 +90,8 @@ def eod_command(
     since: Annotated[str | None, typer.Option(help="Period of the report, e.g. 24h (default: since 00:00 UTC).")]
     = None,
     log_file: Annotated[Path | None, typer.Option(dir_okay=False, help="Log file to archive (gzip) into "
-                                                  "--report-dir; without it the archive step is skipped.")] = None,
+                                                  "--report-dir, or - to read it from stdin; without it the "
+                                                  "archive step is skipped.")] = None,
     older_than: Annotated[str, typer.Option(help="Completed idempotency keys older than this are cleaned.")] = "24h",
     yes: Annotated[bool, typer.Option("--yes", help="Clean the keys and reset the breaker counter. Without it, "
                                       "only show what would be done.")] = False,

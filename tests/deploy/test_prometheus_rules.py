@@ -24,7 +24,7 @@ RUNBOOK_ALERTS = {
     "TacticalP99LatencyHigh": ("P0", f"histogram_quantile(0.99, sum by (le) ({END_TO_END})) > 0.1"),
     "TacticalConsumerLagCritical": ("P0", "tactical_redis_consumer_lag_seconds > 5"),
     "TacticalModelStale": ("P0", "tactical_model_staleness_seconds > 900"),
-    "TacticalCircuitBreakerOpen": ("P0", "tactical_circuit_breaker_state != 0"),
+    "TacticalCircuitBreakerOpen": ("P0", "tactical_circuit_breaker_state > 0"),
     "TacticalHealthCritical": ("P0", "tactical_health_state >= 2"),
     "TacticalP50LatencyHigh": ("P1", f"histogram_quantile(0.5, sum by (le) ({END_TO_END})) > 0.05"),
     "TacticalConsumerLagWarning": ("P1", "tactical_redis_consumer_lag_seconds > 2"),

@@ -10,10 +10,12 @@ UNKNOWN is kept for a step that could not run for another reason (a malformed an
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import math
 import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import Any, BinaryIO, ParamSpec
 
 import redis
 
@@ -735,19 +737,26 @@ def reset_breaker_counters(sources: Sources, *, since_s: float, apply: bool, act
                    f"{receipt.audit_id}", details={**details, "reset": receipt.as_dict()})
 
 
+STDIN_LOG = Path("-")  # --log-file -: the log piped in (a container's log comes from `docker-compose logs`)
+STDIN_LOG_NAME = "worker.log"
+
+
 @check("log archive", "--log-file copied and compressed into --report-dir")
-def archive_log(log_file: Path | None, report_dir: Path, *, date: str) -> Verdict:
+def archive_log(log_file: Path | None, report_dir: Path, *, date: str, stdin: BinaryIO | None = None) -> Verdict:
     if log_file is None:
         return Verdict(Status.OK, "skipped: no --log-file given",
-                       "pass --log-file (e.g. the worker's log) to archive it")
-    if not log_file.is_file():
+                       "pass --log-file (e.g. the worker's log, or - to read it from stdin) to archive it")
+    piped = log_file == STDIN_LOG
+    if not piped and not log_file.is_file():
         return Verdict(Status.WARN, f"{log_file} does not exist", "check the --log-file path")
     report_dir.mkdir(parents=True, exist_ok=True)
-    target = report_dir / f"{log_file.name}.{date}.gz"
-    with log_file.open("rb") as source, gzip.open(target, "wb") as archive:
+    target = report_dir / f"{STDIN_LOG_NAME if piped else log_file.name}.{date}.gz"
+    with (contextlib.nullcontext(stdin or sys.stdin.buffer) if piped else log_file.open("rb")) as source, \
+            gzip.open(target, "wb") as archive:
         shutil.copyfileobj(source, archive)
     size = target.stat().st_size
-    return Verdict(Status.OK, f"{log_file} → {target} ({size} bytes)", details={"archive": str(target)})
+    shown = "stdin" if piped else str(log_file)
+    return Verdict(Status.OK, f"{shown} → {target} ({size} bytes)", details={"archive": str(target)})
 
 
 __all__ = [
