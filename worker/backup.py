@@ -64,6 +64,8 @@ CHUNK = 500
 
 Progress = Callable[[str, int, "int | None"], None]  # (stage, done, total or None)
 
+BACKUP_ACTION = "backup"  # its tactical_alerts kind: the daily check looks for it
+
 
 def no_progress(stage: str, done: int, total: int | None) -> None:
     return None
@@ -402,7 +404,7 @@ def create_backup(
     digest = sha256_path(archive)
     with _private_file(checksum_path(archive)) as out:
         out.write(f"{digest}  {archive.name}\n".encode())
-    audit_id = audit(client, actor=actor, action="backup",
+    audit_id = audit(client, actor=actor, action=BACKUP_ACTION,
                      detail=f"backup written to {archive}: {len(snapshot.dumps)} streams, {completed} completed keys",
                      archive=str(archive), sha256=digest)
     return BackupReport(archive, digest, archive.stat().st_size, manifest, _text(audit_id))

@@ -55,6 +55,15 @@ def healthy(answers: WorkerAnswers, **state: object) -> None:
     answers.health["model_version"] = SHIPPED_VERSION
 
 
+def daily_backup(ctl: Ctl, tmp_path: Path, redis_url: str | None = None) -> Path:
+    """The runbook's daily `tacticalctl backup`, which the end-of-day backups step looks for."""
+    archive = tmp_path / "backups" / "tactical.tar.gz"
+    archive.parent.mkdir(exist_ok=True)
+    made = ctl("backup", str(archive), "--no-models", redis_url=redis_url)
+    assert made.exit_code == 0, made.stderr
+    return archive
+
+
 # ---- morning-check ---------------------------------------------------------------------------------------------
 
 
@@ -80,6 +89,7 @@ def test_morning_check_against_a_running_worker_is_ok(
 
     report_dir = tmp_path / "reports"
     redis_client.save()  # the test server runs without AOF or save points: one RDB save, as a deployment has
+    daily_backup(ctl, tmp_path)
     eod = ctl("eod", "--report-dir", str(report_dir), "--json", worker_url=url)
     assert eod.exit_code == 0, eod.stdout
     report = json.loads(next(report_dir.glob("tactical-report-*.json")).read_text())
@@ -187,6 +197,7 @@ def test_eod_is_a_dry_run_until_yes_and_audits_what_it_does(
     report_dir = tmp_path / "reports"
     args = ("eod", "--report-dir", str(report_dir), "--log-file", str(log_file))
     redis_client.save()  # the test server runs without AOF or save points: one RDB save, as a deployment has
+    daily_backup(ctl, tmp_path)
 
     dry = ctl(*args, "--json", worker_url=url)
     assert dry.exit_code == 1
@@ -194,7 +205,7 @@ def test_eod_is_a_dry_run_until_yes_and_audits_what_it_does(
     assert rows["old idempotency keys"]["value"].startswith("would delete 1 stale processing, 1 completed")
     assert rows["breaker counters"]["value"] == "would reset 3 restart(s) (dry run)"
     assert redis_client.exists(processing_key("evt-9")) and restart_count(redis_client, 300, time.time()) == 3
-    assert [a for a in recent_alerts(redis_client, count=20) if a.severity == "AUDIT"] == []
+    assert [a for a in recent_alerts(redis_client, count=20) if a.severity == "AUDIT" and a.kind != "backup"] == []
     assert (report_dir / "tactical-report-" f"{rows['daily performance report']['details']['report']['date']}.md"
             ).exists()
     [archive] = report_dir.glob("worker.log.*.gz")
@@ -206,7 +217,7 @@ def test_eod_is_a_dry_run_until_yes_and_audits_what_it_does(
     assert not redis_client.exists(COMPLETED_PREFIX + "evt-1")
     assert restart_count(redis_client, 300, time.time()) == 0
     audited = {a.kind for a in recent_alerts(redis_client, count=20) if a.severity == "AUDIT"}
-    assert audited == {"keys_clean", "breaker_reset"}
+    assert audited == {"backup", "keys_clean", "breaker_reset"}  # the day's backup, then what eod did
 
 
 def test_eod_does_not_reset_the_breaker_counter_after_a_p0(
@@ -261,12 +272,23 @@ def test_eod_backups_step_warns_when_redis_has_never_persisted_anything(
         client.save()
         client.close()
         saved = backups()
-        assert saved["status"] == "ok" and "last RDB save never" not in saved["value"]
+        assert "last RDB save never" not in saved["value"]
+        # Persisted, but the runbook's daily archive never ran.
+        assert saved["status"] == "warn" and "no `tacticalctl backup` in 26 h (none recorded)" in saved["value"]
+        archive = daily_backup(ctl, tmp_path, redis_url=server.url())
+        archived = backups()
+        assert archived["status"] == "ok", archived
+        assert f"last archive {archive}" in archived["value"]
+        assert archived["details"]["last_archive"]["archive"] == str(archive)
+        client = redis.Redis.from_url(server.url())
+        client.save()  # the key and the backup's audit entry (tactical_alerts)
+        client.close()
     # Restarted from its dump.rdb: no save since the start, but one before it (rdb_saves counts since the start).
     with EmbeddedRedis(data_dir=tmp_path / "redis", appendonly=False) as server:
         restarted = backups()
         assert restarted["status"] == "ok", restarted
-        assert restarted["value"] == "AOF off; last RDB save none since Redis started (it loaded 1 keys from disk)"
+        assert restarted["value"].startswith(
+            "AOF off; last RDB save none since Redis started (it loaded 2 keys from disk); last archive")
 
 
 def test_eod_model_step_is_critical_when_the_worker_cannot_say_what_it_loaded(

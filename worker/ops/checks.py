@@ -37,9 +37,11 @@ from models.bundle import (
     verify_bundle,
 )
 from models.bundle_history import decided_versions
-from worker.alerts import Alert, Severity
+from worker.alerts import Alert, Severity, recent_alerts
+from worker.backup import BACKUP_ACTION
 from worker.breaker import BreakerState
 from worker.connection import REDIS_UNREACHABLE, selected_db
+from worker.delivery import entry_time_ms
 from worker.health import DEFAULT_THRESHOLDS, CheckStatus, HealthCheck
 from worker.health import check_breaker as health_check_breaker
 from worker.health import check_confidence as health_check_confidence
@@ -653,9 +655,10 @@ def waiting_bundles(sources: Sources, current: Manifest) -> list[Manifest]:
     return waiting
 
 
-@check("backups", "Redis persistence: last RDB save / AOF write ok")
+@check("backups", "Redis persistence: last RDB save / AOF write ok; a `tacticalctl backup` within 26 h")
 def check_backups(sources: Sources) -> Verdict:
-    """The runbook's "verify backup processes completed": Redis reports its last save and AOF writes as ok."""
+    """The runbook's "verify backup processes completed": Redis reports its last save and AOF writes as ok, and the
+    daily archive (`tacticalctl backup`, audited as kind=backup) ran within BACKUP_MAX_AGE_S."""
     info = sources.redis().info("persistence")
     problems = []
     if info.get("rdb_last_bgsave_status", "ok") != "ok":
@@ -683,7 +686,25 @@ def check_backups(sources: Sources) -> Verdict:
     if not int(info.get("aof_enabled", 0)) and never_saved:
         return Verdict(Status.WARN, value + ": nothing persisted", "enable AOF or RDB; see README (Backup)",
                        details=details)
-    return Verdict(Status.OK, value, details=details)
+    archive = latest_backup(sources.redis())
+    details["last_archive"] = None if archive is None else {"at": archive.ts, **archive.fields}
+    age_s = None if archive is None else sources.clock() - entry_time_ms(archive.id.encode()) / 1e3
+    if age_s is None or age_s > BACKUP_MAX_AGE_S:
+        latest = "none recorded" if archive is None else f"latest {archive.ts} ({_duration(age_s or 0.0)} ago)"
+        return Verdict(Status.WARN, value + f"; no `tacticalctl backup` in {BACKUP_MAX_AGE_S // 3600} h ({latest})",
+                       "`tacticalctl backup /backups/tactical-$(date -u +%Y%m%dT%H%MZ).tar.gz` (runbook: Backup "
+                       "Procedures)", details=details)
+    return Verdict(Status.OK, value + f"; last archive {archive.fields.get('archive', '?')} "
+                   f"({_duration(age_s)} ago)", details=details)
+
+
+BACKUP_MAX_AGE_S = 26 * 3600  # the runbook's daily archive, with slack for a run that starts late
+BACKUP_SCAN = 10_000  # newest tactical_alerts entries searched for it
+
+
+def latest_backup(client: redis.Redis) -> Alert | None:
+    """The newest `tacticalctl backup` recorded in tactical_alerts (among the newest BACKUP_SCAN entries)."""
+    return next((a for a in reversed(recent_alerts(client, count=BACKUP_SCAN)) if a.kind == BACKUP_ACTION), None)
 
 
 @check("old idempotency keys", "stale processing keys and completed keys past --older-than removed")
