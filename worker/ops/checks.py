@@ -642,17 +642,23 @@ def waiting_bundles(sources: Sources, current: Manifest) -> list[Manifest]:
         ruled_out = decided_versions(sources.redis())
     except (RedisUnavailable, *REDIS_UNREACHABLE):
         ruled_out = set()
-    waiting = []
-    for manifest in list_bundles(sources.models_dir):
-        if manifest.created_at <= current.created_at or manifest.version in ruled_out or manifest.bundle_dir is None:
+    return [m for m in servable_bundles(sources.models_dir)
+            if m.created_at > current.created_at and m.version not in ruled_out]
+
+
+def servable_bundles(models_dir: Path) -> list[Manifest]:
+    """Bundles a worker would load, newest first: every file matches its hash and the JIT log says it succeeded."""
+    servable = []
+    for manifest in list_bundles(models_dir):
+        if manifest.bundle_dir is None:
             continue
         try:
             verify_bundle(manifest.bundle_dir)
         except BundleError:
             continue
         if jit_log_status(manifest.bundle_dir).successful:
-            waiting.append(manifest)
-    return waiting
+            servable.append(manifest)
+    return servable
 
 
 @check("backups", "Redis persistence: last RDB save / AOF write ok; a `tacticalctl backup` within 26 h")
@@ -811,6 +817,9 @@ __all__ = [
     "check_worker_running",
     "cleanup_old_keys",
     "jit_log_status",
+    "latest_backup",
     "reset_breaker_counters",
+    "servable_bundles",
+    "waiting_bundles",
     "worst",
 ]

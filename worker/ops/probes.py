@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from models.bundle import BundleError, current_bundle_dir, list_bundles, read_manifest, verify_bundle
+from models.bundle import BundleError, current_bundle_dir, read_manifest
 from worker.alerts import Severity, recent_alerts
 from worker.breaker import BreakerState
 from worker.connection import REDIS_UNREACHABLE
@@ -25,7 +25,7 @@ from worker.health import DEFAULT_THRESHOLDS, CheckStatus, check_latency
 from worker.heartbeat import live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
 from worker.names import COMPLETED_PREFIX, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
-from worker.ops.checks import Status, jit_log_status
+from worker.ops.checks import Status, jit_log_status, servable_bundles
 from worker.ops.duplicates import duplicate_commands, duplicate_events_total, input_offenders, iter_newest
 from worker.ops.keys import find_stale_processing_keys
 from worker.ops.latency import NoLatencyHistogram, operation_latencies
@@ -418,16 +418,7 @@ def probe_previous_bundles(sources: Sources) -> list[Finding]:
         active = current_bundle_dir(models_dir).name
     except BundleError:
         active = None
-    candidates = []
-    for manifest in list_bundles(models_dir):
-        if manifest.version == active or manifest.bundle_dir is None:
-            continue
-        try:
-            verify_bundle(manifest.bundle_dir)
-        except BundleError:
-            continue
-        if jit_log_status(manifest.bundle_dir).successful:
-            candidates.append(manifest.version)
+    candidates = [manifest.version for manifest in servable_bundles(models_dir) if manifest.version != active]
     if not candidates:
         return [_ok(f"no other verified bundle in {models_dir} to revert to: a revert needs the ML team")]
     return [_ok(f"revert candidate: {candidates[0]} (`tacticalctl models rollback {candidates[0]} --yes`)",
