@@ -11,18 +11,23 @@ from worker.inference import AgentEnsemble
 
 
 class FaultyModel:
-    """The real ensemble: `fail` makes every `infer` raise, `fail_next` only the next one, `delay_s` slows each."""
+    """The real ensemble: `fail` makes every `infer` raise, `fail_next` only the next one, `delay_s` slows each;
+    `poison` makes every `infer` raise whose matrices include one with that value as its first feature (a poison
+    event: one the agents cannot decide, whatever batch it comes in)."""
 
     def __init__(self, ensemble: AgentEnsemble) -> None:
         self.ensemble = ensemble
         self.fail = False
         self.fail_next = False
         self.delay_s = 0.0
+        self.poison: float | None = None
 
     def infer(self, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.fail or self.fail_next:
             self.fail_next = False
             raise RuntimeError("injected model failure")
+        if self.poison is not None and bool((matrices[:, 0, 0] == self.poison).any()):
+            raise RuntimeError("injected poison event")
         if self.delay_s:
             time.sleep(self.delay_s)
         return self.ensemble.infer(matrices)

@@ -35,6 +35,17 @@ class StageError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
+class FailedEvent:
+    """An event the agents could not decide even alone, in a batch whose other events were decided: it stays
+    pending and is retried (then dead-lettered after max_deliveries), without holding the others back."""
+
+    correlation_id: str
+    entry_id: bytes
+    stage: str  # "inference" or "aggregate"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class StreamEntry:
     entry_id: bytes
     fields: Mapping[bytes, bytes]
@@ -59,6 +70,7 @@ class BatchResult:
     events: list[SynergyEvent] = field(default_factory=list)  # the events of `decisions`, same order
     duplicates: int = 0
     dead_letters: list[str] = field(default_factory=list)  # reasons
+    failed: list[FailedEvent] = field(default_factory=list)  # left pending: see FailedEvent
     stage_seconds: dict[str, float] = field(default_factory=dict)
     # The worker's own time on the batch, read → committed; time its commit waited in flight while the next batch
     # was decided is not counted (that is the next batch's time).
@@ -211,10 +223,16 @@ class EventPipeline:
             ensemble = self.ensemble  # one bundle per batch, even if a reload swaps it meanwhile
             decisions: list[Decision] = []
             if events:
-                probabilities, confidence = ensemble.infer(np.stack([event.matrix for event in events]))
-                inferred = clock()
-                self._stage = "aggregate"
-                decisions = aggregate_batch(events, probabilities, confidence, self.aggregator, ensemble.version)
+                try:
+                    probabilities, confidence = ensemble.infer(np.stack([event.matrix for event in events]))
+                    inferred = clock()
+                    self._stage = "aggregate"
+                    decisions = aggregate_batch(events, probabilities, confidence, self.aggregator, ensemble.version)
+                except Exception as exc:
+                    if len(events) == 1:
+                        raise
+                    events, entry_ids, decisions, result.failed = self._decide_alone(ensemble, events, entry_ids, exc)
+                    inferred = clock()
             else:
                 inferred = clock()
             aggregated = clock()
@@ -240,6 +258,34 @@ class EventPipeline:
             raise
         shared = SharedFields(decision={"model_version": ensemble.version, **timings}, command=timings)
         return _Decided(result, events, decisions, decided, shared, dead, claim, started, aggregated)
+
+    def _decide_alone(
+        self, ensemble: AgentEnsemble, events: list[SynergyEvent], entry_ids: list[bytes], batch_error: Exception
+    ) -> tuple[list[SynergyEvent], list[bytes], list[Decision], list[FailedEvent]]:
+        """The batch failed as a whole: decide each event alone (the decision it would get in the batch: an event's
+        probabilities do not depend on its batch), so one event the agents cannot decide does not take the others
+        to max_deliveries with it. When no event can be decided, the model is at fault, not an event: the batch's
+        error is raised as it was."""
+        failed_stage = self._stage
+        kept_events: list[SynergyEvent] = []
+        kept_ids: list[bytes] = []
+        decisions: list[Decision] = []
+        failed: list[FailedEvent] = []
+        for event, entry_id in zip(events, entry_ids, strict=True):
+            stage = "inference"
+            try:
+                probabilities, confidence = ensemble.infer(event.matrix[np.newaxis])
+                stage = "aggregate"
+                decisions += aggregate_batch([event], probabilities, confidence, self.aggregator, ensemble.version)
+            except Exception as exc:
+                failed.append(FailedEvent(event.correlation_id, entry_id, stage, f"{type(exc).__name__}: {exc}"))
+                continue
+            kept_events.append(event)
+            kept_ids.append(entry_id)
+        if not decisions:
+            self._stage = failed_stage
+            raise batch_error
+        return kept_events, kept_ids, decisions, failed
 
     def _settle(self, batch: _Decided, committed: list[str], commit_seconds: float) -> BatchResult:
         """Fill in a batch's result from its commit's outcomes."""
@@ -293,4 +339,4 @@ class EventPipeline:
         )
 
 
-__all__ = ["BatchResult", "EventPipeline", "PipelineConfig", "StreamEntry"]
+__all__ = ["BatchResult", "EventPipeline", "FailedEvent", "PipelineConfig", "StreamEntry"]

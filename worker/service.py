@@ -523,6 +523,10 @@ class Worker:
             self.telemetry.record_batch(result)
             for reason in result.dead_letters:
                 log.warning("dead-lettered an event: %s", reason)
+            for failed in result.failed:
+                log.error("event %s failed in %s even alone (%s): it stays pending and is retried, then "
+                          "dead-lettered after %d deliveries; the rest of its batch was committed",
+                          failed.correlation_id, failed.stage, failed.reason, self.settings.max_deliveries)
             if self.on_batch is not None:
                 self.on_batch(result)
 

@@ -41,6 +41,8 @@ class Telemetry:
         self.window.record_events(outcomes, latencies, confidences)
         if result.dead_letters:
             self.record_error("validate", len(result.dead_letters), handled=True)
+        for failed in result.failed:  # left pending, no outcome yet: an attempt that failed
+            self.record_error(failed.stage)
 
         with self._book_lock:
             for event, decision in zip(result.events, result.decisions, strict=True):

@@ -91,13 +91,14 @@ def test_a_batch_failing_while_another_commit_is_in_flight_loses_neither(redis_c
     model, pipeline, first, second = two_batches_of_ten(redis_client, ensemble, "fail")
 
     pipeline.submit(first)
-    model.fail_next = True
+    model.fail = True
     with pytest.raises(StageError, match="inference failed: RuntimeError: injected model failure"):
         pipeline.submit(second)
     assert pipeline.commit_in_flight, "the earlier commit is still there to be read"
     assert decided(pipeline.drain()) == [f"fail-{i}" for i in range(10)]
     assert pending_count(redis_client) == 10, "the failed batch stays pending, nothing acked undecided"
 
+    model.fail = False
     retried = pipeline.process(second)  # as the worker retries it: its own leases are taken over
     assert decided([retried]) == [f"fail-{i}" for i in range(10, 20)]
     assert decided_ids(redis_client) == {f"fail-{i}".encode(): 1 for i in range(20)}

@@ -5,6 +5,7 @@ own (`private_redis`): these tests make it refuse."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator
 
@@ -27,7 +28,6 @@ from worker.names import (
 )
 from worker.producer import make_event, publish_events
 from worker.service import Worker
-from worker.settings import WorkerSettings
 
 
 def events(n: int, prefix: str):
@@ -44,40 +44,9 @@ def client(private_redis: EmbeddedRedis) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def start_worker(private_redis: EmbeddedRedis) -> Iterator[Callable[..., tuple[Worker, FaultyModel]]]:
-    """An in-process worker on the private server, its loop in a thread; stopped at the end of the test."""
-    started: list[tuple[Worker, threading.Thread, list[BaseException]]] = []
-
-    def start(**overrides) -> tuple[Worker, FaultyModel]:
-        options = dict(batch_size=10, breaker_failure_threshold=1000, breaker_reset_timeout_s=30.0,
-                       claim_min_idle_ms=300, claim_interval_ms=200, health_interval_s=0.1, stats_window_s=5.0)
-        settings = WorkerSettings.from_env({}, redis_url=private_redis.url(), consumer="refusals",
-                                           http_addr="127.0.0.1:0", **{**options, **overrides})
-        worker = Worker(settings)
-        worker.startup()
-        model = FaultyModel(worker.ensemble)
-        worker.pipeline.ensemble = model
-        crashed: list[BaseException] = []
-
-        def loop() -> None:
-            try:
-                worker.main_loop()
-            except BaseException as exc:  # the test asserts there is none
-                crashed.append(exc)
-
-        thread = threading.Thread(target=loop, daemon=True)
-        thread.start()
-        started.append((worker, thread, crashed))
-        return worker, model
-
-    yield start
-    for worker, thread, crashed in started:
-        running = thread.is_alive()
-        worker.state.should_exit = True
-        thread.join(timeout=30)
-        worker.shutdown()
-        assert not crashed, f"the worker's loop died: {crashed[0]!r}"
-        assert running, "the worker's loop had stopped before the end of the test"
+def start_worker(private_redis: EmbeddedRedis, in_process_worker) -> Callable[..., tuple[Worker, FaultyModel]]:
+    """An in-process worker on the private server (`in_process_worker`)."""
+    return functools.partial(in_process_worker, private_redis.url(), "refusals")
 
 
 def test_a_failover_to_read_only_is_waited_out_and_nothing_is_lost(client, start_worker) -> None:

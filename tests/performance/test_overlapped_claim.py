@@ -33,10 +33,11 @@ def test_a_batch_failing_while_its_claim_is_in_flight_is_retried_and_decided_onc
     scripts = DeliveryScripts(redis_client)
     scripts.claim("someone-else", 1000, [("unrelated", b"0-1")])  # the script is cached: EVALSHA runs at once
     model = FaultyModel(ensemble)
-    model.fail_next = True
+    model.fail = True
     pipeline = EventPipeline(scripts, model, AggregatorConfig(), CONFIG)  # type: ignore[arg-type]
     with pytest.raises(StageError, match="inference failed: RuntimeError: injected model failure"):
         pipeline.process(entries)
+    model.fail = False
     assert redis_client.ping() is True, "the unread claim reply was not left on a pooled connection"
     assert len(redis_client.keys(processing_key("overlap-*"))) == 5, "the claim did run while the agents failed"
     assert redis_client.xlen(DECISIONS_STREAM) == 0
