@@ -72,12 +72,13 @@ end
 return out
 """
 
-# KEYS: input stream, decisions stream, commands stream, dead-letter stream, then completed/processing per decision.
+# KEYS: input stream, decisions stream, commands stream, dead-letter stream, then completed/processing per decision,
+# then the processing key of each dead letter that has a correlation id.
 # ARGV: group, ttl_s, n_decided, n_dead; the field names of every decision of the batch, then of every command; the
 # fields every decision shares, then every command (names and values); then per decided event its entry id, 1 if a
 # command follows (else 0), its decision's values in the names' order, its command's values; then per dead letter
-# its entry id and fields (names and values). Each list count-prefixed. Names go once per batch, not once per event:
-# half the arguments Redis parses and hands to Lua.
+# its entry id, where its processing key is in KEYS (0: none) and its fields (names and values). Each list
+# count-prefixed. Names go once per batch, not once per event: half the arguments Redis parses and hands to Lua.
 _COMMIT_LUA = """
 local ARGV, KEYS, call, pcall, sub, len, unpack = ARGV, KEYS, redis.call, redis.pcall, string.sub, string.len, unpack
 local group = ARGV[1]
@@ -159,10 +160,16 @@ for i = 1, n_decided do
   end
 end
 for i = 1, n_dead do
-  local entry = ARGV[pos]; pos = pos + 1
+  local entry, lease_key = ARGV[pos], tonumber(ARGV[pos + 1]); pos = pos + 2
   local fields_at, n_fields = take_list()
   if call('XACK', KEYS[1], group, entry) == 1 then
     call('XADD', KEYS[4], '*', unpack(ARGV, fields_at, fields_at + n_fields - 1))
+    if lease_key > 0 then
+      -- Its failed tries left a lease: released, or a replay of this dead letter would be taken for a copy in flight.
+      local held = pcall('GET', KEYS[lease_key])
+      local suffix = '|' .. entry
+      if type(held) == 'string' and sub(held, -len(suffix)) == suffix then call('DEL', KEYS[lease_key]) end
+    end
     out[#out + 1] = 'dead_lettered'
   else
     out[#out + 1] = 'duplicate'
@@ -205,6 +212,7 @@ NO_SHARED_FIELDS = SharedFields()
 class DeadLetter:
     entry_id: bytes
     fields: Mapping[bytes | str, bytes | str]  # the original fields, then reason, delivery_count, ...
+    correlation_id: str | None = None  # its lease, if this entry holds one, is released with it
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +379,11 @@ class DeliveryScripts:
                 _check_names(event.command_fields, command_names, event)
                 args += event.command_fields.values()
         for letter in dead:
-            args.append(letter.entry_id)
+            lease_key = 0  # where its processing key is in KEYS (1-based, as Lua counts), 0: no correlation id
+            if letter.correlation_id is not None:
+                keys.append(processing_key(letter.correlation_id))
+                lease_key = len(keys)
+            args += (letter.entry_id, lease_key)
             args += _flat(letter.fields)
         return PendingOutcomes(self._commit.send(keys, args), str)
 

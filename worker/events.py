@@ -203,6 +203,15 @@ def _field_bytes(value: object, what: str) -> bytes:
     raise InvalidEvent(InvalidReason.BAD_FIELD_ENCODING, f"{what} is a {type(value).__name__}, expected bytes")
 
 
+def wire_correlation_id(fields: Mapping[bytes, bytes]) -> str | None:
+    """The correlation id of an entry's raw fields, if it has a valid one (an entry that is no event may not)."""
+    raw = fields.get(b"correlation_id")
+    try:
+        return _correlation_id(raw) if isinstance(raw, bytes) else None
+    except InvalidEvent:
+        return None
+
+
 def _correlation_id(raw: bytes) -> str:
     if len(raw) > MAX_CORRELATION_ID_LENGTH:
         raise InvalidEvent(
@@ -419,4 +428,5 @@ __all__ = [
     "new_correlation_id",
     "parse_timestamp",
     "validate_event",
+    "wire_correlation_id",
 ]

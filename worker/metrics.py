@@ -33,6 +33,7 @@ ERROR_OPERATIONS: tuple[str, ...] = (
     "claim",
     "inference",
     "aggregate",
+    "batch",  # a batch failed as a whole (inference or aggregate) and its events were decided one at a time
     "commit",
     "reclaim",
     "model_load",

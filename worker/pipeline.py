@@ -19,7 +19,7 @@ from worker.delivery import (
     SharedFields,
     dead_letter_fields,
 )
-from worker.events import InvalidEvent, decode_event
+from worker.events import InvalidEvent, decode_event, wire_correlation_id
 from worker.inference import AgentEnsemble
 from worker.records import Decision, SynergyEvent, command_fields, decision_fields, timing_fields
 
@@ -71,6 +71,7 @@ class BatchResult:
     duplicates: int = 0
     dead_letters: list[str] = field(default_factory=list)  # reasons
     failed: list[FailedEvent] = field(default_factory=list)  # left pending: see FailedEvent
+    batch_error: str | None = None  # the batch failed as a whole, and its events were decided one at a time
     stage_seconds: dict[str, float] = field(default_factory=dict)
     # The worker's own time on the batch, read → committed; time its commit waited in flight while the next batch
     # was decided is not counted (that is the next batch's time).
@@ -231,6 +232,7 @@ class EventPipeline:
                 except Exception as exc:
                     if len(events) == 1:
                         raise
+                    result.batch_error = f"{self._stage} failed: {type(exc).__name__}: {exc}"
                     events, entry_ids, decisions, result.failed = self._decide_alone(ensemble, events, entry_ids, exc)
                     inferred = clock()
             else:
@@ -329,6 +331,7 @@ class EventPipeline:
     def _dead_letter(self, entry: StreamEntry, reason: str) -> DeadLetter:
         return DeadLetter(
             entry_id=entry.entry_id,
+            correlation_id=wire_correlation_id(entry.fields),
             fields=dead_letter_fields(
                 entry.fields,
                 reason=reason,

@@ -60,6 +60,9 @@ class LoopState:
     # The re-read is this worker's own retry (Redis was unreachable or refused): it does not count against an
     # entry's max_deliveries, or a Redis outage would dead-letter sound events.
     retrying_own_pending: bool = False
+    # Where the re-read of this consumer's pending entries goes on from. One pass reads each entry once: one that
+    # fails again is left pending for the reclaim, where every try counts, not re-read (and never counted) for ever.
+    own_pending_from: bytes | str = "0"
     reconnect_requested: bool = False
     next_reclaim: float = 0.0
     # What the loop is doing with Redis: a connection error is counted in tactical_errors_total under it.
@@ -98,6 +101,8 @@ class Worker:
         self._read_ahead_error: Exception | None = None  # raised once the batch decided before it is committed
         self._own_retries: Counter[bytes] = Counter()  # re-reads of own pending entries that were our retries
         self._batches_settled = 0  # commits whose reply was read: progress, for the backoff
+        self._batch_fallbacks = 0  # batches decided one event at a time since the last report of them
+        self._next_fallback_report = 0.0
         self._held = contextlib.ExitStack()  # what startup() takes for the worker's life and shutdown() gives back
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -243,7 +248,7 @@ class Worker:
                     self._pipeline().abandon()  # its reply may never come: its entries are committed or pending
                     self.release_read_ahead()
                     self.state.redis_up = False
-                    self.state.read_own_pending = self.state.retrying_own_pending = True
+                    self.reread_own_pending(retry=True)
                     self.telemetry.record_error(self.state.operation)
                     self.state.operation = "read"
                     delay = backoff.next_delay()
@@ -324,7 +329,7 @@ class Worker:
         try:
             self._read_ahead = self.read_batch(count=self.settings.batch_size, block=False)
         except REDIS_FAILED as exc:
-            self.state.read_own_pending = True  # whatever the read delivered before failing is re-read first
+            self.reread_own_pending()  # whatever the read delivered before failing is re-read first
             self._read_ahead_error = exc
 
     def refused(self, exc: redis.ResponseError, delay: float) -> None:
@@ -338,7 +343,7 @@ class Worker:
         except redis.RedisError:
             self._pipeline().abandon()
         self.release_read_ahead()
-        self.state.read_own_pending = self.state.retrying_own_pending = True
+        self.reread_own_pending(retry=True)
         if isinstance(exc, REDIS_FAILOVER) or str(exc).startswith("UNBLOCKED"):
             self.state.reconnect_requested = True
         self.count_refusal(exc, delay)
@@ -358,7 +363,7 @@ class Worker:
         read again first (`read_own_pending`) when events are taken again."""
         if self._read_ahead:
             self._read_ahead = []
-            self.state.read_own_pending = True
+            self.reread_own_pending()
 
     def finish_read_ahead(self) -> None:
         """On a clean exit: the batch read ahead is decided and committed too, so nothing this worker took is left
@@ -403,7 +408,7 @@ class Worker:
             self.finish_in_flight()  # its reply first: the disconnect below closes the connection it comes on
             self._client().connection_pool.disconnect()
             self.release_read_ahead()
-            self.state.read_own_pending = True
+            self.reread_own_pending()
         self.wait_for_redis()
 
     def wait_for_redis(self) -> None:
@@ -450,19 +455,36 @@ class Worker:
             "http": None if self.http is None else f"{self.settings.http_host}:{self.http.port}",
         }
 
+    def reread_own_pending(self, *, retry: bool = False) -> None:
+        """Read this consumer's pending entries again (from the first) before new ones. `retry`: the re-read is this
+        worker's own retry after Redis failed, not counted against max_deliveries."""
+        self.state.read_own_pending = True
+        self.state.retrying_own_pending = self.state.retrying_own_pending or retry
+        self.state.own_pending_from = "0"
+
     def read_batch(self, count: int, *, block: bool = True) -> list[StreamEntry]:
         if self.state.read_own_pending:
             # Entries delivered to this consumer but not committed (e.g. the connection dropped mid-batch). The commit
             # in flight is read first: until Redis has run it, its entries are pending too and would come back here.
             self.drain()
-            entries = self._xreadgroup("0", block=None, count=count)
+            entries = self._xreadgroup(self.state.own_pending_from, block=None, count=count)
             if entries:
+                self.state.own_pending_from = entries[-1].entry_id
                 if self.state.retrying_own_pending:
                     self._own_retries.update(e.entry_id for e in entries)
                 return self._with_delivery_counts(entries)
-            self.state.read_own_pending = self.state.retrying_own_pending = False
-            self._own_retries.clear()  # nothing of this consumer is pending any more
+            self.end_own_pending_pass()
         return self._xreadgroup(">", block=self.settings.block_ms if block else None, count=count)
+
+    def end_own_pending_pass(self) -> None:
+        """Every entry this consumer held has been read once: what is still pending (it failed again) is the
+        reclaim's now. Of the retries forgiven, only those of entries still pending are kept."""
+        self.state.read_own_pending = self.state.retrying_own_pending = False
+        self.state.own_pending_from = "0"
+        if self._own_retries:
+            still = pending_delivery_counts(self._client(), list(self._own_retries), self.streams,
+                                            self.settings.consumer)
+            self._own_retries = Counter({entry_id: n for entry_id, n in self._own_retries.items() if entry_id in still})
 
     def _xreadgroup(self, start: str, block: int | None, count: int) -> list[StreamEntry]:
         assert self.reader is not None, "startup() builds the reader first"
@@ -523,12 +545,25 @@ class Worker:
             self.telemetry.record_batch(result)
             for reason in result.dead_letters:
                 log.warning("dead-lettered an event: %s", reason)
+            if result.batch_error is not None:
+                self.report_batch_fallback(result.batch_error)
             for failed in result.failed:
                 log.error("event %s failed in %s even alone (%s): it stays pending and is retried, then "
                           "dead-lettered after %d deliveries; the rest of its batch was committed",
                           failed.correlation_id, failed.stage, failed.reason, self.settings.max_deliveries)
             if self.on_batch is not None:
                 self.on_batch(result)
+
+    def report_batch_fallback(self, error: str) -> None:
+        """A batch failed as a whole and its events were decided one at a time: nothing is lost, but every such
+        batch is slower and the agents' batched path is broken. Logged at most once a minute, with how often."""
+        self._batch_fallbacks += 1
+        now = time.monotonic()
+        if now >= self._next_fallback_report:
+            log.warning("%d batch(es) failed as a whole and were decided one event at a time (last: %s); counted in "
+                        "tactical_errors_total{operation=\"batch\"}", self._batch_fallbacks, error)
+            self._batch_fallbacks = 0
+            self._next_fallback_report = now + 60.0
 
     def _pipeline(self) -> EventPipeline:
         assert self.pipeline is not None, "startup() builds the pipeline first"

@@ -43,6 +43,8 @@ class Telemetry:
             self.record_error("validate", len(result.dead_letters), handled=True)
         for failed in result.failed:  # left pending, no outcome yet: an attempt that failed
             self.record_error(failed.stage)
+        if result.batch_error is not None:  # its events have outcomes: one failed pass over the batch
+            self.record_error("batch", handled=True)
 
         with self._book_lock:
             for event, decision in zip(result.events, result.decisions, strict=True):

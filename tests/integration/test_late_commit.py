@@ -54,6 +54,28 @@ def test_an_entry_dead_lettered_by_the_operator_while_its_worker_stalled_is_not_
     assert redis_client.xlen(DEAD_LETTER_STREAM) == 0
 
 
+def test_a_stuck_entry_dead_lettered_and_replayed_while_its_worker_is_still_stalled_is_decided_once(
+    redis_client: redis.Redis, ensemble: AgentEnsemble
+) -> None:
+    """The operator's dead-letter releases the stalled worker's lease: the replay is decided, not acked as a copy
+    in flight (and lost); the stalled worker's late commit then writes nothing."""
+    ensure_group(redis_client)
+    publish_events(redis_client, [make_event(correlation_id="stuck-2", rng=np.random.default_rng(4))])
+    stalled = pipeline_for(redis_client, ensemble, "stalled")
+    entries = read_as(redis_client, "stalled")
+    stalled.scripts.claim("stalled", 30_000, [("stuck-2", entries[0].entry_id)])  # then the worker froze
+
+    dead_letter_stuck_entries(redis_client, reason="operator: stuck", min_idle_ms=0, actor="test@ci", apply=True)
+    assert redis_client.get(processing_key("stuck-2")) is None
+    replay_dead_letters(redis_client, select_dead_letters(redis_client), actor="test@ci", apply=True)
+    result = pipeline_for(redis_client, ensemble, "live").process(read_as(redis_client, "live"))
+    assert [d.correlation_id for d in result.decisions] == ["stuck-2"]
+
+    late = stalled.process(entries)
+    assert late.decisions == [] and late.duplicates == 1
+    assert decided_ids(redis_client) == {b"stuck-2": 1}
+
+
 def test_a_copy_whose_id_another_entry_holds_is_acked_by_the_commit_and_the_holder_decides_it(
     redis_client: redis.Redis, ensemble: AgentEnsemble
 ) -> None:

@@ -16,7 +16,9 @@ import redis
 
 from worker.alerts import audit
 from worker.delivery import StreamNames, dead_letter_fields
+from worker.events import wire_correlation_id
 from worker.heartbeat import is_alive
+from worker.names import processing_key
 
 
 class PendingUnavailable(RuntimeError):
@@ -206,8 +208,10 @@ def claim_stuck_entries(
     return PendingMove("claim", planned, moved, True, _text(audit_id), details)
 
 
-# KEYS: input stream, dead-letter stream. ARGV: group, min idle ms, entry id, then the dead letter's flat fields.
-# Re-checks that the entry is still pending and idle, so one finished meanwhile is neither copied nor acked twice.
+# KEYS: input stream, dead-letter stream, and the processing key of its correlation id if it has one. ARGV: group,
+# min idle ms, entry id, then the dead letter's flat fields. Re-checks that the entry is still pending and idle, so
+# one finished meanwhile is neither copied nor acked twice. A lease this entry holds (a stalled worker's) is
+# released: a replay of the dead letter would be taken for a copy in flight and acked undecided.
 _DEAD_LETTER_LUA = """
 local still = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[2], ARGV[3], ARGV[3], 1)
 if #still == 0 then return false end
@@ -215,6 +219,11 @@ local fields = {}
 for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 local dead_id = redis.call('XADD', KEYS[2], '*', unpack(fields))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+if KEYS[3] then
+  local held = redis.pcall('GET', KEYS[3])
+  local suffix = '|' .. ARGV[3]
+  if type(held) == 'string' and string.sub(held, -string.len(suffix)) == suffix then redis.call('DEL', KEYS[3]) end
+end
 return dead_id
 """
 
@@ -255,8 +264,10 @@ def dead_letter_stuck_entries(
         )
         fields["dead_actor"] = actor
         flat: list[bytes | str] = [item for pair in fields.items() for item in pair]
-        dead_id = script(keys=[streams.input, streams.dead_letters], args=[streams.group, min_idle_ms,
-                                                                            entry.entry_id, *flat])
+        keys = [streams.input, streams.dead_letters]
+        if (correlation_id := wire_correlation_id(original)) is not None:
+            keys.append(processing_key(correlation_id))
+        dead_id = script(keys=keys, args=[streams.group, min_idle_ms, entry.entry_id, *flat])
         if dead_id is not None:
             moved.append(entry.entry_id)
     audit_id = None
