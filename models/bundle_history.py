@@ -12,20 +12,25 @@ from models.bundle import read_current_version
 from worker.alerts import recent_alerts
 
 PROMOTE_ACTION = "model_promote"
-REFUSED_ACTION = "model_promote_refused"
+REFUSED_ACTION = "model_promote_refused"  # the bundle was judged: it failed verification or the held-out comparison
 ROLLBACK_ACTION = "model_rollback"
-ROLLBACK_REFUSED_ACTION = "model_rollback_refused"
+ROLLBACK_REFUSED_ACTION = "model_rollback_refused"  # the bundle failed verification
+# Could not be attempted (another promotion running, CURRENT not writable): nothing was judged, nothing ruled out.
+PROMOTE_FAILED_ACTION = "model_promote_failed"
+ROLLBACK_FAILED_ACTION = "model_rollback_failed"
 AUDIT_SCAN = 10_000  # newest tactical_alerts entries read: months of a normal audit trail
 
 
 def replaced_by_current(client: redis.Redis, models_dir: Path, *, scan: int = AUDIT_SCAN) -> str | None:
-    """The bundle CURRENT replaced, as the latest promotion or rollback to it recorded in `tactical_alerts` (the
-    newest `scan` entries are read); None when no such entry is found."""
+    """The bundle CURRENT replaced when it was promoted, from the latest promotion to it recorded in
+    `tactical_alerts` (the newest `scan` entries are read); None when no such entry is found. A rollback to CURRENT
+    is passed over: the bundle rolled back from is the one ruled out, and going back once more means the one before
+    CURRENT, not that one again. Raises BundleNotFoundError when CURRENT cannot be read."""
     current = read_current_version(Path(models_dir))
     if current is None:
         return None
     for alert in reversed(recent_alerts(client, count=scan)):
-        if alert.kind in (PROMOTE_ACTION, ROLLBACK_ACTION) and alert.fields.get("version") == current:
+        if alert.kind == PROMOTE_ACTION and alert.fields.get("version") == current:
             return alert.fields.get("previous") or None
     return None
 
@@ -45,8 +50,10 @@ def decided_versions(client: redis.Redis, *, scan: int = AUDIT_SCAN) -> set[str]
 
 __all__ = [
     "PROMOTE_ACTION",
+    "PROMOTE_FAILED_ACTION",
     "REFUSED_ACTION",
     "ROLLBACK_ACTION",
+    "ROLLBACK_FAILED_ACTION",
     "ROLLBACK_REFUSED_ACTION",
     "decided_versions",
     "replaced_by_current",

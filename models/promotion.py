@@ -127,7 +127,10 @@ def judge(
     models_dir = Path(models_dir)
     candidate_dir = models_dir / version
     verify_bundle(candidate_dir)
-    current = read_current_version(models_dir)
+    try:
+        current = read_current_version(models_dir)
+    except BundleNotFoundError as exc:  # as with an unusable CURRENT below: workers cannot serve it, replacing it helps
+        return Verdict(version, None, {}, None, True, f"CURRENT cannot be read, nothing to beat: {exc}")
     if current is None or not (models_dir / current).is_dir():
         return Verdict(version, None, {}, None, True, "there is no CURRENT bundle to beat")
     if current == version:
@@ -251,14 +254,18 @@ def roll_back(models_dir: Path, version: str, *, client: redis.Redis | None = No
     verify (`set_current` checks its hashes). Audited as a rollback when `client` is given."""
     models_dir = Path(models_dir)
     with changing_current(models_dir, version, client):
-        previous = read_current_version(models_dir)
+        try:
+            previous = read_current_version(models_dir)
+            was = previous or "(none)"
+        except BundleNotFoundError as exc:  # CURRENT broken: rolling back is how it is mended
+            previous, was = None, f"(unreadable: {exc})"
         if previous == version:
             return Rollback(previous, version)
         set_current(models_dir, version)
         audit_id = None
         if client is not None:
             entry = audit(client, actor=actor or default_actor(), action=ROLLBACK_ACTION,
-                          detail=f"rolled back: CURRENT {previous or '(none)'} → {version}", previous=previous or "",
+                          detail=f"rolled back: CURRENT {was} → {version}", previous=previous or "",
                           version=version, models_dir=str(models_dir))
             audit_id = entry.decode() if isinstance(entry, bytes) else str(entry)
     return Rollback(previous, version, audit_id)

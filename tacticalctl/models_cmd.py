@@ -14,12 +14,19 @@ from rich.table import Table
 from models.bundle import (
     SIGNING_KEY_ENV,
     BundleError,
+    BundleNotFoundError,
     read_manifest,
     sign_bundle,
     signing_key_from_env,
     verify_bundle,
 )
-from models.bundle_history import REFUSED_ACTION, ROLLBACK_REFUSED_ACTION, replaced_by_current
+from models.bundle_history import (
+    PROMOTE_FAILED_ACTION,
+    REFUSED_ACTION,
+    ROLLBACK_FAILED_ACTION,
+    ROLLBACK_REFUSED_ACTION,
+    replaced_by_current,
+)
 from models.compile import CompilationError
 from models.promotion import PromotionError, PromotionRefusedError, judge, promote_if_better, roll_back
 from tacticalctl.app import LAZY_GROUPS
@@ -227,7 +234,7 @@ def promote_(
     steps = verify_steps(bundle_dir)
     status = worst([s.status for s in steps])
     verification = {"status": status.value, "steps": [s.as_dict() for s in steps]}
-    previous = current_version(directory)
+    previous = _current_or_none(directory, "the promotion")
     document = {"applied": False, "previous": previous, "version": bundle_dir.name, "forced": False,
                 "audit_id": None, "verdict": None, "verification": verification}
     _refuse_if_unverified(ctx, client, document, steps, bundle_dir, directory, json_output, REFUSED_ACTION,
@@ -259,7 +266,8 @@ def promote_(
         raise CtlError(f"promotion refused: {exc.verdict.reason} (--force promotes anyway, audited)",
                        ExitCode.CRITICAL) from None
     except (BundleError, PromotionError) as exc:
-        reason = _audit_refusal(client, document, f"promotion failed: {exc}", previous, bundle_dir.name, directory)
+        reason = _audit_refusal(client, document, f"promotion failed: {exc}", previous, bundle_dir.name, directory,
+                                PROMOTE_FAILED_ACTION)
         if json_output:
             print_json(document)
         raise CtlError(reason, ExitCode.CRITICAL) from None
@@ -288,10 +296,21 @@ def _refuse_if_unverified(ctx: typer.Context, client: redis.Redis | None, docume
     raise CtlError(f"{what} refused: {reason}", ExitCode.CRITICAL)
 
 
+def _current_or_none(directory: Path, what: str) -> str | None:
+    """CURRENT's version; None, with a warning, when CURRENT cannot be read: a broken CURRENT is a reason to replace
+    it, not a reason to refuse."""
+    try:
+        return current_version(directory)
+    except BundleNotFoundError as exc:
+        typer.echo(f"tacticalctl: warning: {exc}; {what} replaces it", err=True)
+        return None
+
+
 def _audit_refusal(client: redis.Redis, document: dict, reason: str, previous: str | None, version: str,
-                   directory: Path, action: str = REFUSED_ACTION) -> str:
-    """Audit a promotion or rollback that --yes asked for and that did not happen; the reason, with a note if the
-    audit entry could not be written (the refusal itself must still be said)."""
+                   directory: Path, action: str) -> str:
+    """Audit a promotion or rollback that --yes asked for and that did not happen (`action`: refused — the bundle
+    was judged and ruled out — or failed — it could not be attempted); the reason, with a note if the audit entry
+    could not be written (the refusal itself must still be said)."""
     try:
         entry = audit(client, actor=default_actor(), action=action, detail=reason, previous=previous or "",
                       version=version, models_dir=str(directory), forced="false")
@@ -305,7 +324,8 @@ def _audit_refusal(client: redis.Redis, document: dict, reason: str, previous: s
 def rollback(
     ctx: typer.Context,
     version: Annotated[str | None, typer.Argument(
-        help="Bundle version to make CURRENT again (default: the one CURRENT replaced, from tactical_alerts).",
+        help="Bundle version to make CURRENT again (default: the one CURRENT replaced when promoted, from "
+        "tactical_alerts).",
         show_default=False)] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Roll back. Without it, only verify and show what would "
                                       "change.")] = False,
@@ -316,7 +336,8 @@ def rollback(
     step is critical) but not compared with CURRENT on held-out data: the live symptom that calls for a rollback
     (low confidence, latency, a failed JIT log) is the operator's evidence. Running workers pick it up without a
     restart. Acts only with --yes; audited in tactical_alerts as model_rollback (refusals too). Without VERSION,
-    the bundle that the audit trail says CURRENT replaced (exit 3 when it does not say).
+    the bundle that CURRENT replaced when it was promoted, from the audit trail (exit 3 when it does not say): a
+    rollback to CURRENT is passed over, so a second rollback never returns to the bundle rolled back from.
 
     JSON keys: applied, previous, version, audit_id, verification (status, steps)."""
     directory = _models_dir(models_dir)
@@ -324,12 +345,16 @@ def rollback(
     client = context.redis() if yes or version is None else None
     if version is None:
         assert client is not None
-        version = replaced_by_current(client, directory)
+        try:
+            version = replaced_by_current(client, directory)
+        except BundleNotFoundError as exc:
+            raise CtlError(f"{exc}: name the version to roll back to (`tacticalctl models list`)",
+                           ExitCode.CRITICAL) from None
         if version is None:
-            raise CtlError(f"tactical_alerts does not say which bundle CURRENT in {directory} replaced: name the "
-                           "version to roll back to (`tacticalctl models list`)", ExitCode.UNKNOWN)
+            raise CtlError(f"tactical_alerts does not say which bundle CURRENT in {directory} replaced when it was "
+                           "promoted: name the version to roll back to (`tacticalctl models list`)", ExitCode.UNKNOWN)
     bundle_dir = _bundle(directory, version)
-    previous = current_version(directory)
+    previous = _current_or_none(directory, "the rollback")
     document: dict = {"applied": False, "previous": previous, "version": bundle_dir.name, "audit_id": None}
     if previous == bundle_dir.name:
         if json_output:
@@ -356,7 +381,7 @@ def rollback(
         done = roll_back(directory, bundle_dir.name, client=client, actor=default_actor())
     except (BundleError, PromotionError) as exc:
         reason = _audit_refusal(client, document, f"rollback failed: {exc}", previous, bundle_dir.name, directory,
-                                ROLLBACK_REFUSED_ACTION)
+                                ROLLBACK_FAILED_ACTION)
         if json_output:
             print_json(document)
         raise CtlError(reason, ExitCode.CRITICAL) from None

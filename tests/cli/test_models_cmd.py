@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from models.bundle import current_bundle_dir, list_bundles, read_current_version, read_manifest
+from models.bundle_history import decided_versions
 from tests.bundles import break_agent
 from tests.cli.conftest import Ctl
 from worker.alerts import recent_alerts
@@ -188,11 +189,50 @@ def test_rollback_reverts_to_an_earlier_bundle_without_comparing_and_audits_it(
     assert (entry.kind, entry.id, entry.fields["previous"], entry.fields["version"]) == (
         "model_rollback", doc["audit_id"], SHIPPED.name, older)
 
-    # Without a version: back to the bundle the audit trail says CURRENT replaced.
+    # Without a version: CURRENT was reached by a rollback, not promoted, so the audit trail does not say which
+    # bundle it replaced; it must not send CURRENT back to the bundle just rolled back from.
+    again = ctl("models", "rollback", "--models-dir", str(models_dir), "--yes")
+    assert again.exit_code == 3 and "name the version" in again.stderr
+    assert read_current_version(models_dir) == older
+
+
+def test_a_default_rollback_goes_to_the_bundle_current_replaced_and_never_back_again(
+    ctl: Ctl, models_dir: Path
+) -> None:
+    compiled = json.loads(ctl("models", "compile", "--models-dir", str(models_dir), "--json").stdout)["version"]
+    assert ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes").exit_code == 0
+
     assert ctl("models", "rollback", "--models-dir", str(models_dir), "--yes").exit_code == 0
     assert read_current_version(models_dir) == SHIPPED.name
-    assert ctl("models", "rollback", "--models-dir", str(models_dir), "--yes").exit_code == 0
+    # A second one: SHIPPED was never promoted here, so there is nothing further back; not a flip to `compiled`.
+    assert ctl("models", "rollback", "--models-dir", str(models_dir), "--yes").exit_code == 3
+    assert read_current_version(models_dir) == SHIPPED.name
+
+
+def test_rollback_mends_a_current_that_cannot_be_read(ctl: Ctl, models_dir: Path, redis_client: redis.Redis) -> None:
+    older = add_older_bundle(models_dir)
+    (models_dir / "CURRENT").write_text("not a version!\n")
+
+    default = ctl("models", "rollback", "--models-dir", str(models_dir), "--yes")
+    assert default.exit_code == 2 and "not a bundle version name" in default.stderr
+    assert "name the version" in default.stderr and "Traceback" not in default.output
+
+    done = ctl("models", "rollback", older, "--models-dir", str(models_dir), "--yes", "--json")
+    assert done.exit_code == 0, done.output
+    assert "not a bundle version name" in done.stderr and "the rollback replaces it" in done.stderr
+    assert json.loads(done.stdout)["previous"] is None
     assert read_current_version(models_dir) == older
+    [entry] = recent_alerts(redis_client, count=10)
+    assert entry.kind == "model_rollback" and "unreadable" in entry.message
+
+
+def test_promote_replaces_a_current_that_cannot_be_read(ctl: Ctl, models_dir: Path) -> None:
+    compiled = json.loads(ctl("models", "compile", "--models-dir", str(models_dir), "--json").stdout)["version"]
+    (models_dir / "CURRENT").write_bytes(b"\xff\xfe")
+    result = ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert "CURRENT cannot be read, nothing to beat" in json.loads(result.stdout)["verdict"]["reason"]
+    assert read_current_version(models_dir) == compiled
 
 
 def test_rollback_without_a_version_or_an_audit_trail_asks_for_one(ctl: Ctl, models_dir: Path) -> None:
@@ -359,8 +399,11 @@ def test_a_promotion_while_another_runs_is_refused_and_audited(
     assert result.exit_code == 2
     assert "another promotion of" in result.stderr and "is running" in result.stderr
     assert read_current_version(models_dir) == SHIPPED.name
-    [refusal] = recent_alerts(redis_client, count=10)
-    assert (refusal.kind, refusal.fields["version"]) == ("model_promote_refused", compiled)
+    [failure] = recent_alerts(redis_client, count=10)
+    # Nothing was judged: audited as a failure, which does not rule the bundle out (the daily update step still
+    # lists it as waiting).
+    assert (failure.kind, failure.fields["version"]) == ("model_promote_failed", compiled)
+    assert compiled not in decided_versions(redis_client)
     assert ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes", "--force").exit_code == 0
     assert read_current_version(models_dir) == compiled
 
@@ -374,8 +417,8 @@ def test_a_promotion_that_cannot_take_its_lock_is_critical_and_audited(
     assert result.exit_code == 2
     assert "cannot take the promotion lock" in result.stderr and "must be writable" in result.stderr
     assert read_current_version(models_dir) == SHIPPED.name
-    [refusal] = recent_alerts(redis_client, count=10)
-    assert refusal.kind == "model_promote_refused"
+    [failure] = recent_alerts(redis_client, count=10)
+    assert failure.kind == "model_promote_failed"
 
 
 def test_a_models_dir_that_does_not_exist_is_a_usage_error(ctl: Ctl, tmp_path: Path) -> None:

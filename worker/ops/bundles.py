@@ -121,7 +121,7 @@ def _signature_step(bundle_dir: Path) -> CheckResult | None:
     except (BundleError, OSError) as exc:
         return _result("signature", Status.CRITICAL, str(exc), threshold,
                        f"workers with this key refuse it: `tacticalctl models sign {bundle_dir.name}` with their key, "
-                       "or promote a signed version")
+                       "or make a signed version CURRENT: `tacticalctl models rollback <version> --yes`")
     return _result("signature", Status.OK, f"{SIGNATURE_FILE} matches the configured key", threshold)
 
 
@@ -136,14 +136,15 @@ def _hash_steps(manifest: Manifest, bundle_dir: Path) -> tuple[list[CheckResult]
             data = path.read_bytes()
         except OSError as exc:
             results.append(_result(step, Status.CRITICAL, f"{path}: cannot be read ({exc})", "matches the manifest",
-                                   "restore the bundle, or promote another version", file=str(path)))
+                                   "restore the bundle, or make a verified version CURRENT: "
+                                   "`tacticalctl models rollback <version> --yes`", file=str(path)))
             continue
         actual = sha256_bytes(data)
         if actual != agent.sha256:
             results.append(_result(step, Status.CRITICAL, f"{path}: SHA-256 mismatch: manifest {agent.sha256[:16]}…, "
                                    f"file {actual[:16]}…", "matches the manifest",
                                    "the file was changed after compilation: do not load it; restore the bundle or "
-                                   "`tacticalctl models promote <previous version> --yes`",
+                                   "make a verified version CURRENT (`tacticalctl models rollback <version> --yes`)",
                                    file=str(path), expected=agent.sha256, actual=actual))
             continue
         contents[name] = data
@@ -159,7 +160,8 @@ def _forward_step(modules: Mapping[str, torch.jit.ScriptModule]) -> CheckResult:
     sizes = [int(b.shape[0]) for b in inputs]
     if problems:
         return _result("forward pass", Status.CRITICAL, "; ".join(problems), threshold,
-                       "the bundle cannot decide: promote another version; contact the ML team")
+                       "the bundle cannot decide: make a verified version CURRENT (`tacticalctl models rollback "
+                       "<version> --yes`); contact the ML team")
     return _result("forward pass", Status.OK, f"reference matrices, batches {sizes}: outputs valid", threshold)
 
 
@@ -214,7 +216,8 @@ def verify_steps(
         check_compatible(manifest)
     except BundleError as exc:
         return [_result("manifest", Status.CRITICAL, str(exc), "readable, compatible with this worker",
-                        "the bundle is unusable: promote another version")]
+                        "the bundle is unusable: make a verified version CURRENT (`tacticalctl models "
+                        "rollback <version> --yes`)")]
     results = [_result("manifest", Status.OK, f"{manifest.version}, created {manifest.created_at:%Y-%m-%d %H:%M}Z, "
                        f"torch {manifest.torch_version}", "readable, compatible with this worker",
                        version=manifest.version)]
@@ -234,7 +237,8 @@ def verify_steps(
         load_failed = _result(
             "TorchScript load", Status.CRITICAL, f"{type(exc).__name__}: {exc}"[:300],
             f"loads with torch {torch.__version__}",
-            f"`tacticalctl models compile {manifest.version}` with this torch, or promote another version",
+            f"`tacticalctl models compile {manifest.version}` with this torch, or make a verified version CURRENT "
+            "(`tacticalctl models rollback <version> --yes`)",
         )
         return [*results, load_failed, _jit_step(bundle_dir)]
     results.append(_result("TorchScript load", Status.OK, f"{len(modules)} agents loaded with torch "

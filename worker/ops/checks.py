@@ -280,7 +280,7 @@ def check_jit_compilation(sources: Sources) -> Verdict:
     except BundleError as exc:
         return Verdict(Status.CRITICAL, f"{bundle_dir.name}: {exc}",
                        "do not load it: `tacticalctl triage model-compilation`; revert with "
-                       "`tacticalctl models promote <previous version> --yes`", details=details)
+                       "`tacticalctl models rollback --yes` (to the bundle CURRENT replaced)", details=details)
     if not log.exists:
         return Verdict(Status.WARN, f"{manifest.version}: hashes verified, but {JIT_LOG_FILE} is missing",
                        f"`tacticalctl models compile {manifest.version}` writes a fresh bundle with its log",
