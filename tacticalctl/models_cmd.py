@@ -70,7 +70,18 @@ def _bundle(models_dir: Path, version: str | None) -> Path:
         raise CtlError(str(exc), ExitCode.UNKNOWN) from None  # a version that is not there: a typo, most likely
 
 
-PREFERRED_METRICS = ("vote.accuracy", "vote.directional_accuracy", "vote.executed_hit_rate")
+# The headline figures a listing shows, with their short labels: a supervised bundle's vote, a MAPPO bundle's
+# held-out evaluation.
+PREFERRED_METRICS = {
+    "vote.accuracy": "accuracy",
+    "vote.directional_accuracy": "directional accuracy",
+    "vote.executed_hit_rate": "executed hit rate",
+    "evaluation.policies.marl.pnl": "held-out PnL",
+    "evaluation.policies.marl.sharpe": "Sharpe",
+    "evaluation.policies.marl.accuracy": "accuracy",
+    "evaluation.policies.marl.max_drawdown": "max drawdown",
+}
+WIDE_LISTING = 140  # narrower terminals get the metrics under the table, not squeezed into a column
 
 
 def _flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
@@ -86,8 +97,13 @@ def _flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
 def metrics_text(metrics: dict) -> str:
     """The headline figures of a manifest's metrics: the vote's accuracies when present, else the first few."""
     flat = _flatten(metrics)
-    shown = [key for key in PREFERRED_METRICS if key in flat] or list(flat)[:4]
-    return ", ".join(f"{key} {flat[key]:.3g}" for key in shown) or "-"
+    shown = {key: label for key, label in PREFERRED_METRICS.items() if key in flat} or {
+        key: key for key in list(flat)[:4]}
+    return ", ".join(f"{label} {_figure(flat[key])}" for key, label in shown.items()) or "-"
+
+
+def _figure(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
 @models_app.command("list")
@@ -128,8 +144,9 @@ def _print_listing(console: Console, directory: Path, listings: list[BundleListi
     if not listings:
         console.print(f"no model bundle in {directory}")
         return
+    wide = console.width >= WIDE_LISTING
     table = Table(title=f"model bundles in {directory}")
-    for column in ("", "version", "created (UTC)", "age", "JIT log", "metrics"):
+    for column in ("", "version", "created (UTC)", "age", "JIT log", *(["metrics"] if wide else [])):
         table.add_column(column, no_wrap=column != "metrics")
     now = datetime.now(UTC)
     for listing in listings:
@@ -137,8 +154,11 @@ def _print_listing(console: Console, directory: Path, listings: list[BundleListi
                "[bold red]failed[/]" if listing.jit_log_exists else "[yellow]missing[/]")
         table.add_row("[bold]CURRENT[/]" if listing.current else "", listing.version,
                       f"{listing.created_at:%Y-%m-%d %H:%M}", age((now - listing.created_at).total_seconds()), jit,
-                      metrics_text(dict(listing.metrics)))
+                      *([metrics_text(dict(listing.metrics))] if wide else []))
     console.print(table)
+    if not wide:
+        for listing in listings:
+            console.print(f"{listing.version}: {metrics_text(dict(listing.metrics))}")
 
 
 def _print_steps(ctx: typer.Context, title: str, steps: list[CheckResult]) -> None:

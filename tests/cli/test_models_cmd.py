@@ -48,6 +48,15 @@ def test_list_marks_the_current_bundle(ctl: Ctl) -> None:
     result = ctl("models", "list")
     assert result.exit_code == 0
     assert SHIPPED.name in result.stdout and "CURRENT" in result.stdout and "successful" in result.stdout
+    assert "held-out PnL" in result.stdout and "Sharpe" in result.stdout
+    # At 80 columns the headline figures go under the table, whole, not squeezed into a column of no width.
+    from typer.testing import CliRunner
+
+    from tacticalctl.app import app
+
+    narrow = CliRunner().invoke(app, ["models", "list"], env={"COLUMNS": "80", "NO_COLOR": "1"})
+    assert narrow.exit_code == 0 and "metrics" not in narrow.stdout
+    assert f"{SHIPPED.name}: held-out PnL " in narrow.stdout
     doc = json.loads(ctl("models", "list", "--json").stdout)
     assert set(doc) == {"models_dir", "current", "bundles"}
     assert doc["current"] == SHIPPED.name
