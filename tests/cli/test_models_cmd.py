@@ -464,3 +464,21 @@ def test_the_daily_model_update_step_lists_only_bundles_still_waiting(
     # Without Redis the audit trail cannot be read: the refused bundle is listed rather than the step failing.
     assert sorted(m.version for m in waiting_bundles(Sources("redis://127.0.0.1:1/2", "http://127.0.0.1:1",
                                                               models_dir), current)) == sorted(newer[1:])
+
+
+def test_a_signed_current_means_only_signed_bundles_are_offered_even_without_the_key(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers have a key when CURRENT is signed: a revert candidate or an update without a signature would be
+    refused by them, so tacticalctl (which may not hold the key) does not offer one."""
+    from models.bundle import sign_bundle
+    from worker.ops.checks import servable_bundles
+
+    monkeypatch.delenv("TACTICAL_MODEL_SIGNING_KEY_FILE", raising=False)
+    older = add_older_bundle(models_dir)
+    assert {m.version for m in servable_bundles(models_dir)} == {SHIPPED.name, older}
+    key = b"k" * 32
+    sign_bundle(models_dir / SHIPPED.name, key)
+    assert [m.version for m in servable_bundles(models_dir)] == [SHIPPED.name]
+    sign_bundle(models_dir / older, key)
+    assert {m.version for m in servable_bundles(models_dir)} == {SHIPPED.name, older}

@@ -29,10 +29,12 @@ import redis
 
 from models.bundle import (
     JIT_LOG_FILE,
+    SIGNATURE_FILE,
     BundleError,
     Manifest,
     current_bundle_dir,
     list_bundles,
+    read_current_version,
     read_manifest,
     verify_bundle,
 )
@@ -647,10 +649,15 @@ def waiting_bundles(sources: Sources, current: Manifest) -> list[Manifest]:
 
 
 def servable_bundles(models_dir: Path) -> list[Manifest]:
-    """Bundles a worker would load, newest first: every file matches its hash and the JIT log says it succeeded."""
+    """Bundles a worker would load, newest first: every file matches its hash and the JIT log says it succeeded.
+    Signatures are checked with this process's key (TACTICAL_MODEL_SIGNING_KEY_FILE); without one, a signed CURRENT
+    says the workers have a key, and an unsigned bundle is not offered (they would refuse it)."""
     servable = []
+    signed_fleet = _current_is_signed(models_dir)
     for manifest in list_bundles(models_dir):
         if manifest.bundle_dir is None:
+            continue
+        if signed_fleet and not (manifest.bundle_dir / SIGNATURE_FILE).is_file():
             continue
         try:
             verify_bundle(manifest.bundle_dir)
@@ -659,6 +666,14 @@ def servable_bundles(models_dir: Path) -> list[Manifest]:
         if jit_log_status(manifest.bundle_dir).successful:
             servable.append(manifest)
     return servable
+
+
+def _current_is_signed(models_dir: Path) -> bool:
+    try:
+        current = read_current_version(models_dir)
+    except BundleError:
+        return False
+    return current is not None and (Path(models_dir) / current / SIGNATURE_FILE).is_file()
 
 
 @check("backups", "Redis persistence: last RDB save / AOF write ok; a `tacticalctl backup` within 26 h")
