@@ -9,6 +9,7 @@ Loading TorchScript runs code, so every file's hash is checked against the manif
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -40,6 +41,10 @@ class BundleNotFoundError(BundleError, FileNotFoundError):
 
 class ManifestError(BundleError, ValueError):
     """A manifest is unreadable or describes something this worker cannot run."""
+
+
+class BundleWriteError(BundleError, OSError):
+    """A bundle file or CURRENT could not be written (nothing was changed): the directory's fault, not a bundle's."""
 
 
 class ModelIntegrityError(BundleError, RuntimeError):
@@ -342,9 +347,15 @@ def set_current(models_dir: Path, version: str) -> None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
+    """Write `path` whole or not at all; BundleWriteError (the temporary file removed) when it cannot be."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise BundleWriteError(f"cannot write {path} ({exc.strerror or exc}): it must be a writable file") from None

@@ -25,13 +25,19 @@ def replaced_by_current(client: redis.Redis, models_dir: Path, *, scan: int = AU
     """The bundle CURRENT replaced when it was promoted, from the latest promotion to it recorded in
     `tactical_alerts` (the newest `scan` entries are read); None when no such entry is found. A rollback to CURRENT
     is passed over: the bundle rolled back from is the one ruled out, and going back once more means the one before
-    CURRENT, not that one again. Raises BundleNotFoundError when CURRENT cannot be read."""
+    CURRENT, not that one again; nor is a bundle rolled back from since CURRENT was promoted over it. Raises
+    BundleNotFoundError when CURRENT cannot be read."""
     current = read_current_version(Path(models_dir))
     if current is None:
         return None
+    rolled_back_from: set[str] = set()  # by a rollback newer than the entries still to read
     for alert in reversed(recent_alerts(client, count=scan)):
-        if alert.kind == PROMOTE_ACTION and alert.fields.get("version") == current:
-            return alert.fields.get("previous") or None
+        if alert.kind == ROLLBACK_ACTION:
+            rolled_back_from.add(alert.fields.get("previous") or "")
+        elif alert.kind == PROMOTE_ACTION and alert.fields.get("version") == current:
+            previous = alert.fields.get("previous") or None
+            # Promoted over a bundle since rolled back from (B over A, A over B, back to B): not that one again.
+            return None if previous in rolled_back_from else previous
     return None
 
 

@@ -15,6 +15,7 @@ from models.bundle import (
     SIGNING_KEY_ENV,
     BundleError,
     BundleNotFoundError,
+    BundleWriteError,
     read_manifest,
     sign_bundle,
     signing_key_from_env,
@@ -242,8 +243,8 @@ def promote_(
     """Make VERSION the active bundle: verify it fully (refused, exit 2, if any step is critical), evaluate it and
     CURRENT on the same held-out markets, and point CURRENT at it only if it beats CURRENT on PnL and Sharpe — or,
     for a recompile of CURRENT, matches it — or with --force. Running workers pick it up without a restart. Acts
-    only with --yes; audited in tactical_alerts (refusals too). A dry run exits 1 when it would refuse. To revert
-    to an earlier bundle, `tacticalctl models rollback`.
+    only with --yes; audited in tactical_alerts (refusals and failures too). A dry run exits 1 when it would
+    refuse. To revert to an earlier bundle, `tacticalctl models rollback`.
 
     JSON keys: applied, previous, version, forced, audit_id, verdict (beats, reason, candidate_figures,
     current_figures), verification (status, steps)."""
@@ -286,8 +287,9 @@ def promote_(
         raise CtlError(f"promotion refused: {exc.verdict.reason} (--force promotes anyway, audited)",
                        ExitCode.CRITICAL) from None
     except (BundleError, PromotionError) as exc:
+        action = PROMOTE_FAILED_ACTION if _not_the_bundles_fault(exc) else REFUSED_ACTION
         reason = _audit_refusal(client, document, f"promotion failed: {exc}", previous, bundle_dir.name, directory,
-                                PROMOTE_FAILED_ACTION)
+                                action)
         if json_output:
             print_json(document)
         raise CtlError(reason, ExitCode.CRITICAL) from None
@@ -314,6 +316,12 @@ def _refuse_if_unverified(ctx: typer.Context, client: redis.Redis | None, docume
     elif client is None:
         _print_steps(ctx, f"verify {bundle_dir.name}", steps)
     raise CtlError(f"{what} refused: {reason}", ExitCode.CRITICAL)
+
+
+def _not_the_bundles_fault(exc: Exception) -> bool:
+    """Could not be attempted — another promotion running, CURRENT not writable: audited as failed, and the bundle
+    stays a candidate. Any other BundleError is about the bundle itself (it failed a check): refused."""
+    return isinstance(exc, PromotionError | BundleWriteError)
 
 
 def _current_or_none(directory: Path, what: str) -> str | None:
@@ -355,9 +363,10 @@ def rollback(
     """Make an earlier bundle CURRENT again: the runbook's revert. VERSION is verified fully (refused, exit 2, if any
     step is critical) but not compared with CURRENT on held-out data: the live symptom that calls for a rollback
     (low confidence, latency, a failed JIT log) is the operator's evidence. Running workers pick it up without a
-    restart. Acts only with --yes; audited in tactical_alerts as model_rollback (refusals too). Without VERSION,
-    the bundle that CURRENT replaced when it was promoted, from the audit trail (exit 3 when it does not say): a
-    rollback to CURRENT is passed over, so a second rollback never returns to the bundle rolled back from.
+    restart. Acts only with --yes; audited in tactical_alerts as model_rollback (model_rollback_refused,
+    model_rollback_failed when it did not happen). Without VERSION, the bundle that CURRENT replaced when it was
+    promoted, from the audit trail (exit 3 when it does not say): a rollback to CURRENT is passed over, so a second
+    rollback never returns to the bundle rolled back from.
 
     JSON keys: applied, previous, version, audit_id, verification (status, steps)."""
     directory = _models_dir(models_dir)
@@ -400,8 +409,9 @@ def rollback(
     try:
         done = roll_back(directory, bundle_dir.name, client=client, actor=default_actor())
     except (BundleError, PromotionError) as exc:
+        action = ROLLBACK_FAILED_ACTION if _not_the_bundles_fault(exc) else ROLLBACK_REFUSED_ACTION
         reason = _audit_refusal(client, document, f"rollback failed: {exc}", previous, bundle_dir.name, directory,
-                                ROLLBACK_FAILED_ACTION)
+                                action)
         if json_output:
             print_json(document)
         raise CtlError(reason, ExitCode.CRITICAL) from None

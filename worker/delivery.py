@@ -80,7 +80,8 @@ return out
 # its entry id, where its processing key is in KEYS (0: none) and its fields (names and values). Each list
 # count-prefixed. Names go once per batch, not once per event: half the arguments Redis parses and hands to Lua.
 _COMMIT_LUA = """
-local ARGV, KEYS, call, pcall, sub, len, unpack = ARGV, KEYS, redis.call, redis.pcall, string.sub, string.len, unpack
+local ARGV, KEYS, call, pcall, unpack = ARGV, KEYS, redis.call, redis.pcall, unpack
+local sub, len, match = string.sub, string.len, string.match
 local group = ARGV[1]
 local ttl = ARGV[2]
 local n_decided, n_dead = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -134,11 +135,19 @@ for i = 1, n_decided do
   local held = pcall('GET', pk)
   if type(held) ~= 'string' then held = false end  -- none, or not a lease (someone else's key): deleted below
   local suffix = '|' .. entry
+  local copy = false
+  if held and sub(held, -len(suffix)) ~= suffix then
+    -- Another entry with this correlation id holds the lease: this is a copy, unless that entry is no longer
+    -- pending (dead-lettered or acked while its worker stalled, before its claim landed): a stale lease.
+    local holder = match(held, '|([^|]*)$')
+    local still = holder and pcall('XPENDING', KEYS[1], group, holder, holder, 1)
+    copy = type(still) == 'table' and #still > 0
+  end
   if call('EXISTS', ck) == 1 then
     call('XACK', KEYS[1], group, entry)
     out[#out + 1] = 'duplicate'
-  elseif held and sub(held, -len(suffix)) ~= suffix then
-    -- Another entry with this correlation id holds the lease: it is the one being decided. Ack this copy.
+  elseif copy then
+    -- The entry holding the lease is the one being decided. Ack this copy.
     call('XACK', KEYS[1], group, entry)
     out[#out + 1] = 'duplicate'
   elseif call('XACK', KEYS[1], group, entry) == 0 then
@@ -462,6 +471,15 @@ def pending_delivery_counts(
     )
     wanted = set(entry_ids)
     return {row["message_id"]: int(row["times_delivered"]) for row in rows if row["message_id"] in wanted}
+
+
+def pending_on(client: redis.Redis, entry_ids: Sequence[bytes], streams: StreamNames, consumer: str) -> set[bytes]:
+    """Which of `entry_ids` are pending on `consumer`: one XPENDING per id, in one round trip (exact however many
+    other entries lie between them)."""
+    pipe = client.pipeline(transaction=False)
+    for entry_id in entry_ids:
+        pipe.xpending_range(streams.input, streams.group, min=entry_id, max=entry_id, count=1, consumername=consumer)
+    return {entry_id for entry_id, rows in zip(entry_ids, pipe.execute(), strict=True) if rows}
 
 
 def _id_key(entry_id: bytes) -> tuple[int, int]:

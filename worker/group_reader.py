@@ -27,7 +27,7 @@ class GroupReader:
         self._held = HeldConnection(client)
         self._head = ("XREADGROUP", "GROUP", group, consumer, "COUNT")
 
-    def read(self, start: str, count: int, block_ms: int | None = None) -> list[Message]:
+    def read(self, start: str | bytes, count: int, block_ms: int | None = None) -> list[Message]:
         """Entries after `start` ('>' new ones, '0' this consumer's pending ones), at most `count`; with `block_ms`,
         wait up to that long for the first. Redis errors propagate (the connection is discarded)."""
         block = ("BLOCK", block_ms) if block_ms is not None else ()

@@ -34,8 +34,8 @@ from worker.connection import (
     RedisAuthError,
     connect,
 )
-from worker.delivery import DeliveryScripts, StreamNames, ensure_group, pending_delivery_counts
-from worker.group_reader import GroupReader
+from worker.delivery import DeliveryScripts, StreamNames, ensure_group, pending_delivery_counts, pending_on
+from worker.group_reader import GroupReader, Message
 from worker.heartbeat import Heartbeat
 from worker.http_server import HealthServer
 from worker.inference import AgentEnsemble, row_invariant_kernels
@@ -102,6 +102,7 @@ class Worker:
         self._own_retries: Counter[bytes] = Counter()  # re-reads of own pending entries that were our retries
         self._batches_settled = 0  # commits whose reply was read: progress, for the backoff
         self._batch_fallbacks = 0  # batches decided one event at a time since the last report of them
+        self._last_fallback_error = ""
         self._next_fallback_report = 0.0
         self._held = contextlib.ExitStack()  # what startup() takes for the worker's life and shutdown() gives back
 
@@ -206,6 +207,7 @@ class Worker:
         self.state.reconnect_requested = True
 
     def shutdown(self) -> None:
+        self.flush_batch_fallbacks(force=True)
         if self.http is not None:
             self.http.stop()
         if self.monitor is not None:
@@ -435,6 +437,7 @@ class Worker:
                 self.sleep(delay)
 
     def periodic(self, now: float) -> None:
+        self.flush_batch_fallbacks(now=now)
         self.state.operation = "heartbeat"
         if self.heartbeat is not None and self.heartbeat.beat_if_due(self.heartbeat_info):
             with self.breaker_lock:
@@ -467,14 +470,18 @@ class Worker:
             # Entries delivered to this consumer but not committed (e.g. the connection dropped mid-batch). The commit
             # in flight is read first: until Redis has run it, its entries are pending too and would come back here.
             self.drain()
-            entries = self._xreadgroup(self.state.own_pending_from, block=None, count=count)
-            if entries:
-                self.state.own_pending_from = entries[-1].entry_id
-                if self.state.retrying_own_pending:
-                    self._own_retries.update(e.entry_id for e in entries)
-                return self._with_delivery_counts(entries)
+            while True:
+                messages = self._read_group(self.state.own_pending_from, block=None, count=count)
+                if not messages:
+                    break
+                self.state.own_pending_from = messages[-1][0]
+                entries = self._entries(messages)
+                if entries:  # else all were deleted from the stream (now acked): read on
+                    if self.state.retrying_own_pending:
+                        self._own_retries.update(e.entry_id for e in entries)
+                    return self._with_delivery_counts(entries)
             self.end_own_pending_pass()
-        return self._xreadgroup(">", block=self.settings.block_ms if block else None, count=count)
+        return self._entries(self._read_group(">", block=self.settings.block_ms if block else None, count=count))
 
     def end_own_pending_pass(self) -> None:
         """Every entry this consumer held has been read once: what is still pending (it failed again) is the
@@ -482,14 +489,16 @@ class Worker:
         self.state.read_own_pending = self.state.retrying_own_pending = False
         self.state.own_pending_from = "0"
         if self._own_retries:
-            still = pending_delivery_counts(self._client(), list(self._own_retries), self.streams,
-                                            self.settings.consumer)
+            still = pending_on(self._client(), list(self._own_retries), self.streams, self.settings.consumer)
             self._own_retries = Counter({entry_id: n for entry_id, n in self._own_retries.items() if entry_id in still})
 
-    def _xreadgroup(self, start: str, block: int | None, count: int) -> list[StreamEntry]:
+    def _read_group(self, start: str | bytes, block: int | None, count: int) -> list[Message]:
         assert self.reader is not None, "startup() builds the reader first"
-        messages = self.reader.read(start, count, block)
-        # A pending entry deleted from the stream comes back without fields: nothing to decide, just ack it.
+        return self.reader.read(start, count, block)
+
+    def _entries(self, messages: list[Message]) -> list[StreamEntry]:
+        """The entries read. A pending entry deleted from the stream comes back without fields: nothing to decide,
+        just ack it."""
         gone = [entry_id for entry_id, fields in messages if not fields]
         if gone:
             self._client().xack(self.streams.input, self.streams.group, *gone)
@@ -558,10 +567,15 @@ class Worker:
         """A batch failed as a whole and its events were decided one at a time: nothing is lost, but every such
         batch is slower and the agents' batched path is broken. Logged at most once a minute, with how often."""
         self._batch_fallbacks += 1
-        now = time.monotonic()
-        if now >= self._next_fallback_report:
+        self._last_fallback_error = error
+        self.flush_batch_fallbacks()
+
+    def flush_batch_fallbacks(self, *, now: float | None = None, force: bool = False) -> None:
+        """Log the batches decided one event at a time since the last report, once a minute is up (or `force`)."""
+        now = time.monotonic() if now is None else now
+        if self._batch_fallbacks and (force or now >= self._next_fallback_report):
             log.warning("%d batch(es) failed as a whole and were decided one event at a time (last: %s); counted in "
-                        "tactical_errors_total{operation=\"batch\"}", self._batch_fallbacks, error)
+                        "tactical_errors_total{operation=\"batch\"}", self._batch_fallbacks, self._last_fallback_error)
             self._batch_fallbacks = 0
             self._next_fallback_report = now + 60.0
 

@@ -482,3 +482,32 @@ def test_a_signed_current_means_only_signed_bundles_are_offered_even_without_the
     assert [m.version for m in servable_bundles(models_dir)] == [SHIPPED.name]
     sign_bundle(models_dir / older, key)
     assert {m.version for m in servable_bundles(models_dir)} == {SHIPPED.name, older}
+
+
+def test_a_default_rollback_never_returns_to_a_bundle_rolled_back_from(tmp_path: Path,
+                                                                       redis_client: redis.Redis) -> None:
+    from models.bundle_history import PROMOTE_ACTION, ROLLBACK_ACTION, replaced_by_current
+    from worker.alerts import audit
+
+    (tmp_path / "CURRENT").write_text("20260101T000000Z-bbbbbbbb\n")
+    a, b = "20250101T000000Z-aaaaaaaa", "20260101T000000Z-bbbbbbbb"
+    audit(redis_client, actor="ops", action=PROMOTE_ACTION, detail="", previous=a, version=b)
+    assert replaced_by_current(redis_client, tmp_path) == a
+    audit(redis_client, actor="ops", action=PROMOTE_ACTION, detail="", previous=b, version=a)
+    audit(redis_client, actor="ops", action=ROLLBACK_ACTION, detail="", previous=a, version=b)  # A was bad
+    assert replaced_by_current(redis_client, tmp_path) is None
+
+
+def test_a_current_that_cannot_be_written_fails_the_rollback_cleanly_and_rules_nothing_out(
+    ctl: Ctl, models_dir: Path, redis_client: redis.Redis
+) -> None:
+    older = add_older_bundle(models_dir)
+    (models_dir / "CURRENT").unlink()
+    (models_dir / "CURRENT").mkdir()  # not a file: cannot be read, cannot be replaced
+    result = ctl("models", "rollback", older, "--models-dir", str(models_dir), "--yes")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "cannot write" in result.stderr and "CURRENT" in result.stderr
+    assert [p.name for p in models_dir.iterdir() if p.name.endswith(".tmp")] == []
+    [failure] = recent_alerts(redis_client, count=10)
+    assert (failure.kind, failure.fields["version"]) == ("model_rollback_failed", older)
+    assert older not in decided_versions(redis_client)

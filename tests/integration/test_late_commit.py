@@ -76,6 +76,28 @@ def test_a_stuck_entry_dead_lettered_and_replayed_while_its_worker_is_still_stal
     assert decided_ids(redis_client) == {b"stuck-2": 1}
 
 
+def test_a_lease_taken_by_a_stalled_claim_after_its_entry_was_dead_lettered_does_not_swallow_the_replay(
+    redis_client: redis.Redis, ensemble: AgentEnsemble
+) -> None:
+    """The worker stalls between its read and its claim; the operator dead-letters the entry (no lease yet to
+    release) and replays it; then the stalled claim lands, leasing the id to an entry no longer pending. The
+    replay's commit sees that lease is stale and decides it, rather than acking it as a copy in flight."""
+    ensure_group(redis_client)
+    publish_events(redis_client, [make_event(correlation_id="stuck-3", rng=np.random.default_rng(6))])
+    stalled = pipeline_for(redis_client, ensemble, "stalled")
+    entries = read_as(redis_client, "stalled")  # then the worker froze, before its claim
+
+    dead_letter_stuck_entries(redis_client, reason="operator: stuck", min_idle_ms=0, actor="test@ci", apply=True)
+    replay_dead_letters(redis_client, select_dead_letters(redis_client), actor="test@ci", apply=True)
+    stalled.scripts.claim("stalled", 30_000, [("stuck-3", entries[0].entry_id)])  # the stalled claim lands
+
+    result = pipeline_for(redis_client, ensemble, "live").process(read_as(redis_client, "live"))
+    assert [d.correlation_id for d in result.decisions] == ["stuck-3"]
+    late = stalled.process(entries)
+    assert late.decisions == [] and late.duplicates == 1
+    assert decided_ids(redis_client) == {b"stuck-3": 1}
+
+
 def test_a_copy_whose_id_another_entry_holds_is_acked_by_the_commit_and_the_holder_decides_it(
     redis_client: redis.Redis, ensemble: AgentEnsemble
 ) -> None:

@@ -282,7 +282,8 @@ def check_jit_compilation(sources: Sources) -> Verdict:
     except BundleError as exc:
         return Verdict(Status.CRITICAL, f"{bundle_dir.name}: {exc}",
                        "do not load it: `tacticalctl triage model-compilation`; revert with "
-                       "`tacticalctl models rollback --yes` (to the bundle CURRENT replaced)", details=details)
+                       "`tacticalctl models rollback --yes` (to the bundle CURRENT replaced when promoted) or "
+                       "`tacticalctl models rollback <version> --yes`", details=details)
     if not log.exists:
         return Verdict(Status.WARN, f"{manifest.version}: hashes verified, but {JIT_LOG_FILE} is missing",
                        f"`tacticalctl models compile {manifest.version}` writes a fresh bundle with its log",

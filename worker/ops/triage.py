@@ -166,7 +166,8 @@ PLAYBOOKS: tuple[Playbook, ...] = (
             "Respond within 5 minutes. Check the model pipeline: `tacticalctl models list`",
             "Verify the current bundle: `tacticalctl models verify`",
             "Reload a verified bundle (the worker loads it without a restart): `tacticalctl models rollback --yes` "
-            "(the bundle CURRENT replaced) or `tacticalctl models rollback <version> --yes`",
+            "(the bundle CURRENT replaced when promoted) or `tacticalctl models rollback <version> --yes` (a version "
+            "from `tacticalctl models list`)",
             "Do not restart while `tacticalctl models verify` is critical: a running worker keeps its last good "
             "bundle, a restarted one refuses to start without one",
             "Contact the ML team if no verified model is available",
