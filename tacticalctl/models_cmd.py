@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import redis
 import typer
@@ -287,12 +287,8 @@ def promote_(
         raise CtlError(f"promotion refused: {exc.verdict.reason} (--force promotes anyway, audited)",
                        ExitCode.CRITICAL) from None
     except (BundleError, PromotionError) as exc:
-        action = PROMOTE_FAILED_ACTION if _not_the_bundles_fault(exc) else REFUSED_ACTION
-        reason = _audit_refusal(client, document, f"promotion failed: {exc}", previous, bundle_dir.name, directory,
-                                action)
-        if json_output:
-            print_json(document)
-        raise CtlError(reason, ExitCode.CRITICAL) from None
+        _change_failed(client, document, f"promotion failed: {exc}", exc, directory, json_output,
+                       failed=PROMOTE_FAILED_ACTION, refused=REFUSED_ACTION)
     if json_output:
         print_json({**document, **promotion.as_dict(), "applied": True})
         return
@@ -318,10 +314,16 @@ def _refuse_if_unverified(ctx: typer.Context, client: redis.Redis | None, docume
     raise CtlError(f"{what} refused: {reason}", ExitCode.CRITICAL)
 
 
-def _not_the_bundles_fault(exc: Exception) -> bool:
-    """Could not be attempted — another promotion running, CURRENT not writable: audited as failed, and the bundle
-    stays a candidate. Any other BundleError is about the bundle itself (it failed a check): refused."""
-    return isinstance(exc, PromotionError | BundleWriteError)
+def _change_failed(client: redis.Redis, document: dict, reason: str, exc: Exception, directory: Path,
+                   json_output: bool, *, failed: str, refused: str) -> NoReturn:
+    """A promotion or rollback that --yes asked for did not happen: audited (as `failed` when it could not be
+    attempted — another one running, CURRENT not writable — so the bundle stays a candidate; as `refused` when the
+    bundle itself failed a check), then exit 2."""
+    action = failed if isinstance(exc, PromotionError | BundleWriteError) else refused
+    reason = _audit_refusal(client, document, reason, document["previous"], document["version"], directory, action)
+    if json_output:
+        print_json(document)
+    raise CtlError(reason, ExitCode.CRITICAL) from None
 
 
 def _current_or_none(directory: Path, what: str) -> str | None:
@@ -409,12 +411,8 @@ def rollback(
     try:
         done = roll_back(directory, bundle_dir.name, client=client, actor=default_actor())
     except (BundleError, PromotionError) as exc:
-        action = ROLLBACK_FAILED_ACTION if _not_the_bundles_fault(exc) else ROLLBACK_REFUSED_ACTION
-        reason = _audit_refusal(client, document, f"rollback failed: {exc}", previous, bundle_dir.name, directory,
-                                action)
-        if json_output:
-            print_json(document)
-        raise CtlError(reason, ExitCode.CRITICAL) from None
+        _change_failed(client, document, f"rollback failed: {exc}", exc, directory, json_output,
+                       failed=ROLLBACK_FAILED_ACTION, refused=ROLLBACK_REFUSED_ACTION)
     if json_output:
         print_json({**document, **done.as_dict(), "applied": True})
         return
