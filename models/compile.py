@@ -28,6 +28,8 @@ from models.architectures import parameter_count
 from models.bundle import (
     JIT_LOG_FILE,
     AgentFile,
+    BundleError,
+    BundleWriteError,
     Manifest,
     UnusableBundleError,
     read_verified_agents,
@@ -221,13 +223,17 @@ def compile_bundle(
     )
     log.write(f"bundle {version}: {len(files)} agents, manifest written")
     log.write("JIT compilation successful")
-    (staging / JIT_LOG_FILE).write_text(log.text(), encoding="utf-8")
-    write_manifest(staging, manifest)
     bundle_dir = out_dir / version
-    if bundle_dir.exists():
-        shutil.rmtree(staging)
-        raise CompilationError(f"{bundle_dir} already exists; bundles are immutable, not overwritten")
-    staging.rename(bundle_dir)
+    try:
+        (staging / JIT_LOG_FILE).write_text(log.text(), encoding="utf-8")
+        write_manifest(staging, manifest)
+        if bundle_dir.exists():
+            raise CompilationError(f"{bundle_dir} already exists; bundles are immutable, not overwritten")
+        staging.rename(bundle_dir)
+    except (OSError, BundleError) as exc:  # a full or read-only disk: no half-written bundle is left behind
+        raise BundleWriteError(f"compiled, but the bundle could not be written to {out_dir}: {exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return bundle_dir
 
 

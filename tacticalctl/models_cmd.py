@@ -29,6 +29,7 @@ from models.bundle_history import (
     replaced_by_current,
 )
 from models.compile import CompilationError
+from models.evaluation import EvaluationError
 from models.promotion import PromotionError, PromotionRefusedError, judge, promote_if_better, roll_back
 from tacticalctl.app import LAZY_GROUPS
 from tacticalctl.context import get_context, print_json
@@ -263,7 +264,7 @@ def promote_(
     if client is None:
         try:
             verdict = judge(directory, bundle_dir.name)
-        except BundleError as exc:
+        except (BundleError, EvaluationError) as exc:
             raise CtlError(f"promotion would fail: {exc}", ExitCode.CRITICAL) from None
         document["verdict"] = verdict.as_dict()
         would = verdict.beats or force or verdict.current == bundle_dir.name
@@ -286,7 +287,7 @@ def promote_(
             print_json(document)
         raise CtlError(f"promotion refused: {exc.verdict.reason} (--force promotes anyway, audited)",
                        ExitCode.CRITICAL) from None
-    except (BundleError, PromotionError) as exc:
+    except (BundleError, PromotionError, EvaluationError) as exc:
         _change_failed(client, document, f"promotion failed: {exc}", exc, directory, json_output,
                        failed=PROMOTE_FAILED_ACTION, refused=REFUSED_ACTION)
     if json_output:
@@ -317,9 +318,9 @@ def _refuse_if_unverified(ctx: typer.Context, client: redis.Redis | None, docume
 def _change_failed(client: redis.Redis, document: dict, reason: str, exc: Exception, directory: Path,
                    json_output: bool, *, failed: str, refused: str) -> NoReturn:
     """A promotion or rollback that --yes asked for did not happen: audited (as `failed` when it could not be
-    attempted — another one running, CURRENT not writable — so the bundle stays a candidate; as `refused` when the
-    bundle itself failed a check), then exit 2."""
-    action = failed if isinstance(exc, PromotionError | BundleWriteError) else refused
+    attempted — another one running, CURRENT not writable, held-out data that cannot be evaluated — so the bundle
+    stays a candidate; as `refused` when the bundle itself failed a check), then exit 2."""
+    action = failed if isinstance(exc, PromotionError | BundleWriteError | EvaluationError) else refused
     reason = _audit_refusal(client, document, reason, document["previous"], document["version"], directory, action)
     if json_output:
         print_json(document)

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from models.bundle import BundleError, current_bundle_dir, read_manifest
+from models.bundle import BundleError, BundleWriteError, current_bundle_dir, read_manifest
 from models.environment import EnvironmentConfig
 from models.evaluation import (
     REGIMES,
@@ -224,6 +224,9 @@ def _run_training(config: MappoConfig, resume: bool, console: Console, *, quiet:
             return train(config, resume=resume, progress=show)
     except MappoError as exc:
         raise CtlError(str(exc), ExitCode.UNKNOWN) from None
+    except BundleWriteError as exc:
+        raise CtlError(f"trained, but {exc}; free the space or fix the permissions, then run the same command with "
+                       "--resume (from the last checkpoint)", ExitCode.UNKNOWN) from None
     except BundleError as exc:
         raise CtlError(f"cannot train: {exc}", ExitCode.UNKNOWN) from None
     except KeyboardInterrupt:

@@ -75,9 +75,9 @@ return out
 # KEYS: input stream, decisions stream, commands stream, dead-letter stream, then completed/processing per decision,
 # then the processing key of each dead letter that has a correlation id.
 # ARGV: group, ttl_s, n_decided, n_dead; the field names of every decision of the batch, then of every command; the
-# fields every decision shares, then every command (names and values); then per decided event its entry id, 1 if a
-# command follows (else 0), its decision's values in the names' order, its command's values; then per dead letter
-# its entry id, where its processing key is in KEYS (0: none) and its fields (names and values). Each list
+# fields every decision shares, then every command (names and values); then per dead letter its entry id, where its
+# processing key is in KEYS (0: none) and its fields (names and values); then per decided event its entry id, 1 if
+# a command follows (else 0), its decision's values in the names' order, its command's values. Each list
 # count-prefixed. Names go once per batch, not once per event: half the arguments Redis parses and hands to Lua.
 _COMMIT_LUA = """
 local ARGV, KEYS, call, pcall, unpack = ARGV, KEYS, redis.call, redis.pcall, unpack
@@ -124,6 +124,24 @@ local function record(names_at, n, values_at, shared_at, n_shared)
   for j = 0, n - 1 do fields[2 * j + 2] = ARGV[values_at + j] end
   return fields
 end
+-- Dead letters first: a copy of a dead-lettered entry in this same batch then finds its lease released.
+local dead_out = {}
+for i = 1, n_dead do
+  local entry, lease_key = ARGV[pos], tonumber(ARGV[pos + 1]); pos = pos + 2
+  local fields_at, n_fields = take_list()
+  if call('XACK', KEYS[1], group, entry) == 1 then
+    call('XADD', KEYS[4], '*', unpack(ARGV, fields_at, fields_at + n_fields - 1))
+    if lease_key > 0 then
+      -- Its failed tries left a lease: released, or a replay of this dead letter would be taken for a copy in flight.
+      local held = pcall('GET', KEYS[lease_key])
+      local suffix = '|' .. entry
+      if type(held) == 'string' and sub(held, -len(suffix)) == suffix then call('DEL', KEYS[lease_key]) end
+    end
+    dead_out[i] = 'dead_lettered'
+  else
+    dead_out[i] = 'duplicate'
+  end
+end
 local out = {}
 for i = 1, n_decided do
   local entry = ARGV[pos]
@@ -138,10 +156,11 @@ for i = 1, n_decided do
   local copy = false
   if held and sub(held, -len(suffix)) ~= suffix then
     -- Another entry with this correlation id holds the lease: this is a copy, unless that entry is no longer
-    -- pending (dead-lettered or acked while its worker stalled, before its claim landed): a stale lease.
+    -- pending (dead-lettered or acked while its worker stalled, before its claim landed) or was trimmed from the
+    -- stream (no worker can decide it): a stale lease.
     local holder = match(held, '|([^|]*)$')
     local still = holder and pcall('XPENDING', KEYS[1], group, holder, holder, 1)
-    copy = type(still) == 'table' and #still > 0
+    copy = type(still) == 'table' and #still > 0 and #call('XRANGE', KEYS[1], holder, holder) > 0
   end
   if call('EXISTS', ck) == 1 then
     call('XACK', KEYS[1], group, entry)
@@ -168,22 +187,7 @@ for i = 1, n_decided do
     out[#out + 1] = 'committed'
   end
 end
-for i = 1, n_dead do
-  local entry, lease_key = ARGV[pos], tonumber(ARGV[pos + 1]); pos = pos + 2
-  local fields_at, n_fields = take_list()
-  if call('XACK', KEYS[1], group, entry) == 1 then
-    call('XADD', KEYS[4], '*', unpack(ARGV, fields_at, fields_at + n_fields - 1))
-    if lease_key > 0 then
-      -- Its failed tries left a lease: released, or a replay of this dead letter would be taken for a copy in flight.
-      local held = pcall('GET', KEYS[lease_key])
-      local suffix = '|' .. entry
-      if type(held) == 'string' and sub(held, -len(suffix)) == suffix then call('DEL', KEYS[lease_key]) end
-    end
-    out[#out + 1] = 'dead_lettered'
-  else
-    out[#out + 1] = 'duplicate'
-  end
-end
+for _, outcome in ipairs(dead_out) do out[#out + 1] = outcome end
 return out
 """
 
@@ -379,6 +383,14 @@ class DeliveryScripts:
         args += [len(decision_names), *decision_names, len(command_names), *command_names]
         args += _flat(shared.decision)
         args += _flat(shared.command)
+        lease_keys: list[str] = []  # the dead letters' processing keys, in KEYS after the decided events' pairs
+        for letter in dead:
+            lease_key = 0  # where its processing key is in KEYS (1-based, as Lua counts), 0: no correlation id
+            if letter.correlation_id is not None:
+                lease_keys.append(processing_key(letter.correlation_id))
+                lease_key = len(keys) + 2 * len(decided) + len(lease_keys)
+            args += (letter.entry_id, lease_key)
+            args += _flat(letter.fields)
         for event in decided:
             keys += [completed_key(event.correlation_id), processing_key(event.correlation_id)]
             _check_names(event.decision_fields, decision_names, event)
@@ -387,13 +399,7 @@ class DeliveryScripts:
             if event.command_fields:
                 _check_names(event.command_fields, command_names, event)
                 args += event.command_fields.values()
-        for letter in dead:
-            lease_key = 0  # where its processing key is in KEYS (1-based, as Lua counts), 0: no correlation id
-            if letter.correlation_id is not None:
-                keys.append(processing_key(letter.correlation_id))
-                lease_key = len(keys)
-            args += (letter.entry_id, lease_key)
-            args += _flat(letter.fields)
+        keys += lease_keys
         return PendingOutcomes(self._commit.send(keys, args), str)
 
 

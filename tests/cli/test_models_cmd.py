@@ -511,3 +511,21 @@ def test_a_current_that_cannot_be_written_fails_the_rollback_cleanly_and_rules_n
     [failure] = recent_alerts(redis_client, count=10)
     assert (failure.kind, failure.fields["version"]) == ("model_rollback_failed", older)
     assert older not in decided_versions(redis_client)
+
+
+def test_a_promotion_whose_held_out_data_cannot_be_evaluated_fails_cleanly(
+    ctl: Ctl, models_dir: Path, redis_client: redis.Redis
+) -> None:
+    compiled = json.loads(ctl("models", "compile", "--models-dir", str(models_dir), "--json").stdout)["version"]
+    manifest_path = models_dir / compiled / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["metrics"]["evaluation"]["held_out"] = {"seeds": [1]}  # recorded incompletely
+    manifest_path.write_text(json.dumps(manifest))
+
+    dry = ctl("models", "promote", compiled, "--models-dir", str(models_dir))
+    assert dry.exit_code == 2 and "is incomplete" in dry.stderr and "Traceback" not in dry.output
+    done = ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes")
+    assert done.exit_code == 2 and "promotion failed" in done.stderr and "is incomplete" in done.stderr
+    [failure] = recent_alerts(redis_client, count=10)
+    assert (failure.kind, failure.fields["version"]) == ("model_promote_failed", compiled)
+    assert read_current_version(models_dir) == SHIPPED.name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import redis
 
@@ -96,6 +98,43 @@ def test_a_lease_taken_by_a_stalled_claim_after_its_entry_was_dead_lettered_does
     late = stalled.process(entries)
     assert late.decisions == [] and late.duplicates == 1
     assert decided_ids(redis_client) == {b"stuck-3": 1}
+
+
+def test_a_copy_in_the_batch_that_dead_letters_its_lease_holder_is_decided(
+    redis_client: redis.Redis, ensemble: AgentEnsemble
+) -> None:
+    """The holder reaches max_deliveries in the same batch as a resent copy: the dead letter goes first and releases
+    the lease, so the copy is decided, not acked as a copy of an entry that is being dead-lettered."""
+    ensure_group(redis_client)
+    event = make_event(correlation_id="twice", rng=np.random.default_rng(7))
+    publish_events(redis_client, [event])
+    [holder] = read_as(redis_client, "w")
+    pipeline = pipeline_for(redis_client, ensemble, "w")
+    pipeline.scripts.claim("w", 30_000, [("twice", holder.entry_id)])  # its earlier, failed try
+    publish_events(redis_client, [event])  # the producer resent it
+    [copy] = read_as(redis_client, "w")
+
+    result = pipeline.process([dataclasses.replace(holder, delivery_count=6), copy])
+
+    assert len(result.dead_letters) == 1 and [d.correlation_id for d in result.decisions] == ["twice"]
+    assert decided_ids(redis_client) == {b"twice": 1}
+
+
+def test_a_copy_whose_lease_holder_was_trimmed_from_the_stream_is_decided(
+    redis_client: redis.Redis, ensemble: AgentEnsemble
+) -> None:
+    """The holder is still pending but its fields are gone (trimmed): no worker can decide it, so its lease is stale."""
+    ensure_group(redis_client)
+    event = make_event(correlation_id="trimmed", rng=np.random.default_rng(8))
+    publish_events(redis_client, [event])
+    [holder] = read_as(redis_client, "stalled")
+    pipeline_for(redis_client, ensemble, "stalled").scripts.claim("stalled", 30_000, [("trimmed", holder.entry_id)])
+    redis_client.xdel(INPUT_STREAM, holder.entry_id)
+    publish_events(redis_client, [event])
+
+    result = pipeline_for(redis_client, ensemble, "live").process(read_as(redis_client, "live"))
+
+    assert [d.correlation_id for d in result.decisions] == ["trimmed"]
 
 
 def test_a_copy_whose_id_another_entry_holds_is_acked_by_the_commit_and_the_holder_decides_it(

@@ -366,3 +366,20 @@ def test_a_current_file_that_is_not_text_or_not_a_file_is_a_bundle_error(models_
     (models_dir / CURRENT_FILE).mkdir()
     with pytest.raises(BundleNotFoundError, match="cannot be read"):
         current_bundle_dir(models_dir)
+
+
+def test_a_bundle_that_cannot_be_written_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from models import bundle as bundle_module
+    from models.bundle import BundleWriteError
+
+    real_replace = bundle_module.os.replace
+
+    def disk_full(src, dst):  # the manifest's atomic rename fails as on a full disk
+        if str(dst).endswith("manifest.json"):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(bundle_module.os, "replace", disk_full)
+    with pytest.raises(BundleWriteError, match=r"compiled, but the bundle could not be written .*No space left"):
+        compile_bundle(build_agents(seed=0), tmp_path, training={}, metrics={})
+    assert list(tmp_path.iterdir()) == [], "no staging directory, no temporary file, no bundle"
