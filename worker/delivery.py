@@ -72,6 +72,16 @@ end
 return out
 """
 
+# Lua, for the scripts that dead-letter an entry: DEL the lease at `key` if it names `entry` (a claim writes
+# owner|entry). Another entry's lease, or a key that is not a lease, stays.
+RELEASE_LEASE_LUA = """
+local function release_lease(key, entry)
+  local held = redis.pcall('GET', key)
+  local suffix = '|' .. entry
+  if type(held) == 'string' and string.sub(held, -string.len(suffix)) == suffix then redis.call('DEL', key) end
+end
+"""
+
 # KEYS: input stream, decisions stream, commands stream, dead-letter stream, then completed/processing per decision,
 # then the processing key of each dead letter that has a correlation id.
 # ARGV: group, ttl_s, n_decided, n_dead; the field names of every decision of the batch, then of every command; the
@@ -79,7 +89,7 @@ return out
 # processing key is in KEYS (0: none) and its fields (names and values); then per decided event its entry id, 1 if
 # a command follows (else 0), its decision's values in the names' order, its command's values. Each list
 # count-prefixed. Names go once per batch, not once per event: half the arguments Redis parses and hands to Lua.
-_COMMIT_LUA = """
+_COMMIT_LUA = RELEASE_LEASE_LUA + """
 local ARGV, KEYS, call, pcall, unpack = ARGV, KEYS, redis.call, redis.pcall, unpack
 local sub, len, match = string.sub, string.len, string.match
 local group = ARGV[1]
@@ -131,12 +141,8 @@ for i = 1, n_dead do
   local fields_at, n_fields = take_list()
   if call('XACK', KEYS[1], group, entry) == 1 then
     call('XADD', KEYS[4], '*', unpack(ARGV, fields_at, fields_at + n_fields - 1))
-    if lease_key > 0 then
-      -- Its failed tries left a lease: released, or a replay of this dead letter would be taken for a copy in flight.
-      local held = pcall('GET', KEYS[lease_key])
-      local suffix = '|' .. entry
-      if type(held) == 'string' and sub(held, -len(suffix)) == suffix then call('DEL', KEYS[lease_key]) end
-    end
+    -- Its failed tries left a lease: released, or a replay of this dead letter would be taken for a copy in flight.
+    if lease_key > 0 then release_lease(KEYS[lease_key], entry) end
     dead_out[i] = 'dead_lettered'
   else
     dead_out[i] = 'duplicate'
@@ -467,25 +473,15 @@ def dead_letter_fields(
 def pending_delivery_counts(
     client: redis.Redis, entry_ids: Sequence[bytes], streams: StreamNames, consumer: str
 ) -> dict[bytes, int]:
-    """Times delivered, per entry id, for entries pending on `consumer` (one XPENDING call over their range)."""
+    """Times delivered, per entry id, for those of `entry_ids` pending on `consumer` (absent: not pending there). One
+    XPENDING per id, in one round trip: exact however many other entries lie between them."""
     if not entry_ids:
         return {}
-    ordered = sorted(entry_ids, key=_id_key)
-    rows = client.xpending_range(
-        streams.input, streams.group, min=ordered[0], max=ordered[-1], count=len(ordered) * 4 + 10,
-        consumername=consumer,
-    )
-    wanted = set(entry_ids)
-    return {row["message_id"]: int(row["times_delivered"]) for row in rows if row["message_id"] in wanted}
-
-
-def pending_on(client: redis.Redis, entry_ids: Sequence[bytes], streams: StreamNames, consumer: str) -> set[bytes]:
-    """Which of `entry_ids` are pending on `consumer`: one XPENDING per id, in one round trip (exact however many
-    other entries lie between them)."""
     pipe = client.pipeline(transaction=False)
     for entry_id in entry_ids:
         pipe.xpending_range(streams.input, streams.group, min=entry_id, max=entry_id, count=1, consumername=consumer)
-    return {entry_id for entry_id, rows in zip(entry_ids, pipe.execute(), strict=True) if rows}
+    return {entry_id: int(rows[0]["times_delivered"])
+            for entry_id, rows in zip(entry_ids, pipe.execute(), strict=True) if rows}
 
 
 def _id_key(entry_id: bytes) -> tuple[int, int]:

@@ -34,7 +34,7 @@ from worker.connection import (
     RedisAuthError,
     connect,
 )
-from worker.delivery import DeliveryScripts, StreamNames, ensure_group, pending_delivery_counts, pending_on
+from worker.delivery import DeliveryScripts, StreamNames, ensure_group, pending_delivery_counts
 from worker.group_reader import GroupReader, Message
 from worker.heartbeat import Heartbeat
 from worker.http_server import HealthServer
@@ -489,7 +489,8 @@ class Worker:
         self.state.read_own_pending = self.state.retrying_own_pending = False
         self.state.own_pending_from = "0"
         if self._own_retries:
-            still = pending_on(self._client(), list(self._own_retries), self.streams, self.settings.consumer)
+            still = pending_delivery_counts(self._client(), list(self._own_retries), self.streams,
+                                            self.settings.consumer)
             self._own_retries = Counter({entry_id: n for entry_id, n in self._own_retries.items() if entry_id in still})
 
     def _read_group(self, start: str | bytes, block: int | None, count: int) -> list[Message]:

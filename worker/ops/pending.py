@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from worker.alerts import audit
-from worker.delivery import StreamNames, dead_letter_fields
+from worker.delivery import RELEASE_LEASE_LUA, StreamNames, dead_letter_fields
 from worker.events import wire_correlation_id
 from worker.heartbeat import is_alive
 from worker.names import processing_key
@@ -212,18 +212,14 @@ def claim_stuck_entries(
 # min idle ms, entry id, then the dead letter's flat fields. Re-checks that the entry is still pending and idle, so
 # one finished meanwhile is neither copied nor acked twice. A lease this entry holds (a stalled worker's) is
 # released: a replay of the dead letter would be taken for a copy in flight and acked undecided.
-_DEAD_LETTER_LUA = """
+_DEAD_LETTER_LUA = RELEASE_LEASE_LUA + """
 local still = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[2], ARGV[3], ARGV[3], 1)
 if #still == 0 then return false end
 local fields = {}
 for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 local dead_id = redis.call('XADD', KEYS[2], '*', unpack(fields))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-if KEYS[3] then
-  local held = redis.pcall('GET', KEYS[3])
-  local suffix = '|' .. ARGV[3]
-  if type(held) == 'string' and string.sub(held, -string.len(suffix)) == suffix then redis.call('DEL', KEYS[3]) end
-end
+if KEYS[3] then release_lease(KEYS[3], ARGV[3]) end
 return dead_id
 """
 
