@@ -204,7 +204,9 @@ def test_a_slow_rate_is_named_only_under_a_backlog(
     answers.state["window"]["throughput_per_s"] = 10.0
     publish(redis_client, 49)
     quiet = reports(ctl("triage", "event-rate", "--json", worker_url=url))["event-rate"]
-    assert any("processing 10.0 events/s" in s for s in summaries(quiet, "ok")) and not summaries(quiet, "warn")
+    assert any("processing 10.0 events/s" in s for s in summaries(quiet, "ok"))
+    # The host's own load is judged in the same report: this machine is shared, so only the rate's verdict is ours.
+    assert not [s for s in summaries(quiet, "warn") if "events/s" in s]
     publish(redis_client, 1, prefix="one-more")
     backlog = reports(ctl("triage", "event-rate", "--json", worker_url=url))["event-rate"]
     assert any("processing 10.0 events/s < 50/s with 50 waiting" in s for s in summaries(backlog, "warn"))
