@@ -4,7 +4,9 @@
 
 * Actors: the three agent architectures, decentralised — each sees only the event's matrix, as in the worker —
   starting from the weights of a supervised bundle. Those weights are rebuilt by re-running the bundle's recorded
-  pre-training and checked against its `weights_sha256` (TorchScript files hold frozen constants, not weights).
+  pre-training and checked against its `weights_sha256` (TorchScript files hold frozen constants, not weights). On
+  a CPU with other vector kernels the re-run rounds differently: training then starts from the rebuilt weights,
+  warns, and records them (`starting_weights_sha256`, `starting_weights_reproduced`).
 * Critic: centralised, V(joint observation): the latest bars of the whole matrix, its averages, and the event's
   synergy type and direction — what the vote knows that no single agent sees.
 * Environment (`models.environment`): one lane per training market, events in time order; each agent samples an
@@ -18,9 +20,9 @@
   `validate_every` iterations the deterministic vote the worker runs (softmax probabilities, not samples) is
   scored on them, and the best iterate — the starting weights included — is the one shipped.
 * Seeded and reproducible: one torch generator drives sampling and minibatch order, one thread; the same config
-  gives the same weights. Checkpoints (every `checkpoint_every` iterations and at the end) hold everything the run
-  needs — weights, optimisers, generator, lane positions, best iterate, history — so a resumed run continues
-  exactly where it stopped, and a run resumed with more `iterations` trains longer.
+  gives the same weights on the same CPU. Checkpoints (every `checkpoint_every` iterations and at the end) hold
+  everything the run needs — weights, optimisers, generator, lane positions, best iterate, history — so a resumed
+  run continues exactly where it stopped, and a run resumed with more `iterations` trains longer.
 """
 
 from __future__ import annotations
@@ -203,8 +205,24 @@ def generalized_advantages(
     return advantages, advantages + values
 
 
-def pretrained_agents(bundle_dir: Path, progress: Progress | None = None) -> dict[str, nn.Module]:
-    """The eager agents of a supervised bundle, rebuilt from its recorded pre-training and checked by hash."""
+@dataclass(frozen=True)
+class StartingWeights:
+    """The eager agents a run starts from: a supervised bundle's pre-training, re-run here."""
+
+    agents: dict[str, nn.Module]
+    sha256: dict[str, str]  # of the rebuilt weights
+    bundle_sha256: dict[str, str]  # the bundle's own, as its manifest records them
+
+    @property
+    def reproduced(self) -> bool:
+        return self.sha256 == self.bundle_sha256
+
+
+def pretrained_agents(bundle_dir: Path, progress: Progress | None = None) -> StartingWeights:
+    """The eager agents of a supervised bundle, rebuilt from its recorded pre-training and checked by hash. On
+    another CPU (other vector kernels: AVX-512 against AVX2, say) the same torch build rounds differently and the
+    rebuilt weights differ from the bundle's in the last bits: training then starts from them, says so, and the
+    manifest records which weights it started from (a run is reproducible on the CPU it ran on)."""
     say = progress or (lambda report: None)
     manifest = read_manifest(bundle_dir)
     training = manifest.training
@@ -228,16 +246,21 @@ def pretrained_agents(bundle_dir: Path, progress: Progress | None = None) -> dic
     say(ProgressReport(f"rebuilding the pre-trained weights of {manifest.version} ({config.epochs} epochs)"))
     data = build_dataset(config.train_seeds, n_bars=config.n_bars, labels=config.labels)
     agents = build_agents(config.seed)
+    rebuilt: dict[str, str] = {}
     for name in AGENT_NAMES:
         train_agent(agents[name], data, config, lambda message: None, name)
-        actual = weights_sha256(agents[name])
-        if actual != expected.get(name):
-            raise MappoError(
-                f"rebuilt {name} weights differ from bundle {manifest.version} (sha256 {actual[:12]}…, manifest "
-                f"{str(expected.get(name))[:12]}…): this torch build does not reproduce its pre-training; "
-                "pre-train a new supervised bundle here and start from it"
-            )
-    return agents
+        rebuilt[name] = weights_sha256(agents[name])
+    start = StartingWeights(agents, rebuilt, {name: str(expected.get(name)) for name in AGENT_NAMES})
+    if not start.reproduced:
+        differing = ", ".join(name for name in AGENT_NAMES if rebuilt[name] != start.bundle_sha256[name])
+        why = ("the same torch build, on a CPU with other kernels" if manifest.torch_version == torch.__version__
+               else f"torch {manifest.torch_version} made it, {torch.__version__} rebuilt it")
+        say(ProgressReport(
+            f"warning: the rebuilt {differing} weights differ from bundle {manifest.version}'s in floating point "
+            f"({why}): training starts from the rebuilt ones, and the new bundle's manifest says so "
+            "(training.starting_weights_sha256); evaluation still compares with the bundle itself"
+        ))
+    return start
 
 
 def training_markets(config: MappoConfig) -> list[MarketEvents]:
@@ -404,6 +427,7 @@ class _RunState:
     best_iteration: int
     best_weights: dict[str, dict[str, torch.Tensor]]
     history: list[dict[str, float]]
+    starting_weights_sha256: dict[str, str] | None  # None: resumed from a checkpoint that did not record them
 
 
 def default_checkpoint_root() -> Path:
@@ -447,6 +471,7 @@ def save_checkpoint(
         "best_iteration": state.best_iteration,
         "best_weights": state.best_weights,
         "history": json.dumps(state.history),
+        "starting_weights_sha256": json.dumps(state.starting_weights_sha256),
     }
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(payload, temporary)
@@ -471,6 +496,7 @@ class TrainedAgents:
     history: list[dict[str, float]]
     training_sha256: str
     validation_sha256: str
+    starting_weights_sha256: dict[str, str] | None
     resumed_from: int | None
     checkpoint: Path
 
@@ -490,7 +516,11 @@ def train_agents(config: MappoConfig, *, resume: bool = False, progress: Progres
                        "validation markets"))
     markets = training_markets(config)
     validation = validation_markets(config)
-    agents = pretrained_agents(initial_dir, say) if payload is None else build_agents(config.seed)
+    if payload is None:
+        start = pretrained_agents(initial_dir, say)
+        agents, starting_sha256 = start.agents, start.sha256
+    else:
+        agents, starting_sha256 = build_agents(config.seed), json.loads(payload.get("starting_weights_sha256", "null"))
     critic = _seeded_critic(config.seed)
     critic.normalize.fit(torch.from_numpy(np.concatenate([m.matrices.reshape(-1, MATRIX_COLS) for m in markets])))
     actor_optimizer = torch.optim.Adam(
@@ -503,7 +533,7 @@ def train_agents(config: MappoConfig, *, resume: bool = False, progress: Progres
     if payload is None:
         score = validation_score(agents, validation, config.environment) if validation else {}
         best = score.get("reward", float("-inf"))
-        state = _RunState(0, best, 0, _state_dicts(agents), [{"iteration": 0, **_prefixed(score)}])
+        state = _RunState(0, best, 0, _state_dicts(agents), [{"iteration": 0, **_prefixed(score)}], starting_sha256)
         say(ProgressReport("starting weights", 0, config.iterations, _prefixed(score)))
     else:
         for name in AGENT_NAMES:
@@ -519,6 +549,7 @@ def train_agents(config: MappoConfig, *, resume: bool = False, progress: Progres
             int(payload["best_iteration"]),
             payload["best_weights"],
             json.loads(payload["history"]),
+            starting_sha256,
         )
         say(ProgressReport(f"resumed from {checkpoint} at iteration {state.iteration}", state.iteration,
                            config.iterations))
@@ -567,6 +598,7 @@ def train_agents(config: MappoConfig, *, resume: bool = False, progress: Progres
         history=state.history,
         training_sha256=markets_sha256(markets),
         validation_sha256=markets_sha256(validation),
+        starting_weights_sha256=state.starting_weights_sha256,
         resumed_from=resumed_from,
         checkpoint=checkpoint,
     )
@@ -651,6 +683,13 @@ def train(config: MappoConfig, *, resume: bool = False, progress: Progress | Non
         "history": _thinned_history(trained.history),
         "architectures": {name: AGENT_CLASSES[name].__name__ for name in AGENT_NAMES},
         "weights_sha256": {name: weights_sha256(trained.agents[name]) for name in AGENT_NAMES},
+        # The supervised bundle's own weights, or (on another CPU) its pre-training re-run here: see
+        # pretrained_agents. None when resumed from a checkpoint older than this record.
+        "starting_weights_sha256": trained.starting_weights_sha256,
+        "starting_weights_reproduced": (
+            None if trained.starting_weights_sha256 is None
+            else trained.starting_weights_sha256 == initial_manifest.training.get("weights_sha256")
+        ),
         "threads": torch.get_num_threads(),
         "resumed_from_iteration": trained.resumed_from,
         "duration_seconds": round(time.perf_counter() - started, 1),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -106,8 +107,33 @@ def test_clipped_update_makes_rewarded_votes_more_likely() -> None:
 
 def test_actors_start_from_the_supervised_weights(models_dir: Path) -> None:
     bundle = models_dir / read_current_version(models_dir)
-    agents = pretrained_agents(bundle)
-    assert fingerprint(agents) == read_manifest(bundle).training["weights_sha256"]
+    start = pretrained_agents(bundle)
+    assert start.reproduced
+    assert fingerprint(start.agents) == read_manifest(bundle).training["weights_sha256"]
+
+
+def test_a_bundle_pretrained_on_another_cpu_still_trains_and_says_from_what(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    # Another CPU's kernels round the same pre-training differently: its bundle records weights this host cannot
+    # rebuild bit for bit. Training must still run (warned), and record the weights it really started from.
+    elsewhere = tmp_path / "models"
+    shutil.copytree(models_dir, elsewhere)
+    bundle = elsewhere / read_current_version(elsewhere)
+    manifest_path = bundle / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    rebuilt_here = dict(manifest["training"]["weights_sha256"])
+    manifest["training"]["weights_sha256"]["momentum"] = "f" * 64
+    manifest_path.write_text(json.dumps(manifest))
+
+    said: list[str] = []
+    partial = train_agents(tiny_config(elsewhere, tmp_path / "checkpoints", iterations=2),
+                           progress=lambda report: said.append(report.message))
+    warnings = [message for message in said if message.startswith("warning:")]
+    assert len(warnings) == 1 and "momentum" in warnings[0] and "fvg" not in warnings[0]
+    assert partial.starting_weights_sha256 == rebuilt_here
+    resumed = train_agents(tiny_config(elsewhere, tmp_path / "checkpoints"), resume=True)
+    assert resumed.resumed_from == 2 and resumed.starting_weights_sha256 == rebuilt_here  # kept by the checkpoint
 
 
 def test_same_seed_same_weights_and_history(models_dir: Path, tmp_path: Path) -> None:
@@ -154,6 +180,8 @@ def test_train_writes_a_bundle_recording_config_data_seed_and_evaluation(models_
     assert training["config"]["iterations"] == 2 and training["config"]["train_seeds"] == [21, 22]
     assert training["data_sha256"] == result.trained.training_sha256
     assert training["weights_sha256"] == fingerprint(result.trained.agents)
+    assert training["starting_weights_reproduced"] is True
+    assert training["starting_weights_sha256"] == read_manifest(models_dir / current).training["weights_sha256"]
     policies = manifest.metrics["evaluation"]["policies"]
     assert set(policies) == set(POLICY_NAMES)
     assert all(set(HEADLINE_METRICS) <= set(figures) for figures in policies.values())
