@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -245,15 +246,16 @@ def eval_command(
     held_out_seeds: SeedsOption = None,
     regimes: RegimesOption = None,
     report_dir: Annotated[Path | None, typer.Option(file_okay=False, help="Where report.md and its plots go "
-                                                    "(default: <bundle>/evaluation).")] = None,
+                                                    "(default: a new <bundle>/evaluation/runs/<UTC time>: the report "
+                                                    "training wrote stays the bundle's record).")] = None,
     models_dir: ModelsDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Evaluate a MAPPO bundle and the baselines (hold, random, rule_fvg, supervised) on held-out markets — by
     default the ones its manifest records — through the worker's vote, and write a markdown report with plots.
 
-    JSON: {"policies": {name: {pnl, sharpe, accuracy, max_drawdown, execution_rate}}}; accuracy is null where a
-    policy never leans (hold)."""
+    JSON: {"policies": {name: {pnl, sharpe, accuracy, max_drawdown, execution_rate}}, "report": path}; accuracy
+    is null where a policy never leans (hold)."""
     directory = models_dir or default_models()
     try:
         bundle_dir = directory / version if version else current_bundle_dir(directory)
@@ -281,7 +283,9 @@ def eval_command(
                 evaluation = _evaluate(bundle_dir, directory / supervised_version, held_out, environment)
     except (BundleError, EvaluationError) as exc:
         raise CtlError(f"cannot evaluate: {exc}", ExitCode.UNKNOWN) from None
-    target = report_dir or bundle_dir / "evaluation"
+    # Never over the report training wrote: it goes with the manifest's figures, and a re-run on other data (--csv,
+    # --held-out-seeds) or without matplotlib would replace it with something else.
+    target = report_dir or bundle_dir / "evaluation" / "runs" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     try:
         note = (describe_training(manifest.training) if supervised_version == manifest.training.get("initial_bundle")
                 else f"Supervised baseline: bundle {supervised_version}.")
@@ -290,7 +294,7 @@ def eval_command(
     except OSError as exc:
         raise CtlError(f"cannot write the report to {target}: {exc}; pass --report-dir", ExitCode.UNKNOWN) from None
     if json_output:
-        print_json(evaluation.as_json())
+        print_json({**evaluation.as_json(), "report": str(report)})
         return
     console.print(_figures_table(evaluation, f"held-out evaluation of {manifest.version} "
                                  f"({evaluation.held_out['events']} events)"))

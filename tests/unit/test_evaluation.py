@@ -150,13 +150,14 @@ def test_report_has_a_table_and_two_png_plots(market: MarketEvents, tmp_path: Pa
 def test_models_eval_json_prints_the_five_policies_as_recorded(trained_bundle: Path) -> None:
     from tacticalctl.app import app
 
+    training_report = (trained_bundle / "evaluation" / "report.md").read_bytes()
     result = CliRunner().invoke(
         app, ["models", "eval", trained_bundle.name, "--models-dir", str(trained_bundle.parent), "--json"],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     printed = json.loads(result.output)
-    assert set(printed) == {"policies"} and set(printed["policies"]) == set(POLICY_NAMES)
+    assert set(printed) == {"policies", "report"} and set(printed["policies"]) == set(POLICY_NAMES)
     for figures in printed["policies"].values():
         assert set(figures) == set(HEADLINE_METRICS)
     assert printed["policies"]["hold"]["accuracy"] is None
@@ -164,7 +165,10 @@ def test_models_eval_json_prints_the_five_policies_as_recorded(trained_bundle: P
     recorded = read_manifest(trained_bundle).metrics["evaluation"]["policies"]
     for name in POLICY_NAMES:
         assert printed["policies"][name] == {key: recorded[name][key] for key in HEADLINE_METRICS}
-    assert (trained_bundle / "evaluation" / "report.md").is_file()
+    # A re-evaluation writes a report of its own: the one training wrote stays as it was, the bundle's record.
+    report = Path(printed["report"])
+    assert report.is_file() and report.parent.parent == trained_bundle / "evaluation" / "runs"
+    assert (trained_bundle / "evaluation" / "report.md").read_bytes() == training_report
 
 
 def test_models_eval_refuses_a_supervised_bundle(trained_bundle: Path) -> None:
