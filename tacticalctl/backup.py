@@ -200,7 +200,9 @@ def restore(
         if config_out is not None:
             console.print(f"archived configuration written to {plain(config_out)}")
         if report.verified:
-            console.print(f"[green]verified[/]: streams, groups and pending entries match the backup; "
+            checked = [] if models_only else ["streams, groups and pending entries"]
+            checked += [] if target_models is None else ["model files"]
+            console.print(f"[green]verified[/]: {' and '.join(checked)} match the backup; "
                           f"audit entry {report.audit_id}")
     if not report.verified:
         raise CtlError("restored, but the result differs from the backup: " + "; ".join(report.differences),

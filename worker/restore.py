@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -280,6 +280,21 @@ def _server_ms(client: redis.Redis) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
+def verify_restored_models(models_dir: Path, files: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...]:
+    """Model files in `models_dir` that are missing or differ from the archive's sha256."""
+    differences = []
+    for name, described in files.items():
+        if not name.startswith(MODELS_PREFIX):
+            continue
+        relative = name[len(MODELS_PREFIX):]
+        target = models_dir / relative
+        if not target.is_file():
+            differences.append(f"model file {relative} is missing from {models_dir}")
+        elif sha256_path(target) != described["sha256"]:
+            differences.append(f"model file {relative} differs from the backup (sha256)")
+    return tuple(differences)
+
+
 def verify_restored(client: redis.Redis, expected: list[StreamState]) -> tuple[str, ...]:
     """Differences between the streams in Redis and the manifest's (lengths, ids, groups, pending entries)."""
     names = tuple(s.name for s in expected)
@@ -320,7 +335,8 @@ def restore_backup(
     except (BackupError, redis.RedisError, OSError, tarfile.TarError) as exc:
         raise BackupError(f"restore stopped part way, the target holds part of the backup: {exc}. "
                           "Fix the cause and run the restore again with --force") from None
-    differences = () if models_only else verify_restored(client, archive.streams)
+    differences = (() if models_only else verify_restored(client, archive.streams)) + (
+        () if models_dir is None else verify_restored_models(models_dir, archive.manifest["files"]))
     what = "the model bundles of " if models_only else ""
     audit_id = audit(client, actor=actor, action="restore",
                      detail=f"restored {what}{archive.path.name} (backup of {archive.manifest['created_at']})"

@@ -19,7 +19,7 @@ from typer.testing import CliRunner, Result
 
 from tacticalctl.app import app
 from tests.integration.streams import command_ids, decided_ids, executed_decisions, pending_count, wait_for
-from worker.backup import checksum_path
+from worker.backup import checksum_path, sha256_path
 from worker.embedded_redis import EmbeddedRedis
 from worker.events import encode_event
 from worker.heartbeat import write_heartbeat
@@ -33,6 +33,7 @@ from worker.names import (
 )
 from worker.producer import make_event, publish_events
 from worker.records import SynergyEvent
+from worker.restore import verify_restored_models
 from worker.settings import default_models_dir
 
 CLEAN_ENV = {"COLUMNS": "200", "NO_COLOR": "1", "TACTICAL_REDIS_PASSWORD_FILE": "", "TACTICAL_REDIS_TLS_CA": "",
@@ -196,6 +197,8 @@ def test_models_only_restores_the_bundles_onto_a_new_host_and_leaves_a_live_redi
     result = tacticalctl(source.url(), "restore", str(archive), "--models-only", "--models-dir", str(new_host))
     assert result.exit_code == 0, result.output
     assert "Redis: left as it is (--models-only)" in result.stdout
+    verified = next(line for line in result.stdout.splitlines() if line.startswith("verified"))
+    assert "model files match the backup" in verified and "streams" not in verified  # only what was checked
     assert {name: a.xlen(name) for name in before} == before and a.exists(completed_key("after-0"))
     shipped = default_models_dir()
     current = (shipped / "CURRENT").read_text().strip()
@@ -205,6 +208,16 @@ def test_models_only_restores_the_bundles_onto_a_new_host_and_leaves_a_live_redi
 
     both = tacticalctl(source.url(), "restore", str(archive), "--models-only", "--no-models")
     assert both.exit_code == 3
+
+    # A file damaged on the host is rewritten by the next restore (--force: it differs), and the check reads what
+    # is on disk.
+    (new_host / current / "fvg.pt").write_bytes(b"damaged")
+    files = {f"models/{current}/fvg.pt": {"sha256": sha256_path(shipped / current / "fvg.pt")}}
+    assert verify_restored_models(new_host, files) == (f"model file {current}/fvg.pt differs from the backup (sha256)",)
+    again = tacticalctl(source.url(), "restore", str(archive), "--models-only", "--models-dir", str(new_host),
+                        "--force")
+    assert again.exit_code == 0, again.output
+    assert verify_restored_models(new_host, files) == ()
 
 
 def test_restore_refuses_while_a_worker_runs_against_the_target(tmp_path: Path, source: EmbeddedRedis,
