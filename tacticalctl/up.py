@@ -113,12 +113,13 @@ def up(
         except BaseException:
             stack.close()
             raise
-        _run(stack, console, duration=duration, rate=rate, seed=seed, http_addr=http_addr)
+        _run(stack, console, duration=duration, rate=rate, seed=seed)
 
 
-def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: float, seed: int,
-         http_addr: str) -> None:
-    console.print(f"Redis at {stack.url}; worker HTTP on {http_addr}; feeding {rate:g} events/s")
+def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: float, seed: int) -> None:
+    # The address the worker bound, as it logged it: with --http-addr HOST:0 the port is only known now.
+    served = ", ".join(process.http_url or process.http_addr for process in stack.processes)
+    console.print(f"Redis at {stack.url}; worker HTTP on {served}; feeding {rate:g} events/s")
     client = redis.Redis.from_url(stack.url)
     stop = threading.Event()
     totals = {"sent": 0, "decided": 0, "executed": 0, "commands": 0, "dead": 0}

@@ -23,8 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Flags override TACTICAL_* environment variables, which override the defaults. Redis TLS and "
         "credentials from files come from the environment only: TACTICAL_REDIS_TLS_CA, TACTICAL_REDIS_TLS_CERT, "
         "TACTICAL_REDIS_TLS_KEY, TACTICAL_REDIS_PASSWORD_FILE.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    )  # each flag's help names its default itself: argparse's own would be None (unset: the env or the default)
     types = {f.name: f.type for f in fields(WorkerSettings)}
     for name, env, default, help_text in setting_defaults():
         kind = types[name] if isinstance(types[name], str) else types[name].__name__

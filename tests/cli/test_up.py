@@ -15,11 +15,10 @@ from worker.embedded_redis import free_port
 
 
 def test_up_runs_redis_worker_and_feed_and_stops_cleanly() -> None:
-    port = free_port()
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
     result = subprocess.run(
         [sys.executable, "-c", "from tacticalctl.app import main; main()", "up", "--duration", "8", "--rate", "40",
-         "--http-addr", f"127.0.0.1:{port}"],
+         "--http-addr", "127.0.0.1:0"],
         capture_output=True, text=True, timeout=180, env=env,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -28,6 +27,8 @@ def test_up_runs_redis_worker_and_feed_and_stops_cleanly() -> None:
     sent, decided, executed = map(int, summary.groups())
     assert sent >= 100 and decided >= 0.8 * sent and executed <= decided
     assert "live decisions" in result.stdout
+    # Asked for any free port, the operator is told the one the worker bound: where /health and /metrics are.
+    assert re.search(r"worker HTTP on http://127\.0\.0\.1:[1-9]\d*", result.stdout), result.stdout[:500]
 
 
 def test_a_decision_row_reads_whole_in_an_80_column_terminal() -> None:
