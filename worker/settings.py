@@ -21,10 +21,13 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _setting(default: Any, help: str, *, default_factory: Any = None) -> Any:
+def _setting(default: Any, help: str, *, default_factory: Any = None, at_least: float | None = None,
+             above: float | None = None) -> Any:
+    """A setting, with the range its value must be in: `at_least` (≥) or `above` (>)."""
+    metadata = {"help": help, "at_least": at_least, "above": above}
     if default_factory is not None:
-        return field(default_factory=default_factory, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,26 +36,53 @@ class WorkerSettings:
     http_addr: str = _setting("127.0.0.1:8001", "HOST:PORT for /health, /health/state and /metrics")
     consumer: str = _setting(None, "consumer name in the group", default_factory=default_consumer_name)
     models_dir: Path = _setting(None, "directory of model bundles", default_factory=default_models_dir)
-    batch_size: int = _setting(100, "entries read per XREADGROUP")
-    block_ms: int = _setting(100, "XREADGROUP block time; bounds shutdown and breaker reaction")
-    claim_min_idle_ms: int = _setting(5000, "reclaim entries pending longer than this from other consumers")
-    claim_interval_ms: int = _setting(1000, "how often to look for entries to reclaim")
-    processing_lease_ms: int = _setting(30000, "lease of tactical:processing:{cid} while an event is in flight")
-    completed_ttl_s: int = _setting(86400, "how long tactical:completed:{cid} remembers a decided event")
-    max_deliveries: int = _setting(5, "dead-letter an entry delivered more than this many times")
-    max_event_bytes: int = _setting(65536, "dead-letter events larger than this (sum of field sizes)")
-    torch_threads: int = _setting(1, "torch intra-op threads (inter-op is 1): leave cores to Redis")
-    shutdown_grace_s: float = _setting(30.0, "on SIGTERM, how long to finish in-flight events")
-    heartbeat_interval_s: float = _setting(2.0, "liveness heartbeat refresh; its TTL is 2.5x this")
-    model_poll_s: float = _setting(5.0, "how often to look for a newly promoted bundle")
-    breaker_failure_threshold: int = _setting(5, "consecutive failed batches that open the breaker")
-    breaker_reset_timeout_s: float = _setting(30.0, "open → half-open after this many seconds")
-    breaker_restart_limit: int = _setting(5, "worker restarts within the window that open the breaker")
-    breaker_restart_window_s: float = _setting(300.0, "window for the restart limit")
-    health_interval_s: float = _setting(1.0, "how often health checks run")
-    stats_window_s: float = _setting(60.0, "rolling window of latency percentiles, error and execution rates")
-    health_recovery_s: float = _setting(30.0, "a better health state must hold this long before it is entered")
+    batch_size: int = _setting(100, "entries read per XREADGROUP", at_least=1)
+    block_ms: int = _setting(100, "XREADGROUP block time; bounds shutdown and breaker reaction", at_least=1)
+    claim_min_idle_ms: int = _setting(5000, "reclaim entries pending longer than this from other consumers", at_least=1)
+    claim_interval_ms: int = _setting(1000, "how often to look for entries to reclaim", at_least=1)
+    processing_lease_ms: int = _setting(30000, "lease of tactical:processing:{cid} while an event is in flight",
+                                        at_least=1)
+    completed_ttl_s: int = _setting(86400, "how long tactical:completed:{cid} remembers a decided event", at_least=1)
+    max_deliveries: int = _setting(5, "dead-letter an entry delivered more than this many times", at_least=1)
+    max_event_bytes: int = _setting(65536, "dead-letter events larger than this (sum of field sizes)", at_least=1)
+    torch_threads: int = _setting(1, "torch intra-op threads (inter-op is 1): leave cores to Redis", at_least=1)
+    shutdown_grace_s: float = _setting(30.0, "on SIGTERM, how long to finish in-flight events", at_least=0)
+    heartbeat_interval_s: float = _setting(2.0, "liveness heartbeat refresh; its TTL is 2.5x this", above=0)
+    model_poll_s: float = _setting(5.0, "how often to look for a newly promoted bundle", above=0)
+    breaker_failure_threshold: int = _setting(5, "consecutive failed batches that open the breaker", at_least=1)
+    breaker_reset_timeout_s: float = _setting(30.0, "open → half-open after this many seconds", above=0)
+    breaker_restart_limit: int = _setting(5, "worker restarts within the window that open the breaker", at_least=0)
+    breaker_restart_window_s: float = _setting(300.0, "window for the restart limit", above=0)
+    health_interval_s: float = _setting(1.0, "how often health checks run", above=0)
+    stats_window_s: float = _setting(60.0, "rolling window of latency percentiles, error and execution rates", above=0)
+    health_recovery_s: float = _setting(30.0, "a better health state must hold this long before it is entered",
+                                        at_least=0)
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+
+    def __post_init__(self) -> None:
+        """Refuse, by name, a value the worker would run with but not work with (a batch of 0, a block of 0 ms that
+        blocks for ever, a NaN interval): exit 2 at start, not an error every second once running."""
+        for f in fields(self):
+            value, at_least, above = getattr(self, f.name), f.metadata["at_least"], f.metadata["above"]
+            if at_least is None and above is None:
+                continue
+            if value != value or value in (float("inf"), float("-inf")):
+                raise SettingsError(f"{self.describe(f.name)} is {value}: give a finite number")
+            if at_least is not None and value < at_least:
+                raise SettingsError(f"{self.describe(f.name)} is {value}: it must be at least {at_least:g}")
+            if above is not None and value <= above:
+                raise SettingsError(f"{self.describe(f.name)} is {value}: it must be more than {above:g}")
+        if self.log_level.upper() not in _LOG_LEVELS:
+            raise SettingsError(f"{self.describe('log_level')} is {self.log_level!r}: one of {', '.join(_LOG_LEVELS)}")
+        _host, colon, port = self.http_addr.rpartition(":")
+        if not colon or not port.isdigit() or int(port) > 65535:
+            raise SettingsError(f"{self.describe('http_addr')} is {self.http_addr!r}: give HOST:PORT (port 0 for any "
+                                "free one)")
+
+    @classmethod
+    def describe(cls, name: str) -> str:
+        """How an operator sets it: the flag and the variable."""
+        return f"--{name.replace('_', '-')} ({cls.env_name(name)})"
 
     @staticmethod
     def env_name(name: str) -> str:
@@ -80,6 +110,9 @@ class WorkerSettings:
     @property
     def http_port(self) -> int:
         return int(self.http_addr.rsplit(":", 1)[1])
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class SettingsError(ValueError):

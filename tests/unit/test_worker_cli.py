@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from worker.cli import build_parser
-from worker.settings import setting_defaults
+import pytest
+
+from worker.cli import EXIT_CONFIG_ERROR, build_parser, main
+from worker.settings import WorkerSettings, setting_defaults
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -22,3 +24,33 @@ def test_the_readme_settings_table_lists_every_setting() -> None:
     rows = set(re.findall(r"^\| `(--[a-z0-9-]+)` \| `(TACTICAL_[A-Z0-9_]+)` \|", README.read_text(), re.MULTILINE))
     expected = {("--" + name.replace("_", "-"), env) for name, env, _, _ in setting_defaults()}
     assert expected <= rows, sorted(expected - rows)
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "named"),
+    [
+        (["--batch-size", "0"], {}, "--batch-size (TACTICAL_BATCH_SIZE) is 0: it must be at least 1"),
+        (["--block-ms", "0"], {}, "--block-ms (TACTICAL_BLOCK_MS) is 0"),  # 0 would block for ever
+        ([], {"TACTICAL_HEARTBEAT_INTERVAL_S": "nan"}, "TACTICAL_HEARTBEAT_INTERVAL_S) is nan: give a finite number"),
+        ([], {"TACTICAL_HEALTH_INTERVAL_S": "-1"}, "it must be more than 0"),
+        (["--log-level", "loud"], {}, "one of DEBUG, INFO, WARNING, ERROR"),
+        (["--http-addr", "8001"], {}, "give HOST:PORT"),
+    ],
+)
+def test_a_value_the_worker_cannot_work_with_is_one_line_and_exit_2(
+    argv: list[str], environ: dict[str, str], named: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    # Refused before anything starts: no Redis (nothing listens on this URL), no models loaded.
+    assert main(["--redis-url", "redis://127.0.0.1:1/2", *argv]) == EXIT_CONFIG_ERROR
+    error = capsys.readouterr().err
+    assert error.startswith("tactical-worker: ") and named in error and error.count("\n") == 1
+
+
+def test_the_limits_tests_and_operators_rely_on_are_allowed() -> None:
+    # A restart limit of 0 opens the breaker on any start (a maintenance hold); a grace or recovery of 0 is "at once".
+    settings = WorkerSettings.from_env({}, breaker_restart_limit=0, shutdown_grace_s=0.0, health_recovery_s=0.0,
+                                       http_addr="127.0.0.1:0")
+    assert settings.breaker_restart_limit == 0 and settings.http_port == 0
