@@ -84,6 +84,24 @@ def test_each_threshold_crossed_calls_for_its_alert() -> None:
     assert called(state="failed", state_code=3) == ["health-stuck"]
 
 
+def test_a_degraded_worker_names_the_alert_of_each_failing_check() -> None:
+    # What the worker judged is what triage picks: also checks the window's figures do not show.
+    def check(name: str, status: str, message: str = "m") -> dict:
+        return {"name": name, "status": status, "value": None, "threshold": None, "message": message}
+
+    def called(state_code: int, *checks: dict) -> list[tuple[str, str]]:
+        return alerts_from_state(healthy_state(state="degraded", state_code=state_code,
+                                               health_checks=[check("latency", "ok"), *checks]))
+
+    rate = check("event_rate", "warn", "processing 1.0 events/s < 50/s with 73 entries waiting")
+    assert called(1, rate) == [("event-rate", "event_rate: processing 1.0 events/s < 50/s with 73 entries waiting")]
+    assert [name for name, _ in called(1, check("consumer_lag", "warn"))] == ["consumer-lag-warning"]
+    assert [name for name, _ in called(2, check("consumer_lag", "critical"))] == ["health-stuck", "consumer-lag"]
+    assert [name for name, _ in called(1, check("redis", "warn"))] == ["health-transitions"]
+    assert [name for name, _ in called(1)] == ["health-transitions"]  # degraded, whatever the reason: never "nothing"
+    assert alerts_from_state(healthy_state(health_checks=[check("latency", "ok")])) == []
+
+
 def test_jit_log_status(tmp_path: Path) -> None:
     assert not jit_log_status(tmp_path).exists
     (tmp_path / "jit_compilation.log").write_text("compiling fvg\nJIT compilation successful\n")

@@ -324,6 +324,38 @@ def alerts_from_state(state: Mapping[str, Any]) -> list[tuple[str, str]]:
         picks.append(("breaker-open", f"breaker {breaker}"))
     if int(state.get("state_code", 0)) >= 2:
         picks.append(("health-stuck", f"health state {state.get('state')}"))
+    picks += _alerts_from_checks(state)
+    return picks
+
+
+# A failing health check → its playbook, by the check's status: (on warn, on critical). The worker's own verdict,
+# so a state that is degraded always names why, also for what the window's figures above do not show (an event
+# rate judged against a backlog, a slow Redis).
+_CHECK_PLAYBOOKS: Mapping[str, tuple[str, str]] = {
+    "consumer_lag": ("consumer-lag-warning", "consumer-lag"),
+    "latency": ("p50-latency", "p99-latency"),
+    "error_rate": ("error-rate", "error-rate"),
+    "model_staleness": ("model-staleness", "model-staleness"),
+    "model_reload": ("model-staleness", "model-staleness"),
+    "models_loaded": ("model-compilation", "model-compilation"),
+    "circuit_breaker": ("breaker-open", "breaker-open"),
+    "model_confidence": ("low-confidence", "low-confidence"),
+    "event_rate": ("event-rate", "event-rate"),
+    # No playbook of its own: which check moved the state (Redis's round trip is one of health-stuck's probes).
+    "redis": ("health-transitions", "health-stuck"),
+}
+
+
+def _alerts_from_checks(state: Mapping[str, Any]) -> list[tuple[str, str]]:
+    picks = []
+    for check in state.get("health_checks") or ():
+        status = check.get("status")
+        if status not in ("warn", "critical"):
+            continue
+        on_warn, on_critical = _CHECK_PLAYBOOKS.get(str(check.get("name")), ("health-transitions", "health-stuck"))
+        picks.append((on_critical if status == "critical" else on_warn, f"{check.get('name')}: {check.get('message')}"))
+    if not picks and int(state.get("state_code", 0)) == 1:
+        picks.append(("health-transitions", "health state degraded"))
     return picks
 
 
