@@ -134,20 +134,39 @@ def probe_redis(sources: Sources) -> list[Finding]:
         findings.append(_ok(f"Redis {info.get('redis_version')}: {info.get('connected_clients')} clients, "
                             f"{info.get('used_memory_human')} used, {info.get('instantaneous_ops_per_sec')} ops/s",
                             **evidence))
-    slow = [entry for entry in client.slowlog_get(10)
-            if int(entry.get("duration", 0)) > THRESHOLDS.redis_rtt_warn_ms * 1000]
-    if slow:
-        commands = Counter(_text(entry.get("command")).split(" ")[0].upper() for entry in slow)
-        listed = ", ".join(f"{c} ×{n}" for c, n in commands.items())
-        findings.append(_warn(f"{len(slow)} of the last 10 slow-log entries took over "
-                              f"{THRESHOLDS.redis_rtt_warn_ms:g} ms ({listed})",
-                              slowlog=[{"command": _text(e.get("command"))[:120], "duration_us": e.get("duration")}
-                                       for e in slow]))
+    findings += _slow_commands(client)
     latest = client.execute_command("LATENCY", "LATEST") or []
     spikes = [(_text(row[0]), int(row[2])) for row in latest if int(row[2]) > THRESHOLDS.redis_rtt_warn_ms]
     if spikes:
         findings.append(_warn("Redis latency monitor events: " + ", ".join(f"{e} {ms} ms" for e, ms in spikes),
                               latency_latest=spikes))
+    return findings
+
+
+SLOWLOG_RECENT_S = 900  # slow commands older than this are history, not the cause of what is happening now
+
+
+def _slow_commands(client: redis.Redis) -> list[Finding]:
+    """The last 10 slow-log entries over the warning threshold, of the last SLOWLOG_RECENT_S. Those tacticalctl sent
+    (its scans of the decision stream, a backup's DUMP) are said apart, not warned of: the operator's own check
+    would otherwise be what every later triage warns about."""
+    now_s = int(client.time()[0])
+    slow = [entry for entry in client.slowlog_get(10)
+            if int(entry.get("duration", 0)) > THRESHOLDS.redis_rtt_warn_ms * 1000
+            and now_s - int(entry.get("start_time", 0)) <= SLOWLOG_RECENT_S]
+    ours = [entry for entry in slow if _text(entry.get("client_name") or b"").startswith("tacticalctl")]
+    findings = []
+    for entries, judge, whose in ((
+        [entry for entry in slow if entry not in ours], _warn, ""), (ours, _ok, " sent by tacticalctl itself")):
+        if not entries:
+            continue
+        commands = Counter(_text(entry.get("command")).split(" ")[0].upper() for entry in entries)
+        listed = ", ".join(f"{c} ×{n}" for c, n in commands.items())
+        findings.append(judge(
+            f"{len(entries)} of the last 10 slow-log entries{whose} took over {THRESHOLDS.redis_rtt_warn_ms:g} ms "
+            f"in the last {SLOWLOG_RECENT_S // 60} min ({listed})",
+            slowlog=[{"command": _text(e.get("command"))[:120], "duration_us": e.get("duration"),
+                      "client": _text(e.get("client_name") or b"")} for e in entries]))
     return findings
 
 

@@ -1,0 +1,55 @@
+"""Triage's Redis probe reads the slow log: what slowed Redis lately, not what the operator's own checks did."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from worker.ops import probes
+from worker.ops.checks import Status
+from worker.ops.probes import probe_redis
+from worker.ops.sources import Sources
+from worker.settings import default_models_dir
+
+# Holds Redis for `ARGV[1]` µs: a command as slow as a big scan or DUMP, in a test's time.
+BUSY_LUA = """
+local start = redis.call('TIME')
+repeat local now = redis.call('TIME')
+until (now[1] - start[1]) * 1000000 + (now[2] - start[2]) >= tonumber(ARGV[1])
+return 1
+"""
+
+
+def slow_command_from(url: str, client_name: str) -> None:
+    client = redis.Redis.from_url(url, client_name=client_name)
+    client.eval(BUSY_LUA, 0, 30_000)
+    client.close()
+
+
+def slow_findings(url: str) -> list[tuple[Status, str]]:
+    findings = probe_redis(Sources(url, "http://127.0.0.1:1", default_models_dir()))
+    return [(finding.status, finding.summary) for finding in findings if "slow-log" in finding.summary]
+
+
+def test_slow_commands_of_tacticalctl_are_said_apart_and_not_warned_of(private_redis) -> None:
+    url = private_redis.url()
+    redis.Redis.from_url(url).slowlog_reset()
+    slow_command_from(url, "tacticalctl-ops")
+    [(status, summary)] = slow_findings(url)
+    assert status is Status.OK and "sent by tacticalctl itself" in summary and "EVAL ×1" in summary
+
+    slow_command_from(url, "tactical-worker:host-a:1")
+    findings = slow_findings(url)
+    assert (Status.WARN, "1 of the last 10 slow-log entries took over 10 ms in the last 15 min (EVAL ×1)") in findings
+    assert len(findings) == 2
+
+
+def test_old_slow_commands_are_history(private_redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = private_redis.url()
+    slow_command_from(url, "tactical-worker:host-a:1")
+    assert slow_findings(url)
+    monkeypatch.setattr(probes, "SLOWLOG_RECENT_S", 1)  # "recent" shrunk to a second, instead of waiting 15 min
+    time.sleep(2.1)
+    assert slow_findings(url) == []
