@@ -1,8 +1,11 @@
 """Consumer lag of the input stream: how much waits (count) and for how long (seconds), and where it is heading.
 
-`count` is XINFO GROUPS `lag`: entries not yet delivered to the group. Redis cannot always compute it (after an
-XDEL of entries the group has not read yet, or XGROUP CREATE/SETID to an arbitrary id without ENTRIESREAD) and then
-reports nil: that is "unknown", never 0. `seconds` is the age of the oldest entry still waiting — undelivered or
+`count` is the number of entries not yet delivered to the group. Up to `EXACT_COUNT_LIMIT` they are counted (in
+Redis, by a script); beyond that it is XINFO GROUPS `lag`. Redis's figure alone is not enough: after a restart, Redis
+7.0 reloads a group's entries-read as of the last AOF rewrite, and reports a lag (growing with each restart) for
+entries long delivered, or none at all. Redis cannot always compute it either (after an XDEL of entries the group
+has not read yet, or XGROUP CREATE/SETID to an arbitrary id without ENTRIESREAD) and then reports nil: beyond the
+counted range that is "unknown", never 0. `seconds` is the age of the oldest entry still waiting — undelivered or
 delivered but not acknowledged — from the millisecond part of its stream id, measured on the Redis server's clock,
 which is the clock that made the id.
 """
@@ -21,6 +24,16 @@ import redis
 
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
 
+# Entries after the group's last-delivered id counted exactly; a real backlog past this is large whatever its size.
+EXACT_COUNT_LIMIT = 256
+
+# The undelivered entries up to a limit, and the first one's id: counted in Redis, so their fields never travel.
+_COUNT_UNDELIVERED_LUA = """
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
+if #entries == 0 then return {0} end
+return {#entries, entries[1][1]}
+"""
+
 
 class LagUnavailable(RuntimeError):
     """The lag cannot be measured (no stream, no group); the message says what to check."""
@@ -28,7 +41,7 @@ class LagUnavailable(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class ConsumerLag:
-    count: int | None  # undelivered entries (XINFO GROUPS lag); None when Redis cannot tell
+    count: int | None  # undelivered entries (counted, or XINFO GROUPS lag past EXACT_COUNT_LIMIT); None: unknown
     pending: int  # delivered, not yet acknowledged
     seconds: float  # age of the oldest undelivered or pending entry; 0 when nothing waits
     oldest_id: str | None
@@ -98,8 +111,8 @@ def read_consumer_lag(
         )
 
     last_delivered_id = _text(info["last-delivered-id"])
-    undelivered = client.xrange(stream, min=f"({last_delivered_id}", max="+", count=1)
-    waiting = [_text(undelivered[0][0])] if undelivered else []
+    counted, *first = client.eval(_COUNT_UNDELIVERED_LUA, 1, stream, last_delivered_id, EXACT_COUNT_LIMIT)
+    waiting = [_text(first[0])] if first else []
     if pending_summary["min"] is not None:
         waiting.append(_text(pending_summary["min"]))
     oldest_id = min(waiting, key=parse_stream_id) if waiting else None
@@ -112,9 +125,13 @@ def read_consumer_lag(
         seconds = max(0.0, (now_ms - parse_stream_id(oldest_id)[0]) / 1000.0)
 
     lag = info.get("lag")
+    if counted < EXACT_COUNT_LIMIT:
+        count: int | None = int(counted)
+    else:  # Redis's figure, when it agrees that much waits
+        count = None if lag is None or int(lag) < EXACT_COUNT_LIMIT else int(lag)
     entries_read = info.get("entries-read")
     return ConsumerLag(
-        count=None if lag is None else int(lag),
+        count=count,
         pending=int(pending_summary["pending"]),
         seconds=seconds,
         oldest_id=oldest_id,
