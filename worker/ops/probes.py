@@ -154,10 +154,12 @@ def _slow_commands(client: redis.Redis) -> list[Finding]:
     slow = [entry for entry in client.slowlog_get(10)
             if int(entry.get("duration", 0)) > THRESHOLDS.redis_rtt_warn_ms * 1000
             and now_s - int(entry.get("start_time", 0)) <= SLOWLOG_RECENT_S]
-    ours = [entry for entry in slow if _text(entry.get("client_name") or b"").startswith("tacticalctl")]
+    by_tacticalctl = {True: [], False: []}
+    for entry in slow:
+        by_tacticalctl[_text(entry.get("client_name") or b"").startswith("tacticalctl")].append(entry)
     findings = []
-    for entries, judge, whose in ((
-        [entry for entry in slow if entry not in ours], _warn, ""), (ours, _ok, " sent by tacticalctl itself")):
+    for entries, judge, whose in ((by_tacticalctl[False], _warn, ""),
+                                  (by_tacticalctl[True], _ok, " sent by tacticalctl itself")):
         if not entries:
             continue
         commands = Counter(_text(entry.get("command")).split(" ")[0].upper() for entry in entries)
