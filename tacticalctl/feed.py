@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import redis
 import typer
 
 from tacticalctl.context import get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
-from worker.feed import FeedStats, replay_events, run_id, send_events, simulated_events
+from worker.feed import FeedOutage, FeedStats, replay_events, run_id, send_events, simulated_events
 from worker.producer import make_event, publish_event
 from worker.records import SynergyType
 
@@ -46,7 +47,7 @@ def emit(
 
 
 def _run_feed(ctx: typer.Context, events, *, rate: float | None, duration: float | None, count: int | None,
-              label: str, json_output: bool) -> FeedStats:
+              label: str, json_output: bool, after_outage: str = "") -> FeedStats:
     context = get_context(ctx)
     client = context.redis()
     stop = threading.Event()
@@ -65,6 +66,10 @@ def _run_feed(ctx: typer.Context, events, *, rate: float | None, duration: float
     except KeyboardInterrupt:
         stop.set()
         stats = FeedStats(sent=sent, elapsed_s=0.0)
+    except FeedOutage as exc:  # how far it got, so a replay can be resumed (--count, or a shorter file)
+        if isinstance(exc.cause, redis.AuthenticationError):
+            raise exc.cause from None
+        raise CtlError(f"{label}: {exc}{after_outage}", ExitCode.CRITICAL) from None
     summary = {"sent": stats.sent, "elapsed_s": round(stats.elapsed_s, 3), "rate_eps": round(stats.rate, 1)}
     if json_output:
         print_json(summary)
@@ -106,7 +111,8 @@ def replay(
     except BarsFormatError as exc:
         raise CtlError(str(exc), ExitCode.UNKNOWN) from None
     _run_feed(ctx, events, rate=rate, duration=None, count=None, label=f"replay {csv_file.name}",
-              json_output=json_output)
+              json_output=json_output, after_outage=f"; replay it again with --id-prefix '{id_prefix}' once Redis "
+              "is back: the events that landed are recognised as duplicates")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
@@ -17,16 +17,18 @@ from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from tacticalctl.context import get_context
-from tacticalctl.errors import CtlError, ExitCode
+from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode, outage_message
 from worker.delivery import entry_time_ms
-from worker.feed import run_id, send_events, simulated_events
+from worker.feed import FeedOutage, run_id, send_events, simulated_events
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM
 from worker.process import WorkerStartError
 from worker.stack import LocalStack
 
 SHOWN_ROWS = 15
+RETRY_S = 1.0  # while Redis is unreachable (an external one restarting): the view and the feed try again this often
 SHOWN_ID_CHARS = 16  # the tail of a correlation id: where simulated and ULID ids differ from one event to the next
 ACTIONS = ("short", "hold", "long")
 
@@ -66,7 +68,7 @@ _DECISION_COLUMN = "decision"
 _LATENCY_COLUMN = ("ms", "right", 4)  # XADD of the event to XADD of its decision, by their stream ids
 
 
-def render(rows: deque[tuple[str, ...]], totals: dict[str, int], elapsed: float) -> Group:
+def render(rows: deque[tuple[str, ...]], totals: dict[str, int], elapsed: float, outage: str | None = None) -> Group:
     table = Table(title="tactical-marl — live decisions (Ctrl-C to stop)", expand=True, box=box.SIMPLE_HEAD,
                   show_edge=False, pad_edge=False, collapse_padding=True)
     for name, justify, width in _FIXED_COLUMNS:
@@ -78,7 +80,9 @@ def render(rows: deque[tuple[str, ...]], totals: dict[str, int], elapsed: float)
         table.add_row(*row)
     line = (f"{elapsed:6.1f}s  sent {totals['sent']}  decided {totals['decided']}  executed {totals['executed']}  "
             f"commands {totals['commands']}  dead-lettered {totals['dead']}")
-    return Group(table, line)
+    if outage is None:
+        return Group(table, line)
+    return Group(table, line, Text(outage, style="bold red"))
 
 
 def up(
@@ -128,7 +132,7 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
         totals["sent"] += batch
 
     feeder = threading.Thread(
-        target=send_events, name="feed", daemon=True,
+        target=_feed_through_outages, name="feed", daemon=True,
         args=(redis.Redis.from_url(stack.url), simulated_events(seed, id_prefix=run_id())),
         kwargs={"rate": rate, "stop": stop, "on_sent": count_sent},
     )
@@ -140,15 +144,20 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
         feeder.start()
         with Live(render(rows, totals, 0.0), console=console, refresh_per_second=8) as live:
             while duration is None or time.monotonic() - started < duration:
-                reply = client.xread({DECISIONS_STREAM: last_id}, count=200, block=200)
-                for _, entries in reply:
-                    for decision_id, fields in entries:
-                        last_id = decision_id
-                        totals["decided"] += 1
-                        totals["executed"] += fields.get(b"execute") == b"1"
-                        rows.appendleft(decision_row(fields[b"event_id"], decision_id, fields))
-                totals["commands"] = client.xlen(COMMANDS_STREAM)
-                totals["dead"] = client.xlen(DEAD_LETTER_STREAM)
+                try:
+                    reply = client.xread({DECISIONS_STREAM: last_id}, count=200, block=200)
+                    for _, entries in reply:
+                        for decision_id, fields in entries:
+                            last_id = decision_id
+                            totals["decided"] += 1
+                            totals["executed"] += fields.get(b"execute") == b"1"
+                            rows.appendleft(decision_row(fields[b"event_id"], decision_id, fields))
+                    totals["commands"] = client.xlen(COMMANDS_STREAM)
+                    totals["dead"] = client.xlen(DEAD_LETTER_STREAM)
+                except REDIS_UNREACHABLE as exc:  # an external Redis restarting: the worker waits it out, so does up
+                    live.update(render(rows, totals, time.monotonic() - started, outage_message(exc, RETRY_S)))
+                    time.sleep(RETRY_S)
+                    continue
                 live.update(render(rows, totals, time.monotonic() - started))
     except KeyboardInterrupt:
         pass
@@ -169,6 +178,20 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
             stack.close()
     console.print(f"stopped after {time.monotonic() - started:.1f}s: sent {totals['sent']}, decided "
                   f"{totals['decided']}, executed {totals['executed']}; worker exit codes {codes}")
+
+
+def _feed_through_outages(client: redis.Redis, events: Iterator, *, rate: float, stop: threading.Event,
+                          on_sent: Callable[[int], None]) -> None:
+    """The simulated feed, paused while Redis is unreachable: it resumes with the next event, on a new schedule (no
+    burst to catch up). The batch in flight when Redis went is not sent again; some of it may have landed."""
+    while not stop.is_set():
+        try:
+            send_events(client, events, rate=rate, stop=stop, on_sent=on_sent)
+            return
+        except FeedOutage as exc:
+            if isinstance(exc.cause, redis.AuthenticationError):
+                return  # the view's next read reports it and ends `up`
+            stop.wait(RETRY_S)
 
 
 def _check_port_free(http_addr: str) -> None:

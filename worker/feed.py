@@ -15,6 +15,7 @@ import redis
 from models.bars import read_bars_csv
 from models.simulator import SimulatorConfig, simulate_bars
 from models.synergy import synergy_events
+from worker.connection import REDIS_UNREACHABLE
 from worker.events import encode_event
 from worker.names import INPUT_STREAM
 from worker.records import SynergyEvent
@@ -50,6 +51,18 @@ class FeedStats:
         return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
+class FeedOutage(Exception):
+    """Redis went away mid-feed. `stats` counts the events known sent; of the batch in flight, any number (0 to
+    `in_flight`) may have landed, and none is sent again: a retried XADD would be a second entry for the same event."""
+
+    def __init__(self, stats: FeedStats, in_flight: int, cause: Exception) -> None:
+        super().__init__(f"Redis unreachable after {stats.sent} events sent ({in_flight} more in flight, their fate "
+                         f"unknown): {cause}")
+        self.stats = stats
+        self.in_flight = in_flight
+        self.cause = cause
+
+
 def send_events(
     client: redis.Redis,
     events: Iterable[SynergyEvent],
@@ -62,7 +75,9 @@ def send_events(
     on_sent: Callable[[int], None] | None = None,
 ) -> FeedStats:
     """XADD events, paced at `rate` per second (None: as fast as pipelining allows), until the events, `limit`,
-    `duration_s` or `stop` run out. Pacing is by schedule, not by sleeping a fixed gap, so the rate holds."""
+    `duration_s` or `stop` run out. Pacing is by schedule, not by sleeping a fixed gap, so the rate holds.
+
+    Raises FeedOutage when Redis becomes unreachable; `events` then resumes after the batch that was in flight."""
     started = time.perf_counter()
     sent = 0
     source = iter(events)
@@ -88,7 +103,10 @@ def send_events(
         if batch == 0:
             exhausted = True
         else:
-            pipe.execute()
+            try:
+                pipe.execute()
+            except REDIS_UNREACHABLE as exc:
+                raise FeedOutage(FeedStats(sent, time.perf_counter() - started), batch, exc) from exc
             sent += batch
             if on_sent is not None:
                 on_sent(batch)

@@ -69,3 +69,32 @@ def test_replay_of_a_bad_csv_names_the_line(ctl: Ctl, tmp_path: Path, redis_clie
     assert result.exit_code == 3
     assert ":4" in result.stderr and "Traceback" not in result.stderr
     assert redis_client.xlen(INPUT_STREAM) == 0
+
+
+def test_a_feed_that_loses_redis_says_how_far_it_got(ctl: Ctl, private_redis) -> None:
+    """Redis gone mid-feed: one line, exit 2, and the count in it is what landed (up to the batch in flight), so the
+    operator knows where the feed stopped. Nothing is sent twice."""
+    import re
+    import threading
+
+    stopper = threading.Timer(1.5, private_redis.stop)  # a clean shutdown: every XADD answered is on disk
+    stopper.start()
+    try:
+        result = ctl("simulate", "--rate", "400", "--duration", "30", redis_url=private_redis.url())
+    finally:
+        stopper.join()
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    found = re.search(r"^tacticalctl: simulate: Redis unreachable after (\d+) events sent \((\d+) more in flight",
+                      result.stderr)
+    assert found, result.stderr
+    sent, in_flight = map(int, found.groups())
+    private_redis.start()
+    client = redis.Redis.from_url(private_redis.url())
+    try:
+        landed = client.xrange(INPUT_STREAM)
+    finally:
+        client.close()
+    assert sent >= 100 and sent <= len(landed) <= sent + in_flight, (sent, in_flight, len(landed))
+    ids = [decode_event(fields).correlation_id for _, fields in landed]
+    assert len(set(ids)) == len(ids)

@@ -162,3 +162,36 @@ def test_a_port_a_worker_just_released_counts_as_free() -> None:
     server.shutdown()
     server.server_close()
     _check_port_free(f"127.0.0.1:{port}")  # raises CtlError when it thinks the port taken
+
+
+def test_an_external_redis_restarting_is_waited_out_by_the_view_and_the_feed(private_redis) -> None:
+    """With --external-redis, Redis can go away under `up` (a restart, a failover). The view and the feed wait it out
+    as the worker does, and the decisions flow again once it is back: no traceback, no stack torn down."""
+    import redis
+
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from tacticalctl.app import main; main()", "--redis-url", private_redis.url(), "up",
+         "--external-redis", "--duration", "14", "--rate", "40", "--http-addr", f"127.0.0.1:{free_port()}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, process_group=0,
+    )
+    try:
+        _wait_for_line(process, r"Redis at ")
+        time.sleep(3)  # decisions flowing
+        private_redis.restart(kill=True, down_for_s=2)
+        back_ms = int(time.time() * 1000)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, out[-2000:] + err[-2000:]
+    assert "Traceback" not in err + out, err[-3000:]
+    assert re.search(r"worker exit codes \[0\]", out), out[-2000:]
+    client = redis.Redis.from_url(private_redis.url())
+    try:
+        after = client.xrange("synergy_events", min=f"{back_ms}-0", count=1000)
+        decided_after = client.xrange("tactical_decisions", min=f"{back_ms}-0", count=1000)
+    finally:
+        client.close()
+    assert len(after) >= 40, "the feed did not resume once Redis was back"
+    assert len(decided_after) >= 0.8 * len(after), (len(decided_after), len(after))
