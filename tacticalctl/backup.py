@@ -12,13 +12,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tacticalctl.context import get_context, print_json
+from tacticalctl.context import get_context, print_json, worker_settings
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import plain
 from worker.alerts import default_actor
 from worker.backup import BackupError, StreamState, create_backup, no_progress
 from worker.restore import RestorePlan, open_archive, plan_restore, restore_backup
-from worker.settings import SettingsError, WorkerSettings, redact_url
+from worker.settings import redact_url
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 ModelsDirOption = Annotated[Path | None, typer.Option(
@@ -26,17 +26,10 @@ ModelsDirOption = Annotated[Path | None, typer.Option(
 NoModelsOption = Annotated[bool, typer.Option("--no-models", help="Leave the model bundles out.")]
 
 
-def _settings() -> WorkerSettings:
-    try:
-        return WorkerSettings.from_env()
-    except SettingsError as exc:
-        raise CtlError(str(exc), ExitCode.UNKNOWN) from None
-
-
 def _models_dir(models_dir: Path | None, no_models: bool) -> Path | None:
     if no_models:
         return None
-    return models_dir if models_dir is not None else _settings().models_dir
+    return models_dir if models_dir is not None else worker_settings().models_dir
 
 
 @contextmanager
@@ -92,9 +85,9 @@ def backup(
     client = context.redis()
     with _progress() as progress:
         try:
-            report = create_backup(client, archive, settings=_settings(), models_dir=_models_dir(models_dir, no_models),
-                                   actor=default_actor(), source_url=redact_url(context.redis_url), overwrite=force,
-                                   progress=progress)
+            report = create_backup(client, archive, settings=worker_settings(),
+                                   models_dir=_models_dir(models_dir, no_models), actor=default_actor(),
+                                   source_url=redact_url(context.redis_url), overwrite=force, progress=progress)
         except BackupError as exc:
             raise CtlError(str(exc), ExitCode.CRITICAL) from None
     if json_output:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tacticalctl.context import get_context, print_json
+from tacticalctl.context import get_context, print_json, worker_settings
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import plain, timestamp
 from worker.alerts import default_actor
@@ -20,7 +20,6 @@ from worker.ops.breaker_status import (
     reset_breaker,
 )
 from worker.ops.worker_client import WorkerClient, WorkerUnreachable
-from worker.settings import SettingsError, WorkerSettings
 
 breaker_app = typer.Typer(help="The circuit breaker: status, reset (while the worker runs), history.",
                           no_args_is_help=True)
@@ -35,13 +34,6 @@ def _styled(state: BreakerState | None) -> str:
     if state is None:
         return "unknown"
     return f"[{_STYLE[state]}]{state.name.lower()}[/]"
-
-
-def _settings() -> WorkerSettings:
-    try:
-        return WorkerSettings.from_env()
-    except SettingsError as exc:
-        raise CtlError(str(exc), ExitCode.UNKNOWN) from None
 
 
 def _http_view(worker_url: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -80,7 +72,7 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
     context = get_context(ctx)
     client = context.redis()
     http, http_error = _http_view(context.worker_url)
-    overview = read_breaker_overview(client, http=http, http_error=http_error, settings=_settings())
+    overview = read_breaker_overview(client, http=http, http_error=http_error, settings=worker_settings())
     state = overview.state
     if json_output:
         print_json(overview.as_dict())
@@ -117,7 +109,7 @@ def reset(
     context = get_context(ctx)
     client = context.redis()
     http, http_error = _http_view(context.worker_url)
-    before = read_breaker_overview(client, http=http, http_error=http_error, settings=_settings())
+    before = read_breaker_overview(client, http=http, http_error=http_error, settings=worker_settings())
     if not yes:
         if json_output:
             print_json({"applied": False, "before": before.as_dict()})

@@ -8,13 +8,12 @@ from typing import Annotated
 
 import typer
 
-from tacticalctl.context import get_context, print_json
+from tacticalctl.context import get_context, print_json, worker_settings
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import parse_duration
 from tacticalctl.results import JsonOption, ModelsDirOption, exit_code, open_sources, results_table, status_text
 from worker.alerts import default_actor
 from worker.ops.checklists import ChecklistRun, end_of_day, market_check, morning_check
-from worker.settings import SettingsError, WorkerSettings
 
 
 def _seconds(option: str, text: str) -> float:
@@ -75,13 +74,6 @@ def market_check_command(ctx: typer.Context, json_output: JsonOption = False) ->
     _finish(ctx, run, "market check", json_output)
 
 
-def _completed_ttl_s() -> float:
-    try:
-        return float(WorkerSettings.from_env().completed_ttl_s)
-    except SettingsError as exc:
-        raise CtlError(str(exc), ExitCode.UNKNOWN) from None
-
-
 def eod_command(
     ctx: typer.Context,
     report_dir: Annotated[Path, typer.Option(envvar="TACTICAL_REPORT_DIR", file_okay=False,
@@ -110,7 +102,7 @@ def eod_command(
     """
     period = None if since is None else _seconds("--since", since)
     older_than_s = _seconds("--older-than", older_than)
-    completed_ttl_s = _completed_ttl_s()
+    completed_ttl_s = float(worker_settings().completed_ttl_s)
     with open_sources(ctx, models_dir) as sources, _progress(ctx, json_output, "running the end-of-day checklist"):
         run = end_of_day(
             sources,

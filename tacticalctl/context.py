@@ -15,7 +15,7 @@ from rich.console import Console
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode
 from worker.connection import RedisAuthError, connect, selected_db
 from worker.names import DEFAULT_DB
-from worker.settings import SettingsError, redact_url
+from worker.settings import SettingsError, WorkerSettings, redact_url
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/2"
 DEFAULT_WORKER_URL = "http://127.0.0.1:8001"
@@ -53,6 +53,15 @@ class CtlContext:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def worker_settings() -> WorkerSettings:
+    """The workers' settings as this environment sets them (TACTICAL_*): the TTLs, breaker limits and models directory
+    the commands must agree with. A bad value is one line and exit 3, as the worker refuses it."""
+    try:
+        return WorkerSettings.from_env()
+    except SettingsError as exc:
+        raise CtlError(str(exc), ExitCode.UNKNOWN) from None
 
 
 def get_context(ctx: typer.Context) -> CtlContext:

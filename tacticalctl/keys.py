@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tacticalctl.context import get_context, print_json
+from tacticalctl.context import get_context, print_json, worker_settings
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age, parse_duration, plain
 from worker.alerts import default_actor
@@ -20,7 +20,6 @@ from worker.ops.keys import (
     plan_key_cleanup,
     scan_idempotency_keys,
 )
-from worker.settings import SettingsError, WorkerSettings
 
 keys_app = typer.Typer(help="Idempotency keys: tactical:processing:* and tactical:completed:*.", no_args_is_help=True)
 
@@ -40,10 +39,7 @@ class KindChoice(StrEnum):
 def _completed_ttl_s() -> float:
     """The TTL completed keys are written with (TACTICAL_COMPLETED_TTL_S): ages of keys whose value is no
     decision id come from it."""
-    try:
-        return float(WorkerSettings.from_env().completed_ttl_s)
-    except SettingsError as exc:
-        raise CtlError(str(exc), ExitCode.UNKNOWN) from None
+    return float(worker_settings().completed_ttl_s)
 
 
 def keys_table(keys: Sequence[IdempotencyKey], title: str) -> Table:
