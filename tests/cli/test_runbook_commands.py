@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -54,10 +55,16 @@ def argv_of(line: str) -> list[str]:
     return argv
 
 
+@cache
+def _tacticalctl() -> typer.core.TyperGroup:
+    """The click command tree, built once: building it takes longer than parsing a line."""
+    return typer.main.get_command(app)  # type: ignore[return-value]
+
+
 def parse(argv: list[str]) -> list[str]:
     """Parse like `tacticalctl` would, down to the leaf command; returns the command path. Raises the parser's
     usage error on an unknown command or option, a missing required option, a bad value or an extra argument."""
-    command = typer.main.get_command(app)
+    command = _tacticalctl()
     ctx = command.make_context("tacticalctl", list(argv))
     path: list[str] = []
     while hasattr(command, "resolve_command"):
