@@ -34,7 +34,7 @@ from models.bars import Bars
 from models.dataset import SYNERGY_TYPES, LabelConfig, forward_labels
 from models.features import average_true_range, build_features
 from models.simulator import SimulatorConfig, simulate_bars
-from models.synergy import ATR_PERIOD, detect_synergies, synergy_events
+from models.synergy import ATR_PERIOD, detected_synergy_events
 from worker.actions import ACTION_ORDER, AGENT_NAMES, Action
 from worker.aggregator import AggregatorConfig, aggregate_batch
 from worker.records import MATRIX_SHAPE, Decision, SynergyEvent
@@ -150,9 +150,7 @@ def market_events(
     horizon = config.max_holding_bars
     kept = [
         (synergy.index, event)
-        for synergy, event in zip(
-            detect_synergies(bars, features), synergy_events(bars, features, id_prefix=f"{name}-"), strict=True
-        )
+        for synergy, event in detected_synergy_events(bars, features, id_prefix=f"{name}-")
         if first_bar <= synergy.index and synergy.index + horizon < end_bar
     ]
     index = np.array([i for i, _ in kept], dtype=np.int64)

@@ -129,6 +129,29 @@ def csv_split(n_bars: int, holdout_fraction: float) -> int:
 
 
 def held_out_markets(config: HeldOutConfig, environment: EnvironmentConfig) -> list[MarketEvents]:
+    """The events the policies are scored on. Made once per process for the same settings (and CSV files unchanged
+    since): 12 markets of 20,000 bars take seconds, and a promotion's dry run and its --yes, or a comparison of several
+    bundles, score on the same ones."""
+    try:
+        csv_stamps = tuple((str(path), Path(path).stat().st_mtime_ns) for path in config.csv)
+    except OSError:
+        return list(_make_held_out_markets(config, environment))  # read_bars_csv says what is wrong with the file
+    key = (config, repr(environment), csv_stamps)  # the environment holds a mapping proxy: not hashable, its repr is
+    if key not in _last_held_out:
+        markets = _make_held_out_markets(config, environment)
+        for market in markets:  # shared by every later caller: one that wrote into them would corrupt the rest
+            for value in vars(market).values():
+                if isinstance(value, np.ndarray):
+                    value.setflags(write=False)
+        _last_held_out.clear()  # one set kept: they weigh tens of MB
+        _last_held_out[key] = markets
+    return list(_last_held_out[key])
+
+
+_last_held_out: dict[tuple[HeldOutConfig, str, tuple[tuple[str, int], ...]], tuple[MarketEvents, ...]] = {}
+
+
+def _make_held_out_markets(config: HeldOutConfig, environment: EnvironmentConfig) -> tuple[MarketEvents, ...]:
     markets = [
         simulated_market_events(seed, config.n_bars, environment, simulator=REGIMES[regime], name=f"{regime}-{seed}")
         for regime in config.regimes
@@ -140,7 +163,7 @@ def held_out_markets(config: HeldOutConfig, environment: EnvironmentConfig) -> l
         markets.append(market_events(bars, f"csv-{Path(path).stem}-heldout", environment, first_bar=split))
     if not any(len(m) for m in markets):
         raise EvaluationError("the held-out data has no scorable synergy event; use more bars")
-    return markets
+    return tuple(markets)
 
 
 def markets_sha256(markets: Sequence[MarketEvents]) -> str:
@@ -180,7 +203,8 @@ class AgentPolicy:
         with torch.inference_mode():
             for start in range(0, count, self.batch_size):
                 rows = slice(start, start + self.batch_size)
-                batch = torch.from_numpy(np.ascontiguousarray(market.matrices[rows]))
+                # Contiguous and writable (torch warns on a read-only array, as held-out markets are): copied if not.
+                batch = torch.from_numpy(np.require(market.matrices[rows], requirements=["C", "W"]))
                 for position, name in enumerate(AGENT_NAMES):
                     p, c = self.agents[name](batch)
                     probabilities[rows, position] = p.numpy()

@@ -31,6 +31,7 @@ Finally every column is clipped to ±2 and the matrix is float32.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,64 +63,75 @@ class FairValueGapTrack:
     mitigated_bearish: np.ndarray  # bool
 
 
-@dataclass(slots=True)
-class _Gap:
-    formed: int
-    level: float
-
-
 def track_fair_value_gaps(bars: Bars) -> FairValueGapTrack:
     n = len(bars)
-    high, low, close = bars.high, bars.low, bars.close
-    bullish_active = np.zeros(n, dtype=bool)
-    bearish_active = np.zeros(n, dtype=bool)
-    nearest_level = np.full(n, np.nan)
-    nearest_age = np.full(n, -1, dtype=np.int64)
-    formed_direction = np.zeros(n, dtype=np.int8)
-    formed_size = np.zeros(n)
-    mitigated_bullish = np.zeros(n, dtype=bool)
-    mitigated_bearish = np.zeros(n, dtype=bool)
+    # Python floats and lists in the loop: indexing numpy arrays element by element costs more than the work.
+    highs, lows, closes = bars.high.tolist(), bars.low.tolist(), bars.close.tolist()
+    bullish_active = [False] * n
+    bearish_active = [False] * n
+    nearest_level = [math.nan] * n
+    nearest_age = [-1] * n
+    formed_direction = [0] * n
+    formed_size = [0.0] * n
+    mitigated_bullish = [False] * n
+    mitigated_bearish = [False] * n
 
-    bullish: list[_Gap] = []
-    bearish: list[_Gap] = []
+    # Active gaps per side, oldest first: the bar each formed on and its level (the gap's midpoint), as parallel lists
+    # so that "is any mitigated?" is one max() or min() over floats.
+    bull_formed: list[int] = []
+    bull_level: list[float] = []
+    bear_formed: list[int] = []
+    bear_level: list[float] = []
     for i in range(n):
-        low_i, high_i = float(low[i]), float(high[i])
-        if bullish:
-            kept = [gap for gap in bullish if low_i > gap.level]
-            mitigated_bullish[i] = len(kept) < len(bullish)
-            bullish = [gap for gap in kept if i - gap.formed <= FVG_EXPIRY_BARS]
-        if bearish:
-            kept = [gap for gap in bearish if high_i < gap.level]
-            mitigated_bearish[i] = len(kept) < len(bearish)
-            bearish = [gap for gap in kept if i - gap.formed <= FVG_EXPIRY_BARS]
+        low_i, high_i = lows[i], highs[i]
+        oldest_kept = i - FVG_EXPIRY_BARS
+        if bull_level:
+            if low_i <= max(bull_level):  # traded into: mitigated
+                mitigated_bullish[i] = True
+                kept = [k for k, level in enumerate(bull_level) if low_i > level]
+                bull_formed, bull_level = [bull_formed[k] for k in kept], [bull_level[k] for k in kept]
+            while bull_formed and bull_formed[0] < oldest_kept:  # expired
+                del bull_formed[0], bull_level[0]
+        if bear_level:
+            if high_i >= min(bear_level):
+                mitigated_bearish[i] = True
+                kept = [k for k, level in enumerate(bear_level) if high_i < level]
+                bear_formed, bear_level = [bear_formed[k] for k in kept], [bear_level[k] for k in kept]
+            while bear_formed and bear_formed[0] < oldest_kept:
+                del bear_formed[0], bear_level[0]
         if i >= 2:
-            if low_i > high[i - 2]:
-                bottom, top = float(high[i - 2]), low_i
-                bullish.append(_Gap(i, (bottom + top) / 2))
+            if low_i > highs[i - 2]:
+                bottom, top = highs[i - 2], low_i
+                bull_formed.append(i)
+                bull_level.append((bottom + top) / 2)
                 formed_direction[i], formed_size[i] = 1, top - bottom
-                del bullish[:-MAX_ACTIVE_GAPS_PER_SIDE]
-            elif high_i < low[i - 2]:
-                bottom, top = high_i, float(low[i - 2])
-                bearish.append(_Gap(i, (bottom + top) / 2))
+                del bull_formed[:-MAX_ACTIVE_GAPS_PER_SIDE], bull_level[:-MAX_ACTIVE_GAPS_PER_SIDE]
+            elif high_i < lows[i - 2]:
+                bottom, top = high_i, lows[i - 2]
+                bear_formed.append(i)
+                bear_level.append((bottom + top) / 2)
                 formed_direction[i], formed_size[i] = -1, top - bottom
-                del bearish[:-MAX_ACTIVE_GAPS_PER_SIDE]
-        bullish_active[i] = bool(bullish)
-        bearish_active[i] = bool(bearish)
-        if bullish or bearish:
-            close_i = float(close[i])
-            nearest = min((*bullish, *bearish), key=lambda gap: abs(gap.level - close_i))
-            nearest_level[i] = nearest.level
-            nearest_age[i] = i - nearest.formed
+                del bear_formed[:-MAX_ACTIVE_GAPS_PER_SIDE], bear_level[:-MAX_ACTIVE_GAPS_PER_SIDE]
+        if bull_level or bear_level:
+            bullish_active[i] = bool(bull_level)
+            bearish_active[i] = bool(bear_level)
+            # The gap whose level is nearest the close; on a tie the first, bullish before bearish, oldest first.
+            close_i = closes[i]
+            levels = bull_level + bear_level
+            distances = [abs(level - close_i) for level in levels]
+            nearest = distances.index(min(distances))
+            nearest_level[i] = levels[nearest]
+            nearest_age[i] = i - (bull_formed + bear_formed)[nearest]
 
     return FairValueGapTrack(
-        bullish_active=bullish_active,
-        bearish_active=bearish_active,
-        nearest_level=nearest_level,
-        nearest_age=nearest_age,
-        formed_direction=formed_direction,
-        formed_size=formed_size,
-        mitigated_bullish=mitigated_bullish,
-        mitigated_bearish=mitigated_bearish,
+        bullish_active=np.array(bullish_active, dtype=bool),
+        bearish_active=np.array(bearish_active, dtype=bool),
+        nearest_level=np.array(nearest_level, dtype=np.float64),
+        nearest_age=np.array(nearest_age, dtype=np.int64),
+        formed_direction=np.array(formed_direction, dtype=np.int8),
+        formed_size=np.array(formed_size, dtype=np.float64),
+        mitigated_bullish=np.array(mitigated_bullish, dtype=bool),
+        mitigated_bearish=np.array(mitigated_bearish, dtype=bool),
     )
 
 

@@ -194,13 +194,20 @@ def synergy_events(bars: Bars, features: np.ndarray | None = None, *, id_prefix:
     timestamp = its close time (ISO-8601 Z). Ids are deterministic (see `correlation_id`), so replaying
     the same bars yields the same ids and the worker treats them as duplicates.
     """
+    return (event for _, event in detected_synergy_events(bars, features, id_prefix=id_prefix))
+
+
+def detected_synergy_events(
+    bars: Bars, features: np.ndarray | None = None, *, id_prefix: str = ""
+) -> Iterator[tuple[Synergy, SynergyEvent]]:
+    """Each synergy with the event `synergy_events` sends for it: one detection pass for both."""
     if features is None:
         features = build_features(bars)
     atr = average_true_range(bars, ATR_PERIOD)
     for synergy in _detect(bars, features, atr):
         i = synergy.index
         bar_time = bars.timestamps[i]
-        yield SynergyEvent(
+        yield synergy, SynergyEvent(
             correlation_id=correlation_id(bars.symbol, bar_time, id_prefix),
             synergy_type=synergy.synergy_type,
             direction=synergy.direction,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,30 @@ def test_held_out_data_includes_the_last_slice_of_a_csv() -> None:
         HeldOutConfig(seeds=(), regimes=())
     with pytest.raises(EvaluationError, match="unknown regime"):
         HeldOutConfig(regimes=("sideways",))
+
+
+def test_held_out_markets_are_made_once_for_the_same_settings_and_files(tmp_path: Path) -> None:
+    """A dry run then --yes, or several bundles compared, score on the same markets: made once, and read-only, since
+    every later caller shares them. Other settings, or a CSV changed since, make them again."""
+    csv = tmp_path / "bars.csv"
+    csv.write_text(SAMPLE_CSV.read_text())
+    config = HeldOutConfig(seeds=(5,), regimes=("default",), n_bars=2_000, csv=(csv,), csv_holdout_fraction=0.5)
+    environment = EnvironmentConfig(max_holding_bars=6)
+    first = held_out_markets(config, environment)
+    again = held_out_markets(config, EnvironmentConfig(max_holding_bars=6))
+    assert [a is b for a, b in zip(first, again, strict=True)] == [True, True]
+    with pytest.raises(ValueError, match="read-only"):
+        first[0].matrices[0, 0, 0] = 1.0
+
+    assert held_out_markets(config, EnvironmentConfig(max_holding_bars=7))[0] is not first[0]
+    other = held_out_markets(config, environment)
+    assert other[0] is not first[0] and np.array_equal(other[0].matrices, first[0].matrices)
+
+    lines = SAMPLE_CSV.read_text().splitlines()
+    csv.write_text("\n".join(lines[: len(lines) // 2]) + "\n")  # the file edited since: its held-out slice moves
+    os.utime(csv, ns=(csv.stat().st_atime_ns, csv.stat().st_mtime_ns + 1_000_000_000))
+    edited = held_out_markets(config, environment)
+    assert edited[1] is not other[1] and len(edited[1]) < len(other[1])
 
 
 def test_report_has_a_table_and_two_png_plots(market: MarketEvents, tmp_path: Path) -> None:
