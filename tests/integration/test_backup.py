@@ -12,12 +12,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 import redis
 from typer.testing import CliRunner, Result
 
 from tacticalctl.app import app
+from tests.events import many_events
 from tests.integration.streams import command_ids, decided_ids, executed_decisions, pending_count, wait_for
 from worker.backup import checksum_path, sha256_path
 from worker.embedded_redis import EmbeddedRedis
@@ -31,7 +31,7 @@ from worker.names import (
     INPUT_STREAM,
     completed_key,
 )
-from worker.producer import make_event, publish_events
+from worker.producer import publish_events
 from worker.records import SynergyEvent
 from worker.restore import verify_restored_models
 from worker.settings import default_models_dir
@@ -46,8 +46,7 @@ def tacticalctl(redis_url: str, *args: str, env: dict[str, str] | None = None) -
 
 
 def events(n: int, prefix: str, seed: int = 0) -> list[SynergyEvent]:
-    rng = np.random.default_rng(seed)
-    return [make_event(correlation_id=f"{prefix}-{i}", rng=rng, direction=1 if i % 2 else -1) for i in range(n)]
+    return many_events(n, prefix=prefix, seed=seed, directions=(-1, 1))
 
 
 def alert_kinds(client: redis.Redis) -> list[bytes]:

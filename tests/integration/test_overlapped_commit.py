@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 import redis
 
+from tests.events import many_events
 from tests.faults import FaultyModel
 from tests.integration.streams import decided_ids, pending_count, wait_for, wait_settled
 from worker.aggregator import AggregatorConfig
@@ -21,7 +21,7 @@ from worker.delivery import DeliveryScripts, ensure_group
 from worker.inference import AgentEnsemble
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
 from worker.pipeline import BatchResult, EventPipeline, PipelineConfig, StageError, StreamEntry
-from worker.producer import make_event, publish_events
+from worker.producer import publish_events
 from worker.service import Worker
 from worker.settings import WorkerSettings
 
@@ -31,8 +31,7 @@ CONFIG = PipelineConfig(consumer="overlap", processing_lease_ms=30_000, complete
 
 def publish(client: redis.Redis, n: int, prefix: str) -> set[bytes]:
     ensure_group(client)
-    rng = np.random.default_rng(11)
-    publish_events(client, [make_event(correlation_id=f"{prefix}-{i}", rng=rng) for i in range(n)])
+    publish_events(client, many_events(n, prefix=prefix, seed=11))
     return {f"{prefix}-{i}".encode() for i in range(n)}
 
 

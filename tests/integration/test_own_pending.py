@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import redis
 
+from tests.events import many_events
 from tests.integration.streams import pending_count
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
 from worker.producer import make_event, publish_events
@@ -29,8 +30,7 @@ def idle_worker(redis_url: str, redis_client: redis.Redis) -> Iterator[Worker]:
 
 def hold(client: redis.Redis, n: int) -> list[bytes]:
     """n events, delivered to the worker's consumer and not acked: what it held when Redis went away."""
-    rng = np.random.default_rng(8)
-    publish_events(client, [make_event(correlation_id=f"h-{i}", rng=rng) for i in range(n)])
+    publish_events(client, many_events(n, prefix="h", seed=8))
     [(_, messages)] = client.xreadgroup(CONSUMER_GROUP, "holder", {INPUT_STREAM: ">"}, count=n)
     return [entry_id for entry_id, _ in messages]
 

@@ -9,10 +9,10 @@ import functools
 import threading
 from collections.abc import Callable, Iterator
 
-import numpy as np
 import pytest
 import redis
 
+from tests.events import many_events
 from tests.faults import FaultyModel
 from tests.integration.streams import decided_ids, pending_count, wait_for, wait_settled
 from worker.breaker import BreakerState, request_reset
@@ -26,13 +26,12 @@ from worker.names import (
     completed_key,
     processing_key,
 )
-from worker.producer import make_event, publish_events
+from worker.producer import publish_events
 from worker.service import Worker
 
 
 def events(n: int, prefix: str):
-    rng = np.random.default_rng(11)
-    return [make_event(correlation_id=f"{prefix}-{i}", rng=rng) for i in range(n)]
+    return many_events(n, prefix=prefix, seed=11)
 
 
 @pytest.fixture

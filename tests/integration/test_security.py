@@ -12,7 +12,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import redis
 from cryptography import x509
@@ -23,6 +22,7 @@ from redis.exceptions import NoPermissionError
 from typer.testing import CliRunner, Result
 
 from tacticalctl.app import app
+from tests.events import many_events
 from tests.integration.streams import decided_ids, wait_for, wait_settled
 from worker.connection import RedisAuthError, connect
 from worker.embedded_redis import EmbeddedRedis, ServerTls
@@ -35,7 +35,7 @@ from worker.names import (
     heartbeat_key,
 )
 from worker.process import WorkerProcess
-from worker.producer import make_event, publish_events
+from worker.producer import publish_events
 from worker.security import RedisSecurity
 
 ACL_FILE = Path(__file__).resolve().parents[2] / "runbook" / "acl" / "users.acl"
@@ -50,8 +50,7 @@ def tacticalctl(redis_url: str, *args: str, **env: str) -> Result:
 
 
 def events(n: int, prefix: str = "evt"):
-    rng = np.random.default_rng(7)
-    return [make_event(correlation_id=f"{prefix}-{i}", rng=rng, direction=1 if i % 2 else -1) for i in range(n)]
+    return many_events(n, prefix=prefix, seed=7, directions=(-1, 1))
 
 
 # ---- certificates, made here -----------------------------------------------------------------------------------

@@ -10,12 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import redis
 
 from models.bundle import current_bundle_dir
 from tests.bundles import with_broken_agent
+from tests.events import many_events
 from tests.integration.streams import (
     command_ids,
     decided_ids,
@@ -27,13 +27,12 @@ from tests.integration.streams import (
 )
 from worker.embedded_redis import EmbeddedRedis
 from worker.names import COMMANDS_STREAM, CONSUMER_GROUP, DECISIONS_STREAM, INPUT_STREAM
-from worker.producer import make_event, publish_events
+from worker.producer import publish_events
 from worker.settings import default_models_dir
 
 
 def events(n: int, seed: int = 0, prefix: str = "evt"):
-    rng = np.random.default_rng(seed)
-    return [make_event(correlation_id=f"{prefix}-{i}", rng=rng, direction=1 if i % 2 else -1) for i in range(n)]
+    return many_events(n, prefix=prefix, seed=seed, directions=(-1, 1))
 
 
 def assert_exactly_once(client: redis.Redis, expected_ids: set[bytes]) -> None:

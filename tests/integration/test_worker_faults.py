@@ -6,15 +6,15 @@ import threading
 import time
 from collections.abc import Iterator
 
-import numpy as np
 import pytest
 import redis
 
+from tests.events import many_events
 from tests.faults import FaultyModel
 from tests.integration.streams import decided_ids, pending_count, wait_for, wait_settled
 from worker.breaker import request_reset
 from worker.names import CONSUMER_GROUP, DECISIONS_STREAM, INPUT_STREAM
-from worker.producer import make_event, publish_events
+from worker.producer import publish_events
 from worker.service import Worker
 from worker.settings import WorkerSettings
 
@@ -39,8 +39,7 @@ def running_worker(redis_url: str) -> Iterator[tuple[Worker, FaultyModel]]:
 
 
 def events(n: int, prefix: str):
-    rng = np.random.default_rng(5)
-    return [make_event(correlation_id=f"{prefix}-{i}", rng=rng) for i in range(n)]
+    return many_events(n, prefix=prefix, seed=5)
 
 
 def test_injected_failures_open_the_breaker_and_a_reset_lets_the_events_through(running_worker, redis_client):

@@ -11,7 +11,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 import redis
 
@@ -20,13 +19,14 @@ from models.bundle import current_bundle_dir, set_current
 from models.compile import compile_bundle
 from tests.bundles import break_agent
 from tests.deploy.deploy_contract import RUNBOOK_METRICS
+from tests.events import many_events
 from tests.integration.streams import pending_count, wait_for, wait_settled
 from worker.breaker import request_reset
 from worker.embedded_redis import EmbeddedRedis
 from worker.feed import send_events, simulated_events
 from worker.metrics import LATENCY_BUCKETS
 from worker.names import ALERTS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
-from worker.producer import make_event, publish_events
+from worker.producer import publish_events
 from worker.settings import default_models_dir
 
 
@@ -43,8 +43,7 @@ def state(worker) -> dict:
 
 
 def events(n: int, prefix: str, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    return [make_event(correlation_id=f"{prefix}-{i}", rng=rng) for i in range(n)]
+    return many_events(n, prefix=prefix, seed=seed)
 
 
 def test_metrics_carry_every_runbook_metric_and_pass_promtool(redis_url, redis_client, start_worker) -> None:
