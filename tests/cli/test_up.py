@@ -172,13 +172,13 @@ def test_an_external_redis_restarting_is_waited_out_by_the_view_and_the_feed(pri
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
     process = subprocess.Popen(
         [sys.executable, "-c", "from tacticalctl.app import main; main()", "--redis-url", private_redis.url(), "up",
-         "--external-redis", "--duration", "14", "--rate", "40", "--http-addr", f"127.0.0.1:{free_port()}"],
+         "--external-redis", "--duration", "10", "--rate", "40", "--http-addr", f"127.0.0.1:{free_port()}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, process_group=0,
     )
     try:
         _wait_for_line(process, r"Redis at ")
-        time.sleep(3)  # decisions flowing
-        private_redis.restart(kill=True, down_for_s=2)
+        time.sleep(2)  # decisions flowing
+        private_redis.restart(kill=True, down_for_s=1.5)
         back_ms = int(time.time() * 1000)
         out, err = process.communicate(timeout=120)
     finally:
