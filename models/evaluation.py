@@ -133,10 +133,14 @@ def held_out_markets(config: HeldOutConfig, environment: EnvironmentConfig) -> l
     since): 12 markets of 20,000 bars take seconds, and a promotion's dry run and its --yes, or a comparison of several
     bundles, score on the same ones."""
     try:
-        csv_stamps = tuple((str(path), Path(path).stat().st_mtime_ns) for path in config.csv)
+        csv_stamps = tuple(_file_stamp(Path(path)) for path in config.csv)
     except OSError:
         return list(_make_held_out_markets(config, environment))  # read_bars_csv says what is wrong with the file
     key = (config, repr(environment), csv_stamps)  # the environment holds a mapping proxy: not hashable, its repr is
+    try:
+        hash(key)
+    except TypeError:  # a config built with lists, not tuples: made each time
+        return list(_make_held_out_markets(config, environment))
     if key not in _last_held_out:
         markets = _make_held_out_markets(config, environment)
         for market in markets:  # shared by every later caller: one that wrote into them would corrupt the rest
@@ -148,7 +152,13 @@ def held_out_markets(config: HeldOutConfig, environment: EnvironmentConfig) -> l
     return list(_last_held_out[key])
 
 
-_last_held_out: dict[tuple[HeldOutConfig, str, tuple[tuple[str, int], ...]], tuple[MarketEvents, ...]] = {}
+_last_held_out: dict[tuple[HeldOutConfig, str, tuple[tuple[str, int, int, int], ...]], tuple[MarketEvents, ...]] = {}
+
+
+def _file_stamp(path: Path) -> tuple[str, int, int, int]:
+    """What tells a file apart from its earlier self or another file: a copy that kept the mtime differs in inode."""
+    stat = path.stat()
+    return str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _make_held_out_markets(config: HeldOutConfig, environment: EnvironmentConfig) -> tuple[MarketEvents, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import threading
 from contextlib import nullcontext
 from pathlib import Path
@@ -66,9 +67,12 @@ def _run_feed(ctx: typer.Context, events, *, rate: float | None, duration: float
     except KeyboardInterrupt:
         stop.set()
         stats = FeedStats(sent=sent, elapsed_s=0.0)
-    except FeedOutage as exc:  # how far it got, so a replay can be resumed (--count, or a shorter file)
+    except FeedOutage as exc:  # how far it got, and for a replay how to finish it
         if isinstance(exc.cause, redis.AuthenticationError):
             raise exc.cause from None
+        if json_output:
+            print_json({"sent": exc.stats.sent, "in_flight": exc.in_flight, "elapsed_s": round(exc.stats.elapsed_s, 3),
+                        "rate_eps": round(exc.stats.rate, 1), "error": str(exc)})
         raise CtlError(f"{label}: {exc}{after_outage}", ExitCode.CRITICAL) from None
     summary = {"sent": stats.sent, "elapsed_s": round(stats.elapsed_s, 3), "rate_eps": round(stats.rate, 1)}
     if json_output:
@@ -110,9 +114,13 @@ def replay(
         events = list(replay_events(csv_file, symbol=symbol or csv_file.stem, id_prefix=id_prefix))
     except BarsFormatError as exc:
         raise CtlError(str(exc), ExitCode.UNKNOWN) from None
+    # The ids are symbol + bar time + prefix: the same two options make the same ids, so what landed is a duplicate.
+    same_ids = " ".join(f"{option} {shlex.quote(value)}" for option, value in
+                        (("--symbol", symbol), ("--id-prefix", id_prefix)) if value)
+    again = f"`tacticalctl replay {shlex.quote(str(csv_file))}{' ' + same_ids if same_ids else ''}`"
     _run_feed(ctx, events, rate=rate, duration=None, count=None, label=f"replay {csv_file.name}",
-              json_output=json_output, after_outage=f"; replay it again with --id-prefix '{id_prefix}' once Redis "
-              "is back: the events that landed are recognised as duplicates")
+              json_output=json_output, after_outage=f"; once Redis is back, run {again} again: the events that "
+              "landed are recognised as duplicates")
 
 
 def register(app: typer.Typer) -> None:

@@ -21,6 +21,7 @@ from rich.text import Text
 
 from tacticalctl.context import get_context
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode, outage_message
+from worker.connection import connect
 from worker.delivery import entry_time_ms
 from worker.feed import FeedOutage, run_id, send_events, simulated_events
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM
@@ -28,6 +29,7 @@ from worker.process import WorkerStartError
 from worker.stack import LocalStack
 
 SHOWN_ROWS = 15
+DECISIONS_BLOCK_MS = 200
 RETRY_S = 1.0  # while Redis is unreachable (an external one restarting): the view and the feed try again this often
 SHOWN_ID_CHARS = 16  # the tail of a correlation id: where simulated and ULID ids differ from one event to the next
 ACTIONS = ("short", "hold", "long")
@@ -124,7 +126,8 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
     # The address the worker bound, as it logged it: with --http-addr HOST:0 the port is only known now.
     served = ", ".join(process.http_url or process.http_addr for process in stack.processes)
     console.print(f"Redis at {stack.url}; worker HTTP on {served}; feeding {rate:g} events/s")
-    client = redis.Redis.from_url(stack.url)
+    # Timeouts on both clients: a partition (no refusal, no answer) shows as an outage instead of freezing the view.
+    client = connect(stack.url, client_name="tacticalctl-up", read_timeout_s=DECISIONS_BLOCK_MS / 1000)
     stop = threading.Event()
     totals = {"sent": 0, "decided": 0, "executed": 0, "commands": 0, "dead": 0}
 
@@ -133,7 +136,7 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
 
     feeder = threading.Thread(
         target=_feed_through_outages, name="feed", daemon=True,
-        args=(redis.Redis.from_url(stack.url), simulated_events(seed, id_prefix=run_id())),
+        args=(connect(stack.url, client_name="tacticalctl-up-feed"), simulated_events(seed, id_prefix=run_id())),
         kwargs={"rate": rate, "stop": stop, "on_sent": count_sent},
     )
     rows: deque[tuple[str, ...]] = deque(maxlen=SHOWN_ROWS)
@@ -145,7 +148,7 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
         with Live(render(rows, totals, 0.0), console=console, refresh_per_second=8) as live:
             while duration is None or time.monotonic() - started < duration:
                 try:
-                    reply = client.xread({DECISIONS_STREAM: last_id}, count=200, block=200)
+                    reply = client.xread({DECISIONS_STREAM: last_id}, count=200, block=DECISIONS_BLOCK_MS)
                     for _, entries in reply:
                         for decision_id, fields in entries:
                             last_id = decision_id
@@ -182,8 +185,9 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
 
 def _feed_through_outages(client: redis.Redis, events: Iterator, *, rate: float, stop: threading.Event,
                           on_sent: Callable[[int], None]) -> None:
-    """The simulated feed, paused while Redis is unreachable: it resumes with the next event, on a new schedule (no
-    burst to catch up). The batch in flight when Redis went is not sent again; some of it may have landed."""
+    """The simulated feed, paused while Redis is unreachable or refuses writes: it resumes with the next event once
+    Redis answers, on a new schedule (no burst to catch up). The batch in flight when Redis went is not sent again
+    (some of it may have landed); while writes are refused, each try costs the one event it carried."""
     while not stop.is_set():
         try:
             send_events(client, events, rate=rate, stop=stop, on_sent=on_sent)
@@ -191,7 +195,12 @@ def _feed_through_outages(client: redis.Redis, events: Iterator, *, rate: float,
         except FeedOutage as exc:
             if isinstance(exc.cause, redis.AuthenticationError):
                 return  # the view's next read reports it and ends `up`
-            stop.wait(RETRY_S)
+        while not stop.wait(RETRY_S):
+            try:
+                client.ping()  # costs no event, unlike a try of the feed
+                break
+            except REDIS_UNREACHABLE:
+                continue
 
 
 def _check_port_free(http_addr: str) -> None:

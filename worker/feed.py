@@ -15,7 +15,7 @@ import redis
 from models.bars import read_bars_csv
 from models.simulator import SimulatorConfig, simulate_bars
 from models.synergy import synergy_events
-from worker.connection import REDIS_UNREACHABLE
+from worker.connection import REDIS_REFUSING_WRITES, REDIS_UNREACHABLE
 from worker.events import encode_event
 from worker.names import INPUT_STREAM
 from worker.records import SynergyEvent
@@ -52,11 +52,13 @@ class FeedStats:
 
 
 class FeedOutage(Exception):
-    """Redis went away mid-feed. `stats` counts the events known sent; of the batch in flight, any number (0 to
-    `in_flight`) may have landed, and none is sent again: a retried XADD would be a second entry for the same event."""
+    """Redis went away mid-feed, or took no writes (a failover left the address on a replica, memory full). `stats`
+    counts the events known sent; of the batch in flight, any number (0 to `in_flight`) may have landed, and none is
+    sent again: a retried XADD would be a second entry for the same event."""
 
     def __init__(self, stats: FeedStats, in_flight: int, cause: Exception) -> None:
-        super().__init__(f"Redis unreachable after {stats.sent} events sent ({in_flight} more in flight, their fate "
+        what = "unreachable" if isinstance(cause, REDIS_UNREACHABLE) else "refusing writes"
+        super().__init__(f"Redis {what} after {stats.sent} events sent ({in_flight} more in flight, their fate "
                          f"unknown): {cause}")
         self.stats = stats
         self.in_flight = in_flight
@@ -77,7 +79,8 @@ def send_events(
     """XADD events, paced at `rate` per second (None: as fast as pipelining allows), until the events, `limit`,
     `duration_s` or `stop` run out. Pacing is by schedule, not by sleeping a fixed gap, so the rate holds.
 
-    Raises FeedOutage when Redis becomes unreachable; `events` then resumes after the batch that was in flight."""
+    Raises FeedOutage when Redis becomes unreachable or refuses writes; `events` then resumes after the batch that
+    was in flight."""
     started = time.perf_counter()
     sent = 0
     source = iter(events)
@@ -105,7 +108,7 @@ def send_events(
         else:
             try:
                 pipe.execute()
-            except REDIS_UNREACHABLE as exc:
+            except (*REDIS_UNREACHABLE, *REDIS_REFUSING_WRITES) as exc:
                 raise FeedOutage(FeedStats(sent, time.perf_counter() - started), batch, exc) from exc
             sent += batch
             if on_sent is not None:

@@ -80,7 +80,7 @@ def test_a_feed_that_loses_redis_says_how_far_it_got(ctl: Ctl, private_redis) ->
     stopper = threading.Timer(1.5, private_redis.stop)  # a clean shutdown: every XADD answered is on disk
     stopper.start()
     try:
-        result = ctl("simulate", "--rate", "400", "--duration", "30", redis_url=private_redis.url())
+        result = ctl("simulate", "--rate", "400", "--duration", "30", "--json", redis_url=private_redis.url())
     finally:
         stopper.join()
     assert result.exit_code == 2, result.stdout + result.stderr
@@ -89,6 +89,8 @@ def test_a_feed_that_loses_redis_says_how_far_it_got(ctl: Ctl, private_redis) ->
                       result.stderr)
     assert found, result.stderr
     sent, in_flight = map(int, found.groups())
+    summary = json.loads(result.stdout)  # a script reads the same figures
+    assert (summary["sent"], summary["in_flight"]) == (sent, in_flight) and "unreachable" in summary["error"]
     private_redis.start()
     client = redis.Redis.from_url(private_redis.url())
     try:
@@ -98,3 +100,50 @@ def test_a_feed_that_loses_redis_says_how_far_it_got(ctl: Ctl, private_redis) ->
     assert sent >= 100 and sent <= len(landed) <= sent + in_flight, (sent, in_flight, len(landed))
     ids = [decode_event(fields).correlation_id for _, fields in landed]
     assert len(set(ids)) == len(ids)
+
+
+def test_a_feed_refused_writes_stops_the_same_way(ctl: Ctl, private_redis) -> None:
+    """A failover that leaves the URL on a replica: writes refused, not a traceback."""
+    import threading
+
+    from worker.embedded_redis import free_port
+
+    admin = redis.Redis.from_url(private_redis.url())
+    demote = threading.Timer(1.0, lambda: admin.execute_command("REPLICAOF", "127.0.0.1", str(free_port())))
+    demote.start()
+    try:
+        result = ctl("simulate", "--rate", "200", "--duration", "30", redis_url=private_redis.url())
+    finally:
+        demote.join()
+        admin.execute_command("REPLICAOF", "NO", "ONE")
+        admin.close()
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("tacticalctl: simulate: Redis refusing writes after "), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_a_replay_cut_short_names_the_command_that_finishes_it_with_the_same_ids(ctl: Ctl, private_redis) -> None:
+    import re
+    import shlex
+    import threading
+
+    stopper = threading.Timer(1.0, private_redis.stop)
+    stopper.start()
+    try:
+        cut = ctl("replay", str(SAMPLE), "--rate", "10", "--symbol", "E S", "--id-prefix", "r1-",
+                  redis_url=private_redis.url())
+    finally:
+        stopper.join()
+    assert cut.exit_code == 2, cut.stdout + cut.stderr
+    again = re.search(r"run `tacticalctl (replay [^`]+)` again", cut.stderr)
+    assert again and "--symbol 'E S' --id-prefix r1-" in again.group(1), cut.stderr
+    private_redis.start()
+    client = redis.Redis.from_url(private_redis.url())
+    try:
+        landed = {decode_event(fields).correlation_id for _, fields in client.xrange(INPUT_STREAM)}
+        assert 0 < len(landed) < 22
+        assert ctl(*shlex.split(again.group(1)), redis_url=private_redis.url()).exit_code == 0
+        replayed = [decode_event(fields).correlation_id for _, fields in client.xrange(INPUT_STREAM)][len(landed):]
+    finally:
+        client.close()
+    assert len(replayed) == 22 and landed <= set(replayed), "the rerun makes the same ids: what landed is a duplicate"
