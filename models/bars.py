@@ -79,6 +79,9 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
+_YEAR_10000_S = 253_402_300_800  # unix seconds at 10000-01-01T00:00:00Z
+
+
 def parse_timestamp(text: str) -> np.datetime64:
     """ISO-8601 with `Z` or an offset (converted to UTC), or unix seconds. Naive times are refused."""
     text = text.strip()
@@ -89,6 +92,8 @@ def parse_timestamp(text: str) -> np.datetime64:
     else:
         if not math.isfinite(seconds):
             raise ValueError(f"unix time {text!r} is not finite")
+        if not 0 <= seconds < _YEAR_10000_S:
+            raise ValueError(f"unix time {text!r} is outside 1970-01-01 … 9999-12-31")
         return np.datetime64(round(seconds), "s")
     try:
         moment = datetime.fromisoformat(text)

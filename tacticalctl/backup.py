@@ -153,6 +153,8 @@ def restore(
     audit_id."""
     if models_only and no_models:
         raise CtlError("--models-only and --no-models leave nothing to restore", ExitCode.UNKNOWN)
+    if config_out is not None and not config_out.parent.is_dir():  # found out before Redis is touched, not after
+        raise CtlError(f"--config-out: {config_out.parent} is not a directory", ExitCode.UNKNOWN)
     context = get_context(ctx)
     client = context.redis()
     target_models = _models_dir(models_dir, no_models)
@@ -175,8 +177,12 @@ def restore(
                                     progress=progress, models_only=models_only)
     except BackupError as exc:
         raise CtlError(str(exc), ExitCode.CRITICAL) from None
+    config_error = None
     if config_out is not None:
-        config_out.write_text("".join(f"{name}={value}\n" for name, value in sorted(report.environment.items())))
+        try:
+            config_out.write_text("".join(f"{name}={value}\n" for name, value in sorted(report.environment.items())))
+        except OSError as exc:  # the restore is done: say so below, then fail on this
+            config_error, config_out = f"restored, but --config-out could not be written: {exc}", None
     if json_output:
         print_json({**report.as_dict(), "applied": True})
     else:
@@ -200,6 +206,8 @@ def restore(
     if not report.verified:
         raise CtlError("restored, but the result differs from the backup: " + "; ".join(report.differences),
                        ExitCode.CRITICAL)
+    if config_error is not None:
+        raise CtlError(config_error, ExitCode.CRITICAL)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 import threading
 from contextlib import nullcontext
@@ -14,10 +15,12 @@ import typer
 
 from tacticalctl.context import get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
+from worker.events import InvalidEvent
 from worker.feed import FeedOutage, FeedStats, replay_events, run_id, send_events, simulated_events
 from worker.producer import make_event, publish_event
 from worker.records import SynergyType
 
+MAX_RATE = 1_000_000.0  # events per second: far past what one Redis takes, and a finite schedule
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
@@ -30,16 +33,19 @@ def emit(
     price: Annotated[float, typer.Option(help="Price at the bar close.")] = 4500.0,
     atr: Annotated[float, typer.Option(help="Average true range, for stop-loss and take-profit.")] = 5.0,
     correlation_id: Annotated[str | None, typer.Option(help="Correlation id (default: a new unique one).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the feature matrix (default: random).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the feature matrix (default: random).", min=0)] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Publish one SYNERGY_DETECTED event to `synergy_events`."""
     if direction == 0:
         raise CtlError("--direction must be 1 (long) or -1 (short)", ExitCode.UNKNOWN)
-    event = make_event(
-        correlation_id=correlation_id, synergy_type=synergy_type, direction=direction, confidence=confidence,
-        symbol=symbol, price=price, atr=atr, rng=np.random.default_rng(seed),
-    )
+    try:
+        event = make_event(
+            correlation_id=correlation_id, synergy_type=synergy_type, direction=direction, confidence=confidence,
+            symbol=symbol, price=price, atr=atr, rng=np.random.default_rng(seed),
+        )
+    except InvalidEvent as exc:  # the worker would dead-letter it: refused here, before it is sent
+        raise CtlError(f"the event would be invalid: {exc}", ExitCode.UNKNOWN) from None
     entry_id = publish_event(get_context(ctx).redis(), event)
     if json_output:
         print_json({"entry_id": entry_id.decode(), "correlation_id": event.correlation_id})
@@ -49,6 +55,9 @@ def emit(
 
 def _run_feed(ctx: typer.Context, events, *, rate: float | None, duration: float | None, count: int | None,
               label: str, json_output: bool, after_outage: str = "") -> FeedStats:
+    for option, value in (("--rate", rate), ("--duration", duration)):
+        if value is not None and not math.isfinite(value):  # click's range check lets NaN through
+            raise CtlError(f"{option}: {value} is not a number of seconds or events per second", ExitCode.UNKNOWN)
     context = get_context(ctx)
     client = context.redis()
     stop = threading.Event()
@@ -67,6 +76,9 @@ def _run_feed(ctx: typer.Context, events, *, rate: float | None, duration: float
     except KeyboardInterrupt:
         stop.set()
         stats = FeedStats(sent=sent, elapsed_s=0.0)
+    except ValueError as exc:  # InvalidEvent (--symbol ''), an --id-prefix that makes ids too long: the first event
+        stop.set()
+        raise CtlError(f"{label}: the events would be invalid ({sent} sent): {exc}", ExitCode.UNKNOWN) from None
     except FeedOutage as exc:  # how far it got, and for a replay how to finish it
         if isinstance(exc.cause, redis.AuthenticationError):
             raise exc.cause from None
@@ -84,10 +96,11 @@ def _run_feed(ctx: typer.Context, events, *, rate: float | None, duration: float
 
 def simulate(
     ctx: typer.Context,
-    rate: Annotated[float, typer.Option(help="Events per second.", min=0.001)] = 50.0,
-    duration: Annotated[float | None, typer.Option(help="Seconds to run (default: until Ctrl-C or --count).")] = None,
-    count: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
-    seed: Annotated[int, typer.Option(help="Simulator seed; later markets use seed+1, seed+2, …")] = 0,
+    rate: Annotated[float, typer.Option(help="Events per second.", min=0.001, max=MAX_RATE)] = 50.0,
+    duration: Annotated[float | None, typer.Option(help="Seconds to run (default: until Ctrl-C or --count).",
+                                                   min=0.0)] = None,
+    count: Annotated[int | None, typer.Option(help="Stop after this many events.", min=1)] = None,
+    seed: Annotated[int, typer.Option(help="Simulator seed; later markets use seed+1, seed+2, …", min=0)] = 0,
     symbol: Annotated[str, typer.Option(help="Symbol of the simulated instrument.")] = "SIM",
     id_prefix: Annotated[str | None, typer.Option(help="Correlation id prefix (default: unique per run).")] = None,
     json_output: JsonOption = False,
@@ -101,7 +114,8 @@ def replay(
     ctx: typer.Context,
     csv_file: Annotated[Path, typer.Argument(help="CSV of 5-minute bars: timestamp,open,high,low,close,volume.",
                                              exists=True, dir_okay=False, readable=True)],
-    rate: Annotated[float | None, typer.Option(help="Events per second (default: as fast as possible).")] = None,
+    rate: Annotated[float | None, typer.Option(help="Events per second (default: as fast as possible).", min=0.001,
+                                               max=MAX_RATE)] = None,
     symbol: Annotated[str | None, typer.Option(help="Symbol (default: the file's name).")] = None,
     id_prefix: Annotated[str, typer.Option(help="Prefix for correlation ids; the same file replayed with the "
                                            "same prefix is recognised as duplicates.")] = "",
@@ -112,7 +126,7 @@ def replay(
 
     try:
         events = list(replay_events(csv_file, symbol=symbol or csv_file.stem, id_prefix=id_prefix))
-    except BarsFormatError as exc:
+    except (BarsFormatError, ValueError) as exc:  # a bad file, or ids or events it would make invalid
         raise CtlError(str(exc), ExitCode.UNKNOWN) from None
     # The ids are symbol + bar time + prefix: the same two options make the same ids, so what landed is a duplicate.
     same_ids = " ".join(f"{option} {shlex.quote(value)}" for option, value in

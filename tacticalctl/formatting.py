@@ -17,6 +17,7 @@ _EXIT_FOR_STATUS = {CheckStatus.OK: ExitCode.OK, CheckStatus.WARN: ExitCode.WARN
                     CheckStatus.CRITICAL: ExitCode.CRITICAL}
 _SPARK = "▁▂▃▄▅▆▇█"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+MAX_DURATION_S = 3650 * 86400.0
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
@@ -78,7 +79,10 @@ def parse_duration(text: str) -> float:
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a duration: use a number with ms, s, m, h or d (e.g. 24h, 30m, 90s)")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
+    seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+    if seconds > MAX_DURATION_S:  # beyond any history Redis keeps, and past what a date can be computed from
+        raise ValueError(f"{text!r} is longer than {MAX_DURATION_S // 86400:.0f}d")
+    return seconds
 
 
 def sparkline(values: Sequence[float], *, floor_max: float = 0.0) -> str:

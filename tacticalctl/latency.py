@@ -35,7 +35,7 @@ def latency_table(rows: list[OperationLatency], title: str) -> Table:
 def latency(
     ctx: typer.Context,
     window: Annotated[float, typer.Option(help="Seconds between two scrapes: the latency of that window "
-                                          "(0: everything since the worker started).", min=0.0)] = 0.0,
+                                          "(0: everything since the worker started).", min=0.0, max=3600.0)] = 0.0,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """P50/P99 per operation from the worker's /metrics, judged by the runbook's thresholds.

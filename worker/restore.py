@@ -132,12 +132,26 @@ def open_archive(archive: Path, progress: Progress = no_progress) -> VerifiedArc
                 progress("verify archive", len(seen), len(manifest["files"]))
     except (tarfile.TarError, EOFError, OSError, json.JSONDecodeError) as exc:
         raise ArchiveIntegrityError(f"{archive}: unreadable archive ({exc})") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise _malformed(archive, MANIFEST_MEMBER, exc) from None
     if manifest is None:
         raise ArchiveIntegrityError(f"{archive}: empty archive")
     missing = sorted(set(manifest["files"]) - seen)
     if missing:
         raise ArchiveIntegrityError(f"{archive}: members listed in the manifest are missing: {', '.join(missing)}")
-    return VerifiedArchive(archive, digest, sidecar if sidecar.is_file() else None, manifest)
+    verified = VerifiedArchive(archive, digest, sidecar if sidecar.is_file() else None, manifest)
+    try:  # what the restore reads of the manifest, read once here: a malformed one is refused before Redis is touched
+        verified.streams, str(manifest["created_at"])
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise _malformed(archive, MANIFEST_MEMBER, exc) from None
+    return verified
+
+
+def _malformed(archive: Path, member: str, exc: Exception) -> ArchiveIntegrityError:
+    """A member whose hash matches but whose content is not what `tacticalctl backup` writes."""
+    detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+    return ArchiveIntegrityError(f"{archive}: {member} is malformed ({type(exc).__name__}: {detail}); it was not "
+                                 "written by `tacticalctl backup`, or was altered with its checksums")
 
 
 # ---- restoring -------------------------------------------------------------------------------------------------
@@ -361,11 +375,17 @@ def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: 
             if name in stages:
                 if not redis_members:
                     continue
-                count, gone = _restore_lines(client, handle, now_ms, progress, f"restore {stages[name]}")
+                try:
+                    count, gone = _restore_lines(client, handle, now_ms, progress, f"restore {stages[name]}")
+                except (KeyError, TypeError, AttributeError, ValueError) as exc:  # incl. bad base64
+                    raise _malformed(archive.path, name, exc) from None
                 restored[stages[name]] = count
                 expired += gone
             elif name == CONFIG_MEMBER:
-                environment = dict(json.load(handle).get("environment", {}))
+                try:
+                    environment = {str(k): str(v) for k, v in json.load(handle).get("environment", {}).items()}
+                except (TypeError, AttributeError, ValueError) as exc:
+                    raise _malformed(archive.path, name, exc) from None
             elif name.startswith(MODELS_PREFIX) and models_dir is not None:
                 relative = name[len(MODELS_PREFIX):]
                 target = models_dir / relative

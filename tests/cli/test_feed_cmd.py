@@ -147,3 +147,16 @@ def test_a_replay_cut_short_names_the_command_that_finishes_it_with_the_same_ids
     finally:
         client.close()
     assert len(replayed) == 22 and landed <= set(replayed), "the rerun makes the same ids: what landed is a duplicate"
+
+
+def test_an_event_or_feed_the_worker_would_refuse_is_exit_3_before_anything_is_sent(
+    ctl: Ctl, redis_client: redis.Redis
+) -> None:
+    for args in (["emit", "--price", "nan"], ["emit", "--correlation-id", ""], ["emit", "--atr", "-5"],
+                 ["simulate", "--symbol", "", "--count", "3"], ["simulate", "--id-prefix", "x" * 200, "--count", "3"],
+                 ["replay", str(SAMPLE), "--id-prefix", "x" * 200], ["simulate", "--rate", "inf", "--count", "3"],
+                 ["emit", "--seed", "-1"]):
+        result = ctl(*args)
+        assert result.exit_code == 3, (args, result.output)
+        assert "Traceback" not in result.output
+    assert redis_client.xlen(INPUT_STREAM) == 0

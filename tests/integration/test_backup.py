@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import shutil
@@ -10,6 +11,7 @@ import tarfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -328,3 +330,64 @@ def test_an_archive_path_that_is_a_directory_is_one_line(tmp_path: Path, source:
     result = tacticalctl(source.url(), "backup", str(tmp_path / "b.tar.gz"), "--no-models", "--force")
     assert result.exit_code == 2
     assert "is a directory: name the archive file" in result.stderr and result.stderr.count("\n") == 1
+
+
+def _rebuilt_with_checksums(archive: Path, out: Path, edit: Callable[[str, bytes], bytes]) -> Path:
+    """`archive` with members changed by `edit` and the manifest's hashes made to match: what only a malformed
+    writer, or someone altering it with care, would produce."""
+    with tarfile.open(archive) as original:
+        members = [(member, original.extractfile(member).read()) for member in original]  # type: ignore[union-attr]
+    edited = [(member, content if member.name == "manifest.json" else edit(member.name, content))
+              for member, content in members]
+    manifest = json.loads(edited[0][1])
+    for member, content in edited[1:]:
+        if isinstance(manifest.get("files"), dict) and member.name in manifest["files"]:
+            manifest["files"][member.name] = {"sha256": hashlib.sha256(content).hexdigest(), "bytes": len(content)}
+    edited[0] = (edited[0][0], edit("manifest.json", json.dumps(manifest).encode()))
+    with tarfile.open(out, "w:gz") as rebuilt:
+        for member, content in edited:
+            member.size = len(content)
+            rebuilt.addfile(member, io.BytesIO(content))
+    return out
+
+
+def test_a_malformed_archive_with_matching_checksums_is_one_line_not_a_traceback(
+    tmp_path: Path, source: EmbeddedRedis, target: EmbeddedRedis
+) -> None:
+    _small_state(redis.Redis.from_url(source.url()))
+    archive = tmp_path / "b.tar.gz"
+    assert tacticalctl(source.url(), "backup", str(archive)).exit_code == 0
+
+    def without_redis_section(name: str, content: bytes) -> bytes:
+        if name != "manifest.json":
+            return content
+        manifest = json.loads(content)
+        del manifest["redis"]
+        return json.dumps(manifest).encode()
+
+    result = tacticalctl(target.url(), "restore", str(_rebuilt_with_checksums(archive, tmp_path / "m.tar.gz",
+                                                                             without_redis_section)), "--no-models")
+    assert result.exit_code == 2, result.output
+    assert "manifest.json is malformed" in result.stderr and result.stderr.count("\n") == 1
+    assert redis.Redis.from_url(target.url()).dbsize() == 0, "refused before anything was written"
+
+    def not_json(name: str, content: bytes) -> bytes:
+        return b"not json\n" + content if name == "redis/streams.jsonl" else content
+
+    result = tacticalctl(target.url(), "restore", str(_rebuilt_with_checksums(archive, tmp_path / "s.tar.gz",
+                                                                             not_json)), "--no-models")
+    assert result.exit_code == 2, result.output
+    assert "redis/streams.jsonl is malformed" in result.stderr and "run the restore again" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_config_out_that_cannot_be_written_is_refused_before_the_restore(
+    tmp_path: Path, source: EmbeddedRedis, target: EmbeddedRedis
+) -> None:
+    _small_state(redis.Redis.from_url(source.url()))
+    archive = tmp_path / "b.tar.gz"
+    assert tacticalctl(source.url(), "backup", str(archive)).exit_code == 0
+    result = tacticalctl(target.url(), "restore", str(archive), "--no-models",
+                         "--config-out", str(tmp_path / "no-such-dir" / "x.env"))
+    assert result.exit_code == 3 and "--config-out" in result.stderr, result.output
+    assert redis.Redis.from_url(target.url()).dbsize() == 0

@@ -144,3 +144,12 @@ def test_a_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
     path.write_text(HEADER + "2026-01-05T00:05:00Z,10,11,9,10.5,7\n", encoding="utf-16")
     with pytest.raises(BarsFormatError, match="not UTF-8 text"):
         read_bars_csv(path)
+
+
+@pytest.mark.parametrize("stamp", ["1e30", "-300", "253402300800"])
+def test_a_unix_time_out_of_range_is_a_format_error_with_its_line(tmp_path: Path, stamp: str) -> None:
+    csv = tmp_path / "bars.csv"
+    csv.write_text("timestamp,open,high,low,close,volume\n1714574100,1,2,0.5,1.5,10\n"
+                   f"{stamp},1,2,0.5,1.5,10\n")
+    with pytest.raises(BarsFormatError, match=r"bars.csv:3, column .timestamp.: unix time .* is outside 1970-01-01"):
+        read_bars_csv(csv)

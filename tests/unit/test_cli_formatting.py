@@ -38,3 +38,11 @@ def test_sparkline_scales_to_at_least_the_floor() -> None:
 
 def test_check_levels_become_monitoring_exit_codes() -> None:
     assert [exit_code_for(s) for s in CheckStatus] == [ExitCode.OK, ExitCode.WARNING, ExitCode.CRITICAL]
+
+
+@pytest.mark.parametrize("text", ["3651d", "100000d", "99999999999h"])
+def test_a_duration_past_ten_years_is_refused_not_overflowed(text: str) -> None:
+    # `eod --since 100000d` computed a date before year 1 and died with a traceback.
+    with pytest.raises(ValueError, match="longer than 3650d"):
+        parse_duration(text)
+    assert parse_duration("3650d") == 3650 * 86400.0
