@@ -382,12 +382,17 @@ def read_breaker_states(client: redis.Redis) -> dict[str, BreakerStatus]:
             continue  # expired between SCAN and HGETALL
         values = {_text(k): _text(v) for k, v in raw.items()}
         consumer = key[len(BREAKER_STATE_PREFIX) :]
-        states[consumer] = BreakerStatus(
-            consumer=consumer,
-            state=BreakerState(int(values["state"])),
-            consecutive_failures=int(values.get("consecutive_failures") or 0),
-            opened_at=float(values["opened_at"]) if values.get("opened_at") else None,
-            last_reason=values.get("last_reason") or None,
-            updated_at=float(values.get("updated_at") or 0.0),
-        )
+        try:
+            states[consumer] = BreakerStatus(
+                consumer=consumer,
+                state=BreakerState(int(values["state"])),
+                consecutive_failures=int(values.get("consecutive_failures") or 0),
+                opened_at=float(values["opened_at"]) if values.get("opened_at") else None,
+                last_reason=values.get("last_reason") or None,
+                updated_at=float(values.get("updated_at") or 0.0),
+            )
+        except (KeyError, ValueError):
+            # Not what a worker writes (something else wrote the key): left out as if expired. A live worker
+            # rewrites its own with every heartbeat, and its HTTP view still says what its breaker is.
+            continue
     return states

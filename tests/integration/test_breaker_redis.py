@@ -204,3 +204,11 @@ def test_the_operator_sees_only_the_breakers_of_workers_with_a_live_heartbeat(re
         assert overview.state is BreakerState.OPEN
     finally:
         client.close()
+
+
+def test_a_state_hash_no_worker_wrote_is_left_out_not_a_traceback(redis_client: redis.Redis) -> None:
+    # `tacticalctl breaker status|reset` died on these; a live worker rewrites its own hash with every heartbeat.
+    publish_breaker_state(redis_client, "good:1", CircuitBreaker(clock=lambda: NOW), now=NOW)
+    redis_client.hset(breaker_state_key("bad:2"), mapping={"state": "7"})
+    redis_client.hset(breaker_state_key("bad:3"), mapping={"updated_at": "x"})
+    assert set(read_breaker_states(redis_client)) == {"good:1"}
