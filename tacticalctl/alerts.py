@@ -48,7 +48,8 @@ def alerts(
     severity: Annotated[list[Severity] | None, typer.Option(
         help="Only these severities (repeatable): P0, P1, P2, AUDIT.", case_sensitive=False)] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new alerts until Ctrl-C.")] = False,
-    duration: Annotated[float | None, typer.Option(help="With --follow: stop after this many seconds.")] = None,
+    duration: Annotated[float | None, typer.Option(help="With --follow: stop after this many seconds.",
+                                                   min=0.0)] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON (with --follow: one object per line).")]
     = False,
 ) -> None:

@@ -26,8 +26,12 @@ def exit_code_for(status: CheckStatus) -> ExitCode:
 
 
 def plain(value: object) -> str:
-    """Text from Redis or the worker, escaped so Rich prints it as it is (a `[tag]` in a reason stays visible)."""
-    return escape(str(value))
+    """Text from Redis or the worker, escaped so Rich prints it as it is (a `[tag]` in a reason stays visible), its
+    control characters shown as escapes: what anyone who can write to Redis put there never drives the terminal."""
+    return escape(_CONTROL.sub(lambda m: repr(m.group())[1:-1], str(value)))
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but tab and newline
 
 
 def styled(status: CheckStatus | str, text: str | None = None) -> str:

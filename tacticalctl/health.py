@@ -151,7 +151,7 @@ def state(
     ctx: typer.Context,
     watch_: Annotated[bool, typer.Option("--watch", help="Refresh in place until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.", min=0.1)] = 2.0,
-    duration: Annotated[float | None, typer.Option(help="Stop watching after this many seconds.")] = None,
+    duration: Annotated[float | None, typer.Option(help="Stop watching after this many seconds.", min=0.0)] = None,
     json_output: JsonOption = False,
 ) -> None:
     """GET /health/state: checks, transitions, breaker, model, lag, the last minute; --watch to follow.

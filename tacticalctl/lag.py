@@ -84,7 +84,8 @@ def lag(ctx: typer.Context, json_output: JsonOption = False) -> None:
 def watch(
     ctx: typer.Context,
     interval: Annotated[float, typer.Option(help="Seconds between samples.", min=0.1)] = 1.0,
-    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).",
+                                                   min=0.0)] = None,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object per sample, one per line.")] = False,
 ) -> None:
     """Follow the lag, refreshed in place, until Ctrl-C (exit 0).

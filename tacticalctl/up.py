@@ -90,7 +90,7 @@ def render(rows: deque[tuple[str, ...]], totals: dict[str, int], elapsed: float,
 def up(
     ctx: typer.Context,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
-    rate: Annotated[float, typer.Option(help="Simulated events per second.", min=0.1)] = 20.0,
+    rate: Annotated[float, typer.Option(help="Simulated events per second.", min=0.1, max=100_000.0)] = 20.0,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes.", min=1, max=8)] = 1,
     http_addr: Annotated[str, typer.Option(help="HTTP address of the first worker.")] = "127.0.0.1:8001",

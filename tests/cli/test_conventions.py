@@ -11,7 +11,9 @@ import time
 
 import pytest
 import redis
+from typer.testing import CliRunner
 
+from tacticalctl.app import app
 from tests.cli.conftest import Ctl
 from worker.delivery import ensure_group
 
@@ -133,3 +135,23 @@ def test_another_database_than_the_workers_is_said_on_stderr(ctl: Ctl, redis_url
     assert "connected to database 0, the runbook's is 2" in result.stderr
 
     assert "database" not in ctl("dead-letter", "list", "--json").stderr
+
+
+@pytest.mark.parametrize("args", [["lag", "watch", "--duration", "nan"], ["health", "state", "--watch", "--duration",
+                                  "nan"], ["alerts", "--follow", "--duration", "nan"], ["up", "--rate", "inf"],
+                                  ["latency", "--window", "inf"], ["eod", "--since", "100000d"]])
+def test_a_duration_or_rate_that_is_not_a_number_is_refused_not_a_hang(args: list[str]) -> None:
+    # `lag watch --duration nan` watched for ever; `up --rate inf` killed its feed with a traceback.
+    result = CliRunner().invoke(app, ["--redis-url", "redis://127.0.0.1:1/2", *args])
+    assert result.exit_code == 3, (args, result.exit_code, result.output)
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_bundle_version_is_a_name_never_a_path_out_of_the_models_directory(tmp_path) -> None:
+    key = tmp_path / "key"
+    key.write_bytes(b"k" * 32)
+    (tmp_path / "m").mkdir()
+    result = CliRunner().invoke(app, ["models", "sign", "../m", "--key-file", str(key), "--models-dir",
+                                      str(tmp_path / "m")])
+    assert result.exit_code == 3 and "not a bundle version" in result.output, result.output
+    assert not list(tmp_path.rglob("manifest.sig"))

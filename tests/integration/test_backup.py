@@ -332,6 +332,13 @@ def test_an_archive_path_that_is_a_directory_is_one_line(tmp_path: Path, source:
     assert "is a directory: name the archive file" in result.stderr and result.stderr.count("\n") == 1
 
 
+def _backup_of_small_state(tmp_path: Path, source: EmbeddedRedis) -> Path:
+    _small_state(redis.Redis.from_url(source.url()))
+    archive = tmp_path / "b.tar.gz"
+    assert tacticalctl(source.url(), "backup", str(archive)).exit_code == 0
+    return archive
+
+
 def _rebuilt_with_checksums(archive: Path, out: Path, edit: Callable[[str, bytes], bytes]) -> Path:
     """`archive` with members changed by `edit` and the manifest's hashes made to match: what only a malformed
     writer, or someone altering it with care, would produce."""
@@ -354,9 +361,7 @@ def _rebuilt_with_checksums(archive: Path, out: Path, edit: Callable[[str, bytes
 def test_a_malformed_archive_with_matching_checksums_is_one_line_not_a_traceback(
     tmp_path: Path, source: EmbeddedRedis, target: EmbeddedRedis
 ) -> None:
-    _small_state(redis.Redis.from_url(source.url()))
-    archive = tmp_path / "b.tar.gz"
-    assert tacticalctl(source.url(), "backup", str(archive)).exit_code == 0
+    archive = _backup_of_small_state(tmp_path, source)
 
     def without_redis_section(name: str, content: bytes) -> bytes:
         if name != "manifest.json":
@@ -384,9 +389,7 @@ def test_a_malformed_archive_with_matching_checksums_is_one_line_not_a_traceback
 def test_a_config_out_that_cannot_be_written_is_refused_before_the_restore(
     tmp_path: Path, source: EmbeddedRedis, target: EmbeddedRedis
 ) -> None:
-    _small_state(redis.Redis.from_url(source.url()))
-    archive = tmp_path / "b.tar.gz"
-    assert tacticalctl(source.url(), "backup", str(archive)).exit_code == 0
+    archive = _backup_of_small_state(tmp_path, source)
     result = tacticalctl(target.url(), "restore", str(archive), "--no-models",
                          "--config-out", str(tmp_path / "no-such-dir" / "x.env"))
     assert result.exit_code == 3 and "--config-out" in result.stderr, result.output

@@ -46,3 +46,12 @@ def test_a_duration_past_ten_years_is_refused_not_overflowed(text: str) -> None:
     with pytest.raises(ValueError, match="longer than 3650d"):
         parse_duration(text)
     assert parse_duration("3650d") == 3650 * 86400.0
+
+
+def test_text_from_redis_cannot_drive_the_terminal() -> None:
+    # An ESC in an alert's message reached the terminal as it was.
+    from tacticalctl.formatting import plain
+
+    shown = plain("boom\x1b[2J\x07 [bold]x[/] tab\tand\nline")
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert shown == "boom\\x1b[2J\\x07 \\[bold]x\\[/] tab\tand\nline"

@@ -102,6 +102,8 @@ def resolve_bundle(models_dir: Path, version: str | None) -> Path:
         if active is None:
             raise BundleNotFoundError(f"no model bundle in {models_dir}")
         version = active
+    if Path(version).name != version or version in (".", ".."):  # a name in models_dir, never a path out of it
+        raise BundleNotFoundError(f"{version!r} is not a bundle version: give the name of a directory in {models_dir}")
     bundle_dir = models_dir / version
     if not bundle_dir.is_dir():
         known = ", ".join(m.version for m in list_bundles(models_dir)[:5]) or "none"
