@@ -35,6 +35,8 @@ class CtlContext:
                 client = connect(self.redis_url, client_name="tacticalctl", connect_timeout_s=2.0)
             except SettingsError as exc:
                 raise CtlError(str(exc), ExitCode.CRITICAL) from None
+            except ValueError as exc:  # redis-py refusing the URL's query (`?socket_timeout=abc`), as the worker does
+                raise CtlError(f"--redis-url {redact_url(self.redis_url)}: {exc}", ExitCode.CRITICAL) from None
             try:
                 client.ping()
             except RedisAuthError as exc:

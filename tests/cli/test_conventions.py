@@ -53,6 +53,13 @@ def test_an_unreachable_redis_is_one_line_on_stderr_and_critical(ctl: Ctl) -> No
     assert "Traceback" not in result.stderr
 
 
+def test_a_redis_url_whose_options_redis_py_refuses_is_one_line_without_the_password(ctl: Ctl) -> None:
+    result = ctl("lag", redis_url="redis://u:S3CRET@127.0.0.1:7831/2?socket_timeout=abc")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and "Invalid value for 'socket_timeout'" in result.stderr
+    assert "S3CRET" not in result.output
+
+
 def test_a_redis_url_with_an_unescaped_password_is_one_line_without_the_password(ctl: Ctl) -> None:
     # openssl rand -base64 passwords hold '/': unescaped, redis-py cannot parse the URL and its error quotes a piece.
     result = ctl("keys", "list", redis_url="redis://:Ab/S3CRET+x=@127.0.0.1:7831/2")
