@@ -132,14 +132,8 @@ def held_out_markets(config: HeldOutConfig, environment: EnvironmentConfig) -> l
     """The events the policies are scored on. Made once per process for the same settings (and CSV files unchanged
     since): 12 markets of 20,000 bars take seconds, and a promotion's dry run and its --yes, or a comparison of several
     bundles, score on the same ones."""
-    try:
-        csv_stamps = tuple(_file_stamp(Path(path)) for path in config.csv)
-    except OSError:
-        return list(_make_held_out_markets(config, environment))  # read_bars_csv says what is wrong with the file
-    key = (config, repr(environment), csv_stamps)  # the environment holds a mapping proxy: not hashable, its repr is
-    try:
-        hash(key)
-    except TypeError:  # a config built with lists, not tuples: made each time
+    key = _held_out_key(config, environment)
+    if key is None:
         return list(_make_held_out_markets(config, environment))
     if key not in _last_held_out:
         markets = _make_held_out_markets(config, environment)
@@ -153,6 +147,18 @@ def held_out_markets(config: HeldOutConfig, environment: EnvironmentConfig) -> l
 
 
 _last_held_out: dict[tuple[HeldOutConfig, str, tuple[tuple[str, int, int, int], ...]], tuple[MarketEvents, ...]] = {}
+
+
+def _held_out_key(config: HeldOutConfig, environment: EnvironmentConfig) -> tuple | None:
+    """What the markets are made from; None when they cannot be kept: a CSV that cannot be read (read_bars_csv then
+    says what is wrong with it), or a config built with lists, not tuples."""
+    try:
+        csv_stamps = tuple(_file_stamp(Path(path)) for path in config.csv)
+        key = (config, repr(environment), csv_stamps)  # the environment holds a mapping proxy: its repr is hashable
+        hash(key)
+    except (OSError, TypeError):
+        return None
+    return key
 
 
 def _file_stamp(path: Path) -> tuple[str, int, int, int]:

@@ -132,19 +132,24 @@ def open_archive(archive: Path, progress: Progress = no_progress) -> VerifiedArc
                 progress("verify archive", len(seen), len(manifest["files"]))
     except (tarfile.TarError, EOFError, OSError, json.JSONDecodeError) as exc:
         raise ArchiveIntegrityError(f"{archive}: unreadable archive ({exc})") from None
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+    except _MALFORMED as exc:
         raise _malformed(archive, MANIFEST_MEMBER, exc) from None
     if manifest is None:
         raise ArchiveIntegrityError(f"{archive}: empty archive")
-    missing = sorted(set(manifest["files"]) - seen)
-    if missing:
-        raise ArchiveIntegrityError(f"{archive}: members listed in the manifest are missing: {', '.join(missing)}")
     verified = VerifiedArchive(archive, digest, sidecar if sidecar.is_file() else None, manifest)
     try:  # what the restore reads of the manifest, read once here: a malformed one is refused before Redis is touched
+        missing = sorted(set(manifest["files"]) - seen)
         verified.streams, str(manifest["created_at"])
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+    except _MALFORMED as exc:
         raise _malformed(archive, MANIFEST_MEMBER, exc) from None
+    if missing:
+        raise ArchiveIntegrityError(f"{archive}: members listed in the manifest are missing: {', '.join(missing)}")
     return verified
+
+
+# What reading JSON of an unexpected shape raises: a key missing, a list where a mapping belongs, a bad number or
+# base64 (ValueError, as json.JSONDecodeError and binascii.Error are).
+_MALFORMED = (KeyError, TypeError, AttributeError, ValueError)
 
 
 def _malformed(archive: Path, member: str, exc: Exception) -> ArchiveIntegrityError:
@@ -377,14 +382,14 @@ def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: 
                     continue
                 try:
                     count, gone = _restore_lines(client, handle, now_ms, progress, f"restore {stages[name]}")
-                except (KeyError, TypeError, AttributeError, ValueError) as exc:  # incl. bad base64
+                except _MALFORMED as exc:
                     raise _malformed(archive.path, name, exc) from None
                 restored[stages[name]] = count
                 expired += gone
             elif name == CONFIG_MEMBER:
                 try:
                     environment = {str(k): str(v) for k, v in json.load(handle).get("environment", {}).items()}
-                except (TypeError, AttributeError, ValueError) as exc:
+                except _MALFORMED as exc:
                     raise _malformed(archive.path, name, exc) from None
             elif name.startswith(MODELS_PREFIX) and models_dir is not None:
                 relative = name[len(MODELS_PREFIX):]
