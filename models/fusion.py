@@ -4,11 +4,13 @@ Run one after another, the agents cost ~75 tensor ops per call, and at the batch
 (1 to a few events) each op's fixed cost is the bill, not the arithmetic. Everything before each agent's first
 nonlinearity is affine in the raw matrix, so it folds into one matrix product: the per-column normalisation, the
 look-back window, the window average (a mean is a weighted sum), and for the momentum agent its last bar's features.
-The momentum agent's average of its convolution outputs folds into its head the same way. What remains: one
-product for all three first layers, the FVG and entry heads, the two convolutions, one softmax for the three agents,
-~25 ops. Same functions, summed in another order: outputs agree with the agents' to ~1e-6 (2.1e-6 for the shipped
-bundle), checked against `FUSION_TOLERANCE` on every load (`try_fusion`), as compilation checks TorchScript against
-eager.
+The momentum agent's average of its convolution outputs folds into its head the same way. The two convolutions run
+as matrix products over windows of the batch's own memory (`unfold`/`as_strided` views, one copy each): torch's
+native convolution, the one kernel whose rows do not depend on the batch, costs ~80 µs a call at batch 4 on a slow
+CPU, the products ~25. What remains: one product for all three first layers, the FVG and entry heads, two
+convolution products, one softmax for the three agents, ~25 ops. Same functions, summed in another order: outputs
+agree with the agents' to ~1e-6 (1.5e-6 for the shipped bundle), checked against `FUSION_TOLERANCE` on every load
+(`try_fusion`), as compilation checks TorchScript against eager.
 
 The weights are read from the frozen graphs in `architectures.py`'s shapes. A bundle whose graphs look different (a
 new architecture) raises `FusionError`; one whose ops match but whose wiring differs (another window, other columns)
@@ -122,9 +124,10 @@ class FusedAgents(nn.Module):
         self.fvg_head, self.fvg_head_bias = _constant(fvg[4].tensors[0]), _constant(fvg[5].tensors[0])
         self.entry_hidden, self.entry_hidden_bias = _constant(entry[4].tensors[0]), _constant(entry[5].tensors[0])
         self.entry_head, self.entry_head_bias = _constant(entry[6].tensors[0]), _constant(entry[7].tensors[0])
-        (self.conv1, self.conv1_bias), (self.conv2, self.conv2_bias) = ((_constant(w), _constant(b)) for w, b in conv)
-        self.conv2_stride: int = self._conv2_stride
-        self.momentum_first, self.momentum_end = MOMENTUM_FIRST, MOMENTUM_END
+        (conv1, self.conv1_bias), (conv2, self.conv2_bias) = ((_constant(w), _constant(b)) for w, b in conv)
+        self.conv1, self.conv1_span, self.conv2, self.conv2_span = conv1, conv1.shape[0], conv2, conv2.shape[0]
+        self.conv2_stride, self.conv2_length = self._conv2_layout
+        self.momentum_first, self.matrix_rows, self.matrix_cols = MOMENTUM_FIRST, MATRIX_ROWS, MATRIX_COLS
         self.momentum_head = _constant(head)
 
     def _momentum(self, steps: list[_Step]) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, ...]],
@@ -135,46 +138,75 @@ class FusedAgents(nn.Module):
         if stride1 != [1] or rest1 != [[0], [1], 1] or rest2 != [[0], [1], 1] or len(stride2) != 1:
             raise FusionError(f"momentum convolutions with (stride, padding, dilation, groups) {_conv_args(steps[2])}"
                               f" and {_conv_args(steps[3])}: only unpadded, undilated, ungrouped ones fold")
-        self._conv2_stride = int(stride2[0])
+        stride = int(stride2[0])
         columns = slice(MOMENTUM_FIRST, MOMENTUM_END)
         width = MOMENTUM_END - MOMENTUM_FIRST
         if w1.shape[1] != width:
             raise FusionError(f"momentum's first convolution reads {w1.shape[1]} columns, expected {width}")
+        channels, kernel1 = w1.shape[0], w1.shape[2]
+        if w2.shape[1] != channels:
+            raise FusionError(f"momentum's second convolution reads {w2.shape[1]} channels, the first gives {channels}")
         # The normalisation folds into the first convolution: w·(x − m)·s + b = (w·s)·x + (b − Σ w·m·s).
         m, s = mean[columns].reshape(1, width, 1), scale[columns].reshape(1, width, 1)
-        conv1 = (w1 * s, b1 - (w1 * m * s).sum(dim=(1, 2)))
-        channels = w2.shape[0]
-        length = ((MATRIX_ROWS - w1.shape[2] + 1) - w2.shape[2]) // self._conv2_stride + 1
+        w1, b1 = w1 * s, b1 - (w1 * m * s).sum(dim=(1, 2))
+        # Each output of the first convolution reads one window of the flattened matrix: from its first bar's
+        # first momentum column to its last bar's last, the other columns in between weighted 0.
+        conv1 = torch.zeros(kernel1, MATRIX_COLS, channels, dtype=torch.float64)
+        conv1[:, :width] = w1.permute(2, 1, 0)
+        conv1 = conv1.reshape(kernel1 * MATRIX_COLS, channels)[: (kernel1 - 1) * MATRIX_COLS + width]
+        # The second reads `kernel2` consecutive rows of the first's (time, channel) output: rows k·channels + c.
+        out_channels, kernel2 = w2.shape[0], w2.shape[2]
+        conv2 = w2.permute(2, 1, 0).reshape(kernel2 * channels, out_channels)
+        length = ((MATRIX_ROWS - kernel1 + 1) - kernel2) // stride + 1
+        self._conv2_layout = (stride, length)
         head, head_bias = steps[4].tensors[0], steps[5].tensors[0]
-        if head.shape != (2 * channels + width, N_ACTIONS):
-            raise FusionError(f"momentum head of shape {tuple(head.shape)} for {channels} channels")
+        if head.shape != (2 * out_channels + width, N_ACTIONS):
+            raise FusionError(f"momentum head of shape {tuple(head.shape)} for {out_channels} channels")
         # Head input [latest (hidden[:, :, -1]), average over time, last bar]: the first two are one product with the
-        # flattened hidden (B, channels × length), the last bar's part joins the shared first product.
-        over_hidden = (head[channels : 2 * channels] / length).reshape(channels, 1, N_ACTIONS).repeat(1, length, 1)
-        over_hidden[:, length - 1] += head[:channels]
+        # hidden outputs flattened time-major (B, length × channels), the last bar's part joins the shared first
+        # product.
+        over_hidden = (head[out_channels : 2 * out_channels] / length).reshape(1, out_channels, N_ACTIONS)
+        over_hidden = over_hidden.repeat(length, 1, 1)
+        over_hidden[length - 1] += head[:out_channels]
         last_bar = torch.zeros(MATRIX_ROWS, MATRIX_COLS, N_ACTIONS, dtype=torch.float64)
-        last_bar[MATRIX_ROWS - 1, columns] = head[2 * channels :] * scale[columns].reshape(width, 1)
-        offset = head_bias - (head[2 * channels :] * (mean[columns] * scale[columns]).reshape(width, 1)).sum(dim=0)
-        return (last_bar.reshape(MATRIX_ROWS * MATRIX_COLS, N_ACTIONS), offset, [conv1, (w2, b2)],
-                over_hidden.reshape(channels * length, N_ACTIONS))
+        last_bar[MATRIX_ROWS - 1, columns] = head[2 * out_channels :] * scale[columns].reshape(width, 1)
+        offset = head_bias - (head[2 * out_channels :] * (mean[columns] * scale[columns]).reshape(width, 1)).sum(dim=0)
+        return (last_bar.reshape(MATRIX_ROWS * MATRIX_COLS, N_ACTIONS), offset, [(conv1, b1), (conv2, b2)],
+                over_hidden.reshape(length * out_channels, N_ACTIONS))
 
     def forward(self, matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # narrow and select rather than [:, a:b] indexing: one view op each instead of one per dimension.
         hidden_width = self.n_fvg + self.n_entry
-        first = torch.addmm(self.first_bias, matrices.flatten(1), self.first)
+        flat = matrices.flatten(1)
+        first = torch.addmm(self.first_bias, flat, self.first)
         hidden = torch.relu(first.narrow(1, 0, hidden_width))
         fvg = torch.addmm(self.fvg_head_bias, hidden.narrow(1, 0, self.n_fvg), self.fvg_head)
         entry = torch.relu(torch.addmm(self.entry_hidden_bias, hidden.narrow(1, self.n_fvg, self.n_entry),
                                        self.entry_hidden))
         entry = torch.addmm(self.entry_head_bias, entry, self.entry_head)
-        series = matrices.narrow(2, self.momentum_first, self.momentum_end - self.momentum_first).transpose(1, 2)
-        conv = torch.relu(torch.conv1d(series, self.conv1, self.conv1_bias))
-        conv = torch.relu(torch.conv1d(conv, self.conv2, self.conv2_bias, [self.conv2_stride]))
-        momentum = torch.addmm(first.narrow(1, hidden_width, first.size(1) - hidden_width), conv.flatten(1),
-                               self.momentum_head)
+        momentum = torch.addmm(first.narrow(1, hidden_width, first.size(1) - hidden_width),
+                               self._convolutions(flat), self.momentum_head)
         probabilities = torch.softmax(torch.stack([fvg, momentum, entry], dim=1), dim=-1)
         short, long = probabilities.select(2, 0), probabilities.select(2, 2)
         return probabilities, torch.maximum(short, long) / (short + long)
+
+    def _convolutions(self, flat: torch.Tensor) -> torch.Tensor:
+        """The momentum agent's two convolutions (ReLU after each) as matrix products, (B, 420) → (B, length ×
+        channels), time-major. Windows are taken across the whole batch as if it were one series; the few that
+        straddle two matrices are computed and never read."""
+        batch = flat.size(0)
+        if batch == 0:  # no windows to take (and after the executor specialises, no check that says so)
+            return flat.new_empty([0, self.momentum_head.size(0)])
+        series = flat.reshape(-1).narrow(0, self.momentum_first, flat.numel() - self.momentum_first)
+        # (B·60 − kernel + 1 windows, span): window t starts at bar t's first momentum column.
+        windows = series.unfold(0, self.conv1_span, self.matrix_cols).contiguous()
+        conv1 = torch.relu(torch.addmm(self.conv1_bias, windows, self.conv1))  # fresh: storage offset 0
+        channels = conv1.size(1)
+        # (B, length, kernel × channels): output step t of matrix b reads first-convolution rows b·60 + stride·t on.
+        windows = conv1.as_strided([batch, self.conv2_length, self.conv2_span],
+                                   [self.matrix_rows * channels, self.conv2_stride * channels, 1])
+        conv2 = torch.relu(torch.addmm(self.conv2_bias, windows.reshape(-1, self.conv2_span), self.conv2))
+        return conv2.view(batch, -1)
 
 
 def _constant(tensor: torch.Tensor) -> nn.Parameter:

@@ -50,6 +50,18 @@ def test_the_fused_graph_gives_each_agents_probabilities_and_confidence(seed: in
     assert torch.equal(probabilities.argmax(dim=2), expected_p.argmax(dim=2))
 
 
+def test_the_fused_graph_reads_a_view_of_a_batch_as_it_reads_the_batch(ensemble: AgentEnsemble) -> None:
+    # The convolutions window the batch's memory directly: a slice that starts inside a larger tensor, or a
+    # transposed copy that is not contiguous, must be read at its own rows, not at the storage's first.
+    matrices = torch.cat(reference_inputs(seed=11))
+    sliced = matrices[3:9]
+    strided = sliced.transpose(1, 2).contiguous().transpose(1, 2)
+    assert sliced.storage_offset() > 0 and not strided.is_contiguous()
+    expected = outputs(ensemble._forward, sliced.clone())
+    for got in (outputs(ensemble._forward, sliced), outputs(ensemble._forward, strided)):
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
 def test_the_shipped_bundle_is_served_fused_and_agrees_with_its_agents(ensemble: AgentEnsemble) -> None:
     assert ensemble.fused
     matrices = torch.cat(reference_inputs(seed=3))
