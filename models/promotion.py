@@ -32,7 +32,7 @@ from models.bundle import (
 from models.bundle_history import PROMOTE_ACTION, REFUSED_ACTION, ROLLBACK_ACTION
 from models.environment import EnvironmentConfig
 from models.evaluation import HeldOutConfig, PolicyResult, bundle_policy, evaluate_policies, recorded_settings
-from worker.alerts import audit, default_actor
+from worker.alerts import audit, default_actor, require_audit_trail
 
 LOCK_FILE = ".promote.lock"  # hidden: never taken for a bundle
 
@@ -199,7 +199,7 @@ def changing_current(models_dir: Path, version: str, client: redis.Redis | None)
     if not (models_dir / version).is_dir():
         raise BundleNotFoundError(f"no bundle {version!r} in {models_dir}")
     if client is not None:
-        client.ping()
+        require_audit_trail(client)
     with promotion_lock(models_dir):
         yield
 

@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 
 from tacticalctl.context import DEFAULT_REDIS_URL, DEFAULT_WORKER_URL, CtlContext
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode
+from worker.alerts import AuditTrailError
 
 try:  # typer vendors click from 0.2x on; before, it used click itself
     from typer._click.exceptions import UsageError
@@ -100,6 +101,9 @@ class CtlGroup(TyperGroup):
         except REDIS_UNREACHABLE as exc:
             # The error names the address it failed on: `up` and `bench` run Redis of their own, not --redis-url.
             typer.echo(f"tacticalctl: Redis unreachable: {exc}", err=True)
+            raise typer.Exit(int(ExitCode.CRITICAL)) from None
+        except AuditTrailError as exc:
+            typer.echo(f"tacticalctl: {exc}", err=True)
             raise typer.Exit(int(ExitCode.CRITICAL)) from None
         except redis.ResponseError as exc:  # e.g. NOPERM under an ACL user, WRONGTYPE on a key someone else wrote
             typer.echo(f"tacticalctl: Redis refused a command: {exc}", err=True)

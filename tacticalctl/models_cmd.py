@@ -33,10 +33,11 @@ from models.evaluation import EvaluationError
 from models.promotion import PromotionError, PromotionRefusedError, judge, promote_if_better, roll_back
 from tacticalctl.app import LAZY_GROUPS
 from tacticalctl.context import get_context, print_json
-from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode
+from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age
 from tacticalctl.results import JsonOption, ModelsDirOption, exit_code, results_table, status_text
 from worker.alerts import audit, default_actor
+from worker.connection import REDIS_FAILED
 from worker.ops.bundles import (
     LATENCY_BUDGET_MS,
     LATENCY_CALLS,
@@ -345,7 +346,7 @@ def _audit_refusal(client: redis.Redis, document: dict, reason: str, previous: s
     try:
         entry = audit(client, actor=default_actor(), action=action, detail=reason, previous=previous or "",
                       version=version, models_dir=str(directory), forced="false")
-    except REDIS_UNREACHABLE as exc:
+    except REDIS_FAILED as exc:  # unreachable, or refused (a key of another type): the refusal must still be said
         return f"{reason} (audit entry not written: {exc})"
     document["audit_id"] = entry.decode() if isinstance(entry, bytes) else str(entry)
     return reason

@@ -36,6 +36,24 @@ class AlertFieldError(ValueError):
     """An extra alert field would overwrite one of the core fields."""
 
 
+class AuditTrailError(RuntimeError):
+    """`tactical_alerts` holds something other than a stream: an action that must be audited is not taken."""
+
+
+def require_audit_trail(client: redis.Redis) -> None:
+    """Raise AuditTrailError unless `tactical_alerts` is a stream or does not exist yet. Called before an audited
+    action changes anything: the audit entry is written after the change, and a key of another type there would
+    refuse it, leaving a change nobody can trace."""
+    kind = client.type(ALERTS_STREAM)
+    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+    if kind not in ("stream", "none"):
+        raise AuditTrailError(
+            f"{ALERTS_STREAM} is a {kind}, not a stream, so this action could not be audited: nothing was changed. "
+            f"Move the key aside (redis-cli RENAME {ALERTS_STREAM} {ALERTS_STREAM}:{kind}), then run the command "
+            "again: the next audit entry starts a new stream"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Alert:
     """One entry of `tactical_alerts`. `severity` is kept as written, so a hand-written entry is never hidden."""

@@ -35,7 +35,7 @@ from typing import IO, Any
 
 import redis
 
-from worker.alerts import audit
+from worker.alerts import audit, require_audit_trail
 from worker.lag import parse_stream_id
 from worker.names import (
     ALERTS_STREAM,
@@ -342,6 +342,7 @@ def create_backup(
         raise BackupError(f"{archive.parent} is not a directory")
     if models_dir is not None and not models_dir.is_dir():
         raise BackupError(f"models directory {models_dir} does not exist: pass --models-dir, or --no-models")
+    require_audit_trail(client)  # before the archive is written: a backup is not left behind unaudited
     with tempfile.TemporaryDirectory(prefix=".tactical-backup-", dir=archive.parent) as tmp:
         staging = Path(tmp)
         (staging / "redis").mkdir()

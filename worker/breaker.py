@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from worker.alerts import audit
+from worker.alerts import audit, require_audit_trail
 from worker.names import (
     BREAKER_RESET_REQUEST_KEY,
     BREAKER_RESET_SEQUENCE_KEY,
@@ -266,6 +266,7 @@ def request_reset(client: redis.Redis, actor: str, *, now: float | None = None) 
     """Ask every running worker to close its breaker, clear the restart counter, and audit it; return the
     request id. Workers pick the request up between batches (within `block_ms`, well under a second)."""
     now = time.time() if now is None else now
+    require_audit_trail(client)
     request_id = int(
         client.eval(
             _REQUEST_RESET_SCRIPT,

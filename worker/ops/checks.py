@@ -39,7 +39,7 @@ from models.bundle import (
     verify_bundle,
 )
 from models.bundle_history import decided_versions
-from worker.alerts import Alert, Severity, recent_alerts
+from worker.alerts import Alert, AuditTrailError, Severity, recent_alerts
 from worker.backup import BACKUP_ACTION
 from worker.breaker import BreakerState
 from worker.connection import REDIS_UNREACHABLE, selected_db
@@ -138,6 +138,8 @@ def check(step: str, threshold: str = "") -> Callable[[Callable[P, Verdict]], Ca
                 verdict = Verdict(Status.CRITICAL, str(exc), REDIS_UNREACHABLE_ACTION)
             except WorkerUnreachable as exc:
                 verdict = Verdict(Status.CRITICAL, str(exc), WORKER_UNREACHABLE_ACTION)
+            except AuditTrailError as exc:  # the message says what to do; the step changed nothing
+                verdict = Verdict(Status.CRITICAL, str(exc), "move the key aside as said, then run the step again")
             except REDIS_UNREACHABLE as exc:
                 verdict = Verdict(Status.CRITICAL, f"Redis failed mid-check: {exc}", REDIS_UNREACHABLE_ACTION)
             except (KeyError, TypeError, ValueError, OSError, redis.ResponseError, BundleError) as exc:

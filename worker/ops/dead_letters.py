@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from worker.alerts import audit
+from worker.alerts import audit, require_audit_trail
 from worker.delivery import StreamNames
 
 DEAD_FIELD_PREFIX = b"dead_"
@@ -200,6 +200,7 @@ def replay_dead_letters(
     unreplayable = tuple(e.id for e in planned if not e.original)
     if not apply:
         return ReplayResult(planned, {}, unreplayable, applied=False)
+    require_audit_trail(client)
     script = client.register_script(_REPLAY_LUA)
     replayed: dict[str, str] = {}
     for entry in planned:

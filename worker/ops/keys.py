@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from worker.alerts import audit
+from worker.alerts import audit, require_audit_trail
 from worker.delivery import entry_time_ms
 from worker.heartbeat import live_consumers
 from worker.names import COMPLETED_PREFIX, PROCESSING_PREFIX
@@ -242,6 +242,7 @@ def clean_keys(client: redis.Redis, plan: KeyCleanupPlan, *, actor: str, apply: 
     """Delete the planned keys that still hold the listed value; audit what was deleted. Nothing when not `apply`."""
     if not apply or not plan.keys:
         return KeyCleanupResult(plan, (), applied=apply)
+    require_audit_trail(client)
     script = client.register_script(_COMPARE_AND_DELETE_LUA)
     deleted: list[str] = []
     planned = list(plan.keys)

@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from worker.alerts import audit
+from worker.alerts import audit, require_audit_trail
 from worker.delivery import RELEASE_LEASE_LUA, StreamNames, dead_letter_fields
 from worker.events import wire_correlation_id
 from worker.heartbeat import is_alive
@@ -185,6 +185,7 @@ def claim_stuck_entries(
     details: dict[str, Any] = {"to_consumer": to_consumer, "min_idle_ms": min_idle_ms}
     if not apply or not planned:
         return PendingMove("claim", planned, applied=apply, details=details)
+    require_audit_trail(client)
     claimed = client.xclaim(
         streams.input,
         streams.group,
@@ -246,6 +247,7 @@ def dead_letter_stuck_entries(
     details: dict[str, Any] = {"reason": reason, "min_idle_ms": min_idle_ms}
     if not apply or not planned:
         return PendingMove("dead_letter", planned, applied=apply, details=details)
+    require_audit_trail(client)
     script = client.register_script(_DEAD_LETTER_LUA)
     moved: list[str] = []
     for entry in planned:
