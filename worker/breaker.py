@@ -376,11 +376,11 @@ def read_breaker_states(client: redis.Redis) -> dict[str, BreakerStatus]:
     with client.pipeline(transaction=False) as pipe:
         for key in keys:
             pipe.hgetall(key)
-        hashes = pipe.execute()
+        hashes = pipe.execute(raise_on_error=False)  # a key of another type is one refused reply, not a failure
     states: dict[str, BreakerStatus] = {}
     for key, raw in zip(keys, hashes, strict=True):
-        if not raw:
-            continue  # expired between SCAN and HGETALL
+        if not raw or isinstance(raw, redis.ResponseError):
+            continue  # expired between SCAN and HGETALL, or not a hash: no worker wrote it
         values = {_text(k): _text(v) for k, v in raw.items()}
         consumer = key[len(BREAKER_STATE_PREFIX) :]
         try:

@@ -89,6 +89,22 @@ def test_clean_yes_deletes_exactly_the_stale_ones_and_audits(ctl: Ctl, redis_cli
         "keys_clean", "1", "1")
 
 
+def test_keys_of_another_type_under_the_prefixes_are_left_out_and_left_alone(
+    ctl: Ctl, redis_client: redis.Redis
+) -> None:
+    keyspace(redis_client)
+    redis_client.hset(processing_key("a-hash"), mapping={"owner": "dead:9"})
+    redis_client.rpush(completed_key("a-list"), "1-0")
+
+    listed = ctl("keys", "list", "--json")
+    cleaned = ctl("keys", "clean", "--yes", "--json")
+
+    assert listed.exit_code == 0 and cleaned.exit_code == 0, listed.stderr + cleaned.stderr
+    assert {k["correlation_id"] for k in json.loads(listed.stdout)["keys"]} == {"orphan", "owned", "old", "young"}
+    assert sorted(json.loads(cleaned.stdout)["deleted"]) == [completed_key("old"), processing_key("orphan")]
+    assert redis_client.exists(processing_key("a-hash"), completed_key("a-list")) == 2
+
+
 def test_clean_older_than_is_honoured(ctl: Ctl, redis_client: redis.Redis) -> None:
     keyspace(redis_client)
     doc = json.loads(ctl("keys", "clean", "--older-than", "30s", "--json").stdout)

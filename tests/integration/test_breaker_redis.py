@@ -211,4 +211,5 @@ def test_a_state_hash_no_worker_wrote_is_left_out_not_a_traceback(redis_client: 
     publish_breaker_state(redis_client, "good:1", CircuitBreaker(clock=lambda: NOW), now=NOW)
     redis_client.hset(breaker_state_key("bad:2"), mapping={"state": "7"})
     redis_client.hset(breaker_state_key("bad:3"), mapping={"updated_at": "x"})
+    redis_client.set(breaker_state_key("bad:4"), "open")  # not even a hash: HGETALL is refused for it alone
     assert set(read_breaker_states(redis_client)) == {"good:1"}

@@ -154,11 +154,11 @@ def scan_idempotency_keys(
                 for name in chunk:
                     pipe.get(name)
                     pipe.pttl(name)
-                replies = pipe.execute()
+                replies = pipe.execute(raise_on_error=False)  # a key of another type is one refused GET
             for index, name in enumerate(chunk):
                 value, pttl = replies[2 * index], replies[2 * index + 1]
-                if value is None:  # expired between SCAN and GET
-                    continue
+                if value is None or isinstance(value, redis.ResponseError):
+                    continue  # expired between SCAN and GET, or not a string: no worker wrote it, none is cleaned
                 described.append(
                     describe_key(_text(name), _text(value), int(pttl), now_ms=now_ms, live=live,
                                  completed_ttl_s=completed_ttl_s)
