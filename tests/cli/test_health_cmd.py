@@ -90,3 +90,19 @@ def test_health_state_of_a_worker_nobody_runs_is_critical(ctl: Ctl, nobody_url: 
     result = ctl("health", "state", worker_url=nobody_url)
     assert result.exit_code == 2
     assert "worker unreachable" in result.stderr
+
+
+@pytest.mark.parametrize("odd", [{"window": "x"}, {"model": ["v7"]}, {"circuit_breaker": {"state_code": "0"}},
+                                 {"health_checks": ["ok"]}, {"window": {"p99_ms": "fast"}}])
+@pytest.mark.parametrize("command", [("health", "state"), ("market-check",), ("morning-check",),
+                                     ("breaker", "status")])
+def test_an_answer_that_is_not_the_workers_is_said_in_one_line_not_a_traceback(
+    ctl: Ctl, worker_http: tuple[str, WorkerAnswers], odd: dict, command: tuple[str, ...]
+) -> None:
+    # Something else listening on the worker's port, answering JSON of its own.
+    url, answers = worker_http
+    answers.state = {**answers.state, **odd}
+    result = ctl(*command, "--json", worker_url=url)  # JSON: a table would wrap the message
+    assert result.exit_code in (1, 2), result.output
+    assert "is not a tactical worker's answer" in result.output, result.output
+    assert "is something else listening there?" in result.output

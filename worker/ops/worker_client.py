@@ -32,6 +32,63 @@ class WorkerUnreachable(RuntimeError):
     """No usable answer from the worker's HTTP endpoint; the message names the URL and the cause."""
 
 
+# What the checks read from /health/state (worker/monitor.py writes it), by kind: a key may be missing (an older or
+# starting worker), but one that is there has this kind, so no check meets a string where it does arithmetic.
+# "numbers": an object whose values are numbers or null; "objects": a list of objects; a trailing "?" allows null.
+_STATE_SHAPE: dict[str, Any] = {
+    "at": "number", "state": "text", "state_code": "int", "since": "number?", "consumer": "text", "uptime_s": "number",
+    "health_checks": "objects", "recent_transitions": "objects",
+    "circuit_breaker": {"state": "text", "state_code": "int", "consecutive_failures": "int", "restart_count": "int",
+                        "restart_limit": "int", "restart_window_s": "number", "opened_at": "number?",
+                        "last_reason": "text?", "recent_transitions": "objects"},
+    "model": {"version": "text?", "created_at": "text?", "staleness_s": "number", "bundle_dir": "text?",
+              "problem": "text?"},
+    "lag": {"count": "number?", "seconds": "number?", "trend": "text"},
+    "window": "numbers",
+    "positions": {"active": "int", "realised_pnl": "number"},
+    "agent_accuracy": "numbers",
+}
+_HEALTH_SHAPE: dict[str, Any] = {"status": "text", "state": "text", "state_code": "int", "consumer": "text",
+                                 "model_version": "text?", "uptime_s": "number"}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _fits(value: object, kind: str) -> bool:
+    if kind.endswith("?"):
+        return value is None or _fits(value, kind[:-1])
+    if kind == "number":
+        return _is_number(value)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "text":
+        return isinstance(value, str)
+    if kind == "objects":
+        return isinstance(value, list) and all(isinstance(item, dict) for item in value)
+    assert kind == "numbers", kind
+    return isinstance(value, dict) and all(item is None or _is_number(item) for item in value.values())
+
+
+def shape_problem(document: dict[str, Any], shape: dict[str, Any], where: str = "") -> str | None:
+    """The first key of `document` whose value is not of the kind `shape` gives it, as "key: what it is"; None
+    when every key present fits. Keys `shape` does not name are not looked at."""
+    for key, kind in shape.items():
+        if key not in document:
+            continue
+        value, path = document[key], f"{where}{key}"
+        if isinstance(kind, dict):
+            if not isinstance(value, dict):
+                return f"{path} is {json.dumps(value)[:40]}, expected an object"
+            if (problem := shape_problem(value, kind, f"{path}.")) is not None:
+                return problem
+        elif not _fits(value, kind):
+            return f"{path} is {json.dumps(value)[:40]}, expected {kind.rstrip('?')}" + (
+                " or null" if kind.endswith("?") else "")
+    return None
+
+
 @dataclass(frozen=True)
 class WorkerClient:
     base_url: str
@@ -54,7 +111,7 @@ class WorkerClient:
         except (OSError, ValueError, http.client.HTTPException) as exc:
             raise WorkerUnreachable(f"worker unreachable at {url}: {exc}") from None
 
-    def _json(self, path: str, body: bytes) -> dict[str, Any]:
+    def _json(self, path: str, body: bytes, shape: dict[str, Any]) -> dict[str, Any]:
         try:
             data = json.loads(body)
         except ValueError:
@@ -63,6 +120,9 @@ class WorkerClient:
             ) from None
         if not isinstance(data, dict):
             raise WorkerUnreachable(f"{self._url(path)} returned {type(data).__name__}, expected a JSON object")
+        if (problem := shape_problem(data, shape)) is not None:
+            raise WorkerUnreachable(f"{self._url(path)} is not a tactical worker's answer ({problem}): is something "
+                                    "else listening there?")
         return data
 
     def health(self) -> tuple[int, dict[str, Any]]:
@@ -70,14 +130,14 @@ class WorkerClient:
         status, body = self._get(HEALTH_PATH)
         if status not in _ANSWERED_STATUSES:
             raise WorkerUnreachable(f"{self._url(HEALTH_PATH)} answered HTTP {status}, expected 200 or 503")
-        return status, self._json(HEALTH_PATH, body)
+        return status, self._json(HEALTH_PATH, body, _HEALTH_SHAPE)
 
     def state(self) -> dict[str, Any]:
         """The JSON of GET /health/state."""
         status, body = self._get(STATE_PATH)
         if status != 200:
             raise WorkerUnreachable(f"{self._url(STATE_PATH)} answered HTTP {status}, expected 200")
-        return self._json(STATE_PATH, body)
+        return self._json(STATE_PATH, body, _STATE_SHAPE)
 
     def metrics(self) -> dict[str, list[Sample]]:
         """GET /metrics parsed: metric family name → its samples (each with name, labels, value)."""
