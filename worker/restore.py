@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tarfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -43,8 +43,16 @@ from worker.backup import (
     sha256_path,
 )
 from worker.heartbeat import live_consumers
+from worker.names import BREAKER_PREFIX, COMPLETED_PREFIX
 
 TARGET_PATTERN = "tactical:*"
+# The keys each Redis member of an archive may hold, as `tacticalctl backup` writes them: anything else (a key of
+# another application) is refused, so a restore writes nothing outside the tactical keyspace it clears.
+_MEMBER_KEYS: dict[str, tuple[str, Callable[[str], bool]]] = {
+    STREAMS_MEMBER: ("streams", lambda key: key in BACKED_UP_STREAMS),
+    COMPLETED_MEMBER: ("completed", lambda key: key.startswith(COMPLETED_PREFIX)),
+    BREAKER_MEMBER: ("breaker", lambda key: key.startswith(BREAKER_PREFIX)),
+}
 
 
 class ArchiveIntegrityError(BackupError):
@@ -177,6 +185,8 @@ class RestorePlan:
     def refusal(self, force: bool, *, models_only: bool = False) -> str | None:
         """Why restoring now would be wrong, or None. Only the model files count with `models_only`: Redis is not
         touched then."""
+        if self.models_dir is not None and self.models_dir.exists() and not self.models_dir.is_dir():
+            return f"{self.models_dir} is not a directory: name the models directory to restore into, or --no-models"
         if self.live_workers and not models_only:
             return (f"workers are running against the target ({', '.join(self.live_workers)}): stop them first, "
                     "then restore, then start them; to restore only the model bundles onto a new host, --models-only")
@@ -253,7 +263,9 @@ def _clear_target(client: redis.Redis) -> int:
 
 
 def _restore_lines(client: redis.Redis, lines: IO[bytes], now_ms: int, progress: Progress,
-                   stage: str) -> tuple[int, int]:
+                   member: str) -> tuple[int, int]:
+    what, allowed = _MEMBER_KEYS[member]
+    stage = f"restore {what}"
     restored = expired = 0
     batch: list[DumpedKey] = []
 
@@ -275,6 +287,9 @@ def _restore_lines(client: redis.Redis, lines: IO[bytes], now_ms: int, progress:
 
     for line in lines:
         dumped = DumpedKey.from_line(line)
+        if not allowed(_text(dumped.key)):
+            raise BackupError(f"{member} holds the key {_text(dumped.key)!r}, which is not one of the {what} keys a "
+                              "backup writes: not restored")
         if dumped.expire_at_ms is not None and dumped.expire_at_ms <= now_ms:
             expired += 1
             continue
@@ -374,17 +389,16 @@ def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: 
     expired = 0
     written: list[str] = []
     environment: dict[str, str] = {}
-    stages = {STREAMS_MEMBER: "streams", COMPLETED_MEMBER: "completed", BREAKER_MEMBER: "breaker"}
     with tarfile.open(archive.path, mode="r:gz") as tar:
         for name, handle in _members(tar):
-            if name in stages:
+            if name in _MEMBER_KEYS:
                 if not redis_members:
                     continue
                 try:
-                    count, gone = _restore_lines(client, handle, now_ms, progress, f"restore {stages[name]}")
+                    count, gone = _restore_lines(client, handle, now_ms, progress, name)
                 except _MALFORMED as exc:
                     raise _malformed(archive.path, name, exc) from None
-                restored[stages[name]] = count
+                restored[_MEMBER_KEYS[name][0]] = count
                 expired += gone
             elif name == CONFIG_MEMBER:
                 try:

@@ -394,3 +394,37 @@ def test_a_config_out_that_cannot_be_written_is_refused_before_the_restore(
                          "--config-out", str(tmp_path / "no-such-dir" / "x.env"))
     assert result.exit_code == 3 and "--config-out" in result.stderr, result.output
     assert redis.Redis.from_url(target.url()).dbsize() == 0
+
+
+def test_a_key_outside_what_its_member_holds_is_not_restored(
+    tmp_path: Path, source: EmbeddedRedis, target: EmbeddedRedis
+) -> None:
+    archive = _backup_of_small_state(tmp_path, source)
+
+    def completed_key_renamed(name: str, content: bytes) -> bytes:
+        if name != "redis/completed.jsonl":
+            return content
+        doc = json.loads(content.splitlines()[0])
+        return json.dumps({**doc, "key": "session:admin"}).encode() + b"\n"
+
+    result = tacticalctl(target.url(), "restore", str(_rebuilt_with_checksums(archive, tmp_path / "k.tar.gz",
+                                                                             completed_key_renamed)), "--no-models")
+    assert result.exit_code == 2, result.output
+    assert "redis/completed.jsonl holds the key 'session:admin'" in result.stderr and "Traceback" not in result.output
+    assert not redis.Redis.from_url(target.url()).exists("session:admin")
+
+
+def test_a_models_dir_that_is_a_file_is_refused_before_redis_is_cleared(
+    tmp_path: Path, source: EmbeddedRedis, target: EmbeddedRedis
+) -> None:
+    archive = _backup_of_small_state(tmp_path, source)
+    client = redis.Redis.from_url(target.url())
+    client.set(completed_key("kept"), "1-1")
+    a_file = tmp_path / "models.txt"
+    a_file.write_text("not a directory\n")
+
+    result = tacticalctl(target.url(), "restore", str(archive), "--force", "--models-dir", str(a_file))
+
+    assert result.exit_code == 2, result.output
+    assert f"{a_file} is not a directory" in result.stderr and result.stderr.count("\n") == 1
+    assert client.exists(completed_key("kept")), "refused before the target was cleared"
