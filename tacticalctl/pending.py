@@ -29,6 +29,7 @@ pending_app = typer.Typer()
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 YesOption = Annotated[bool, typer.Option("--yes", help="Act. Without it, only show what would be done.")]
 DEFAULT_STUCK_IDLE_MS = 60_000
+MAX_ENTRIES = 1_000_000  # more than one listing is read for; a bound Redis accepts (1e20 is refused)
 
 
 def _unavailable(exc: PendingUnavailable) -> CtlError:
@@ -57,7 +58,8 @@ def pending(
     idle: Annotated[int, typer.Option("--idle", help="With --extended: only entries idle at least MS ms.", min=0)]
     = 0,
     consumer: Annotated[str | None, typer.Option(help="With --extended: only this consumer's entries.")] = None,
-    count: Annotated[int, typer.Option(help="With --extended: at most this many entries.", min=1)] = 100,
+    count: Annotated[int, typer.Option(help="With --extended: at most this many entries.", min=1,
+                                          max=MAX_ENTRIES)] = 100,
     json_output: JsonOption = False,
 ) -> None:
     """Entries delivered to tactical_group but not acknowledged (XPENDING); claim or dead-letter stuck ones.
@@ -125,7 +127,7 @@ def claim(
     idle: Annotated[int, typer.Option("--idle", help="Only entries idle at least MS ms.", min=0)]
     = DEFAULT_STUCK_IDLE_MS,
     from_consumer: Annotated[str | None, typer.Option("--from", help="Only this consumer's entries.")] = None,
-    count: Annotated[int, typer.Option(help="At most this many entries.", min=1)] = 100,
+    count: Annotated[int, typer.Option(help="At most this many entries.", min=1, max=MAX_ENTRIES)] = 100,
     yes: YesOption = False,
     json_output: JsonOption = False,
 ) -> None:
@@ -157,7 +159,7 @@ def dead_letter(
     idle: Annotated[int, typer.Option("--idle", help="Only entries idle at least MS ms.", min=0)]
     = DEFAULT_STUCK_IDLE_MS,
     consumer: Annotated[str | None, typer.Option(help="Only this consumer's entries.")] = None,
-    count: Annotated[int, typer.Option(help="At most this many entries.", min=1)] = 100,
+    count: Annotated[int, typer.Option(help="At most this many entries.", min=1, max=MAX_ENTRIES)] = 100,
     yes: YesOption = False,
     json_output: JsonOption = False,
 ) -> None:

@@ -96,7 +96,10 @@ def check_url(url: str) -> None:
                                  "or unix://")
     try:
         parts.port  # noqa: B018 - parsing it is the check
-    except ValueError:
+    except ValueError as exc:
+        # Not quoted: "could not be cast to integer value as '…'" quotes what follows a misplaced password's colon.
+        if "out of range" in str(exc):
+            raise RedisSecurityError(f"the Redis URL {shown} has a port out of range: ports are 1-65535") from None
         raise RedisSecurityError(f"the Redis URL {shown} cannot be parsed: a password containing / # ? or @ must be "
                                  "percent-encoded (or kept in TACTICAL_REDIS_PASSWORD_FILE)") from None
     for name, _ in parse_qsl(parts.query, keep_blank_values=True):

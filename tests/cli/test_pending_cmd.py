@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 import redis
 
 from tests.cli.conftest import Ctl
@@ -12,6 +13,7 @@ from tests.cli.streams import deliver_without_ack, pending_of, publish
 from worker.alerts import recent_alerts
 from worker.heartbeat import write_heartbeat
 from worker.names import CONSUMER_GROUP, DEAD_LETTER_STREAM, INPUT_STREAM
+from worker.ops.pending import PendingUnavailable, read_pending_entries
 
 
 def test_summary_names_holders_and_their_liveness(ctl: Ctl, redis_client: redis.Redis) -> None:
@@ -143,3 +145,14 @@ def test_pending_without_a_group_says_how_to_fix_it(ctl: Ctl) -> None:
     result = ctl("pending")
     assert result.exit_code == 3
     assert "start the worker" in result.stderr
+
+
+def test_only_a_missing_group_is_called_one_and_counts_stay_in_range(ctl: Ctl, redis_client: redis.Redis) -> None:
+    publish(redis_client, 1)
+    deliver_without_ack(redis_client, "ghost", 1)
+    too_many = ctl("pending", "--extended", "--count", "100000000000000000000")
+    assert too_many.exit_code == 3 and "--count" in too_many.output, too_many.output
+    # Redis refusing something else (here a count past its range) is said as it is, not as a missing group.
+    with pytest.raises(redis.ResponseError, match="out of range") as refused:
+        read_pending_entries(redis_client, min_idle_ms=0, consumer=None, count=10**20)
+    assert not isinstance(refused.value, PendingUnavailable)

@@ -28,3 +28,11 @@ def test_a_missing_log_file_is_a_warning_and_no_log_file_is_skipped(tmp_path: Pa
     assert archive_log(tmp_path / "nope.log", tmp_path, date="d").status is Status.WARN
     skipped = archive_log(None, tmp_path, date="d")
     assert skipped.status is Status.OK and skipped.value.startswith("skipped")
+
+
+def test_a_log_file_that_is_not_a_regular_file_is_named_as_such_and_not_read(tmp_path: Path) -> None:
+    for not_a_file in (Path("/dev/zero"), tmp_path):  # a device would be copied for ever; a directory cannot be
+        result = archive_log(not_a_file, tmp_path / "reports", date="d")
+        assert (result.status, result.value) == (Status.WARN, f"{not_a_file} is not a regular file")
+        assert "- to read the log from stdin" in result.next_action
+    assert not (tmp_path / "reports").exists()

@@ -793,6 +793,9 @@ def archive_log(log_file: Path | None, report_dir: Path, *, date: str, stdin: Bi
                        "pass --log-file (e.g. the worker's log, or - to read it from stdin) to archive it")
     piped = log_file == STDIN_LOG
     if not piped and not log_file.is_file():
+        if log_file.exists():  # a directory, a device (/dev/zero would be copied for ever), a FIFO
+            return Verdict(Status.WARN, f"{log_file} is not a regular file",
+                           "pass the log file itself, or - to read the log from stdin")
         return Verdict(Status.WARN, f"{log_file} does not exist", "check the --log-file path")
     report_dir.mkdir(parents=True, exist_ok=True)
     target = report_dir / f"{STDIN_LOG_NAME if piped else log_file.name}.{date}.gz"

@@ -65,7 +65,10 @@ class PendingEntry:
         }
 
 
-def _missing(exc: redis.ResponseError, streams: StreamNames) -> PendingUnavailable:
+def _missing(exc: redis.ResponseError, streams: StreamNames) -> PendingUnavailable | redis.ResponseError:
+    """NOGROUP as the operator's next step; any other refusal (a count out of range, NOPERM) as it is."""
+    if not str(exc).startswith("NOGROUP"):
+        return exc
     return PendingUnavailable(
         f"no consumer group {streams.group!r} on stream {streams.input!r} ({exc}): start the worker (it creates "
         "the group), or check the Redis URL and database (the runbook's is db 2)"
