@@ -21,7 +21,7 @@ from rich.text import Text
 
 from tacticalctl.context import get_context
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode, outage_message
-from worker.connection import connect
+from worker.connection import REDIS_FAILED, connect
 from worker.delivery import entry_time_ms
 from worker.feed import FeedOutage, run_id, send_events, simulated_events
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM
@@ -149,12 +149,7 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
             while duration is None or time.monotonic() - started < duration:
                 try:
                     reply = client.xread({DECISIONS_STREAM: last_id}, count=200, block=DECISIONS_BLOCK_MS)
-                    for _, entries in reply:
-                        for decision_id, fields in entries:
-                            last_id = decision_id
-                            totals["decided"] += 1
-                            totals["executed"] += fields.get(b"execute") == b"1"
-                            rows.appendleft(decision_row(fields[b"event_id"], decision_id, fields))
+                    last_id = _take_decisions(reply, last_id, totals, rows)
                     totals["commands"] = client.xlen(COMMANDS_STREAM)
                     totals["dead"] = client.xlen(DEAD_LETTER_STREAM)
                 except REDIS_UNREACHABLE as exc:  # an external Redis restarting: the worker waits it out, so does up
@@ -177,10 +172,26 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
                 process.kill()
             codes = [process.poll() for process in stack.processes]
         finally:
+            try:  # what the workers committed while draining counts in the summary too
+                while reply := client.xread({DECISIONS_STREAM: last_id}, count=1000):
+                    last_id = _take_decisions(reply, last_id, totals, rows)
+            except REDIS_FAILED:
+                pass  # Redis gone (an external one restarting): the summary says what was seen
             client.close()
             stack.close()
     console.print(f"stopped after {time.monotonic() - started:.1f}s: sent {totals['sent']}, decided "
                   f"{totals['decided']}, executed {totals['executed']}; worker exit codes {codes}")
+
+
+def _take_decisions(reply: list, last_id: bytes, totals: dict[str, int], rows: deque[tuple[str, ...]]) -> bytes:
+    """Count an XREAD reply of decisions into `totals` and the view's rows; the id to read on from."""
+    for _, entries in reply:
+        for decision_id, fields in entries:
+            last_id = decision_id
+            totals["decided"] += 1
+            totals["executed"] += fields.get(b"execute") == b"1"
+            rows.appendleft(decision_row(fields[b"event_id"], decision_id, fields))
+    return last_id
 
 
 def _feed_through_outages(client: redis.Redis, events: Iterator, *, rate: float, stop: threading.Event,

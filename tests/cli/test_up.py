@@ -25,7 +25,9 @@ def test_up_runs_redis_worker_and_feed_and_stops_cleanly() -> None:
     summary = re.search(r"sent (\d+), decided (\d+), executed (\d+); worker exit codes \[0\]", result.stdout)
     assert summary, result.stdout[-2000:]
     sent, decided, executed = map(int, summary.groups())
-    assert sent >= 100 and decided >= 0.8 * sent and executed <= decided
+    # The feed stops first, then the worker drains what it took: every event sent is decided, and the summary counts
+    # the decisions committed while the worker drained too (it used to stop counting at the view's last read).
+    assert sent >= 100 and decided == sent and executed <= decided
     assert "live decisions" in result.stdout
     # Asked for any free port, the operator is told the one the worker bound: where /health and /metrics are.
     assert re.search(r"worker HTTP on http://127\.0\.0\.1:[1-9]\d*", result.stdout), result.stdout[:500]
