@@ -141,9 +141,13 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
     )
     rows: deque[tuple[str, ...]] = deque(maxlen=SHOWN_ROWS)
     started = time.monotonic()
-    last_id = b"$"
+    last_id = b"0-0"
     codes: list[int | None] = []
     try:
+        # From the stream's last entry now, before the feed starts: XREAD from "$" would miss every decision
+        # committed between two reads until one was seen.
+        newest = client.xrevrange(DECISIONS_STREAM, count=1)
+        last_id = newest[0][0] if newest else last_id
         feeder.start()
         with Live(render(rows, totals, 0.0), console=console, refresh_per_second=8) as live:
             while duration is None or time.monotonic() - started < duration:
