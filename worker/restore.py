@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import redis
 
-from worker.alerts import audit
+from worker.alerts import audit, require_audit_trail
 from worker.backup import (
     BACKED_UP_STREAMS,
     BACKUP_FORMAT,
@@ -106,6 +106,21 @@ def _hash_stream(handle: IO[bytes]) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def _hash_dumped_keys(handle: IO[bytes], member: str) -> tuple[str, int]:
+    """`_hash_stream` of a Redis member, checking that each of its keys is one `tacticalctl backup` writes there:
+    anything else (another application's key) is refused before the restore touches Redis."""
+    what, allowed = _MEMBER_KEYS[member]
+    digest, size = hashlib.sha256(), 0
+    for line in handle:
+        digest.update(line)
+        size += len(line)
+        key = DumpedKey.from_line(line).key.decode("utf-8", "replace")
+        if not allowed(key):
+            raise ArchiveIntegrityError(f"{member} holds the key {key!r}, which is not one of the {what} keys a backup "
+                                        "writes: nothing was restored")
+    return digest.hexdigest(), size
+
+
 def open_archive(archive: Path, progress: Progress = no_progress) -> VerifiedArchive:
     """Check the archive against its .sha256 file (if present) and every member against the manifest."""
     if not archive.is_file():
@@ -132,7 +147,10 @@ def open_archive(archive: Path, progress: Progress = no_progress) -> VerifiedArc
                 expected_file = manifest["files"].get(name)
                 if expected_file is None:
                     raise ArchiveIntegrityError(f"{archive}: member {name!r} is not listed in the manifest")
-                actual, size = _hash_stream(handle)
+                try:
+                    actual, size = _hash_dumped_keys(handle, name) if name in _MEMBER_KEYS else _hash_stream(handle)
+                except _MALFORMED as exc:
+                    raise _malformed(archive, name, exc) from None
                 if actual != expected_file["sha256"] or size != expected_file["bytes"]:
                     raise ArchiveIntegrityError(f"{archive}: member {name!r} has SHA-256 {actual}, the manifest "
                                                 f"says {expected_file['sha256']}")
@@ -264,8 +282,7 @@ def _clear_target(client: redis.Redis) -> int:
 
 def _restore_lines(client: redis.Redis, lines: IO[bytes], now_ms: int, progress: Progress,
                    member: str) -> tuple[int, int]:
-    what, allowed = _MEMBER_KEYS[member]
-    stage = f"restore {what}"
+    stage = f"restore {_MEMBER_KEYS[member][0]}"
     restored = expired = 0
     batch: list[DumpedKey] = []
 
@@ -286,10 +303,7 @@ def _restore_lines(client: redis.Redis, lines: IO[bytes], now_ms: int, progress:
         progress(stage, restored, None)
 
     for line in lines:
-        dumped = DumpedKey.from_line(line)
-        if not allowed(_text(dumped.key)):
-            raise BackupError(f"{member} holds the key {_text(dumped.key)!r}, which is not one of the {what} keys a "
-                              "backup writes: not restored")
+        dumped = DumpedKey.from_line(line)  # its key was checked with the archive (open_archive)
         if dumped.expire_at_ms is not None and dumped.expire_at_ms <= now_ms:
             expired += 1
             continue
@@ -362,6 +376,8 @@ def restore_backup(
     reason = plan.refusal(force, models_only=models_only)
     if reason:
         raise RestoreRefused(reason)
+    if models_only:  # otherwise tactical_alerts is restored from the archive (a key there refuses or is cleared)
+        require_audit_trail(client)
     cleared = _clear_target(client) if force and not plan.target_empty and not models_only else 0
     try:
         restored, expired, written, environment = _restore_members(client, archive, models_dir, progress,
