@@ -26,6 +26,7 @@ from typing import Any
 import redis
 
 from worker.alerts import audit, require_audit_trail
+from worker.connection import refused_as_wrong_type
 from worker.names import (
     BREAKER_RESET_REQUEST_KEY,
     BREAKER_RESET_SEQUENCE_KEY,
@@ -379,8 +380,8 @@ def read_breaker_states(client: redis.Redis) -> dict[str, BreakerStatus]:
         hashes = pipe.execute(raise_on_error=False)  # a key of another type is one refused reply, not a failure
     states: dict[str, BreakerStatus] = {}
     for key, raw in zip(keys, hashes, strict=True):
-        if not raw or isinstance(raw, redis.ResponseError):
-            continue  # expired between SCAN and HGETALL, or not a hash: no worker wrote it
+        if refused_as_wrong_type(raw) or not raw:
+            continue  # not a hash (no worker wrote it), or expired between SCAN and HGETALL
         values = {_text(k): _text(v) for k, v in raw.items()}
         consumer = key[len(BREAKER_STATE_PREFIX) :]
         try:

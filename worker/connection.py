@@ -29,6 +29,17 @@ REDIS_FAILOVER: tuple[type[redis.RedisError], ...] = (redis.ReadOnlyError, redis
 REDIS_FAILED: tuple[type[redis.RedisError], ...] = (*REDIS_UNREACHABLE, redis.ResponseError)
 
 
+def refused_as_wrong_type(reply: object) -> bool:
+    """For one reply of a pipeline run with `raise_on_error=False`: True when Redis refused it for a key of another
+    type (WRONGTYPE: something else wrote that key), False for a normal reply. Any other refusal (NOPERM, OOM) is
+    raised: it is not to be taken for a key that is not there."""
+    if not isinstance(reply, redis.ResponseError):
+        return False
+    if str(reply).startswith("WRONGTYPE"):
+        return True
+    raise reply
+
+
 def selected_db(client: redis.Redis) -> int:
     """The database a client's URL selected (0 when it names none)."""
     return int(client.connection_pool.connection_kwargs.get("db", 0) or 0)

@@ -8,6 +8,7 @@ import redis
 
 from tests.cli.conftest import Ctl
 from worker.alerts import recent_alerts
+from worker.breaker import CircuitBreaker, publish_breaker_state
 from worker.heartbeat import write_heartbeat
 from worker.names import completed_key, processing_key
 
@@ -123,3 +124,21 @@ def test_clean_leaves_a_key_re_taken_by_a_live_worker(redis_client: redis.Redis)
     assert result.deleted == (completed_key("old"),)
     assert result.skipped == (processing_key("orphan"),)
     assert redis_client.get(processing_key("orphan")) == b"alive:1|1-0"
+
+
+def test_a_refusal_other_than_a_key_of_another_type_is_said_not_taken_for_no_keys(
+    ctl: Ctl, redis_client: redis.Redis, redis_url: str
+) -> None:
+    # An ACL user that may not read the keys (a misconfigured operator account): listing must not say "none".
+    keyspace(redis_client)
+    publish_breaker_state(redis_client, "alive:1", CircuitBreaker())
+    redis_client.execute_command("ACL", "SETUSER", "cannot-read", "on", ">pw", "~*", "&*", "+@all", "-get",
+                                 "-hgetall")
+    try:
+        url = redis_url.replace("redis://", "redis://cannot-read:pw@", 1)
+        for args in (("breaker", "status"), ("keys", "list")):
+            result = ctl(*args, redis_url=url)
+            assert result.exit_code == 2, result.output
+            assert "Redis refused a command: this user has no permissions" in result.stderr, result.output
+    finally:
+        redis_client.execute_command("ACL", "DELUSER", "cannot-read")

@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from worker.alerts import audit, require_audit_trail
+from worker.connection import refused_as_wrong_type
 from worker.delivery import entry_time_ms
 from worker.heartbeat import live_consumers
 from worker.names import COMPLETED_PREFIX, PROCESSING_PREFIX
@@ -157,8 +158,8 @@ def scan_idempotency_keys(
                 replies = pipe.execute(raise_on_error=False)  # a key of another type is one refused GET
             for index, name in enumerate(chunk):
                 value, pttl = replies[2 * index], replies[2 * index + 1]
-                if value is None or isinstance(value, redis.ResponseError):
-                    continue  # expired between SCAN and GET, or not a string: no worker wrote it, none is cleaned
+                if refused_as_wrong_type(value) or value is None:
+                    continue  # not a string (no worker wrote it, none is cleaned), or expired between SCAN and GET
                 described.append(
                     describe_key(_text(name), _text(value), int(pttl), now_ms=now_ms, live=live,
                                  completed_ttl_s=completed_ttl_s)
