@@ -38,6 +38,7 @@ from models.promotion import PromotionError, PromotionRefusedError, promote_if_b
 from tacticalctl.context import get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.results import JsonOption, ModelsDirOption, default_models
+from worker.alerts import AuditTrailError, require_audit_trail
 
 CsvOption = Annotated[
     list[Path] | None,
@@ -158,6 +159,8 @@ def train_command(
         raise CtlError(str(exc), ExitCode.UNKNOWN) from None
     context = get_context(ctx)
     client = context.redis() if promote else None  # the audit trail must be reachable before hours of work
+    if client is not None:
+        require_audit_trail(client)  # and writable: a promotion with no audit entry is refused after the work
     result = _run_training(config, resume, context.console, quiet=json_output)
 
     promotion = None
@@ -169,7 +172,7 @@ def train_command(
                                           held_out=held_out)
         except PromotionRefusedError as exc:
             refused = str(exc)
-        except (PromotionError, BundleError) as exc:  # not compared at all: said after the training's results
+        except (PromotionError, BundleError, AuditTrailError) as exc:  # not compared: said after the results
             refused, failed = f"promotion failed: {exc}", True
     if json_output:
         print_json({

@@ -16,11 +16,12 @@ from models.bundle import current_bundle_dir, list_bundles, read_current_version
 from tests.cli.conftest import Ctl
 from tests.cli.streams import deliver_without_ack, publish
 from worker.alerts import recent_alerts
+from worker.backup import create_backup
 from worker.breaker import record_restart
 from worker.heartbeat import write_heartbeat
 from worker.names import ALERTS_STREAM, DEAD_LETTER_STREAM, processing_key
 from worker.ops.pending import dead_letter_stuck_entries
-from worker.settings import default_models_dir
+from worker.settings import WorkerSettings, default_models_dir
 
 SHIPPED = current_bundle_dir(default_models_dir())
 OLDER = next(m.bundle_dir for m in list_bundles(default_models_dir()) if m.version != SHIPPED.name)
@@ -65,6 +66,15 @@ def a_backup(client: redis.Redis, tmp_path: Path) -> list[str]:
     return ["backup", str(tmp_path / "tactical.tar.gz"), "--no-models"]
 
 
+def a_models_restore(client: redis.Redis, tmp_path: Path) -> list[str]:
+    """A backup with model bundles, restored onto a new host's empty models directory (Redis left as it is)."""
+    archive = tmp_path / "with-models.tar.gz"
+    create_backup(client, archive, settings=WorkerSettings(), models_dir=SHIPPED.parent, actor="test",
+                  source_url="redis://test")
+    (tmp_path / "new-host-models").mkdir()
+    return ["restore", str(archive), "--models-only", "--models-dir", str(tmp_path / "new-host-models")]
+
+
 def a_bundle_to_promote(client: redis.Redis, tmp_path: Path) -> list[str]:
     """A models directory with the shipped bundle CURRENT and the older one it was trained from, forced in."""
     models_dir = tmp_path / "models"
@@ -88,7 +98,7 @@ def files(directory: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("setup", [stale_processing_key, stuck_entries, poison_entries, dead_letters, restarts,
-                                   a_backup, a_bundle_to_promote, a_rollback])
+                                   a_backup, a_models_restore, a_bundle_to_promote, a_rollback])
 def test_an_action_that_could_not_be_audited_is_not_taken(
     setup: Callable[[redis.Redis, Path], list[str]], ctl: Ctl, redis_client: redis.Redis, tmp_path: Path
 ) -> None:

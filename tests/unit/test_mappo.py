@@ -248,3 +248,20 @@ def test_models_train_cli_says_when_its_promotion_could_not_run(models_dir: Path
     printed = json.loads(result.output)
     assert printed["promoted"] is False and "another promotion of" in printed["refused"]
     assert Path(printed["bundle_dir"]).is_dir(), "the training's bundle is kept and reported"
+
+
+def test_models_train_promote_is_refused_before_training_when_the_audit_trail_is_not_a_stream(
+    models_dir: Path, tmp_path: Path, redis_url: str, redis_client
+) -> None:
+    from tacticalctl.app import app
+
+    redis_client.set("tactical_alerts", "not a stream")
+    before = sorted(p.name for p in models_dir.iterdir())
+    result = CliRunner().invoke(app, [
+        "--redis-url", redis_url, "models", "train", "--models-dir", str(models_dir), "--iterations", "1",
+        "--n-bars", "3000", "--train-seeds", "21,22", "--validation-seeds", "", "--held-out-seeds", "31",
+        "--regimes", "default", "--checkpoint-dir", str(tmp_path), "--promote",
+    ], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert "tactical_alerts is a string, not a stream" in result.output
+    assert sorted(p.name for p in models_dir.iterdir()) == before, "nothing trained, no bundle written"
