@@ -34,16 +34,17 @@ class WorkerUnreachable(RuntimeError):
 
 # What the checks read from /health/state (worker/monitor.py writes it), by kind: a key may be missing (an older or
 # starting worker), but one that is there has this kind, so no check meets a string where it does arithmetic.
-# "numbers": an object whose values are numbers or null; "objects": a list of objects; a trailing "?" allows null.
+# "numbers": an object whose values are numbers; "objects": a list of objects; a trailing "?" allows null. A number
+# may always be null: the worker serves a non-finite float as null (`json_safe`), e.g. a realised PnL gone to inf.
 _STATE_SHAPE: dict[str, Any] = {
-    "at": "number", "state": "text", "state_code": "int", "since": "number?", "consumer": "text", "uptime_s": "number",
+    "at": "number", "state": "text", "state_code": "int", "since": "number", "consumer": "text", "uptime_s": "number",
     "health_checks": "objects", "recent_transitions": "objects",
     "circuit_breaker": {"state": "text", "state_code": "int", "consecutive_failures": "int", "restart_count": "int",
-                        "restart_limit": "int", "restart_window_s": "number", "opened_at": "number?",
+                        "restart_limit": "int", "restart_window_s": "number", "opened_at": "number",
                         "last_reason": "text?", "recent_transitions": "objects"},
     "model": {"version": "text?", "created_at": "text?", "staleness_s": "number", "bundle_dir": "text?",
               "problem": "text?"},
-    "lag": {"count": "number?", "seconds": "number?", "trend": "text"},
+    "lag": {"count": "number", "seconds": "number", "trend": "text"},
     "window": "numbers",
     "positions": {"active": "int", "realised_pnl": "number"},
     "agent_accuracy": "numbers",
@@ -60,7 +61,7 @@ def _fits(value: object, kind: str) -> bool:
     if kind.endswith("?"):
         return value is None or _fits(value, kind[:-1])
     if kind == "number":
-        return _is_number(value)
+        return value is None or _is_number(value)
     if kind == "int":
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "text":
