@@ -117,6 +117,9 @@ def test_redact_url_masks_every_place_a_password_can_be(url: str, shown: str) ->
     ("redis://:Ab/S3CRET+x=@127.0.0.1:7831/2", "cannot be parsed: a password containing / # ? or @ must be "
                                               "percent-encoded"),
     ("redis://:Ab@127.0.0.1:99999/2", "has a port out of range: ports are 1-65535"),
+    ("redis://:Ab@127.0.0.1:-1/2", "has a port out of range: ports are 1-65535"),
+    ("redis://:Ab@127.0.0.1:0/2", "has a port out of range: ports are 1-65535"),
+    ("redis://:Ab/-5@127.0.0.1:7831/2", "cannot be parsed: a password containing / # ? or @ must be "),
     ("rediss://h:6380/2?ssl_cert_reqs=none", "sets ssl_cert_reqs: TLS is configured only by"),
     ("rediss://h:6380/2?ssl_check_hostname=false", "sets ssl_check_hostname"),
     ("http://h:6379/2", "has scheme 'http'"),
