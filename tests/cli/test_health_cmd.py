@@ -106,3 +106,16 @@ def test_an_answer_that_is_not_the_workers_is_said_in_one_line_not_a_traceback(
     assert result.exit_code in (1, 2), result.output
     assert "is not a tactical worker's answer" in result.output, result.output
     assert "is something else listening there?" in result.output
+
+
+def test_a_number_the_worker_served_as_null_is_still_the_workers_answer(
+    ctl: Ctl, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    # The worker serves a non-finite float as null (json_safe): a realised PnL gone to inf must not make every
+    # check say the worker is unreachable.
+    url, answers = worker_http
+    answers.state = {**answers.state, "positions": {"active": 2, "realised_pnl": None},
+                     "window": {"events": 10, "p99_ms": None}}
+    result = ctl("health", "state", "--json", worker_url=url)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["positions"]["realised_pnl"] is None
