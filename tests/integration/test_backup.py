@@ -358,6 +358,16 @@ def _rebuilt_with_checksums(archive: Path, out: Path, edit: Callable[[str, bytes
     return out
 
 
+def _refused_untouched(target: EmbeddedRedis, archive: Path, out: Path, edit: Callable[[str, bytes], bytes]) -> str:
+    """Restore `archive` edited by `edit` (checksums made to match): refused, exit 2, one line, the target empty.
+    Returns what was said."""
+    result = tacticalctl(target.url(), "restore", str(_rebuilt_with_checksums(archive, out, edit)), "--no-models")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output, result.output
+    assert redis.Redis.from_url(target.url()).dbsize() == 0, "refused with the archive, before anything was written"
+    return result.stderr
+
+
 def test_a_malformed_archive_with_matching_checksums_is_one_line_not_a_traceback(
     tmp_path: Path, source: EmbeddedRedis, target: EmbeddedRedis
 ) -> None:
@@ -370,20 +380,13 @@ def test_a_malformed_archive_with_matching_checksums_is_one_line_not_a_traceback
         del manifest["redis"]
         return json.dumps(manifest).encode()
 
-    result = tacticalctl(target.url(), "restore", str(_rebuilt_with_checksums(archive, tmp_path / "m.tar.gz",
-                                                                             without_redis_section)), "--no-models")
-    assert result.exit_code == 2, result.output
-    assert "manifest.json is malformed" in result.stderr and result.stderr.count("\n") == 1
-    assert redis.Redis.from_url(target.url()).dbsize() == 0, "refused before anything was written"
+    said = _refused_untouched(target, archive, tmp_path / "m.tar.gz", without_redis_section)
+    assert "manifest.json is malformed" in said
 
     def not_json(name: str, content: bytes) -> bytes:
         return b"not json\n" + content if name == "redis/streams.jsonl" else content
 
-    result = tacticalctl(target.url(), "restore", str(_rebuilt_with_checksums(archive, tmp_path / "s.tar.gz",
-                                                                             not_json)), "--no-models")
-    assert result.exit_code == 2, result.output
-    assert "redis/streams.jsonl is malformed" in result.stderr and "Traceback" not in result.output
-    assert redis.Redis.from_url(target.url()).dbsize() == 0, "found with the archive, before anything was written"
+    assert "redis/streams.jsonl is malformed" in _refused_untouched(target, archive, tmp_path / "s.tar.gz", not_json)
 
 
 def test_a_config_out_that_cannot_be_written_is_refused_before_the_restore(
@@ -407,11 +410,8 @@ def test_a_key_outside_what_its_member_holds_is_not_restored(
         doc = json.loads(content.splitlines()[0])
         return json.dumps({**doc, "key": "session:admin"}).encode() + b"\n"
 
-    result = tacticalctl(target.url(), "restore", str(_rebuilt_with_checksums(archive, tmp_path / "k.tar.gz",
-                                                                             completed_key_renamed)), "--no-models")
-    assert result.exit_code == 2, result.output
-    assert "redis/completed.jsonl holds the key 'session:admin'" in result.stderr and "Traceback" not in result.output
-    assert redis.Redis.from_url(target.url()).dbsize() == 0, "refused with the archive, before anything was written"
+    said = _refused_untouched(target, archive, tmp_path / "k.tar.gz", completed_key_renamed)
+    assert "redis/completed.jsonl holds the key 'session:admin'" in said
 
 
 def test_a_models_dir_that_is_a_file_is_refused_before_redis_is_cleared(
