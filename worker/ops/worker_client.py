@@ -73,8 +73,8 @@ def _fits(value: object, kind: str) -> bool:
 
 
 def shape_problem(document: dict[str, Any], shape: dict[str, Any], where: str = "") -> str | None:
-    """The first key of `document` whose value is not of the kind `shape` gives it, as "key: what it is"; None
-    when every key present fits. Keys `shape` does not name are not looked at."""
+    """The first key of `document` whose value is not of the kind `shape` gives it ("window is "x", expected an
+    object"); None when every key present fits. Keys `shape` does not name are not looked at."""
     for key, kind in shape.items():
         if key not in document:
             continue
