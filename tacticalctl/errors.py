@@ -41,8 +41,11 @@ class CtlError(Exception):
 
 
 def outage_message(exc: Exception, retry_s: float) -> str:
-    """What a follow or a watch says while Redis is unreachable, before it retries. Refused credentials are raised
-    again instead: they are not transient, and the CLI's group prints them on one line and exits 2."""
+    """What a follow or a watch says while Redis is unreachable (or refuses a command), before it retries. Refused
+    credentials are raised again instead: they are not transient, and the CLI's group prints them on one line and
+    exits 2."""
     if isinstance(exc, redis.AuthenticationError):
         raise exc
+    if isinstance(exc, redis.ResponseError):
+        return f"Redis refused a command: {exc} (retrying every {retry_s:g}s)"
     return f"Redis unreachable: {exc} (retrying every {retry_s:g}s)"

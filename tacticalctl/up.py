@@ -156,7 +156,8 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
                     last_id = _take_decisions(reply, last_id, totals, rows)
                     totals["commands"] = client.xlen(COMMANDS_STREAM)
                     totals["dead"] = client.xlen(DEAD_LETTER_STREAM)
-                except REDIS_UNREACHABLE as exc:  # an external Redis restarting: the worker waits it out, so does up
+                except REDIS_FAILED as exc:  # Redis restarting, or refusing (a key of another type under a stream
+                    # name): the worker rides it out, so does up's view, saying so; the stack keeps running
                     live.update(render(rows, totals, time.monotonic() - started, outage_message(exc, RETRY_S)))
                     time.sleep(RETRY_S)
                     continue
