@@ -82,6 +82,10 @@ class Thresholds:
     Redis round trip (ours; the runbook names none): one decision makes several round trips inside a 100 ms P99
     budget, so a single PING over 10 ms is a warning and over 50 ms — half the budget — is critical.
 
+    Slow commands (triage's SLOWLOG reading; ours too): one that held Redis over 50 ms, half the P99 budget, is a
+    cause worth naming. A full batch's commit script takes ~13 ms on a slow 2-core machine: that is batching at
+    work, not a fault, so the round-trip warning (10 ms) would be a false alarm on every busy worker.
+
     Event rate: "below 50/s" only means something when there is work waiting. An idle stream processes 0/s and
     that is fine; so the rate is judged only while at least `event_rate_min_backlog` entries wait (one second of
     work at the alert rate), and then a rate under 50/s is a warning. A backlog that ages is the lag check's job.
@@ -89,6 +93,7 @@ class Thresholds:
 
     redis_rtt_warn_ms: float = 10.0
     redis_rtt_critical_ms: float = 50.0
+    slow_command_warn_ms: float = 50.0
     lag_warn_s: float = 2.0
     lag_critical_s: float = 5.0
     p50_warn_ms: float = 50.0

@@ -152,7 +152,7 @@ def _slow_commands(client: redis.Redis) -> list[Finding]:
     would otherwise be what every later triage warns about."""
     now_s = int(client.time()[0])
     slow = [entry for entry in client.slowlog_get(10)
-            if int(entry.get("duration", 0)) > THRESHOLDS.redis_rtt_warn_ms * 1000
+            if int(entry.get("duration", 0)) > THRESHOLDS.slow_command_warn_ms * 1000
             and now_s - int(entry.get("start_time", 0)) <= SLOWLOG_RECENT_S]
     by_tacticalctl = {True: [], False: []}
     for entry in slow:
@@ -165,7 +165,7 @@ def _slow_commands(client: redis.Redis) -> list[Finding]:
         commands = Counter(_text(entry.get("command")).split(" ")[0].upper() for entry in entries)
         listed = ", ".join(f"{c} ×{n}" for c, n in commands.items())
         findings.append(judge(
-            f"{len(entries)} of the last 10 slow-log entries{whose} took over {THRESHOLDS.redis_rtt_warn_ms:g} ms "
+            f"{len(entries)} of the last 10 slow-log entries{whose} took over {THRESHOLDS.slow_command_warn_ms:g} ms "
             f"in the last {SLOWLOG_RECENT_S // 60} min ({listed})",
             slowlog=[{"command": _text(e.get("command"))[:120], "duration_us": e.get("duration"),
                       "client": _text(e.get("client_name") or b"")} for e in entries]))
