@@ -132,7 +132,9 @@ def reset(
             console.print(f"[yellow]not honoured within {wait:g}s[/] by: {plain(', '.join(receipt.waiting_on))} "
                           "(they pick it up when their loop next runs; check `tacticalctl breaker status`)")
         if not receipt.honoured_by and not receipt.waiting_on:
-            console.print("no running worker: the next worker to start finds the restart counter cleared")
+            console.print("no worker with a live heartbeat: one whose heartbeat lapsed (Redis refusing writes) "
+                          "honours the request when its loop next runs; the next worker to start finds the restart "
+                          "counter cleared")
     if receipt.waiting_on:
         raise typer.Exit(int(ExitCode.WARNING))
 

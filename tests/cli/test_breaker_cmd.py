@@ -110,3 +110,12 @@ def test_status_of_a_killed_worker_is_critical_not_its_last_closed(ctl: Ctl, red
     result = ctl("breaker", "status", "--json")
     assert result.exit_code == 2
     assert json.loads(result.stdout)["workers"] == {}
+
+
+def test_a_reset_with_no_live_heartbeat_does_not_claim_no_worker_runs(ctl: Ctl, redis_client: redis.Redis) -> None:
+    # A worker whose heartbeat lapsed while Redis refused writes is still running, and honours the request later.
+    record_restart(redis_client, "w-a", time.time(), window_s=300.0)
+    result = ctl("breaker", "reset", "--yes", "--wait", "0")
+    assert result.exit_code == 0, result.output
+    assert "no running worker" not in result.stdout
+    assert "no worker with a live heartbeat" in result.stdout and "honours the request" in result.stdout

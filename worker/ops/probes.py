@@ -358,7 +358,8 @@ def probe_breaker(sources: Sources) -> list[Finding]:
         findings.append(_critical(restarts + ": the restart limit opens the breaker — the worker keeps dying",
                                   restarts=overview.restarts))
     elif overview.restarts > len(overview.published):  # each running worker's own start is counted too
-        findings.append(_warn(restarts + ": more starts than running workers — something restarts them",
+        findings.append(_warn(restarts + f": more starts than workers with a live heartbeat ({len(overview.published)})"
+                              " — something restarts them, or their heartbeats lapsed (Redis refusing writes)",
                               restarts=overview.restarts))
     else:
         findings.append(_ok(restarts, restarts=overview.restarts))
