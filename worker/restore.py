@@ -215,7 +215,8 @@ class RestorePlan:
                     "bundles onto a new host, --models-only")
         if not force and self.model_conflicts:
             return (f"{len(self.model_conflicts)} files in {self.models_dir} differ from the archive's "
-                    f"({', '.join(self.model_conflicts[:3])}): add --force to overwrite them, or --no-models")
+                    f"({', '.join(self.model_conflicts[:3])}): add --force to overwrite them"
+                    + (", or name another --models-dir" if models_only else ", or --no-models"))
         return None
 
     def as_dict(self) -> dict[str, Any]:

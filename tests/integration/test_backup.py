@@ -213,6 +213,11 @@ def test_models_only_restores_the_bundles_onto_a_new_host_and_leaves_a_live_redi
     # A file damaged on the host is rewritten by the next restore (--force: it differs), and the check reads what
     # is on disk.
     (new_host / current / "fvg.pt").write_bytes(b"damaged")
+    dry = tacticalctl(source.url(), "restore", str(archive), "--models-only", "--models-dir", str(new_host),
+                      "--dry-run")
+    assert f"model bundles: into {new_host}; 1 files there differ" in dry.stdout
+    assert dry.exit_code == 2 and "add --force to overwrite them, or name another --models-dir" in dry.stderr
+    assert "--no-models" not in dry.stderr, "with --models-only, --no-models leaves nothing to restore"
     files = {f"models/{current}/fvg.pt": {"sha256": sha256_path(shipped / current / "fvg.pt")}}
     assert verify_restored_models(new_host, files) == (f"model file {current}/fvg.pt differs from the backup (sha256)",)
     again = tacticalctl(source.url(), "restore", str(archive), "--models-only", "--models-dir", str(new_host),
