@@ -111,7 +111,7 @@ def backup(
                   f"audit entry {report.audit_id}")
 
 
-def _print_plan(console: Console, plan: RestorePlan) -> None:
+def _print_plan(console: Console, plan: RestorePlan, *, restored: bool = False) -> None:
     manifest = plan.archive.manifest
     checksum = (f"checked against {plain(plan.archive.checksum_file)}" if plan.archive.checksum_file
                 else "[yellow]no .sha256 file beside it[/]: members checked against the manifest only")
@@ -127,7 +127,9 @@ def _print_plan(console: Console, plan: RestorePlan) -> None:
     if plan.models_dir is None or not models:
         console.print("model bundles: not restored" + ("" if models else " (the archive has none)"))
     else:
-        conflicts = f"; {len(plan.model_conflicts)} files there differ" if plan.model_conflicts else ""
+        differ = len(plan.model_conflicts)
+        conflicts = "" if not differ else (f"; {differ} that differed overwritten (--force)" if restored
+                                           else f"; files there that differ: {differ}")
         console.print(f"model bundles: into {plain(plan.models_dir)}{conflicts}")
 
 
@@ -193,7 +195,7 @@ def restore(
         print_json({**report.as_dict(), "applied": True})
     else:
         console = context.console
-        _print_plan(console, report.plan)
+        _print_plan(console, report.plan, restored=True)
         if models_only:
             console.print("Redis: left as it is (--models-only)")
         else:

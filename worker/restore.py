@@ -106,19 +106,26 @@ def _hash_stream(handle: IO[bytes]) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _hash_dumped_keys(handle: IO[bytes], member: str) -> tuple[str, int]:
-    """`_hash_stream` of a Redis member, checking that each of its keys is one `tacticalctl backup` writes there:
-    anything else (another application's key) is refused before the restore touches Redis."""
+def _hash_dumped_keys(archive: Path, handle: IO[bytes], member: str) -> tuple[str, int, ArchiveIntegrityError | None]:
+    """`_hash_stream` of a Redis member, and the first problem with its lines: one that is not a dumped key, or a key
+    that is not one `tacticalctl backup` writes there (another application's key). Said only once the hash matched:
+    an archive altered without its checksums is refused as that."""
     what, allowed = _MEMBER_KEYS[member]
-    digest, size = hashlib.sha256(), 0
+    digest, size, problem = hashlib.sha256(), 0, None
     for line in handle:
         digest.update(line)
         size += len(line)
-        key = DumpedKey.from_line(line).key.decode("utf-8", "replace")
+        if problem is not None:
+            continue
+        try:
+            key = DumpedKey.from_line(line).key.decode("utf-8", "replace")
+        except _MALFORMED as exc:
+            problem = _malformed(archive, member, exc)
+            continue
         if not allowed(key):
-            raise ArchiveIntegrityError(f"{member} holds the key {key!r}, which is not one of the {what} keys a backup "
-                                        "writes: nothing was restored")
-    return digest.hexdigest(), size
+            problem = ArchiveIntegrityError(f"{archive}: {member} holds the key {key!r}, which is not one of the "
+                                            f"{what} keys a backup writes: nothing was restored")
+    return digest.hexdigest(), size, problem
 
 
 def open_archive(archive: Path, progress: Progress = no_progress) -> VerifiedArchive:
@@ -147,13 +154,13 @@ def open_archive(archive: Path, progress: Progress = no_progress) -> VerifiedArc
                 expected_file = manifest["files"].get(name)
                 if expected_file is None:
                     raise ArchiveIntegrityError(f"{archive}: member {name!r} is not listed in the manifest")
-                try:
-                    actual, size = _hash_dumped_keys(handle, name) if name in _MEMBER_KEYS else _hash_stream(handle)
-                except _MALFORMED as exc:
-                    raise _malformed(archive, name, exc) from None
+                actual, size, problem = (_hash_dumped_keys(archive, handle, name) if name in _MEMBER_KEYS
+                                         else (*_hash_stream(handle), None))
                 if actual != expected_file["sha256"] or size != expected_file["bytes"]:
                     raise ArchiveIntegrityError(f"{archive}: member {name!r} has SHA-256 {actual}, the manifest "
                                                 f"says {expected_file['sha256']}")
+                if problem is not None:
+                    raise problem
                 seen.add(name)
                 progress("verify archive", len(seen), len(manifest["files"]))
     except (tarfile.TarError, EOFError, OSError, json.JSONDecodeError) as exc:

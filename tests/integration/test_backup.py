@@ -215,7 +215,7 @@ def test_models_only_restores_the_bundles_onto_a_new_host_and_leaves_a_live_redi
     (new_host / current / "fvg.pt").write_bytes(b"damaged")
     dry = tacticalctl(source.url(), "restore", str(archive), "--models-only", "--models-dir", str(new_host),
                       "--dry-run")
-    assert f"model bundles: into {new_host}; 1 files there differ" in dry.stdout
+    assert f"model bundles: into {new_host}; files there that differ: 1" in dry.stdout
     assert dry.exit_code == 2 and "add --force to overwrite them, or name another --models-dir" in dry.stderr
     assert "--no-models" not in dry.stderr, "with --models-only, --no-models leaves nothing to restore"
     files = {f"models/{current}/fvg.pt": {"sha256": sha256_path(shipped / current / "fvg.pt")}}
@@ -223,6 +223,7 @@ def test_models_only_restores_the_bundles_onto_a_new_host_and_leaves_a_live_redi
     again = tacticalctl(source.url(), "restore", str(archive), "--models-only", "--models-dir", str(new_host),
                         "--force")
     assert again.exit_code == 0, again.output
+    assert f"model bundles: into {new_host}; 1 that differed overwritten (--force)" in again.stdout
     assert verify_restored_models(new_host, files) == ()
 
 
@@ -417,6 +418,17 @@ def test_a_key_outside_what_its_member_holds_is_not_restored(
 
     said = _refused_untouched(target, archive, tmp_path / "k.tar.gz", completed_key_renamed)
     assert "redis/completed.jsonl holds the key 'session:admin'" in said
+
+    # Altered without its checksums: refused as that, whatever the altered line holds.
+    with tarfile.open(archive) as original:
+        members = [(m, original.extractfile(m).read()) for m in original]  # type: ignore[union-attr]
+    with tarfile.open(tmp_path / "altered.tar.gz", "w:gz") as altered:
+        for member, content in members:
+            content = completed_key_renamed(member.name, content)
+            member.size = len(content)
+            altered.addfile(member, io.BytesIO(content))
+    said = tacticalctl(target.url(), "restore", str(tmp_path / "altered.tar.gz"), "--no-models").stderr
+    assert "member 'redis/completed.jsonl' has SHA-256" in said, said
 
 
 def test_a_models_dir_that_is_a_file_is_refused_before_redis_is_cleared(
