@@ -11,7 +11,7 @@ from tacticalctl.context import get_context, print_json, worker_settings
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import plain, timestamp
 from worker.alerts import default_actor
-from worker.breaker import BreakerState
+from worker.breaker import RESET_REQUEST_TTL_S, BreakerState
 from worker.ops.breaker_status import (
     BreakerOverview,
     breaker_history,
@@ -132,9 +132,9 @@ def reset(
             console.print(f"[yellow]not honoured within {wait:g}s[/] by: {plain(', '.join(receipt.waiting_on))} "
                           "(they pick it up when their loop next runs; check `tacticalctl breaker status`)")
         if not receipt.honoured_by and not receipt.waiting_on:
-            console.print("no worker with a live heartbeat: one whose heartbeat lapsed (Redis refusing writes) "
-                          "honours the request when its loop next runs; the next worker to start finds the restart "
-                          "counter cleared")
+            console.print(f"no worker with a live heartbeat: one whose heartbeat lapsed (Redis refusing writes) "
+                          f"honours the request if its loop runs within {RESET_REQUEST_TTL_S:g} s (check `tacticalctl "
+                          "breaker status`); the next worker to start finds the restart counter cleared")
     if receipt.waiting_on:
         raise typer.Exit(int(ExitCode.WARNING))
 

@@ -136,7 +136,7 @@ def probe_redis(sources: Sources) -> list[Finding]:
                             **evidence))
     findings += _slow_commands(client)
     latest = client.execute_command("LATENCY", "LATEST") or []
-    spikes = [(_text(row[0]), int(row[2])) for row in latest if int(row[2]) > THRESHOLDS.redis_rtt_warn_ms]
+    spikes = [(_text(row[0]), int(row[2])) for row in latest if int(row[2]) > THRESHOLDS.slow_command_warn_ms]
     if spikes:
         findings.append(_warn("Redis latency monitor events: " + ", ".join(f"{e} {ms} ms" for e, ms in spikes),
                               latency_latest=spikes))
@@ -358,8 +358,9 @@ def probe_breaker(sources: Sources) -> list[Finding]:
         findings.append(_critical(restarts + ": the restart limit opens the breaker — the worker keeps dying",
                                   restarts=overview.restarts))
     elif overview.restarts > len(overview.published):  # each running worker's own start is counted too
-        findings.append(_warn(restarts + f": more starts than workers with a live heartbeat ({len(overview.published)})"
-                              " — something restarts them, or their heartbeats lapsed (Redis refusing writes)",
+        findings.append(_warn(restarts + f": more starts than workers with a live heartbeat and a published breaker "
+                              f"({len(overview.published)}) — something restarts them, or their heartbeats lapsed "
+                              "(Redis refusing writes)",
                               restarts=overview.restarts))
     else:
         findings.append(_ok(restarts, restarts=overview.restarts))

@@ -73,7 +73,7 @@ def _fits(value: object, kind: str) -> bool:
 
 
 def shape_problem(document: dict[str, Any], shape: dict[str, Any], where: str = "") -> str | None:
-    """The first key of `document` whose value is not of the kind `shape` gives it ("window is "x", expected an
+    """The first key of `document` whose value is not of the kind `shape` gives it ("lag is "x", expected an
     object"); None when every key present fits. Keys `shape` does not name are not looked at."""
     for key, kind in shape.items():
         if key not in document:
@@ -86,7 +86,7 @@ def shape_problem(document: dict[str, Any], shape: dict[str, Any], where: str = 
                 return problem
         elif not _fits(value, kind):
             return f"{path} is {json.dumps(value)[:40]}, expected {kind.rstrip('?')}" + (
-                " or null" if kind.endswith("?") else "")
+                " or null" if kind.endswith("?") or kind == "number" else "")
     return None
 
 
