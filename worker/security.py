@@ -94,17 +94,21 @@ def check_url(url: str) -> None:
     if parts.scheme not in URL_SCHEMES:
         raise RedisSecurityError(f"the Redis URL {shown} has scheme {parts.scheme!r}: use redis://, rediss:// (TLS) "
                                  "or unix://")
-    # An @ past the host part is a password's / # or ? cutting the URL short: then what reads as a port is not one.
-    cut_short = "@" in url[len(parts.scheme) + 3 + len(parts.netloc):]
+    misplaced_password = RedisSecurityError(
+        f"the Redis URL {shown} cannot be parsed: a password containing / # ? or @ must be percent-encoded (or kept "
+        "in TACTICAL_REDIS_PASSWORD_FILE)")
+    # An @ in the path or fragment is a password's / or # cutting the URL short: what reads as the host and port is
+    # the start of the password (redis://:123#45@h would connect to localhost:123).
+    if parts.scheme != "unix" and "@" not in parts.netloc and "@" in parts.path + parts.fragment:
+        raise misplaced_password
     port_text = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
-    if not cut_short and re.fullmatch(r"-?\d+", port_text) and not 0 < int(port_text) <= 65535:
+    if re.fullmatch(r"-?\d+", port_text) and not 0 < int(port_text) <= 65535:
         raise RedisSecurityError(f"the Redis URL {shown} has a port out of range: ports are 1-65535")
     try:
         parts.port  # noqa: B018 - parsing it is the check
     except ValueError:
         # Not quoted: "could not be cast to integer value as '…'" quotes what follows a misplaced password's colon.
-        raise RedisSecurityError(f"the Redis URL {shown} cannot be parsed: a password containing / # ? or @ must be "
-                                 "percent-encoded (or kept in TACTICAL_REDIS_PASSWORD_FILE)") from None
+        raise misplaced_password from None
     for name, _ in parse_qsl(parts.query, keep_blank_values=True):
         if name.startswith("ssl"):
             # redis-py lets URL parameters override the client's: ?ssl_cert_reqs=none would switch verification off.

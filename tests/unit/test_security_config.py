@@ -120,6 +120,7 @@ def test_redact_url_masks_every_place_a_password_can_be(url: str, shown: str) ->
     ("redis://:Ab@127.0.0.1:-1/2", "has a port out of range: ports are 1-65535"),
     ("redis://:Ab@127.0.0.1:0/2", "has a port out of range: ports are 1-65535"),
     ("redis://:Ab/-5@127.0.0.1:7831/2", "cannot be parsed: a password containing / # ? or @ must be "),
+    ("redis://:123#Ab@127.0.0.1:7831/2", "cannot be parsed: a password containing / # ? or @ must be "),
     ("rediss://h:6380/2?ssl_cert_reqs=none", "sets ssl_cert_reqs: TLS is configured only by"),
     ("rediss://h:6380/2?ssl_check_hostname=false", "sets ssl_check_hostname"),
     ("http://h:6379/2", "has scheme 'http'"),
@@ -132,6 +133,7 @@ def test_a_url_redis_py_would_misread_is_refused_without_its_secret(url: str, co
 
 def test_a_percent_encoded_password_is_a_valid_url() -> None:
     RedisSecurity().check("redis://u:p%2Fq%23r@h:6379/2")
+    RedisSecurity().check("unix:///run/redis/a@b.sock?db=2")  # a socket path may hold an @
 
 
 def test_the_shareable_environment_has_no_secret() -> None:
