@@ -210,8 +210,8 @@ class RestorePlan:
     def refusal(self, force: bool, *, models_only: bool = False) -> str | None:
         """Why restoring now would be wrong, or None. Only the model files count with `models_only`: Redis is not
         touched then."""
-        if self.models_dir is not None and self.models_dir.exists() and not self.models_dir.is_dir():
-            return f"{self.models_dir} is not a directory: name the models directory to restore into, or --no-models"
+        if self.models_dir is not None and (problem := _unwritable_dir(self.models_dir)) is not None:
+            return f"{problem}: name the models directory to restore into, or --no-models"
         if self.live_workers and not models_only:
             return (f"workers are running against the target ({', '.join(self.live_workers)}): stop them first, "
                     "then restore, then start them; to restore only the model bundles onto a new host, --models-only")
@@ -251,6 +251,25 @@ def _model_conflicts(archive: VerifiedArchive, models_dir: Path | None) -> tuple
             if target.exists() and (not target.is_file() or sha256_path(target) != spec["sha256"]):
                 conflicts.append(name[len(MODELS_PREFIX):])
     return tuple(sorted(conflicts))
+
+
+def _unwritable_dir(directory: Path) -> str | None:
+    """Why model files could not be written into `directory` (created if missing), or None: found before a --force
+    restore clears Redis, not after."""
+    if directory.is_symlink() and not directory.exists():
+        return f"{directory} is a symlink to nothing"
+    if directory.exists():
+        if not directory.is_dir():
+            return f"{directory} is not a directory"
+        return None if os.access(directory, os.W_OK | os.X_OK) else f"{directory} is not writable"
+    ancestor = directory.parent
+    while not ancestor.exists() and not ancestor.is_symlink() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{directory} cannot be created: {ancestor} is not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{directory} cannot be created: {ancestor} is not writable"
+    return None
 
 
 def plan_restore(client: redis.Redis, archive: VerifiedArchive, models_dir: Path | None) -> RestorePlan:

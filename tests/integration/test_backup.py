@@ -439,9 +439,14 @@ def test_a_models_dir_that_is_a_file_is_refused_before_redis_is_cleared(
     client.set(completed_key("kept"), "1-1")
     a_file = tmp_path / "models.txt"
     a_file.write_text("not a directory\n")
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "gone")
 
-    result = tacticalctl(target.url(), "restore", str(archive), "--force", "--models-dir", str(a_file))
+    for models_dir, said in ((a_file, f"{a_file} is not a directory"),
+                             (a_file / "models", f"{a_file / 'models'} cannot be created: {a_file} is not a directory"),
+                             (dangling, f"{dangling} is a symlink to nothing")):
+        result = tacticalctl(target.url(), "restore", str(archive), "--force", "--models-dir", str(models_dir))
 
-    assert result.exit_code == 2, result.output
-    assert f"{a_file} is not a directory" in result.stderr and result.stderr.count("\n") == 1
-    assert client.exists(completed_key("kept")), "refused before the target was cleared"
+        assert result.exit_code == 2, result.output
+        assert said in result.stderr and result.stderr.count("\n") == 1, result.stderr
+        assert client.exists(completed_key("kept")), "refused before the target was cleared"
