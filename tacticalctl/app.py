@@ -95,15 +95,14 @@ class CtlGroup(TyperGroup):
         except UsageError as exc:
             exc.exit_code = int(ExitCode.UNKNOWN)
             raise
-        except redis.AuthenticationError as exc:  # its message names the user and the URL, never the secret
+        # Said as they are: refused credentials name the user and the URL, never the secret; an audit trail of
+        # another type says how to move it aside.
+        except (redis.AuthenticationError, AuditTrailError) as exc:
             typer.echo(f"tacticalctl: {exc}", err=True)
             raise typer.Exit(int(ExitCode.CRITICAL)) from None
         except REDIS_UNREACHABLE as exc:
             # The error names the address it failed on: `up` and `bench` run Redis of their own, not --redis-url.
             typer.echo(f"tacticalctl: Redis unreachable: {exc}", err=True)
-            raise typer.Exit(int(ExitCode.CRITICAL)) from None
-        except AuditTrailError as exc:
-            typer.echo(f"tacticalctl: {exc}", err=True)
             raise typer.Exit(int(ExitCode.CRITICAL)) from None
         except redis.ResponseError as exc:  # e.g. NOPERM under an ACL user, WRONGTYPE on a key someone else wrote
             typer.echo(f"tacticalctl: Redis refused a command: {exc}", err=True)

@@ -123,7 +123,7 @@ def _print_plan(console: Console, plan: RestorePlan, *, restored: bool = False) 
     target = "empty" if plan.target_empty else (f"{len(plan.existing_streams)} streams and "
                                                  f"{plan.existing_tactical_keys} tactical:* keys")
     console.print(f"target: {target}; running workers: {', '.join(plan.live_workers) or 'none'}")
-    models = plan.archive.manifest.get("models")
+    models = manifest.get("models")
     if plan.models_dir is None or not models:
         console.print("model bundles: not restored" + ("" if models else " (the archive has none)"))
     else:

@@ -69,7 +69,7 @@ def _fits(value: object, kind: str) -> bool:
     if kind == "objects":
         return isinstance(value, list) and all(isinstance(item, dict) for item in value)
     assert kind == "numbers", kind
-    return isinstance(value, dict) and all(item is None or _is_number(item) for item in value.values())
+    return isinstance(value, dict) and all(_fits(item, "number") for item in value.values())
 
 
 def shape_problem(document: dict[str, Any], shape: dict[str, Any], where: str = "") -> str | None:
