@@ -25,12 +25,11 @@ from __future__ import annotations
 import bisect
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from worker.actions import AGENT_NAMES, Action
 from worker.positions import BAR, DEFAULT_MAX_HOLDING, bar_time
-from worker.records import AgentVote, SynergyEvent
+from worker.records import AgentVote, SynergyEvent, per_event_record
 from worker.timeline import Timeline
 
 DEFAULT_HORIZON = 6 * BAR
@@ -41,7 +40,7 @@ DEFAULT_MAX_PENDING = 100_000
 DEFAULT_REWIND_TOLERANCE = DEFAULT_MAX_HOLDING  # what counts as a rewind for the position book counts here too
 
 
-@dataclass(frozen=True, slots=True)
+@per_event_record
 class PendingCall:
     correlation_id: str
     price: float

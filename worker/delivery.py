@@ -39,6 +39,7 @@ from worker.names import (
     completed_key,
     processing_key,
 )
+from worker.records import per_event_record
 
 # Both scripts run once per batch and loop over its events: globals (ARGV, redis.call, string.*) are looked up once,
 # into locals, not on every use.
@@ -208,7 +209,7 @@ class ClaimOutcome(StrEnum):
     INFLIGHT = "inflight"  # another entry with this id is being decided: a duplicate (the commit acks it)
 
 
-@dataclass(frozen=True, slots=True)
+@per_event_record
 class DecidedEvent:
     entry_id: bytes
     correlation_id: str

@@ -21,7 +21,14 @@ from worker.delivery import (
 )
 from worker.events import InvalidEvent, decode_event, wire_correlation_id
 from worker.inference import AgentEnsemble
-from worker.records import Decision, SynergyEvent, command_fields, decision_fields, timing_fields
+from worker.records import (
+    Decision,
+    SynergyEvent,
+    command_fields,
+    decision_fields,
+    per_event_record,
+    timing_fields,
+)
 
 
 class StageError(RuntimeError):
@@ -45,7 +52,7 @@ class FailedEvent:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@per_event_record
 class StreamEntry:
     entry_id: bytes
     fields: Mapping[bytes, bytes]

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from worker.records import ExecutionCommand
+from worker.records import ExecutionCommand, per_event_record
 from worker.timeline import Timeline
 
 BAR = timedelta(minutes=5)
@@ -50,7 +49,7 @@ class ExitReason(StrEnum):
     REWOUND = "rewound"
 
 
-@dataclass(frozen=True, slots=True)
+@per_event_record
 class Position:
     correlation_id: str
     symbol: str
@@ -70,7 +69,7 @@ class Position:
         return (move if self.is_long else -move) * self.quantity
 
 
-@dataclass(frozen=True, slots=True)
+@per_event_record
 class ClosedPosition:
     position: Position
     exit_price: float

