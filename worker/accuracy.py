@@ -130,16 +130,19 @@ class AgentAccuracy:
     ) -> PendingCall:
         """Keep every agent's call on `event` until its horizon has passed. `bar_close`: the event's timestamp,
         when the caller has parsed it already."""
-        unknown = [vote.agent for vote in votes if vote.agent not in self._outcomes]
-        if unknown:
-            raise ValueError(f"votes from unknown agent(s) {unknown}; agents are {AGENT_NAMES}")
+        actions = []  # a loop, not a generator into tuple(): called for every event
+        for vote in votes:
+            if vote.agent not in self._outcomes:
+                unknown = [vote.agent for vote in votes if vote.agent not in self._outcomes]
+                raise ValueError(f"votes from unknown agent(s) {unknown}; agents are {AGENT_NAMES}")
+            actions.append((vote.agent, vote.action))
         bar_close = bar_close or bar_time(event.timestamp)
         call = PendingCall(
             correlation_id=event.correlation_id,
             price=event.price,
             dead_band=self.dead_band_atr * event.atr,
             due=bar_close + self.horizon,
-            actions=tuple((vote.agent, vote.action) for vote in votes),
+            actions=tuple(actions),
         )
         symbol_calls = self._pending.pop(event.symbol, None) or _SymbolCalls(self.rewind_tolerance)
         self._pending[event.symbol] = symbol_calls  # now the most recently recorded symbol

@@ -9,6 +9,8 @@ rolling window (see `worker.rolling`).
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -74,6 +76,18 @@ class _WithoutCreatedSeries(Collector):
 
 class UnknownLabelError(ValueError):
     """A label value outside its fixed set: a bug in the caller, refused to keep cardinality bounded."""
+
+
+def _observe_times(series: Histogram, seconds: float, times: int) -> None:
+    """`series.observe(seconds)`, `times` times, as one update of its sum and of its bucket. Reaches into the
+    histogram's values (`_sum`, `_buckets`, `_upper_bounds`: prometheus_client's layout since 0.4; the tests compare
+    the exposition with observing one by one)."""
+    if times == 1 or not math.isfinite(seconds):
+        for _ in range(times):
+            series.observe(seconds)
+        return
+    series._sum.inc(seconds * times)
+    series._buckets[bisect.bisect_left(series._upper_bounds, seconds)].inc(times)
 
 
 def _check(label: str, value: str, allowed: Sequence[str]) -> str:
@@ -214,8 +228,12 @@ class TacticalMetrics:
             raise ValueError(
                 f"{len(latencies_s)} latencies for {len(synergy_types)} synergy types: one each per decision"
             )
-        for seconds, synergy in zip(latencies_s, synergy_types, strict=True):
-            self.observe_stage("end_to_end", seconds, synergy_type=synergy)
+        # A batch's events share one latency: one update per (latency, type), not one observe per event (~2.7 µs).
+        for (seconds, synergy), times in Counter(zip(latencies_s, synergy_types, strict=True)).items():
+            series = self._stages.get(("end_to_end", ALL, synergy))
+            if series is None:
+                series = self._new_stage_series("end_to_end", ALL, synergy)
+            _observe_times(series, seconds, times)
         for outcome, count in Counter(outcomes).items():
             series = self._processed.get(outcome)
             if series is None:

@@ -84,6 +84,23 @@ def test_observe_events_counts_outcomes_and_end_to_end_latency_by_synergy_type(
     assert sample(metrics, "tactical_request_duration_seconds_bucket", **e2e, synergy_type="TYPE_3", le="0.075") == 1
 
 
+@pytest.mark.parametrize("seconds", [0.0078125, 0.005, 0.0005, 2.0, math.nan])  # 0.005: on a bucket's bound
+def test_a_batch_sharing_one_latency_reads_as_its_events_observed_one_by_one(seconds: float) -> None:
+    batched, one_by_one = TacticalMetrics(), TacticalMetrics()
+    batched.observe_events([seconds] * 5 + [0.03], ["TYPE_2"] * 5 + ["TYPE_1"], ["hold"] * 6)
+    for latency, synergy in [(seconds, "TYPE_2")] * 5 + [(0.03, "TYPE_1")]:
+        one_by_one.observe_events([latency], [synergy], ["hold"])
+
+    def histogram(metrics: TacticalMetrics) -> list[str]:
+        return [line for line in text(metrics).splitlines()
+                if line.startswith("tactical_request_duration_seconds_") and "_created" not in line]
+
+    assert histogram(batched) == histogram(one_by_one)
+    count = sample(batched, "tactical_request_duration_seconds_count", operation="end_to_end", agent_type="all",
+                   synergy_type="TYPE_2")
+    assert count == (5 if math.isfinite(seconds) else 0)  # NaN falls in no bucket, +Inf's included
+
+
 def test_observe_events_needs_one_synergy_type_per_latency(metrics: TacticalMetrics) -> None:
     with pytest.raises(ValueError, match="2 latencies for 1 synergy types"):
         metrics.observe_events([0.001, 0.002], ["TYPE_1"], [])
