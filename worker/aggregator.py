@@ -46,7 +46,8 @@ DEFAULT_WEIGHTS: Mapping[SynergyType, tuple[float, float, float]] = MappingProxy
     }
 )
 
-_TIE_ORDER = (Action.LONG, Action.SHORT, Action.HOLD)
+# The order tied actions are named in, each with its index into the scores.
+_TIE_ORDER = tuple((action, action.index) for action in (Action.LONG, Action.SHORT, Action.HOLD))
 
 
 class AggregatorConfigError(ValueError):
@@ -336,17 +337,17 @@ def _decide(
         )
 
     best = max(scores)
-    top = [action for action in _TIE_ORDER if scores[action.index] >= best - SCORE_TOLERANCE]
+    top = [action for action, index in _TIE_ORDER if scores[index] >= best - SCORE_TOLERANCE]
     if len(top) > 1:
-        names = " = ".join(action.name.lower() for action in top)
+        names = " = ".join(action.label for action in top)
         return decision(Action.HOLD, False, f"tie: {names} at {best:.3f}")
     action = top[0]
     score = scores[action.index]
-    name = action.name.lower()
+    name = action.label
     if action is Action.HOLD:
         return decision(action, False, f"hold: top action is hold ({score:.3f})")
 
-    with_direction = action.value == event.direction
+    with_direction = action == event.direction  # an IntEnum: its value is the direction it trades in
     bar = config.execution_threshold if with_direction else config.counter_direction_threshold
     if score < bar - SCORE_TOLERANCE:
         category = "below threshold" if with_direction else "against direction"

@@ -142,7 +142,7 @@ def decision_fields(decision: Decision, event_id: bytes | None = None) -> dict[s
         "correlation_id": decision.correlation_id,
         "synergy_type": decision.synergy_type.value,
         "direction": str(decision.direction),
-        "action": decision.action.name.lower(),
+        "action": decision.action.label,
         "score": repr(float(decision.score)),
         "execute": "1" if decision.execute else "0",
         "reason": decision.reason,
