@@ -72,6 +72,21 @@ def test_each_batch_result_comes_back_once_one_submit_later(redis_client: redis.
     assert pending_count(redis_client) == 0
 
 
+def test_batches_keep_the_pipelines_connections(redis_client: redis.Redis, ensemble) -> None:
+    """Each script's reply is read on its own connection, the claim's too (its outcomes unused): a reply left unread
+    would cost a new connection per batch."""
+    publish(redis_client, 50, "conn")
+    pipeline = EventPipeline(DeliveryScripts(redis_client), ensemble, AggregatorConfig(), CONFIG)
+    pipeline.process(read(redis_client, 10))
+    connections = redis_client.info("stats")["total_connections_received"]
+    for _ in range(4):
+        pipeline.submit(read(redis_client, 10))
+    pipeline.drain()
+
+    assert redis_client.info("stats")["total_connections_received"] == connections
+    assert pending_count(redis_client) == 0
+
+
 def test_time_a_commit_waits_in_flight_is_not_counted_as_its_batch_latency(redis_client: redis.Redis, ensemble) -> None:
     model, pipeline, first, second = two_batches_of_ten(redis_client, ensemble, "slow")
 
