@@ -230,10 +230,10 @@ class TacticalMetrics:
             )
         # A batch's events share one latency: one update per (latency, type), not one observe per event (~2.7 µs).
         for (seconds, synergy), times in Counter(zip(latencies_s, synergy_types, strict=True)).items():
-            series = self._stages.get(("end_to_end", ALL, synergy))
-            if series is None:
-                series = self._new_stage_series("end_to_end", ALL, synergy)
-            _observe_times(series, seconds, times)
+            histogram = self._stages.get(("end_to_end", ALL, synergy))
+            if histogram is None:
+                histogram = self._new_stage_series("end_to_end", ALL, synergy)
+            _observe_times(histogram, seconds, times)
         for outcome, count in Counter(outcomes).items():
             series = self._processed.get(outcome)
             if series is None:
