@@ -79,9 +79,10 @@ class UnknownLabelError(ValueError):
 
 
 def _observe_times(series: Histogram, seconds: float, times: int) -> None:
-    """`series.observe(seconds)`, `times` times, as one update of its sum and of its bucket. Reaches into the
-    histogram's values (`_sum`, `_buckets`, `_upper_bounds`: prometheus_client's layout since 0.4; the tests compare
-    the exposition with observing one by one)."""
+    """`series.observe(seconds)`, `times` times, as one update of its sum and of its bucket: the same bucket counts,
+    and the sum up to rounding (`seconds * times`, not `seconds` added `times` times). Reaches into the histogram's
+    values (`_sum`, `_buckets`, `_upper_bounds`: prometheus_client's layout since 0.4; the tests compare the exposition
+    with observing one by one)."""
     if times == 1 or not math.isfinite(seconds):
         for _ in range(times):
             series.observe(seconds)

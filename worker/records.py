@@ -14,10 +14,10 @@ from worker.actions import ACTION_ORDER, AGENT_NAMES, Action
 _Record = TypeVar("_Record")
 
 
-@dataclass_transform(frozen_default=True)
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
 def per_event_record(cls: type[_Record]) -> type[_Record]:
-    """A record the hot path builds for every event: frozen to the type checker (mypy flags an assignment), a plain
-    slots dataclass at run time, hashable as a frozen one is. A frozen dataclass sets each field through
+    """A record the hot path builds for every event: frozen to the type checker (mypy flags an assignment, tested),
+    a plain slots dataclass at run time, hashable as a frozen one is. A frozen dataclass sets each field through
     `object.__setattr__`: building one of 9 fields took 3.8 µs against 0.8 µs for this, and a worker builds ~8 records
     an event. Measured in one process over 6,000 events at batch 100, validating, aggregating, writing the fields and
     the telemetry cost ~35 µs less an event this way (of ~230)."""

@@ -84,21 +84,28 @@ def test_observe_events_counts_outcomes_and_end_to_end_latency_by_synergy_type(
     assert sample(metrics, "tactical_request_duration_seconds_bucket", **e2e, synergy_type="TYPE_3", le="0.075") == 1
 
 
-@pytest.mark.parametrize("seconds", [0.0078125, 0.005, 0.0005, 2.0, math.nan])  # 0.005: on a bucket's bound
+# 0.005: on a bucket's bound; 0.003: six of it summed one by one is not 6 × 0.003 in floating point.
+@pytest.mark.parametrize("seconds", [0.0078125, 0.005, 0.003, 0.0005, 2.0, math.nan])
 def test_a_batch_sharing_one_latency_reads_as_its_events_observed_one_by_one(seconds: float) -> None:
     batched, one_by_one = TacticalMetrics(), TacticalMetrics()
-    batched.observe_events([seconds] * 5 + [0.03], ["TYPE_2"] * 5 + ["TYPE_1"], ["hold"] * 6)
-    for latency, synergy in [(seconds, "TYPE_2")] * 5 + [(0.03, "TYPE_1")]:
+    for metrics in (batched, one_by_one):
+        metrics.observe_events([0.0041], ["TYPE_2"], ["hold"])  # a sum already running
+    batched.observe_events([seconds] * 6 + [0.03], ["TYPE_2"] * 6 + ["TYPE_1"], ["hold"] * 7)
+    for latency, synergy in [(seconds, "TYPE_2")] * 6 + [(0.03, "TYPE_1")]:
         one_by_one.observe_events([latency], [synergy], ["hold"])
 
-    def histogram(metrics: TacticalMetrics) -> list[str]:
-        return [line for line in text(metrics).splitlines()
-                if line.startswith("tactical_request_duration_seconds_") and "_created" not in line]
+    def histogram(metrics: TacticalMetrics) -> tuple[list[str], list[float]]:
+        lines = [line for line in text(metrics).splitlines()
+                 if line.startswith("tactical_request_duration_seconds_") and "_created" not in line]
+        return [line for line in lines if "_sum{" not in line], [float(line.split()[-1]) for line in lines
+                                                               if "_sum{" in line]
 
-    assert histogram(batched) == histogram(one_by_one)
+    counts, sums = histogram(batched)
+    assert counts == histogram(one_by_one)[0]  # every bucket and count exactly
+    assert sums == pytest.approx(histogram(one_by_one)[1], rel=1e-12, nan_ok=True)  # the sums up to rounding
     count = sample(batched, "tactical_request_duration_seconds_count", operation="end_to_end", agent_type="all",
                    synergy_type="TYPE_2")
-    assert count == (5 if math.isfinite(seconds) else 0)  # NaN falls in no bucket, +Inf's included
+    assert count == (7 if math.isfinite(seconds) else 1)  # NaN falls in no bucket, +Inf's included
 
 
 def test_observe_events_needs_one_synergy_type_per_latency(metrics: TacticalMetrics) -> None:

@@ -3,6 +3,11 @@ to the type checker only; see `per_event_record`)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 
 from tests.unit.test_aggregator import CONFIG, make_event
@@ -37,3 +42,43 @@ def test_positions_and_commands_hash() -> None:
     assert decision.command is not None
     position = PositionBook().open(decision.command, "2024-03-01T14:30:00Z")
     assert {position, position} == {position} and {decision.command} == {decision.command}
+
+
+def test_the_type_checker_refuses_to_change_a_record(tmp_path) -> None:
+    """Frozen to mypy, though not at run time: an assignment to any per-event record is a type error, and so is a
+    record built without a field that has no default (`matrix` is declared with `field()`)."""
+    checked = tmp_path / "uses_records.py"
+    checked.write_text(textwrap.dedent('''
+        from worker.delivery import DecidedEvent
+        from worker.pipeline import StreamEntry
+        from worker.positions import Position, ClosedPosition
+        from worker.accuracy import PendingCall
+        from worker.records import AgentVote, Decision, ExecutionCommand, SynergyEvent, SynergyType
+
+        def change(event: SynergyEvent, vote: AgentVote, decision: Decision, command: ExecutionCommand,
+                   entry: StreamEntry, decided: DecidedEvent, call: PendingCall, position: Position,
+                   closed: ClosedPosition) -> None:
+            event.price = 1.0  # line 10
+            vote.confidence = 0.5
+            decision.execute = True
+            command.quantity = 2
+            entry.delivery_count = 3
+            decided.command_fields = None
+            call.price = 1.0
+            position.quantity = 3
+            closed.pnl = 0.0  # line 18
+
+        SynergyEvent("id", SynergyType.TYPE_1, 1, 0.5, "ES", "2024-03-01T14:30:00Z", 1.0, 1.0)  # line 20: no matrix
+    ''').lstrip())
+    # The project's modules are read; the third-party ones behind them are not (torch's alone would take ~30 s).
+    config = tmp_path / "mypy.ini"
+    config.write_text("[mypy]\nfollow_imports = silent\n"
+                      "[mypy-torch.*,numpy.*,scipy.*,redis.*,hiredis.*,prometheus_client.*,models.*]\n"
+                      "follow_imports = skip\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(config), "--cache-dir", str(tmp_path / "cache"),
+         str(checked)],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=240,
+    )
+    flagged = {int(line.split(":")[1]) for line in result.stdout.splitlines() if ": error:" in line}
+    assert flagged == {*range(10, 19), 20}, result.stdout
