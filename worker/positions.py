@@ -95,21 +95,13 @@ class _Levels:
         index = bisect.bisect_left(self._entries, (level, seq))
         del self._entries[index]
 
-    # Most marks trigger nothing: the lowest (highest) level answers that before any search. Every event's price asks
-    # four of these. A NaN price compares false and takes the search, as before.
     def at_or_below(self, price: float) -> list[int]:
-        entries = self._entries
-        if not entries or entries[0][0] > price:
-            return []
-        end = bisect.bisect_right(entries, (price, float("inf")))
-        return [seq for _, seq in entries[:end]]
+        end = bisect.bisect_right(self._entries, (price, float("inf")))
+        return [seq for _, seq in self._entries[:end]]
 
     def at_or_above(self, price: float) -> list[int]:
-        entries = self._entries
-        if not entries or entries[-1][0] < price:
-            return []
-        start = bisect.bisect_left(entries, (price, -1))
-        return [seq for _, seq in entries[start:]]
+        start = bisect.bisect_left(self._entries, (price, -1))
+        return [seq for _, seq in self._entries[start:]]
 
 
 class _SymbolBook:
@@ -242,8 +234,6 @@ class PositionBook:
         return closed
 
     def _expire(self, now: datetime) -> list[ClosedPosition]:
-        if not self._expiries or self._expiries[0][0] > now:  # nothing due yet: the usual case, answered first
-            return []
         end = bisect.bisect_right(self._expiries, (now, float("inf")))
         due = [seq for _, seq in self._expiries[:end]]
         return [self._close(seq, self._last_price(self._positions[seq]), now, ExitReason.MAX_HOLDING) for seq in due]
