@@ -10,7 +10,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -97,6 +97,55 @@ def decode_event(fields: Mapping[bytes, bytes], *, max_event_bytes: int = DEFAUL
     Unknown extra fields are ignored. `str` keys and values (a client with `decode_responses`) are
     accepted for text fields; an f32le matrix needs bytes.
     """
+    scalars, matrix = _checked_fields(fields, max_event_bytes)
+    if isinstance(matrix, bytes):
+        matrix = matrix_from_bytes(matrix)
+    if not np.isfinite(matrix).all():
+        raise InvalidEvent(InvalidReason.MATRIX_NOT_FINITE, _non_finite_detail(matrix))
+    return SynergyEvent(*scalars, matrix)
+
+
+def decode_events(
+    entries: Sequence[Mapping[bytes, bytes]], *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+) -> tuple[list[SynergyEvent | InvalidEvent], np.ndarray]:
+    """`decode_event` for a batch: per entry, in order, the event it gives or the `InvalidEvent` it raises; and the
+    events' matrices stacked, (events, 60, 7) float32, for the agents. Each event's `matrix` is a read-only view of
+    its row; the stack itself is writable, so that torch wraps it without a copy (and without a warning).
+
+    The matrices are read from their wire bytes in one copy and their values checked in one pass: per event, a view
+    and a NaN scan of its own cost ~8 µs here, and the batch is stacked for the agents anyway."""
+    decoded: list[SynergyEvent | InvalidEvent | None] = []
+    checked: list[tuple[int, tuple[object, ...]]] = []  # (index in decoded, the event's fields but its matrix)
+    matrices: list[bytes] = []
+    for fields in entries:
+        try:
+            scalars, matrix = _checked_fields(fields, max_event_bytes)
+        except InvalidEvent as exc:
+            decoded.append(exc)
+            continue
+        checked.append((len(decoded), scalars))
+        matrices.append(matrix if isinstance(matrix, bytes) else matrix.tobytes())
+        decoded.append(None)
+    batch = np.frombuffer(bytearray().join(matrices), dtype=MATRIX_DTYPE).reshape(-1, *MATRIX_SHAPE)
+    finite = np.isfinite(batch).all(axis=(1, 2))
+    if not finite.all():
+        for (index, _), matrix, ok in zip(checked, batch, finite, strict=True):
+            if not ok:
+                decoded[index] = InvalidEvent(InvalidReason.MATRIX_NOT_FINITE, _non_finite_detail(matrix))
+        checked = [item for item, ok in zip(checked, finite, strict=True) if ok]
+        batch = batch[finite]
+    rows = batch.view()
+    rows.flags.writeable = False
+    for (index, scalars), matrix in zip(checked, rows, strict=True):
+        decoded[index] = SynergyEvent(*scalars, matrix)  # type: ignore[arg-type]
+    return decoded, batch  # type: ignore[return-value]  # every None was replaced
+
+
+def _checked_fields(
+    fields: Mapping[bytes, bytes], max_event_bytes: int
+) -> tuple[tuple[object, ...], bytes | np.ndarray]:
+    """Every check of `decode_event` but the matrix's values: the event's fields in `SynergyEvent`'s order but its
+    matrix, and the matrix as f32le bytes of the right size or a parsed JSON matrix."""
     wire = _wire_fields(fields, max_event_bytes)
     missing = [name for name, key in _REQUIRED_KEYS if key not in wire]
     if missing:
@@ -104,17 +153,17 @@ def decode_event(fields: Mapping[bytes, bytes], *, max_event_bytes: int = DEFAUL
     event_type = wire[b"event_type"]
     if event_type != _EVENT_TYPE:
         raise _rejected(InvalidReason.WRONG_EVENT_TYPE, "event_type", event_type, f"expected {EVENT_TYPE!r}")
-    return SynergyEvent(
-        correlation_id=_correlation_id(wire[b"correlation_id"]),
-        synergy_type=_synergy_type(wire[b"synergy_type"]),
-        direction=_direction(wire[b"direction"]),
-        confidence=_confidence(wire[b"confidence"]),
-        symbol=_symbol(wire[b"symbol"]),
-        timestamp=_timestamp(wire[b"timestamp"]),
-        price=_positive_number(wire[b"price"], "price", InvalidReason.BAD_PRICE),
-        atr=_positive_number(wire[b"atr"], "atr", InvalidReason.BAD_ATR),
-        matrix=_matrix(wire[b"matrix"], wire.get(b"matrix_encoding", b"f32le")),
+    scalars = (
+        _correlation_id(wire[b"correlation_id"]),
+        _synergy_type(wire[b"synergy_type"]),
+        _direction(wire[b"direction"]),
+        _confidence(wire[b"confidence"]),
+        _symbol(wire[b"symbol"]),
+        _timestamp(wire[b"timestamp"]),
+        _positive_number(wire[b"price"], "price", InvalidReason.BAD_PRICE),
+        _positive_number(wire[b"atr"], "atr", InvalidReason.BAD_ATR),
     )
+    return scalars, _unchecked_matrix(wire[b"matrix"], wire.get(b"matrix_encoding", b"f32le"))
 
 
 def encode_event(event: SynergyEvent, *, matrix_encoding: str = DEFAULT_MATRIX_ENCODING) -> dict[str, bytes | str]:
@@ -135,11 +184,15 @@ def validate_event(event: SynergyEvent) -> None:
 
 def matrix_from_bytes(raw: bytes) -> np.ndarray:
     """The (60, 7) float32 view of an f32le matrix: zero-copy, read-only. Checks the size, not the values."""
-    if len(raw) != MATRIX_BYTES:
-        raise InvalidEvent(InvalidReason.MATRIX_SIZE, f"matrix is {len(raw)} bytes, expected {MATRIX_BYTES}")
+    _check_matrix_size(raw)
     matrix = np.frombuffer(raw, dtype=MATRIX_DTYPE).reshape(MATRIX_SHAPE)
     matrix.flags.writeable = False
     return matrix
+
+
+def _check_matrix_size(raw: bytes) -> None:
+    if len(raw) != MATRIX_BYTES:
+        raise InvalidEvent(InvalidReason.MATRIX_SIZE, f"matrix is {len(raw)} bytes, expected {MATRIX_BYTES}")
 
 
 def matrix_to_bytes(matrix: np.ndarray) -> bytes:
@@ -288,17 +341,15 @@ def _timestamp(raw: bytes) -> str:
     return text
 
 
-def _matrix(raw: bytes, encoding: bytes) -> np.ndarray:
+def _unchecked_matrix(raw: bytes, encoding: bytes) -> bytes | np.ndarray:
+    """An f32le matrix's bytes, of the right size, or a JSON matrix parsed; its values not checked yet."""
     if encoding == b"f32le":
-        matrix = matrix_from_bytes(raw)
-    elif encoding == b"json":
-        matrix = _matrix_from_json(raw)
-    else:
-        expected = " or ".join(repr(name) for name in MATRIX_ENCODINGS)
-        raise _rejected(InvalidReason.MATRIX_ENCODING, "matrix_encoding", encoding, f"expected {expected}")
-    if not np.isfinite(matrix).all():
-        raise InvalidEvent(InvalidReason.MATRIX_NOT_FINITE, _non_finite_detail(matrix))
-    return matrix
+        _check_matrix_size(raw)
+        return raw
+    if encoding == b"json":
+        return _matrix_from_json(raw)
+    expected = " or ".join(repr(name) for name in MATRIX_ENCODINGS)
+    raise _rejected(InvalidReason.MATRIX_ENCODING, "matrix_encoding", encoding, f"expected {expected}")
 
 
 def _matrix_from_json(raw: bytes) -> np.ndarray:
@@ -422,6 +473,7 @@ __all__ = [
     "InvalidEvent",
     "InvalidReason",
     "decode_event",
+    "decode_events",
     "encode_event",
     "matrix_from_bytes",
     "matrix_to_bytes",

@@ -19,7 +19,7 @@ from worker.delivery import (
     SharedFields,
     dead_letter_fields,
 )
-from worker.events import InvalidEvent, decode_event, wire_correlation_id
+from worker.events import InvalidEvent, decode_events, wire_correlation_id
 from worker.inference import AgentEnsemble
 from worker.records import (
     Decision,
@@ -213,7 +213,7 @@ class EventPipeline:
         started = clock()
 
         self._stage = "validate"
-        events, entry_ids, dead = self._validate(entries)
+        events, entry_ids, dead, matrices = self._validate(entries)
         validated = clock()
 
         # The claim (the lease that shows other consumers this event is in flight) runs in Redis while the agents run
@@ -232,7 +232,7 @@ class EventPipeline:
             decisions: list[Decision] = []
             if events:
                 try:
-                    probabilities, confidence = ensemble.infer(np.stack([event.matrix for event in events]))
+                    probabilities, confidence = ensemble.infer(matrices)
                     inferred = clock()
                     self._stage = "aggregate"
                     decisions = aggregate_batch(events, probabilities, confidence, self.aggregator, ensemble.version)
@@ -317,23 +317,29 @@ class EventPipeline:
 
     def _validate(
         self, entries: Sequence[StreamEntry]
-    ) -> tuple[list[SynergyEvent], list[bytes], list[DeadLetter]]:
+    ) -> tuple[list[SynergyEvent], list[bytes], list[DeadLetter], np.ndarray]:
+        """The batch's valid events with their entry ids and their matrices stacked (the agents' input), and a dead
+        letter for each other entry, in the entries' order."""
+        limit = self.config.max_deliveries
+        fresh = [entry for entry in entries if entry.delivery_count <= limit]
+        decoded, matrices = decode_events([entry.fields for entry in fresh],
+                                          max_event_bytes=self.config.max_event_bytes)
+        outcomes = iter(decoded)
         events: list[SynergyEvent] = []
         entry_ids: list[bytes] = []
         dead: list[DeadLetter] = []
         for entry in entries:
-            if entry.delivery_count > self.config.max_deliveries:
-                reason = f"max_deliveries: delivered {entry.delivery_count} times (limit {self.config.max_deliveries})"
+            if entry.delivery_count > limit:
+                reason = f"max_deliveries: delivered {entry.delivery_count} times (limit {limit})"
                 dead.append(self._dead_letter(entry, reason))
                 continue
-            try:
-                event = decode_event(entry.fields, max_event_bytes=self.config.max_event_bytes)
-            except InvalidEvent as exc:
-                dead.append(self._dead_letter(entry, str(exc)))
+            event = next(outcomes)
+            if isinstance(event, InvalidEvent):
+                dead.append(self._dead_letter(entry, str(event)))
                 continue
             events.append(event)
             entry_ids.append(entry.entry_id)
-        return events, entry_ids, dead
+        return events, entry_ids, dead, matrices
 
     def _dead_letter(self, entry: StreamEntry, reason: str) -> DeadLetter:
         return DeadLetter(

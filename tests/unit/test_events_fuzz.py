@@ -18,6 +18,7 @@ from worker.events import (
     InvalidEvent,
     InvalidReason,
     decode_event,
+    decode_events,
     encode_event,
 )
 from worker.records import SynergyEvent, SynergyType
@@ -180,3 +181,36 @@ def test_every_valid_event_round_trips(
     decoded = decode_event(wire)
     assert decoded == event
     assert decoded.matrix.tobytes() == matrix.tobytes()
+
+
+def json_matrix(matrix: np.ndarray) -> bytes:
+    raw = ("[" + ",".join("[" + ",".join(repr(float(x)) for x in r) + "]" for r in matrix) + "]").encode()
+    return raw.replace(b"nan", b"NaN").replace(b"inf", b"Infinity")
+
+
+batch_entry = st.one_of(
+    st.binary(min_size=MATRIX_BYTES, max_size=MATRIX_BYTES).map(lambda raw: {**VALID, b"matrix": raw}),  # NaNs too
+    arrays(np.float32, (60, 7), elements=st.floats(-1e6, 1e6, width=32)).map(
+        lambda matrix: {**VALID, b"matrix_encoding": b"json", b"matrix": json_matrix(matrix)}),
+    st.tuples(st.sampled_from(FIELD_NAMES), garbage).map(lambda change: {**VALID, change[0]: change[1]}),
+)
+
+
+@FUZZ
+@given(st.lists(batch_entry, max_size=12))
+def test_a_batch_decodes_as_its_entries_one_by_one(entries: list[dict[bytes, bytes]]) -> None:
+    decoded, matrices = decode_events(entries)
+    alone = [decodes_or_rejects(fields) for fields in entries]
+
+    assert len(decoded) == len(alone)
+    for batched, one in zip(decoded, alone, strict=True):
+        assert type(batched) is type(one)
+        if isinstance(one, InvalidEvent):
+            assert str(batched) == str(one) and batched.reason == one.reason  # type: ignore[union-attr]
+        else:
+            assert batched == one and batched.matrix.tobytes() == one.matrix.tobytes()  # type: ignore[union-attr]
+            assert not batched.matrix.flags.writeable  # type: ignore[union-attr]
+    events = [event for event in decoded if isinstance(event, SynergyEvent)]
+    assert matrices.shape == (len(events), 60, 7) and matrices.dtype == np.float32
+    assert matrices.tobytes() == b"".join(event.matrix.tobytes() for event in events)
+    assert matrices.flags.writeable and matrices.flags.c_contiguous  # torch wraps it as it is
