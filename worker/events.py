@@ -121,7 +121,9 @@ def decode_events(
         try:
             scalars, matrix = _checked_fields(fields, max_event_bytes)
         except InvalidEvent as exc:
-            decoded.append(exc)
+            # A fresh copy, not the exception caught: its traceback leads back to this frame, and the cycle would keep
+            # the whole batch alive until a full collection (rare, after gc.freeze()).
+            decoded.append(InvalidEvent(exc.reason, exc.detail))
             continue
         checked.append((len(decoded), scalars))
         matrices.append(matrix if isinstance(matrix, bytes) else matrix.tobytes())

@@ -179,7 +179,8 @@ class AgentEnsemble:
 
     def infer(self, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, 60, 7) float32 → probabilities (B, agent, action) and confidence (B, agent), agents in AGENT_NAMES
-        order, actions in ACTION_ORDER; both float32."""
+        order, actions in ACTION_ORDER; both float32. Never writes to `matrices`: torch wraps them without a copy, and
+        the pipeline's events' matrices are views of them (`decode_events`)."""
         if matrices.ndim != 3 or matrices.shape[1:] != MATRIX_SHAPE:
             raise InferenceInputError(
                 f"expected matrices shaped (B, {MATRIX_SHAPE[0]}, {MATRIX_SHAPE[1]}), got {matrices.shape}"
