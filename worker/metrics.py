@@ -206,10 +206,11 @@ class TacticalMetrics:
         self.model_info.info({"version": "none"})
 
     def observe_stage(self, operation: str, seconds: float, synergy_type: str = ALL, agent_type: str = ALL) -> None:
+        self._stage_series(operation, agent_type, synergy_type).observe(seconds)
+
+    def _stage_series(self, operation: str, agent_type: str, synergy_type: str) -> Histogram:
         series = self._stages.get((operation, agent_type, synergy_type))
-        if series is None:
-            series = self._new_stage_series(operation, agent_type, synergy_type)
-        series.observe(seconds)
+        return series if series is not None else self._new_stage_series(operation, agent_type, synergy_type)
 
     def _new_stage_series(self, operation: str, agent_type: str, synergy_type: str) -> Histogram:
         key = (
@@ -231,10 +232,7 @@ class TacticalMetrics:
             )
         # A batch's events share one latency: one update per (latency, type), not one observe per event (~2.7 µs).
         for (seconds, synergy), times in Counter(zip(latencies_s, synergy_types, strict=True)).items():
-            histogram = self._stages.get(("end_to_end", ALL, synergy))
-            if histogram is None:
-                histogram = self._new_stage_series("end_to_end", ALL, synergy)
-            _observe_times(histogram, seconds, times)
+            _observe_times(self._stage_series("end_to_end", ALL, synergy), seconds, times)
         for outcome, count in Counter(outcomes).items():
             series = self._processed.get(outcome)
             if series is None:

@@ -364,6 +364,11 @@ def _rebuilt_with_checksums(archive: Path, out: Path, edit: Callable[[str, bytes
     return out
 
 
+def _only(member: str, change: Callable[[bytes], bytes]) -> Callable[[str, bytes], bytes]:
+    """An archive edit that changes one member's content and leaves the others as they are."""
+    return lambda name, content: change(content) if name == member else content
+
+
 def _refused_untouched(target: EmbeddedRedis, archive: Path, out: Path, edit: Callable[[str, bytes], bytes]) -> str:
     """Restore `archive` edited by `edit` (checksums made to match): refused, exit 2, one line, the target empty.
     Returns what was said."""
@@ -379,19 +384,15 @@ def test_a_malformed_archive_with_matching_checksums_is_one_line_not_a_traceback
 ) -> None:
     archive = _backup_of_small_state(tmp_path, source)
 
-    def without_redis_section(name: str, content: bytes) -> bytes:
-        if name != "manifest.json":
-            return content
+    def without_redis_section(content: bytes) -> bytes:
         manifest = json.loads(content)
         del manifest["redis"]
         return json.dumps(manifest).encode()
 
-    said = _refused_untouched(target, archive, tmp_path / "m.tar.gz", without_redis_section)
+    said = _refused_untouched(target, archive, tmp_path / "m.tar.gz", _only("manifest.json", without_redis_section))
     assert "manifest.json is malformed" in said
 
-    def not_json(name: str, content: bytes) -> bytes:
-        return b"not json\n" + content if name == "redis/streams.jsonl" else content
-
+    not_json = _only("redis/streams.jsonl", lambda content: b"not json\n" + content)
     assert "redis/streams.jsonl is malformed" in _refused_untouched(target, archive, tmp_path / "s.tar.gz", not_json)
 
 
@@ -410,12 +411,11 @@ def test_a_key_outside_what_its_member_holds_is_not_restored(
 ) -> None:
     archive = _backup_of_small_state(tmp_path, source)
 
-    def completed_key_renamed(name: str, content: bytes) -> bytes:
-        if name != "redis/completed.jsonl":
-            return content
+    def key_renamed(content: bytes) -> bytes:
         doc = json.loads(content.splitlines()[0])
         return json.dumps({**doc, "key": "session:admin"}).encode() + b"\n"
 
+    completed_key_renamed = _only("redis/completed.jsonl", key_renamed)
     said = _refused_untouched(target, archive, tmp_path / "k.tar.gz", completed_key_renamed)
     assert "redis/completed.jsonl holds the key 'session:admin'" in said
 
