@@ -138,6 +138,12 @@ class EventPipeline:
     def commit_in_flight(self) -> bool:
         return self._in_flight is not None
 
+    @property
+    def stage(self) -> str:
+        """Where the last `submit` got to: after a Redis error, what Redis failed or refused (the claim, or a commit:
+        this batch's or the reply of the one in flight)."""
+        return self._stage
+
     def process(self, entries: Sequence[StreamEntry]) -> BatchResult:
         """Decide and commit a batch (after finishing any commit in flight). Redis errors propagate as they are (the
         caller reconnects); anything else becomes a StageError naming the stage. Either way nothing was acked that

@@ -172,6 +172,69 @@ def test_a_worker_overlaps_full_batches_and_finishes_the_last_when_the_stream_ru
     assert processed == 500, "the metrics count every overlapped batch once"
 
 
+@pytest.fixture
+def slow_to_time_out(redis_url: str) -> Iterator[tuple[Worker, list[BatchResult], list[tuple[int, bool]]]]:
+    """A worker whose reads would wait 2 s for events, its loop in a thread; the last item logs each batch submitted
+    as (its size, whether a commit was in flight)."""
+    settings = WorkerSettings.from_env({}, redis_url=redis_url, consumer="trickle", http_addr="127.0.0.1:0",
+                                       batch_size=25, block_ms=2000)
+    results: list[BatchResult] = []
+    worker = Worker(settings, on_batch=results.append)
+    worker.startup()
+    assert worker.pipeline is not None
+    submitted: list[tuple[int, bool]] = []
+    submit = worker.pipeline.submit
+
+    def watched_submit(entries: list[StreamEntry], **options: Any) -> list[BatchResult]:
+        submitted.append((len(entries), worker.pipeline.commit_in_flight))  # type: ignore[union-attr]
+        return submit(entries, **options)
+
+    worker.pipeline.submit = watched_submit  # type: ignore[method-assign]
+    loop = threading.Thread(target=worker.main_loop, daemon=True)
+    loop.start()
+    yield worker, results, submitted
+    worker.state.should_exit = True
+    loop.join(timeout=30)
+    worker.shutdown()
+
+
+def test_a_trickle_of_events_is_decided_while_the_last_commit_runs(redis_client: redis.Redis,
+                                                                    slow_to_time_out) -> None:
+    """Events one at a time: after each short batch the worker waits for the next events while Redis runs the
+    commit, instead of waiting for its reply; each event is still decided and recorded once."""
+    _, results, submitted = slow_to_time_out
+    ensure_group(redis_client)
+    events = many_events(40, prefix="trickle", seed=5)
+    for event in events:
+        publish_events(redis_client, [event])
+        time.sleep(0.001)
+    wait_settled(redis_client, 40)
+    wait_for(lambda: sum(len(r.decisions) for r in results) == 40, what="every result recorded")
+
+    assert any(in_flight for size, in_flight in submitted if size < 25), (
+        f"no short batch was decided while the previous commit was in flight: {submitted}")
+    assert sorted(decided(results)) == sorted(event.correlation_id for event in events), "each recorded once"
+    assert decided_ids(redis_client) == {event.correlation_id.encode(): 1 for event in events}
+
+
+def test_an_idle_stream_leaves_the_last_result_unrecorded_briefly(redis_client: redis.Redis,
+                                                                  slow_to_time_out) -> None:
+    """The read after a short batch waits IN_FLIGHT_BLOCK_MS at most, not the worker's 2 s block: then the commit's
+    reply is read, and the batch's result, metrics and breaker success are recorded."""
+    worker, results, _ = slow_to_time_out
+    ensure_group(redis_client)
+    for round_ in range(3):
+        published = time.monotonic()
+        publish_events(redis_client, [many_events(1, prefix=f"idle{round_}")[0]])
+        wait_for(lambda n=round_ + 1: len(decided(results)) == n, interval_s=0.005, what="the result recorded")
+        waited = time.monotonic() - published
+        assert waited < 1.0, f"the result was recorded {waited:.2f} s after its event: the read used the full block"
+        wait_for(lambda: not worker.pipeline.commit_in_flight, what="no commit left unread")  # type: ignore[union-attr]
+    registry = worker.telemetry.metrics.registry
+    assert sum(registry.get_sample_value("tactical_events_processed_total", {"outcome": outcome}) or 0
+               for outcome in ("executed", "hold")) == 3
+
+
 def test_a_requested_reconnect_reads_the_commit_in_flight_first(redis_client: redis.Redis,
                                                                 worker_with_full_batches) -> None:
     """The health monitor's recovery action reconnects Redis; the batch whose commit was in flight is still
