@@ -23,7 +23,7 @@ from tacticalctl.context import get_context
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode, outage_message
 from worker.connection import REDIS_FAILED, connect
 from worker.delivery import entry_time_ms
-from worker.feed import FeedOutage, run_id, send_events, simulated_events
+from worker.feed import FeedOutage, ResumableFeed, run_id, send_events, simulated_events
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM
 from worker.process import WorkerStartError
 from worker.stack import LocalStack
@@ -201,19 +201,21 @@ def _take_decisions(reply: list, last_id: bytes, totals: dict[str, int], rows: d
 
 def _feed_through_outages(client: redis.Redis, events: Iterator, *, rate: float, stop: threading.Event,
                           on_sent: Callable[[int], None]) -> None:
-    """The simulated feed, paused while Redis is unreachable or refuses writes: it resumes with the next event once
-    Redis answers, on a new schedule (no burst to catch up). The batch in flight when Redis went is not sent again
-    (some of it may have landed); while writes are refused, each try costs the one event it carried."""
+    """The simulated feed, paused while Redis is unreachable or refuses writes: once Redis answers it resumes with the
+    batch that was in flight, on a new schedule (no burst to catch up). Nothing is lost; what of that batch had
+    landed comes back as duplicates, acked by the worker without a second decision."""
+    feed = ResumableFeed(events)
     while not stop.is_set():
         try:
-            send_events(client, events, rate=rate, stop=stop, on_sent=on_sent)
+            send_events(client, feed, rate=rate, stop=stop, on_sent=on_sent)
             return
         except FeedOutage as exc:
             if isinstance(exc.cause, redis.AuthenticationError):
                 return  # the view's next read reports it and ends `up`
+            feed.put_back(exc.unsent)
         while not stop.wait(RETRY_S):
             try:
-                client.ping()  # costs no event, unlike a try of the feed
+                client.ping()  # cheaper than a try of the feed, which would send its batch again each time
                 break
             except REDIS_UNREACHABLE:
                 continue

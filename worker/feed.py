@@ -6,7 +6,8 @@ import itertools
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,16 +54,36 @@ class FeedStats:
 
 class FeedOutage(Exception):
     """Redis went away mid-feed, or took no writes (a failover left the address on a replica, memory full). `stats`
-    counts the events known sent; of the batch in flight, any number (0 to `in_flight`) may have landed, and none is
-    sent again: a retried XADD would be a second entry for the same event."""
+    counts the events known sent; of the batch in flight (`unsent`), any number may have landed. A feed that goes on
+    sends that batch again first (`ResumableFeed.put_back`): nothing is lost, and an event that had landed comes back
+    as a duplicate, which the worker acks without a second decision (the same correlation id)."""
 
-    def __init__(self, stats: FeedStats, in_flight: int, cause: Exception) -> None:
+    def __init__(self, stats: FeedStats, unsent: Sequence[SynergyEvent], cause: Exception) -> None:
         what = "unreachable" if isinstance(cause, REDIS_UNREACHABLE) else "refusing writes"
-        super().__init__(f"Redis {what} after {stats.sent} events sent ({in_flight} more in flight, their fate "
+        super().__init__(f"Redis {what} after {stats.sent} events sent ({len(unsent)} more in flight, their fate "
                          f"unknown): {cause}")
         self.stats = stats
-        self.in_flight = in_flight
+        self.unsent = tuple(unsent)
         self.cause = cause
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.unsent)
+
+
+class ResumableFeed(Iterator[SynergyEvent]):
+    """A feed's events, into which the batch in flight at an outage is put back, in front and in order, to be sent
+    again (`put_back`); as many outages as come, without nesting iterators."""
+
+    def __init__(self, events: Iterable[SynergyEvent]) -> None:
+        self._source = iter(events)
+        self._front: deque[SynergyEvent] = deque()
+
+    def put_back(self, batch: Sequence[SynergyEvent]) -> None:
+        self._front.extendleft(reversed(batch))
+
+    def __next__(self) -> SynergyEvent:
+        return self._front.popleft() if self._front else next(self._source)
 
 
 def send_events(
@@ -80,7 +101,7 @@ def send_events(
     `duration_s` or `stop` run out. Pacing is by schedule, not by sleeping a fixed gap, so the rate holds.
 
     Raises FeedOutage when Redis becomes unreachable or refuses writes; `events` then resumes after the batch that
-    was in flight."""
+    was in flight (a `ResumableFeed` takes it back, to send it again)."""
     started = time.perf_counter()
     sent = 0
     source = iter(events)
@@ -99,18 +120,17 @@ def send_events(
             time.sleep(min(0.005, (sent + 1) / rate - elapsed))
             continue
         pipe = client.pipeline(transaction=False)
-        batch = 0
-        for event in itertools.islice(source, due):
+        batch = list(itertools.islice(source, due))
+        for event in batch:
             pipe.xadd(stream, encode_event(event))
-            batch += 1
-        if batch == 0:
+        if not batch:
             exhausted = True
         else:
             try:
                 pipe.execute()
             except (*REDIS_UNREACHABLE, *REDIS_REFUSING_WRITES) as exc:
                 raise FeedOutage(FeedStats(sent, time.perf_counter() - started), batch, exc) from exc
-            sent += batch
+            sent += len(batch)
             if on_sent is not None:
-                on_sent(batch)
+                on_sent(len(batch))
     return FeedStats(sent=sent, elapsed_s=time.perf_counter() - started)
