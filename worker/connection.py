@@ -94,6 +94,16 @@ class HeldConnection:
             self._held.append(self.client.connection_pool.get_connection())
         return self._held[0]
 
+    def reply_waiting(self) -> bool:
+        """Whether a reply has come back on the held connection, checked without blocking. False when none is held,
+        or it is closed or broken (the check never connects)."""
+        if not self._held or getattr(self._held[0], "_sock", None) is None:
+            return False
+        try:
+            return bool(self._held[0].can_read(timeout=0))
+        except (redis.RedisError, OSError):
+            return False
+
     def discard(self) -> None:
         """Close the held connection (it may hold an unread reply); the next call takes a fresh one."""
         if self._held:

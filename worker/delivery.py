@@ -294,6 +294,11 @@ class PendingScript:
             self._channel.held.discard()
             raise
 
+    @property
+    def arrived(self) -> bool:
+        """Its reply is there to read without waiting."""
+        return self._awaiting and self._channel.held.reply_waiting()
+
     def close(self) -> None:
         if self._awaiting:
             self._awaiting = False
@@ -321,6 +326,11 @@ class PendingOutcomes(Generic[OutcomeT]):
             raw = self._pending.reply()
             self._outcomes = [self._outcome(r.decode() if isinstance(r, bytes) else r) for r in raw]
         return self._outcomes
+
+    @property
+    def arrived(self) -> bool:
+        """`outcomes()` would not wait."""
+        return self._outcomes is not None or (self._pending is not None and self._pending.arrived)
 
     def close(self) -> None:
         if self._pending is not None:

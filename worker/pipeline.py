@@ -139,6 +139,11 @@ class EventPipeline:
         return self._in_flight is not None
 
     @property
+    def commit_reply_arrived(self) -> bool:
+        """A commit is in flight and its reply is there to read without waiting."""
+        return self._in_flight is not None and self._in_flight.commit.arrived
+
+    @property
     def stage(self) -> str:
         """Where the last `submit` got to: after a Redis error, what Redis failed or refused (the claim, or a commit:
         this batch's or the reply of the one in flight)."""

@@ -1,7 +1,7 @@
-"""A full batch's commit stays in flight while the next batch is decided: every result is still returned once, a
-batch failing meanwhile loses neither itself nor the one in flight, and an idle stream leaves nothing in flight.
-The next batch is read before the commit goes out (read ahead): decided on a clean exit, left pending while the
-breaker is open, and neither lost nor doubled when that read fails."""
+"""A batch's commit stays in flight while the next batch is read and decided: every result is still returned once, a
+batch failing meanwhile loses neither itself nor the one in flight, and an idle stream leaves nothing in flight for
+long. After a full batch the next is read before the commit goes out (read ahead): decided on a clean exit, left
+pending while the breaker is open, and neither lost nor doubled when that read fails."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from worker.inference import AgentEnsemble
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
 from worker.pipeline import BatchResult, EventPipeline, PipelineConfig, StageError, StreamEntry
 from worker.producer import publish_events
-from worker.service import Worker
+from worker.service import IN_FLIGHT_BLOCK_MS, Worker
 from worker.settings import WorkerSettings
 
 CONFIG = PipelineConfig(consumer="overlap", processing_lease_ms=30_000, completed_ttl_s=3600, max_deliveries=5,
@@ -173,36 +173,49 @@ def test_a_worker_overlaps_full_batches_and_finishes_the_last_when_the_stream_ru
 
 
 @pytest.fixture
-def slow_to_time_out(redis_url: str) -> Iterator[tuple[Worker, list[BatchResult], list[tuple[int, bool]]]]:
-    """A worker whose reads would wait 2 s for events, its loop in a thread; the last item logs each batch submitted
-    as (its size, whether a commit was in flight)."""
-    settings = WorkerSettings.from_env({}, redis_url=redis_url, consumer="trickle", http_addr="127.0.0.1:0",
-                                       batch_size=25, block_ms=2000)
-    results: list[BatchResult] = []
-    worker = Worker(settings, on_batch=results.append)
-    worker.startup()
-    assert worker.pipeline is not None
-    submitted: list[tuple[int, bool]] = []
-    submit = worker.pipeline.submit
+def looping_worker(redis_url: str) -> Iterator[Callable[..., tuple[Worker, list[BatchResult], list[tuple[int, bool]]]]]:
+    """`start(before_loop=None, **settings)`: a worker (batches of 25, `settings` on top) serving through a
+    `FaultyModel`, its loop in a thread once `before_loop(worker)` has run; it returns the worker, its batch results
+    and a log of each batch submitted as (its size, whether a commit was in flight). Stopped at the end."""
+    started: list[tuple[Worker, threading.Thread]] = []
 
-    def watched_submit(entries: list[StreamEntry], **options: Any) -> list[BatchResult]:
-        submitted.append((len(entries), worker.pipeline.commit_in_flight))  # type: ignore[union-attr]
-        return submit(entries, **options)
+    def start(before_loop: Callable[[Worker], None] | None = None,
+              **overrides: Any) -> tuple[Worker, list[BatchResult], list[tuple[int, bool]]]:
+        settings = WorkerSettings.from_env({}, redis_url=redis_url, consumer="looping", http_addr="127.0.0.1:0",
+                                           **{"batch_size": 25, **overrides})
+        results: list[BatchResult] = []
+        worker = Worker(settings, on_batch=results.append)
+        worker.startup()
+        pipeline = worker.pipeline
+        assert pipeline is not None
+        pipeline.ensemble = FaultyModel(pipeline.ensemble)  # type: ignore[assignment]
+        submitted: list[tuple[int, bool]] = []
+        submit = pipeline.submit
 
-    worker.pipeline.submit = watched_submit  # type: ignore[method-assign]
-    loop = threading.Thread(target=worker.main_loop, daemon=True)
-    loop.start()
-    yield worker, results, submitted
-    worker.state.should_exit = True
-    loop.join(timeout=30)
-    worker.shutdown()
+        def watched_submit(entries: list[StreamEntry], **options: Any) -> list[BatchResult]:
+            submitted.append((len(entries), pipeline.commit_in_flight))
+            return submit(entries, **options)
+
+        pipeline.submit = watched_submit  # type: ignore[method-assign]
+        if before_loop is not None:
+            before_loop(worker)
+        loop = threading.Thread(target=worker.main_loop, daemon=True)
+        loop.start()
+        started.append((worker, loop))
+        return worker, results, submitted
+
+    yield start
+    for worker, loop in started:
+        worker.state.should_exit = True
+        loop.join(timeout=30)
+        worker.shutdown()
 
 
 def test_a_trickle_of_events_is_decided_while_the_last_commit_runs(redis_client: redis.Redis,
-                                                                    slow_to_time_out) -> None:
+                                                                    looping_worker) -> None:
     """Events one at a time: after each short batch the worker waits for the next events while Redis runs the
     commit, instead of waiting for its reply; each event is still decided and recorded once."""
-    _, results, submitted = slow_to_time_out
+    _, results, submitted = looping_worker()
     ensure_group(redis_client)
     events = many_events(40, prefix="trickle", seed=5)
     for event in events:
@@ -217,11 +230,24 @@ def test_a_trickle_of_events_is_decided_while_the_last_commit_runs(redis_client:
     assert decided_ids(redis_client) == {event.correlation_id.encode(): 1 for event in events}
 
 
-def test_an_idle_stream_leaves_the_last_result_unrecorded_briefly(redis_client: redis.Redis,
-                                                                  slow_to_time_out) -> None:
-    """The read after a short batch waits IN_FLIGHT_BLOCK_MS at most, not the worker's 2 s block: then the commit's
+def test_an_idle_stream_leaves_the_last_result_unrecorded_briefly(redis_client: redis.Redis, looping_worker) -> None:
+    """The read after a short batch waits IN_FLIGHT_BLOCK_MS, not the worker's block_ms (2 s here): then the commit's
     reply is read, and the batch's result, metrics and breaker success are recorded."""
-    worker, results, _ = slow_to_time_out
+    blocks: list[int | None] = []  # the block of each read made with a commit in flight
+
+    def watch_reads(worker: Worker) -> None:
+        reader = worker.reader
+        assert reader is not None
+        read = reader.read
+
+        def watched(start_id: str, count: int, block_ms: int | None = None) -> list:
+            if worker.pipeline.commit_in_flight:  # type: ignore[union-attr]
+                blocks.append(block_ms)
+            return read(start_id, count, block_ms)
+
+        reader.read = watched  # type: ignore[method-assign]
+
+    worker, results, _ = looping_worker(watch_reads, block_ms=2000)
     ensure_group(redis_client)
     for round_ in range(3):
         published = time.monotonic()
@@ -230,9 +256,69 @@ def test_an_idle_stream_leaves_the_last_result_unrecorded_briefly(redis_client: 
         waited = time.monotonic() - published
         assert waited < 1.0, f"the result was recorded {waited:.2f} s after its event: the read used the full block"
         wait_for(lambda: not worker.pipeline.commit_in_flight, what="no commit left unread")  # type: ignore[union-attr]
+    assert blocks and set(blocks) == {IN_FLIGHT_BLOCK_MS}, blocks
     registry = worker.telemetry.metrics.registry
     assert sum(registry.get_sample_value("tactical_events_processed_total", {"outcome": outcome}) or 0
                for outcome in ("executed", "hold")) == 3
+
+
+def test_a_read_failing_with_a_commit_in_flight_still_records_that_batch(redis_client: redis.Redis,
+                                                                         looping_worker) -> None:
+    """The read's connection drops while the last batch's commit is in flight. That commit ran, and its reply came
+    back on its own connection: the batch's result is recorded, not dropped with the read."""
+    failed: list[bool] = []
+
+    def drop_a_read_in_flight(worker: Worker) -> None:
+        reader = worker.reader
+        assert reader is not None
+        read = reader.read
+
+        def dropping(start_id: str, count: int, block_ms: int | None = None) -> list:
+            if worker.pipeline.commit_in_flight and not failed:  # type: ignore[union-attr]
+                failed.append(True)
+                time.sleep(0.05)  # the read waited, then its connection dropped; the commit's reply came meanwhile
+                raise redis.ConnectionError("injected: the read's connection dropped")
+            return read(start_id, count, block_ms)
+
+        reader.read = dropping  # type: ignore[method-assign]
+
+    ensure_group(redis_client)
+    publish_events(redis_client, many_events(3, prefix="dropped"))
+    worker, results, _ = looping_worker(drop_a_read_in_flight)
+    wait_settled(redis_client, 3)
+    wait_for(lambda: failed and not worker.pipeline.commit_in_flight, what="the read failed")  # type: ignore[union-attr]
+    wait_for(lambda: len(decided(results)) >= 3, timeout_s=10, what="the batch's result recorded")
+    assert sorted(decided(results)) == [f"dropped-{i}" for i in range(3)], "recorded once each"
+    assert worker.telemetry.window.snapshot().errors == {"read": 1}
+
+
+def test_a_batch_failing_while_the_one_before_commits_counts_toward_the_breaker(redis_client: redis.Redis,
+                                                                                 looping_worker) -> None:
+    """A batch fails while the batch before it is still committing. The breaker hears of that success first, then
+    of the failure: two failed tries in a row open it at a threshold of 2, as they would with nothing in flight."""
+
+    def fail_after_the_first_batch(worker: Worker) -> None:
+        pipeline = worker.pipeline
+        assert pipeline is not None
+        submit = pipeline.submit
+
+        def then_fail(entries: list[StreamEntry], **options: Any) -> list[BatchResult]:
+            finished = submit(entries, **options)
+            if entries[0].fields[b"correlation_id"] == b"first-0":
+                publish_events(redis_client, many_events(1, prefix="failing"))  # read while first-0 commits
+                pipeline.ensemble.fail = True  # type: ignore[attr-defined]
+            return finished
+
+        pipeline.submit = then_fail  # type: ignore[method-assign]
+
+    ensure_group(redis_client)
+    publish_events(redis_client, many_events(1, prefix="first"))
+    # The failed entry is retried when reclaimed, 0.3 s later: the second failed try.
+    worker, results, _ = looping_worker(fail_after_the_first_batch, breaker_failure_threshold=2,
+                                        claim_min_idle_ms=300, claim_interval_ms=100)
+    wait_for(lambda: worker.breaker.state.name == "OPEN", timeout_s=30, what="the breaker open")
+    assert worker.telemetry.window.snapshot().errors.get("inference") == 2, "opened by the second failed try"
+    assert decided(results) == ["first-0"]
 
 
 def test_a_requested_reconnect_reads_the_commit_in_flight_first(redis_client: redis.Redis,

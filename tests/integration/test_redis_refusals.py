@@ -136,10 +136,13 @@ def test_a_half_open_breaker_closes_only_on_an_event_decided(client, start_worke
 def test_retries_of_a_refused_commit_do_not_count_against_max_deliveries(client, start_worker) -> None:
     # Every retry re-reads the batch (Redis counts a delivery each time); the events are not at fault.
     client.set(DECISIONS_STREAM, "someone else's string")
-    worker, _ = start_worker(max_deliveries=2)
-    publish_events(client, events(4, "retried"))
+    ensure_group(client)
+    publish_events(client, events(4, "retried"))  # queued first: two full batches of 2, the second read ahead
+    # No reclaim meanwhile: with the breaker kept closed (threshold 1000), entries backed off for longer than the
+    # min-idle would be reclaimed, and a reclaim counts a delivery.
+    worker, _ = start_worker(max_deliveries=2, batch_size=2, claim_min_idle_ms=60_000)
     wait_for(lambda: worker.telemetry.window.snapshot().errors.get("commit", 0) >= 4, what="several refused tries")
-    # A refusal read while the next batch was decided is still the commit's, not the read's.
+    # The first refusal is read while the second batch is decided: still the commit's, not the read's.
     assert "read" not in worker.telemetry.window.snapshot().errors
     delivered = max(e["times_delivered"] for e in client.xpending_range(INPUT_STREAM, CONSUMER_GROUP, "-", "+", 10))
     assert delivered > 2, "Redis counted every retry"
