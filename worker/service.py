@@ -470,7 +470,10 @@ class Worker:
         if self.heartbeat is not None and self.heartbeat.beat_if_due(self.heartbeat_info):
             with self.breaker_lock:
                 publish_breaker_state(self._client(), self.settings.consumer, self.breaker)
-        if now >= self.state.next_reclaim and self.breaker.state is BreakerState.CLOSED:
+        # Not while this consumer's own entries are due to be read again (after a Redis failure): they look stale only
+        # because it backed off, and a reclaim would count a delivery against each; the re-read does not.
+        if (now >= self.state.next_reclaim and self.breaker.state is BreakerState.CLOSED
+                and not self.state.read_own_pending):
             self.state.operation = "reclaim"
             self.state.next_reclaim = now + self.settings.claim_interval_ms / 1e3
             self.reclaim_stale_entries()
