@@ -264,14 +264,15 @@ class Worker:
                     log.warning("Redis unavailable (%s): retrying in %.2fs; unacked entries stay pending", exc, delay)
                     self.sleep(delay)
                 except StageError as exc:
-                    # The batch before it, still committing, succeeded or not before this one failed: its verdict
-                    # goes to the breaker first, or its late success would wipe this failure from the count.
-                    self.finish_in_flight()
+                    refusal = self.settle_before_failure()
                     self.telemetry.record_error(exc.stage, exc.events)
                     with self.breaker_lock:
                         self.breaker.record_failure(str(exc))
                     log.exception("batch failed; its entries stay pending and will be retried: %s", exc)
-                    self.sleep(backoff.next_delay())
+                    if refusal is not None:
+                        self.refused(refusal, backoff.next_delay())
+                    else:
+                        self.sleep(backoff.next_delay())
                 except redis.ResponseError as exc:
                     if "NOGROUP" in str(exc):
                         log.warning("consumer group %s missing (Redis lost its data?): recreating", self.streams.group)
@@ -409,17 +410,31 @@ class Worker:
         self.state.operation = operation
         self.record_results(results)
 
+    def settle_before_failure(self) -> redis.ResponseError | None:
+        """A batch failed while the one before it was committing: that commit's reply is read first, so its verdict
+        reaches the breaker before this failure does (its late success would wipe the failure from the count).
+        Returns Redis's refusal of that commit, to be handled as any refusal (its entries read again); an
+        unreachable Redis abandons it (committed or pending: nothing is lost), and the next read finds Redis out."""
+        try:
+            self.drain()
+        except REDIS_UNREACHABLE:
+            self._pipeline().abandon()
+        except redis.ResponseError as refusal:
+            return refusal
+        return None
+
     def finish_arrived_commit(self) -> None:
-        """After a connection failed (the read's, say): a commit reply that has already come back on its own
-        connection is read and its batch recorded; one that has not is abandoned, without waiting for a Redis that
-        may be gone (its entries are committed or still pending: nothing is lost either way)."""
+        """After a connection failed (the read's, say): a commit reply that has begun to come back on its own
+        connection (checked without blocking) is read and its batch recorded; one that has not is abandoned, without
+        waiting for a Redis that may be gone (its entries are committed or still pending: nothing is lost either
+        way, and the caller reads its own pending entries again)."""
         pipeline = self._pipeline()
         if pipeline.commit_reply_arrived:
             try:
                 self.drain()
                 return
-            except redis.RedisError:
-                pass  # drain abandoned it
+            except redis.RedisError as exc:  # drain abandoned it
+                log.warning("the commit in flight failed too (%s): its entries stay pending and are read again", exc)
         pipeline.abandon()
 
     def finish_in_flight(self) -> None:

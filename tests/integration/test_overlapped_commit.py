@@ -19,7 +19,7 @@ from tests.integration.streams import decided_ids, pending_count, wait_for, wait
 from worker.aggregator import AggregatorConfig
 from worker.delivery import DeliveryScripts, ensure_group
 from worker.inference import AgentEnsemble
-from worker.names import CONSUMER_GROUP, INPUT_STREAM
+from worker.names import CONSUMER_GROUP, DECISIONS_STREAM, INPUT_STREAM
 from worker.pipeline import BatchResult, EventPipeline, PipelineConfig, StageError, StreamEntry
 from worker.producer import publish_events
 from worker.service import IN_FLIGHT_BLOCK_MS, Worker
@@ -319,6 +319,42 @@ def test_a_batch_failing_while_the_one_before_commits_counts_toward_the_breaker(
     wait_for(lambda: worker.breaker.state.name == "OPEN", timeout_s=30, what="the breaker open")
     assert worker.telemetry.window.snapshot().errors.get("inference") == 2, "opened by the second failed try"
     assert decided(results) == ["first-0"]
+
+
+def test_a_batch_failing_while_the_one_before_is_refused_counts_both_and_retries_both(redis_client: redis.Redis,
+                                                                                     looping_worker) -> None:
+    """The commit in flight is refused (a string under the decisions stream's name) and the next batch fails once in
+    inference: the refusal is counted and the refused batch read again at once, as any refusal, not left pending
+    for a reclaim; once the string is gone, each event is decided once."""
+    model: list[FaultyModel] = []
+
+    def fail_after_the_first_batch(worker: Worker) -> None:
+        pipeline = worker.pipeline
+        assert pipeline is not None
+        model.append(pipeline.ensemble)  # type: ignore[arg-type]
+        submit = pipeline.submit
+
+        def then_fail(entries: list[StreamEntry], **options: Any) -> list[BatchResult]:
+            finished = submit(entries, **options)
+            if entries[0].fields[b"correlation_id"] == b"refused-0":
+                publish_events(redis_client, many_events(1, prefix="failing"))
+                model[0].fail_next = True
+            return finished
+
+        pipeline.submit = then_fail  # type: ignore[method-assign]
+
+    ensure_group(redis_client)
+    redis_client.set(DECISIONS_STREAM, "someone else's string")
+    publish_events(redis_client, many_events(1, prefix="refused"))
+    worker, _, _ = looping_worker(fail_after_the_first_batch)
+    wait_for(lambda: worker.telemetry.window.snapshot().errors.get("commit", 0) >= 1, timeout_s=4,
+             what="the refusal counted (not left for a reclaim after the 5 s min-idle)")
+    assert worker.telemetry.window.snapshot().errors.get("inference", 0) >= 1
+
+    redis_client.delete(DECISIONS_STREAM)
+    wait_settled(redis_client, 2)
+    assert decided_ids(redis_client) == {b"refused-0": 1, b"failing-0": 1}
+    assert "reclaim" not in worker.telemetry.window.snapshot().errors
 
 
 def test_a_requested_reconnect_reads_the_commit_in_flight_first(redis_client: redis.Redis,
