@@ -357,10 +357,7 @@ class Worker:
         again first), the refusal counts as an error and a breaker failure (the breaker opens if it lasts), and the
         loop tries again after `delay`. After a failover the connection is made again: the address may lead to the
         new primary by now."""
-        try:
-            self.finish_in_flight()  # refused elsewhere (a heartbeat, a read): its reply is still there, recorded
-        except redis.RedisError:
-            self._pipeline().abandon()
+        self.finish_in_flight()  # refused elsewhere (a heartbeat, a read): its reply is still there, recorded
         self.release_read_ahead()
         self.reread_own_pending(retry=True)
         if isinstance(exc, REDIS_FAILOVER) or str(exc).startswith("UNBLOCKED"):
@@ -416,11 +413,11 @@ class Worker:
         Returns Redis's refusal of that commit, to be handled as any refusal (its entries read again); an
         unreachable Redis abandons it (committed or pending: nothing is lost), and the next read finds Redis out."""
         try:
-            self.drain()
-        except REDIS_UNREACHABLE:
-            self._pipeline().abandon()
+            self.drain()  # a Redis error abandons the commit
         except redis.ResponseError as refusal:
             return refusal
+        except REDIS_UNREACHABLE:
+            pass
         return None
 
     def finish_arrived_commit(self) -> None:
@@ -429,13 +426,13 @@ class Worker:
         waiting for a Redis that may be gone (its entries are committed or still pending: nothing is lost either
         way, and the caller reads its own pending entries again)."""
         pipeline = self._pipeline()
-        if pipeline.commit_reply_arrived:
-            try:
-                self.drain()
-                return
-            except redis.RedisError as exc:  # drain abandoned it
-                log.warning("the commit in flight failed too (%s): its entries stay pending and are read again", exc)
-        pipeline.abandon()
+        if not pipeline.commit_reply_arrived:
+            pipeline.abandon()
+            return
+        try:
+            self.drain()  # a Redis error abandons the commit
+        except redis.RedisError as exc:
+            log.warning("the commit in flight failed too (%s): its entries stay pending and are read again", exc)
 
     def finish_in_flight(self) -> None:
         """On the way out: the commit in flight is read if Redis still answers; else its entries stay pending (or
@@ -443,9 +440,8 @@ class Worker:
         if self.pipeline is None or not self.pipeline.commit_in_flight:
             return
         try:
-            self.drain()
+            self.drain()  # a Redis error abandons the commit
         except redis.RedisError as exc:  # unreachable, or refused: either way its entries are committed or pending
-            self.pipeline.abandon()
             log.warning("the last commit's reply was lost (%s): its entries are committed or still pending", exc)
 
     def reconnect(self) -> None:

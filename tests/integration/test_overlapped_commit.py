@@ -119,14 +119,33 @@ def test_a_batch_failing_while_another_commit_is_in_flight_loses_neither(redis_c
     assert pending_count(redis_client) == 0
 
 
-@pytest.fixture
-def worker_in_this_thread(redis_url: str) -> Iterator[tuple[Worker, list[BatchResult]]]:
-    """A worker whose loop the test runs itself (`main_loop` returns once `should_exit` is set), batches of 25."""
-    settings = WorkerSettings.from_env({}, redis_url=redis_url, consumer="overlapping", http_addr="127.0.0.1:0",
-                                       batch_size=25)
+def started_worker(redis_url: str, consumer: str, **overrides: Any) -> tuple[Worker, list[BatchResult]]:
+    """A worker started up (batches of 25, `overrides` on top), and the list its batch results go to."""
+    settings = WorkerSettings.from_env({}, redis_url=redis_url, consumer=consumer, http_addr="127.0.0.1:0",
+                                       **{"batch_size": 25, **overrides})
     results: list[BatchResult] = []
     worker = Worker(settings, on_batch=results.append)
     worker.startup()
+    return worker, results
+
+
+def log_submits(pipeline: EventPipeline) -> list[tuple[int, bool]]:
+    """From now on, each batch `pipeline` is given to submit, as (its size, whether a commit was in flight)."""
+    submitted: list[tuple[int, bool]] = []
+    submit = pipeline.submit
+
+    def watched_submit(entries: list[StreamEntry], **options: Any) -> list[BatchResult]:
+        submitted.append((len(entries), pipeline.commit_in_flight))
+        return submit(entries, **options)
+
+    pipeline.submit = watched_submit  # type: ignore[method-assign]
+    return submitted
+
+
+@pytest.fixture
+def worker_in_this_thread(redis_url: str) -> Iterator[tuple[Worker, list[BatchResult]]]:
+    """A worker whose loop the test runs itself (`main_loop` returns once `should_exit` is set), batches of 25."""
+    worker, results = started_worker(redis_url, "overlapping")
     yield worker, results
     worker.shutdown()
 
@@ -134,20 +153,14 @@ def worker_in_this_thread(redis_url: str) -> Iterator[tuple[Worker, list[BatchRe
 @pytest.fixture
 def worker_with_full_batches(
     worker_in_this_thread: tuple[Worker, list[BatchResult]],
-) -> Iterator[tuple[Worker, list[BatchResult], list[bool], Callable[[], None]]]:
-    """The same worker, its loop in a thread not started yet (the last item starts it)."""
+) -> Iterator[tuple[Worker, list[BatchResult], list[tuple[int, bool]], Callable[[], None]]]:
+    """The same worker, its loop in a thread not started yet (the last item starts it); the third item logs each
+    batch submitted (`log_submits`)."""
     worker, results = worker_in_this_thread
     assert worker.pipeline is not None
-    in_flight_at_submit: list[bool] = []
-    submit = worker.pipeline.submit
-
-    def watched_submit(entries: list[StreamEntry], **options: Any) -> list[BatchResult]:
-        in_flight_at_submit.append(worker.pipeline.commit_in_flight)  # type: ignore[union-attr]
-        return submit(entries, **options)
-
-    worker.pipeline.submit = watched_submit  # type: ignore[method-assign]
+    submitted = log_submits(worker.pipeline)
     loop = threading.Thread(target=worker.main_loop, daemon=True)
-    yield worker, results, in_flight_at_submit, loop.start
+    yield worker, results, submitted, loop.start
     worker.state.should_exit = True
     if loop.is_alive():
         loop.join(timeout=30)
@@ -156,13 +169,14 @@ def worker_with_full_batches(
 def test_a_worker_overlaps_full_batches_and_finishes_the_last_when_the_stream_runs_dry(
     redis_client: redis.Redis, worker_with_full_batches
 ) -> None:
-    worker, results, in_flight_at_submit, start = worker_with_full_batches
+    worker, results, submitted, start = worker_with_full_batches
     ids = publish(redis_client, 500, "busy")  # queued first: every read is a full batch of 25
     start()
     wait_settled(redis_client, 500)
     wait_for(lambda: sum(len(r.decisions) for r in results) == 500, what="every batch's result recorded")
 
-    assert any(in_flight_at_submit), "full batches were decided while the previous commit was in flight"
+    assert any(in_flight for _, in_flight in submitted), (
+        "full batches were decided while the previous commit was in flight")
     assert not worker.pipeline.commit_in_flight, "an idle stream leaves no commit unread"  # type: ignore[union-attr]
     assert sorted(decided(results)) == sorted(cid.decode() for cid in ids), "each decision recorded once"
     assert decided_ids(redis_client) == dict.fromkeys(ids, 1)
@@ -181,22 +195,11 @@ def looping_worker(redis_url: str) -> Iterator[Callable[..., tuple[Worker, list[
 
     def start(before_loop: Callable[[Worker], None] | None = None,
               **overrides: Any) -> tuple[Worker, list[BatchResult], list[tuple[int, bool]]]:
-        settings = WorkerSettings.from_env({}, redis_url=redis_url, consumer="looping", http_addr="127.0.0.1:0",
-                                           **{"batch_size": 25, **overrides})
-        results: list[BatchResult] = []
-        worker = Worker(settings, on_batch=results.append)
-        worker.startup()
+        worker, results = started_worker(redis_url, "looping", **overrides)
         pipeline = worker.pipeline
         assert pipeline is not None
         pipeline.ensemble = FaultyModel(pipeline.ensemble)  # type: ignore[assignment]
-        submitted: list[tuple[int, bool]] = []
-        submit = pipeline.submit
-
-        def watched_submit(entries: list[StreamEntry], **options: Any) -> list[BatchResult]:
-            submitted.append((len(entries), pipeline.commit_in_flight))
-            return submit(entries, **options)
-
-        pipeline.submit = watched_submit  # type: ignore[method-assign]
+        submitted = log_submits(pipeline)
         if before_loop is not None:
             before_loop(worker)
         loop = threading.Thread(target=worker.main_loop, daemon=True)
