@@ -35,6 +35,7 @@ from worker.feed import run_id
 from worker.names import COMMANDS_STREAM, CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 from worker.process import READY_MARK, WorkerProcess, WorkerStartError
 from worker.stack import LocalStack
+from worker.stream_entries import entries, paged
 
 log = logging.getLogger("tactical.chaos")
 
@@ -207,18 +208,12 @@ def backlog(client: redis.Redis) -> tuple[int, int]:
     if group.get("lag") is not None:
         return pending, int(group["lag"])
     after = b"(" + group["last-delivered-id"]
-    return pending, len(client.xrange(INPUT_STREAM, min=after, max="+", count=1))
+    return pending, len(entries(client, INPUT_STREAM, lower=after, count=1))
 
 
 def _scan(client: redis.Redis, stream: str) -> Iterator[dict[bytes, bytes]]:
-    start = b"-"
-    while True:
-        page = client.xrange(stream, min=start, max="+", count=READ_PAGE)
-        for _, fields in page:
-            yield fields
-        if len(page) < READ_PAGE:
-            return
-        start = b"(" + page[-1][0]
+    for _, fields in paged(client, stream, page=READ_PAGE):
+        yield fields
 
 
 def _text(value: bytes | None) -> str:

@@ -8,15 +8,17 @@ import signal
 import socket
 from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import cast
 
 import redis
 
 from bench.names import EchoStreams
+from worker.stream_entries import Entry
 
 READ_COUNT = 100
 READ_BLOCK_MS = 100
 
-Entries = Sequence[tuple[bytes, dict[bytes, bytes]]]
+Entries = Sequence[Entry]
 BatchHandler = Callable[[Entries, "redis.client.Pipeline"], None]  # queue the replies (XADDs) on the pipeline
 
 
@@ -43,8 +45,8 @@ class ConsumerLoop:
         s = self.streams
         ensure_group(self.client, s)
         while not self.should_exit:
-            reply = self.client.xreadgroup(s.group, self.consumer, {s.input: ">"}, count=READ_COUNT,
-                                           block=READ_BLOCK_MS)
+            reply = cast(list[tuple[bytes, list[Entry]]], self.client.xreadgroup(
+                s.group, self.consumer, {s.input: ">"}, count=READ_COUNT, block=READ_BLOCK_MS))
             if not reply:
                 continue
             entries = reply[0][1]

@@ -18,6 +18,7 @@ from typing import Protocol
 import redis
 
 from bench.workload import Workload
+from worker.stream_entries import newest_id, read_after
 
 MAX_SEND_CHUNK = 200  # events per pipelined send when the producer is behind schedule (or under --max)
 READ_COUNT = 1000
@@ -52,8 +53,7 @@ class StreamTarget:
         self.output_stream = output_stream
         self._sender = redis.Redis.from_url(redis_url)
         self._reader = redis.Redis.from_url(redis_url, socket_timeout=READ_BLOCK_MS / 1e3 + 10)
-        newest = self._reader.xrevrange(output_stream, count=1)
-        self._last_id: bytes | str = newest[0][0] if newest else "0-0"
+        self._last_id: bytes | str = newest_id(self._reader, output_stream) or "0-0"
 
     def send(self, items: Sequence[tuple[str, Mapping[bytes, bytes]]]) -> None:
         if len(items) == 1:
@@ -65,10 +65,9 @@ class StreamTarget:
         pipe.execute()
 
     def receive(self, block_ms: int) -> list[str]:
-        reply = self._reader.xread({self.output_stream: self._last_id}, count=READ_COUNT, block=block_ms)
-        if not reply:
+        entries = read_after(self._reader, self.output_stream, self._last_id, count=READ_COUNT, block_ms=block_ms)
+        if not entries:
             return []
-        entries = reply[0][1]
         self._last_id = entries[-1][0]
         return [fields[b"correlation_id"].decode() for _, fields in entries if b"correlation_id" in fields]
 

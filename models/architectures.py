@@ -40,6 +40,10 @@ class InputNormalization(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.zeros(MATRIX_COLS))
         self.register_buffer("inverse_std", torch.ones(MATRIX_COLS))
+        # Declared for mypy (which types a buffer `Tensor | Module`), here rather than in the class body: TorchScript
+        # cannot resolve a class annotation under postponed annotations.
+        self.mean: torch.Tensor
+        self.inverse_std: torch.Tensor
 
     def fit(self, features: torch.Tensor) -> None:
         """`features` (rows, 7): every feature row of the training data."""

@@ -194,7 +194,8 @@ def markets_sha256(markets: Sequence[MarketEvents]) -> str:
 
 
 class Policy(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def votes(self, market: MarketEvents) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (N, agents, actions) and confidence (N, agents) for every event of `market`."""

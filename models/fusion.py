@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,7 +55,7 @@ def _weight_steps(agent: torch.jit.ScriptModule) -> list[_Step]:
         if node.kind() not in _WEIGHT_OPS:
             continue
         inputs = list(node.inputs())
-        tensors = tuple(_constant_value(v).detach().double() for v in inputs
+        tensors = tuple(_constant_tensor(v).detach().double() for v in inputs
                         if v.node().kind() == "prim::Constant" and isinstance(v.type(), torch.TensorType))
         if tensors:
             # conv1d(input, weight, bias, stride, padding, dilation, groups): the ints after the tensors.
@@ -62,6 +63,13 @@ def _weight_steps(agent: torch.jit.ScriptModule) -> list[_Step]:
             ints = tuple(_constant_value(v) for v in inputs[len(tensors) + 1 :]) if conv else ()
             steps.append(_Step(node.kind(), tensors, ints))
     return steps
+
+
+def _constant_tensor(value: torch.Value) -> torch.Tensor:
+    tensor = _constant_value(value)
+    if not isinstance(tensor, torch.Tensor):
+        raise FusionError(f"a {type(tensor).__name__} constant where a tensor was expected")
+    return tensor
 
 
 def _constant_value(value: torch.Value) -> object:
@@ -213,8 +221,9 @@ def _constant(tensor: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(tensor.float().contiguous(), requires_grad=False)
 
 
-def _conv_args(step: _Step) -> list[object]:
-    """conv1d's [stride, padding, dilation, groups], as the frozen graph holds them."""
+def _conv_args(step: _Step) -> list[Any]:
+    """conv1d's [stride, padding, dilation, groups], as the frozen graph holds them (lists of ints and an int; the
+    callers compare them with the only values that fold)."""
     if len(step.ints) != 4:
         raise FusionError(f"conv1d with constant arguments {step.ints}")
     return list(step.ints)

@@ -234,10 +234,10 @@ def pretrained_agents(bundle_dir: Path, progress: Progress | None = None) -> Sta
     try:
         recorded = training["config"]
         expected = training["weights_sha256"]
-        config = PretrainConfig(
-            **{key: tuple(value) if isinstance(value, list) else value for key, value in recorded.items()},
-            set_current=False,
-        )
+        # JSON gave lists where the config has tuples; the types are checked by PretrainConfig and the weights' hash
+        restored: dict[str, Any] = {key: tuple(value) if isinstance(value, list) else value
+                                    for key, value in recorded.items()}
+        config = PretrainConfig(**restored, set_current=False)
     except (KeyError, TypeError) as exc:
         raise MappoError(
             f"bundle {manifest.version} does not record a supervised pre-training to rebuild ({exc}); "

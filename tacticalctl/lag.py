@@ -42,7 +42,7 @@ def render_reading(reading: LagReading, recent_seconds: list[float]) -> Renderab
     thresholds = (f"thresholds: warn > {DEFAULT_THRESHOLDS.lag_warn_s:g} s, "
                   f"critical > {DEFAULT_THRESHOLDS.lag_critical_s:g} s")
     spark = sparkline(recent_seconds, floor_max=DEFAULT_THRESHOLDS.lag_critical_s)
-    lines = [table, Text(reading.check.message)]
+    lines: list[Table | Text] = [table, Text(reading.check.message)]
     if len(recent_seconds) > 1:
         lines.append(Text.from_markup(f"lag, last {len(recent_seconds)} samples: {styled(reading.status, spark)}"))
     lines.append(Text(thresholds, style="dim"))

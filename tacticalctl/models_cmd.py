@@ -123,14 +123,15 @@ def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: J
     except BundleError as exc:  # CURRENT holds something that is not a version name
         raise CtlError(f"{exc}: workers cannot load it (`tacticalctl triage model-staleness`)",
                        ExitCode.CRITICAL) from None
-    missing_current = active is not None and all(listing.version != active for listing in listings)
+    # CURRENT's version, when no bundle listed is that version
+    missing_current = active if active is not None and all(b.version != active for b in listings) else None
     if json_output:
         print_json({"models_dir": str(directory), "current": active, "bundles": [b.as_dict() for b in listings]})
     else:
         _print_listing(get_context(ctx).console, directory, listings)
-    if missing_current:
-        raise CtlError(f"CURRENT names {active}, {_why_not_a_bundle(directory / active)}: workers cannot load it "
-                       "(`tacticalctl triage model-staleness`)", ExitCode.CRITICAL)
+    if missing_current is not None:
+        raise CtlError(f"CURRENT names {missing_current}, {_why_not_a_bundle(directory / missing_current)}: workers "
+                       "cannot load it (`tacticalctl triage model-staleness`)", ExitCode.CRITICAL)
 
 
 def _why_not_a_bundle(bundle_dir: Path) -> str:
@@ -427,7 +428,8 @@ def sign(
     ctx: typer.Context,
     version: VersionArgument = None,
     key_file: Annotated[Path, typer.Option("--key-file", envvar="TACTICAL_MODEL_SIGNING_KEY_FILE",
-                                           dir_okay=False, help="The signing key shared with the workers.")] = ...,
+                                           dir_okay=False, help="The signing key shared with the workers.")
+                        ] = ...,  # type: ignore[assignment]  # typer's "required" after an argument with a default
     models_dir: ModelsDirOption = None,
     json_output: JsonOption = False,
 ) -> None:

@@ -27,6 +27,7 @@ from worker.feed import FeedOutage, ResumableFeed, run_id, send_events, simulate
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM
 from worker.process import WorkerStartError
 from worker.stack import LocalStack
+from worker.stream_entries import Entry, newest_id, read_after
 
 SHOWN_ROWS = 15
 DECISIONS_BLOCK_MS = 200
@@ -146,14 +147,13 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
     try:
         # From the stream's last entry now, before the feed starts: XREAD from "$" would miss every decision
         # committed between two reads until one was seen.
-        newest = client.xrevrange(DECISIONS_STREAM, count=1)
-        last_id = newest[0][0] if newest else last_id
+        last_id = newest_id(client, DECISIONS_STREAM) or last_id
         feeder.start()
         with Live(render(rows, totals, 0.0), console=console, refresh_per_second=8) as live:
             while duration is None or time.monotonic() - started < duration:
                 try:
-                    reply = client.xread({DECISIONS_STREAM: last_id}, count=200, block=DECISIONS_BLOCK_MS)
-                    last_id = _take_decisions(reply, last_id, totals, rows)
+                    decided = read_after(client, DECISIONS_STREAM, last_id, count=200, block_ms=DECISIONS_BLOCK_MS)
+                    last_id = _take_decisions(decided, last_id, totals, rows)
                     totals["commands"] = client.xlen(COMMANDS_STREAM)
                     totals["dead"] = client.xlen(DEAD_LETTER_STREAM)
                 except REDIS_FAILED as exc:  # Redis restarting, or refusing (a key of another type under a stream
@@ -178,8 +178,8 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
             codes = [process.poll() for process in stack.processes]
         finally:
             try:  # what the workers committed while draining counts in the summary too
-                while reply := client.xread({DECISIONS_STREAM: last_id}, count=1000):
-                    last_id = _take_decisions(reply, last_id, totals, rows)
+                while decided := read_after(client, DECISIONS_STREAM, last_id, count=1000):
+                    last_id = _take_decisions(decided, last_id, totals, rows)
             except REDIS_FAILED:
                 pass  # Redis gone (an external one restarting): the summary says what was seen
             client.close()
@@ -188,14 +188,14 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
                   f"{totals['decided']}, executed {totals['executed']}; worker exit codes {codes}")
 
 
-def _take_decisions(reply: list, last_id: bytes, totals: dict[str, int], rows: deque[tuple[str, ...]]) -> bytes:
-    """Count an XREAD reply of decisions into `totals` and the view's rows; the id to read on from."""
-    for _, entries in reply:
-        for decision_id, fields in entries:
-            last_id = decision_id
-            totals["decided"] += 1
-            totals["executed"] += fields.get(b"execute") == b"1"
-            rows.appendleft(decision_row(fields[b"event_id"], decision_id, fields))
+def _take_decisions(decided: list[Entry], last_id: bytes, totals: dict[str, int],
+                    rows: deque[tuple[str, ...]]) -> bytes:
+    """Count decisions read into `totals` and the view's rows; the id to read on from."""
+    for decision_id, fields in decided:
+        last_id = decision_id
+        totals["decided"] += 1
+        totals["executed"] += fields.get(b"execute") == b"1"
+        rows.appendleft(decision_row(fields[b"event_id"], decision_id, fields))
     return last_id
 
 

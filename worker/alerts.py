@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import redis
 
 from worker.names import ALERTS_STREAM
+from worker.stream_entries import entries, read_after
 
 # Approximate trimming (MAXLEN ~) costs nothing per XADD and keeps months of alerts.
 ALERTS_MAXLEN = 100_000
@@ -110,7 +111,8 @@ def publish_alert(
         "ts": _utc_now_iso(),
         **{name: str(value) for name, value in fields.items()},
     }
-    return client.xadd(ALERTS_STREAM, entry, maxlen=ALERTS_MAXLEN, approximate=True)  # type: ignore[arg-type]
+    entry_id = client.xadd(ALERTS_STREAM, entry, maxlen=ALERTS_MAXLEN, approximate=True)  # type: ignore[arg-type]
+    return cast(bytes, entry_id)
 
 
 def audit(client: redis.Redis, *, actor: str, action: str, detail: str, **fields: str) -> bytes:
@@ -126,7 +128,7 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def _alert(entry_id: bytes | str, raw: Mapping[bytes | str, bytes | str]) -> Alert:
+def _alert(entry_id: bytes, raw: Mapping[bytes, bytes]) -> Alert:
     values = {_text(k): _text(v) for k, v in raw.items()}
     core = {name: values.pop(name, "") for name in CORE_FIELDS}
     return Alert(id=_text(entry_id), fields=values, **core)
@@ -134,14 +136,10 @@ def _alert(entry_id: bytes | str, raw: Mapping[bytes | str, bytes | str]) -> Ale
 
 def read_alerts(client: redis.Redis, *, count: int, since_id: str = "0") -> list[Alert]:
     """Up to `count` alerts written after `since_id`, oldest first (pass the last id seen to page on)."""
-    response = client.xread({ALERTS_STREAM: since_id}, count=count)
-    if not response:
-        return []
-    _stream, entries = response[0]
-    return [_alert(entry_id, raw) for entry_id, raw in entries]
+    return [_alert(entry_id, raw) for entry_id, raw in read_after(client, ALERTS_STREAM, since_id, count=count)]
 
 
 def recent_alerts(client: redis.Redis, *, count: int) -> list[Alert]:
     """The latest `count` alerts, oldest first: the alert history the morning check reviews."""
-    entries = client.xrevrange(ALERTS_STREAM, count=count)
-    return [_alert(entry_id, raw) for entry_id, raw in reversed(entries)]
+    newest = entries(client, ALERTS_STREAM, count=count, newest_first=True)
+    return [_alert(entry_id, raw) for entry_id, raw in reversed(newest)]

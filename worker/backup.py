@@ -238,7 +238,7 @@ def write_scanned_keys(client: redis.Redis, pattern: str, out: IO[str], *, decid
         with client.pipeline(transaction=False) as pipe:
             for key in chunk:
                 pipe.dump(key)
-                pipe.pexpiretime(key)
+                pipe.pexpiretime(key)  # type: ignore[arg-type]  # annotated str in redis-py; a bytes key works
                 if decided_up_to is not None:
                     pipe.get(key)
             replies = pipe.execute(raise_on_error=False)

@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # each flag's help names its default itself: argparse's own would be None (unset: the env or the default)
     types = {f.name: f.type for f in fields(WorkerSettings)}
     for name, env, default, help_text in setting_defaults():
-        kind = types[name] if isinstance(types[name], str) else types[name].__name__
+        declared = types[name]  # with postponed annotations, the type's source text; else the type itself
+        kind = declared if isinstance(declared, str) else getattr(declared, "__name__", str(declared))
         parser.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from redis.connection import AbstractConnection
+from redis.connection import AbstractConnection, Connection
 
 from worker.security import PASSWORD_FILE_ENV, RedisSecurity
 from worker.settings import redact_url
@@ -19,11 +19,11 @@ from worker.settings import redact_url
 REDIS_UNREACHABLE: tuple[type[redis.RedisError], ...] = (redis.ConnectionError, redis.TimeoutError)
 # Redis answers but takes no writes for now: a failover in progress (this address is a replica), memory full. Waited
 # out like an outage, never a reason to exit.
-REDIS_REFUSING_WRITES: tuple[type[redis.RedisError], ...] = (
+REDIS_REFUSING_WRITES: tuple[type[redis.ResponseError], ...] = (
     redis.ReadOnlyError, redis.OutOfMemoryError, redis.exceptions.MasterDownError,
 )
 # Of those, the ones that say this address is (for now) a replica: connecting again may reach the new primary.
-REDIS_FAILOVER: tuple[type[redis.RedisError], ...] = (redis.ReadOnlyError, redis.exceptions.MasterDownError)
+REDIS_FAILOVER: tuple[type[redis.ResponseError], ...] = (redis.ReadOnlyError, redis.exceptions.MasterDownError)
 # Unreachable, or answering with an error (refusing writes, not permitted, a key of another type): what ends one
 # try of an operation that is tried again later, never the process.
 REDIS_FAILED: tuple[type[redis.RedisError], ...] = (*REDIS_UNREACHABLE, redis.ResponseError)
@@ -86,10 +86,10 @@ class HeldConnection:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._held: list[AbstractConnection] = []  # zero or one connection, shared with the finalizer
+        self._held: list[Connection] = []  # zero or one connection, shared with the finalizer
         self._finalizer = weakref.finalize(self, _release_all, client.connection_pool, self._held)
 
-    def connection(self) -> AbstractConnection:
+    def connection(self) -> Connection:
         if not self._held:
             self._held.append(self.client.connection_pool.get_connection())
         return self._held[0]
@@ -114,7 +114,7 @@ class HeldConnection:
         self._finalizer()
 
 
-def _release_all(pool: redis.ConnectionPool, held: list[AbstractConnection]) -> None:
+def _release_all(pool: redis.ConnectionPool, held: list[Connection]) -> None:
     while held:
         pool.release(held.pop())
 

@@ -276,7 +276,8 @@ class PendingScript:
         self._awaiting = False
         try:
             channel.held.connection().send_packed_command(
-                [hiredis.pack_command(("EVALSHA", channel.script.sha, len(keys), *keys, *args))]
+                # hiredis's stub types its argument as a 1-tuple; any length is packed
+                [hiredis.pack_command(("EVALSHA", channel.script.sha, len(keys), *keys, *args))]  # type: ignore[arg-type]
             )
         except BaseException:
             channel.held.discard()
@@ -426,7 +427,7 @@ def _check_names(fields: Mapping[str, object], names: tuple[str, ...], event: De
         raise ValueError(f"event {event.correlation_id!r} has fields {tuple(fields)}, not the batch's {names}")
 
 
-def _flat(fields: Mapping[bytes | str, bytes | str]) -> list[bytes | str | int]:
+def _flat(fields: Mapping[str, str | bytes] | Mapping[bytes | str, bytes | str]) -> list[bytes | str | int]:
     return [len(fields) * 2, *itertools.chain.from_iterable(fields.items())]
 
 
@@ -464,7 +465,7 @@ def dead_letter_fields(
     """The original fields, then why, how often it was delivered, where it came from and who gave up on it. Of an
     event with more than MAX_DEAD_LETTER_ORIGINAL_FIELDS fields, the event's own fields and the first others are
     kept, and `dead_fields_left_out` says how many were not."""
-    fields: dict[bytes | str, bytes | str] = dict(original)
+    fields: dict[bytes | str, bytes | str] = {name: value for name, value in original.items()}
     if len(fields) > MAX_DEAD_LETTER_ORIGINAL_FIELDS:
         known = [name for name in fields if name in _EVENT_FIELD_NAMES]
         others = [name for name in fields if name not in _EVENT_FIELD_NAMES]

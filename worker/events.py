@@ -115,7 +115,7 @@ def decode_events(
     The matrices are read from their wire bytes in one copy and their values checked in one pass: per event, a view
     and a NaN scan of its own cost ~8 µs here, and the batch is stacked for the agents anyway."""
     decoded: list[SynergyEvent | InvalidEvent | None] = []
-    checked: list[tuple[int, tuple[object, ...]]] = []  # (index in decoded, the event's fields but its matrix)
+    checked: list[tuple[int, _Scalars]] = []  # (index in decoded, the event's fields but its matrix)
     matrices: list[bytes] = []
     for fields in entries:
         try:
@@ -129,7 +129,7 @@ def decode_events(
         matrices.append(matrix if isinstance(matrix, bytes) else matrix.tobytes())
         decoded.append(None)
     batch = np.frombuffer(bytearray().join(matrices), dtype=MATRIX_DTYPE).reshape(-1, *MATRIX_SHAPE)
-    finite = np.isfinite(batch).all(axis=(1, 2))
+    finite = np.isfinite(batch).all(axis=(1, 2), keepdims=False).reshape(-1)  # one flag per event
     if not finite.all():
         for (index, _), matrix, ok in zip(checked, batch, finite, strict=True):
             if not ok:
@@ -139,13 +139,15 @@ def decode_events(
     rows = batch.view()
     rows.flags.writeable = False
     for (index, scalars), matrix in zip(checked, rows, strict=True):
-        decoded[index] = SynergyEvent(*scalars, matrix)  # type: ignore[arg-type]
+        decoded[index] = SynergyEvent(*scalars, matrix)
     return decoded, batch  # type: ignore[return-value]  # every None was replaced
 
 
-def _checked_fields(
-    fields: Mapping[bytes, bytes], max_event_bytes: int
-) -> tuple[tuple[object, ...], bytes | np.ndarray]:
+# An event's fields in `SynergyEvent`'s order, but its matrix.
+_Scalars = tuple[str, SynergyType, int, float, str, str, float, float]
+
+
+def _checked_fields(fields: Mapping[bytes, bytes], max_event_bytes: int) -> tuple[_Scalars, bytes | np.ndarray]:
     """Every check of `decode_event` but the matrix's values: the event's fields in `SynergyEvent`'s order but its
     matrix, and the matrix as f32le bytes of the right size or a parsed JSON matrix."""
     wire = _wire_fields(fields, max_event_bytes)
@@ -155,7 +157,7 @@ def _checked_fields(
     event_type = wire[b"event_type"]
     if event_type != _EVENT_TYPE:
         raise _rejected(InvalidReason.WRONG_EVENT_TYPE, "event_type", event_type, f"expected {EVENT_TYPE!r}")
-    scalars = (
+    scalars: _Scalars = (
         _correlation_id(wire[b"correlation_id"]),
         _synergy_type(wire[b"synergy_type"]),
         _direction(wire[b"direction"]),

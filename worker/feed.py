@@ -122,7 +122,7 @@ def send_events(
         pipe = client.pipeline(transaction=False)
         batch = list(itertools.islice(source, due))
         for event in batch:
-            pipe.xadd(stream, encode_event(event))
+            pipe.xadd(stream, encode_event(event))  # type: ignore[arg-type]  # redis-py: dict is invariant
         if not batch:
             exhausted = True
         else:

@@ -66,8 +66,9 @@ class _RowInvariantKernels:
         with self._lock:
             if self._inside == 0:
                 (nnpack,) = torch.backends.nnpack.set_flags(False)
-                self._saved = (torch.backends.mkldnn.enabled, nnpack)
-                torch.backends.mkldnn.enabled = False
+                self._saved = (bool(torch.backends.mkldnn.enabled), nnpack)
+                # `enabled` is a property of the backend module, typed as its descriptor: a bool is what it takes
+                torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
             self._inside += 1
 
     def hold(self) -> None:
@@ -80,7 +81,7 @@ class _RowInvariantKernels:
         with self._lock:
             self._inside -= 1
             if self._inside == 0:
-                torch.backends.mkldnn.enabled, nnpack = self._saved
+                torch.backends.mkldnn.enabled, nnpack = self._saved  # type: ignore[assignment]  # as in __enter__
                 torch.backends.nnpack.set_flags(nnpack)
 
 

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tactical.monitor")
 
 AGENT_PROBE_INTERVAL_S = 10.0
+LAG_UNREADABLE: tuple[type[Exception], ...] = (LagUnavailable, *REDIS_FAILED)  # named: mypy reads no `*` in except
 RATE_WARMUP_S = 10.0  # a rate needs some seconds of work behind it before it can be judged
 
 
@@ -142,7 +143,7 @@ class HealthMonitor:
         streams = self.worker.streams
         try:
             lag = read_consumer_lag(self.client, streams.input, streams.group)
-        except (LagUnavailable, *REDIS_FAILED):  # refused too: out of memory, Redis queues no MULTI
+        except LAG_UNREADABLE:  # refused too: out of memory, Redis queues no MULTI
             return None
         self.lag_trend.add(LagSample.from_consumer_lag(lag, now))
         return lag

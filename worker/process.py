@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 READY_MARK = "ready: model"
 _HTTP_URL = re.compile(r"ready: model .* http (http://\S+)")
@@ -44,7 +45,7 @@ class WorkerProcess:
 
     def __post_init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
-        self._log = None
+        self._log: BinaryIO | None = None
         self.http_url: str | None = None  # known once ready (the worker logs the port it bound)
 
     def environment(self) -> dict[str, str]:

@@ -16,6 +16,7 @@ import redis
 
 from worker.alerts import audit, require_audit_trail
 from worker.delivery import StreamNames
+from worker.stream_entries import entries, paged
 
 DEAD_FIELD_PREFIX = b"dead_"
 DEFAULT_STREAMS = StreamNames()
@@ -97,25 +98,13 @@ def recent_dead_letters(
 
 
 def _newest_first(client: redis.Redis, stream: str) -> Iterator[DeadLetterEntry]:
-    upper = "+"
-    while True:
-        page = client.xrevrange(stream, max=upper, min="-", count=_PAGE)
-        for entry_id, fields in page:
-            yield DeadLetterEntry.from_stream(entry_id, fields)
-        if len(page) < _PAGE:
-            return
-        upper = f"({_text(page[-1][0])}"
+    for entry_id, fields in paged(client, stream, page=_PAGE, newest_first=True):
+        yield DeadLetterEntry.from_stream(entry_id, fields)
 
 
 def _oldest_first(client: redis.Redis, stream: str) -> Iterator[DeadLetterEntry]:
-    lower = "-"
-    while True:
-        page = client.xrange(stream, min=lower, max="+", count=_PAGE)
-        for entry_id, fields in page:
-            yield DeadLetterEntry.from_stream(entry_id, fields)
-        if len(page) < _PAGE:
-            return
-        lower = f"({_text(page[-1][0])}"
+    for entry_id, fields in paged(client, stream, page=_PAGE):
+        yield DeadLetterEntry.from_stream(entry_id, fields)
 
 
 def select_dead_letters(
@@ -134,7 +123,7 @@ def select_dead_letters(
     missing: list[str] = []
     for entry_id in dict.fromkeys(ids):
         try:
-            found = client.xrange(streams.dead_letters, min=entry_id, max=entry_id, count=1)
+            found = entries(client, streams.dead_letters, lower=entry_id, upper=entry_id, count=1)
         except redis.ResponseError:
             found = []
         if not found:

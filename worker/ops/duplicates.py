@@ -16,6 +16,7 @@ from prometheus_client.samples import Sample
 
 from worker.delivery import entry_time_ms
 from worker.names import COMMANDS_STREAM, INPUT_STREAM
+from worker.stream_entries import Entry, paged
 
 PAGE = 1000
 DUPLICATE_COUNTER = "tactical_duplicate_events_total"
@@ -83,19 +84,11 @@ def repeated_ids(entries: Iterable[tuple[bytes | str, Mapping[bytes, bytes]]]) -
 
 def iter_newest(
     client: redis.Redis, stream: str, *, limit: int, since_ms: int | None = None, until_ms: int | None = None
-) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
+) -> Iterator[Entry]:
     """Entries of `stream` newest first, at most `limit`, optionally only those with ids in [since_ms, until_ms]."""
     upper = "+" if until_ms is None else str(until_ms)
     lower = "-" if since_ms is None else f"{since_ms}-0"
-    remaining = limit
-    while remaining > 0:
-        wanted = min(PAGE, remaining)
-        page = client.xrevrange(stream, max=upper, min=lower, count=wanted)
-        yield from page
-        remaining -= len(page)
-        if len(page) < wanted:
-            return
-        upper = "(" + _text(page[-1][0])
+    return paged(client, stream, page=PAGE, lower=lower, upper=upper, newest_first=True, limit=limit)
 
 
 def scan_offenders(

@@ -19,6 +19,7 @@ from worker.delivery import RELEASE_LEASE_LUA, StreamNames, dead_letter_fields
 from worker.events import wire_correlation_id
 from worker.heartbeat import is_alive
 from worker.names import processing_key
+from worker.stream_entries import entries
 
 
 class PendingUnavailable(RuntimeError):
@@ -99,7 +100,7 @@ def read_pending_entries(
 ) -> list[PendingEntry]:
     """Up to `count` pending entries, oldest first, idle at least `min_idle_ms`, optionally of one consumer."""
     try:
-        rows = client.xpending_range(
+        rows: list[dict[str, Any]] = client.xpending_range(  # type: ignore[assignment]  # redis-py: a union
             streams.input,
             streams.group,
             min="-",
@@ -189,7 +190,7 @@ def claim_stuck_entries(
     if not apply or not planned:
         return PendingMove("claim", planned, applied=apply, details=details)
     require_audit_trail(client)
-    claimed = client.xclaim(
+    claimed: list[bytes] = client.xclaim(  # type: ignore[assignment]  # with justid: the ids
         streams.input,
         streams.group,
         to_consumer,
@@ -254,7 +255,7 @@ def dead_letter_stuck_entries(
     script = client.register_script(_DEAD_LETTER_LUA)
     moved: list[str] = []
     for entry in planned:
-        found = client.xrange(streams.input, min=entry.entry_id, max=entry.entry_id, count=1)
+        found = entries(client, streams.input, lower=entry.entry_id, upper=entry.entry_id, count=1)
         original: dict[bytes, bytes] = dict(found[0][1]) if found else {}
         fields = dead_letter_fields(
             original,

@@ -154,7 +154,7 @@ def _slow_commands(client: redis.Redis) -> list[Finding]:
     slow = [entry for entry in client.slowlog_get(10)
             if int(entry.get("duration", 0)) > THRESHOLDS.slow_command_warn_ms * 1000
             and now_s - int(entry.get("start_time", 0)) <= SLOWLOG_RECENT_S]
-    by_tacticalctl = {True: [], False: []}
+    by_tacticalctl: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     for entry in slow:
         by_tacticalctl[_text(entry.get("client_name") or b"").startswith("tacticalctl")].append(entry)
     findings = []

@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 from prometheus_client.samples import Sample
+from redis import Redis
 
 from worker.connection import REDIS_UNREACHABLE, connect
 from worker.ops.breaker_status import BreakerOverview, read_breaker_overview
@@ -52,7 +53,7 @@ class Sources:
         """A client that answered PING, or RedisUnavailable."""
         return self._once("redis", self._connect)
 
-    def _connect(self) -> redis.Redis:
+    def _connect(self) -> Redis:  # not `redis.Redis`: in this class, `redis` is the method above
         try:
             client = connect(self.redis_url, client_name="tacticalctl-ops", connect_timeout_s=2.0)
         except RedisSecurityError as exc:  # TLS files or password file unusable: say which, no traceback

@@ -1,0 +1,56 @@
+"""Stream entries as this project's tools read them: (entry id, fields), bytes throughout.
+
+redis-py types each stream reply as the union of everything any command may return. Every client here reads bytes
+(no `decode_responses`), so the entries are given one type once, here, and the tools that page through a stream
+(dead letters, duplicates, the chaos soak) share one loop instead of each writing its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import cast
+
+import redis
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def entries(client: redis.Redis, stream: str, *, lower: str | bytes = "-", upper: str | bytes = "+",
+            count: int | None = None, newest_first: bool = False) -> list[Entry]:
+    """XRANGE (or XREVRANGE, newest first) of `stream` between `lower` and `upper` (`(` before an id excludes it)."""
+    if newest_first:
+        return cast(list[Entry], client.xrevrange(stream, max=upper, min=lower, count=count))
+    return cast(list[Entry], client.xrange(stream, min=lower, max=upper, count=count))
+
+
+def paged(client: redis.Redis, stream: str, *, page: int, lower: str | bytes = "-", upper: str | bytes = "+",
+          newest_first: bool = False, limit: int | None = None) -> Iterator[Entry]:
+    """Every entry between `lower` and `upper` (at most `limit`), `page` per round trip: a stream of any length
+    without holding it all, nor Redis for long."""
+    remaining = limit
+    while remaining is None or remaining > 0:
+        wanted = page if remaining is None else min(page, remaining)
+        found = entries(client, stream, lower=lower, upper=upper, count=wanted, newest_first=newest_first)
+        yield from found
+        if remaining is not None:
+            remaining -= len(found)
+        if len(found) < wanted:
+            return
+        after = b"(" + found[-1][0]
+        if newest_first:
+            upper = after
+        else:
+            lower = after
+
+
+def newest_id(client: redis.Redis, stream: str) -> bytes | None:
+    """The id of the stream's last entry; None when it is empty or missing."""
+    found = entries(client, stream, count=1, newest_first=True)
+    return found[0][0] if found else None
+
+
+def read_after(client: redis.Redis, stream: str, last_id: str | bytes, *, count: int,
+               block_ms: int | None = None) -> list[Entry]:
+    """XREAD of one stream: up to `count` entries after `last_id`, waiting up to `block_ms` for the first."""
+    reply = cast(list[tuple[bytes, list[Entry]]], client.xread({stream: last_id}, count=count, block=block_ms))
+    return reply[0][1] if reply else []  # RESP2 (every client here): [[stream, entries]]
