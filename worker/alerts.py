@@ -9,7 +9,8 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -45,14 +46,35 @@ def require_audit_trail(client: redis.Redis) -> None:
     """Raise AuditTrailError unless `tactical_alerts` is a stream or does not exist yet. Called before an audited
     action changes anything: the audit entry is written after the change, and a key of another type there would
     refuse it, leaving a change nobody can trace."""
-    kind = client.type(ALERTS_STREAM)
-    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+    kind = _alerts_key_type(client)
     if kind not in ("stream", "none"):
         raise AuditTrailError(
             f"{ALERTS_STREAM} is a {kind}, not a stream, so this action could not be audited: nothing was changed. "
-            f"Move the key aside (redis-cli RENAME {ALERTS_STREAM} {ALERTS_STREAM}:{kind}), then run the command "
-            "again: the next audit entry starts a new stream"
+            f"{_move_aside(kind)}, then run the command again: the next audit entry starts a new stream"
         )
+
+
+def _alerts_key_type(client: redis.Redis) -> str:
+    kind = client.type(ALERTS_STREAM)
+    return kind.decode() if isinstance(kind, bytes) else str(kind)
+
+
+def _move_aside(kind: str) -> str:
+    return f"Move the key aside (redis-cli RENAME {ALERTS_STREAM} {ALERTS_STREAM}:{kind})"
+
+
+@contextmanager
+def _readable_audit_trail(client: redis.Redis) -> Iterator[None]:
+    """A read of `tactical_alerts` refused with WRONGTYPE (someone else's key under its name) raises AuditTrailError
+    saying what the key is and how to move it aside, instead of Redis's bare refusal."""
+    try:
+        yield
+    except redis.ResponseError as exc:
+        if not str(exc).startswith("WRONGTYPE"):
+            raise
+        kind = _alerts_key_type(client)
+        raise AuditTrailError(f"{ALERTS_STREAM} is a {kind}, not a stream: the alert history and audit trail cannot "
+                              f"be read. {_move_aside(kind)}; the next alert starts a new stream") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +150,7 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def _alert(entry_id: bytes, raw: Mapping[bytes, bytes]) -> Alert:
+def _alert(entry_id: bytes | str, raw: Mapping[bytes, bytes] | Mapping[str, str]) -> Alert:  # str: a decoding client
     values = {_text(k): _text(v) for k, v in raw.items()}
     core = {name: values.pop(name, "") for name in CORE_FIELDS}
     return Alert(id=_text(entry_id), fields=values, **core)
@@ -136,10 +158,13 @@ def _alert(entry_id: bytes, raw: Mapping[bytes, bytes]) -> Alert:
 
 def read_alerts(client: redis.Redis, *, count: int, since_id: str = "0") -> list[Alert]:
     """Up to `count` alerts written after `since_id`, oldest first (pass the last id seen to page on)."""
-    return [_alert(entry_id, raw) for entry_id, raw in read_after(client, ALERTS_STREAM, since_id, count=count)]
+    with _readable_audit_trail(client):
+        found = read_after(client, ALERTS_STREAM, since_id, count=count)
+    return [_alert(entry_id, raw) for entry_id, raw in found]
 
 
 def recent_alerts(client: redis.Redis, *, count: int) -> list[Alert]:
     """The latest `count` alerts, oldest first: the alert history the morning check reviews."""
-    newest = entries(client, ALERTS_STREAM, count=count, newest_first=True)
+    with _readable_audit_trail(client):
+        newest = entries(client, ALERTS_STREAM, count=count, newest_first=True)
     return [_alert(entry_id, raw) for entry_id, raw in reversed(newest)]

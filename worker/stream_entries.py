@@ -1,7 +1,8 @@
 """Stream entries as this project's tools read them: (entry id, fields), bytes throughout.
 
-redis-py types each stream reply as the union of everything any command may return. Every client here reads bytes
-(no `decode_responses`), so the entries are given one type once, here, and the tools that page through a stream
+redis-py types each stream reply as the union of everything any command may return. The clients this project makes
+read bytes (`worker.connection.connect`: no `decode_responses`), so the entries are given that one type, here; a
+caller that accepts a decoding client (the alert readers) takes str as well. The tools that page through a stream
 (dead letters, duplicates, the chaos soak) share one loop instead of each writing its own.
 """
 

@@ -142,3 +142,32 @@ def test_a_refusal_that_cannot_be_audited_is_still_said(ctl: Ctl, redis_client: 
     assert f"promotion refused: {OLDER.name} failed verification" in result.stderr
     assert "audit entry not written" in result.stderr and "WRONGTYPE" in result.stderr
     assert read_current_version(tmp_path / "models") == SHIPPED.name
+
+
+@pytest.mark.parametrize("args", [["alerts"], ["breaker", "history"]])
+def test_reading_an_alert_history_of_another_type_says_what_it_is_and_how_to_move_it_aside(
+    args: list[str], ctl: Ctl, redis_client: redis.Redis
+) -> None:
+    redis_client.set(ALERTS_STREAM, "not a stream")
+
+    result = ctl(*args)
+
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert f"{ALERTS_STREAM} is a string, not a stream: the alert history and audit trail cannot be read" in (
+        result.stderr)
+    assert f"redis-cli RENAME {ALERTS_STREAM} {ALERTS_STREAM}:string" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_checks_and_triage_report_an_unreadable_alert_history_and_go_on(
+    ctl: Ctl, redis_client: redis.Redis
+) -> None:
+    redis_client.set(ALERTS_STREAM, "not a stream")
+
+    check = ctl("morning-check", "--json")
+    triage = ctl("triage", "breaker-open")
+
+    said = f"{ALERTS_STREAM} is a string, not a stream"
+    assert said in check.stdout and "Traceback" not in check.stdout + check.stderr
+    assert said in triage.stdout and "Traceback" not in triage.stdout + triage.stderr
+    assert check.exit_code == triage.exit_code == 2  # critical: the other steps were still run and reported
