@@ -1,4 +1,5 @@
-"""`tacticalctl stream info`: XINFO STREAM / GROUPS / CONSUMERS as tables, with each consumer's liveness."""
+"""`tacticalctl stream info | trim`: XINFO STREAM / GROUPS / CONSUMERS as tables, with each consumer's liveness;
+trimming the entries older than an age that no consumer group still needs."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from rich.table import Table
 
 from tacticalctl.context import get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
-from tacticalctl.formatting import age, plain
+from tacticalctl.formatting import age, parse_duration, plain, timestamp
+from worker.alerts import default_actor
+from worker.delivery import entry_time_ms
 from worker.names import INPUT_STREAM
 from worker.ops.stream_info import StreamMissing, StreamOverview, read_stream_overview
+from worker.ops.stream_trim import TRIMMED_STREAMS, StreamTrimError, StreamTrimResult, plan_trim, trim_streams
 
 stream_app = typer.Typer(help="Inspect a Redis stream: entries, consumer groups, consumers.", no_args_is_help=True)
 
@@ -80,6 +84,58 @@ def info(
         print_json(overview.as_dict())
     else:
         context.console.print(render_overview(overview))
+
+
+@stream_app.command("trim")
+def trim(
+    ctx: typer.Context,
+    older_than: Annotated[str, typer.Option(help="Entries older than this go (e.g. 24h, 7d).")] = "24h",
+    stream: Annotated[list[str] | None, typer.Option(
+        help=f"A stream to trim; repeat for several. Default: {', '.join(TRIMMED_STREAMS)}.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Trim. Without it, only show what would go.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Trim the input, decision and command streams of entries older than --older-than, keeping every entry a
+    consumer group still needs: its pending ones (being decided, or a dead worker's to reclaim) and those it has not
+    read yet. A reader without a group is not seen: pick an age longer than it lags. Dead letters and the alert
+    history are not trimmed here.
+
+    Shows what it would do; acts only with --yes (audited in tactical_alerts), a bounded XTRIM at a time so Redis is
+    never held for long.
+
+    JSON keys: older_than_s, streams (stream, length, first_id, cutoff_id, cutoff_reason, removes_any), applied,
+    removed (per stream), audit_id. Exit 3 for an age or stream it cannot use."""
+    try:
+        older_than_s = parse_duration(older_than)
+        context = get_context(ctx)
+        client = context.redis()
+        plans = plan_trim(client, older_than_s, stream or TRIMMED_STREAMS)
+    except (ValueError, StreamTrimError) as exc:
+        raise CtlError(f"--older-than/--stream: {exc}", ExitCode.UNKNOWN) from None
+    result = trim_streams(client, plans, older_than_s=older_than_s, actor=default_actor(), apply=yes)
+    if json_output:
+        print_json(result.as_dict())
+        return
+    context.console.print(render_trim(result, older_than))
+    if not any(plan.removes_any for plan in result.plans):
+        context.console.print(f"nothing to trim: no entry older than {older_than} that no group needs")
+    elif not result.applied:
+        context.console.print("dry run: nothing removed. Add --yes to trim.")
+    else:
+        context.console.print(f"removed {sum(result.removed.values())} entries; audit entry {result.audit_id or '-'}")
+
+
+def render_trim(result: StreamTrimResult, older_than: str) -> Table:
+    table = Table(title=f"entries older than {plain(older_than)} that no consumer group needs", expand=False)
+    for column in ("stream", "length before", "oldest entry (UTC)", "trimmed before (UTC)", "cutoff set by", "removed"):
+        table.add_column(column, overflow="fold")
+    for plan in result.plans:
+        oldest = "-" if plan.first_id is None else timestamp(entry_time_ms(plan.first_id.encode()) / 1000)
+        cutoff = timestamp(entry_time_ms(plan.cutoff_id.encode()) / 1000)
+        removed = str(result.removed.get(plan.stream, 0)) if result.applied else "-"
+        table.add_row(plain(plan.stream), str(plan.length), oldest, f"{cutoff} ({plan.cutoff_id})",
+                      plain(plan.cutoff_reason), removed)
+    return table
 
 
 def register(app: typer.Typer) -> None:

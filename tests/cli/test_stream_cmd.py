@@ -1,14 +1,16 @@
-"""`tacticalctl stream info`: XINFO STREAM / GROUPS / CONSUMERS with heartbeat liveness."""
+"""`tacticalctl stream info | trim`: XINFO STREAM / GROUPS / CONSUMERS with heartbeat liveness; retention."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import redis
 
 from tests.cli.conftest import Ctl
 from tests.cli.streams import deliver_without_ack, publish
 from worker.heartbeat import write_heartbeat
+from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 
 
 def test_info_tables_name_groups_consumers_and_liveness(ctl: Ctl, redis_client: redis.Redis) -> None:
@@ -41,3 +43,50 @@ def test_info_of_a_key_of_another_type_names_its_type(ctl: Ctl, redis_client: re
     result = ctl("stream", "info", "--stream", "not-a-stream")
     assert result.exit_code == 3
     assert "'not-a-stream' is a string, not a stream" in result.stderr
+
+
+def _old_decisions(client: redis.Redis, count: int, hours_ago: float) -> list[bytes]:
+    seconds, micros = client.time()
+    start = seconds * 1000 + micros // 1000 - int(hours_ago * 3_600_000)
+    return [client.xadd(DECISIONS_STREAM, {"n": str(i)}, id=f"{start}-{i + 1}") for i in range(count)]
+
+
+def test_trim_shows_what_would_go_then_trims_with_yes(ctl: Ctl, redis_client: redis.Redis) -> None:
+    _old_decisions(redis_client, 4, hours_ago=48)
+    kept = redis_client.xadd(DECISIONS_STREAM, {"n": "new"})
+
+    dry = ctl("stream", "trim", "--older-than", "24h")
+    assert dry.exit_code == 0, dry.stdout + dry.stderr
+    assert DECISIONS_STREAM in dry.stdout and "older than 24h" in dry.stdout
+    assert "dry run: nothing removed. Add --yes to trim." in dry.stdout
+    assert redis_client.xlen(DECISIONS_STREAM) == 5
+
+    applied = json.loads(ctl("stream", "trim", "--older-than", "24h", "--yes", "--json").stdout)
+    assert applied["applied"] and applied["removed"] == {DECISIONS_STREAM: 4} and applied["audit_id"]
+    assert {s["stream"]: s["cutoff_reason"] for s in applied["streams"]} == {
+        INPUT_STREAM: "no such stream", DECISIONS_STREAM: "older than 86400 s", COMMANDS_STREAM: "no such stream"}
+    assert [entry_id for entry_id, _ in redis_client.xrange(DECISIONS_STREAM)] == [kept]
+
+    again = ctl("stream", "trim", "--older-than", "24h", "--yes")
+    assert again.exit_code == 0 and "nothing to trim" in again.stdout
+
+
+def test_trim_keeps_what_a_worker_holds_and_says_why(ctl: Ctl, redis_client: redis.Redis) -> None:
+    publish(redis_client, 3)
+    held = deliver_without_ack(redis_client, "ghost", 1)
+
+    doc = json.loads(ctl("stream", "trim", "--older-than", "1ms", "--stream", INPUT_STREAM, "--yes", "--json").stdout)
+
+    [plan] = doc["streams"]
+    assert plan["cutoff_id"] == held[0].decode()
+    assert plan["cutoff_reason"] == "group tactical_group: oldest pending entry"
+    assert redis_client.xlen(INPUT_STREAM) == 3  # the pending entry is the oldest: nothing before it
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--stream", DEAD_LETTER_STREAM], "dead letters wait for an operator"),
+    (["--older-than", "soon"], "--older-than"),
+])
+def test_trim_refuses_what_it_cannot_use(ctl: Ctl, args: list[str], said: str) -> None:
+    result = ctl("stream", "trim", *args)
+    assert result.exit_code == 3 and said in result.stderr
