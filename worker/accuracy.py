@@ -170,6 +170,8 @@ class AgentAccuracy:
             keep = bisect.bisect_right(pending, (now + self.horizon, float("inf")))
             self._drop(len(pending) - keep)
             del pending[keep:]
+        if pending and pending[0][0] > now:  # the earliest call is not due yet (the usual case): none is
+            return 0
         end = bisect.bisect_right(pending, (now, float("inf")))
         for _, _, call in pending[:end]:
             truth = realised_action(call.price, price, call.dead_band)

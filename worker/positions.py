@@ -95,11 +95,17 @@ class _Levels:
         index = bisect.bisect_left(self._entries, (level, seq))
         del self._entries[index]
 
+    # Every event of the symbol asks all four of its level lists, and most marks trigger none: the lowest (highest)
+    # level answers that before any search or list is built.
     def at_or_below(self, price: float) -> list[int]:
+        if not self._entries or self._entries[0][0] > price:
+            return []
         end = bisect.bisect_right(self._entries, (price, float("inf")))
         return [seq for _, seq in self._entries[:end]]
 
     def at_or_above(self, price: float) -> list[int]:
+        if not self._entries or self._entries[-1][0] < price:
+            return []
         start = bisect.bisect_left(self._entries, (price, -1))
         return [seq for _, seq in self._entries[start:]]
 
@@ -234,6 +240,8 @@ class PositionBook:
         return closed
 
     def _expire(self, now: datetime) -> list[ClosedPosition]:
+        if not self._expiries or self._expiries[0][0] > now:  # the earliest expiry is not due: none is
+            return []
         end = bisect.bisect_right(self._expiries, (now, float("inf")))
         due = [seq for _, seq in self._expiries[:end]]
         return [self._close(seq, self._last_price(self._positions[seq]), now, ExitReason.MAX_HOLDING) for seq in due]
