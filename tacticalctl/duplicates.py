@@ -10,6 +10,7 @@ from rich.table import Table
 
 from tacticalctl.context import get_context, print_json
 from tacticalctl.errors import ExitCode
+from tacticalctl.formatting import plain
 from worker.ops.duplicates import ScanResult, duplicate_commands, duplicate_events_total, input_offenders
 from worker.ops.worker_client import WorkerClient, WorkerUnreachable
 
@@ -20,7 +21,7 @@ def offenders_table(scan: ScanResult, title: str) -> Table:
         table.add_column(column, no_wrap=column != "entries")
     for offender in scan.offenders:
         table.add_row(
-            offender.correlation_id, str(offender.count),
+            plain(offender.correlation_id), str(offender.count),
             f"{datetime.fromtimestamp(offender.first_ms / 1000, UTC):%Y-%m-%d %H:%M:%S}",
             f"{datetime.fromtimestamp(offender.last_ms / 1000, UTC):%Y-%m-%d %H:%M:%S}",
             ", ".join(offender.entry_ids[:4]) + (" …" if len(offender.entry_ids) > 4 else ""),

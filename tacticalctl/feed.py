@@ -15,6 +15,7 @@ import typer
 
 from tacticalctl.context import get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
+from tacticalctl.formatting import plain
 from worker.events import InvalidEvent
 from worker.feed import FeedOutage, FeedStats, replay_events, run_id, send_events, simulated_events
 from worker.producer import make_event, publish_event
@@ -50,7 +51,7 @@ def emit(
     if json_output:
         print_json({"entry_id": entry_id.decode(), "correlation_id": event.correlation_id})
     else:
-        get_context(ctx).console.print(f"emitted [bold]{event.correlation_id}[/] as entry {entry_id.decode()}")
+        get_context(ctx).console.print(f"emitted [bold]{plain(event.correlation_id)}[/] as entry {entry_id.decode()}")
 
 
 def _run_feed(ctx: typer.Context, events, *, rate: float | None, duration: float | None, count: int | None,

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from tacticalctl.context import get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
+from tacticalctl.formatting import plain
 from tacticalctl.results import JsonOption, ModelsDirOption, exit_code, open_sources, status_text
 from worker.ops.triage import (
     PLAYBOOKS,
@@ -30,15 +31,15 @@ def _complete_alert(incomplete: str) -> list[str]:
 def render_report(console: Console, report: TriageReport) -> None:
     console.rule(f"[bold]{report.severity} {report.title}[/] — {report.alert}: {status_text(report.status)}")
     if report.reason:
-        console.print(f"picked because: {report.reason}")
+        console.print(f"picked because: {plain(report.reason)}")
     console.print(f"runbook: {report.runbook}")
     console.print("[bold]findings[/]")
     for finding in report.findings:
-        console.print(f"  {status_text(finding.status, f'{finding.status.value.upper():8}')} {finding.summary}",
+        console.print(f"  {status_text(finding.status, f'{finding.status.value.upper():8}')} {plain(finding.summary)}",
                       highlight=False)
     console.print("[bold]recommended actions[/]")
     for number, action in enumerate(report.actions, start=1):
-        console.print(f"  {number}. {action}", highlight=False)
+        console.print(f"  {number}. {plain(action)}", highlight=False)
 
 
 def triage(

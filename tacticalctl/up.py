@@ -21,6 +21,7 @@ from rich.text import Text
 
 from tacticalctl.context import get_context
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode, outage_message
+from tacticalctl.formatting import plain
 from worker.connection import REDIS_FAILED, connect
 from worker.delivery import entry_time_ms
 from worker.feed import FeedOutage, ResumableFeed, run_id, send_events, simulated_events
@@ -48,12 +49,12 @@ def decision_row(event_id: bytes, decision_id: bytes, fields: dict[bytes, bytes]
     executed = fields.get(b"execute") == b"1"
     latency_ms = entry_time_ms(decision_id) - entry_time_ms(event_id)
     return (
-        fields[b"correlation_id"].decode()[-SHOWN_ID_CHARS:],
-        fields[b"synergy_type"].decode(),
+        plain(fields[b"correlation_id"].decode()[-SHOWN_ID_CHARS:]),
+        plain(fields[b"synergy_type"].decode()),
         "long" if fields[b"direction"] == b"1" else "short",
         " ".join(_vote(fields, agent) for agent in ("fvg", "momentum", "entry")),
-        f"{fields[b'action'].decode()} {float(fields[b'score']):.3f}",
-        "[green]EXECUTED[/]" if executed else f"[yellow]{fields[b'reason'].decode()}[/]",
+        f"{plain(fields[b'action'].decode())} {float(fields[b'score']):.3f}",
+        "[green]EXECUTED[/]" if executed else f"[yellow]{plain(fields[b'reason'].decode())}[/]",
         str(latency_ms),
     )
 

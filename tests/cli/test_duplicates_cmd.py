@@ -70,3 +70,17 @@ def test_an_unreachable_worker_still_shows_the_offenders_and_exits_2(ctl: Ctl, r
     result = ctl("duplicates")
     assert result.exit_code == 2
     assert "duplicate counter unavailable" in result.stdout and "again" in result.stdout
+
+
+def test_an_id_that_looks_like_markup_is_printed_as_it_is(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    """Correlation ids are any visible ASCII: `[/x]` is Rich's closing tag, and used to end the command in a
+    traceback (exit 1)."""
+    url, _ = worker_http
+    publish(redis_client, "ord[/x]1", "ord[/x]1")
+    result = ctl("duplicates", worker_url=url)
+    assert result.exit_code == 1, result.stdout + result.stderr
+    assert "ord[/x]1" in result.stdout
+    triage = ctl("triage", "duplicate-processing", worker_url=url)
+    assert "ord[/x]1" in triage.stdout and "Traceback" not in triage.stdout + triage.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import redis
 
 from models.bars import read_bars_csv
@@ -160,3 +161,11 @@ def test_an_event_or_feed_the_worker_would_refuse_is_exit_3_before_anything_is_s
         assert result.exit_code == 3, (args, result.output)
         assert "Traceback" not in result.output
     assert redis_client.xlen(INPUT_STREAM) == 0
+
+
+@pytest.mark.parametrize("cid", ["ord[red]2", "ord[/x]1"])
+def test_emit_says_the_id_it_sent_even_one_that_looks_like_markup(ctl: Ctl, redis_client: redis.Redis,
+                                                                  cid: str) -> None:
+    result = ctl("emit", "--correlation-id", cid)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert f"emitted {cid} as entry" in result.stdout

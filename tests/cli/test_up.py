@@ -54,6 +54,23 @@ def test_a_decision_row_reads_whole_in_an_80_column_terminal() -> None:
     assert line.endswith(" 12"), "the latency (ms, event id to decision id) is never cut"
 
 
+def test_a_decision_whose_text_looks_like_markup_is_shown_as_it_is() -> None:
+    from collections import deque
+
+    from rich.console import Console
+
+    from tacticalctl.up import decision_row, render
+
+    fields = {b"correlation_id": b"ord[/x]1", b"synergy_type": b"TYPE_1", b"direction": b"1",
+              b"vote_fvg": b"0.1,0.2,0.7", b"vote_momentum": b"0.1,0.2,0.7", b"vote_entry": b"0.1,0.2,0.7",
+              b"action": b"long", b"score": b"0.5", b"execute": b"0", b"reason": b"below [red]threshold"}
+    row = decision_row(b"1700000000000-0", b"1700000000012-0", fields)
+    console = Console(width=120, record=True, color_system=None)
+    console.print(render(deque([row]), {"sent": 1, "decided": 1, "executed": 0, "commands": 0, "dead": 0}, 1.0))
+    text = console.export_text()
+    assert "ord[/x]1" in text and "below [red]threshold" in text
+
+
 def _start_up(port: int, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
     return subprocess.Popen(
