@@ -149,14 +149,16 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
         # From the stream's last entry now, before the feed starts: XREAD from "$" would miss every decision
         # committed between two reads until one was seen.
         last_id = newest_id(client, DECISIONS_STREAM) or last_id
+        # Likewise what the view counts is what came after it started: an external Redis has older entries.
+        commands_before, dead_before = client.xlen(COMMANDS_STREAM), client.xlen(DEAD_LETTER_STREAM)
         feeder.start()
         with Live(render(rows, totals, 0.0), console=console, refresh_per_second=8) as live:
             while duration is None or time.monotonic() - started < duration:
                 try:
                     decided = read_after(client, DECISIONS_STREAM, last_id, count=200, block_ms=DECISIONS_BLOCK_MS)
                     last_id = _take_decisions(decided, last_id, totals, rows)
-                    totals["commands"] = client.xlen(COMMANDS_STREAM)
-                    totals["dead"] = client.xlen(DEAD_LETTER_STREAM)
+                    totals["commands"] = max(0, client.xlen(COMMANDS_STREAM) - commands_before)  # 0 if trimmed
+                    totals["dead"] = max(0, client.xlen(DEAD_LETTER_STREAM) - dead_before)
                 except REDIS_FAILED as exc:  # Redis restarting, or refusing (a key of another type under a stream
                     # name): the worker rides it out, so does up's view, saying so; the stack keeps running
                     live.update(render(rows, totals, time.monotonic() - started, outage_message(exc, RETRY_S)))

@@ -234,3 +234,25 @@ def test_a_stream_name_holding_another_type_is_said_in_the_view_not_the_end_of_t
     assert "Redis refused a command: WRONGTYPE" in result.stdout
     summary = re.search(r"sent (\d+), decided (\d+), executed \d+; worker exit codes \[0\]", result.stdout)
     assert summary and int(summary.group(2)) > 0, result.stdout[-2000:]
+
+
+def test_with_an_external_redis_the_view_counts_only_what_this_run_produced(private_redis) -> None:
+    """An external Redis holds earlier runs' commands and dead letters: the view's counts start from zero."""
+    import redis
+
+    client = redis.Redis.from_url(private_redis.url())
+    for index in range(500):
+        client.xadd("execution_commands", {"correlation_id": f"earlier-{index}"})
+        client.xadd("synergy_events:dead", {"correlation_id": f"earlier-{index}"})
+    client.close()
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    result = subprocess.run(
+        [sys.executable, "-c", "from tacticalctl.app import main; main()", "--redis-url", private_redis.url(), "up",
+         "--external-redis", "--duration", "4", "--rate", "40", "--http-addr", f"127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=180, env=env,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    views = re.findall(r"executed (\d+)\s+commands (\d+)\s+dead-lettered (\d+)", result.stdout)
+    assert views, result.stdout[-2000:]
+    executed, commands, dead = (int(n) for n in views[-1])
+    assert commands <= executed and dead < 500, views[-1]
