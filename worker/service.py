@@ -103,6 +103,7 @@ class Worker:
         self.http: HealthServer | None = None
         self.heartbeat: Heartbeat | None = None
         self._signals = 0
+        self._shutting_down = False
         # Entries read while the previous batch's commit had not gone out yet (`read_ahead`): the next step decides
         # them before reading again.
         self._read_ahead: list[StreamEntry] = []
@@ -123,10 +124,12 @@ class Worker:
                 self.main_loop()
         except ForcedExit:
             log.warning("forced exit: entries in hand stay pending and will be reclaimed by another consumer")
-            return 1
         finally:
+            # Giving back what startup took (threads, heartbeat, connections) is short and bounded: a signal now
+            # does not cut it off halfway (handle_signal), or a forced exit would leave the heartbeat behind.
+            self._shutting_down = True
             self.shutdown()
-        return 0
+        return 1 if self._signals > 1 else 0
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.handle_signal)
@@ -135,6 +138,10 @@ class Worker:
     def handle_signal(self, signum: int, frame: FrameType | None = None) -> None:
         self._signals += 1
         if self._signals > 1:
+            if self._shutting_down:
+                log.warning("%s received again: already stopping, exit 1 once the connections are given back",
+                            signal.Signals(signum).name)
+                return
             raise ForcedExit
         log.info("%s received: finishing the batch in hand, then exiting", signal.Signals(signum).name)
         self.state.should_exit = True
