@@ -216,6 +216,18 @@ def test_an_external_redis_restarting_is_waited_out_by_the_view_and_the_feed(pri
     assert len(decided_after) >= 0.8 * len(after), (len(decided_after), len(after))
 
 
+def _up_for_4_seconds(redis_url: str) -> subprocess.CompletedProcess[str]:
+    """`up --external-redis` on `redis_url` for 4 s at 40 events/s; it must end cleanly."""
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    result = subprocess.run(
+        [sys.executable, "-c", "from tacticalctl.app import main; main()", "--redis-url", redis_url, "up",
+         "--external-redis", "--duration", "4", "--rate", "40", "--http-addr", f"127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=180, env=env,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result
+
+
 def test_a_stream_name_holding_another_type_is_said_in_the_view_not_the_end_of_the_stack(private_redis) -> None:
     """Someone wrote a string under the dead-letter stream's name: the view's count of it is refused. `up` says so
     and keeps running (the worker rides it out too), then stops cleanly with its summary."""
@@ -224,13 +236,7 @@ def test_a_stream_name_holding_another_type_is_said_in_the_view_not_the_end_of_t
     client = redis.Redis.from_url(private_redis.url())
     client.set("synergy_events:dead", "not a stream")
     client.close()
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
-    result = subprocess.run(
-        [sys.executable, "-c", "from tacticalctl.app import main; main()", "--redis-url", private_redis.url(), "up",
-         "--external-redis", "--duration", "4", "--rate", "40", "--http-addr", f"127.0.0.1:{free_port()}"],
-        capture_output=True, text=True, timeout=180, env=env,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    result = _up_for_4_seconds(private_redis.url())
     assert "Redis refused a command: WRONGTYPE" in result.stdout
     summary = re.search(r"sent (\d+), decided (\d+), executed \d+; worker exit codes \[0\]", result.stdout)
     assert summary and int(summary.group(2)) > 0, result.stdout[-2000:]
@@ -245,13 +251,7 @@ def test_with_an_external_redis_the_view_counts_only_what_this_run_produced(priv
         client.xadd("execution_commands", {"correlation_id": f"earlier-{index}"})
         client.xadd("synergy_events:dead", {"correlation_id": f"earlier-{index}"})
     client.close()
-    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
-    result = subprocess.run(
-        [sys.executable, "-c", "from tacticalctl.app import main; main()", "--redis-url", private_redis.url(), "up",
-         "--external-redis", "--duration", "4", "--rate", "40", "--http-addr", f"127.0.0.1:{free_port()}"],
-        capture_output=True, text=True, timeout=180, env=env,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    result = _up_for_4_seconds(private_redis.url())
     views = re.findall(r"executed (\d+)\s+commands (\d+)\s+dead-lettered (\d+)", result.stdout)
     assert views, result.stdout[-2000:]
     executed, commands, dead = (int(n) for n in views[-1])
