@@ -150,7 +150,7 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
         # committed between two reads until one was seen.
         last_id = newest_id(client, DECISIONS_STREAM) or last_id
         # Likewise what the view counts is what came after it started: an external Redis has older entries.
-        commands_before, dead_before = client.xlen(COMMANDS_STREAM), client.xlen(DEAD_LETTER_STREAM)
+        commands_before, dead_before = _length(client, COMMANDS_STREAM), _length(client, DEAD_LETTER_STREAM)
         feeder.start()
         with Live(render(rows, totals, 0.0), console=console, refresh_per_second=8) as live:
             while duration is None or time.monotonic() - started < duration:
@@ -171,7 +171,8 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
         if not console.is_terminal:
             console.line()  # off a terminal, the live view's last frame ends without one
         stop.set()
-        feeder.join(timeout=5)
+        if feeder.ident is not None:  # started: an error before that (Redis refusing the first read) is what is said
+            feeder.join(timeout=5)
         try:
             with console.status("stopping: the worker drains what it holds (Ctrl-C again: stop at once)…"):
                 codes = stack.stop_workers()
@@ -189,6 +190,14 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
             stack.close()
     console.print(f"stopped after {time.monotonic() - started:.1f}s: sent {totals['sent']}, decided "
                   f"{totals['decided']}, executed {totals['executed']}; worker exit codes {codes}")
+
+
+def _length(client: redis.Redis, stream: str) -> int:
+    """XLEN, 0 for a key of another type under the stream's name: the view says so when it counts that stream."""
+    try:
+        return int(client.xlen(stream))
+    except redis.ResponseError:
+        return 0
 
 
 def _take_decisions(decided: list[Entry], last_id: bytes, totals: dict[str, int],
