@@ -18,7 +18,7 @@ from worker.alerts import AuditTrailError
 try:  # typer vendors click from 0.2x on; before, it used click itself
     from typer._click.exceptions import UsageError
 except ImportError:  # pragma: no cover
-    from click.exceptions import UsageError  # type: ignore[assignment]
+    from click.exceptions import UsageError  # type: ignore[assignment,import-not-found,no-redef]  # absent with a vendoring typer
 
 
 @dataclass(frozen=True)
