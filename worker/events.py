@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import cast
 
 import numpy as np
 
@@ -129,7 +130,7 @@ def decode_events(
         matrices.append(matrix if isinstance(matrix, bytes) else matrix.tobytes())
         decoded.append(None)
     batch = np.frombuffer(bytearray().join(matrices), dtype=MATRIX_DTYPE).reshape(-1, *MATRIX_SHAPE)
-    finite = np.isfinite(batch).all(axis=(1, 2), keepdims=False).reshape(-1)  # one flag per event
+    finite = cast(np.ndarray, np.isfinite(batch).all(axis=(1, 2)))  # one flag per event (numpy types it bool | array)
     if not finite.all():
         for (index, _), matrix, ok in zip(checked, batch, finite, strict=True):
             if not ok:
