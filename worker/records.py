@@ -124,6 +124,8 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
+_FLOAT32 = "%.9g"  # the fewest significant digits that tell every float32 from its neighbours
+_FLOAT32_VOTE = f"{_FLOAT32},{_FLOAT32},{_FLOAT32}"
 _SCORE_KEYS = tuple(f"score_{name}" for name in ACTION_ORDER)
 _VOTE_KEYS = {agent: f"vote_{agent}" for agent in AGENT_NAMES}
 _CONFIDENCE_KEYS = {agent: f"confidence_{agent}" for agent in AGENT_NAMES}
@@ -147,13 +149,15 @@ def decision_fields(decision: Decision, event_id: bytes | None = None) -> dict[s
         "execute": "1" if decision.execute else "0",
         "reason": decision.reason,
     }
-    # repr(float(x)) inline rather than _num: ~16 numbers a decision, on the hot path.
+    # repr(float(x)) inline rather than _num, on the hot path. The scores are float64 sums, written exactly.
     for key, score in zip(_SCORE_KEYS, decision.scores, strict=True):
         fields[key] = repr(float(score))
+    # The agents' outputs are float32 (`AgentEnsemble.infer`): 9 significant digits read back as the same float32, in
+    # a third of repr's time (~1 against ~3 µs a vote here) and ~7 characters shorter per number than the float64
+    # repr of a float32 — 12 numbers a decision.
     for vote in decision.votes:
-        p_short, p_hold, p_long = vote.probabilities
-        fields[_VOTE_KEYS[vote.agent]] = f"{float(p_short)!r},{float(p_hold)!r},{float(p_long)!r}"
-        fields[_CONFIDENCE_KEYS[vote.agent]] = repr(float(vote.confidence))
+        fields[_VOTE_KEYS[vote.agent]] = _FLOAT32_VOTE % vote.probabilities
+        fields[_CONFIDENCE_KEYS[vote.agent]] = _FLOAT32 % vote.confidence
     if event_id is not None:
         fields["event_id"] = event_id
     return fields

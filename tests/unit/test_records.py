@@ -13,7 +13,7 @@ import numpy as np
 from tests.unit.test_aggregator import CONFIG, make_event
 from worker.aggregator import aggregate
 from worker.positions import PositionBook
-from worker.records import AgentVote
+from worker.records import AgentVote, decision_fields
 
 
 def votes(long: float) -> list[AgentVote]:
@@ -42,6 +42,23 @@ def test_positions_and_commands_hash() -> None:
     assert decision.command is not None
     position = PositionBook().open(decision.command, "2024-03-01T14:30:00Z")
     assert {position, position} == {position} and {decision.command} == {decision.command}
+
+
+def test_a_decision_entry_reads_back_as_the_agents_float32_outputs() -> None:
+    """The votes and confidences are written at float32 precision (what the agents output), the scores exactly."""
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        outputs = rng.dirichlet([0.3, 0.3, 0.3], size=3).astype(np.float32)
+        agent_votes = [AgentVote(agent, tuple(float(p) for p in outputs[i]), float(outputs[i].max()))
+                       for i, agent in enumerate(("fvg", "momentum", "entry"))]
+        decision = aggregate(make_event(), agent_votes, CONFIG, "v1")
+        fields = decision_fields(decision, b"1-1")
+        for i, agent in enumerate(("fvg", "momentum", "entry")):
+            written = np.array([float(text) for text in fields[f"vote_{agent}"].split(",")], dtype=np.float32)
+            assert written.tolist() == outputs[i].tolist()
+            assert np.float32(float(fields[f"confidence_{agent}"])) == outputs[i].max()
+        assert tuple(float(fields[f"score_{action}"]) for action in ("short", "hold", "long")) == decision.scores
+        assert float(fields["score"]) == decision.score
 
 
 def test_the_type_checker_refuses_to_change_a_record(tmp_path) -> None:
