@@ -34,6 +34,7 @@ from worker.embedded_redis import EmbeddedRedisError
 from worker.feed import run_id
 from worker.names import COMMANDS_STREAM, CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 from worker.process import READY_MARK, WorkerProcess, WorkerStartError
+from worker.redis_text import as_text
 from worker.stack import LocalStack
 from worker.stream_entries import entries, paged
 
@@ -184,18 +185,18 @@ def read_tally(client: redis.Redis) -> StreamTally:
     decided: Counter[str] = Counter()
     executed: Counter[str] = Counter()
     for fields in _scan(client, DECISIONS_STREAM):
-        cid = _text(fields.get(b"correlation_id"))
+        cid = as_text(fields.get(b"correlation_id"))
         decided[cid] += 1
         if fields.get(b"execute") == b"1":
             executed[cid] += 1
-    commands = Counter(_text(fields.get(b"correlation_id")) for fields in _scan(client, COMMANDS_STREAM))
+    commands = Counter(as_text(fields.get(b"correlation_id")) for fields in _scan(client, COMMANDS_STREAM))
     dead: Counter[str] = Counter()
     dead_entries: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     for fields in _scan(client, DEAD_LETTER_STREAM):
-        dead[_text(fields.get(b"correlation_id"))] += 1
-        dead_entries[_text(fields.get(b"dead_entry_id"))] += 1
-        reasons[_text(fields.get(b"dead_reason")).split(":", 1)[0]] += 1
+        dead[as_text(fields.get(b"correlation_id"))] += 1
+        dead_entries[as_text(fields.get(b"dead_entry_id"))] += 1
+        reasons[as_text(fields.get(b"dead_reason")).split(":", 1)[0]] += 1
     pending, undelivered = backlog(client)
     return StreamTally(decided, executed, commands, dead, dead_entries, reasons,
                        int(client.xlen(INPUT_STREAM)), pending, undelivered)
@@ -214,10 +215,6 @@ def backlog(client: redis.Redis) -> tuple[int, int]:
 def _scan(client: redis.Redis, stream: str) -> Iterator[dict[bytes, bytes]]:
     for _, fields in paged(client, stream, page=READ_PAGE):
         yield fields
-
-
-def _text(value: bytes | None) -> str:
-    return "" if value is None else value.decode(errors="replace")
 
 
 # ---- the producer --------------------------------------------------------------------------------------------------

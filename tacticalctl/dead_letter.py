@@ -12,7 +12,6 @@ from tacticalctl.context import get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import plain, timestamp
 from worker.alerts import default_actor
-from worker.delivery import entry_time_ms
 from worker.ops.dead_letters import (
     DeadLetterEntry,
     dead_letter_count,
@@ -20,6 +19,7 @@ from worker.ops.dead_letters import (
     replay_dead_letters,
     select_dead_letters,
 )
+from worker.stream_entries import entry_time_ms
 
 dead_letter_app = typer.Typer(help="The dead-letter stream synergy_events:dead.", no_args_is_help=True)
 
@@ -31,7 +31,7 @@ ReasonOption = Annotated[
 
 def _when(entry_id: str) -> str:
     try:
-        return timestamp(entry_time_ms(entry_id.encode()) / 1000)
+        return timestamp(entry_time_ms(entry_id) / 1000)
     except ValueError:
         return "-"
 

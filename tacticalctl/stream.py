@@ -13,10 +13,10 @@ from tacticalctl.context import get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age, parse_duration, plain, timestamp
 from worker.alerts import default_actor
-from worker.delivery import entry_time_ms
 from worker.names import INPUT_STREAM
 from worker.ops.stream_info import StreamMissing, StreamOverview, read_stream_overview
 from worker.ops.stream_trim import TRIMMED_STREAMS, StreamTrimError, StreamTrimResult, plan_trim, trim_streams
+from worker.stream_entries import entry_time_ms
 
 stream_app = typer.Typer(help="Inspect a Redis stream: entries, consumer groups, consumers.", no_args_is_help=True)
 
@@ -130,8 +130,8 @@ def render_trim(result: StreamTrimResult, older_than: str) -> Table:
     for column in ("stream", "length before", "oldest entry (UTC)", "trimmed before (UTC)", "cutoff set by", "removed"):
         table.add_column(column, overflow="fold")
     for plan in result.plans:
-        oldest = "-" if plan.first_id is None else timestamp(entry_time_ms(plan.first_id.encode()) / 1000)
-        cutoff = timestamp(entry_time_ms(plan.cutoff_id.encode()) / 1000)
+        oldest = "-" if plan.first_id is None else timestamp(entry_time_ms(plan.first_id) / 1000)
+        cutoff = timestamp(entry_time_ms(plan.cutoff_id) / 1000)
         removed = str(result.removed.get(plan.stream, 0)) if result.applied else "-"
         table.add_row(plain(plan.stream), str(plan.length), oldest, f"{cutoff} ({plan.cutoff_id})",
                       plain(plan.cutoff_reason), removed)

@@ -23,12 +23,11 @@ from tacticalctl.context import get_context
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode, outage_message
 from tacticalctl.formatting import plain
 from worker.connection import REDIS_FAILED, connect
-from worker.delivery import entry_time_ms
 from worker.feed import FeedOutage, ResumableFeed, run_id, send_events, simulated_events
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM
 from worker.process import WorkerStartError
 from worker.stack import LocalStack
-from worker.stream_entries import Entry, newest_id, read_after
+from worker.stream_entries import Entry, entry_time_ms, newest_id, read_after
 
 SHOWN_ROWS = 15
 DECISIONS_BLOCK_MS = 200

@@ -19,6 +19,7 @@ from typing import Any, cast
 import redis
 
 from worker.names import ALERTS_STREAM
+from worker.redis_text import as_text
 from worker.stream_entries import entries, read_after
 
 # Approximate trimming (MAXLEN ~) costs nothing per XADD and keeps months of alerts.
@@ -146,14 +147,10 @@ def audit(client: redis.Redis, *, actor: str, action: str, detail: str, **fields
     )
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
 def _alert(entry_id: bytes | str, raw: Mapping[bytes, bytes] | Mapping[str, str]) -> Alert:  # str: a decoding client
-    values = {_text(k): _text(v) for k, v in raw.items()}
+    values = {as_text(k): as_text(v) for k, v in raw.items()}
     core = {name: values.pop(name, "") for name in CORE_FIELDS}
-    return Alert(id=_text(entry_id), fields=values, **core)
+    return Alert(id=as_text(entry_id), fields=values, **core)
 
 
 def read_alerts(client: redis.Redis, *, count: int, since_id: str = "0") -> list[Alert]:

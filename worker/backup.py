@@ -36,7 +36,6 @@ from typing import IO, Any
 import redis
 
 from worker.alerts import audit, require_audit_trail
-from worker.lag import parse_stream_id
 from worker.names import (
     ALERTS_STREAM,
     BREAKER_PREFIX,
@@ -47,8 +46,10 @@ from worker.names import (
     DECISIONS_STREAM,
     INPUT_STREAM,
 )
+from worker.redis_text import as_text
 from worker.security import effective_settings, non_secret_environment
 from worker.settings import WorkerSettings
+from worker.stream_entries import parse_stream_id
 
 BACKUP_FORMAT = "tactical-backup/1"
 MANIFEST_MEMBER = "manifest.json"
@@ -73,10 +74,6 @@ def no_progress(stage: str, done: int, total: int | None) -> None:
 
 class BackupError(Exception):
     """A backup or restore cannot proceed; the message says what to do."""
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _utc_now() -> str:
@@ -141,15 +138,15 @@ def _stream_state(name: str, info: Any, groups: Any, pending: Any) -> StreamStat
     if isinstance(info, Exception):
         return StreamState(name, exists=False)
     group_rows = () if isinstance(groups, Exception) else tuple(
-        {"name": _text(g["name"]), "last_delivered_id": _text(g["last-delivered-id"]),
+        {"name": as_text(g["name"]), "last_delivered_id": as_text(g["last-delivered-id"]),
          "entries_read": g.get("entries-read"), "pending": int(g["pending"]), "consumers": int(g["consumers"])}
         for g in groups
     )
     pending_rows = () if isinstance(pending, Exception) else tuple(
-        {"id": _text(p["message_id"]), "consumer": _text(p["consumer"]), "deliveries": int(p["times_delivered"])}
+        {"id": as_text(p["message_id"]), "consumer": as_text(p["consumer"]), "deliveries": int(p["times_delivered"])}
         for p in pending
     )
-    return StreamState(name, True, int(info["length"]), _text(info["last-generated-id"]), group_rows, pending_rows)
+    return StreamState(name, True, int(info["length"]), as_text(info["last-generated-id"]), group_rows, pending_rows)
 
 
 def read_stream_states(client: redis.Redis, names: tuple[str, ...] = BACKED_UP_STREAMS,
@@ -378,7 +375,7 @@ def create_backup(
             "created_by": actor,
             "redis": {
                 "source": source_url,
-                "version": _text(client.info("server").get("redis_version", "unknown")),
+                "version": as_text(client.info("server").get("redis_version", "unknown")),
                 "snapshot_time_ms": snapshot.server_time_ms,
                 "method": "streams: DUMP in one MULTI/EXEC; completed keys: SCAN+DUMP after it, newer ones left out",
                 "streams": [s.as_dict() for s in snapshot.states],
@@ -408,4 +405,4 @@ def create_backup(
     audit_id = audit(client, actor=actor, action=BACKUP_ACTION,
                      detail=f"backup written to {archive}: {len(snapshot.dumps)} streams, {completed} completed keys",
                      archive=str(archive), sha256=digest)
-    return BackupReport(archive, digest, archive.stat().st_size, manifest, _text(audit_id))
+    return BackupReport(archive, digest, archive.stat().st_size, manifest, as_text(audit_id))

@@ -35,6 +35,7 @@ from worker.names import (
     breaker_reset_honoured_key,
     breaker_state_key,
 )
+from worker.redis_text import as_text
 from worker.settings import WorkerSettings
 
 Clock = Callable[[], float]
@@ -365,13 +366,9 @@ def publish_breaker_state(
         pipe.execute()
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
 def read_breaker_states(client: redis.Redis) -> dict[str, BreakerStatus]:
     """Every live worker's published breaker, by consumer name."""
-    keys = sorted(_text(key) for key in client.scan_iter(match=BREAKER_STATE_PREFIX + "*", count=100))
+    keys = sorted(as_text(key) for key in client.scan_iter(match=BREAKER_STATE_PREFIX + "*", count=100))
     if not keys:
         return {}
     with client.pipeline(transaction=False) as pipe:
@@ -382,7 +379,7 @@ def read_breaker_states(client: redis.Redis) -> dict[str, BreakerStatus]:
     for key, raw in zip(keys, hashes, strict=True):
         if refused_as_wrong_type(raw) or not raw:
             continue  # not a hash (no worker wrote it), or expired between SCAN and HGETALL
-        values = {_text(k): _text(v) for k, v in raw.items()}
+        values = {as_text(k): as_text(v) for k, v in raw.items()}
         consumer = key[len(BREAKER_STATE_PREFIX) :]
         try:
             states[consumer] = BreakerStatus(

@@ -495,12 +495,3 @@ def pending_delivery_counts(
     return {entry_id: int(rows[0]["times_delivered"])
             for entry_id, rows in zip(entry_ids, pipe.execute(), strict=True) if rows}
 
-
-def _id_key(entry_id: bytes) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition(b"-")
-    return int(ms), int(seq or 0)
-
-
-def entry_time_ms(entry_id: bytes) -> int:
-    """The millisecond part of a stream id: when Redis accepted the entry."""
-    return _id_key(entry_id)[0]

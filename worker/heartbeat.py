@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from worker.names import HEARTBEAT_PREFIX, heartbeat_key
+from worker.redis_text import as_text
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,6 @@ def is_alive(client: redis.Redis, consumer: str) -> bool:
     return bool(client.exists(heartbeat_key(consumer)))
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
-
-
 def _parse(consumer: str, raw: bytes | str) -> dict[str, Any]:
     try:
         record = json.loads(raw)
@@ -77,7 +74,7 @@ def _parse(consumer: str, raw: bytes | str) -> dict[str, Any]:
         record = None
     if not isinstance(record, dict):
         log.warning("heartbeat of %s is not a JSON object: %.200r", consumer, raw)
-        return {"consumer": consumer, "error": "unreadable heartbeat", "raw": _text(raw)[:200]}
+        return {"consumer": consumer, "error": "unreadable heartbeat", "raw": as_text(raw)[:200]}
     return record
 
 
@@ -90,7 +87,7 @@ def live_consumers(client: redis.Redis) -> dict[str, dict[str, Any]]:
         for key, raw in zip(chunk, client.mget(chunk), strict=True):
             if raw is None:  # expired between SCAN and MGET
                 continue
-            consumer = _text(key)[len(HEARTBEAT_PREFIX) :]
+            consumer = as_text(key)[len(HEARTBEAT_PREFIX) :]
             consumers[consumer] = _parse(consumer, raw)
     return dict(sorted(consumers.items()))
 

@@ -23,6 +23,8 @@ from typing import Any
 import redis
 
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
+from worker.redis_text import as_text
+from worker.stream_entries import parse_stream_id
 
 # Entries after the group's last-delivered id counted exactly; a real backlog past this is large whatever its size.
 EXACT_COUNT_LIMIT = 256
@@ -65,24 +67,10 @@ class ConsumerLag:
         }
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def parse_stream_id(entry_id: bytes | str) -> tuple[int, int]:
-    """`"1712345678901-3"` → (1712345678901, 3): milliseconds and sequence, ordered as Redis orders ids."""
-    text = _text(entry_id)
-    ms, _, seq = text.partition("-")
-    try:
-        return int(ms), int(seq or 0)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a stream entry id (expected <milliseconds>-<sequence>)") from None
-
-
 def no_stream_message(client: redis.Redis, stream: str, error: redis.ResponseError) -> str:
     """Why XINFO on `stream` failed, for an operator: the key is missing, or it holds another type."""
     if "WRONGTYPE" in str(error):
-        kind = _text(client.type(stream))
+        kind = as_text(client.type(stream))
         return (f"{stream!r} is a {kind}, not a stream: something other than a producer wrote that key, or this is "
                 "the wrong database (the runbook's is db 2)")
     return (f"stream {stream!r} does not exist: nothing has been produced yet, or this is the wrong database "
@@ -103,18 +91,18 @@ def read_consumer_lag(
         server_time, groups, pending_summary, length = pipe.execute(raise_on_error=False)
     if isinstance(groups, redis.ResponseError):
         raise LagUnavailable(no_stream_message(client, stream, groups))
-    info = next((g for g in groups if _text(g["name"]) == group), None)
+    info = next((g for g in groups if as_text(g["name"]) == group), None)
     if info is None or isinstance(pending_summary, redis.ResponseError):
         raise LagUnavailable(
             f"consumer group {group!r} does not exist on {stream!r}: start the worker (it creates the group) "
             f"or run XGROUP CREATE {stream} {group} 0"
         )
 
-    last_delivered_id = _text(info["last-delivered-id"])
+    last_delivered_id = as_text(info["last-delivered-id"])
     counted, *first = client.eval(_COUNT_UNDELIVERED_LUA, 1, stream, last_delivered_id, EXACT_COUNT_LIMIT)
-    waiting = [_text(first[0])] if first else []
+    waiting = [as_text(first[0])] if first else []
     if pending_summary["min"] is not None:
-        waiting.append(_text(pending_summary["min"]))
+        waiting.append(as_text(pending_summary["min"]))
     oldest_id = min(waiting, key=parse_stream_id) if waiting else None
 
     if now_ms is None:

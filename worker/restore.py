@@ -44,6 +44,7 @@ from worker.backup import (
 )
 from worker.heartbeat import live_consumers
 from worker.names import BREAKER_PREFIX, COMPLETED_PREFIX
+from worker.redis_text import as_text
 
 TARGET_PATTERN = "tactical:*"
 # The keys each Redis member of an archive may hold, as `tacticalctl backup` writes them: anything else (a key of
@@ -61,10 +62,6 @@ class ArchiveIntegrityError(BackupError):
 
 class RestoreRefused(BackupError):
     """Restoring would overwrite data or race a running worker; the message says how to proceed."""
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 # ---- reading it back -------------------------------------------------------------------------------------------
@@ -324,7 +321,7 @@ def _restore_lines(client: redis.Redis, lines: IO[bytes], now_ms: int, progress:
             if isinstance(reply, Exception):
                 hint = (" (the target Redis is older than the source: restore into the same or a newer version)"
                         if "payload version" in str(reply) else "")
-                raise BackupError(f"RESTORE {_text(dumped.key)} failed: {reply}{hint}")
+                raise BackupError(f"RESTORE {as_text(dumped.key)} failed: {reply}{hint}")
         restored += len(batch)
         batch.clear()
         progress(stage, restored, None)
@@ -421,7 +418,7 @@ def restore_backup(
                      archive=str(archive.path), sha256=archive.sha256, forced=str(force).lower(),
                      models_only=str(models_only).lower())
     return RestoreReport(plan, cleared, restored, expired, tuple(written), environment, differences,
-                         _text(audit_id))
+                         as_text(audit_id))
 
 
 def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: Path | None,

@@ -3,7 +3,8 @@
 redis-py types each stream reply as the union of everything any command may return. The clients this project makes
 read bytes (`worker.connection.connect`: no `decode_responses`), so the entries are given that one type, here; a
 caller that accepts a decoding client (the alert readers) takes str as well. The tools that page through a stream
-(dead letters, duplicates, the chaos soak) share one loop instead of each writing its own.
+(dead letters, duplicates, the chaos soak) share one loop instead of each writing its own, and every tool reads
+an entry id with one parser.
 """
 
 from __future__ import annotations
@@ -13,7 +14,24 @@ from typing import cast
 
 import redis
 
+from worker.redis_text import as_text
+
 Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def parse_stream_id(entry_id: bytes | str) -> tuple[int, int]:
+    """`"1712345678901-3"` → (1712345678901, 3): milliseconds and sequence, ordered as Redis orders ids."""
+    text = as_text(entry_id)
+    ms, _, seq = text.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a stream entry id (expected <milliseconds>-<sequence>)") from None
+
+
+def entry_time_ms(entry_id: bytes | str) -> int:
+    """The millisecond part of a stream id: when Redis accepted the entry."""
+    return parse_stream_id(entry_id)[0]
 
 
 def entries(client: redis.Redis, stream: str, *, lower: str | bytes = "-", upper: str | bytes = "+",

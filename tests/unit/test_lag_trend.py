@@ -7,8 +7,8 @@ from worker.lag import (
     LagTrendPolicy,
     TrendStatus,
     evaluate_lag_trend,
-    parse_stream_id,
 )
+from worker.stream_entries import parse_stream_id
 
 POLICY = LagTrendPolicy(window_s=60.0, min_span_s=30.0, stop_after_s=120.0)
 NOW = 10_000.0

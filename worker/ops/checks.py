@@ -43,7 +43,6 @@ from worker.alerts import Alert, AuditTrailError, Severity, recent_alerts
 from worker.backup import BACKUP_ACTION
 from worker.breaker import BreakerState
 from worker.connection import REDIS_UNREACHABLE, selected_db
-from worker.delivery import entry_time_ms
 from worker.health import DEFAULT_THRESHOLDS, CheckStatus, HealthCheck
 from worker.health import check_breaker as health_check_breaker
 from worker.health import check_confidence as health_check_confidence
@@ -59,6 +58,7 @@ from worker.ops.keys import clean_keys, find_stale_processing_keys, plan_key_cle
 from worker.ops.reports import build_daily_report, read_alert_history, read_performance, write_report
 from worker.ops.sources import RedisUnavailable, Sources
 from worker.ops.worker_client import WorkerUnreachable, health_level
+from worker.stream_entries import entry_time_ms
 
 JIT_SUCCESS_MARK = "JIT compilation successful"
 JIT_FAILURE_MARK = "JIT compilation FAILED"
@@ -723,7 +723,7 @@ def check_backups(sources: Sources) -> Verdict:
     if archive is None:
         latest = "none recorded"
     else:
-        age_s = sources.clock() - entry_time_ms(archive.id.encode()) / 1e3
+        age_s = sources.clock() - entry_time_ms(archive.id) / 1e3
         if age_s <= BACKUP_MAX_AGE_S:
             return Verdict(Status.OK, value + f"; last archive {archive.fields.get('archive', '?')} "
                            f"({_duration(age_s)} ago)", details=details)

@@ -16,18 +16,13 @@ import redis
 
 from worker.alerts import audit, require_audit_trail
 from worker.delivery import StreamNames
+from worker.redis_text import as_optional_text
 from worker.stream_entries import entries, paged
 
 DEAD_FIELD_PREFIX = b"dead_"
 DEFAULT_STREAMS = StreamNames()
 _PAGE = 500
 _AUDITED_IDS = 50
-
-
-def _text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def original_fields(fields: Mapping[bytes, bytes]) -> dict[bytes, bytes]:
@@ -46,13 +41,13 @@ class DeadLetterEntry:
 
     @classmethod
     def from_stream(cls, entry_id: bytes | str, fields: Mapping[bytes, bytes]) -> DeadLetterEntry:
-        count = _text(fields.get(b"dead_delivery_count"))
+        count = as_optional_text(fields.get(b"dead_delivery_count"))
         return cls(
-            id=_text(entry_id) or "",
-            reason=_text(fields.get(b"dead_reason")) or "(no reason recorded)",
+            id=as_optional_text(entry_id) or "",
+            reason=as_optional_text(fields.get(b"dead_reason")) or "(no reason recorded)",
             delivery_count=int(count) if count and count.isdigit() else None,
-            original_id=_text(fields.get(b"dead_entry_id")),
-            consumer=_text(fields.get(b"dead_consumer")),
+            original_id=as_optional_text(fields.get(b"dead_entry_id")),
+            consumer=as_optional_text(fields.get(b"dead_consumer")),
             fields=dict(fields),
         )
 
@@ -62,7 +57,7 @@ class DeadLetterEntry:
 
     @property
     def correlation_id(self) -> str | None:
-        return _text(self.fields.get(b"correlation_id"))
+        return as_optional_text(self.fields.get(b"correlation_id"))
 
     def matches(self, reason_filter: str | None) -> bool:
         """Case-insensitive substring match on the reason; no filter matches everything."""
@@ -76,7 +71,7 @@ class DeadLetterEntry:
             "original_id": self.original_id,
             "consumer": self.consumer,
             "correlation_id": self.correlation_id,
-            "original_fields": sorted(_text(name) or "" for name in self.original),
+            "original_fields": sorted(as_optional_text(name) or "" for name in self.original),
         }
 
 
@@ -199,12 +194,12 @@ def replay_dead_letters(
         flat: list[bytes | str] = [item for pair in entry.original.items() for item in pair]
         new_id = script(keys=[streams.dead_letters, streams.input], args=[entry.id, *flat])
         if new_id is not None:
-            replayed[entry.id] = _text(new_id) or ""
+            replayed[entry.id] = as_optional_text(new_id) or ""
     audit_id = None
     if replayed:
         ids = list(replayed)
         shown = ",".join(ids[:_AUDITED_IDS]) + (f",…(+{len(ids) - _AUDITED_IDS})" if len(ids) > _AUDITED_IDS else "")
-        audit_id = _text(
+        audit_id = as_optional_text(
             audit(
                 client,
                 actor=actor,

@@ -14,9 +14,9 @@ from typing import Any
 import redis
 from prometheus_client.samples import Sample
 
-from worker.delivery import entry_time_ms
 from worker.names import COMMANDS_STREAM, INPUT_STREAM
-from worker.stream_entries import Entry, paged
+from worker.redis_text import as_text
+from worker.stream_entries import Entry, entry_time_ms, paged, parse_stream_id
 
 PAGE = 1000
 DUPLICATE_COUNTER = "tactical_duplicate_events_total"
@@ -32,11 +32,11 @@ class Offender:
 
     @property
     def first_ms(self) -> int:
-        return min(entry_time_ms(e.encode()) for e in self.entry_ids)
+        return min(entry_time_ms(e) for e in self.entry_ids)
 
     @property
     def last_ms(self) -> int:
-        return max(entry_time_ms(e.encode()) for e in self.entry_ids)
+        return max(entry_time_ms(e) for e in self.entry_ids)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -62,10 +62,6 @@ class ScanResult:
         }
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
 def repeated_ids(entries: Iterable[tuple[bytes | str, Mapping[bytes, bytes]]]) -> list[Offender]:
     """Correlation ids appearing in more than one entry, most repeated first (entries without an id are skipped)."""
     seen: dict[str, list[str]] = {}
@@ -73,9 +69,9 @@ def repeated_ids(entries: Iterable[tuple[bytes | str, Mapping[bytes, bytes]]]) -
         correlation_id = fields.get(b"correlation_id")
         if correlation_id is None:
             continue
-        seen.setdefault(_text(correlation_id), []).append(_text(entry_id))
+        seen.setdefault(as_text(correlation_id), []).append(as_text(entry_id))
     offenders = [
-        Offender(cid, len(ids), tuple(sorted(ids, key=lambda e: tuple(int(p) for p in e.split("-")))))
+        Offender(cid, len(ids), tuple(sorted(ids, key=parse_stream_id)))
         for cid, ids in seen.items()
         if len(ids) > 1
     ]

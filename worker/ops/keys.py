@@ -22,9 +22,10 @@ import redis
 
 from worker.alerts import audit, require_audit_trail
 from worker.connection import refused_as_wrong_type
-from worker.delivery import entry_time_ms
 from worker.heartbeat import live_consumers
 from worker.names import COMPLETED_PREFIX, PROCESSING_PREFIX
+from worker.redis_text import as_text
+from worker.stream_entries import entry_time_ms
 
 DEFAULT_OLDER_THAN_S = 24 * 3600.0
 _SCAN_COUNT = 1000
@@ -41,15 +42,11 @@ class KeyKind(StrEnum):
         return PROCESSING_PREFIX if self is KeyKind.PROCESSING else COMPLETED_PREFIX
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
 def _stream_id_ms(value: str) -> int | None:
     """The millisecond part of a full `<ms>-<seq>` stream id; None for anything else (e.g. a bare "1")."""
     if not _STREAM_ID.fullmatch(value):
         return None
-    return entry_time_ms(value.encode())
+    return entry_time_ms(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +158,7 @@ def scan_idempotency_keys(
                 if refused_as_wrong_type(value) or value is None:
                     continue  # not a string (no worker wrote it, none is cleaned), or expired between SCAN and GET
                 described.append(
-                    describe_key(_text(name), _text(value), int(pttl), now_ms=now_ms, live=live,
+                    describe_key(as_text(name), as_text(value), int(pttl), now_ms=now_ms, live=live,
                                  completed_ttl_s=completed_ttl_s)
                 )
         described.sort(key=lambda k: (-(k.age_s if k.age_s is not None else -1.0), k.key))
@@ -257,7 +254,7 @@ def clean_keys(client: redis.Redis, plan: KeyCleanupPlan, *, actor: str, apply: 
         shown = ",".join(deleted[:_AUDITED_KEYS]) + (
             f",…(+{len(deleted) - _AUDITED_KEYS})" if len(deleted) > _AUDITED_KEYS else ""
         )
-        audit_id = _text(
+        audit_id = as_text(
             audit(
                 client,
                 actor=actor,

@@ -19,6 +19,7 @@ from worker.delivery import RELEASE_LEASE_LUA, StreamNames, dead_letter_fields
 from worker.events import wire_correlation_id
 from worker.heartbeat import is_alive
 from worker.names import processing_key
+from worker.redis_text import as_text
 from worker.stream_entries import entries
 
 
@@ -29,10 +30,6 @@ class PendingUnavailable(RuntimeError):
 class ConsumerNotLive(RuntimeError):
     """The consumer named to receive entries has no live heartbeat: entries claimed to it would stay stuck."""
 DEFAULT_STREAMS = StreamNames()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +78,11 @@ def read_pending_summary(client: redis.Redis, streams: StreamNames = DEFAULT_STR
         raw = client.xpending(streams.input, streams.group)
     except redis.ResponseError as exc:
         raise _missing(exc, streams) from None
-    consumers = {_text(c["name"]): int(c["pending"]) for c in raw.get("consumers") or []}
+    consumers = {as_text(c["name"]): int(c["pending"]) for c in raw.get("consumers") or []}
     return PendingSummary(
         count=int(raw["pending"]),
-        min_id=None if raw["min"] is None else _text(raw["min"]),
-        max_id=None if raw["max"] is None else _text(raw["max"]),
+        min_id=None if raw["min"] is None else as_text(raw["min"]),
+        max_id=None if raw["max"] is None else as_text(raw["max"]),
         consumers=dict(sorted(consumers.items())),
     )
 
@@ -113,8 +110,8 @@ def read_pending_entries(
         raise _missing(exc, streams) from None
     return [
         PendingEntry(
-            entry_id=_text(row["message_id"]),
-            consumer=_text(row["consumer"]),
+            entry_id=as_text(row["message_id"]),
+            consumer=as_text(row["consumer"]),
             idle_ms=int(row["time_since_delivered"]),
             times_delivered=int(row["times_delivered"]),
         )
@@ -198,7 +195,7 @@ def claim_stuck_entries(
         [e.entry_id for e in planned],
         justid=True,
     )
-    moved = tuple(_text(entry_id) for entry_id in claimed)
+    moved = tuple(as_text(entry_id) for entry_id in claimed)
     audit_id = audit(
         client,
         actor=actor,
@@ -210,7 +207,7 @@ def claim_stuck_entries(
         count=str(len(moved)),
         entry_ids=_id_list(moved),
     )
-    return PendingMove("claim", planned, moved, True, _text(audit_id), details)
+    return PendingMove("claim", planned, moved, True, as_text(audit_id), details)
 
 
 # KEYS: input stream, dead-letter stream, and the processing key of its correlation id if it has one. ARGV: group,
@@ -274,7 +271,7 @@ def dead_letter_stuck_entries(
             moved.append(entry.entry_id)
     audit_id = None
     if moved:
-        audit_id = _text(
+        audit_id = as_text(
             audit(
                 client,
                 actor=actor,

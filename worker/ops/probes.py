@@ -34,7 +34,9 @@ from worker.ops.process_stats import host_stats, process_cpu_percent, process_rs
 from worker.ops.sources import RedisUnavailable, Sources
 from worker.ops.stream_info import StreamMissing, read_stream_overview
 from worker.ops.worker_client import WorkerUnreachable
+from worker.redis_text import as_text
 from worker.settings import WorkerSettings
+from worker.stream_entries import entry_time_ms
 
 THRESHOLDS = DEFAULT_THRESHOLDS
 SETTINGS = WorkerSettings.from_env(environ={})  # the defaults: the numbers the worker runs with unless configured
@@ -78,12 +80,6 @@ def number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
-
-
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def run_probe(probe: Probe, sources: Sources) -> list[Finding]:
@@ -138,7 +134,7 @@ def probe_redis(sources: Sources) -> list[Finding]:
                             **evidence))
     findings += _slow_commands(client)
     latest = client.execute_command("LATENCY", "LATEST") or []
-    spikes = [(_text(row[0]), int(row[2])) for row in latest if int(row[2]) > THRESHOLDS.slow_command_warn_ms]
+    spikes = [(as_text(row[0]), int(row[2])) for row in latest if int(row[2]) > THRESHOLDS.slow_command_warn_ms]
     if spikes:
         findings.append(_warn("Redis latency monitor events: " + ", ".join(f"{e} {ms} ms" for e, ms in spikes),
                               latency_latest=spikes))
@@ -158,19 +154,19 @@ def _slow_commands(client: redis.Redis) -> list[Finding]:
             and now_s - int(entry.get("start_time", 0)) <= SLOWLOG_RECENT_S]
     by_tacticalctl: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     for entry in slow:
-        by_tacticalctl[_text(entry.get("client_name") or b"").startswith("tacticalctl")].append(entry)
+        by_tacticalctl[as_text(entry.get("client_name") or b"").startswith("tacticalctl")].append(entry)
     findings = []
     for entries, judge, whose in ((by_tacticalctl[False], _warn, ""),
                                   (by_tacticalctl[True], _ok, " sent by tacticalctl itself")):
         if not entries:
             continue
-        commands = Counter(_text(entry.get("command")).split(" ")[0].upper() for entry in entries)
+        commands = Counter(as_text(entry.get("command")).split(" ")[0].upper() for entry in entries)
         listed = ", ".join(f"{c} ×{n}" for c, n in commands.items())
         findings.append(judge(
             f"{len(entries)} of the last 10 slow-log entries{whose} took over {THRESHOLDS.slow_command_warn_ms:g} ms "
             f"in the last {SLOWLOG_RECENT_S // 60} min ({listed})",
-            slowlog=[{"command": _text(e.get("command"))[:120], "duration_us": e.get("duration"),
-                      "client": _text(e.get("client_name") or b"")} for e in entries]))
+            slowlog=[{"command": as_text(e.get("command"))[:120], "duration_us": e.get("duration"),
+                      "client": as_text(e.get("client_name") or b"")} for e in entries]))
     return findings
 
 
@@ -473,8 +469,8 @@ def probe_errors(sources: Sources) -> list[Finding]:
     client = sources.redis()
     recent = list(iter_newest(client, DEAD_LETTER_STREAM, limit=RECENT))
     if recent:
-        reasons = Counter(_text(fields.get(b"dead_reason", b"?")).split(":")[0] for _, fields in recent)
-        newest_age_s = sources.now() - int(_text(recent[0][0]).split("-")[0]) / 1000
+        reasons = Counter(as_text(fields.get(b"dead_reason", b"?")).split(":")[0] for _, fields in recent)
+        newest_age_s = sources.now() - entry_time_ms(recent[0][0]) / 1000
         text = (f"{len(recent)} recent dead letters (newest {newest_age_s:.0f} s ago): "
                 + ", ".join(f"{r} ×{n}" for r, n in reasons.most_common(5)))
         status = Status.WARN if newest_age_s < FLAPPING_WINDOW_S else Status.OK
@@ -503,9 +499,9 @@ def probe_confidence(sources: Sources) -> list[Finding]:
     for _, fields in decisions:
         for name, raw in fields.items():
             if name.startswith(b"confidence_"):
-                value = number(_text(raw))
+                value = number(as_text(raw))
                 if value is not None:
-                    per_agent.setdefault(_text(name).removeprefix("confidence_"), []).append(value)
+                    per_agent.setdefault(as_text(name).removeprefix("confidence_"), []).append(value)
     if per_agent:
         means = {agent: sum(v) / len(v) for agent, v in per_agent.items()}
         low = {a: m for a, m in means.items() if m < THRESHOLDS.confidence_warn}
@@ -519,8 +515,8 @@ def probe_confidence(sources: Sources) -> list[Finding]:
             f"{a} {'-' if v is None else f'{v:.2f}'}" for a, v in accuracy.items()), agent_accuracy=accuracy))
     events = list(iter_newest(client, INPUT_STREAM, limit=RECENT))
     if events:
-        upstream = [c for _, f in events if (c := number(_text(f.get(b"confidence")))) is not None]
-        newest_age_s = sources.now() - int(_text(events[0][0]).split("-")[0]) / 1000
+        upstream = [c for _, f in events if (c := number(as_text(f.get(b"confidence")))) is not None]
+        newest_age_s = sources.now() - entry_time_ms(events[0][0]) / 1000
         text = (f"input feed: newest event {newest_age_s:.0f} s old; upstream confidence mean "
                 f"{sum(upstream) / len(upstream):.2f} over {len(upstream)} events" if upstream else
                 f"input feed: newest event {newest_age_s:.0f} s old")
@@ -559,7 +555,7 @@ def probe_duplicates(sources: Sources) -> list[Finding]:
     if no_ttl:
         findings.append(_warn(f"{len(no_ttl)}+ completed key(s) without a TTL: they never expire "
                               "(check TACTICAL_COMPLETED_TTL_S and the commit script)",
-                              keys=[_text(k) for k in no_ttl]))
+                              keys=[as_text(k) for k in no_ttl]))
     try:
         counted = duplicate_events_total(sources.metrics())
         findings.append(_ok(f"the worker caught {0 if counted is None else int(counted)} duplicate events since it "

@@ -24,9 +24,9 @@ import redis
 from prometheus_client.samples import Sample
 
 from worker.alerts import Alert, read_alerts
-from worker.delivery import entry_time_ms
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 from worker.ops.duplicates import ScanResult, duplicate_events_total, iter_newest, scan_offenders
+from worker.stream_entries import entry_time_ms
 
 DEFAULT_SCAN_LIMIT = 100_000
 HOUR_MS = 3_600_000
@@ -226,7 +226,7 @@ def read_alert_history(client: redis.Redis, since_ms: int, until_ms: int, *, lim
         if not page:
             break
         for alert in page:
-            if entry_time_ms(alert.id.encode()) > until_ms:
+            if entry_time_ms(alert.id) > until_ms:
                 return alerts
             alerts.append(alert)
         cursor = page[-1].id

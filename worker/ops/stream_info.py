@@ -15,16 +15,11 @@ import redis
 from worker.heartbeat import live_consumers
 from worker.lag import no_stream_message
 from worker.names import INPUT_STREAM
+from worker.redis_text import as_optional_text
 
 
 class StreamMissing(RuntimeError):
     """The stream does not exist; the message says what to check."""
-
-
-def _text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _optional_int(value: Any) -> int | None:
@@ -103,7 +98,7 @@ def read_stream_overview(client: redis.Redis, stream: str = INPUT_STREAM) -> Str
     live = live_consumers(client)
     groups: list[GroupInfo] = []
     for raw in client.xinfo_groups(stream):
-        name = _text(raw["name"]) or ""
+        name = as_optional_text(raw["name"]) or ""
         consumers = tuple(
             ConsumerInfo(
                 name=consumer_name,
@@ -113,13 +108,13 @@ def read_stream_overview(client: redis.Redis, stream: str = INPUT_STREAM) -> Str
                 heartbeat=live.get(consumer_name),
             )
             for c in client.xinfo_consumers(stream, name)
-            for consumer_name in [_text(c["name"]) or ""]
+            for consumer_name in [as_optional_text(c["name"]) or ""]
         )
         groups.append(
             GroupInfo(
                 name=name,
                 pending=int(raw["pending"]),
-                last_delivered_id=_text(raw["last-delivered-id"]) or "0-0",
+                last_delivered_id=as_optional_text(raw["last-delivered-id"]) or "0-0",
                 entries_read=_optional_int(raw.get("entries-read")),
                 lag=_optional_int(raw.get("lag")),
                 consumers=consumers,
@@ -130,11 +125,11 @@ def read_stream_overview(client: redis.Redis, stream: str = INPUT_STREAM) -> Str
     return StreamOverview(
         stream=stream,
         length=int(info["length"]),
-        first_id=_text(first[0]) if first else None,
-        last_id=_text(last[0]) if last else None,
-        last_generated_id=_text(info["last-generated-id"]) or "0-0",
+        first_id=as_optional_text(first[0]) if first else None,
+        last_id=as_optional_text(last[0]) if last else None,
+        last_generated_id=as_optional_text(info["last-generated-id"]) or "0-0",
         entries_added=_optional_int(info.get("entries-added")),
-        max_deleted_entry_id=_text(info.get("max-deleted-entry-id")),
+        max_deleted_entry_id=as_optional_text(info.get("max-deleted-entry-id")),
         groups=tuple(groups),
         live_without_group=tuple(name for name in live if name not in known),
     )

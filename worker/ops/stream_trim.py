@@ -22,8 +22,9 @@ from typing import Any, cast
 import redis
 
 from worker.alerts import audit, require_audit_trail
-from worker.lag import parse_stream_id
 from worker.names import COMMANDS_STREAM, DECISIONS_STREAM, INPUT_STREAM
+from worker.redis_text import as_text
+from worker.stream_entries import parse_stream_id
 
 TRIMMED_STREAMS = (INPUT_STREAM, DECISIONS_STREAM, COMMANDS_STREAM)
 TRIM_STEP = 10_000
@@ -89,7 +90,7 @@ def _plan(client: redis.Redis, stream: str, age_cutoff: tuple[int, int], older_t
         return StreamTrimPlan(stream, 0, None, _id(age_cutoff), "no such stream")
     cutoff, reason = max(age_cutoff, (0, 0)), f"older than {older_than_s:g} s"
     for group in client.xinfo_groups(stream):
-        name = _text(group["name"])
+        name = as_text(group["name"])
         oldest_pending = client.xpending(stream, name).get("min")
         if oldest_pending is not None and parse_stream_id(oldest_pending) < cutoff:
             cutoff, reason = parse_stream_id(oldest_pending), f"group {name}: oldest pending entry"
@@ -98,7 +99,7 @@ def _plan(client: redis.Redis, stream: str, age_cutoff: tuple[int, int], older_t
         if first_unread < cutoff:
             cutoff, reason = first_unread, f"group {name}: entries not read yet"
     first = info.get("first-entry")
-    return StreamTrimPlan(stream, int(info["length"]), _text(first[0]) if first else None, _id(cutoff), reason)
+    return StreamTrimPlan(stream, int(info["length"]), as_text(first[0]) if first else None, _id(cutoff), reason)
 
 
 def trim_streams(client: redis.Redis, plans: Sequence[StreamTrimPlan], *, older_than_s: float, actor: str,
@@ -112,7 +113,7 @@ def trim_streams(client: redis.Redis, plans: Sequence[StreamTrimPlan], *, older_
     for plan in plans:
         if plan.removes_any:
             removed[plan.stream] = _trim(client, plan.stream, plan.cutoff_id)
-    audit_id = _text(audit(
+    audit_id = as_text(audit(
         client, actor=actor, action="stream_trim",
         detail=f"trimmed entries older than {older_than_s:g} s: " + ", ".join(f"{s} {n}" for s, n in removed.items()),
         older_than_s=f"{older_than_s:g}",
@@ -132,5 +133,3 @@ def _id(key: tuple[int, int]) -> str:
     return f"{key[0]}-{key[1]}"
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

@@ -1,0 +1,17 @@
+"""Text read from Redis. The project's clients read bytes (`worker.connection.connect`: no `decode_responses`), and
+some callers pass a decoding client: either way an operator's tool and a record want str. Bytes that are not UTF-8
+(a key or field someone else wrote) are shown with replacement characters, never a traceback."""
+
+from __future__ import annotations
+
+
+def as_text(value: bytes | str | None) -> str:
+    """`value` as str; None (a field or reply that is absent) reads as empty text."""
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def as_optional_text(value: bytes | str | None) -> str | None:
+    """As `as_text`, but absent stays None: for fields whose absence means something."""
+    return None if value is None else as_text(value)
