@@ -135,6 +135,10 @@ def render_state(doc: dict[str, Any]) -> RenderableType:
         f"{number(window.get('throughput_per_s'), '{:.1f}')}/s, p50 {number(window.get('p50_ms'), '{:.1f}')} ms, "
         f"p99 {number(window.get('p99_ms'), '{:.1f}')} ms, errors {number(window.get('error_rate'), '{:.1%}')}",
     ]
+    recovery = doc.get("recovery")
+    if isinstance(recovery, dict):
+        lines.insert(1, f"recovering: next step to {plain(recovery.get('to') or '?')} at "
+                        f"{timestamp(recovery.get('next_step_at'))} if the checks hold")
     return Group(
         *(Text.from_markup(line) for line in lines),
         _checks_table(list(doc.get("health_checks") or [])),

@@ -484,12 +484,25 @@ class HealthStateMachine:
         self._entered_at = now
         return transition
 
+    def recovery(self) -> dict[str, Any] | None:
+        """While the checks call for a better state than the current one: since when, and when the next step down
+        is due if they hold (None otherwise). An operator looking at a critical state with every check passing sees
+        it is on its way back, not stuck."""
+        if self._better_since is None or self._state is HealthState.HEALTHY:
+            return None
+        return {
+            "to": HealthState(self._state - 1).name.lower(),
+            "better_since": self._better_since,
+            "next_step_at": self._better_since + self.policy.recovery_s,
+        }
+
     def snapshot(self) -> dict[str, Any]:
-        """What `/health/state` shows: the state, its checks and the recent transitions."""
+        """What `/health/state` shows: the state, its checks, the recovery under way and the recent transitions."""
         return {
             "state": int(self._state),
             "state_name": self._state.name.lower(),
             "since": self._entered_at,
             "health_checks": [check.as_dict() for check in self._checks],
+            "recovery": self.recovery(),
             "recent_transitions": [transition.as_dict() for transition in self._transitions],
         }

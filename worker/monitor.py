@@ -276,6 +276,7 @@ class HealthMonitor:
             "consumer": self.settings.consumer,
             "uptime_s": round(uptime, 3),
             "health_checks": snapshot["health_checks"],
+            "recovery": snapshot["recovery"],
             "recent_transitions": snapshot["recent_transitions"],
             "circuit_breaker": {
                 "state": breaker.state.name.lower(),

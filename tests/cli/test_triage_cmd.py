@@ -170,6 +170,22 @@ def test_model_staleness_names_a_broken_pipeline(
     assert any("1250 s ago (> 15 min)" in s for s in critical)
 
 
+def test_a_critical_state_with_every_check_passing_is_named_as_recovering(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    url, answers = worker_http
+    healthy_worker(redis_client, answers)
+    now = time.time()
+    answers.set_state(2, health_checks=[{"name": "redis", "status": "ok", "message": "PING 0.4 ms"}],
+                      recovery={"to": "degraded", "better_since": now - 10, "next_step_at": now + 20})
+    result = ctl("triage", "health-stuck", worker_url=url)
+    assert result.exit_code == 2, result.stdout  # the state is still critical
+    assert "recovering: the next step, to degraded, is due in" in result.stdout
+    assert "With none failing, the state is recovering on its own" in result.stdout
+    state = ctl("health", "state", worker_url=url)
+    assert "recovering: next step to degraded at" in state.stdout
+
+
 def test_an_unknown_alert_is_one_line_and_exit_3(ctl: Ctl) -> None:
     result = ctl("triage", "disk-full")
     assert result.exit_code == 3

@@ -198,6 +198,24 @@ def test_deescalation_waits_recovery_s_and_steps_down_one_state_at_a_time() -> N
     assert sm.transitions_total == 3
 
 
+def test_the_snapshot_says_when_the_next_step_down_is_due() -> None:
+    sm = machine()
+    sm.evaluate(with_check(check_redis(None)), now=T0)
+    assert sm.snapshot()["recovery"] is None  # the checks call for this state: nothing to recover from
+
+    sm.evaluate(all_ok(), now=T0 + 1)
+    assert sm.snapshot()["recovery"] == {"to": "degraded", "better_since": T0 + 1, "next_step_at": T0 + 31}
+    sm.evaluate(all_ok(), now=T0 + 31)
+    assert sm.state is HealthState.DEGRADED
+    assert sm.recovery() == {"to": "healthy", "better_since": T0 + 31, "next_step_at": T0 + 61}
+
+    sm.evaluate(with_check(check_confidence(0.3)), now=T0 + 40)  # a relapse to degraded: no longer recovering
+    assert sm.recovery() is None
+    sm.evaluate(all_ok(), now=T0 + 41)
+    sm.evaluate(all_ok(), now=T0 + 71)
+    assert sm.state is HealthState.HEALTHY and sm.recovery() is None
+
+
 def test_a_relapse_restarts_the_recovery_clock() -> None:
     sm = machine()
     sm.evaluate(with_check(check_confidence(0.3)), now=T0)

@@ -574,11 +574,19 @@ def probe_health_state(sources: Sources) -> list[Finding]:
     held = "" if since is None else f" for {max(0.0, now - since):.0f} s"
     text = f"health state {state.get('state')}{held}"
     findings = [(_critical if code >= 2 else _warn if code == 1 else _ok)(text, state_code=code, since=since)]
-    for check_doc in state.get("health_checks") or []:
-        status = check_doc.get("status")
-        if status in ("warn", "critical"):
-            findings.append(Finding(Status(status), f"check {check_doc.get('name')}: {check_doc.get('message')}",
-                                    dict(check_doc)))
+    failing = [check_doc for check_doc in state.get("health_checks") or []
+               if check_doc.get("status") in ("warn", "critical")]
+    for check_doc in failing:
+        message = f"check {check_doc.get('name')}: {check_doc.get('message')}"
+        findings.append(Finding(Status(check_doc["status"]), message, dict(check_doc)))
+    recovery = state.get("recovery")
+    if isinstance(recovery, dict) and (next_step_at := number(recovery.get("next_step_at"))) is not None:
+        still = "" if not failing else " (the checks above call for a better state than this one)"
+        findings.append(_ok(f"recovering: the next step, to {recovery.get('to')}, is due in "
+                            f"{max(0.0, next_step_at - now):.0f} s if the checks hold{still}", recovery=recovery))
+    elif code >= 1 and not failing:
+        findings.append(_ok("no check fails now: the state steps down once the checks have passed for the recovery "
+                            "period (30 s by default)"))
     transitions = state.get("recent_transitions") or []
     recent = [t for t in transitions if (number(t.get("at")) or 0.0) >= now - FLAPPING_WINDOW_S]
     if len(recent) >= FLAPPING_TRANSITIONS:

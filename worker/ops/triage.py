@@ -224,7 +224,8 @@ PLAYBOOKS: tuple[Playbook, ...] = (
         ("TacticalHealthCritical",),
         (probe_health_state, probe_redis, probe_breaker),
         (
-            "Work on the failing checks above: each names its triage (e.g. `tacticalctl triage consumer-lag`)",
+            "Work on the failing checks above, if any: each names its triage (e.g. `tacticalctl triage "
+            "consumer-lag`). With none failing, the state is recovering on its own (the finding above says when)",
             "Review the thresholds (worker/health.py `Thresholds`) if a check flaps around its limit",
             "Watch the recovery: `tacticalctl health state --watch` (recovery is one step per 30 s of good checks)",
             "Restart the service to restart health monitoring: `docker compose restart tactical-marl`",
