@@ -127,6 +127,9 @@ class CircuitBreaker:
 
     @property
     def last_reason(self) -> str | None:
+        """Why it is open, or the last of the failures it is counting; None once those are over (a success, a
+        close, a reset): a closed breaker that shows an old reason reads as one still in trouble. The history keeps
+        every reason (`recent_transitions`, the alert stream)."""
         return self._last_reason
 
     @property
@@ -163,6 +166,7 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         self._consecutive_failures = 0
+        self._last_reason = None
         if self._state is BreakerState.HALF_OPEN:
             self._close("trial succeeded", self._clock())
 
@@ -203,6 +207,7 @@ class CircuitBreaker:
     def reset(self, actor: str) -> None:
         """Close the breaker on an operator's word; a closed breaker just forgets its failures."""
         self._consecutive_failures = 0
+        self._last_reason = None
         if self._state is not BreakerState.CLOSED:
             self._close(f"reset by {actor}", self._clock())
 
@@ -215,6 +220,7 @@ class CircuitBreaker:
     def _close(self, reason: str, now: float) -> None:
         self._move(BreakerState.CLOSED, reason, now)
         self._opened_at = None
+        self._last_reason = None
         self._trial_started_at = None
 
     def _move(self, to_state: BreakerState, reason: str, now: float) -> None:

@@ -110,7 +110,7 @@ def test_a_successful_trial_closes_it() -> None:
     assert cb.allow()
     cb.record_success()
     assert cb.state is BreakerState.CLOSED
-    assert cb.opened_at is None
+    assert cb.opened_at is None and cb.last_reason is None
     assert cb.allow()
     assert [t.to_state for t in cb.recent_transitions] == [
         BreakerState.OPEN,
@@ -156,6 +156,7 @@ def test_force_open_and_operator_reset() -> None:
     cb.reset("alice@ops-1")
     assert cb.state is BreakerState.CLOSED
     assert cb.consecutive_failures == 0
+    assert cb.last_reason is None  # status no longer shows why it was open; the transitions do
     assert cb.recent_transitions[-1].reason == "reset by alice@ops-1"
     assert cb.allow()
 
@@ -165,9 +166,12 @@ def test_reset_of_a_closed_breaker_only_forgets_failures() -> None:
     cb.record_failure("x")
     cb.record_failure("x")
     cb.reset("bob@host")
+    assert cb.last_reason is None
     cb.record_failure("x")
-    assert cb.state is BreakerState.CLOSED
+    assert cb.state is BreakerState.CLOSED and cb.last_reason == "x"
     assert cb.recent_transitions == []
+    cb.record_success()
+    assert cb.consecutive_failures == 0 and cb.last_reason is None
 
 
 def test_restarts_past_the_limit_open_it() -> None:
