@@ -319,8 +319,26 @@ def read_current_version(models_dir: Path) -> str | None:
     return version
 
 
+class CurrentMissingError(BundleNotFoundError):
+    """CURRENT is gone from a directory whose bundle is being served: which bundle to serve is no longer said."""
+
+
+def named_bundle_dir(models_dir: Path) -> Path:
+    """The bundle CURRENT names; CurrentMissingError without a CURRENT file. What a running worker follows: the
+    newest bundle (`current_bundle_dir`'s fallback) may be one the promotion gate refused or one just compiled, and
+    a CURRENT lost (a sync with --delete, a restore, a mistake) must not switch the live model to it."""
+    models_dir = Path(models_dir)
+    if read_current_version(models_dir) is None:
+        raise CurrentMissingError(
+            f"{models_dir / CURRENT_FILE} is missing: name the bundle to serve with `tacticalctl models promote "
+            "<version> --yes` (or write its version into that file)"
+        )
+    return current_bundle_dir(models_dir)
+
+
 def current_bundle_dir(models_dir: Path) -> Path:
-    """The active bundle: the one CURRENT names, else the newest by `created_at`."""
+    """The active bundle: the one CURRENT names, else the newest by `created_at` (a directory never promoted into;
+    the worker starts on it and says so — see `named_bundle_dir`)."""
     models_dir = Path(models_dir)
     version = read_current_version(models_dir)
     if version is not None:

@@ -1,9 +1,15 @@
 """What the audit trail (`tactical_alerts`) says about model bundles: which one CURRENT replaced, and which ones an
 operator has already decided on. Kept apart from `models.promotion`, which loads torch, so the daily checks can ask.
+
+Hosts share one Redis, and each has its own models directory (or several): every promotion and rollback records
+where it happened (`bundle_place`: the host and the directory's absolute path), and each directory's history is read
+on its own. Entries written before the host was recorded match any host; a relative path is read as given.
 """
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 import redis
@@ -21,6 +27,18 @@ ROLLBACK_FAILED_ACTION = "model_rollback_failed"
 AUDIT_SCAN = 10_000  # newest tactical_alerts entries read: months of a normal audit trail
 
 
+def bundle_place(models_dir: Path) -> dict[str, str]:
+    """The fields an audit entry of a bundle change records about where it happened."""
+    return {"host": socket.gethostname(), "models_dir": str(Path(models_dir).resolve())}
+
+
+def _happened_in(fields: Mapping[str, str], place: Mapping[str, str]) -> bool:
+    host, directory = fields.get("host"), fields.get("models_dir")
+    if host and host != place["host"]:
+        return False
+    return not directory or str(Path(directory).resolve()) == place["models_dir"]
+
+
 def replaced_by_current(client: redis.Redis, models_dir: Path, *, scan: int = AUDIT_SCAN) -> str | None:
     """The bundle CURRENT replaced when it was promoted, from the latest promotion to it recorded in
     `tactical_alerts` (the newest `scan` entries are read); None when no such entry is found. A rollback to CURRENT
@@ -30,8 +48,11 @@ def replaced_by_current(client: redis.Redis, models_dir: Path, *, scan: int = AU
     current = read_current_version(Path(models_dir))
     if current is None:
         return None
+    place = bundle_place(models_dir)
     rolled_back_from: set[str] = set()  # by a rollback newer than the entries still to read
     for alert in reversed(recent_alerts(client, count=scan)):
+        if not _happened_in(alert.fields, place):
+            continue
         if alert.kind == ROLLBACK_ACTION:
             rolled_back_from.add(alert.fields.get("previous") or "")
         elif alert.kind == PROMOTE_ACTION and alert.fields.get("version") == current:
@@ -41,11 +62,14 @@ def replaced_by_current(client: redis.Redis, models_dir: Path, *, scan: int = AU
     return None
 
 
-def decided_versions(client: redis.Redis, *, scan: int = AUDIT_SCAN) -> set[str]:
-    """Bundles an operator has already ruled out: refused on promotion or rollback, or rolled back from. A newer
-    bundle among them is not waiting to be promoted."""
+def decided_versions(client: redis.Redis, models_dir: Path, *, scan: int = AUDIT_SCAN) -> set[str]:
+    """Bundles of `models_dir` an operator has already ruled out: refused on promotion or rollback, or rolled back
+    from. A newer bundle among them is not waiting to be promoted."""
+    place = bundle_place(models_dir)
     decided = set()
     for alert in recent_alerts(client, count=scan):
+        if not _happened_in(alert.fields, place):
+            continue
         if alert.kind in (REFUSED_ACTION, ROLLBACK_REFUSED_ACTION):
             decided.add(alert.fields.get("version") or "")
         elif alert.kind == ROLLBACK_ACTION:
@@ -61,6 +85,7 @@ __all__ = [
     "ROLLBACK_ACTION",
     "ROLLBACK_FAILED_ACTION",
     "ROLLBACK_REFUSED_ACTION",
+    "bundle_place",
     "decided_versions",
     "replaced_by_current",
 ]

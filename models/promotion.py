@@ -29,7 +29,7 @@ from models.bundle import (
     set_current,
     verify_bundle,
 )
-from models.bundle_history import PROMOTE_ACTION, REFUSED_ACTION, ROLLBACK_ACTION
+from models.bundle_history import PROMOTE_ACTION, REFUSED_ACTION, ROLLBACK_ACTION, bundle_place
 from models.environment import EnvironmentConfig
 from models.evaluation import HeldOutConfig, PolicyResult, bundle_policy, evaluate_policies, recorded_settings
 from worker.alerts import audit, default_actor, require_audit_trail
@@ -219,7 +219,7 @@ def _promote_locked(
     fields = {
         "previous": verdict.current or "",
         "version": version,
-        "models_dir": str(models_dir),
+        **bundle_place(models_dir),
         "forced": "true" if force and not verdict.beats else "false",
         "candidate_figures": json.dumps(verdict.candidate_figures, sort_keys=True),
         "current_figures": json.dumps(verdict.current_figures, sort_keys=True),
@@ -266,7 +266,7 @@ def roll_back(models_dir: Path, version: str, *, client: redis.Redis | None = No
         if client is not None:
             entry = audit(client, actor=actor or default_actor(), action=ROLLBACK_ACTION,
                           detail=f"rolled back: CURRENT {was} → {version}", previous=previous or "",
-                          version=version, models_dir=str(models_dir))
+                          version=version, **bundle_place(models_dir))
             audit_id = entry.decode() if isinstance(entry, bytes) else str(entry)
     return Rollback(previous, version, audit_id)
 

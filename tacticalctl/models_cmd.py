@@ -16,6 +16,7 @@ from models.bundle import (
     BundleError,
     BundleNotFoundError,
     BundleWriteError,
+    read_current_version,
     read_manifest,
     sign_bundle,
     signing_key_from_env,
@@ -26,6 +27,7 @@ from models.bundle_history import (
     REFUSED_ACTION,
     ROLLBACK_FAILED_ACTION,
     ROLLBACK_REFUSED_ACTION,
+    bundle_place,
     replaced_by_current,
 )
 from models.compile import CompilationError
@@ -112,14 +114,19 @@ def _figure(value: float) -> str:
 @models_app.command("list")
 def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: JsonOption = False) -> None:
     """Every bundle, newest first: version, creation time, the CURRENT marker, JIT log status and its metrics.
-    Exits 2 when CURRENT names a bundle that is not there (workers cannot load it).
+    Exits 2 when CURRENT names a bundle that is not there (workers cannot load it), 1 when there are bundles but no
+    CURRENT file (a worker starting here takes the newest; a running one keeps its own), 3 when the directory does
+    not exist.
 
-    JSON keys: models_dir, current, bundles [{version, created_at, current, jit_successful, jit_log_exists, metrics,
-    bundle_dir}]."""
+    JSON keys: models_dir, current (null without a CURRENT file), bundles [{version, created_at, current,
+    jit_successful, jit_log_exists, metrics, bundle_dir}]."""
     directory = _models_dir(models_dir)
+    if not directory.is_dir():
+        raise CtlError(f"{directory} is not a directory: give the models directory with --models-dir or "
+                       "TACTICAL_MODELS_DIR", ExitCode.UNKNOWN)
     try:
         listings = bundle_listing(directory)
-        active = current_version(directory)
+        active = read_current_version(directory)
     except BundleError as exc:  # CURRENT holds something that is not a version name
         raise CtlError(f"{exc}: workers cannot load it (`tacticalctl triage model-staleness`)",
                        ExitCode.CRITICAL) from None
@@ -132,6 +139,10 @@ def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: J
     if missing_current is not None:
         raise CtlError(f"CURRENT names {missing_current}, {_why_not_a_bundle(directory / missing_current)}: workers "
                        "cannot load it (`tacticalctl triage model-staleness`)", ExitCode.CRITICAL)
+    if active is None and listings:
+        raise CtlError(f"warning: no CURRENT file in {directory}: a worker starting here serves the newest bundle, "
+                       f"{listings[0].version}, and a running one keeps its own (degraded). Name the bundle to serve: "
+                       f"`tacticalctl models promote <version> --yes`", ExitCode.WARNING)
 
 
 def _why_not_a_bundle(bundle_dir: Path) -> str:
@@ -346,7 +357,7 @@ def _audit_refusal(client: redis.Redis, document: dict, reason: str, previous: s
     could not be written (the refusal itself must still be said)."""
     try:
         entry = audit(client, actor=default_actor(), action=action, detail=reason, previous=previous or "",
-                      version=version, models_dir=str(directory), forced="false")
+                      version=version, forced="false", **bundle_place(directory))
     except REDIS_FAILED as exc:  # unreachable, or refused (a key of another type): the refusal must still be said
         return f"{reason} (audit entry not written: {exc})"
     document["audit_id"] = entry.decode() if isinstance(entry, bytes) else str(entry)

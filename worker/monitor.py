@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.bundle import BundleError, current_bundle_dir, verify_bundle
+from models.bundle import BundleError, current_bundle_dir, named_bundle_dir, verify_bundle
 from worker.alerts import Severity, publish_alert
 from worker.breaker import BreakerState, take_reset_request
 from worker.connection import REDIS_FAILED, REDIS_UNREACHABLE, connect
@@ -230,7 +230,8 @@ class HealthMonitor:
         self._next_model_poll = now + self.settings.model_poll_s
         loaded = self.worker.ensemble
         try:
-            bundle_dir = current_bundle_dir(self.settings.models_dir)
+            # Serving, it follows CURRENT only: with the file gone it keeps its bundle and says so (degraded).
+            bundle_dir = (current_bundle_dir if loaded is None else named_bundle_dir)(self.settings.models_dir)
             if force_reload or loaded is None or bundle_dir.resolve() != loaded.bundle_dir.resolve():
                 self.worker.reload_models(bundle_dir)
             else:

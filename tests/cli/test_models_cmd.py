@@ -412,7 +412,7 @@ def test_a_promotion_while_another_runs_is_refused_and_audited(
     # Nothing was judged: audited as a failure, which does not rule the bundle out (the daily update step still
     # lists it as waiting).
     assert (failure.kind, failure.fields["version"]) == ("model_promote_failed", compiled)
-    assert compiled not in decided_versions(redis_client)
+    assert compiled not in decided_versions(redis_client, models_dir)
     assert ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes", "--force").exit_code == 0
     assert read_current_version(models_dir) == compiled
 
@@ -510,7 +510,7 @@ def test_a_current_that_cannot_be_written_fails_the_rollback_cleanly_and_rules_n
     assert [p.name for p in models_dir.iterdir() if p.name.endswith(".tmp")] == []
     [failure] = recent_alerts(redis_client, count=10)
     assert (failure.kind, failure.fields["version"]) == ("model_rollback_failed", older)
-    assert older not in decided_versions(redis_client)
+    assert older not in decided_versions(redis_client, models_dir)
 
 
 def test_a_promotion_whose_held_out_data_cannot_be_evaluated_fails_cleanly(
@@ -529,3 +529,75 @@ def test_a_promotion_whose_held_out_data_cannot_be_evaluated_fails_cleanly(
     [failure] = recent_alerts(redis_client, count=10)
     assert (failure.kind, failure.fields["version"]) == ("model_promote_failed", compiled)
     assert read_current_version(models_dir) == SHIPPED.name
+
+
+def test_a_default_rollback_reads_the_history_of_its_own_models_directory(
+    ctl: Ctl, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    """Hosts share one Redis: a promotion of another directory (another host's copy) to the same version must not
+    send this one back to what that directory ran."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    for directory in (here, there):
+        shutil.copytree(SHIPPED, directory / SHIPPED.name)
+        (directory / "CURRENT").write_text(SHIPPED.name + "\n")
+        older = add_older_bundle(directory)
+    compiled = json.loads(ctl("models", "compile", "--models-dir", str(here), "--json").stdout)["version"]
+    shutil.copytree(here / compiled, there / compiled)
+    (there / "CURRENT").write_text(older + "\n")  # that host ran the older bundle
+    assert ctl("models", "promote", compiled, "--models-dir", str(here), "--yes").exit_code == 0
+    assert ctl("models", "promote", compiled, "--models-dir", str(there), "--yes", "--force").exit_code == 0
+    [newest, *_] = recent_alerts(redis_client, count=10)[::-1]
+    assert newest.fields["models_dir"] == str(there.resolve()) and newest.fields["host"]
+
+    assert ctl("models", "rollback", "--models-dir", str(here), "--yes").exit_code == 0
+    assert read_current_version(here) == SHIPPED.name, "its own predecessor, not the other directory's"
+    assert ctl("models", "rollback", "--models-dir", str(there), "--yes").exit_code == 0
+    assert read_current_version(there) == older
+
+
+def test_a_rollback_to_an_unsigned_bundle_under_a_signed_current_is_refused(
+    ctl: Ctl, models_dir: Path, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers holding the key would refuse it and keep CURRENT: the rollback would change nothing live."""
+    from models.bundle import sign_bundle
+
+    monkeypatch.delenv("TACTICAL_MODEL_SIGNING_KEY_FILE", raising=False)
+    older = add_older_bundle(models_dir)
+    sign_bundle(models_dir / SHIPPED.name, b"k" * 32)
+    dry = ctl("models", "rollback", older, "--models-dir", str(models_dir))
+    assert dry.exit_code == 2 and "unsigned, but CURRENT" in dry.stdout + dry.stderr
+    done = ctl("models", "rollback", older, "--models-dir", str(models_dir), "--yes")
+    assert done.exit_code == 2 and f"tacticalctl models sign {older}" in done.stderr
+    assert read_current_version(models_dir) == SHIPPED.name
+    assert recent_alerts(redis_client, count=1)[0].kind == "model_rollback_refused"
+    sign_bundle(models_dir / older, b"k" * 32)
+    assert ctl("models", "rollback", older, "--models-dir", str(models_dir), "--yes").exit_code == 0
+
+
+def test_list_without_a_current_file_marks_nothing_and_warns(ctl: Ctl, models_dir: Path, tmp_path: Path) -> None:
+    (models_dir / "CURRENT").unlink()
+    result = ctl("models", "list", "--models-dir", str(models_dir), "--json")
+    assert result.exit_code == 1 and "no CURRENT file" in result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["current"] is None and not any(b["current"] for b in doc["bundles"])
+    missing = ctl("models", "list", "--models-dir", str(tmp_path / "typo"))
+    assert missing.exit_code == 3 and "is not a directory" in missing.stderr
+
+
+def test_the_triage_revert_candidate_is_what_rollback_goes_back_to_never_a_refused_bundle(
+    ctl: Ctl, models_dir: Path, redis_client: redis.Redis
+) -> None:
+    older = add_older_bundle(models_dir)
+    compiled = json.loads(ctl("models", "compile", "--models-dir", str(models_dir), "--json").stdout)["version"]
+    assert ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes").exit_code == 0
+    time.sleep(1.1)  # bundle versions are named to the second
+    worse = json.loads(ctl("models", "compile", older, "--models-dir", str(models_dir), "--json").stdout)["version"]
+    refused = ctl("models", "promote", worse, "--models-dir", str(models_dir), "--yes")
+    assert refused.exit_code == 2 and "promotion refused" in refused.stderr  # the newest bundle, ruled out
+
+    report = json.loads(ctl("triage", "model-compilation", "--models-dir", str(models_dir), "--json").stdout)
+    summaries = [f["summary"] for f in report["alerts"][0]["findings"]]
+    assert any(s.startswith(f"revert candidate: {SHIPPED.name}, the bundle CURRENT replaced") for s in summaries)
+    assert not any(worse in s for s in summaries)
+    dry = ctl("models", "rollback", "--models-dir", str(models_dir))
+    assert f"→ {SHIPPED.name}" in dry.stdout

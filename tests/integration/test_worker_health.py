@@ -193,3 +193,27 @@ def test_a_promoted_bundle_that_cannot_decide_is_refused_and_the_monitor_keeps_t
 
     set_current(models_dir, old_version)  # rolled back: the problem clears
     wait_for(lambda: state(worker)["model"]["problem"] is None, what="the problem cleared")
+
+
+def test_a_running_worker_whose_current_file_disappears_keeps_its_bundle(tmp_path: Path, redis_url, redis_client,
+                                                                         start_worker) -> None:
+    """Without CURRENT, the newest bundle would be served by a worker starting there: here, a newer one compiled
+    and never promoted. A running worker must not switch to it; it keeps its bundle and says why (degraded)."""
+    models_dir = tmp_path / "models"
+    shutil.copytree(default_models_dir(), models_dir)
+    old_version = current_bundle_dir(models_dir).name
+    newer = compile_bundle(build_agents(seed=3), models_dir, training={}, metrics={})
+    worker = start_worker(redis_url, models_dir=models_dir, model_poll_s=0.3)
+
+    (models_dir / "CURRENT").unlink()
+    wait_for(lambda: "CURRENT is missing" in (state(worker)["model"]["problem"] or ""), what="the missing CURRENT")
+    publish_events(redis_client, events(10, "no-current"))
+    wait_settled(redis_client, 10)
+    versions = {fields[b"model_version"].decode() for _, fields in redis_client.xrange(DECISIONS_STREAM)}
+    assert versions == {old_version} and newer.name not in versions
+    assert state(worker)["model"]["version"] == old_version
+    assert any(check["name"] == "model_reload" and check["status"] == "warn"
+               for check in state(worker)["health_checks"])
+
+    set_current(models_dir, old_version)  # the file written again: the problem clears
+    wait_for(lambda: state(worker)["model"]["problem"] is None, what="the problem cleared")

@@ -82,9 +82,10 @@ def current_version(models_dir: Path) -> str | None:
 
 
 def bundle_listing(models_dir: Path) -> list[BundleListing]:
-    """Every readable bundle, newest first, with the CURRENT marker and its JIT log status (no hashing here)."""
+    """Every readable bundle, newest first, with the CURRENT marker (on the bundle CURRENT names: none without the
+    file) and its JIT log status (no hashing here)."""
     models_dir = Path(models_dir)
-    active = current_version(models_dir)
+    active = read_current_version(models_dir)
     listings = []
     for manifest in list_bundles(models_dir):
         assert manifest.bundle_dir is not None
@@ -112,19 +113,39 @@ def resolve_bundle(models_dir: Path, version: str | None) -> Path:
 
 
 def _signature_step(bundle_dir: Path) -> CheckResult | None:
-    """With a signing key configured (as the workers have it), whether the manifest carries its signature; None
-    without a key: the workers check none either."""
+    """With a signing key configured (as the workers have it), whether the manifest carries its signature. Without
+    a key here, a signed CURRENT in the same directory says the workers have one: an unsigned bundle is one they
+    would refuse (keeping CURRENT), so promoting or rolling back to it would change nothing live. None when neither
+    says signatures are checked."""
     threshold = f"{SIGNATURE_FILE} made with the key in ${SIGNING_KEY_ENV}"
     try:
         key = signing_key_from_env()
         if key is None:
-            return None
+            return _fleet_signature_step(bundle_dir)
         verify_signature(bundle_dir, (bundle_dir / MANIFEST_FILE).read_bytes(), key)
     except (BundleError, OSError) as exc:
         return _result("signature", Status.CRITICAL, str(exc), threshold,
                        f"workers with this key refuse it: `tacticalctl models sign {bundle_dir.name}` with their key, "
                        "or make a signed version CURRENT: `tacticalctl models rollback <version> --yes`")
     return _result("signature", Status.OK, f"{SIGNATURE_FILE} matches the configured key", threshold)
+
+
+def _fleet_signature_step(bundle_dir: Path) -> CheckResult | None:
+    models_dir = bundle_dir.parent
+    try:
+        current = read_current_version(models_dir)
+    except BundleError:
+        return None
+    if current is None or current == bundle_dir.name or not (models_dir / current / SIGNATURE_FILE).is_file():
+        return None
+    threshold = f"signed, as CURRENT {current} is"
+    if (bundle_dir / SIGNATURE_FILE).is_file():
+        return _result("signature", Status.OK, f"{SIGNATURE_FILE} present (not checked: no key in ${SIGNING_KEY_ENV} "
+                       "here)", threshold)
+    return _result("signature", Status.CRITICAL,
+                   f"unsigned, but CURRENT {current} is signed: workers holding the key refuse it and keep CURRENT; "
+                   f"sign it first (`tacticalctl models sign {bundle_dir.name} --key-file <the workers' key>`)",
+                   threshold, f"`tacticalctl models sign {bundle_dir.name} --key-file <the workers' key>`")
 
 
 def _hash_steps(manifest: Manifest, bundle_dir: Path) -> tuple[list[CheckResult], dict[str, bytes]]:

@@ -652,7 +652,7 @@ def waiting_bundles(sources: Sources, current: Manifest) -> list[Manifest]:
     already ruled them out (refused, or rolled back from: `models.bundle_history`). Without Redis, the audit trail
     is not consulted."""
     try:
-        ruled_out = decided_versions(sources.redis())
+        ruled_out = decided_versions(sources.redis(), sources.models_dir)
     except REDIS_DOWN:
         ruled_out = set()
     return [m for m in servable_bundles(sources.models_dir)

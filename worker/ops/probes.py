@@ -17,7 +17,8 @@ from typing import Any
 
 import redis
 
-from models.bundle import BundleError, current_bundle_dir, read_manifest
+from models.bundle import BundleError, current_bundle_dir, named_bundle_dir, read_manifest
+from models.bundle_history import decided_versions, replaced_by_current
 from worker.alerts import AuditTrailError, Severity, recent_alerts
 from worker.breaker import BreakerState
 from worker.connection import REDIS_UNREACHABLE
@@ -25,7 +26,7 @@ from worker.health import DEFAULT_THRESHOLDS, CheckStatus, check_latency
 from worker.heartbeat import live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
 from worker.names import COMPLETED_PREFIX, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
-from worker.ops.checks import Status, jit_log_status, servable_bundles
+from worker.ops.checks import REDIS_DOWN, Status, jit_log_status, servable_bundles
 from worker.ops.duplicates import duplicate_commands, duplicate_events_total, input_offenders, iter_newest
 from worker.ops.keys import find_stale_processing_keys
 from worker.ops.latency import NoLatencyHistogram, operation_latencies
@@ -380,7 +381,7 @@ def probe_model_staleness(sources: Sources) -> list[Finding]:
     findings = []
     models_dir = sources.models_dir
     try:
-        current = read_manifest(current_bundle_dir(models_dir))
+        current = read_manifest(named_bundle_dir(models_dir))
         findings.append(_ok(f"CURRENT in {models_dir} is {current.version}, created "
                             f"{current.created_at:%Y-%m-%d %H:%M}Z", version=current.version))
     except BundleError as exc:
@@ -432,16 +433,32 @@ def probe_bundle(sources: Sources) -> list[Finding]:
     return findings
 
 
+_NO_HISTORY: tuple[type[Exception], ...] = (*REDIS_DOWN, AuditTrailError, BundleError)
+
+
 def probe_previous_bundles(sources: Sources) -> list[Finding]:
-    """What a revert could go to: the verified bundles other than the current one."""
+    """What a revert could go to: the bundle CURRENT replaced (what `models rollback` goes back to), else the newest
+    verified bundle other than CURRENT that no operator has ruled out (refused, or rolled back from)."""
     models_dir = sources.models_dir
     try:
         active = current_bundle_dir(models_dir).name
     except BundleError:
         active = None
-    candidates = [manifest.version for manifest in servable_bundles(models_dir) if manifest.version != active]
+    replaced, ruled_out = None, set()
+    try:
+        client = sources.redis()
+        ruled_out = decided_versions(client, models_dir)
+        replaced = replaced_by_current(client, models_dir)
+    except _NO_HISTORY:
+        pass  # without the audit trail, any verified bundle is a candidate
+    servable = [manifest.version for manifest in servable_bundles(models_dir) if manifest.version != active]
+    if replaced in servable:
+        return [_ok(f"revert candidate: {replaced}, the bundle CURRENT replaced (`tacticalctl models rollback "
+                    "--yes`)", candidates=[replaced])]
+    candidates = [version for version in servable if version not in ruled_out]
     if not candidates:
-        return [_ok(f"no other verified bundle in {models_dir} to revert to: a revert needs the ML team")]
+        return [_ok(f"no other verified bundle in {models_dir} to revert to: a revert needs the ML team",
+                    ruled_out=sorted(ruled_out & set(servable)))]
     return [_ok(f"revert candidate: {candidates[0]} (`tacticalctl models rollback {candidates[0]} --yes`)",
                 candidates=candidates[:5])]
 
