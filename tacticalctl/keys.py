@@ -112,7 +112,8 @@ def list_(
 @keys_app.command("clean")
 def clean(
     ctx: typer.Context,
-    older_than: Annotated[str, typer.Option(help="Completed keys older than this go (e.g. 24h, 90m, 2d).")] = "24h",
+    older_than: Annotated[str, typer.Option(
+        help="Completed keys older than this go (e.g. 24h, 90m, 2d; at least 15m).")] = "24h",
     yes: Annotated[bool, typer.Option("--yes", help="Delete. Without it, only show what would be deleted.")] = False,
     json_output: JsonOption = False,
 ) -> None:
@@ -125,6 +126,7 @@ def clean(
     skipped, audit_id."""
     try:
         older_than_s = parse_duration(older_than)
+        plan_key_cleanup([], older_than_s=older_than_s)  # refused before Redis is read
     except ValueError as exc:
         raise CtlError(f"--older-than: {exc}", ExitCode.UNKNOWN) from None
     context = get_context(ctx)

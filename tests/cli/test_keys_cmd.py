@@ -21,13 +21,13 @@ def server_now_ms(client: redis.Redis) -> int:
 
 
 def keyspace(client: redis.Redis) -> dict[str, dict[str, str]]:
-    """Processing keys of a dead and of a live owner, completed keys two days and one minute old."""
+    """Processing keys of a dead and of a live owner, completed keys two days and half an hour old."""
     now = server_now_ms(client)
     write_heartbeat(client, "alive:1", interval_s=10.0, info={})
     client.set(processing_key("orphan"), f"dead:9|{now - 5000}-0", px=30_000)
     client.set(processing_key("owned"), f"alive:1|{now - 100}-0", px=30_000)
     client.set(completed_key("old"), f"{now - 2 * DAY_MS}-0")
-    client.set(completed_key("young"), f"{now - 60_000}-0", ex=86_400)
+    client.set(completed_key("young"), f"{now - 1_800_000}-0", ex=86_400)
     return {"processing": {"orphan": "stale", "owned": "live"}, "completed": {"old": "old", "young": "young"}}
 
 
@@ -108,10 +108,15 @@ def test_keys_of_another_type_under_the_prefixes_are_left_out_and_left_alone(
 
 def test_clean_older_than_is_honoured(ctl: Ctl, redis_client: redis.Redis) -> None:
     keyspace(redis_client)
-    doc = json.loads(ctl("keys", "clean", "--older-than", "30s", "--json").stdout)
+    doc = json.loads(ctl("keys", "clean", "--older-than", "20m", "--json").stdout)
     assert sorted(k["correlation_id"] for k in doc["old_completed"]) == ["old", "young"]
     bad = ctl("keys", "clean", "--older-than", "soon")
     assert bad.exit_code == 3 and "24h" in bad.stderr
+    # Keys that still guard against a redelivery or a resend being decided (and traded) again are not cleaned.
+    for too_young in ("0", "1s", "10m"):
+        refused = ctl("keys", "clean", "--older-than", too_young, "--yes")
+        assert refused.exit_code == 3 and "at least 15 min" in refused.stderr
+    assert redis_client.exists(completed_key("young"), completed_key("old")) == 2
 
 
 def test_clean_leaves_a_key_re_taken_by_a_live_worker(redis_client: redis.Redis) -> None:

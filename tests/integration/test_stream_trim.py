@@ -80,6 +80,17 @@ def test_entries_a_group_has_pending_or_not_read_are_kept(redis_client: redis.Re
         {b"n": b"5"}, {b"n": b"6"}]  # still delivered
 
 
+def test_without_the_workers_group_no_input_entry_is_trimmed(redis_client: redis.Redis) -> None:
+    """The worker creates its group at 0 when it first starts: events published before are still to be decided."""
+    waiting = add_old(redis_client, INPUT_STREAM, 3, hours_ago=30)
+    redis_client.xgroup_create(INPUT_STREAM, "downstream", id="$")  # another reader's group does not stand for it
+
+    result = trim(redis_client, 24, (INPUT_STREAM,))
+
+    assert ids_of(redis_client, INPUT_STREAM) == waiting and result.removed == {}
+    assert "not created yet" in result.plans[0].cutoff_reason
+
+
 def test_a_group_on_an_output_stream_holds_its_unread_entries(redis_client: redis.Redis) -> None:
     """A downstream system reading the commands through a group of its own keeps what it has not read."""
     ids = add_old(redis_client, COMMANDS_STREAM, 4, hours_ago=30)

@@ -62,6 +62,8 @@ def test_cleanup_takes_stale_processing_keys_and_completed_keys_past_the_age_onl
     assert [k.key for k in plan.old_completed] == ["tactical:completed:old"]
 
 
-def test_cleanup_refuses_a_negative_age() -> None:
-    with pytest.raises(ValueError, match="older_than_s"):
-        plan_key_cleanup([], older_than_s=-1)
+def test_cleanup_refuses_an_age_under_the_duplicate_window() -> None:
+    for age in (-1, 0, 899):
+        with pytest.raises(ValueError, match="at least 15 min"):
+            plan_key_cleanup([], older_than_s=age)
+    plan_key_cleanup([], older_than_s=900)

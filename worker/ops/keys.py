@@ -28,6 +28,9 @@ from worker.redis_text import as_text
 from worker.stream_entries import entry_time_ms
 
 DEFAULT_OLDER_THAN_S = 24 * 3600.0
+# A completed key younger than this still answers the copies exactly-once is about: redeliveries and upstream resends
+# (the duplicate checks watch 15 minutes). Deleting it lets such a copy be decided, and traded, again.
+MIN_OLDER_THAN_S = 15 * 60.0
 _SCAN_COUNT = 1000
 _AUDITED_KEYS = 50
 _STREAM_ID = re.compile(r"\d+-\d+")
@@ -191,8 +194,9 @@ class KeyCleanupPlan:
 
 def plan_key_cleanup(keys: Iterable[IdempotencyKey], *, older_than_s: float = DEFAULT_OLDER_THAN_S) -> KeyCleanupPlan:
     """Stale processing keys, and completed keys whose age is known and above `older_than_s`."""
-    if older_than_s < 0:
-        raise ValueError(f"older_than_s must not be negative, got {older_than_s}")
+    if older_than_s < MIN_OLDER_THAN_S:
+        raise ValueError(f"an age of {older_than_s:g} s would delete completed keys that still guard against a copy "
+                         f"being decided (and traded) again: give at least {MIN_OLDER_THAN_S / 60:g} min")
     keys = list(keys)
     return KeyCleanupPlan(
         stale_processing=tuple(k for k in keys if k.stale),

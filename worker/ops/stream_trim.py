@@ -22,7 +22,7 @@ from typing import Any, cast
 import redis
 
 from worker.alerts import audit, require_audit_trail
-from worker.names import COMMANDS_STREAM, DECISIONS_STREAM, INPUT_STREAM
+from worker.names import COMMANDS_STREAM, CONSUMER_GROUP, DECISIONS_STREAM, INPUT_STREAM
 from worker.redis_text import as_text
 from worker.stream_entries import parse_stream_id
 
@@ -89,7 +89,12 @@ def _plan(client: redis.Redis, stream: str, age_cutoff: tuple[int, int], older_t
             raise
         return StreamTrimPlan(stream, 0, None, _id(age_cutoff), "no such stream")
     cutoff, reason = max(age_cutoff, (0, 0)), f"older than {older_than_s:g} s"
-    for group in client.xinfo_groups(stream):
+    groups = client.xinfo_groups(stream)
+    if stream == INPUT_STREAM and not any(as_text(group["name"]) == CONSUMER_GROUP for group in groups):
+        # The worker creates its group at 0 when it first starts, so that what was published before is decided:
+        # without the group, every entry is one it has not read yet.
+        cutoff, reason = (0, 0), f"group {CONSUMER_GROUP} not created yet: no worker has read anything"
+    for group in groups:
         name = as_text(group["name"])
         oldest_pending = client.xpending(stream, name).get("min")
         if oldest_pending is not None and parse_stream_id(oldest_pending) < cutoff:
