@@ -17,7 +17,7 @@ from tests.cli.streams import deliver_without_ack, publish
 from worker.breaker import CircuitBreaker, publish_breaker_state
 from worker.delivery import ensure_group
 from worker.heartbeat import write_heartbeat
-from worker.names import processing_key
+from worker.names import INPUT_STREAM, processing_key
 from worker.process import WorkerProcess
 from worker.settings import default_models_dir
 
@@ -134,6 +134,20 @@ def test_entries_held_by_a_dead_consumer_are_named_for_consumer_lag(
     doc = reports(ctl("triage", "TacticalConsumerLagCritical", "--json", worker_url=url))
     lag = doc["consumer-lag"]
     assert any("gone-worker:7 has no heartbeat and holds 4 pending entries" in s for s in summaries(lag, "warn"))
+
+
+def test_a_downstream_readers_own_group_is_not_taken_for_dead_workers(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    url, answers = worker_http
+    healthy_worker(redis_client, answers)
+    publish(redis_client, 3)
+    redis_client.xgroup_create(INPUT_STREAM, "downstream", id="0")
+    redis_client.xreadgroup("downstream", "reader-1", {INPUT_STREAM: ">"}, count=3)  # never acked: its business
+    result = ctl("triage", "worker-down", "--json", worker_url=url)
+    report = reports(result)["worker-down"]
+    assert not any("reader-1" in s for s in summaries(report, "warn")), report["findings"]
+    assert result.exit_code == 0, result.stdout
 
 
 def test_an_open_breaker_inside_a_running_worker_is_named(

@@ -25,7 +25,7 @@ from worker.connection import REDIS_UNREACHABLE
 from worker.health import DEFAULT_THRESHOLDS, CheckStatus, check_latency
 from worker.heartbeat import live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
-from worker.names import COMPLETED_PREFIX, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
+from worker.names import COMPLETED_PREFIX, CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 from worker.ops.checks import REDIS_DOWN, Status, jit_log_status, servable_bundles
 from worker.ops.duplicates import duplicate_commands, duplicate_events_total, input_offenders, iter_newest
 from worker.ops.keys import find_stale_processing_keys
@@ -199,13 +199,16 @@ def probe_heartbeats(sources: Sources) -> list[Finding]:
         overview = read_stream_overview(client)
     except StreamMissing as exc:
         return [*findings, _warn(str(exc))]
-    for group in overview.groups:
+    # Only the workers' group: a downstream reader's own group has consumers that never beat, and its pending entries
+    # are neither reclaimed by the workers nor claimable with `pending claim`.
+    for group in (g for g in overview.groups if g.name == CONSUMER_GROUP):
         for consumer in group.consumers:
             if not consumer.alive and consumer.pending:
                 findings.append(_warn(
                     f"consumer {consumer.name} has no heartbeat and holds {consumer.pending} pending entries "
-                    f"(idle {consumer.idle_ms / 1000:.0f} s): a live worker reclaims them after "
-                    f"{SETTINGS.claim_min_idle_ms / 1000:g} s idle, or `tacticalctl pending claim --to <live worker>`",
+                    f"(idle {consumer.idle_ms / 1000:.0f} s): a live worker reclaims them once idle past its "
+                    f"TACTICAL_CLAIM_MIN_IDLE_MS (default {SETTINGS.claim_min_idle_ms / 1000:g} s), or "
+                    "`tacticalctl pending claim --to <live worker>`",
                     consumer=consumer.name, pending=consumer.pending, idle_ms=consumer.idle_ms))
     return findings
 
