@@ -213,8 +213,14 @@ def read_dead_letters(
             break
         count += 1
         reason = fields.get(b"dead_reason", b"(no reason recorded)").decode("utf-8", "replace")
-        reasons[reason[:120]] += 1
-    return DeadLetterStats(count, tuple(reasons.most_common(TOP_REASONS)), truncated)
+        # By the reason's code (`matrix_not_finite: matrix[3][1] is nan`): its detail differs from event to event.
+        code = reason.split(":", 1)[0].strip()[:120] or "(no reason recorded)"
+        reasons[code] += 1
+    top = reasons.most_common(TOP_REASONS)
+    others = count - sum(n for _, n in top)
+    if others:
+        top.append((f"{len(reasons) - len(top)} other reason(s)", others))
+    return DeadLetterStats(count, tuple(top), truncated)
 
 
 def read_alert_history(client: redis.Redis, since_ms: int, until_ms: int, *, limit: int = 10_000) -> list[Alert]:
