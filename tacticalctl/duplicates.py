@@ -9,9 +9,16 @@ import typer
 from rich.table import Table
 
 from tacticalctl.context import get_context, print_json
-from tacticalctl.errors import ExitCode
-from tacticalctl.formatting import plain
-from worker.ops.duplicates import ScanResult, duplicate_commands, duplicate_events_total, input_offenders
+from tacticalctl.errors import CtlError, ExitCode
+from tacticalctl.formatting import parse_duration, plain
+from worker.ops.duplicates import (
+    ScanResult,
+    duplicate_commands,
+    duplicate_events_total,
+    input_offenders,
+    window_commands,
+    window_resends,
+)
 from worker.ops.worker_client import WorkerClient, WorkerUnreachable
 
 
@@ -31,23 +38,40 @@ def offenders_table(scan: ScanResult, title: str) -> Table:
 
 def duplicates(
     ctx: typer.Context,
-    last: Annotated[int, typer.Option(help="Look at this many latest entries of synergy_events and "
-                                      "execution_commands.", min=1)] = 1000,
+    window: Annotated[str, typer.Option(help="Look at the entries of this last stretch of time (e.g. 15m, 2h): "
+                                        "what market-check and TacticalDuplicateEvents watch.")] = "15m",
+    last: Annotated[int | None, typer.Option(help="Look at this many latest entries of synergy_events and "
+                                             "execution_commands instead of --window.", min=1)] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
     """Duplicate events: the worker's counter and the correlation ids seen more than once.
 
-    tactical_duplicate_events_total from /metrics, the correlation ids sent more than once among the last --last
-    events (the producer's retries and replays: decided once, acked as duplicates), and — what must never happen —
-    ids with more than one execution command. Exit 0 none, 1 repeated input ids, 2 repeated commands or the worker
-    unreachable.
+    tactical_duplicate_events_total from /metrics, the correlation ids sent more than once in the last --window
+    (the producer's retries: decided once, acked as duplicates; a copy sent after the first was dead-lettered, as
+    `dead-letter replay` does, is not counted), and — what must never happen — ids with more than one execution
+    command. Every command of the window is read; events, the newest 20,000 of it. Exit 0 none, 1 repeated input
+    ids, 2 repeated commands or the worker unreachable.
 
-    JSON keys: duplicate_events_total (null when the worker is unreachable), worker_error, input {scanned,
-    truncated, offenders [{correlation_id, count, entry_ids, first_ms, last_ms}]}, commands (same shape), status."""
+    JSON keys: window_s (null with --last), duplicate_events_total (null when the worker is unreachable),
+    worker_error, input {scanned, truncated, offenders [{correlation_id, count, entry_ids, first_ms, last_ms}]},
+    commands (same shape), status."""
     context = get_context(ctx)
+    window_s = None
+    if last is None:
+        try:
+            window_s = parse_duration(window)
+        except ValueError as exc:
+            raise CtlError(f"--window: {exc}", ExitCode.UNKNOWN) from None
     client = context.redis()
-    inputs = input_offenders(client, last=last)
-    commands = duplicate_commands(client, last=last)
+    if window_s is None:
+        assert last is not None
+        inputs, commands = input_offenders(client, last=last), duplicate_commands(client, last=last)
+        events_seen, commands_seen = f"among the last {inputs.scanned} events", f"among the last {commands.scanned}"
+    else:
+        inputs, commands = window_resends(client, window_s), window_commands(client, window_s)
+        span = f"in the last {window}"
+        events_seen = f"{span} ({inputs.scanned} events{', the newest' if inputs.truncated else ''})"
+        commands_seen = f"{span} ({commands.scanned} commands)"
     worker_error = None
     try:
         counted = duplicate_events_total(WorkerClient(context.worker_url).metrics())
@@ -60,8 +84,8 @@ def duplicates(
     else:
         code = ExitCode.OK
     if json_output:
-        print_json({"duplicate_events_total": counted, "worker_error": worker_error, "input": inputs.as_dict(),
-                    "commands": commands.as_dict(), "status": code.name.lower()})
+        print_json({"window_s": window_s, "duplicate_events_total": counted, "worker_error": worker_error,
+                    "input": inputs.as_dict(), "commands": commands.as_dict(), "status": code.name.lower()})
         raise typer.Exit(int(code))
     console = context.console
     if worker_error:
@@ -70,14 +94,14 @@ def duplicates(
         console.print(f"tactical_duplicate_events_total: {0 if counted is None else int(counted)} "
                       "(events already decided or in flight, acked without a second command)")
     if inputs.offenders:
-        console.print(offenders_table(inputs, f"correlation ids repeated among the last {inputs.scanned} events"))
+        console.print(offenders_table(inputs, f"correlation ids repeated {events_seen}"))
     else:
-        console.print(f"no correlation id repeated among the last {inputs.scanned} events")
+        console.print(f"no correlation id repeated {events_seen}")
     if commands.offenders:
         console.print(offenders_table(commands, "[bold red]correlation ids with more than one execution command[/]"))
         console.print("[bold red]exactly-once output is broken[/]: `tacticalctl triage duplicate-processing`")
     else:
-        console.print(f"no repeated execution command among the last {commands.scanned}")
+        console.print(f"no repeated execution command {commands_seen}")
     raise typer.Exit(int(code))
 
 

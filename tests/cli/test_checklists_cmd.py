@@ -298,3 +298,18 @@ def test_eod_model_step_is_critical_when_the_worker_cannot_say_what_it_loaded(
     model = steps(result)["model update"]
     assert model["status"] == "critical" and "loaded bundle unknown" in model["value"]
     assert result.exit_code == 2
+
+
+def test_eod_report_step_is_critical_when_the_day_has_two_commands_for_one_event(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers], tmp_path: Path
+) -> None:
+    from worker.names import COMMANDS_STREAM
+
+    url, answers = worker_http
+    healthy(answers)
+    for cid in ("twice", "once", "twice"):
+        redis_client.xadd(COMMANDS_STREAM, {"correlation_id": cid, "side": "BUY", "quantity": "1"})
+    result = ctl("eod", "--report-dir", str(tmp_path / "reports"), "--json", worker_url=url)
+    report = steps(result)["daily performance report"]
+    assert report["status"] == "critical" and "with more than one execution command: twice" in report["value"]
+    assert result.exit_code == 2

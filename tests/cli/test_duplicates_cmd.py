@@ -28,7 +28,7 @@ def test_no_duplicates_exit_0(ctl: Ctl, redis_client: redis.Redis, worker_http: 
     result = ctl("duplicates", worker_url=url)
     assert result.exit_code == 0, result.stdout
     assert "tactical_duplicate_events_total: 0" in result.stdout
-    assert "no correlation id repeated among the last 3 events" in result.stdout
+    assert "no correlation id repeated in the last 15m (3 events)" in result.stdout
 
 
 def test_a_resent_event_is_a_warning_naming_it(
@@ -40,7 +40,8 @@ def test_a_resent_event_is_a_warning_naming_it(
     assert result.exit_code == 1
     assert "order-1" in result.stdout and "order-2" not in result.stdout
     doc = json.loads(ctl("duplicates", "--json", worker_url=url).stdout)
-    assert set(doc) == {"duplicate_events_total", "worker_error", "input", "commands", "status"}
+    assert set(doc) == {"window_s", "duplicate_events_total", "worker_error", "input", "commands", "status"}
+    assert doc["window_s"] == 900
     [offender] = doc["input"]["offenders"]
     assert (offender["correlation_id"], offender["count"], len(offender["entry_ids"])) == ("order-1", 3, 3)
     assert doc["status"] == "warning"
@@ -84,3 +85,43 @@ def test_an_id_that_looks_like_markup_is_printed_as_it_is(
     assert "ord[/x]1" in result.stdout
     triage = ctl("triage", "duplicate-processing", worker_url=url)
     assert "ord[/x]1" in triage.stdout and "Traceback" not in triage.stdout + triage.stderr
+
+
+def test_the_window_sees_a_second_trade_however_many_commands_came_after(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    """A thousand commands are half a minute at the runbook's rates: the default look-back is the time window that
+    market-check and TacticalDuplicateEvents use, every command of it."""
+    url, _ = worker_http
+    command(redis_client, "twice")
+    command(redis_client, "twice")
+    sender = redis_client.pipeline(transaction=False)
+    for i in range(2500):
+        sender.xadd(COMMANDS_STREAM, {"correlation_id": f"fill-{i}", "side": "BUY", "quantity": "1"})
+    sender.execute()
+    result = ctl("duplicates", "--json", worker_url=url)
+    assert result.exit_code == 2
+    assert [o["correlation_id"] for o in json.loads(result.stdout)["commands"]["offenders"]] == ["twice"]
+    assert ctl("duplicates", "--last", "1000", worker_url=url).exit_code == 0  # the count look-back misses it
+    report = ctl("market-check", "--json", worker_url=url)
+    [step] = [s for s in json.loads(report.stdout)["steps"] if s["step"] == "duplicate events"]
+    assert step["status"] == "critical", step
+
+
+def test_a_replay_of_a_dead_letter_is_not_a_resend(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    from worker.names import DEAD_LETTER_STREAM, INPUT_STREAM
+
+    publish(redis_client, "fixed-1")
+    [(first_id, _)] = redis_client.xrange(INPUT_STREAM)
+    redis_client.xadd(DEAD_LETTER_STREAM, {"correlation_id": "fixed-1", "dead_entry_id": first_id,
+                                           "dead_reason": "matrix_size: matrix is 4 bytes"})
+    publish(redis_client, "fixed-1")  # the replay (or the upstream's corrected event)
+    assert ctl("duplicates", worker_url=url_of(worker_http)).exit_code == 0
+    publish(redis_client, "fixed-1")  # a third copy: both later ones were sent while the first was settled
+    assert ctl("duplicates", worker_url=url_of(worker_http)).exit_code == 1
+
+
+def url_of(worker_http: tuple[str, WorkerAnswers]) -> str:
+    return worker_http[0]

@@ -36,7 +36,7 @@ def test_an_event_sent_twice_in_the_window_warns_naming_it(redis_url: str, redis
     result = step(redis_url)
     assert result.status is Status.WARN, result.value
     assert "1 correlation id(s) sent more than once" in result.value
-    assert "`tacticalctl duplicates`" in result.next_action
+    assert "`tacticalctl duplicates --window 15m`" in result.next_action
     [offender] = result.details["resent_in_window"]["offenders"]
     assert (offender["correlation_id"], offender["count"]) == ("a", 2)
 

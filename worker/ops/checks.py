@@ -51,9 +51,9 @@ from worker.health import check_error_rate as health_check_error_rate
 from worker.health import check_latency as health_check_latency
 from worker.heartbeat import live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
-from worker.names import DEFAULT_DB, INPUT_STREAM
+from worker.names import DEFAULT_DB
 from worker.ops.breaker_status import read_breaker_overview, reset_breaker
-from worker.ops.duplicates import duplicate_commands, duplicate_events_total, scan_offenders
+from worker.ops.duplicates import duplicate_events_total, scan_window
 from worker.ops.keys import clean_keys, find_stale_processing_keys, plan_key_cleanup, scan_idempotency_keys
 from worker.ops.reports import build_daily_report, read_alert_history, read_performance, write_report
 from worker.ops.sources import RedisUnavailable, Sources
@@ -63,8 +63,6 @@ from worker.stream_entries import entry_time_ms
 JIT_SUCCESS_MARK = "JIT compilation successful"
 JIT_FAILURE_MARK = "JIT compilation FAILED"
 MARKET_WINDOW_S = 15 * 60.0  # the runbook's "every 15 minutes"
-RECENT_COMMANDS = 1000
-RECENT_INPUT = 20_000  # input entries scanned for resent ids in the market-hours window, newest first
 THRESHOLDS = DEFAULT_THRESHOLDS
 # No Redis to ask: not configured or not answering (a named tuple of types: mypy reads no `*` in an except).
 REDIS_DOWN: tuple[type[Exception], ...] = (RedisUnavailable, *REDIS_UNREACHABLE)
@@ -512,10 +510,8 @@ def check_duplicate_alerts(sources: Sources, window_s: float = MARKET_WINDOW_S) 
     """The runbook's duplicate-processing alert, judged from the streams: what TacticalDuplicateEvents fires on (the
     worker caught a copy) is an id sent more than once among the window's input entries; two commands for one id
     anywhere in the recent ones is exactly-once output broken."""
-    client = sources.redis()
-    commands = duplicate_commands(client, last=RECENT_COMMANDS)
-    resent = scan_offenders(client, INPUT_STREAM, limit=RECENT_INPUT,
-                            since_ms=int((sources.now() - window_s) * 1000))
+    scan = scan_window(sources.redis(), window_s)
+    commands, resent = scan.commands, scan.resent
     try:
         counted = duplicate_events_total(sources.metrics())
     except WorkerUnreachable:
@@ -523,15 +519,17 @@ def check_duplicate_alerts(sources: Sources, window_s: float = MARKET_WINDOW_S) 
     value = (f"{len(resent.offenders)} correlation id(s) sent more than once in {_duration(window_s)} "
              f"({resent.scanned} events{', the newest' if resent.truncated else ''}); "
              f"{'unknown' if counted is None else int(counted)} duplicate events caught by the worker since its start; "
-             f"{len(commands.offenders)} repeated command(s) in the last {commands.scanned}")
+             f"{len(commands.offenders)} repeated command(s) in {_duration(window_s)} ({commands.scanned} commands"
+             f"{', the newest' if commands.truncated else ''})")
     details = {"duplicate_events_total": counted, "duplicate_commands": commands.as_dict(),
                "resent_in_window": resent.as_dict()}
+    window = f"--window {window_s / 60:g}m"
     if commands.offenders:
         return Verdict(Status.CRITICAL, value, "two trades for one event: `tacticalctl triage duplicate-processing` "
                        "and stop the executor from acting on them", details=details)
     if resent.offenders:
-        return Verdict(Status.WARN, value, "an upstream resending events: `tacticalctl duplicates` for the ids "
-                       "(each was decided once)", details=details)
+        return Verdict(Status.WARN, value, f"an upstream resending events: `tacticalctl duplicates {window}` for the "
+                       "ids (each was decided once)", details=details)
     return Verdict(Status.OK, value, details=details)
 
 
@@ -570,6 +568,11 @@ def check_daily_report(sources: Sources, *, since_s: float, report_dir: Path) ->
              f"end to end p99 {_ms(latency['p99_ms'])}, "
              f"{data['errors']['dead_letters']['count']} dead letters → {markdown}")
     details = {"markdown": str(markdown), "json": str(data_file), "report": data}
+    doubled = [o["correlation_id"] for o in data["duplicates"]["commands"]["offenders"]]
+    if doubled:
+        return Verdict(Status.CRITICAL, value + f"; {len(doubled)} correlation id(s) with more than one execution "
+                       f"command: {', '.join(doubled[:5])}", "two trades for one event: `tacticalctl triage "
+                       "duplicate-processing`, and reconcile them with the executor", details=details)
     if families is None:
         return Verdict(Status.WARN, value + " (worker counters missing: /metrics unreachable)",
                        "the report lacks the worker's error and duplicate counters", details=details)

@@ -14,12 +14,15 @@ from typing import Any
 import redis
 from prometheus_client.samples import Sample
 
-from worker.names import COMMANDS_STREAM, INPUT_STREAM
+from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, INPUT_STREAM
 from worker.redis_text import as_text
 from worker.stream_entries import Entry, entry_time_ms, paged, parse_stream_id
 
 PAGE = 1000
 DUPLICATE_COUNTER = "tactical_duplicate_events_total"
+DUPLICATE_WINDOW_S = 15 * 60.0  # what TacticalDuplicateEvents and the market-hours check watch
+WINDOW_COMMAND_LIMIT = 200_000  # commands read at most for a window: 15 min at over 200 trades/s
+WINDOW_INPUT_LIMIT = 20_000  # events read at most for a window (~40 MB: each carries its 1,680-byte matrix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,52 @@ def duplicate_commands(client: redis.Redis, *, last: int, stream: str = COMMANDS
     return scan_offenders(client, stream, limit=last)
 
 
+def window_start_ms(client: redis.Redis, window_s: float) -> int:
+    """Where a window of `window_s` ending now begins, by Redis's clock (the one its stream ids are stamped with)."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000 - int(window_s * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowScan:
+    """The duplicates of a recent window: repeated execution commands (never allowed) and ids sent again."""
+
+    window_s: float
+    commands: ScanResult
+    resent: ScanResult  # ids sent more than once, less the copies sent after the first was dead-lettered
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"window_s": self.window_s, "commands": self.commands.as_dict(), "resent": self.resent.as_dict()}
+
+
+def window_commands(client: redis.Redis, window_s: float = DUPLICATE_WINDOW_S, *,
+                    limit: int = WINDOW_COMMAND_LIMIT) -> ScanResult:
+    """Correlation ids with more than one execution command in the window: every command of it (at most `limit`,
+    newest first), not a fixed count: at 50 events/s a thousand commands are half a minute, and a second trade
+    from minutes ago must still be seen."""
+    return scan_offenders(client, COMMANDS_STREAM, limit=limit, since_ms=window_start_ms(client, window_s))
+
+
+def window_resends(client: redis.Redis, window_s: float = DUPLICATE_WINDOW_S, *,
+                   limit: int = WINDOW_INPUT_LIMIT) -> ScanResult:
+    """Correlation ids sent more than once in the window (at most `limit` events, newest first: each carries its
+    matrix). An id sent again after its first copy was dead-lettered (`tacticalctl dead-letter replay`, or an
+    upstream sending a corrected event) is not an upstream resending: only one copy was ever decided."""
+    since_ms = window_start_ms(client, window_s)
+    inputs = scan_offenders(client, INPUT_STREAM, limit=limit, since_ms=since_ms)
+    if not inputs.offenders:
+        return inputs
+    dead = {as_text(fields.get(b"dead_entry_id", b"")) for _, fields in
+            iter_newest(client, DEAD_LETTER_STREAM, limit=WINDOW_COMMAND_LIMIT, since_ms=since_ms)}
+    kept = tuple(o for o in inputs.offenders if len([e for e in o.entry_ids if e not in dead]) > 1)
+    return ScanResult(inputs.scanned, inputs.truncated, kept)
+
+
+def scan_window(client: redis.Redis, window_s: float = DUPLICATE_WINDOW_S) -> WindowScan:
+    """Both scans of the window."""
+    return WindowScan(window_s, window_commands(client, window_s), window_resends(client, window_s))
+
+
 def duplicate_events_total(families: Mapping[str, list[Sample]]) -> float | None:
     """The worker's `tactical_duplicate_events_total`; None when /metrics does not carry it."""
     for sample in families.get(DUPLICATE_COUNTER.removesuffix("_total"), []):
@@ -115,12 +164,17 @@ def duplicate_events_total(families: Mapping[str, list[Sample]]) -> float | None
 
 
 __all__ = [
+    "DUPLICATE_WINDOW_S",
     "Offender",
     "ScanResult",
+    "WindowScan",
     "duplicate_commands",
     "duplicate_events_total",
     "input_offenders",
     "iter_newest",
     "repeated_ids",
     "scan_offenders",
+    "scan_window",
+    "window_commands",
+    "window_resends",
 ]

@@ -27,7 +27,7 @@ from worker.heartbeat import live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
 from worker.names import COMPLETED_PREFIX, CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 from worker.ops.checks import REDIS_DOWN, Status, jit_log_status, servable_bundles
-from worker.ops.duplicates import duplicate_commands, duplicate_events_total, input_offenders, iter_newest
+from worker.ops.duplicates import DUPLICATE_WINDOW_S, duplicate_events_total, iter_newest, scan_window
 from worker.ops.keys import find_stale_processing_keys
 from worker.ops.latency import NoLatencyHistogram, operation_latencies
 from worker.ops.pending import PendingUnavailable, read_pending_entries
@@ -558,18 +558,19 @@ def probe_duplicates(sources: Sources) -> list[Finding]:
             "`tacticalctl keys clean --yes`", keys=[k.as_dict() for k in stale[:20]]))
     else:
         findings.append(_ok("no stale processing keys"))
-    commands = duplicate_commands(client, last=1000)
+    scan = scan_window(client)
+    window = f"{DUPLICATE_WINDOW_S / 60:g} min"
+    commands, offenders = scan.commands, scan.resent
     if commands.offenders:
         findings.append(_critical(
-            f"{len(commands.offenders)} correlation id(s) with more than one execution command: "
+            f"{len(commands.offenders)} correlation id(s) with more than one execution command in the last {window}: "
             + ", ".join(o.correlation_id for o in commands.offenders[:5]), **commands.as_dict()))
     else:
-        findings.append(_ok(f"no repeated execution command among the last {commands.scanned}"))
-    offenders = input_offenders(client, last=1000)
+        findings.append(_ok(f"no repeated execution command in the last {window} ({commands.scanned} commands)"))
     if offenders.offenders:
         findings.append(_warn(
-            f"{len(offenders.offenders)} correlation id(s) sent more than once among the last {offenders.scanned} "
-            "events (producer retries or replays): " + ", ".join(
+            f"{len(offenders.offenders)} correlation id(s) sent more than once in the last {window} "
+            f"({offenders.scanned} events; producer retries): " + ", ".join(
                 f"{o.correlation_id} ×{o.count}" for o in offenders.offenders[:5]), **offenders.as_dict()))
     no_ttl = [key for key in client.scan_iter(match=COMPLETED_PREFIX + "*", count=1000) if client.ttl(key) == -1][:20]
     if no_ttl:

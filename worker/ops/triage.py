@@ -20,7 +20,7 @@ from worker.heartbeat import live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
 from worker.ops.breaker_status import read_breaker_overview
 from worker.ops.checks import Status, jit_log_status, worst
-from worker.ops.duplicates import duplicate_commands
+from worker.ops.duplicates import window_commands
 from worker.ops.keys import find_stale_processing_keys
 from worker.ops.probes import (
     THRESHOLDS,
@@ -409,7 +409,7 @@ def _pick_from_redis(sources: Sources, client: redis.Redis) -> list[tuple[str, s
     stale = find_stale_processing_keys(client)
     if stale:
         picks.append(("duplicate-processing", f"{len(stale)} stale processing key(s) with a dead owner"))
-    elif duplicate_commands(client, last=1000).offenders:
+    elif window_commands(client).offenders:
         picks.append(("duplicate-processing", "repeated execution commands"))
     return picks
 
