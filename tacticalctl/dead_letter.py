@@ -6,7 +6,9 @@ from collections.abc import Sequence
 from typing import Annotated
 
 import typer
+from rich.console import Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from tacticalctl.context import get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
@@ -36,18 +38,33 @@ def _when(entry_id: str) -> str:
         return "-"
 
 
-def dead_letters_table(entries: Sequence[DeadLetterEntry], title: str) -> Table:
+# Below this many columns the table would squeeze the reason to nothing and cut the ids an operator copies into
+# `dead-letter replay --id`: each dead letter is printed as two lines instead.
+TABLE_MIN_WIDTH = 140
+
+
+def dead_letters_table(entries: Sequence[DeadLetterEntry], title: str, width: int) -> RenderableType:
+    if width < TABLE_MIN_WIDTH:
+        lines = [Text(title, style="italic")]
+        for entry in entries:
+            deliveries = "-" if entry.delivery_count is None else str(entry.delivery_count)
+            lines.append(Text(f"{entry.id}  {_when(entry.id)}  deliveries {deliveries}  original "
+                              f"{entry.original_id or '-'}  correlation id {entry.correlation_id or '-'}",
+                              style="bold", overflow="fold"))
+            lines.append(Text(f"    {entry.reason}", overflow="fold"))
+        return Group(*lines)
     table = Table(title=title, expand=False)
-    for column in ("id", "dead-lettered (UTC)", "original id", "correlation id", "deliveries"):
+    for column in ("id", "dead-lettered (UTC)", "original id", "deliveries"):
         table.add_column(column, no_wrap=True)
-    table.add_column("reason", overflow="fold")
+    table.add_column("correlation id", overflow="fold", max_width=40)
+    table.add_column("reason", overflow="fold", min_width=30)
     for entry in entries:
         table.add_row(
             plain(entry.id),
             _when(entry.id),
             plain(entry.original_id or "-"),
-            plain(entry.correlation_id or "-"),
             "-" if entry.delivery_count is None else str(entry.delivery_count),
+            plain(entry.correlation_id or "-"),
             plain(entry.reason),
         )
     return table
@@ -74,7 +91,8 @@ def list_(
     if not entries:
         context.console.print(f"no dead letters{' matching ' + plain(repr(reason)) if reason else ''} ({total} in all)")
         return
-    context.console.print(dead_letters_table(entries, f"dead letters: {len(entries)} shown of {total}"))
+    context.console.print(dead_letters_table(entries, f"dead letters: {len(entries)} shown of {total}",
+                                               context.console.width))
 
 
 @dead_letter_app.command("replay")
@@ -108,7 +126,7 @@ def replay(
     if not chosen:
         console.print("no dead letters match: nothing to replay")
         return
-    console.print(dead_letters_table(chosen, "dead letters to replay"))
+    console.print(dead_letters_table(chosen, "dead letters to replay", console.width))
     if result.unreplayable:
         console.print(f"cannot replay (no original fields left): {', '.join(result.unreplayable)}")
     if not result.applied:

@@ -22,6 +22,29 @@ def dead_letters(client: redis.Redis, count: int, reason: str, prefix: str) -> d
     return originals
 
 
+def test_list_shows_each_reason_and_whole_ids_on_a_narrow_terminal_and_beside_a_long_correlation_id(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from tacticalctl.app import app
+
+    long_id = "x" * 120
+    redis_client.xadd(INPUT_STREAM, {"correlation_id": long_id})
+    dead_letters(redis_client, 1, "matrix has NaN in row 3", "narrow")
+    redis_client.xadd(DEAD_LETTER_STREAM, {"correlation_id": long_id, "dead_reason": "missing_field: missing symbol",
+                                           "dead_entry_id": "1-1"})
+    ids = [entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM)]
+    for columns in ("80", "200"):
+        result = CliRunner().invoke(app, ["--redis-url", redis_url, "dead-letter", "list"],
+                                    env={"COLUMNS": columns, "NO_COLOR": "1"})
+        assert result.exit_code == 0, result.output
+        flat = result.stdout.replace("\n", "").replace(" ", "").replace("│", "")
+        assert "matrixhasNaNinrow3" in flat and "missing_field:missingsymbol" in flat, (columns, result.stdout)
+        for entry_id in ids:
+            assert entry_id in result.stdout, (columns, entry_id, result.stdout)
+
+
 def test_list_shows_reason_deliveries_and_original_id(ctl: Ctl, redis_client: redis.Redis) -> None:
     originals = dead_letters(redis_client, 2, "matrix has NaN", "a")
     result = ctl("dead-letter", "list")
