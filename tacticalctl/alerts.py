@@ -9,7 +9,9 @@ from collections.abc import Iterable
 from typing import Annotated
 
 import typer
+from rich.console import Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from tacticalctl.context import get_context, print_json
 from tacticalctl.errors import REDIS_UNREACHABLE, outage_message
@@ -32,7 +34,18 @@ def _row(alert: Alert) -> tuple[str, ...]:
             plain(alert.source), plain(alert.message))
 
 
-def _table(alerts: list[Alert]) -> Table:
+# Below this many columns a table squeezes the message to nothing: each alert is printed as two lines instead.
+TABLE_MIN_WIDTH = 120
+
+
+def _table(alerts: list[Alert], width: int) -> RenderableType:
+    if width < TABLE_MIN_WIDTH:
+        lines = []
+        for alert in alerts:
+            when, severity, kind, source, message = _row(alert)[1:]
+            lines += [Text.from_markup(f"{when} {severity} {kind} {source} · {plain(alert.id)}", overflow="fold"),
+                      Text.from_markup(f"    {message}", overflow="fold")]
+        return Group(*lines)
     table = Table(expand=False)
     for column in ("id", "time (UTC)", "severity", "kind", "source"):
         table.add_column(column, no_wrap=True)
@@ -71,7 +84,7 @@ def alerts(
         for alert in shown:
             _write_line(alert)
     elif shown:
-        console.print(_table(shown))
+        console.print(_table(shown, console.width))
     elif not follow:
         console.print("no alerts" + (f" of severity {', '.join(sorted(wanted))}" if wanted else ""))
     if not follow:

@@ -22,6 +22,18 @@ def test_tail_shows_the_latest_count_oldest_first(ctl: Ctl, redis_client: redis.
     assert "alert 4" in text and "alert 2" not in text
 
 
+def test_an_80_column_terminal_still_shows_each_message_whole(redis_client: redis.Redis, redis_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from tacticalctl.app import app
+
+    publish_alert(redis_client, severity=Severity.P1, kind="health_transition", source="root@worker-host-1",
+                  message="health state healthy → degraded: error rate 7.0% > 5%")
+    result = CliRunner().invoke(app, ["--redis-url", redis_url, "alerts"], env={"COLUMNS": "80", "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    assert "health state healthy → degraded: error rate 7.0% > 5%" in result.stdout
+
+
 def test_severity_filter(ctl: Ctl, redis_client: redis.Redis) -> None:
     publish_alert(redis_client, severity=Severity.P0, kind="breaker_open", message="open", source="w")
     audit(redis_client, actor="ops@host", action="keys_clean", detail="deleted 1 key")
