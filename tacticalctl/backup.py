@@ -62,9 +62,14 @@ def streams_table(states: list[StreamState], title: str) -> Table:
         groups = state.groups or ({},)
         for group in groups:
             table.add_row(plain(state.name), str(state.length), state.last_generated_id,
-                          plain(group.get("name", "-")), str(group.get("last_delivered_id", "-")),
-                          str(group.get("entries_read", "-")), str(group.get("pending", "-")))
+                          *(plain(_cell(group.get(key))) for key in ("name", "last_delivered_id", "entries_read",
+                                                                     "pending")))
     return table
+
+
+def _cell(value: object) -> str:
+    """A group's field: absent, or unknown to Redis (entries read of a group created at an explicit id), is `-`."""
+    return "-" if value is None else str(value)
 
 
 def backup(

@@ -119,9 +119,10 @@ def replay(
     except KeyError as exc:
         raise CtlError(str(exc.args[0]), ExitCode.UNKNOWN) from None
     result = replay_dead_letters(client, chosen, actor=default_actor(), apply=yes)
+    nothing_replayable = bool(chosen) and len(result.unreplayable) == len(chosen)
     if json_output:
         print_json(result.as_dict())
-        return
+        raise typer.Exit(int(ExitCode.WARNING if nothing_replayable else ExitCode.OK))
     console = context.console
     if not chosen:
         console.print("no dead letters match: nothing to replay")
@@ -129,7 +130,7 @@ def replay(
     console.print(dead_letters_table(chosen, "dead letters to replay", console.width))
     if result.unreplayable:
         console.print(f"cannot replay (no original fields left): {', '.join(result.unreplayable)}")
-    if not result.applied:
+    if not result.applied and not nothing_replayable:
         console.print(f"dry run: nothing changed. Add --yes to replay {len(chosen) - len(result.unreplayable)} "
                       "dead letters to synergy_events.")
         return
@@ -137,6 +138,9 @@ def replay(
                   f"{result.audit_id or '-'}")
     if result.skipped:
         console.print(f"already gone (replayed by someone else meanwhile): {', '.join(result.skipped)}")
+    if nothing_replayable:
+        raise CtlError(f"nothing to replay: {len(result.unreplayable)} dead letter(s) have no original fields left",
+                       ExitCode.WARNING)
 
 
 def register(app: typer.Typer) -> None:

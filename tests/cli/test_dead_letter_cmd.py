@@ -130,3 +130,14 @@ def test_a_command_redis_refuses_is_one_line_and_critical(ctl: Ctl, redis_client
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "Redis refused a command" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_replaying_only_dead_letters_without_their_fields_says_so_and_exits_1(
+    ctl: Ctl, redis_client: redis.Redis
+) -> None:
+    bare = redis_client.xadd(DEAD_LETTER_STREAM, {"dead_reason": "max_deliveries", "dead_entry_id": "1-1"}).decode()
+    for flags in ((), ("--yes",), ("--yes", "--json")):
+        result = ctl("dead-letter", "replay", "--id", bare, *flags)
+        assert result.exit_code == 1, (flags, result.stdout, result.stderr)
+    assert "no original fields left" in ctl("dead-letter", "replay", "--id", bare, "--yes").stderr
+    assert redis_client.xlen(INPUT_STREAM) == 0

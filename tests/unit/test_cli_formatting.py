@@ -55,3 +55,18 @@ def test_text_from_redis_cannot_drive_the_terminal() -> None:
     shown = plain("boom\x1b[2J\x07 [bold]x[/] tab\tand\nline")
     assert "\x1b" not in shown and "\x07" not in shown
     assert shown == "boom\\x1b[2J\\x07 \\[bold]x\\[/] tab\tand\nline"
+
+
+def test_a_groups_unknown_entries_read_is_a_dash_not_none() -> None:
+    """Redis reports no entries-read for a group created at an explicit id: the backup and restore tables said None."""
+    from rich.console import Console
+
+    from tacticalctl.backup import streams_table
+    from worker.backup import StreamState
+
+    state = StreamState("synergy_events", True, 3, "5-0", groups=(
+        {"name": "tactical_group", "last_delivered_id": "5-0", "entries_read": None, "pending": 0},))
+    console = Console(width=200, record=True)
+    console.print(streams_table([state], "streams"))
+    text = console.export_text()
+    assert "None" not in text and "tactical_group" in text
