@@ -601,3 +601,19 @@ def test_the_triage_revert_candidate_is_what_rollback_goes_back_to_never_a_refus
     assert not any(worse in s for s in summaries)
     dry = ctl("models", "rollback", "--models-dir", str(models_dir))
     assert f"→ {SHIPPED.name}" in dry.stdout
+
+
+def test_a_bundle_whose_directory_name_cannot_be_a_version_fails_verification_before_any_evaluation(
+    ctl: Ctl, models_dir: Path
+) -> None:
+    spaced = models_dir / "2026 spaced"
+    shutil.copytree(models_dir / SHIPPED.name, spaced)
+    manifest = json.loads((spaced / "manifest.json").read_text())
+    manifest["version"] = spaced.name
+    (spaced / "manifest.json").write_text(json.dumps(manifest))
+    verify = ctl("models", "verify", spaced.name, "--models-dir", str(models_dir))
+    assert verify.exit_code == 2 and "is not a bundle version name" in verify.stdout + verify.stderr
+    promote = ctl("models", "promote", spaced.name, "--models-dir", str(models_dir), "--yes", "--force")
+    assert promote.exit_code == 2 and "is not a bundle version name" in promote.stderr
+    assert "failed verification" in promote.stderr  # refused by verification, before the held-out evaluation
+    assert read_current_version(models_dir) == SHIPPED.name

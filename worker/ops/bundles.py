@@ -21,6 +21,7 @@ from models.bundle import (
     MANIFEST_FILE,
     SIGNATURE_FILE,
     SIGNING_KEY_ENV,
+    VERSION_PATTERN,
     BundleError,
     BundleNotFoundError,
     Manifest,
@@ -235,6 +236,10 @@ def verify_steps(
     """Every verification step of one bundle, stopping before anything unverified would be loaded."""
     bundle_dir = Path(bundle_dir)
     try:
+        if not VERSION_PATTERN.fullmatch(bundle_dir.name):
+            # CURRENT can never name it (`set_current` refuses the name): refused here, before any evaluation.
+            raise BundleNotFoundError(f"{bundle_dir.name!r} is not a bundle version name (letters, digits, '.', '_', "
+                                      "'-'; up to 128): rename the directory and its manifest's version")
         manifest = read_manifest(bundle_dir)
         check_compatible(manifest)
     except BundleError as exc:
