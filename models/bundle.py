@@ -328,12 +328,22 @@ def named_bundle_dir(models_dir: Path) -> Path:
     newest bundle (`current_bundle_dir`'s fallback) may be one the promotion gate refused or one just compiled, and
     a CURRENT lost (a sync with --delete, a restore, a mistake) must not switch the live model to it."""
     models_dir = Path(models_dir)
-    if read_current_version(models_dir) is None:
+    version = read_current_version(models_dir)  # read once: the file may go between two reads
+    if version is None:
         raise CurrentMissingError(
             f"{models_dir / CURRENT_FILE} is missing: name the bundle to serve with `tacticalctl models promote "
             "<version> --yes` (or write its version into that file)"
         )
-    return current_bundle_dir(models_dir)
+    return _named(models_dir, version)
+
+
+def _named(models_dir: Path, version: str) -> Path:
+    bundle_dir = models_dir / version
+    if not (bundle_dir / MANIFEST_FILE).is_file():
+        raise BundleNotFoundError(
+            f"{models_dir / CURRENT_FILE} names {version!r}, but {bundle_dir} has no {MANIFEST_FILE}"
+        )
+    return bundle_dir
 
 
 def current_bundle_dir(models_dir: Path) -> Path:
@@ -342,12 +352,7 @@ def current_bundle_dir(models_dir: Path) -> Path:
     models_dir = Path(models_dir)
     version = read_current_version(models_dir)
     if version is not None:
-        bundle_dir = models_dir / version
-        if not (bundle_dir / MANIFEST_FILE).is_file():
-            raise BundleNotFoundError(
-                f"{models_dir / CURRENT_FILE} names {version!r}, but {bundle_dir} has no {MANIFEST_FILE}"
-            )
-        return bundle_dir
+        return _named(models_dir, version)
     bundles = list_bundles(models_dir)
     if not bundles:
         raise BundleNotFoundError(f"no model bundle (a directory with {MANIFEST_FILE}) in {models_dir}")

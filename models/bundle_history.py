@@ -1,13 +1,16 @@
 """What the audit trail (`tactical_alerts`) says about model bundles: which one CURRENT replaced, and which ones an
 operator has already decided on. Kept apart from `models.promotion`, which loads torch, so the daily checks can ask.
 
-Hosts share one Redis, and each has its own models directory (or several): every promotion and rollback records
-where it happened (`bundle_place`: the host and the directory's absolute path), and each directory's history is read
-on its own. Entries written before the host was recorded match any host; a relative path is read as given.
+Hosts share one Redis, and a host may have several models directories: every promotion and rollback records where
+it happened (`bundle_place`: the directory's absolute path, and the host for the reader), and each directory's history
+is read on its own. By path, not by host: in a container the host name changes with every recreate, and the compose
+replicas share one models volume at one path. Separate copies at the same path on separate hosts share a history.
+An entry without a directory (older ones) matches any; a relative path is read from the current directory.
 """
 
 from __future__ import annotations
 
+import functools
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,10 +36,13 @@ def bundle_place(models_dir: Path) -> dict[str, str]:
 
 
 def _happened_in(fields: Mapping[str, str], place: Mapping[str, str]) -> bool:
-    host, directory = fields.get("host"), fields.get("models_dir")
-    if host and host != place["host"]:
-        return False
-    return not directory or str(Path(directory).resolve()) == place["models_dir"]
+    directory = fields.get("models_dir")
+    return not directory or _resolved(directory) == place["models_dir"]
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved(directory: str) -> str:  # up to AUDIT_SCAN entries are read, most naming one of a few directories
+    return str(Path(directory).resolve())
 
 
 def replaced_by_current(client: redis.Redis, models_dir: Path, *, scan: int = AUDIT_SCAN) -> str | None:

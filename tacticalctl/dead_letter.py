@@ -48,10 +48,11 @@ def dead_letters_table(entries: Sequence[DeadLetterEntry], title: str, width: in
         lines = [Text(title, style="italic")]
         for entry in entries:
             deliveries = "-" if entry.delivery_count is None else str(entry.delivery_count)
-            lines.append(Text(f"{entry.id}  {_when(entry.id)}  deliveries {deliveries}  original "
-                              f"{entry.original_id or '-'}  correlation id {entry.correlation_id or '-'}",
-                              style="bold", overflow="fold"))
-            lines.append(Text(f"    {entry.reason}", overflow="fold"))
+            # Escaped as the table's cells are (`plain`): what is in Redis never drives the terminal.
+            lines.append(Text.from_markup(f"{plain(entry.id)}  {_when(entry.id)}  deliveries {deliveries}  original "
+                                          f"{plain(entry.original_id or '-')}  correlation id "
+                                          f"{plain(entry.correlation_id or '-')}", style="bold", overflow="fold"))
+            lines.append(Text.from_markup(f"    {plain(entry.reason)}", overflow="fold"))
         return Group(*lines)
     table = Table(title=title, expand=False)
     for column in ("id", "dead-lettered (UTC)", "original id", "deliveries"):
@@ -130,7 +131,10 @@ def replay(
     console.print(dead_letters_table(chosen, "dead letters to replay", console.width))
     if result.unreplayable:
         console.print(f"cannot replay (no original fields left): {', '.join(result.unreplayable)}")
-    if not result.applied and not nothing_replayable:
+    if nothing_replayable:
+        raise CtlError(f"nothing to replay: {len(result.unreplayable)} dead letter(s) have no original fields left",
+                       ExitCode.WARNING)
+    if not result.applied:
         console.print(f"dry run: nothing changed. Add --yes to replay {len(chosen) - len(result.unreplayable)} "
                       "dead letters to synergy_events.")
         return
@@ -138,9 +142,6 @@ def replay(
                   f"{result.audit_id or '-'}")
     if result.skipped:
         console.print(f"already gone (replayed by someone else meanwhile): {', '.join(result.skipped)}")
-    if nothing_replayable:
-        raise CtlError(f"nothing to replay: {len(result.unreplayable)} dead letter(s) have no original fields left",
-                       ExitCode.WARNING)
 
 
 def register(app: typer.Typer) -> None:

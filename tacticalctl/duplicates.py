@@ -60,6 +60,8 @@ def duplicates(
     if last is None:
         try:
             window_s = parse_duration(window)
+            if not window_s > 0:
+                raise ValueError("a window of 0 holds nothing: give one > 0 (e.g. 15m)")
         except ValueError as exc:
             raise CtlError(f"--window: {exc}", ExitCode.UNKNOWN) from None
     client = context.redis()

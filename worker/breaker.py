@@ -166,7 +166,9 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         self._consecutive_failures = 0
-        self._last_reason = None
+        if self._state is BreakerState.CLOSED:
+            # Open, a success is an earlier batch's commit settling: the reason it is open still holds.
+            self._last_reason = None
         if self._state is BreakerState.HALF_OPEN:
             self._close("trial succeeded", self._clock())
 

@@ -45,3 +45,8 @@ def breaker_state_key(consumer: str) -> str:
 
 def breaker_reset_honoured_key(consumer: str) -> str:
     return BREAKER_RESET_HONOURED_PREFIX + consumer
+
+
+# The field `tacticalctl dead-letter replay` adds to an event it puts back on the input stream: the entry id of the
+# copy that was dead-lettered. The duplicate checks do not take a replay for an upstream resending.
+REPLAYED_FROM_FIELD = "replayed_from"

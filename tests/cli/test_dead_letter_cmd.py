@@ -34,6 +34,8 @@ def test_list_shows_each_reason_and_whole_ids_on_a_narrow_terminal_and_beside_a_
     dead_letters(redis_client, 1, "matrix has NaN in row 3", "narrow")
     redis_client.xadd(DEAD_LETTER_STREAM, {"correlation_id": long_id, "dead_reason": "missing_field: missing symbol",
                                            "dead_entry_id": "1-1"})
+    redis_client.xadd(DEAD_LETTER_STREAM, {"correlation_id": "cid\x1b]0;pwned\x07", "dead_reason": "evil\x1b[2J",
+                                           "dead_entry_id": "1-2"})
     ids = [entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM)]
     for columns in ("80", "200"):
         result = CliRunner().invoke(app, ["--redis-url", redis_url, "dead-letter", "list"],
@@ -43,6 +45,7 @@ def test_list_shows_each_reason_and_whole_ids_on_a_narrow_terminal_and_beside_a_
         assert "matrixhasNaNinrow3" in flat and "missing_field:missingsymbol" in flat, (columns, result.stdout)
         for entry_id in ids:
             assert entry_id in result.stdout, (columns, entry_id, result.stdout)
+        assert "\x1b" not in result.stdout and "evil\\x1b[2J" in result.stdout  # shown, never sent to the terminal
 
 
 def test_list_shows_reason_deliveries_and_original_id(ctl: Ctl, redis_client: redis.Redis) -> None:
@@ -86,7 +89,9 @@ def test_replay_by_id_re_adds_the_original_fields_and_removes_the_dead_letter(
     doc = json.loads(result.stdout)
     new_id = doc["replayed"][dead_ids[0]]
     (_, replayed_fields), = redis_client.xrange(INPUT_STREAM, min=new_id, max=new_id)
-    assert replayed_fields == next(iter(originals.values()))
+    original_id, original = next(iter(originals.items()))
+    # The original fields, and which entry it replays (the duplicate checks do not take it for a resend).
+    assert replayed_fields == {**original, b"replayed_from": original_id}
     assert not any(name.startswith(b"dead_") for name in replayed_fields)
     assert redis_client.xlen(INPUT_STREAM) == before + 1
     assert [i.decode() for i, _ in redis_client.xrange(DEAD_LETTER_STREAM)] == dead_ids[1:]
@@ -139,5 +144,7 @@ def test_replaying_only_dead_letters_without_their_fields_says_so_and_exits_1(
     for flags in ((), ("--yes",), ("--yes", "--json")):
         result = ctl("dead-letter", "replay", "--id", bare, *flags)
         assert result.exit_code == 1, (flags, result.stdout, result.stderr)
-    assert "no original fields left" in ctl("dead-letter", "replay", "--id", bare, "--yes").stderr
+    for flags in ((), ("--yes",)):
+        said = ctl("dead-letter", "replay", "--id", bare, *flags)
+        assert "no original fields left" in said.stderr and "replayed" not in said.stdout
     assert redis_client.xlen(INPUT_STREAM) == 0

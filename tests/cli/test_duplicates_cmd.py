@@ -111,17 +111,23 @@ def test_the_window_sees_a_second_trade_however_many_commands_came_after(
 def test_a_replay_of_a_dead_letter_is_not_a_resend(
     ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
 ) -> None:
+    """`dead-letter replay` deletes the dead letter and re-adds the event, marked: the copy that was dead-lettered
+    was never decided, so the two are not an upstream resending. A corrected event sent after a dead-lettered copy
+    (the dead letter still there) is not one either."""
+    from tests.cli.streams import deliver_without_ack
     from worker.names import DEAD_LETTER_STREAM, INPUT_STREAM
+    from worker.ops.pending import dead_letter_stuck_entries
 
-    publish(redis_client, "fixed-1")
-    [(first_id, _)] = redis_client.xrange(INPUT_STREAM)
-    redis_client.xadd(DEAD_LETTER_STREAM, {"correlation_id": "fixed-1", "dead_entry_id": first_id,
-                                           "dead_reason": "matrix_size: matrix is 4 bytes"})
-    publish(redis_client, "fixed-1")  # the replay (or the upstream's corrected event)
-    assert ctl("duplicates", worker_url=url_of(worker_http)).exit_code == 0
-    publish(redis_client, "fixed-1")  # a third copy: both later ones were sent while the first was settled
-    assert ctl("duplicates", worker_url=url_of(worker_http)).exit_code == 1
-
-
-def url_of(worker_http: tuple[str, WorkerAnswers]) -> str:
-    return worker_http[0]
+    url = worker_http[0]
+    publish(redis_client, "fixed-1", "corrected-1")
+    deliver_without_ack(redis_client, "ghost", 2)
+    dead_letter_stuck_entries(redis_client, reason="bad matrix", min_idle_ms=0, actor="test", apply=True)
+    [replay_me] = [e for e, f in redis_client.xrange(DEAD_LETTER_STREAM) if f[b"correlation_id"] == b"fixed-1"]
+    assert ctl("dead-letter", "replay", "--id", replay_me.decode(), "--yes").exit_code == 0
+    publish(redis_client, "corrected-1")  # the upstream's corrected event
+    assert redis_client.xlen(INPUT_STREAM) == 4
+    assert ctl("duplicates", worker_url=url).exit_code == 0
+    publish(redis_client, "fixed-1")  # a resend of the replayed event: two copies that could be decided
+    result = ctl("duplicates", "--json", worker_url=url)
+    assert result.exit_code == 1
+    assert [o["correlation_id"] for o in json.loads(result.stdout)["input"]["offenders"]] == ["fixed-1"]

@@ -617,3 +617,21 @@ def test_a_bundle_whose_directory_name_cannot_be_a_version_fails_verification_be
     assert promote.exit_code == 2 and "is not a bundle version name" in promote.stderr
     assert "failed verification" in promote.stderr  # refused by verification, before the held-out evaluation
     assert read_current_version(models_dir) == SHIPPED.name
+
+
+def test_history_written_under_another_host_name_is_this_directorys_after_a_container_recreate(
+    tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    from models.bundle_history import PROMOTE_ACTION, REFUSED_ACTION, replaced_by_current
+    from worker.alerts import audit
+
+    a, b, c = "20250101T000000Z-aaaaaaaa", "20260101T000000Z-bbbbbbbb", "20260201T000000Z-cccccccc"
+    (tmp_path / "CURRENT").write_text(b + "\n")
+    place = {"models_dir": str(tmp_path.resolve()), "host": "3f2a9c1d0e7b"}  # the container before the recreate
+    audit(redis_client, actor="ops", action=PROMOTE_ACTION, detail="", previous=a, version=b, **place)
+    audit(redis_client, actor="ops", action=REFUSED_ACTION, detail="", previous=b, version=c, **place)
+    assert replaced_by_current(redis_client, tmp_path) == a
+    assert decided_versions(redis_client, tmp_path) == {c}
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    assert decided_versions(redis_client, elsewhere) == set()

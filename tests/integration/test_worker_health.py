@@ -207,13 +207,16 @@ def test_a_running_worker_whose_current_file_disappears_keeps_its_bundle(tmp_pat
 
     (models_dir / "CURRENT").unlink()
     wait_for(lambda: "CURRENT is missing" in (state(worker)["model"]["problem"] or ""), what="the missing CURRENT")
-    time.sleep(1.0)  # a few more failed polls
+
+    def failed_polls() -> float:
+        _, metrics = get(worker.http_url + "/metrics")
+        [model_load] = [line for line in metrics.decode().splitlines()
+                        if line.startswith('tactical_errors_total{operation="model_load"}')]
+        return float(model_load.split()[-1])
+
+    wait_for(lambda: failed_polls() >= 2, what="failed model polls counted")
     # Counted, but no event failed: the error rate (TacticalErrorRateHigh, about the input) is not 100 %.
     assert not state(worker)["window"].get("error_rate")
-    _, metrics = get(worker.http_url + "/metrics")
-    [model_load] = [line for line in metrics.decode().splitlines()
-                    if line.startswith('tactical_errors_total{operation="model_load"}')]
-    assert float(model_load.split()[-1]) >= 2
     publish_events(redis_client, events(10, "no-current"))
     wait_settled(redis_client, 10)
     versions = {fields[b"model_version"].decode() for _, fields in redis_client.xrange(DECISIONS_STREAM)}

@@ -161,6 +161,13 @@ def test_force_open_and_operator_reset() -> None:
     assert cb.allow()
 
 
+def test_an_open_breaker_keeps_its_reason_when_an_earlier_commit_settles() -> None:
+    cb, _ = breaker()
+    cb.force_open("health recovery: redis critical")
+    cb.record_success()  # the commit in flight when it opened, read afterwards
+    assert cb.state is BreakerState.OPEN and cb.last_reason == "health recovery: redis critical"
+
+
 def test_reset_of_a_closed_breaker_only_forgets_failures() -> None:
     cb, _ = breaker(threshold=3)
     cb.record_failure("x")

@@ -145,7 +145,8 @@ def _fleet_signature_step(bundle_dir: Path) -> CheckResult | None:
                        "here)", threshold)
     return _result("signature", Status.CRITICAL,
                    f"unsigned, but CURRENT {current} is signed: workers holding the key refuse it and keep CURRENT; "
-                   f"sign it first (`tacticalctl models sign {bundle_dir.name} --key-file <the workers' key>`)",
+                   f"sign it first (`tacticalctl models sign {bundle_dir.name} --key-file <the workers' key>`), or, "
+                   f"if no worker holds a key, delete {current}/{SIGNATURE_FILE}",
                    threshold, f"`tacticalctl models sign {bundle_dir.name} --key-file <the workers' key>`")
 
 

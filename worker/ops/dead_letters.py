@@ -16,6 +16,7 @@ import redis
 
 from worker.alerts import audit, require_audit_trail
 from worker.delivery import StreamNames
+from worker.names import REPLAYED_FROM_FIELD
 from worker.redis_text import as_optional_text
 from worker.stream_entries import entries, paged
 
@@ -160,6 +161,7 @@ class ReplayResult:
 
 
 # KEYS: dead-letter stream, input stream. ARGV: dead letter id, then the original flat fields.
+_REPLAYED_FROM = REPLAYED_FROM_FIELD.encode()
 _REPLAY_LUA = """
 if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return false end
 local fields = {}
@@ -191,7 +193,10 @@ def replay_dead_letters(
     for entry in planned:
         if not entry.original:
             continue
-        flat: list[bytes | str] = [item for pair in entry.original.items() for item in pair]
+        fields: dict[bytes, bytes | str] = {name: value for name, value in entry.original.items()
+                                            if name != _REPLAYED_FROM}
+        fields[_REPLAYED_FROM] = entry.original_id or entry.id  # the duplicate checks read it: not a resend
+        flat: list[bytes | str] = [item for pair in fields.items() for item in pair]
         new_id = script(keys=[streams.dead_letters, streams.input], args=[entry.id, *flat])
         if new_id is not None:
             replayed[entry.id] = as_optional_text(new_id) or ""

@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from prometheus_client.samples import Sample
 
-from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, INPUT_STREAM
+from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, INPUT_STREAM, REPLAYED_FROM_FIELD
 from worker.redis_text import as_text
 from worker.stream_entries import Entry, entry_time_ms, paged, parse_stream_id
 
@@ -22,6 +22,7 @@ PAGE = 1000
 DUPLICATE_COUNTER = "tactical_duplicate_events_total"
 DUPLICATE_WINDOW_S = 15 * 60.0  # what TacticalDuplicateEvents and the market-hours check watch
 WINDOW_COMMAND_LIMIT = 200_000  # commands read at most for a window: 15 min at over 200 trades/s
+_REPLAYED_FROM = REPLAYED_FROM_FIELD.encode()
 WINDOW_INPUT_LIMIT = 20_000  # events read at most for a window (~40 MB: each carries its 1,680-byte matrix)
 
 
@@ -110,9 +111,12 @@ def duplicate_commands(client: redis.Redis, *, last: int, stream: str = COMMANDS
 
 
 def window_start_ms(client: redis.Redis, window_s: float) -> int:
-    """Where a window of `window_s` ending now begins, by Redis's clock (the one its stream ids are stamped with)."""
+    """Where a window of `window_s` ending now begins, by Redis's clock (the one its stream ids are stamped with);
+    0 for a window longer than that clock."""
+    if not window_s > 0:
+        raise ValueError(f"a window of {window_s:g} s holds nothing: give one > 0")
     seconds, micros = client.time()
-    return int(seconds) * 1000 + int(micros) // 1000 - int(window_s * 1000)
+    return max(0, int(seconds) * 1000 + int(micros) // 1000 - int(window_s * 1000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,16 +142,19 @@ def window_commands(client: redis.Redis, window_s: float = DUPLICATE_WINDOW_S, *
 def window_resends(client: redis.Redis, window_s: float = DUPLICATE_WINDOW_S, *,
                    limit: int = WINDOW_INPUT_LIMIT) -> ScanResult:
     """Correlation ids sent more than once in the window (at most `limit` events, newest first: each carries its
-    matrix). An id sent again after its first copy was dead-lettered (`tacticalctl dead-letter replay`, or an
-    upstream sending a corrected event) is not an upstream resending: only one copy was ever decided."""
+    matrix), counting only copies that could be decided: not a `dead-letter replay` (it marks what it re-adds with
+    REPLAYED_FROM_FIELD), nor a copy that was itself dead-lettered (an upstream's corrected event follows it)."""
     since_ms = window_start_ms(client, window_s)
-    inputs = scan_offenders(client, INPUT_STREAM, limit=limit, since_ms=since_ms)
-    if not inputs.offenders:
-        return inputs
-    dead = {as_text(fields.get(b"dead_entry_id", b"")) for _, fields in
-            iter_newest(client, DEAD_LETTER_STREAM, limit=WINDOW_COMMAND_LIMIT, since_ms=since_ms)}
-    kept = tuple(o for o in inputs.offenders if len([e for e in o.entry_ids if e not in dead]) > 1)
-    return ScanResult(inputs.scanned, inputs.truncated, kept)
+    found = list(iter_newest(client, INPUT_STREAM, limit=limit + 1, since_ms=since_ms))
+    truncated = len(found) > limit
+    found = found[:limit]
+    offenders = repeated_ids((entry_id, fields) for entry_id, fields in found if _REPLAYED_FROM not in fields)
+    if offenders:
+        earliest_ms = min(offender.first_ms for offender in offenders)
+        dead = {as_text(fields.get(b"dead_entry_id", b"")) for _, fields in
+                iter_newest(client, DEAD_LETTER_STREAM, limit=limit, since_ms=earliest_ms)}
+        offenders = [o for o in offenders if len([e for e in o.entry_ids if e not in dead]) > 1]
+    return ScanResult(len(found), truncated, tuple(offenders))
 
 
 def scan_window(client: redis.Redis, window_s: float = DUPLICATE_WINDOW_S) -> WindowScan:
