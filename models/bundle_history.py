@@ -27,6 +27,7 @@ ROLLBACK_REFUSED_ACTION = "model_rollback_refused"  # the bundle failed verifica
 # Could not be attempted (another promotion running, CURRENT not writable): nothing was judged, nothing ruled out.
 PROMOTE_FAILED_ACTION = "model_promote_failed"
 ROLLBACK_FAILED_ACTION = "model_rollback_failed"
+SIGN_ACTION = "model_sign"  # manifest.sig written: what workers holding the key will accept
 AUDIT_SCAN = 10_000  # newest tactical_alerts entries read: months of a normal audit trail
 
 
@@ -91,6 +92,7 @@ __all__ = [
     "ROLLBACK_ACTION",
     "ROLLBACK_FAILED_ACTION",
     "ROLLBACK_REFUSED_ACTION",
+    "SIGN_ACTION",
     "bundle_place",
     "decided_versions",
     "replaced_by_current",

@@ -27,6 +27,7 @@ from models.bundle_history import (
     REFUSED_ACTION,
     ROLLBACK_FAILED_ACTION,
     ROLLBACK_REFUSED_ACTION,
+    SIGN_ACTION,
     bundle_place,
     replaced_by_current,
 )
@@ -38,7 +39,7 @@ from tacticalctl.context import get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age
 from tacticalctl.results import JsonOption, ModelsDirOption, exit_code, results_table, status_text
-from worker.alerts import audit, default_actor
+from worker.alerts import AuditTrailError, audit, default_actor
 from worker.connection import REDIS_FAILED
 from worker.ops.bundles import (
     LATENCY_BUDGET_MS,
@@ -434,6 +435,10 @@ def rollback(
                           f"{done.audit_id}. Running workers load it within their model poll.")
 
 
+# Why a signature could not be audited: no Redis here (a build machine), or an alert history of another type.
+_NOT_AUDITED: tuple[type[Exception], ...] = (CtlError, AuditTrailError, *REDIS_FAILED)
+
+
 @models_app.command("sign")
 def sign(
     ctx: typer.Context,
@@ -446,8 +451,10 @@ def sign(
 ) -> None:
     """Sign a verified bundle: write manifest.sig, an HMAC-SHA256 of its manifest with the key. Workers given the
     same key (TACTICAL_MODEL_SIGNING_KEY_FILE) refuse bundles that are unsigned or signed with another key.
+    Audited in tactical_alerts (model_sign) when Redis answers; signing where there is no Redis (a build machine)
+    still signs, with a warning that it was not audited.
 
-    JSON keys: version, signature_file."""
+    JSON keys: version, signature_file, audit_id (null when not audited), audit_error."""
     directory = _models_dir(models_dir)
     bundle_dir = _bundle(directory, version)
     try:
@@ -456,10 +463,21 @@ def sign(
         path = sign_bundle(bundle_dir, key)
     except BundleError as exc:
         raise CtlError(f"not signed: {exc}", ExitCode.CRITICAL) from None
+    audit_id, audit_error = None, None
+    try:
+        entry = audit(get_context(ctx).redis(), actor=default_actor(), action=SIGN_ACTION,
+                      detail=f"signed {bundle_dir.name} ({path.name})", version=bundle_dir.name,
+                      **bundle_place(directory))
+        audit_id = entry.decode() if isinstance(entry, bytes) else str(entry)
+    except _NOT_AUDITED as exc:
+        audit_error = exc.message if isinstance(exc, CtlError) else str(exc)
+        typer.echo(f"tacticalctl: warning: signed, but not audited in tactical_alerts: {audit_error}", err=True)
     if json_output:
-        print_json({"version": bundle_dir.name, "signature_file": str(path)})
+        print_json({"version": bundle_dir.name, "signature_file": str(path), "audit_id": audit_id,
+                    "audit_error": audit_error})
     else:
-        get_context(ctx).console.print(f"signed {bundle_dir.name}: {path}")
+        get_context(ctx).console.print(f"signed {bundle_dir.name}: {path}"
+                                       + (f"; audit entry {audit_id}" if audit_id else ""))
 
 
 def command_group() -> typer.core.TyperGroup:

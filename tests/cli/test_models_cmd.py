@@ -296,8 +296,11 @@ def test_sign_then_a_worker_with_the_key_accepts_it_and_refuses_an_unsigned_one(
 
     signed = ctl("models", "sign", "--key-file", str(key), "--models-dir", str(models_dir), "--json")
     assert signed.exit_code == 0, signed.stderr
-    assert json.loads(signed.stdout)["version"] == SHIPPED.name
+    doc = json.loads(signed.stdout)
+    assert doc["version"] == SHIPPED.name
     assert (models_dir / SHIPPED.name / "manifest.sig").is_file()
+    [entry] = [a for a in recent_alerts(redis.Redis.from_url(redis_url), count=10) if a.kind == "model_sign"]
+    assert (entry.id, entry.fields["version"]) == (doc["audit_id"], SHIPPED.name)
     assert ctl("models", "verify", "--models-dir", str(models_dir), "--budget-ms", "1000").exit_code == 0
 
 
@@ -635,3 +638,19 @@ def test_history_written_under_another_host_name_is_this_directorys_after_a_cont
     elsewhere = tmp_path / "other"
     elsewhere.mkdir()
     assert decided_versions(redis_client, elsewhere) == set()
+
+
+def test_signing_where_there_is_no_redis_signs_and_says_it_was_not_audited(
+    ctl: Ctl, models_dir: Path, tmp_path: Path
+) -> None:
+    from worker.embedded_redis import free_port
+
+    key = tmp_path / "signing.key"
+    key.write_text("k" * 32)
+    result = ctl("models", "sign", "--key-file", str(key), "--models-dir", str(models_dir), "--json",
+                 redis_url=f"redis://127.0.0.1:{free_port()}/2")  # a build machine: no Redis
+    assert result.exit_code == 0, result.stderr
+    assert (models_dir / SHIPPED.name / "manifest.sig").is_file()
+    doc = json.loads(result.stdout)
+    assert doc["audit_id"] is None and "unreachable" in doc["audit_error"]
+    assert "signed, but not audited" in result.stderr
