@@ -49,7 +49,7 @@ from worker.names import (
 from worker.redis_text import as_text
 from worker.security import effective_settings, non_secret_environment
 from worker.settings import WorkerSettings
-from worker.stream_entries import parse_stream_id
+from worker.stream_entries import parse_stream_id, time_reply_ms
 
 BACKUP_FORMAT = "tactical-backup/1"
 MANIFEST_MEMBER = "manifest.json"
@@ -186,7 +186,6 @@ def snapshot_streams(client: redis.Redis, names: tuple[str, ...] = BACKED_UP_STR
             pipe.pexpiretime(name)
             _queue_stream_state(pipe, name, group)
         replies = pipe.execute(raise_on_error=False)
-    seconds, micros = replies[0]
     states, dumps = [], []
     for i, name in enumerate(names):
         payload, expire, info, groups, pending = replies[1 + 5 * i: 6 + 5 * i]
@@ -195,7 +194,7 @@ def snapshot_streams(client: redis.Redis, names: tuple[str, ...] = BACKED_UP_STR
         states.append(_stream_state(name, info, groups, pending))
         if payload is not None:
             dumps.append(DumpedKey(name.encode(), payload, _expire_at(expire)))
-    return StreamsSnapshot(int(seconds) * 1000 + int(micros) // 1000, tuple(states), tuple(dumps))
+    return StreamsSnapshot(time_reply_ms(replies[0]), tuple(states), tuple(dumps))
 
 
 # ---- keys read after the transaction ---------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import redis
 
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
 from worker.redis_text import as_text
-from worker.stream_entries import parse_stream_id
+from worker.stream_entries import parse_stream_id, time_reply_ms
 
 # Entries after the group's last-delivered id counted exactly; a real backlog past this is large whatever its size.
 EXACT_COUNT_LIMIT = 256
@@ -106,8 +106,7 @@ def read_consumer_lag(
     oldest_id = min(waiting, key=parse_stream_id) if waiting else None
 
     if now_ms is None:
-        seconds_part, micros = server_time
-        now_ms = int(seconds_part) * 1000 + int(micros) // 1000
+        now_ms = time_reply_ms(server_time)
     seconds = 0.0
     if oldest_id is not None:
         seconds = max(0.0, (now_ms - parse_stream_id(oldest_id)[0]) / 1000.0)

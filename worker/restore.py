@@ -45,6 +45,7 @@ from worker.backup import (
 from worker.heartbeat import live_consumers
 from worker.names import BREAKER_PREFIX, COMPLETED_PREFIX
 from worker.redis_text import as_text
+from worker.stream_entries import server_now_ms
 
 TARGET_PATTERN = "tactical:*"
 # The keys each Redis member of an archive may hold, as `tacticalctl backup` writes them: anything else (a key of
@@ -347,11 +348,6 @@ def _write_model_file(target: Path, handle: IO[bytes]) -> None:
     os.replace(partial, target)
 
 
-def _server_ms(client: redis.Redis) -> int:
-    seconds, micros = client.time()
-    return int(seconds) * 1000 + int(micros) // 1000
-
-
 def verify_restored_models(models_dir: Path, files: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...]:
     """Model files in `models_dir` that are missing or differ from the archive's sha256."""
     differences = []
@@ -424,7 +420,7 @@ def restore_backup(
 def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: Path | None,
                      progress: Progress, *, redis_members: bool = True,
                      ) -> tuple[dict[str, int], int, list[str], dict[str, str]]:
-    now_ms = _server_ms(client)
+    now_ms = server_now_ms(client)
     restored: dict[str, int] = {}
     expired = 0
     written: list[str] = []

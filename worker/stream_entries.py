@@ -10,7 +10,7 @@ an entry id with one parser.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import cast
+from typing import Any, cast
 
 import redis
 
@@ -32,6 +32,17 @@ def parse_stream_id(entry_id: bytes | str) -> tuple[int, int]:
 def entry_time_ms(entry_id: bytes | str) -> int:
     """The millisecond part of a stream id: when Redis accepted the entry."""
     return parse_stream_id(entry_id)[0]
+
+
+def time_reply_ms(reply: Any) -> int:
+    """A TIME reply (seconds, microseconds) in milliseconds: the clock Redis stamps stream ids with."""
+    seconds, micros = reply
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def server_now_ms(client: redis.Redis) -> int:
+    """Redis's clock now, in milliseconds, to compare with stream ids (this host's clock may differ)."""
+    return time_reply_ms(client.time())
 
 
 def entries(client: redis.Redis, stream: str, *, lower: str | bytes = "-", upper: str | bytes = "+",

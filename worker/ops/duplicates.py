@@ -16,7 +16,7 @@ from prometheus_client.samples import Sample
 
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, INPUT_STREAM, REPLAYED_FROM_FIELD
 from worker.redis_text import as_text
-from worker.stream_entries import Entry, entry_time_ms, paged, parse_stream_id
+from worker.stream_entries import Entry, entry_time_ms, paged, parse_stream_id, server_now_ms
 
 PAGE = 1000
 DUPLICATE_COUNTER = "tactical_duplicate_events_total"
@@ -115,8 +115,7 @@ def window_start_ms(client: redis.Redis, window_s: float) -> int:
     0 for a window longer than that clock."""
     if not window_s > 0:
         raise ValueError(f"a window of {window_s:g} s holds nothing: give one > 0")
-    seconds, micros = client.time()
-    return max(0, int(seconds) * 1000 + int(micros) // 1000 - int(window_s * 1000))
+    return max(0, server_now_ms(client) - int(window_s * 1000))
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from worker.connection import refused_as_wrong_type
 from worker.heartbeat import live_consumers
 from worker.names import COMPLETED_PREFIX, PROCESSING_PREFIX
 from worker.redis_text import as_text
-from worker.stream_entries import entry_time_ms
+from worker.stream_entries import entry_time_ms, server_now_ms
 
 DEFAULT_OLDER_THAN_S = 24 * 3600.0
 # A completed key younger than this still answers the copies exactly-once is about: redeliveries and upstream resends
@@ -126,11 +126,6 @@ def describe_key(
     )
 
 
-def _server_now_ms(client: redis.Redis) -> int:
-    seconds, micros = client.time()
-    return int(seconds) * 1000 + int(micros) // 1000
-
-
 def scan_idempotency_keys(
     client: redis.Redis,
     kinds: Sequence[KeyKind] = (KeyKind.PROCESSING, KeyKind.COMPLETED),
@@ -139,7 +134,7 @@ def scan_idempotency_keys(
     completed_ttl_s: float | None = None,
 ) -> list[IdempotencyKey]:
     """Processing and completed keys (up to `limit` of each kind), oldest first within each kind."""
-    now_ms = _server_now_ms(client)
+    now_ms = server_now_ms(client)
     live = set(live_consumers(client))
     found: list[IdempotencyKey] = []
     for kind in kinds:

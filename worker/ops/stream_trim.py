@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import redis
 
 from worker.alerts import audit, require_audit_trail
 from worker.names import COMMANDS_STREAM, CONSUMER_GROUP, DECISIONS_STREAM, INPUT_STREAM
 from worker.redis_text import as_text
-from worker.stream_entries import parse_stream_id
+from worker.stream_entries import parse_stream_id, server_now_ms
 
 TRIMMED_STREAMS = (INPUT_STREAM, DECISIONS_STREAM, COMMANDS_STREAM)
 TRIM_STEP = 10_000
@@ -76,8 +76,7 @@ def plan_trim(client: redis.Redis, older_than_s: float,
     if unknown:
         raise StreamTrimError(f"{', '.join(unknown)}: only {', '.join(TRIMMED_STREAMS)} are trimmed here (dead letters "
                               "wait for an operator, the alert history is capped as it is written)")
-    seconds, micros = cast(tuple[int, int], client.time())
-    age_cutoff = (seconds * 1000 + micros // 1000 - int(older_than_s * 1000), 0)
+    age_cutoff = (server_now_ms(client) - int(older_than_s * 1000), 0)
     return [_plan(client, stream, age_cutoff, older_than_s) for stream in dict.fromkeys(streams)]
 
 
