@@ -22,8 +22,8 @@ PAGE = 1000
 DUPLICATE_COUNTER = "tactical_duplicate_events_total"
 DUPLICATE_WINDOW_S = 15 * 60.0  # what TacticalDuplicateEvents and the market-hours check watch
 WINDOW_COMMAND_LIMIT = 200_000  # commands read at most for a window: 15 min at over 200 trades/s
-_REPLAYED_FROM = REPLAYED_FROM_FIELD.encode()
 WINDOW_INPUT_LIMIT = 20_000  # events read at most for a window (~40 MB: each carries its 1,680-byte matrix)
+_REPLAYED_FROM = REPLAYED_FROM_FIELD.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +92,16 @@ def iter_newest(
 
 
 def scan_offenders(
-    client: redis.Redis, stream: str, *, limit: int, since_ms: int | None = None, until_ms: int | None = None
+    client: redis.Redis, stream: str, *, limit: int, since_ms: int | None = None, until_ms: int | None = None,
+    unless_field: bytes | None = None,
 ) -> ScanResult:
+    """Repeated correlation ids among the newest `limit` entries; an entry carrying `unless_field` is scanned but
+    not taken for a copy."""
     entries = list(iter_newest(client, stream, limit=limit + 1, since_ms=since_ms, until_ms=until_ms))
     truncated = len(entries) > limit
     entries = entries[:limit]
-    return ScanResult(len(entries), truncated, tuple(repeated_ids(entries)))
+    copies = entries if unless_field is None else [entry for entry in entries if unless_field not in entry[1]]
+    return ScanResult(len(entries), truncated, tuple(repeated_ids(copies)))
 
 
 def input_offenders(client: redis.Redis, *, last: int, stream: str = INPUT_STREAM) -> ScanResult:
@@ -122,12 +126,8 @@ def window_start_ms(client: redis.Redis, window_s: float) -> int:
 class WindowScan:
     """The duplicates of a recent window: repeated execution commands (never allowed) and ids sent again."""
 
-    window_s: float
     commands: ScanResult
-    resent: ScanResult  # ids sent more than once, less the copies sent after the first was dead-lettered
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"window_s": self.window_s, "commands": self.commands.as_dict(), "resent": self.resent.as_dict()}
+    resent: ScanResult  # ids sent more than once, less replays and copies sent after the first was dead-lettered
 
 
 def window_commands(client: redis.Redis, window_s: float = DUPLICATE_WINDOW_S, *,
@@ -143,22 +143,20 @@ def window_resends(client: redis.Redis, window_s: float = DUPLICATE_WINDOW_S, *,
     """Correlation ids sent more than once in the window (at most `limit` events, newest first: each carries its
     matrix), counting only copies that could be decided: not a `dead-letter replay` (it marks what it re-adds with
     REPLAYED_FROM_FIELD), nor a copy that was itself dead-lettered (an upstream's corrected event follows it)."""
-    since_ms = window_start_ms(client, window_s)
-    found = list(iter_newest(client, INPUT_STREAM, limit=limit + 1, since_ms=since_ms))
-    truncated = len(found) > limit
-    found = found[:limit]
-    offenders = repeated_ids((entry_id, fields) for entry_id, fields in found if _REPLAYED_FROM not in fields)
-    if offenders:
-        earliest_ms = min(offender.first_ms for offender in offenders)
-        dead = {as_text(fields.get(b"dead_entry_id", b"")) for _, fields in
-                iter_newest(client, DEAD_LETTER_STREAM, limit=limit, since_ms=earliest_ms)}
-        offenders = [o for o in offenders if len([e for e in o.entry_ids if e not in dead]) > 1]
-    return ScanResult(len(found), truncated, tuple(offenders))
+    inputs = scan_offenders(client, INPUT_STREAM, limit=limit, since_ms=window_start_ms(client, window_s),
+                            unless_field=_REPLAYED_FROM)
+    if not inputs.offenders:
+        return inputs
+    earliest_ms = min(offender.first_ms for offender in inputs.offenders)
+    dead = {as_text(fields.get(b"dead_entry_id", b"")) for _, fields in
+            iter_newest(client, DEAD_LETTER_STREAM, limit=limit, since_ms=earliest_ms)}
+    kept = tuple(o for o in inputs.offenders if len([e for e in o.entry_ids if e not in dead]) > 1)
+    return ScanResult(inputs.scanned, inputs.truncated, kept)
 
 
 def scan_window(client: redis.Redis, window_s: float = DUPLICATE_WINDOW_S) -> WindowScan:
     """Both scans of the window."""
-    return WindowScan(window_s, window_commands(client, window_s), window_resends(client, window_s))
+    return WindowScan(window_commands(client, window_s), window_resends(client, window_s))
 
 
 def duplicate_events_total(families: Mapping[str, list[Sample]]) -> float | None:
