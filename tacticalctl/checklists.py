@@ -14,7 +14,7 @@ from tacticalctl.formatting import parse_duration
 from tacticalctl.results import JsonOption, ModelsDirOption, exit_code, open_sources, results_table, status_text
 from worker.alerts import default_actor
 from worker.ops.checklists import ChecklistRun, end_of_day, market_check, morning_check
-from worker.ops.keys import plan_key_cleanup
+from worker.ops.keys import require_cleanable_age
 
 
 def _seconds(option: str, text: str) -> float:
@@ -104,7 +104,7 @@ def eod_command(
     period = None if since is None else _seconds("--since", since)
     older_than_s = _seconds("--older-than", older_than)
     try:
-        plan_key_cleanup([], older_than_s=older_than_s)  # an age too young is refused before anything runs
+        require_cleanable_age(older_than_s)  # refused before anything runs
     except ValueError as exc:
         raise CtlError(f"--older-than: {exc}", ExitCode.UNKNOWN) from None
     completed_ttl_s = float(worker_settings().completed_ttl_s)

@@ -16,6 +16,7 @@ from worker.ops.duplicates import (
     duplicate_commands,
     duplicate_events_total,
     input_offenders,
+    require_window,
     window_commands,
     window_resends,
 )
@@ -60,8 +61,7 @@ def duplicates(
     if last is None:
         try:
             window_s = parse_duration(window)
-            if not window_s > 0:
-                raise ValueError("a window of 0 holds nothing: give one > 0 (e.g. 15m)")
+            require_window(window_s)
         except ValueError as exc:
             raise CtlError(f"--window: {exc}", ExitCode.UNKNOWN) from None
     client = context.redis()

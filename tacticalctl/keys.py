@@ -18,6 +18,7 @@ from worker.ops.keys import (
     KeyKind,
     clean_keys,
     plan_key_cleanup,
+    require_cleanable_age,
     scan_idempotency_keys,
 )
 
@@ -126,7 +127,7 @@ def clean(
     skipped, audit_id."""
     try:
         older_than_s = parse_duration(older_than)
-        plan_key_cleanup([], older_than_s=older_than_s)  # refused before Redis is read
+        require_cleanable_age(older_than_s)
     except ValueError as exc:
         raise CtlError(f"--older-than: {exc}", ExitCode.UNKNOWN) from None
     context = get_context(ctx)

@@ -114,11 +114,16 @@ def duplicate_commands(client: redis.Redis, *, last: int, stream: str = COMMANDS
     return scan_offenders(client, stream, limit=last)
 
 
+def require_window(window_s: float) -> None:
+    """ValueError for a window that holds nothing; the CLI asks before it reads Redis."""
+    if not window_s > 0:
+        raise ValueError(f"a window of {window_s:g} s holds nothing: give one > 0 (e.g. 15m)")
+
+
 def window_start_ms(client: redis.Redis, window_s: float) -> int:
     """Where a window of `window_s` ending now begins, by Redis's clock (the one its stream ids are stamped with);
     0 for a window longer than that clock."""
-    if not window_s > 0:
-        raise ValueError(f"a window of {window_s:g} s holds nothing: give one > 0")
+    require_window(window_s)
     return max(0, server_now_ms(client) - int(window_s * 1000))
 
 
@@ -177,6 +182,7 @@ __all__ = [
     "input_offenders",
     "iter_newest",
     "repeated_ids",
+    "require_window",
     "scan_offenders",
     "scan_window",
     "window_commands",

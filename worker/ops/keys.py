@@ -187,11 +187,16 @@ class KeyCleanupPlan:
         }
 
 
-def plan_key_cleanup(keys: Iterable[IdempotencyKey], *, older_than_s: float = DEFAULT_OLDER_THAN_S) -> KeyCleanupPlan:
-    """Stale processing keys, and completed keys whose age is known and above `older_than_s`."""
+def require_cleanable_age(older_than_s: float) -> None:
+    """ValueError for an age under MIN_OLDER_THAN_S; the CLI asks before it reads Redis."""
     if older_than_s < MIN_OLDER_THAN_S:
         raise ValueError(f"an age of {older_than_s:g} s would delete completed keys that still guard against a copy "
                          f"being decided (and traded) again: give at least {MIN_OLDER_THAN_S / 60:g} min")
+
+
+def plan_key_cleanup(keys: Iterable[IdempotencyKey], *, older_than_s: float = DEFAULT_OLDER_THAN_S) -> KeyCleanupPlan:
+    """Stale processing keys, and completed keys whose age is known and above `older_than_s`."""
+    require_cleanable_age(older_than_s)
     keys = list(keys)
     return KeyCleanupPlan(
         stale_processing=tuple(k for k in keys if k.stale),
