@@ -323,6 +323,16 @@ class CurrentMissingError(BundleNotFoundError):
     """CURRENT is gone from a directory whose bundle is being served: which bundle to serve is no longer said."""
 
 
+def signed_current_version(models_dir: Path) -> str | None:
+    """CURRENT's version when that bundle carries a signature, else None (no CURRENT, unreadable, unsigned). Where
+    tacticalctl holds no key, a signed CURRENT is what says the workers hold one: they refuse unsigned bundles."""
+    try:
+        current = read_current_version(models_dir)
+    except BundleError:
+        return None
+    return current if current is not None and (Path(models_dir) / current / SIGNATURE_FILE).is_file() else None
+
+
 def named_bundle_dir(models_dir: Path) -> Path:
     """The bundle CURRENT names; CurrentMissingError without a CURRENT file. What a running worker follows: the
     newest bundle (`current_bundle_dir`'s fallback) may be one the promotion gate refused or one just compiled, and

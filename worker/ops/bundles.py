@@ -30,6 +30,7 @@ from models.bundle import (
     read_current_version,
     read_manifest,
     sha256_bytes,
+    signed_current_version,
     signing_key_from_env,
     verify_signature,
 )
@@ -132,12 +133,8 @@ def _signature_step(bundle_dir: Path) -> CheckResult | None:
 
 
 def _fleet_signature_step(bundle_dir: Path) -> CheckResult | None:
-    models_dir = bundle_dir.parent
-    try:
-        current = read_current_version(models_dir)
-    except BundleError:
-        return None
-    if current is None or current == bundle_dir.name or not (models_dir / current / SIGNATURE_FILE).is_file():
+    current = signed_current_version(bundle_dir.parent)
+    if current is None or current == bundle_dir.name:
         return None
     threshold = f"signed, as CURRENT {current} is"
     if (bundle_dir / SIGNATURE_FILE).is_file():

@@ -34,8 +34,8 @@ from models.bundle import (
     Manifest,
     current_bundle_dir,
     list_bundles,
-    read_current_version,
     read_manifest,
+    signed_current_version,
     verify_bundle,
 )
 from models.bundle_history import decided_versions
@@ -667,7 +667,7 @@ def servable_bundles(models_dir: Path) -> list[Manifest]:
     Signatures are checked with this process's key (TACTICAL_MODEL_SIGNING_KEY_FILE); without one, a signed CURRENT
     says the workers have a key, and an unsigned bundle is not offered (they would refuse it)."""
     servable = []
-    signed_fleet = _current_is_signed(models_dir)
+    signed_fleet = signed_current_version(models_dir) is not None
     for manifest in list_bundles(models_dir):
         if manifest.bundle_dir is None:
             continue
@@ -680,14 +680,6 @@ def servable_bundles(models_dir: Path) -> list[Manifest]:
         if jit_log_status(manifest.bundle_dir).successful:
             servable.append(manifest)
     return servable
-
-
-def _current_is_signed(models_dir: Path) -> bool:
-    try:
-        current = read_current_version(models_dir)
-    except BundleError:
-        return False
-    return current is not None and (Path(models_dir) / current / SIGNATURE_FILE).is_file()
 
 
 @check("backups", "Redis persistence: last RDB save / AOF write ok; a `tacticalctl backup` within 26 h")
