@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
 from redis.connection import AbstractConnection, Connection
+from redis.retry import Retry
 
 from worker.security import PASSWORD_FILE_ENV, RedisSecurity
 from worker.settings import redact_url
@@ -56,9 +58,13 @@ def connect(
     client_name: str | None = None,
     read_timeout_s: float = 0.0,
     connect_timeout_s: float = 2.0,
+    reply_timeout_s: float | None = None,
+    retries: int | None = None,
     security: RedisSecurity | None = None,
 ) -> redis.Redis:
-    """A bytes-in, bytes-out client. The socket timeout leaves room for blocking reads of `read_timeout_s`.
+    """A bytes-in, bytes-out client. The socket timeout leaves room for blocking reads of `read_timeout_s`, unless
+    `reply_timeout_s` sets it. `retries` replaces redis-py's default retries of a command that timed out or lost
+    its connection (0: none; a probe must answer "unreachable" within its timeout, not several timeouts later).
 
     TLS files and a password file come from `security`, by default from the `TACTICAL_REDIS_*` environment;
     a misconfiguration raises RedisSecurityError (a ValueError) here, before any connection is tried."""
@@ -70,10 +76,11 @@ def connect(
         client_url,
         client_name=client_name or "tactical",
         socket_connect_timeout=connect_timeout_s,
-        socket_timeout=read_timeout_s + 5.0,
+        socket_timeout=read_timeout_s + 5.0 if reply_timeout_s is None else reply_timeout_s,
         health_check_interval=30,
         decode_responses=False,
         redis_connect_func=_authenticating(url, security),
+        **({} if retries is None else {"retry": Retry(NoBackoff(), retries)}),
         **options,
     )
 

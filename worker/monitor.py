@@ -48,6 +48,10 @@ log = logging.getLogger("tactical.monitor")
 AGENT_PROBE_INTERVAL_S = 10.0
 LAG_UNREADABLE: tuple[type[Exception], ...] = (LagUnavailable, *REDIS_FAILED)  # named: mypy reads no `*` in except
 RATE_WARMUP_S = 10.0  # a rate needs some seconds of work behind it before it can be judged
+# The monitor's commands are quick (PING, lag, an alert's XADD). A reply this late is 20 times the critical round
+# trip, and is judged "unreachable", not waited for: with redis-py's default timeout and retries a hung Redis kept
+# /health "healthy" for ~11 s, then refreshed it every ~6 s.
+REPLY_TIMEOUT_S = 1.0
 
 
 def _ms(seconds: float) -> float | None:
@@ -63,7 +67,7 @@ class HealthMonitor:
         self.machine = HealthStateMachine(HealthPolicy(recovery_s=self.settings.health_recovery_s), clock=clock)
         self.lag_trend = LagTrend()
         self.client = connect(self.settings.redis_url, client_name=f"tactical-monitor:{self.settings.consumer}",
-                              connect_timeout_s=1.0)
+                              connect_timeout_s=REPLY_TIMEOUT_S, reply_timeout_s=REPLY_TIMEOUT_S, retries=0)
         self.model_confirmed_at = clock()
         self.model_problem: str | None = None
         self._breaker_transitions_seen = 0
@@ -258,6 +262,17 @@ class HealthMonitor:
             self.worker.telemetry.metrics.observe_stage("inference", seconds, agent_type=agent)
 
     # ---- what HTTP serves ------------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """`/health`: the last tick's judgement, with the uptime of now (a tick waiting on Redis must not stop it)."""
+        return {**self.health_doc, "uptime_s": self.uptime_s()}
+
+    def state(self) -> dict[str, Any]:
+        """`/health/state`: the last tick's document (`at` says when it was measured), with the uptime of now."""
+        return {**self.state_doc, "uptime_s": self.uptime_s()} if self.state_doc else {}
+
+    def uptime_s(self) -> float:
+        return round(time.monotonic() - self.worker.state.started_at, 3)
+
     def _publish(self, lag: ConsumerLag | None, stats: Any, now: float) -> None:
         worker = self.worker
         metrics = worker.telemetry.metrics
@@ -269,7 +284,7 @@ class HealthMonitor:
         metrics.set_breaker_state(int(breaker.state))
         metrics.set_consumer_lag(None if lag is None else lag.seconds, None if lag is None else lag.count)
         metrics.set_model_staleness(staleness)
-        uptime = time.monotonic() - worker.state.started_at
+        uptime = self.uptime_s()
         snapshot = self.machine.snapshot()
         self.state_doc = {
             "at": now,  # when this document was measured
@@ -277,7 +292,7 @@ class HealthMonitor:
             "state_code": int(state),
             "since": snapshot["since"],
             "consumer": self.settings.consumer,
-            "uptime_s": round(uptime, 3),
+            "uptime_s": uptime,
             "health_checks": snapshot["health_checks"],
             "recovery": snapshot["recovery"],
             "recent_transitions": snapshot["recent_transitions"],
@@ -319,5 +334,5 @@ class HealthMonitor:
             "state_code": int(state),
             "consumer": self.settings.consumer,
             "model_version": None if ensemble is None else ensemble.version,
-            "uptime_s": round(uptime, 3),
+            "uptime_s": uptime,
         }

@@ -178,8 +178,8 @@ class Worker:
         self.monitor = HealthMonitor(self, interval_s=s.health_interval_s).start()
         self.http = HealthServer(
             s.http_host, s.http_port, metrics=self.telemetry.metrics,
-            health_snapshot=lambda: self.monitor.health_doc if self.monitor else {},
-            state_snapshot=lambda: self.monitor.state_doc if self.monitor else {},
+            health_snapshot=lambda: self.monitor.health() if self.monitor else {},
+            state_snapshot=lambda: self.monitor.state() if self.monitor else {},
         ).start()
         # Torch, numpy and the models leave ~200k long-lived objects; a full collection walking them pauses the hot
         # path for ~80 ms. Frozen, they are never traversed again: full collections see only what came later.

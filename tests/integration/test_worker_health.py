@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,7 @@ from tests.deploy.deploy_contract import RUNBOOK_METRICS
 from tests.events import many_events
 from tests.integration.streams import pending_count, wait_for, wait_settled
 from worker.breaker import request_reset
+from worker.connection import connect
 from worker.embedded_redis import EmbeddedRedis
 from worker.feed import send_events, simulated_events
 from worker.metrics import LATENCY_BUCKETS
@@ -132,6 +137,42 @@ def test_stopped_redis_moves_health_up_and_back_down_with_hysteresis(private_red
              what="transitions alerted, including the one raised while Redis was down")
     assert worker.poll() is None
     client.close()
+
+
+@contextmanager
+def hung(server: EmbeddedRedis) -> Iterator[None]:
+    """Redis stopped in its tracks (SIGSTOP): connections stay open, nothing answers."""
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+
+
+def test_a_hung_redis_is_critical_on_health_while_uptime_keeps_moving(private_redis: EmbeddedRedis, start_worker):
+    worker = start_worker(private_redis.url(), health_interval_s=0.2)
+    wait_for(lambda: state(worker)["state"] == "healthy", what="healthy at start")
+    with hung(private_redis):
+        first = json.loads(get(worker.http_url + "/health")[1])["uptime_s"]
+        time.sleep(1.0)
+        assert json.loads(get(worker.http_url + "/health")[1])["uptime_s"] >= first + 1.0, "uptime is of now"
+        wait_for(lambda: state(worker)["state"] == "critical", timeout_s=20, what="critical while Redis hangs")
+        redis_check = next(c for c in state(worker)["health_checks"] if c["name"] == "redis")
+        assert redis_check["status"] == "critical" and "unreachable" in redis_check["message"]
+    wait_for(lambda: state(worker)["health_checks"][0]["status"] == "ok", timeout_s=20, what="Redis answers again")
+
+
+def test_a_probe_client_gives_up_on_a_hung_redis_after_one_timeout(private_redis: EmbeddedRedis) -> None:
+    probe = connect(private_redis.url(), reply_timeout_s=0.5, retries=0)
+    probe.ping()
+    with hung(private_redis):
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            probe.ping()
+        # redis-py's default would try 3 more times (2 s at least): a health probe would say nothing for seconds.
+        assert time.monotonic() - started < 1.5
+    probe.close()
 
 
 def test_hot_reload_swaps_models_under_load_with_no_failed_event(tmp_path: Path, redis_url, redis_client,
