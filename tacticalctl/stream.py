@@ -36,7 +36,9 @@ def render_overview(overview: StreamOverview) -> RenderableType:
     ):
         summary.add_row(label, plain(value))
 
-    groups = Table(title="consumer groups", expand=False)
+    groups = Table(title="consumer groups", expand=False,
+                   caption="lag: Redis's figure, high after a restart until the group catches up; `tacticalctl lag` "
+                   "counts")
     for column in ("group", "consumers", "pending", "last delivered", "entries read", "lag"):
         groups.add_column(column)
     for group in overview.groups:

@@ -50,14 +50,22 @@ class ConsumerLag:
     last_delivered_id: str
     entries_read: int | None
     stream_length: int
+    count_exact: bool = True  # counted; False: Redis's figure, past EXACT_COUNT_LIMIT (high after a restart)
 
     @property
     def count_text(self) -> str:
-        return "unknown" if self.count is None else str(self.count)
+        if self.count is None:
+            return "unknown"
+        if not self.count_exact:
+            # Redis's figure can be many times the truth after a restart (see the module's doc): what was counted is
+            # certain, Redis's figure is shown beside it as the estimate it is.
+            return f"≥{EXACT_COUNT_LIMIT} (Redis: {self.count})"
+        return str(self.count)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "count": self.count,
+            "count_exact": self.count_exact,
             "pending": self.pending,
             "seconds": self.seconds,
             "oldest_id": self.oldest_id,
@@ -125,6 +133,7 @@ def read_consumer_lag(
         last_delivered_id=last_delivered_id,
         entries_read=None if entries_read is None else int(entries_read),
         stream_length=int(length),
+        count_exact=counted < EXACT_COUNT_LIMIT,
     )
 
 

@@ -96,6 +96,21 @@ def test_a_pending_entry_older_than_the_undelivered_ones_sets_the_age(
     assert lag.seconds == 10.0
 
 
+def test_redis_overstating_a_large_lag_is_shown_as_its_estimate_beside_what_was_counted(
+    redis_client: redis.Redis, backlog: tuple[int, list[str]]
+) -> None:
+    # What Redis 7.0 does after a restart (its entries-read reloaded as of the last AOF rewrite), made at once.
+    _first_ms, ids = backlog
+    redis_client.execute_command("XGROUP", "SETID", INPUT_STREAM, CONSUMER_GROUP, ids[499], "ENTRIESREAD", 100)
+    lag = read_consumer_lag(redis_client)
+    assert (lag.count, lag.count_exact) == (900, False)  # 500 wait
+    assert lag.count_text == "≥256 (Redis: 900)"
+    assert lag.as_dict()["count_exact"] is False
+    redis_client.xgroup_setid(INPUT_STREAM, CONSUMER_GROUP, ids[899])
+    counted = read_consumer_lag(redis_client)
+    assert (counted.count, counted.count_exact, counted.count_text) == (100, True, "100")
+
+
 def test_xdel_of_an_unread_entry_makes_the_count_unknown_not_zero(
     redis_client: redis.Redis, backlog: tuple[int, list[str]]
 ) -> None:
