@@ -38,7 +38,10 @@ class WorkerSettings:
     models_dir: Path = _setting(None, "directory of model bundles", default_factory=default_models_dir)
     batch_size: int = _setting(100, "entries read per XREADGROUP", at_least=1)
     block_ms: int = _setting(100, "XREADGROUP block time; bounds shutdown and breaker reaction", at_least=1)
-    claim_min_idle_ms: int = _setting(5000, "reclaim entries pending longer than this from other consumers", at_least=1)
+    # Below the lag warning (2 s), with the claim interval: a dead worker's entries are decided by the others before
+    # their lag turns the others' health critical (5 s). A slow but live worker's entry taken meanwhile is decided
+    # once still (the commit checks), at the cost of one more delivery.
+    claim_min_idle_ms: int = _setting(1000, "reclaim entries pending longer than this from other consumers", at_least=1)
     claim_interval_ms: int = _setting(1000, "how often to look for entries to reclaim", at_least=1)
     processing_lease_ms: int = _setting(30000, "lease of tactical:processing:{cid} while an event is in flight",
                                         at_least=1)

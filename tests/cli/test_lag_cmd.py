@@ -18,8 +18,8 @@ from worker.embedded_redis import free_port
 from worker.lag import EXACT_COUNT_LIMIT
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
 
-LAG_KEYS = {"count", "count_exact", "pending", "seconds", "oldest_id", "last_delivered_id", "entries_read", "stream_length",
-            "entries_added", "trend", "rate_in_per_s", "rate_out_per_s", "status", "threshold_warn_s",
+LAG_KEYS = {"count", "count_exact", "pending", "seconds", "oldest_id", "last_delivered_id", "entries_read",
+            "stream_length", "entries_added", "trend", "rate_in_per_s", "rate_out_per_s", "status", "threshold_warn_s",
             "threshold_critical_s", "message", "at"}
 
 

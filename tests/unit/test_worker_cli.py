@@ -54,3 +54,12 @@ def test_the_limits_tests_and_operators_rely_on_are_allowed() -> None:
     settings = WorkerSettings.from_env({}, breaker_restart_limit=0, shutdown_grace_s=0.0, health_recovery_s=0.0,
                                        http_addr="127.0.0.1:0")
     assert settings.breaker_restart_limit == 0 and settings.http_port == 0
+
+
+def test_by_default_a_dead_workers_entries_are_reclaimed_before_the_lag_warning() -> None:
+    # Pending past min-idle, found within one claim interval: at the 5 s default every other worker went critical
+    # (lag > 5 s) after one crash.
+    from worker.health import DEFAULT_THRESHOLDS
+
+    settings = WorkerSettings()
+    assert (settings.claim_min_idle_ms + settings.claim_interval_ms) / 1e3 <= DEFAULT_THRESHOLDS.lag_warn_s

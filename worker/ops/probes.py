@@ -323,7 +323,7 @@ def probe_pending(sources: Sources) -> list[Finding]:
     redelivered = [e for e in stuck if e.times_delivered >= SETTINGS.max_deliveries]
     findings = [_warn(f"{len(stuck)} entries pending over {SETTINGS.claim_min_idle_ms / 1000:g} s, held by "
                       + ", ".join(f"{c} ({n})" for c, n in holders.most_common(5))
-                      + ": `tacticalctl pending --extended --idle 5000`",
+                      + f": `tacticalctl pending --extended --idle {SETTINGS.claim_min_idle_ms}`",
                       oldest=stuck[0].as_dict(), holders=dict(holders))]
     if redelivered:
         findings.append(_warn(f"{len(redelivered)} entries delivered {SETTINGS.max_deliveries}+ times: they fail "
