@@ -234,6 +234,12 @@ class DeadLetter:
     fields: Mapping[bytes | str, bytes | str]  # the original fields, then reason, delivery_count, ...
     correlation_id: str | None = None  # its lease, if this entry holds one, is released with it
 
+    @property
+    def reason(self) -> str:
+        """Why (`dead_reason`, as `dead_letter_fields` writes it)."""
+        reason = self.fields.get("dead_reason", self.fields.get(b"dead_reason", ""))
+        return reason.decode(errors="replace") if isinstance(reason, bytes) else reason
+
 
 @dataclass(frozen=True, slots=True)
 class StreamNames:

@@ -76,7 +76,7 @@ class BatchResult:
     decisions: list[Decision] = field(default_factory=list)  # committed by this worker
     events: list[SynergyEvent] = field(default_factory=list)  # the events of `decisions`, same order
     duplicates: int = 0
-    dead_letters: list[str] = field(default_factory=list)  # reasons
+    dead_letters: list[DeadLetter] = field(default_factory=list)  # written to the dead-letter stream by this worker
     failed: list[FailedEvent] = field(default_factory=list)  # left pending: see FailedEvent
     batch_error: str | None = None  # the batch failed as a whole, and its events were decided one at a time
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -87,6 +87,10 @@ class BatchResult:
     @property
     def executed(self) -> int:
         return sum(1 for d in self.decisions if d.execute)
+
+    @property
+    def dead_reasons(self) -> list[str]:
+        return [letter.reason for letter in self.dead_letters]
 
 
 @dataclass(slots=True)
@@ -319,7 +323,7 @@ class EventPipeline:
                 result.duplicates += 1
         for letter, outcome in zip(batch.dead, dead_outcomes, strict=True):
             if outcome == "dead_lettered":
-                result.dead_letters.append(str(letter.fields["dead_reason"]))
+                result.dead_letters.append(letter)
             else:
                 result.duplicates += 1
         result.stage_seconds["commit"] = commit_seconds

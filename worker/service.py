@@ -41,6 +41,7 @@ from worker.http_server import HealthServer
 from worker.inference import AgentEnsemble, row_invariant_kernels
 from worker.monitor import HealthMonitor
 from worker.pipeline import BatchResult, EventPipeline, PipelineConfig, StageError, StreamEntry
+from worker.redis_text import as_text
 from worker.settings import WorkerSettings, redact_url
 from worker.telemetry import Telemetry
 
@@ -612,8 +613,10 @@ class Worker:
             with self.breaker_lock:
                 self.breaker.record_success()  # its commit came back: the pipeline works end to end
             self.telemetry.record_batch(result)
-            for reason in result.dead_letters:
-                log.warning("dead-lettered an event: %s", reason)
+            for letter in result.dead_letters:
+                cid = letter.correlation_id or "(no valid correlation id)"
+                log.warning("dead-lettered event %s (entry %s): %s", cid,
+                            as_text(letter.entry_id), letter.reason)
             if result.batch_error is not None:
                 self.report_batch_fallback(result.batch_error)
             for failed in result.failed:

@@ -140,7 +140,7 @@ def test_a_poison_event_dead_lettered_at_max_deliveries_can_be_replayed_and_deci
 
     [entry] = [e for e in entries if e.fields[b"correlation_id"] == b"r-1"]
     result = pipeline.process([dataclasses.replace(entry, delivery_count=CONFIG.max_deliveries + 1)])
-    assert [r.split(":")[0] for r in result.dead_letters] == ["max_deliveries"]
+    assert [r.split(":")[0] for r in result.dead_reasons] == ["max_deliveries"]
     assert not redis_client.exists(processing_key("r-1")), "dead-lettering releases the lease"
 
     model.poison = None  # fixed: the replay is decided

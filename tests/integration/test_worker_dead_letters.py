@@ -48,6 +48,11 @@ def test_each_malformed_event_is_dead_lettered_with_its_reason(redis_url, redis_
     assert b"matrix" in first, "the original fields are kept"
     assert decided_ids(redis_client) == {b"good-after": 1}
     assert pending_count(redis_client) == 0
+    # Its log line says which event and which entry, to find it with `tacticalctl dead-letter list`.
+    nan_entry = next(fields[b"dead_entry_id"].decode() for _, fields in redis_client.xrange(DEAD_LETTER_STREAM)
+                     if fields[b"dead_reason"].startswith(b"matrix_not_finite"))
+    assert f"dead-lettered event m2 (entry {nan_entry}): matrix_not_finite:" in worker.log_text()
+    assert "dead-lettered event (no valid correlation id) (entry " in worker.log_text()
 
 
 def test_an_event_with_thousands_of_fields_is_dead_lettered_not_lost(redis_url, redis_client, start_worker) -> None:

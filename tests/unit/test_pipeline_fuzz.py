@@ -144,7 +144,7 @@ def test_every_garbage_entry_is_decided_dead_lettered_or_a_duplicate(
     assert set(commands) == executed and all(n == 1 for n in commands.values())
 
     assert len(result.decisions) == len(to_decide)
-    assert sorted(result.dead_letters) == sorted(reason for kind, reason in expected.values() if kind == "dead")
+    assert sorted(result.dead_reasons) == sorted(reason for kind, reason in expected.values() if kind == "dead")
     assert len(result.decisions) + len(result.dead_letters) + result.duplicates == len(entries)
     assert client.xpending(INPUT_STREAM, CONSUMER_GROUP)["pending"] == 0, "every entry acked"
     assert client.keys("tactical:processing:*") == [], "no lease left behind"
