@@ -93,8 +93,11 @@ def duplicates(
     if worker_error:
         console.print(f"[bold red]duplicate counter unavailable[/]: {worker_error}")
     else:
-        console.print(f"tactical_duplicate_events_total: {0 if counted is None else int(counted)} "
-                      "(events already decided or in flight, acked without a second command)")
+        # One worker's counter: with several, each counts its own (Prometheus sums them); the tables below are
+        # read from the streams, every worker's.
+        console.print(f"tactical_duplicate_events_total of the worker at {plain(context.worker_url)}: "
+                      f"{0 if counted is None else int(counted)} (since its start; events already decided or in "
+                      "flight, acked without a second command; other workers count their own)")
     if inputs.offenders:
         console.print(offenders_table(inputs, f"correlation ids repeated {events_seen}"))
     else:

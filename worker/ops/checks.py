@@ -518,7 +518,8 @@ def check_duplicate_alerts(sources: Sources, window_s: float = MARKET_WINDOW_S) 
         counted = None
     value = (f"{len(resent.offenders)} correlation id(s) sent more than once in {_duration(window_s)} "
              f"({resent.scanned} events{', the newest' if resent.truncated else ''}); "
-             f"{'unknown' if counted is None else int(counted)} duplicate events caught by the worker since its start; "
+             f"{'unknown' if counted is None else int(counted)} duplicate events caught by the worker at "
+             f"{sources.worker_url} since its start; "
              f"{len(commands.offenders)} repeated command(s) in {_duration(window_s)} ({commands.scanned} commands"
              f"{', the newest' if commands.truncated else ''})")
     details = {"duplicate_events_total": counted, "duplicate_commands": commands.as_dict(),
