@@ -54,7 +54,7 @@ def _progress() -> Iterator[Any]:
 def streams_table(states: list[StreamState], title: str) -> Table:
     table = Table(title=title, expand=False)
     for column in ("stream", "entries", "last id", "group", "last delivered", "entries read", "pending"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for state in states:
         if not state.exists:
             table.add_row(plain(state.name), "(none)", "-", "-", "-", "-", "-")

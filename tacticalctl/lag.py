@@ -36,7 +36,7 @@ def render_reading(reading: LagReading, recent_seconds: list[float]) -> Renderab
     trend = styled(trend_level(reading.trend), reading.trend.value)
     table = Table(title=f"consumer lag — {styled(reading.status)}", expand=False)
     for column in ("undelivered", "pending", "lag", "trend", "in", "out"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", overflow="fold")
     table.add_row(lag.count_text, str(lag.pending), seconds, trend, _rate(reading.rate_in_per_s),
                   _rate(reading.rate_out_per_s))
     thresholds = (f"thresholds: warn > {DEFAULT_THRESHOLDS.lag_warn_s:g} s, "

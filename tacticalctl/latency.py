@@ -25,7 +25,7 @@ def _ms(value: float | None, saturated: bool = False) -> str:
 def latency_table(rows: list[OperationLatency], title: str) -> Table:
     table = Table(title=title)
     for column in ("operation", "count", "p50", "p99", "mean", "status"):
-        table.add_column(column, justify="left" if column in ("operation", "status") else "right", no_wrap=True)
+        table.add_column(column, justify="left" if column in ("operation", "status") else "right", overflow="fold")
     for row in rows:
         table.add_row(row.label, str(row.count), _ms(row.p50_ms), _ms(row.p99_ms, row.saturated), _ms(row.mean_ms),
                       styled(row.status) if row.count else "no events")

@@ -163,7 +163,7 @@ def _print_listing(console: Console, directory: Path, listings: list[BundleListi
     wide = console.width >= WIDE_LISTING
     table = Table(title=f"model bundles in {directory}")
     for column in ("", "version", "created (UTC)", "age", "JIT log", *(["metrics"] if wide else [])):
-        table.add_column(column, no_wrap=column != "metrics")
+        table.add_column(column, overflow="fold")
     now = datetime.now(UTC)
     for listing in listings:
         jit = ("[green]successful[/]" if listing.jit_successful else

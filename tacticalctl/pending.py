@@ -43,7 +43,7 @@ def _liveness(name: str, live: set[str]) -> str:
 def entries_table(entries: Sequence[PendingEntry], live: set[str], title: str) -> Table:
     table = Table(title=title, expand=False)
     for column in ("entry id", "consumer", "idle", "deliveries"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for entry in entries:
         table.add_row(entry.entry_id, _liveness(entry.consumer, live), age(entry.idle_ms / 1000),
                       str(entry.times_delivered))
@@ -96,7 +96,7 @@ def pending(
         return
     console.print(f"{summary.count} pending entries, ids {summary.min_id} … {summary.max_id}")
     table = Table(expand=False)
-    table.add_column("consumer")
+    table.add_column("consumer", overflow="fold")
     table.add_column("pending", justify="right")
     for name, pending_count in summary.consumers.items():
         table.add_row(_liveness(name, live), str(pending_count))

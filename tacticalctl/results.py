@@ -43,14 +43,16 @@ def exit_code(status: Status) -> ExitCode:
 
 
 def results_table(title: str, results: Sequence[CheckResult], *, numbered: bool = True) -> Table:
+    # Fold, never cut: a URL, a path or a command is one long word, and an operator (or the file a cron job writes,
+    # 80 columns wide) needs all of it.
     table = Table(title=title, expand=True, show_lines=True)
     if numbered:
         table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("step", no_wrap=True)
+    table.add_column("step", overflow="fold", ratio=2)
     table.add_column("status", no_wrap=True)
-    table.add_column("value", ratio=3)
-    table.add_column("threshold", ratio=2)
-    table.add_column("next action", ratio=3)
+    table.add_column("value", overflow="fold", ratio=3)
+    table.add_column("threshold", overflow="fold", ratio=2, min_width=9)
+    table.add_column("next action", overflow="fold", ratio=3)
     for index, result in enumerate(results, start=1):
         cells = [result.step, status_text(result.status), result.value, result.threshold, result.next_action or "-"]
         table.add_row(*([str(index)] if numbered else []), *cells)

@@ -23,8 +23,8 @@ stream_app = typer.Typer(help="Inspect a Redis stream: entries, consumer groups,
 
 def render_overview(overview: StreamOverview) -> RenderableType:
     summary = Table(title=f"stream {plain(overview.stream)}", show_header=False, expand=False)
-    summary.add_column("field", style="bold")
-    summary.add_column("value")
+    summary.add_column("field", style="bold", overflow="fold")
+    summary.add_column("value", overflow="fold")
     for label, value in (
         ("length", str(overview.length)),
         ("entries added", "unknown" if overview.entries_added is None else str(overview.entries_added)),
@@ -40,7 +40,7 @@ def render_overview(overview: StreamOverview) -> RenderableType:
                    caption="lag: Redis's figure, high after a restart until the group catches up; `tacticalctl lag` "
                    "counts")
     for column in ("group", "consumers", "pending", "last delivered", "entries read", "lag"):
-        groups.add_column(column)
+        groups.add_column(column, overflow="fold")
     for group in overview.groups:
         groups.add_row(
             plain(group.name),
@@ -53,7 +53,7 @@ def render_overview(overview: StreamOverview) -> RenderableType:
 
     consumers = Table(title="consumers", expand=False)
     for column in ("group", "consumer", "pending", "idle", "heartbeat"):
-        consumers.add_column(column)
+        consumers.add_column(column, overflow="fold")
     for group in overview.groups:
         for consumer in group.consumers:
             beat = "[green]alive[/]" if consumer.alive else "[bold red]no heartbeat[/]"

@@ -19,6 +19,7 @@ from worker.delivery import ensure_group
 
 COLOUR = re.compile(r"\x1b\[(3[0-7]|9[0-7]|38;)")  # a foreground colour escape
 CTL = [sys.executable, "-c", "from tacticalctl.app import main; main()"]
+CUT_CELL = re.compile(r"…\s*[│┃]")  # a table cell Rich cut short
 
 
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
@@ -162,3 +163,18 @@ def test_a_bundle_version_is_a_name_never_a_path_out_of_the_models_directory(tmp
                                       str(tmp_path / "m")])
     assert result.exit_code == 3 and "not a bundle version" in result.output, result.output
     assert not list(tmp_path.rglob("manifest.sig"))
+
+
+def test_tables_written_to_a_file_fold_their_text_never_cut_it(redis_url: str, redis_client: redis.Redis,
+                                                                 nobody_url: str, tmp_path) -> None:
+    # Not a terminal and no COLUMNS: Rich renders 80 columns wide, what a cron job's log file gets.
+    ensure_group(redis_client)
+    redis_client.xadd("synergy_events", {"correlation_id": "c-1"})
+    redis_client.xreadgroup("tactical_group", "a-consumer-with-a-rather-long-name-on-host-42", {"synergy_events": ">"})
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    common = ["--redis-url", redis_url, "--worker-url", nobody_url]
+    for args in (["morning-check"], ["market-check"], ["stream", "info"], ["pending"], ["lag"], ["models", "list"],
+                 ["backup", str(tmp_path / "b.tar.gz"), "--no-models"], ["keys", "list"]):
+        result = subprocess.run([*CTL, *common, *args], capture_output=True, text=True, timeout=120, env=env)
+        assert not CUT_CELL.search(result.stdout), (args, result.stdout)
+        assert "Traceback" not in result.stderr, (args, result.stderr)
