@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import redis
 import typer
 from typer.core import TyperGroup
 
-from tacticalctl.context import DEFAULT_REDIS_URL, DEFAULT_WORKER_URL, CtlContext
+from tacticalctl.context import DEFAULT_REDIS_URL, DEFAULT_WORKER_URL, CtlContext, json_documents_printed
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode
 from worker.alerts import AuditTrailError
 
@@ -86,27 +88,43 @@ class CtlGroup(TyperGroup):
             self.add_command(command, name)
         return command  # type: ignore[return-value]
 
+    def parse_args(self, ctx, args):  # type: ignore[no-untyped-def, override]
+        # Seen before the command consumes its arguments: a failure then answers `--json` in JSON too.
+        ctx.meta[_JSON_REQUESTED] = "--json" in args
+        ctx.meta[_DOCUMENTS_BEFORE] = json_documents_printed()
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: typer.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except CtlError as exc:
-            typer.echo(f"tacticalctl: {exc.message}", err=True)
-            raise typer.Exit(int(exc.code)) from None
+            _fail(ctx, exc.message, exc.code)
         except UsageError as exc:
             exc.exit_code = int(ExitCode.UNKNOWN)
             raise
         # Said as they are: refused credentials name the user and the URL, never the secret; an audit trail of
         # another type says how to move it aside.
         except (redis.AuthenticationError, AuditTrailError) as exc:
-            typer.echo(f"tacticalctl: {exc}", err=True)
-            raise typer.Exit(int(ExitCode.CRITICAL)) from None
+            _fail(ctx, str(exc), ExitCode.CRITICAL)
         except REDIS_UNREACHABLE as exc:
             # The error names the address it failed on: `up` and `bench` run Redis of their own, not --redis-url.
-            typer.echo(f"tacticalctl: Redis unreachable: {exc}", err=True)
-            raise typer.Exit(int(ExitCode.CRITICAL)) from None
+            _fail(ctx, f"Redis unreachable: {exc}", ExitCode.CRITICAL)
         except redis.ResponseError as exc:  # e.g. NOPERM under an ACL user, WRONGTYPE on a key someone else wrote
-            typer.echo(f"tacticalctl: Redis refused a command: {exc}", err=True)
-            raise typer.Exit(int(ExitCode.CRITICAL)) from None
+            _fail(ctx, f"Redis refused a command: {exc}", ExitCode.CRITICAL)
+
+
+_JSON_REQUESTED = "tacticalctl.json_requested"
+_DOCUMENTS_BEFORE = "tacticalctl.json_documents_before"
+
+
+def _fail(ctx: typer.Context, message: str, code: ExitCode) -> NoReturn:
+    """One line on stderr and the exit code; with `--json`, also one document on stdout — `{"status", "error"}` —
+    so a script that parses stdout reads why, not nothing. Not after the command printed its own document (which
+    says what failed); after the lines of a watch or a follow it is their last line."""
+    typer.echo(f"tacticalctl: {message}", err=True)
+    if ctx.meta.get(_JSON_REQUESTED) and json_documents_printed() == ctx.meta.get(_DOCUMENTS_BEFORE, 0):
+        sys.stdout.write(json.dumps({"status": code.name.lower(), "error": message}, sort_keys=True) + "\n")
+    raise typer.Exit(int(code)) from None
 
 
 app = typer.Typer(

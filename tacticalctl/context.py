@@ -74,6 +74,17 @@ def get_context(ctx: typer.Context) -> CtlContext:
     return obj
 
 
+_documents_printed = 0
+
+
 def print_json(data: Any) -> None:
-    """Stable, machine-readable output on stdout (no colour, no wrapping)."""
+    """Stable, machine-readable output on stdout (no colour, no wrapping): a command's one JSON document."""
+    global _documents_printed
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    _documents_printed += 1
+
+
+def json_documents_printed() -> int:
+    """How many documents `print_json` has printed in this process (a command that failed after printing its
+    document must not print a second)."""
+    return _documents_printed

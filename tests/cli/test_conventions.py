@@ -178,3 +178,14 @@ def test_tables_written_to_a_file_fold_their_text_never_cut_it(redis_url: str, r
         result = subprocess.run([*CTL, *common, *args], capture_output=True, text=True, timeout=120, env=env)
         assert not CUT_CELL.search(result.stdout), (args, result.stdout)
         assert "Traceback" not in result.stderr, (args, result.stderr)
+
+
+@pytest.mark.parametrize("args", [["lag"], ["health"], ["health", "state"], ["latency"], ["pending"],
+                                  ["stream", "info"], ["keys", "list"], ["alerts"], ["dead-letter", "list"],
+                                  ["breaker", "status"], ["duplicates"], ["triage", "worker-down"]])
+def test_with_json_a_failure_is_still_one_document_on_stdout(ctl: Ctl, args: list[str]) -> None:
+    result = ctl(*args, "--json", redis_url="redis://127.0.0.1:1/2")
+    assert result.exit_code == 2, result.output
+    doc = json.loads(result.stdout)  # exactly one document: what failed, or the command's own
+    assert doc["status"] == "critical"
+    assert "Traceback" not in result.stderr
