@@ -326,6 +326,23 @@ def take_reset_request(client: redis.Redis, consumer: str) -> str | None:
     return actor.decode() if isinstance(actor, bytes) else str(actor)
 
 
+# Every request made so far counts as honoured: they were for the workers running then.
+_SKIP_EARLIER_RESETS_SCRIPT = """
+local request_id = tonumber(redis.call('GET', KEYS[1]) or '0')
+local honoured = tonumber(redis.call('GET', KEYS[2]) or '0')
+if request_id > honoured then redis.call('SET', KEYS[2], request_id, 'EX', ARGV[1]) end
+return request_id
+"""
+
+
+def skip_earlier_reset_requests(client: redis.Redis, consumer: str) -> None:
+    """At a worker's start: a reset asked for before it is not for it. A request lives a minute, and a worker that
+    crash-looped into an open breaker within that minute closed it again at once, on an operator's word given
+    before the breaker opened."""
+    client.eval(_SKIP_EARLIER_RESETS_SCRIPT, 2, BREAKER_RESET_SEQUENCE_KEY, breaker_reset_honoured_key(consumer),
+                RESET_REQUEST_TTL_S)
+
+
 @dataclass(frozen=True, slots=True)
 class BreakerStatus:
     """A worker's breaker as it last published it."""

@@ -24,7 +24,14 @@ from types import FrameType
 import redis
 
 from worker.aggregator import AggregatorConfig
-from worker.breaker import BreakerConfig, BreakerState, CircuitBreaker, publish_breaker_state, record_restart
+from worker.breaker import (
+    BreakerConfig,
+    BreakerState,
+    CircuitBreaker,
+    publish_breaker_state,
+    record_restart,
+    skip_earlier_reset_requests,
+)
 from worker.connection import (
     REDIS_FAILED,
     REDIS_FAILOVER,
@@ -192,6 +199,7 @@ class Worker:
         """Count this start in Redis: restarts over the limit within the window open the breaker."""
         s = self.settings
         try:
+            skip_earlier_reset_requests(self._client(), s.consumer)
             self.restart_count = record_restart(self._client(), s.consumer, time.time(),
                                                 window_s=s.breaker_restart_window_s)
         except redis.ResponseError as exc:  # e.g. read-only after a failover: the loop backs off from it too

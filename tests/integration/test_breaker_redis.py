@@ -12,6 +12,7 @@ from worker.breaker import (
     record_restart,
     request_reset,
     restart_count,
+    skip_earlier_reset_requests,
     take_reset_request,
 )
 from worker.embedded_redis import EmbeddedRedis
@@ -86,6 +87,16 @@ def test_reset_request_is_taken_once_per_worker_and_audited(redis_client: redis.
     trail = [a for a in read_alerts(redis_client, count=10) if a.severity == Severity.AUDIT]
     assert [(a.kind, a.actor) for a in trail] == [("breaker_reset", "alice@ops-1"), ("breaker_reset", "bob@ops-2")]
     assert "restart counter cleared" in trail[0].message
+
+
+def test_a_worker_started_after_a_reset_request_does_not_take_it(redis_client: redis.Redis) -> None:
+    request_reset(redis_client, "alice@ops-1")
+    skip_earlier_reset_requests(redis_client, "worker-started-later")  # as the worker does at its start
+    assert take_reset_request(redis_client, "worker-started-later") is None, "it was for the workers running then"
+    request_reset(redis_client, "bob@ops-2")
+    assert take_reset_request(redis_client, "worker-started-later") == "bob@ops-2"
+    skip_earlier_reset_requests(redis_client, "worker-started-later")  # a start after it honoured one: unchanged
+    assert take_reset_request(redis_client, "worker-started-later") is None
 
 
 def test_a_reset_request_taken_from_redis_closes_a_breaker_and_names_its_actor(redis_url: str) -> None:
