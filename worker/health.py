@@ -384,10 +384,15 @@ def recovery_actions(checks: Iterable[HealthCheck], to_state: HealthState) -> tu
         actions.append(RecoveryAction.RECONNECT_REDIS)
     if critical & {CheckName.MODELS_LOADED, CheckName.MODEL_STALENESS}:
         actions.append(RecoveryAction.RELOAD_MODELS)
-    if to_state is HealthState.FAILED:
-        # Stop taking events rather than trade on a worker that has not recovered: they wait in the stream.
+    if to_state is HealthState.FAILED and not critical <= _BACKLOG_CHECKS:
+        # Stop taking events rather than trade on a worker that has not recovered: they wait in the stream. Not when
+        # only the backlog failed (lag, latency, rate): the worker is what drains it, and 30 s of reading nothing
+        # only made it deeper.
         actions.append(RecoveryAction.OPEN_BREAKER)
     return tuple(actions)
+
+
+_BACKLOG_CHECKS = frozenset({CheckName.CONSUMER_LAG, CheckName.LATENCY, CheckName.EVENT_RATE})
 
 
 def _describe_problems(checks: Iterable[HealthCheck]) -> str:

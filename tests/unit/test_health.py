@@ -254,6 +254,22 @@ def test_critical_that_persists_past_the_limit_becomes_failed_and_opens_the_brea
     assert RecoveryAction.RELOAD_MODELS in failed.actions
 
 
+def test_a_backlog_that_fails_keeps_the_worker_reading_with_its_breaker_closed() -> None:
+    # Lag (or latency, or rate) critical for 5 min: the worker is what drains the backlog. Opening the breaker for
+    # 30 s only deepened it.
+    sm = machine()
+    backlog = with_check(check_consumer_lag(261.0))
+    sm.evaluate(backlog, now=T0)
+    [failed] = sm.evaluate(backlog, now=T0 + 300)
+    assert failed.to_state is HealthState.FAILED
+    assert RecoveryAction.OPEN_BREAKER not in failed.actions
+    with_models_gone = [*backlog, check_models_loaded(False)]
+    sm = machine()
+    sm.evaluate(with_models_gone, now=T0)
+    [failed] = sm.evaluate(with_models_gone, now=T0 + 300)
+    assert RecoveryAction.OPEN_BREAKER in failed.actions, "unsafe to trade: stop taking events"
+
+
 def test_long_critical_state_does_not_fail_while_checks_look_better() -> None:
     sm = machine()
     sm.evaluate(with_check(check_breaker(BreakerState.OPEN)), now=T0)
