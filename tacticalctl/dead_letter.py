@@ -103,14 +103,19 @@ def replay(
     all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter (matching --reason).")] = False,
     reason: ReasonOption = None,
     yes: Annotated[bool, typer.Option("--yes", help="Act. Without it, only show what would be done.")] = False,
+    include_invalid: Annotated[bool, typer.Option(
+        "--include-invalid", help="Replay events that are still invalid too (after raising the worker's limits).")
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Put dead letters back on synergy_events (--id ID ... or --all, optionally narrowed by --reason).
 
     Each one's original fields (the dead_* ones stripped) are re-added as a new entry and the dead letter removed,
-    atomically per entry. Shows what it would do; acts only with --yes (audited).
+    atomically per entry. An event that is still invalid stays (the worker would dead-letter it again and count it
+    as an error), unless --include-invalid. Shows what it would do; acts only with --yes (audited).
 
-    JSON keys: applied, planned, replayed {dead id: new entry id}, unreplayable, skipped, audit_id."""
+    JSON keys: applied, planned, replayed {dead id: new entry id}, unreplayable, invalid {dead id: why}, skipped,
+    audit_id."""
     if bool(ids) == all_:
         raise CtlError("choose the dead letters: --id ID (repeatable) or --all", ExitCode.UNKNOWN)
     context = get_context(ctx)
@@ -119,8 +124,8 @@ def replay(
         chosen = select_dead_letters(client, ids=ids or (), reason=reason)
     except KeyError as exc:
         raise CtlError(str(exc.args[0]), ExitCode.UNKNOWN) from None
-    result = replay_dead_letters(client, chosen, actor=default_actor(), apply=yes)
-    nothing_replayable = bool(chosen) and len(result.unreplayable) == len(chosen)
+    result = replay_dead_letters(client, chosen, actor=default_actor(), apply=yes, include_invalid=include_invalid)
+    nothing_replayable = bool(chosen) and result.replayable == 0
     if json_output:
         print_json(result.as_dict())
         raise typer.Exit(int(ExitCode.WARNING if nothing_replayable else ExitCode.OK))
@@ -131,11 +136,17 @@ def replay(
     console.print(dead_letters_table(chosen, "dead letters to replay", console.width))
     if result.unreplayable:
         console.print(f"cannot replay (no original fields left): {', '.join(result.unreplayable)}")
+    if result.invalid:
+        shown = list(result.invalid.items())[:5]
+        console.print(f"left out, still invalid (the worker would dead-letter them again): {len(result.invalid)}; "
+                      + "; ".join(f"{entry_id}: {plain(why)}" for entry_id, why in shown)
+                      + (" …" if len(result.invalid) > len(shown) else "")
+                      + " — fix the producer and send them again, or --include-invalid after raising the limit")
     if nothing_replayable:
-        raise CtlError(f"nothing to replay: {len(result.unreplayable)} dead letter(s) have no original fields left",
-                       ExitCode.WARNING)
+        raise CtlError(f"nothing to replay: of {len(chosen)} dead letter(s), {len(result.unreplayable)} have no "
+                       f"original fields left and {len(result.invalid)} are still invalid", ExitCode.WARNING)
     if not result.applied:
-        console.print(f"dry run: nothing changed. Add --yes to replay {len(chosen) - len(result.unreplayable)} "
+        console.print(f"dry run: nothing changed. Add --yes to replay {result.replayable} "
                       "dead letters to synergy_events.")
         return
     console.print(f"replayed {len(result.replayed)} dead letters to synergy_events; audit entry "

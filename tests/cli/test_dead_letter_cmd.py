@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import redis
 
 from tests.cli.conftest import Ctl
 from tests.cli.streams import deliver_without_ack, publish
 from worker.alerts import recent_alerts
+from worker.events import encode_event
 from worker.names import DEAD_LETTER_STREAM, INPUT_STREAM
 from worker.ops.pending import dead_letter_stuck_entries
 
@@ -148,3 +150,31 @@ def test_replaying_only_dead_letters_without_their_fields_says_so_and_exits_1(
         said = ctl("dead-letter", "replay", "--id", bare, *flags)
         assert "no original fields left" in said.stderr and "replayed" not in said.stdout
     assert redis_client.xlen(INPUT_STREAM) == 0
+
+
+def test_replay_leaves_events_that_are_still_invalid_unless_told(ctl: Ctl, redis_client: redis.Redis) -> None:
+    # A producer sent short matrices; the worker dead-lettered them. A replay would only dead-letter them again,
+    # and put the error rate back up: they stay, and the valid one (stuck on a dead worker) goes.
+    from worker.producer import make_event, publish_event
+
+    valid = make_event(correlation_id="fine-0", rng=np.random.default_rng(0))
+    broken = {**encode_event(make_event(correlation_id="short-0", rng=np.random.default_rng(1))),
+              "matrix": b"\x00" * 1676}
+    publish_event(redis_client, valid)
+    redis_client.xadd(INPUT_STREAM, broken)
+    deliver_without_ack(redis_client, "ghost", 2)
+    dead_letter_stuck_entries(redis_client, reason="stuck on a dead worker", min_idle_ms=0, actor="test", apply=True)
+    fine_id, short_id = (entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM))
+
+    dry = ctl("dead-letter", "replay", "--all")
+    assert dry.exit_code == 0
+    assert "still invalid" in dry.stdout and "matrix_size" in dry.stdout and "replay 1 dead letters" in dry.stdout
+    doc = json.loads(ctl("dead-letter", "replay", "--all", "--yes", "--json").stdout)
+    assert list(doc["replayed"]) == [fine_id]
+    assert doc["invalid"][short_id].startswith("matrix_size: matrix is 1676 bytes")
+    assert [i.decode() for i, _ in redis_client.xrange(DEAD_LETTER_STREAM)] == [short_id]
+
+    again = ctl("dead-letter", "replay", "--all", "--yes")
+    assert again.exit_code == 1 and "1 are still invalid" in again.stderr
+    forced = json.loads(ctl("dead-letter", "replay", "--all", "--yes", "--include-invalid", "--json").stdout)
+    assert list(forced["replayed"]) == [short_id] and forced["invalid"] == {}

@@ -9,13 +9,14 @@ operators replaying at once cannot replay an entry twice.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from worker.alerts import audit, require_audit_trail
 from worker.delivery import StreamNames
+from worker.events import InvalidEvent, decode_event
 from worker.names import REPLAYED_FROM_FIELD
 from worker.redis_text import as_optional_text
 from worker.stream_entries import entries, paged
@@ -140,14 +141,21 @@ class ReplayResult:
     unreplayable: tuple[str, ...]  # dead letters with no original fields left to replay
     applied: bool
     audit_id: str | None = None
+    # Left where they are: still invalid, the worker would dead-letter them again (dead letter id → why)
+    invalid: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def skipped(self) -> tuple[str, ...]:
         """Planned entries that another replay removed first (nothing done for them here)."""
         if not self.applied:
             return ()
-        done = set(self.replayed) | set(self.unreplayable)
+        done = set(self.replayed) | set(self.unreplayable) | set(self.invalid)
         return tuple(e.id for e in self.planned if e.id not in done)
+
+    @property
+    def replayable(self) -> int:
+        """How many of the planned a replay re-adds (or re-added)."""
+        return len(self.planned) - len(self.unreplayable) - len(self.invalid)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +163,7 @@ class ReplayResult:
             "planned": [e.as_dict() for e in self.planned],
             "replayed": dict(self.replayed),
             "unreplayable": list(self.unreplayable),
+            "invalid": dict(self.invalid),
             "skipped": list(self.skipped),
             "audit_id": self.audit_id,
         }
@@ -176,22 +185,26 @@ def replay_dead_letters(
     *,
     actor: str,
     apply: bool,
+    include_invalid: bool = False,
     streams: StreamNames = DEFAULT_STREAMS,
 ) -> ReplayResult:
     """Re-add each entry's original fields to the input stream and remove it from the dead-letter stream.
 
     A dead letter with no original fields left (its event was lost before it was dead-lettered) stays where it
-    is, listed as unreplayable. Nothing changes unless `apply`; an audit entry records what was replayed."""
+    is, listed as unreplayable. So does one whose event is still invalid — the worker would dead-letter it again,
+    and count it in the error rate — unless `include_invalid` (the worker's limits were raised, say). Nothing
+    changes unless `apply`; an audit entry records what was replayed."""
     planned = tuple(entries)
     unreplayable = tuple(e.id for e in planned if not e.original)
+    invalid = {} if include_invalid else {e.id: why for e in planned if e.original and (why := still_invalid(e))}
     if not apply:
-        return ReplayResult(planned, {}, unreplayable, applied=False)
-    if len(unreplayable) < len(planned):  # something will change
+        return ReplayResult(planned, {}, unreplayable, applied=False, invalid=invalid)
+    if len(unreplayable) + len(invalid) < len(planned):  # something will change
         require_audit_trail(client)
     script = client.register_script(_REPLAY_LUA)
     replayed: dict[str, str] = {}
     for entry in planned:
-        if not entry.original:
+        if not entry.original or entry.id in invalid:
             continue
         fields: dict[bytes, bytes | str] = {name: value for name, value in entry.original.items()
                                             if name != _REPLAYED_FROM}
@@ -216,4 +229,13 @@ def replay_dead_letters(
                 entry_ids=shown,
             )
         )
-    return ReplayResult(planned, replayed, unreplayable, applied=True, audit_id=audit_id)
+    return ReplayResult(planned, replayed, unreplayable, applied=True, audit_id=audit_id, invalid=invalid)
+
+
+def still_invalid(entry: DeadLetterEntry) -> str | None:
+    """Why the worker would dead-letter this event again, with its default limits; None when it would decide it."""
+    try:
+        decode_event(entry.original)
+    except InvalidEvent as exc:
+        return str(exc)
+    return None

@@ -179,8 +179,8 @@ PLAYBOOKS: tuple[Playbook, ...] = (
         (
             "Error patterns: `tacticalctl dead-letter list` (reasons), the worker's log (`docker compose logs "
             "tactical-marl | grep ERROR`)",
-            "Data quality: bad input is dead-lettered with its reason; fix the producer, then "
-            "`tacticalctl dead-letter replay --all --yes`",
+            "Data quality: bad input is dead-lettered with its reason; fix the producer and have it send those "
+            "events again, corrected (`tacticalctl dead-letter replay --all --yes` replays only what is valid now)",
             "External connectivity: the Redis findings above",
             "Monitor for escalation: `tacticalctl market-check`",
         ),
