@@ -97,18 +97,26 @@ def check_url(url: str) -> None:
     misplaced_password = RedisSecurityError(
         f"the Redis URL {shown} cannot be parsed: a password containing / # ? or @ must be percent-encoded (or kept "
         "in TACTICAL_REDIS_PASSWORD_FILE)")
-    # An @ in the path or fragment is a password's / or # cutting the URL short: what reads as the host and port is
-    # the start of the password (redis://:123#45@h would connect to localhost:123).
-    if parts.scheme != "unix" and "@" not in parts.netloc and "@" in parts.path + parts.fragment:
-        raise misplaced_password
+    if parts.scheme != "unix":
+        # An @ after the host is a password's / # or ? cutting the URL short: what reads as the host and port is
+        # the start of the password (redis://:123#45@h would connect to localhost:123; redis://:pw@secret/x@h to a
+        # host named "secret", asking DNS for it).
+        if "@" in parts.path + parts.query + parts.fragment:
+            raise misplaced_password
+        # The path is the database, a number (redis-py took /abc for database 0, with a warning).
+        database = parts.path.removeprefix("/")
+        if database and not database.isdigit():
+            raise RedisSecurityError(f"the Redis URL {shown} names database {database!r}: a database is a number "
+                                     "(the runbook's is 2, redis://host:6379/2)")
     port_text = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
     if re.fullmatch(r"-?\d+", port_text) and not 0 < int(port_text) <= 65535:
         raise RedisSecurityError(f"the Redis URL {shown} has a port out of range: ports are 1-65535")
     try:
         parts.port  # noqa: B018 - parsing it is the check
     except ValueError:
-        # Not quoted: "could not be cast to integer value as '…'" quotes what follows a misplaced password's colon.
-        raise misplaced_password from None
+        # Not quoted: "could not be cast to integer value as '…'" may quote a secret.
+        raise RedisSecurityError(f"the Redis URL {shown} has a port that is not a number: ports are 1-65535 (a "
+                                 "password containing / # ? or @ must be percent-encoded)") from None
     for name, _ in parse_qsl(parts.query, keep_blank_values=True):
         if name.startswith("ssl"):
             # redis-py lets URL parameters override the client's: ?ssl_cert_reqs=none would switch verification off.

@@ -121,6 +121,11 @@ def test_redact_url_masks_every_place_a_password_can_be(url: str, shown: str) ->
     ("redis://:Ab@127.0.0.1:0/2", "has a port out of range: ports are 1-65535"),
     ("redis://:Ab/-5@127.0.0.1:7831/2", "cannot be parsed: a password containing / # ? or @ must be "),
     ("redis://:123#Ab@127.0.0.1:7831/2", "cannot be parsed: a password containing / # ? or @ must be "),
+    # An @ and a / in one password: what follows its first @ read as a host, asked of DNS.
+    ("redis://:Ab@S3CRET/x@127.0.0.1:7831/2", "cannot be parsed: a password containing / # ? or @ must be "),
+    ("redis://:Ab?S3CRET@127.0.0.1:7831/2", "cannot be parsed: a password containing / # ? or @ must be "),
+    ("redis://127.0.0.1:notaport/2", "has a port that is not a number"),
+    ("redis://127.0.0.1:6379/abc", "names database 'abc': a database is a number"),
     ("rediss://h:6380/2?ssl_cert_reqs=none", "sets ssl_cert_reqs: TLS is configured only by"),
     ("rediss://h:6380/2?ssl_check_hostname=false", "sets ssl_check_hostname"),
     ("http://h:6379/2", "has scheme 'http'"),
