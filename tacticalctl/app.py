@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 from tacticalctl.context import DEFAULT_REDIS_URL, DEFAULT_WORKER_URL, CtlContext, json_documents_printed
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode
 from worker.alerts import AuditTrailError
+from worker.connection import refusal_advice
 
 try:  # typer vendors click from 0.2x on; before, it used click itself
     from typer._click.exceptions import UsageError
@@ -110,7 +111,7 @@ class CtlGroup(TyperGroup):
             # The error names the address it failed on: `up` and `bench` run Redis of their own, not --redis-url.
             _fail(ctx, f"Redis unreachable: {exc}", ExitCode.CRITICAL)
         except redis.ResponseError as exc:  # e.g. NOPERM under an ACL user, WRONGTYPE on a key someone else wrote
-            _fail(ctx, f"Redis refused a command: {exc}", ExitCode.CRITICAL)
+            _fail(ctx, f"Redis refused a command: {exc}: {refusal_advice(exc)}", ExitCode.CRITICAL)
 
 
 _JSON_REQUESTED = "tacticalctl.json_requested"

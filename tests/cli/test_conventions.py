@@ -189,3 +189,15 @@ def test_with_json_a_failure_is_still_one_document_on_stdout(ctl: Ctl, args: lis
     doc = json.loads(result.stdout)  # exactly one document: what failed, or the command's own
     assert doc["status"] == "critical"
     assert "Traceback" not in result.stderr
+
+
+def test_redis_refusing_commands_is_critical_with_what_to_do_in_checklists_and_triage(ctl: Ctl, redis_url: str) -> None:
+    missing_database = redis_url.rsplit("/", 1)[0] + "/99"  # the server has 16
+    checklist = ctl("morning-check", "--json", redis_url=missing_database)
+    assert checklist.exit_code == 2, checklist.output  # was 3 (unknown): "check could not run: ResponseError"
+    redis_step = next(step for step in json.loads(checklist.stdout)["steps"] if step["status"] == "critical")
+    assert redis_step["value"] == "Redis refused a command: DB index is out of range"
+    assert "the URL's database does not exist on this server" in redis_step["next_action"]
+    triage = ctl("triage", "consumer-lag", "--json", redis_url=missing_database)
+    assert triage.exit_code == 2
+    assert "the URL's database does not exist" in triage.stdout

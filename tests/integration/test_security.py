@@ -224,7 +224,7 @@ def test_worker_and_operator_work_under_their_acl_users_and_nothing_more(
     assert worker.consumer in json.loads(reset.stdout)["honoured_by"], "the worker honoured it under its own user"
     listed = tacticalctl(operator_url, "keys", "list", "--json", **operator_env)
     assert listed.exit_code == 0 and json.loads(listed.stdout)["completed"] == 60
-    replayed = tacticalctl(operator_url, "dead-letter", "replay", "--all", "--yes", **operator_env)
+    replayed = tacticalctl(operator_url, "dead-letter", "replay", "--all", "--yes", "--include-invalid", **operator_env)
     assert replayed.exit_code == 0, replayed.output  # its script moves the entry: XADD, then XDEL of the letter
     archive = tmp_path / "backup.tar.gz"
     backed_up = tacticalctl(operator_url, "backup", str(archive), "--no-models", **operator_env)

@@ -42,7 +42,7 @@ from models.bundle_history import decided_versions
 from worker.alerts import Alert, AuditTrailError, Severity, recent_alerts
 from worker.backup import BACKUP_ACTION
 from worker.breaker import BreakerState
-from worker.connection import REDIS_UNREACHABLE, selected_db
+from worker.connection import REDIS_UNREACHABLE, refusal_advice, selected_db
 from worker.health import DEFAULT_THRESHOLDS, CheckStatus, HealthCheck
 from worker.health import check_breaker as health_check_breaker
 from worker.health import check_confidence as health_check_confidence
@@ -143,7 +143,9 @@ def check(step: str, threshold: str = "") -> Callable[[Callable[P, Verdict]], Ca
                 verdict = Verdict(Status.CRITICAL, str(exc), "move the key aside as said, then run the step again")
             except REDIS_UNREACHABLE as exc:
                 verdict = Verdict(Status.CRITICAL, f"Redis failed mid-check: {exc}", REDIS_UNREACHABLE_ACTION)
-            except (KeyError, TypeError, ValueError, OSError, redis.ResponseError, BundleError) as exc:
+            except redis.ResponseError as exc:  # answered, and refused: NOPERM, a missing database, a WRONGTYPE key
+                verdict = Verdict(Status.CRITICAL, f"Redis refused a command: {exc}", refusal_advice(exc))
+            except (KeyError, TypeError, ValueError, OSError, BundleError) as exc:
                 verdict = Verdict(Status.UNKNOWN, f"check could not run: {type(exc).__name__}: {exc}",
                                   "run the step by hand (see runbook/RUNBOOK.md) and report the error")
             return CheckResult(step, verdict.status, verdict.value,

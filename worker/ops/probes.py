@@ -21,7 +21,7 @@ from models.bundle import BundleError, current_bundle_dir, named_bundle_dir, rea
 from models.bundle_history import decided_versions, replaced_by_current
 from worker.alerts import AuditTrailError, Severity, recent_alerts
 from worker.breaker import BreakerState
-from worker.connection import REDIS_UNREACHABLE
+from worker.connection import REDIS_UNREACHABLE, refusal_advice
 from worker.health import DEFAULT_THRESHOLDS, CheckStatus, check_latency
 from worker.heartbeat import live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
@@ -95,7 +95,10 @@ def run_probe(probe: Probe, sources: Sources) -> list[Finding]:
         return [_critical(f"Redis failed during the diagnosis: {exc}")]
     except AuditTrailError as exc:  # the alert history is someone else's key: the message says how to move it aside
         return [_critical(str(exc))]
-    except (KeyError, TypeError, ValueError, OSError, redis.ResponseError, BundleError) as exc:
+    except redis.ResponseError as exc:  # answered, and refused: as critical as not answering, with why
+        name = getattr(probe, "__name__", "probe").removeprefix("probe_").replace("_", " ")
+        return [_critical(f"{name}: Redis refused a command ({exc}): {refusal_advice(exc)}")]
+    except (KeyError, TypeError, ValueError, OSError, BundleError) as exc:
         name = getattr(probe, "__name__", "probe").removeprefix("probe_").replace("_", " ")
         return [Finding(Status.UNKNOWN, f"{name}: could not check ({type(exc).__name__}: {exc})")]
 
