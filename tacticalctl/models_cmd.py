@@ -198,8 +198,16 @@ def verify(
     budget: exit 1), and the JIT compilation log.
 
     JSON keys: version, bundle_dir, status, steps [{step, status, value, threshold, next_action, details}]."""
-    bundle_dir = _bundle(_models_dir(models_dir), version)
+    directory = _models_dir(models_dir)
+    bundle_dir = _bundle(directory, version)
     steps = verify_steps(bundle_dir, budget_ms=budget_ms, calls=calls)
+    if version is None and read_current_version(directory) is None:
+        # The bundle verified is the newest, not a CURRENT one: say so, as `models list` does.
+        steps.insert(0, CheckResult(
+            "CURRENT", Status.WARN, f"no CURRENT file in {directory}: verified the newest bundle, {bundle_dir.name}",
+            "CURRENT names the bundle to serve",
+            f"a worker starting here serves {bundle_dir.name}, a running one keeps its own (degraded): "
+            "`tacticalctl models promote <version> --yes`"))
     status = worst([s.status for s in steps])
     if json_output:
         print_json({"version": bundle_dir.name, "bundle_dir": str(bundle_dir), "status": status.value,

@@ -585,6 +585,11 @@ def test_list_without_a_current_file_marks_nothing_and_warns(ctl: Ctl, models_di
     assert doc["current"] is None and not any(b["current"] for b in doc["bundles"])
     missing = ctl("models", "list", "--models-dir", str(tmp_path / "typo"))
     assert missing.exit_code == 3 and "is not a directory" in missing.stderr
+    # `verify` with no version verifies the newest then, and says that is what it did.
+    verified = ctl("models", "verify", "--models-dir", str(models_dir), "--json")
+    assert verified.exit_code == 1, verified.output
+    first = json.loads(verified.stdout)["steps"][0]
+    assert (first["step"], first["status"]) == ("CURRENT", "warn") and "verified the newest bundle" in first["value"]
 
 
 def test_the_triage_revert_candidate_is_what_rollback_goes_back_to_never_a_refused_bundle(
