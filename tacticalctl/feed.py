@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 import shlex
+import signal
 import threading
-from contextlib import nullcontext
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -54,6 +57,19 @@ def emit(
         get_context(ctx).console.print(f"emitted [bold]{plain(event.correlation_id)}[/] as entry {entry_id.decode()}")
 
 
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`timeout`, a supervisor stopping it) ends a feed as Ctrl-C does: with its counts printed."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_feed(ctx: typer.Context, events, *, rate: float | None, duration: float | None, count: int | None,
               label: str, json_output: bool, after_outage: str = "") -> FeedStats:
     if duration is not None and math.isinf(duration):  # the options' ranges refuse NaN and an infinite rate
@@ -64,8 +80,9 @@ def _run_feed(ctx: typer.Context, events, *, rate: float | None, duration: float
     sent = 0
     # JSON output shows no spinner, but still counts: an interrupted feed reports what it did send.
     status = nullcontext(None) if json_output else context.console.status(f"{label}: starting")
+    started = time.monotonic()
     try:
-        with status as spinner:
+        with status as spinner, _sigterm_as_interrupt():
             def count_sent(batch: int) -> None:
                 nonlocal sent
                 sent += batch
@@ -73,9 +90,9 @@ def _run_feed(ctx: typer.Context, events, *, rate: float | None, duration: float
                     spinner.update(f"{label}: {sent} events sent")
             stats = send_events(client, events, rate=rate, duration_s=duration, limit=count, stop=stop,
                                 on_sent=count_sent)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or a supervisor's SIGTERM: stop, and say what was sent
         stop.set()
-        stats = FeedStats(sent=sent, elapsed_s=0.0)
+        stats = FeedStats(sent=sent, elapsed_s=time.monotonic() - started)
     except ValueError as exc:  # InvalidEvent (--symbol ''), an --id-prefix that makes ids too long: the first event
         stop.set()
         raise CtlError(f"{label}: the events would be invalid ({sent} sent): {exc}", ExitCode.UNKNOWN) from None

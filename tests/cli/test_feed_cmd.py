@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from models.bars import read_bars_csv
 from models.features import build_features
 from models.synergy import detect_synergies
 from tests.cli.conftest import Ctl
+from tests.integration.streams import wait_for
 from worker.events import decode_event
 from worker.names import INPUT_STREAM
 
@@ -169,3 +173,23 @@ def test_emit_says_the_id_it_sent_even_one_that_looks_like_markup(ctl: Ctl, redi
     result = ctl("emit", "--correlation-id", cid)
     assert result.exit_code == 0, result.stdout + result.stderr
     assert f"emitted {cid} as entry" in result.stdout
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_feed_says_what_it_sent_and_for_how_long(redis_url: str, redis_client: redis.Redis,
+                                                          stop: signal.Signals) -> None:
+    # Ctrl-C, or a supervisor's SIGTERM (`timeout`): the counts are printed either way, with the time they took.
+    feed = subprocess.Popen([sys.executable, "-c", "from tacticalctl.app import main; main()", "--redis-url", redis_url,
+                             "simulate", "--rate", "20", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for(lambda: redis_client.exists(INPUT_STREAM) and redis_client.xlen(INPUT_STREAM) >= 10, timeout_s=60,
+                 what="the feed sending")
+        feed.send_signal(stop)
+        stdout, stderr = feed.communicate(timeout=30)
+    finally:
+        if feed.poll() is None:
+            feed.kill()
+    summary = json.loads(stdout)
+    assert summary["sent"] >= 10 and summary["elapsed_s"] >= 0.4, (summary, stderr)
+    assert summary["sent"] == redis_client.xlen(INPUT_STREAM)
