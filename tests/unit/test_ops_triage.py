@@ -136,3 +136,61 @@ def test_worst_orders_like_the_exit_codes() -> None:
     assert worst([Status.UNKNOWN, Status.WARN]) is Status.WARN
     assert worst([Status.WARN, Status.CRITICAL, Status.OK]) is Status.CRITICAL
     assert worst([]) is Status.OK
+
+
+def test_a_worker_that_answers_critical_is_said_to_be_running_not_down() -> None:
+    from worker.ops.probes import probe_worker_http
+
+    class AnsweringCritical:
+        def health(self) -> tuple[int, dict]:
+            return 503, {"state": "critical", "state_code": 2, "consumer": "vm:21996", "model_version": "v1"}
+
+    [finding] = probe_worker_http(AnsweringCritical())  # type: ignore[arg-type]
+    assert finding.status is Status.CRITICAL
+    assert "it runs and judges itself unhealthy" in finding.summary and "tacticalctl health state" in finding.summary
+
+
+def transitions_state(*moves: tuple[str, str, str]) -> dict:
+    now = 1_000_000.0
+    return {"state": "degraded", "state_code": 1, "since": now - 10, "health_checks": [],
+            "recent_transitions": [{"at": now - 60 * (len(moves) - i), "from": f, "to": t, "reason": r}
+                                   for i, (f, t, r) in enumerate(moves)]}
+
+
+@pytest.mark.parametrize(("moves", "expected"), [
+    ([("healthy", "degraded", "consumer_lag warn: consumer lag 2.5 s > 2 s"),
+      ("degraded", "healthy", "checks passed for 30 s"),
+      ("healthy", "degraded", "consumer_lag warn: consumer lag 2.1 s > 2 s")], "consumer_lag flapping around"),
+    ([("healthy", "critical", "consumer_lag critical: consumer lag 6 s > 5 s"),
+      ("critical", "degraded", "checks passed for 30 s"),
+      ("degraded", "critical", "redis critical: Redis unreachable: check the server")], "for different causes"),
+])
+def test_transitions_are_called_flapping_only_when_one_check_keeps_moving_the_state(moves, expected) -> None:
+    from worker.ops.probes import probe_health_state
+
+    class Answering:
+        def state(self) -> dict:
+            return transitions_state(*moves)
+
+        def now(self) -> float:
+            return 1_000_000.0
+
+    findings = probe_health_state(Answering())  # type: ignore[arg-type]
+    assert any(expected in f.summary for f in findings), [f.summary for f in findings]
+
+
+def test_each_failing_check_names_its_triage() -> None:
+    from worker.ops.probes import probe_health_state
+
+    class Answering:
+        def state(self) -> dict:
+            return {"state": "critical", "state_code": 2, "since": 999_990.0, "recent_transitions": [],
+                    "health_checks": [{"name": "consumer_lag", "status": "critical", "message": "lag 6 s > 5 s"},
+                                      {"name": "latency", "status": "warn", "message": "P50 60 ms > 50 ms"}]}
+
+        def now(self) -> float:
+            return 1_000_000.0
+
+    summaries = [f.summary for f in probe_health_state(Answering())]  # type: ignore[arg-type]
+    assert "check consumer_lag: lag 6 s > 5 s — `tacticalctl triage consumer-lag`" in summaries
+    assert "check latency: P50 60 ms > 50 ms — `tacticalctl triage p50-latency`" in summaries

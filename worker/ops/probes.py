@@ -8,6 +8,7 @@ an unreadable answer is itself the finding.
 from __future__ import annotations
 
 import math
+import re
 import socket
 import time
 from collections import Counter
@@ -46,6 +47,8 @@ MEMORY_LOW_RATIO = 0.10
 RECENT = 200  # decisions / events / dead letters sampled for patterns
 FLAPPING_TRANSITIONS = 3
 FLAPPING_WINDOW_S = 15 * 60.0
+_STATE_RANK = {"healthy": 0, "degraded": 1, "critical": 2, "failed": 3}
+_FAILING_CHECK = re.compile(r"\b([a-z_]+) (?:warn|critical):")  # how a transition's reason names each failing check
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +184,9 @@ def probe_worker_http(sources: Sources) -> list[Finding]:
     summary = (f"worker {body.get('consumer')} answers /health: {body.get('state')} (HTTP {http_status}), "
                f"model {body.get('model_version')}")
     if isinstance(code, int) and code >= 2:
-        return [_critical(summary, **body)]
+        # Running and answering: not down, whatever paged. Its own checks say what is wrong.
+        return [_critical(f"{summary}: it runs and judges itself unhealthy — its failing checks: `tacticalctl "
+                          "health state` (`tacticalctl triage health-stuck`)", **body)]
     if code == 1:
         return [_warn(summary, **body)]
     return [_ok(summary, **body)]
@@ -589,6 +594,24 @@ def probe_duplicates(sources: Sources) -> list[Finding]:
     return findings
 
 
+# A failing health check → its playbook, by the check's status: (on warn, on critical). The worker's own verdict,
+# so a state that is degraded always names why, also for what the window's figures above do not show (an event
+# rate judged against a backlog, a slow Redis).
+CHECK_PLAYBOOKS: Mapping[str, tuple[str, str]] = {
+    "consumer_lag": ("consumer-lag-warning", "consumer-lag"),
+    "latency": ("p50-latency", "p99-latency"),
+    "error_rate": ("error-rate", "error-rate"),
+    "model_staleness": ("model-staleness", "model-staleness"),
+    "model_reload": ("model-staleness", "model-staleness"),
+    "models_loaded": ("model-compilation", "model-compilation"),
+    "circuit_breaker": ("breaker-open", "breaker-open"),
+    "model_confidence": ("low-confidence", "low-confidence"),
+    "event_rate": ("event-rate", "event-rate"),
+    # No playbook of its own: which check moved the state (Redis's round trip is one of health-stuck's probes).
+    "redis": ("health-transitions", "health-stuck"),
+}
+
+
 def probe_health_state(sources: Sources) -> list[Finding]:
     """curl /health/state | jq '.health_checks', '.recent_transitions'."""
     state = sources.state()
@@ -601,7 +624,9 @@ def probe_health_state(sources: Sources) -> list[Finding]:
     failing = [check_doc for check_doc in state.get("health_checks") or []
                if check_doc.get("status") in ("warn", "critical")]
     for check_doc in failing:
-        message = f"check {check_doc.get('name')}: {check_doc.get('message')}"
+        on_warn, on_critical = CHECK_PLAYBOOKS.get(str(check_doc.get("name")), ("health-transitions", "health-stuck"))
+        playbook = on_critical if check_doc["status"] == "critical" else on_warn
+        message = f"check {check_doc.get('name')}: {check_doc.get('message')} — `tacticalctl triage {playbook}`"
         findings.append(Finding(Status(check_doc["status"]), message, dict(check_doc)))
     recovery = state.get("recovery")
     if isinstance(recovery, dict) and (next_step_at := number(recovery.get("next_step_at"))) is not None:
@@ -614,8 +639,15 @@ def probe_health_state(sources: Sources) -> list[Finding]:
     transitions = state.get("recent_transitions") or []
     recent = [t for t in transitions if (number(t.get("at")) or 0.0) >= now - FLAPPING_WINDOW_S]
     if len(recent) >= FLAPPING_TRANSITIONS:
-        findings.append(_warn(f"{len(recent)} transitions in {FLAPPING_WINDOW_S / 60:g} min: a check is flapping "
-                              "around its threshold", transitions=recent))
+        # Flapping is one check moving the state again and again; different causes one after another are not.
+        causes = Counter(name for t in recent
+                         if _STATE_RANK.get(str(t.get("to")), 0) > _STATE_RANK.get(str(t.get("from")), 0)
+                         for name in set(_FAILING_CHECK.findall(str(t.get("reason", "")))))
+        flapping = sorted(name for name, times in causes.items() if times >= 2)
+        what = (f"{', '.join(flapping)} flapping around its threshold" if flapping else
+                f"for different causes ({', '.join(sorted(causes)) or 'recoveries'}), none flapping")
+        findings.append(_warn(f"{len(recent)} transitions in {FLAPPING_WINDOW_S / 60:g} min: {what}",
+                              transitions=recent))
     elif transitions:
         last = transitions[-1]
         findings.append(_ok(f"last transition {last.get('from')} → {last.get('to')}: {last.get('reason')}",
@@ -624,6 +656,7 @@ def probe_health_state(sources: Sources) -> list[Finding]:
 
 
 __all__ = [
+    "CHECK_PLAYBOOKS",
     "THRESHOLDS",
     "Finding",
     "Probe",

@@ -23,6 +23,7 @@ from worker.ops.checks import Status, jit_log_status, worst
 from worker.ops.duplicates import window_commands
 from worker.ops.keys import find_stale_processing_keys
 from worker.ops.probes import (
+    CHECK_PLAYBOOKS,
     THRESHOLDS,
     Finding,
     Probe,
@@ -224,8 +225,8 @@ PLAYBOOKS: tuple[Playbook, ...] = (
         ("TacticalHealthCritical",),
         (probe_health_state, probe_redis, probe_breaker),
         (
-            "Work on the failing checks above, if any: each names its triage (e.g. `tacticalctl triage "
-            "consumer-lag`). With none failing, the state is recovering on its own (the finding above says when)",
+            "Work on the failing checks above, if any: each names its triage. With none failing, the state is "
+            "recovering on its own (the finding above says when)",
             "Review the thresholds (worker/health.py `Thresholds`) if a check flaps around its limit",
             "Watch the recovery: `tacticalctl health state --watch` (recovery is one step per 30 s of good checks)",
             "Restart the service to restart health monitoring: `docker compose restart tactical-marl`",
@@ -329,22 +330,6 @@ def alerts_from_state(state: Mapping[str, Any]) -> list[tuple[str, str]]:
     return picks
 
 
-# A failing health check → its playbook, by the check's status: (on warn, on critical). The worker's own verdict,
-# so a state that is degraded always names why, also for what the window's figures above do not show (an event
-# rate judged against a backlog, a slow Redis).
-_CHECK_PLAYBOOKS: Mapping[str, tuple[str, str]] = {
-    "consumer_lag": ("consumer-lag-warning", "consumer-lag"),
-    "latency": ("p50-latency", "p99-latency"),
-    "error_rate": ("error-rate", "error-rate"),
-    "model_staleness": ("model-staleness", "model-staleness"),
-    "model_reload": ("model-staleness", "model-staleness"),
-    "models_loaded": ("model-compilation", "model-compilation"),
-    "circuit_breaker": ("breaker-open", "breaker-open"),
-    "model_confidence": ("low-confidence", "low-confidence"),
-    "event_rate": ("event-rate", "event-rate"),
-    # No playbook of its own: which check moved the state (Redis's round trip is one of health-stuck's probes).
-    "redis": ("health-transitions", "health-stuck"),
-}
 
 
 def _alerts_from_checks(state: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -353,7 +338,7 @@ def _alerts_from_checks(state: Mapping[str, Any]) -> list[tuple[str, str]]:
         status = check.get("status")
         if status not in ("warn", "critical"):
             continue
-        on_warn, on_critical = _CHECK_PLAYBOOKS.get(str(check.get("name")), ("health-transitions", "health-stuck"))
+        on_warn, on_critical = CHECK_PLAYBOOKS.get(str(check.get("name")), ("health-transitions", "health-stuck"))
         picks.append((on_critical if status == "critical" else on_warn, f"{check.get('name')}: {check.get('message')}"))
     if not picks and int(state.get("state_code", 0)) == 1:
         picks.append(("health-transitions", "health state degraded"))
