@@ -140,25 +140,18 @@ def decision_fields(decision: Decision, event_id: bytes | None = None) -> dict[s
     """Flat stream fields of a decision: no JSON, `correlation_id` top-level so tools can scan and join.
     `event_id` is the input entry the decision answers. What a whole batch shares — `model_version` and the
     `timing_fields` — is added by the commit, sent once per batch."""
-    # repr(float(x)) inline rather than _num, on the hot path. The scores are float64 sums, written exactly; the
-    # action's score is one of them (`Decision.score`), its text not made twice (~1 µs).
-    short, hold, long = decision.scores
-    scores = (repr(float(short)), repr(float(hold)), repr(float(long)))
-    score = scores[decision.action.index]
-    if decision.score != decision.scores[decision.action.index]:
-        score = repr(float(decision.score))
     fields: dict[str, str | bytes] = {
         "correlation_id": decision.correlation_id,
         "synergy_type": decision.synergy_type.value,
         "direction": str(decision.direction),
         "action": decision.action.label,
-        "score": score,
+        "score": repr(float(decision.score)),
         "execute": "1" if decision.execute else "0",
         "reason": decision.reason,
-        _SCORE_KEYS[0]: scores[0],
-        _SCORE_KEYS[1]: scores[1],
-        _SCORE_KEYS[2]: scores[2],
     }
+    # repr(float(x)) inline rather than _num, on the hot path. The scores are float64 sums, written exactly.
+    for key, score in zip(_SCORE_KEYS, decision.scores, strict=True):
+        fields[key] = repr(float(score))
     # The agents' outputs are float32 (`AgentEnsemble.infer`): 9 significant digits read back as the same float32, in
     # a third of repr's time (~1 against ~3 µs a vote here) and ~7 characters shorter per number than the float64
     # repr of a float32 — 12 numbers a decision.

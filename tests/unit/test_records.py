@@ -3,7 +3,6 @@ to the type checker only; see `per_event_record`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -100,10 +99,3 @@ def test_the_type_checker_refuses_to_change_a_record(tmp_path) -> None:
     )
     flagged = {int(line.split(":")[1]) for line in result.stdout.splitlines() if ": error:" in line}
     assert flagged == {*range(10, 19), 20}, result.stdout
-
-
-def test_the_score_field_is_the_decisions_own_score() -> None:
-    decision = aggregate(make_event(), votes(0.9), CONFIG, "v1")
-    assert decision_fields(decision)["score"] == decision_fields(decision)[f"score_{decision.action.label.lower()}"]
-    hand_built = dataclasses.replace(decision, score=0.123)  # not one of its scores: written as given
-    assert decision_fields(hand_built)["score"] == "0.123"
