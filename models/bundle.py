@@ -252,12 +252,17 @@ def signing_key_from_env(environ: dict[str, str] | None = None) -> bytes | None:
     path = environ.get(SIGNING_KEY_ENV)
     if not path:
         return None
+    return read_signing_key(Path(path), f"{SIGNING_KEY_ENV}={path}")
+
+
+def read_signing_key(path: Path, source: str) -> bytes:
+    """The key in `path`; `source` says where the path came from (a variable, a flag), for the error."""
     try:
-        key = Path(path).read_bytes().strip()
+        key = path.read_bytes().strip()
     except OSError as exc:
-        raise ModelIntegrityError(f"{SIGNING_KEY_ENV}={path}: cannot read the signing key ({exc})") from None
+        raise ModelIntegrityError(f"{source}: cannot read the signing key ({exc})") from None
     if len(key) < 16:
-        raise ModelIntegrityError(f"{SIGNING_KEY_ENV}={path}: the signing key must be at least 16 bytes")
+        raise ModelIntegrityError(f"{source}: the signing key must be at least 16 bytes")
     return key
 
 

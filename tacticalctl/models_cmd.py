@@ -18,8 +18,8 @@ from models.bundle import (
     BundleWriteError,
     read_current_version,
     read_manifest,
+    read_signing_key,
     sign_bundle,
-    signing_key_from_env,
     verify_bundle,
 )
 from models.bundle_history import (
@@ -466,7 +466,7 @@ def sign(
     directory = _models_dir(models_dir)
     bundle_dir = _bundle(directory, version)
     try:
-        key = signing_key_from_env({SIGNING_KEY_ENV: str(key_file)}) or b""
+        key = read_signing_key(key_file, f"--key-file / {SIGNING_KEY_ENV} {key_file}")
         verify_bundle(bundle_dir, signing_key=None)  # sign only what verifies
         path = sign_bundle(bundle_dir, key)
     except BundleError as exc:

@@ -659,3 +659,11 @@ def test_signing_where_there_is_no_redis_signs_and_says_it_was_not_audited(
     doc = json.loads(result.stdout)
     assert doc["audit_id"] is None and "unreachable" in doc["audit_error"]
     assert "signed, but not audited" in result.stderr
+
+
+def test_a_key_file_that_cannot_be_read_is_named_as_given(ctl: Ctl, models_dir: Path, tmp_path: Path) -> None:
+    result = ctl("models", "sign", "--key-file", str(tmp_path / "nokey"), "--models-dir", str(models_dir))
+    assert result.exit_code == 2
+    assert f"--key-file / TACTICAL_MODEL_SIGNING_KEY_FILE {tmp_path / 'nokey'}: cannot read the signing key" in \
+        result.stderr
+    assert not (models_dir / SHIPPED.name / "manifest.sig").exists()
