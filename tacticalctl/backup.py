@@ -152,11 +152,13 @@ def restore(
     models_only: Annotated[bool, typer.Option(
         "--models-only", help="Restore only the model bundles (into --models-dir); Redis is left as it is: a new "
         "worker host beside a healthy Redis.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="With --force: replace what the target holds.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Verify the archive (its .sha256 file and every member's SHA-256), then restore it into an empty database:
     streams with their ids, groups and pending entries, completed keys with their remaining time, counters, model
-    bundles. Refuses a non-empty target unless --force, and always while a worker runs against it. Start the workers
+    bundles. Refuses a non-empty target unless --force --yes (--force alone shows what it would replace), and always
+    while a worker runs against it. Start the workers
     afterwards: they reclaim the pending entries, and completed keys make redelivered events duplicates. With
     --models-only, only the model bundles are restored and Redis is not touched (a new worker host).
     Audited in tactical_alerts. Exit 0 restored and verified against the manifest, 2 refused or failed.
@@ -174,6 +176,8 @@ def restore(
     try:
         with _progress() as progress:
             verified = open_archive(archive, progress)
+            if force and not yes and not dry_run:  # replacing what is there: shown first, as every change is
+                dry_run = True
             if dry_run:
                 plan = plan_restore(client, verified, target_models)
                 reason = plan.refusal(force, models_only=models_only)
@@ -184,7 +188,9 @@ def restore(
                 if reason:
                     raise CtlError(f"restore would be refused: {reason}", ExitCode.CRITICAL)
                 if not json_output:
-                    context.console.print("dry run: nothing changed. Run without --dry-run to restore.")
+                    context.console.print("dry run: nothing changed. Run without --dry-run to restore"
+                                          + (" (with --force --yes: it replaces what the target holds)." if force
+                                             else "."))
                 return
             report = restore_backup(client, verified, models_dir=target_models, force=force, actor=default_actor(),
                                     progress=progress, models_only=models_only)

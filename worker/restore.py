@@ -215,12 +215,12 @@ class RestorePlan:
                     "then restore, then start them; to restore only the model bundles onto a new host, --models-only")
         if not force and not self.target_empty and not models_only:
             return (f"the target is not empty ({len(self.existing_streams)} streams, {self.existing_tactical_keys} "
-                    "tactical:* keys): restore into an empty database; --force replaces them, losing whatever the "
-                    "target holds that the archive does not (stop the producers first); to restore only the model "
+                    "tactical:* keys): restore into an empty database; --force --yes replaces them, losing whatever "
+                    "the target holds that the archive does not (stop the producers first); to restore only the model "
                     "bundles onto a new host, --models-only")
         if not force and self.model_conflicts:
             return (f"{len(self.model_conflicts)} files in {self.models_dir} differ from the archive's "
-                    f"({', '.join(self.model_conflicts[:3])}): add --force to overwrite them"
+                    f"({', '.join(self.model_conflicts[:3])}): add --force --yes to overwrite them"
                     + (", or name another --models-dir" if models_only else ", or --no-models"))
         return None
 
@@ -404,7 +404,7 @@ def restore_backup(
                                                                    redis_members=not models_only)
     except (BackupError, redis.RedisError, OSError, tarfile.TarError) as exc:
         raise BackupError(f"restore stopped part way, the target holds part of the backup: {exc}. "
-                          "Fix the cause and run the restore again with --force") from None
+                          "Fix the cause and run the restore again with --force --yes") from None
     differences = (() if models_only else verify_restored(client, archive.streams)) + (
         () if models_dir is None else verify_restored_models(models_dir, archive.manifest["files"]))
     what = "the model bundles of " if models_only else ""

@@ -169,7 +169,10 @@ def test_restore_refuses_a_non_empty_target_unless_forced(tmp_path: Path, source
     assert refused.stderr.startswith("tacticalctl: the target is not empty") and refused.stderr.count("\n") == 1
     assert a.xlen(INPUT_STREAM) == 6, "nothing was changed"
 
-    forced = tacticalctl(source.url(), "restore", str(archive), "--no-models", "--force", "--json")
+    shown = tacticalctl(source.url(), "restore", str(archive), "--no-models", "--force", "--json")
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["applied"] is False, "--force alone shows what it would do"
+    assert a.xlen(INPUT_STREAM) == 6
+    forced = tacticalctl(source.url(), "restore", str(archive), "--no-models", "--force", "--yes", "--json")
     assert forced.exit_code == 0, forced.output
     assert json.loads(forced.stdout)["verified"] is True
     assert a.xlen(INPUT_STREAM) == 5
@@ -216,12 +219,12 @@ def test_models_only_restores_the_bundles_onto_a_new_host_and_leaves_a_live_redi
     dry = tacticalctl(source.url(), "restore", str(archive), "--models-only", "--models-dir", str(new_host),
                       "--dry-run")
     assert f"model bundles: into {new_host}; files there that differ: 1" in dry.stdout
-    assert dry.exit_code == 2 and "add --force to overwrite them, or name another --models-dir" in dry.stderr
+    assert dry.exit_code == 2 and "add --force --yes to overwrite them, or name another --models-dir" in dry.stderr
     assert "--no-models" not in dry.stderr, "with --models-only, --no-models leaves nothing to restore"
     files = {f"models/{current}/fvg.pt": {"sha256": sha256_path(shipped / current / "fvg.pt")}}
     assert verify_restored_models(new_host, files) == (f"model file {current}/fvg.pt differs from the backup (sha256)",)
     again = tacticalctl(source.url(), "restore", str(archive), "--models-only", "--models-dir", str(new_host),
-                        "--force")
+                        "--force", "--yes")
     assert again.exit_code == 0, again.output
     assert f"model bundles: into {new_host}; 1 that differed overwritten (--force)" in again.stdout
     assert verify_restored_models(new_host, files) == ()
@@ -234,7 +237,7 @@ def test_restore_refuses_while_a_worker_runs_against_the_target(tmp_path: Path, 
     assert tacticalctl(source.url(), "backup", str(archive), "--no-models").exit_code == 0
     b = redis.Redis.from_url(target.url())
     write_heartbeat(b, "host:4242", interval_s=30, info={})
-    result = tacticalctl(target.url(), "restore", str(archive), "--no-models", "--force")
+    result = tacticalctl(target.url(), "restore", str(archive), "--no-models", "--force", "--yes")
     assert result.exit_code == 2
     assert "workers are running against the target (host:4242)" in result.stderr
     assert not b.exists(INPUT_STREAM)
@@ -445,7 +448,8 @@ def test_a_models_dir_that_is_a_file_is_refused_before_redis_is_cleared(
     for models_dir, said in ((a_file, f"{a_file} is not a directory"),
                              (a_file / "models", f"{a_file / 'models'} cannot be created: {a_file} is not a directory"),
                              (dangling, f"{dangling} is a symlink to nothing")):
-        result = tacticalctl(target.url(), "restore", str(archive), "--force", "--models-dir", str(models_dir))
+        result = tacticalctl(target.url(), "restore", str(archive), "--force", "--yes", "--models-dir",
+                             str(models_dir))
 
         assert result.exit_code == 2, result.output
         assert said in result.stderr and result.stderr.count("\n") == 1, result.stderr
