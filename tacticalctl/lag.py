@@ -92,7 +92,9 @@ def watch(
 
     Count, pending, seconds coloured at the runbook thresholds, the trend of the samples taken (ok, warn = falling
     behind, stall, stop), rates in and out, a sparkline of recent samples.
-    With --json, one line per sample with the keys of `lag --json`."""
+    With --json, one line per sample with the keys of `lag --json`; a sample that could not be taken has only
+    status (unknown: no stream or group yet; critical: Redis unreachable), message and at. A watch is a view: it
+    rides out what it cannot read and exits 0 on Ctrl-C or --duration (`lag` is the check, with its exit codes)."""
     context = get_context(ctx)
     monitor = LagMonitor()
     try:
