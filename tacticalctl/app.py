@@ -111,7 +111,8 @@ class CtlGroup(TyperGroup):
             # The error names the address it failed on: `up` and `bench` run Redis of their own, not --redis-url.
             _fail(ctx, f"Redis unreachable: {exc}", ExitCode.CRITICAL)
         except redis.ResponseError as exc:  # e.g. NOPERM under an ACL user, WRONGTYPE on a key someone else wrote
-            _fail(ctx, f"Redis refused a command: {exc}: {refusal_advice(exc)}", ExitCode.CRITICAL)
+            advice = refusal_advice(exc) or "see the Redis server's log"
+            _fail(ctx, f"Redis refused a command: {exc}: {advice}", ExitCode.CRITICAL)
 
 
 _JSON_REQUESTED = "tacticalctl.json_requested"

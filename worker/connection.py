@@ -31,21 +31,23 @@ REDIS_FAILOVER: tuple[type[redis.ResponseError], ...] = (redis.ReadOnlyError, re
 REDIS_FAILED: tuple[type[redis.RedisError], ...] = (*REDIS_UNREACHABLE, redis.ResponseError)
 
 
-def refusal_advice(exc: redis.ResponseError) -> str:
-    """What an operator does about Redis refusing a command, by why it refused."""
+def refusal_advice(exc: redis.ResponseError) -> str | None:
+    """What an operator does about Redis refusing a command, by why it refused; None for an error that is no
+    refusal of the operator's setup (an unknown command, a script's own error). A pipeline's error carries the
+    refusal after its own prefix ("Command # 1 (…) of pipeline caused error: WRONGTYPE …")."""
     text = str(exc)
-    if isinstance(exc, redis.exceptions.NoPermissionError) or text.startswith("NOPERM"):
+    if isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in text or "no permissions" in text:
         return ("the Redis user lacks a command or key the tools need: give it the ACL in runbook/acl "
                 "(README there), or use the operators' user")
     if "DB index is out of range" in text:
         return "the URL's database does not exist on this server: --redis-url / TACTICAL_REDIS_URL (database 2)"
-    if text.startswith("WRONGTYPE"):
+    if "WRONGTYPE" in text:
         return ("a key has another type than the worker writes (something else wrote it, or the wrong database): "
                 "`tacticalctl stream info`, then move the key aside (RENAME)")
     if isinstance(exc, REDIS_REFUSING_WRITES):
         return ("Redis takes no writes now (out of memory, or a replica during a failover): "
                 "`tacticalctl triage worker-down`")
-    return "see the Redis server's log; run the step by hand (runbook/RUNBOOK.md) and report the error"
+    return None
 
 
 def refused_as_wrong_type(reply: object) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import redis
 import yaml
 
 from worker.ops.checks import Status, Verdict, check, jit_log_status, worst
@@ -150,33 +151,44 @@ def test_a_worker_that_answers_critical_is_said_to_be_running_not_down() -> None
     assert "it runs and judges itself unhealthy" in finding.summary and "tacticalctl health state" in finding.summary
 
 
-def transitions_state(*moves: tuple[str, str, str]) -> dict:
-    now = 1_000_000.0
-    return {"state": "degraded", "state_code": 1, "since": now - 10, "health_checks": [],
-            "recent_transitions": [{"at": now - 60 * (len(moves) - i), "from": f, "to": t, "reason": r}
-                                   for i, (f, t, r) in enumerate(moves)]}
+def transitions_of(*steps: list) -> list[dict]:
+    """The transitions a real state machine records for these checks, one evaluation a minute."""
+    from worker.health import HealthPolicy, HealthStateMachine
+
+    machine = HealthStateMachine(HealthPolicy(recovery_s=30.0), clock=lambda: 1_000_000.0)
+    for minute, checks in enumerate(steps):
+        machine.evaluate(checks, now=1_000_000.0 - 600 + 60 * minute)
+        machine.evaluate(checks, now=1_000_000.0 - 600 + 60 * minute + 31)  # held: one step better, if better
+        machine.evaluate(checks, now=1_000_000.0 - 600 + 60 * minute + 62)
+    return machine.snapshot()["recent_transitions"]
 
 
-@pytest.mark.parametrize(("moves", "expected"), [
-    ([("healthy", "degraded", "consumer_lag warn: consumer lag 2.5 s > 2 s"),
-      ("degraded", "healthy", "checks passed for 30 s"),
-      ("healthy", "degraded", "consumer_lag warn: consumer lag 2.1 s > 2 s")], "consumer_lag flapping around"),
-    ([("healthy", "critical", "consumer_lag critical: consumer lag 6 s > 5 s"),
-      ("critical", "degraded", "checks passed for 30 s"),
-      ("degraded", "critical", "redis critical: Redis unreachable: check the server")], "for different causes"),
-])
-def test_transitions_are_called_flapping_only_when_one_check_keeps_moving_the_state(moves, expected) -> None:
+def flapping_summary(transitions: list[dict]) -> str:
     from worker.ops.probes import probe_health_state
 
     class Answering:
         def state(self) -> dict:
-            return transitions_state(*moves)
+            return {"state": "healthy", "state_code": 0, "since": 999_000.0, "health_checks": [],
+                    "recent_transitions": transitions}
 
         def now(self) -> float:
             return 1_000_000.0
 
-    findings = probe_health_state(Answering())  # type: ignore[arg-type]
-    assert any(expected in f.summary for f in findings), [f.summary for f in findings]
+    return next(f.summary for f in probe_health_state(Answering()) if "transitions in" in f.summary)  # type: ignore[arg-type]
+
+
+def test_transitions_are_called_flapping_only_when_one_check_keeps_moving_the_state() -> None:
+    from worker.health import check_confidence, check_consumer_lag, check_redis
+
+    ok_but = lambda *failing: [*(c for c in [check_redis(1.0), check_consumer_lag(0.1)]  # noqa: E731
+                                 if c.name not in {f.name for f in failing}), *failing]
+    low = check_confidence(0.5)  # at warn the whole time: in every reason, moving nothing
+    different = transitions_of(ok_but(low, check_consumer_lag(6.0)), ok_but(low), ok_but(low, check_redis(None)),
+                               ok_but(low))
+    assert "for different causes (consumer_lag, redis), none flapping" in flapping_summary(different)
+    same = transitions_of(ok_but(low, check_consumer_lag(6.0)), ok_but(low), ok_but(low, check_consumer_lag(7.0)),
+                          ok_but(low))
+    assert "consumer_lag flapping around its threshold" in flapping_summary(same)
 
 
 def test_each_failing_check_names_its_triage() -> None:
@@ -194,3 +206,31 @@ def test_each_failing_check_names_its_triage() -> None:
     summaries = [f.summary for f in probe_health_state(Answering())]  # type: ignore[arg-type]
     assert "check consumer_lag: lag 6 s > 5 s — `tacticalctl triage consumer-lag`" in summaries
     assert "check latency: P50 60 ms > 50 ms — `tacticalctl triage p50-latency`" in summaries
+
+
+@pytest.mark.parametrize(("error", "advice"), [
+    (redis.exceptions.NoPermissionError("this user has no permissions to run the 'scan' command"), "runbook/acl"),
+    (redis.ResponseError("DB index is out of range"), "the URL's database does not exist"),
+    (redis.ResponseError("Command # 1 (XLEN synergy_events) of pipeline caused error: WRONGTYPE Operation against a "
+                         "key holding the wrong kind of value"), "move the key aside"),
+    (redis.ReadOnlyError("You can't write against a read only replica."), "takes no writes now"),
+    (redis.ResponseError("unknown command 'SLOWLOG', with args beginning with: 'GET'"), None),
+])
+def test_a_refusal_is_told_by_why_and_an_error_of_the_checks_own_is_not_one(error, advice) -> None:
+    from worker.connection import refusal_advice
+
+    said = refusal_advice(error)
+    assert said is None if advice is None else advice in (said or "")
+
+
+def test_a_step_that_redis_cannot_run_is_unknown_and_one_it_refuses_is_critical() -> None:
+    @check("slowlog")
+    def renamed_away() -> Verdict:
+        raise redis.ResponseError("unknown command 'SLOWLOG'")
+
+    @check("keys")
+    def not_permitted() -> Verdict:
+        raise redis.exceptions.NoPermissionError("this user has no permissions to run the 'scan' command")
+
+    assert renamed_away().status is Status.UNKNOWN
+    assert not_permitted().status is Status.CRITICAL and "runbook/acl" in not_permitted().next_action

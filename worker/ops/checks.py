@@ -143,8 +143,12 @@ def check(step: str, threshold: str = "") -> Callable[[Callable[P, Verdict]], Ca
                 verdict = Verdict(Status.CRITICAL, str(exc), "move the key aside as said, then run the step again")
             except REDIS_UNREACHABLE as exc:
                 verdict = Verdict(Status.CRITICAL, f"Redis failed mid-check: {exc}", REDIS_UNREACHABLE_ACTION)
-            except redis.ResponseError as exc:  # answered, and refused: NOPERM, a missing database, a WRONGTYPE key
-                verdict = Verdict(Status.CRITICAL, f"Redis refused a command: {exc}", refusal_advice(exc))
+            except redis.ResponseError as exc:
+                if (advice := refusal_advice(exc)) is not None:  # NOPERM, a missing database, a WRONGTYPE key…
+                    verdict = Verdict(Status.CRITICAL, f"Redis refused a command: {exc}", advice)
+                else:  # an error of the check's own (a command renamed away, say): it could not run
+                    verdict = Verdict(Status.UNKNOWN, f"check could not run: Redis: {exc}",
+                                      "run the step by hand (see runbook/RUNBOOK.md) and report the error")
             except (KeyError, TypeError, ValueError, OSError, BundleError) as exc:
                 verdict = Verdict(Status.UNKNOWN, f"check could not run: {type(exc).__name__}: {exc}",
                                   "run the step by hand (see runbook/RUNBOOK.md) and report the error")

@@ -48,7 +48,19 @@ RECENT = 200  # decisions / events / dead letters sampled for patterns
 FLAPPING_TRANSITIONS = 3
 FLAPPING_WINDOW_S = 15 * 60.0
 _STATE_RANK = {"healthy": 0, "degraded": 1, "critical": 2, "failed": 3}
-_FAILING_CHECK = re.compile(r"\b([a-z_]+) (?:warn|critical):")  # how a transition's reason names each failing check
+_FAILING_CHECK = re.compile(r"\b([a-z_]+) (warn|critical):")  # how a transition's reason names each failing check
+_STATUS_FOR_STATE = {"degraded": "warn", "critical": "critical"}
+
+
+def _moved_by(transition: Mapping[str, Any]) -> set[str]:
+    """The checks that moved the state into a worse one: those at the status that state stands for (a reason lists
+    every check not OK, and one that stayed at warn throughout is in every reason). Into FAILED nothing new moved it:
+    it is time spent critical."""
+    to, came_from = str(transition.get("to")), str(transition.get("from"))
+    wanted = _STATUS_FOR_STATE.get(to)
+    if wanted is None or _STATE_RANK.get(to, 0) <= _STATE_RANK.get(came_from, 0):
+        return set()
+    return {name for name, status in _FAILING_CHECK.findall(str(transition.get("reason", ""))) if status == wanted}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +110,11 @@ def run_probe(probe: Probe, sources: Sources) -> list[Finding]:
         return [_critical(f"Redis failed during the diagnosis: {exc}")]
     except AuditTrailError as exc:  # the alert history is someone else's key: the message says how to move it aside
         return [_critical(str(exc))]
-    except redis.ResponseError as exc:  # answered, and refused: as critical as not answering, with why
+    except redis.ResponseError as exc:
         name = getattr(probe, "__name__", "probe").removeprefix("probe_").replace("_", " ")
-        return [_critical(f"{name}: Redis refused a command ({exc}): {refusal_advice(exc)}")]
+        if (advice := refusal_advice(exc)) is not None:  # refused for a reason the operator must act on
+            return [_critical(f"{name}: Redis refused a command ({exc}): {advice}")]
+        return [Finding(Status.UNKNOWN, f"{name}: could not check (Redis: {exc})")]
     except (KeyError, TypeError, ValueError, OSError, BundleError) as exc:
         name = getattr(probe, "__name__", "probe").removeprefix("probe_").replace("_", " ")
         return [Finding(Status.UNKNOWN, f"{name}: could not check ({type(exc).__name__}: {exc})")]
@@ -612,6 +626,12 @@ CHECK_PLAYBOOKS: Mapping[str, tuple[str, str]] = {
 }
 
 
+def playbook_for_check(name: str, status: str) -> str:
+    """The triage for a health check failing at `status` (warn or critical)."""
+    on_warn, on_critical = CHECK_PLAYBOOKS.get(name, ("health-transitions", "health-stuck"))
+    return on_critical if status == "critical" else on_warn
+
+
 def probe_health_state(sources: Sources) -> list[Finding]:
     """curl /health/state | jq '.health_checks', '.recent_transitions'."""
     state = sources.state()
@@ -624,8 +644,7 @@ def probe_health_state(sources: Sources) -> list[Finding]:
     failing = [check_doc for check_doc in state.get("health_checks") or []
                if check_doc.get("status") in ("warn", "critical")]
     for check_doc in failing:
-        on_warn, on_critical = CHECK_PLAYBOOKS.get(str(check_doc.get("name")), ("health-transitions", "health-stuck"))
-        playbook = on_critical if check_doc["status"] == "critical" else on_warn
+        playbook = playbook_for_check(str(check_doc.get("name")), str(check_doc["status"]))
         message = f"check {check_doc.get('name')}: {check_doc.get('message')} — `tacticalctl triage {playbook}`"
         findings.append(Finding(Status(check_doc["status"]), message, dict(check_doc)))
     recovery = state.get("recovery")
@@ -640,9 +659,7 @@ def probe_health_state(sources: Sources) -> list[Finding]:
     recent = [t for t in transitions if (number(t.get("at")) or 0.0) >= now - FLAPPING_WINDOW_S]
     if len(recent) >= FLAPPING_TRANSITIONS:
         # Flapping is one check moving the state again and again; different causes one after another are not.
-        causes = Counter(name for t in recent
-                         if _STATE_RANK.get(str(t.get("to")), 0) > _STATE_RANK.get(str(t.get("from")), 0)
-                         for name in set(_FAILING_CHECK.findall(str(t.get("reason", "")))))
+        causes = Counter(name for t in recent for name in _moved_by(t))
         flapping = sorted(name for name, times in causes.items() if times >= 2)
         what = (f"{', '.join(flapping)} flapping around its threshold" if flapping else
                 f"for different causes ({', '.join(sorted(causes)) or 'recoveries'}), none flapping")
@@ -661,6 +678,7 @@ __all__ = [
     "Finding",
     "Probe",
     "number",
+    "playbook_for_check",
     "probe_alert_history",
     "probe_breaker",
     "probe_bundle",

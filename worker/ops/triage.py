@@ -23,11 +23,11 @@ from worker.ops.checks import Status, jit_log_status, worst
 from worker.ops.duplicates import window_commands
 from worker.ops.keys import find_stale_processing_keys
 from worker.ops.probes import (
-    CHECK_PLAYBOOKS,
     THRESHOLDS,
     Finding,
     Probe,
     number,
+    playbook_for_check,
     probe_alert_history,
     probe_breaker,
     probe_bundle,
@@ -330,16 +330,14 @@ def alerts_from_state(state: Mapping[str, Any]) -> list[tuple[str, str]]:
     return picks
 
 
-
-
 def _alerts_from_checks(state: Mapping[str, Any]) -> list[tuple[str, str]]:
     picks = []
     for check in state.get("health_checks") or ():
         status = check.get("status")
         if status not in ("warn", "critical"):
             continue
-        on_warn, on_critical = CHECK_PLAYBOOKS.get(str(check.get("name")), ("health-transitions", "health-stuck"))
-        picks.append((on_critical if status == "critical" else on_warn, f"{check.get('name')}: {check.get('message')}"))
+        picks.append((playbook_for_check(str(check.get("name")), str(status)),
+                      f"{check.get('name')}: {check.get('message')}"))
     if not picks and int(state.get("state_code", 0)) == 1:
         picks.append(("health-transitions", "health state degraded"))
     return picks
