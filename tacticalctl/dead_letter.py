@@ -10,7 +10,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from tacticalctl.context import get_context, print_json
+from tacticalctl.context import get_context, print_json, worker_settings
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import plain, timestamp
 from worker.alerts import default_actor
@@ -104,7 +104,8 @@ def replay(
     reason: ReasonOption = None,
     yes: Annotated[bool, typer.Option("--yes", help="Act. Without it, only show what would be done.")] = False,
     include_invalid: Annotated[bool, typer.Option(
-        "--include-invalid", help="Replay events that are still invalid too (after raising the worker's limits).")
+        "--include-invalid", help="Replay events that are still invalid too (judged with TACTICAL_MAX_EVENT_BYTES as "
+        "set here: set the workers' value).")
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
@@ -124,7 +125,8 @@ def replay(
         chosen = select_dead_letters(client, ids=ids or (), reason=reason)
     except KeyError as exc:
         raise CtlError(str(exc.args[0]), ExitCode.UNKNOWN) from None
-    result = replay_dead_letters(client, chosen, actor=default_actor(), apply=yes, include_invalid=include_invalid)
+    result = replay_dead_letters(client, chosen, actor=default_actor(), apply=yes, include_invalid=include_invalid,
+                                 max_event_bytes=worker_settings().max_event_bytes)
     nothing_replayable = bool(chosen) and result.replayable == 0
     if json_output:
         print_json(result.as_dict())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import redis
 
 from tests.cli.conftest import Ctl
@@ -178,3 +179,18 @@ def test_replay_leaves_events_that_are_still_invalid_unless_told(ctl: Ctl, redis
     assert again.exit_code == 1 and "1 are still invalid" in again.stderr
     forced = json.loads(ctl("dead-letter", "replay", "--all", "--yes", "--include-invalid", "--json").stdout)
     assert list(forced["replayed"]) == [short_id] and forced["invalid"] == {}
+
+
+def test_replay_judges_the_events_by_the_workers_size_limit(ctl: Ctl, redis_client: redis.Redis,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.producer import make_event
+
+    big = {**encode_event(make_event(correlation_id="big-0", rng=np.random.default_rng(1))), "note": "x" * 70_000}
+    redis_client.xadd(INPUT_STREAM, big)
+    deliver_without_ack(redis_client, "ghost", 1)
+    dead_letter_stuck_entries(redis_client, reason="payload_too_large: over 65,536", min_idle_ms=0, actor="test",
+                              apply=True)
+    assert json.loads(ctl("dead-letter", "replay", "--all", "--json").stdout)["invalid"], "too large at the default"
+    monkeypatch.setenv("TACTICAL_MAX_EVENT_BYTES", "200000")  # the workers' limit, raised
+    doc = json.loads(ctl("dead-letter", "replay", "--all", "--json").stdout)
+    assert doc["invalid"] == {} and len(doc["planned"]) == 1

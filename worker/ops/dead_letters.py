@@ -16,7 +16,7 @@ import redis
 
 from worker.alerts import audit, require_audit_trail
 from worker.delivery import StreamNames
-from worker.events import InvalidEvent, decode_event
+from worker.events import DEFAULT_MAX_EVENT_BYTES, InvalidEvent, decode_event
 from worker.names import REPLAYED_FROM_FIELD
 from worker.redis_text import as_optional_text
 from worker.stream_entries import entries, paged
@@ -186,6 +186,7 @@ def replay_dead_letters(
     actor: str,
     apply: bool,
     include_invalid: bool = False,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     streams: StreamNames = DEFAULT_STREAMS,
 ) -> ReplayResult:
     """Re-add each entry's original fields to the input stream and remove it from the dead-letter stream.
@@ -193,10 +194,11 @@ def replay_dead_letters(
     A dead letter with no original fields left (its event was lost before it was dead-lettered) stays where it
     is, listed as unreplayable. So does one whose event is still invalid — the worker would dead-letter it again,
     and count it in the error rate — unless `include_invalid` (the worker's limits were raised, say). Nothing
-    changes unless `apply`; an audit entry records what was replayed."""
+    changes unless `apply`; an audit entry records what was replayed. `max_event_bytes` is the workers' limit."""
     planned = tuple(entries)
     unreplayable = tuple(e.id for e in planned if not e.original)
-    invalid = {} if include_invalid else {e.id: why for e in planned if e.original and (why := still_invalid(e))}
+    invalid = {} if include_invalid else {e.id: why for e in planned
+                                          if e.original and (why := still_invalid(e, max_event_bytes))}
     if not apply:
         return ReplayResult(planned, {}, unreplayable, applied=False, invalid=invalid)
     if len(unreplayable) + len(invalid) < len(planned):  # something will change
@@ -232,10 +234,10 @@ def replay_dead_letters(
     return ReplayResult(planned, replayed, unreplayable, applied=True, audit_id=audit_id, invalid=invalid)
 
 
-def still_invalid(entry: DeadLetterEntry) -> str | None:
-    """Why the worker would dead-letter this event again, with its default limits; None when it would decide it."""
+def still_invalid(entry: DeadLetterEntry, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> str | None:
+    """Why a worker with this size limit would dead-letter this event again; None when it would decide it."""
     try:
-        decode_event(entry.original)
+        decode_event(entry.original, max_event_bytes=max_event_bytes)
     except InvalidEvent as exc:
         return str(exc)
     return None
