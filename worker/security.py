@@ -101,11 +101,13 @@ def check_url(url: str) -> None:
         # An @ after the host is a password's / # or ? cutting the URL short: what reads as the host and port is
         # the start of the password (redis://:123#45@h would connect to localhost:123; redis://:pw@secret/x@h to a
         # host named "secret", asking DNS for it).
-        if "@" in parts.path + parts.query + parts.fragment:
+        # A query's values may hold an @ (?username=svc@corp); its names never do.
+        query_names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
+        if "@" in parts.path + parts.fragment or any("@" in name for name in query_names):
             raise misplaced_password
         # The path is the database, a number (redis-py took /abc for database 0, with a warning).
-        database = parts.path.removeprefix("/")
-        if database and not database.isdigit():
+        database = parts.path.strip("/")
+        if database and not re.fullmatch(r"[0-9]+", database):
             raise RedisSecurityError(f"the Redis URL {shown} names database {database!r}: a database is a number "
                                      "(the runbook's is 2, redis://host:6379/2)")
     port_text = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]

@@ -8,6 +8,7 @@ import socket
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 
 def default_models_dir() -> Path:
@@ -149,7 +150,11 @@ def redact_url(url: str) -> str:
     """The URL with its password (user info or a `password=` query parameter) replaced, fit for a log line. Read as
     raw text, not parsed: a password with an unescaped `/`, `#`, `?` or `@` makes the URL unparseable (redis-py
     refuses it too), and must not leak into the message that says so. Everything between `://` and the last `@` is
-    user info; only its user name before a `:` is kept."""
+    user info; only its user name before a `:` is kept. A URL that parses (no @ after its host but in a query value,
+    where `?password=p@ss` is fine) is redacted part by part instead: its last @ may be a query value's."""
+    well_formed = _redact_parsed(url)
+    if well_formed is not None:
+        return well_formed
     scheme, separator, rest = url.partition("://")
     if not separator:
         return _PASSWORD_QUERY.sub(r"\1***", url)
@@ -164,3 +169,22 @@ def redact_url(url: str) -> str:
 
 
 _PASSWORD_QUERY = re.compile(r"((?:^|&)password=)[^&]*")
+
+
+def _redact_parsed(url: str) -> str | None:
+    """`redact_url` of a URL whose parts can be told apart; None when they cannot (a password's / # ? @ unescaped)."""
+    try:
+        parts = urlsplit(url)
+        names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    except ValueError:
+        return None
+    if not parts.scheme or "@" in parts.path + parts.fragment or any("@" in name for name in names):
+        return None
+    netloc = parts.netloc
+    user_info, at, host = netloc.rpartition("@")
+    if at and ":" in user_info:
+        netloc = f"{user_info.partition(':')[0]}:***@{host}"
+    query = _PASSWORD_QUERY.sub(r"\1***", parts.query)
+    # Put together by hand: urlunsplit drops the empty host of unix:///path.
+    return (f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+            + (f"#{parts.fragment}" if parts.fragment else ""))

@@ -107,6 +107,10 @@ def test_without_security_settings_the_url_is_handed_on_as_it_is() -> None:
         ("redis://:Ab/S3CRET+x=@127.0.0.1:7831/2", "redis://:***@127.0.0.1:7831/2"),
         ("redis://u:a#b?c@h:1/2", "redis://u:***@h:1/2"),
         ("redis://u:p@ss@h/2?password=z", "redis://u:***@h/2?password=***"),
+        # An @ in a query value is no user info: its last @ is not where the password ends.
+        ("redis://h:6379/2?password=p@ss", "redis://h:6379/2?password=***"),
+        ("redis://u:pw@h:6379/2?username=svc@corp", "redis://u:***@h:6379/2?username=svc@corp"),
+        ("redis://:hunter2@topsecret/pw@127.0.0.1:25417/2", "redis://:***@127.0.0.1:25417/2"),
     ],
 )
 def test_redact_url_masks_every_place_a_password_can_be(url: str, shown: str) -> None:
@@ -126,6 +130,7 @@ def test_redact_url_masks_every_place_a_password_can_be(url: str, shown: str) ->
     ("redis://:Ab?S3CRET@127.0.0.1:7831/2", "cannot be parsed: a password containing / # ? or @ must be "),
     ("redis://127.0.0.1:notaport/2", "has a port that is not a number"),
     ("redis://127.0.0.1:6379/abc", "names database 'abc': a database is a number"),
+    ("redis://127.0.0.1:6379/²", "names database '²': a database is a number"),
     ("rediss://h:6380/2?ssl_cert_reqs=none", "sets ssl_cert_reqs: TLS is configured only by"),
     ("rediss://h:6380/2?ssl_check_hostname=false", "sets ssl_check_hostname"),
     ("http://h:6379/2", "has scheme 'http'"),
@@ -138,6 +143,9 @@ def test_a_url_redis_py_would_misread_is_refused_without_its_secret(url: str, co
 
 def test_a_percent_encoded_password_is_a_valid_url() -> None:
     RedisSecurity().check("redis://u:p%2Fq%23r@h:6379/2")
+    for url in ("redis://h:6379", "redis://h:6379/", "redis://h:6379/2/", "redis://[::1]:6379/2",
+                "redis://h:6379/2?username=svc@corp", "redis://h:6379/2?password=p@ss", "rediss://h:6380/2"):
+        RedisSecurity().check(url)  # valid, as redis-py reads them
     RedisSecurity().check("unix:///run/redis/a@b.sock?db=2")  # a socket path may hold an @
 
 
