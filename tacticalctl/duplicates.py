@@ -26,7 +26,7 @@ from worker.ops.worker_client import WorkerClient, WorkerUnreachable
 def offenders_table(scan: ScanResult, title: str) -> Table:
     table = Table(title=title)
     for column in ("correlation id", "times", "first seen (UTC)", "last seen (UTC)", "entries"):
-        table.add_column(column, no_wrap=column != "entries")
+        table.add_column(column, overflow="fold")
     for offender in scan.offenders:
         table.add_row(
             plain(offender.correlation_id), str(offender.count),

@@ -171,10 +171,12 @@ def test_tables_written_to_a_file_fold_their_text_never_cut_it(redis_url: str, r
     ensure_group(redis_client)
     redis_client.xadd("synergy_events", {"correlation_id": "c-1"})
     redis_client.xreadgroup("tactical_group", "a-consumer-with-a-rather-long-name-on-host-42", {"synergy_events": ">"})
+    for _ in range(2):  # a correlation id sent twice: the duplicates table has a row
+        redis_client.xadd("synergy_events", {"correlation_id": "a-rather-long-correlation-id-0123456789"})
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     common = ["--redis-url", redis_url, "--worker-url", nobody_url]
     for args in (["morning-check"], ["market-check"], ["stream", "info"], ["pending"], ["lag"], ["models", "list"],
-                 ["backup", str(tmp_path / "b.tar.gz"), "--no-models"], ["keys", "list"]):
+                 ["backup", str(tmp_path / "b.tar.gz"), "--no-models"], ["keys", "list"], ["duplicates"]):
         result = subprocess.run([*CTL, *common, *args], capture_output=True, text=True, timeout=120, env=env)
         assert not CUT_CELL.search(result.stdout), (args, result.stdout)
         assert "Traceback" not in result.stderr, (args, result.stderr)
