@@ -25,6 +25,7 @@ from worker.health import CheckStatus as Status
 from worker.health import (
     HealthCheck,
     HealthPolicy,
+    HealthState,
     HealthStateMachine,
     RecoveryAction,
     check_breaker,
@@ -36,6 +37,7 @@ from worker.health import (
     check_model_staleness,
     check_models_loaded,
     check_redis,
+    recovery_actions,
 )
 from worker.lag import ConsumerLag, LagSample, LagTrend, LagUnavailable, read_consumer_lag
 from worker.records import MATRIX_SHAPE
@@ -74,6 +76,7 @@ class HealthMonitor:
         self._next_model_poll = 0.0
         self._next_agent_probe = 0.0
         self._unsent_alerts: deque[dict[str, Any]] = deque(maxlen=1000)  # alerts raised while Redis was down
+        self._breaker_opened_while_failed = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="health-monitor", daemon=True)
         self.state_doc: dict[str, Any] = {}
@@ -114,7 +117,19 @@ class HealthMonitor:
         transitions = self.machine.evaluate(checks, now)
         for transition in transitions:
             self._on_transition(transition)
+        self._open_breaker_if_failed_unsafely(checks)
         self._publish(lag, stats, now)
+
+    def _open_breaker_if_failed_unsafely(self, checks: list[HealthCheck]) -> None:
+        """FAILED on the backlog alone leaves the breaker closed; a check that goes critical later (the models gone,
+        say) makes it unsafe to trade, and adds no transition to open it on: opened here, once per FAILED."""
+        if self.machine.state is not HealthState.FAILED:
+            self._breaker_opened_while_failed = False
+            return
+        if not self._breaker_opened_while_failed and \
+                RecoveryAction.OPEN_BREAKER in recovery_actions(checks, HealthState.FAILED):
+            critical = ", ".join(check.name for check in checks if check.status is Status.CRITICAL)
+            self.run_recovery(RecoveryAction.OPEN_BREAKER, f"failed, and critical: {critical}")
 
     def checks(self, rtt_ms: float | None, lag: ConsumerLag | None, stats: Any, now: float) -> list[HealthCheck]:
         breaker = self.worker.breaker
@@ -215,6 +230,8 @@ class HealthMonitor:
 
     def run_recovery(self, action: RecoveryAction, reason: str) -> None:
         log.warning("recovery action %s (%s)", action.value, reason)
+        if action is RecoveryAction.OPEN_BREAKER:
+            self._breaker_opened_while_failed = True
         if action is RecoveryAction.RECONNECT_REDIS:
             self.worker.request_reconnect()
             self.client.connection_pool.disconnect()
