@@ -65,7 +65,8 @@ def lag(ctx: typer.Context, json_output: JsonOption = False) -> None:
     seconds against the runbook thresholds (2 s warning, 5 s critical).
 
     Exit 0 ok, 1 warning, 2 critical or Redis unreachable, 3 when the stream or group does not exist.
-    JSON keys: count (null when Redis cannot tell), pending, seconds, oldest_id, last_delivered_id, entries_read,
+    JSON keys: count (null when Redis cannot tell; past 256 counted, Redis's estimate, and count_exact false),
+    count_exact, pending, seconds, oldest_id, last_delivered_id, entries_read,
     stream_length, entries_added, trend (ok|warn|stall|stop|unknown|too_short), rate_in_per_s, rate_out_per_s,
     status (ok|warn|critical), threshold_warn_s, threshold_critical_s, message, at."""
     if ctx.invoked_subcommand is not None:
