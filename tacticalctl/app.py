@@ -102,6 +102,8 @@ class CtlGroup(TyperGroup):
             _fail(ctx, exc.message, exc.code)
         except UsageError as exc:
             exc.exit_code = int(ExitCode.UNKNOWN)
+            if ctx.meta.get(_JSON_REQUESTED):  # click says it on stderr; a script reading stdout gets it too
+                _print_error_document(ExitCode.UNKNOWN, exc.format_message())
             raise
         # Said as they are: refused credentials name the user and the URL, never the secret; an audit trail of
         # another type says how to move it aside.
@@ -125,8 +127,13 @@ def _fail(ctx: typer.Context, message: str, code: ExitCode) -> NoReturn:
     says what failed); after the lines of a watch or a follow it is their last line."""
     typer.echo(f"tacticalctl: {message}", err=True)
     if ctx.meta.get(_JSON_REQUESTED) and json_documents_printed() == ctx.meta.get(_DOCUMENTS_BEFORE, 0):
-        sys.stdout.write(json.dumps({"status": code.name.lower(), "error": message}, sort_keys=True) + "\n")
+        _print_error_document(code, message)
     raise typer.Exit(int(code)) from None
+
+
+def _print_error_document(code: ExitCode, message: str) -> None:
+    """One line: a document of its own, and the last line of a JSON-lines watch."""
+    sys.stdout.write(json.dumps({"status": code.name.lower(), "error": message}, sort_keys=True) + "\n")
 
 
 app = typer.Typer(

@@ -203,3 +203,10 @@ def test_redis_refusing_commands_is_critical_with_what_to_do_in_checklists_and_t
     triage = ctl("triage", "consumer-lag", "--json", redis_url=missing_database)
     assert triage.exit_code == 2
     assert "the URL's database does not exist" in triage.stdout
+
+
+def test_with_json_a_command_line_that_does_not_parse_is_one_document_too(ctl: Ctl) -> None:
+    result = ctl("alerts", "--json", "--count", "0")
+    assert result.exit_code == 3
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "unknown" and "--count" in doc["error"]
