@@ -57,7 +57,8 @@ def streams_table(states: list[StreamState], title: str) -> Table:
         table.add_column(column, overflow="fold")
     for state in states:
         if not state.exists:
-            table.add_row(plain(state.name), "(none)", "-", "-", "-", "-", "-")
+            what = "(none)" if state.other_type is None else f"({plain(state.other_type)}, not a stream)"
+            table.add_row(plain(state.name), what, "-", "-", "-", "-", "-")
             continue
         groups = state.groups or ({},)
         for group in groups:
@@ -95,12 +96,19 @@ def backup(
                                    source_url=redact_url(context.redis_url), overwrite=force, progress=progress)
         except BackupError as exc:
             raise CtlError(str(exc), ExitCode.CRITICAL) from None
+    states = [StreamState.from_dict(doc) for doc in report.manifest["redis"]["streams"]]
+    # A stream's name holding another type: archived as it is, but the worker cannot run on it. Said, and exit 1.
+    not_streams = [f"{state.name} is a {state.other_type}" for state in states if state.other_type]
+    warning = (f"warning: {', '.join(not_streams)}, not a stream: archived as it is; the worker cannot use it — "
+               "`tacticalctl stream info`, move the key aside (RENAME)") if not_streams else None
     if json_output:
         print_json(report.as_dict())
+        if warning:
+            typer.echo(warning, err=True)
+            raise typer.Exit(int(ExitCode.WARNING))
         return
     console = context.console
     keys = report.manifest["keys"]
-    states = [StreamState.from_dict(doc) for doc in report.manifest["redis"]["streams"]]
     console.print(streams_table(states, "streams in the backup"))
     console.print(f"completed keys: {keys['completed']} ({keys['completed_newer_than_snapshot']} written after the "
                   f"snapshot left out); breaker and restart keys: {keys['breaker']}")
@@ -114,6 +122,9 @@ def backup(
                                                                if bad else ""))
     console.print(f"backup written: {plain(report.archive)} ({report.size_bytes} bytes), sha256 {report.sha256}; "
                   f"audit entry {report.audit_id}")
+    if warning:
+        typer.echo(warning, err=True)
+        raise typer.Exit(int(ExitCode.WARNING))
 
 
 def _print_plan(console: Console, plan: RestorePlan, *, restored: bool = False) -> None:

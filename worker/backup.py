@@ -28,7 +28,7 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -116,16 +116,18 @@ class StreamState:
     last_generated_id: str = "0-0"
     groups: tuple[dict[str, Any], ...] = ()  # name, last_delivered_id, entries_read, pending, consumers
     pending: tuple[dict[str, Any], ...] = ()  # of the worker's group: id, consumer, deliveries
+    other_type: str | None = None  # the key holds this type, not a stream (someone else wrote it)
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "exists": self.exists, "length": self.length,
                 "last_generated_id": self.last_generated_id, "groups": list(self.groups),
-                "pending": list(self.pending), "pending_listed_up_to": PENDING_DETAIL_LIMIT}
+                "pending": list(self.pending), "pending_listed_up_to": PENDING_DETAIL_LIMIT,
+                "other_type": self.other_type}
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> StreamState:
         return cls(str(doc["name"]), bool(doc["exists"]), int(doc["length"]), str(doc["last_generated_id"]),
-                   tuple(doc["groups"]), tuple(doc["pending"]))
+                   tuple(doc["groups"]), tuple(doc["pending"]), doc.get("other_type"))
 
 
 def _queue_stream_state(pipe: Any, name: str, group: str) -> None:
@@ -191,7 +193,10 @@ def snapshot_streams(client: redis.Redis, names: tuple[str, ...] = BACKED_UP_STR
         payload, expire, info, groups, pending = replies[1 + 5 * i: 6 + 5 * i]
         if isinstance(payload, Exception):
             raise BackupError(f"DUMP {name} failed: {payload}")
-        states.append(_stream_state(name, info, groups, pending))
+        state = _stream_state(name, info, groups, pending)
+        if payload is not None and not state.exists:  # there, but no stream: archived as it is, and said
+            state = replace(state, other_type=as_text(client.type(name)))
+        states.append(state)
         if payload is not None:
             dumps.append(DumpedKey(name.encode(), payload, _expire_at(expire)))
     return StreamsSnapshot(time_reply_ms(replies[0]), tuple(states), tuple(dumps))

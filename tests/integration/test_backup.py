@@ -334,6 +334,23 @@ def test_dry_run_verifies_and_changes_nothing(tmp_path: Path, source: EmbeddedRe
     assert Counter(alert_kinds(redis.Redis.from_url(source.url())))[b"backup"] == 1
 
 
+def test_a_stream_name_holding_another_type_is_archived_and_said(tmp_path: Path, source: EmbeddedRedis,
+                                                                  target: EmbeddedRedis) -> None:
+    client = redis.Redis.from_url(source.url())
+    _small_state(client)
+    client.delete(INPUT_STREAM)
+    client.set(INPUT_STREAM, "not a stream")  # someone else's key under the stream's name
+    archive = tmp_path / "b.tar.gz"
+    result = tacticalctl(source.url(), "backup", str(archive), "--no-models", "--json")
+    assert result.exit_code == 1, result.output  # was 0, with the stream shown as absent
+    assert "synergy_events is a string, not a stream: archived as it is" in result.stderr
+    state = next(s for s in json.loads(result.stdout)["redis"]["streams"] if s["name"] == INPUT_STREAM)
+    assert (state["exists"], state["other_type"]) == (False, "string")
+    restored = tacticalctl(target.url(), "restore", str(archive), "--no-models")
+    assert restored.exit_code == 0, restored.output  # what was there comes back as it was
+    assert redis.Redis.from_url(target.url()).get(INPUT_STREAM) == b"not a stream"
+
+
 def test_an_archive_path_that_is_a_directory_is_one_line(tmp_path: Path, source: EmbeddedRedis) -> None:
     (tmp_path / "b.tar.gz").mkdir()
     result = tacticalctl(source.url(), "backup", str(tmp_path / "b.tar.gz"), "--no-models", "--force")
