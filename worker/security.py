@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from redis.credentials import CredentialProvider
 
-from worker.settings import SettingsError, WorkerSettings, redact_url
+from worker.settings import SettingsError, WorkerSettings, has_at_after_host, redact_url
 
 TLS_CA_ENV = "TACTICAL_REDIS_TLS_CA"
 TLS_CERT_ENV = "TACTICAL_REDIS_TLS_CERT"
@@ -98,12 +98,9 @@ def check_url(url: str) -> None:
         f"the Redis URL {shown} cannot be parsed: a password containing / # ? or @ must be percent-encoded (or kept "
         "in TACTICAL_REDIS_PASSWORD_FILE)")
     if parts.scheme != "unix":
-        # An @ after the host is a password's / # or ? cutting the URL short: what reads as the host and port is
-        # the start of the password (redis://:123#45@h would connect to localhost:123; redis://:pw@secret/x@h to a
-        # host named "secret", asking DNS for it).
-        # A query's values may hold an @ (?username=svc@corp); its names never do.
-        query_names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
-        if "@" in parts.path + parts.fragment or any("@" in name for name in query_names):
+        # redis://:123#45@h would connect to localhost:123; redis://:pw@secret/x@h to a host named "secret", asking
+        # DNS for it.
+        if has_at_after_host(parts):
             raise misplaced_password
         # The path is the database, a number (redis-py took /abc for database 0, with a warning).
         database = parts.path.strip("/")

@@ -8,7 +8,7 @@ import socket
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 
 def default_models_dir() -> Path:
@@ -171,14 +171,20 @@ def redact_url(url: str) -> str:
 _PASSWORD_QUERY = re.compile(r"((?:^|&)password=)[^&]*")
 
 
+def has_at_after_host(parts: SplitResult) -> bool:
+    """An @ after the host: a password's unescaped / # or ? cut the URL short, and what reads as the host is the start
+    of the password. A query's values may hold an @ (?username=svc@corp); its names never do."""
+    names = (name for name, _ in parse_qsl(parts.query, keep_blank_values=True))
+    return "@" in parts.path + parts.fragment or any("@" in name for name in names)
+
+
 def _redact_parsed(url: str) -> str | None:
     """`redact_url` of a URL whose parts can be told apart; None when they cannot (a password's / # ? @ unescaped)."""
     try:
         parts = urlsplit(url)
-        names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
     except ValueError:
         return None
-    if not parts.scheme or "@" in parts.path + parts.fragment or any("@" in name for name in names):
+    if not parts.scheme or has_at_after_host(parts):
         return None
     netloc = parts.netloc
     user_info, at, host = netloc.rpartition("@")
