@@ -23,7 +23,7 @@ from models.bundle_history import decided_versions, replaced_by_current
 from worker.alerts import AuditTrailError, Severity, recent_alerts
 from worker.breaker import BreakerState
 from worker.connection import REDIS_UNREACHABLE, refusal_advice
-from worker.health import DEFAULT_THRESHOLDS, CheckStatus, check_latency
+from worker.health import DEFAULT_THRESHOLDS, CheckStatus, HealthState, check_latency
 from worker.heartbeat import live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
 from worker.names import COMPLETED_PREFIX, CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
@@ -47,9 +47,14 @@ MEMORY_LOW_RATIO = 0.10
 RECENT = 200  # decisions / events / dead letters sampled for patterns
 FLAPPING_TRANSITIONS = 3
 FLAPPING_WINDOW_S = 15 * 60.0
-_STATE_RANK = {"healthy": 0, "degraded": 1, "critical": 2, "failed": 3}
 _FAILING_CHECK = re.compile(r"\b([a-z_]+) (warn|critical):")  # how a transition's reason names each failing check
 _STATUS_FOR_STATE = {"degraded": "warn", "critical": "critical"}
+
+
+def _state_rank(name: str) -> int:
+    """How bad a health state named as /health/state names it (healthy 0 … failed 3); 0 for a name it does not know."""
+    state = HealthState.__members__.get(name.upper())
+    return 0 if state is None else int(state)
 
 
 def _moved_by(transition: Mapping[str, Any]) -> set[str]:
@@ -58,7 +63,7 @@ def _moved_by(transition: Mapping[str, Any]) -> set[str]:
     it is time spent critical."""
     to, came_from = str(transition.get("to")), str(transition.get("from"))
     wanted = _STATUS_FOR_STATE.get(to)
-    if wanted is None or _STATE_RANK.get(to, 0) <= _STATE_RANK.get(came_from, 0):
+    if wanted is None or _state_rank(to) <= _state_rank(came_from):
         return set()
     return {name for name, status in _FAILING_CHECK.findall(str(transition.get("reason", ""))) if status == wanted}
 
@@ -100,6 +105,7 @@ def number(value: Any) -> float | None:
 
 def run_probe(probe: Probe, sources: Sources) -> list[Finding]:
     """The probe's findings; an unreachable service or an unreadable answer becomes a finding, never an error."""
+    name = getattr(probe, "__name__", "probe").removeprefix("probe_").replace("_", " ")
     try:
         return probe(sources)
     except RedisUnavailable as exc:
@@ -111,12 +117,10 @@ def run_probe(probe: Probe, sources: Sources) -> list[Finding]:
     except AuditTrailError as exc:  # the alert history is someone else's key: the message says how to move it aside
         return [_critical(str(exc))]
     except redis.ResponseError as exc:
-        name = getattr(probe, "__name__", "probe").removeprefix("probe_").replace("_", " ")
         if (advice := refusal_advice(exc)) is not None:  # refused for a reason the operator must act on
             return [_critical(f"{name}: Redis refused a command ({exc}): {advice}")]
         return [Finding(Status.UNKNOWN, f"{name}: could not check (Redis: {exc})")]
     except (KeyError, TypeError, ValueError, OSError, BundleError) as exc:
-        name = getattr(probe, "__name__", "probe").removeprefix("probe_").replace("_", " ")
         return [Finding(Status.UNKNOWN, f"{name}: could not check ({type(exc).__name__}: {exc})")]
 
 
