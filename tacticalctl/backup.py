@@ -16,7 +16,7 @@ from tacticalctl.context import get_context, print_json, worker_settings
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import plain
 from worker.alerts import default_actor
-from worker.backup import BackupError, StreamState, create_backup, no_progress
+from worker.backup import BackupError, BackupReport, StreamState, create_backup, no_progress
 from worker.restore import RestorePlan, open_archive, plan_restore, restore_backup
 from worker.settings import redact_url
 
@@ -97,17 +97,18 @@ def backup(
         except BackupError as exc:
             raise CtlError(str(exc), ExitCode.CRITICAL) from None
     states = [StreamState.from_dict(doc) for doc in report.manifest["redis"]["streams"]]
-    # A stream's name holding another type: archived as it is, but the worker cannot run on it. Said, and exit 1.
-    not_streams = [f"{state.name} is a {state.other_type}" for state in states if state.other_type]
-    warning = (f"warning: {', '.join(not_streams)}, not a stream: archived as it is; the worker cannot use it — "
-               "`tacticalctl stream info`, move the key aside (RENAME)") if not_streams else None
     if json_output:
         print_json(report.as_dict())
-        if warning:
-            typer.echo(warning, err=True)
-            raise typer.Exit(int(ExitCode.WARNING))
-        return
-    console = context.console
+    else:
+        _print_backup(context.console, report, states)
+    # A stream's name holding another type: archived as it is, but the worker cannot run on it. Said, and exit 1.
+    not_streams = [f"{state.name} is a {state.other_type}" for state in states if state.other_type]
+    if not_streams:
+        raise CtlError(f"warning: {', '.join(not_streams)}, not a stream: archived as it is; the worker cannot use it "
+                       "— `tacticalctl stream info`, move the key aside (RENAME)", ExitCode.WARNING)
+
+
+def _print_backup(console: Console, report: BackupReport, states: list[StreamState]) -> None:
     keys = report.manifest["keys"]
     console.print(streams_table(states, "streams in the backup"))
     console.print(f"completed keys: {keys['completed']} ({keys['completed_newer_than_snapshot']} written after the "
@@ -122,9 +123,6 @@ def backup(
                                                                if bad else ""))
     console.print(f"backup written: {plain(report.archive)} ({report.size_bytes} bytes), sha256 {report.sha256}; "
                   f"audit entry {report.audit_id}")
-    if warning:
-        typer.echo(warning, err=True)
-        raise typer.Exit(int(ExitCode.WARNING))
 
 
 def _print_plan(console: Console, plan: RestorePlan, *, restored: bool = False) -> None:

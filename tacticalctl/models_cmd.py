@@ -76,6 +76,11 @@ def _bundle(models_dir: Path, version: str | None) -> Path:
         raise CtlError(str(exc), ExitCode.UNKNOWN) from None  # a version that is not there: a typo, most likely
 
 
+def _without_current(newest: str) -> str:
+    """What a models directory with no CURRENT file does, `newest` being its newest bundle."""
+    return f"a worker starting here serves the newest bundle, {newest}, and a running one keeps its own (degraded)"
+
+
 # The headline figures a listing shows, with their short labels: a supervised bundle's vote, a MAPPO bundle's
 # held-out evaluation.
 PREFERRED_METRICS = {
@@ -141,9 +146,8 @@ def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: J
         raise CtlError(f"CURRENT names {missing_current}, {_why_not_a_bundle(directory / missing_current)}: workers "
                        "cannot load it (`tacticalctl triage model-staleness`)", ExitCode.CRITICAL)
     if active is None and listings:
-        raise CtlError(f"warning: no CURRENT file in {directory}: a worker starting here serves the newest bundle, "
-                       f"{listings[0].version}, and a running one keeps its own (degraded). Name the bundle to serve: "
-                       f"`tacticalctl models promote <version> --yes`", ExitCode.WARNING)
+        raise CtlError(f"warning: no CURRENT file in {directory}: {_without_current(listings[0].version)}. Name the "
+                       "bundle to serve: `tacticalctl models promote <version> --yes`", ExitCode.WARNING)
 
 
 def _why_not_a_bundle(bundle_dir: Path) -> str:
@@ -206,8 +210,7 @@ def verify(
         steps.insert(0, CheckResult(
             "CURRENT", Status.WARN, f"no CURRENT file in {directory}: verified the newest bundle, {bundle_dir.name}",
             "CURRENT names the bundle to serve",
-            f"a worker starting here serves {bundle_dir.name}, a running one keeps its own (degraded): "
-            "`tacticalctl models promote <version> --yes`"))
+            f"{_without_current(bundle_dir.name)}: `tacticalctl models promote <version> --yes`"))
     status = worst([s.status for s in steps])
     if json_output:
         print_json({"version": bundle_dir.name, "bundle_dir": str(bundle_dir), "status": status.value,
