@@ -3,6 +3,7 @@ trimming the entries older than an age that no consumer group still needs."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 import typer
@@ -15,7 +16,14 @@ from tacticalctl.formatting import age, parse_duration, plain, timestamp
 from worker.alerts import default_actor
 from worker.names import INPUT_STREAM
 from worker.ops.stream_info import StreamMissing, StreamOverview, read_stream_overview
-from worker.ops.stream_trim import TRIMMED_STREAMS, StreamTrimError, StreamTrimResult, plan_trim, trim_streams
+from worker.ops.stream_trim import (
+    TRIMMED_STREAMS,
+    StreamTrimError,
+    StreamTrimPlan,
+    StreamTrimResult,
+    plan_trim,
+    trim_streams,
+)
 from worker.stream_entries import entry_time_ms
 
 stream_app = typer.Typer(help="Inspect a Redis stream: entries, consumer groups, consumers.", no_args_is_help=True)
@@ -105,8 +113,11 @@ def trim(
     Shows what it would do; acts only with --yes (audited in tactical_alerts), a bounded XTRIM at a time so Redis is
     never held for long.
 
-    JSON keys: older_than_s, streams (stream, length, first_id, cutoff_id, cutoff_reason, removes_any), applied,
-    removed (per stream), audit_id. Exit 3 for an age or stream it cannot use."""
+    A dry run counts what would go, reading at most 10,000 entries from each end of a stream; past that its count is a
+    lower bound (≥).
+
+    JSON keys: older_than_s, streams (stream, length, first_id, cutoff_id, cutoff_reason, removes_any, would_remove,
+    would_remove_exact), applied, removed (per stream), audit_id. Exit 3 for an age or stream it cannot use."""
     try:
         older_than_s = parse_duration(older_than)
         context = get_context(ctx)
@@ -122,22 +133,30 @@ def trim(
     if not any(plan.removes_any for plan in result.plans):
         context.console.print(f"nothing to trim: no entry older than {older_than} that no group needs")
     elif not result.applied:
-        context.console.print("dry run: nothing removed. Add --yes to trim.")
+        context.console.print(f"dry run: would remove {_would_remove(result.plans)} entries; nothing removed. "
+                              "Add --yes to trim.")
     else:
         context.console.print(f"removed {sum(result.removed.values())} entries; audit entry {result.audit_id or '-'}")
 
 
 def render_trim(result: StreamTrimResult, older_than: str) -> Table:
     table = Table(title=f"entries older than {plain(older_than)} that no consumer group needs", expand=False)
-    for column in ("stream", "length before", "oldest entry (UTC)", "trimmed before (UTC)", "cutoff set by", "removed"):
+    last = "removed" if result.applied else "would remove"
+    for column in ("stream", "length before", "oldest entry (UTC)", "trimmed before (UTC)", "cutoff set by", last):
         table.add_column(column, overflow="fold")
     for plan in result.plans:
         oldest = "-" if plan.first_id is None else timestamp(entry_time_ms(plan.first_id) / 1000)
         cutoff = timestamp(entry_time_ms(plan.cutoff_id) / 1000)
-        removed = str(result.removed.get(plan.stream, 0)) if result.applied else "-"
+        removed = str(result.removed.get(plan.stream, 0)) if result.applied else _would_remove([plan])
         table.add_row(plain(plan.stream), str(plan.length), oldest, f"{cutoff} ({plan.cutoff_id})",
                       plain(plan.cutoff_reason), removed)
     return table
+
+
+def _would_remove(plans: Sequence[StreamTrimPlan]) -> str:
+    """What the plans would remove: a number, or `≥ n` when a count stopped at its limit."""
+    total = sum(plan.would_remove for plan in plans)
+    return f"{total}" if all(plan.would_remove_exact for plan in plans) else f"≥ {total}"
 
 
 def register(app: typer.Typer) -> None:

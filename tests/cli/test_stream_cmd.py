@@ -58,8 +58,12 @@ def test_trim_shows_what_would_go_then_trims_with_yes(ctl: Ctl, redis_client: re
     dry = ctl("stream", "trim", "--older-than", "24h")
     assert dry.exit_code == 0, dry.stdout + dry.stderr
     assert DECISIONS_STREAM in dry.stdout and "older than 24h" in dry.stdout
-    assert "dry run: nothing removed. Add --yes to trim." in dry.stdout
+    assert "would remove" in dry.stdout
+    assert "dry run: would remove 4 entries; nothing removed. Add --yes to trim." in dry.stdout
     assert redis_client.xlen(DECISIONS_STREAM) == 5
+    planned = json.loads(ctl("stream", "trim", "--older-than", "24h", "--json").stdout)
+    assert {s["stream"]: (s["would_remove"], s["would_remove_exact"]) for s in planned["streams"]} == {
+        INPUT_STREAM: (0, True), DECISIONS_STREAM: (4, True), COMMANDS_STREAM: (0, True)}
 
     applied = json.loads(ctl("stream", "trim", "--older-than", "24h", "--yes", "--json").stdout)
     assert applied["applied"] and applied["removed"] == {DECISIONS_STREAM: 4} and applied["audit_id"]

@@ -59,6 +59,39 @@ def test_a_dry_run_changes_nothing(redis_client: redis.Redis) -> None:
     assert recent_alerts(redis_client, count=5) == []
 
 
+@pytest.mark.parametrize(("old", "new"), [(7, 2_000), (2_000, 7), (0, 5), (1_000, 1_000)])
+def test_a_plan_counts_exactly_what_it_would_remove(
+        redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, old: int, new: int) -> None:
+    monkeypatch.setattr(stream_trim, "COUNT_PAGE", 100)  # pages end inside and at the edges of both runs
+    add_old(redis_client, DECISIONS_STREAM, old, hours_ago=30)
+    redis_client.xadd(DECISIONS_STREAM, {"n": "new"}, id=f"{now_ms(redis_client) - HOUR_MS}-1")
+    for _ in range(new - 1):
+        redis_client.xadd(DECISIONS_STREAM, {"n": "new"})
+
+    [plan] = plan_trim(redis_client, 24 * 3600, (DECISIONS_STREAM,))
+
+    assert (plan.would_remove, plan.would_remove_exact) == (old, True)
+    assert trim(redis_client, 24, (DECISIONS_STREAM,)).removed == ({DECISIONS_STREAM: old} if old else {})
+
+
+def test_a_count_past_its_limit_from_both_ends_is_a_lower_bound(redis_client: redis.Redis,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stream_trim, "COUNT_PAGE", 10)
+    monkeypatch.setattr(stream_trim, "COUNT_LIMIT", 30)
+    reads: list[int] = []
+    real_xrange, real_xrevrange = redis_client.xrange, redis_client.xrevrange
+    monkeypatch.setattr(redis_client, "xrange", lambda *a, **k: reads.append(k["count"]) or real_xrange(*a, **k))
+    monkeypatch.setattr(redis_client, "xrevrange",
+                        lambda *a, **k: reads.append(k["count"]) or real_xrevrange(*a, **k))
+    add_old(redis_client, DECISIONS_STREAM, 45, hours_ago=30)
+    [redis_client.xadd(DECISIONS_STREAM, {"n": "new"}) for _ in range(40)]
+
+    [plan] = plan_trim(redis_client, 24 * 3600, (DECISIONS_STREAM,))
+
+    assert (plan.would_remove, plan.would_remove_exact) == (30, False)
+    assert sum(reads) == 60  # 30 entries read from each end, no more
+
+
 def test_entries_a_group_has_pending_or_not_read_are_kept(redis_client: redis.Redis) -> None:
     """Old entries: 0-1 read and acked, 2 delivered and still pending on a dead worker, 3-4 acked, 5-6 not read."""
     ids = add_old(redis_client, INPUT_STREAM, 7, hours_ago=30)

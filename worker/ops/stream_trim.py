@@ -11,12 +11,16 @@ Trimmed: the input, decision and command streams. Never here: the dead letters (
 
 `trim_streams` removes whole stream nodes first, `TRIM_STEP` entries at most per XTRIM (`MINID ~ … LIMIT`), so Redis
 is never held for long however much goes; then one exact XTRIM takes the entries of the last, partial node.
+
+A plan counts what it would remove (Redis has no count of a stream's range): from whichever end of the stream is
+nearer the cutoff, `COUNT_PAGE` entries per XRANGE and `COUNT_LIMIT` at most from each end, so a dry run reads a
+bounded amount; past that the count is a lower bound.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -28,6 +32,8 @@ from worker.stream_entries import parse_stream_id, server_now_ms
 
 TRIMMED_STREAMS = (INPUT_STREAM, DECISIONS_STREAM, COMMANDS_STREAM)
 TRIM_STEP = 10_000
+COUNT_LIMIT = 10_000  # entries counted at most from each end of a stream (input entries are ~2 KB each)
+COUNT_PAGE = 1_000
 
 
 class StreamTrimError(ValueError):
@@ -43,6 +49,8 @@ class StreamTrimPlan:
     first_id: str | None
     cutoff_id: str  # XTRIM MINID: entries with smaller ids go
     cutoff_reason: str  # the age, or the group whose pending or unread entries hold the cutoff back
+    would_remove: int = 0  # entries before the cutoff when planned: exact, or a lower bound (`would_remove_exact`)
+    would_remove_exact: bool = True
 
     @property
     def removes_any(self) -> bool:
@@ -50,7 +58,8 @@ class StreamTrimPlan:
 
     def as_dict(self) -> dict[str, Any]:
         return {"stream": self.stream, "length": self.length, "first_id": self.first_id, "cutoff_id": self.cutoff_id,
-                "cutoff_reason": self.cutoff_reason, "removes_any": self.removes_any}
+                "cutoff_reason": self.cutoff_reason, "removes_any": self.removes_any,
+                "would_remove": self.would_remove, "would_remove_exact": self.would_remove_exact}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +111,40 @@ def _plan(client: redis.Redis, stream: str, age_cutoff: tuple[int, int], older_t
         first_unread = (ms, seq + 1)
         if first_unread < cutoff:
             cutoff, reason = first_unread, f"group {name}: entries not read yet"
-    first = info.get("first-entry")
-    return StreamTrimPlan(stream, int(info["length"]), as_text(first[0]) if first else None, _id(cutoff), reason)
+    first, last, length = info.get("first-entry"), info.get("last-entry"), int(info["length"])
+    plan = StreamTrimPlan(stream, length, as_text(first[0]) if first else None, _id(cutoff), reason)
+    if not plan.removes_any or last is None:
+        return plan
+    would_remove, exact = _count_before(client, stream, plan.cutoff_id, as_text(last[0]), length)
+    return replace(plan, would_remove=would_remove, would_remove_exact=exact)
+
+
+def _count_before(client: redis.Redis, stream: str, cutoff_id: str, last_id: str, length: int) -> tuple[int, bool]:
+    """Entries with ids before `cutoff_id`, of the `length` up to `last_id` that XINFO saw (entries added since are
+    after the cutoff, and not counted as kept): counted from both ends a page at a time until one end reaches the
+    cutoff. (count, True) when exact; (COUNT_LIMIT, False) when neither end reached it within COUNT_LIMIT."""
+    removed = _counter(client.xrange, stream, "-", f"({cutoff_id}")
+    kept = _counter(client.xrevrange, stream, last_id, cutoff_id)
+    for _ in range(-(-COUNT_LIMIT // COUNT_PAGE)):
+        if (counted := next(removed)) is not None:
+            return counted, True
+        if (counted := next(kept)) is not None:
+            return max(0, length - counted), True
+    return COUNT_LIMIT, False
+
+
+def _counter(read: Any, stream: str, start: str, end: str) -> Iterator[int | None]:
+    """Counts the entries from `start` towards `end` (XRANGE or XREVRANGE order), one page per step: None while
+    there may be more, then the total."""
+    counted = 0
+    while True:
+        page = read(stream, start, end, count=COUNT_PAGE)
+        counted += len(page)
+        if len(page) < COUNT_PAGE:
+            yield counted
+            return
+        start = f"({as_text(page[-1][0])}"
+        yield None
 
 
 def trim_streams(client: redis.Redis, plans: Sequence[StreamTrimPlan], *, older_than_s: float, actor: str,
