@@ -94,8 +94,9 @@ def watch(
     Count, pending, seconds coloured at the runbook thresholds, the trend of the samples taken (ok, warn = falling
     behind, stall, stop), rates in and out, a sparkline of recent samples.
     With --json, one line per sample with the keys of `lag --json`; a sample that could not be taken has only
-    status (unknown: no stream or group yet; critical: Redis unreachable), message and at. A watch is a view: it
-    rides out what it cannot read and exits 0 on Ctrl-C or --duration (`lag` is the check, with its exit codes)."""
+    status (unknown: no stream or group yet; critical: Redis unreachable), error (why; also as message) and at. A
+    watch is a view: it rides out what it cannot read and exits 0 on Ctrl-C or --duration (`lag` is the check, with
+    its exit codes)."""
     context = get_context(ctx)
     monitor = LagMonitor()
     try:
@@ -124,14 +125,20 @@ def _watch_json(client: redis.Redis, monitor: LagMonitor, interval: float, durat
         try:
             line = _sample(client, monitor).as_dict()
         except CtlError as exc:
-            line = {"status": "unknown", "message": exc.message, "at": time.time()}
+            line = _failed_sample("unknown", exc.message)
         except REDIS_UNREACHABLE as exc:  # a watch outlives a Redis blip, as the table does
-            line = {"status": "critical", "message": outage_message(exc, interval), "at": time.time()}
+            line = _failed_sample("critical", outage_message(exc, interval))
         sys.stdout.write(json.dumps(line, sort_keys=True, default=str) + "\n")
         sys.stdout.flush()
         if duration is not None and time.monotonic() - started + interval > duration:
             return
         time.sleep(interval)
+
+
+def _failed_sample(status: str, why: str) -> dict[str, object]:
+    """A sample that could not be taken: why under `error`, as in the document a failed command prints, and under
+    `message`, as in a sample."""
+    return {"status": status, "error": why, "message": why, "at": time.time()}
 
 
 def register(app: typer.Typer) -> None:

@@ -106,6 +106,16 @@ def test_watch_json_prints_one_sample_per_line(ctl: Ctl, redis_client: redis.Red
     assert lines[-1]["rate_in_per_s"] == 0.0
 
 
+def test_watch_json_says_why_a_sample_could_not_be_taken(ctl: Ctl) -> None:
+    """No stream yet: each line says so, under `error` as a failed command's document does, and goes on."""
+    result = ctl("lag", "watch", "--json", "--interval", "0.2", "--duration", "0.5")
+    assert result.exit_code == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) >= 2
+    assert all(set(line) == {"status", "error", "message", "at"} for line in lines)
+    assert all(line["status"] == "unknown" and "does not exist" in line["error"] for line in lines)
+
+
 def test_watch_ends_cleanly_on_sigint(redis_url: str, redis_client: redis.Redis) -> None:
     ensure_group(redis_client)
     env = {**os.environ, "NO_COLOR": "1"}
