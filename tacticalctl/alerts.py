@@ -13,7 +13,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from tacticalctl.context import get_context, print_json
+from tacticalctl.context import get_context, json_flag, print_json
 from tacticalctl.errors import REDIS_UNREACHABLE, outage_message
 from tacticalctl.formatting import plain, timestamp
 from worker.alerts import Alert, Severity, read_alerts, recent_alerts
@@ -63,7 +63,7 @@ def alerts(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new alerts until Ctrl-C.")] = False,
     duration: Annotated[float | None, typer.Option(help="With --follow: stop after this many seconds.",
                                                    min=0.0)] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON (with --follow: one object per line).")]
+    json_output: Annotated[bool, json_flag("Print JSON (with --follow: one object per line).")]
     = False,
 ) -> None:
     """Tail tactical_alerts: the latest alerts and audit entries, oldest first; --follow for new ones.

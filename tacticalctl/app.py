@@ -13,7 +13,13 @@ import redis
 import typer
 from typer.core import TyperGroup
 
-from tacticalctl.context import DEFAULT_REDIS_URL, DEFAULT_WORKER_URL, CtlContext, json_documents_printed
+from tacticalctl.context import (
+    DEFAULT_REDIS_URL,
+    DEFAULT_WORKER_URL,
+    JSON_REQUESTED,
+    CtlContext,
+    json_documents_printed,
+)
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode
 from worker.alerts import AuditTrailError
 from worker.connection import refusal_advice
@@ -90,8 +96,9 @@ class CtlGroup(TyperGroup):
         return command  # type: ignore[return-value]
 
     def parse_args(self, ctx, args):  # type: ignore[no-untyped-def, override]
-        # Seen before the command consumes its arguments: a failure then answers `--json` in JSON too.
-        ctx.meta[_JSON_REQUESTED] = "--json" in args
+        # A guess before the command parses its arguments (a usage error comes first); `--json` itself corrects it
+        # once parsed (context.JSON_REQUESTED).
+        ctx.meta[JSON_REQUESTED] = "--json" in args
         ctx.meta[_DOCUMENTS_BEFORE] = json_documents_printed()
         return super().parse_args(ctx, args)
 
@@ -102,7 +109,7 @@ class CtlGroup(TyperGroup):
             _fail(ctx, exc.message, exc.code)
         except UsageError as exc:
             exc.exit_code = int(ExitCode.UNKNOWN)
-            if ctx.meta.get(_JSON_REQUESTED):  # click says it on stderr; a script reading stdout gets it too
+            if ctx.meta.get(JSON_REQUESTED):  # click says it on stderr; a script reading stdout gets it too
                 _print_error_document(ExitCode.UNKNOWN, exc.format_message())
             raise
         # Said as they are: refused credentials name the user and the URL, never the secret; an audit trail of
@@ -117,7 +124,6 @@ class CtlGroup(TyperGroup):
             _fail(ctx, f"Redis refused a command: {exc}: {advice}", ExitCode.CRITICAL)
 
 
-_JSON_REQUESTED = "tacticalctl.json_requested"
 _DOCUMENTS_BEFORE = "tacticalctl.json_documents_before"
 
 
@@ -126,7 +132,7 @@ def _fail(ctx: typer.Context, message: str, code: ExitCode) -> NoReturn:
     so a script that parses stdout reads why, not nothing. Not after the command printed its own document (which
     says what failed); after the lines of a watch or a follow it is their last line."""
     typer.echo(f"tacticalctl: {message}", err=True)
-    if ctx.meta.get(_JSON_REQUESTED) and json_documents_printed() == ctx.meta.get(_DOCUMENTS_BEFORE, 0):
+    if ctx.meta.get(JSON_REQUESTED) and json_documents_printed() == ctx.meta.get(_DOCUMENTS_BEFORE, 0):
         _print_error_document(code, message)
     raise typer.Exit(int(code)) from None
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tacticalctl.context import get_context, print_json, worker_settings
+from tacticalctl.context import JsonOption, get_context, print_json, worker_settings
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import plain
 from worker.alerts import default_actor
@@ -20,7 +20,6 @@ from worker.backup import BackupError, BackupReport, StreamState, create_backup,
 from worker.restore import RestorePlan, open_archive, plan_restore, restore_backup
 from worker.settings import redact_url
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 ModelsDirOption = Annotated[Path | None, typer.Option(
     "--models-dir", help="Model bundles directory (default: TACTICAL_MODELS_DIR, else the shipped bundles).")]
 NoModelsOption = Annotated[bool, typer.Option("--no-models", help="Leave the model bundles out.")]

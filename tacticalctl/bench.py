@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tacticalctl.context import get_context, print_json
+from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 
 
@@ -33,7 +33,7 @@ def bench(
                                               dir_okay=False)] = None,
     logs: Annotated[Path | None, typer.Option(help="Keep every process's log in this directory.",
                                               file_okay=False)] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Benchmark here: embedded Redis, N workers; latency from the producer's XADD to the decision being readable."""
     try:

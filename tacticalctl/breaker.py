@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tacticalctl.context import get_context, print_json, worker_settings
+from tacticalctl.context import JsonOption, get_context, print_json, worker_settings
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import plain, timestamp
 from worker.alerts import default_actor
@@ -24,7 +24,6 @@ from worker.ops.worker_client import WorkerClient, WorkerUnreachable
 breaker_app = typer.Typer(help="The circuit breaker: status, reset (while the worker runs), history.",
                           no_args_is_help=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 _STYLE = {BreakerState.CLOSED: "green", BreakerState.HALF_OPEN: "yellow", BreakerState.OPEN: "bold red"}
 _EXIT = {BreakerState.CLOSED: ExitCode.OK, BreakerState.HALF_OPEN: ExitCode.WARNING,
          BreakerState.OPEN: ExitCode.CRITICAL}

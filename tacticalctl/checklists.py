@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
-from tacticalctl.context import get_context, print_json, worker_settings
+from tacticalctl.context import JsonOption, get_context, print_json, worker_settings
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import parse_duration
-from tacticalctl.results import JsonOption, ModelsDirOption, exit_code, open_sources, results_table, status_text
+from tacticalctl.results import ModelsDirOption, exit_code, open_sources, results_table, status_text
 from worker.alerts import default_actor
 from worker.ops.checklists import ChecklistRun, end_of_day, market_check, morning_check
 from worker.ops.keys import require_cleanable_age

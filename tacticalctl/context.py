@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import redis
 import typer
@@ -82,6 +82,26 @@ def print_json(data: Any) -> None:
     global _documents_printed
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
     _documents_printed += 1
+
+
+# ctx.meta (shared by a command's context and its parents'): whether the command line asked for JSON, so that a
+# failure answers in JSON too. Guessed from the words before they parse (`CtlGroup.parse_args`: a usage error comes
+# before any option's value), then set by `--json` itself once parsed: a `--json` that is another option's value
+# (`--reason --json`) does not ask for it.
+JSON_REQUESTED = "tacticalctl.json_requested"
+
+
+def _record_json_requested(ctx: typer.Context, value: bool) -> bool:
+    ctx.meta[JSON_REQUESTED] = bool(value)
+    return value
+
+
+def json_flag(help: str = "Print machine-readable JSON.") -> Any:
+    """Every command's `--json` option: `Annotated[bool, json_flag()]`."""
+    return typer.Option("--json", help=help, callback=_record_json_requested)
+
+
+JsonOption = Annotated[bool, json_flag()]
 
 
 def json_documents_printed() -> int:

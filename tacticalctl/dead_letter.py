@@ -10,7 +10,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from tacticalctl.context import get_context, print_json, worker_settings
+from tacticalctl.context import JsonOption, get_context, print_json, worker_settings
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import plain, timestamp
 from worker.alerts import default_actor
@@ -25,7 +25,6 @@ from worker.stream_entries import entry_time_ms
 
 dead_letter_app = typer.Typer(help="The dead-letter stream synergy_events:dead.", no_args_is_help=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 ReasonOption = Annotated[
     str | None, typer.Option(help="Only dead letters whose reason contains this text (case-insensitive).")
 ]

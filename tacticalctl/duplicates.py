@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tacticalctl.context import get_context, print_json
+from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import parse_duration, plain
 from worker.ops.duplicates import (
@@ -43,7 +43,7 @@ def duplicates(
                                         "what market-check and TacticalDuplicateEvents watch.")] = "15m",
     last: Annotated[int | None, typer.Option(help="Look at this many latest entries of synergy_events and "
                                              "execution_commands instead of --window.", min=1)] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Duplicate events: the worker's counter and the correlation ids seen more than once.
 

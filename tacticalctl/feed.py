@@ -16,7 +16,7 @@ import numpy as np
 import redis
 import typer
 
-from tacticalctl.context import get_context, print_json
+from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import plain
 from worker.events import InvalidEvent
@@ -25,7 +25,6 @@ from worker.producer import make_event, publish_event
 from worker.records import SynergyType
 
 MAX_RATE = 1_000_000.0  # events per second: far past what one Redis takes, and a finite schedule
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
 def emit(

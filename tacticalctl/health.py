@@ -9,7 +9,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from tacticalctl.context import CtlContext, get_context, print_json
+from tacticalctl.context import CtlContext, JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age, exit_code_for, number, plain, styled, timestamp
 from tacticalctl.watch import watch
@@ -18,7 +18,6 @@ from worker.ops.worker_client import WorkerClient, WorkerUnreachable, health_lev
 
 health_app = typer.Typer()
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 _STATE_STYLE = {0: "green", 1: "yellow", 2: "bold red", 3: "bold red"}
 _BREAKER_STYLE = {"closed": "green", "half_open": "yellow", "open": "bold red"}
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tacticalctl.context import get_context, print_json, worker_settings
+from tacticalctl.context import JsonOption, get_context, print_json, worker_settings
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age, parse_duration, plain
 from worker.alerts import default_actor
@@ -24,7 +24,6 @@ from worker.ops.keys import (
 
 keys_app = typer.Typer(help="Idempotency keys: tactical:processing:* and tactical:completed:*.", no_args_is_help=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
 class KindChoice(StrEnum):

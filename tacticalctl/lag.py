@@ -13,7 +13,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from tacticalctl.context import get_context, print_json
+from tacticalctl.context import JsonOption, get_context, json_flag, print_json
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode, outage_message
 from tacticalctl.formatting import exit_code_for, number, sparkline, styled
 from tacticalctl.watch import watch as watch_view
@@ -23,7 +23,6 @@ from worker.ops.lag_watch import LagMonitor, LagReading, sample_lag, trend_level
 
 lag_app = typer.Typer()
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
 def _rate(value: float | None) -> str:
@@ -87,7 +86,7 @@ def watch(
     interval: Annotated[float, typer.Option(help="Seconds between samples.", min=0.1)] = 1.0,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).",
                                                    min=0.0)] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per sample, one per line.")] = False,
+    json_output: Annotated[bool, json_flag("One JSON object per sample, one per line.")] = False,
 ) -> None:
     """Follow the lag, refreshed in place, until Ctrl-C (exit 0).
 

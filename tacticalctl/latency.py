@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tacticalctl.context import get_context, print_json
+from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import exit_code_for, styled
 from worker.health import DEFAULT_THRESHOLDS
@@ -36,7 +36,7 @@ def latency(
     ctx: typer.Context,
     window: Annotated[float, typer.Option(help="Seconds between two scrapes: the latency of that window "
                                           "(0: everything since the worker started).", min=0.0, max=3600.0)] = 0.0,
-    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """P50/P99 per operation from the worker's /metrics, judged by the runbook's thresholds.
 

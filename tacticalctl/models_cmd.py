@@ -35,10 +35,10 @@ from models.compile import CompilationError
 from models.evaluation import EvaluationError
 from models.promotion import PromotionError, PromotionRefusedError, judge, promote_if_better, roll_back
 from tacticalctl.app import LAZY_GROUPS
-from tacticalctl.context import get_context, print_json
+from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age
-from tacticalctl.results import JsonOption, ModelsDirOption, exit_code, results_table, status_text
+from tacticalctl.results import ModelsDirOption, exit_code, results_table, status_text
 from worker.alerts import AuditTrailError, audit, default_actor
 from worker.connection import REDIS_FAILED
 from worker.ops.bundles import (

@@ -35,9 +35,9 @@ from models.mappo import (
     train,
 )
 from models.promotion import PromotionError, PromotionRefusedError, promote_if_better
-from tacticalctl.context import get_context, print_json
+from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
-from tacticalctl.results import JsonOption, ModelsDirOption, default_models
+from tacticalctl.results import ModelsDirOption, default_models
 from worker.alerts import AuditTrailError, require_audit_trail
 
 CsvOption = Annotated[

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tacticalctl.context import get_context, print_json
+from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age, plain
 from worker.alerts import default_actor
@@ -26,7 +26,6 @@ from worker.ops.pending import (
 
 pending_app = typer.Typer()
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 YesOption = Annotated[bool, typer.Option("--yes", help="Act. Without it, only show what would be done.")]
 DEFAULT_STUCK_IDLE_MS = 60_000
 MAX_ENTRIES = 1_000_000  # more than one listing is read for; a bound Redis accepts (1e20 is refused)

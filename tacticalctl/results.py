@@ -21,7 +21,6 @@ STATUS_STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.CRITICAL: "bol
 EXIT_FOR_STATUS = {Status.OK: ExitCode.OK, Status.WARN: ExitCode.WARNING, Status.CRITICAL: ExitCode.CRITICAL,
                    Status.UNKNOWN: ExitCode.UNKNOWN}
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 ModelsDirOption = Annotated[
     Path | None,
     typer.Option("--models-dir", envvar="TACTICAL_MODELS_DIR", file_okay=False, show_default=False,
@@ -72,7 +71,6 @@ def open_sources(ctx: typer.Context, models_dir: Path | None = None) -> Iterator
 
 __all__ = [
     "EXIT_FOR_STATUS",
-    "JsonOption",
     "ModelsDirOption",
     "default_models",
     "exit_code",

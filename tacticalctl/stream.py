@@ -10,7 +10,7 @@ import typer
 from rich.console import Group, RenderableType
 from rich.table import Table
 
-from tacticalctl.context import get_context, print_json
+from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age, parse_duration, plain, timestamp
 from worker.alerts import default_actor
@@ -76,7 +76,7 @@ def render_overview(overview: StreamOverview) -> RenderableType:
 def info(
     ctx: typer.Context,
     stream: Annotated[str, typer.Option(help="Stream to inspect.")] = INPUT_STREAM,
-    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """XINFO STREAM, GROUPS and CONSUMERS as tables, each consumer with its heartbeat liveness.
 
@@ -103,7 +103,7 @@ def trim(
     stream: Annotated[list[str] | None, typer.Option(
         help=f"A stream to trim; repeat for several. Default: {', '.join(TRIMMED_STREAMS)}.")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Trim. Without it, only show what would go.")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Trim the input, decision and command streams of entries older than --older-than, keeping every entry a
     consumer group still needs: its pending ones (being decided, or a dead worker's to reclaim) and those it has not

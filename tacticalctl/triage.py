@@ -7,10 +7,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from tacticalctl.context import get_context, print_json
+from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import plain
-from tacticalctl.results import JsonOption, ModelsDirOption, exit_code, open_sources, status_text
+from tacticalctl.results import ModelsDirOption, exit_code, open_sources, status_text
 from worker.ops.triage import (
     PLAYBOOKS,
     TriageReport,

@@ -210,3 +210,12 @@ def test_with_json_a_command_line_that_does_not_parse_is_one_document_too(ctl: C
     assert result.exit_code == 3
     doc = json.loads(result.stdout)
     assert doc["status"] == "unknown" and "--count" in doc["error"]
+
+
+def test_a_json_word_that_is_another_options_value_does_not_ask_for_json(ctl: Ctl) -> None:
+    """`--reason --json` filters on the text "--json": a failure is the stderr line alone, as without --json."""
+    as_value = ctl("dead-letter", "list", "--reason", "--json", redis_url="redis://127.0.0.1:1/2")
+    assert as_value.exit_code == 2 and as_value.stdout == ""
+    assert as_value.stderr.startswith("tacticalctl: Redis unreachable")
+    asked = ctl("dead-letter", "list", "--reason", "x", "--json", redis_url="redis://127.0.0.1:1/2")
+    assert asked.exit_code == 2 and json.loads(asked.stdout)["status"] == "critical"
