@@ -35,8 +35,8 @@ def health(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """The worker's health: GET /health (details: `health state`).
 
     Exit 0 healthy, 1 degraded, 2 critical, failed or unreachable.
-    JSON keys: url, http_status, status (pass|warn|fail), state, state_code, consumer, model_version, uptime_s,
-    check (ok|warn|critical)."""
+    JSON keys: url, http_status, status (pass|warn|fail), state, state_code, consumer, version (the worker's
+    release), model_version, uptime_s, check (ok|warn|critical)."""
     if ctx.invoked_subcommand is not None:
         return
     context = get_context(ctx)
@@ -54,6 +54,7 @@ def health(ctx: typer.Context, json_output: JsonOption = False) -> None:
             "state": body.get("state"),
             "state_code": body.get("state_code"),
             "consumer": body.get("consumer"),
+            "version": body.get("version"),
             "model_version": body.get("model_version"),
             "uptime_s": body.get("uptime_s"),
             "check": level.value,
@@ -62,7 +63,8 @@ def health(ctx: typer.Context, json_output: JsonOption = False) -> None:
         state = body.get("state") or body.get("error") or "unknown"
         context.console.print(
             f"{styled(level, str(state))} (state {plain(body.get('state_code', '?'))}, HTTP {http_status}) — "
-            f"consumer {plain(body.get('consumer') or '-')}, model {plain(body.get('model_version') or '-')}, "
+            f"consumer {plain(body.get('consumer') or '-')}, release {plain(body.get('version') or '-')}, "
+            f"model {plain(body.get('model_version') or '-')}, "
             f"up {age(body.get('uptime_s'))}"
         )
     raise typer.Exit(int(exit_code_for(level)))

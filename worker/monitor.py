@@ -41,6 +41,7 @@ from worker.health import (
 )
 from worker.lag import ConsumerLag, LagSample, LagTrend, LagUnavailable, read_consumer_lag
 from worker.records import MATRIX_SHAPE
+from worker.version import SOFTWARE_VERSION
 
 if TYPE_CHECKING:
     from worker.service import Worker
@@ -284,8 +285,9 @@ class HealthMonitor:
         return {**self.health_doc, "uptime_s": self.uptime_s()}
 
     def state(self) -> dict[str, Any]:
-        """`/health/state`: the last tick's document (`at` says when it was measured), with the uptime of now."""
-        return {**self.state_doc, "uptime_s": self.uptime_s()} if self.state_doc else {}
+        """`/health/state`: the last tick's document (`at` says when it was measured), with the uptime of now and the
+        release."""
+        return {**self.state_doc, "version": SOFTWARE_VERSION, "uptime_s": self.uptime_s()} if self.state_doc else {}
 
     def uptime_s(self) -> float:
         return round(time.monotonic() - self.worker.state.started_at, 3)

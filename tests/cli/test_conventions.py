@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 
 import pytest
 import redis
@@ -219,3 +220,9 @@ def test_a_json_word_that_is_another_options_value_does_not_ask_for_json(ctl: Ct
     assert as_value.stderr.startswith("tacticalctl: Redis unreachable")
     asked = ctl("dead-letter", "list", "--reason", "x", "--json", redis_url="redis://127.0.0.1:1/2")
     assert asked.exit_code == 2 and json.loads(asked.stdout)["status"] == "critical"
+
+
+def test_version_prints_the_installed_release_without_touching_redis() -> None:
+    result = run(["--redis-url", "redis://127.0.0.1:1/2", "--version"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"tacticalctl {version('tactical-marl')}"

@@ -35,9 +35,10 @@ def test_health_json_has_the_documented_keys(ctl: Ctl, worker_http: tuple[str, W
     result = ctl("health", "--json", worker_url=url)
     assert result.exit_code == 1
     doc = json.loads(result.stdout)
-    assert set(doc) == {"url", "http_status", "status", "state", "state_code", "consumer", "model_version",
-                        "uptime_s", "check"}
+    assert set(doc) == {"url", "http_status", "status", "state", "state_code", "consumer", "version",
+                        "model_version", "uptime_s", "check"}
     assert (doc["http_status"], doc["status"], doc["check"]) == (200, "warn", "warn")
+    assert doc["version"] == "0.9.1"  # the worker's, as it served it
 
 
 def test_a_worker_whose_snapshot_failed_is_critical(ctl: Ctl, worker_http: tuple[str, WorkerAnswers]) -> None:

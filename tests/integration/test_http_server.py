@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from importlib.metadata import version
 from typing import Any
 
 import pytest
@@ -119,6 +120,7 @@ def test_health_answers_by_state(
         "state": snapshots.health["state"],
         "state_code": code,
         "consumer": "host-a:101",
+        "version": version("tactical-marl"),  # the serving process's release
         "model_version": "v7",
         "uptime_s": 12.5,
     }

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,11 @@ def test_metrics_carry_every_runbook_metric_and_pass_promtool(redis_url, redis_c
     assert 'tactical_duplicate_events_total 1.0' in text
     check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30)
     assert check.returncode == 0, check.stdout + check.stderr
+    release = version("tactical-marl")
+    assert f'tactical_build_info{{version="{release}"}} 1.0' in text
+    assert json.loads(get(worker.http_url + "/health")[1])["version"] == release
+    wait_for(lambda: json.loads(get(worker.http_url + "/health/state")[1]).get("version") == release,
+             what="the release in /health/state")  # empty until the monitor's first tick
 
 
 def test_lag_while_paused_then_breaker_reset_from_another_process_drains(redis_url, redis_client, start_worker):

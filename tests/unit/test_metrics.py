@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 import subprocess
+from importlib.metadata import version
 
 import pytest
 from prometheus_client import REGISTRY
@@ -14,8 +15,10 @@ from worker.metrics import LATENCY_BUCKETS, TacticalMetrics, UnknownLabelError
 from worker.records import EventOutcome
 from worker.rolling import RollingWindow
 
-# The runbook's names, plus the two this implementation adds (lag in messages, the loaded model's version).
-EXPORTED_METRICS = sorted(RUNBOOK_METRICS | {"tactical_redis_consumer_lag_messages", "tactical_model_info"})
+# The runbook's names, plus those this implementation adds (lag in messages, the loaded model's version, the
+# release).
+EXPORTED_METRICS = sorted(RUNBOOK_METRICS | {"tactical_redis_consumer_lag_messages", "tactical_model_info",
+                                             "tactical_build_info"})
 
 
 @pytest.fixture
@@ -235,3 +238,7 @@ def test_series_count_stays_bounded_under_many_events(metrics: TacticalMetrics) 
         metrics.record_error("validate")
 
     assert text(metrics).count("\n") == before
+
+
+def test_the_release_is_exposed(metrics: TacticalMetrics) -> None:
+    assert sample(metrics, "tactical_build_info", version=version("tactical-marl")) == 1.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,10 @@ def test_by_default_a_dead_workers_entries_are_reclaimed_before_the_lag_warning(
 
     settings = WorkerSettings()
     assert (settings.claim_min_idle_ms + settings.claim_interval_ms) / 1e3 <= DEFAULT_THRESHOLDS.lag_warn_s
+
+
+def test_version_prints_the_installed_release(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"tactical-worker {version('tactical-marl')}"
