@@ -29,6 +29,8 @@ JIT_LOG_FILE = "jit_compilation.log"
 CURRENT_FILE = "CURRENT"
 INPUT_SHAPE: tuple[int | None, ...] = (None, *MATRIX_SHAPE)
 VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# What `models compile` names a bundle: when it was made, and a hash of its agents' hashes.
+COMPILED_VERSION = re.compile(r"\d{8}T\d{6}Z-(?P<content>[0-9a-f]{8})")
 
 
 class BundleError(Exception):
@@ -230,7 +232,43 @@ def read_verified_agents(
         if actual != agent.sha256:
             raise ModelIntegrityError(f"{path}: SHA-256 mismatch: manifest {agent.sha256}, file {actual}")
         contents[name] = data
+    check_version_content(manifest)
     return manifest, contents
+
+
+def bundle_version(created_at: datetime, file_hashes: list[str]) -> str:
+    """Sortable by time, unique by content: `20250101T120000Z-1a2b3c4d`."""
+    return f"{created_at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{_content_hash(file_hashes)}"
+
+
+def _content_hash(file_hashes: list[str]) -> str:
+    return hashlib.sha256("".join(file_hashes).encode()).hexdigest()[:8]
+
+
+def check_version_content(manifest: Manifest) -> None:
+    """A compiled bundle's version names its content: files replaced in place and their new hashes written into its
+    manifest would be served under the old name (two workers deciding with different weights, one version). A
+    version of another form (named by hand) is not checked."""
+    named = COMPILED_VERSION.fullmatch(manifest.version)
+    actual = _content_hash([agent.sha256 for agent in manifest.agents])
+    if named is not None and named["content"] != actual:
+        where = manifest.bundle_dir / MANIFEST_FILE if manifest.bundle_dir is not None else "manifest"
+        raise ModelIntegrityError(
+            f"{where}: version {manifest.version} was compiled from other files (its files' hashes give {actual}): "
+            "a bundle is never changed in place; compile a new version (`tacticalctl models compile`)")
+
+
+def check_unchanged(loaded: Manifest, on_disk: Manifest) -> None:
+    """The bundle a worker serves (`loaded`) still has the files it loaded, as its directory's manifest now says: a
+    worker started later would load what is on disk, and decide under the same version with other weights."""
+    changed = [agent.file for agent, now in zip(loaded.agents, on_disk.agents, strict=False)
+               if (agent.file, agent.sha256) != (now.file, now.sha256)]
+    if changed or len(loaded.agents) != len(on_disk.agents):
+        where = on_disk.bundle_dir if on_disk.bundle_dir is not None else on_disk.version
+        raise ModelIntegrityError(
+            f"{where}: {', '.join(changed) or 'its agents'} changed on disk since this worker loaded version "
+            f"{loaded.version}; it serves what it loaded, a worker started now would not. A bundle is never changed "
+            "in place: restore its files, or compile a new version and promote it")
 
 
 def verify_bundle(bundle_dir: Path, *, signing_key: bytes | Unset | None = UNSET) -> Manifest:

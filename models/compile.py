@@ -8,7 +8,6 @@ compilation fails the log is kept in `<version>.failed/` (no manifest, so nothin
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import platform
@@ -32,6 +31,7 @@ from models.bundle import (
     BundleWriteError,
     Manifest,
     UnusableBundleError,
+    bundle_version,
     read_verified_agents,
     sha256_bytes,
     write_manifest,
@@ -175,12 +175,6 @@ def load_verified_agents(bundle_dir: Path) -> tuple[Manifest, dict[str, torch.ji
     if problems:
         raise UnusableBundleError(f"{refused}: " + "; ".join(problems))
     return manifest, agents
-
-
-def bundle_version(created_at: datetime, file_hashes: list[str]) -> str:
-    """Sortable by time, unique by content: `20250101T120000Z-1a2b3c4d`."""
-    content = hashlib.sha256("".join(file_hashes).encode()).hexdigest()[:8]
-    return f"{created_at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{content}"
 
 
 def compile_bundle(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.bundle import BundleError, current_bundle_dir, named_bundle_dir, verify_bundle
+from models.bundle import BundleError, check_unchanged, current_bundle_dir, named_bundle_dir, verify_bundle
 from worker.alerts import Severity, publish_alert
 from worker.breaker import BreakerState, take_reset_request
 from worker.connection import REDIS_FAILED, REDIS_UNREACHABLE, connect
@@ -257,7 +257,7 @@ class HealthMonitor:
             if force_reload or loaded is None or bundle_dir.resolve() != loaded.bundle_dir.resolve():
                 self.worker.reload_models(bundle_dir)
             else:
-                verify_bundle(bundle_dir)
+                check_unchanged(loaded.manifest, verify_bundle(bundle_dir))
         except Exception as exc:  # whatever a bad bundle raises must not stop the monitor's ticks
             detail = str(exc) if isinstance(exc, BundleError | OSError) else f"{type(exc).__name__}: {exc}"
             self.model_problem = f"model bundle not confirmed, keeping {getattr(loaded, 'version', 'none')}: {detail}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import pytest
 import redis
 
 from models.architectures import build_agents
-from models.bundle import current_bundle_dir, set_current
+from models.bundle import current_bundle_dir, read_manifest, set_current, sha256_file, write_manifest
 from models.compile import compile_bundle
 from tests.bundles import break_agent
 from tests.deploy.deploy_contract import RUNBOOK_METRICS
@@ -240,6 +241,32 @@ def test_a_promoted_bundle_that_cannot_decide_is_refused_and_the_monitor_keeps_t
 
     set_current(models_dir, old_version)  # rolled back: the problem clears
     wait_for(lambda: state(worker)["model"]["problem"] is None, what="the problem cleared")
+
+
+def test_a_served_bundle_changed_on_disk_is_reported_not_confirmed(tmp_path: Path, redis_url, redis_client,
+                                                                    start_worker) -> None:
+    """Its files replaced in place and the manifest's hashes rewritten to match: a worker started now would serve
+    other weights under the same version. The running one keeps what it loaded and says so (degraded)."""
+    models_dir = tmp_path / "models"
+    shipped = current_bundle_dir(default_models_dir())
+    bundle_dir = models_dir / "hand-named"  # no content hash in its name: only the loaded files tell the change
+    shutil.copytree(shipped, bundle_dir)
+    write_manifest(bundle_dir, dataclasses.replace(read_manifest(shipped), version="hand-named"))
+    set_current(models_dir, "hand-named")
+    worker = start_worker(redis_url, models_dir=models_dir, model_poll_s=0.3)
+    wait_for(lambda: state(worker)["model"]["version"] == "hand-named", what="the bundle served")
+
+    other = compile_bundle(build_agents(seed=3), tmp_path / "other", training={}, metrics={})
+    manifest = read_manifest(bundle_dir)
+    shutil.copyfile(other / "entry.pt", bundle_dir / "entry.pt")
+    write_manifest(bundle_dir, dataclasses.replace(manifest, agents=tuple(
+        dataclasses.replace(a, sha256=sha256_file(other / "entry.pt")) if a.name == "entry" else a
+        for a in manifest.agents)))
+
+    wait_for(lambda: "entry.pt changed on disk" in (state(worker)["model"]["problem"] or ""),
+             what="the change reported")
+    assert any(check["name"] == "model_reload" and check["status"] == "warn"
+               for check in state(worker)["health_checks"])
 
 
 def test_a_running_worker_whose_current_file_disappears_keeps_its_bundle(tmp_path: Path, redis_url, redis_client,

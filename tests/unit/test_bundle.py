@@ -18,6 +18,7 @@ from models.bundle import (
     ManifestError,
     ModelIntegrityError,
     UnusableBundleError,
+    check_unchanged,
     current_bundle_dir,
     list_bundles,
     read_manifest,
@@ -126,6 +127,37 @@ def test_one_changed_byte_is_refused_before_any_torchscript_is_loaded(models_dir
     with pytest.raises(ModelIntegrityError, match=r"momentum\.pt"):
         AgentEnsemble.load(bundle_dir)
     assert loads == []
+
+
+def replace_in_place(bundle_dir: Path, agent: str, source: Path) -> None:
+    """Another agent's file copied over `agent`'s and its new hash written into the manifest: every file matches
+    the manifest, under the version the old files were compiled as."""
+    manifest = read_manifest(bundle_dir)
+    shutil.copyfile(source, bundle_dir / manifest.agent(agent).file)
+    agents = tuple(dataclasses.replace(a, sha256=sha256_file(source)) if a.name == agent else a
+                   for a in manifest.agents)
+    write_manifest(bundle_dir, dataclasses.replace(manifest, agents=agents))
+
+
+def test_a_compiled_bundle_changed_in_place_is_refused(models_dir: Path, tmp_path: Path) -> None:
+    bundle_dir = next(models_dir.iterdir())
+    other = compile_bundle(build_agents(seed=5), tmp_path / "other", training={}, metrics={})
+    replace_in_place(bundle_dir, "fvg", other / "fvg.pt")
+    with pytest.raises(ModelIntegrityError, match=f"version {bundle_dir.name} was compiled from other files"):
+        verify_bundle(bundle_dir)
+
+
+def test_a_bundle_changed_on_disk_after_loading_is_told_apart(models_dir: Path, tmp_path: Path) -> None:
+    """Named by hand (no content hash in its version), only the files a worker loaded can tell the change."""
+    bundle_dir = add_version(models_dir, next(models_dir.iterdir()), "hand-named", CREATED)
+    loaded = verify_bundle(bundle_dir)
+    check_unchanged(loaded, verify_bundle(bundle_dir))  # untouched: nothing to say
+    other = compile_bundle(build_agents(seed=5), tmp_path / "other", training={}, metrics={})
+    replace_in_place(bundle_dir, "entry", other / "entry.pt")
+    on_disk = verify_bundle(bundle_dir)  # every hash matches its manifest
+    with pytest.raises(ModelIntegrityError, match=r"entry\.pt changed on disk since this worker loaded version "
+                                                  r"hand-named"):
+        check_unchanged(loaded, on_disk)
 
 
 def test_a_missing_model_file_is_named(models_dir: Path) -> None:
