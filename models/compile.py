@@ -190,12 +190,16 @@ def compile_bundle(
     `parameter_counts` (by agent) for agents that no longer show their parameters: a frozen TorchScript module keeps
     its weights as constants, so recompiling a bundle would count 0."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     created_at = (created_at or datetime.now(UTC)).replace(microsecond=0)
     log = CompilationLog()
     staging = out_dir / f".staging-{created_at:%Y%m%dT%H%M%SZ}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as exc:  # read-only, full, not a directory: said before minutes of compiling, not after
+        raise BundleWriteError(f"cannot write a bundle into {out_dir} ({exc.strerror or exc}): the models "
+                               "directory must be a writable directory; nothing was compiled") from None
     try:
         files = _compile_all(agents, staging, log, parameter_counts or {})
     except Exception as exc:

@@ -415,3 +415,17 @@ def test_a_bundle_that_cannot_be_written_leaves_nothing_behind(tmp_path: Path, m
     with pytest.raises(BundleWriteError, match=r"compiled, but the bundle could not be written .*No space left"):
         compile_bundle(build_agents(seed=0), tmp_path, training={}, metrics={})
     assert list(tmp_path.iterdir()) == [], "no staging directory, no temporary file, no bundle"
+
+
+def test_a_models_directory_that_cannot_be_written_is_said_before_compiling(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from models import compile as compile_module
+    from models.bundle import BundleWriteError
+
+    compiled: list[object] = []
+    monkeypatch.setattr(compile_module, "_compile_all", lambda *args: compiled.append(args))
+    not_a_directory = tmp_path / "models"
+    not_a_directory.write_text("a file where the models directory should be")
+    with pytest.raises(BundleWriteError, match=r"cannot write a bundle into .*models .*nothing was compiled"):
+        compile_bundle(build_agents(seed=0), not_a_directory, training={}, metrics={})
+    assert compiled == []
