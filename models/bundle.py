@@ -434,4 +434,6 @@ def _write_atomically(path: Path, text: str) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        raise BundleWriteError(f"cannot write {path} ({exc.strerror or exc}): it must be a writable file") from None
+        # Written beside it and renamed over it: the directory must take new files, not only the file be writable.
+        raise BundleWriteError(f"cannot write {path} ({exc.strerror or exc}): {path.parent} must be a writable "
+                               "directory with free space (the file is replaced by a rename)") from None

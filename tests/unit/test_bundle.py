@@ -429,3 +429,17 @@ def test_a_models_directory_that_cannot_be_written_is_said_before_compiling(tmp_
     with pytest.raises(BundleWriteError, match=r"cannot write a bundle into .*models .*nothing was compiled"):
         compile_bundle(build_agents(seed=0), not_a_directory, training={}, metrics={})
     assert compiled == []
+
+
+def test_current_that_cannot_be_replaced_names_its_directory(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from models import bundle as bundle_module
+    from models.bundle import BundleWriteError
+
+    def refused(src, dst):  # a directory that takes no new entry: the rename fails, not the file
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(bundle_module.os, "replace", refused)
+    with pytest.raises(BundleWriteError, match=f"{models_dir} must be a writable directory"):
+        set_current(models_dir, next(models_dir.iterdir()).name)
+    assert not (models_dir / CURRENT_FILE).exists()
+    assert [p.name for p in models_dir.iterdir() if p.name.startswith(".")] == []  # no temporary file left
