@@ -120,8 +120,9 @@ def _figure(value: float) -> str:
 @models_app.command("list")
 def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: JsonOption = False) -> None:
     """Every bundle, newest first: version, creation time, the CURRENT marker, JIT log status and its metrics.
-    Exits 2 when CURRENT names a bundle that is not there (workers cannot load it), 1 when there are bundles but no
-    CURRENT file (a worker starting here takes the newest; a running one keeps its own), 3 when the directory does
+    Exits 2 when workers cannot load what is here: CURRENT names a bundle that is not there or whose files do not
+    match its manifest (`models verify` says which), or there is no bundle at all; 1 when there are bundles but no
+    CURRENT file (a worker starting here takes the newest; a running one keeps its own); 3 when the directory does
     not exist.
 
     JSON keys: models_dir, current (null without a CURRENT file), bundles [{version, created_at, current,
@@ -145,6 +146,15 @@ def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: J
     if missing_current is not None:
         raise CtlError(f"CURRENT names {missing_current}, {_why_not_a_bundle(directory / missing_current)}: workers "
                        "cannot load it (`tacticalctl triage model-staleness`)", ExitCode.CRITICAL)
+    if not listings:
+        raise CtlError(f"no model bundle in {directory}: a worker cannot start here (train or copy one in: "
+                       "`tacticalctl models train`)", ExitCode.CRITICAL)
+    if active is not None:
+        try:
+            verify_bundle(directory / active)  # its files' hashes (and signature, with the workers' key): no torch
+        except BundleError as exc:
+            raise CtlError(f"CURRENT {active} does not verify: {exc}: workers refuse it (`tacticalctl models verify`, "
+                           "`tacticalctl triage model-staleness`)", ExitCode.CRITICAL) from None
     if active is None and listings:
         raise CtlError(f"warning: no CURRENT file in {directory}: {_without_current(listings[0].version)}. Name the "
                        "bundle to serve: `tacticalctl models promote <version> --yes`", ExitCode.WARNING)

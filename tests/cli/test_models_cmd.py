@@ -592,6 +592,22 @@ def test_list_without_a_current_file_marks_nothing_and_warns(ctl: Ctl, models_di
     assert (first["step"], first["status"]) == ("CURRENT", "warn") and "verified the newest bundle" in first["value"]
 
 
+def test_list_of_a_current_that_does_not_verify_or_of_no_bundle_is_critical(ctl: Ctl, models_dir: Path,
+                                                                             tmp_path: Path) -> None:
+    fvg = models_dir / SHIPPED.name / "fvg.pt"
+    data = bytearray(fvg.read_bytes())
+    data[100] ^= 0x01
+    fvg.write_bytes(bytes(data))
+    result = ctl("models", "list", "--models-dir", str(models_dir), "--json")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["current"] == SHIPPED.name  # the listing, then why it fails
+    assert f"CURRENT {SHIPPED.name} does not verify" in result.stderr and "fvg.pt" in result.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = ctl("models", "list", "--models-dir", str(empty))
+    assert nothing.exit_code == 2 and "no model bundle in" in nothing.stderr
+
+
 def test_the_triage_revert_candidate_is_what_rollback_goes_back_to_never_a_refused_bundle(
     ctl: Ctl, models_dir: Path, redis_client: redis.Redis
 ) -> None:
