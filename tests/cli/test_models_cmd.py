@@ -487,6 +487,20 @@ def test_a_signed_current_means_only_signed_bundles_are_offered_even_without_the
     assert {m.version for m in servable_bundles(models_dir)} == {SHIPPED.name, older}
 
 
+def test_triage_under_a_signed_current_names_the_unsigned_bundles_to_sign(
+    ctl: Ctl, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.bundle import sign_bundle
+
+    monkeypatch.delenv("TACTICAL_MODEL_SIGNING_KEY_FILE", raising=False)
+    older = add_older_bundle(models_dir)
+    sign_bundle(models_dir / SHIPPED.name, b"k" * 32)
+    report = json.loads(ctl("triage", "model-compilation", "--models-dir", str(models_dir), "--json").stdout)
+    [finding] = [f for f in report["alerts"][0]["findings"] if "to revert to" in f["summary"]]
+    assert finding["status"] == "warn"
+    assert "no other signed bundle" in finding["summary"] and f"models sign {older}" in finding["summary"]
+
+
 def test_a_default_rollback_never_returns_to_a_bundle_rolled_back_from(tmp_path: Path,
                                                                        redis_client: redis.Redis) -> None:
     from models.bundle_history import PROMOTE_ACTION, ROLLBACK_ACTION, replaced_by_current

@@ -689,6 +689,23 @@ def servable_bundles(models_dir: Path) -> list[Manifest]:
     return servable
 
 
+def unsigned_verified_bundles(models_dir: Path) -> list[str]:
+    """Under a signed CURRENT: the bundles whose files verify but that carry no signature, newest first (what
+    `servable_bundles` leaves out for want of a signature alone)."""
+    if signed_current_version(models_dir) is None:
+        return []
+    found = []
+    for manifest in list_bundles(models_dir):
+        if manifest.bundle_dir is None or (manifest.bundle_dir / SIGNATURE_FILE).is_file():
+            continue
+        try:
+            verify_bundle(manifest.bundle_dir, signing_key=None)
+        except BundleError:
+            continue
+        found.append(manifest.version)
+    return found
+
+
 @check("backups", "Redis persistence: last RDB save / AOF write ok; a `tacticalctl backup` within 26 h")
 def check_backups(sources: Sources) -> Verdict:
     """The runbook's "verify backup processes completed": Redis reports its last save and AOF writes as ok, and the

@@ -27,7 +27,7 @@ from worker.health import DEFAULT_THRESHOLDS, CheckStatus, HealthState, check_la
 from worker.heartbeat import live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
 from worker.names import COMPLETED_PREFIX, CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
-from worker.ops.checks import REDIS_DOWN, Status, jit_log_status, servable_bundles
+from worker.ops.checks import REDIS_DOWN, Status, jit_log_status, servable_bundles, unsigned_verified_bundles
 from worker.ops.duplicates import DUPLICATE_WINDOW_S, duplicate_events_total, iter_newest, scan_window
 from worker.ops.keys import find_stale_processing_keys
 from worker.ops.latency import NoLatencyHistogram, operation_latencies
@@ -486,8 +486,14 @@ def probe_previous_bundles(sources: Sources) -> list[Finding]:
                     "--yes`)", candidates=[replaced])]
     candidates = [version for version in servable if version not in ruled_out]
     if not candidates:
-        return [_ok(f"no other verified bundle in {models_dir} to revert to: a revert needs the ML team",
-                    ruled_out=sorted(ruled_out & set(servable)))]
+        unsigned = [version for version in unsigned_verified_bundles(models_dir) if version != active]
+        if unsigned:
+            return [_warn(f"no other signed bundle in {models_dir} to revert to, and CURRENT is signed (workers "
+                          f"refuse unsigned ones): {', '.join(unsigned[:3])} verify. Sign one to revert to it: "
+                          f"`tacticalctl models sign {unsigned[0]} --key-file <key>`", unsigned=unsigned[:5],
+                          ruled_out=sorted(ruled_out & set(servable)))]
+        return [_warn(f"no other verified bundle in {models_dir} to revert to: a revert needs the ML team",
+                      ruled_out=sorted(ruled_out & set(servable)))]
     return [_ok(f"revert candidate: {candidates[0]} (`tacticalctl models rollback {candidates[0]} --yes`)",
                 candidates=candidates[:5])]
 
