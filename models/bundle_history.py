@@ -69,6 +69,21 @@ def replaced_by_current(client: redis.Redis, models_dir: Path, *, scan: int = AU
     return None
 
 
+def refused_by_gate(client: redis.Redis, models_dir: Path, version: str, *, scan: int = AUDIT_SCAN) -> str | None:
+    """The audit id of the promotion refusal of `version` in `models_dir` (failed verification or the held-out
+    comparison), when that is the latest word on it: a promotion of it since (forced, say) clears it. None when
+    the newest `scan` entries hold no such refusal."""
+    place = bundle_place(models_dir)
+    for alert in reversed(recent_alerts(client, count=scan)):  # newest first
+        if alert.fields.get("version") != version or not _happened_in(alert.fields, place):
+            continue
+        if alert.kind == REFUSED_ACTION:
+            return alert.id
+        if alert.kind in (PROMOTE_ACTION, ROLLBACK_ACTION):
+            return None
+    return None
+
+
 def decided_versions(client: redis.Redis, models_dir: Path, *, scan: int = AUDIT_SCAN) -> set[str]:
     """Bundles of `models_dir` an operator has already ruled out: refused on promotion or rollback, or rolled back
     from. A newer bundle among them is not waiting to be promoted."""
@@ -95,5 +110,6 @@ __all__ = [
     "SIGN_ACTION",
     "bundle_place",
     "decided_versions",
+    "refused_by_gate",
     "replaced_by_current",
 ]

@@ -29,13 +29,14 @@ from models.bundle_history import (
     ROLLBACK_REFUSED_ACTION,
     SIGN_ACTION,
     bundle_place,
+    refused_by_gate,
     replaced_by_current,
 )
 from models.compile import CompilationError
 from models.evaluation import EvaluationError
 from models.promotion import PromotionError, PromotionRefusedError, judge, promote_if_better, roll_back
 from tacticalctl.app import LAZY_GROUPS
-from tacticalctl.context import JsonOption, get_context, print_json
+from tacticalctl.context import CtlContext, JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age
 from tacticalctl.results import ModelsDirOption, exit_code, results_table, status_text
@@ -158,6 +159,32 @@ def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: J
     if active is None and listings:
         raise CtlError(f"warning: no CURRENT file in {directory}: {_without_current(listings[0].version)}. Name the "
                        "bundle to serve: `tacticalctl models promote <version> --yes`", ExitCode.WARNING)
+
+
+def _trail_if_reachable(context: CtlContext) -> redis.Redis | None:
+    """The audit trail for a dry run, which must not need Redis: None when it cannot be reached."""
+    try:
+        return context.redis()
+    except CtlError:
+        return None
+
+
+def _refuse_gate_bypass(client: redis.Redis | None, document: dict, version: str, directory: Path,
+                        json_output: bool, *, audit: bool) -> None:
+    """A rollback makes a bundle CURRENT without the held-out comparison: never one that comparison (or its
+    verification) refused, unless a promotion has taken it since. That takes `promote --force`, audited as forced.
+    Refused with exit 2 (audited when `audit`)."""
+    refusal = None if client is None else refused_by_gate(client, directory, version)
+    if refusal is None:
+        return
+    reason = (f"{version} was refused by the promotion gate (tactical_alerts {refusal}): a rollback would bypass it. "
+              f"If it must serve, `tacticalctl models promote {version} --force --yes` (audited as forced)")
+    if audit and client is not None:
+        reason = _audit_refusal(client, document, reason, document["previous"], version, directory,
+                                ROLLBACK_REFUSED_ACTION)
+    if json_output:
+        print_json(document)
+    raise CtlError(f"rollback refused: {reason}", ExitCode.CRITICAL)
 
 
 def _why_not_a_bundle(bundle_dir: Path) -> str:
@@ -311,8 +338,8 @@ def promote_(
             context.console.print(f"dry run: would set CURRENT {previous or '(none)'} → {bundle_dir.name}. "
                                   "Add --yes to promote." if would else
                                   f"dry run: would refuse {bundle_dir.name}: it does not beat CURRENT "
-                                  "(--force promotes anyway, audited; to revert to it, `tacticalctl models "
-                                  f"rollback {bundle_dir.name} --yes`).")
+                                  "(--force promotes anyway, audited; to go back to it if it was CURRENT before, "
+                                  f"`tacticalctl models rollback {bundle_dir.name} --yes`).")
         raise typer.Exit(int(ExitCode.OK if would else ExitCode.WARNING))  # scripts can tell a refusal coming
     try:
         promotion = promote_if_better(directory, bundle_dir.name, force=force, client=client, actor=default_actor())
@@ -429,6 +456,8 @@ def rollback(
         else:
             context.console.print(f"{bundle_dir.name} is already CURRENT: nothing to roll back")
         return
+    _refuse_gate_bypass(client if client is not None else _trail_if_reachable(context), document, bundle_dir.name,
+                        directory, json_output, audit=yes)
     steps = verify_steps(bundle_dir)
     document["verification"] = {"status": worst([s.status for s in steps]).value,
                                 "steps": [s.as_dict() for s in steps]}

@@ -140,7 +140,7 @@ def test_promote_is_a_dry_run_without_yes_refuses_a_bundle_that_does_not_beat_cu
     dry = ctl("models", "promote", older, "--models-dir", str(models_dir))
     assert dry.exit_code == 1, "a dry run that would refuse says so in its exit code"
     assert f"would refuse {older}: it does not beat CURRENT" in dry.stdout
-    assert f"tacticalctl models rollback {older} --yes" in dry.stdout
+    assert f"if it was CURRENT before, `tacticalctl models rollback {older} --yes`" in " ".join(dry.stdout.split())
     assert read_current_version(models_dir) == SHIPPED.name
     assert recent_alerts(redis_client, count=10) == []
 
@@ -639,6 +639,23 @@ def test_the_triage_revert_candidate_is_what_rollback_goes_back_to_never_a_refus
     assert not any(worse in s for s in summaries)
     dry = ctl("models", "rollback", "--models-dir", str(models_dir))
     assert f"→ {SHIPPED.name}" in dry.stdout
+
+
+def test_a_rollback_never_bypasses_the_promotion_gate(ctl: Ctl, models_dir: Path, redis_client: redis.Redis) -> None:
+    older = add_older_bundle(models_dir)
+    worse = json.loads(ctl("models", "compile", older, "--models-dir", str(models_dir), "--json").stdout)["version"]
+    refused = ctl("models", "promote", worse, "--models-dir", str(models_dir), "--yes")
+    assert refused.exit_code == 2 and "promotion refused" in refused.stderr
+
+    dry = ctl("models", "rollback", worse, "--models-dir", str(models_dir))
+    assert dry.exit_code == 2 and "refused by the promotion gate" in dry.stderr
+    done = ctl("models", "rollback", worse, "--models-dir", str(models_dir), "--yes", "--json")
+    assert done.exit_code == 2 and f"models promote {worse} --force --yes" in done.stderr
+    assert json.loads(done.stdout)["applied"] is False
+    assert read_current_version(models_dir) == SHIPPED.name
+    assert recent_alerts(redis_client, count=1)[0].kind == "model_rollback_refused"
+    # A bundle never judged (the older one) is a rollback's to take, as before.
+    assert ctl("models", "rollback", older, "--models-dir", str(models_dir), "--yes").exit_code == 0
 
 
 def test_a_bundle_whose_directory_name_cannot_be_a_version_fails_verification_before_any_evaluation(
