@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.bundle import BundleError, check_unchanged, current_bundle_dir, named_bundle_dir, verify_bundle
+from models.bundle import BundleError, check_unchanged, named_bundle_dir, serving_bundle_dir, verify_bundle
 from worker.alerts import Severity, publish_alert
 from worker.breaker import BreakerState, take_reset_request
 from worker.connection import REDIS_FAILED, REDIS_UNREACHABLE, connect
@@ -253,7 +253,7 @@ class HealthMonitor:
         loaded = self.worker.ensemble
         try:
             # Serving, it follows CURRENT only: with the file gone it keeps its bundle and says so (degraded).
-            bundle_dir = (current_bundle_dir if loaded is None else named_bundle_dir)(self.settings.models_dir)
+            bundle_dir = (serving_bundle_dir if loaded is None else named_bundle_dir)(self.settings.models_dir)
             if force_reload or loaded is None or bundle_dir.resolve() != loaded.bundle_dir.resolve():
                 self.worker.reload_models(bundle_dir)
             else:

@@ -210,9 +210,9 @@ class Worker:
                 log.error("circuit breaker open: %s", self.breaker.last_reason)
 
     def load_models(self) -> AgentEnsemble:
-        from models.bundle import current_bundle_dir
+        from models.bundle import serving_bundle_dir
 
-        bundle_dir = current_bundle_dir(self.settings.models_dir)
+        bundle_dir = serving_bundle_dir(self.settings.models_dir)
         ensemble = AgentEnsemble.load(bundle_dir, threads=self.settings.torch_threads)
         log.info("loaded model bundle %s from %s", ensemble.version, bundle_dir)
         return ensemble

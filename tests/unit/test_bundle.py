@@ -22,6 +22,7 @@ from models.bundle import (
     current_bundle_dir,
     list_bundles,
     read_manifest,
+    serving_bundle_dir,
     set_current,
     sha256_file,
     verify_bundle,
@@ -211,6 +212,17 @@ def test_without_current_the_newest_bundle_is_active(models_dir: Path) -> None:
     (models_dir / "junk").mkdir()
     assert [m.version for m in list_bundles(models_dir)] == ["newer", original.name, "older"]
     assert current_bundle_dir(models_dir) == newest
+
+
+def test_without_current_a_worker_starts_only_on_the_one_bundle_there(models_dir: Path) -> None:
+    original = next(models_dir.iterdir())
+    assert serving_bundle_dir(models_dir) == original  # the only one: no choice to guess
+    add_version(models_dir, original, "newer", CREATED + timedelta(hours=1))
+    with pytest.raises(BundleNotFoundError, match=r"no CURRENT file .* 2 bundles \(newest newer\): a worker does "
+                                                  r"not guess which one trades"):
+        serving_bundle_dir(models_dir)
+    set_current(models_dir, original.name)
+    assert serving_bundle_dir(models_dir) == original
 
 
 def test_current_names_the_active_bundle_and_set_current_replaces_it(models_dir: Path) -> None:
