@@ -1,10 +1,12 @@
-"""`tacticalctl dead-letter list | replay`: what was given up on, why, and putting it back on synergy_events."""
+"""`tacticalctl dead-letter list | show | replay | purge`: what was given up on, why, putting it back on
+synergy_events, or removing it for good."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Annotated
 
+import redis
 import typer
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -17,6 +19,7 @@ from worker.alerts import default_actor
 from worker.ops.dead_letters import (
     DeadLetterEntry,
     dead_letter_count,
+    purge_dead_letters,
     recent_dead_letters,
     replay_dead_letters,
     select_dead_letters,
@@ -95,13 +98,53 @@ def list_(
                                                context.console.width))
 
 
+@dead_letter_app.command("show")
+def show(
+    ctx: typer.Context,
+    entry_id: Annotated[str, typer.Argument(help="The dead letter's id (from `dead-letter list`).")],
+    json_output: JsonOption = False,
+) -> None:
+    """One dead letter in full: every field of the original event and the dead_* fields, values that are not text
+    (the raw matrix) as their size. Exit 3 when there is no such dead letter.
+
+    JSON keys: the keys of `list`'s entries, and fields {name: value as text}."""
+    context = get_context(ctx)
+    [entry] = _chosen(context.redis(), ids=[entry_id], reason=None)
+    if json_output:
+        print_json({**entry.as_dict(), "fields": entry.readable_fields()})
+        return
+    table = Table(title=f"dead letter {plain(entry.id)} ({_when(entry.id)} UTC)", expand=False)
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for name, value in entry.readable_fields().items():
+        table.add_row(plain(name), plain(value))
+    context.console.print(table)
+
+
+def _chosen(client: redis.Redis, *, ids: Sequence[str], reason: str | None) -> list[DeadLetterEntry]:
+    try:
+        return select_dead_letters(client, ids=ids, reason=reason)
+    except KeyError as exc:
+        raise CtlError(str(exc.args[0]), ExitCode.UNKNOWN) from None
+
+
+def _require_choice(ids: Sequence[str] | None, all_: bool) -> None:
+    if bool(ids) == all_:
+        raise CtlError("choose the dead letters: --id ID (repeatable) or --all", ExitCode.UNKNOWN)
+
+
+IdsOption = Annotated[list[str] | None, typer.Option("--id", help="Dead letter id (repeatable).")]
+AllOption = Annotated[bool, typer.Option("--all", help="Every dead letter (matching --reason).")]
+YesOption = Annotated[bool, typer.Option("--yes", help="Act. Without it, only show what would be done.")]
+
+
 @dead_letter_app.command("replay")
 def replay(
     ctx: typer.Context,
-    ids: Annotated[list[str] | None, typer.Option("--id", help="Dead letter id to replay (repeatable).")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Replay every dead letter (matching --reason).")] = False,
+    ids: IdsOption = None,
+    all_: AllOption = False,
     reason: ReasonOption = None,
-    yes: Annotated[bool, typer.Option("--yes", help="Act. Without it, only show what would be done.")] = False,
+    yes: YesOption = False,
     include_invalid: Annotated[bool, typer.Option(
         "--include-invalid", help="Replay events that are still invalid too (judged with TACTICAL_MAX_EVENT_BYTES as "
         "set here: set the workers' value).")
@@ -116,14 +159,10 @@ def replay(
 
     JSON keys: applied, planned, replayed {dead id: new entry id}, unreplayable, invalid {dead id: why}, skipped,
     audit_id."""
-    if bool(ids) == all_:
-        raise CtlError("choose the dead letters: --id ID (repeatable) or --all", ExitCode.UNKNOWN)
+    _require_choice(ids, all_)
     context = get_context(ctx)
     client = context.redis()
-    try:
-        chosen = select_dead_letters(client, ids=ids or (), reason=reason)
-    except KeyError as exc:
-        raise CtlError(str(exc.args[0]), ExitCode.UNKNOWN) from None
+    chosen = _chosen(client, ids=ids or (), reason=reason)
     result = replay_dead_letters(client, chosen, actor=default_actor(), apply=yes, include_invalid=include_invalid,
                                  max_event_bytes=worker_settings().max_event_bytes)
     nothing_replayable = bool(chosen) and result.replayable == 0
@@ -154,6 +193,42 @@ def replay(
                   f"{result.audit_id or '-'}")
     if result.skipped:
         console.print(f"already gone (replayed by someone else meanwhile): {', '.join(result.skipped)}")
+
+
+@dead_letter_app.command("purge")
+def purge(
+    ctx: typer.Context,
+    ids: IdsOption = None,
+    all_: AllOption = False,
+    reason: ReasonOption = None,
+    yes: YesOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Remove dead letters for good (--id ID ... or --all, optionally narrowed by --reason): those settled another
+    way — the producer sent a corrected event, or the event is not wanted. Replay what should still be decided
+    (`dead-letter replay`). Shows what it would remove; acts only with --yes, audited in tactical_alerts with each
+    one's id, correlation id and reason (the only record left of them).
+
+    JSON keys: applied, planned, removed [ids], skipped (gone meanwhile), audit_id."""
+    _require_choice(ids, all_)
+    context = get_context(ctx)
+    client = context.redis()
+    chosen = _chosen(client, ids=ids or (), reason=reason)
+    result = purge_dead_letters(client, chosen, actor=default_actor(), apply=yes)
+    if json_output:
+        print_json(result.as_dict())
+        return
+    console = context.console
+    if not chosen:
+        console.print("no dead letters match: nothing to purge")
+        return
+    console.print(dead_letters_table(chosen, "dead letters to purge", console.width))
+    if not result.applied:
+        console.print(f"dry run: nothing changed. Add --yes to remove these {len(chosen)} dead letters for good.")
+        return
+    console.print(f"purged {len(result.removed)} dead letters; audit entry {result.audit_id or '-'}")
+    if result.skipped:
+        console.print(f"already gone (replayed or purged by someone else meanwhile): {', '.join(result.skipped)}")
 
 
 def register(app: typer.Typer) -> None:

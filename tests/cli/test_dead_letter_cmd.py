@@ -194,3 +194,44 @@ def test_replay_judges_the_events_by_the_workers_size_limit(ctl: Ctl, redis_clie
     monkeypatch.setenv("TACTICAL_MAX_EVENT_BYTES", "200000")  # the workers' limit, raised
     doc = json.loads(ctl("dead-letter", "replay", "--all", "--json").stdout)
     assert doc["invalid"] == {} and len(doc["planned"]) == 1
+
+
+def test_show_prints_every_field_the_matrix_as_its_size(ctl: Ctl, redis_client: redis.Redis) -> None:
+    from worker.producer import make_event
+
+    redis_client.xadd(INPUT_STREAM, {**encode_event(make_event(correlation_id="shown-0",
+                                                               rng=np.random.default_rng(0))), "matrix": b"\xff" * 1676})
+    deliver_without_ack(redis_client, "ghost", 1)
+    dead_letter_stuck_entries(redis_client, reason="short matrix", min_idle_ms=0, actor="test", apply=True)
+    [(dead_id, _)] = redis_client.xrange(DEAD_LETTER_STREAM)
+
+    result = ctl("dead-letter", "show", dead_id.decode())
+    assert result.exit_code == 0, result.stderr
+    assert "shown-0" in result.stdout and "short matrix" in result.stdout and "<1676 bytes, not text>" in result.stdout
+    doc = json.loads(ctl("dead-letter", "show", dead_id.decode(), "--json").stdout)
+    assert doc["correlation_id"] == "shown-0" and doc["fields"]["matrix"] == "<1676 bytes, not text>"
+    assert doc["fields"]["dead_reason"].startswith("short matrix")
+    missing = ctl("dead-letter", "show", "1-1")
+    assert missing.exit_code == 3 and "not in synergy_events:dead" in missing.stderr
+
+
+def test_purge_removes_the_chosen_dead_letters_for_good_and_audits_which(ctl: Ctl, redis_client: redis.Redis) -> None:
+    dead_letters(redis_client, 2, "matrix has NaN", "bad")
+    dead_letters(redis_client, 1, "stuck on a dead worker", "keep")
+    before = [entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM)]
+
+    dry = ctl("dead-letter", "purge", "--all", "--reason", "nan")
+    assert dry.exit_code == 0 and "dry run: nothing changed" in dry.stdout
+    assert redis_client.xlen(DEAD_LETTER_STREAM) == 3
+
+    doc = json.loads(ctl("dead-letter", "purge", "--all", "--reason", "nan", "--yes", "--json").stdout)
+    assert doc["applied"] and doc["removed"] == before[:2] and doc["skipped"] == []
+    assert [entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM)] == before[2:]
+    assert redis_client.xlen(INPUT_STREAM) == 3  # nothing went back to the workers
+    (entry,) = recent_alerts(redis_client, count=1)
+    assert entry.kind == "dead_letter_purge" and entry.id == doc["audit_id"]
+    assert "bad-0" in entry.fields["entries"] and "bad-1" in entry.fields["entries"]
+
+    gone = ctl("dead-letter", "purge", "--id", before[0], "--yes")
+    assert gone.exit_code == 3 and "not in synergy_events:dead" in gone.stderr
+    assert ctl("dead-letter", "purge").exit_code == 3  # no choice made

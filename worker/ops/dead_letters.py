@@ -1,9 +1,10 @@
-"""The dead-letter stream: what was given up on, why, and putting it back.
+"""The dead-letter stream: what was given up on, why, and putting it back — or giving up on it for good.
 
 A dead letter is the original event's fields plus the `dead_*` fields `worker.delivery.dead_letter_fields` adds
 (reason, delivery count, original entry id, consumer). Replaying re-adds the original fields — the `dead_*` ones
 stripped — to the input stream as a new entry and removes the dead letter, in one atomic step per entry, so two
-operators replaying at once cannot replay an entry twice.
+operators replaying at once cannot replay an entry twice. Purging removes dead letters an operator has settled
+otherwise (the producer sent a corrected event, say), audited with their ids and correlation ids.
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ class DeadLetterEntry:
         """Case-insensitive substring match on the reason; no filter matches everything."""
         return reason_filter is None or reason_filter.lower() in self.reason.lower()
 
+    def readable_fields(self) -> dict[str, str]:
+        """Every field (`dead_*` included) as text an operator can read: a value that is not short UTF-8 text (the
+        raw float32 matrix) as its size."""
+        return {_readable(name): _readable(value) for name, value in self.fields.items()}
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -75,6 +81,19 @@ class DeadLetterEntry:
             "correlation_id": self.correlation_id,
             "original_fields": sorted(as_optional_text(name) or "" for name in self.original),
         }
+
+
+SHOWN_TEXT_LIMIT = 500  # characters of one value shown as text
+
+
+def _readable(value: bytes | str) -> str:
+    try:
+        text = value.decode() if isinstance(value, bytes) else value
+    except UnicodeDecodeError:
+        return f"<{len(value)} bytes, not text>"
+    if not text.isprintable():
+        return f"<{len(value)} bytes, not text>"
+    return text if len(text) <= SHOWN_TEXT_LIMIT else f"{text[:SHOWN_TEXT_LIMIT]}… ({len(text)} characters)"
 
 
 def dead_letter_count(client: redis.Redis, streams: StreamNames = DEFAULT_STREAMS) -> int:
@@ -232,6 +251,51 @@ def replay_dead_letters(
             )
         )
     return ReplayResult(planned, replayed, unreplayable, applied=True, audit_id=audit_id, invalid=invalid)
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    planned: tuple[DeadLetterEntry, ...]
+    removed: tuple[str, ...]  # dead letter ids this purge deleted
+    applied: bool
+    audit_id: str | None = None
+
+    @property
+    def skipped(self) -> tuple[str, ...]:
+        """Planned entries already gone when the purge ran (replayed or purged by someone else meanwhile)."""
+        if not self.applied:
+            return ()
+        return tuple(e.id for e in self.planned if e.id not in set(self.removed))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"applied": self.applied, "planned": [e.as_dict() for e in self.planned],
+                "removed": list(self.removed), "skipped": list(self.skipped), "audit_id": self.audit_id}
+
+
+def purge_dead_letters(client: redis.Redis, entries: Sequence[DeadLetterEntry], *, actor: str, apply: bool,
+                       streams: StreamNames = DEFAULT_STREAMS) -> PurgeResult:
+    """Delete these dead letters (XDEL, one per entry: the ones another operator removed first are told apart), and
+    audit which, with their correlation ids and reasons: the only record left of them. Nothing changes unless
+    `apply`."""
+    planned = tuple(entries)
+    if not apply or not planned:
+        return PurgeResult(planned, (), applied=apply)
+    require_audit_trail(client)
+    pipe = client.pipeline(transaction=False)
+    for entry in planned:
+        pipe.xdel(streams.dead_letters, entry.id)
+    removed = tuple(entry.id for entry, deleted in zip(planned, pipe.execute(), strict=True) if int(deleted))
+    audit_id = None
+    if removed:
+        gone = [entry for entry in planned if entry.id in set(removed)]
+        described = [f"{e.id} {e.correlation_id or '-'} ({e.reason.split(':')[0]})" for e in gone[:_AUDITED_IDS]]
+        audit_id = as_optional_text(audit(
+            client, actor=actor, action="dead_letter_purge",
+            detail=f"purged {len(removed)} dead letters from {streams.dead_letters}",
+            dead_letter_stream=streams.dead_letters, count=str(len(removed)),
+            entries="; ".join(described) + (f"; …(+{len(gone) - _AUDITED_IDS})" if len(gone) > _AUDITED_IDS else ""),
+        ))
+    return PurgeResult(planned, removed, applied=True, audit_id=audit_id)
 
 
 def still_invalid(entry: DeadLetterEntry, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> str | None:
