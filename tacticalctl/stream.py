@@ -1,5 +1,6 @@
-"""`tacticalctl stream info | trim`: XINFO STREAM / GROUPS / CONSUMERS as tables, with each consumer's liveness;
-trimming the entries older than an age that no consumer group still needs."""
+"""`tacticalctl stream info | trim | prune-consumers`: XINFO STREAM / GROUPS / CONSUMERS as tables, with each
+consumer's liveness; trimming the entries older than an age that no consumer group still needs; removing the names
+dead workers left in the group."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age, parse_duration, plain, timestamp
 from worker.alerts import default_actor
-from worker.names import INPUT_STREAM
+from worker.names import CONSUMER_GROUP, INPUT_STREAM
+from worker.ops.consumer_prune import prune_consumers
 from worker.ops.stream_info import StreamMissing, StreamOverview, read_stream_overview
 from worker.ops.stream_trim import (
     TRIMMED_STREAMS,
@@ -157,6 +159,52 @@ def _would_remove(plans: Sequence[StreamTrimPlan]) -> str:
     """What the plans would remove: a number, or `≥ n` when a count stopped at its limit."""
     total = sum(plan.would_remove for plan in plans)
     return f"{total}" if all(plan.would_remove_exact for plan in plans) else f"≥ {total}"
+
+
+@stream_app.command("prune-consumers")
+def prune_consumers_command(
+    ctx: typer.Context,
+    idle: Annotated[str, typer.Option(help="Only consumers idle at least this long (e.g. 10m, 1h).")] = "10m",
+    yes: Annotated[bool, typer.Option("--yes", help="Remove them. Without it, only show which.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Remove the consumer names dead workers left in tactical_group: those with nothing pending, no live
+    heartbeat and idle at least --idle. A name with pending entries is never removed (Redis would drop its entries
+    with it): move them first with `tacticalctl pending claim`. Each name is checked and removed atomically; acts
+    only with --yes (audited in tactical_alerts).
+
+    JSON keys: applied, min_idle_s, planned (name, pending, idle_ms, alive, last_beat), removed, audit_id. Exit 3
+    for a duration it cannot read or a missing stream."""
+    try:
+        min_idle_s = parse_duration(idle)
+    except ValueError as exc:
+        raise CtlError(f"--idle: {exc}", ExitCode.UNKNOWN) from None
+    context = get_context(ctx)
+    try:
+        result = prune_consumers(context.redis(), actor=default_actor(), apply=yes, min_idle_s=min_idle_s)
+    except StreamMissing as exc:
+        raise CtlError(str(exc), ExitCode.UNKNOWN) from None
+    if json_output:
+        print_json(result.as_dict())
+        return
+    console = context.console
+    if not result.planned:
+        console.print(f"no consumer to remove: none without pending entries and heartbeat, idle {plain(idle)} or more")
+        return
+    table = Table(title=f"consumers of {CONSUMER_GROUP} with nothing pending, no heartbeat, idle ≥ {plain(idle)}",
+                  expand=False)
+    for column in ("consumer", "idle"):
+        table.add_column(column, overflow="fold")
+    for consumer in result.planned:
+        table.add_row(plain(consumer.name), age(consumer.idle_ms / 1000))
+    console.print(table)
+    if not result.applied:
+        console.print(f"dry run: nothing removed. Add --yes to remove these {len(result.planned)} names.")
+        return
+    console.print(f"removed {len(result.removed)} consumers; audit entry {result.audit_id or '-'}")
+    kept = [c.name for c in result.planned if c.name not in set(result.removed)]
+    if kept:
+        console.print(f"kept (entries became pending on them meanwhile): {', '.join(plain(n) for n in kept)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -199,8 +199,8 @@ def test_replay_judges_the_events_by_the_workers_size_limit(ctl: Ctl, redis_clie
 def test_show_prints_every_field_the_matrix_as_its_size(ctl: Ctl, redis_client: redis.Redis) -> None:
     from worker.producer import make_event
 
-    redis_client.xadd(INPUT_STREAM, {**encode_event(make_event(correlation_id="shown-0",
-                                                               rng=np.random.default_rng(0))), "matrix": b"\xff" * 1676})
+    event = encode_event(make_event(correlation_id="shown-0", rng=np.random.default_rng(0)))
+    redis_client.xadd(INPUT_STREAM, {**event, "matrix": b"\xff" * 1676})
     deliver_without_ack(redis_client, "ghost", 1)
     dead_letter_stuck_entries(redis_client, reason="short matrix", min_idle_ms=0, actor="test", apply=True)
     [(dead_id, _)] = redis_client.xrange(DEAD_LETTER_STREAM)

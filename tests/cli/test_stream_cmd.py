@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import redis
 
 from tests.cli.conftest import Ctl
 from tests.cli.streams import deliver_without_ack, publish
+from worker.delivery import ensure_group
 from worker.heartbeat import write_heartbeat
-from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
+from worker.names import COMMANDS_STREAM, CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 
 
 def test_info_tables_name_groups_consumers_and_liveness(ctl: Ctl, redis_client: redis.Redis) -> None:
@@ -94,3 +96,18 @@ def test_trim_keeps_what_a_worker_holds_and_says_why(ctl: Ctl, redis_client: red
 def test_trim_refuses_what_it_cannot_use(ctl: Ctl, args: list[str], said: str) -> None:
     result = ctl("stream", "trim", *args)
     assert result.exit_code == 3 and said in result.stderr
+
+
+def test_prune_consumers_shows_then_removes_with_yes(ctl: Ctl, redis_client: redis.Redis) -> None:
+    ensure_group(redis_client)
+    redis_client.xadd(INPUT_STREAM, {"correlation_id": "c-1"})
+    [(entry_id, _)] = redis_client.xreadgroup(CONSUMER_GROUP, "gone-worker", {INPUT_STREAM: ">"})[0][1]
+    redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, entry_id)
+    time.sleep(0.2)
+    dry = ctl("stream", "prune-consumers", "--idle", "100ms")
+    assert dry.exit_code == 0 and "gone-worker" in dry.stdout and "dry run" in dry.stdout
+    doc = json.loads(ctl("stream", "prune-consumers", "--idle", "100ms", "--yes", "--json").stdout)
+    assert doc["removed"] == ["gone-worker"] and doc["audit_id"]
+    assert redis_client.xinfo_consumers(INPUT_STREAM, CONSUMER_GROUP) == []
+    assert "no consumer to remove" in ctl("stream", "prune-consumers", "--idle", "100ms").stdout
+    assert ctl("stream", "prune-consumers", "--idle", "soon").exit_code == 3

@@ -1,0 +1,82 @@
+"""Consumer names left in the worker's group by workers that died: each crash or kill leaves one behind (a clean
+exit removes its own), and `stream info` lists them for ever. Pruned here: a consumer with nothing pending, no
+live heartbeat and idle at least a while.
+
+XGROUP DELCONSUMER drops the consumer's pending entries with it, and they would never be delivered again. So each
+name is checked and deleted in one script: nothing pending at that instant, or it stays. A live worker's name
+deleted by mistake would cost nothing (its next read creates it again); the heartbeat and idle checks keep the
+listing from flapping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from worker.alerts import audit, require_audit_trail
+from worker.delivery import DEFAULT_STREAMS, StreamNames
+from worker.ops.stream_info import ConsumerInfo, read_stream_overview
+from worker.redis_text import as_optional_text, as_text
+
+DEFAULT_MIN_IDLE_S = 600.0
+
+# KEYS: the input stream. ARGV: the group, then the consumers to delete; each only if nothing is pending on it.
+_PRUNE_LUA = """
+local deleted = {}
+for i = 2, #ARGV do
+  if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[i]) == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[i])
+    deleted[#deleted + 1] = ARGV[i]
+  end
+end
+return deleted
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerPrune:
+    planned: tuple[ConsumerInfo, ...]
+    removed: tuple[str, ...]
+    applied: bool
+    min_idle_s: float
+    audit_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"applied": self.applied, "min_idle_s": self.min_idle_s,
+                "planned": [c.as_dict() for c in self.planned], "removed": list(self.removed),
+                "audit_id": self.audit_id}
+
+
+def prunable_consumers(client: redis.Redis, *, min_idle_s: float = DEFAULT_MIN_IDLE_S,
+                       streams: StreamNames = DEFAULT_STREAMS) -> list[ConsumerInfo]:
+    """The group's consumers with nothing pending, no live heartbeat, idle at least `min_idle_s`. StreamMissing
+    when the stream does not exist."""
+    overview = read_stream_overview(client, streams.input)
+    group = next((g for g in overview.groups if g.name == streams.group), None)
+    if group is None:
+        return []
+    return [c for c in group.consumers if c.pending == 0 and not c.alive and c.idle_ms >= min_idle_s * 1000]
+
+
+def prune_consumers(client: redis.Redis, *, actor: str, apply: bool, min_idle_s: float = DEFAULT_MIN_IDLE_S,
+                    streams: StreamNames = DEFAULT_STREAMS) -> ConsumerPrune:
+    """Delete the prunable consumers (each only if still nothing is pending on it), audited; nothing unless
+    `apply`."""
+    planned = tuple(prunable_consumers(client, min_idle_s=min_idle_s, streams=streams))
+    if not apply or not planned:
+        return ConsumerPrune(planned, (), apply, min_idle_s)
+    require_audit_trail(client)
+    script = client.register_script(_PRUNE_LUA)
+    removed = tuple(as_text(name) for name in script(keys=[streams.input],
+                                                   args=[streams.group, *(c.name for c in planned)]))
+    audit_id = None
+    if removed:
+        audit_id = as_optional_text(audit(
+            client, actor=actor, action="consumer_prune",
+            detail=f"removed {len(removed)} consumers with nothing pending from {streams.group}: "
+                   + ", ".join(removed[:50]) + (" …" if len(removed) > 50 else ""),
+            stream=streams.input, group=streams.group, count=str(len(removed)),
+        ))
+    return ConsumerPrune(planned, removed, True, min_idle_s, audit_id)
