@@ -17,6 +17,7 @@ from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import plain
 from worker.alerts import default_actor
 from worker.backup import BackupError, BackupReport, StreamState, create_backup, no_progress
+from worker.health import DEFAULT_THRESHOLDS
 from worker.restore import RestorePlan, open_archive, plan_restore, restore_backup
 from worker.settings import redact_url
 
@@ -122,6 +123,13 @@ def _print_backup(console: Console, report: BackupReport, states: list[StreamSta
                                                                if bad else ""))
     console.print(f"backup written: {plain(report.archive)} ({report.size_bytes} bytes), sha256 {report.sha256}; "
                   f"audit entry {report.audit_id}")
+    held_ms = report.manifest["redis"]["snapshot_held_ms"]
+    held = f"the snapshot held Redis {held_ms:.0f} ms (serving no other client)"
+    if held_ms > DEFAULT_THRESHOLDS.redis_rtt_critical_ms:
+        console.print(f"[yellow]{held}: over the workers' {DEFAULT_THRESHOLDS.redis_rtt_critical_ms:.0f} ms Redis "
+                      "check; back up after the close, or from a replica (runbook, Backup Procedures)[/]")
+    else:
+        console.print(held)
 
 
 def _print_plan(console: Console, plan: RestorePlan, *, restored: bool = False) -> None:

@@ -156,6 +156,26 @@ def _small_state(client: redis.Redis) -> None:
     client.set(completed_key("small-0"), decision, ex=3600)
 
 
+def test_a_backup_says_how_long_its_snapshot_held_redis(tmp_path: Path, source: EmbeddedRedis) -> None:
+    """The snapshot's DUMPs serve nobody else: the operator is told for how long (Redis's clock, first to last
+    command of the transaction), and warned past the workers' 50 ms Redis check."""
+    a = redis.Redis.from_url(source.url())
+    pipe = a.pipeline(transaction=False)
+    for event in events(3000, "held"):
+        pipe.xadd(INPUT_STREAM, encode_event(event))  # type: ignore[arg-type]
+    pipe.execute()
+    a.config_set("slowlog-log-slower-than", 0)
+    a.slowlog_reset()
+
+    result = tacticalctl(source.url(), "backup", str(tmp_path / "b.tar.gz"), "--no-models", "--json")
+    assert result.exit_code == 0, result.output
+    held_ms = json.loads(result.stdout)["redis"]["snapshot_held_ms"]
+    dumps_us = sum(entry["duration"] for entry in a.slowlog_get(200) if entry["command"].startswith(b"DUMP "))
+    assert dumps_us > 0 and held_ms >= dumps_us / 1000  # it spans every DUMP of the transaction
+    text = tacticalctl(source.url(), "backup", str(tmp_path / "c.tar.gz"), "--no-models")
+    assert "the snapshot held Redis" in text.stdout
+
+
 def test_restore_refuses_a_non_empty_target_unless_forced(tmp_path: Path, source: EmbeddedRedis) -> None:
     a = redis.Redis.from_url(source.url())
     _small_state(a)
