@@ -174,7 +174,10 @@ def _refuse_gate_bypass(client: redis.Redis | None, document: dict, version: str
     """A rollback makes a bundle CURRENT without the held-out comparison: never one that comparison (or its
     verification) refused, unless a promotion has taken it since. That takes `promote --force`, audited as forced.
     Refused with exit 2 (audited when `audit`)."""
-    refusal = None if client is None else refused_by_gate(client, directory, version)
+    try:
+        refusal = None if client is None else refused_by_gate(client, directory, version)
+    except AuditTrailError:  # unreadable: the rollback itself is refused for want of an audit trail, unchanged
+        return
     if refusal is None:
         return
     reason = (f"{version} was refused by the promotion gate (tactical_alerts {refusal}): a rollback would bypass it. "

@@ -59,8 +59,7 @@ class WorkerAnswers:
     def set_state(self, code: int, **state: Any) -> None:
         name = ("healthy", "degraded", "critical", "failed")[code]
         self.health = {"status": ("pass", "warn", "fail", "fail")[code], "state": name, "state_code": code,
-                       "consumer": "host-a:101", "version": "0.9.1", "model_version": "v7",
-                       "uptime_s": 12.5}
+                       "consumer": "host-a:101", "model_version": "v7", "uptime_s": 12.5}
         self.state = {"state": name, "state_code": code, "since": 1_700_000_000.0, "consumer": "host-a:101",
                       "uptime_s": 12.5, "health_checks": [], "recent_transitions": [],
                       "circuit_breaker": {"state": "closed", "state_code": 0, "consecutive_failures": 0,

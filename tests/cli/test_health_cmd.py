@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 
 import pytest
 
@@ -38,7 +39,7 @@ def test_health_json_has_the_documented_keys(ctl: Ctl, worker_http: tuple[str, W
     assert set(doc) == {"url", "http_status", "status", "state", "state_code", "consumer", "version",
                         "model_version", "uptime_s", "check"}
     assert (doc["http_status"], doc["status"], doc["check"]) == (200, "warn", "warn")
-    assert doc["version"] == "0.9.1"  # the worker's, as it served it
+    assert doc["version"] == version("tactical-marl")  # the serving process's release, as it served it
 
 
 def test_a_worker_whose_snapshot_failed_is_critical(ctl: Ctl, worker_http: tuple[str, WorkerAnswers]) -> None:
