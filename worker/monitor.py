@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -75,6 +76,7 @@ class HealthMonitor:
         self.model_problem: str | None = None
         self._breaker_transitions_seen = 0
         self._next_model_poll = 0.0
+        self._refused: tuple[tuple[Path, tuple[str, ...]], str] | None = None  # (bundle, its files), and why
         self._next_agent_probe = 0.0
         self._unsent_alerts: deque[dict[str, Any]] = deque(maxlen=1000)  # alerts raised while Redis was down
         self._breaker_opened_while_failed = False
@@ -255,19 +257,37 @@ class HealthMonitor:
             # Serving, it follows CURRENT only: with the file gone it keeps its bundle and says so (degraded).
             bundle_dir = (serving_bundle_dir if loaded is None else named_bundle_dir)(self.settings.models_dir)
             if force_reload or loaded is None or bundle_dir.resolve() != loaded.bundle_dir.resolve():
-                self.worker.reload_models(bundle_dir)
+                self._reload(bundle_dir)
             else:
                 check_unchanged(loaded.manifest, verify_bundle(bundle_dir))
         except Exception as exc:  # whatever a bad bundle raises must not stop the monitor's ticks
-            detail = str(exc) if isinstance(exc, BundleError | OSError) else f"{type(exc).__name__}: {exc}"
-            self.model_problem = f"model bundle not confirmed, keeping {getattr(loaded, 'version', 'none')}: {detail}"
+            kept = getattr(loaded, "version", "none")
+            problem = f"model bundle not confirmed, keeping {kept}: {_problem_detail(exc)}"
             # Counted, but not in the error rate: no event failed (with no traffic, one failed poll read as 100 %
             # and paged TacticalErrorRateHigh at the input data); the model_reload check reports the bundle.
             self.worker.telemetry.metrics.record_error("model_load")
-            log.error("%s", self.model_problem)
+            if problem != self.model_problem:  # logged when it starts or changes, not on every poll
+                log.error("%s", problem)
+            self.model_problem = problem
             return
+        if self.model_problem is not None:
+            log.info("model bundle %s confirmed again", getattr(self.worker.ensemble, "version", "none"))
         self.model_problem = None
         self.model_confirmed_at = now
+
+    def _reload(self, bundle_dir: Path) -> None:
+        """Load `bundle_dir` — unless it is the very bundle already refused, files unchanged (its hashes are
+        checked, cheap): loading TorchScript and warming it up again every poll would take the serving host's CPU
+        for the same refusal."""
+        key = (bundle_dir.resolve(), tuple(agent.sha256 for agent in verify_bundle(bundle_dir).agents))
+        if self._refused is not None and self._refused[0] == key:
+            raise BundleError(self._refused[1])  # a new one each time: a stored one would grow its traceback
+        try:
+            self.worker.reload_models(bundle_dir)
+        except Exception as exc:
+            self._refused = (key, _problem_detail(exc))
+            raise
+        self._refused = None
 
     def _probe_agents(self, now: float) -> None:
         """Time each agent alone on one event (the hot path runs them fused): `inference` per `agent_type`."""
@@ -355,3 +375,8 @@ class HealthMonitor:
             "model_version": None if ensemble is None else ensemble.version,
             "uptime_s": uptime,
         }
+
+
+def _problem_detail(exc: Exception) -> str:
+    """What a model poll that failed says: a bundle's or the file system's own message, else the exception's type."""
+    return str(exc) if isinstance(exc, BundleError | OSError) else f"{type(exc).__name__}: {exc}"

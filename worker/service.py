@@ -219,6 +219,7 @@ class Worker:
 
     def reload_models(self, bundle_dir: Path) -> None:
         """Load, verify and warm a bundle (in the caller's thread), then swap it in between two batches."""
+        log.info("loading model bundle %s", bundle_dir)
         ensemble = AgentEnsemble.load(bundle_dir, threads=self.settings.torch_threads)
         previous = self.ensemble
         self.ensemble = ensemble

@@ -231,6 +231,10 @@ def test_a_promoted_bundle_that_cannot_decide_is_refused_and_the_monitor_keeps_t
              what="the reload refused")
     first = state(worker)
     wait_for(lambda: state(worker)["uptime_s"] > first["uptime_s"] + 1.0, what="health keeps being published")
+    # Polled every 0.3 s meanwhile: the same refusal is logged once, and the unchanged bundle is not loaded again.
+    assert worker.log_text().count(f"ERROR tactical.monitor model bundle not confirmed, keeping {old_version}: bundle "
+                                   f"{bad.name} refused") == 1, worker.log_text()[-3000:]
+    assert worker.log_text().count(f"loading model bundle {bad}") == 1  # and loaded once
     publish_events(redis_client, events(20, f"after-{broken}"))
     wait_settled(redis_client, 20)
     versions = {fields[b"model_version"].decode() for _, fields in redis_client.xrange(DECISIONS_STREAM)}
