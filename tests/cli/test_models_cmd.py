@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -10,7 +11,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from models.bundle import current_bundle_dir, list_bundles, read_current_version, read_manifest
+from models.bundle import (
+    current_bundle_dir,
+    list_bundles,
+    read_current_version,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
 from models.bundle_history import decided_versions
 from tests.bundles import break_agent
 from tests.cli.conftest import Ctl
@@ -98,6 +106,36 @@ def test_a_tampered_file_is_named_exits_2_and_is_never_loaded(ctl: Ctl, models_d
     assert steps["sha256 momentum.pt"] == "critical"
     assert steps["sha256 fvg.pt"] == "ok"
     assert "TorchScript load" not in steps and "forward pass" not in steps
+
+
+def test_a_damaged_bundle_is_told_apart_as_current_or_not(ctl: Ctl, models_dir: Path) -> None:
+    """CURRENT damaged: replace it with a verified one. Any other: just do not promote it."""
+    older = add_older_bundle(models_dir)
+    tamper(models_dir / older, "fvg.pt")
+    steps = json.loads(ctl("models", "verify", older, "--models-dir", str(models_dir), "--json").stdout)["steps"]
+    [fvg] = [step for step in steps if step["step"] == "sha256 fvg.pt"]
+    assert "it is not CURRENT: do not promote it" in fvg["next_action"] and "rollback" not in fvg["next_action"]
+    tamper(models_dir / SHIPPED.name, "fvg.pt")
+    steps = json.loads(ctl("models", "verify", "--models-dir", str(models_dir), "--json").stdout)["steps"]
+    [fvg] = [step for step in steps if step["step"] == "sha256 fvg.pt"]
+    assert "it is CURRENT: make a verified version CURRENT" in fvg["next_action"]
+
+
+def test_verify_refuses_a_compiled_bundle_changed_in_place(ctl: Ctl, models_dir: Path) -> None:
+    """Files swapped and the manifest's hashes rewritten: every hash matches, but the version names other files."""
+    older = add_older_bundle(models_dir)
+    current = read_manifest(models_dir / SHIPPED.name)
+    shutil.copyfile(models_dir / older / "fvg.pt", models_dir / SHIPPED.name / "fvg.pt")
+    agents = tuple(dataclasses.replace(a, sha256=sha256_file(models_dir / older / "fvg.pt")) if a.name == "fvg" else a
+                   for a in current.agents)
+    write_manifest(models_dir / SHIPPED.name, dataclasses.replace(current, agents=agents))
+    result = ctl("models", "verify", "--models-dir", str(models_dir), "--json")
+    assert result.exit_code == 2
+    steps = {step["step"]: step for step in json.loads(result.stdout)["steps"]}
+    assert steps["sha256 fvg.pt"]["status"] == "ok"
+    assert steps["version content"]["status"] == "critical"
+    assert "compiled from other files" in steps["version content"]["value"]
+    assert "TorchScript load" not in steps  # nothing of it is loaded
 
 
 def test_an_unknown_version_is_one_line_on_stderr(ctl: Ctl, models_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""The runbook's performance validation (model-update procedure, step 6): a real worker process, real Redis, the
+"""The runbook's performance validation (model-update procedure, step 5): a real worker process, real Redis, the
 installed model bundle (TACTICAL_MODELS_DIR, else the shipped one), 100 events/s, measured from the producer's XADD to
 the decision being readable on `tactical_decisions`. Only the runbook's own bounds are asserted."""
 

@@ -26,6 +26,7 @@ from models.bundle import (
     BundleNotFoundError,
     Manifest,
     check_compatible,
+    check_version_content,
     list_bundles,
     read_current_version,
     read_manifest,
@@ -158,15 +159,14 @@ def _hash_steps(manifest: Manifest, bundle_dir: Path) -> tuple[list[CheckResult]
             data = path.read_bytes()
         except OSError as exc:
             results.append(_result(step, Status.CRITICAL, f"{path}: cannot be read ({exc})", "matches the manifest",
-                                   "restore the bundle, or make a verified version CURRENT: "
-                                   "`tacticalctl models rollback <version> --yes`", file=str(path)))
+                                   f"restore the bundle; {_way_out(bundle_dir)}", file=str(path)))
             continue
         actual = sha256_bytes(data)
         if actual != agent.sha256:
             results.append(_result(step, Status.CRITICAL, f"{path}: SHA-256 mismatch: manifest {agent.sha256[:16]}…, "
                                    f"file {actual[:16]}…", "matches the manifest",
-                                   "the file was changed after compilation: do not load it; restore the bundle or "
-                                   "make a verified version CURRENT (`tacticalctl models rollback <version> --yes`)",
+                                   "the file was changed after compilation: do not load it; restore the bundle; "
+                                   f"{_way_out(bundle_dir)}",
                                    file=str(path), expected=agent.sha256, actual=actual))
             continue
         contents[name] = data
@@ -175,15 +175,26 @@ def _hash_steps(manifest: Manifest, bundle_dir: Path) -> tuple[list[CheckResult]
     return results, contents
 
 
-def _forward_step(modules: Mapping[str, torch.jit.ScriptModule]) -> CheckResult:
+def _way_out(bundle_dir: Path) -> str:
+    """What to do about a bundle that cannot be served: CURRENT is replaced by a verified one; any other is simply
+    not promoted."""
+    try:
+        current = read_current_version(bundle_dir.parent) == bundle_dir.name
+    except BundleError:
+        current = False
+    if current:
+        return "it is CURRENT: make a verified version CURRENT (`tacticalctl models rollback <version> --yes`)"
+    return "it is not CURRENT: do not promote it (compile it again, or copy the bundle in intact)"
+
+
+def _forward_step(modules: Mapping[str, torch.jit.ScriptModule], bundle_dir: Path) -> CheckResult:
     inputs = reference_inputs(REFERENCE_SEED)
     problems = output_problems(modules, inputs)
     threshold = "(B, 3) probabilities summing to 1 and (B,) confidence, finite"
     sizes = [int(b.shape[0]) for b in inputs]
     if problems:
         return _result("forward pass", Status.CRITICAL, "; ".join(problems), threshold,
-                       "the bundle cannot decide: make a verified version CURRENT (`tacticalctl models rollback "
-                       "<version> --yes`); contact the ML team")
+                       f"the bundle cannot decide: {_way_out(bundle_dir)}; contact the ML team")
     return _result("forward pass", Status.OK, f"reference matrices, batches {sizes}: outputs valid", threshold)
 
 
@@ -242,8 +253,7 @@ def verify_steps(
         check_compatible(manifest)
     except BundleError as exc:
         return [_result("manifest", Status.CRITICAL, str(exc), "readable, compatible with this worker",
-                        "the bundle is unusable: make a verified version CURRENT (`tacticalctl models "
-                        "rollback <version> --yes`)")]
+                        f"the bundle is unusable: {_way_out(bundle_dir)}")]
     results = [_result("manifest", Status.OK, f"{manifest.version}, created {manifest.created_at:%Y-%m-%d %H:%M}Z, "
                        f"torch {manifest.torch_version}", "readable, compatible with this worker",
                        version=manifest.version)]
@@ -256,6 +266,11 @@ def verify_steps(
     results += hashes
     if len(contents) < len(AGENT_NAMES):
         return [*results, _jit_step(bundle_dir)]
+    try:
+        check_version_content(manifest)
+    except BundleError as exc:  # files replaced in place, their hashes rewritten: not what this version was
+        return [*results, _result("version content", Status.CRITICAL, str(exc), "the version names its files' hashes",
+                                  f"the bundle was changed in place: {_way_out(bundle_dir)}"), _jit_step(bundle_dir)]
     configure_torch_threads(1)
     try:
         modules = {name: deserialize(contents[name]).eval() for name in AGENT_NAMES}
@@ -263,13 +278,12 @@ def verify_steps(
         load_failed = _result(
             "TorchScript load", Status.CRITICAL, f"{type(exc).__name__}: {exc}"[:300],
             f"loads with torch {torch.__version__}",
-            f"`tacticalctl models compile {manifest.version}` with this torch, or make a verified version CURRENT "
-            "(`tacticalctl models rollback <version> --yes`)",
+            f"`tacticalctl models compile {manifest.version}` with this torch; {_way_out(bundle_dir)}",
         )
         return [*results, load_failed, _jit_step(bundle_dir)]
     results.append(_result("TorchScript load", Status.OK, f"{len(modules)} agents loaded with torch "
                            f"{torch.__version__}", f"loads with torch {torch.__version__}"))
-    forward = _forward_step(modules)
+    forward = _forward_step(modules, bundle_dir)
     results.append(forward)
     if forward.status is Status.CRITICAL:  # agents that cannot decide are neither fused nor timed
         return [*results, _jit_step(bundle_dir)]
