@@ -250,7 +250,8 @@ def check_version_content(manifest: Manifest) -> None:
     manifest would be served under the old name (two workers deciding with different weights, one version). A
     version of another form (named by hand) is not checked."""
     named = COMPILED_VERSION.fullmatch(manifest.version)
-    actual = _content_hash([agent.sha256 for agent in manifest.agents])
+    # In AGENT_NAMES order, as `models compile` hashed them: not the manifest's (rewriting it may reorder them).
+    actual = _content_hash([manifest.agent(name).sha256 for name in AGENT_NAMES])
     if named is not None and named["content"] != actual:
         where = manifest.bundle_dir / MANIFEST_FILE if manifest.bundle_dir is not None else "manifest"
         raise ModelIntegrityError(
@@ -261,8 +262,8 @@ def check_version_content(manifest: Manifest) -> None:
 def check_unchanged(loaded: Manifest, on_disk: Manifest) -> None:
     """The bundle a worker serves (`loaded`) still has the files it loaded, as its directory's manifest now says: a
     worker started later would load what is on disk, and decide under the same version with other weights."""
-    changed = [agent.file for agent, now in zip(loaded.agents, on_disk.agents, strict=False)
-               if (agent.file, agent.sha256) != (now.file, now.sha256)]
+    now = {agent.name: (agent.file, agent.sha256) for agent in on_disk.agents}  # by name: order is no change
+    changed = [agent.file for agent in loaded.agents if now.get(agent.name) != (agent.file, agent.sha256)]
     if changed or len(loaded.agents) != len(on_disk.agents):
         where = on_disk.bundle_dir if on_disk.bundle_dir is not None else on_disk.version
         raise ModelIntegrityError(

@@ -12,10 +12,12 @@ from rich.console import Console
 from rich.table import Table
 
 from models.bundle import (
+    CURRENT_FILE,
     SIGNING_KEY_ENV,
     BundleError,
     BundleNotFoundError,
     BundleWriteError,
+    list_bundles,
     read_current_version,
     read_manifest,
     read_signing_key,
@@ -77,9 +79,15 @@ def _bundle(models_dir: Path, version: str | None) -> Path:
         raise CtlError(str(exc), ExitCode.UNKNOWN) from None  # a version that is not there: a typo, most likely
 
 
-def _without_current(newest: str) -> str:
-    """What a models directory with no CURRENT file does, `newest` being its newest bundle."""
-    return f"a worker starting here serves the newest bundle, {newest}, and a running one keeps its own (degraded)"
+def _without_current(directory: Path) -> str:
+    """What a models directory with no CURRENT file does (`serving_bundle_dir`), and how to choose."""
+    bundles = list_bundles(directory)
+    if len(bundles) == 1:
+        starts = f"a worker starting here serves the only bundle, {bundles[0].version}"
+    else:
+        starts = f"a worker starting here refuses to ({len(bundles)} bundles: it does not guess which one trades)"
+    return (f"{starts}, and a running one keeps its own. Name the bundle to serve: `tacticalctl models rollback "
+            f"<version> --yes` (or write its version into {directory / CURRENT_FILE})")
 
 
 # The headline figures a listing shows, with their short labels: a supervised bundle's vote, a MAPPO bundle's
@@ -157,8 +165,7 @@ def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: J
             raise CtlError(f"CURRENT {active} does not verify: {exc}: workers refuse it (`tacticalctl models verify`, "
                            "`tacticalctl triage model-staleness`)", ExitCode.CRITICAL) from None
     if active is None and listings:
-        raise CtlError(f"warning: no CURRENT file in {directory}: {_without_current(listings[0].version)}. Name the "
-                       "bundle to serve: `tacticalctl models promote <version> --yes`", ExitCode.WARNING)
+        raise CtlError(f"warning: no CURRENT file in {directory}: {_without_current(directory)}", ExitCode.WARNING)
 
 
 def _trail_if_reachable(context: CtlContext) -> redis.Redis | None:
@@ -182,6 +189,7 @@ def _refuse_gate_bypass(client: redis.Redis | None, document: dict, version: str
         return
     reason = (f"{version} was refused by the promotion gate (tactical_alerts {refusal}): a rollback would bypass it. "
               f"If it must serve, `tacticalctl models promote {version} --force --yes` (audited as forced)")
+    document["refused_by_gate"] = refusal
     if audit and client is not None:
         reason = _audit_refusal(client, document, reason, document["previous"], version, directory,
                                 ROLLBACK_REFUSED_ACTION)
@@ -249,8 +257,7 @@ def verify(
         # The bundle verified is the newest, not a CURRENT one: say so, as `models list` does.
         steps.insert(0, CheckResult(
             "CURRENT", Status.WARN, f"no CURRENT file in {directory}: verified the newest bundle, {bundle_dir.name}",
-            "CURRENT names the bundle to serve",
-            f"{_without_current(bundle_dir.name)}: `tacticalctl models promote <version> --yes`"))
+            "CURRENT names the bundle to serve", _without_current(directory)))
     status = worst([s.status for s in steps])
     if json_output:
         print_json({"version": bundle_dir.name, "bundle_dir": str(bundle_dir), "status": status.value,
@@ -341,8 +348,7 @@ def promote_(
             context.console.print(f"dry run: would set CURRENT {previous or '(none)'} → {bundle_dir.name}. "
                                   "Add --yes to promote." if would else
                                   f"dry run: would refuse {bundle_dir.name}: it does not beat CURRENT "
-                                  "(--force promotes anyway, audited; to go back to it if it was CURRENT before, "
-                                  f"`tacticalctl models rollback {bundle_dir.name} --yes`).")
+                                  "(--force promotes anyway, audited).")
         raise typer.Exit(int(ExitCode.OK if would else ExitCode.WARNING))  # scripts can tell a refusal coming
     try:
         promotion = promote_if_better(directory, bundle_dir.name, force=force, client=client, actor=default_actor())

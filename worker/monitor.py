@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.bundle import BundleError, check_unchanged, named_bundle_dir, serving_bundle_dir, verify_bundle
+from models.bundle import BundleError, check_unchanged, serving_bundle_dir, verify_bundle
 from worker.alerts import Severity, publish_alert
 from worker.breaker import BreakerState, take_reset_request
 from worker.connection import REDIS_FAILED, REDIS_UNREACHABLE, connect
@@ -254,8 +254,9 @@ class HealthMonitor:
         self._next_model_poll = now + self.settings.model_poll_s
         loaded = self.worker.ensemble
         try:
-            # Serving, it follows CURRENT only: with the file gone it keeps its bundle and says so (degraded).
-            bundle_dir = (serving_bundle_dir if loaded is None else named_bundle_dir)(self.settings.models_dir)
+            # What a worker starting now would serve: CURRENT's, or the only bundle there. With CURRENT gone from a
+            # directory of several, it keeps its bundle and says so (degraded); it never switches to the newest.
+            bundle_dir = serving_bundle_dir(self.settings.models_dir)
             if force_reload or loaded is None or bundle_dir.resolve() != loaded.bundle_dir.resolve():
                 self._reload(bundle_dir)
             else:

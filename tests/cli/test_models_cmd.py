@@ -178,7 +178,7 @@ def test_promote_is_a_dry_run_without_yes_refuses_a_bundle_that_does_not_beat_cu
     dry = ctl("models", "promote", older, "--models-dir", str(models_dir))
     assert dry.exit_code == 1, "a dry run that would refuse says so in its exit code"
     assert f"would refuse {older}: it does not beat CURRENT" in dry.stdout
-    assert f"if it was CURRENT before, `tacticalctl models rollback {older} --yes`" in " ".join(dry.stdout.split())
+    assert "--force promotes anyway, audited" in dry.stdout and "rollback" not in dry.stdout
     assert read_current_version(models_dir) == SHIPPED.name
     assert recent_alerts(redis_client, count=10) == []
 
@@ -689,7 +689,7 @@ def test_a_rollback_never_bypasses_the_promotion_gate(ctl: Ctl, models_dir: Path
     assert dry.exit_code == 2 and "refused by the promotion gate" in dry.stderr
     done = ctl("models", "rollback", worse, "--models-dir", str(models_dir), "--yes", "--json")
     assert done.exit_code == 2 and f"models promote {worse} --force --yes" in done.stderr
-    assert json.loads(done.stdout)["applied"] is False
+    assert json.loads(done.stdout)["applied"] is False and json.loads(done.stdout)["refused_by_gate"]
     assert read_current_version(models_dir) == SHIPPED.name
     assert recent_alerts(redis_client, count=1)[0].kind == "model_rollback_refused"
     # A bundle never judged (the older one) is a rollback's to take, as before.

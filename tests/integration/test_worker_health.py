@@ -273,6 +273,21 @@ def test_a_served_bundle_changed_on_disk_is_reported_not_confirmed(tmp_path: Pat
                for check in state(worker)["health_checks"])
 
 
+def test_a_worker_on_the_only_bundle_of_a_directory_without_current_is_confirmed(tmp_path: Path, redis_url,
+                                                                                   start_worker) -> None:
+    """It starts on that bundle (no choice to guess), and its polls confirm it: not degraded, not stale."""
+    models_dir = tmp_path / "models"
+    shipped = current_bundle_dir(default_models_dir())
+    shutil.copytree(shipped, models_dir / shipped.name)
+    worker = start_worker(redis_url, models_dir=models_dir, model_poll_s=0.2)
+    wait_for(lambda: state(worker).get("model", {}).get("version") == shipped.name, what="the bundle served")
+    first = state(worker)
+    wait_for(lambda: state(worker)["uptime_s"] > first["uptime_s"] + 1.0, what="several model polls")
+    later = state(worker)
+    assert later["model"]["problem"] is None and later["model"]["staleness_s"] < 1.0
+    assert not any(check["name"] == "model_reload" for check in later["health_checks"])
+
+
 def test_a_running_worker_whose_current_file_disappears_keeps_its_bundle(tmp_path: Path, redis_url, redis_client,
                                                                          start_worker) -> None:
     """Without CURRENT, the newest bundle would be served by a worker starting there: here, a newer one compiled
@@ -284,7 +299,7 @@ def test_a_running_worker_whose_current_file_disappears_keeps_its_bundle(tmp_pat
     worker = start_worker(redis_url, models_dir=models_dir, model_poll_s=0.3)
 
     (models_dir / "CURRENT").unlink()
-    wait_for(lambda: "CURRENT is missing" in (state(worker)["model"]["problem"] or ""), what="the missing CURRENT")
+    wait_for(lambda: "no CURRENT file" in (state(worker)["model"]["problem"] or ""), what="the missing CURRENT")
 
     def failed_polls() -> float:
         _, metrics = get(worker.http_url + "/metrics")

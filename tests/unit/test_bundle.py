@@ -148,6 +148,14 @@ def test_a_compiled_bundle_changed_in_place_is_refused(models_dir: Path, tmp_pat
         verify_bundle(bundle_dir)
 
 
+def test_a_manifest_written_again_with_its_agents_in_another_order_is_no_change(models_dir: Path) -> None:
+    bundle_dir = next(models_dir.iterdir())
+    loaded = verify_bundle(bundle_dir)
+    write_manifest(bundle_dir, dataclasses.replace(loaded, agents=tuple(reversed(loaded.agents))))
+    assert [a.name for a in read_manifest(bundle_dir).agents] != [a.name for a in loaded.agents]
+    check_unchanged(loaded, verify_bundle(bundle_dir))  # the compiled version still names its files
+
+
 def test_a_bundle_changed_on_disk_after_loading_is_told_apart(models_dir: Path, tmp_path: Path) -> None:
     """Named by hand (no content hash in its version), only the files a worker loaded can tell the change."""
     bundle_dir = add_version(models_dir, next(models_dir.iterdir()), "hand-named", CREATED)
