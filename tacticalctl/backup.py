@@ -85,8 +85,9 @@ def backup(
     streams with their ids, consumer group positions and pending entries (one MULTI/EXEC), the completed keys with
     their expiry, the breaker and restart counters. Audited in tactical_alerts.
 
-    JSON keys: archive, checksum_file, sha256, bytes, created_at, redis {source, version, snapshot_time_ms, method,
-    streams}, keys {streams, completed, completed_newer_than_snapshot, breaker}, models, audit_id."""
+    JSON keys: archive, checksum_file, sha256, bytes, created_at, redis {source, version, snapshot_time_ms,
+    snapshot_held_ms (how long the snapshot held Redis), method, streams}, keys {streams, completed,
+    completed_newer_than_snapshot, breaker}, models, audit_id."""
     context = get_context(ctx)
     client = context.redis()
     with _progress() as progress:

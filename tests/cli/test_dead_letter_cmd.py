@@ -211,6 +211,12 @@ def test_show_prints_every_field_the_matrix_as_its_size(ctl: Ctl, redis_client: 
     doc = json.loads(ctl("dead-letter", "show", dead_id.decode(), "--json").stdout)
     assert doc["correlation_id"] == "shown-0" and doc["fields"]["matrix"] == "<1676 bytes, not text>"
     assert doc["fields"]["dead_reason"].startswith("short matrix")
+    multi_line = redis_client.xadd(DEAD_LETTER_STREAM, {"correlation_id": "c-2", "symbol": "ES\tX",
+                                                       "dead_reason": "processing_error: line one\nline two",
+                                                       "matrix": b"\x00" * 1680})
+    fields = json.loads(ctl("dead-letter", "show", multi_line.decode(), "--json").stdout)["fields"]
+    assert fields["dead_reason"] == "processing_error: line one\nline two" and fields["symbol"] == "ES\tX"
+    assert fields["matrix"] == "<1680 bytes, not text>"  # zeros decode as text, but are no text to read
     missing = ctl("dead-letter", "show", "1-1")
     assert missing.exit_code == 3 and "not in synergy_events:dead" in missing.stderr
 

@@ -91,7 +91,7 @@ def _readable(value: bytes | str) -> str:
         text = value.decode() if isinstance(value, bytes) else value
     except UnicodeDecodeError:
         return f"<{len(value)} bytes, not text>"
-    if not text.isprintable():
+    if not text.replace("\n", "").replace("\t", "").replace("\r", "").isprintable():  # NULs: a matrix of zeros
         return f"<{len(value)} bytes, not text>"
     return text if len(text) <= SHOWN_TEXT_LIMIT else f"{text[:SHOWN_TEXT_LIMIT]}… ({len(text)} characters)"
 
