@@ -263,9 +263,8 @@ class PurgeResult:
     @property
     def skipped(self) -> tuple[str, ...]:
         """Planned entries already gone when the purge ran (replayed or purged by someone else meanwhile)."""
-        if not self.applied:
-            return ()
-        return tuple(e.id for e in self.planned if e.id not in set(self.removed))
+        removed = set(self.removed)
+        return tuple(e.id for e in self.planned if e.id not in removed) if self.applied else ()
 
     def as_dict(self) -> dict[str, Any]:
         return {"applied": self.applied, "planned": [e.as_dict() for e in self.planned],
@@ -287,7 +286,8 @@ def purge_dead_letters(client: redis.Redis, entries: Sequence[DeadLetterEntry], 
     removed = tuple(entry.id for entry, deleted in zip(planned, pipe.execute(), strict=True) if int(deleted))
     audit_id = None
     if removed:
-        gone = [entry for entry in planned if entry.id in set(removed)]
+        removed_ids = set(removed)
+        gone = [entry for entry in planned if entry.id in removed_ids]
         described = [f"{e.id} {e.correlation_id or '-'} ({e.reason.split(':')[0]})" for e in gone[:_AUDITED_IDS]]
         audit_id = as_optional_text(audit(
             client, actor=actor, action="dead_letter_purge",
