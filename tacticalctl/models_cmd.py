@@ -465,8 +465,8 @@ def rollback(
         else:
             context.console.print(f"{bundle_dir.name} is already CURRENT: nothing to roll back")
         return
-    _refuse_gate_bypass(client if client is not None else _trail_if_reachable(context), document, bundle_dir.name,
-                        directory, json_output, audit=yes)
+    trail = client if client is not None else _trail_if_reachable(context)
+    _refuse_gate_bypass(trail, document, bundle_dir.name, directory, json_output, audit=yes)
     steps = verify_steps(bundle_dir)
     document["verification"] = {"status": worst([s.status for s in steps]).value,
                                 "steps": [s.as_dict() for s in steps]}
@@ -480,6 +480,9 @@ def rollback(
             _print_steps(ctx, f"verify {bundle_dir.name}", steps)
             context.console.print(f"dry run: would set CURRENT {previous or '(none)'} → {bundle_dir.name} "
                                   "(a rollback: no held-out comparison). Add --yes to roll back.")
+            if trail is None:
+                context.console.print("the audit trail could not be read (Redis unreachable): whether the promotion "
+                                      "gate refused this bundle is checked by --yes")
         return
     assert client is not None
     try:

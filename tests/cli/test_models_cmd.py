@@ -696,6 +696,13 @@ def test_a_rollback_never_bypasses_the_promotion_gate(ctl: Ctl, models_dir: Path
     assert ctl("models", "rollback", older, "--models-dir", str(models_dir), "--yes").exit_code == 0
 
 
+def test_a_rollback_dry_run_without_redis_says_the_gate_was_not_checked(ctl: Ctl, models_dir: Path) -> None:
+    older = add_older_bundle(models_dir)
+    dry = ctl("models", "rollback", older, "--models-dir", str(models_dir), redis_url="redis://127.0.0.1:1/2")
+    assert dry.exit_code == 0, dry.output
+    assert "would set CURRENT" in dry.stdout and "the audit trail could not be read" in dry.stdout
+
+
 def test_a_bundle_whose_directory_name_cannot_be_a_version_fails_verification_before_any_evaluation(
     ctl: Ctl, models_dir: Path
 ) -> None:
