@@ -19,8 +19,9 @@ bounded amount; past that the count is a lower bound.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from itertools import islice
 from typing import Any
 
 import redis
@@ -28,7 +29,7 @@ import redis
 from worker.alerts import audit, require_audit_trail
 from worker.names import COMMANDS_STREAM, CONSUMER_GROUP, DECISIONS_STREAM, INPUT_STREAM
 from worker.redis_text import as_text
-from worker.stream_entries import parse_stream_id, server_now_ms
+from worker.stream_entries import paged, parse_stream_id, server_now_ms
 
 TRIMMED_STREAMS = (INPUT_STREAM, DECISIONS_STREAM, COMMANDS_STREAM)
 TRIM_STEP = 10_000
@@ -123,28 +124,17 @@ def _count_before(client: redis.Redis, stream: str, cutoff_id: str, last_id: str
     """Entries with ids before `cutoff_id`, of the `length` up to `last_id` that XINFO saw (entries added since are
     after the cutoff, and not counted as kept): counted from both ends a page at a time until one end reaches the
     cutoff. (count, True) when exact; (COUNT_LIMIT, False) when neither end reached it within COUNT_LIMIT."""
-    removed = _counter(client.xrange, stream, "-", f"({cutoff_id}")
-    kept = _counter(client.xrevrange, stream, last_id, cutoff_id)
-    for _ in range(-(-COUNT_LIMIT // COUNT_PAGE)):
-        if (counted := next(removed)) is not None:
-            return counted, True
-        if (counted := next(kept)) is not None:
-            return max(0, length - counted), True
+    ends = [paged(client, stream, page=COUNT_PAGE, upper=f"({cutoff_id}", limit=COUNT_LIMIT),  # what would go
+            paged(client, stream, page=COUNT_PAGE, lower=cutoff_id, upper=last_id, newest_first=True,
+                  limit=COUNT_LIMIT)]  # what would stay
+    counted = [0, 0]
+    for _ in range(-(-COUNT_LIMIT // COUNT_PAGE) + 1):
+        for end, entries in enumerate(ends):
+            page = sum(1 for _ in islice(entries, COUNT_PAGE))
+            counted[end] += page
+            if page < COUNT_PAGE and counted[end] < COUNT_LIMIT:  # this end reached the cutoff
+                return (counted[0], True) if end == 0 else (max(0, length - counted[1]), True)
     return COUNT_LIMIT, False
-
-
-def _counter(read: Any, stream: str, start: str, end: str) -> Iterator[int | None]:
-    """Counts the entries from `start` towards `end` (XRANGE or XREVRANGE order), one page per step: None while
-    there may be more, then the total."""
-    counted = 0
-    while True:
-        page = read(stream, start, end, count=COUNT_PAGE)
-        counted += len(page)
-        if len(page) < COUNT_PAGE:
-            yield counted
-            return
-        start = f"({as_text(page[-1][0])}"
-        yield None
 
 
 def trim_streams(client: redis.Redis, plans: Sequence[StreamTrimPlan], *, older_than_s: float, actor: str,
