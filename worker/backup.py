@@ -49,7 +49,7 @@ from worker.names import (
 from worker.redis_text import as_text
 from worker.security import effective_settings, non_secret_environment
 from worker.settings import WorkerSettings
-from worker.stream_entries import parse_stream_id, time_reply_ms
+from worker.stream_entries import parse_stream_id, time_reply_ms, time_reply_us
 
 BACKUP_FORMAT = "tactical-backup/1"
 MANIFEST_MEMBER = "manifest.json"
@@ -202,12 +202,7 @@ def snapshot_streams(client: redis.Redis, names: tuple[str, ...] = BACKED_UP_STR
         if payload is not None:
             dumps.append(DumpedKey(name.encode(), payload, _expire_at(expire)))
     return StreamsSnapshot(time_reply_ms(replies[0]), tuple(states), tuple(dumps),
-                           held_ms=_time_reply_us(replies[-1]) / 1e3 - _time_reply_us(replies[0]) / 1e3)
-
-
-def _time_reply_us(reply: Any) -> int:
-    seconds, micros = reply
-    return int(seconds) * 1_000_000 + int(micros)
+                           held_ms=(time_reply_us(replies[-1]) - time_reply_us(replies[0])) / 1e3)
 
 
 # ---- keys read after the transaction ---------------------------------------------------------------------------

@@ -34,10 +34,15 @@ def entry_time_ms(entry_id: bytes | str) -> int:
     return parse_stream_id(entry_id)[0]
 
 
-def time_reply_ms(reply: Any) -> int:
-    """A TIME reply (seconds, microseconds) in milliseconds: the clock Redis stamps stream ids with."""
+def time_reply_us(reply: Any) -> int:
+    """A TIME reply (seconds, microseconds) in microseconds."""
     seconds, micros = reply
-    return int(seconds) * 1000 + int(micros) // 1000
+    return int(seconds) * 1_000_000 + int(micros)
+
+
+def time_reply_ms(reply: Any) -> int:
+    """A TIME reply in milliseconds: the clock Redis stamps stream ids with."""
+    return time_reply_us(reply) // 1000
 
 
 def server_now_ms(client: redis.Redis) -> int:
