@@ -403,31 +403,30 @@ def _named(models_dir: Path, version: str) -> Path:
 def current_bundle_dir(models_dir: Path) -> Path:
     """The active bundle: the one CURRENT names, else the newest by `created_at` (a directory never promoted into;
     what the checks look at — a worker starts on it only if it is the only one: `serving_bundle_dir`)."""
-    models_dir = Path(models_dir)
-    version = read_current_version(models_dir)
-    if version is not None:
-        return _named(models_dir, version)
-    bundles = list_bundles(models_dir)
-    if not bundles:
-        raise BundleNotFoundError(f"no model bundle (a directory with {MANIFEST_FILE}) in {models_dir}")
-    assert bundles[0].bundle_dir is not None
-    return bundles[0].bundle_dir
+    return _active_bundle_dir(Path(models_dir), newest_of_several=True)
 
 
 def serving_bundle_dir(models_dir: Path) -> Path:
     """What a worker starts on: the bundle CURRENT names; without CURRENT, the only bundle there is. With several
     and no CURRENT a worker does not guess which one trades (the newest may be one the promotion gate refused):
     BundleNotFoundError, naming how to choose."""
-    models_dir = Path(models_dir)
-    if read_current_version(models_dir) is not None:
-        return current_bundle_dir(models_dir)
+    return _active_bundle_dir(Path(models_dir), newest_of_several=False)
+
+
+def _active_bundle_dir(models_dir: Path, *, newest_of_several: bool) -> Path:
+    version = read_current_version(models_dir)  # read once: the file may go between two reads
+    if version is not None:
+        return _named(models_dir, version)
     bundles = list_bundles(models_dir)
-    if len(bundles) > 1:
+    if not bundles:
+        raise BundleNotFoundError(f"no model bundle (a directory with {MANIFEST_FILE}) in {models_dir}")
+    if len(bundles) > 1 and not newest_of_several:
         raise BundleNotFoundError(
             f"no {CURRENT_FILE} file in {models_dir}, and {len(bundles)} bundles (newest {bundles[0].version}): a "
             "worker does not guess which one trades. Name it: `tacticalctl models rollback <version> --yes` (or "
             f"write its version into {models_dir / CURRENT_FILE})")
-    return current_bundle_dir(models_dir)
+    assert bundles[0].bundle_dir is not None
+    return bundles[0].bundle_dir
 
 
 def set_current(models_dir: Path, version: str) -> None:
