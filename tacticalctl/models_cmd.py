@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -79,13 +80,13 @@ def _bundle(models_dir: Path, version: str | None) -> Path:
         raise CtlError(str(exc), ExitCode.UNKNOWN) from None  # a version that is not there: a typo, most likely
 
 
-def _without_current(directory: Path) -> str:
-    """What a models directory with no CURRENT file does (`serving_bundle_dir`), and how to choose."""
-    bundles = list_bundles(directory)
-    if len(bundles) == 1:
-        starts = f"a worker starting here serves the only bundle, {bundles[0].version}"
+def _without_current(directory: Path, versions: Sequence[str]) -> str:
+    """What a models directory with no CURRENT file, holding bundles `versions`, does (`serving_bundle_dir`), and
+    how to choose."""
+    if len(versions) == 1:
+        starts = f"a worker starting here serves the only bundle, {versions[0]}"
     else:
-        starts = f"a worker starting here refuses to ({len(bundles)} bundles: it does not guess which one trades)"
+        starts = f"a worker starting here refuses to ({len(versions)} bundles: it does not guess which one trades)"
     return (f"{starts}, and a running one keeps its own. Name the bundle to serve: `tacticalctl models rollback "
             f"<version> --yes` (or write its version into {directory / CURRENT_FILE})")
 
@@ -131,8 +132,8 @@ def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: J
     """Every bundle, newest first: version, creation time, the CURRENT marker, JIT log status and its metrics.
     Exits 2 when workers cannot load what is here: CURRENT names a bundle that is not there or whose files do not
     match its manifest (`models verify` says which), or there is no bundle at all; 1 when there are bundles but no
-    CURRENT file (a worker starting here takes the newest; a running one keeps its own); 3 when the directory does
-    not exist.
+    CURRENT file (a worker starting here serves the only bundle, or refuses to choose among several; a running one
+    keeps its own); 3 when the directory does not exist.
 
     JSON keys: models_dir, current (null without a CURRENT file), bundles [{version, created_at, current,
     jit_successful, jit_log_exists, metrics, bundle_dir}]."""
@@ -165,7 +166,9 @@ def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: J
             raise CtlError(f"CURRENT {active} does not verify: {exc}: workers refuse it (`tacticalctl models verify`, "
                            "`tacticalctl triage model-staleness`)", ExitCode.CRITICAL) from None
     if active is None and listings:
-        raise CtlError(f"warning: no CURRENT file in {directory}: {_without_current(directory)}", ExitCode.WARNING)
+        versions = [listing.version for listing in listings]
+        raise CtlError(f"warning: no CURRENT file in {directory}: {_without_current(directory, versions)}",
+                       ExitCode.WARNING)
 
 
 def _trail_if_reachable(context: CtlContext) -> redis.Redis | None:
@@ -257,7 +260,8 @@ def verify(
         # The bundle verified is the newest, not a CURRENT one: say so, as `models list` does.
         steps.insert(0, CheckResult(
             "CURRENT", Status.WARN, f"no CURRENT file in {directory}: verified the newest bundle, {bundle_dir.name}",
-            "CURRENT names the bundle to serve", _without_current(directory)))
+            "CURRENT names the bundle to serve",
+            _without_current(directory, [m.version for m in list_bundles(directory)])))
     status = worst([s.status for s in steps])
     if json_output:
         print_json({"version": bundle_dir.name, "bundle_dir": str(bundle_dir), "status": status.value,
