@@ -202,9 +202,8 @@ def prune_consumers_command(
         console.print(f"dry run: nothing removed. Add --yes to remove these {len(result.planned)} names.")
         return
     console.print(f"removed {len(result.removed)} consumers; audit entry {result.audit_id or '-'}")
-    kept = [c.name for c in result.planned if c.name not in set(result.removed)]
-    if kept:
-        console.print(f"kept (entries became pending on them meanwhile): {', '.join(plain(n) for n in kept)}")
+    if result.kept:
+        console.print(f"kept (entries became pending on them meanwhile): {', '.join(plain(n) for n in result.kept)}")
 
 
 def register(app: typer.Typer) -> None:

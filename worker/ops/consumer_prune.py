@@ -43,6 +43,12 @@ class ConsumerPrune:
     min_idle_s: float
     audit_id: str | None = None
 
+    @property
+    def kept(self) -> tuple[str, ...]:
+        """Planned names left in place: an entry became pending on them before the script ran."""
+        removed = set(self.removed)
+        return tuple(c.name for c in self.planned if c.name not in removed) if self.applied else ()
+
     def as_dict(self) -> dict[str, Any]:
         return {"applied": self.applied, "min_idle_s": self.min_idle_s,
                 "planned": [c.as_dict() for c in self.planned], "removed": list(self.removed),
