@@ -206,8 +206,8 @@ def purge(
 ) -> None:
     """Remove dead letters for good (--id ID ... or --all, optionally narrowed by --reason): those settled another
     way — the producer sent a corrected event, or the event is not wanted. Replay what should still be decided
-    (`dead-letter replay`). Shows what it would remove; acts only with --yes, audited in tactical_alerts with each
-    one's id, correlation id and reason (the only record left of them).
+    (`dead-letter replay`). Shows what it would remove; acts only with --yes, audited in tactical_alerts with the
+    count and the first 50 ids, correlation ids and reasons (save `dead-letter list --json` first to keep them all).
 
     JSON keys: applied, planned, removed [ids], skipped (gone meanwhile), audit_id."""
     _require_choice(ids, all_)

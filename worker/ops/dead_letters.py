@@ -274,8 +274,8 @@ class PurgeResult:
 def purge_dead_letters(client: redis.Redis, entries: Sequence[DeadLetterEntry], *, actor: str, apply: bool,
                        streams: StreamNames = DEFAULT_STREAMS) -> PurgeResult:
     """Delete these dead letters (XDEL, one per entry: the ones another operator removed first are told apart), and
-    audit which, with their correlation ids and reasons: the only record left of them. Nothing changes unless
-    `apply`."""
+    audit how many, and which (the first `_AUDITED_IDS`, with their correlation ids and reasons). Nothing changes
+    unless `apply`."""
     planned = tuple(entries)
     if not apply or not planned:
         return PurgeResult(planned, (), applied=apply)
