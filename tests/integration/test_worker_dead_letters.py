@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.integration.streams import decided_ids, pending_count, wait_settled
+from tests.integration.streams import decided_ids, pending_count, wait_for, wait_settled
 from worker.events import encode_event
 from worker.names import DEAD_LETTER_STREAM, INPUT_STREAM
 from worker.producer import make_event, publish_events
@@ -51,8 +51,11 @@ def test_each_malformed_event_is_dead_lettered_with_its_reason(redis_url, redis_
     # Its log line says which event and which entry, to find it with `tacticalctl dead-letter list`.
     nan_entry = next(fields[b"dead_entry_id"].decode() for _, fields in redis_client.xrange(DEAD_LETTER_STREAM)
                      if fields[b"dead_reason"].startswith(b"matrix_not_finite"))
-    assert f"dead-lettered event m2 (entry {nan_entry}): matrix_not_finite:" in worker.log_text()
-    assert "dead-lettered event (no valid correlation id) (entry " in worker.log_text()
+    # The line is written once the commit has come back, so it can trail the dead letters being readable.
+    wait_for(lambda: f"dead-lettered event m2 (entry {nan_entry}): matrix_not_finite:" in worker.log_text(),
+             timeout_s=10, what="the log line of the non-finite matrix's dead letter")
+    wait_for(lambda: "dead-lettered event (no valid correlation id) (entry " in worker.log_text(),
+             timeout_s=10, what="the log line of a dead letter without a correlation id")
 
 
 def test_an_event_with_thousands_of_fields_is_dead_lettered_not_lost(redis_url, redis_client, start_worker) -> None:
