@@ -539,6 +539,22 @@ def test_triage_under_a_signed_current_names_the_unsigned_bundles_to_sign(
     assert "no other signed bundle" in finding["summary"] and f"models sign {older}" in finding["summary"]
 
 
+def test_triage_does_not_ask_to_sign_a_bundle_whose_jit_compilation_failed(
+    ctl: Ctl, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signing it would not make it servable: the workers would still refuse its failed JIT log."""
+    from models.bundle import JIT_LOG_FILE, sign_bundle
+
+    monkeypatch.delenv("TACTICAL_MODEL_SIGNING_KEY_FILE", raising=False)
+    older = add_older_bundle(models_dir)
+    (models_dir / older / JIT_LOG_FILE).write_text("JIT compilation FAILED: on purpose\n", encoding="utf-8")
+    sign_bundle(models_dir / SHIPPED.name, b"k" * 32)
+    report = json.loads(ctl("triage", "model-compilation", "--models-dir", str(models_dir), "--json").stdout)
+    [finding] = [f for f in report["alerts"][0]["findings"] if "to revert to" in f["summary"]]
+    assert finding["status"] == "warn"
+    assert "no other verified bundle" in finding["summary"] and "models sign" not in finding["summary"]
+
+
 def test_a_default_rollback_never_returns_to_a_bundle_rolled_back_from(tmp_path: Path,
                                                                        redis_client: redis.Redis) -> None:
     from models.bundle_history import PROMOTE_ACTION, ROLLBACK_ACTION, replaced_by_current

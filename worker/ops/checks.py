@@ -673,37 +673,30 @@ def servable_bundles(models_dir: Path) -> list[Manifest]:
     """Bundles a worker would load, newest first: every file matches its hash and the JIT log says it succeeded.
     Signatures are checked with this process's key (TACTICAL_MODEL_SIGNING_KEY_FILE); without one, a signed CURRENT
     says the workers have a key, and an unsigned bundle is not offered (they would refuse it)."""
-    servable = []
+    return bundles_by_signature(models_dir)[0]
+
+
+def bundles_by_signature(models_dir: Path) -> tuple[list[Manifest], list[Manifest]]:
+    """The bundles whose files verify and whose JIT log succeeded, newest first, in two lists: those a worker
+    would load (`servable_bundles`), and those it would refuse only for want of a signature (a signed CURRENT and
+    none of their own: signing one makes it servable)."""
+    servable: list[Manifest] = []
+    unsigned: list[Manifest] = []
     signed_fleet = signed_current_version(models_dir) is not None
     for manifest in list_bundles(models_dir):
         if manifest.bundle_dir is None:
             continue
-        if signed_fleet and not (manifest.bundle_dir / SIGNATURE_FILE).is_file():
-            continue
+        lacks_signature = signed_fleet and not (manifest.bundle_dir / SIGNATURE_FILE).is_file()
         try:
-            verify_bundle(manifest.bundle_dir)
+            if lacks_signature:
+                verify_bundle(manifest.bundle_dir, signing_key=None)
+            else:
+                verify_bundle(manifest.bundle_dir)
         except BundleError:
             continue
         if jit_log_status(manifest.bundle_dir).successful:
-            servable.append(manifest)
-    return servable
-
-
-def unsigned_verified_bundles(models_dir: Path) -> list[str]:
-    """Under a signed CURRENT: the bundles whose files verify but that carry no signature, newest first (what
-    `servable_bundles` leaves out for want of a signature alone)."""
-    if signed_current_version(models_dir) is None:
-        return []
-    found = []
-    for manifest in list_bundles(models_dir):
-        if manifest.bundle_dir is None or (manifest.bundle_dir / SIGNATURE_FILE).is_file():
-            continue
-        try:
-            verify_bundle(manifest.bundle_dir, signing_key=None)
-        except BundleError:
-            continue
-        found.append(manifest.version)
-    return found
+            (unsigned if lacks_signature else servable).append(manifest)
+    return servable, unsigned
 
 
 @check("backups", "Redis persistence: last RDB save / AOF write ok; a `tacticalctl backup` within 26 h")
@@ -844,6 +837,7 @@ __all__ = [
     "Status",
     "Verdict",
     "archive_log",
+    "bundles_by_signature",
     "check",
     "check_active_positions",
     "check_backups",

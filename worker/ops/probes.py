@@ -27,7 +27,7 @@ from worker.health import DEFAULT_THRESHOLDS, CheckStatus, HealthState, check_la
 from worker.heartbeat import live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
 from worker.names import COMPLETED_PREFIX, CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
-from worker.ops.checks import REDIS_DOWN, Status, jit_log_status, servable_bundles, unsigned_verified_bundles
+from worker.ops.checks import REDIS_DOWN, Status, bundles_by_signature, jit_log_status
 from worker.ops.duplicates import DUPLICATE_WINDOW_S, duplicate_events_total, iter_newest, scan_window
 from worker.ops.keys import find_stale_processing_keys
 from worker.ops.latency import NoLatencyHistogram, operation_latencies
@@ -480,13 +480,14 @@ def probe_previous_bundles(sources: Sources) -> list[Finding]:
         replaced = replaced_by_current(client, models_dir)
     except _NO_HISTORY:
         pass  # without the audit trail, any verified bundle is a candidate
-    servable = [manifest.version for manifest in servable_bundles(models_dir) if manifest.version != active]
+    servable_manifests, unsigned_manifests = bundles_by_signature(models_dir)  # verified once, both lists
+    servable = [manifest.version for manifest in servable_manifests if manifest.version != active]
     if replaced in servable:
         return [_ok(f"revert candidate: {replaced}, the bundle CURRENT replaced (`tacticalctl models rollback "
                     "--yes`)", candidates=[replaced])]
     candidates = [version for version in servable if version not in ruled_out]
     if not candidates:
-        unsigned = [version for version in unsigned_verified_bundles(models_dir) if version != active]
+        unsigned = [manifest.version for manifest in unsigned_manifests if manifest.version != active]
         if unsigned:
             return [_warn(f"no other signed bundle in {models_dir} to revert to, and CURRENT is signed (workers "
                           f"refuse unsigned ones): {', '.join(unsigned[:3])} verify. Sign one to revert to it: "
