@@ -65,4 +65,11 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["sh", "-c", "tacticalctl health; test $? -le 1"]
 
 STOPSIGNAL SIGTERM
+# The commit this image was built from, for `--version`, /health and tactical_build_info (the image has no git
+# history): `TACTICAL_COMMIT=$(git rev-parse --short=12 HEAD) docker-compose build`. Last: a new commit rebuilds only
+# this layer.
+ARG TACTICAL_COMMIT=""
+ENV TACTICAL_BUILD_COMMIT=${TACTICAL_COMMIT}
+LABEL org.opencontainers.image.revision=${TACTICAL_COMMIT}
+
 ENTRYPOINT ["tini", "--", "tactical-worker"]

@@ -23,7 +23,7 @@ from tacticalctl.context import (
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode
 from worker.alerts import AuditTrailError
 from worker.connection import refusal_advice
-from worker.version import SOFTWARE_VERSION
+from worker.version import version_line
 
 try:  # typer vendors click from 0.2x on; before, it used click itself
     from typer._click.exceptions import UsageError
@@ -154,7 +154,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"tacticalctl {SOFTWARE_VERSION}")
+        typer.echo(version_line("tacticalctl"))
         raise typer.Exit()
 
 
@@ -168,7 +168,8 @@ def root(
         str, typer.Option("--worker-url", envvar="TACTICAL_WORKER_URL", help="The worker's HTTP endpoint.")
     ] = DEFAULT_WORKER_URL,
     version: Annotated[bool, typer.Option(
-        "--version", is_eager=True, callback=_print_version, help="Print tacticalctl's release and exit.")] = False,
+        "--version", is_eager=True, callback=_print_version,
+        help="Print tacticalctl's release and commit, and exit.")] = False,
 ) -> None:
     ctx.obj = CtlContext(redis_url=redis_url, worker_url=worker_url.rstrip("/"))
     ctx.call_on_close(ctx.obj.close)

@@ -36,7 +36,8 @@ def health(ctx: typer.Context, json_output: JsonOption = False) -> None:
 
     Exit 0 healthy, 1 degraded, 2 critical, failed or unreachable.
     JSON keys: url, http_status, status (pass|warn|fail), state, state_code, consumer, version (the worker's
-    release), model_version, uptime_s, check (ok|warn|critical)."""
+    release), commit (the commit it runs, -dirty with local changes; null: unknown), model_version, uptime_s,
+    check (ok|warn|critical)."""
     if ctx.invoked_subcommand is not None:
         return
     context = get_context(ctx)
@@ -55,6 +56,7 @@ def health(ctx: typer.Context, json_output: JsonOption = False) -> None:
             "state_code": body.get("state_code"),
             "consumer": body.get("consumer"),
             "version": body.get("version"),
+            "commit": body.get("commit"),
             "model_version": body.get("model_version"),
             "uptime_s": body.get("uptime_s"),
             "check": level.value,
@@ -63,7 +65,8 @@ def health(ctx: typer.Context, json_output: JsonOption = False) -> None:
         state = body.get("state") or body.get("error") or "unknown"
         context.console.print(
             f"{styled(level, str(state))} (state {plain(body.get('state_code', '?'))}, HTTP {http_status}) — "
-            f"consumer {plain(body.get('consumer') or '-')}, release {plain(body.get('version') or '-')}, "
+            f"consumer {plain(body.get('consumer') or '-')}, release {plain(body.get('version') or '-')} "
+            f"(commit {plain(body.get('commit') or 'unknown')}), "
             f"model {plain(body.get('model_version') or '-')}, "
             f"up {age(body.get('uptime_s'))}"
         )

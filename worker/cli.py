@@ -10,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from worker.settings import SettingsError, WorkerSettings, setting_defaults
-from worker.version import SOFTWARE_VERSION
+from worker.version import version_line
 
 EXIT_CONFIG_ERROR = 2
 EXIT_MODEL_ERROR = 3
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         "credentials from files come from the environment only: TACTICAL_REDIS_TLS_CA, TACTICAL_REDIS_TLS_CERT, "
         "TACTICAL_REDIS_TLS_KEY, TACTICAL_REDIS_PASSWORD_FILE.",
     )  # each flag's help names its default itself: argparse's own would be None (unset: the env or the default)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {SOFTWARE_VERSION}")
+    parser.add_argument("--version", action="version", version=version_line("%(prog)s"))
     types = {f.name: f.type for f in fields(WorkerSettings)}
     for name, env, default, help_text in setting_defaults():
         declared = types[name]  # with postponed annotations, the type's source text; else the type itself

@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from worker.metrics import TacticalMetrics
-from worker.version import SOFTWARE_VERSION
+from worker.version import release
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class _Handler(BaseHTTPRequestHandler):
             "state": snapshot.get("state"),
             "state_code": code,
             "consumer": snapshot.get("consumer"),
-            "version": SOFTWARE_VERSION,  # this process's release: answered before the monitor's first tick too
+            **release(),  # this process's release and commit: answered before the monitor's first tick too
             "model_version": snapshot.get("model_version"),
             "uptime_s": snapshot.get("uptime_s", round(time.monotonic() - self.server.started_at, 3)),
         }

@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 from worker.actions import AGENT_NAMES
 from worker.records import EventOutcome, SynergyType
 from worker.rolling import WindowStats
-from worker.version import SOFTWARE_VERSION
+from worker.version import release
 
 NAN = float("nan")
 ALL = "all"
@@ -178,8 +178,8 @@ class TacticalMetrics:
             registry=r,
         )
         self.model_info = Info("tactical_model", "The loaded model bundle", registry=r)
-        self.build_info = Info("tactical_build", "The tactical-marl release this worker runs", registry=r)
-        self.build_info.info({"version": SOFTWARE_VERSION})
+        self.build_info = Info("tactical_build", "The tactical-marl release and commit this worker runs", registry=r)
+        self.build_info.info({name: value or "unknown" for name, value in release().items()})
         self._exposed = _WithoutCreatedSeries(self.registry)
         self._precreate()
 

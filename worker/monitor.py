@@ -42,7 +42,7 @@ from worker.health import (
 )
 from worker.lag import ConsumerLag, LagSample, LagTrend, LagUnavailable, read_consumer_lag
 from worker.records import MATRIX_SHAPE
-from worker.version import SOFTWARE_VERSION
+from worker.version import release
 
 if TYPE_CHECKING:
     from worker.service import Worker
@@ -307,8 +307,8 @@ class HealthMonitor:
 
     def state(self) -> dict[str, Any]:
         """`/health/state`: the last tick's document (`at` says when it was measured), with the uptime of now and the
-        release."""
-        return {**self.state_doc, "version": SOFTWARE_VERSION, "uptime_s": self.uptime_s()} if self.state_doc else {}
+        release and commit."""
+        return {**self.state_doc, **release(), "uptime_s": self.uptime_s()} if self.state_doc else {}
 
     def uptime_s(self) -> float:
         return round(time.monotonic() - self.worker.state.started_at, 3)

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from tacticalctl.app import app
 from tests.cli.conftest import Ctl
 from worker.delivery import ensure_group
+from worker.version import find_build_commit
 
 COLOUR = re.compile(r"\x1b\[(3[0-7]|9[0-7]|38;)")  # a foreground colour escape
 CTL = [sys.executable, "-c", "from tacticalctl.app import main; main()"]
@@ -225,4 +226,5 @@ def test_a_json_word_that_is_another_options_value_does_not_ask_for_json(ctl: Ct
 def test_version_prints_the_installed_release_without_touching_redis() -> None:
     result = run(["--redis-url", "redis://127.0.0.1:1/2", "--version"])
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"tacticalctl {version('tactical-marl')}"
+    commit = find_build_commit() or "unknown"
+    assert result.stdout.strip() == f"tacticalctl {version('tactical-marl')} (commit {commit})"

@@ -8,6 +8,7 @@ from importlib.metadata import version
 import pytest
 
 from tests.cli.conftest import Ctl, WorkerAnswers
+from worker.version import build_commit
 
 
 @pytest.mark.parametrize(("state_code", "exit_code", "word"), [(0, 0, "healthy"), (1, 1, "degraded"),
@@ -36,10 +37,11 @@ def test_health_json_has_the_documented_keys(ctl: Ctl, worker_http: tuple[str, W
     result = ctl("health", "--json", worker_url=url)
     assert result.exit_code == 1
     doc = json.loads(result.stdout)
-    assert set(doc) == {"url", "http_status", "status", "state", "state_code", "consumer", "version",
+    assert set(doc) == {"url", "http_status", "status", "state", "state_code", "consumer", "version", "commit",
                         "model_version", "uptime_s", "check"}
     assert (doc["http_status"], doc["status"], doc["check"]) == (200, "warn", "warn")
     assert doc["version"] == version("tactical-marl")  # the serving process's release, as it served it
+    assert doc["commit"] == build_commit()  # the serving process is this one here
 
 
 def test_a_worker_whose_snapshot_failed_is_critical(ctl: Ctl, worker_http: tuple[str, WorkerAnswers]) -> None:

@@ -35,6 +35,7 @@ from worker.metrics import LATENCY_BUCKETS
 from worker.names import ALERTS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 from worker.producer import publish_events
 from worker.settings import default_models_dir
+from worker.version import find_build_commit
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -74,11 +75,14 @@ def test_metrics_carry_every_runbook_metric_and_pass_promtool(redis_url, redis_c
     assert 'tactical_duplicate_events_total 1.0' in text
     check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30)
     assert check.returncode == 0, check.stdout + check.stderr
-    release = version("tactical-marl")
-    assert f'tactical_build_info{{version="{release}"}} 1.0' in text
-    assert json.loads(get(worker.http_url + "/health")[1])["version"] == release
+    release, commit = version("tactical-marl"), find_build_commit()
+    assert commit is not None, "the tests run from a git checkout: the worker names its commit"
+    assert f'tactical_build_info{{commit="{commit}",version="{release}"}} 1.0' in text
+    health = json.loads(get(worker.http_url + "/health")[1])
+    assert (health["version"], health["commit"]) == (release, commit)
     wait_for(lambda: json.loads(get(worker.http_url + "/health/state")[1]).get("version") == release,
              what="the release in /health/state")  # empty until the monitor's first tick
+    assert json.loads(get(worker.http_url + "/health/state")[1])["commit"] == commit
 
 
 def test_lag_while_paused_then_breaker_reset_from_another_process_drains(redis_url, redis_client, start_worker):

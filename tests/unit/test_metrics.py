@@ -14,6 +14,7 @@ from tests.deploy.deploy_contract import RUNBOOK_METRICS
 from worker.metrics import LATENCY_BUCKETS, TacticalMetrics, UnknownLabelError
 from worker.records import EventOutcome
 from worker.rolling import RollingWindow
+from worker.version import build_commit
 
 # The runbook's names, plus those this implementation adds (lag in messages, the loaded model's version, the
 # release).
@@ -241,4 +242,5 @@ def test_series_count_stays_bounded_under_many_events(metrics: TacticalMetrics) 
 
 
 def test_the_release_is_exposed(metrics: TacticalMetrics) -> None:
-    assert sample(metrics, "tactical_build_info", version=version("tactical-marl")) == 1.0
+    commit = build_commit() or "unknown"
+    assert sample(metrics, "tactical_build_info", version=version("tactical-marl"), commit=commit) == 1.0

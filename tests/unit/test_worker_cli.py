@@ -10,6 +10,7 @@ import pytest
 
 from worker.cli import EXIT_CONFIG_ERROR, build_parser, main
 from worker.settings import WorkerSettings, setting_defaults
+from worker.version import find_build_commit
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -70,4 +71,5 @@ def test_version_prints_the_installed_release(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit) as exited:
         main(["--version"])
     assert exited.value.code == 0
-    assert capsys.readouterr().out.strip() == f"tactical-worker {version('tactical-marl')}"
+    commit = find_build_commit() or "unknown"
+    assert capsys.readouterr().out.strip() == f"tactical-worker {version('tactical-marl')} (commit {commit})"
