@@ -16,6 +16,7 @@ import pytest
 
 from worker.http_server import HealthServer, HttpServerError
 from worker.metrics import TacticalMetrics
+from worker.version import build_commit
 
 
 class Snapshots:
@@ -120,7 +121,8 @@ def test_health_answers_by_state(
         "state": snapshots.health["state"],
         "state_code": code,
         "consumer": "host-a:101",
-        "version": version("tactical-marl"),  # the serving process's release
+        "version": version("tactical-marl"),  # the serving process's release and commit
+        "commit": build_commit(),
         "model_version": "v7",
         "uptime_s": 12.5,
     }
