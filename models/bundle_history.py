@@ -28,6 +28,7 @@ ROLLBACK_REFUSED_ACTION = "model_rollback_refused"  # the bundle failed verifica
 PROMOTE_FAILED_ACTION = "model_promote_failed"
 ROLLBACK_FAILED_ACTION = "model_rollback_failed"
 SIGN_ACTION = "model_sign"  # manifest.sig written: what workers holding the key will accept
+COMPILE_ACTION = "model_compile"  # a bundle compiled again from another with the installed torch: not yet served
 AUDIT_SCAN = 10_000  # newest tactical_alerts entries read: months of a normal audit trail
 
 
@@ -101,6 +102,7 @@ def decided_versions(client: redis.Redis, models_dir: Path, *, scan: int = AUDIT
 
 
 __all__ = [
+    "COMPILE_ACTION",
     "PROMOTE_ACTION",
     "PROMOTE_FAILED_ACTION",
     "REFUSED_ACTION",

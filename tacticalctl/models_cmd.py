@@ -26,6 +26,7 @@ from models.bundle import (
     verify_bundle,
 )
 from models.bundle_history import (
+    COMPILE_ACTION,
     PROMOTE_FAILED_ACTION,
     REFUSED_ACTION,
     ROLLBACK_FAILED_ACTION,
@@ -280,9 +281,11 @@ def compile_(
 ) -> None:
     """Compile a verified bundle's agents again with the installed torch (script, freeze, optimise, compare with
     the source, reload) into a new bundle with a fresh jit_compilation.log. CURRENT is not changed: promote the new
-    version when it verifies. Exit 2 when compilation fails (the log is kept in <time>.failed/).
+    version when it verifies. Exit 2 when compilation fails (the log is kept in <time>.failed/). Audited in
+    tactical_alerts (model_compile) when Redis answers; compiled where there is no Redis, with a warning.
 
-    JSON keys: source, version, bundle_dir, jit_log, jit_successful."""
+    JSON keys: source, version, bundle_dir, jit_log, jit_successful, audit_id (null when not audited),
+    audit_error."""
     directory = _models_dir(models_dir)
     source = _bundle(directory, version)
     console = get_context(ctx).console
@@ -297,11 +300,16 @@ def compile_(
     except BundleError as exc:
         raise CtlError(f"{source.name} cannot be recompiled: {exc}", ExitCode.CRITICAL) from None
     log = jit_log_status(new_dir)
+    audit_id, audit_error = _audit_bundle_change(
+        ctx, directory, "compiled", action=COMPILE_ACTION, detail=f"compiled {new_dir.name} from {source.name}",
+        version=new_dir.name, compiled_from=source.name)
     if json_output:
         print_json({"source": source.name, "version": new_dir.name, "bundle_dir": str(new_dir),
-                    "jit_log": str(log.path), "jit_successful": log.successful})
+                    "jit_log": str(log.path), "jit_successful": log.successful, "audit_id": audit_id,
+                    "audit_error": audit_error})
         return
-    console.print(f"compiled {source.name} → new bundle [bold]{new_dir.name}[/] ({new_dir})")
+    console.print(f"compiled {source.name} → new bundle [bold]{new_dir.name}[/] ({new_dir})"
+                  + (f"; audit entry {audit_id}" if audit_id else ""))
     console.print(log.path.read_text(encoding="utf-8").rstrip())
     console.print(f"promote it with: tacticalctl models promote {new_dir.name} --yes")
 
@@ -505,6 +513,20 @@ def rollback(
 _NOT_AUDITED: tuple[type[Exception], ...] = (CtlError, AuditTrailError, *REDIS_FAILED)
 
 
+def _audit_bundle_change(ctx: typer.Context, directory: Path, done: str, *, action: str, detail: str,
+                         **fields: str) -> tuple[str | None, str | None]:
+    """Audit a change that is made whether or not Redis answers (a build machine may have none): the entry's id,
+    or the reason it was not audited, which is also a warning on stderr."""
+    try:
+        entry = audit(get_context(ctx).redis(), actor=default_actor(), action=action, detail=detail, **fields,
+                      **bundle_place(directory))
+    except _NOT_AUDITED as exc:
+        reason = exc.message if isinstance(exc, CtlError) else str(exc)
+        typer.echo(f"tacticalctl: warning: {done}, but not audited in tactical_alerts: {reason}", err=True)
+        return None, reason
+    return (entry.decode() if isinstance(entry, bytes) else str(entry)), None
+
+
 @models_app.command("sign")
 def sign(
     ctx: typer.Context,
@@ -529,15 +551,9 @@ def sign(
         path = sign_bundle(bundle_dir, key)
     except BundleError as exc:
         raise CtlError(f"not signed: {exc}", ExitCode.CRITICAL) from None
-    audit_id, audit_error = None, None
-    try:
-        entry = audit(get_context(ctx).redis(), actor=default_actor(), action=SIGN_ACTION,
-                      detail=f"signed {bundle_dir.name} ({path.name})", version=bundle_dir.name,
-                      **bundle_place(directory))
-        audit_id = entry.decode() if isinstance(entry, bytes) else str(entry)
-    except _NOT_AUDITED as exc:
-        audit_error = exc.message if isinstance(exc, CtlError) else str(exc)
-        typer.echo(f"tacticalctl: warning: signed, but not audited in tactical_alerts: {audit_error}", err=True)
+    audit_id, audit_error = _audit_bundle_change(ctx, directory, "signed", action=SIGN_ACTION,
+                                                 detail=f"signed {bundle_dir.name} ({path.name})",
+                                                 version=bundle_dir.name)
     if json_output:
         print_json({"version": bundle_dir.name, "signature_file": str(path), "audit_id": audit_id,
                     "audit_error": audit_error})

@@ -45,6 +45,11 @@ def add_older_bundle(models_dir: Path) -> str:
     return older.version
 
 
+def promotion_entries(client: redis.Redis) -> list:
+    """The audit trail's latest entries, less the compilations that made the bundles a test promotes."""
+    return [a for a in recent_alerts(client, count=10) if a.kind != "model_compile"]
+
+
 def tamper(bundle_dir: Path, file_name: str) -> None:
     path = bundle_dir / file_name
     data = bytearray(path.read_bytes())
@@ -160,6 +165,22 @@ def test_compile_writes_a_new_bundle_with_its_log_and_leaves_current(ctl: Ctl, m
     assert read_current_version(models_dir) == SHIPPED.name
     verified = ctl("models", "verify", doc["version"], "--models-dir", str(models_dir), "--budget-ms", "1000")
     assert verified.exit_code == 0
+    # The audit trail says who made the bundle, from which, where.
+    [entry] = [a for a in recent_alerts(redis.Redis.from_url(ctl.redis_url), count=10) if a.kind == "model_compile"]
+    assert entry.id == doc["audit_id"] and doc["audit_error"] is None
+    assert (entry.fields["version"], entry.fields["compiled_from"]) == (doc["version"], SHIPPED.name)
+    assert entry.fields["models_dir"] == str(models_dir.resolve())
+
+
+def test_compile_without_redis_still_compiles_and_says_it_was_not_audited(ctl: Ctl, models_dir: Path) -> None:
+    """A build machine may have no Redis: the bundle is made, with a warning, as `models sign` does."""
+    result = ctl("models", "compile", SHIPPED.name, "--models-dir", str(models_dir), "--json",
+                 redis_url="redis://127.0.0.1:1/2")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["audit_id"] is None and "127.0.0.1:1" in doc["audit_error"]
+    assert (models_dir / doc["version"] / "manifest.json").is_file()
+    assert result.stderr.startswith("tacticalctl: warning: compiled, but not audited in tactical_alerts: ")
 
 
 def test_compile_refuses_a_tampered_source(ctl: Ctl, models_dir: Path) -> None:
@@ -311,7 +332,7 @@ def test_a_bundle_that_fails_verification_is_not_promoted(
     assert "promotion refused" in result.stderr and "entry.pt" in result.stderr
     assert read_current_version(models_dir) == SHIPPED.name
     # Audited like every refusal (the help and the README say so): who tried which bundle, and why it was refused.
-    [refusal] = recent_alerts(redis_client, count=10)
+    [refusal] = promotion_entries(redis_client)
     assert (refusal.severity, refusal.kind, refusal.fields["version"]) == ("AUDIT", "model_promote_refused", compiled)
     assert "sha256 entry.pt" in refusal.message
 
@@ -449,7 +470,7 @@ def test_a_promotion_while_another_runs_is_refused_and_audited(
     assert result.exit_code == 2
     assert "another promotion of" in result.stderr and "is running" in result.stderr
     assert read_current_version(models_dir) == SHIPPED.name
-    [failure] = recent_alerts(redis_client, count=10)
+    [failure] = promotion_entries(redis_client)
     # Nothing was judged: audited as a failure, which does not rule the bundle out (the daily update step still
     # lists it as waiting).
     assert (failure.kind, failure.fields["version"]) == ("model_promote_failed", compiled)
@@ -467,7 +488,7 @@ def test_a_promotion_that_cannot_take_its_lock_is_critical_and_audited(
     assert result.exit_code == 2
     assert "cannot take the promotion lock" in result.stderr and "must be writable" in result.stderr
     assert read_current_version(models_dir) == SHIPPED.name
-    [failure] = recent_alerts(redis_client, count=10)
+    [failure] = promotion_entries(redis_client)
     assert failure.kind == "model_promote_failed"
 
 
@@ -579,7 +600,7 @@ def test_a_current_that_cannot_be_written_fails_the_rollback_cleanly_and_rules_n
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "cannot write" in result.stderr and "CURRENT" in result.stderr
     assert [p.name for p in models_dir.iterdir() if p.name.endswith(".tmp")] == []
-    [failure] = recent_alerts(redis_client, count=10)
+    [failure] = promotion_entries(redis_client)
     assert (failure.kind, failure.fields["version"]) == ("model_rollback_failed", older)
     assert older not in decided_versions(redis_client, models_dir)
 
@@ -597,7 +618,7 @@ def test_a_promotion_whose_held_out_data_cannot_be_evaluated_fails_cleanly(
     assert dry.exit_code == 2 and "is incomplete" in dry.stderr and "Traceback" not in dry.output
     done = ctl("models", "promote", compiled, "--models-dir", str(models_dir), "--yes")
     assert done.exit_code == 2 and "promotion failed" in done.stderr and "is incomplete" in done.stderr
-    [failure] = recent_alerts(redis_client, count=10)
+    [failure] = promotion_entries(redis_client)
     assert (failure.kind, failure.fields["version"]) == ("model_promote_failed", compiled)
     assert read_current_version(models_dir) == SHIPPED.name
 
