@@ -57,16 +57,21 @@ def emit(
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (`timeout`, a supervisor stopping it) ends a feed as Ctrl-C does: with its counts printed."""
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+def _signals_stop(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C or SIGTERM (`timeout`, a supervisor) stops a feed after the batch in flight, so the count it prints is
+    what Redis holds: an interrupt inside a pipeline's reply would leave a written batch uncounted. A second signal
+    stops it at once (a Redis that does not answer)."""
+    def request_stop(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _run_feed(ctx: typer.Context, events, *, rate: float | None, duration: float | None, count: int | None,
@@ -81,7 +86,7 @@ def _run_feed(ctx: typer.Context, events, *, rate: float | None, duration: float
     status = nullcontext(None) if json_output else context.console.status(f"{label}: starting")
     started = time.monotonic()
     try:
-        with status as spinner, _sigterm_as_interrupt():
+        with status as spinner, _signals_stop(stop):
             def count_sent(batch: int) -> None:
                 nonlocal sent
                 sent += batch
@@ -89,9 +94,10 @@ def _run_feed(ctx: typer.Context, events, *, rate: float | None, duration: float
                     spinner.update(f"{label}: {sent} events sent")
             stats = send_events(client, events, rate=rate, duration_s=duration, limit=count, stop=stop,
                                 on_sent=count_sent)
-    except KeyboardInterrupt:  # Ctrl-C, or a supervisor's SIGTERM: stop, and say what was sent
-        stop.set()
+    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: stopped mid-batch, whose events may have landed in part
         stats = FeedStats(sent=sent, elapsed_s=time.monotonic() - started)
+        typer.echo(f"{label}: stopped mid-batch: {sent} events confirmed sent, the batch in flight may have been "
+                   "written in part (XLEN synergy_events tells)", err=True)
     except ValueError as exc:  # InvalidEvent (--symbol ''), an --id-prefix that makes ids too long: the first event
         stop.set()
         raise CtlError(f"{label}: the events would be invalid ({sent} sent): {exc}", ExitCode.UNKNOWN) from None
