@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # tactical-marl worker: CPU-only PyTorch, models verified and compiled at build time, non-root, tini as PID 1.
-# Build: docker-compose build tactical-marl   (or: docker build -f tactical.Dockerfile -t tactical-marl .)
+# Build: docker-compose build tactical-marl   (or: docker build -f tactical.Dockerfile -t tactical-marl
+#        --build-arg TACTICAL_COMMIT=$(git describe --always --dirty --abbrev=12 --exclude='*') .)
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -66,8 +67,8 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
 
 STOPSIGNAL SIGTERM
 # The commit this image was built from, for `--version`, /health and tactical_build_info (the image has no git
-# history): `TACTICAL_COMMIT=$(git rev-parse --short=12 HEAD) docker-compose build`. Last: a new commit rebuilds only
-# this layer.
+# history): `TACTICAL_COMMIT=$(git describe --always --dirty --abbrev=12 --exclude='*') docker-compose build`.
+# Last: a new commit rebuilds only this layer.
 ARG TACTICAL_COMMIT=""
 ENV TACTICAL_BUILD_COMMIT=${TACTICAL_COMMIT}
 LABEL org.opencontainers.image.revision=${TACTICAL_COMMIT}

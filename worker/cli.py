@@ -16,6 +16,20 @@ EXIT_CONFIG_ERROR = 2
 EXIT_MODEL_ERROR = 3
 
 
+class _VersionAction(argparse.Action):
+    """`--version`, asking git only when it is given: argparse's own action wants the text when the parser is built,
+    which every start of the worker does."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show the release and commit and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        print(version_line(parser.prog))  # to stdout, as argparse's own action does
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tactical-worker",
@@ -25,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         "credentials from files come from the environment only: TACTICAL_REDIS_TLS_CA, TACTICAL_REDIS_TLS_CERT, "
         "TACTICAL_REDIS_TLS_KEY, TACTICAL_REDIS_PASSWORD_FILE.",
     )  # each flag's help names its default itself: argparse's own would be None (unset: the env or the default)
-    parser.add_argument("--version", action="version", version=version_line("%(prog)s"))
+    parser.add_argument("--version", action=_VersionAction)
     types = {f.name: f.type for f in fields(WorkerSettings)}
     for name, env, default, help_text in setting_defaults():
         declared = types[name]  # with postponed annotations, the type's source text; else the type itself

@@ -51,3 +51,33 @@ def test_an_installed_copy_names_the_commit_its_image_recorded(tmp_path: Path, r
     assert find_build_commit(tmp_path, {BUILD_COMMIT_ENV: ""}) is None
     # A checkout knows better than a variable left in the environment.
     assert find_build_commit(repo, {BUILD_COMMIT_ENV: "0123456789ab"}) == git(repo, "rev-parse", "--short=12", "HEAD")
+
+
+def test_a_git_dir_in_the_environment_does_not_name_another_repositorys_commit(
+    tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    git(other, "init", "-q")
+    git(other, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "--allow-empty", "-m", "other")
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))  # as a git hook, or a shell that exported it, would have
+    monkeypatch.setenv("GIT_WORK_TREE", str(other))
+    assert checkout_commit(repo) == git(repo, "--git-dir", str(repo / ".git"), "rev-parse", "--short=12", "HEAD")
+
+
+def test_asking_leaves_the_checkouts_index_alone(repo: Path) -> None:
+    # A plain `git status` refreshes a stale index (and takes index.lock to do it): an operator's git command in the
+    # same checkout, at that moment, would fail on the lock.
+    index = repo / ".git" / "index"
+    before = index.stat().st_mtime_ns
+    code = repo / "code.py"
+    code.write_text(code.read_text())  # same content, newer time: the index's stat data is stale
+    assert checkout_commit(repo) == git(repo, "rev-parse", "--short=12", "HEAD")
+    assert index.stat().st_mtime_ns == before
+
+
+def test_a_checkout_git_cannot_read_is_unknown_not_the_images_commit(tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / ".git").write_text("gitdir: /nonexistent\n")
+    assert find_build_commit(broken, {BUILD_COMMIT_ENV: "0123456789ab"}) is None

@@ -73,3 +73,13 @@ def test_version_prints_the_installed_release(capsys: pytest.CaptureFixture[str]
     assert exited.value.code == 0
     commit = find_build_commit() or "unknown"
     assert capsys.readouterr().out.strip() == f"tactical-worker {version('tactical-marl')} (commit {commit})"
+
+
+def test_starting_does_not_ask_git_only_version_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A slow or hung git (a network home directory) must not delay every start of the worker, nor its --help.
+    def no_git(program: str) -> str:
+        raise AssertionError("version_line called without --version")
+
+    monkeypatch.setattr("worker.cli.version_line", no_git)
+    assert build_parser().parse_args(["--batch-size", "8"]).batch_size == 8
+    assert "--version" in build_parser().format_help()
