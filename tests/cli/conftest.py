@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,14 @@ class Ctl:
 def nobody_url() -> str:
     """An HTTP URL nothing listens on."""
     return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture
+def hung_worker_url() -> Iterator[str]:
+    """An HTTP URL whose port accepts connections (the kernel's backlog) but never answers: a worker that is hung or
+    stopped (SIGSTOP), its process alive and holding the port."""
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as listener:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
 
 
 @pytest.fixture

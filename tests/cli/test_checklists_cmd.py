@@ -123,6 +123,19 @@ def test_the_morning_check_without_a_worker_is_critical(ctl: Ctl) -> None:
     assert rows["Redis ping (db 2)"]["status"] == "ok"
 
 
+def test_a_hung_worker_is_not_taken_for_a_missing_one(ctl: Ctl, hung_worker_url: str) -> None:
+    # Starting another worker is the wrong fix for one that holds its port and does not answer: both the morning
+    # check and worker-down triage say it is alive but hung, and how to see what it does.
+    rows = steps(ctl("morning-check", "--json", worker_url=hung_worker_url))
+    row = rows["worker running"]
+    assert row["status"] == "critical" and row["value"].startswith("worker not responding"), row
+    assert "hung or stopped" in row["next_action"] and "py-spy dump" in row["next_action"], row
+    result = ctl("triage", "worker-down", "--json", worker_url=hung_worker_url)
+    assert result.exit_code == 2
+    findings = json.loads(result.stdout)["alerts"][0]["findings"]
+    assert any("hung or stopped" in f["summary"] for f in findings if f["status"] == "critical"), findings
+
+
 def test_the_morning_check_without_redis_is_critical(ctl: Ctl, nobody_url: str) -> None:
     result = ctl("morning-check", "--json", redis_url=f"redis://127.0.0.1:{nobody_url.rsplit(':', 1)[1]}/2")
     assert result.exit_code == 2
@@ -218,6 +231,38 @@ def test_eod_is_a_dry_run_until_yes_and_audits_what_it_does(
     assert restart_count(redis_client, 300, time.time()) == 0
     audited = {a.kind for a in recent_alerts(redis_client, count=20) if a.severity == "AUDIT"}
     assert audited == {"backup", "keys_clean", "breaker_reset"}  # the day's backup, then what eod did
+
+
+def test_a_state_recovering_with_every_check_passing_is_not_sent_looking_for_a_failing_check(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    url, answers = worker_http
+    healthy(answers)
+    a_live_worker_named(redis_client, "host-a:101")
+    now = time.time()
+    answers.set_state(1, health_checks=[{"name": "redis", "status": "ok", "message": "PING 0.4 ms"}],
+                      recovery={"to": "healthy", "better_since": now - 5, "next_step_at": now + 25})
+    row = steps(ctl("morning-check", "--json", worker_url=url))["/health/state"]
+    assert row["status"] == "warn"
+    assert "recovering: to healthy in" in row["value"], row
+    assert "health state --watch" in row["next_action"] and "failing checks" not in row["next_action"], row
+    assert row["details"]["recovery"]["to"] == "healthy"
+
+
+def test_eod_after_a_p0_with_only_the_running_workers_starts_counted_has_nothing_to_reset(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers], tmp_path: Path
+) -> None:
+    # The P0 hold is for a counter a reset would clear; one start per running worker is nothing to clear.
+    url, answers = worker_http
+    healthy(answers)
+    a_live_worker_named(redis_client, "host-a:101")
+    record_restart(redis_client, "host-a:101", time.time())
+    publish_alert(redis_client, severity=Severity.P0, kind="breaker_open", message="restart limit reached",
+                  source="host-a:101")
+    row = steps(ctl("eod", "--report-dir", str(tmp_path), "--yes", "--json", worker_url=url))["breaker counters"]
+    assert row["status"] == "ok", row
+    assert row["value"].startswith("nothing to reset: 1 start(s) counted for 1 running worker(s)"), row
+    assert restart_count(redis_client, 300, time.time()) == 1
 
 
 def test_eod_does_not_reset_the_breaker_counter_after_a_p0(

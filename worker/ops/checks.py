@@ -57,7 +57,7 @@ from worker.ops.duplicates import duplicate_events_total, scan_window
 from worker.ops.keys import clean_keys, find_stale_processing_keys, plan_key_cleanup, scan_idempotency_keys
 from worker.ops.reports import build_daily_report, read_alert_history, read_performance, write_report
 from worker.ops.sources import RedisUnavailable, Sources
-from worker.ops.worker_client import WorkerUnreachable, health_level
+from worker.ops.worker_client import WorkerNotAnswering, WorkerUnreachable, health_level
 from worker.stream_entries import entry_time_ms
 
 JIT_SUCCESS_MARK = "JIT compilation successful"
@@ -210,6 +210,9 @@ def check_worker_running(sources: Sources) -> Verdict:
                            "TACTICAL_WORKER_URL and TACTICAL_HTTP_ADDR; `tacticalctl triage worker-down`",
                            details={"live_consumers": sorted(consumers)})
         reason = f"no live heartbeat in Redis and {exc}" if redis_error is None else f"{exc}; {redis_error}"
+        if isinstance(exc, WorkerNotAnswering):
+            return Verdict(Status.CRITICAL, f"worker not responding: {reason}",
+                           f"{WorkerNotAnswering.HUNG_ADVICE}; `tacticalctl triage worker-down`")
         return Verdict(Status.CRITICAL, f"no worker running: {reason}",
                        "start the service: `docker compose up -d tactical-marl` (or `tactical-worker`); "
                        "`tacticalctl triage worker-down`")
@@ -359,7 +362,7 @@ def check_health_endpoint(sources: Sources) -> Verdict:
     http_status, body = sources.health()
     status = Status.of(health_level(http_status, body))
     value = f"HTTP {http_status} {body.get('status')}: {body.get('state')} (model {body.get('model_version')})"
-    actions = {Status.WARN: "`tacticalctl health state` shows the failing checks",
+    actions = {Status.WARN: "`tacticalctl health state` shows the failing checks, or the recovery under way",
                Status.CRITICAL: "`tacticalctl triage health-stuck`"}
     return Verdict(status, value, actions.get(status, ""), details=dict(body))
 
@@ -383,7 +386,17 @@ def check_health_state(sources: Sources) -> Verdict:
     if failing:
         value += ": " + "; ".join(f"{c.get('name')} {c.get('status')}: {c.get('message')}" for c in failing)
     action = "" if status is Status.OK else "`tacticalctl triage` picks the alert from the failing checks"
-    return Verdict(status, value, action, details={"state": state.get("state"), "failing": failing})
+    recovery = state.get("recovery")
+    if status is not Status.OK and not failing:
+        # Every check passes: the state is on its way back (one step per recovery period), not stuck.
+        step = recovery if isinstance(recovery, dict) else {}
+        due = _number(step.get("next_step_at"))
+        value += ("; recovering" if due is None else
+                  f"; recovering: to {step.get('to')} in {_duration(max(0.0, due - sources.now()))}")
+        action = ("no check fails: it steps back on its own if they keep passing — "
+                  "`tacticalctl health state --watch`")
+    return Verdict(status, value, action, details={"state": state.get("state"), "failing": failing,
+                                                   "recovery": recovery})
 
 
 @check("stale processing keys", "none: every processing key's owner has a live heartbeat")
@@ -789,14 +802,14 @@ def reset_breaker_counters(sources: Sources, *, since_s: float, apply: bool, act
     if overview.state in (BreakerState.OPEN, BreakerState.HALF_OPEN):
         return Verdict(Status.WARN, f"not reset: breaker {overview.state.name.lower()}",
                        "find the cause first: `tacticalctl triage breaker-open`", details=details)
-    if p0:
-        return Verdict(Status.WARN, f"not reset: {len(p0)} P0 alert(s) today (latest: {p0[-1].message})",
-                       "review them (`tacticalctl alerts`); reset by hand once understood: "
-                       "`tacticalctl breaker reset --yes`", details=details)
     running = len(overview.published)
     if overview.restarts <= running:  # only the starts of the workers running now: nothing abnormal to clear
         return Verdict(Status.OK, f"nothing to reset: {overview.restarts} start(s) counted for {running} running "
                        "worker(s)", details=details)
+    if p0:
+        return Verdict(Status.WARN, f"not reset: {len(p0)} P0 alert(s) today (latest: {p0[-1].message})",
+                       "review them (`tacticalctl alerts`); reset by hand once understood: "
+                       "`tacticalctl breaker reset --yes`", details=details)
     if not apply:
         return Verdict(Status.WARN, f"would reset {overview.restarts} restart(s) (dry run)",
                        "rerun with --yes to reset", details=details)

@@ -35,7 +35,7 @@ from worker.ops.pending import PendingUnavailable, read_pending_entries
 from worker.ops.process_stats import host_stats, process_cpu_percent, process_rss_mb
 from worker.ops.sources import RedisUnavailable, Sources
 from worker.ops.stream_info import StreamMissing, read_stream_overview
-from worker.ops.worker_client import WorkerUnreachable
+from worker.ops.worker_client import WorkerNotAnswering, WorkerUnreachable
 from worker.redis_text import as_text
 from worker.settings import WorkerSettings
 from worker.stream_entries import entry_time_ms
@@ -110,6 +110,8 @@ def run_probe(probe: Probe, sources: Sources) -> list[Finding]:
         return probe(sources)
     except RedisUnavailable as exc:
         return [_critical(f"{exc}: the worker can neither read events nor commit decisions")]
+    except WorkerNotAnswering as exc:
+        return [_critical(f"{exc}: {WorkerNotAnswering.HUNG_ADVICE}")]
     except WorkerUnreachable as exc:
         return [_critical(str(exc))]
     except REDIS_UNREACHABLE as exc:

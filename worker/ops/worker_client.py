@@ -32,6 +32,15 @@ class WorkerUnreachable(RuntimeError):
     """No usable answer from the worker's HTTP endpoint; the message names the URL and the cause."""
 
 
+class WorkerNotAnswering(WorkerUnreachable):
+    """The port accepted the connection but no answer came in time: a process holds it and is hung or stopped
+    (SIGSTOP, swapping, a stuck loop) — not a worker that is gone, so starting another is not the fix."""
+
+    HUNG_ADVICE = ("its port accepts connections but it does not answer: the process is alive but hung or stopped "
+                   "— see what it does (`py-spy dump --pid <pid>`, `ps -o stat= -p <pid>`) and restart it "
+                   "(`docker compose restart tactical-marl`); starting another leaves this one holding the port")
+
+
 # What the checks read from /health/state (worker/monitor.py writes it), by kind: a key may be missing (an older or
 # starting worker), but one that is there has this kind, so no check meets a string where it does arithmetic.
 # "numbers": an object whose values are numbers; "objects": a list of objects; a trailing "?" allows null. A number
@@ -108,7 +117,7 @@ class WorkerClient:
         except urllib.error.URLError as exc:
             raise WorkerUnreachable(f"worker unreachable at {url}: {exc.reason}") from None
         except TimeoutError:
-            raise WorkerUnreachable(f"worker at {url} did not answer within {self.timeout_s:g}s") from None
+            raise WorkerNotAnswering(f"worker at {url} did not answer within {self.timeout_s:g}s") from None
         except (OSError, ValueError, http.client.HTTPException) as exc:
             raise WorkerUnreachable(f"worker unreachable at {url}: {exc}") from None
 
