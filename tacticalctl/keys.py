@@ -101,7 +101,8 @@ def list_(
                 console.print(f"[yellow]more {' and '.join(more)} keys than --limit {limit}[/]: the first found "
                               "are shown, not necessarily the oldest; raise --limit to see more")
         else:
-            console.print("no idempotency keys")
+            only = f" {kind.kinds[0].value}" if len(kind.kinds) == 1 else ""
+            console.print(f"no{only} idempotency keys")  # --kind processing: none in flight, not "none at all"
         if stale:
             console.print(f"[yellow]{len(stale)} stale processing keys[/] (owner gone): "
                           "`tacticalctl keys clean` shows and removes them")

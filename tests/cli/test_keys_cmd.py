@@ -41,6 +41,13 @@ def test_list_shows_age_ttl_owner_and_liveness(ctl: Ctl, redis_client: redis.Red
     assert "1 stale processing keys" in out
 
 
+def test_an_empty_list_says_which_keys_it_looked_for(ctl: Ctl, redis_client: redis.Redis) -> None:
+    assert ctl("keys", "list").stdout.strip() == "no idempotency keys"
+    redis_client.set(completed_key("done"), "1700000000000-0", ex=3600)
+    # Completed keys exist: "none at all" would be wrong; no event is in flight.
+    assert ctl("keys", "list", "--kind", "processing").stdout.strip() == "no processing idempotency keys"
+
+
 def test_list_json_and_check_exit_code(ctl: Ctl, redis_client: redis.Redis) -> None:
     assert ctl("keys", "list", "--check").exit_code == 0
     keyspace(redis_client)
