@@ -560,6 +560,50 @@ def test_triage_under_a_signed_current_names_the_unsigned_bundles_to_sign(
     assert "no other signed bundle" in finding["summary"] and f"models sign {older}" in finding["summary"]
 
 
+def test_triage_does_not_ask_to_sign_a_bundle_an_operator_ruled_out(
+    ctl: Ctl, models_dir: Path, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.bundle import sign_bundle
+    from models.bundle_history import REFUSED_ACTION
+    from worker.alerts import audit
+
+    monkeypatch.delenv("TACTICAL_MODEL_SIGNING_KEY_FILE", raising=False)
+    older = add_older_bundle(models_dir)
+    sign_bundle(models_dir / SHIPPED.name, b"k" * 32)
+    audit(redis_client, actor="ops", action=REFUSED_ACTION, detail="refused", version=older,
+          models_dir=str(models_dir))
+    report = json.loads(ctl("triage", "model-compilation", "--models-dir", str(models_dir), "--json").stdout)
+    [finding] = [f for f in report["alerts"][0]["findings"] if "to revert to" in f["summary"]]
+    assert "no other verified bundle" in finding["summary"] and "models sign" not in finding["summary"], finding
+
+
+def test_a_revert_candidate_whose_signature_cannot_be_checked_here_says_so(
+    ctl: Ctl, models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Signed with another key: without the key tacticalctl cannot tell, and the workers would refuse it.
+    from models.bundle import sign_bundle
+
+    monkeypatch.delenv("TACTICAL_MODEL_SIGNING_KEY_FILE", raising=False)
+    older = add_older_bundle(models_dir)
+    sign_bundle(models_dir / SHIPPED.name, b"k" * 32)
+    sign_bundle(models_dir / older, b"w" * 32)
+
+    def revert_finding() -> dict:
+        report = json.loads(ctl("triage", "model-compilation", "--models-dir", str(models_dir), "--json").stdout)
+        [finding] = [f for f in report["alerts"][0]["findings"] if "revert" in f["summary"]]
+        return finding
+
+    unchecked = revert_finding()
+    assert unchecked["summary"].startswith(f"revert candidate: {older}"), unchecked
+    assert "signature is not checked here" in unchecked["summary"], unchecked
+    assert f"tacticalctl models verify {older}" in unchecked["summary"]
+    key_file = tmp_path / "signing.key"
+    key_file.write_bytes(b"k" * 32)
+    monkeypatch.setenv("TACTICAL_MODEL_SIGNING_KEY_FILE", str(key_file))
+    checked = revert_finding()
+    assert checked["status"] == "warn" and "no other verified bundle" in checked["summary"], checked
+
+
 def test_triage_does_not_ask_to_sign_a_bundle_whose_jit_compilation_failed(
     ctl: Ctl, models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

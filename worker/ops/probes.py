@@ -8,6 +8,7 @@ an unreadable answer is itself the finding.
 from __future__ import annotations
 
 import math
+import os
 import re
 import socket
 import time
@@ -18,7 +19,15 @@ from typing import Any
 
 import redis
 
-from models.bundle import BundleError, current_bundle_dir, named_bundle_dir, read_manifest
+from models.bundle import (
+    SIGNATURE_FILE,
+    SIGNING_KEY_ENV,
+    BundleError,
+    Manifest,
+    current_bundle_dir,
+    named_bundle_dir,
+    read_manifest,
+)
 from models.bundle_history import decided_versions, replaced_by_current
 from worker.alerts import AuditTrailError, Severity, recent_alerts
 from worker.breaker import BreakerState
@@ -483,13 +492,16 @@ def probe_previous_bundles(sources: Sources) -> list[Finding]:
     except _NO_HISTORY:
         pass  # without the audit trail, any verified bundle is a candidate
     servable_manifests, unsigned_manifests = bundles_by_signature(models_dir)  # verified once, both lists
-    servable = [manifest.version for manifest in servable_manifests if manifest.version != active]
+    by_version = {manifest.version: manifest for manifest in servable_manifests}
+    servable = [version for version in by_version if version != active]
     if replaced in servable:
         return [_ok(f"revert candidate: {replaced}, the bundle CURRENT replaced (`tacticalctl models rollback "
-                    "--yes`)", candidates=[replaced])]
+                    f"--yes`){_signature_caveat(by_version[replaced])}", candidates=[replaced])]
     candidates = [version for version in servable if version not in ruled_out]
     if not candidates:
-        unsigned = [manifest.version for manifest in unsigned_manifests if manifest.version != active]
+        # A bundle an operator refused or rolled back from is not one to sign either.
+        unsigned = [manifest.version for manifest in unsigned_manifests
+                    if manifest.version != active and manifest.version not in ruled_out]
         if unsigned:
             return [_warn(f"no other signed bundle in {models_dir} to revert to, and CURRENT is signed (workers "
                           f"refuse unsigned ones): {', '.join(unsigned[:3])} verify. Sign one to revert to it: "
@@ -497,8 +509,18 @@ def probe_previous_bundles(sources: Sources) -> list[Finding]:
                           ruled_out=sorted(ruled_out & set(servable)))]
         return [_warn(f"no other verified bundle in {models_dir} to revert to: a revert needs the ML team",
                       ruled_out=sorted(ruled_out & set(servable)))]
-    return [_ok(f"revert candidate: {candidates[0]} (`tacticalctl models rollback {candidates[0]} --yes`)",
-                candidates=candidates[:5])]
+    return [_ok(f"revert candidate: {candidates[0]} (`tacticalctl models rollback {candidates[0]} --yes`)"
+                f"{_signature_caveat(by_version[candidates[0]])}", candidates=candidates[:5])]
+
+
+def _signature_caveat(manifest: Manifest) -> str:
+    """Without the key here a signature cannot be checked: one made with another key passes for servable in this
+    process, and the workers, which hold the key, would refuse the bundle."""
+    assert manifest.bundle_dir is not None
+    if os.environ.get(SIGNING_KEY_ENV) or not (manifest.bundle_dir / SIGNATURE_FILE).is_file():
+        return ""
+    return (f"; its signature is not checked here (no ${SIGNING_KEY_ENV}): check it first with "
+            f"`{SIGNING_KEY_ENV}=<key file> tacticalctl models verify {manifest.version}`")
 
 
 def probe_errors(sources: Sources) -> list[Finding]:
