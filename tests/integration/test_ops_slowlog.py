@@ -55,3 +55,28 @@ def test_old_slow_commands_are_history(private_redis, monkeypatch: pytest.Monkey
     monkeypatch.setattr(probes, "SLOWLOG_RECENT_S", 1)  # "recent" shrunk to a second, instead of waiting 15 min
     time.sleep(2.1)
     assert slow_findings(url) == []
+
+
+def latency_findings(url: str) -> list[tuple[Status, str]]:
+    findings = probe_redis(Sources(url, "http://127.0.0.1:1", default_models_dir()))
+    return [(finding.status, finding.summary) for finding in findings if "latency monitor" in finding.summary]
+
+
+def test_the_shipped_redis_records_latency_spikes_and_triage_says_whose(private_redis,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # Redis's latency monitor is off by default, which leaves LATENCY LATEST empty whatever happened; the embedded
+    # Redis (and the compose file's) turn it on.
+    url = private_redis.url()
+    assert latency_findings(url) == []
+    slow_command_from(url, "tacticalctl-ops")
+    [(status, summary)] = latency_findings(url)
+    assert status is Status.OK and "tacticalctl's own" in summary and summary.startswith(
+        "Redis latency monitor: command "), summary
+
+    slow_command_from(url, "tactical-worker:host-a:1")
+    [(status, summary)] = latency_findings(url)
+    assert status is Status.WARN and "LATENCY HISTORY" in summary, summary
+
+    monkeypatch.setattr(probes, "SLOWLOG_RECENT_S", 1)
+    time.sleep(2.1)
+    assert latency_findings(url) == [], "an old spike is history"

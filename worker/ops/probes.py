@@ -168,23 +168,40 @@ def probe_redis(sources: Sources) -> list[Finding]:
         findings.append(_ok(f"Redis {info.get('redis_version')}: {info.get('connected_clients')} clients, "
                             f"{info.get('used_memory_human')} used, {info.get('instantaneous_ops_per_sec')} ops/s",
                             **evidence))
-    findings += _slow_commands(client)
-    latest = client.execute_command("LATENCY", "LATEST") or []
-    spikes = [(as_text(row[0]), int(row[2])) for row in latest if int(row[2]) > THRESHOLDS.slow_command_warn_ms]
-    if spikes:
-        findings.append(_warn("Redis latency monitor events: " + ", ".join(f"{e} {ms} ms" for e, ms in spikes),
-                              latency_latest=spikes))
+    now_s = int(client.time()[0])
+    slow = _slow_commands(client, now_s)
+    findings += slow
+    findings += _latency_events(client, now_s, others_slow=any(f.status is not Status.OK for f in slow))
     return findings
+
+
+# Latency-monitor events that are a slow command: the slow log says whose. The others (fork, aof-fsync-always,
+# expire-cycle, …) are Redis's own.
+_COMMAND_EVENTS = {"command", "fast-command"}
+
+
+def _latency_events(client: redis.Redis, now_s: int, *, others_slow: bool) -> list[Finding]:
+    """LATENCY LATEST's events over the warning threshold in the last SLOWLOG_RECENT_S. A command event while the
+    slow log holds only tacticalctl's own slow commands is theirs: said, not warned of."""
+    spikes = {as_text(row[0]): int(row[2]) for row in client.execute_command("LATENCY", "LATEST") or []
+              if int(row[2]) > THRESHOLDS.slow_command_warn_ms and now_s - int(row[1]) <= SLOWLOG_RECENT_S}
+    if not spikes:
+        return []
+    listed = ", ".join(f"{event} {ms} ms" for event, ms in spikes.items())
+    if set(spikes) <= _COMMAND_EVENTS and not others_slow:
+        return [_ok(f"Redis latency monitor: {listed} in the last {SLOWLOG_RECENT_S // 60} min, tacticalctl's own "
+                    "slow commands (the slow log names no other)", latency_latest=spikes)]
+    return [_warn(f"Redis latency monitor: {listed} in the last {SLOWLOG_RECENT_S // 60} min (`LATENCY HISTORY "
+                  "<event>` for each spike; fork: a save or AOF rewrite)", latency_latest=spikes)]
 
 
 SLOWLOG_RECENT_S = 900  # slow commands older than this are history, not the cause of what is happening now
 
 
-def _slow_commands(client: redis.Redis) -> list[Finding]:
+def _slow_commands(client: redis.Redis, now_s: int) -> list[Finding]:
     """The last 10 slow-log entries over the warning threshold, of the last SLOWLOG_RECENT_S. Those tacticalctl sent
     (its scans of the decision stream, a backup's DUMP) are said apart, not warned of: the operator's own check
     would otherwise be what every later triage warns about."""
-    now_s = int(client.time()[0])
     slow = [entry for entry in client.slowlog_get(10)
             if int(entry.get("duration", 0)) > THRESHOLDS.slow_command_warn_ms * 1000
             and now_s - int(entry.get("start_time", 0)) <= SLOWLOG_RECENT_S]
