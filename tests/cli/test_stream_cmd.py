@@ -111,3 +111,40 @@ def test_prune_consumers_shows_then_removes_with_yes(ctl: Ctl, redis_client: red
     assert redis_client.xinfo_consumers(INPUT_STREAM, CONSUMER_GROUP) == []
     assert "no consumer to remove" in ctl("stream", "prune-consumers", "--idle", "100ms").stdout
     assert ctl("stream", "prune-consumers", "--idle", "soon").exit_code == 3
+
+
+def test_info_is_one_snapshot_while_a_worker_reads_and_acks(redis_url: str, redis_client: redis.Redis) -> None:
+    # Read one XINFO after another, a busy group could show more entries read than the stream had added, or a
+    # pending count its consumers do not sum to: the figures an operator compares.
+    import threading
+
+    from worker.ops.stream_info import read_stream_overview
+
+    ensure_group(redis_client)
+    stop = threading.Event()
+
+    def busy_worker() -> None:
+        client = redis.Redis.from_url(redis_url)
+        while not stop.is_set():
+            pipe = client.pipeline(transaction=False)
+            for _ in range(20):
+                pipe.xadd(INPUT_STREAM, {"n": "1"})
+            pipe.execute()
+            read = client.xreadgroup(CONSUMER_GROUP, "w-1", {INPUT_STREAM: ">"}, count=20)
+            ids = [entry_id for _, entries in read for entry_id, _ in entries]
+            if ids:
+                client.xack(INPUT_STREAM, CONSUMER_GROUP, *ids[: len(ids) // 2])  # half stays pending
+        client.close()
+
+    worker = threading.Thread(target=busy_worker, daemon=True)
+    worker.start()
+    try:
+        for _ in range(300):
+            overview = read_stream_overview(redis_client)
+            [group] = overview.groups
+            assert overview.entries_added is not None
+            assert (group.entries_read or 0) <= overview.entries_added, overview  # None: nothing read yet
+            assert group.pending == sum(c.pending for c in group.consumers), overview
+    finally:
+        stop.set()
+        worker.join(timeout=10)

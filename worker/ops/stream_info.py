@@ -90,14 +90,33 @@ class StreamOverview:
         }
 
 
-def read_stream_overview(client: redis.Redis, stream: str = INPUT_STREAM) -> StreamOverview:
+def _snapshot(client: redis.Redis, stream: str) -> tuple[dict, list[dict], dict[str, list[dict]]]:
+    """XINFO STREAM, GROUPS and each group's CONSUMERS at one instant (MULTI/EXEC): read one after the other while the
+    worker runs, a group could show more entries read than the stream had added, or a pending count its consumers'
+    do not sum to."""
     try:
-        info = client.xinfo_stream(stream)
+        names = [as_optional_text(g["name"]) or "" for g in client.xinfo_groups(stream)]
     except redis.ResponseError as exc:
         raise StreamMissing(no_stream_message(client, stream, exc)) from None
+    transaction = client.pipeline(transaction=True)
+    transaction.xinfo_stream(stream)
+    transaction.xinfo_groups(stream)
+    for name in names:
+        transaction.xinfo_consumers(stream, name)
+    info, groups, *consumers = transaction.execute(raise_on_error=False)
+    if isinstance(info, redis.ResponseError):  # deleted in between
+        raise StreamMissing(no_stream_message(client, stream, info))
+    # A group deleted in between has no consumer list (an error here) and is not among `groups` either; one created
+    # in between is, with no consumers read: none yet, as far as this snapshot goes.
+    return info, groups, {name: listed for name, listed in zip(names, consumers, strict=True)
+                          if not isinstance(listed, redis.ResponseError)}
+
+
+def read_stream_overview(client: redis.Redis, stream: str = INPUT_STREAM) -> StreamOverview:
+    info, raw_groups, consumers_of = _snapshot(client, stream)
     live = live_consumers(client)
     groups: list[GroupInfo] = []
-    for raw in client.xinfo_groups(stream):
+    for raw in raw_groups:
         name = as_optional_text(raw["name"]) or ""
         consumers = tuple(
             ConsumerInfo(
@@ -107,7 +126,7 @@ def read_stream_overview(client: redis.Redis, stream: str = INPUT_STREAM) -> Str
                 alive=consumer_name in live,
                 heartbeat=live.get(consumer_name),
             )
-            for c in client.xinfo_consumers(stream, name)
+            for c in consumers_of.get(name, [])
             for consumer_name in [as_optional_text(c["name"]) or ""]
         )
         groups.append(
