@@ -9,6 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import redis
@@ -97,6 +98,9 @@ def up(
     http_addr: Annotated[str, typer.Option(help="HTTP address of the first worker.")] = "127.0.0.1:8001",
     external_redis: Annotated[bool, typer.Option(
         "--external-redis", help="Use --redis-url instead of starting an embedded Redis.")] = False,
+    log_dir: Annotated[Path | None, typer.Option(
+        help="Keep the workers' logs in this directory (default: a temporary one, removed on exit).",
+        file_okay=False)] = None,
 ) -> None:
     """Start an embedded Redis, the worker and a simulated feed; show decisions as they happen.
 
@@ -109,7 +113,7 @@ def up(
     # Its own process groups: a terminal's Ctrl-C reaches `up` alone, which stops the worker with one SIGTERM, then
     # Redis. So `up` must stop them on every way out: SIGTERM and SIGHUP are turned into the same clean stop.
     stack = LocalStack(workers=workers, redis_url=context.redis_url if external_redis else None,
-                       http_addrs=(http_addr,), own_process_groups=True)
+                       http_addrs=(http_addr,), own_process_groups=True, log_dir=log_dir)
     with _signals_as_interrupt():
         try:
             with console.status("starting Redis and the worker (loading and warming the models)…"):
@@ -120,13 +124,17 @@ def up(
         except BaseException:
             stack.close()
             raise
-        _run(stack, console, duration=duration, rate=rate, seed=seed)
+        _run(stack, console, duration=duration, rate=rate, seed=seed, logs_kept=log_dir is not None)
 
 
-def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: float, seed: int) -> None:
+def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: float, seed: int,
+         logs_kept: bool) -> None:
     # The address the worker bound, as it logged it: with --http-addr HOST:0 the port is only known now.
     served = ", ".join(process.http_url or process.http_addr for process in stack.processes)
     console.print(f"Redis at {stack.url}; worker HTTP on {served}; feeding {rate:g} events/s")
+    logs = ", ".join(str(process.log_path) for process in stack.processes)
+    console.print(f"worker log: {plain(logs)}" + ("" if logs_kept else " (removed on exit; --log-dir keeps it)"),
+                  soft_wrap=True)
     # Timeouts on both clients: a partition (no refusal, no answer) shows as an outage instead of freezing the view.
     client = connect(stack.url, client_name="tacticalctl-up", read_timeout_s=DECISIONS_BLOCK_MS / 1000)
     stop = threading.Event()
@@ -186,9 +194,21 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
             except REDIS_FAILED:
                 pass  # Redis gone (an external one restarting): the summary says what was seen
             client.close()
+            if not logs_kept:
+                _show_failed_workers_logs(stack, codes, console)  # before close() removes them
             stack.close()
     console.print(f"stopped after {time.monotonic() - started:.1f}s: sent {totals['sent']}, decided "
                   f"{totals['decided']}, executed {totals['executed']}; worker exit codes {codes}")
+
+
+def _show_failed_workers_logs(stack: LocalStack, codes: list[int | None], console: Console,
+                              lines: int = 20) -> None:
+    """The end of the log of each worker that did not exit cleanly: in a temporary directory, it goes with `up`."""
+    for process, code in zip(stack.processes, codes, strict=False):
+        if code not in (0, None):
+            tail = process.log_text().splitlines()[-lines:]
+            console.print(f"worker {process.consumer} exited with {code}; the end of its log:", style="bold red")
+            console.print(plain("\n".join(tail)), soft_wrap=True, highlight=False)
 
 
 def _length(client: redis.Redis, stream: str) -> int:

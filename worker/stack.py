@@ -22,6 +22,7 @@ class LocalStack:
     worker_settings: dict[str, str] = field(default_factory=dict)
     worker_source_tree: Path | None = None  # run this checkout's worker (see WorkerProcess.source_tree)
     run_dir: Path | None = None
+    log_dir: Path | None = None  # the workers' logs, kept; default: run_dir (removed by close() when temporary)
     redis_fsync_always: bool = False
     own_process_groups: bool = False  # see WorkerProcess.own_process_group: for `tacticalctl up`
 
@@ -58,7 +59,7 @@ class LocalStack:
         name = f"stack-worker-{index}-{len(self.processes)}"
         addr = self.http_addrs[index] if index < len(self.http_addrs) else "127.0.0.1:0"
         process = WorkerProcess(
-            redis_url=self.url, consumer=name, log_path=self.run_dir / f"{name}.log", http_addr=addr,
+            redis_url=self.url, consumer=name, log_path=(self.log_dir or self.run_dir) / f"{name}.log", http_addr=addr,
             settings=self.worker_settings, source_tree=self.worker_source_tree,
             own_process_group=self.own_process_groups,
         )

@@ -8,17 +8,19 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from worker.embedded_redis import free_port
 
 
-def test_up_runs_redis_worker_and_feed_and_stops_cleanly() -> None:
+def test_up_runs_redis_worker_and_feed_and_stops_cleanly(tmp_path: Path) -> None:
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    logs = tmp_path / "logs"
     result = subprocess.run(
         [sys.executable, "-c", "from tacticalctl.app import main; main()", "up", "--duration", "8", "--rate", "40",
-         "--http-addr", "127.0.0.1:0"],
+         "--http-addr", "127.0.0.1:0", "--log-dir", str(logs)],
         capture_output=True, text=True, timeout=180, env=env,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -31,6 +33,10 @@ def test_up_runs_redis_worker_and_feed_and_stops_cleanly() -> None:
     assert "live decisions" in result.stdout
     # Asked for any free port, the operator is told the one the worker bound: where /health and /metrics are.
     assert re.search(r"worker HTTP on http://127\.0\.0\.1:[1-9]\d*", result.stdout), result.stdout[:500]
+    # The worker's log is named, and kept where --log-dir said, with its start and its clean stop.
+    [log] = logs.glob("*.log")
+    assert f"worker log: {log}" in result.stdout
+    assert re.search(r"worker \S+ stopped", log.read_text()), log.read_text()[-2000:]
 
 
 def test_a_decision_row_reads_whole_in_an_80_column_terminal() -> None:
@@ -256,3 +262,24 @@ def test_with_an_external_redis_the_view_counts_only_what_this_run_produced(priv
     assert views, result.stdout[-2000:]
     executed, commands, dead = (int(n) for n in views[-1])
     assert commands <= executed and dead < 500, views[-1]
+
+
+def test_a_worker_that_did_not_exit_cleanly_has_its_logs_end_shown_before_it_is_removed(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from tacticalctl.up import _show_failed_workers_logs
+    from worker.process import WorkerProcess
+    from worker.stack import LocalStack
+
+    stack = LocalStack(workers=2, run_dir=tmp_path)
+    for name, text in (("w-clean", "started\nworker w-clean stopped\n"),
+                       ("w-killed", "".join(f"line {i}\n" for i in range(30)) + "[bold]batch 7 took\n")):
+        (tmp_path / f"{name}.log").write_text(text)
+        stack.processes.append(WorkerProcess(redis_url="redis://127.0.0.1:1/2", consumer=name,
+                                             log_path=tmp_path / f"{name}.log"))
+    console = Console(record=True, width=100, color_system=None)
+    _show_failed_workers_logs(stack, [0, -9], console)
+    shown = console.export_text()
+    assert "worker w-killed exited with -9; the end of its log:" in shown and "w-clean" not in shown
+    assert "[bold]batch 7 took" in shown, "the log is shown as written, not read as markup"
+    assert "line 11" in shown and "line 10\n" not in shown, "its last 20 lines"
