@@ -45,6 +45,23 @@ def add_older_bundle(models_dir: Path) -> str:
     return older.version
 
 
+def under_a_signed_current(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """CURRENT signed, an older verified bundle beside it unsigned, and no key in this process: the older's version."""
+    from models.bundle import sign_bundle
+
+    monkeypatch.delenv("TACTICAL_MODEL_SIGNING_KEY_FILE", raising=False)
+    older = add_older_bundle(models_dir)
+    sign_bundle(models_dir / SHIPPED.name, b"k" * 32)
+    return older
+
+
+def revert_finding(ctl: Ctl, models_dir: Path) -> dict:
+    """What `triage model-compilation` says a revert could go to."""
+    report = json.loads(ctl("triage", "model-compilation", "--models-dir", str(models_dir), "--json").stdout)
+    [finding] = [f for f in report["alerts"][0]["findings"] if "revert" in f["summary"]]
+    return finding
+
+
 def promotion_entries(client: redis.Redis) -> list:
     """The audit trail's latest entries, less the compilations that made the bundles a test promotes."""
     return [a for a in recent_alerts(client, count=10) if a.kind != "model_compile"]
@@ -549,13 +566,8 @@ def test_a_signed_current_means_only_signed_bundles_are_offered_even_without_the
 def test_triage_under_a_signed_current_names_the_unsigned_bundles_to_sign(
     ctl: Ctl, models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from models.bundle import sign_bundle
-
-    monkeypatch.delenv("TACTICAL_MODEL_SIGNING_KEY_FILE", raising=False)
-    older = add_older_bundle(models_dir)
-    sign_bundle(models_dir / SHIPPED.name, b"k" * 32)
-    report = json.loads(ctl("triage", "model-compilation", "--models-dir", str(models_dir), "--json").stdout)
-    [finding] = [f for f in report["alerts"][0]["findings"] if "to revert to" in f["summary"]]
+    older = under_a_signed_current(models_dir, monkeypatch)
+    finding = revert_finding(ctl, models_dir)
     assert finding["status"] == "warn"
     assert "no other signed bundle" in finding["summary"] and f"models sign {older}" in finding["summary"]
 
@@ -563,17 +575,13 @@ def test_triage_under_a_signed_current_names_the_unsigned_bundles_to_sign(
 def test_triage_does_not_ask_to_sign_a_bundle_an_operator_ruled_out(
     ctl: Ctl, models_dir: Path, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from models.bundle import sign_bundle
     from models.bundle_history import REFUSED_ACTION
     from worker.alerts import audit
 
-    monkeypatch.delenv("TACTICAL_MODEL_SIGNING_KEY_FILE", raising=False)
-    older = add_older_bundle(models_dir)
-    sign_bundle(models_dir / SHIPPED.name, b"k" * 32)
+    older = under_a_signed_current(models_dir, monkeypatch)
     audit(redis_client, actor="ops", action=REFUSED_ACTION, detail="refused", version=older,
           models_dir=str(models_dir))
-    report = json.loads(ctl("triage", "model-compilation", "--models-dir", str(models_dir), "--json").stdout)
-    [finding] = [f for f in report["alerts"][0]["findings"] if "to revert to" in f["summary"]]
+    finding = revert_finding(ctl, models_dir)
     assert "no other verified bundle" in finding["summary"] and "models sign" not in finding["summary"], finding
 
 
@@ -583,24 +591,16 @@ def test_a_revert_candidate_whose_signature_cannot_be_checked_here_says_so(
     # Signed with another key: without the key tacticalctl cannot tell, and the workers would refuse it.
     from models.bundle import sign_bundle
 
-    monkeypatch.delenv("TACTICAL_MODEL_SIGNING_KEY_FILE", raising=False)
-    older = add_older_bundle(models_dir)
-    sign_bundle(models_dir / SHIPPED.name, b"k" * 32)
+    older = under_a_signed_current(models_dir, monkeypatch)
     sign_bundle(models_dir / older, b"w" * 32)
-
-    def revert_finding() -> dict:
-        report = json.loads(ctl("triage", "model-compilation", "--models-dir", str(models_dir), "--json").stdout)
-        [finding] = [f for f in report["alerts"][0]["findings"] if "revert" in f["summary"]]
-        return finding
-
-    unchecked = revert_finding()
+    unchecked = revert_finding(ctl, models_dir)
     assert unchecked["summary"].startswith(f"revert candidate: {older}"), unchecked
     assert "signature is not checked here" in unchecked["summary"], unchecked
     assert f"tacticalctl models verify {older}" in unchecked["summary"]
     key_file = tmp_path / "signing.key"
     key_file.write_bytes(b"k" * 32)
     monkeypatch.setenv("TACTICAL_MODEL_SIGNING_KEY_FILE", str(key_file))
-    checked = revert_finding()
+    checked = revert_finding(ctl, models_dir)
     assert checked["status"] == "warn" and "no other verified bundle" in checked["summary"], checked
 
 
@@ -608,14 +608,11 @@ def test_triage_does_not_ask_to_sign_a_bundle_whose_jit_compilation_failed(
     ctl: Ctl, models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Signing it would not make it servable: the workers would still refuse its failed JIT log."""
-    from models.bundle import JIT_LOG_FILE, sign_bundle
+    from models.bundle import JIT_LOG_FILE
 
-    monkeypatch.delenv("TACTICAL_MODEL_SIGNING_KEY_FILE", raising=False)
-    older = add_older_bundle(models_dir)
+    older = under_a_signed_current(models_dir, monkeypatch)
     (models_dir / older / JIT_LOG_FILE).write_text("JIT compilation FAILED: on purpose\n", encoding="utf-8")
-    sign_bundle(models_dir / SHIPPED.name, b"k" * 32)
-    report = json.loads(ctl("triage", "model-compilation", "--models-dir", str(models_dir), "--json").stdout)
-    [finding] = [f for f in report["alerts"][0]["findings"] if "to revert to" in f["summary"]]
+    finding = revert_finding(ctl, models_dir)
     assert finding["status"] == "warn"
     assert "no other verified bundle" in finding["summary"] and "models sign" not in finding["summary"]
 
@@ -697,9 +694,7 @@ def test_a_rollback_to_an_unsigned_bundle_under_a_signed_current_is_refused(
     """Workers holding the key would refuse it and keep CURRENT: the rollback would change nothing live."""
     from models.bundle import sign_bundle
 
-    monkeypatch.delenv("TACTICAL_MODEL_SIGNING_KEY_FILE", raising=False)
-    older = add_older_bundle(models_dir)
-    sign_bundle(models_dir / SHIPPED.name, b"k" * 32)
+    older = under_a_signed_current(models_dir, monkeypatch)
     dry = ctl("models", "rollback", older, "--models-dir", str(models_dir))
     assert dry.exit_code == 2 and "unsigned, but CURRENT" in dry.stdout + dry.stderr
     done = ctl("models", "rollback", older, "--models-dir", str(models_dir), "--yes")
