@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from prometheus_client import CollectorRegistry, Gauge, Histogram, Info
 from prometheus_client import Counter as PromCounter
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from worker.actions import AGENT_NAMES
@@ -73,6 +73,21 @@ class _WithoutCreatedSeries(Collector):
         for metric in self._registry.collect():
             metric.samples = [sample for sample in metric.samples if not sample.name.endswith("_created")]
             yield metric
+
+
+class _BuildInfo(Collector):
+    """`tactical_build_info{version, commit}`, read when scraped: the commit asks git (cached once known), which must
+    not hold up a worker's start."""
+
+    NAME, DOCUMENTATION = "tactical_build", "The tactical-marl release and commit this worker runs"
+
+    def describe(self) -> Iterator[Metric]:  # the registry's name check, without collecting
+        yield InfoMetricFamily(self.NAME, self.DOCUMENTATION)
+
+    def collect(self) -> Iterator[Metric]:
+        family = InfoMetricFamily(self.NAME, self.DOCUMENTATION)
+        family.add_metric([], {name: value or "unknown" for name, value in release().items()})
+        yield family
 
 
 class UnknownLabelError(ValueError):
@@ -178,8 +193,7 @@ class TacticalMetrics:
             registry=r,
         )
         self.model_info = Info("tactical_model", "The loaded model bundle", registry=r)
-        self.build_info = Info("tactical_build", "The tactical-marl release and commit this worker runs", registry=r)
-        self.build_info.info({name: value or "unknown" for name, value in release().items()})
+        r.register(_BuildInfo())
         self._exposed = _WithoutCreatedSeries(self.registry)
         self._precreate()
 

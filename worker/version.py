@@ -51,7 +51,8 @@ def _git(root: Path, *args: str) -> str:
     """git asked about `root` alone: no GIT_DIR or GIT_INDEX_FILE inherited from a hook or a shell (they would name
     another repository's commit), no index.lock taken (an operator's git in the same checkout must not fail on it),
     and `root` trusted whoever owns it (this process already runs the code there; git would refuse a checkout owned
-    by another user, and the commit would be unknown)."""
+    by another user, and the commit would be unknown; git before 2.38 ignores safe.directory given here, and such a
+    checkout's commit is unknown there)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("GIT_")}
     return subprocess.run(
         ["git", "--no-optional-locks", "-c", f"safe.directory={root}", "-C", str(root), *args],

@@ -244,3 +244,13 @@ def test_series_count_stays_bounded_under_many_events(metrics: TacticalMetrics) 
 def test_the_release_is_exposed(metrics: TacticalMetrics) -> None:
     commit = build_commit() or "unknown"
     assert sample(metrics, "tactical_build_info", version=version("tactical-marl"), commit=commit) == 1.0
+
+
+def test_the_commit_is_asked_for_when_scraped_not_when_the_worker_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # It asks git: a slow git (a network home directory) must not hold up a worker's start.
+    asked: list[int] = []
+    monkeypatch.setattr("worker.version.build_commit", lambda: asked.append(1) or "0123456789ab")
+    metrics = TacticalMetrics()
+    assert asked == []
+    assert sample(metrics, "tactical_build_info", version=version("tactical-marl"), commit="0123456789ab") == 1.0
+    assert asked
