@@ -36,6 +36,7 @@ from worker.names import (
 )
 from worker.process import WorkerProcess
 from worker.producer import publish_events
+from worker.redis_text import as_text
 from worker.security import RedisSecurity
 
 ACL_FILE = Path(__file__).resolve().parents[2] / "runbook" / "acl" / "users.acl"
@@ -186,9 +187,11 @@ def acl_server(tmp_path: Path):
 
 
 def _acl_denials(admin: redis.Redis) -> list[str]:
-    entries = admin.execute_command("ACL", "LOG")
-    return [f"{dict(zip(e[::2], e[1::2], strict=True))[b'username'].decode()}: "
-            f"{dict(zip(e[::2], e[1::2], strict=True))[b'object'].decode()}" for e in entries]
+    # redis-py parses each entry into a dict (str keys and values) where it knows the command; a flat list otherwise.
+    fields = [e if isinstance(e, dict) else dict(zip(e[::2], e[1::2], strict=True))
+              for e in admin.execute_command("ACL", "LOG")]
+    return [f"{as_text(f.get('username', f.get(b'username')))}: {as_text(f.get('object', f.get(b'object')))}"
+            for f in fields]
 
 
 def test_worker_and_operator_work_under_their_acl_users_and_nothing_more(
@@ -229,6 +232,11 @@ def test_worker_and_operator_work_under_their_acl_users_and_nothing_more(
     archive = tmp_path / "backup.tar.gz"
     backed_up = tacticalctl(operator_url, "backup", str(archive), "--no-models", **operator_env)
     assert backed_up.exit_code == 0, backed_up.output
+    # A latency spike, so triage's Redis probe reads LATENCY LATEST and then the event's HISTORY.
+    admin.eval("local t = redis.call('TIME') repeat local n = redis.call('TIME') "
+               "until (n[1] - t[1]) * 1000000 + (n[2] - t[2]) >= 60000 return 1", 0)
+    triaged = tacticalctl(operator_url, "triage", "p99-latency", "--json", **operator_env)
+    assert "latency monitor: command" in triaged.stdout, triaged.output
     assert worker.stop() == 0  # a clean exit also forgets its consumer: XPENDING and XGROUP DELCONSUMER
     assert _acl_denials(admin) == [], "neither user was refused anything it needed"
 

@@ -169,40 +169,71 @@ def probe_redis(sources: Sources) -> list[Finding]:
                             f"{info.get('used_memory_human')} used, {info.get('instantaneous_ops_per_sec')} ops/s",
                             **evidence))
     now_s = int(client.time()[0])
-    slow = _slow_commands(client, now_s)
-    findings += slow
-    findings += _latency_events(client, now_s, others_slow=any(f.status is not Status.OK for f in slow))
+    slowlog = client.slowlog_get(SLOWLOG_READ)  # the last 10 are judged; all of them say whose a spike was
+    findings += _slow_commands(slowlog[:10], now_s)
+    findings += _latency_events(client, now_s, slowlog)
     return findings
 
 
+SLOWLOG_READ = 128  # Redis's default slowlog-max-len: the whole log
 # Latency-monitor events that are a slow command: the slow log says whose. The others (fork, aof-fsync-always,
 # expire-cycle, …) are Redis's own.
 _COMMAND_EVENTS = {"command", "fast-command"}
 
 
-def _latency_events(client: redis.Redis, now_s: int, *, others_slow: bool) -> list[Finding]:
-    """LATENCY LATEST's events over the warning threshold in the last SLOWLOG_RECENT_S. A command event while the
-    slow log holds only tacticalctl's own slow commands is theirs: said, not warned of."""
-    spikes = {as_text(row[0]): int(row[2]) for row in client.execute_command("LATENCY", "LATEST") or []
-              if int(row[2]) > THRESHOLDS.slow_command_warn_ms and now_s - int(row[1]) <= SLOWLOG_RECENT_S}
+def _latency_events(client: redis.Redis, now_s: int, slowlog: list[dict[str, Any]]) -> list[Finding]:
+    """Latency-monitor spikes over the warning threshold in the last SLOWLOG_RECENT_S, from each event's history
+    (LATENCY LATEST keeps only an event's latest sample: a smaller spike a second later would hide a big one).
+    Command spikes that each match a slow-log entry tacticalctl sent are its own: said, not warned of."""
+    def recent(ts: int) -> bool:
+        return now_s - ts <= SLOWLOG_RECENT_S
+
+    spikes: dict[str, list[tuple[int, int]]] = {}
+    for row in client.execute_command("LATENCY", "LATEST") or []:
+        event, latest = as_text(row[0]), (int(row[1]), int(row[2]))
+        if not recent(latest[0]):
+            continue  # its latest sample is old: all of them are
+        try:
+            samples = [(int(ts), int(ms)) for ts, ms in client.execute_command("LATENCY", "HISTORY", event) or []]
+        except redis.ResponseError:  # an ACL without LATENCY HISTORY: the latest sample alone
+            samples = [latest]
+        over = [(ts, ms) for ts, ms in samples if recent(ts) and ms > THRESHOLDS.slow_command_warn_ms]
+        if over:
+            spikes[event] = over
     if not spikes:
         return []
-    listed = ", ".join(f"{event} {ms} ms" for event, ms in spikes.items())
-    if set(spikes) <= _COMMAND_EVENTS and not others_slow:
-        return [_ok(f"Redis latency monitor: {listed} in the last {SLOWLOG_RECENT_S // 60} min, tacticalctl's own "
-                    "slow commands (the slow log names no other)", latency_latest=spikes)]
-    return [_warn(f"Redis latency monitor: {listed} in the last {SLOWLOG_RECENT_S // 60} min (`LATENCY HISTORY "
-                  "<event>` for each spike; fork: a save or AOF rewrite)", latency_latest=spikes)]
+    peaks = {event: max(ms for _, ms in samples) for event, samples in spikes.items()}
+    listed = ", ".join(f"{event} {peaks[event]} ms" + (f" (peak of {len(spikes[event])})" if len(spikes[event]) > 1
+                                                        else "") for event in spikes)
+    window = f"in the last {SLOWLOG_RECENT_S // 60} min"
+    if set(spikes) <= _COMMAND_EVENTS and all(_sent_by_tacticalctl(ts, ms, slowlog)
+                                               for samples in spikes.values() for ts, ms in samples):
+        return [_ok(f"Redis latency monitor: {listed} {window}, each a slow command tacticalctl sent itself",
+                    latency=peaks)]
+    return [_warn(f"Redis latency monitor: {listed} {window} (`LATENCY HISTORY <event>` for each spike; fork: a "
+                  "save or AOF rewrite)", latency=peaks)]
+
+
+def _sent_by_tacticalctl(ts: int, ms: int, slowlog: list[dict[str, Any]]) -> bool:
+    """The slow-log entries as long as the spike, ending about when Redis stamped it (one sample a second: the
+    longest), are all tacticalctl's, and there is at least one."""
+    clients = set()
+    for entry in slowlog:
+        duration_s = int(entry.get("duration", 0)) / 1e6
+        ended = int(entry.get("start_time", 0)) + duration_s
+        if duration_s * 1e3 >= 0.9 * ms and abs(ended - ts) <= 1.0 + duration_s:
+            clients.add(as_text(entry.get("client_name") or b"").startswith("tacticalctl"))
+    return clients == {True}
 
 
 SLOWLOG_RECENT_S = 900  # slow commands older than this are history, not the cause of what is happening now
 
 
-def _slow_commands(client: redis.Redis, now_s: int) -> list[Finding]:
+def _slow_commands(last_ten: list[dict[str, Any]], now_s: int) -> list[Finding]:
     """The last 10 slow-log entries over the warning threshold, of the last SLOWLOG_RECENT_S. Those tacticalctl sent
     (its scans of the decision stream, a backup's DUMP) are said apart, not warned of: the operator's own check
     would otherwise be what every later triage warns about."""
-    slow = [entry for entry in client.slowlog_get(10)
+    slow = [entry for entry in last_ten
             if int(entry.get("duration", 0)) > THRESHOLDS.slow_command_warn_ms * 1000
             and now_s - int(entry.get("start_time", 0)) <= SLOWLOG_RECENT_S]
     by_tacticalctl: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
