@@ -129,11 +129,21 @@ def test_a_hung_worker_is_not_taken_for_a_missing_one(ctl: Ctl, hung_worker_url:
     rows = steps(ctl("morning-check", "--json", worker_url=hung_worker_url))
     row = rows["worker running"]
     assert row["status"] == "critical" and row["value"].startswith("worker not responding"), row
-    assert "hung or stopped" in row["next_action"] and "py-spy dump" in row["next_action"], row
+    assert "hung, stopped or overloaded" in row["next_action"] and "py-spy dump" in row["next_action"], row
     result = ctl("triage", "worker-down", "--json", worker_url=hung_worker_url)
     assert result.exit_code == 2
     findings = json.loads(result.stdout)["alerts"][0]["findings"]
-    assert any("hung or stopped" in f["summary"] for f in findings if f["status"] == "critical"), findings
+    assert any("hung, stopped or overloaded" in f["summary"] for f in findings if f["status"] == "critical"), findings
+
+
+def test_a_hung_worker_whose_heartbeat_still_lives_is_said_hung(ctl: Ctl, redis_client: redis.Redis,
+                                                                 hung_worker_url: str) -> None:
+    # Stopped (SIGSTOP) a moment ago, or its HTTP thread stuck while its loop still beats: the heartbeat lives.
+    a_live_worker_named(redis_client, "host-a:101")
+    row = steps(ctl("morning-check", "--json", worker_url=hung_worker_url))["worker running"]
+    assert row["status"] == "critical" and "host-a:101" in row["value"], row
+    assert "does not answer" in row["value"] and "py-spy dump" in row["next_action"], row
+    assert "--worker-url" not in row["next_action"], "the URL is right: the port answers the connection"
 
 
 def test_the_morning_check_without_redis_is_critical(ctl: Ctl, nobody_url: str) -> None:

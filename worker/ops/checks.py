@@ -205,6 +205,10 @@ def check_worker_running(sources: Sources) -> Verdict:
             where = ", ".join(
                 f"{name} (pid {beat.get('pid')} on {beat.get('host')})" for name, beat in consumers.items()
             )
+            if isinstance(exc, WorkerNotAnswering):  # its heartbeat outlives a hang or a SIGSTOP by its TTL
+                return Verdict(Status.CRITICAL, f"heartbeat from {where}, but its HTTP does not answer: {exc}",
+                               f"{WorkerNotAnswering.HUNG_ADVICE}; `tacticalctl triage worker-down`",
+                               details={"live_consumers": sorted(consumers)})
             return Verdict(Status.CRITICAL, f"heartbeat from {where}, but HTTP unreachable: {exc}",
                            "the worker runs but its HTTP endpoint does not answer: check --worker-url / "
                            "TACTICAL_WORKER_URL and TACTICAL_HTTP_ADDR; `tacticalctl triage worker-down`",

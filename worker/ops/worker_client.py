@@ -36,9 +36,10 @@ class WorkerNotAnswering(WorkerUnreachable):
     """The port accepted the connection but no answer came in time: a process holds it and is hung or stopped
     (SIGSTOP, swapping, a stuck loop) — not a worker that is gone, so starting another is not the fix."""
 
-    HUNG_ADVICE = ("its port accepts connections but it does not answer: the process is alive but hung or stopped "
-                   "— see what it does (`py-spy dump --pid <pid>`, `ps -o stat= -p <pid>`) and restart it "
-                   "(`docker compose restart tactical-marl`); starting another leaves this one holding the port")
+    HUNG_ADVICE = ("its port accepts connections but it does not answer: the process is alive but hung, stopped or "
+                   "overloaded — see what it does (`py-spy dump --pid <pid>`, `ps -o stat= -p <pid>`: T = stopped) "
+                   "and, if it stays so, restart it (`docker compose restart tactical-marl`); starting another "
+                   "leaves this one holding the port")
 
 
 # What the checks read from /health/state (worker/monitor.py writes it), by kind: a key may be missing (an older or
