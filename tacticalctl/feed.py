@@ -7,14 +7,14 @@ import shlex
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import redis
 import typer
+from rich.status import Status
 
 from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
@@ -56,21 +56,31 @@ def emit(
         get_context(ctx).console.print(f"emitted [bold]{plain(event.correlation_id)}[/] as entry {entry_id.decode()}")
 
 
-@contextmanager
-def _signals_stop(stop: threading.Event) -> Iterator[None]:
+class _StopOnSignal:
     """Ctrl-C or SIGTERM (`timeout`, a supervisor) stops a feed after the batch in flight, so the count it prints is
     what Redis holds: an interrupt inside a pipeline's reply would leave a written batch uncounted. A second signal
-    stops it at once (a Redis that does not answer)."""
-    def request_stop(signum: int, frame: object) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
+    while it still sends stops it at once (a Redis that does not answer); once it has stopped sending, signals are
+    ignored until its counts are printed. A signal the feed was started ignoring (a background job's SIGINT) stays
+    ignored."""
 
-    previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.sending = True
+        self._previous: dict[int, Any] = {}
+
+    def _request_stop(self, signum: int, frame: object) -> None:
+        if self.stop.is_set() and self.sending:
+            raise KeyboardInterrupt
+        self.stop.set()
+
+    def __enter__(self) -> _StopOnSignal:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                self._previous[signum] = signal.signal(signum, self._request_stop)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
 
@@ -81,23 +91,37 @@ def _run_feed(ctx: typer.Context, events, *, rate: float | None, duration: float
     context = get_context(ctx)
     client = context.redis()
     stop = threading.Event()
+    with _StopOnSignal(stop) as signals:
+        stats = _send(client, events, rate=rate, duration=duration, count=count, stop=stop, label=label,
+                      json_output=json_output, after_outage=after_outage, status=None if json_output else
+                      context.console.status(f"{label}: starting"))
+        signals.sending = False
+        summary = {"sent": stats.sent, "elapsed_s": round(stats.elapsed_s, 3), "rate_eps": round(stats.rate, 1)}
+        if json_output:
+            print_json(summary)
+        else:
+            context.console.print(f"{label}: sent {stats.sent} events in {stats.elapsed_s:.1f}s ({stats.rate:.1f}/s)")
+    return stats
+
+
+def _send(client: redis.Redis, events, *, rate: float | None, duration: float | None, count: int | None,
+          stop: threading.Event, label: str, json_output: bool, after_outage: str, status: Status | None) -> FeedStats:
+    """send_events with a spinner (none for JSON output), its ways of stopping turned into counts or one line."""
     sent = 0
-    # JSON output shows no spinner, but still counts: an interrupted feed reports what it did send.
-    status = nullcontext(None) if json_output else context.console.status(f"{label}: starting")
     started = time.monotonic()
     try:
-        with status as spinner, _signals_stop(stop):
+        with status if status is not None else nullcontext(None) as spinner:
             def count_sent(batch: int) -> None:
                 nonlocal sent
                 sent += batch
                 if spinner is not None:
                     spinner.update(f"{label}: {sent} events sent")
-            stats = send_events(client, events, rate=rate, duration_s=duration, limit=count, stop=stop,
-                                on_sent=count_sent)
+            return send_events(client, events, rate=rate, duration_s=duration, limit=count, stop=stop,
+                               on_sent=count_sent)
     except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: stopped mid-batch, whose events may have landed in part
-        stats = FeedStats(sent=sent, elapsed_s=time.monotonic() - started)
         typer.echo(f"{label}: stopped mid-batch: {sent} events confirmed sent, the batch in flight may have been "
                    "written in part (XLEN synergy_events tells)", err=True)
+        return FeedStats(sent=sent, elapsed_s=time.monotonic() - started)
     except ValueError as exc:  # InvalidEvent (--symbol ''), an --id-prefix that makes ids too long: the first event
         stop.set()
         raise CtlError(f"{label}: the events would be invalid ({sent} sent): {exc}", ExitCode.UNKNOWN) from None
@@ -108,12 +132,6 @@ def _run_feed(ctx: typer.Context, events, *, rate: float | None, duration: float
             print_json({"sent": exc.stats.sent, "in_flight": exc.in_flight, "elapsed_s": round(exc.stats.elapsed_s, 3),
                         "rate_eps": round(exc.stats.rate, 1), "error": str(exc)})
         raise CtlError(f"{label}: {exc}{after_outage}", ExitCode.CRITICAL) from None
-    summary = {"sent": stats.sent, "elapsed_s": round(stats.elapsed_s, 3), "rate_eps": round(stats.rate, 1)}
-    if json_output:
-        print_json(summary)
-    else:
-        context.console.print(f"{label}: sent {stats.sent} events in {stats.elapsed_s:.1f}s ({stats.rate:.1f}/s)")
-    return stats
 
 
 def simulate(

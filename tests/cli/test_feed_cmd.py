@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -176,10 +177,10 @@ def test_emit_says_the_id_it_sent_even_one_that_looks_like_markup(ctl: Ctl, redi
     assert f"emitted {cid} as entry" in result.stdout
 
 
-def _start_feed(redis_url: str, rate: int) -> subprocess.Popen:
+def _start_feed(redis_url: str, rate: int, **popen: Any) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "from tacticalctl.app import main; main()", "--redis-url", redis_url,
                              "simulate", "--rate", str(rate), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, **popen)
 
 
 @pytest.mark.parametrize("rate", [20, 3000])
@@ -225,3 +226,37 @@ def test_a_feed_stuck_on_redis_stops_on_a_second_signal_and_says_its_count_is_un
     summary = json.loads(stdout)
     assert "stopped mid-batch" in stderr and "may have been written" in stderr, stderr
     assert 5 <= summary["sent"] <= redis_client.xlen(INPUT_STREAM)
+
+
+def test_a_double_signal_after_the_feed_stopped_sending_still_prints_its_counts(redis_url: str,
+                                                                               redis_client: redis.Redis) -> None:
+    # An impatient double Ctrl-C: the second must not kill the feed between its last batch and its summary.
+    feed = _start_feed(redis_url, 3000)
+    try:
+        wait_for(lambda: redis_client.exists(INPUT_STREAM) and redis_client.xlen(INPUT_STREAM) >= 10, timeout_s=60,
+                 what="the feed sending")
+        feed.send_signal(signal.SIGINT)
+        feed.send_signal(signal.SIGINT)
+        stdout, stderr = feed.communicate(timeout=30)
+    finally:
+        if feed.poll() is None:
+            feed.kill()
+    assert feed.returncode == 0 and "Traceback" not in stderr, stderr
+    assert 10 <= json.loads(stdout)["sent"] <= redis_client.xlen(INPUT_STREAM)
+
+
+def test_a_feed_started_ignoring_ctrl_c_keeps_ignoring_it(redis_url: str, redis_client: redis.Redis) -> None:
+    # A background job of a script (`tacticalctl simulate &`): the terminal's Ctrl-C is not for it.
+    feed = _start_feed(redis_url, 20, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        wait_for(lambda: redis_client.exists(INPUT_STREAM) and redis_client.xlen(INPUT_STREAM) >= 3, timeout_s=60,
+                 what="the feed sending")
+        feed.send_signal(signal.SIGINT)
+        with pytest.raises(subprocess.TimeoutExpired):
+            feed.wait(timeout=1.0)
+        feed.send_signal(signal.SIGTERM)
+        stdout, _ = feed.communicate(timeout=30)
+    finally:
+        if feed.poll() is None:
+            feed.kill()
+    assert json.loads(stdout)["sent"] == redis_client.xlen(INPUT_STREAM)
