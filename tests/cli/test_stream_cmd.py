@@ -148,3 +148,16 @@ def test_info_is_one_snapshot_while_a_worker_reads_and_acks(redis_url: str, redi
     finally:
         stop.set()
         worker.join(timeout=10)
+
+
+def test_a_group_created_while_info_reads_is_shown_with_its_consumers(redis_client: redis.Redis,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.ops.stream_info import read_stream_overview
+
+    publish(redis_client, 3)
+    ensure_group(redis_client)
+    deliver_without_ack(redis_client, "w-1", 3)
+    # The first look at the groups comes just before the group was made: the snapshot must be taken again.
+    monkeypatch.setattr(redis_client, "xinfo_groups", lambda stream: [])
+    [group] = read_stream_overview(redis_client).groups
+    assert group.pending == 3 and [(c.name, c.pending) for c in group.consumers] == [("w-1", 3)]

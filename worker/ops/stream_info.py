@@ -93,23 +93,31 @@ class StreamOverview:
 def _snapshot(client: redis.Redis, stream: str) -> tuple[dict, list[dict], dict[str, list[dict]]]:
     """XINFO STREAM, GROUPS and each group's CONSUMERS at one instant (MULTI/EXEC): read one after the other while the
     worker runs, a group could show more entries read than the stream had added, or a pending count its consumers'
-    do not sum to."""
+    do not sum to. The groups to ask about are read first; if they changed before the snapshot, it is taken again."""
     try:
         names = [as_optional_text(g["name"]) or "" for g in client.xinfo_groups(stream)]
     except redis.ResponseError as exc:
         raise StreamMissing(no_stream_message(client, stream, exc)) from None
-    transaction = client.pipeline(transaction=True)
-    transaction.xinfo_stream(stream)
-    transaction.xinfo_groups(stream)
-    for name in names:
-        transaction.xinfo_consumers(stream, name)
-    info, groups, *consumers = transaction.execute(raise_on_error=False)
-    if isinstance(info, redis.ResponseError):  # deleted in between
-        raise StreamMissing(no_stream_message(client, stream, info))
-    # A group deleted in between has no consumer list (an error here) and is not among `groups` either; one created
-    # in between is, with no consumers read: none yet, as far as this snapshot goes.
-    return info, groups, {name: listed for name, listed in zip(names, consumers, strict=True)
+    for _attempt in range(_SNAPSHOT_ATTEMPTS):
+        asked = names
+        transaction = client.pipeline(transaction=True)
+        transaction.xinfo_stream(stream)
+        transaction.xinfo_groups(stream)
+        for name in asked:
+            transaction.xinfo_consumers(stream, name)
+        info, groups, *consumers = transaction.execute(raise_on_error=False)
+        if isinstance(info, redis.ResponseError):  # deleted in between
+            raise StreamMissing(no_stream_message(client, stream, info))
+        found = [as_optional_text(g["name"]) or "" for g in groups]
+        if found == asked:
+            break
+        names = found  # a group created or deleted in between: ask about the groups there are now
+    # Still changing after the last attempt: a group without a consumer list shows none, as far as this goes.
+    return info, groups, {name: listed for name, listed in zip(asked, consumers, strict=True)
                           if not isinstance(listed, redis.ResponseError)}
+
+
+_SNAPSHOT_ATTEMPTS = 3
 
 
 def read_stream_overview(client: redis.Redis, stream: str = INPUT_STREAM) -> StreamOverview:
