@@ -194,21 +194,33 @@ def _run(stack: LocalStack, console: Console, *, duration: float | None, rate: f
             except REDIS_FAILED:
                 pass  # Redis gone (an external one restarting): the summary says what was seen
             client.close()
-            if not logs_kept:
-                _show_failed_workers_logs(stack, codes, console)  # before close() removes them
-            stack.close()
+            try:
+                _show_failed_workers_logs(stack, codes, console)  # before close() removes a temporary one
+            finally:
+                stack.close()
     console.print(f"stopped after {time.monotonic() - started:.1f}s: sent {totals['sent']}, decided "
                   f"{totals['decided']}, executed {totals['executed']}; worker exit codes {codes}")
 
 
 def _show_failed_workers_logs(stack: LocalStack, codes: list[int | None], console: Console,
                               lines: int = 20) -> None:
-    """The end of the log of each worker that did not exit cleanly: in a temporary directory, it goes with `up`."""
+    """The end of the log of each worker that did not exit cleanly, where the operator is looking."""
     for process, code in zip(stack.processes, codes, strict=False):
         if code not in (0, None):
-            tail = process.log_text().splitlines()[-lines:]
-            console.print(f"worker {process.consumer} exited with {code}; the end of its log:", style="bold red")
-            console.print(plain("\n".join(tail)), soft_wrap=True, highlight=False)
+            console.print(f"worker {process.consumer} exited with {code}; the end of its log ({process.log_path}):",
+                          style="bold red", soft_wrap=True)
+            console.print(plain("\n".join(_last_lines(process.log_path, lines))), soft_wrap=True, highlight=False)
+
+
+def _last_lines(path: Path, count: int, chunk: int = 64 * 1024) -> list[str]:
+    """The last `count` lines of a file, reading only its end (a worker's log can be large)."""
+    try:
+        with path.open("rb") as log:
+            log.seek(0, 2)
+            log.seek(max(0, log.tell() - chunk))
+            return log.read().decode(errors="replace").splitlines()[-count:]
+    except OSError:
+        return []
 
 
 def _length(client: redis.Redis, stream: str) -> int:

@@ -280,6 +280,7 @@ def test_a_worker_that_did_not_exit_cleanly_has_its_logs_end_shown_before_it_is_
     console = Console(record=True, width=100, color_system=None)
     _show_failed_workers_logs(stack, [0, -9], console)
     shown = console.export_text()
-    assert "worker w-killed exited with -9; the end of its log:" in shown and "w-clean" not in shown
+    assert f"worker w-killed exited with -9; the end of its log ({tmp_path / 'w-killed.log'}):" in shown
+    assert "w-clean" not in shown
     assert "[bold]batch 7 took" in shown, "the log is shown as written, not read as markup"
     assert "line 11" in shown and "line 10\n" not in shown, "its last 20 lines"
