@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -177,10 +179,22 @@ def test_emit_says_the_id_it_sent_even_one_that_looks_like_markup(ctl: Ctl, redi
     assert f"emitted {cid} as entry" in result.stdout
 
 
-def _start_feed(redis_url: str, rate: int, **popen: Any) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "from tacticalctl.app import main; main()", "--redis-url", redis_url,
+@contextmanager
+def _sending_feed(redis_url: str, redis_client: redis.Redis, rate: int, *, sent: int,
+                  **popen: Any) -> Iterator[subprocess.Popen]:
+    """`tacticalctl simulate --rate RATE --json` in a process of its own, once Redis holds `sent` of its events;
+    killed on the way out if the test left it running."""
+    feed = subprocess.Popen([sys.executable, "-c", "from tacticalctl.app import main; main()", "--redis-url", redis_url,
                              "simulate", "--rate", str(rate), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, **popen)
+    try:
+        wait_for(lambda: redis_client.exists(INPUT_STREAM) and redis_client.xlen(INPUT_STREAM) >= sent, timeout_s=60,
+                 what="the feed sending")
+        yield feed
+    finally:
+        if feed.poll() is None:
+            feed.kill()
+            feed.communicate()
 
 
 @pytest.mark.parametrize("rate", [20, 3000])
@@ -189,15 +203,9 @@ def test_a_stopped_feed_says_what_it_sent_and_for_how_long(redis_url: str, redis
                                                           stop: signal.Signals, rate: int) -> None:
     # Ctrl-C, or a supervisor's SIGTERM (`timeout`): the counts are printed either way, with the time they took, and
     # they are what Redis holds, even when the signal lands while a pipeline's reply is being read (the fast feed).
-    feed = _start_feed(redis_url, rate)
-    try:
-        wait_for(lambda: redis_client.exists(INPUT_STREAM) and redis_client.xlen(INPUT_STREAM) >= 10, timeout_s=60,
-                 what="the feed sending")
+    with _sending_feed(redis_url, redis_client, rate, sent=10) as feed:
         feed.send_signal(stop)
         stdout, stderr = feed.communicate(timeout=30)
-    finally:
-        if feed.poll() is None:
-            feed.kill()
     summary = json.loads(stdout)
     assert summary["sent"] >= 10 and summary["elapsed_s"] > 0, (summary, stderr)
     assert summary["sent"] == redis_client.xlen(INPUT_STREAM), stderr
@@ -208,21 +216,17 @@ def test_a_feed_stuck_on_redis_stops_on_a_second_signal_and_says_its_count_is_un
 ) -> None:
     # The first signal waits for the batch in flight; a Redis that holds it (CLIENT PAUSE WRITE) must not hold the
     # operator too: the second stops at once, saying the last batch may have landed.
-    feed = _start_feed(redis_url, 20)
-    try:
-        wait_for(lambda: redis_client.exists(INPUT_STREAM) and redis_client.xlen(INPUT_STREAM) >= 5, timeout_s=60,
-                 what="the feed sending")
-        redis_client.execute_command("CLIENT", "PAUSE", "30000", "WRITE")
-        time.sleep(0.3)  # the feed's next XADD is now held by Redis
-        feed.send_signal(signal.SIGTERM)
-        with pytest.raises(subprocess.TimeoutExpired):
-            feed.wait(timeout=0.5)
-        feed.send_signal(signal.SIGTERM)
-        stdout, stderr = feed.communicate(timeout=10)
-    finally:
-        redis_client.execute_command("CLIENT", "UNPAUSE")
-        if feed.poll() is None:
-            feed.kill()
+    with _sending_feed(redis_url, redis_client, 20, sent=5) as feed:
+        try:
+            redis_client.execute_command("CLIENT", "PAUSE", "30000", "WRITE")
+            time.sleep(0.3)  # the feed's next XADD is now held by Redis
+            feed.send_signal(signal.SIGTERM)
+            with pytest.raises(subprocess.TimeoutExpired):
+                feed.wait(timeout=0.5)
+            feed.send_signal(signal.SIGTERM)
+            stdout, stderr = feed.communicate(timeout=10)
+        finally:
+            redis_client.execute_command("CLIENT", "UNPAUSE")
     summary = json.loads(stdout)
     assert "stopped mid-batch" in stderr and "may have been written" in stderr, stderr
     assert 5 <= summary["sent"] <= redis_client.xlen(INPUT_STREAM)
@@ -231,32 +235,21 @@ def test_a_feed_stuck_on_redis_stops_on_a_second_signal_and_says_its_count_is_un
 def test_a_double_signal_after_the_feed_stopped_sending_still_prints_its_counts(redis_url: str,
                                                                                redis_client: redis.Redis) -> None:
     # An impatient double Ctrl-C: the second must not kill the feed between its last batch and its summary.
-    feed = _start_feed(redis_url, 3000)
-    try:
-        wait_for(lambda: redis_client.exists(INPUT_STREAM) and redis_client.xlen(INPUT_STREAM) >= 10, timeout_s=60,
-                 what="the feed sending")
+    with _sending_feed(redis_url, redis_client, 3000, sent=10) as feed:
         feed.send_signal(signal.SIGINT)
         feed.send_signal(signal.SIGINT)
         stdout, stderr = feed.communicate(timeout=30)
-    finally:
-        if feed.poll() is None:
-            feed.kill()
     assert feed.returncode == 0 and "Traceback" not in stderr, stderr
     assert 10 <= json.loads(stdout)["sent"] <= redis_client.xlen(INPUT_STREAM)
 
 
 def test_a_feed_started_ignoring_ctrl_c_keeps_ignoring_it(redis_url: str, redis_client: redis.Redis) -> None:
     # A background job of a script (`tacticalctl simulate &`): the terminal's Ctrl-C is not for it.
-    feed = _start_feed(redis_url, 20, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    try:
-        wait_for(lambda: redis_client.exists(INPUT_STREAM) and redis_client.xlen(INPUT_STREAM) >= 3, timeout_s=60,
-                 what="the feed sending")
+    ignore_ctrl_c = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    with _sending_feed(redis_url, redis_client, 20, sent=3, preexec_fn=ignore_ctrl_c) as feed:
         feed.send_signal(signal.SIGINT)
         with pytest.raises(subprocess.TimeoutExpired):
             feed.wait(timeout=1.0)
         feed.send_signal(signal.SIGTERM)
         stdout, _ = feed.communicate(timeout=30)
-    finally:
-        if feed.poll() is None:
-            feed.kill()
     assert json.loads(stdout)["sent"] == redis_client.xlen(INPUT_STREAM)
