@@ -82,8 +82,9 @@ def backup(
     json_output: JsonOption = False,
 ) -> None:
     """Back up the model bundles, the non-secret TACTICAL_* configuration and the Redis state that matters: the
-    streams with their ids, consumer group positions and pending entries (one MULTI/EXEC), the completed keys with
-    their expiry, the breaker and restart counters. Audited in tactical_alerts.
+    streams with their ids, consumer group positions and pending entries (copied in one MULTI/EXEC, then read entry
+    by entry; DUMPed in it when Redis has no memory for the copies), the completed keys with their expiry, the
+    breaker and restart counters. Audited in tactical_alerts.
 
     JSON keys: archive, checksum_file, sha256, bytes, created_at, redis {source, version, snapshot_time_ms,
     snapshot_held_ms (how long the snapshot held Redis), method, streams}, keys {streams, completed,
@@ -126,6 +127,9 @@ def _print_backup(console: Console, report: BackupReport, states: list[StreamSta
                   f"audit entry {report.audit_id}")
     held_ms = report.manifest["redis"]["snapshot_held_ms"]
     held = f"the snapshot held Redis {held_ms:.0f} ms (serving no other client)"
+    method = report.manifest["redis"]["method"]
+    if method.startswith("streams: DUMP"):
+        held += f"; {plain(method.split(';')[0])}"
     if held_ms > DEFAULT_THRESHOLDS.redis_rtt_critical_ms:
         console.print(f"[yellow]{held}: over the workers' {DEFAULT_THRESHOLDS.redis_rtt_critical_ms:.0f} ms Redis "
                       "check; back up after the close, or from a replica (runbook, Backup Procedures)[/]")

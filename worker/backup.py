@@ -3,9 +3,12 @@ archive whose every member is pinned by SHA-256.
 
 Consistency. The streams must agree with each other: an input entry acknowledged by the group has its decision
 in `tactical_decisions` (and its command, or its dead letter), an entry still pending has not. The worker changes
-them together in one Lua commit, so the backup reads them together: a DUMP of every stream — entries with their
+them together in one Lua commit, so the backup takes them together: a COPY of every stream — entries with their
 ids, consumer groups with `last-delivered-id` and `entries-read`, the pending entries with consumer and delivery
-count — in one MULTI/EXEC, which no commit can interleave. A DUMP keeps all of that (Redis 7's stream encoding).
+count — in one MULTI/EXEC, which no commit can interleave. The copies are then read in short ranges while Redis
+goes on serving the workers, archived entry by entry (`worker.stream_archive`), and deleted. A DUMP of each stream in
+the transaction, as format 1 did, held Redis for the whole serialisation (~0.8 s at 50,000 + 50,000 entries); it is
+still how a backup proceeds when Redis has no memory to spare for the copies (maxmemory), and said so.
 
 The `tactical:completed:{cid}` keys are many and must not stall Redis inside that transaction, and they need not:
 each is written once, in the same commit as its decision, holds the decision's stream id, and keeps the expiry it
@@ -15,15 +18,18 @@ pending entry look done, and lose it). Breaker and restart counters are read the
 with the streams. Not backed up: `tactical:processing:*` leases (the pending entries they guard are reclaimed) and
 heartbeats (liveness of processes that will not exist after a restore).
 
-Expiries are kept as absolute times (PEXPIRETIME, then RESTORE … ABSTTL): time spent in the archive counts.
+Expiries are kept as absolute times (PEXPIRETIME, then RESTORE … ABSTTL or PEXPIREAT): time spent in the archive
+counts.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tarfile
 import tempfile
@@ -49,19 +55,22 @@ from worker.names import (
 from worker.redis_text import as_text
 from worker.security import effective_settings, non_secret_environment
 from worker.settings import WorkerSettings
+from worker.stream_archive import CHUNK, FROZEN_TTL_MS, frozen_key, write_stream
 from worker.stream_entries import parse_stream_id, time_reply_ms, time_reply_us
 
-BACKUP_FORMAT = "tactical-backup/1"
+BACKUP_FORMAT = "tactical-backup/2"  # 2: streams archived entry by entry (STREAM_ENTRIES_MEMBER)
+READABLE_FORMATS = ("tactical-backup/1", BACKUP_FORMAT)  # a format-1 archive holds the streams as DUMPs only
 MANIFEST_MEMBER = "manifest.json"
 CONFIG_MEMBER = "config/settings.json"
-STREAMS_MEMBER = "redis/streams.jsonl"
+STREAMS_MEMBER = "redis/streams.jsonl"  # DUMPs: a stream name holding another type; every stream in a DUMP snapshot
+STREAM_ENTRIES_MEMBER = "redis/stream_entries.jsonl"  # `worker.stream_archive` records of the copied streams
 COMPLETED_MEMBER = "redis/completed.jsonl"
 BREAKER_MEMBER = "redis/breaker.jsonl"
 MODELS_PREFIX = "models/"
 BACKED_UP_STREAMS: tuple[str, ...] = (INPUT_STREAM, DECISIONS_STREAM, COMMANDS_STREAM, DEAD_LETTER_STREAM,
                                       ALERTS_STREAM)
-PENDING_DETAIL_LIMIT = 100_000  # pending entries listed in the manifest; the DUMP holds them all
-CHUNK = 500
+PENDING_DETAIL_LIMIT = 100_000  # pending entries listed in the manifest; the archive holds them all
+COPY_MEMORY_MARGIN = 0.9  # copies are taken only if Redis stays below this share of its maxmemory with them
 
 Progress = Callable[[str, int, "int | None"], None]  # (stage, done, total or None)
 
@@ -124,6 +133,9 @@ class StreamState:
                 "pending": list(self.pending), "pending_listed_up_to": PENDING_DETAIL_LIMIT,
                 "other_type": self.other_type}
 
+    def renamed(self, name: str) -> StreamState:
+        return replace(self, name=name)
+
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> StreamState:
         return cls(str(doc["name"]), bool(doc["exists"]), int(doc["length"]), str(doc["last_generated_id"]),
@@ -152,8 +164,8 @@ def _stream_state(name: str, info: Any, groups: Any, pending: Any) -> StreamStat
 
 
 def read_stream_states(client: redis.Redis, names: tuple[str, ...] = BACKED_UP_STREAMS,
-                       group: str = CONSUMER_GROUP) -> list[StreamState]:
-    with client.pipeline(transaction=True) as pipe:
+                       group: str = CONSUMER_GROUP, *, transaction: bool = True) -> list[StreamState]:
+    with client.pipeline(transaction=transaction) as pipe:
         for name in names:
             _queue_stream_state(pipe, name, group)
         replies = pipe.execute(raise_on_error=False)
@@ -161,11 +173,22 @@ def read_stream_states(client: redis.Redis, names: tuple[str, ...] = BACKED_UP_S
 
 
 @dataclass(frozen=True, slots=True)
+class FrozenStream:
+    """A stream's copy, taken in the snapshot's transaction, to be archived entry by entry (`write_stream`)."""
+
+    name: str
+    key: str
+    expire_at_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class StreamsSnapshot:
     server_time_ms: int
     states: tuple[StreamState, ...]
-    dumps: tuple[DumpedKey, ...]
+    dumps: tuple[DumpedKey, ...]  # streams (a DUMP snapshot) and stream names holding another type, as DUMPs
     held_ms: float = 0.0  # how long the transaction held Redis: serving nobody else (Redis's clock, in it)
+    frozen: tuple[FrozenStream, ...] = ()  # copies to read, then delete (`release`)
+    method: str = "copy"  # "copy", or "dump" with the reason the copies were not taken
 
     def state(self, name: str) -> StreamState:
         return next(s for s in self.states if s.name == name)
@@ -178,10 +201,85 @@ class StreamsSnapshot:
             return parse_stream_id(decisions.last_generated_id)
         return (self.server_time_ms - 1, 2**63)  # no decisions stream: only keys from before the snapshot's ms
 
+    def release(self, client: redis.Redis) -> None:
+        """Delete the copies. Best effort: copies a Redis error leaves behind expire within FROZEN_TTL_MS, and the
+        error that stopped the backup is the one to report."""
+        if self.frozen:
+            with contextlib.suppress(redis.RedisError):
+                client.unlink(*(frozen.key for frozen in self.frozen))
+
 
 def snapshot_streams(client: redis.Redis, names: tuple[str, ...] = BACKED_UP_STREAMS,
                      group: str = CONSUMER_GROUP) -> StreamsSnapshot:
-    """DUMP every stream and read its state in one MULTI/EXEC: no worker commit falls between two of them."""
+    """COPY every stream in one MULTI/EXEC (no worker commit falls between two of them), then read each copy's state.
+    Where Redis has no memory to spare for the copies, DUMP them in the transaction instead (`dump_snapshot`).
+    The caller archives `frozen` and then `release`s it."""
+    no_room = _no_room_for_copies(client, names)
+    if no_room is not None:
+        return dump_snapshot(client, names, group, reason=no_room)
+    token = secrets.token_hex(6)
+    try:
+        with client.pipeline(transaction=True) as pipe:
+            pipe.time()
+            for name in names:
+                pipe.type(name)
+                pipe.pexpiretime(name)
+                pipe.copy(name, frozen_key(token, name), replace=True)
+                pipe.pexpire(frozen_key(token, name), FROZEN_TTL_MS)
+            pipe.time()  # the transaction's last command: with the first, how long it held Redis
+            replies = pipe.execute(raise_on_error=False)
+        copied = [(name, *replies[1 + 4 * i: 5 + 4 * i]) for i, name in enumerate(names)]
+        refused = next((reply for *_, reply, _ in copied if isinstance(reply, Exception)), None)
+        if refused is not None:
+            raise refused
+    except redis.ResponseError as exc:  # refused when queued (the whole transaction), or when run
+        client.unlink(*(frozen_key(token, name) for name in names))
+        if isinstance(exc, redis.exceptions.NoPermissionError):  # an ACL from before backups copied
+            return dump_snapshot(client, names, group, reason="this Redis user may not COPY: give it the ACL in "
+                                 "runbook/acl, and backups hold Redis only for the copies")
+        if "OOM" in str(exc) or "maxmemory" in str(exc):  # maxmemory reached between the check and the COPY
+            return dump_snapshot(client, names, group, reason=f"COPY refused ({exc})")
+        raise BackupError(f"COPY of the streams failed: {exc}") from None
+    states, dumps, frozen = [], [], []
+    for name, kind, expire, _, _ in copied:
+        key, kind = frozen_key(token, name), as_text(kind)
+        if kind == "stream":
+            states.append(read_stream_states(client, (key,), group, transaction=False)[0].renamed(name))
+            frozen.append(FrozenStream(name, key, _expire_at(expire)))
+        elif kind == "none":
+            states.append(StreamState(name, exists=False))
+        else:  # there, but no stream: archived as it is, and said
+            payload = client.dump(key)
+            client.unlink(key)
+            states.append(StreamState(name, exists=False, other_type=kind))
+            if payload is not None:
+                dumps.append(DumpedKey(name.encode(), payload, _expire_at(expire)))
+    return StreamsSnapshot(time_reply_ms(replies[0]), tuple(states), tuple(dumps),
+                           held_ms=(time_reply_us(replies[-1]) - time_reply_us(replies[0])) / 1e3,
+                           frozen=tuple(frozen))
+
+
+def _no_room_for_copies(client: redis.Redis, names: tuple[str, ...]) -> str | None:
+    """Why copies of the streams would not fit under Redis's maxmemory (evicting keys or refusing writes), or None."""
+    memory = client.info("memory")
+    limit = int(memory.get("maxmemory", 0))
+    if limit <= 0:
+        return None
+    with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.memory_usage(name)
+        needed = sum(int(size or 0) for size in pipe.execute())
+    used = int(memory.get("used_memory", 0))
+    if used + needed <= COPY_MEMORY_MARGIN * limit:
+        return None
+    return (f"copies of the streams ({needed} bytes) would take Redis past {COPY_MEMORY_MARGIN:.0%} of its maxmemory "
+            f"({used} of {limit} bytes used)")
+
+
+def dump_snapshot(client: redis.Redis, names: tuple[str, ...] = BACKED_UP_STREAMS, group: str = CONSUMER_GROUP,
+                  *, reason: str) -> StreamsSnapshot:
+    """DUMP every stream and read its state in one MULTI/EXEC: Redis serves nobody else until every stream is
+    serialised. `reason`: why the copies were not taken."""
     with client.pipeline(transaction=True) as pipe:
         pipe.time()
         for name in names:
@@ -202,7 +300,8 @@ def snapshot_streams(client: redis.Redis, names: tuple[str, ...] = BACKED_UP_STR
         if payload is not None:
             dumps.append(DumpedKey(name.encode(), payload, _expire_at(expire)))
     return StreamsSnapshot(time_reply_ms(replies[0]), tuple(states), tuple(dumps),
-                           held_ms=(time_reply_us(replies[-1]) - time_reply_us(replies[0])) / 1e3)
+                           held_ms=(time_reply_us(replies[-1]) - time_reply_us(replies[0])) / 1e3,
+                           method=f"dump: {reason}")
 
 
 # ---- keys read after the transaction ---------------------------------------------------------------------------
@@ -352,10 +451,17 @@ def create_backup(
         (staging / "redis").mkdir()
         progress("snapshot of the streams (MULTI/EXEC)", 0, 1)
         snapshot = snapshot_streams(client)
-        with (staging / STREAMS_MEMBER).open("w") as out:
-            for dumped in snapshot.dumps:
-                out.write(dumped.to_line())
         progress("snapshot of the streams (MULTI/EXEC)", 1, 1)
+        try:
+            with (staging / STREAMS_MEMBER).open("w") as out:
+                for dumped in snapshot.dumps:
+                    out.write(dumped.to_line())
+            with (staging / STREAM_ENTRIES_MEMBER).open("w") as out:
+                for done, frozen in enumerate(snapshot.frozen, 1):
+                    write_stream(client, frozen.name, frozen.key, out, frozen.expire_at_ms)
+                    progress("streams, entry by entry", done, len(snapshot.frozen))
+        finally:
+            snapshot.release(client)
         with (staging / COMPLETED_MEMBER).open("w") as out:
             completed, newer = write_scanned_keys(client, COMPLETED_PREFIX + "*", out,
                                                   decided_up_to=snapshot.decided_up_to, progress=progress,
@@ -376,6 +482,7 @@ def create_backup(
                 progress("model files", done, len(sources))
             models = _bundle_report(staging / "models") | {"dir": str(models_dir)}
         members = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+        streams = sum(state.exists or state.other_type is not None for state in snapshot.states)
         manifest = {
             "format": BACKUP_FORMAT,
             "created_at": _utc_now(),
@@ -385,10 +492,12 @@ def create_backup(
                 "version": as_text(client.info("server").get("redis_version", "unknown")),
                 "snapshot_time_ms": snapshot.server_time_ms,
                 "snapshot_held_ms": round(snapshot.held_ms, 3),
-                "method": "streams: DUMP in one MULTI/EXEC; completed keys: SCAN+DUMP after it, newer ones left out",
+                "method": (("streams: COPY in one MULTI/EXEC, the copies read entry by entry after it"
+                            if snapshot.method == "copy" else f"streams: DUMP in one MULTI/EXEC ({snapshot.method})")
+                           + "; completed keys: SCAN+DUMP after it, newer ones left out"),
                 "streams": [s.as_dict() for s in snapshot.states],
             },
-            "keys": {"streams": len(snapshot.dumps), "completed": completed,
+            "keys": {"streams": streams, "completed": completed,
                      "completed_newer_than_snapshot": newer, "breaker": breaker},
             "models": models,
             "files": {name: {"sha256": sha256_path(staging / name), "bytes": (staging / name).stat().st_size}
@@ -397,7 +506,7 @@ def create_backup(
         (staging / MANIFEST_MEMBER).write_text(json.dumps(manifest, indent=2) + "\n")
         partial = archive.with_name(archive.name + ".partial")
         try:
-            with _private_file(partial) as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+            with _private_file(partial) as raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6) as tar:
                 for done, name in enumerate([MANIFEST_MEMBER, *members], 1):
                     tar.add(staging / name, arcname=name, recursive=False, filter=_tar_member_filter)
                     progress("archive", done, len(members) + 1)
@@ -411,6 +520,7 @@ def create_backup(
     with _private_file(checksum_path(archive)) as out:
         out.write(f"{digest}  {archive.name}\n".encode())
     audit_id = audit(client, actor=actor, action=BACKUP_ACTION,
-                     detail=f"backup written to {archive}: {len(snapshot.dumps)} streams, {completed} completed keys",
+                     detail=f"backup written to {archive}: {streams} streams, "
+                            f"{completed} completed keys",
                      archive=str(archive), sha256=digest)
     return BackupReport(archive, digest, archive.stat().st_size, manifest, as_text(audit_id))

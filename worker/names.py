@@ -15,6 +15,7 @@ PROCESSING_PREFIX = "tactical:processing:"
 COMPLETED_PREFIX = "tactical:completed:"
 HEARTBEAT_PREFIX = "tactical:heartbeat:"
 BREAKER_PREFIX = "tactical:breaker:"
+BACKUP_COPY_PREFIX = "tactical:backup:"  # + backup token + ":" + stream: a backup's copies, while it reads them
 
 EVENT_TYPE = "SYNERGY_DETECTED"
 

@@ -15,7 +15,7 @@ import os
 import shutil
 import tarfile
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -24,13 +24,13 @@ import redis
 from worker.alerts import audit, require_audit_trail
 from worker.backup import (
     BACKED_UP_STREAMS,
-    BACKUP_FORMAT,
     BREAKER_MEMBER,
-    CHUNK,
     COMPLETED_MEMBER,
     CONFIG_MEMBER,
     MANIFEST_MEMBER,
     MODELS_PREFIX,
+    READABLE_FORMATS,
+    STREAM_ENTRIES_MEMBER,
     STREAMS_MEMBER,
     BackupError,
     DumpedKey,
@@ -43,17 +43,24 @@ from worker.backup import (
     sha256_path,
 )
 from worker.heartbeat import live_consumers
-from worker.names import BREAKER_PREFIX, COMPLETED_PREFIX
+from worker.names import BREAKER_PREFIX, COMPLETED_PREFIX, CONSUMER_GROUP
 from worker.redis_text import as_text
+from worker.stream_archive import CHUNK, StreamRebuilder, record_stream
 from worker.stream_entries import server_now_ms
 
 TARGET_PATTERN = "tactical:*"
-# The keys each Redis member of an archive may hold, as `tacticalctl backup` writes them: anything else (a key of
-# another application) is refused, so a restore writes nothing outside the tactical keyspace it clears.
-_MEMBER_KEYS: dict[str, tuple[str, Callable[[str], bool]]] = {
-    STREAMS_MEMBER: ("streams", lambda key: key in BACKED_UP_STREAMS),
-    COMPLETED_MEMBER: ("completed", lambda key: key.startswith(COMPLETED_PREFIX)),
-    BREAKER_MEMBER: ("breaker", lambda key: key.startswith(BREAKER_PREFIX)),
+# The keys each Redis member of an archive may hold, as `tacticalctl backup` writes them, and how a line names its
+# key: anything else (a key of another application) is refused, so a restore writes nothing outside the tactical
+# keyspace it clears.
+def _dumped_key(line: bytes) -> str:
+    return DumpedKey.from_line(line).key.decode("utf-8", "replace")
+
+
+_MEMBER_KEYS: dict[str, tuple[str, Callable[[bytes], str], Callable[[str], bool]]] = {
+    STREAMS_MEMBER: ("streams", _dumped_key, lambda key: key in BACKED_UP_STREAMS),
+    STREAM_ENTRIES_MEMBER: ("streams", record_stream, lambda key: key in BACKED_UP_STREAMS),
+    COMPLETED_MEMBER: ("completed", _dumped_key, lambda key: key.startswith(COMPLETED_PREFIX)),
+    BREAKER_MEMBER: ("breaker", _dumped_key, lambda key: key.startswith(BREAKER_PREFIX)),
 }
 
 
@@ -108,7 +115,7 @@ def _hash_dumped_keys(archive: Path, handle: IO[bytes], member: str) -> tuple[st
     """`_hash_stream` of a Redis member, and the first problem with its lines: one that is not a dumped key, or a key
     that is not one `tacticalctl backup` writes there (another application's key). Said only once the hash matched:
     an archive altered without its checksums is refused as that."""
-    what, allowed = _MEMBER_KEYS[member]
+    what, key_of, allowed = _MEMBER_KEYS[member]
     digest, size, problem = hashlib.sha256(), 0, None
     for line in handle:
         digest.update(line)
@@ -116,7 +123,7 @@ def _hash_dumped_keys(archive: Path, handle: IO[bytes], member: str) -> tuple[st
         if problem is not None:
             continue
         try:
-            key = DumpedKey.from_line(line).key.decode("utf-8", "replace")
+            key = key_of(line)
         except _MALFORMED as exc:
             problem = _malformed(archive, member, exc)
             continue
@@ -146,8 +153,12 @@ def open_archive(archive: Path, progress: Progress = no_progress) -> VerifiedArc
                     if name != MANIFEST_MEMBER:
                         raise ArchiveIntegrityError(f"{archive}: {MANIFEST_MEMBER} is not the first member")
                     manifest = json.load(handle)
-                    if not isinstance(manifest, dict) or manifest.get("format") != BACKUP_FORMAT:
-                        raise ArchiveIntegrityError(f"{archive}: not a {BACKUP_FORMAT} archive")
+                    if not isinstance(manifest, dict) or manifest.get("format") not in READABLE_FORMATS:
+                        found = manifest.get("format") if isinstance(manifest, dict) else None
+                        raise ArchiveIntegrityError(
+                            f"{archive}: not a {' or '.join(READABLE_FORMATS)} archive (format {found!r})"
+                            + (": written by a newer tacticalctl; restore it with that version"
+                               if isinstance(found, str) and found.startswith("tactical-backup/") else ""))
                     continue
                 expected_file = manifest["files"].get(name)
                 if expected_file is None:
@@ -286,6 +297,9 @@ class RestoreReport:
     environment: dict[str, str]  # the archived TACTICAL_* configuration
     differences: tuple[str, ...] = field(default=())  # restored state vs. the manifest; empty when verified
     audit_id: str | None = None
+    # pending entries whose stream entry had been deleted before the backup: nothing to restore (a worker would
+    # only ack them); "stream/group" → their ids
+    pending_without_entry: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def verified(self) -> bool:
@@ -295,7 +309,8 @@ class RestoreReport:
         return {**self.plan.as_dict(), "cleared_keys": self.cleared_keys, "restored": self.restored,
                 "expired": self.expired, "model_files_written": list(self.model_files_written),
                 "environment": self.environment, "verified": self.verified,
-                "differences": list(self.differences), "audit_id": self.audit_id}
+                "differences": list(self.differences), "audit_id": self.audit_id,
+                "pending_without_entry": self.pending_without_entry}
 
 
 def _clear_target(client: redis.Redis) -> int:
@@ -340,6 +355,16 @@ def _restore_lines(client: redis.Redis, lines: IO[bytes], now_ms: int, progress:
     return restored, expired
 
 
+def _rebuild_streams(client: redis.Redis, lines: IO[bytes], progress: Progress) -> StreamRebuilder:
+    rebuilder = StreamRebuilder(client)
+    for count, line in enumerate(lines, 1):
+        rebuilder.add(line)  # its stream was checked with the archive (open_archive)
+        if count % CHUNK == 0:
+            progress("restore streams, entry by entry", rebuilder.counts.entries, None)
+    rebuilder.finish()
+    return rebuilder
+
+
 def _write_model_file(target: Path, handle: IO[bytes]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.restoring")
@@ -363,12 +388,16 @@ def verify_restored_models(models_dir: Path, files: Mapping[str, Mapping[str, An
     return tuple(differences)
 
 
-def verify_restored(client: redis.Redis, expected: list[StreamState]) -> tuple[str, ...]:
-    """Differences between the streams in Redis and the manifest's (lengths, ids, groups, pending entries)."""
+def verify_restored(client: redis.Redis, expected: list[StreamState],
+                    pending_without_entry: Mapping[str, list[str]] | None = None) -> tuple[str, ...]:
+    """Differences between the streams in Redis and the manifest's (lengths, ids, groups, pending entries).
+    `pending_without_entry` ("stream/group" → ids): pending entries the restore could not bring back, expected
+    missing."""
     names = tuple(s.name for s in expected)
     actual = read_stream_states(client, names)
     differences = []
     for want, got in zip(expected, actual, strict=True):
+        want = _without_pending(want, pending_without_entry or {})
         for label, a, b in (("exists", want.exists, got.exists), ("length", want.length, got.length),
                             ("last id", want.last_generated_id, got.last_generated_id),
                             ("groups", list(want.groups), list(got.groups)),
@@ -376,6 +405,14 @@ def verify_restored(client: redis.Redis, expected: list[StreamState]) -> tuple[s
             if a != b:
                 differences.append(f"{want.name}: {label} is {b!r}, the backup has {a!r}")
     return tuple(differences)
+
+
+def _without_pending(state: StreamState, gone: Mapping[str, list[str]]) -> StreamState:
+    """`state` less the pending entries in `gone` ("stream/group" → ids)."""
+    groups = tuple({**group, "pending": group["pending"] - len(gone.get(f"{state.name}/{group['name']}", ()))}
+                   for group in state.groups)
+    ids = set(gone.get(f"{state.name}/{CONSUMER_GROUP}", ()))
+    return replace(state, groups=groups, pending=tuple(row for row in state.pending if row["id"] not in ids))
 
 
 def restore_backup(
@@ -400,12 +437,12 @@ def restore_backup(
         require_audit_trail(client)
     cleared = _clear_target(client) if force and not plan.target_empty and not models_only else 0
     try:
-        restored, expired, written, environment = _restore_members(client, archive, models_dir, progress,
-                                                                   redis_members=not models_only)
+        restored, expired, written, environment, gone = _restore_members(client, archive, models_dir, progress,
+                                                                         redis_members=not models_only)
     except (BackupError, redis.RedisError, OSError, tarfile.TarError) as exc:
         raise BackupError(f"restore stopped part way, the target holds part of the backup: {exc}. "
                           "Fix the cause and run the restore again with --force --yes") from None
-    differences = (() if models_only else verify_restored(client, archive.streams)) + (
+    differences = (() if models_only else verify_restored(client, archive.streams, gone)) + (
         () if models_dir is None else verify_restored_models(models_dir, archive.manifest["files"]))
     what = "the model bundles of " if models_only else ""
     audit_id = audit(client, actor=actor, action="restore",
@@ -414,28 +451,36 @@ def restore_backup(
                      archive=str(archive.path), sha256=archive.sha256, forced=str(force).lower(),
                      models_only=str(models_only).lower())
     return RestoreReport(plan, cleared, restored, expired, tuple(written), environment, differences,
-                         as_text(audit_id))
+                         as_text(audit_id), gone)
 
 
 def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: Path | None,
                      progress: Progress, *, redis_members: bool = True,
-                     ) -> tuple[dict[str, int], int, list[str], dict[str, str]]:
+                     ) -> tuple[dict[str, int], int, list[str], dict[str, str], dict[str, list[str]]]:
     now_ms = server_now_ms(client)
     restored: dict[str, int] = {}
     expired = 0
     written: list[str] = []
     environment: dict[str, str] = {}
+    gone: dict[str, list[str]] = {}
     with tarfile.open(archive.path, mode="r:gz") as tar:
         for name, handle in _members(tar):
             if name in _MEMBER_KEYS:
                 if not redis_members:
                     continue
+                what = _MEMBER_KEYS[name][0]
                 try:
-                    count, gone = _restore_lines(client, handle, now_ms, progress, name)
+                    if name == STREAM_ENTRIES_MEMBER:
+                        counts = _rebuild_streams(client, handle, progress).counts
+                        count, stream_entries = counts.streams, counts.entries
+                        restored["stream_entries"] = restored.get("stream_entries", 0) + stream_entries
+                        gone = counts.pending_without_entry
+                    else:
+                        count, lapsed = _restore_lines(client, handle, now_ms, progress, name)
+                        expired += lapsed
                 except _MALFORMED as exc:
                     raise _malformed(archive.path, name, exc) from None
-                restored[_MEMBER_KEYS[name][0]] = count
-                expired += gone
+                restored[what] = restored.get(what, 0) + count
             elif name == CONFIG_MEMBER:
                 try:
                     environment = {str(k): str(v) for k, v in json.load(handle).get("environment", {}).items()}
@@ -448,4 +493,4 @@ def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: 
                     _write_model_file(target, handle)
                     written.append(relative)
                     progress("model files", len(written), None)
-    return restored, expired, written, environment
+    return restored, expired, written, environment, gone

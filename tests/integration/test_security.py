@@ -268,16 +268,26 @@ def test_the_operator_restores_into_a_server_with_the_same_acl(tmp_path: Path, a
     secret.write_text("o-pass")
     publish_events(admin, events(10))
     admin.xgroup_create(INPUT_STREAM, CONSUMER_GROUP, id="0")
+    admin.xreadgroup(CONSUMER_GROUP, "w1", {INPUT_STREAM: ">"}, count=3)  # pending entries, a consumer: rebuilt too
+    admin.xgroup_createconsumer(INPUT_STREAM, CONSUMER_GROUP, "w2")
     operator_url = f"redis://tacticalctl@127.0.0.1:{acl_server.port}/2"
     archive = tmp_path / "b.tar.gz"
     env = {"TACTICAL_REDIS_PASSWORD_FILE": str(secret)}
-    assert tacticalctl(operator_url, "backup", str(archive), "--no-models", **env).exit_code == 0
+    backed_up = tacticalctl(operator_url, "backup", str(archive), "--no-models", "--json", **env)
+    assert backed_up.exit_code == 0, backed_up.output
+    assert json.loads(backed_up.stdout)["redis"]["method"].startswith("streams: COPY")
     admin.flushdb()
     restored = tacticalctl(operator_url, "restore", str(archive), "--no-models", "--json", **env)
     assert restored.exit_code == 0, restored.output
     assert json.loads(restored.stdout)["verified"] is True
-    assert admin.xlen(INPUT_STREAM) == 10
+    assert admin.xlen(INPUT_STREAM) == 10 and admin.xinfo_groups(INPUT_STREAM)[0]["consumers"] == 2
     assert _acl_denials(admin) == []
+
+    # An ACL from before backups copied the streams: the backup is still taken, the old way, and says how to fix it.
+    admin.execute_command("ACL", "SETUSER", "tacticalctl", "-copy")
+    old_acl = tacticalctl(operator_url, "backup", str(tmp_path / "old-acl.tar.gz"), "--no-models", **env)
+    assert old_acl.exit_code == 0, old_acl.output
+    assert "DUMP in one MULTI/EXEC" in old_acl.stdout and "may not COPY" in old_acl.stdout, old_acl.stdout
 
 
 # ---- wrong credentials -------------------------------------------------------------------------------------------

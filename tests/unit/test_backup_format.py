@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
+
+import pytest
 
 from worker.backup import DumpedKey, StreamsSnapshot, StreamState
 from worker.names import DECISIONS_STREAM, INPUT_STREAM
 from worker.restore import RestorePlan, VerifiedArchive
+from worker.stream_archive import _pack, _unpack, record_stream
 
 
 def test_a_dumped_key_survives_its_line_even_when_its_name_is_not_utf8() -> None:
@@ -15,6 +20,20 @@ def test_a_dumped_key_survives_its_line_even_when_its_name_is_not_utf8() -> None
         line = dumped.to_line()
         assert line.endswith("\n") and "\n" not in line[:-1]
         assert DumpedKey.from_line(line) == dumped
+
+
+def test_packed_entry_fields_come_back_byte_for_byte_and_a_cut_or_padded_blob_is_refused() -> None:
+    entries = [{b"matrix": bytes(range(256)) * 7, b"symbol": b"ES", b"": b""}, {b"\xff\xfe": b"\x00"}, {}]
+    blob = _pack(entries)
+    assert _unpack(blob, 3) == entries
+    for damaged, count in ((blob[:-1], 3), (blob + b"\x00", 3), (blob, 4)):
+        with pytest.raises(ValueError):
+            _unpack(damaged, count)
+    record = {"kind": "entries", "stream": INPUT_STREAM, "ids": ["1-1", "1-2", "1-3"],
+              "fields": base64.b64encode(blob).decode()}
+    assert record_stream(json.dumps(record)) == INPUT_STREAM
+    with pytest.raises(ValueError):  # checked when the archive is opened, before anything is written
+        record_stream(json.dumps({**record, "ids": ["1-1"]}))
 
 
 def test_completed_keys_are_cut_off_at_the_snapshots_last_decision() -> None:
