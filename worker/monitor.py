@@ -20,7 +20,7 @@ import numpy as np
 
 from models.bundle import BundleError, check_unchanged, serving_bundle_dir, verify_bundle
 from worker.alerts import Severity, publish_alert
-from worker.breaker import BreakerState, take_reset_request
+from worker.breaker import BreakerState, restart_count, take_reset_request
 from worker.connection import REDIS_FAILED, REDIS_UNREACHABLE, connect
 from worker.health import CheckStatus as Status
 from worker.health import (
@@ -111,6 +111,7 @@ class HealthMonitor:
         lag = self._lag(now) if rtt_ms is not None else None
         if rtt_ms is not None:
             self._honour_reset_request()
+            self._refresh_restart_count()
             self._publish_breaker_transitions()
             self._flush_alerts()
         self._watch_models(now)
@@ -180,6 +181,14 @@ class HealthMonitor:
                 self.worker.breaker.reset(actor)
             self.worker.restart_count = 0  # the reset cleared the restart counter too: /health/state must say so
             log.warning("circuit breaker reset by %s", actor)
+
+    def _refresh_restart_count(self) -> None:
+        """The starts within the restart window as Redis counts them now: the count taken at this worker's start
+        said 6/5 long after the window had moved past those starts."""
+        try:
+            self.worker.restart_count = restart_count(self.client, self.settings.breaker_restart_window_s, time.time())
+        except REDIS_FAILED:  # tried again next tick
+            return
 
     def _publish_breaker_transitions(self) -> None:
         breaker = self.worker.breaker

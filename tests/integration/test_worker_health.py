@@ -27,7 +27,7 @@ from tests.bundles import break_agent
 from tests.deploy.deploy_contract import RUNBOOK_METRICS
 from tests.events import many_events
 from tests.integration.streams import pending_count, wait_for, wait_settled
-from worker.breaker import request_reset
+from worker.breaker import record_restart, request_reset
 from worker.connection import connect
 from worker.embedded_redis import EmbeddedRedis
 from worker.feed import send_events, simulated_events
@@ -124,6 +124,16 @@ def test_restarts_over_the_limit_open_the_breaker_across_processes(redis_url, re
     assert redis_client.xinfo_groups(INPUT_STREAM)[0]["lag"] == 20, "the events wait in the stream"
     request_reset(redis_client, "test@ci")
     wait_settled(redis_client, 20)
+
+
+def test_the_restart_count_follows_the_window_not_the_count_at_start(redis_url, redis_client, start_worker):
+    earlier = time.time() - 8  # two starts of other workers, 7 s before they leave a 15 s window
+    for consumer in ("gone-a", "gone-b"):
+        record_restart(redis_client, consumer, earlier, window_s=15)
+    worker = start_worker(redis_url, breaker_restart_window_s=15, health_interval_s=0.2)
+    assert state(worker)["circuit_breaker"]["restart_count"] == 3
+    # Once the window has moved past those starts, /health/state says so, as `tacticalctl breaker status` does.
+    wait_for(lambda: state(worker)["circuit_breaker"]["restart_count"] == 1, timeout_s=20, what="starts aged out")
 
 
 def test_stopped_redis_moves_health_up_and_back_down_with_hysteresis(private_redis: EmbeddedRedis, start_worker):
