@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -115,25 +116,37 @@ def default_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _utc_iso(at: float | None = None) -> str:
+    """`at` (Unix seconds; None: now) as ISO-8601 UTC to the millisecond."""
+    when = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# An alert published this much later than what it reports happened (held back while Redis was down) says when it
+# was published too.
+LATE_PUBLISH_S = 1.0
 
 
 def publish_alert(
-    client: redis.Redis, *, severity: Severity, kind: str, message: str, source: str, **fields: str
+    client: redis.Redis, *, severity: Severity, kind: str, message: str, source: str, at: float | None = None,
+    **fields: str,
 ) -> bytes:
-    """XADD one alert and return its entry id."""
-    clashes = sorted(set(fields) & set(CORE_FIELDS))
+    """XADD one alert and return its entry id. `ts` is `at`, when what it reports happened (Unix seconds; default
+    now): an alert held back while Redis was down keeps its time, and carries `published_ts` too."""
+    clashes = sorted(set(fields) & {*CORE_FIELDS, "published_ts"})
     if clashes:
         raise AlertFieldError(f"extra alert fields {clashes} would overwrite core fields {list(CORE_FIELDS)}")
+    now = time.time()
     entry = {
         "severity": Severity(severity).value,
         "kind": kind,
         "message": message,
         "source": source,
-        "ts": _utc_now_iso(),
+        "ts": _utc_iso(now if at is None else at),
         **{name: str(value) for name, value in fields.items()},
     }
+    if at is not None and now - at >= LATE_PUBLISH_S:
+        entry["published_ts"] = _utc_iso(now)
     entry_id = client.xadd(ALERTS_STREAM, entry, maxlen=ALERTS_MAXLEN, approximate=True)  # type: ignore[arg-type]
     return cast(bytes, entry_id)
 
@@ -143,7 +156,7 @@ def audit(client: redis.Redis, *, actor: str, action: str, detail: str, **fields
     if "actor" in fields:
         raise AlertFieldError("pass the actor as `actor=`, not as an extra field")
     return publish_alert(
-        client, severity=Severity.AUDIT, kind=action, message=detail, source=actor, actor=actor, **fields
+        client, severity=Severity.AUDIT, kind=action, message=detail, source=actor, at=None, actor=actor, **fields
     )
 
 

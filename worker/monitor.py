@@ -74,7 +74,8 @@ class HealthMonitor:
                               connect_timeout_s=REPLY_TIMEOUT_S, reply_timeout_s=REPLY_TIMEOUT_S, retries=0)
         self.model_confirmed_at = clock()
         self.model_problem: str | None = None
-        self._breaker_transitions_seen = 0
+        self._breaker_transitions_seen = 0  # published as alerts
+        self._breaker_transitions_logged = 0
         self._next_model_poll = 0.0
         self._refused: tuple[tuple[Path, tuple[str, ...]], str] | None = None  # (bundle, its files), and why
         self._next_agent_probe = 0.0
@@ -109,6 +110,7 @@ class HealthMonitor:
         now = self.clock()
         rtt_ms = self._redis_rtt_ms()
         lag = self._lag(now) if rtt_ms is not None else None
+        self._log_breaker_transitions()
         if rtt_ms is not None:
             self._honour_reset_request()
             self._refresh_restart_count()
@@ -208,10 +210,19 @@ class HealthMonitor:
                     message=f"circuit breaker {transition.from_state.name.lower()} → "
                     f"{transition.to_state.name.lower()}: {transition.reason}",
                     source=self.settings.consumer,
+                    at=transition.at,
                 )
             except REDIS_FAILED:
-                return  # published on a later tick
+                return  # published on a later tick, with the time it happened
             self._breaker_transitions_seen += 1
+
+    def _log_breaker_transitions(self) -> None:
+        """Log each breaker transition on the tick it happened, Redis or not (its alert may wait for Redis)."""
+        with self.worker.breaker_lock:
+            _, recent = self.worker.breaker.transitions_since(self._breaker_transitions_logged)
+            self._breaker_transitions_logged = self.worker.breaker.transitions_total
+        for transition in recent:
+            opened = transition.to_state is BreakerState.OPEN
             log.log(logging.ERROR if opened else logging.INFO, "circuit breaker %s: %s",
                     transition.to_state.name.lower(), transition.reason)
 
@@ -225,7 +236,7 @@ class HealthMonitor:
             f"{transition.reason}",
             "source": self.settings.consumer,
             "from_state": transition.from_state.name.lower(), "to_state": transition.to_state.name.lower(),
-            "at": repr(transition.at),
+            "at": transition.at,  # its `ts`, however late Redis takes it
         })
         self._flush_alerts()
         for action in transition.actions:

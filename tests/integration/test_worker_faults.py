@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 import redis
@@ -12,6 +14,7 @@ import redis
 from tests.events import many_events
 from tests.faults import FaultyModel
 from tests.integration.streams import decided_ids, pending_count, wait_for, wait_settled
+from worker.alerts import Alert, recent_alerts
 from worker.breaker import request_reset
 from worker.names import CONSUMER_GROUP, DECISIONS_STREAM, INPUT_STREAM
 from worker.producer import publish_events
@@ -113,3 +116,29 @@ def test_redis_failing_in_the_periodic_work_is_counted_under_its_operation(runni
     assert errors("read") == 0
     publish_events(redis_client, events(5, f"after-{operation}"))
     wait_settled(redis_client, 5)
+
+
+def test_a_breaker_opened_while_redis_is_down_is_logged_then_and_its_alert_keeps_that_time(
+    private_redis, in_process_worker, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The on-call engineer reads the log and the alerts afterwards: both must say when the breaker opened, not when
+    # Redis came back (an alert waits for Redis; the log line must not).
+    worker, _ = in_process_worker(private_redis.url(), "outage", health_interval_s=0.1)
+    caplog.set_level(logging.ERROR, logger="tactical.monitor")
+    private_redis.stop()
+    with worker.breaker_lock:
+        worker.breaker.force_open("test: opened during the outage")
+    opened_at = time.time()
+    wait_for(lambda: any("circuit breaker open: test: opened during the outage" in r.getMessage()
+                         for r in caplog.records), what="the transition logged while Redis is down")
+    time.sleep(1.5)  # the alert, held back meanwhile, is published late
+    private_redis.start()
+    client = redis.Redis.from_url(private_redis.url())
+
+    def opened() -> list[Alert]:
+        return [a for a in recent_alerts(client, count=50) if a.kind == "breaker_open"]
+    wait_for(lambda: opened(), timeout_s=30, what="the breaker alert published once Redis is back")
+    [alert] = opened()
+    happened = datetime.fromisoformat(alert.ts.replace("Z", "+00:00")).timestamp()
+    published = datetime.fromisoformat(alert.fields["published_ts"].replace("Z", "+00:00")).timestamp()
+    assert abs(happened - opened_at) < 0.5 and published - happened >= 1.5, (alert.ts, alert.fields)
