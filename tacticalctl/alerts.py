@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Annotated
 
 import typer
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -71,11 +71,15 @@ def alerts(
     JSON keys: entries [{id, severity, kind, message, source, ts, ...extra fields such as actor}]; with --follow,
     one such object per line."""
     context = get_context(ctx)
-    client = context.redis()
+    client = context.redis(ride_out_outage=follow)
     wanted = {s.value for s in severity or []}
-    shown = _matching(recent_alerts(client, count=_SCAN if wanted else count), wanted)[-count:]
-    latest = recent_alerts(client, count=1)
-    last_id = latest[-1].id if latest else "0"
+    try:
+        shown = _matching(recent_alerts(client, count=_SCAN if wanted else count), wanted)[-count:]
+        latest = recent_alerts(client, count=1)
+        last_id = latest[-1].id if latest else "0"
+    except REDIS_UNREACHABLE as exc:  # only with --follow (else context.redis() said so): follow from now
+        _say_outage(context.console, exc, json_output)
+        shown, last_id = [], f"{int(time.time() * 1000)}-0"
     if json_output and not follow:
         print_json({"entries": [a.as_dict() for a in shown]})
         return
@@ -95,11 +99,7 @@ def alerts(
             try:
                 new = read_alerts(client, count=500, since_id=last_id)
             except REDIS_UNREACHABLE as exc:  # follow through a Redis blip, as a watch does
-                message = outage_message(exc, _RETRY_S)
-                if json_output:  # stdout stays one alert per line
-                    sys.stderr.write(f"tacticalctl: {message}\n")
-                else:
-                    console.print(message, style="red")
+                _say_outage(console, exc, json_output)
                 time.sleep(_RETRY_S)
                 continue
             if new:
@@ -113,6 +113,14 @@ def alerts(
                 time.sleep(_POLL_S)
     except KeyboardInterrupt:
         pass
+
+
+def _say_outage(console: Console, exc: Exception, json_output: bool) -> None:
+    message = outage_message(exc, _RETRY_S)
+    if json_output:  # stdout stays one alert per line
+        sys.stderr.write(f"tacticalctl: {message}\n")
+    else:
+        console.print(message, style="red")
 
 
 def _write_line(alert: Alert) -> None:

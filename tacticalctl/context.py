@@ -28,8 +28,10 @@ class CtlContext:
     console: Console = field(default_factory=lambda: Console(no_color=bool(os.environ.get("NO_COLOR"))))
     _client: redis.Redis | None = None
 
-    def redis(self) -> redis.Redis:
-        """A connected client, or CtlError(CRITICAL) naming the (redacted) URL."""
+    def redis(self, *, ride_out_outage: bool = False) -> redis.Redis:
+        """A connected client, or CtlError(CRITICAL) naming the (redacted) URL. With `ride_out_outage` (a watch or a
+        follow, started while Redis is down), an unreachable Redis is not an error: the client is returned
+        unchecked, and the caller's first reads fail as later ones would in an outage."""
         if self._client is None:
             try:
                 client = connect(self.redis_url, client_name="tacticalctl", connect_timeout_s=2.0)
@@ -42,6 +44,8 @@ class CtlContext:
             except RedisAuthError as exc:
                 raise CtlError(str(exc), ExitCode.CRITICAL) from None
             except REDIS_UNREACHABLE as exc:
+                if ride_out_outage:
+                    return client  # not kept: the next call checks again
                 raise CtlError(f"Redis unreachable at {redact_url(self.redis_url)}: {exc}", ExitCode.CRITICAL) from None
             db = selected_db(client)
             if db != DEFAULT_DB:

@@ -99,7 +99,7 @@ def watch(
     context = get_context(ctx)
     monitor = LagMonitor()
     try:
-        client = context.redis()
+        client = context.redis(ride_out_outage=True)
         if json_output:
             _watch_json(client, monitor, interval, duration)
             return

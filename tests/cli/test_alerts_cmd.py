@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -62,3 +64,22 @@ def test_follow_prints_alerts_published_while_it_runs(ctl: Ctl, redis_client: re
 def test_no_alerts(ctl: Ctl) -> None:
     result = ctl("alerts")
     assert result.exit_code == 0 and "no alerts" in result.stdout
+
+
+def test_follow_started_while_redis_is_down_prints_what_comes_once_it_is_back(private_redis) -> None:
+    private_redis.stop()
+    follow = subprocess.Popen([sys.executable, "-c", "from tacticalctl.app import main; main()", "--redis-url",
+                               private_redis.url(), "alerts", "--follow", "--duration", "8", "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        said = follow.stderr.readline()  # type: ignore[union-attr]  # the outage, said before Redis is back
+        private_redis.start()
+        publish_alert(redis.Redis.from_url(private_redis.url()), severity=Severity.P0, kind="breaker_open",
+                      message="after the outage", source="w")
+        stdout, stderr = follow.communicate(timeout=30)
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+    assert follow.returncode == 0, stderr
+    assert "unreachable" in said.lower(), said
+    assert [json.loads(line)["message"] for line in stdout.splitlines()] == ["after the outage"]

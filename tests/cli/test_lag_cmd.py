@@ -146,3 +146,26 @@ def test_lag_of_a_key_of_another_type_names_its_type(ctl: Ctl, redis_client: red
     result = ctl("lag")
     assert result.exit_code == 3
     assert f"'{INPUT_STREAM}' is a string, not a stream" in result.stderr
+
+
+def _tacticalctl(redis_url: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "from tacticalctl.app import main; main()", "--redis-url",
+                             redis_url, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "NO_COLOR": "1"})
+
+
+def test_a_watch_started_while_redis_is_down_waits_it_out(private_redis) -> None:
+    # Started during an outage (the on-call engineer's first move), a watch samples the outage instead of quitting.
+    private_redis.stop()
+    watch = _tacticalctl(private_redis.url(), "lag", "watch", "--json", "--interval", "0.2", "--duration", "6")
+    try:
+        first = json.loads(watch.stdout.readline())  # type: ignore[union-attr]  # a sample of the outage
+        private_redis.start()
+        ensure_group(redis.Redis.from_url(private_redis.url()))
+        stdout, stderr = watch.communicate(timeout=30)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+    assert watch.returncode == 0, stderr
+    assert first["status"] == "critical" and "unreachable" in first["error"].lower(), first
+    assert json.loads(stdout.splitlines()[-1])["status"] == "ok", stdout
