@@ -17,7 +17,7 @@ from tacticalctl.formatting import age, parse_duration, plain, timestamp
 from worker.alerts import default_actor
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
 from worker.ops.consumer_prune import prune_consumers
-from worker.ops.stream_info import StreamMissing, StreamOverview, read_stream_overview
+from worker.ops.stream_info import StreamMissing, StreamOverview, read_stream_overview, streams_of_another_type
 from worker.ops.stream_trim import (
     TRIMMED_STREAMS,
     StreamTrimError,
@@ -83,19 +83,27 @@ def info(
     """XINFO STREAM, GROUPS and CONSUMERS as tables, each consumer with its heartbeat liveness.
 
     A consumer with pending entries and no heartbeat is a dead worker's (move them with `tacticalctl pending claim`).
+    Any of the system's five streams whose name holds a key of another type (where a WRONGTYPE refusal comes from)
+    is named, and makes the exit 1.
 
     JSON keys: stream, length, first_id, last_id, last_generated_id, entries_added, max_deleted_entry_id,
     groups (name, pending, last_delivered_id, entries_read, lag, consumers (name, pending, idle_ms, alive,
-    last_beat)), live_without_group. Exit 3 when the stream does not exist."""
+    last_beat)), live_without_group, not_streams ({name: type}). Exit 3 when the stream does not exist."""
     context = get_context(ctx)
+    client = context.redis()
+    not_streams = {name: kind for name, kind in streams_of_another_type(client).items() if name != stream}
     try:
-        overview = read_stream_overview(context.redis(), stream)
+        overview = read_stream_overview(client, stream)
     except StreamMissing as exc:
         raise CtlError(str(exc), ExitCode.UNKNOWN) from None
     if json_output:
-        print_json(overview.as_dict())
+        print_json({**overview.as_dict(), "not_streams": not_streams})
     else:
         context.console.print(render_overview(overview))
+    if not_streams:
+        named = ", ".join(f"{name} is a {kind}" for name, kind in not_streams.items())
+        raise CtlError(f"warning: {named}, not a stream: the worker cannot write there (its commits are refused, "
+                       "WRONGTYPE); move the key aside (RENAME) and `tacticalctl breaker reset`", ExitCode.WARNING)
 
 
 @stream_app.command("trim")

@@ -43,14 +43,11 @@ import redis
 
 from worker.alerts import audit, require_audit_trail
 from worker.names import (
-    ALERTS_STREAM,
+    ALL_STREAMS,
     BREAKER_PREFIX,
-    COMMANDS_STREAM,
     COMPLETED_PREFIX,
     CONSUMER_GROUP,
-    DEAD_LETTER_STREAM,
     DECISIONS_STREAM,
-    INPUT_STREAM,
 )
 from worker.redis_text import as_text
 from worker.security import effective_settings, non_secret_environment
@@ -67,8 +64,7 @@ STREAM_ENTRIES_MEMBER = "redis/stream_entries.jsonl"  # `worker.stream_archive` 
 COMPLETED_MEMBER = "redis/completed.jsonl"
 BREAKER_MEMBER = "redis/breaker.jsonl"
 MODELS_PREFIX = "models/"
-BACKED_UP_STREAMS: tuple[str, ...] = (INPUT_STREAM, DECISIONS_STREAM, COMMANDS_STREAM, DEAD_LETTER_STREAM,
-                                      ALERTS_STREAM)
+BACKED_UP_STREAMS = ALL_STREAMS
 PENDING_DETAIL_LIMIT = 100_000  # pending entries listed in the manifest; the archive holds them all
 COPY_MEMORY_MARGIN = 0.9  # copies are taken only if Redis stays below this share of its maxmemory with them
 

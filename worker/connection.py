@@ -43,7 +43,7 @@ def refusal_advice(exc: redis.ResponseError) -> str | None:
         return "the URL's database does not exist on this server: --redis-url / TACTICAL_REDIS_URL (database 2)"
     if "WRONGTYPE" in text:
         return ("a key has another type than the worker writes (something else wrote it, or the wrong database): "
-                "`tacticalctl stream info`, then move the key aside (RENAME)")
+                "`tacticalctl stream info` names the stream that holds one, then move the key aside (RENAME)")
     if isinstance(exc, REDIS_REFUSING_WRITES):
         return ("Redis takes no writes now (out of memory, or a replica during a failover): "
                 "`tacticalctl triage worker-down`")

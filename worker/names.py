@@ -10,6 +10,7 @@ DEAD_LETTER_STREAM = "synergy_events:dead"
 DECISIONS_STREAM = "tactical_decisions"
 COMMANDS_STREAM = "execution_commands"
 ALERTS_STREAM = "tactical_alerts"
+ALL_STREAMS: tuple[str, ...] = (INPUT_STREAM, DECISIONS_STREAM, COMMANDS_STREAM, DEAD_LETTER_STREAM, ALERTS_STREAM)
 
 PROCESSING_PREFIX = "tactical:processing:"
 COMPLETED_PREFIX = "tactical:completed:"

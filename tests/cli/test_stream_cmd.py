@@ -47,6 +47,19 @@ def test_info_of_a_key_of_another_type_names_its_type(ctl: Ctl, redis_client: re
     assert "'not-a-stream' is a string, not a stream" in result.stderr
 
 
+def test_info_names_any_of_the_systems_streams_that_holds_another_type(ctl: Ctl, redis_client: redis.Redis) -> None:
+    # Where the worker's WRONGTYPE refusal leads: Redis's error does not name the key, this does.
+    publish(redis_client, 2)
+    redis_client.set(DEAD_LETTER_STREAM, "junk")
+    result = ctl("stream", "info")
+    assert result.exit_code == 1, result.output
+    assert f"{DEAD_LETTER_STREAM} is a string, not a stream" in result.stderr and "RENAME" in result.stderr
+    assert "stream synergy_events" in result.stdout  # the input stream is still shown
+    assert json.loads(ctl("stream", "info", "--json").stdout)["not_streams"] == {DEAD_LETTER_STREAM: "string"}
+    redis_client.delete(DEAD_LETTER_STREAM)
+    assert ctl("stream", "info").exit_code == 0
+
+
 def _old_decisions(client: redis.Redis, count: int, hours_ago: float) -> list[bytes]:
     seconds, micros = client.time()
     start = seconds * 1000 + micros // 1000 - int(hours_ago * 3_600_000)

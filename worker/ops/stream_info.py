@@ -14,8 +14,8 @@ import redis
 
 from worker.heartbeat import live_consumers
 from worker.lag import no_stream_message
-from worker.names import INPUT_STREAM
-from worker.redis_text import as_optional_text
+from worker.names import ALL_STREAMS, INPUT_STREAM
+from worker.redis_text import as_optional_text, as_text
 
 
 class StreamMissing(RuntimeError):
@@ -118,6 +118,16 @@ def _snapshot(client: redis.Redis, stream: str) -> tuple[dict, list[dict], dict[
 
 
 _SNAPSHOT_ATTEMPTS = 3
+
+
+def streams_of_another_type(client: redis.Redis) -> dict[str, str]:
+    """The system's streams whose name holds a key of another type (someone else wrote it), with that type: where
+    a WRONGTYPE refusal comes from (Redis's error does not name the key)."""
+    with client.pipeline(transaction=False) as pipe:
+        for name in ALL_STREAMS:
+            pipe.type(name)
+        kinds = [as_text(kind) for kind in pipe.execute()]
+    return {name: kind for name, kind in zip(ALL_STREAMS, kinds, strict=True) if kind not in ("stream", "none")}
 
 
 def read_stream_overview(client: redis.Redis, stream: str = INPUT_STREAM) -> StreamOverview:
