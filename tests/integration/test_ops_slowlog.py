@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -99,3 +100,24 @@ def test_a_spike_the_slow_log_cannot_attribute_is_warned_of(private_redis) -> No
     redis.Redis.from_url(url).slowlog_reset()
     [(status, summary)] = latency_findings(url)
     assert status is Status.WARN, summary
+
+
+def test_a_transaction_of_tacticalctl_is_its_own_and_never_the_warnings_headline(private_redis) -> None:
+    # A backup's snapshot is one MULTI/EXEC: the latency monitor stamps the whole EXEC, the slow log each command
+    # inside it (EXEC itself is not logged), none of them as long as the spike.
+    url = private_redis.url()
+    operator = redis.Redis.from_url(url, client_name="tacticalctl-ops")
+    with operator.pipeline(transaction=True) as pipe:
+        for _ in range(3):
+            pipe.eval(BUSY_LUA, 0, 60_000)
+        pipe.execute()
+    [(status, summary)] = latency_findings(url)
+    assert status is Status.OK and "tacticalctl sent itself" in summary, summary
+
+    time.sleep(1.1)  # the worker's spike in a second of its own
+    slow_command_from(url, "tactical-worker:host-a:1", busy_us=70_000)
+    [(status, summary)] = latency_findings(url)
+    assert status is Status.WARN, summary
+    warned, own = (int(re.search(r"command (\d+) ms", part).group(1))  # type: ignore[union-attr]
+                   for part in summary.split("; tacticalctl's own: "))
+    assert 70 <= warned < 180 <= own, summary  # the worker's ~70 ms is warned of, tacticalctl's ~180 said apart

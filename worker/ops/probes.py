@@ -202,28 +202,50 @@ def _latency_events(client: redis.Redis, now_s: int, slowlog: list[dict[str, Any
             spikes[event] = over
     if not spikes:
         return []
-    peaks = {event: max(ms for _, ms in samples) for event, samples in spikes.items()}
-    listed = ", ".join(f"{event} {peaks[event]} ms" + (f" (peak of {len(spikes[event])})" if len(spikes[event]) > 1
-                                                        else "") for event in spikes)
     window = f"in the last {SLOWLOG_RECENT_S // 60} min"
-    if set(spikes) <= _COMMAND_EVENTS and all(_sent_by_tacticalctl(ts, ms, slowlog)
-                                               for samples in spikes.values() for ts, ms in samples):
-        return [_ok(f"Redis latency monitor: {listed} {window}, each a slow command tacticalctl sent itself",
-                    latency=peaks)]
-    return [_warn(f"Redis latency monitor: {listed} {window} (`LATENCY HISTORY <event>` for each spike; fork: a "
-                  "save or AOF rewrite)", latency=peaks)]
+    own = {event: [(ts, ms) for ts, ms in samples if _sent_by_tacticalctl(ts, ms, slowlog)]
+           for event, samples in spikes.items() if event in _COMMAND_EVENTS}
+    others = {event: [sample for sample in samples if sample not in own.get(event, [])]
+              for event, samples in spikes.items()}
+    others = {event: samples for event, samples in others.items() if samples}
+    own = {event: samples for event, samples in own.items() if samples}
+    if not others:
+        return [_ok(f"Redis latency monitor: {_listed(own)} {window}, each a slow command tacticalctl sent itself",
+                    latency=_peaks(own))]
+    # The headline is the others' spikes: a backup's own snapshot must not be what a warning reports as its peak.
+    also = f"; tacticalctl's own: {_listed(own)}" if own else ""
+    return [_warn(f"Redis latency monitor: {_listed(others)} {window}{also} (`LATENCY HISTORY <event>` for each "
+                  "spike; fork: a save or AOF rewrite)", latency=_peaks(others), own_latency=_peaks(own))]
+
+
+def _peaks(spikes: dict[str, list[tuple[int, int]]]) -> dict[str, int]:
+    return {event: max(ms for _, ms in samples) for event, samples in spikes.items()}
+
+
+def _listed(spikes: dict[str, list[tuple[int, int]]]) -> str:
+    peaks = _peaks(spikes)
+    return ", ".join(f"{event} {peaks[event]} ms" + (f" (peak of {len(samples)})" if len(samples) > 1 else "")
+                     for event, samples in spikes.items())
 
 
 def _sent_by_tacticalctl(ts: int, ms: int, slowlog: list[dict[str, Any]]) -> bool:
-    """The slow-log entries as long as the spike, ending about when Redis stamped it (one sample a second: the
-    longest), are all tacticalctl's, and there is at least one."""
-    clients = set()
+    """Whether the command spike Redis stamped at `ts` (one sample a second: the longest) was tacticalctl's: its
+    slow-log entries ending about then add up to the spike — a transaction's spike is the sum of its commands, each
+    logged apart (EXEC itself is not) — and no other client's entry alone comes near it."""
+    own_ms, others_longest_ms = 0.0, 0.0
     for entry in slowlog:
         duration_s = int(entry.get("duration", 0)) / 1e6
         ended = int(entry.get("start_time", 0)) + duration_s
-        if duration_s * 1e3 >= 0.9 * ms and abs(ended - ts) <= 1.0 + duration_s:
-            clients.add(as_text(entry.get("client_name") or b"").startswith("tacticalctl"))
-    return clients == {True}
+        if abs(ended - ts) > 1.0 + duration_s:
+            continue
+        if as_text(entry.get("client_name") or b"").startswith("tacticalctl"):
+            own_ms += duration_s * 1e3
+        else:
+            others_longest_ms = max(others_longest_ms, duration_s * 1e3)
+    return own_ms >= _OWN_SHARE * ms and others_longest_ms < _OWN_SHARE * ms
+
+
+_OWN_SHARE = 0.75  # of a spike, in tacticalctl's logged commands: those under slowlog-log-slower-than are not logged
 
 
 SLOWLOG_RECENT_S = 900  # slow commands older than this are history, not the cause of what is happening now
