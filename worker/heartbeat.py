@@ -2,6 +2,10 @@
 
 The value is one JSON string written with `SET … PX` (value and TTL in one atomic command). The TTL is 2.5×
 the refresh interval, so one late beat is tolerated and two are not. A clean shutdown deletes the key.
+
+Each beat is also kept for a day under `tactical:lastbeat:{consumer}`: a worker that hung or was killed leaves no live
+heartbeat, and the operator looking for it needs its host and PID (`tacticalctl triage worker-down` names them). A
+clean shutdown deletes that too.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from typing import Any
 
 import redis
 
-from worker.names import HEARTBEAT_PREFIX, heartbeat_key
+from worker.names import HEARTBEAT_PREFIX, LAST_BEAT_PREFIX, heartbeat_key, last_beat_key
 from worker.redis_text import as_text
 
 log = logging.getLogger(__name__)
 
 TTL_FACTOR = 2.5
+LAST_BEAT_KEEP_S = 86_400
 _MGET_CHUNK = 200
 
 
@@ -54,13 +59,21 @@ def write_heartbeat(
         "last_beat": datetime.fromtimestamp(beat, UTC).isoformat(timespec="milliseconds"),
         "last_beat_unix": beat,
     }
-    client.set(heartbeat_key(consumer), json.dumps(record, default=str), px=ttl_ms)
+    text = json.dumps(record, default=str)
+    with client.pipeline(transaction=False) as pipe:
+        pipe.set(heartbeat_key(consumer), text, px=ttl_ms)
+        pipe.set(last_beat_key(consumer), text, ex=LAST_BEAT_KEEP_S)
+        pipe.execute()
     return record
 
 
 def delete_heartbeat(client: redis.Redis, consumer: str) -> bool:
-    """Remove the heartbeat (clean shutdown); True if there was one."""
-    return bool(client.delete(heartbeat_key(consumer)))
+    """Remove the heartbeat and the last beat kept (clean shutdown); True if there was a heartbeat."""
+    with client.pipeline(transaction=False) as pipe:
+        pipe.delete(heartbeat_key(consumer))
+        pipe.delete(last_beat_key(consumer))
+        live, _ = pipe.execute()
+    return bool(live)
 
 
 def is_alive(client: redis.Redis, consumer: str) -> bool:
@@ -80,14 +93,26 @@ def _parse(consumer: str, raw: bytes | str) -> dict[str, Any]:
 
 def live_consumers(client: redis.Redis) -> dict[str, dict[str, Any]]:
     """Every consumer with an unexpired heartbeat, by name. SCAN, never KEYS: safe on a busy server."""
-    keys = list(client.scan_iter(match=HEARTBEAT_PREFIX + "*", count=500))
+    return _records(client, HEARTBEAT_PREFIX)
+
+
+def last_beats_of_gone_workers(client: redis.Redis) -> dict[str, dict[str, Any]]:
+    """The last heartbeat (of the last day) of each consumer whose live heartbeat expired without a clean shutdown:
+    hung, stopped or killed. Newest first."""
+    live = live_consumers(client)
+    gone = {name: beat for name, beat in _records(client, LAST_BEAT_PREFIX).items() if name not in live}
+    return dict(sorted(gone.items(), key=lambda item: -float(item[1].get("last_beat_unix") or 0)))
+
+
+def _records(client: redis.Redis, prefix: str) -> dict[str, dict[str, Any]]:
+    keys = list(client.scan_iter(match=prefix + "*", count=500))
     consumers: dict[str, dict[str, Any]] = {}
     for start in range(0, len(keys), _MGET_CHUNK):
         chunk = keys[start : start + _MGET_CHUNK]
         for key, raw in zip(chunk, client.mget(chunk), strict=True):
             if raw is None:  # expired between SCAN and MGET
                 continue
-            consumer = as_text(key)[len(HEARTBEAT_PREFIX) :]
+            consumer = as_text(key)[len(prefix) :]
             consumers[consumer] = _parse(consumer, raw)
     return dict(sorted(consumers.items()))
 
@@ -131,6 +156,7 @@ __all__ = [
     "delete_heartbeat",
     "heartbeat_ttl_ms",
     "is_alive",
+    "last_beats_of_gone_workers",
     "live_consumers",
     "write_heartbeat",
 ]

@@ -15,6 +15,7 @@ ALL_STREAMS: tuple[str, ...] = (INPUT_STREAM, DECISIONS_STREAM, COMMANDS_STREAM,
 PROCESSING_PREFIX = "tactical:processing:"
 COMPLETED_PREFIX = "tactical:completed:"
 HEARTBEAT_PREFIX = "tactical:heartbeat:"
+LAST_BEAT_PREFIX = "tactical:lastbeat:"  # + consumer: its last heartbeat, kept a day after the live one expired
 BREAKER_PREFIX = "tactical:breaker:"
 BACKUP_COPY_PREFIX = "tactical:backup:"  # + backup token + ":" + stream: a backup's copies, while it reads them
 
@@ -31,6 +32,10 @@ def completed_key(correlation_id: str) -> str:
 
 def heartbeat_key(consumer: str) -> str:
     return HEARTBEAT_PREFIX + consumer
+
+
+def last_beat_key(consumer: str) -> str:
+    return LAST_BEAT_PREFIX + consumer
 
 
 # Circuit breaker: operator actions the CLI writes and every worker honours (see worker/breaker.py).

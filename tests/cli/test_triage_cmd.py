@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +18,7 @@ from tests.cli.conftest import Ctl, WorkerAnswers, worker_url
 from tests.cli.streams import deliver_without_ack, publish
 from worker.breaker import CircuitBreaker, publish_breaker_state
 from worker.delivery import ensure_group
-from worker.heartbeat import write_heartbeat
+from worker.heartbeat import delete_heartbeat, write_heartbeat
 from worker.names import INPUT_STREAM, processing_key
 from worker.process import WorkerProcess
 from worker.settings import default_models_dir
@@ -240,3 +242,20 @@ def test_a_slow_rate_is_named_only_under_a_backlog(
     publish(redis_client, 1, prefix="one-more")
     backlog = reports(ctl("triage", "event-rate", "--json", worker_url=url))["event-rate"]
     assert any("processing 10.0 events/s < 50/s with 50 waiting" in s for s in summaries(backlog, "warn"))
+
+
+def test_a_worker_gone_without_a_clean_exit_is_named_with_its_pid_and_host(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    # A hung or killed worker's heartbeat expires; the operator looking for the process needs where it ran.
+    url, _ = worker_http
+    ensure_group(redis_client)
+    write_heartbeat(redis_client, "stack-worker-0-0", interval_s=0.05, info={})  # a 125 ms TTL
+    write_heartbeat(redis_client, "stopped-cleanly", interval_s=0.05, info={})
+    delete_heartbeat(redis_client, "stopped-cleanly")
+    time.sleep(0.3)
+    report = reports(ctl("triage", "worker-down", "--json", worker_url=url))["worker-down"]
+    [finding] = [f for f in report["findings"] if "no worker has a live heartbeat" in f["summary"]]
+    assert f"stack-worker-0-0 (pid {os.getpid()} on {socket.gethostname()})" in finding["summary"], finding
+    assert "py-spy dump --pid" in finding["summary"]
+    assert set(finding["evidence"]["last_seen"]) == {"stack-worker-0-0"}, "a clean exit is not a worker gone"

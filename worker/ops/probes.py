@@ -33,7 +33,7 @@ from worker.alerts import AuditTrailError, Severity, recent_alerts
 from worker.breaker import BreakerState
 from worker.connection import REDIS_UNREACHABLE, refusal_advice
 from worker.health import DEFAULT_THRESHOLDS, CheckStatus, HealthState, check_latency
-from worker.heartbeat import live_consumers
+from worker.heartbeat import last_beats_of_gone_workers, live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
 from worker.names import COMPLETED_PREFIX, CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 from worker.ops.checks import REDIS_DOWN, Status, bundles_by_signature, jit_log_status
@@ -301,7 +301,15 @@ def probe_heartbeats(sources: Sources) -> list[Finding]:
             f"{name} (pid {beat.get('pid')} on {beat.get('host')})" for name, beat in live.items()),
             consumers=sorted(live)))
     else:
-        findings.append(_critical("no worker has a live heartbeat: nothing is consuming synergy_events"))
+        gone = last_beats_of_gone_workers(client)
+        seen = "; ".join(f"{name} (pid {beat.get('pid')} on {beat.get('host')}) "
+                         f"{_ago(beat.get('last_beat_unix'))}" for name, beat in list(gone.items())[:3])
+        findings.append(_critical(
+            "no worker has a live heartbeat: nothing is consuming synergy_events"
+            + (f"; last seen: {seen} — hung, stopped or killed (`ps -o stat= -p <pid>` on its host: T = stopped; "
+               "`py-spy dump --pid <pid>`)" if gone else ""),
+            last_seen={name: {"pid": beat.get("pid"), "host": beat.get("host"), "last_beat": beat.get("last_beat")}
+                       for name, beat in gone.items()}))
     try:
         overview = read_stream_overview(client)
     except StreamMissing as exc:
@@ -318,6 +326,12 @@ def probe_heartbeats(sources: Sources) -> list[Finding]:
                     "`tacticalctl pending claim --to <live worker>`",
                     consumer=consumer.name, pending=consumer.pending, idle_ms=consumer.idle_ms))
     return findings
+
+
+def _ago(unix: object) -> str:
+    if not isinstance(unix, int | float):
+        return "at an unknown time"
+    return f"{max(0.0, time.time() - unix):.0f} s ago"
 
 
 def probe_worker_process(sources: Sources) -> list[Finding]:
