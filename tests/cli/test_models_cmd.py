@@ -585,6 +585,22 @@ def test_triage_does_not_ask_to_sign_a_bundle_an_operator_ruled_out(
     assert "no other verified bundle" in finding["summary"] and "models sign" not in finding["summary"], finding
 
 
+def test_a_verified_bundle_an_operator_ruled_out_is_named_not_hidden(
+    ctl: Ctl, models_dir: Path, redis_client: redis.Redis
+) -> None:
+    # "No other verified bundle" sent the operator to the ML team while one verified: it had been rolled back from.
+    from models.bundle_history import REFUSED_ACTION
+    from worker.alerts import audit
+
+    older = add_older_bundle(models_dir)
+    audit(redis_client, actor="ops", action=REFUSED_ACTION, detail="refused", version=older,
+          models_dir=str(models_dir))
+    finding = revert_finding(ctl, models_dir)
+    assert finding["status"] == "warn" and "no other verified bundle" not in finding["summary"], finding
+    assert f"{older} verify, but were rolled back from or refused" in finding["summary"], finding
+    assert f"models rollback {older} --yes" in finding["summary"] and finding["evidence"]["ruled_out"] == [older]
+
+
 def test_a_revert_candidate_whose_signature_cannot_be_checked_here_says_so(
     ctl: Ctl, models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

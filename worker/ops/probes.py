@@ -591,8 +591,16 @@ def probe_previous_bundles(sources: Sources) -> list[Finding]:
                           f"refuse unsigned ones): {', '.join(unsigned[:3])} verify. Sign one to revert to it: "
                           f"`tacticalctl models sign {unsigned[0]} --key-file <key>`", unsigned=unsigned[:5],
                           ruled_out=sorted(ruled_out & set(servable)))]
+        excluded = sorted(ruled_out & set(servable))
+        if excluded:  # verified, but an operator refused it or rolled back from it: said, not hidden
+            return [_warn(f"no verified bundle in {models_dir} to revert to that no operator ruled out: "
+                          f"{', '.join(excluded[:3])} verify, but were rolled back from or refused by the promotion "
+                          "gate (the audit trail: `tacticalctl alerts --severity AUDIT`). Once the reason no longer "
+                          f"holds: `tacticalctl models rollback {excluded[0]} --yes` (one the gate refused: "
+                          f"`tacticalctl models promote {excluded[0]} --force --yes`); else a revert needs the ML team",
+                          ruled_out=excluded)]
         return [_warn(f"no other verified bundle in {models_dir} to revert to: a revert needs the ML team",
-                      ruled_out=sorted(ruled_out & set(servable)))]
+                      ruled_out=excluded)]
     return [_ok(f"revert candidate: {candidates[0]} (`tacticalctl models rollback {candidates[0]} --yes`)"
                 f"{_signature_caveat(by_version[candidates[0]])}", candidates=candidates[:5])]
 
