@@ -207,8 +207,8 @@ def _show_failed_workers_logs(stack: LocalStack, codes: list[int | None], consol
     """The end of the log of each worker that did not exit cleanly, where the operator is looking."""
     for process, code in zip(stack.processes, codes, strict=False):
         if code not in (0, None):
-            console.print(f"worker {process.consumer} exited with {code}; the end of its log ({process.log_path}):",
-                          style="bold red", soft_wrap=True)
+            console.print(f"worker {plain(process.consumer)} exited with {code}; the end of its log "
+                          f"({plain(str(process.log_path))}):", style="bold red", soft_wrap=True)
             console.print(plain("\n".join(_last_lines(process.log_path, lines))), soft_wrap=True, highlight=False)
 
 

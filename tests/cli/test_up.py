@@ -271,16 +271,18 @@ def test_a_worker_that_did_not_exit_cleanly_has_its_logs_end_shown_before_it_is_
     from worker.process import WorkerProcess
     from worker.stack import LocalStack
 
+    log_dir = tmp_path / "x[" / "red]y [bold]logs"  # a --log-dir that reads as markup (…/x[/red]y…): shown as it is
+    log_dir.mkdir(parents=True)
     stack = LocalStack(workers=2, run_dir=tmp_path)
     for name, text in (("w-clean", "started\nworker w-clean stopped\n"),
                        ("w-killed", "".join(f"line {i}\n" for i in range(30)) + "[bold]batch 7 took\n")):
-        (tmp_path / f"{name}.log").write_text(text)
+        (log_dir / f"{name}.log").write_text(text)
         stack.processes.append(WorkerProcess(redis_url="redis://127.0.0.1:1/2", consumer=name,
-                                             log_path=tmp_path / f"{name}.log"))
-    console = Console(record=True, width=100, color_system=None)
+                                             log_path=log_dir / f"{name}.log"))
+    console = Console(record=True, width=300, color_system=None)
     _show_failed_workers_logs(stack, [0, -9], console)
     shown = console.export_text()
-    assert f"worker w-killed exited with -9; the end of its log ({tmp_path / 'w-killed.log'}):" in shown
+    assert f"worker w-killed exited with -9; the end of its log ({log_dir / 'w-killed.log'}):" in shown
     assert "w-clean" not in shown
     assert "[bold]batch 7 took" in shown, "the log is shown as written, not read as markup"
     assert "line 11" in shown and "line 10\n" not in shown, "its last 20 lines"
