@@ -130,6 +130,11 @@ def test_a_hung_worker_is_not_taken_for_a_missing_one(ctl: Ctl, hung_worker_url:
     row = rows["worker running"]
     assert row["status"] == "critical" and row["value"].startswith("worker not responding"), row
     assert "hung, stopped or overloaded" in row["next_action"] and "py-spy dump" in row["next_action"], row
+    # Every step that asks the worker says the same, in the market check too: none sends the operator to the URL.
+    market = steps(ctl("market-check", "--json", worker_url=hung_worker_url))
+    asked = [step for step in [*rows.values(), *market.values()] if "did not answer" in step["value"]]
+    assert all("--worker-url" not in step["next_action"] for step in asked), asked
+    assert sum("py-spy dump" in step["next_action"] for step in asked) >= 5, asked
     result = ctl("triage", "worker-down", "--json", worker_url=hung_worker_url)
     assert result.exit_code == 2
     findings = json.loads(result.stdout)["alerts"][0]["findings"]

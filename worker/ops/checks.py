@@ -124,6 +124,7 @@ WORKER_UNREACHABLE_ACTION = (
     "is the worker running? `docker compose ps tactical-marl`; check --worker-url / TACTICAL_WORKER_URL; "
     "`tacticalctl triage worker-down`"
 )
+WORKER_HUNG_ACTION = f"{WorkerNotAnswering.HUNG_ADVICE}; `tacticalctl triage worker-down`"
 REDIS_UNREACHABLE_ACTION = (
     "start Redis or fix --redis-url / TACTICAL_REDIS_URL (database 2); `tacticalctl triage consumer-lag`"
 )
@@ -137,6 +138,8 @@ def check(step: str, threshold: str = "") -> Callable[[Callable[P, Verdict]], Ca
                 verdict = decide(*args, **kwargs)
             except RedisUnavailable as exc:
                 verdict = Verdict(Status.CRITICAL, str(exc), REDIS_UNREACHABLE_ACTION)
+            except WorkerNotAnswering as exc:  # a hung or stopped worker: starting one, or the URL, is not the fix
+                verdict = Verdict(Status.CRITICAL, str(exc), WORKER_HUNG_ACTION)
             except WorkerUnreachable as exc:
                 verdict = Verdict(Status.CRITICAL, str(exc), WORKER_UNREACHABLE_ACTION)
             except AuditTrailError as exc:  # the message says what to do; the step changed nothing
@@ -207,16 +210,14 @@ def check_worker_running(sources: Sources) -> Verdict:
             )
             if isinstance(exc, WorkerNotAnswering):  # its heartbeat outlives a hang or a SIGSTOP by its TTL
                 return Verdict(Status.CRITICAL, f"heartbeat from {where}, but its HTTP does not answer: {exc}",
-                               f"{WorkerNotAnswering.HUNG_ADVICE}; `tacticalctl triage worker-down`",
-                               details={"live_consumers": sorted(consumers)})
+                               WORKER_HUNG_ACTION, details={"live_consumers": sorted(consumers)})
             return Verdict(Status.CRITICAL, f"heartbeat from {where}, but HTTP unreachable: {exc}",
                            "the worker runs but its HTTP endpoint does not answer: check --worker-url / "
                            "TACTICAL_WORKER_URL and TACTICAL_HTTP_ADDR; `tacticalctl triage worker-down`",
                            details={"live_consumers": sorted(consumers)})
         reason = f"no live heartbeat in Redis and {exc}" if redis_error is None else f"{exc}; {redis_error}"
         if isinstance(exc, WorkerNotAnswering):
-            return Verdict(Status.CRITICAL, f"worker not responding: {reason}",
-                           f"{WorkerNotAnswering.HUNG_ADVICE}; `tacticalctl triage worker-down`")
+            return Verdict(Status.CRITICAL, f"worker not responding: {reason}", WORKER_HUNG_ACTION)
         return Verdict(Status.CRITICAL, f"no worker running: {reason}",
                        "start the service: `docker compose up -d tactical-marl` (or `tactical-worker`); "
                        "`tacticalctl triage worker-down`")
