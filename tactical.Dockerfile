@@ -24,7 +24,7 @@ COPY pyproject.toml README* ./
 COPY worker/ worker/
 COPY tacticalctl/ tacticalctl/
 COPY models/ models/
-# py-spy: the runbook's CPU profiling of the running worker (`py-spy record --subprocesses -p 1`).
+# py-spy: the runbook's CPU profiling of the running worker (PID 1 is tini: the runbook's commands name its child).
 RUN pip install --no-cache-dir . py-spy==0.4.1
 
 # Re-verify the committed bundle (manifest hashes) and compile it for this torch build; never retrain here.
