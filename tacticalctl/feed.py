@@ -60,8 +60,8 @@ class _StopOnSignal:
     """Ctrl-C or SIGTERM (`timeout`, a supervisor) stops a feed after the batch in flight, so the count it prints is
     what Redis holds: an interrupt inside a pipeline's reply would leave a written batch uncounted. A second signal
     while it still sends stops it at once (a Redis that does not answer); once it has stopped sending, signals are
-    ignored until its counts are printed. A signal the feed was started ignoring (a background job's SIGINT) stays
-    ignored."""
+    ignored until it exits: an impatient double Ctrl-C ends it with its counts and exit 0 whenever the second lands.
+    A signal the feed was started ignoring (a background job's SIGINT) stays ignored."""
 
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
@@ -80,6 +80,9 @@ class _StopOnSignal:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.stop.is_set():  # stopped by a signal: the command is on its way out, and later ones are ignored
+            self.sending = False
+            return
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
