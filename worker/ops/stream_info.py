@@ -90,34 +90,47 @@ class StreamOverview:
         }
 
 
+# XINFO STREAM, GROUPS and each group's CONSUMERS in one script: one instant, however groups come and go meanwhile.
+_SNAPSHOT_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'stream' then return kind end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+local out = {redis.call('XINFO', 'STREAM', KEYS[1]), groups}
+for _, group in ipairs(groups) do
+  local name
+  for i = 1, #group, 2 do if group[i] == 'name' then name = group[i + 1] end end
+  out[#out + 1] = redis.call('XINFO', 'CONSUMERS', KEYS[1], name)
+end
+return out
+"""
+
+
 def _snapshot(client: redis.Redis, stream: str) -> tuple[dict, list[dict], dict[str, list[dict]]]:
-    """XINFO STREAM, GROUPS and each group's CONSUMERS at one instant (MULTI/EXEC): read one after the other while the
-    worker runs, a group could show more entries read than the stream had added, or a pending count its consumers'
-    do not sum to. The groups to ask about are read first; if they changed before the snapshot, it is taken again."""
-    try:
-        names = [as_optional_text(g["name"]) or "" for g in client.xinfo_groups(stream)]
-    except redis.ResponseError as exc:
-        raise StreamMissing(no_stream_message(client, stream, exc)) from None
-    for _attempt in range(_SNAPSHOT_ATTEMPTS):
-        asked = names
-        transaction = client.pipeline(transaction=True)
-        transaction.xinfo_stream(stream)
-        transaction.xinfo_groups(stream)
-        for name in asked:
-            transaction.xinfo_consumers(stream, name)
-        info, groups, *consumers = transaction.execute(raise_on_error=False)
-        if isinstance(info, redis.ResponseError):  # deleted in between
-            raise StreamMissing(no_stream_message(client, stream, info))
-        found = [as_optional_text(g["name"]) or "" for g in groups]
-        if found == asked:
-            break
-        names = found  # a group created or deleted in between: ask about the groups there are now
-    # Still changing after the last attempt: a group without a consumer list shows none, as far as this goes.
-    return info, groups, {name: listed for name, listed in zip(asked, consumers, strict=True)
-                          if not isinstance(listed, redis.ResponseError)}
+    """XINFO STREAM, GROUPS and each group's CONSUMERS at one instant (one script): read one after the other while
+    the worker runs, a group could show more entries read than the stream had added, or a pending count its
+    consumers do not sum to; read in a MULTI/EXEC, the groups to ask about had to be known before it, and a group
+    created meanwhile showed pending entries and no consumers."""
+    reply = client.eval(_SNAPSHOT_LUA, 1, stream)
+    if not isinstance(reply, list):  # no key, or another type: as XINFO says it
+        try:
+            client.xinfo_stream(stream)
+        except redis.ResponseError as exc:
+            raise StreamMissing(no_stream_message(client, stream, exc)) from None
+        raise StreamMissing(f"stream {stream!r} changed while it was read: run the command again")
+    info = _pairs(reply[0])
+    for end in ("first-entry", "last-entry"):
+        entry = info.get(end)
+        info[end] = (entry[0], _pairs(entry[1])) if entry else None
+    groups = [_pairs(group) for group in reply[1]]
+    consumers = {as_optional_text(group["name"]) or "": [_pairs(c) for c in listed]
+                 for group, listed in zip(groups, reply[2:], strict=True)}
+    return info, groups, consumers
 
 
-_SNAPSHOT_ATTEMPTS = 3
+def _pairs(flat: list[Any]) -> dict[str, Any]:
+    """A flat [name, value, …] reply (as a script gets XINFO's maps) as a dict keyed by text."""
+    return {as_optional_text(name) or "": value for name, value in zip(flat[::2], flat[1::2], strict=True)}
 
 
 def streams_of_another_type(client: redis.Redis) -> dict[str, str]:
