@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,7 +92,7 @@ def backup(
     completed_newer_than_snapshot, breaker}, models, audit_id."""
     context = get_context(ctx)
     client = context.redis()
-    with _progress() as progress:
+    with _progress() as progress, _sigterm_as_interrupt():
         try:
             report = create_backup(client, archive, settings=worker_settings(),
                                    models_dir=_models_dir(models_dir, no_models), actor=default_actor(),
@@ -108,6 +109,24 @@ def backup(
     if not_streams:
         raise CtlError(f"warning: {', '.join(not_streams)}, not a stream: archived as it is; the worker cannot use it "
                        "— `tacticalctl stream info`, move the key aside (RENAME)", ExitCode.WARNING)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`timeout`, a supervisor) stops a backup as Ctrl-C does: its copies of the streams and its staging
+    directory are removed on the way out (killed by the signal instead, the copies held memory for an hour)."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_backup(console: Console, report: BackupReport, states: list[StreamState]) -> None:
@@ -186,7 +205,8 @@ def restore(
 
     JSON keys: archive, sha256, checksum_file, created_at, keys, target, models_dir, model_conflicts, applied, and
     after a restore: cleared_keys, restored, expired, model_files_written, environment, verified, differences,
-    audit_id."""
+    audit_id, pending_without_entry ({"stream/group": [ids]}: pending entries whose stream entry had been deleted
+    before the backup, so nothing to restore)."""
     if models_only and no_models:
         raise CtlError("--models-only and --no-models leave nothing to restore", ExitCode.UNKNOWN)
     if config_out is not None and not config_out.parent.is_dir():  # found out before Redis is touched, not after
@@ -234,6 +254,10 @@ def restore(
             restored = ", ".join(f"{count} {what}" for what, count in report.restored.items())
             console.print(f"restored: {restored}; {report.expired} keys had expired in the archive and were skipped"
                           + (f"; cleared {report.cleared_keys} keys first (--force)" if report.cleared_keys else ""))
+            for where, ids in report.pending_without_entry.items():
+                console.print(f"{plain(where)}: {len(ids)} pending entries not restored, their stream entries had "
+                              f"been deleted before the backup (a worker would only have acked them): "
+                              f"{plain(', '.join(ids[:5]))}" + (" …" if len(ids) > 5 else ""))
         if target_models is not None:
             console.print(f"model files written to {plain(target_models)}: {len(report.model_files_written)}")
         if config_out is not None:

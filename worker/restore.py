@@ -321,9 +321,11 @@ def _clear_target(client: redis.Redis) -> int:
 
 
 def _restore_lines(client: redis.Redis, lines: IO[bytes], now_ms: int, progress: Progress,
-                   member: str) -> tuple[int, int]:
+                   member: str) -> tuple[int, list[str]]:
+    """RESTORE a member's keys; (restored, the keys that expired in the archive and were left out)."""
     stage = f"restore {_MEMBER_KEYS[member][0]}"
-    restored = expired = 0
+    restored = 0
+    expired: list[str] = []
     batch: list[DumpedKey] = []
 
     def flush() -> None:
@@ -345,7 +347,7 @@ def _restore_lines(client: redis.Redis, lines: IO[bytes], now_ms: int, progress:
     for line in lines:
         dumped = DumpedKey.from_line(line)  # its key was checked with the archive (open_archive)
         if dumped.expire_at_ms is not None and dumped.expire_at_ms <= now_ms:
-            expired += 1
+            expired.append(as_text(dumped.key))
             continue
         batch.append(dumped)
         if len(batch) >= CHUNK:
@@ -355,8 +357,8 @@ def _restore_lines(client: redis.Redis, lines: IO[bytes], now_ms: int, progress:
     return restored, expired
 
 
-def _rebuild_streams(client: redis.Redis, lines: IO[bytes], progress: Progress) -> StreamRebuilder:
-    rebuilder = StreamRebuilder(client)
+def _rebuild_streams(client: redis.Redis, lines: IO[bytes], now_ms: int, progress: Progress) -> StreamRebuilder:
+    rebuilder = StreamRebuilder(client, now_ms)
     for count, line in enumerate(lines, 1):
         rebuilder.add(line)  # its stream was checked with the archive (open_archive)
         if count % CHUNK == 0:
@@ -442,7 +444,9 @@ def restore_backup(
     except (BackupError, redis.RedisError, OSError, tarfile.TarError) as exc:
         raise BackupError(f"restore stopped part way, the target holds part of the backup: {exc}. "
                           "Fix the cause and run the restore again with --force --yes") from None
-    differences = (() if models_only else verify_restored(client, archive.streams, gone)) + (
+    expired_streams = set(expired) & set(BACKED_UP_STREAMS)
+    differences = (() if models_only else verify_restored(
+        client, [s for s in archive.streams if s.name not in expired_streams], gone)) + (
         () if models_dir is None else verify_restored_models(models_dir, archive.manifest["files"]))
     what = "the model bundles of " if models_only else ""
     audit_id = audit(client, actor=actor, action="restore",
@@ -450,16 +454,16 @@ def restore_backup(
                             + ("" if not differences else f"; {len(differences)} differences from the manifest"),
                      archive=str(archive.path), sha256=archive.sha256, forced=str(force).lower(),
                      models_only=str(models_only).lower())
-    return RestoreReport(plan, cleared, restored, expired, tuple(written), environment, differences,
+    return RestoreReport(plan, cleared, restored, len(expired), tuple(written), environment, differences,
                          as_text(audit_id), gone)
 
 
 def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: Path | None,
                      progress: Progress, *, redis_members: bool = True,
-                     ) -> tuple[dict[str, int], int, list[str], dict[str, str], dict[str, list[str]]]:
+                     ) -> tuple[dict[str, int], list[str], list[str], dict[str, str], dict[str, list[str]]]:
     now_ms = server_now_ms(client)
     restored: dict[str, int] = {}
-    expired = 0
+    expired: list[str] = []  # keys (streams among them) whose expiry passed in the archive: not restored
     written: list[str] = []
     environment: dict[str, str] = {}
     gone: dict[str, list[str]] = {}
@@ -471,13 +475,14 @@ def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: 
                 what = _MEMBER_KEYS[name][0]
                 try:
                     if name == STREAM_ENTRIES_MEMBER:
-                        counts = _rebuild_streams(client, handle, progress).counts
+                        counts = _rebuild_streams(client, handle, now_ms, progress).counts
                         count, stream_entries = counts.streams, counts.entries
                         restored["stream_entries"] = restored.get("stream_entries", 0) + stream_entries
                         gone = counts.pending_without_entry
+                        lapsed = counts.expired
                     else:
                         count, lapsed = _restore_lines(client, handle, now_ms, progress, name)
-                        expired += lapsed
+                    expired += lapsed
                 except _MALFORMED as exc:
                     raise _malformed(archive.path, name, exc) from None
                 restored[what] = restored.get(what, 0) + count

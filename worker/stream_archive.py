@@ -29,7 +29,6 @@ import redis
 
 from worker.names import BACKUP_COPY_PREFIX
 from worker.redis_text import as_text
-from worker.stream_entries import entries
 
 CHUNK = 500  # entries per XRANGE, XADD or XCLAIM round trip: each a short command for Redis
 FROZEN_TTL_MS = 3_600_000  # a backup that dies leaves its copies for an hour at most
@@ -60,21 +59,21 @@ def _after(entry_id: bytes | str) -> str:
 _COUNT = struct.Struct("<I")
 
 
-def _pack(entries_fields: Iterable[dict[bytes, bytes]]) -> bytes:
-    """Each entry's fields as: the number of names and values, then each one's length and bytes."""
+def _pack(entries_fields: Iterable[list[bytes]]) -> bytes:
+    """Each entry's names and values (flat, in order: a name may repeat) as: how many, then each one's length and
+    bytes."""
     parts: list[bytes] = []
     for fields in entries_fields:
-        parts.append(_COUNT.pack(2 * len(fields)))
-        for pair in fields.items():
-            for part in pair:
-                parts += (_COUNT.pack(len(part)), part)
+        parts.append(_COUNT.pack(len(fields)))
+        for part in fields:
+            parts += (_COUNT.pack(len(part)), part)
     return b"".join(parts)
 
 
-def _unpack(blob: bytes, count: int) -> list[dict[bytes, bytes]]:
-    """`count` entries' fields from `_pack`'s bytes (ValueError if they are not that)."""
+def _unpack(blob: bytes, count: int) -> list[list[bytes]]:
+    """`count` entries' flat names and values from `_pack`'s bytes (ValueError if they are not that)."""
     unpack_from, size = _COUNT.unpack_from, _COUNT.size
-    out: list[dict[bytes, bytes]] = []
+    out: list[list[bytes]] = []
     at = 0
     try:
         for _ in range(count):
@@ -86,7 +85,9 @@ def _unpack(blob: bytes, count: int) -> list[dict[bytes, bytes]]:
                 at += size
                 parts.append(blob[at: at + length])
                 at += length
-            out.append(dict(zip(parts[::2], parts[1::2], strict=True)))
+            if n == 0 or n % 2:
+                raise ValueError(f"an entry with {n} names and values")
+            out.append(parts)
     except struct.error as exc:
         raise ValueError(f"packed fields cut short: {exc}") from None
     if at != len(blob):
@@ -96,12 +97,15 @@ def _unpack(blob: bytes, count: int) -> list[dict[bytes, bytes]]:
 
 # ---- archiving a frozen copy -----------------------------------------------------------------------------------
 
+# XRANGE as Redis sends it: redis-py makes each entry's fields a dict, which keeps one value of a repeated name.
+_RAW_RANGE_LUA = "return redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])"
+
 def write_stream(client: redis.Redis, name: str, frozen: str, out: IO[str], expire_at_ms: int | None) -> int:
     """Write the records of `frozen` (a copy nobody writes to) as stream `name` into `out`; the entries written."""
     written = 0
     lower: str = "-"
     while True:
-        rows = entries(client, frozen, lower=lower, count=CHUNK)
+        rows = client.eval(_RAW_RANGE_LUA, 1, frozen, lower, CHUNK)
         if rows:  # one record a range: its ids, and its entries' fields packed in one base64 blob
             out.write(_line({"kind": "entries", "stream": name, "ids": [as_text(entry_id) for entry_id, _ in rows],
                              "fields": base64.b64encode(_pack(fields for _, fields in rows)).decode("ascii")}))
@@ -138,11 +142,31 @@ def record_stream(line: str | bytes) -> str:
     """The stream a record belongs to (ValueError, KeyError or TypeError if it is not a record `write_stream`
     writes, entries included): what a restore checks before it writes anything."""
     doc = json.loads(line)
-    if doc["kind"] not in ("entries", "stream", "group", "pending"):
+    shape = _RECORD_SHAPES.get(doc["kind"])
+    if shape is None:
         raise ValueError(f"unknown record kind {doc['kind']!r}")
+    for name, kinds in shape.items():
+        if not isinstance(doc[name], kinds) or isinstance(doc[name], bool):
+            raise TypeError(f"{doc['kind']} record: {name} is {doc[name]!r}")
     if doc["kind"] == "entries":
+        if not all(isinstance(entry_id, str) for entry_id in doc["ids"]):
+            raise TypeError("entries record: an id is not text")
         _unpack(base64.b64decode(doc["fields"], validate=True), len(doc["ids"]))
-    return str(doc["stream"])
+    if doc["kind"] == "group" and not all(isinstance(consumer, str) for consumer in doc["consumers"]):
+        raise TypeError("group record: a consumer name is not text")
+    return doc["stream"]
+
+
+_OPTIONAL_INT = (int, type(None))
+# Each record's fields, and the JSON types a rebuild reads them as: checked for every record before Redis is touched.
+_RECORD_SHAPES: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "entries": {"stream": str, "ids": list, "fields": str},
+    "stream": {"stream": str, "last_id": str, "entries_added": int, "max_deleted_id": str,
+               "expire_at_ms": _OPTIONAL_INT},
+    "group": {"stream": str, "group": str, "last_delivered_id": str, "entries_read": _OPTIONAL_INT,
+              "consumers": list},
+    "pending": {"stream": str, "group": str, "id": str, "consumer": str, "deliveries": int, "idle_ms": int},
+}
 
 
 # ---- rebuilding ------------------------------------------------------------------------------------------------
@@ -152,16 +176,19 @@ class RebuildCounts:
     entries: int = 0
     streams: int = 0
     pending: int = 0
+    expired: list[str] = field(default_factory=list)  # streams whose expiry passed while they sat in the archive
     pending_without_entry: dict[str, list[str]] = field(default_factory=dict)  # "stream/group" → ids
 
 
 class StreamRebuilder:
     """Replays `write_stream`'s records into an empty target, pipelined `CHUNK` commands at a time."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, now_ms: int) -> None:
         self.client = client
+        self.now_ms = now_ms
         self.counts = RebuildCounts()
-        self._entries: list[tuple[str, str, dict[bytes, bytes]]] = []  # (stream, id, fields) not yet sent
+        self._expiries: dict[str, int] = {}  # set once a stream's groups and pending entries are in
+        self._entries: list[tuple[str, str, list[bytes]]] = []  # (stream, id, names and values) not yet sent
         self._claims: list[dict[str, Any]] = []
 
     def add(self, line: str | bytes) -> None:
@@ -174,6 +201,8 @@ class StreamRebuilder:
             self._flush_entries()
             return
         self._flush_entries()
+        if doc["stream"] in self.counts.expired:
+            return  # its groups and pending entries: gone with it
         if kind == "stream":
             self._finish_stream(doc)
         elif kind == "group":
@@ -189,6 +218,8 @@ class StreamRebuilder:
     def finish(self) -> RebuildCounts:
         self._flush_entries()
         self._flush_claims()
+        for name, expire_at_ms in self._expiries.items():
+            self.client.pexpireat(name, expire_at_ms)
         return self.counts
 
     def _flush_entries(self) -> None:
@@ -196,20 +227,24 @@ class StreamRebuilder:
             return
         with self.client.pipeline(transaction=False) as pipe:
             for stream, entry_id, fields in self._entries:
-                pipe.xadd(stream, fields, id=entry_id)  # type: ignore[arg-type]  # bytes fields
+                pipe.execute_command("XADD", stream, entry_id, *fields)
             pipe.execute()
         self.counts.entries += len(self._entries)
         self._entries.clear()
 
     def _finish_stream(self, doc: dict[str, Any]) -> None:
         name = doc["stream"]
+        if doc["expire_at_ms"] is not None and int(doc["expire_at_ms"]) <= self.now_ms:
+            self.client.delete(name)  # expired in the archive: not brought back, as a DUMPed key would not be
+            self.counts.expired.append(name)
+            return
         if not self.client.exists(name):  # no entries: an empty stream, made by a group that is then destroyed
             self.client.xgroup_create(name, _CREATING_GROUP, id="0", mkstream=True)
             self.client.xgroup_destroy(name, _CREATING_GROUP)
         self.client.execute_command("XSETID", name, doc["last_id"], "ENTRIESADDED", doc["entries_added"],
                                     "MAXDELETEDID", doc["max_deleted_id"])
         if doc["expire_at_ms"] is not None:
-            self.client.pexpireat(name, int(doc["expire_at_ms"]))
+            self._expiries[name] = int(doc["expire_at_ms"])
         self.counts.streams += 1
 
     def _create_group(self, doc: dict[str, Any]) -> None:
@@ -235,6 +270,6 @@ class StreamRebuilder:
             if claimed:
                 self.counts.pending += 1
             else:  # XCLAIM FORCE skips an id that is not in the stream: its entry had been deleted
-                key = f"{doc['stream']}/{doc['group']}"
+                key = f"{doc['stream']}/{as_text(_raw(doc['group']))}"  # as the manifest names the group
                 self.counts.pending_without_entry.setdefault(key, []).append(doc["id"])
         self._claims.clear()

@@ -29,6 +29,7 @@ from worker.heartbeat import write_heartbeat
 from worker.names import (
     ALERTS_STREAM,
     BREAKER_RESTARTS_KEY,
+    COMMANDS_STREAM,
     CONSUMER_GROUP,
     DEAD_LETTER_STREAM,
     DECISIONS_STREAM,
@@ -233,18 +234,30 @@ def test_a_rebuilt_stream_keeps_its_ids_counters_groups_and_pending_entries(
     a.xclaim(INPUT_STREAM, CONSUMER_GROUP, "c2", 0, [second], retrycount=4)
     a.xgroup_createconsumer(INPUT_STREAM, CONSUMER_GROUP, "idle-consumer")
     a.xgroup_create(INPUT_STREAM, "audit-readers", id=second)
+    odd_group = b"readers \xff"  # not UTF-8, and a pending entry of it deleted
+    a.xgroup_create(INPUT_STREAM, odd_group, id="0")
+    a.xreadgroup(odd_group, "r", {INPUT_STREAM: ">"}, count=1)
     a.xdel(INPUT_STREAM, first)  # pending on c1, its entry gone
     a.xadd(DEAD_LETTER_STREAM, {"kind": "x"}, id="1-1")
     a.xdel(DEAD_LETTER_STREAM, "1-1")  # an empty stream with a history
     a.xgroup_create(DECISIONS_STREAM + "-none", "g", mkstream=True)  # not backed up: not a tactical stream
+    a.execute_command("XADD", INPUT_STREAM, "*", "k", "v1", "k", "v2")  # a repeated field name keeps both values
+    a.xadd(COMMANDS_STREAM, {"c": "1"})
+    a.xgroup_create(COMMANDS_STREAM, "downstream", id="0")
+    a.pexpire(COMMANDS_STREAM, 1500)  # expires while it sits in the archive, groups and all
     archive = tmp_path / "b.tar.gz"
     assert tacticalctl(source.url(), "backup", str(archive), "--no-models").exit_code == 0
+    time.sleep(1.6)
 
     restored = tacticalctl(target.url(), "restore", str(archive), "--no-models", "--json")
     assert restored.exit_code == 0, restored.output
     doc = json.loads(restored.stdout)
     assert doc["verified"] is True, doc["differences"]
-    assert doc["pending_without_entry"] == {f"{INPUT_STREAM}/{CONSUMER_GROUP}": [first.decode()]}
+    assert doc["pending_without_entry"] == {f"{INPUT_STREAM}/{CONSUMER_GROUP}": [first.decode()],
+                                            f"{INPUT_STREAM}/readers \ufffd": [first.decode()]}
+    assert doc["expired"] == 1 and not redis.Redis.from_url(target.url()).exists(COMMANDS_STREAM)
+    text = tacticalctl(target.url(), "restore", str(archive), "--no-models", "--force", "--yes")
+    assert f"{INPUT_STREAM}/{CONSUMER_GROUP}: 1 pending entries not restored" in text.stdout, text.output
     b = redis.Redis.from_url(target.url())
     for stream in (INPUT_STREAM, DEAD_LETTER_STREAM):
         want, got = a.xinfo_stream(stream), b.xinfo_stream(stream)
@@ -518,6 +531,15 @@ def test_a_malformed_archive_with_matching_checksums_is_one_line_not_a_traceback
     for member in ("redis/streams.jsonl", "redis/stream_entries.jsonl"):
         not_json = _only(member, lambda content: b"not json\n" + content)
         assert f"{member} is malformed" in _refused_untouched(target, archive, tmp_path / "s.tar.gz", not_json)
+    def stream_record_without_last_id(content: bytes) -> bytes:
+        lines = [json.loads(line) for line in content.splitlines()]
+        for doc in lines:
+            if doc["kind"] == "stream" and doc["stream"] == INPUT_STREAM:
+                del doc["last_id"]
+        return b"".join(json.dumps(doc).encode() + b"\n" for doc in lines)
+    said = _refused_untouched(target, archive, tmp_path / "l.tar.gz", _only("redis/stream_entries.jsonl",
+                                                                          stream_record_without_last_id))
+    assert "missing 'last_id'" in said, said
     unknown_record = _only("redis/stream_entries.jsonl",
                            lambda content: content + b'{"kind": "script", "stream": "synergy_events"}\n')
     said = _refused_untouched(target, archive, tmp_path / "r.tar.gz", unknown_record)
@@ -611,3 +633,34 @@ def test_a_models_dir_that_is_a_file_is_refused_before_redis_is_cleared(
         assert result.exit_code == 2, result.output
         assert said in result.stderr and result.stderr.count("\n") == 1, result.stderr
         assert client.exists(completed_key("kept")), "refused before the target was cleared"
+
+
+def test_sigterm_stops_a_backup_as_ctrl_c_does(tmp_path: Path, source: EmbeddedRedis,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # `timeout` or a supervisor ends a backup with SIGTERM: its copies (as much memory again as the streams) and its
+    # staging directory must go, as they do on Ctrl-C, not stay for the hour the copies take to expire.
+    import os
+    import signal
+
+    import worker.backup as backup_module
+    from tacticalctl.backup import _sigterm_as_interrupt
+    from worker.settings import WorkerSettings
+
+    a = redis.Redis.from_url(source.url())
+    _small_state(a)
+    real_write = backup_module.write_stream
+
+    def write_then_terminated(*args: object, **kwargs: object) -> int:  # the signal lands while copies are read
+        written = real_write(*args, **kwargs)  # type: ignore[arg-type]
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)
+        return written
+
+    monkeypatch.setattr(backup_module, "write_stream", write_then_terminated)
+    original = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), _sigterm_as_interrupt():
+        backup_module.create_backup(a, tmp_path / "b.tar.gz", settings=WorkerSettings.from_env({}),
+                                    models_dir=None, actor="test", source_url="x")
+    assert signal.getsignal(signal.SIGTERM) is original
+    assert not list(a.scan_iter(match="tactical:backup:*")), "the copies are deleted"
+    assert not list(tmp_path.glob(".tactical-backup-*")) and not (tmp_path / "b.tar.gz").exists()

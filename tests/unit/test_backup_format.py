@@ -23,10 +23,11 @@ def test_a_dumped_key_survives_its_line_even_when_its_name_is_not_utf8() -> None
 
 
 def test_packed_entry_fields_come_back_byte_for_byte_and_a_cut_or_padded_blob_is_refused() -> None:
-    entries = [{b"matrix": bytes(range(256)) * 7, b"symbol": b"ES", b"": b""}, {b"\xff\xfe": b"\x00"}, {}]
+    entries = [[b"matrix", bytes(range(256)) * 7, b"symbol", b"ES", b"", b""], [b"\xff\xfe", b"\x00"],
+               [b"k", b"v1", b"k", b"v2"]]  # a name may repeat: kept, in order
     blob = _pack(entries)
     assert _unpack(blob, 3) == entries
-    for damaged, count in ((blob[:-1], 3), (blob + b"\x00", 3), (blob, 4)):
+    for damaged, count in ((blob[:-1], 3), (blob + b"\x00", 3), (blob, 4), (_pack([[b"odd"]]), 1), (_pack([[]]), 1)):
         with pytest.raises(ValueError):
             _unpack(damaged, count)
     record = {"kind": "entries", "stream": INPUT_STREAM, "ids": ["1-1", "1-2", "1-3"],
@@ -34,6 +35,19 @@ def test_packed_entry_fields_come_back_byte_for_byte_and_a_cut_or_padded_blob_is
     assert record_stream(json.dumps(record)) == INPUT_STREAM
     with pytest.raises(ValueError):  # checked when the archive is opened, before anything is written
         record_stream(json.dumps({**record, "ids": ["1-1"]}))
+    stream = {"kind": "stream", "stream": INPUT_STREAM, "last_id": "1-3", "entries_added": 3, "max_deleted_id": "0-0",
+              "expire_at_ms": None}
+    assert record_stream(json.dumps(stream)) == INPUT_STREAM
+    pending = {"kind": "pending", "stream": INPUT_STREAM, "group": "g", "id": "1-1", "consumer": "c",
+               "deliveries": 2, "idle_ms": 5}
+    for broken in ({**stream, "last_id": None}, {**stream, "entries_added": "3"}, {**pending, "deliveries": "x"},
+                   {**pending, "idle_ms": True}):
+        with pytest.raises((TypeError, ValueError)):
+            record_stream(json.dumps(broken))
+    missing = dict(stream)
+    del missing["last_id"]
+    with pytest.raises(KeyError):
+        record_stream(json.dumps(missing))
 
 
 def test_completed_keys_are_cut_off_at_the_snapshots_last_decision() -> None:
