@@ -236,12 +236,15 @@ def snapshot_streams(client: redis.Redis, names: tuple[str, ...] = BACKED_UP_STR
         if "OOM" in str(exc) or "maxmemory" in str(exc):  # maxmemory reached between the check and the COPY
             return dump_snapshot(client, names, group, reason=f"COPY refused ({exc})")
         raise BackupError(f"COPY of the streams failed: {exc}") from None
-    states, dumps, frozen = [], [], []
+    states, dumps = [], []
+    streams = [FrozenStream(name, frozen_key(token, name), _expire_at(expire))
+               for name, kind, expire, _, _ in copied if as_text(kind) == "stream"]
+    copy_states = read_stream_states(client, tuple(s.key for s in streams), group, transaction=False)  # one trip
+    state_of = {s.name: state.renamed(s.name) for s, state in zip(streams, copy_states, strict=True)}
     for name, kind, expire, _, _ in copied:
         key, kind = frozen_key(token, name), as_text(kind)
         if kind == "stream":
-            states.append(read_stream_states(client, (key,), group, transaction=False)[0].renamed(name))
-            frozen.append(FrozenStream(name, key, _expire_at(expire)))
+            states.append(state_of[name])
         elif kind == "none":
             states.append(StreamState(name, exists=False))
         else:  # there, but no stream: archived as it is, and said
@@ -252,7 +255,7 @@ def snapshot_streams(client: redis.Redis, names: tuple[str, ...] = BACKED_UP_STR
                 dumps.append(DumpedKey(name.encode(), payload, _expire_at(expire)))
     return StreamsSnapshot(time_reply_ms(replies[0]), tuple(states), tuple(dumps),
                            held_ms=(time_reply_us(replies[-1]) - time_reply_us(replies[0])) / 1e3,
-                           frozen=tuple(frozen))
+                           frozen=tuple(streams))
 
 
 def _no_room_for_copies(client: redis.Redis, names: tuple[str, ...]) -> str | None:

@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -96,10 +96,9 @@ def live_consumers(client: redis.Redis) -> dict[str, dict[str, Any]]:
     return _records(client, HEARTBEAT_PREFIX)
 
 
-def last_beats_of_gone_workers(client: redis.Redis) -> dict[str, dict[str, Any]]:
-    """The last heartbeat (of the last day) of each consumer whose live heartbeat expired without a clean shutdown:
-    hung, stopped or killed. Newest first."""
-    live = live_consumers(client)
+def last_beats_of_gone_workers(client: redis.Redis, live: Mapping[str, object]) -> dict[str, dict[str, Any]]:
+    """The last heartbeat (of the last day) of each consumer not in `live` (`live_consumers`, read by the caller)
+    whose live heartbeat expired without a clean shutdown: hung, stopped or killed. Newest first."""
     gone = {name: beat for name, beat in _records(client, LAST_BEAT_PREFIX).items() if name not in live}
     return dict(sorted(gone.items(), key=lambda item: -float(item[1].get("last_beat_unix") or 0)))
 

@@ -45,7 +45,7 @@ from worker.backup import (
 from worker.heartbeat import live_consumers
 from worker.names import BREAKER_PREFIX, COMPLETED_PREFIX, CONSUMER_GROUP
 from worker.redis_text import as_text
-from worker.stream_archive import CHUNK, StreamRebuilder, record_stream
+from worker.stream_archive import CHUNK, RebuildCounts, StreamRebuilder, record_stream
 from worker.stream_entries import server_now_ms
 
 TARGET_PATTERN = "tactical:*"
@@ -357,14 +357,13 @@ def _restore_lines(client: redis.Redis, lines: IO[bytes], now_ms: int, progress:
     return restored, expired
 
 
-def _rebuild_streams(client: redis.Redis, lines: IO[bytes], now_ms: int, progress: Progress) -> StreamRebuilder:
+def _rebuild_streams(client: redis.Redis, lines: IO[bytes], now_ms: int, progress: Progress) -> RebuildCounts:
     rebuilder = StreamRebuilder(client, now_ms)
     for count, line in enumerate(lines, 1):
         rebuilder.add(line)  # its stream was checked with the archive (open_archive)
         if count % CHUNK == 0:
             progress("restore streams, entry by entry", rebuilder.counts.entries, None)
-    rebuilder.finish()
-    return rebuilder
+    return rebuilder.finish()
 
 
 def _write_model_file(target: Path, handle: IO[bytes]) -> None:
@@ -475,7 +474,7 @@ def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: 
                 what = _MEMBER_KEYS[name][0]
                 try:
                     if name == STREAM_ENTRIES_MEMBER:
-                        counts = _rebuild_streams(client, handle, now_ms, progress).counts
+                        counts = _rebuild_streams(client, handle, now_ms, progress)
                         count, stream_entries = counts.streams, counts.entries
                         restored["stream_entries"] = restored.get("stream_entries", 0) + stream_entries
                         gone = counts.pending_without_entry

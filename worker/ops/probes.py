@@ -301,7 +301,7 @@ def probe_heartbeats(sources: Sources) -> list[Finding]:
             f"{name} (pid {beat.get('pid')} on {beat.get('host')})" for name, beat in live.items()),
             consumers=sorted(live)))
     else:
-        gone = last_beats_of_gone_workers(client)
+        gone = last_beats_of_gone_workers(client, live)
         seen = "; ".join(f"{name} (pid {beat.get('pid')} on {beat.get('host')}) "
                          f"{_ago(beat.get('last_beat_unix'))}" for name, beat in list(gone.items())[:3])
         findings.append(_critical(
@@ -582,6 +582,7 @@ def probe_previous_bundles(sources: Sources) -> list[Finding]:
         return [_ok(f"revert candidate: {replaced}, the bundle CURRENT replaced (`tacticalctl models rollback "
                     f"--yes`){_signature_caveat(by_version[replaced])}", candidates=[replaced])]
     candidates = [version for version in servable if version not in ruled_out]
+    excluded = sorted(ruled_out & set(servable))  # verified, but an operator refused it or rolled back from it
     if not candidates:
         # A bundle an operator refused or rolled back from is not one to sign either.
         unsigned = [manifest.version for manifest in unsigned_manifests
@@ -590,9 +591,8 @@ def probe_previous_bundles(sources: Sources) -> list[Finding]:
             return [_warn(f"no other signed bundle in {models_dir} to revert to, and CURRENT is signed (workers "
                           f"refuse unsigned ones): {', '.join(unsigned[:3])} verify. Sign one to revert to it: "
                           f"`tacticalctl models sign {unsigned[0]} --key-file <key>`", unsigned=unsigned[:5],
-                          ruled_out=sorted(ruled_out & set(servable)))]
-        excluded = sorted(ruled_out & set(servable))
-        if excluded:  # verified, but an operator refused it or rolled back from it: said, not hidden
+                          ruled_out=excluded)]
+        if excluded:  # said, not hidden
             return [_warn(f"no verified bundle in {models_dir} to revert to that no operator ruled out: "
                           f"{', '.join(excluded[:3])} verify, but were rolled back from or refused by the promotion "
                           "gate (the audit trail: `tacticalctl alerts --severity AUDIT`). Once the reason no longer "
