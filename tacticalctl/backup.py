@@ -203,7 +203,9 @@ def restore(
     --models-only, only the model bundles are restored and Redis is not touched (a new worker host).
     Audited in tactical_alerts. Exit 0 restored and verified against the manifest, 2 refused or failed.
 
-    JSON keys: archive, sha256, checksum_file, created_at, keys, target, models_dir, model_conflicts, applied, and
+    JSON keys: archive, sha256, checksum_file, created_at, keys, target (existing_streams, existing_tactical_keys,
+    live_workers, refused_commands: what the Redis user may not run that the restore needs), models_dir,
+    model_conflicts, applied, and
     after a restore: cleared_keys, restored, expired, model_files_written, environment, verified, differences,
     audit_id, pending_without_entry ({"stream/group": [ids]}: pending entries whose stream entry had been deleted
     before the backup, so nothing to restore)."""
@@ -220,7 +222,7 @@ def restore(
             if force and not yes and not dry_run:  # replacing what is there: shown first, as every change is
                 dry_run = True
             if dry_run:
-                plan = plan_restore(client, verified, target_models)
+                plan = plan_restore(client, verified, target_models, models_only=models_only)
                 reason = plan.refusal(force, models_only=models_only)
                 if json_output:
                     print_json({**plan.as_dict(), "applied": False, "refused": reason})

@@ -1,9 +1,11 @@
 """Restoring a backup: verify the archive, refuse to overwrite or to race a worker, restore, check the result.
 
 Every member is checked against the manifest's SHA-256 (and the whole archive against its `.sha256` file) before
-anything is written. Keys are restored with RESTORE, which keeps what DUMP captured: stream entry ids, consumer
-groups with `last-delivered-id`, `entries-read` and pending entries (consumer, delivery count, delivery time), and
-with ABSTTL the absolute expiry of each completed key. After it, the streams are compared with the manifest.
+anything is written, and so is every command the restore needs, on a scratch stream (`refused_restore_commands`).
+Streams are rebuilt entry by entry (`worker.stream_archive`: ids, groups with `last-delivered-id` and `entries-read`,
+pending entries with their consumer and delivery count; an archive of format 1 RESTOREs their DUMPs), other keys are
+restored with RESTORE, with ABSTTL the absolute expiry of each completed key. After it, the streams are compared with
+the manifest.
 The workers started afterwards reclaim the pending entries; completed keys make redelivered events duplicates.
 """
 
@@ -12,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tarfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -211,6 +215,7 @@ class RestorePlan:
     live_workers: tuple[str, ...]
     model_conflicts: tuple[str, ...]  # files in the models directory that differ from the archive's
     models_dir: Path | None
+    refused_commands: tuple[str, ...] = ()  # commands the restore needs that the Redis user may not run
 
     @property
     def target_empty(self) -> bool:
@@ -221,6 +226,10 @@ class RestorePlan:
         touched then."""
         if self.models_dir is not None and (problem := _unwritable_dir(self.models_dir)) is not None:
             return f"{problem}: name the models directory to restore into, or --no-models"
+        if self.refused_commands and not models_only:
+            return (f"the Redis user may not run {', '.join(self.refused_commands)}, which this restore needs (an ACL "
+                    "from before restores rebuilt streams entry by entry): apply runbook/acl/users.acl, then restore; "
+                    "nothing was restored")
         if self.live_workers and not models_only:
             return (f"workers are running against the target ({', '.join(self.live_workers)}): stop them first, "
                     "then restore, then start them; to restore only the model bundles onto a new host, --models-only")
@@ -241,7 +250,8 @@ class RestorePlan:
                 "created_at": self.archive.manifest["created_at"], "keys": self.archive.manifest["keys"],
                 "target": {"existing_streams": list(self.existing_streams),
                            "existing_tactical_keys": self.existing_tactical_keys,
-                           "live_workers": list(self.live_workers)},
+                           "live_workers": list(self.live_workers),
+                           "refused_commands": list(self.refused_commands)},
                 "models_dir": None if self.models_dir is None else str(self.models_dir),
                 "model_conflicts": list(self.model_conflicts)}
 
@@ -281,10 +291,59 @@ def _unwritable_dir(directory: Path) -> str | None:
     return None
 
 
-def plan_restore(client: redis.Redis, archive: VerifiedArchive, models_dir: Path | None) -> RestorePlan:
+def plan_restore(client: redis.Redis, archive: VerifiedArchive, models_dir: Path | None, *,
+                 models_only: bool = False) -> RestorePlan:
     existing = tuple(name for name in BACKED_UP_STREAMS if client.exists(name))
+    refused = () if models_only else refused_restore_commands(client, archive)
     return RestorePlan(archive, existing, _count_keys(client, TARGET_PATTERN), tuple(live_consumers(client)),
-                       _model_conflicts(archive, models_dir), models_dir)
+                       _model_conflicts(archive, models_dir), models_dir, refused)
+
+
+PROBE_PREFIX = "tactical:restore:probe:"
+
+
+def refused_restore_commands(client: redis.Redis, archive: VerifiedArchive) -> tuple[str, ...]:
+    """The commands restoring `archive` runs that the Redis user may not, found before anything is cleared or
+    restored: each is run on a scratch stream of this probe's own (`PROBE_PREFIX…`, deleted at once). Without it an
+    ACL from before restores rebuilt streams (no XSETID) stopped a restore part way, the target half written. Only
+    NOPERM counts; any other refusal (out of memory, read-only) is the restore's own to report."""
+    key = f"{PROBE_PREFIX}{secrets.token_hex(8)}"
+    copy = f"{key}:restored"
+    files = archive.manifest["files"]
+    probes: list[tuple[str, Callable[[redis.client.Pipeline], object]]] = [
+        ("XADD", lambda pipe: pipe.execute_command("XADD", key, "1-1", "field", "value"))]
+    if STREAM_ENTRIES_MEMBER in files:
+        probes += [
+            ("XSETID", lambda pipe: pipe.execute_command("XSETID", key, "1-1", "ENTRIESADDED", 1,
+                                                         "MAXDELETEDID", "0-0")),
+            ("XGROUP CREATE", lambda pipe: pipe.execute_command("XGROUP", "CREATE", key, "probe", "0",
+                                                                "ENTRIESREAD", 0)),
+            ("XGROUP CREATECONSUMER", lambda pipe: pipe.xgroup_createconsumer(key, "probe", "probe")),
+            ("XCLAIM", lambda pipe: pipe.xclaim(key, "probe", "probe", min_idle_time=0, message_ids=["1-1"], idle=0,
+                                                retrycount=1, force=True, justid=True)),
+            ("XGROUP DESTROY", lambda pipe: pipe.xgroup_destroy(key, "probe")),
+            ("PEXPIREAT", lambda pipe: pipe.pexpireat(key, int((time.time() + 600) * 1000))),  # deleted below anyway
+        ]
+    dumped = any(member in files for member in (COMPLETED_MEMBER, BREAKER_MEMBER, STREAMS_MEMBER))
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for _, probe in probes:
+                probe(pipe)
+            pipe.dump(key)
+            replies = pipe.execute(raise_on_error=False)
+        refused = [name for (name, _), reply in zip(probes, replies, strict=False)
+                   if isinstance(reply, redis.exceptions.NoPermissionError)]
+        payload = replies[-1]
+        if dumped and isinstance(payload, bytes):
+            try:
+                client.restore(copy, 60_000, payload)
+            except redis.exceptions.NoPermissionError:
+                refused.append("RESTORE")
+            except redis.ResponseError:
+                pass
+    finally:
+        client.delete(key, copy)
+    return tuple(refused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,7 +489,7 @@ def restore_backup(
     With `models_only`, only the model bundles, into `models_dir`: Redis is left as it is (a lost worker host)."""
     if models_only and models_dir is None:
         raise RestoreRefused("--models-only needs a models directory to restore into")
-    plan = plan_restore(client, archive, models_dir)
+    plan = plan_restore(client, archive, models_dir, models_only=models_only)
     reason = plan.refusal(force, models_only=models_only)
     if reason:
         raise RestoreRefused(reason)

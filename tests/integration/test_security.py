@@ -289,6 +289,20 @@ def test_the_operator_restores_into_a_server_with_the_same_acl(tmp_path: Path, a
     assert old_acl.exit_code == 0, old_acl.output
     assert "DUMP in one MULTI/EXEC" in old_acl.stdout and "may not COPY" in old_acl.stdout, old_acl.stdout
 
+    # Restoring under an ACL from before restores rebuilt streams is refused before anything is written (it used to
+    # stop part way, the target half restored), naming what the user lacks; the dry run says so too.
+    admin.execute_command("ACL", "SETUSER", "tacticalctl", "-xsetid", "-xgroup|createconsumer")
+    admin.flushdb()
+    for dry_run in (("--dry-run",), ()):
+        refused = tacticalctl(operator_url, "restore", str(archive), "--no-models", *dry_run, **env)
+        assert refused.exit_code == 2, refused.output
+        assert "may not run XSETID, XGROUP CREATECONSUMER" in refused.output, refused.output
+        assert "runbook/acl/users.acl" in refused.output, refused.output
+        assert admin.dbsize() == 0, admin.keys("*")  # nothing restored, the probe's scratch stream deleted
+    admin.execute_command("ACL", "SETUSER", "tacticalctl", "+xsetid", "+xgroup|createconsumer")
+    restored = tacticalctl(operator_url, "restore", str(archive), "--no-models", **env)
+    assert restored.exit_code == 0, restored.output
+
 
 # ---- wrong credentials -------------------------------------------------------------------------------------------
 
