@@ -19,7 +19,7 @@ from tacticalctl.formatting import plain
 from worker.alerts import default_actor
 from worker.backup import BackupError, BackupReport, StreamState, create_backup, no_progress
 from worker.health import DEFAULT_THRESHOLDS
-from worker.restore import RestorePlan, open_archive, plan_restore, restore_backup
+from worker.restore import RestorePlan, config_env_file, open_archive, plan_restore, restore_backup
 from worker.settings import redact_url
 
 ModelsDirOption = Annotated[Path | None, typer.Option(
@@ -82,14 +82,16 @@ def backup(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing archive.")] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Back up the model bundles, the non-secret TACTICAL_* configuration and the Redis state that matters: the
+    """Back up the model bundles, the configuration (the running workers' settings, this shell's TACTICAL_* variables;
+    no secret) and the Redis state that matters: the
     streams with their ids, consumer group positions and pending entries (copied in one MULTI/EXEC, then read entry
     by entry; DUMPed in it when Redis has no memory for the copies), the completed keys with their expiry, the
     breaker and restart counters. Audited in tactical_alerts.
 
     JSON keys: archive, checksum_file, sha256, bytes, created_at, redis {source, version, snapshot_time_ms,
     snapshot_held_ms (how long the snapshot held Redis), method, streams}, keys {streams, completed,
-    completed_newer_than_snapshot, breaker}, models, audit_id."""
+    completed_newer_than_snapshot, breaker}, models, config {workers: the running workers whose settings were
+    recorded}, audit_id."""
     context = get_context(ctx)
     client = context.redis()
     with _progress() as progress, _sigterm_as_interrupt():
@@ -142,6 +144,13 @@ def _print_backup(console: Console, report: BackupReport, states: list[StreamSta
         console.print(f"model bundles: {len(models['bundles'])} from {plain(models['dir'])}, current "
                       f"{plain(models['current'] or '-')}" + (f"; [yellow]failing verification: {', '.join(bad)}[/]"
                                                                if bad else ""))
+    workers = report.manifest["config"]["workers"]
+    if workers:
+        console.print(f"configuration: the settings of {len(workers)} running workers ({plain(', '.join(workers))}) "
+                      "and this shell's TACTICAL_* environment")
+    else:
+        console.print("[yellow]configuration: no worker is running, so only this shell's TACTICAL_* environment is "
+                      "recorded: run backups with the workers' environment, or while they run[/]")
     console.print(f"backup written: {plain(report.archive)} ({report.size_bytes} bytes), sha256 {report.sha256}; "
                   f"audit entry {report.audit_id}")
     held_ms = report.manifest["redis"]["snapshot_held_ms"]
@@ -188,7 +197,8 @@ def restore(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Verify and show what would be done; change nothing.")]
     = False,
     config_out: Annotated[Path | None, typer.Option(
-        "--config-out", help="Write the archived TACTICAL_* settings to this env file.")] = None,
+        "--config-out", help="Write the archived configuration to this env file: the settings the running workers "
+        "had (from their heartbeats), else the TACTICAL_* environment of the backup run.")] = None,
     models_only: Annotated[bool, typer.Option(
         "--models-only", help="Restore only the model bundles (into --models-dir); Redis is left as it is: a new "
         "worker host beside a healthy Redis.")] = False,
@@ -206,7 +216,8 @@ def restore(
     JSON keys: archive, sha256, checksum_file, created_at, keys, target (existing_streams, existing_tactical_keys,
     live_workers, refused_commands: what the Redis user may not run that the restore needs), models_dir,
     model_conflicts, applied, and
-    after a restore: cleared_keys, restored, expired, model_files_written, environment, verified, differences,
+    after a restore: cleared_keys, restored, expired, model_files_written, environment (of the backup run),
+    worker_settings ({consumer: settings} of the workers running then), verified, differences,
     audit_id, pending_without_entry ({"stream/group": [ids]}: pending entries whose stream entry had been deleted
     before the backup, so nothing to restore)."""
     if models_only and no_models:
@@ -242,7 +253,7 @@ def restore(
     config_error = None
     if config_out is not None:
         try:
-            config_out.write_text("".join(f"{name}={value}\n" for name, value in sorted(report.environment.items())))
+            config_out.write_text(config_env_file(report.environment, report.worker_settings))
         except OSError as exc:  # the restore is done: say so below, then fail on this
             config_error, config_out = f"restored, but --config-out could not be written: {exc}", None
     if json_output:

@@ -42,6 +42,7 @@ from typing import IO, Any
 import redis
 
 from worker.alerts import audit, require_audit_trail
+from worker.heartbeat import live_consumers
 from worker.names import (
     ALL_STREAMS,
     BREAKER_PREFIX,
@@ -407,6 +408,13 @@ def _tar_member_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
+def running_worker_settings(client: redis.Redis) -> dict[str, dict[str, Any]]:
+    """The effective settings of each running worker, by consumer, as its heartbeat publishes them (passwords masked):
+    what the workers run with, which the environment of the `tacticalctl backup` run may not be."""
+    return {consumer: beat["settings"] for consumer, beat in live_consumers(client).items()
+            if isinstance(beat.get("settings"), dict)}
+
+
 @dataclass(frozen=True, slots=True)
 class BackupReport:
     archive: Path
@@ -419,7 +427,8 @@ class BackupReport:
         m = self.manifest
         return {"archive": str(self.archive), "checksum_file": str(checksum_path(self.archive)),
                 "sha256": self.sha256, "bytes": self.size_bytes, "created_at": m["created_at"],
-                "redis": m["redis"], "keys": m["keys"], "models": m["models"], "audit_id": self.audit_id}
+                "redis": m["redis"], "keys": m["keys"], "models": m["models"], "config": m["config"],
+                "audit_id": self.audit_id}
 
 
 def create_backup(
@@ -469,7 +478,9 @@ def create_backup(
             breaker, _ = write_scanned_keys(client, BREAKER_PREFIX + "*", out, decided_up_to=None,
                                             progress=progress, stage="breaker and restart counters")
         (staging / "config").mkdir()
-        config = {"settings": effective_settings(settings), "environment": non_secret_environment(environ)}
+        workers = running_worker_settings(client)
+        config = {"settings": effective_settings(settings), "environment": non_secret_environment(environ),
+                  "workers": workers}
         (staging / CONFIG_MEMBER).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         models: dict[str, Any] | None = None
         if models_dir is not None:
@@ -498,6 +509,7 @@ def create_backup(
             },
             "keys": {"streams": streams, "completed": completed,
                      "completed_newer_than_snapshot": newer, "breaker": breaker},
+            "config": {"workers": sorted(workers)},  # whose settings config/settings.json holds
             "models": models,
             "files": {name: {"sha256": sha256_path(staging / name), "bytes": (staging / name).stat().st_size}
                       for name in members},

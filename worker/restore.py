@@ -49,6 +49,7 @@ from worker.backup import (
 from worker.heartbeat import live_consumers
 from worker.names import BREAKER_PREFIX, COMPLETED_PREFIX, CONSUMER_GROUP
 from worker.redis_text import as_text
+from worker.settings import WorkerSettings
 from worker.stream_archive import CHUNK, RebuildCounts, StreamRebuilder, record_stream
 from worker.stream_entries import server_now_ms
 
@@ -353,7 +354,8 @@ class RestoreReport:
     restored: dict[str, int]
     expired: int  # keys whose expiry passed while they sat in the archive
     model_files_written: tuple[str, ...]
-    environment: dict[str, str]  # the archived TACTICAL_* configuration
+    environment: dict[str, str]  # the TACTICAL_* environment of the `tacticalctl backup` run
+    worker_settings: dict[str, dict[str, Any]]  # each running worker's effective settings then, by consumer
     differences: tuple[str, ...] = field(default=())  # restored state vs. the manifest; empty when verified
     audit_id: str | None = None
     # pending entries whose stream entry had been deleted before the backup: nothing to restore (a worker would
@@ -367,7 +369,7 @@ class RestoreReport:
     def as_dict(self) -> dict[str, Any]:
         return {**self.plan.as_dict(), "cleared_keys": self.cleared_keys, "restored": self.restored,
                 "expired": self.expired, "model_files_written": list(self.model_files_written),
-                "environment": self.environment, "verified": self.verified,
+                "environment": self.environment, "worker_settings": self.worker_settings, "verified": self.verified,
                 "differences": list(self.differences), "audit_id": self.audit_id,
                 "pending_without_entry": self.pending_without_entry}
 
@@ -497,8 +499,8 @@ def restore_backup(
         require_audit_trail(client)
     cleared = _clear_target(client) if force and not plan.target_empty and not models_only else 0
     try:
-        restored, expired, written, environment, gone = _restore_members(client, archive, models_dir, progress,
-                                                                         redis_members=not models_only)
+        restored, expired, written, environment, workers, gone = _restore_members(
+            client, archive, models_dir, progress, redis_members=not models_only)
     except (BackupError, redis.RedisError, OSError, tarfile.TarError) as exc:
         raise BackupError(f"restore stopped part way, the target holds part of the backup: {exc}. "
                           "Fix the cause and run the restore again with --force --yes") from None
@@ -512,18 +514,56 @@ def restore_backup(
                             + ("" if not differences else f"; {len(differences)} differences from the manifest"),
                      archive=str(archive.path), sha256=archive.sha256, forced=str(force).lower(),
                      models_only=str(models_only).lower())
-    return RestoreReport(plan, cleared, restored, len(expired), tuple(written), environment, differences,
+    return RestoreReport(plan, cleared, restored, len(expired), tuple(written), environment, workers, differences,
                          as_text(audit_id), gone)
+
+
+# Per process, not per deployment: each worker names its own consumer (host:pid by default).
+_PER_PROCESS_SETTINGS = frozenset({"consumer"})
+
+
+def config_env_file(environment: Mapping[str, str], workers: Mapping[str, Mapping[str, Any]]) -> str:
+    """The archived configuration as an env file (`--config-out`). The running workers' settings when the backup saw
+    any (what they ran with, from their heartbeats), a worker that differed from the first noted beside the value;
+    then the variables of the backup run's environment that are no worker setting (password files, TLS, ...). With no
+    running worker, that environment alone. Secrets were never archived; URL passwords read `***`."""
+    lines: list[str] = []
+    names: set[str] = set()
+    if workers:
+        first, *others = sorted(workers)
+        lines.append(f"# the settings of the running workers when the backup was taken ({', '.join(sorted(workers))})")
+        for name, value in sorted(workers[first].items()):
+            if name in _PER_PROCESS_SETTINGS:
+                continue
+            variable = WorkerSettings.env_name(name)
+            names.add(variable)
+            differing = [f"{other}: {workers[other].get(name)!s}" for other in others
+                         if workers[other].get(name) != value]
+            if differing:
+                lines.append(f"# {variable} differs between workers; {first} ran with the value below, "
+                             + "; ".join(differing))
+            lines.append(f"{variable}={'' if value is None else value}")
+        rest = {name: value for name, value in environment.items() if name not in names}
+        if rest:
+            lines.append("# from the environment of the `tacticalctl backup` run (no worker setting)")
+    else:
+        rest = dict(environment)
+        lines.append("# the TACTICAL_* environment of the `tacticalctl backup` run (no worker was running: run backups "
+                     "with the workers' environment)")
+    lines += [f"{name}={value}" for name, value in sorted(rest.items())]
+    return "".join(f"{line}\n" for line in lines)
 
 
 def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: Path | None,
                      progress: Progress, *, redis_members: bool = True,
-                     ) -> tuple[dict[str, int], list[str], list[str], dict[str, str], dict[str, list[str]]]:
+                     ) -> tuple[dict[str, int], list[str], list[str], dict[str, str], dict[str, dict[str, Any]],
+                                dict[str, list[str]]]:
     now_ms = server_now_ms(client)
     restored: dict[str, int] = {}
     expired: list[str] = []  # keys (streams among them) whose expiry passed in the archive: not restored
     written: list[str] = []
     environment: dict[str, str] = {}
+    workers: dict[str, dict[str, Any]] = {}
     gone: dict[str, list[str]] = {}
     with tarfile.open(archive.path, mode="r:gz") as tar:
         for name, handle in _members(tar):
@@ -546,7 +586,9 @@ def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: 
                 restored[what] = restored.get(what, 0) + count
             elif name == CONFIG_MEMBER:
                 try:
-                    environment = {str(k): str(v) for k, v in json.load(handle).get("environment", {}).items()}
+                    config = json.load(handle)
+                    environment = {str(k): str(v) for k, v in config.get("environment", {}).items()}
+                    workers = {str(name): dict(values) for name, values in config.get("workers", {}).items()}
                 except _MALFORMED as exc:
                     raise _malformed(archive.path, name, exc) from None
             elif name.startswith(MODELS_PREFIX) and models_dir is not None:
@@ -556,4 +598,4 @@ def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: 
                     _write_model_file(target, handle)
                     written.append(relative)
                     progress("model files", len(written), None)
-    return restored, expired, written, environment, gone
+    return restored, expired, written, environment, workers, gone

@@ -49,6 +49,7 @@ from worker.inference import AgentEnsemble, row_invariant_kernels
 from worker.monitor import HealthMonitor
 from worker.pipeline import BatchResult, EventPipeline, PipelineConfig, StageError, StreamEntry
 from worker.redis_text import as_text
+from worker.security import effective_settings
 from worker.settings import WorkerSettings, redact_url
 from worker.telemetry import Telemetry
 
@@ -518,6 +519,9 @@ class Worker:
             "state": self.monitor.health_doc.get("state") if self.monitor else "starting",
             "breaker": self.breaker.state.name.lower(),
             "http": None if self.http is None else f"{self.settings.http_host}:{self.http.port}",
+            # What a backup records as this worker's configuration (passwords masked): the operator taking it may not
+            # share the workers' environment.
+            "settings": effective_settings(self.settings),
         }
 
     def reread_own_pending(self, *, retry: bool = False) -> None:

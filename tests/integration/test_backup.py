@@ -428,7 +428,9 @@ def test_the_archive_carries_configuration_but_no_secret(tmp_path: Path, source:
     result = tacticalctl(target.url(), "restore", str(archive), "--models-dir", str(tmp_path / "m"),
                          "--config-out", str(env_file))
     assert result.exit_code == 0, result.output
-    restored_env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    lines = env_file.read_text().splitlines()
+    assert lines[0].startswith("# the TACTICAL_* environment of the `tacticalctl backup` run (no worker was running")
+    restored_env = dict(line.split("=", 1) for line in lines if not line.startswith("#"))
     assert restored_env["TACTICAL_BATCH_SIZE"] == "42"
     assert restored_env["TACTICAL_REDIS_URL"] == "redis://tactical-worker:***@redis.internal:6379/2"
     assert restored_env["TACTICAL_BACKUP_PASSWORD_FILE"] == str(secret_file)
@@ -437,6 +439,38 @@ def test_the_archive_carries_configuration_but_no_secret(tmp_path: Path, source:
     current = (shipped / "CURRENT").read_text().strip()
     manifest = Path(current, "manifest.json")
     assert (tmp_path / "m" / manifest).read_bytes() == (shipped / manifest).read_bytes()
+
+
+def test_the_archive_carries_the_running_workers_settings_not_only_the_operators_shell(
+        tmp_path: Path, source: EmbeddedRedis, target: EmbeddedRedis, start_worker) -> None:
+    client = redis.Redis.from_url(source.url())
+    _small_state(client)
+    worker = start_worker(source.url(), consumer="w-37", batch_size=37, max_deliveries=7)
+    # A second worker that differs: its value is noted beside the first's, not lost.
+    other = start_worker(source.url(), consumer="w-38", batch_size=38, max_deliveries=7)
+    wait_for(lambda: all(b"settings" in (client.get(f"tactical:heartbeat:{name}") or b"") for name in ("w-37", "w-38")),
+             what="both heartbeats with their settings")
+    archive = tmp_path / "b.tar.gz"
+    env = {"TACTICAL_BATCH_SIZE": "42", "TACTICAL_BACKUP_PASSWORD_FILE": "/run/secrets/backup"}  # the operator's shell
+    backed_up = tacticalctl(source.url(), "backup", str(archive), "--no-models", env=env)
+    assert backed_up.exit_code == 0, backed_up.output
+    assert "the settings of 2 running workers (w-37, w-38)" in backed_up.stdout, backed_up.stdout
+    assert worker.stop() == 0 and other.stop() == 0
+
+    env_file = tmp_path / "restored.env"
+    restored = tacticalctl(target.url(), "restore", str(archive), "--no-models", "--config-out", str(env_file),
+                           "--json")
+    assert restored.exit_code == 0, restored.output
+    report = json.loads(restored.stdout)
+    assert report["worker_settings"]["w-37"]["batch_size"] == 37
+    lines = env_file.read_text().splitlines()
+    values = dict(line.split("=", 1) for line in lines if not line.startswith("#"))
+    assert values["TACTICAL_BATCH_SIZE"] == "37", lines  # what the workers ran with, not the shell's 42
+    assert values["TACTICAL_MAX_DELIVERIES"] == "7"
+    assert values["TACTICAL_REDIS_URL"] == source.url()
+    assert "# TACTICAL_BATCH_SIZE differs between workers; w-37 ran with the value below, w-38: 38" in lines
+    assert values["TACTICAL_BACKUP_PASSWORD_FILE"] == "/run/secrets/backup"  # no worker setting: from the shell
+    assert "TACTICAL_CONSUMER" not in values  # each process names its own
 
 
 def test_dry_run_verifies_and_changes_nothing(tmp_path: Path, source: EmbeddedRedis, target: EmbeddedRedis) -> None:
