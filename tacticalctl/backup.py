@@ -214,7 +214,8 @@ def restore(
     Audited in tactical_alerts. Exit 0 restored and verified against the manifest, 2 refused or failed.
 
     JSON keys: archive, sha256, checksum_file, created_at, keys, target (existing_streams, existing_tactical_keys,
-    live_workers, refused_commands: what the Redis user may not run that the restore needs), models_dir,
+    live_workers, refused_commands / unsupported_commands: what the restore needs that the Redis user may not
+    run / the server does not know), models_dir,
     model_conflicts, applied, and
     after a restore: cleared_keys, restored, expired, model_files_written, environment (of the backup run),
     worker_settings ({consumer: settings} of the workers running then), verified, differences,

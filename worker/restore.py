@@ -208,6 +208,28 @@ def _malformed(archive: Path, member: str, exc: Exception) -> ArchiveIntegrityEr
 
 # ---- restoring -------------------------------------------------------------------------------------------------
 
+# How Redis before 7.0 answers what a rebuild needs (XSETID ENTRIESADDED, XGROUP CREATE ENTRIESREAD, CREATECONSUMER).
+_UNSUPPORTED_REPLIES = ("wrong number of arguments", "syntax error", "unknown command", "unknown subcommand")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandProbe:
+    """What the target Redis will not run of what a restore needs."""
+
+    refused: tuple[str, ...] = ()  # NOPERM: the user's ACL lacks them
+    unsupported: tuple[str, ...] = ()  # the server does not know them (Redis before 7.0)
+
+
+def classify_probe_reply(reply: object) -> str | None:
+    """'refused' (NOPERM), 'unsupported' (a command or option the server does not know), or None: ran, or failed for
+    another reason (out of memory, read-only) that the restore itself reports."""
+    if isinstance(reply, redis.exceptions.NoPermissionError):
+        return "refused"
+    if isinstance(reply, redis.ResponseError) and any(text in str(reply).lower() for text in _UNSUPPORTED_REPLIES):
+        return "unsupported"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class RestorePlan:
     archive: VerifiedArchive
@@ -216,7 +238,7 @@ class RestorePlan:
     live_workers: tuple[str, ...]
     model_conflicts: tuple[str, ...]  # files in the models directory that differ from the archive's
     models_dir: Path | None
-    refused_commands: tuple[str, ...] = ()  # commands the restore needs that the Redis user may not run
+    commands: CommandProbe = CommandProbe()  # what the restore needs that the target will not run
 
     @property
     def target_empty(self) -> bool:
@@ -227,8 +249,12 @@ class RestorePlan:
         touched then."""
         if self.models_dir is not None and (problem := _unwritable_dir(self.models_dir)) is not None:
             return f"{problem}: name the models directory to restore into, or --no-models"
-        if self.refused_commands and not models_only:
-            return (f"the Redis user may not run {', '.join(self.refused_commands)}, which this restore needs (an ACL "
+        if self.commands.unsupported and not models_only:
+            return (f"the target Redis does not run {', '.join(self.commands.unsupported)} as this restore needs "
+                    "(XSETID with ENTRIESADDED, XGROUP CREATE with ENTRIESREAD): restore into Redis 7.0 or newer; "
+                    "nothing was restored")
+        if self.commands.refused and not models_only:
+            return (f"the Redis user may not run {', '.join(self.commands.refused)}, which this restore needs (an ACL "
                     "from before restores rebuilt streams entry by entry): apply runbook/acl/users.acl, then restore; "
                     "nothing was restored")
         if self.live_workers and not models_only:
@@ -252,7 +278,8 @@ class RestorePlan:
                 "target": {"existing_streams": list(self.existing_streams),
                            "existing_tactical_keys": self.existing_tactical_keys,
                            "live_workers": list(self.live_workers),
-                           "refused_commands": list(self.refused_commands)},
+                           "refused_commands": list(self.commands.refused),
+                           "unsupported_commands": list(self.commands.unsupported)},
                 "models_dir": None if self.models_dir is None else str(self.models_dir),
                 "model_conflicts": list(self.model_conflicts)}
 
@@ -295,19 +322,19 @@ def _unwritable_dir(directory: Path) -> str | None:
 def plan_restore(client: redis.Redis, archive: VerifiedArchive, models_dir: Path | None, *,
                  models_only: bool = False) -> RestorePlan:
     existing = tuple(name for name in BACKED_UP_STREAMS if client.exists(name))
-    refused = () if models_only else refused_restore_commands(client, archive)
+    commands = CommandProbe() if models_only else probe_restore_commands(client, archive)
     return RestorePlan(archive, existing, _count_keys(client, TARGET_PATTERN), tuple(live_consumers(client)),
-                       _model_conflicts(archive, models_dir), models_dir, refused)
+                       _model_conflicts(archive, models_dir), models_dir, commands)
 
 
 PROBE_PREFIX = "tactical:restore:probe:"
 
 
-def refused_restore_commands(client: redis.Redis, archive: VerifiedArchive) -> tuple[str, ...]:
-    """The commands restoring `archive` runs that the Redis user may not, found before anything is cleared or
-    restored: each is run on a scratch stream of this probe's own (`PROBE_PREFIX…`, deleted at once). Without it an
-    ACL from before restores rebuilt streams (no XSETID) stopped a restore part way, the target half written. Only
-    NOPERM counts; any other refusal (out of memory, read-only) is the restore's own to report."""
+def probe_restore_commands(client: redis.Redis, archive: VerifiedArchive) -> CommandProbe:
+    """The commands restoring `archive` runs that the Redis user may not, or the server cannot, found before anything
+    is cleared or restored: each is run on a scratch stream of this probe's own (`PROBE_PREFIX…`, deleted at once).
+    Without it an ACL from before restores rebuilt streams (no XSETID), or a Redis 6, stopped a restore part way, the
+    target half written."""
     key = f"{PROBE_PREFIX}{secrets.token_hex(8)}"
     copy = f"{key}:restored"
     files = archive.manifest["files"]
@@ -332,19 +359,17 @@ def refused_restore_commands(client: redis.Redis, archive: VerifiedArchive) -> t
                 probe(pipe)
             pipe.dump(key)
             replies = pipe.execute(raise_on_error=False)
-        refused = [name for (name, _), reply in zip(probes, replies, strict=False)
-                   if isinstance(reply, redis.exceptions.NoPermissionError)]
+        verdicts = [(name, classify_probe_reply(reply)) for (name, _), reply in zip(probes, replies, strict=False)]
         payload = replies[-1]
         if dumped and isinstance(payload, bytes):
             try:
                 client.restore(copy, 60_000, payload)
-            except redis.exceptions.NoPermissionError:
-                refused.append("RESTORE")
-            except redis.ResponseError:
-                pass
+            except redis.ResponseError as exc:
+                verdicts.append(("RESTORE", classify_probe_reply(exc)))
     finally:
         client.delete(key, copy)
-    return tuple(refused)
+    return CommandProbe(tuple(name for name, verdict in verdicts if verdict == "refused"),
+                        tuple(name for name, verdict in verdicts if verdict == "unsupported"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+import redis
 
 from worker.backup import DumpedKey, StreamsSnapshot, StreamState
 from worker.names import DECISIONS_STREAM, INPUT_STREAM
-from worker.restore import RestorePlan, VerifiedArchive
+from worker.restore import CommandProbe, RestorePlan, VerifiedArchive, classify_probe_reply
 from worker.stream_archive import _pack, _unpack, record_stream
 
 
@@ -91,6 +92,34 @@ def test_a_running_worker_blocks_a_restore_even_with_force() -> None:
     plan = _plan(live_workers=("host:1",), existing_streams=("synergy_events",))
     for force in (False, True):
         assert (plan.refusal(force=force) or "").startswith("workers are running against the target (host:1)")
+
+
+@pytest.mark.parametrize(("reply", "verdict"), [
+    # Redis 6's answers to what a rebuild uses (XSETID's arity was 3; XGROUP CREATE knew only MKSTREAM; 6.0 had no
+    # XGROUP CREATECONSUMER)
+    (redis.ResponseError("wrong number of arguments for 'xsetid' command"), "unsupported"),
+    (redis.ResponseError("syntax error"), "unsupported"),
+    (redis.ResponseError("Unknown subcommand or wrong number of arguments for 'CREATE'. Try XGROUP HELP."),
+     "unsupported"),
+    (redis.ResponseError("Unknown subcommand or wrong number of arguments for 'CREATECONSUMER'. Try XGROUP HELP."),
+     "unsupported"),
+    (redis.exceptions.NoPermissionError("this user has no permissions to run the 'xsetid' command"), "refused"),
+    (redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'."), None),  # the restore's to report
+    (redis.exceptions.ReadOnlyError("You can't write against a read only replica."), None),
+    (b"1-1", None),
+])
+def test_a_probe_reply_tells_a_missing_permission_from_an_older_server(reply: object, verdict: str | None) -> None:
+    assert classify_probe_reply(reply) == verdict
+
+
+def test_a_target_that_cannot_run_the_restore_is_refused_naming_the_fix() -> None:
+    older = _plan(commands=CommandProbe(unsupported=("XSETID", "XGROUP CREATE")))
+    assert "does not run XSETID, XGROUP CREATE" in (older.refusal(force=True) or "")
+    assert "Redis 7.0 or newer" in (older.refusal(force=True) or "")
+    acl = _plan(commands=CommandProbe(refused=("XSETID",)))
+    assert "may not run XSETID" in (acl.refusal(force=True) or "")
+    assert "runbook/acl/users.acl" in (acl.refusal(force=True) or "")
+    assert acl.refusal(force=True, models_only=True) is None  # Redis is not touched then
 
 
 def test_a_backup_takes_the_bundles_and_current_not_locks_staging_or_caches(tmp_path) -> None:
