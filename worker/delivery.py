@@ -488,6 +488,30 @@ def dead_letter_fields(
     return fields
 
 
+# A worker's own retry is not a delivery: after Redis refused or went away, it reads what it holds again (XREADGROUP
+# from 0), and Redis counts that read. The count is set back in Redis itself (XCLAIM to the same consumer, RETRYCOUNT
+# one less, JUSTID), so that whoever reads it later — another worker taking the entry over, this worker restarted
+# under a new consumer name, `tacticalctl pending` — sees only the deliveries that counted. Only entries still pending
+# on this consumer are touched: one another consumer took over meanwhile is its business.
+# KEYS[1] the input stream; ARGV[1] group, ARGV[2] consumer, ARGV[3..] the entry ids it has just read again.
+_FORGIVE_REREADS_LUA = """
+for i = 3, #ARGV do
+  local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])[1]
+  if row and row[4] > 1 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'RETRYCOUNT', row[4] - 1, 'JUSTID')
+  end
+end
+return 0
+"""
+
+
+def forgive_rereads(client: redis.Redis, entry_ids: Sequence[bytes], streams: StreamNames, consumer: str) -> None:
+    """Take back, in Redis, the delivery each of `entry_ids` was counted when `consumer` read it again as its own
+    retry (one round trip). Refused (NOPERM) under an ACL user without XCLAIM: an ACL file from before this."""
+    if entry_ids:
+        client.eval(_FORGIVE_REREADS_LUA, 1, streams.input, streams.group, consumer, *entry_ids)
+
+
 def pending_delivery_counts(
     client: redis.Redis, entry_ids: Sequence[bytes], streams: StreamNames, consumer: str
 ) -> dict[bytes, int]:

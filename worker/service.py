@@ -41,7 +41,7 @@ from worker.connection import (
     RedisAuthError,
     connect,
 )
-from worker.delivery import DeliveryScripts, StreamNames, ensure_group, pending_delivery_counts
+from worker.delivery import DeliveryScripts, StreamNames, ensure_group, forgive_rereads, pending_delivery_counts
 from worker.group_reader import GroupReader, Message
 from worker.heartbeat import Heartbeat
 from worker.http_server import HealthServer
@@ -117,7 +117,10 @@ class Worker:
         # them before reading again.
         self._read_ahead: list[StreamEntry] = []
         self._read_ahead_error: Exception | None = None  # raised once the batch decided before it is committed
-        self._own_retries: Counter[bytes] = Counter()  # re-reads of own pending entries that were our retries
+        # Re-reads of own pending entries that were our retries, forgiven here only when Redis's count could not be
+        # set back (an ACL user without XCLAIM): forgiven for this worker, not for another that takes them over.
+        self._own_retries: Counter[bytes] = Counter()
+        self._forgive_refused_logged = False
         self._batches_settled = 0  # commits whose reply was read: progress, for the backoff
         self._batch_fallbacks = 0  # batches decided one event at a time since the last report of them
         self._last_fallback_error = ""
@@ -544,10 +547,28 @@ class Worker:
                 entries = self._entries(messages)
                 if entries:  # else all were deleted from the stream (now acked): read on
                     if self.state.retrying_own_pending:
-                        self._own_retries.update(e.entry_id for e in entries)
+                        self.forgive_retry([e.entry_id for e in entries])
                     return self._with_delivery_counts(entries)
             self.end_own_pending_pass()
         return self._entries(self._read_group(">", block=self.block_ms() if block else None, count=count))
+
+    def forgive_retry(self, entry_ids: list[bytes]) -> None:
+        """These entries were just read again as this worker's own retry: not a delivery. Set back in Redis's count,
+        which every consumer reads; under an ACL user without XCLAIM, forgiven in this worker's memory only."""
+        try:
+            forgive_rereads(self._client(), entry_ids, self.streams, self.settings.consumer)
+        except redis.ResponseError as exc:
+            # Redis 7.0 words a command refused inside a script without the NOPERM code.
+            text = str(exc)
+            if not (isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in text
+                    or "can't run this command" in text):
+                raise
+            if not self._forgive_refused_logged:
+                self._forgive_refused_logged = True
+                log.warning("the Redis user may not run XCLAIM (%s): retries are forgiven by this worker only, and an "
+                            "entry another consumer takes over carries them as deliveries; load the shipped "
+                            "runbook/acl/users.acl", exc)
+            self._own_retries.update(entry_ids)
 
     def block_ms(self) -> int:
         """How long a read waits for new events: `block_ms`, or while a commit is in flight `IN_FLIGHT_BLOCK_MS` at

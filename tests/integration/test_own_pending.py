@@ -4,6 +4,7 @@ once their entries are settled."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -12,6 +13,7 @@ import redis
 
 from tests.events import many_events
 from tests.integration.streams import pending_count
+from worker.embedded_redis import EmbeddedRedis
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
 from worker.producer import make_event, publish_events
 from worker.service import Worker
@@ -55,10 +57,67 @@ def test_each_held_entry_is_read_once_per_pass_then_new_ones(idle_worker: Worker
     [new] = idle_worker.read_batch(count=1, block=False)
     assert new.fields[b"correlation_id"] == b"new" and not idle_worker.state.read_own_pending
 
-    # The three stay pending; only their forgiven retries are remembered, and only while they are pending.
-    assert set(idle_worker._own_retries) == set(held)
-    redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, held[0])
-    idle_worker.reread_own_pending()
-    while idle_worker.state.read_own_pending:
-        idle_worker.read_batch(count=10, block=False)
-    assert set(idle_worker._own_retries) == set(held[1:])
+    # The three stay pending; their forgiven retries are taken back in Redis's count, nothing kept in memory.
+    assert pending_counts(redis_client, held) == [1, 1, 1] and not idle_worker._own_retries
+
+
+def pending_counts(client: redis.Redis, entry_ids: list[bytes]) -> list[int]:
+    return [client.xpending_range(INPUT_STREAM, CONSUMER_GROUP, min=e, max=e, count=1)[0]["times_delivered"]
+            for e in entry_ids]
+
+
+def test_without_xclaim_retries_are_forgiven_in_memory_while_their_entries_are_pending(
+    redis_server: EmbeddedRedis, redis_client: redis.Redis
+) -> None:
+    """Under an ACL user from before retries were forgiven in Redis (no XCLAIM), the worker still forgives its own,
+    in its memory, and forgets them once their entries are settled."""
+    redis_client.acl_setuser("no-xclaim", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-xclaim"])
+    try:
+        url = redis_server.url().replace("redis://", "redis://no-xclaim:pw@", 1)
+        settings = WorkerSettings.from_env({}, redis_url=url, consumer="holder", http_addr="127.0.0.1:0")
+        worker = Worker(settings)
+        worker.startup()
+        try:
+            held = hold(redis_client, 3)
+            worker.reread_own_pending(retry=True)
+            seen = [e for _ in range(3) for e in worker.read_batch(count=1, block=False)]
+            assert [e.entry_id for e in seen] == held and {e.delivery_count for e in seen} == {1}
+            assert set(worker._own_retries) == set(held)
+            redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, held[0])
+            worker.reread_own_pending()
+            while worker.state.read_own_pending:
+                worker.read_batch(count=10, block=False)
+            assert set(worker._own_retries) == set(held[1:])
+        finally:
+            worker.shutdown()
+    finally:
+        redis_client.acl_deluser("no-xclaim")
+
+
+def test_retries_forgiven_stay_forgiven_for_the_consumer_that_takes_the_entry_over(
+    idle_worker: Worker, redis_client: redis.Redis, redis_url: str
+) -> None:
+    """A refusal that lasts (a key of the wrong type, OOM, READONLY): the holder reads its entry again at each retry,
+    and Redis counts every such read as a delivery. Those retries are forgiven in Redis's count itself, not only in
+    the holder's memory: the worker that takes the entry over (the holder restarted under a new consumer name, or
+    its breaker still open when another's closed) would otherwise find it delivered past max_deliveries and
+    dead-letter a sound event."""
+    [held] = hold(redis_client, 1)
+    for _ in range(2 * idle_worker.settings.max_deliveries):  # each refused commit: one more pass over what it holds
+        idle_worker.reread_own_pending(retry=True)
+        [entry] = idle_worker.read_batch(count=1, block=False)
+        assert entry.entry_id == held and entry.delivery_count == 1
+        assert idle_worker.read_batch(count=1, block=False) == []  # the pass is over; nothing new
+    [row] = redis_client.xpending_range(INPUT_STREAM, CONSUMER_GROUP, min=held, max=held, count=1)
+    assert row["times_delivered"] == 1, "`tacticalctl pending` shows the deliveries that counted"
+
+    settings = WorkerSettings.from_env({}, redis_url=redis_url, consumer="taker", http_addr="127.0.0.1:0",
+                                       claim_min_idle_ms=1)
+    taker = Worker(settings)
+    taker.startup()
+    try:
+        time.sleep(0.05)
+        _, [claimed] = taker.claim_stale("0-0", count=10)
+    finally:
+        taker.shutdown()
+    assert claimed.entry_id == held and claimed.delivery_count == 2  # its first read, and this claim
