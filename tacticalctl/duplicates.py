@@ -48,8 +48,9 @@ def duplicates(
     """Duplicate events: the worker's counter and the correlation ids seen more than once.
 
     tactical_duplicate_events_total from /metrics, the correlation ids sent more than once in the last --window
-    (the producer's retries: decided once, acked as duplicates; a copy sent after the first was dead-lettered, as
-    `dead-letter replay` does, is not counted), and — what must never happen — ids with more than one execution
+    or among the --last entries (the producer's retries: decided once, acked as duplicates; a copy sent after the
+    first was dead-lettered, as `dead-letter replay` does, is not counted), and — what must never happen — ids with
+    more than one execution
     command. Every command of the window is read; events, the newest 20,000 of it. Exit 0 none, 1 repeated input
     ids, 2 repeated commands or the worker unreachable.
 

@@ -132,3 +132,30 @@ def test_a_replay_of_a_dead_letter_is_not_a_resend(
     result = ctl("duplicates", "--json", worker_url=url)
     assert result.exit_code == 1
     assert [o["correlation_id"] for o in json.loads(result.stdout)["input"]["offenders"]] == ["fixed-1"]
+
+
+def test_last_judges_replays_and_dead_lettered_copies_as_the_window_does(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    """`--last N` is the same check over a count of entries (the runbook's "or `--last 10000`"): a replayed dead
+    letter, or a corrected event sent after a dead-lettered copy, used to be listed there as a resend (exit 1) while
+    `--window` said none."""
+    from tests.cli.streams import deliver_without_ack
+    from worker.names import DEAD_LETTER_STREAM
+    from worker.ops.pending import dead_letter_stuck_entries
+
+    url = worker_http[0]
+    publish(redis_client, "fixed-1", "corrected-1")
+    deliver_without_ack(redis_client, "ghost", 2)
+    dead_letter_stuck_entries(redis_client, reason="bad matrix", min_idle_ms=0, actor="test", apply=True)
+    [replay_me] = [e for e, f in redis_client.xrange(DEAD_LETTER_STREAM) if f[b"correlation_id"] == b"fixed-1"]
+    assert ctl("dead-letter", "replay", "--id", replay_me.decode(), "--yes").exit_code == 0
+    publish(redis_client, "corrected-1")  # the upstream's corrected event
+    assert ctl("duplicates", worker_url=url).exit_code == 0
+    result = ctl("duplicates", "--last", "1000", "--json", worker_url=url)
+    assert result.exit_code == 0, result.stdout
+    assert json.loads(result.stdout)["input"]["offenders"] == []
+    publish(redis_client, "fixed-1")  # a resend of the replayed event: two copies that could be decided
+    resent = ctl("duplicates", "--last", "1000", "--json", worker_url=url)
+    assert resent.exit_code == 1
+    assert [o["correlation_id"] for o in json.loads(resent.stdout)["input"]["offenders"]] == ["fixed-1"]

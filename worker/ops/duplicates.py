@@ -105,8 +105,11 @@ def scan_offenders(
 
 
 def input_offenders(client: redis.Redis, *, last: int, stream: str = INPUT_STREAM) -> ScanResult:
-    """Correlation ids seen more than once among the last `last` entries of the input stream."""
-    return scan_offenders(client, stream, limit=last)
+    """Correlation ids sent more than once among the last `last` entries of the input stream, judged as
+    `window_resends` judges a window: neither a `dead-letter replay` nor a copy that was itself dead-lettered is a
+    resend."""
+    inputs = scan_offenders(client, stream, limit=last, unless_field=_REPLAYED_FROM)
+    return _less_dead_lettered(client, inputs, limit=max(last, WINDOW_INPUT_LIMIT))
 
 
 def duplicate_commands(client: redis.Redis, *, last: int, stream: str = COMMANDS_STREAM) -> ScanResult:
@@ -150,6 +153,12 @@ def window_resends(client: redis.Redis, window_s: float = DUPLICATE_WINDOW_S, *,
     REPLAYED_FROM_FIELD), nor a copy that was itself dead-lettered (an upstream's corrected event follows it)."""
     inputs = scan_offenders(client, INPUT_STREAM, limit=limit, since_ms=window_start_ms(client, window_s),
                             unless_field=_REPLAYED_FROM)
+    return _less_dead_lettered(client, inputs, limit=limit)
+
+
+def _less_dead_lettered(client: redis.Redis, inputs: ScanResult, *, limit: int) -> ScanResult:
+    """The offenders that still have more than one copy once the copies that were dead-lettered (the dead letters
+    written since the first of them, at most `limit`) are left out."""
     if not inputs.offenders:
         return inputs
     earliest_ms = min(offender.first_ms for offender in inputs.offenders)
