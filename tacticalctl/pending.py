@@ -117,6 +117,10 @@ def _report(move: PendingMove, verb: str, json_output: bool, ctx: typer.Context,
     console.print(f"{plain(verb)}: {len(move.moved)} entries moved; audit entry {move.audit_id or '-'}")
     if move.skipped:
         console.print(f"left alone (acknowledged or picked up meanwhile): {', '.join(move.skipped)}")
+    if move.gone:
+        console.print(f"[yellow]not claimed, their data gone from the stream (deleted or trimmed)[/]: "
+                      f"{', '.join(move.gone)}; they stay pending where they were: `tacticalctl pending dead-letter` "
+                      "keeps a record of each (a worker's reclaim drops them from the group)")
 
 
 @pending_app.command("claim")
@@ -135,7 +139,10 @@ def claim(
     Refused when --to has no live heartbeat. The new owner reclaims them once they are idle past its own
     claim_min_idle_ms. Shows what it would do; acts only with --yes (audited in tactical_alerts).
 
-    JSON keys: action, applied, planned [{id, consumer, idle_ms, times_delivered}], moved, skipped, audit_id,
+    An entry whose data is gone from the stream (deleted, trimmed) is not claimed (Redis would drop it from the group
+    unrecorded): it is listed under `gone`, left pending where it was; `pending dead-letter` keeps a record of it.
+
+    JSON keys: action, applied, planned [{id, consumer, idle_ms, times_delivered}], moved, skipped, gone, audit_id,
     to_consumer, min_idle_ms."""
     context = get_context(ctx)
     client = context.redis()

@@ -88,6 +88,33 @@ def test_claim_leaves_entries_younger_than_idle(ctl: Ctl, redis_client: redis.Re
     assert set(pending_of(redis_client).values()) == {b"ghost"}
 
 
+def test_claim_leaves_an_entry_whose_data_is_gone_pending_and_says_so(ctl: Ctl, redis_client: redis.Redis) -> None:
+    """A pending entry deleted from the stream (XDEL, a producer's MAXLEN): Redis 7's XCLAIM drops it from the group
+    without a trace, and the claim used to report it "left alone (acknowledged or picked up meanwhile)". It stays
+    pending where it was, listed as gone, for `pending dead-letter` to record."""
+    publish(redis_client, 3)
+    deleted, *kept = deliver_without_ack(redis_client, "ghost", 3)
+    redis_client.xdel(INPUT_STREAM, deleted)
+    write_heartbeat(redis_client, "alive-1", interval_s=10.0, info={})
+    time.sleep(0.15)
+
+    result = ctl("pending", "claim", "--to", "alive-1", "--idle", "100", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["moved"] == [i.decode() for i in kept]
+    assert (doc["gone"], doc["skipped"]) == ([deleted.decode()], [])
+    assert pending_of(redis_client) == {deleted: b"ghost", **dict.fromkeys(kept, b"alive-1")}
+    audit = recent_alerts(redis_client, count=1)[-1]
+    assert (audit.fields["count"], audit.fields["gone_ids"]) == ("2", deleted.decode())
+
+    again = ctl("pending", "claim", "--to", "alive-1", "--idle", "100", "--from", "ghost", "--yes")
+    assert "data gone from the stream" in again.stdout and "acknowledged or picked up" not in again.stdout
+    dead = ctl("pending", "dead-letter", "--reason", "lost", "--idle", "100", "--consumer", "ghost", "--yes", "--json")
+    assert json.loads(dead.stdout)["moved"] == [deleted.decode()]
+    [(_, fields)] = redis_client.xrange(DEAD_LETTER_STREAM)
+    assert b"fields lost" in fields[b"dead_reason"]
+
+
 def test_dead_letter_keeps_original_fields_acks_and_audits(ctl: Ctl, redis_client: redis.Redis) -> None:
     publish(redis_client, 3)
     stuck = deliver_without_ack(redis_client, "ghost", 2)

@@ -129,12 +129,15 @@ class PendingMove:
     applied: bool = False
     audit_id: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)  # what it was asked: JSON values as they are
+    # A claim's: pending entries whose data is gone from the stream (deleted or trimmed), left pending where they
+    # were (XCLAIM would drop them from the group unrecorded); `pending dead-letter` keeps a record of each.
+    gone: tuple[str, ...] = ()
 
     @property
     def skipped(self) -> tuple[str, ...]:
         """Entries found stuck that were no longer stuck when the move ran (acked or picked up meanwhile)."""
-        moved = set(self.moved)
-        return tuple(e.entry_id for e in self.planned if e.entry_id not in moved) if self.applied else ()
+        left = set(self.moved) | set(self.gone)
+        return tuple(e.entry_id for e in self.planned if e.entry_id not in left) if self.applied else ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +147,7 @@ class PendingMove:
             "moved": list(self.moved),
             "skipped": list(self.skipped),
             "audit_id": self.audit_id,
+            **({"gone": list(self.gone)} if self.action == "claim" else {}),
             **dict(self.details),
         }
 
@@ -187,27 +191,47 @@ def claim_stuck_entries(
     if not apply or not planned:
         return PendingMove("claim", planned, applied=apply, details=details)
     require_audit_trail(client)
-    claimed: list[bytes] = client.xclaim(  # type: ignore[assignment]  # with justid: the ids
-        streams.input,
-        streams.group,
-        to_consumer,
-        min_idle_ms,
-        [e.entry_id for e in planned],
-        justid=True,
+    claimed, gone = client.register_script(_CLAIM_LUA)(
+        keys=[streams.input], args=[streams.group, to_consumer, min_idle_ms, *(e.entry_id for e in planned)]
     )
     moved = tuple(as_text(entry_id) for entry_id in claimed)
-    audit_id = audit(
-        client,
-        actor=actor,
-        action="pending_claim",
-        detail=f"claimed {len(moved)} pending entries idle ≥ {min_idle_ms} ms of {streams.input} to {to_consumer}",
-        stream=streams.input,
-        group=streams.group,
-        to_consumer=to_consumer,
-        count=str(len(moved)),
-        entry_ids=_id_list(moved),
-    )
-    return PendingMove("claim", planned, moved, True, as_text(audit_id), details)
+    left = tuple(as_text(entry_id) for entry_id in gone)
+    audit_id = None
+    if moved:
+        audit_id = as_text(audit(
+            client,
+            actor=actor,
+            action="pending_claim",
+            detail=f"claimed {len(moved)} pending entries idle ≥ {min_idle_ms} ms of {streams.input} to {to_consumer}"
+            + (f"; {len(left)} left where they were, their data gone from the stream" if left else ""),
+            stream=streams.input,
+            group=streams.group,
+            to_consumer=to_consumer,
+            count=str(len(moved)),
+            entry_ids=_id_list(moved),
+            **({"gone_count": str(len(left)), "gone_ids": _id_list(left)} if left else {}),
+        ))
+    return PendingMove("claim", planned, moved, True, audit_id, details, gone=left)
+
+
+# KEYS: the input stream. ARGV: group, the consumer to claim to, min idle ms, then the entry ids. Per entry, one
+# still pending and idle past the limit is claimed (JUSTID: no delivery counted) — unless its data is gone from the
+# stream: XCLAIM would then drop it from the group (Redis 7) with no record of it; it stays where it is, returned
+# in the second list. Returns {claimed ids, gone ids}.
+_CLAIM_LUA = """
+local claimed, gone = {}, {}
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  if #redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], id, id, 1) > 0 then
+    if #redis.call('XRANGE', KEYS[1], id, id) == 0 then
+      gone[#gone + 1] = id
+    elseif #redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], id, 'JUSTID') > 0 then
+      claimed[#claimed + 1] = id
+    end
+  end
+end
+return {claimed, gone}
+"""
 
 
 # KEYS: input stream, dead-letter stream, and the processing key of its correlation id if it has one. ARGV: group,
