@@ -155,10 +155,12 @@ def replay(
 
     Each one's original fields (the dead_* ones stripped) are re-added as a new entry and the dead letter removed,
     atomically per entry. An event that is still invalid stays (the worker would dead-letter it again and count it
-    as an error), unless --include-invalid. Shows what it would do; acts only with --yes (audited).
+    as an error), unless --include-invalid. So does one whose correlation id has been decided since (the producer
+    sent it again: its completed key is there), which the worker would only ack as a duplicate: purge it. Shows
+    what it would do; acts only with --yes (audited). Exit 1 when none of those chosen can be replayed.
 
-    JSON keys: applied, planned, replayed {dead id: new entry id}, unreplayable, invalid {dead id: why}, skipped,
-    audit_id."""
+    JSON keys: applied, planned, replayed {dead id: new entry id}, unreplayable, invalid {dead id: why},
+    decided {dead id: decision id}, skipped, audit_id."""
     _require_choice(ids, all_)
     context = get_context(ctx)
     client = context.redis()
@@ -182,9 +184,17 @@ def replay(
                       + "; ".join(f"{entry_id}: {plain(why)}" for entry_id, why in shown)
                       + (" …" if len(result.invalid) > len(shown) else "")
                       + " — fix the producer and send them again, or --include-invalid after raising the limit")
+    if result.decided:
+        shown = list(result.decided.items())[:5]
+        console.print(f"left out, decided since (sent again; a replay would only be acked as a duplicate): "
+                      f"{len(result.decided)}; "
+                      + "; ".join(f"{entry_id}: decision {plain(decision)}" for entry_id, decision in shown)
+                      + (" …" if len(result.decided) > len(shown) else "")
+                      + " — `tacticalctl dead-letter purge --id <id> --yes` once you have what you need of them")
     if nothing_replayable:
         raise CtlError(f"nothing to replay: of {len(chosen)} dead letter(s), {len(result.unreplayable)} have no "
-                       f"original fields left and {len(result.invalid)} are still invalid", ExitCode.WARNING)
+                       f"original fields left, {len(result.invalid)} are still invalid and {len(result.decided)} "
+                       "were decided since", ExitCode.WARNING)
     if not result.applied:
         console.print(f"dry run: nothing changed. Add --yes to replay {result.replayable} "
                       "dead letters to synergy_events.")

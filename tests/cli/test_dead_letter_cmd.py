@@ -241,3 +241,21 @@ def test_purge_removes_the_chosen_dead_letters_for_good_and_audits_which(ctl: Ct
     gone = ctl("dead-letter", "purge", "--id", before[0], "--yes")
     assert gone.exit_code == 3 and "not in synergy_events:dead" in gone.stderr
     assert ctl("dead-letter", "purge").exit_code == 3  # no choice made
+
+
+def test_replay_leaves_a_dead_letter_decided_between_the_look_and_the_replay(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The completed key is checked again in the replay's own script: a copy decided after the replay looked (a
+    resend a worker just committed) is not put back to be acked as a duplicate, and its dead letter stays."""
+    import worker.ops.dead_letters as dead_letter_ops
+    from worker.names import completed_key
+
+    dead_letters(redis_client, 2, "stuck", "late")
+    chosen = dead_letter_ops.select_dead_letters(redis_client)
+    redis_client.set(completed_key("late-0"), "1700000000000-0")  # the resend's decision, committed meanwhile
+    monkeypatch.setattr(dead_letter_ops, "decided_since", lambda client, entries: {})  # the look came before it
+    result = dead_letter_ops.replay_dead_letters(redis_client, chosen, actor="t", apply=True)
+    assert result.decided == {chosen[0].id: "1700000000000-0"}
+    assert list(result.replayed) == [chosen[1].id] and result.skipped == ()
+    assert [e for e, _ in redis_client.xrange(DEAD_LETTER_STREAM)] == [chosen[0].id.encode()]

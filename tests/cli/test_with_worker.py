@@ -93,3 +93,33 @@ def test_pending_claim_hands_a_dead_consumers_entries_to_a_live_worker(
     assert set(pending_of(redis_client).values()) == {worker.consumer.encode()}
     eventually(lambda: redis_client.xlen(DECISIONS_STREAM) >= 3 and not pending_of(redis_client),
                what="the claimed entries to be decided by the live worker")
+
+
+def test_dead_letter_replay_leaves_an_event_decided_since_from_a_resend(
+    ctl: Ctl, redis_url: str, redis_client: redis.Redis, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """The runbook's order: an event stuck on a dead worker is dead-lettered (`pending dead-letter`), the producer
+    sends it again and a worker decides it, then `dead-letter replay --all --yes`. The replay used to say "replayed 1"
+    and delete the dead letter while the worker only acked the copy as a duplicate (its completed key): nothing was
+    decided, the duplicate counter rose. It is left out, listed with its decision, and the dead letter stays."""
+    from worker.names import DEAD_LETTER_STREAM, INPUT_STREAM, completed_key
+
+    publish(redis_client, 1, prefix="resent")
+    deliver_without_ack(redis_client, "crashed-worker", 1)
+    assert ctl("pending", "dead-letter", "--reason", "stuck on a dead worker", "--idle", "0", "--yes").exit_code == 0
+    [(dead_id, _)] = redis_client.xrange(DEAD_LETTER_STREAM)
+    start_worker(redis_url)
+    publish(redis_client, 1, prefix="resent")  # the producer's resend
+    eventually(lambda: redis_client.exists(completed_key("resent-0")) == 1, what="the resend to be decided")
+    decision = redis_client.get(completed_key("resent-0")).decode()
+
+    dry = ctl("dead-letter", "replay", "--all", "--json")
+    assert json.loads(dry.stdout)["decided"] == {dead_id.decode(): decision}
+    done = ctl("dead-letter", "replay", "--all", "--yes", "--json")
+    assert done.exit_code == 1, done.output  # nothing to replay
+    doc = json.loads(done.stdout)
+    assert (doc["replayed"], doc["decided"]) == ({}, {dead_id.decode(): decision})
+    assert redis_client.xlen(DEAD_LETTER_STREAM) == 1 and redis_client.xlen(INPUT_STREAM) == 2
+    said = ctl("dead-letter", "replay", "--all", "--yes")
+    assert "decided since" in said.stdout and decision in said.stdout
+    assert [f[b"correlation_id"] for _, f in redis_client.xrange(DECISIONS_STREAM)] == [b"resent-0"]

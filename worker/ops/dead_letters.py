@@ -17,8 +17,8 @@ import redis
 
 from worker.alerts import audit, require_audit_trail
 from worker.delivery import StreamNames
-from worker.events import DEFAULT_MAX_EVENT_BYTES, InvalidEvent, decode_event
-from worker.names import REPLAYED_FROM_FIELD
+from worker.events import DEFAULT_MAX_EVENT_BYTES, InvalidEvent, decode_event, wire_correlation_id
+from worker.names import REPLAYED_FROM_FIELD, completed_key
 from worker.redis_text import as_optional_text
 from worker.stream_entries import entries, paged
 
@@ -162,19 +162,22 @@ class ReplayResult:
     audit_id: str | None = None
     # Left where they are: still invalid, the worker would dead-letter them again (dead letter id → why)
     invalid: Mapping[str, str] = field(default_factory=dict)
+    # Left where they are: their correlation id has been decided since (sent again), the worker would only ack a
+    # replay as a duplicate (dead letter id → the decision's entry id, as its completed key holds it)
+    decided: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def skipped(self) -> tuple[str, ...]:
         """Planned entries that another replay removed first (nothing done for them here)."""
         if not self.applied:
             return ()
-        done = set(self.replayed) | set(self.unreplayable) | set(self.invalid)
+        done = set(self.replayed) | set(self.unreplayable) | set(self.invalid) | set(self.decided)
         return tuple(e.id for e in self.planned if e.id not in done)
 
     @property
     def replayable(self) -> int:
         """How many of the planned a replay re-adds (or re-added)."""
-        return len(self.planned) - len(self.unreplayable) - len(self.invalid)
+        return len(self.planned) - len(self.unreplayable) - len(self.invalid) - len(self.decided)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -183,19 +186,41 @@ class ReplayResult:
             "replayed": dict(self.replayed),
             "unreplayable": list(self.unreplayable),
             "invalid": dict(self.invalid),
+            "decided": dict(self.decided),
             "skipped": list(self.skipped),
             "audit_id": self.audit_id,
         }
 
 
-# KEYS: dead-letter stream, input stream. ARGV: dead letter id, then the original flat fields.
+# KEYS: dead-letter stream, input stream, and the completed key of its correlation id if it has one. ARGV: dead
+# letter id, then the original flat fields. Returns {'replayed', new entry id}; {'decided', decision id} when the
+# correlation id was decided meanwhile (the dead letter stays); nil when the dead letter is gone.
 _REPLAYED_FROM = REPLAYED_FROM_FIELD.encode()
 _REPLAY_LUA = """
+if KEYS[3] then
+  local decision = redis.pcall('GET', KEYS[3])
+  if type(decision) == 'string' then return {'decided', decision} end
+end
 if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return false end
 local fields = {}
 for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
-return redis.call('XADD', KEYS[2], '*', unpack(fields))
+return {'replayed', redis.call('XADD', KEYS[2], '*', unpack(fields))}
 """
+
+
+def decided_since(client: redis.Redis, entries: Sequence[DeadLetterEntry]) -> dict[str, str]:
+    """The dead letters whose correlation id has a completed key — decided since from another copy (the producer
+    sent the event again): dead letter id → the decision's entry id. A completed key lives TACTICAL_COMPLETED_TTL_S
+    (or until `keys clean`): past that, nothing here knows the event was decided."""
+    with_id = [(e, cid) for e in entries if (cid := wire_correlation_id(e.original)) is not None]
+    if not with_id:
+        return {}
+    with client.pipeline(transaction=False) as pipe:
+        for _, cid in with_id:
+            pipe.get(completed_key(cid))
+        values = pipe.execute(raise_on_error=False)  # a key of another type is no decision
+    return {e.id: as_optional_text(value) or "" for (e, _), value in zip(with_id, values, strict=True)
+            if isinstance(value, bytes | str)}
 
 
 def replay_dead_letters(
@@ -212,28 +237,38 @@ def replay_dead_letters(
 
     A dead letter with no original fields left (its event was lost before it was dead-lettered) stays where it
     is, listed as unreplayable. So does one whose event is still invalid — the worker would dead-letter it again,
-    and count it in the error rate — unless `include_invalid` (the worker's limits were raised, say). Nothing
+    and count it in the error rate — unless `include_invalid` (the worker's limits were raised, say); and one whose
+    correlation id has been decided since (`decided_since`): the worker would only ack it as a duplicate. Nothing
     changes unless `apply`; an audit entry records what was replayed. `max_event_bytes` is the workers' limit."""
     planned = tuple(entries)
     unreplayable = tuple(e.id for e in planned if not e.original)
     invalid = {} if include_invalid else {e.id: why for e in planned
                                           if e.original and (why := still_invalid(e, max_event_bytes))}
+    decided = decided_since(client, [e for e in planned if e.original and e.id not in invalid])
     if not apply:
-        return ReplayResult(planned, {}, unreplayable, applied=False, invalid=invalid)
-    if len(unreplayable) + len(invalid) < len(planned):  # something will change
+        return ReplayResult(planned, {}, unreplayable, applied=False, invalid=invalid, decided=decided)
+    if len(unreplayable) + len(invalid) + len(decided) < len(planned):  # something will change
         require_audit_trail(client)
     script = client.register_script(_REPLAY_LUA)
     replayed: dict[str, str] = {}
     for entry in planned:
-        if not entry.original or entry.id in invalid:
+        if not entry.original or entry.id in invalid or entry.id in decided:
             continue
         fields: dict[bytes, bytes | str] = {name: value for name, value in entry.original.items()
                                             if name != _REPLAYED_FROM}
         fields[_REPLAYED_FROM] = entry.original_id or entry.id  # the duplicate checks read it: not a resend
         flat: list[bytes | str] = [item for pair in fields.items() for item in pair]
-        new_id = script(keys=[streams.dead_letters, streams.input], args=[entry.id, *flat])
-        if new_id is not None:
-            replayed[entry.id] = as_optional_text(new_id) or ""
+        keys = [streams.dead_letters, streams.input]
+        if (cid := wire_correlation_id(entry.original)) is not None:
+            keys.append(completed_key(cid))
+        outcome = script(keys=keys, args=[entry.id, *flat])
+        if outcome is None:
+            continue
+        kind, entry_id = (as_optional_text(part) or "" for part in outcome)
+        if kind == "decided":  # decided between the look and the replay
+            decided[entry.id] = entry_id
+        else:
+            replayed[entry.id] = entry_id
     audit_id = None
     if replayed:
         ids = list(replayed)
@@ -250,7 +285,8 @@ def replay_dead_letters(
                 entry_ids=shown,
             )
         )
-    return ReplayResult(planned, replayed, unreplayable, applied=True, audit_id=audit_id, invalid=invalid)
+    return ReplayResult(planned, replayed, unreplayable, applied=True, audit_id=audit_id, invalid=invalid,
+                        decided=decided)
 
 
 @dataclass(frozen=True, slots=True)
