@@ -115,17 +115,9 @@ def test_a_replay_of_a_dead_letter_is_not_a_resend(
     """`dead-letter replay` deletes the dead letter and re-adds the event, marked: the copy that was dead-lettered
     was never decided, so the two are not an upstream resending. A corrected event sent after a dead-lettered copy
     (the dead letter still there) is not one either."""
-    from tests.cli.streams import deliver_without_ack
-    from worker.names import DEAD_LETTER_STREAM, INPUT_STREAM
-    from worker.ops.pending import dead_letter_stuck_entries
+    from worker.names import INPUT_STREAM
 
-    url = worker_http[0]
-    publish(redis_client, "fixed-1", "corrected-1")
-    deliver_without_ack(redis_client, "ghost", 2)
-    dead_letter_stuck_entries(redis_client, reason="bad matrix", min_idle_ms=0, actor="test", apply=True)
-    [replay_me] = [e for e, f in redis_client.xrange(DEAD_LETTER_STREAM) if f[b"correlation_id"] == b"fixed-1"]
-    assert ctl("dead-letter", "replay", "--id", replay_me.decode(), "--yes").exit_code == 0
-    publish(redis_client, "corrected-1")  # the upstream's corrected event
+    url = _replay_one_and_correct_another(ctl, redis_client, worker_http)
     assert redis_client.xlen(INPUT_STREAM) == 4
     assert ctl("duplicates", worker_url=url).exit_code == 0
     publish(redis_client, "fixed-1")  # a resend of the replayed event: two copies that could be decided
@@ -140,17 +132,7 @@ def test_last_judges_replays_and_dead_lettered_copies_as_the_window_does(
     """`--last N` is the same check over a count of entries (the runbook's "or `--last 10000`"): a replayed dead
     letter, or a corrected event sent after a dead-lettered copy, used to be listed there as a resend (exit 1) while
     `--window` said none."""
-    from tests.cli.streams import deliver_without_ack
-    from worker.names import DEAD_LETTER_STREAM
-    from worker.ops.pending import dead_letter_stuck_entries
-
-    url = worker_http[0]
-    publish(redis_client, "fixed-1", "corrected-1")
-    deliver_without_ack(redis_client, "ghost", 2)
-    dead_letter_stuck_entries(redis_client, reason="bad matrix", min_idle_ms=0, actor="test", apply=True)
-    [replay_me] = [e for e, f in redis_client.xrange(DEAD_LETTER_STREAM) if f[b"correlation_id"] == b"fixed-1"]
-    assert ctl("dead-letter", "replay", "--id", replay_me.decode(), "--yes").exit_code == 0
-    publish(redis_client, "corrected-1")  # the upstream's corrected event
+    url = _replay_one_and_correct_another(ctl, redis_client, worker_http)
     assert ctl("duplicates", worker_url=url).exit_code == 0
     result = ctl("duplicates", "--last", "1000", "--json", worker_url=url)
     assert result.exit_code == 0, result.stdout
@@ -159,3 +141,19 @@ def test_last_judges_replays_and_dead_lettered_copies_as_the_window_does(
     resent = ctl("duplicates", "--last", "1000", "--json", worker_url=url)
     assert resent.exit_code == 1
     assert [o["correlation_id"] for o in json.loads(resent.stdout)["input"]["offenders"]] == ["fixed-1"]
+
+
+def _replay_one_and_correct_another(ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]) -> str:
+    """Two events dead-lettered from a dead consumer: `fixed-1` replayed, `corrected-1` sent again by the upstream
+    (its dead letter kept). Returns the worker's URL."""
+    from tests.cli.streams import deliver_without_ack
+    from worker.names import DEAD_LETTER_STREAM
+    from worker.ops.pending import dead_letter_stuck_entries
+
+    publish(redis_client, "fixed-1", "corrected-1")
+    deliver_without_ack(redis_client, "ghost", 2)
+    dead_letter_stuck_entries(redis_client, reason="bad matrix", min_idle_ms=0, actor="test", apply=True)
+    [replay_me] = [e for e, f in redis_client.xrange(DEAD_LETTER_STREAM) if f[b"correlation_id"] == b"fixed-1"]
+    assert ctl("dead-letter", "replay", "--id", replay_me.decode(), "--yes").exit_code == 0
+    publish(redis_client, "corrected-1")  # the upstream's corrected event
+    return worker_http[0]
