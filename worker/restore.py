@@ -1,7 +1,7 @@
 """Restoring a backup: verify the archive, refuse to overwrite or to race a worker, restore, check the result.
 
 Every member is checked against the manifest's SHA-256 (and the whole archive against its `.sha256` file) before
-anything is written, and so is every command the restore needs, on a scratch stream (`refused_restore_commands`).
+anything is written, and so is every command the restore needs, on a scratch stream (`probe_restore_commands`).
 Streams are rebuilt entry by entry (`worker.stream_archive`: ids, groups with `last-delivered-id` and `entries-read`,
 pending entries with their consumer and delivery count; an archive of format 1 RESTOREs their DUMPs), other keys are
 restored with RESTORE, with ABSTTL the absolute expiry of each completed key. After it, the streams are compared with
