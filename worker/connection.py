@@ -31,12 +31,25 @@ REDIS_FAILOVER: tuple[type[redis.ResponseError], ...] = (redis.ReadOnlyError, re
 REDIS_FAILED: tuple[type[redis.RedisError], ...] = (*REDIS_UNREACHABLE, redis.ResponseError)
 
 
+# How Redis words an ACL refusal: the NOPERM code (redis-py's NoPermissionError when it leads the reply; inside a
+# pipeline's error it follows a prefix), its "no permissions" text, and Redis 7.0's wording for a command a script
+# may not run, which has no code of its own.
+_PERMISSION_REFUSALS = ("NOPERM", "no permissions", "can't run this command")
+
+
+def is_permission_refusal(reply: object) -> bool:
+    """Whether an error (raised, or a pipeline's reply) is Redis refusing for want of an ACL permission."""
+    if isinstance(reply, redis.exceptions.NoPermissionError):
+        return True
+    return isinstance(reply, redis.ResponseError) and any(text in str(reply) for text in _PERMISSION_REFUSALS)
+
+
 def refusal_advice(exc: redis.ResponseError) -> str | None:
     """What an operator does about Redis refusing a command, by why it refused; None for an error that is no
     refusal of the operator's setup (an unknown command, a script's own error). A pipeline's error carries the
     refusal after its own prefix ("Command # 1 (…) of pipeline caused error: WRONGTYPE …")."""
     text = str(exc)
-    if isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in text or "no permissions" in text:
+    if is_permission_refusal(exc):
         return ("the Redis user lacks a command or key the tools need: give it the ACL in runbook/acl "
                 "(README there), or use the operators' user")
     if "DB index is out of range" in text:

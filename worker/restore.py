@@ -46,6 +46,7 @@ from worker.backup import (
     scan_unique_keys,
     sha256_path,
 )
+from worker.connection import is_permission_refusal
 from worker.heartbeat import live_consumers
 from worker.names import BREAKER_PREFIX, COMPLETED_PREFIX, CONSUMER_GROUP
 from worker.redis_text import as_text
@@ -223,7 +224,7 @@ class CommandProbe:
 def classify_probe_reply(reply: object) -> str | None:
     """'refused' (NOPERM), 'unsupported' (a command or option the server does not know), or None: ran, or failed for
     another reason (out of memory, read-only) that the restore itself reports."""
-    if isinstance(reply, redis.exceptions.NoPermissionError):
+    if is_permission_refusal(reply):
         return "refused"
     if isinstance(reply, redis.ResponseError) and any(text in str(reply).lower() for text in _UNSUPPORTED_REPLIES):
         return "unsupported"

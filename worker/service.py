@@ -40,6 +40,7 @@ from worker.connection import (
     Backoff,
     RedisAuthError,
     connect,
+    is_permission_refusal,
 )
 from worker.delivery import DeliveryScripts, StreamNames, ensure_group, forgive_rereads, pending_delivery_counts
 from worker.group_reader import GroupReader, Message
@@ -558,10 +559,7 @@ class Worker:
         try:
             forgive_rereads(self._client(), entry_ids, self.streams, self.settings.consumer)
         except redis.ResponseError as exc:
-            # Redis 7.0 words a command refused inside a script without the NOPERM code.
-            text = str(exc)
-            if not (isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in text
-                    or "can't run this command" in text):
+            if not is_permission_refusal(exc):
                 raise
             if not self._forgive_refused_logged:
                 self._forgive_refused_logged = True

@@ -104,6 +104,8 @@ def test_a_running_worker_blocks_a_restore_even_with_force() -> None:
     (redis.ResponseError("Unknown subcommand or wrong number of arguments for 'CREATECONSUMER'. Try XGROUP HELP."),
      "unsupported"),
     (redis.exceptions.NoPermissionError("this user has no permissions to run the 'xsetid' command"), "refused"),
+    (redis.ResponseError("Command # 2 (XSETID tactical:restore:probe:1 5-0) of pipeline caused error: NOPERM this user "
+                         "has no permissions to run the 'xsetid' command"), "refused"),
     (redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'."), None),  # the restore's to report
     (redis.exceptions.ReadOnlyError("You can't write against a read only replica."), None),
     (b"1-1", None),

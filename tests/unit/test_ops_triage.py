@@ -210,6 +210,9 @@ def test_each_failing_check_names_its_triage() -> None:
 
 @pytest.mark.parametrize(("error", "advice"), [
     (redis.exceptions.NoPermissionError("this user has no permissions to run the 'scan' command"), "runbook/acl"),
+    # Redis 7.0's words for a command a script may not run: no NOPERM code
+    (redis.ResponseError("The user executing the script can't run this command or subcommand script: "
+                         "abc123, on @user_script:12."), "runbook/acl"),
     (redis.ResponseError("DB index is out of range"), "the URL's database does not exist"),
     (redis.ResponseError("Command # 1 (XLEN synergy_events) of pipeline caused error: WRONGTYPE Operation against a "
                          "key holding the wrong kind of value"), "move the key aside"),
