@@ -525,14 +525,13 @@ def restore_backup(
         require_audit_trail(client)
     cleared = _clear_target(client) if force and not plan.target_empty and not models_only else 0
     try:
-        restored, expired, written, environment, workers, gone = _restore_members(
-            client, archive, models_dir, progress, redis_members=not models_only)
+        members = _restore_members(client, archive, models_dir, progress, redis_members=not models_only)
     except (BackupError, redis.RedisError, OSError, tarfile.TarError) as exc:
         raise BackupError(f"restore stopped part way, the target holds part of the backup: {exc}. "
                           "Fix the cause and run the restore again with --force --yes") from None
-    expired_streams = set(expired) & set(BACKED_UP_STREAMS)
+    expired_streams = set(members.expired) & set(BACKED_UP_STREAMS)
     differences = (() if models_only else verify_restored(
-        client, [s for s in archive.streams if s.name not in expired_streams], gone)) + (
+        client, [s for s in archive.streams if s.name not in expired_streams], members.pending_without_entry)) + (
         () if models_dir is None else verify_restored_models(models_dir, archive.manifest["files"]))
     what = "the model bundles of " if models_only else ""
     audit_id = audit(client, actor=actor, action="restore",
@@ -540,8 +539,9 @@ def restore_backup(
                             + ("" if not differences else f"; {len(differences)} differences from the manifest"),
                      archive=str(archive.path), sha256=archive.sha256, forced=str(force).lower(),
                      models_only=str(models_only).lower())
-    return RestoreReport(plan, cleared, restored, len(expired), tuple(written), environment, workers, differences,
-                         as_text(audit_id), gone)
+    return RestoreReport(plan, cleared, members.counts, len(members.expired), tuple(members.models_written),
+                         members.environment, members.workers, differences, as_text(audit_id),
+                         members.pending_without_entry)
 
 
 # Per process, not per deployment: each worker names its own consumer (host:pid by default).
@@ -580,17 +580,23 @@ def config_env_file(environment: Mapping[str, str], workers: Mapping[str, Mappin
     return "".join(f"{line}\n" for line in lines)
 
 
+@dataclass(slots=True)
+class _RestoredMembers:
+    """What a restore put back from the archive's members."""
+
+    counts: dict[str, int] = field(default_factory=dict)  # by kind: streams, stream_entries, completed keys, ...
+    expired: list[str] = field(default_factory=list)  # keys (streams among them) whose expiry passed: not restored
+    models_written: list[str] = field(default_factory=list)  # relative to the models directory
+    environment: dict[str, str] = field(default_factory=dict)  # of the backup run
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)  # the running workers' settings, by consumer
+    pending_without_entry: dict[str, list[str]] = field(default_factory=dict)  # by stream: entries trimmed away
+
+
 def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: Path | None,
-                     progress: Progress, *, redis_members: bool = True,
-                     ) -> tuple[dict[str, int], list[str], list[str], dict[str, str], dict[str, dict[str, Any]],
-                                dict[str, list[str]]]:
+                     progress: Progress, *, redis_members: bool = True) -> _RestoredMembers:
     now_ms = server_now_ms(client)
-    restored: dict[str, int] = {}
-    expired: list[str] = []  # keys (streams among them) whose expiry passed in the archive: not restored
-    written: list[str] = []
-    environment: dict[str, str] = {}
-    workers: dict[str, dict[str, Any]] = {}
-    gone: dict[str, list[str]] = {}
+    members = _RestoredMembers()
+    restored, expired, written = members.counts, members.expired, members.models_written
     with tarfile.open(archive.path, mode="r:gz") as tar:
         for name, handle in _members(tar):
             if name in _MEMBER_KEYS:
@@ -602,19 +608,19 @@ def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: 
                         counts = _rebuild_streams(client, handle, now_ms, progress)
                         count, stream_entries = counts.streams, counts.entries
                         restored["stream_entries"] = restored.get("stream_entries", 0) + stream_entries
-                        gone = counts.pending_without_entry
+                        members.pending_without_entry = counts.pending_without_entry
                         lapsed = counts.expired
                     else:
                         count, lapsed = _restore_lines(client, handle, now_ms, progress, name)
-                    expired += lapsed
+                    expired.extend(lapsed)
                 except _MALFORMED as exc:
                     raise _malformed(archive.path, name, exc) from None
                 restored[what] = restored.get(what, 0) + count
             elif name == CONFIG_MEMBER:
                 try:
                     config = json.load(handle)
-                    environment = {str(k): str(v) for k, v in config.get("environment", {}).items()}
-                    workers = {str(name): dict(values) for name, values in config.get("workers", {}).items()}
+                    members.environment = {str(k): str(v) for k, v in config.get("environment", {}).items()}
+                    members.workers = {str(name): dict(values) for name, values in config.get("workers", {}).items()}
                 except _MALFORMED as exc:
                     raise _malformed(archive.path, name, exc) from None
             elif name.startswith(MODELS_PREFIX) and models_dir is not None:
@@ -624,4 +630,4 @@ def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: 
                     _write_model_file(target, handle)
                     written.append(relative)
                     progress("model files", len(written), None)
-    return restored, expired, written, environment, workers, gone
+    return members
