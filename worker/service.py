@@ -97,6 +97,9 @@ class Worker:
         on_batch: Callable[[BatchResult], None] | None = None,
     ) -> None:
         self.settings = settings
+        # What a backup records as this worker's configuration (passwords masked), sent with each heartbeat: the
+        # operator taking the backup may not share the workers' environment. The settings are frozen: worked out once.
+        self.shared_settings = effective_settings(settings)
         self.streams = streams or StreamNames()
         self.aggregator = aggregator or AggregatorConfig.from_env()
         self.on_batch = on_batch
@@ -523,9 +526,7 @@ class Worker:
             "state": self.monitor.health_doc.get("state") if self.monitor else "starting",
             "breaker": self.breaker.state.name.lower(),
             "http": None if self.http is None else f"{self.settings.http_host}:{self.http.port}",
-            # What a backup records as this worker's configuration (passwords masked): the operator taking it may not
-            # share the workers' environment.
-            "settings": effective_settings(self.settings),
+            "settings": self.shared_settings,
         }
 
     def reread_own_pending(self, *, retry: bool = False) -> None:
