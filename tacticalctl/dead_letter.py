@@ -16,8 +16,10 @@ from tacticalctl.context import JsonOption, get_context, print_json, worker_sett
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import plain, timestamp
 from worker.alerts import default_actor
+from worker.names import DECISIONS_STREAM
 from worker.ops.dead_letters import (
     DeadLetterEntry,
+    ReplayResult,
     dead_letter_count,
     purge_dead_letters,
     recent_dead_letters,
@@ -121,6 +123,17 @@ def show(
     context.console.print(table)
 
 
+def _left_out_table(result: ReplayResult, left_out: dict[str, str]) -> Table:
+    by_id = {e.id: e for e in result.planned}
+    table = Table(title="left out (stay in synergy_events:dead)", expand=False)
+    table.add_column("id", no_wrap=True)
+    table.add_column("correlation id", overflow="fold", max_width=40)
+    table.add_column("why", overflow="fold", min_width=30)
+    for entry_id, why in left_out.items():
+        table.add_row(plain(entry_id), plain(by_id[entry_id].correlation_id or "-"), plain(why))
+    return table
+
+
 def _chosen(client: redis.Redis, *, ids: Sequence[str], reason: str | None) -> list[DeadLetterEntry]:
     try:
         return select_dead_letters(client, ids=ids, reason=reason)
@@ -156,11 +169,14 @@ def replay(
     Each one's original fields (the dead_* ones stripped) are re-added as a new entry and the dead letter removed,
     atomically per entry. An event that is still invalid stays (the worker would dead-letter it again and count it
     as an error), unless --include-invalid. So does one whose correlation id has been decided since (the producer
-    sent it again: its completed key is there), which the worker would only ack as a duplicate: purge it. Shows
-    what it would do; acts only with --yes (audited). Exit 1 when none of those chosen can be replayed.
+    sent it again: its completed key is there, or a decision with that correlation id in tactical_decisions after
+    the dead-lettered entry): purge it. Where tactical_decisions has been trimmed past the dead-lettered entry that
+    cannot be known: such a dead letter is replayed, with a warning. Shows what it would do; acts only with --yes
+    (audited). Exit 1 when none of those chosen can be replayed.
 
     JSON keys: applied, planned, replayed {dead id: new entry id}, unreplayable, invalid {dead id: why},
-    decided {dead id: decision id}, skipped, audit_id."""
+    decided {dead id: decision id}, decisions_trimmed {dead id: id tactical_decisions holds decisions from},
+    skipped, audit_id."""
     _require_choice(ids, all_)
     context = get_context(ctx)
     client = context.redis()
@@ -175,22 +191,26 @@ def replay(
     if not chosen:
         console.print("no dead letters match: nothing to replay")
         return
-    console.print(dead_letters_table(chosen, "dead letters to replay", console.width))
-    if result.unreplayable:
-        console.print(f"cannot replay (no original fields left): {', '.join(result.unreplayable)}")
+    to_replay, left_out = result.to_replay(), result.left_out()
+    if to_replay:
+        console.print(dead_letters_table(to_replay, "dead letters to replay", console.width))
+    if left_out:
+        console.print(_left_out_table(result, left_out))
     if result.invalid:
-        shown = list(result.invalid.items())[:5]
-        console.print(f"left out, still invalid (the worker would dead-letter them again): {len(result.invalid)}; "
-                      + "; ".join(f"{entry_id}: {plain(why)}" for entry_id, why in shown)
-                      + (" …" if len(result.invalid) > len(shown) else "")
-                      + " — fix the producer and send them again, or --include-invalid after raising the limit")
+        console.print("still invalid: the worker would dead-letter them again — fix the producer and send them again, "
+                      "or --include-invalid after raising the limit")
     if result.decided:
-        shown = list(result.decided.items())[:5]
-        console.print(f"left out, decided since (sent again; a replay would only be acked as a duplicate): "
-                      f"{len(result.decided)}; "
-                      + "; ".join(f"{entry_id}: decision {plain(decision)}" for entry_id, decision in shown)
-                      + (" …" if len(result.decided) > len(shown) else "")
-                      + " — `tacticalctl dead-letter purge --id <id> --yes` once you have what you need of them")
+        console.print("decided since (sent again): a replay would be acked as a duplicate, or decided a second time "
+                      "once its completed key is gone — `tacticalctl dead-letter purge --id <id> --yes` once you have "
+                      "what you need of them")
+    if result.decisions_trimmed:
+        shown = list(result.decisions_trimmed.items())[:5]
+        console.print(f"[yellow]not known to be undecided: {len(result.decisions_trimmed)}[/] — no completed key, and "
+                      f"{DECISIONS_STREAM} has been trimmed past the dead-lettered entry, so a decision of a resend "
+                      "may be gone with it: "
+                      + "; ".join(f"{plain(entry_id)} (decisions kept from {_when(kept)})" for entry_id, kept in shown)
+                      + (" …" if len(result.decisions_trimmed) > len(shown) else "")
+                      + ". Ask the producer whether it sent them again; purge those it did.")
     if nothing_replayable:
         raise CtlError(f"nothing to replay: of {len(chosen)} dead letter(s), {len(result.unreplayable)} have no "
                        f"original fields left, {len(result.invalid)} are still invalid and {len(result.decided)} "

@@ -12,7 +12,7 @@ from tests.cli.conftest import Ctl
 from tests.cli.streams import deliver_without_ack, publish
 from worker.alerts import recent_alerts
 from worker.events import encode_event
-from worker.names import DEAD_LETTER_STREAM, INPUT_STREAM
+from worker.names import DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM, completed_key
 from worker.ops.pending import dead_letter_stuck_entries
 
 
@@ -170,6 +170,10 @@ def test_replay_leaves_events_that_are_still_invalid_unless_told(ctl: Ctl, redis
     dry = ctl("dead-letter", "replay", "--all")
     assert dry.exit_code == 0
     assert "still invalid" in dry.stdout and "matrix_size" in dry.stdout and "replay 1 dead letters" in dry.stdout
+    # The table of what is replayed lists only what is; what is left out is listed apart, with why.
+    to_replay, left_out = dry.stdout.split("left out (stay in synergy_events:dead)")
+    assert fine_id in to_replay and short_id not in to_replay
+    assert short_id in left_out and fine_id not in left_out and "still invalid: matrix_size" in left_out
     doc = json.loads(ctl("dead-letter", "replay", "--all", "--yes", "--json").stdout)
     assert list(doc["replayed"]) == [fine_id]
     assert doc["invalid"][short_id].startswith("matrix_size: matrix is 1676 bytes")
@@ -254,8 +258,74 @@ def test_replay_leaves_a_dead_letter_decided_between_the_look_and_the_replay(
     dead_letters(redis_client, 2, "stuck", "late")
     chosen = dead_letter_ops.select_dead_letters(redis_client)
     redis_client.set(completed_key("late-0"), "1700000000000-0")  # the resend's decision, committed meanwhile
-    monkeypatch.setattr(dead_letter_ops, "decided_since", lambda client, entries: {})  # the look came before it
+    monkeypatch.setattr(dead_letter_ops, "decided_since",  # the look came before it
+                        lambda *args: dead_letter_ops.DecisionLookup({}, {}))
     result = dead_letter_ops.replay_dead_letters(redis_client, chosen, actor="t", apply=True)
     assert result.decided == {chosen[0].id: "1700000000000-0"}
     assert list(result.replayed) == [chosen[1].id] and result.skipped == ()
     assert [e for e, _ in redis_client.xrange(DEAD_LETTER_STREAM)] == [chosen[0].id.encode()]
+
+
+def decision(client: redis.Redis, correlation_id: str) -> str:
+    """A decision entry as a worker's commit writes it (correlation_id first, then the rest)."""
+    return client.xadd(DECISIONS_STREAM, {"correlation_id": correlation_id, "action": "long", "execute": "1",
+                                          "reason": "executed", "event_id": "1-1"}).decode()
+
+
+def test_replay_leaves_a_dead_letter_decided_since_once_its_completed_key_is_gone(
+    ctl: Ctl, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resend decided a day ago: its completed key has expired (or `keys clean` took it), its decision is still in
+    tactical_decisions. The replay used to put the event back, and a worker decided it, and traded it, again."""
+    import worker.ops.dead_letters as dead_letter_ops
+
+    monkeypatch.setattr(dead_letter_ops, "DECISION_SCAN_PAGE", 2)  # the scan pages through the stream
+    dead_letters(redis_client, 2, "stuck", "resent")
+    dead_ids = [entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM)]
+    for i in range(5):
+        decision(redis_client, f"other-{i}")
+    decided = decision(redis_client, "resent-1")  # the resend's decision; no completed key left
+    decision(redis_client, "other-5")
+    assert redis_client.exists(completed_key("resent-1")) == 0
+
+    dry = json.loads(ctl("dead-letter", "replay", "--all", "--json").stdout)
+    assert dry["decided"] == {dead_ids[1]: decided} and dry["decisions_trimmed"] == {}
+    said = ctl("dead-letter", "replay", "--all")
+    to_replay, left_out = said.stdout.split("left out (stay in synergy_events:dead)")
+    assert dead_ids[0] in to_replay and dead_ids[1] not in to_replay
+    assert f"decided since: decision {decided}" in left_out and "replay 1 dead letters" in said.stdout
+    before = redis_client.xlen(INPUT_STREAM)
+    doc = json.loads(ctl("dead-letter", "replay", "--all", "--yes", "--json").stdout)
+    assert list(doc["replayed"]) == [dead_ids[0]] and doc["decided"] == {dead_ids[1]: decided}
+    assert redis_client.xlen(INPUT_STREAM) == before + 1
+    assert [i.decode() for i, _ in redis_client.xrange(DEAD_LETTER_STREAM)] == [dead_ids[1]]
+    again = ctl("dead-letter", "replay", "--all", "--yes")
+    assert again.exit_code == 1 and "1 were decided since" in again.stderr
+
+
+def test_replay_says_when_the_decisions_stream_no_longer_reaches_back_to_a_dead_letter(
+    ctl: Ctl, redis_client: redis.Redis
+) -> None:
+    """tactical_decisions trimmed (`stream trim`) past the dead-lettered entry: a resend's decision may have gone
+    with it. The replay says so (it does not know), and replays; a dead letter the stream still reaches back to is
+    known undecided."""
+    dead_letters(redis_client, 1, "stuck", "old")
+    decision(redis_client, "other-0")
+    kept = decision(redis_client, "other-1")
+    redis_client.xtrim(DECISIONS_STREAM, maxlen=1, approximate=False)
+    dead_letters(redis_client, 1, "stuck", "new")  # dead-lettered after the first decision kept
+    old_id, new_id = (entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM))
+
+    dry = json.loads(ctl("dead-letter", "replay", "--all", "--json").stdout)
+    assert (dry["decided"], dry["decisions_trimmed"]) == ({}, {old_id: kept})
+    said = ctl("dead-letter", "replay", "--all")
+    assert said.exit_code == 0 and "not known to be undecided: 1" in said.stdout and old_id in said.stdout
+    assert "Ask the producer" in said.stdout and "replay 2 dead letters" in said.stdout
+    done = json.loads(ctl("dead-letter", "replay", "--id", old_id, "--yes", "--json").stdout)
+    assert list(done["replayed"]) == [old_id] and done["decisions_trimmed"] == {old_id: kept}
+
+    assert json.loads(ctl("dead-letter", "replay", "--all", "--json").stdout)["decisions_trimmed"] == {}
+    decision(redis_client, "other-2")
+    redis_client.xtrim(DECISIONS_STREAM, maxlen=0, approximate=False)  # emptied, decisions made since included
+    emptied = json.loads(ctl("dead-letter", "replay", "--all", "--json").stdout)
+    assert list(emptied["decisions_trimmed"]) == [new_id]

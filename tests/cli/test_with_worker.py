@@ -123,3 +123,29 @@ def test_dead_letter_replay_leaves_an_event_decided_since_from_a_resend(
     said = ctl("dead-letter", "replay", "--all", "--yes")
     assert "decided since" in said.stdout and decision in said.stdout
     assert [f[b"correlation_id"] for _, f in redis_client.xrange(DECISIONS_STREAM)] == [b"resent-0"]
+
+
+def test_dead_letter_replay_leaves_an_event_decided_since_once_its_completed_key_expired(
+    ctl: Ctl, redis_url: str, redis_client: redis.Redis, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """As above, a day later: the resend's completed key has expired (TACTICAL_COMPLETED_TTL_S). The replay used to
+    put the event back and the worker decided it a second time. Its decision in tactical_decisions tells it."""
+    from worker.names import DEAD_LETTER_STREAM, completed_key
+
+    publish(redis_client, 1, prefix="resent")
+    deliver_without_ack(redis_client, "crashed-worker", 1)
+    assert ctl("pending", "dead-letter", "--reason", "stuck on a dead worker", "--idle", "0", "--yes").exit_code == 0
+    [(dead_id, _)] = redis_client.xrange(DEAD_LETTER_STREAM)
+    start_worker(redis_url, completed_ttl_s=1)
+    publish(redis_client, 1, prefix="resent")  # the producer's resend
+    eventually(lambda: redis_client.xlen(DECISIONS_STREAM) == 1, what="the resend to be decided")
+    [(decision, _)] = redis_client.xrange(DECISIONS_STREAM)
+    eventually(lambda: redis_client.exists(completed_key("resent-0")) == 0, what="its completed key to expire")
+
+    done = ctl("dead-letter", "replay", "--all", "--yes", "--json")
+    assert done.exit_code == 1, done.output  # nothing to replay
+    doc = json.loads(done.stdout)
+    assert (doc["replayed"], doc["decided"]) == ({}, {dead_id.decode(): decision.decode()})
+    assert redis_client.xlen(DEAD_LETTER_STREAM) == 1
+    time.sleep(1.5)  # a replay would have been decided by now
+    assert [f[b"correlation_id"] for _, f in redis_client.xrange(DECISIONS_STREAM)] == [b"resent-0"]
