@@ -40,6 +40,7 @@ from worker.names import (
     processing_key,
 )
 from worker.records import per_event_record
+from worker.redis_text import as_text
 
 # Both scripts run once per batch and loop over its events: globals (ARGV, redis.call, string.*) are looked up once,
 # into locals, not on every use.
@@ -454,6 +455,32 @@ def ensure_group(client: redis.Redis, streams: StreamNames = StreamNames()) -> b
             return False
         raise
     return True
+
+
+# XGROUP DELCONSUMER drops the consumer's pending entries with it, and they would never be delivered again. So a
+# consumer is checked and deleted in one script: one that has an entry at that instant (claimed to it a moment
+# before, `tacticalctl pending claim`) stays.
+# KEYS: the input stream. ARGV: the group, then the consumers to delete; each only if nothing is pending on it.
+_DELETE_CONSUMERS_WITHOUT_PENDING_LUA = """
+local deleted = {}
+for i = 2, #ARGV do
+  if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[i]) == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[i])
+    deleted[#deleted + 1] = ARGV[i]
+  end
+end
+return deleted
+"""
+
+
+def delete_consumers_without_pending(client: redis.Redis, consumers: Sequence[str],
+                                     streams: StreamNames = StreamNames()) -> tuple[str, ...]:
+    """Delete these consumers from the group, each only if nothing is pending on it; returns those deleted."""
+    if not consumers:
+        return ()
+    deleted = client.register_script(_DELETE_CONSUMERS_WITHOUT_PENDING_LUA)(
+        keys=[streams.input], args=[streams.group, *consumers])
+    return tuple(as_text(name) for name in deleted)
 
 
 # A dead letter is written by one XADD from a script, and Lua hands a command at most ~8,000 arguments: past that the

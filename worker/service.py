@@ -42,7 +42,14 @@ from worker.connection import (
     connect,
     is_permission_refusal,
 )
-from worker.delivery import DeliveryScripts, StreamNames, ensure_group, forgive_rereads, pending_delivery_counts
+from worker.delivery import (
+    DeliveryScripts,
+    StreamNames,
+    delete_consumers_without_pending,
+    ensure_group,
+    forgive_rereads,
+    pending_delivery_counts,
+)
 from worker.group_reader import GroupReader, Message
 from worker.heartbeat import Heartbeat
 from worker.http_server import HealthServer
@@ -262,12 +269,10 @@ class Worker:
         log.info("worker %s stopped", self.settings.consumer)
 
     def forget_consumer_if_idle(self, client: redis.Redis) -> None:
-        """A clean exit with nothing pending removes this consumer from the group, so restarts don't pile up names."""
-        summary = client.xpending_range(
-            self.streams.input, self.streams.group, min="-", max="+", count=1, consumername=self.settings.consumer
-        )
-        if not summary:
-            client.xgroup_delconsumer(self.streams.input, self.streams.group, self.settings.consumer)
+        """A clean exit with nothing pending removes this consumer from the group, so restarts don't pile up names.
+        Checked and deleted in one script: an entry claimed to this worker meanwhile (`pending claim`, its heartbeat
+        still live) would be dropped with the name."""
+        delete_consumers_without_pending(client, [self.settings.consumer], self.streams)
 
     # ---- the loop --------------------------------------------------------------------------------------------
     def main_loop(self) -> None:

@@ -3,7 +3,8 @@ exit removes its own), and `stream info` lists them for ever. Pruned here: a con
 live heartbeat and idle at least a while.
 
 XGROUP DELCONSUMER drops the consumer's pending entries with it, and they would never be delivered again. So each
-name is checked and deleted in one script: nothing pending at that instant, or it stays. A live worker's name
+name is checked and deleted in one script (`delete_consumers_without_pending`, which a worker's clean exit uses too):
+nothing pending at that instant, or it stays. A live worker's name
 deleted by mistake would cost nothing (its next read creates it again); the heartbeat and idle checks keep the
 listing from flapping.
 """
@@ -16,24 +17,11 @@ from typing import Any
 import redis
 
 from worker.alerts import audit, require_audit_trail
-from worker.delivery import DEFAULT_STREAMS, StreamNames
+from worker.delivery import DEFAULT_STREAMS, StreamNames, delete_consumers_without_pending
 from worker.ops.stream_info import ConsumerInfo, read_stream_overview
-from worker.redis_text import as_optional_text, as_text
+from worker.redis_text import as_optional_text
 
 DEFAULT_MIN_IDLE_S = 600.0
-
-# KEYS: the input stream. ARGV: the group, then the consumers to delete; each only if nothing is pending on it.
-_PRUNE_LUA = """
-local deleted = {}
-for i = 2, #ARGV do
-  if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[i]) == 0 then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[i])
-    deleted[#deleted + 1] = ARGV[i]
-  end
-end
-return deleted
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class ConsumerPrune:
@@ -74,9 +62,7 @@ def prune_consumers(client: redis.Redis, *, actor: str, apply: bool, min_idle_s:
     if not apply or not planned:
         return ConsumerPrune(planned, (), apply, min_idle_s)
     require_audit_trail(client)
-    script = client.register_script(_PRUNE_LUA)
-    removed = tuple(as_text(name) for name in script(keys=[streams.input],
-                                                   args=[streams.group, *(c.name for c in planned)]))
+    removed = delete_consumers_without_pending(client, [c.name for c in planned], streams)
     audit_id = None
     if removed:
         audit_id = as_optional_text(audit(
