@@ -136,8 +136,10 @@ def claim(
 ) -> None:
     """Hand stuck entries (idle ≥ --idle) to a live consumer (XCLAIM), which then decides them.
 
-    Refused when --to has no live heartbeat. The new owner reclaims them once they are idle past its own
-    claim_min_idle_ms. Shows what it would do; acts only with --yes (audited in tactical_alerts).
+    Refused when --to has no live heartbeat. The entries keep their idle time (XCLAIM would set it to 0, and they
+    would wait another TACTICAL_CLAIM_MIN_IDLE_MS): a worker's reclaim, every TACTICAL_CLAIM_INTERVAL_MS, takes what
+    is idle past that, so they are decided at the next pass. Shows what it would do; acts only with --yes (audited
+    in tactical_alerts).
 
     An entry whose data is gone from the stream (deleted, trimmed) is not claimed (Redis would drop it from the group
     unrecorded): it is listed under `gone`, left pending where it was; `pending dead-letter` keeps a record of it.

@@ -183,3 +183,22 @@ def test_only_a_missing_group_is_called_one_and_counts_stay_in_range(ctl: Ctl, r
     with pytest.raises(redis.ResponseError, match="out of range") as refused:
         read_pending_entries(redis_client, min_idle_ms=0, consumer=None, count=10**20)
     assert not isinstance(refused.value, PendingUnavailable)
+
+
+def test_claimed_entries_keep_their_idle_time_so_the_next_reclaim_takes_them(
+    ctl: Ctl, redis_client: redis.Redis
+) -> None:
+    """A worker reclaims entries idle past its min-idle (XAUTOCLAIM). XCLAIM's default sets a claimed entry's idle time
+    to 0: stuck entries handed to a live worker waited a whole min-idle more, and looked fresh in `pending --idle`."""
+    publish(redis_client, 2)
+    stuck = deliver_without_ack(redis_client, "ghost", 2)
+    write_heartbeat(redis_client, "alive-1", interval_s=10.0, info={})
+    time.sleep(0.6)
+    assert ctl("pending", "claim", "--to", "alive-1", "--idle", "500", "--yes").exit_code == 0
+
+    claimed = read_pending_entries(redis_client, min_idle_ms=500)
+    assert [(e.entry_id, e.consumer) for e in claimed] == [(i.decode(), "alive-1") for i in stuck]
+    assert all(e.times_delivered == 1 for e in claimed)  # JUSTID still: no delivery counted
+    # The live worker's reclaim pass (its min-idle 500 ms) takes them at once.
+    _, reclaimed, _ = redis_client.xautoclaim(INPUT_STREAM, CONSUMER_GROUP, "alive-1", min_idle_time=500, count=10)
+    assert [entry_id for entry_id, _ in reclaimed] == stuck

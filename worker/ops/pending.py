@@ -173,7 +173,8 @@ def claim_stuck_entries(
 ) -> PendingMove:
     """Hand entries idle ≥ `min_idle_ms` to `to_consumer`, which must have a live heartbeat.
 
-    XCLAIM JUSTID: ownership moves without counting a delivery; the new owner's reclaim loop decides them.
+    XCLAIM JUSTID: ownership moves without counting a delivery, the idle time stays; the workers' reclaim loop
+    decides them at its next pass.
     Only when `apply` is true does anything change (and an audit entry is written)."""
     if not is_alive(client, to_consumer):
         raise ConsumerNotLive(
@@ -217,15 +218,18 @@ def claim_stuck_entries(
 # KEYS: the input stream. ARGV: group, the consumer to claim to, min idle ms, then the entry ids. Per entry, one
 # still pending and idle past the limit is claimed (JUSTID: no delivery counted) — unless its data is gone from the
 # stream: XCLAIM would then drop it from the group (Redis 7) with no record of it; it stays where it is, returned
-# in the second list. Returns {claimed ids, gone ids}.
+# in the second list. A claimed entry keeps its idle time (XCLAIM would set it to 0): the workers reclaim entries
+# idle past their min-idle (XAUTOCLAIM), and a stuck one is to be decided at their next pass, not a min-idle later.
+# Returns {claimed ids, gone ids}.
 _CLAIM_LUA = """
 local claimed, gone = {}, {}
 for i = 4, #ARGV do
   local id = ARGV[i]
-  if #redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], id, id, 1) > 0 then
+  local row = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], id, id, 1)[1]
+  if row then
     if #redis.call('XRANGE', KEYS[1], id, id) == 0 then
       gone[#gone + 1] = id
-    elseif #redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], id, 'JUSTID') > 0 then
+    elseif #redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], id, 'IDLE', row[3], 'JUSTID') > 0 then
       claimed[#claimed + 1] = id
     end
   end
