@@ -31,3 +31,7 @@ def watch(
                 live.update(render(), refresh=True)
     except KeyboardInterrupt:
         pass
+    # Rich ends a live view with a newline on a terminal only: piped or redirected, the last view's last line would
+    # run into whatever comes next (a shell prompt, the next line of a log).
+    if not console.is_terminal:
+        console.line()

@@ -88,6 +88,7 @@ def test_health_state_watch_refreshes_and_survives_an_unreachable_worker(ctl: Ct
     result = ctl("health", "state", "--watch", "--interval", "0.2", "--duration", "0.5", worker_url=nobody_url)
     assert result.exit_code == 0
     assert "worker unreachable" in result.stdout and "retrying" in result.stdout
+    assert result.stdout.endswith("s)\n")  # its last line ends
 
 
 def test_health_state_of_a_worker_nobody_runs_is_critical(ctl: Ctl, nobody_url: str) -> None:

@@ -94,6 +94,7 @@ def test_watch_shows_rates_and_a_sparkline(ctl: Ctl, redis_client: redis.Redis) 
     assert result.exit_code == 0
     assert "/s" in result.stdout
     assert "lag, last" in result.stdout and "samples:" in result.stdout
+    assert result.stdout.endswith("critical > 5 s\n")  # the last line ends: a prompt or log line does not run on
 
 
 def test_watch_json_prints_one_sample_per_line(ctl: Ctl, redis_client: redis.Redis) -> None:
@@ -138,7 +139,7 @@ def test_watch_ends_cleanly_on_sigint(redis_url: str, redis_client: redis.Redis)
             process.kill()
     assert process.returncode == 0, stderr.decode()
     assert b"Traceback" not in stderr
-    assert b"consumer lag" in stdout
+    assert b"consumer lag" in stdout and stdout.endswith(b"s\n")
 
 
 def test_lag_of_a_key_of_another_type_names_its_type(ctl: Ctl, redis_client: redis.Redis) -> None:
