@@ -79,6 +79,11 @@ def pending(
             if json_output:
                 print_json({"entries": [e.as_dict() for e in entries], "live_consumers": sorted(live)})
                 return
+            if not entries:  # said as the summary says it, not as an empty table
+                narrowed = (f" idle ≥ {idle} ms" if idle else "") + (f" of {plain(consumer)}" if consumer else "")
+                context.console.print(f"no pending entries{narrowed}" if narrowed else
+                                      "no pending entries: everything delivered has been acknowledged")
+                return
             context.console.print(entries_table(entries, live, f"pending entries idle ≥ {idle} ms"))
             if len(entries) >= count:
                 context.console.print(f"showing the first {count}; raise --count for more")

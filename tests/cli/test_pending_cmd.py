@@ -202,3 +202,17 @@ def test_claimed_entries_keep_their_idle_time_so_the_next_reclaim_takes_them(
     # The live worker's reclaim pass (its min-idle 500 ms) takes them at once.
     _, reclaimed, _ = redis_client.xautoclaim(INPUT_STREAM, CONSUMER_GROUP, "alive-1", min_idle_time=500, count=10)
     assert [entry_id for entry_id, _ in reclaimed] == stuck
+
+
+def test_extended_with_nothing_pending_says_so_as_the_summary_does(ctl: Ctl, redis_client: redis.Redis) -> None:
+    publish(redis_client, 1)
+    deliver_without_ack(redis_client, "ghost", 1)
+    assert "no pending entries" not in ctl("pending", "--extended").stdout
+    fresh = ctl("pending", "--extended", "--idle", "600000", "--consumer", "ghost")
+    assert fresh.exit_code == 0 and fresh.stdout == "no pending entries idle ≥ 600000 ms of ghost\n"
+    [(entry_id, _)] = redis_client.xrange(INPUT_STREAM)
+    redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, entry_id)
+    for args in (("pending",), ("pending", "--extended")):
+        result = ctl(*args)
+        assert result.exit_code == 0
+        assert result.stdout == "no pending entries: everything delivered has been acknowledged\n", args
