@@ -15,6 +15,9 @@ from worker.health import DEFAULT_THRESHOLDS
 from worker.ops.latency import NoLatencyHistogram, OperationLatency, operation_latencies, worst
 from worker.ops.worker_client import WorkerClient, WorkerUnreachable
 
+COUNTS_NOTE = ("count: end_to_end one per decided event; validate … commit one per batch (each event of a batch "
+               "waits the whole stage); inference per agent one per monitor probe (one event, timed alone)")
+
 
 def _ms(value: float | None, saturated: bool = False) -> str:
     if value is None:
@@ -27,8 +30,8 @@ def latency_table(rows: list[OperationLatency], title: str) -> Table:
     for column in ("operation", "count", "p50", "p99", "mean", "status"):
         table.add_column(column, justify="left" if column in ("operation", "status") else "right", overflow="fold")
     for row in rows:
-        table.add_row(row.label, str(row.count), _ms(row.p50_ms), _ms(row.p99_ms, row.saturated), _ms(row.mean_ms),
-                      styled(row.status) if row.count else "no events")
+        table.add_row(row.label, row.count_text, _ms(row.p50_ms), _ms(row.p99_ms, row.saturated), _ms(row.mean_ms),
+                      styled(row.status) if row.count else f"no {row.counted_per.value}")
     return table
 
 
@@ -44,8 +47,11 @@ def latency(
     tactical_request_duration_seconds histogram of /metrics, interpolated like Prometheus' histogram_quantile.
     Exit 0 ok, 1 a P50 above 50 ms, 2 a P99 above 100 ms or the worker unreachable, 3 /metrics has no histogram.
 
+    The counts are not of one kind: end_to_end counts decided events, each stage counts batches (every event of a
+    batch waits the whole stage), each agent's inference counts the monitor's probes (one event, timed alone).
+
     JSON keys: url, window_s, status, thresholds {p50_warn_ms, p99_critical_ms}, operations [{operation,
-    agent_type, count, p50_ms, p99_ms, mean_ms, saturated, status}]."""
+    agent_type, count, counted_per (events|batches|probes), p50_ms, p99_ms, mean_ms, saturated, status}]."""
     context = get_context(ctx)
     client = WorkerClient(context.worker_url)
     try:
@@ -76,6 +82,7 @@ def latency(
     else:
         span = f"last {window:g} s" if window else "since the worker started"
         context.console.print(latency_table(rows, f"latency per operation, {span}"))
+        context.console.print(COUNTS_NOTE, style="dim")
         context.console.print(f"thresholds: p99 ≤ {DEFAULT_THRESHOLDS.p99_critical_ms:g} ms (critical), "
                               f"p50 ≤ {DEFAULT_THRESHOLDS.p50_warn_ms:g} ms (warning): {styled(status)}")
     raise typer.Exit(int(exit_code_for(status)))

@@ -37,9 +37,31 @@ def test_fast_decisions_exit_0_with_every_operation_listed(ctl: Ctl, served: tup
     assert set(doc) == {"url", "window_s", "status", "thresholds", "operations"}
     assert doc["thresholds"] == {"p50_warn_ms": 50.0, "p99_critical_ms": 100.0}
     end_to_end = next(op for op in doc["operations"] if op["operation"] == "end_to_end")
-    assert set(end_to_end) == {"operation", "agent_type", "count", "p50_ms", "p99_ms", "mean_ms", "saturated",
-                               "status"}
+    assert set(end_to_end) == {"operation", "agent_type", "count", "counted_per", "p50_ms", "p99_ms", "mean_ms",
+                               "saturated", "status"}
     assert end_to_end["count"] == 100 and end_to_end["p99_ms"] <= 5.0
+
+
+def test_each_count_says_what_it_counts_events_batches_or_probes(ctl: Ctl, served: tuple[str, TacticalMetrics]) -> None:
+    # As the worker observes them: 100 batches of 100 events each, and 3 probes of one agent alone.
+    url, metrics = served
+    for _ in range(100):
+        metrics.observe_events([0.004] * 100, ["TYPE_1"] * 100, ["hold"] * 100)
+        for stage in ("validate", "inference", "aggregate", "commit"):
+            metrics.observe_stage(stage, 0.001)
+    for _ in range(3):
+        metrics.observe_stage("inference", 0.0004, agent_type="fvg")
+
+    rows = {op["operation"] + ("" if op["agent_type"] == "all" else f" ({op['agent_type']})"):
+            (op["count"], op["counted_per"]) for op in json.loads(ctl("latency", "--json", worker_url=url).stdout)
+            ["operations"]}
+    assert rows["end_to_end"] == (10_000, "events")
+    assert rows["commit"] == rows["validate"] == (100, "batches")
+    assert rows["inference (fvg)"] == (3, "probes")
+
+    text = ctl("latency", worker_url=url).stdout
+    assert "10000 events" in text and "100 batches" in text and "3 probes" in text
+    assert "one per batch" in text, "the table says why the counts differ"
 
 
 def test_p50_above_50ms_exits_1(ctl: Ctl, served: tuple[str, TacticalMetrics]) -> None:

@@ -4,6 +4,10 @@
 start; two scrapes some seconds apart, subtracted, give the distribution of that window — what
 `histogram_quantile(…, rate(…[window]))` shows on the dashboard. Quantiles interpolate linearly inside a bucket,
 and a quantile beyond the last finite bucket (1 s) reads as that bound, flagged `saturated`.
+
+The series do not all count the same thing (`counted_per`): `end_to_end` is observed once per decided event, the
+stages once per batch, each agent's own inference once per probe of the health monitor. Their counts are not
+comparable, so every row says what its count counts.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from prometheus_client.samples import Sample
@@ -20,6 +25,24 @@ from worker.health import DEFAULT_THRESHOLDS, CheckStatus, Thresholds, check_lat
 DURATION_HISTOGRAM = "tactical_request_duration_seconds"
 GROUP_LABELS = ("operation", "agent_type")
 OPERATION_ORDER = ("end_to_end", "validate", "claim", "inference", "aggregate", "commit")
+
+
+class CountedPer(StrEnum):
+    """What one observation of a series is, so its count reads as what it is."""
+
+    EVENT = "events"  # end_to_end: one per decided event (the worker observes its batch's time once per decision)
+    BATCH = "batches"  # validate … commit: one per batch; every event of the batch waited that whole stage
+    PROBE = "probes"  # inference per agent: the monitor times each agent alone on one event, every few seconds
+
+
+_SINGULAR = {CountedPer.EVENT: "event", CountedPer.BATCH: "batch", CountedPer.PROBE: "probe"}
+
+
+def counted_per(operation: str, agent_type: str) -> CountedPer:
+    """How `worker.telemetry` and the monitor's agent probe observe a series of the histogram."""
+    if operation == "end_to_end":
+        return CountedPer.EVENT
+    return CountedPer.BATCH if agent_type == "all" else CountedPer.PROBE
 
 
 class NoLatencyHistogram(LookupError):
@@ -122,11 +145,22 @@ class OperationLatency:
     def label(self) -> str:
         return self.operation if self.agent_type == "all" else f"{self.operation} ({self.agent_type})"
 
+    @property
+    def counted_per(self) -> CountedPer:
+        return counted_per(self.operation, self.agent_type)
+
+    @property
+    def count_text(self) -> str:
+        """`10000 events`, `100 batches`: a count never reads as comparable with another row's of another kind."""
+        unit = self.counted_per
+        return f"{self.count} {_SINGULAR[unit] if self.count == 1 else unit.value}"
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "operation": self.operation,
             "agent_type": self.agent_type,
             "count": self.count,
+            "counted_per": self.counted_per.value,
             "p50_ms": self.p50_ms,
             "p99_ms": self.p99_ms,
             "mean_ms": self.mean_ms,
@@ -177,9 +211,11 @@ def end_to_end(latencies: Sequence[OperationLatency]) -> OperationLatency | None
 
 __all__ = [
     "DURATION_HISTOGRAM",
+    "CountedPer",
     "Histogram",
     "NoLatencyHistogram",
     "OperationLatency",
+    "counted_per",
     "end_to_end",
     "evaluate",
     "histogram_quantile",
