@@ -23,6 +23,7 @@ from rich.text import Text
 from tacticalctl.context import get_context
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode, outage_message
 from tacticalctl.formatting import plain
+from worker.aggregator import cut_decimals, shown_score
 from worker.connection import REDIS_FAILED, connect
 from worker.feed import FeedOutage, ResumableFeed, run_id, send_events, simulated_events
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM
@@ -38,10 +39,11 @@ ACTIONS = ("short", "hold", "long")
 
 
 def _vote(fields: dict[bytes, bytes], agent: str) -> str:
-    """An agent's call and its probability, compact: `L.93` is long at 0.93."""
+    """An agent's call and its probability, compact: `L.93` is long at 0.93…. Cut, never rounded up, as the score and
+    the reason are (`shown_score`): three agents voting long 0.459 read L.45 beside a score of 0.458, not L.46."""
     probabilities = [float(p) for p in fields.get(f"vote_{agent}".encode(), b"0,0,0").split(b",")]
     best = max(range(3), key=probabilities.__getitem__)
-    probability = f"{probabilities[best]:.2f}"
+    probability = cut_decimals(probabilities[best], 2)
     return ACTIONS[best][0].upper() + (probability[1:] if probability.startswith("0") else probability[:3])
 
 
@@ -53,7 +55,7 @@ def decision_row(event_id: bytes, decision_id: bytes, fields: dict[bytes, bytes]
         plain(fields[b"synergy_type"].decode()),
         "long" if fields[b"direction"] == b"1" else "short",
         " ".join(_vote(fields, agent) for agent in ("fvg", "momentum", "entry")),
-        f"{plain(fields[b'action'].decode())} {float(fields[b'score']):.3f}",
+        f"{plain(fields[b'action'].decode())} {shown_score(float(fields[b'score']))}",  # the figure its reason shows
         "[green]EXECUTED[/]" if executed else f"[yellow]{plain(fields[b'reason'].decode())}[/]",
         str(latency_ms),
     )

@@ -15,8 +15,9 @@ down in between — a barely convincing vote trades the minimum, an unanimous on
 Executed orders therefore never have quantity 0.
 
 `Decision.reason` starts with a stable category an operator can group by — `executed:`, `hold:`, `tie:`,
-`below threshold:`, `against direction:`, `invalid risk:` — followed by the numbers that decided it. A score in a
-"did not reach" reason is truncated (never rounded up), so it never reads as if it met the bar.
+`below threshold:`, `against direction:`, `invalid risk:` — followed by the numbers that decided it. Every score in a
+reason is `shown_score`: cut to 3 decimals, never rounded up, so a score that did not reach its bar never reads as
+if it met it, and a view that shows the score beside its reason (`tacticalctl up`) shows the same figure.
 """
 
 from __future__ import annotations
@@ -340,18 +341,18 @@ def _decide(
     top = [action for action, index in _TIE_ORDER if scores[index] >= best - SCORE_TOLERANCE]
     if len(top) > 1:
         names = " = ".join(action.label for action in top)
-        return decision(Action.HOLD, False, f"tie: {names} at {best:.3f}")
+        return decision(Action.HOLD, False, f"tie: {names} at {shown_score(best)}")
     action = top[0]
     score = scores[action.index]
     name = action.label
     if action is Action.HOLD:
-        return decision(action, False, f"hold: top action is hold ({score:.3f})")
+        return decision(action, False, f"hold: top action is hold ({shown_score(score)})")
 
     with_direction = action == event.direction  # an IntEnum: its value is the direction it trades in
     bar = config.execution_threshold if with_direction else config.counter_direction_threshold
     if score < bar - SCORE_TOLERANCE:
         category = "below threshold" if with_direction else "against direction"
-        return decision(action, False, f"{category}: {name} {_truncated(score)} < {bar:g}")
+        return decision(action, False, f"{category}: {name} {shown_score(score)} < {bar:g}")
 
     stop_loss, take_profit = _risk_levels(action, event.price, event.atr, config)
     if not (event.atr > 0.0 and stop_loss > 0.0 and take_profit > 0.0):
@@ -374,7 +375,7 @@ def _decide(
         time_in_force="IOC",
     )
     relation = "with direction" if with_direction else "against direction"
-    return decision(action, True, f"executed: {name} {score:.3f} >= {bar:g} {relation}", command)
+    return decision(action, True, f"executed: {name} {shown_score(score)} >= {bar:g} {relation}", command)
 
 
 def order_quantity(score: float, bar: float, config: AggregatorConfig) -> int:
@@ -394,6 +395,14 @@ def _risk_levels(action: Action, price: float, atr: float, config: AggregatorCon
     return price + stop_distance, price - profit_distance
 
 
-def _truncated(score: float) -> str:
-    text = f"{score:.12f}"
-    return text[: text.index(".") + 4]
+def shown_score(score: float) -> str:
+    """A score as reasons and views show it: 3 decimals, cut. The vote's own tolerance is added first, so a score that
+    executed at the bar within it (0.6499999999999999 for 0.65) reads as the bar, while one below the bar — below it
+    by more than the tolerance — still reads below it."""
+    return cut_decimals(score + SCORE_TOLERANCE, 3)
+
+
+def cut_decimals(value: float, decimals: int) -> str:
+    """A non-negative `value` with `decimals` decimals, cut rather than rounded: never more than it is."""
+    text = f"{value:.12f}"
+    return text[: text.index(".") + 1 + decimals]

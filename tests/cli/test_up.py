@@ -10,9 +10,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import redis
 
+from worker.actions import AGENT_NAMES
+from worker.aggregator import AggregatorConfig, aggregate
 from worker.embedded_redis import free_port
+from worker.names import DECISIONS_STREAM, INPUT_STREAM
+from worker.producer import make_event
+from worker.records import AgentVote, decision_fields
 
 
 def test_up_runs_redis_worker_and_feed_and_stops_cleanly(tmp_path: Path) -> None:
@@ -75,6 +82,32 @@ def test_a_decision_whose_text_looks_like_markup_is_shown_as_it_is() -> None:
     console.print(render(deque([row]), {"sent": 1, "decided": 1, "executed": 0, "commands": 0, "dead": 0}, 1.0))
     text = console.export_text()
     assert "ord[/x]1" in text and "below [red]threshold" in text
+
+
+@pytest.mark.parametrize("p_long", [0.459, 0.6496, 0.7896])
+def test_a_rows_figures_agree_with_each_other_and_with_the_decision_as_stored(redis_client: redis.Redis,
+                                                                            p_long: float) -> None:
+    # Three agents voting long at p (float32, as the agents give it): the score is p too, whatever the weights.
+    # 0.459 read `L.46 L.46 L.46` and `long 0.459` beside "below threshold: long 0.458 < 0.65"; 0.6496 read
+    # `long 0.650`, as if it met the bar it did not; 0.7896 (executed) read `L.79` beside 0.790, its stored 0.78960….
+    from tacticalctl.up import decision_row
+
+    p, other = float(np.float32(p_long)), float(np.float32((1.0 - p_long) / 2))
+    votes = [AgentVote(agent, (other, other, p), 0.9) for agent in AGENT_NAMES]
+    decision = aggregate(make_event(correlation_id=f"agree-{p_long}"), votes, AggregatorConfig(), "v1")
+    event_id = redis_client.xadd(INPUT_STREAM, {"n": "1"})
+    redis_client.xadd(DECISIONS_STREAM, decision_fields(decision, event_id))  # type: ignore[arg-type]
+    [(decision_id, fields)] = redis_client.xrange(DECISIONS_STREAM)
+
+    _, _, _, agents, vote, shown_decision, _ = decision_row(fields[b"event_id"], decision_id, fields)
+    score = vote.split()[1]
+    assert score in fields[b"reason"].decode(), "the vote column shows the score its reason does"
+    if fields[b"execute"] == b"0":
+        assert score in shown_decision
+    assert float(score) <= float(fields[b"score"]) + 1e-9, "never more than the stored score"
+    action = vote.split()[0]
+    for call in agents.split():  # `L.45`: each agent's call and probability, its first two decimals the score's
+        assert call[0] == action[0].upper() and score.startswith("0" + call[1:]), (agents, vote)
 
 
 def _start_up(port: int, *args: str) -> subprocess.Popen[str]:
