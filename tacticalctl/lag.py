@@ -42,6 +42,8 @@ def render_reading(reading: LagReading, recent_seconds: list[float]) -> Renderab
                   f"critical > {DEFAULT_THRESHOLDS.lag_critical_s:g} s")
     spark = sparkline(recent_seconds, floor_max=DEFAULT_THRESHOLDS.lag_critical_s)
     lines: list[Table | Text] = [table, Text(reading.check.message)]
+    if lag.count_note is not None:
+        lines.append(Text(lag.count_note, style="yellow"))
     if len(recent_seconds) > 1:
         lines.append(Text.from_markup(f"lag, last {len(recent_seconds)} samples: {styled(reading.status, spark)}"))
     lines.append(Text(thresholds, style="dim"))
@@ -64,8 +66,13 @@ def lag(ctx: typer.Context, json_output: JsonOption = False) -> None:
     seconds against the runbook thresholds (2 s warning, 5 s critical).
 
     Exit 0 ok, 1 warning, 2 critical or Redis unreachable, 3 when the stream or group does not exist.
-    JSON keys: count (null when Redis cannot tell; past 256 counted, Redis's estimate, and count_exact false),
-    count_exact, pending, seconds, oldest_id, last_delivered_id, entries_read,
+    The undelivered count is exact unless more than 256 entries wait with more than 256 delivered before them still in
+    the stream (the check reads no more, to stay light on Redis): then it is a bound, `256–N`, with Redis's own figure
+    beside it when that can be right, and a line saying so.
+
+    JSON keys: count (exact; or with count_exact false Redis's estimate within the bound, null when Redis cannot tell
+    or its figure is outside the bound), count_exact, count_min, count_max (the bound; both = count when exact),
+    redis_lag (XINFO GROUPS lag as Redis says it), pending, seconds, oldest_id, last_delivered_id, entries_read,
     stream_length, entries_added, trend (ok|warn|stall|stop|unknown|too_short), rate_in_per_s, rate_out_per_s,
     status (ok|warn|critical), threshold_warn_s, threshold_critical_s, message, at."""
     if ctx.invoked_subcommand is not None:

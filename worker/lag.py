@@ -1,13 +1,17 @@
 """Consumer lag of the input stream: how much waits (count) and for how long (seconds), and where it is heading.
 
-`count` is the number of entries not yet delivered to the group. Up to `EXACT_COUNT_LIMIT` they are counted (in
-Redis, by a script); beyond that it is XINFO GROUPS `lag`. Redis's figure alone is not enough: after a restart, Redis
-7.0 reloads a group's entries-read as of the last AOF rewrite, and reports a lag (growing with each restart) for
-entries long delivered, or none at all. Redis cannot always compute it either (after an XDEL of entries the group
-has not read yet, or XGROUP CREATE/SETID to an arbitrary id without ENTRIESREAD) and then reports nil: beyond the
-counted range that is "unknown", never 0. `seconds` is the age of the oldest entry still waiting — undelivered or
-delivered but not acknowledged — from the millisecond part of its stream id, measured on the Redis server's clock,
-which is the clock that made the id.
+`count` is the number of entries not yet delivered to the group, counted in Redis by a script that reads at most
+`EXACT_COUNT_LIMIT` entries from each side of the group's last-delivered id (so a check never holds Redis up for long,
+however large the backlog): fewer than that after it, they are the count; fewer than that up to it, the stream's
+length less those is. Only when both sides are that long is the count not known exactly, and then it is a bound —
+at least `EXACT_COUNT_LIMIT`, at most the length less `EXACT_COUNT_LIMIT` — beside XINFO GROUPS `lag`, Redis's own
+figure, which alone is not enough: after a restart, Redis 7.0 reloads a group's entries-read as of the last AOF
+rewrite, and reports a lag (growing with each restart) for entries long delivered, or none at all. Redis cannot
+always compute it either (after an XDEL of entries the group has not read yet, or XGROUP CREATE/SETID to an
+arbitrary id without ENTRIESREAD) and then reports nil. `count` takes Redis's figure only where the bound allows it;
+otherwise it is None — "unknown", never 0 — and the bound says what is known. `seconds` is the age of the oldest
+entry still waiting — undelivered or delivered but not acknowledged — from the millisecond part of its stream id,
+measured on the Redis server's clock, which is the clock that made the id.
 """
 
 from __future__ import annotations
@@ -26,14 +30,20 @@ from worker.names import CONSUMER_GROUP, INPUT_STREAM
 from worker.redis_text import as_text
 from worker.stream_entries import parse_stream_id, time_reply_ms
 
-# Entries after the group's last-delivered id counted exactly; a real backlog past this is large whatever its size.
+# Entries read on each side of the group's last-delivered id to count the undelivered ones; a real backlog past this,
+# with as much delivered before it, is large whatever its size.
 EXACT_COUNT_LIMIT = 256
 
-# The undelivered entries up to a limit, and the first one's id: counted in Redis, so their fields never travel.
+# The undelivered entries up to a limit and the first one's id; when there are that many, the delivered ones still
+# in the stream, up to the limit too, and the stream's length. Counted in Redis, so their fields never travel.
 _COUNT_UNDELIVERED_LUA = """
-local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
-if #entries == 0 then return {0} end
-return {#entries, entries[1][1]}
+local limit = tonumber(ARGV[2])
+local after = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', limit)
+local first = false
+if #after > 0 then first = after[1][1] end
+if #after < limit then return {#after, first} end
+local upto = redis.call('XRANGE', KEYS[1], '-', ARGV[1], 'COUNT', limit)
+return {#after, first, #upto, redis.call('XLEN', KEYS[1])}
 """
 
 
@@ -43,29 +53,52 @@ class LagUnavailable(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class ConsumerLag:
-    count: int | None  # undelivered entries (counted, or XINFO GROUPS lag past EXACT_COUNT_LIMIT); None: unknown
+    count: int | None  # undelivered entries: counted, or else Redis's figure where the bound allows it; None: unknown
     pending: int  # delivered, not yet acknowledged
     seconds: float  # age of the oldest undelivered or pending entry; 0 when nothing waits
     oldest_id: str | None
     last_delivered_id: str
     entries_read: int | None
     stream_length: int
-    count_exact: bool = True  # counted; False: Redis's figure, past EXACT_COUNT_LIMIT (high after a restart)
+    count_exact: bool = True  # counted; False: only the bound below is known, `count` is at best Redis's estimate
+    count_min: int | None = None  # what is known of the count when it is not exact: at least, at most
+    count_max: int | None = None
+    redis_lag: int | None = None  # XINFO GROUPS lag as Redis reports it (None: nil, Redis cannot tell)
 
     @property
     def count_text(self) -> str:
-        if self.count is None:
+        """`500`, or when only a bound is known `256–744` — with Redis's figure beside it when it can be right."""
+        if self.count_exact:
+            return "unknown" if self.count is None else str(self.count)
+        if self.count_min is None or self.count_max is None:
             return "unknown"
-        if not self.count_exact:
-            # Redis's figure can be many times the truth after a restart (see the module's doc): what was counted is
-            # certain, Redis's figure is shown beside it as the estimate it is.
-            return f"≥{EXACT_COUNT_LIMIT} (Redis: {self.count})"
-        return str(self.count)
+        bound = f"{self.count_min}–{self.count_max}"
+        return bound if self.count is None else f"{bound} (Redis: {self.count})"
+
+    @property
+    def count_note(self) -> str | None:
+        """Why the count is a bound, and what to make of Redis's figure; None when it is exact."""
+        if self.count_exact:
+            return None
+        if self.redis_lag is None:
+            redis_says = ("Redis cannot tell either (XINFO GROUPS lag is nil: entries deleted, or the group's id set "
+                          "by hand)")
+        elif self.count is None:
+            redis_says = (f"Redis's own figure, {self.redis_lag}, is outside it: stale (Redis 7.0 after a restart "
+                          "reports entries long delivered)")
+        else:
+            redis_says = "Redis's own figure can overstate it many times over after a Redis restart"
+        return (f"undelivered {self.count_text}: a bound, not a count — {EXACT_COUNT_LIMIT} entries are read on each "
+                f"side of the group's last-delivered id and no more, to keep the check light on Redis; {redis_says}. "
+                "Judge the backlog by its age (seconds, always exact)")
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "count": self.count,
             "count_exact": self.count_exact,
+            "count_min": self.count if self.count_exact else self.count_min,
+            "count_max": self.count if self.count_exact else self.count_max,
+            "redis_lag": self.redis_lag,
             "pending": self.pending,
             "seconds": self.seconds,
             "oldest_id": self.oldest_id,
@@ -107,8 +140,8 @@ def read_consumer_lag(
         )
 
     last_delivered_id = as_text(info["last-delivered-id"])
-    counted, *first = client.eval(_COUNT_UNDELIVERED_LUA, 1, stream, last_delivered_id, EXACT_COUNT_LIMIT)
-    waiting = [as_text(first[0])] if first else []
+    after, first, *before = client.eval(_COUNT_UNDELIVERED_LUA, 1, stream, last_delivered_id, EXACT_COUNT_LIMIT)
+    waiting = [as_text(first)] if first else []
     if pending_summary["min"] is not None:
         waiting.append(as_text(pending_summary["min"]))
     oldest_id = min(waiting, key=parse_stream_id) if waiting else None
@@ -119,11 +152,15 @@ def read_consumer_lag(
     if oldest_id is not None:
         seconds = max(0.0, (now_ms - parse_stream_id(oldest_id)[0]) / 1000.0)
 
-    lag = info.get("lag")
-    if counted < EXACT_COUNT_LIMIT:
-        count: int | None = int(counted)
-    else:  # Redis's figure, when it agrees that much waits
-        count = None if lag is None or int(lag) < EXACT_COUNT_LIMIT else int(lag)
+    redis_lag = None if info.get("lag") is None else int(info["lag"])
+    count_min = count_max = None
+    if after < EXACT_COUNT_LIMIT:
+        count: int | None = int(after)
+    elif before[0] < EXACT_COUNT_LIMIT:  # few delivered entries left in the stream: the rest wait
+        count = int(before[1]) - int(before[0])
+    else:  # a bound, and Redis's figure where it can be right
+        count_min, count_max = EXACT_COUNT_LIMIT, int(before[1]) - EXACT_COUNT_LIMIT
+        count = redis_lag if redis_lag is not None and count_min <= redis_lag <= count_max else None
     entries_read = info.get("entries-read")
     return ConsumerLag(
         count=count,
@@ -133,7 +170,10 @@ def read_consumer_lag(
         last_delivered_id=last_delivered_id,
         entries_read=None if entries_read is None else int(entries_read),
         stream_length=int(length),
-        count_exact=counted < EXACT_COUNT_LIMIT,
+        count_exact=count_min is None,
+        count_min=count_min,
+        count_max=count_max,
+        redis_lag=redis_lag,
     )
 
 

@@ -18,9 +18,9 @@ from worker.embedded_redis import free_port
 from worker.lag import EXACT_COUNT_LIMIT
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
 
-LAG_KEYS = {"count", "count_exact", "pending", "seconds", "oldest_id", "last_delivered_id", "entries_read",
-            "stream_length", "entries_added", "trend", "rate_in_per_s", "rate_out_per_s", "status", "threshold_warn_s",
-            "threshold_critical_s", "message", "at"}
+LAG_KEYS = {"count", "count_exact", "count_min", "count_max", "redis_lag", "pending", "seconds", "oldest_id",
+            "last_delivered_id", "entries_read", "stream_length", "entries_added", "trend", "rate_in_per_s",
+            "rate_out_per_s", "status", "threshold_warn_s", "threshold_critical_s", "message", "at"}
 
 
 def server_now_ms(client: redis.Redis) -> int:
@@ -59,14 +59,27 @@ def test_lag_over_five_seconds_is_critical(ctl: Ctl, redis_client: redis.Redis) 
     assert doc["status"] == "critical" and doc["count"] == 3 and doc["seconds"] >= 10.0
 
 
-def test_an_unknown_count_says_unknown_never_zero(ctl: Ctl, redis_client: redis.Redis) -> None:
-    # Past the entries counted exactly, an XDEL of an unread entry leaves Redis unable to tell: unknown, not 0.
+def test_a_count_past_what_is_read_is_a_bound_that_says_so_never_zero(ctl: Ctl, redis_client: redis.Redis) -> None:
+    # More entries on each side of the group's last-delivered id than the check reads, and an XDEL of an unread one
+    # that leaves Redis unable to tell: what is known is a bound, said as one, and why.
+    ids = backlog(redis_client, age_s=0.5, count=2 * EXACT_COUNT_LIMIT + 100)
+    redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=EXACT_COUNT_LIMIT + 50)
+    redis_client.xdel(INPUT_STREAM, ids[-2])
+    text = ctl("lag").stdout
+    low, high = EXACT_COUNT_LIMIT, len(ids) - 1 - EXACT_COUNT_LIMIT
+    assert f"{low}–{high}" in text and "a bound, not a count" in text and "Redis cannot tell either" in text
+    doc = json.loads(ctl("lag", "--json").stdout)
+    assert (doc["count"], doc["count_exact"], doc["count_min"], doc["count_max"]) == (None, False, low, high)
+
+
+def test_a_large_backlog_with_little_delivered_before_it_is_counted_exactly(ctl: Ctl,
+                                                                           redis_client: redis.Redis) -> None:
+    # Redis's own figure says nothing here (the XDEL): it used to read `unknown`, then `≥256 (Redis: …)` when it did.
     ids = backlog(redis_client, age_s=0.5, count=EXACT_COUNT_LIMIT + 10)
     redis_client.xdel(INPUT_STREAM, ids[2])
-    result = ctl("lag")
-    assert "unknown" in result.stdout
     doc = json.loads(ctl("lag", "--json").stdout)
-    assert doc["count"] is None
+    assert (doc["count"], doc["count_exact"], doc["redis_lag"]) == (EXACT_COUNT_LIMIT + 9, True, None)
+    assert "a bound" not in ctl("lag").stdout
 
 
 def test_a_small_backlog_is_counted_even_where_redis_cannot_tell(ctl: Ctl, redis_client: redis.Redis) -> None:

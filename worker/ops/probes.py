@@ -404,8 +404,7 @@ def probe_stream(sources: Sources) -> list[Finding]:
     else:
         findings = [_ok(summary, **evidence)]
     if lag.count is None:
-        findings.append(_warn("Redis cannot tell the undelivered count (XINFO GROUPS lag is nil: entries deleted "
-                              "or the group's id was set by hand) — judge by seconds and pending"))
+        findings.append(_warn(lag.count_note or "the undelivered count is unknown — judge by seconds and pending"))
     try:
         state = sources.state()
     except WorkerUnreachable as exc:
