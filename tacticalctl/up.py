@@ -26,7 +26,7 @@ from tacticalctl.formatting import plain
 from worker.aggregator import cut_decimals, shown_score
 from worker.connection import REDIS_FAILED, connect
 from worker.feed import FeedOutage, ResumableFeed, run_id, send_events, simulated_events
-from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM
+from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 from worker.process import WorkerStartError
 from worker.stack import LocalStack
 from worker.stream_entries import Entry, entry_time_ms, newest_id, read_after
@@ -246,10 +246,14 @@ def _take_decisions(decided: list[Entry], last_id: bytes, totals: dict[str, int]
 
 def _feed_through_outages(client: redis.Redis, events: Iterator, *, rate: float, stop: threading.Event,
                           on_sent: Callable[[int], None]) -> None:
-    """The simulated feed, paused while Redis is unreachable or refuses writes: once Redis answers it resumes with the
-    batch that was in flight, on a new schedule (no burst to catch up). Nothing is lost; what of that batch had
-    landed comes back as duplicates, acked by the worker without a second decision."""
-    feed = ResumableFeed(events)
+    """The simulated feed, paused while Redis is unreachable or refuses writes: once Redis answers it resumes with what
+    of the batch in flight it does not find in the stream, on a new schedule (no burst to catch up). Nothing is lost;
+    what of that batch landed unseen comes back as duplicates, acked by the worker without a second decision."""
+    try:  # where to look for what a batch cut short by an outage wrote: after the stream's last entry now
+        start: bytes | None = newest_id(client, INPUT_STREAM) or b"0-0"
+    except redis.RedisError:
+        start = None  # not known: until a batch lands, a batch cut short is sent again whole
+    feed = ResumableFeed(events, written_after=start)
     while not stop.is_set():
         try:
             send_events(client, feed, rate=rate, stop=stop, on_sent=on_sent)
@@ -257,13 +261,17 @@ def _feed_through_outages(client: redis.Redis, events: Iterator, *, rate: float,
         except FeedOutage as exc:
             if isinstance(exc.cause, redis.AuthenticationError):
                 return  # the view's next read reports it and ends `up`
-            feed.put_back(exc.unsent)
+            outage = exc
         while not stop.wait(RETRY_S):
             try:
                 client.ping()  # cheaper than a try of the feed, which would send its batch again each time
                 break
             except REDIS_UNREACHABLE:
                 continue
+        else:
+            return
+        if landed := feed.resume(client, outage):
+            on_sent(landed)  # in the stream: sent, to be decided once
 
 
 def _check_port_free(http_addr: str) -> None:
