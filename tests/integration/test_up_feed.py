@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import redis
 
@@ -19,15 +20,27 @@ from worker.records import SynergyEvent
 from worker.stream_entries import newest_id
 
 
-def test_writes_refused_for_a_while_lose_no_event(private_redis: EmbeddedRedis) -> None:
-    client = redis.Redis.from_url(private_redis.url())
-    events = many_events(5000, prefix="feed")
+@contextmanager
+def feeding(client: redis.Redis, source: Iterable[SynergyEvent], *, rate: float) -> Iterator[list[int]]:
+    """`up`'s feed sending `source` in a thread of its own; yields what it reports sent, batch by batch. On the way
+    out the feed is stopped and Redis takes writes again, whatever the test did to its memory limit."""
     sent: list[int] = []
     stop = threading.Event()
     feed = threading.Thread(target=_feed_through_outages, daemon=True,
-                            args=(client, iter(events)), kwargs={"rate": 200.0, "stop": stop, "on_sent": sent.append})
+                            args=(client, iter(source)), kwargs={"rate": rate, "stop": stop, "on_sent": sent.append})
     feed.start()
     try:
+        yield sent
+    finally:
+        stop.set()
+        feed.join(timeout=10)
+        client.config_set("maxmemory", 0)
+
+
+def test_writes_refused_for_a_while_lose_no_event(private_redis: EmbeddedRedis) -> None:
+    client = redis.Redis.from_url(private_redis.url())
+    events = many_events(5000, prefix="feed")
+    with feeding(client, events, rate=200.0) as sent:
         wait_for(lambda: sum(sent) >= 50, what="the feed running")
         client.config_set("maxmemory", 1)  # Redis now refuses every write (OOM), answering PING as ever
         refused_at = sum(sent)
@@ -35,10 +48,6 @@ def test_writes_refused_for_a_while_lose_no_event(private_redis: EmbeddedRedis) 
         assert sum(sent) == refused_at, "a write went through while refused"
         client.config_set("maxmemory", 0)
         wait_for(lambda: sum(sent) >= refused_at + 50, what="the feed resumed")
-    finally:
-        stop.set()
-        feed.join(timeout=10)
-        client.config_set("maxmemory", 0)
 
     ids = [fields[b"correlation_id"].decode() for _, fields in client.xrange(INPUT_STREAM)]
     assert ids == [event.correlation_id for event in events[: len(ids)]], "an event was lost or sent out of order"
@@ -51,8 +60,6 @@ def test_a_batch_cut_short_is_sent_again_only_where_it_did_not_land(private_redi
     # the feed used to send the whole batch again once Redis took writes, each landed event a second time.
     client = redis.Redis.from_url(private_redis.url())
     events = many_events(3000, prefix="cut")
-    sent: list[int] = []
-    stop = threading.Event()
 
     def source() -> Iterator[SynergyEvent]:
         for index, event in enumerate(events):
@@ -62,20 +69,13 @@ def test_a_batch_cut_short_is_sent_again_only_where_it_did_not_land(private_redi
                 client.config_set("maxmemory", room)
             yield event
 
-    feed = threading.Thread(target=_feed_through_outages, daemon=True,
-                            args=(client, source()), kwargs={"rate": 2000.0, "stop": stop, "on_sent": sent.append})
-    feed.start()
-    try:
+    with feeding(client, source(), rate=2000.0) as sent:
         wait_for(lambda: client.config_get("maxmemory")["maxmemory"] != "0", what="the feed filling Redis")
         time.sleep(2.5)  # refused: the feed tries again every second
         length = client.xlen(INPUT_STREAM)
         assert 300 < length < 1000, "the batch cut short landed in part"
         client.config_set("maxmemory", 0)
         wait_for(lambda: sum(sent) >= length + 500, what="the feed resumed")
-    finally:
-        stop.set()
-        feed.join(timeout=10)
-        client.config_set("maxmemory", 0)
 
     ids = [fields[b"correlation_id"].decode() for _, fields in client.xrange(INPUT_STREAM)]
     assert ids == [event.correlation_id for event in events[: len(ids)]], "an event was sent twice, lost or reordered"
