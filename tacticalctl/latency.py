@@ -15,8 +15,9 @@ from worker.health import DEFAULT_THRESHOLDS
 from worker.ops.latency import NoLatencyHistogram, OperationLatency, operation_latencies, worst
 from worker.ops.worker_client import WorkerClient, WorkerUnreachable
 
-COUNTS_NOTE = ("count: end_to_end one per decided event; validate … commit one per batch (each event of a batch "
-               "waits the whole stage); inference per agent one per monitor probe (one event, timed alone)")
+COUNTS_NOTE = ("count: end_to_end and validate … commit one per decided event (each event of a batch waited the "
+               "batch's whole stage), so their quantiles describe the same events; inference per agent one per "
+               "monitor probe (one event, timed alone)")
 
 
 def _ms(value: float | None, saturated: bool = False) -> str:
@@ -47,11 +48,12 @@ def latency(
     tactical_request_duration_seconds histogram of /metrics, interpolated like Prometheus' histogram_quantile.
     Exit 0 ok, 1 a P50 above 50 ms, 2 a P99 above 100 ms or the worker unreachable, 3 /metrics has no histogram.
 
-    The counts are not of one kind: end_to_end counts decided events, each stage counts batches (every event of a
-    batch waits the whole stage), each agent's inference counts the monitor's probes (one event, timed alone).
+    end_to_end and each stage count decided events (every event of a batch waited the batch's whole stage, and is
+    counted in it once), so a stage's P99 is the P99 of the same events as end_to_end's; each agent's inference
+    counts the monitor's probes (one event, timed alone).
 
     JSON keys: url, window_s, status, thresholds {p50_warn_ms, p99_critical_ms}, operations [{operation,
-    agent_type, count, counted_per (events|batches|probes), p50_ms, p99_ms, mean_ms, saturated, status}]."""
+    agent_type, count, counted_per (events|probes), p50_ms, p99_ms, mean_ms, saturated, status}]."""
     context = get_context(ctx)
     client = WorkerClient(context.worker_url)
     try:

@@ -2,8 +2,9 @@
 
 Called from the main loop once per batch, off the hot path proper (the batch is already committed).
 `end_to_end` is the worker's own time for an event: from the XREADGROUP reply to the committed decision
-(queueing before that is what consumer lag measures). Per-agent inference time is probed separately
-(`HealthMonitor`), because the hot path runs the three agents as one fused call.
+(queueing before that is what consumer lag measures). Each stage's time is observed once per decided event too, so
+a stage's quantiles describe the same events as end_to_end's (`TacticalMetrics.observe_stages`). Per-agent
+inference time is probed separately (`HealthMonitor`), because the hot path runs the three agents as one fused call.
 """
 
 from __future__ import annotations
@@ -35,9 +36,7 @@ class Telemetry:
         confidences = [vote.confidence for decision in result.decisions for vote in decision.votes]
 
         self.metrics.observe_events(latencies, synergy_types, outcomes)
-        for stage, seconds in result.stage_seconds.items():
-            if stage in ("validate", "inference", "aggregate", "commit"):
-                self.metrics.observe_stage(stage, seconds)
+        self.metrics.observe_stages(result.stage_seconds, len(result.decisions))
         self.window.record_events(outcomes, latencies, confidences)
         if result.dead_letters:
             self.record_error("validate", len(result.dead_letters), handled=True)

@@ -42,13 +42,12 @@ def test_fast_decisions_exit_0_with_every_operation_listed(ctl: Ctl, served: tup
     assert end_to_end["count"] == 100 and end_to_end["p99_ms"] <= 5.0
 
 
-def test_each_count_says_what_it_counts_events_batches_or_probes(ctl: Ctl, served: tuple[str, TacticalMetrics]) -> None:
+def test_each_count_says_what_it_counts_events_or_probes(ctl: Ctl, served: tuple[str, TacticalMetrics]) -> None:
     # As the worker observes them: 100 batches of 100 events each, and 3 probes of one agent alone.
     url, metrics = served
     for _ in range(100):
         metrics.observe_events([0.004] * 100, ["TYPE_1"] * 100, ["hold"] * 100)
-        for stage in ("validate", "inference", "aggregate", "commit"):
-            metrics.observe_stage(stage, 0.001)
+        metrics.observe_stages({"validate": 0.0002, "inference": 0.002, "aggregate": 0.0003, "commit": 0.001}, 100)
     for _ in range(3):
         metrics.observe_stage("inference", 0.0004, agent_type="fvg")
 
@@ -56,12 +55,14 @@ def test_each_count_says_what_it_counts_events_batches_or_probes(ctl: Ctl, serve
             (op["count"], op["counted_per"]) for op in json.loads(ctl("latency", "--json", worker_url=url).stdout)
             ["operations"]}
     assert rows["end_to_end"] == (10_000, "events")
-    assert rows["commit"] == rows["validate"] == (100, "batches")
+    # Each event of a batch waited the batch's whole stage: counted once per event, like end_to_end.
+    for stage in ("validate", "inference", "aggregate", "commit"):
+        assert rows[stage] == (10_000, "events"), stage
     assert rows["inference (fvg)"] == (3, "probes")
 
     text = ctl("latency", worker_url=url).stdout
-    assert "10000 events" in text and "100 batches" in text and "3 probes" in text
-    assert "one per batch" in text, "the table says why the counts differ"
+    assert "10000 events" in text and "3 probes" in text and "batches" not in text
+    assert "one per decided event" in " ".join(text.split()), "the table says what each row counts"
 
 
 def test_p50_above_50ms_exits_1(ctl: Ctl, served: tuple[str, TacticalMetrics]) -> None:

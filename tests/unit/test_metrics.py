@@ -117,6 +117,25 @@ def test_observe_events_needs_one_synergy_type_per_latency(metrics: TacticalMetr
         metrics.observe_events([0.001, 0.002], ["TYPE_1"], [])
 
 
+def test_a_batch_adds_one_observation_of_each_stage_per_decided_event(metrics: TacticalMetrics) -> None:
+    seconds = {"validate": 0.0003, "inference": 0.004, "aggregate": 0.0005, "commit": 0.03}
+    metrics.observe_stages(seconds, 100)
+    metrics.observe_stages(seconds, 0)  # only duplicates or dead letters: nothing decided, as end_to_end
+    one_by_one = TacticalMetrics()
+    for _ in range(100):
+        for stage, value in seconds.items():
+            one_by_one.observe_stage(stage, value)
+
+    for stage, value in seconds.items():
+        labels = {"operation": stage, "agent_type": "all", "synergy_type": "all"}
+        assert sample(metrics, "tactical_request_duration_seconds_count", **labels) == 100, stage
+        assert sample(metrics, "tactical_request_duration_seconds_sum", **labels) == pytest.approx(100 * value)
+    def buckets(metrics: TacticalMetrics) -> list[str]:
+        return [line for line in text(metrics).splitlines() if "_bucket{" in line or "_count{" in line]
+
+    assert buckets(metrics) == buckets(one_by_one)  # every bucket as if each event were observed alone
+
+
 def test_stage_timings_per_agent_and_per_batch(metrics: TacticalMetrics) -> None:
     metrics.observe_stage("inference", 0.0004, agent_type="fvg")
     metrics.observe_stage("commit", 0.002)

@@ -107,3 +107,21 @@ def test_a_restarted_worker_counts_from_zero() -> None:
 def test_metrics_without_the_histogram_are_refused() -> None:
     with pytest.raises(NoLatencyHistogram, match="tactical_request_duration_seconds"):
         operation_latencies(parse_metrics("# TYPE up gauge\nup 1\n"))
+
+
+def test_a_stage_reads_the_same_events_as_end_to_end_so_a_slow_lone_event_is_not_its_p99() -> None:
+    # As the worker observes them: ten full batches decided in 2 ms and one batch of a single event that spent 200 ms
+    # in inference. One event in 1001 is not the P99 of end_to_end, and not of inference either.
+    metrics = TacticalMetrics()
+    for _ in range(10):
+        metrics.observe_events([0.002] * 100, ["TYPE_1"] * 100, ["hold"] * 100)
+        metrics.observe_stages({"validate": 0.0002, "inference": 0.001, "aggregate": 0.0002, "commit": 0.0006}, 100)
+    metrics.observe_events([0.201], ["TYPE_2"], ["hold"])
+    metrics.observe_stages({"validate": 0.0002, "inference": 0.2, "aggregate": 0.0002, "commit": 0.0006}, 1)
+
+    rows = {r.operation: r for r in operation_latencies(scrape(metrics)) if r.agent_type == "all"}
+    assert {rows[stage].count for stage in ("end_to_end", "validate", "inference", "aggregate", "commit")} == {1001}
+    assert rows["end_to_end"].status is CheckStatus.OK
+    assert rows["inference"].status is CheckStatus.OK, "weighted per batch, 1 batch in 11 read as P99 200 ms"
+    for stage in ("validate", "inference", "aggregate", "commit"):
+        assert rows[stage].p99_ms is not None and rows[stage].p99_ms <= rows["end_to_end"].p99_ms, stage

@@ -5,9 +5,10 @@ start; two scrapes some seconds apart, subtracted, give the distribution of that
 `histogram_quantile(…, rate(…[window]))` shows on the dashboard. Quantiles interpolate linearly inside a bucket,
 and a quantile beyond the last finite bucket (1 s) reads as that bound, flagged `saturated`.
 
-The series do not all count the same thing (`counted_per`): `end_to_end` is observed once per decided event, the
-stages once per batch, each agent's own inference once per probe of the health monitor. Their counts are not
-comparable, so every row says what its count counts.
+The series do not all count the same thing (`counted_per`): `end_to_end` and each stage are observed once per
+decided event (a stage's time once for each event of its batch: every one waited it), each agent's own inference
+once per probe of the health monitor. The probes' counts are not comparable with the others', so every row says
+what its count counts.
 """
 
 from __future__ import annotations
@@ -30,19 +31,18 @@ OPERATION_ORDER = ("end_to_end", "validate", "claim", "inference", "aggregate", 
 class CountedPer(StrEnum):
     """What one observation of a series is, so its count reads as what it is."""
 
-    EVENT = "events"  # end_to_end: one per decided event (the worker observes its batch's time once per decision)
-    BATCH = "batches"  # validate … commit: one per batch; every event of the batch waited that whole stage
+    # end_to_end and validate … commit: one per decided event (the worker observes its batch's time, or the batch's
+    # time in that stage, once per decision: every event of the batch waited it)
+    EVENT = "events"
     PROBE = "probes"  # inference per agent: the monitor times each agent alone on one event, every few seconds
 
 
-_SINGULAR = {CountedPer.EVENT: "event", CountedPer.BATCH: "batch", CountedPer.PROBE: "probe"}
+_SINGULAR = {CountedPer.EVENT: "event", CountedPer.PROBE: "probe"}
 
 
 def counted_per(operation: str, agent_type: str) -> CountedPer:
     """How `worker.telemetry` and the monitor's agent probe observe a series of the histogram."""
-    if operation == "end_to_end":
-        return CountedPer.EVENT
-    return CountedPer.BATCH if agent_type == "all" else CountedPer.PROBE
+    return CountedPer.EVENT if agent_type == "all" else CountedPer.PROBE
 
 
 class NoLatencyHistogram(LookupError):
@@ -151,7 +151,7 @@ class OperationLatency:
 
     @property
     def count_text(self) -> str:
-        """`10000 events`, `100 batches`: a count never reads as comparable with another row's of another kind."""
+        """`10000 events`, `3 probes`: a count never reads as comparable with another row's of another kind."""
         unit = self.counted_per
         return f"{self.count} {_SINGULAR[unit] if self.count == 1 else unit.value}"
 
