@@ -44,7 +44,7 @@ def latency(
 ) -> None:
     """P50/P99 per operation from the worker's /metrics, judged by the runbook's thresholds.
 
-    Operations: end_to_end, validate, inference — per agent too —, aggregate, commit, from the
+    Operations: end_to_end, validate, claim, inference — per agent too —, aggregate, commit, from the
     tactical_request_duration_seconds histogram of /metrics, interpolated like Prometheus' histogram_quantile.
     Exit 0 ok, 1 a P50 above 50 ms, 2 a P99 above 100 ms or the worker unreachable, 3 /metrics has no histogram.
 

@@ -29,9 +29,10 @@ NAN = float("nan")
 ALL = "all"
 
 LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0)
-STAGE_OPERATIONS: tuple[str, ...] = ("end_to_end", "validate", "inference", "aggregate", "commit")
+STAGE_OPERATIONS: tuple[str, ...] = ("end_to_end", "validate", "claim", "inference", "aggregate", "commit")
 # The hot path's stages the worker times per batch (`BatchResult.stage_seconds`), as they are observed.
-PIPELINE_STAGES: tuple[str, ...] = ("validate", "inference", "aggregate", "commit")
+# `claim` is the worker's time to send the idempotency claim: its reply is read with the commit, not waited for.
+PIPELINE_STAGES: tuple[str, ...] = ("validate", "claim", "inference", "aggregate", "commit")
 ERROR_OPERATIONS: tuple[str, ...] = (
     "read",
     "validate",
@@ -54,6 +55,7 @@ BREAKER_STATE_NAMES: tuple[str, ...] = ("closed", "open", "half_open")
 STAGE_SERIES: tuple[tuple[str, str, str], ...] = (
     *(("end_to_end", ALL, synergy) for synergy in SYNERGY_LABELS),
     ("validate", ALL, ALL),
+    ("claim", ALL, ALL),
     *(("inference", agent, ALL) for agent in (*AGENT_NAMES, ALL)),
     ("aggregate", ALL, ALL),
     ("commit", ALL, ALL),

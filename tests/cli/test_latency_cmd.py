@@ -31,7 +31,7 @@ def test_fast_decisions_exit_0_with_every_operation_listed(ctl: Ctl, served: tup
     metrics.observe_stage("inference", 0.0004, agent_type="momentum")
     result = ctl("latency", worker_url=url)
     assert result.exit_code == 0
-    for operation in ("end_to_end", "validate", "inference", "inference (momentum)", "aggregate", "commit"):
+    for operation in ("end_to_end", "validate", "claim", "inference", "inference (momentum)", "aggregate", "commit"):
         assert operation in result.stdout
     doc = json.loads(ctl("latency", "--json", worker_url=url).stdout)
     assert set(doc) == {"url", "window_s", "status", "thresholds", "operations"}

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.deploy.deploy_contract import REPO_ROOT, RUNBOOK_METRICS, metric_names_in, require_tool
+from worker.metrics import STAGE_OPERATIONS
 
 GRAFANA_DIR = REPO_ROOT / "runbook/grafana"
 
@@ -102,6 +103,12 @@ def test_alert_thresholds_are_drawn_where_the_alerts_fire(panels: list[dict[str,
     assert 900 in steps("Model Staleness")
     assert 0.05 in steps("Error Rate by Operation")
     assert 50 in steps("Event Processing Rate")
+
+
+def test_the_operations_panel_names_every_operation_the_worker_times(panels: list[dict[str, Any]]) -> None:
+    panel = next(p for p in panels if p["title"] == "P50 Latency by Operation")
+    for operation in STAGE_OPERATIONS:
+        assert operation in panel["description"], operation
 
 
 def test_dashboard_has_a_stable_uid_for_links(dashboard: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from worker.telemetry import Telemetry
 
 CONFIG = PipelineConfig(consumer="stages", processing_lease_ms=30_000, completed_ttl_s=3600, max_deliveries=5,
                         max_event_bytes=65_536)
-STAGES = ("validate", "inference", "aggregate", "commit")
+STAGES = ("validate", "claim", "inference", "aggregate", "commit")
 
 
 def read(client: redis.Redis, count: int) -> list[StreamEntry]:
