@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,19 @@ def test_alert_thresholds_are_drawn_where_the_alerts_fire(panels: list[dict[str,
     assert 900 in steps("Model Staleness")
     assert 0.05 in steps("Error Rate by Operation")
     assert 50 in steps("Event Processing Rate")
+
+
+def test_latency_summed_over_agents_leaves_the_monitors_probes_out(panels: list[dict[str, Any]]) -> None:
+    """inference per agent_type is a probe of one agent alone every 10 s, not the hot path's fused call: summed into
+    `inference` it would mix two populations. A sum over the histogram keeps agent_type, or reads agent_type="all"
+    (end_to_end has no other)."""
+    summed = re.compile(r"sum by \(([^)]*)\) \(rate\(tactical_request_duration_seconds_bucket([^\[]*)\[")
+    for panel in panels:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for labels, selector in summed.findall(expr):
+                assert ("agent_type" in labels or 'agent_type="all"' in selector
+                        or 'operation="end_to_end"' in selector), f"{panel['title']}: {expr}"
 
 
 def test_the_operations_panel_names_every_operation_the_worker_times(panels: list[dict[str, Any]]) -> None:
