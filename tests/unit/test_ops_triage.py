@@ -237,3 +237,28 @@ def test_a_step_that_redis_cannot_run_is_unknown_and_one_it_refuses_is_critical(
 
     assert renamed_away().status is Status.UNKNOWN
     assert not_permitted().status is Status.CRITICAL and "runbook/acl" in not_permitted().next_action
+
+
+def test_the_slowest_stage_is_one_of_the_hot_path_not_an_agent_probe() -> None:
+    from worker.metrics import TacticalMetrics
+    from worker.ops.probes import probe_latency
+    from worker.ops.worker_client import parse_metrics
+
+    metrics = TacticalMetrics()
+    metrics.observe_stages({"validate": 0.0002, "claim": 0.0001, "inference": 0.002, "aggregate": 0.0003,
+                            "commit": 0.008}, decided=50)
+    for _ in range(3):  # the monitor times the momentum agent alone, slower than any stage an event waits in
+        metrics.observe_stage("inference", 0.03, agent_type="momentum")
+
+    class Answering:
+        def state(self) -> dict:
+            return {"window": {"p50_ms": 5.0, "p99_ms": 6.0}}
+
+        def metrics(self) -> dict:
+            return parse_metrics(metrics.render()[0].decode())
+
+    findings = probe_latency(Answering())  # type: ignore[arg-type]
+    slowest = next(f for f in findings if "slowest stage" in f.summary)
+    assert slowest.summary.startswith("since start, slowest stage: commit p99")
+    assert {row["operation"] for row in slowest.evidence["stages"]} == {"validate", "claim", "inference", "aggregate",
+                                                                     "commit"}
