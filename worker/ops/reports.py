@@ -409,7 +409,7 @@ def render_markdown(report: DailyReport) -> str:
     if data["truncated"]:
         lines += ["", "Scans hit their entry limit: counts cover the most recent entries only."]
     if data["stages"]:
-        lines += ["", "## Stage timings (worker-measured, per batch)", "",
+        lines += ["", "## Stage timings (worker-measured, per decision: each carries its batch's times)", "",
                   "| stage | p50 | p99 | max |", "|---|---|---|---|"]
         for name, stats in data["stages"].items():
             lines.append(f"| {name} | {_ms(stats['p50_ms'])} | {_ms(stats['p99_ms'])} | {_ms(stats['max_ms'])} |")
