@@ -3,12 +3,14 @@ synergy_events, or removing it for good."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Annotated
 
 import redis
 import typer
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -19,7 +21,9 @@ from worker.alerts import default_actor
 from worker.names import DECISIONS_STREAM
 from worker.ops.dead_letters import (
     DeadLetterEntry,
+    DecisionScan,
     ReplayResult,
+    ScanProgress,
     dead_letter_count,
     purge_dead_letters,
     recent_dead_letters,
@@ -146,6 +150,33 @@ def _require_choice(ids: Sequence[str] | None, all_: bool) -> None:
         raise CtlError("choose the dead letters: --id ID (repeatable) or --all", ExitCode.UNKNOWN)
 
 
+@contextmanager
+def _scan_progress(show: bool) -> Iterator[ScanProgress | None]:
+    """How far the look for decisions has read tactical_decisions, drawn on stderr when it is a terminal and the scan
+    runs past its first page (stdout stays clean; never with --json)."""
+    console = Console(stderr=True)
+    if not show or not console.is_terminal:
+        yield None
+        return
+    bar = Progress(TextColumn(f"reading {DECISIONS_STREAM}"), BarColumn(),
+                   TextColumn("{task.fields[read]:,} decisions read, at {task.fields[at]} UTC"), TimeElapsedColumn(),
+                   console=console, transient=True)
+    task: list[TaskID] = []
+
+    def update(scan: DecisionScan) -> None:
+        if not task:  # the first page did not end the scan: from here on it is shown
+            task.append(bar.add_task("scan", start=True, total=None, read=0, at="-"))
+        bar.update(task[0], total=max(scan.end_ms - scan.start_ms, 1), completed=scan.at_ms - scan.start_ms,
+                   read=scan.read, at=timestamp(scan.at_ms / 1000))
+        if not bar.live.is_started:
+            bar.start()
+
+    try:
+        yield update
+    finally:
+        bar.stop()
+
+
 IdsOption = Annotated[list[str] | None, typer.Option("--id", help="Dead letter id (repeatable).")]
 AllOption = Annotated[bool, typer.Option("--all", help="Every dead letter (matching --reason).")]
 YesOption = Annotated[bool, typer.Option("--yes", help="Act. Without it, only show what would be done.")]
@@ -162,6 +193,11 @@ def replay(
         "--include-invalid", help="Replay events that are still invalid too (judged with TACTICAL_MAX_EVENT_BYTES as "
         "set here: set the workers' value).")
     ] = False,
+    include_unconfirmed: Annotated[bool, typer.Option(
+        "--include-unconfirmed", help="Replay too the dead letters not known to be undecided (no completed key, and "
+        f"{DECISIONS_STREAM} trimmed past them): if the producer sent one again, it is decided, and traded, a second "
+        "time. Only once the producer has said which it did not send again.")
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Put dead letters back on synergy_events (--id ID ... or --all, optionally narrowed by --reason).
@@ -171,22 +207,29 @@ def replay(
     as an error), unless --include-invalid. So does one whose correlation id has been decided since (the producer
     sent it again: its completed key is there, or a decision with that correlation id in tactical_decisions after
     the dead-lettered entry): purge it. Where tactical_decisions has been trimmed past the dead-lettered entry that
-    cannot be known: such a dead letter is replayed, with a warning. Shows what it would do; acts only with --yes
-    (audited). Exit 1 when none of those chosen can be replayed.
+    cannot be known: such a dead letter stays too, listed as not known to be undecided, unless
+    --include-unconfirmed. The look reads tactical_decisions from the earliest dead-lettered entry on, as far as it
+    must (it says how many decisions it read; a progress bar on a terminal). Shows what it would do; acts only with
+    --yes (audited). Exit 1 when none of those chosen can be replayed, or when any is left out as not known to be
+    undecided (whether or not the others were replayed).
 
     JSON keys: applied, planned, replayed {dead id: new entry id}, unreplayable, invalid {dead id: why},
-    decided {dead id: decision id}, decisions_trimmed {dead id: id tactical_decisions holds decisions from},
-    skipped, audit_id."""
+    decided {dead id: decision id}, unconfirmed {dead id: id tactical_decisions holds decisions from} (left out),
+    decisions_trimmed {the same, replayed with --include-unconfirmed}, decisions_read, skipped, audit_id."""
     _require_choice(ids, all_)
     context = get_context(ctx)
     client = context.redis()
     chosen = _chosen(client, ids=ids or (), reason=reason)
-    result = replay_dead_letters(client, chosen, actor=default_actor(), apply=yes, include_invalid=include_invalid,
-                                 max_event_bytes=worker_settings().max_event_bytes)
+    with _scan_progress(show=not json_output) as progress:
+        result = replay_dead_letters(client, chosen, actor=default_actor(), apply=yes, include_invalid=include_invalid,
+                                     include_unconfirmed=include_unconfirmed, progress=progress,
+                                     max_event_bytes=worker_settings().max_event_bytes)
     nothing_replayable = bool(chosen) and result.replayable == 0
+    # Left out because a replay could decide them twice: the operator must settle them (exit 1, as a refusal is).
+    attention = nothing_replayable or bool(result.unconfirmed)
     if json_output:
         print_json(result.as_dict())
-        raise typer.Exit(int(ExitCode.WARNING if nothing_replayable else ExitCode.OK))
+        raise typer.Exit(int(ExitCode.WARNING if attention else ExitCode.OK))
     console = context.console
     if not chosen:
         console.print("no dead letters match: nothing to replay")
@@ -196,6 +239,9 @@ def replay(
         console.print(dead_letters_table(to_replay, "dead letters to replay", console.width))
     if left_out:
         console.print(_left_out_table(result, left_out))
+    if result.decisions_read:
+        console.print(f"looked for their correlation ids in {DECISIONS_STREAM}: read {result.decisions_read:,} "
+                      "decisions")
     if result.invalid:
         console.print("still invalid: the worker would dead-letter them again — fix the producer and send them again, "
                       "or --include-invalid after raising the limit")
@@ -203,26 +249,37 @@ def replay(
         console.print("decided since (sent again): a replay would be acked as a duplicate, or decided a second time "
                       "once its completed key is gone — `tacticalctl dead-letter purge --id <id> --yes` once you have "
                       "what you need of them")
+    if result.unconfirmed:
+        console.print(f"[yellow]not known to be undecided: {len(result.unconfirmed)} left out[/] — no completed key, "
+                      f"and {DECISIONS_STREAM} has been trimmed past the dead-lettered entry, so a decision of a "
+                      f"resend may be gone with it: {_kept_from(result.unconfirmed)}. Ask the producer whether it "
+                      "sent them again: purge those it did, then replay the others with --include-unconfirmed.")
     if result.decisions_trimmed:
-        shown = list(result.decisions_trimmed.items())[:5]
-        console.print(f"[yellow]not known to be undecided: {len(result.decisions_trimmed)}[/] — no completed key, and "
-                      f"{DECISIONS_STREAM} has been trimmed past the dead-lettered entry, so a decision of a resend "
-                      "may be gone with it: "
-                      + "; ".join(f"{plain(entry_id)} (decisions kept from {_when(kept)})" for entry_id, kept in shown)
-                      + (" …" if len(result.decisions_trimmed) > len(shown) else "")
-                      + ". Ask the producer whether it sent them again; purge those it did.")
+        done = "replayed" if result.applied else "to be replayed"
+        console.print(f"[yellow]not known to be undecided: {len(result.decisions_trimmed)}[/], {done} as "
+                      f"--include-unconfirmed asks — a resend's decision may be gone from {DECISIONS_STREAM}: "
+                      f"{_kept_from(result.decisions_trimmed)}.")
     if nothing_replayable:
         raise CtlError(f"nothing to replay: of {len(chosen)} dead letter(s), {len(result.unreplayable)} have no "
-                       f"original fields left, {len(result.invalid)} are still invalid and {len(result.decided)} "
-                       "were decided since", ExitCode.WARNING)
+                       f"original fields left, {len(result.invalid)} are still invalid, {len(result.decided)} "
+                       f"were decided since and {len(result.unconfirmed)} are not known to be undecided",
+                       ExitCode.WARNING)
     if not result.applied:
         console.print(f"dry run: nothing changed. Add --yes to replay {result.replayable} "
                       "dead letters to synergy_events.")
-        return
-    console.print(f"replayed {len(result.replayed)} dead letters to synergy_events; audit entry "
-                  f"{result.audit_id or '-'}")
-    if result.skipped:
-        console.print(f"already gone (replayed by someone else meanwhile): {', '.join(result.skipped)}")
+    else:
+        console.print(f"replayed {len(result.replayed)} dead letters to synergy_events; audit entry "
+                      f"{result.audit_id or '-'}")
+        if result.skipped:
+            console.print(f"already gone (replayed by someone else meanwhile): {', '.join(result.skipped)}")
+    if attention:
+        raise typer.Exit(int(ExitCode.WARNING))
+
+
+def _kept_from(letters: Mapping[str, str]) -> str:
+    shown = list(letters.items())[:5]
+    return ("; ".join(f"{plain(entry_id)} (decisions kept from {_when(kept)})" for entry_id, kept in shown)
+            + (" …" if len(letters) > len(shown) else ""))
 
 
 @dead_letter_app.command("purge")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 import redis
+from typer.testing import CliRunner
 
-from tests.cli.conftest import Ctl
+from tacticalctl.app import app
+from tests.cli.conftest import WIDE, Ctl
 from tests.cli.streams import deliver_without_ack, publish
 from worker.alerts import recent_alerts
 from worker.events import encode_event
@@ -303,12 +306,13 @@ def test_replay_leaves_a_dead_letter_decided_since_once_its_completed_key_is_gon
     assert again.exit_code == 1 and "1 were decided since" in again.stderr
 
 
-def test_replay_says_when_the_decisions_stream_no_longer_reaches_back_to_a_dead_letter(
+def test_replay_leaves_out_a_dead_letter_the_decisions_stream_no_longer_reaches_back_to_unless_told(
     ctl: Ctl, redis_client: redis.Redis
 ) -> None:
     """tactical_decisions trimmed (`stream trim`) past the dead-lettered entry: a resend's decision may have gone
-    with it. The replay says so (it does not know), and replays; a dead letter the stream still reaches back to is
-    known undecided."""
+    with it. The replay used to put such a dead letter back with a warning and exit 0 — a second decision, and trade,
+    if the producer had sent it again. It now leaves it out (exit 1, JSON `unconfirmed`) unless
+    --include-unconfirmed; a dead letter the stream still reaches back to is known undecided and replays."""
     dead_letters(redis_client, 1, "stuck", "old")
     decision(redis_client, "other-0")
     kept = decision(redis_client, "other-1")
@@ -316,16 +320,67 @@ def test_replay_says_when_the_decisions_stream_no_longer_reaches_back_to_a_dead_
     dead_letters(redis_client, 1, "stuck", "new")  # dead-lettered after the first decision kept
     old_id, new_id = (entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM))
 
-    dry = json.loads(ctl("dead-letter", "replay", "--all", "--json").stdout)
-    assert (dry["decided"], dry["decisions_trimmed"]) == ({}, {old_id: kept})
+    dry = ctl("dead-letter", "replay", "--all", "--json")
+    doc = json.loads(dry.stdout)
+    assert dry.exit_code == 1 and doc["unconfirmed"] == {old_id: kept}
+    assert (doc["decided"], doc["decisions_trimmed"]) == ({}, {})
     said = ctl("dead-letter", "replay", "--all")
-    assert said.exit_code == 0 and "not known to be undecided: 1" in said.stdout and old_id in said.stdout
-    assert "Ask the producer" in said.stdout and "replay 2 dead letters" in said.stdout
-    done = json.loads(ctl("dead-letter", "replay", "--id", old_id, "--yes", "--json").stdout)
-    assert list(done["replayed"]) == [old_id] and done["decisions_trimmed"] == {old_id: kept}
+    assert said.exit_code == 1, said.stdout
+    to_replay, left_out = said.stdout.split("left out (stay in synergy_events:dead)")
+    assert new_id in to_replay and old_id not in to_replay
+    assert old_id in left_out and "not known to be undecided" in left_out and kept in left_out
+    assert "not known to be undecided: 1 left out" in said.stdout and "--include-unconfirmed" in said.stdout
+    assert "replay 1 dead letters" in said.stdout
 
-    assert json.loads(ctl("dead-letter", "replay", "--all", "--json").stdout)["decisions_trimmed"] == {}
+    before = redis_client.xlen(INPUT_STREAM)
+    done = ctl("dead-letter", "replay", "--all", "--yes", "--json")
+    doc = json.loads(done.stdout)
+    assert done.exit_code == 1 and list(doc["replayed"]) == [new_id] and doc["unconfirmed"] == {old_id: kept}
+    assert redis_client.xlen(INPUT_STREAM) == before + 1
+    assert [i.decode() for i, _ in redis_client.xrange(DEAD_LETTER_STREAM)] == [old_id]
+    alone = ctl("dead-letter", "replay", "--id", old_id, "--yes")
+    assert alone.exit_code == 1 and "1 are not known to be undecided" in alone.stderr
+    assert redis_client.xlen(INPUT_STREAM) == before + 1
+
+    told = ctl("dead-letter", "replay", "--id", old_id, "--include-unconfirmed", "--yes", "--json")
+    doc = json.loads(told.stdout)
+    assert told.exit_code == 0 and list(doc["replayed"]) == [old_id]
+    assert (doc["unconfirmed"], doc["decisions_trimmed"]) == ({}, {old_id: kept})
+    [audited] = [a for a in recent_alerts(redis_client, count=10) if a.kind == "dead_letter_replay"
+                 and a.id == doc["audit_id"]]
+    assert audited.fields["unconfirmed_count"] == "1" and "not known to be undecided" in audited.message
+
+    dead_letters(redis_client, 1, "stuck", "newer")
     decision(redis_client, "other-2")
     redis_client.xtrim(DECISIONS_STREAM, maxlen=0, approximate=False)  # emptied, decisions made since included
     emptied = json.loads(ctl("dead-letter", "replay", "--all", "--json").stdout)
-    assert list(emptied["decisions_trimmed"]) == [new_id]
+    assert list(emptied["unconfirmed"]) == [e.decode() for e, _ in redis_client.xrange(DEAD_LETTER_STREAM)]
+
+
+def test_replay_says_how_many_decisions_it_read_and_shows_a_long_scan_on_a_terminal_only(
+    redis_client: redis.Redis, redis_url: str, nobody_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The look for decisions reads tactical_decisions from the earliest dead-lettered entry on, as far as it must,
+    in pages: however long, it says how many it read, and draws its progress on stderr where that is a terminal
+    (never with --json, never on stdout)."""
+    import worker.ops.dead_letters as dead_letter_ops
+
+    monkeypatch.setattr(dead_letter_ops, "DECISION_SCAN_PAGE", 2)
+    dead_letters(redis_client, 1, "stuck", "never-decided")
+    for i in range(7):
+        decision(redis_client, f"other-{i}")
+
+    def run(*args: str, terminal: bool) -> tuple[int, str, str]:
+        env = {**WIDE, "TTY_COMPATIBLE": "1" if terminal else "0"}
+        result = CliRunner().invoke(app, ["--redis-url", redis_url, "--worker-url", nobody_url, "dead-letter",
+                                          "replay", "--all", *args], env=env, catch_exceptions=False)
+        ansi = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]")  # a terminal's stdout is styled too
+        return result.exit_code, ansi.sub("", result.stdout), ansi.sub("", result.stderr)
+
+    code, out, err = run(terminal=True)
+    assert code == 0 and "read 7 decisions" in out and "replay 1 dead letters" in out
+    assert "reading tactical_decisions" in err and "decisions read" in err and "reading" not in out
+    code, out, err = run(terminal=False)
+    assert code == 0 and "read 7 decisions" in out and err == ""
+    code, out, err = run("--json", terminal=True)
+    assert code == 0 and json.loads(out)["decisions_read"] == 7 and err == ""

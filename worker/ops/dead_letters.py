@@ -9,7 +9,7 @@ otherwise (the producer sent a corrected event, say), audited with their ids and
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ from worker.delivery import StreamNames
 from worker.events import DEFAULT_MAX_EVENT_BYTES, InvalidEvent, decode_event, wire_correlation_id
 from worker.names import REPLAYED_FROM_FIELD, completed_key
 from worker.redis_text import as_optional_text, as_text
-from worker.stream_entries import entries, paged, parse_stream_id
+from worker.stream_entries import entries, entry_time_ms, paged, parse_stream_id
 
 DEAD_FIELD_PREFIX = b"dead_"
 DEFAULT_STREAMS = StreamNames()
@@ -165,28 +165,35 @@ class ReplayResult:
     # Left where they are: their correlation id has been decided since (sent again), the worker would only ack a
     # replay as a duplicate (dead letter id → the decision's entry id, from its completed key or the decisions stream)
     decided: Mapping[str, str] = field(default_factory=dict)
-    # Replayed, but not known to be undecided: no completed key, and the decisions stream no longer holds every
-    # decision made since the dead-lettered entry (dead letter id → the id it holds decisions from)
+    # Replayed (`include_unconfirmed`), although not known to be undecided: no completed key, and the decisions
+    # stream no longer holds every decision made since the dead-lettered entry (dead letter id → the id it holds
+    # decisions from)
     decisions_trimmed: Mapping[str, str] = field(default_factory=dict)
+    # Left where they are, for the same reason, without `include_unconfirmed`: a resend of the event may have been
+    # decided, and traded, and a replay would decide it again (dead letter id → the id it holds decisions from)
+    unconfirmed: Mapping[str, str] = field(default_factory=dict)
+    decisions_read: int = 0  # entries of the decisions stream read looking for the correlation ids
 
     @property
     def skipped(self) -> tuple[str, ...]:
         """Planned entries that another replay removed first (nothing done for them here)."""
         if not self.applied:
             return ()
-        done = set(self.replayed) | set(self.unreplayable) | set(self.invalid) | set(self.decided)
+        done = set(self.replayed) | set(self.left_out())
         return tuple(e.id for e in self.planned if e.id not in done)
 
     @property
     def replayable(self) -> int:
         """How many of the planned a replay re-adds (or re-added)."""
-        return len(self.planned) - len(self.unreplayable) - len(self.invalid) - len(self.decided)
+        return len(self.planned) - len(self.left_out())
 
     def left_out(self) -> dict[str, str]:
         """The planned dead letters a replay leaves where they are, each with why (dead letter id → why)."""
         why = {entry_id: "no original fields left" for entry_id in self.unreplayable}
         why.update({entry_id: f"still invalid: {reason}" for entry_id, reason in self.invalid.items()})
         why.update({entry_id: f"decided since: decision {decision}" for entry_id, decision in self.decided.items()})
+        why.update({entry_id: f"not known to be undecided: no completed key, and decisions are kept only from {kept} "
+                    "on (trimmed): a resend's may be gone" for entry_id, kept in self.unconfirmed.items()})
         return {e.id: why[e.id] for e in self.planned if e.id in why}
 
     def to_replay(self) -> tuple[DeadLetterEntry, ...]:
@@ -203,6 +210,8 @@ class ReplayResult:
             "invalid": dict(self.invalid),
             "decided": dict(self.decided),
             "decisions_trimmed": dict(self.decisions_trimmed),
+            "unconfirmed": dict(self.unconfirmed),
+            "decisions_read": self.decisions_read,
             "skipped": list(self.skipped),
             "audit_id": self.audit_id,
         }
@@ -243,6 +252,19 @@ DECISION_SCAN_PAGE = 200
 
 
 @dataclass(frozen=True, slots=True)
+class DecisionScan:
+    """How far `decided_since` has read the decisions stream: told after each page, so a long scan can be shown."""
+
+    read: int  # decisions read so far
+    start_ms: int  # the scan's first id's milliseconds (the earliest dead-lettered entry's)
+    at_ms: int  # the last id read's
+    end_ms: int  # the stream's last id's when the scan began: where it stops at the latest (later ones too if added)
+
+
+ScanProgress = Callable[[DecisionScan], None]
+
+
+@dataclass(frozen=True, slots=True)
 class DecisionLookup:
     """What `decided_since` found of a set of dead letters' correlation ids."""
 
@@ -250,16 +272,18 @@ class DecisionLookup:
     # Not found, but the decisions stream has lost entries from after the dead-lettered one (trimmed): dead letter id
     # → the id the stream holds every decision from
     decisions_trimmed: dict[str, str]
+    decisions_read: int = 0  # the scan's length: it reads until every correlation id is found, or to the end
 
 
 def decided_since(client: redis.Redis, entries: Sequence[DeadLetterEntry],
-                  streams: StreamNames = DEFAULT_STREAMS) -> DecisionLookup:
+                  streams: StreamNames = DEFAULT_STREAMS, progress: ScanProgress | None = None) -> DecisionLookup:
     """The dead letters whose correlation id has been decided since from another copy (the producer sent the event
     again): its completed key, and once that is gone (TACTICAL_COMPLETED_TTL_S, `keys clean`) a decision with that
     correlation id in the decisions stream after the dead-lettered entry. The stream is read in pages of
-    `DECISION_SCAN_PAGE`, only the entry ids and correlation ids coming back, and only as far as needed. Where the
-    stream has been trimmed past the dead-lettered entry, a decision may have gone with it: that is said
-    (`decisions_trimmed`), not taken for "not decided"."""
+    `DECISION_SCAN_PAGE`, only the entry ids and correlation ids coming back, and only as far as needed; `progress`
+    is told after each page, and the lookup says how many decisions it read. Where the stream has been trimmed past
+    the dead-lettered entry, a decision may have gone with it: that is said (`decisions_trimmed`), not taken for "not
+    decided"."""
     with_id = [(e, cid) for e in entries if (cid := wire_correlation_id(e.original)) is not None]
     if not with_id:
         return DecisionLookup({}, {})
@@ -277,18 +301,27 @@ def decided_since(client: redis.Redis, entries: Sequence[DeadLetterEntry],
             wanted.setdefault(cid, []).append((entry, _id_or_start(entry.original_id)))
     if not wanted:
         return DecisionLookup(decided, {})
-    kept_from = _decisions_kept_from(client, streams.decisions)
-    if kept_from is None:  # no decisions stream: nothing was ever decided
+    extent = _decisions_extent(client, streams.decisions)
+    if extent is None:  # no decisions stream: nothing was ever decided
         return DecisionLookup(decided, {})
+    kept_from, last = extent
     start = min(since for letters in wanted.values() for _, since in letters)
-    for decision_id, cid in _decision_ids(client, streams.decisions, start):
-        for entry, _ in wanted.pop(cid, ()):
-            decided[entry.id] = decision_id
-        if not wanted:
+    read, first_ms = 0, None
+    for page in _decision_id_pages(client, streams.decisions, start):
+        read += len(page)
+        for decision_id, cid in page:
+            if cid is not None:
+                for entry, _ in wanted.pop(cid, ()):
+                    decided[entry.id] = decision_id
+        if not wanted or not page:
             break
+        first_ms = entry_time_ms(page[0][0]) if first_ms is None else first_ms
+        if progress is not None:
+            at_ms = entry_time_ms(page[-1][0])
+            progress(DecisionScan(read, first_ms, at_ms, max(last[0], at_ms)))
     trimmed = {entry.id: f"{kept_from[0]}-{kept_from[1]}" for letters in wanted.values()
                for entry, since in letters if kept_from > since}
-    return DecisionLookup(decided, trimmed)
+    return DecisionLookup(decided, trimmed, read)
 
 
 def _id_or_start(entry_id: str | None) -> tuple[int, int]:
@@ -298,32 +331,31 @@ def _id_or_start(entry_id: str | None) -> tuple[int, int]:
         return (0, 0)
 
 
-def _decisions_kept_from(client: redis.Redis, stream: str) -> tuple[int, int] | None:
-    """The id from which `stream` still holds every entry added: 0-0 when none was ever removed (Redis 7 counts the
-    entries added), else its first entry's (just past its last id when it has been emptied). None when there is no
-    such stream."""
+def _decisions_extent(client: redis.Redis, stream: str) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """The id from which `stream` still holds every entry added, and its last id. The first is 0-0 when none was ever
+    removed (Redis 7 counts the entries added), else its first entry's (just past its last id when it has been
+    emptied). None when there is no such stream."""
     if not client.exists(stream):
         return None
     info = client.xinfo_stream(stream)
+    last = parse_stream_id(info["last-generated-id"])
     added = info.get("entries-added")  # absent before Redis 7: a stream that was never trimmed looks trimmed there
     if added is not None and int(added) == int(info["length"]):
-        return (0, 0)
+        return (0, 0), last
     first = info.get("first-entry")
     if first is not None:
-        return parse_stream_id(first[0])
-    ms, seq = parse_stream_id(info["last-generated-id"])
-    return (ms, seq + 1)
+        return parse_stream_id(first[0]), last
+    return (last[0], last[1] + 1), last
 
 
-def _decision_ids(client: redis.Redis, stream: str, start: tuple[int, int]) -> Iterator[tuple[str, str]]:
-    """(entry id, correlation id) of each decision from `start` on, `DECISION_SCAN_PAGE` per round trip."""
+def _decision_id_pages(client: redis.Redis, stream: str,
+                       start: tuple[int, int]) -> Iterator[list[tuple[str, str | None]]]:
+    """(entry id, correlation id or None) of each decision from `start` on, `DECISION_SCAN_PAGE` per round trip."""
     script = client.register_script(_DECISION_IDS_LUA)
     lower = f"{start[0]}-{start[1]}"
     while True:
         page = script(keys=[stream], args=[lower, DECISION_SCAN_PAGE])
-        for entry_id, cid in page:
-            if cid is not None:
-                yield as_text(entry_id), as_text(cid)
+        yield [(as_text(entry_id), as_optional_text(cid)) for entry_id, cid in page]
         if len(page) < DECISION_SCAN_PAGE:
             return
         lower = "(" + as_text(page[-1][0])
@@ -336,32 +368,40 @@ def replay_dead_letters(
     actor: str,
     apply: bool,
     include_invalid: bool = False,
+    include_unconfirmed: bool = False,
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     streams: StreamNames = DEFAULT_STREAMS,
+    progress: ScanProgress | None = None,
 ) -> ReplayResult:
     """Re-add each entry's original fields to the input stream and remove it from the dead-letter stream.
 
     A dead letter with no original fields left (its event was lost before it was dead-lettered) stays where it
     is, listed as unreplayable. So does one whose event is still invalid — the worker would dead-letter it again,
-    and count it in the error rate — unless `include_invalid` (the worker's limits were raised, say); and one whose
+    and count it in the error rate — unless `include_invalid` (the worker's limits were raised, say); one whose
     correlation id has been decided since (`decided_since`): a replay would be acked as a duplicate or, once its
-    completed key is gone, decided a second time. Nothing changes unless `apply`; an audit entry records what was
-    replayed. `max_event_bytes` is the workers' limit."""
+    completed key is gone, decided a second time; and one not known to be undecided (the decisions stream trimmed
+    past it), unless `include_unconfirmed` (the producer says it did not send it again). Nothing changes unless
+    `apply`; an audit entry records what was replayed. `max_event_bytes` is the workers' limit; `progress` is told
+    how far the look for decisions has read."""
     planned = tuple(entries)
     unreplayable = tuple(e.id for e in planned if not e.original)
     invalid = {} if include_invalid else {e.id: why for e in planned
                                           if e.original and (why := still_invalid(e, max_event_bytes))}
-    lookup = decided_since(client, [e for e in planned if e.original and e.id not in invalid], streams)
-    decided, trimmed = lookup.decided, lookup.decisions_trimmed
+    lookup = decided_since(client, [e for e in planned if e.original and e.id not in invalid], streams, progress)
+    decided, read = lookup.decided, lookup.decisions_read
+    # A replay that may decide (and trade) an event a second time is the operator's call, never a default.
+    trimmed, unconfirmed = ((lookup.decisions_trimmed, {}) if include_unconfirmed
+                            else ({}, lookup.decisions_trimmed))
     if not apply:
         return ReplayResult(planned, {}, unreplayable, applied=False, invalid=invalid, decided=decided,
-                            decisions_trimmed=trimmed)
-    if len(unreplayable) + len(invalid) + len(decided) < len(planned):  # something will change
+                            decisions_trimmed=trimmed, unconfirmed=unconfirmed, decisions_read=read)
+    left_out = {*unreplayable, *invalid, *decided, *unconfirmed}
+    if any(e.id not in left_out for e in planned):  # something will change
         require_audit_trail(client)
     script = client.register_script(_REPLAY_LUA)
     replayed: dict[str, str] = {}
     for entry in planned:
-        if not entry.original or entry.id in invalid or entry.id in decided:
+        if entry.id in left_out:
             continue
         fields: dict[bytes, bytes | str] = {name: value for name, value in entry.original.items()
                                             if name != _REPLAYED_FROM}
@@ -379,23 +419,27 @@ def replay_dead_letters(
         else:
             replayed[entry.id] = entry_id
     audit_id = None
+    trimmed = {k: v for k, v in trimmed.items() if k in replayed}
     if replayed:
         ids = list(replayed)
         shown = ",".join(ids[:_AUDITED_IDS]) + (f",…(+{len(ids) - _AUDITED_IDS})" if len(ids) > _AUDITED_IDS else "")
+        # Who chose to replay events that may have been decided already is part of the trail.
+        unknown = f", {len(trimmed)} of them not known to be undecided (--include-unconfirmed)" if trimmed else ""
         audit_id = as_optional_text(
             audit(
                 client,
                 actor=actor,
                 action="dead_letter_replay",
-                detail=f"replayed {len(replayed)} dead letters from {streams.dead_letters} to {streams.input}",
+                detail=f"replayed {len(replayed)} dead letters from {streams.dead_letters} to {streams.input}{unknown}",
                 stream=streams.input,
                 dead_letter_stream=streams.dead_letters,
                 count=str(len(replayed)),
                 entry_ids=shown,
+                **({"unconfirmed_count": str(len(trimmed))} if trimmed else {}),
             )
         )
     return ReplayResult(planned, replayed, unreplayable, applied=True, audit_id=audit_id, invalid=invalid,
-                        decided=decided, decisions_trimmed={k: v for k, v in trimmed.items() if k in replayed})
+                        decided=decided, decisions_trimmed=trimmed, unconfirmed=unconfirmed, decisions_read=read)
 
 
 @dataclass(frozen=True, slots=True)
