@@ -18,8 +18,8 @@ from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode, outage_mes
 from tacticalctl.formatting import exit_code_for, number, sparkline, styled
 from tacticalctl.watch import watch as watch_view
 from worker.health import DEFAULT_THRESHOLDS
-from worker.lag import LagUnavailable
-from worker.ops.lag_watch import LagMonitor, LagReading, sample_lag, trend_level
+from worker.lag import LagUnavailable, TrendStatus
+from worker.ops.lag_watch import LagMonitor, LagReading, RateSource, sample_lag, trend_level
 
 lag_app = typer.Typer()
 
@@ -36,14 +36,19 @@ def render_reading(reading: LagReading, recent_seconds: list[float]) -> Renderab
     table = Table(title=f"consumer lag — {styled(reading.status)}", expand=False)
     for column in ("undelivered", "pending", "lag", "trend", "in", "out"):
         table.add_column(column, justify="right", overflow="fold")
-    table.add_row(lag.count_text, str(lag.pending), seconds, trend, _rate(reading.rate_in_per_s),
-                  _rate(reading.rate_out_per_s))
+    out = _rate(reading.rate_out_per_s) + (" (Redis)" if reading.rate_out_source is RateSource.REDIS else "")
+    table.add_row(lag.count_text, str(lag.pending), seconds, trend, _rate(reading.rate_in_per_s), out)
     thresholds = (f"thresholds: warn > {DEFAULT_THRESHOLDS.lag_warn_s:g} s, "
                   f"critical > {DEFAULT_THRESHOLDS.lag_critical_s:g} s")
     spark = sparkline(recent_seconds, floor_max=DEFAULT_THRESHOLDS.lag_critical_s)
     lines: list[Table | Text] = [table, Text(reading.check.message)]
     if lag.count_note is not None:
         lines.append(Text(lag.count_note, style="yellow"))
+        if reading.trend is TrendStatus.UNKNOWN:
+            lines.append(Text("trend unknown: it is called on counted samples only", style="yellow"))
+    if reading.rate_out_source is RateSource.REDIS:
+        lines.append(Text("out: the group's entries-read as Redis reports it (the count is a bound); it can be stale "
+                          "after a Redis restart", style="yellow"))
     if len(recent_seconds) > 1:
         lines.append(Text.from_markup(f"lag, last {len(recent_seconds)} samples: {styled(reading.status, spark)}"))
     lines.append(Text(thresholds, style="dim"))
@@ -72,9 +77,13 @@ def lag(ctx: typer.Context, json_output: JsonOption = False) -> None:
 
     JSON keys: count (exact; or with count_exact false Redis's estimate within the bound, null when Redis cannot tell
     or its figure is outside the bound), count_exact, count_min, count_max (the bound; both = count when exact),
-    redis_lag (XINFO GROUPS lag as Redis says it), pending, seconds, oldest_id, last_delivered_id, entries_read,
-    stream_length, entries_added, trend (ok|warn|stall|stop|unknown|too_short), rate_in_per_s, rate_out_per_s,
-    status (ok|warn|critical), threshold_warn_s, threshold_critical_s, message, at."""
+    redis_lag (XINFO GROUPS lag as Redis says it), pending, seconds, oldest_id, last_delivered_id, entries_read
+    (the group's, as Redis says it: stale after a Redis 7.0 restart), stream_length, entries_added, delivered
+    (entries_added less the undelivered count; null when the count is a bound), trend
+    (ok|warn|stall|stop|unknown|too_short; unknown while the count is a bound), rate_in_per_s, rate_out_per_s,
+    rate_out_source (counted: from delivered; redis: from entries_read, the count being a bound; unknown: no two
+    samples, or entries_read stale or gone back), status (ok|warn|critical), threshold_warn_s, threshold_critical_s,
+    message, at."""
     if ctx.invoked_subcommand is not None:
         return
     context = get_context(ctx)
@@ -98,7 +107,8 @@ def watch(
     """Follow the lag, refreshed in place, until Ctrl-C (exit 0).
 
     Count, pending, seconds coloured at the runbook thresholds, the trend of the samples taken (ok, warn = falling
-    behind, stall, stop), rates in and out, a sparkline of recent samples.
+    behind, stall, stop; unknown while the count is a bound), rates in and out (out: entries delivered, counted; with
+    a bound, Redis's entries-read, marked "(Redis)"), a sparkline of recent samples.
     With --json, one line per sample with the keys of `lag --json`; a sample that could not be taken has only
     status (unknown: no stream or group yet; critical: Redis unreachable), error (why; also as message) and at. A
     watch is a view: it rides out what it cannot read and exits 0 on Ctrl-C or --duration (`lag` is the check, with

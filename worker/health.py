@@ -301,9 +301,11 @@ def check_confidence(mean: float | None, thresholds: Thresholds = DEFAULT_THRESH
 
 
 def check_event_rate(
-    rate_per_s: float | None, backlog: int | None, thresholds: Thresholds = DEFAULT_THRESHOLDS
+    rate_per_s: float | None, backlog: int | None, thresholds: Thresholds = DEFAULT_THRESHOLDS, *,
+    backlog_is_floor: bool = False,
 ) -> HealthCheck:
-    """Processing rate, judged only while `backlog` (undelivered + pending entries) is large enough to matter."""
+    """Processing rate, judged only while `backlog` (undelivered + pending entries) is large enough to matter.
+    `backlog_is_floor`: the undelivered count is only a bound and `backlog` its low end (as many wait at least)."""
     name = CheckName.EVENT_RATE
     limit = thresholds.event_rate_alert_per_s
     if backlog is None or backlog < thresholds.event_rate_min_backlog or rate_per_s is None:
@@ -314,8 +316,8 @@ def check_event_rate(
             CheckStatus.WARN,
             rate_per_s,
             limit,
-            f"processing {rate_per_s:.1f} events/s < {limit:g}/s with {backlog} entries waiting: "
-            "check for bottlenecks, consider more consumers",
+            f"processing {rate_per_s:.1f} events/s < {limit:g}/s with {'at least ' if backlog_is_floor else ''}"
+            f"{backlog} entries waiting: check for bottlenecks, consider more consumers",
         )
     return HealthCheck(name, CheckStatus.OK, rate_per_s, limit, f"processing {rate_per_s:.1f} events/s")
 

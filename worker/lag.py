@@ -34,16 +34,24 @@ from worker.stream_entries import parse_stream_id, time_reply_ms
 # with as much delivered before it, is large whatever its size.
 EXACT_COUNT_LIMIT = 256
 
-# The undelivered entries up to a limit and the first one's id; when there are that many, the delivered ones still
-# in the stream, up to the limit too, and the stream's length. Counted in Redis, so their fields never travel.
+# The undelivered entries up to a limit, the first one's id and the stream's entries-added (false before Redis 7); when
+# there are that many, the delivered ones still in the stream, up to the limit too, and the stream's length. Counted
+# in Redis, so their fields never travel; entries-added in the same step, so `ConsumerLag.delivered` adds up (false
+# too where the ACL refuses XINFO STREAM: a worker user from before it was granted still reads the lag).
 _COUNT_UNDELIVERED_LUA = """
 local limit = tonumber(ARGV[2])
 local after = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', limit)
 local first = false
 if #after > 0 then first = after[1][1] end
-if #after < limit then return {#after, first} end
+local info, added = redis.pcall('XINFO', 'STREAM', KEYS[1]), false
+if not info.err then
+  for i = 1, #info, 2 do
+    if info[i] == 'entries-added' then added = info[i + 1]; break end
+  end
+end
+if #after < limit then return {#after, first, added} end
 local upto = redis.call('XRANGE', KEYS[1], '-', ARGV[1], 'COUNT', limit)
-return {#after, first, #upto, redis.call('XLEN', KEYS[1])}
+return {#after, first, added, #upto, redis.call('XLEN', KEYS[1])}
 """
 
 
@@ -64,6 +72,37 @@ class ConsumerLag:
     count_min: int | None = None  # what is known of the count when it is not exact: at least, at most
     count_max: int | None = None
     redis_lag: int | None = None  # XINFO GROUPS lag as Redis reports it (None: nil, Redis cannot tell)
+    entries_added: int | None = None  # the stream's, read with the count (None before Redis 7)
+
+    @property
+    def delivered(self) -> int | None:
+        """Entries delivered to the group since the stream began, as counted: entries added less those undelivered.
+        None when the count is only a bound. Unlike the group's entries-read it holds across a Redis restart (7.0
+        reloads entries-read stale); an undelivered entry deleted (XDEL) counts as delivered."""
+        if not self.count_exact or self.count is None or self.entries_added is None:
+            return None
+        return self.entries_added - self.count
+
+    @property
+    def count_at_least(self) -> int | None:
+        """The undelivered entries there are at least: the count, or the bound's low end (Redis's figure, even within
+        the bound, can overstate)."""
+        return self.count if self.count_exact else self.count_min
+
+    @property
+    def backlog_at_least(self) -> int | None:
+        """Undelivered and pending entries there are at least: what the event-rate check needs to know a backlog is
+        there, also when the count is only a bound."""
+        at_least = self.count_at_least
+        return None if at_least is None else at_least + self.pending
+
+    @property
+    def redis_figure_agrees(self) -> bool:
+        """Redis's lag (entries-added − the group's entries-read) is what was counted, or lies within the bound: its
+        entries-read is not known to be stale."""
+        if self.redis_lag is None:
+            return False
+        return self.count == self.redis_lag if self.count_exact else self.count is not None
 
     @property
     def count_text(self) -> str:
@@ -105,6 +144,7 @@ class ConsumerLag:
             "last_delivered_id": self.last_delivered_id,
             "entries_read": self.entries_read,
             "stream_length": self.stream_length,
+            "delivered": self.delivered,
         }
 
 
@@ -140,7 +180,8 @@ def read_consumer_lag(
         )
 
     last_delivered_id = as_text(info["last-delivered-id"])
-    after, first, *before = client.eval(_COUNT_UNDELIVERED_LUA, 1, stream, last_delivered_id, EXACT_COUNT_LIMIT)
+    after, first, added, *before = client.eval(_COUNT_UNDELIVERED_LUA, 1, stream, last_delivered_id,
+                                               EXACT_COUNT_LIMIT)
     waiting = [as_text(first)] if first else []
     if pending_summary["min"] is not None:
         waiting.append(as_text(pending_summary["min"]))
@@ -174,6 +215,7 @@ def read_consumer_lag(
         count_min=count_min,
         count_max=count_max,
         redis_lag=redis_lag,
+        entries_added=None if added is None else int(added),
     )
 
 
@@ -185,7 +227,7 @@ class TrendStatus(StrEnum):
     WARN = "warn"  # falling behind: the consumer works, but the backlog only grows
     STALL = "stall"  # nothing acknowledged for a whole window while entries wait
     STOP = "stop"  # nothing acknowledged for longer than the stop limit while entries wait: treat it as dead
-    UNKNOWN = "unknown"  # Redis could not tell the undelivered count in any sample
+    UNKNOWN = "unknown"  # no sample counted the undelivered entries (Redis could not tell, or only a bound is known)
     TOO_SHORT = "too_short"  # entries wait, but the samples span too little time to call a trend (one sample, say)
 
 
@@ -200,9 +242,14 @@ class LagSample:
 
     @classmethod
     def from_consumer_lag(cls, lag: ConsumerLag, at: float | None = None) -> LagSample:
-        """From outside the worker, finished = read by the group − still pending (`entries_read − pending`)."""
-        committed = None if lag.entries_read is None else lag.entries_read - lag.pending
-        return cls(time.time() if at is None else at, lag.count, lag.pending, committed)
+        """From outside the worker, finished = delivered − still pending, as counted. Not the group's entries-read:
+        Redis 7.0 reloads it stale after a restart, and a trend across the jump would read as progress (a stopped
+        consumer not called stopped) or a drop. A count that is only a bound gives none of them (Redis's figure
+        within the bound can overstate): the trend says unknown, and the lag's age judges the backlog."""
+        delivered = lag.delivered
+        committed = None if delivered is None else delivered - lag.pending
+        count = lag.count if lag.count_exact else None
+        return cls(time.time() if at is None else at, count, lag.pending, committed)
 
     @property
     def backlog(self) -> int | None:
@@ -236,7 +283,7 @@ def evaluate_lag_trend(
 ) -> TrendStatus:
     """The lag's trend over the window [now − window_s, now]. The first rule that matches decides:
 
-    1. UNKNOWN — no sample in the window knows the undelivered count.
+    1. UNKNOWN — no sample in the window counted the undelivered entries.
     2. OK — some sample in the window was caught up (nothing undelivered, nothing pending).
     3. STOP — the latest sample has entries waiting and `committed` has not moved for more than `stop_after_s`
        (from the first sample showing its current value, over all samples given, to now).

@@ -139,7 +139,8 @@ class HealthMonitor:
 
     def checks(self, rtt_ms: float | None, lag: ConsumerLag | None, stats: Any, now: float) -> list[HealthCheck]:
         breaker = self.worker.breaker
-        backlog = None if lag is None or lag.count is None else lag.count + lag.pending
+        # A count that is only a bound still says a backlog is there: its low end (Redis's figure can overstate).
+        backlog = None if lag is None else lag.backlog_at_least
         warmed_up = time.monotonic() - self.worker.state.started_at >= RATE_WARMUP_S
         checks = [
             check_redis(rtt_ms),
@@ -150,7 +151,8 @@ class HealthMonitor:
             check_models_loaded(self.worker.ensemble is not None),
             check_breaker(breaker.state),
             check_confidence(None if stats.mean_confidence != stats.mean_confidence else stats.mean_confidence),
-            check_event_rate(stats.throughput_per_s if warmed_up else None, backlog),
+            check_event_rate(stats.throughput_per_s if warmed_up else None, backlog,
+                             backlog_is_floor=lag is not None and not lag.count_exact),
         ]
         if self.model_problem:
             checks.append(HealthCheck("model_reload", Status.WARN, None, None, self.model_problem))

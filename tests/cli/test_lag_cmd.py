@@ -19,8 +19,9 @@ from worker.lag import EXACT_COUNT_LIMIT
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
 
 LAG_KEYS = {"count", "count_exact", "count_min", "count_max", "redis_lag", "pending", "seconds", "oldest_id",
-            "last_delivered_id", "entries_read", "stream_length", "entries_added", "trend", "rate_in_per_s",
-            "rate_out_per_s", "status", "threshold_warn_s", "threshold_critical_s", "message", "at"}
+            "last_delivered_id", "entries_read", "stream_length", "entries_added", "delivered", "trend",
+            "rate_in_per_s", "rate_out_per_s", "rate_out_source", "status", "threshold_warn_s", "threshold_critical_s",
+            "message", "at"}
 
 
 def server_now_ms(client: redis.Redis) -> int:
@@ -70,6 +71,9 @@ def test_a_count_past_what_is_read_is_a_bound_that_says_so_never_zero(ctl: Ctl, 
     assert f"{low}–{high}" in text and "a bound, not a count" in text and "Redis cannot tell either" in text
     doc = json.loads(ctl("lag", "--json").stdout)
     assert (doc["count"], doc["count_exact"], doc["count_min"], doc["count_max"]) == (None, False, low, high)
+    # Nor is what follows from a count: the trend says unknown, and why; nothing was counted as delivered.
+    assert (doc["trend"], doc["delivered"], doc["rate_out_source"]) == ("unknown", None, "unknown")
+    assert "trend unknown: it is called on counted samples only" in text
 
 
 def test_a_large_backlog_with_little_delivered_before_it_is_counted_exactly(ctl: Ctl,

@@ -244,6 +244,23 @@ def test_a_slow_rate_is_named_only_under_a_backlog(
     assert any("processing 10.0 events/s < 50/s with 50 waiting" in s for s in summaries(backlog, "warn"))
 
 
+def test_a_slow_rate_under_a_backlog_known_only_as_a_bound_is_named_with_its_low_end(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    """612 published, 356 delivered (3 of them pending), Redis's entries-read gone stale (as after a 7.0 restart):
+    the count is the bound 256–356 with no figure. The triage took that for no backlog and called 10/s fine."""
+    url, answers = worker_http
+    healthy_worker(redis_client, answers)
+    answers.state["window"]["throughput_per_s"] = 10.0
+    publish(redis_client, 612)
+    delivered = deliver_without_ack(redis_client, "c1", 356)
+    redis_client.xack(INPUT_STREAM, "tactical_group", *delivered[:-3])
+    redis_client.execute_command("XGROUP", "SETID", INPUT_STREAM, "tactical_group", delivered[-1], "ENTRIESREAD", 0)
+    report = reports(ctl("triage", "event-rate", "--json", worker_url=url))["event-rate"]
+    assert any("processing 10.0 events/s < 50/s with at least 259 waiting" in s for s in summaries(report, "warn")), \
+        report
+
+
 def test_a_worker_gone_without_a_clean_exit_is_named_with_its_pid_and_host(
     ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
 ) -> None:

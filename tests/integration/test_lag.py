@@ -5,8 +5,10 @@ import time
 import pytest
 import redis
 
+from worker.health import CheckStatus, check_event_rate
 from worker.lag import LagSample, LagUnavailable, TrendStatus, evaluate_lag_trend, read_consumer_lag
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
+from worker.ops.lag_watch import LagMonitor, RateSource, sample_lag
 
 
 def server_now_ms(client: redis.Redis) -> int:
@@ -239,7 +241,71 @@ def test_a_redis_restart_does_not_invent_a_backlog(private_redis) -> None:
     assert reported == 40  # what Redis says: the two rounds read after the rewrite
     lag = read_consumer_lag(client)
     assert (lag.count, lag.pending, lag.seconds) == (0, 0, 0.0)
+    # entries-added is reloaded exact, so what was delivered is counted right where entries-read is not (20).
+    assert (lag.entries_added, lag.delivered, lag.entries_read) == (60, 60, 20)
     # A real backlog after the restart is counted as it is, not as Redis's stale figure.
     for n in range(7):
         client.xadd(INPUT_STREAM, {"n": f"after-{n}"})
     assert read_consumer_lag(client).count == 7
+
+
+def stale_entries_read(client: redis.Redis, last_delivered_id: str, entries_read: int) -> None:
+    """What a Redis 7.0 restart does to the group: entries-read reloaded as of the last AOF rewrite, the id kept."""
+    client.execute_command("XGROUP", "SETID", INPUT_STREAM, CONSUMER_GROUP, last_delivered_id,
+                           "ENTRIESREAD", entries_read)
+
+
+def test_a_stopped_consumer_is_still_stop_after_redis_reloads_entries_read_stale(
+    redis_client: redis.Redis, backlog: tuple[int, list[str]]
+) -> None:
+    """The trend's finished counter was entries-read − pending: the restart's jump (100 → 0) read as progress, and
+    a consumer stopped for three minutes was called too_short. Counted (entries added − undelivered − pending), it
+    has not moved."""
+    _first_ms, ids = backlog
+    redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=100)
+    redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, *ids[:100])
+    samples = []
+    for minute in range(4):
+        if minute == 2:
+            stale_entries_read(redis_client, ids[99], 0)
+        samples.append(LagSample.from_consumer_lag(read_consumer_lag(redis_client), at=60.0 * minute))
+    assert [s.committed for s in samples] == [100, 100, 100, 100]
+    assert evaluate_lag_trend(samples, now=60.0 * 3 + 1) is TrendStatus.STOP
+
+
+def test_the_out_rate_across_a_stale_entries_read_is_what_was_delivered(
+    redis_client: redis.Redis, backlog: tuple[int, list[str]]
+) -> None:
+    """`lag watch`'s out rate was entries-read's growth: 0/s across the restart's jump back, while 50 were
+    delivered. Counted, it is 50 over the span, and says so."""
+    _first_ms, ids = backlog
+    redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=100)
+    monitor = LagMonitor(rate_window_s=10.0)
+    lag, added = sample_lag(redis_client)
+    monitor.observe(lag, at=0.0, entries_added=added)
+    redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=50)
+    stale_entries_read(redis_client, ids[149], 10)
+    lag, added = sample_lag(redis_client)
+    assert (lag.entries_read, lag.redis_lag, lag.count, lag.delivered) == (10, 990, 850, 150)
+    reading = monitor.observe(lag, at=5.0, entries_added=added)
+    assert (reading.rate_out_per_s, reading.rate_out_source) == (10.0, RateSource.COUNTED)
+    assert reading.as_dict()["rate_out_source"] == "counted" and reading.as_dict()["delivered"] == 150
+
+
+def test_a_large_backlog_known_only_as_a_bound_is_a_backlog_to_the_event_rate_check(
+    redis_client: redis.Redis, backlog: tuple[int, list[str]]
+) -> None:
+    """500 wait, Redis says 900 (stale): the count is the bound 256–744 and no figure. The worker's event-rate check
+    took that for no backlog ("rate not judged") and never warned of a slow worker under a large backlog; it now
+    judges on the bound's low end, and says "at least"."""
+    _first_ms, ids = backlog
+    redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=500)
+    redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, *ids[:497])
+    stale_entries_read(redis_client, ids[499], 100)
+    lag = read_consumer_lag(redis_client)
+    assert (lag.count, lag.count_exact, lag.count_min, lag.pending) == (None, False, 256, 3)
+    assert lag.backlog_at_least == 259
+    check = check_event_rate(10.0, lag.backlog_at_least, backlog_is_floor=not lag.count_exact)
+    assert check.status is CheckStatus.WARN
+    assert "with at least 259 entries waiting" in check.message
+    assert LagSample.from_consumer_lag(lag, at=0.0).count is None  # the trend: unknown, not Redis's 900

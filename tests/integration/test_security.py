@@ -26,6 +26,7 @@ from tests.events import many_events
 from tests.integration.streams import decided_ids, wait_for, wait_settled
 from worker.connection import RedisAuthError, connect
 from worker.embedded_redis import EmbeddedRedis, ServerTls
+from worker.lag import read_consumer_lag
 from worker.names import (
     ALERTS_STREAM,
     CONSUMER_GROUP,
@@ -259,6 +260,12 @@ def test_worker_and_operator_work_under_their_acl_users_and_nothing_more(
         with pytest.raises(NoPermissionError):
             refused()
     assert worker_password not in worker.log_text()
+    # The worker's lag reading counts what was delivered with XINFO STREAM (its monitor ran it above, no denial); a
+    # server holding the older ACL refuses it inside the script, and the lag is still read, without that count.
+    assert read_consumer_lag(worker_client).delivered == 62  # 60 events, the broken one and its replay
+    admin.execute_command("ACL", "SETUSER", "tactical-worker", "-xinfo|stream")
+    older = read_consumer_lag(worker_client)
+    assert (older.count, older.entries_added, older.delivered) == (0, None, None)
 
 
 def test_the_operator_restores_into_a_server_with_the_same_acl(tmp_path: Path, acl_server: EmbeddedRedis) -> None:

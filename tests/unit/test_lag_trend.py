@@ -97,20 +97,18 @@ def test_unknown_counts_in_some_samples_are_skipped() -> None:
     assert evaluate_lag_trend(samples, NOW, POLICY) is TrendStatus.WARN
 
 
-def test_sample_from_consumer_lag_derives_committed() -> None:
-    lag = ConsumerLag(
-        count=7,
-        pending=3,
-        seconds=1.5,
-        oldest_id="1-0",
-        last_delivered_id="9-0",
-        entries_read=40,
-        stream_length=50,
-    )
-    assert LagSample.from_consumer_lag(lag, at=5.0) == LagSample(at=5.0, count=7, pending=3, committed=37)
+def test_sample_from_consumer_lag_derives_committed_from_the_count_not_entries_read() -> None:
+    # 50 added, 7 undelivered: 43 delivered, 3 of them pending. entries-read says 10: stale (a Redis 7.0 restart).
+    lag = ConsumerLag(count=7, pending=3, seconds=1.5, oldest_id="1-0", last_delivered_id="9-0", entries_read=10,
+                      stream_length=50, entries_added=50)
+    assert LagSample.from_consumer_lag(lag, at=5.0) == LagSample(at=5.0, count=7, pending=3, committed=40)
     unknown = ConsumerLag(None, 0, 0.0, None, "0-0", None, 3)
     assert LagSample.from_consumer_lag(unknown, at=5.0).committed is None
     assert unknown.count_text == "unknown"
+    # Only a bound (Redis's figure within it, taken as the count): neither count nor committed, not a guess.
+    bound = ConsumerLag(600, 4, 1.0, "1-0", "9-0", 400, 1000, count_exact=False, count_min=256, count_max=744,
+                        redis_lag=600, entries_added=1000)
+    assert LagSample.from_consumer_lag(bound, at=5.0) == LagSample(at=5.0, count=None, pending=4, committed=None)
 
 
 def test_lag_trend_keeps_enough_history_to_see_a_stop() -> None:

@@ -1,5 +1,6 @@
 """Consumer lag as `tacticalctl lag` and `lag watch` judge it: the runbook thresholds on the lag in seconds, the
-trend of the samples the watch has taken, and the rates in (entries added) and out (entries read by the group).
+trend of the samples the watch has taken, and the rates in (entries added) and out (entries delivered to the group:
+counted, or Redis's entries-read where nothing says it is stale — see `RateSource`).
 
 `LagMonitor` is pure (samples in, readings out); `sample_lag` is the one Redis read per sample.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import redis
@@ -46,6 +48,16 @@ def worse(a: CheckStatus, b: CheckStatus) -> CheckStatus:
     return a if a.rank >= b.rank else b
 
 
+class RateSource(StrEnum):
+    """Where the out rate comes from. The group's entries-read is not taken on trust: Redis 7.0 reloads it stale
+    after a restart (and `XGROUP SETID … ENTRIESREAD` sets it to anything), and a rate across that jump reads 0 or
+    thousands per second."""
+
+    COUNTED = "counted"  # entries delivered, as counted (`ConsumerLag.delivered`) in both samples
+    REDIS = "redis"  # the count is only a bound: entries-read's growth, where its lag lies within the bound in both
+    UNKNOWN = "unknown"  # not two samples yet, or entries-read known stale, gone back, or nil
+
+
 @dataclass(frozen=True, slots=True)
 class LagReading:
     at: float
@@ -55,6 +67,7 @@ class LagReading:
     rate_in_per_s: float | None  # None until two samples span time
     rate_out_per_s: float | None
     check: HealthCheck  # the runbook thresholds on `lag.seconds`
+    rate_out_source: RateSource = RateSource.UNKNOWN
 
     @property
     def status(self) -> CheckStatus:
@@ -68,6 +81,7 @@ class LagReading:
             "trend": self.trend.value,
             "rate_in_per_s": self.rate_in_per_s,
             "rate_out_per_s": self.rate_out_per_s,
+            "rate_out_source": self.rate_out_source.value,
             "status": self.status.value,
             "threshold_warn_s": DEFAULT_THRESHOLDS.lag_warn_s,
             "threshold_critical_s": DEFAULT_THRESHOLDS.lag_critical_s,
@@ -79,13 +93,23 @@ class LagReading:
 class _Observation:
     at: float
     added: int | None
-    read: int | None
+    delivered: int | None  # counted
+    read: int | None  # the group's entries-read, where nothing says it is stale
 
 
 def _rate(earlier: int | None, later: int | None, seconds: float) -> float | None:
     if earlier is None or later is None or seconds <= 0:
         return None
     return max(0, later - earlier) / seconds
+
+
+def _rate_out(earlier: _Observation, later: _Observation, seconds: float) -> tuple[float | None, RateSource]:
+    if seconds > 0 and earlier.delivered is not None and later.delivered is not None:
+        return max(0, later.delivered - earlier.delivered) / seconds, RateSource.COUNTED
+    # Gone back: reloaded stale by a restart between the two (never max(0, …): that would read as nothing out).
+    if seconds > 0 and earlier.read is not None and later.read is not None and later.read >= earlier.read:
+        return (later.read - earlier.read) / seconds, RateSource.REDIS
+    return None, RateSource.UNKNOWN
 
 
 class LagMonitor:
@@ -113,8 +137,10 @@ class LagMonitor:
     def observe(self, lag: ConsumerLag, *, at: float, entries_added: int | None = None) -> LagReading:
         self.trend.add(LagSample.from_consumer_lag(lag, at))
         self._seconds.append(lag.seconds)
+        if entries_added is None:
+            entries_added = lag.entries_added
         added = entries_added if entries_added is not None else lag.stream_length
-        current = _Observation(at, added, lag.entries_read)
+        current = _Observation(at, added, lag.delivered, lag.entries_read if lag.redis_figure_agrees else None)
         while self._observations and self._observations[0].at < at - self.rate_window_s:
             if len(self._observations) == 1:
                 break  # keep one baseline even after a long pause between samples
@@ -122,10 +148,11 @@ class LagMonitor:
         baseline = self._observations[0] if self._observations else None
         self._observations.append(current)
         rate_in = rate_out = None
+        source = RateSource.UNKNOWN
         if baseline is not None:
             span = at - baseline.at
             rate_in = _rate(baseline.added, current.added, span)
-            rate_out = _rate(baseline.read, current.read, span)
+            rate_out, source = _rate_out(baseline, current, span)
         return LagReading(
             at=at,
             lag=lag,
@@ -134,16 +161,13 @@ class LagMonitor:
             rate_in_per_s=rate_in,
             rate_out_per_s=rate_out,
             check=check_consumer_lag(lag.seconds, self.thresholds),
+            rate_out_source=source,
         )
 
 
 def sample_lag(client: redis.Redis, streams: StreamNames = DEFAULT_STREAMS) -> tuple[ConsumerLag, int | None]:
-    """One lag measurement and the stream's entries-added counter (None on servers older than Redis 7).
+    """One lag measurement and the stream's entries-added counter (None on servers older than Redis 7), read with it.
 
     Raises `worker.lag.LagUnavailable` when the stream or the group does not exist."""
     lag = read_consumer_lag(client, streams.input, streams.group)
-    try:
-        added = client.xinfo_stream(streams.input).get("entries-added")
-    except redis.ResponseError:
-        added = None
-    return lag, None if added is None else int(added)
+    return lag, lag.entries_added

@@ -420,10 +420,11 @@ def probe_stream(sources: Sources) -> list[Finding]:
     elif trend == "warn":
         findings.append(_warn("lag trend warn: the backlog only grows — the consumer is falling behind",
                               trend=trend))
-    backlog = (lag.count or 0) + lag.pending
+    backlog = lag.backlog_at_least or lag.pending  # with a bound, its low end: as many wait at least
+    at_least = "" if lag.count_exact else "at least "
     if rate is not None and backlog >= THRESHOLDS.event_rate_min_backlog and rate < THRESHOLDS.event_rate_alert_per_s:
         findings.append(_warn(f"processing {rate:.1f} events/s < {THRESHOLDS.event_rate_alert_per_s:g}/s with "
-                              f"{backlog} waiting: throughput is the bottleneck", throughput_per_s=rate))
+                              f"{at_least}{backlog} waiting: throughput is the bottleneck", throughput_per_s=rate))
     elif rate is not None:
         findings.append(_ok(f"processing {rate:.1f} events/s over the last 60 s", throughput_per_s=rate))
     breaker = (state.get("circuit_breaker") or {}).get("state")
