@@ -53,7 +53,7 @@ def dead_letters(client: redis.Redis, tmp_path: Path) -> list[str]:
     deliver_without_ack(client, "ghost", 2)
     dead_letter_stuck_entries(client, reason="stuck", min_idle_ms=0, actor="test", apply=True)
     assert client.xlen(DEAD_LETTER_STREAM) == 2
-    return ["dead-letter", "replay", "--all", "--yes"]
+    return ["dead-letter", "replay", "--all", "--include-unconfirmed", "--yes"]  # nothing decided: no decisions
 
 
 def restarts(client: redis.Redis, tmp_path: Path) -> list[str]:

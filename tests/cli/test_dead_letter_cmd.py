@@ -20,12 +20,21 @@ from worker.ops.pending import dead_letter_stuck_entries
 
 
 def dead_letters(client: redis.Redis, count: int, reason: str, prefix: str) -> dict[bytes, dict[bytes, bytes]]:
-    """`count` real dead letters with `reason`; returns original entry id → original fields."""
+    """`count` real dead letters with `reason`, on a system that has decided events before (else the replay cannot
+    know them undecided: there is no tactical_decisions); returns original entry id → original fields."""
+    decided_before(client)
     ids = publish(client, count, prefix=prefix)
     deliver_without_ack(client, "ghost", count)
     originals = {entry_id: fields for entry_id, fields in client.xrange(INPUT_STREAM) if entry_id in set(ids)}
     dead_letter_stuck_entries(client, reason=reason, min_idle_ms=0, actor="test", apply=True)
     return originals
+
+
+def decided_before(client: redis.Redis) -> None:
+    """A decision of another event before the ones a test dead-letters: tactical_decisions is there, as on any system
+    that has decided something."""
+    if not client.exists(DECISIONS_STREAM):
+        decision(client, "decided-before")
 
 
 def test_list_shows_each_reason_and_whole_ids_on_a_narrow_terminal_and_beside_a_long_correlation_id(
@@ -161,6 +170,7 @@ def test_replay_leaves_events_that_are_still_invalid_unless_told(ctl: Ctl, redis
     # and put the error rate back up: they stay, and the valid one (stuck on a dead worker) goes.
     from worker.producer import make_event, publish_event
 
+    decided_before(redis_client)
     valid = make_event(correlation_id="fine-0", rng=np.random.default_rng(0))
     broken = {**encode_event(make_event(correlation_id="short-0", rng=np.random.default_rng(1))),
               "matrix": b"\x00" * 1676}
@@ -384,3 +394,31 @@ def test_replay_says_how_many_decisions_it_read_and_shows_a_long_scan_on_a_termi
     assert code == 0 and "read 7 decisions" in out and err == ""
     code, out, err = run("--json", terminal=True)
     assert code == 0 and json.loads(out)["decisions_read"] == 7 and err == ""
+
+
+def test_replay_leaves_out_every_dead_letter_without_a_completed_key_when_there_is_no_decisions_stream(
+    ctl: Ctl, redis_client: redis.Redis
+) -> None:
+    """tactical_decisions deleted (DEL, or a Redis restored without it) after a resend was decided and its completed
+    key went: the replay read "no decisions stream" as "nothing ever decided" and put the event back, to be decided,
+    and traded, a second time. Such a dead letter is now not known to be undecided (exit 1, JSON `unconfirmed` with
+    null, `decisions_gap` missing) unless --include-unconfirmed; one with its completed key is still decided."""
+    dead_letters(redis_client, 2, "stuck", "gone")
+    decision(redis_client, "gone-0")  # the resend's decision; its completed key expired
+    redis_client.set(completed_key("gone-1"), "1700000000000-0")
+    redis_client.delete(DECISIONS_STREAM)
+    resent_id, keyed_id = (entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM))
+
+    dry = ctl("dead-letter", "replay", "--all", "--json")
+    doc = json.loads(dry.stdout)
+    assert dry.exit_code == 1 and doc["unconfirmed"] == {resent_id: None} and doc["decisions_gap"] == "missing"
+    assert doc["decided"] == {keyed_id: "1700000000000-0"} and doc["decisions_trimmed"] == {}
+    said = ctl("dead-letter", "replay", "--all", "--yes")
+    assert said.exit_code == 1 and "1 are not known to be undecided" in said.stderr
+    assert "there is no decisions stream" in said.stdout and "there is no tactical_decisions to look in" in said.stdout
+    assert redis_client.xlen(DEAD_LETTER_STREAM) == 2
+
+    told = ctl("dead-letter", "replay", "--id", resent_id, "--include-unconfirmed", "--yes", "--json")
+    doc = json.loads(told.stdout)
+    assert told.exit_code == 0 and list(doc["replayed"]) == [resent_id]
+    assert (doc["unconfirmed"], doc["decisions_trimmed"], doc["decisions_gap"]) == ({}, {resent_id: None}, "missing")

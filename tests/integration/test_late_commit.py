@@ -17,6 +17,9 @@ from worker.ops.pending import dead_letter_stuck_entries
 from worker.pipeline import EventPipeline, PipelineConfig, StreamEntry
 from worker.producer import make_event, publish_events
 
+# Nothing has been decided on these Redis servers, so there is no tactical_decisions: a replay cannot tell that from
+# one deleted, and leaves the dead letters out unless told — as an operator of a fresh system tells it.
+NOTHING_DECIDED_YET = True
 
 def pipeline_for(client: redis.Redis, ensemble: AgentEnsemble, consumer: str) -> EventPipeline:
     config = PipelineConfig(consumer=consumer, processing_lease_ms=30_000, completed_ttl_s=3600, max_deliveries=5,
@@ -48,7 +51,8 @@ def test_an_entry_dead_lettered_by_the_operator_while_its_worker_stalled_is_not_
     assert redis_client.xlen(COMMANDS_STREAM) == 0
     assert redis_client.get(processing_key("stuck-1")) is None, "its lease is released for a replay"
 
-    replayed = replay_dead_letters(redis_client, select_dead_letters(redis_client), actor="test@ci", apply=True)
+    replayed = replay_dead_letters(redis_client, select_dead_letters(redis_client), actor="test@ci", apply=True,
+                                   include_unconfirmed=NOTHING_DECIDED_YET)
     assert len(replayed.replayed) == 1
     result = pipeline_for(redis_client, ensemble, "live").process(read_as(redis_client, "live"))
     assert [d.correlation_id for d in result.decisions] == ["stuck-1"]
@@ -69,7 +73,8 @@ def test_a_stuck_entry_dead_lettered_and_replayed_while_its_worker_is_still_stal
 
     dead_letter_stuck_entries(redis_client, reason="operator: stuck", min_idle_ms=0, actor="test@ci", apply=True)
     assert redis_client.get(processing_key("stuck-2")) is None
-    replay_dead_letters(redis_client, select_dead_letters(redis_client), actor="test@ci", apply=True)
+    replay_dead_letters(redis_client, select_dead_letters(redis_client), actor="test@ci", apply=True,
+                        include_unconfirmed=NOTHING_DECIDED_YET)
     result = pipeline_for(redis_client, ensemble, "live").process(read_as(redis_client, "live"))
     assert [d.correlation_id for d in result.decisions] == ["stuck-2"]
 
@@ -90,7 +95,8 @@ def test_a_lease_taken_by_a_stalled_claim_after_its_entry_was_dead_lettered_does
     entries = read_as(redis_client, "stalled")  # then the worker froze, before its claim
 
     dead_letter_stuck_entries(redis_client, reason="operator: stuck", min_idle_ms=0, actor="test@ci", apply=True)
-    replay_dead_letters(redis_client, select_dead_letters(redis_client), actor="test@ci", apply=True)
+    replay_dead_letters(redis_client, select_dead_letters(redis_client), actor="test@ci", apply=True,
+                        include_unconfirmed=NOTHING_DECIDED_YET)
     stalled.scripts.claim("stalled", 30_000, [("stuck-3", entries[0].entry_id)])  # the stalled claim lands
 
     result = pipeline_for(redis_client, ensemble, "live").process(read_as(redis_client, "live"))

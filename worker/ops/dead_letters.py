@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import redis
@@ -167,12 +168,13 @@ class ReplayResult:
     decided: Mapping[str, str] = field(default_factory=dict)
     # Replayed (`include_unconfirmed`), although not known to be undecided: no completed key, and the decisions
     # stream no longer holds every decision made since the dead-lettered entry (dead letter id → the id it holds
-    # decisions from)
-    decisions_trimmed: Mapping[str, str] = field(default_factory=dict)
+    # decisions from; None when there is no decisions stream)
+    decisions_trimmed: Mapping[str, str | None] = field(default_factory=dict)
     # Left where they are, for the same reason, without `include_unconfirmed`: a resend of the event may have been
     # decided, and traded, and a replay would decide it again (dead letter id → the id it holds decisions from)
-    unconfirmed: Mapping[str, str] = field(default_factory=dict)
+    unconfirmed: Mapping[str, str | None] = field(default_factory=dict)
     decisions_read: int = 0  # entries of the decisions stream read looking for the correlation ids
+    decisions_gap: DecisionsGap | None = None  # why the decisions stream does not reach back to them
 
     @property
     def skipped(self) -> tuple[str, ...]:
@@ -192,9 +194,15 @@ class ReplayResult:
         why = {entry_id: "no original fields left" for entry_id in self.unreplayable}
         why.update({entry_id: f"still invalid: {reason}" for entry_id, reason in self.invalid.items()})
         why.update({entry_id: f"decided since: decision {decision}" for entry_id, decision in self.decided.items()})
-        why.update({entry_id: f"not known to be undecided: no completed key, and decisions are kept only from {kept} "
-                    "on (trimmed): a resend's may be gone" for entry_id, kept in self.unconfirmed.items()})
+        why.update({entry_id: f"not known to be undecided: no completed key, and {self._no_decisions_since(kept)}"
+                    for entry_id, kept in self.unconfirmed.items()})
         return {e.id: why[e.id] for e in self.planned if e.id in why}
+
+    def _no_decisions_since(self, kept: str | None) -> str:
+        if self.decisions_gap is DecisionsGap.MISSING or kept is None:
+            return ("there is no decisions stream (deleted, not restored, or nothing decided yet): a resend's "
+                    "decision may be gone with it")
+        return f"decisions are kept only from {kept} on (trimmed): a resend's may be gone"
 
     def to_replay(self) -> tuple[DeadLetterEntry, ...]:
         """The planned dead letters a replay re-adds (or re-added, or found gone meanwhile: `skipped`)."""
@@ -212,6 +220,7 @@ class ReplayResult:
             "decisions_trimmed": dict(self.decisions_trimmed),
             "unconfirmed": dict(self.unconfirmed),
             "decisions_read": self.decisions_read,
+            "decisions_gap": None if self.decisions_gap is None else self.decisions_gap.value,
             "skipped": list(self.skipped),
             "audit_id": self.audit_id,
         }
@@ -251,6 +260,15 @@ return out
 DECISION_SCAN_PAGE = 200
 
 
+class DecisionsGap(StrEnum):
+    """Why the decisions stream cannot tell whether a dead letter's event was decided since."""
+
+    TRIMMED = "trimmed"  # its first entry is past the dead-lettered one (`stream trim`, MAXLEN)
+    # There is none: deleted (DEL, a Redis restored without it), or nothing decided yet — the two look alike, and the
+    # first is the one a replay must not guess wrong
+    MISSING = "missing"
+
+
 @dataclass(frozen=True, slots=True)
 class DecisionScan:
     """How far `decided_since` has read the decisions stream: told after each page, so a long scan can be shown."""
@@ -270,9 +288,10 @@ class DecisionLookup:
 
     decided: dict[str, str]  # dead letter id → the decision's entry id
     # Not found, but the decisions stream has lost entries from after the dead-lettered one (trimmed): dead letter id
-    # → the id the stream holds every decision from
-    decisions_trimmed: dict[str, str]
+    # → the id the stream holds every decision from (None: there is no decisions stream)
+    decisions_trimmed: dict[str, str | None]
     decisions_read: int = 0  # the scan's length: it reads until every correlation id is found, or to the end
+    gap: DecisionsGap | None = None  # why `decisions_trimmed` are not known to be undecided
 
 
 def decided_since(client: redis.Redis, entries: Sequence[DeadLetterEntry],
@@ -283,7 +302,8 @@ def decided_since(client: redis.Redis, entries: Sequence[DeadLetterEntry],
     `DECISION_SCAN_PAGE`, only the entry ids and correlation ids coming back, and only as far as needed; `progress`
     is told after each page, and the lookup says how many decisions it read. Where the stream has been trimmed past
     the dead-lettered entry, a decision may have gone with it: that is said (`decisions_trimmed`), not taken for "not
-    decided"."""
+    decided". So is a decisions stream that is not there at all (`DecisionsGap.MISSING`): deleted, or restored
+    without it, it says nothing of what was decided."""
     with_id = [(e, cid) for e in entries if (cid := wire_correlation_id(e.original)) is not None]
     if not with_id:
         return DecisionLookup({}, {})
@@ -302,8 +322,9 @@ def decided_since(client: redis.Redis, entries: Sequence[DeadLetterEntry],
     if not wanted:
         return DecisionLookup(decided, {})
     extent = _decisions_extent(client, streams.decisions)
-    if extent is None:  # no decisions stream: nothing was ever decided
-        return DecisionLookup(decided, {})
+    if extent is None:  # deleted, or never written: only the producer can tell a resend was not decided
+        missing: dict[str, str | None] = {entry.id: None for letters in wanted.values() for entry, _ in letters}
+        return DecisionLookup(decided, missing, gap=DecisionsGap.MISSING)
     kept_from, last = extent
     start = min(since for letters in wanted.values() for _, since in letters)
     read, first_ms = 0, None
@@ -319,9 +340,9 @@ def decided_since(client: redis.Redis, entries: Sequence[DeadLetterEntry],
         if progress is not None:
             at_ms = entry_time_ms(page[-1][0])
             progress(DecisionScan(read, first_ms, at_ms, max(last[0], at_ms)))
-    trimmed = {entry.id: f"{kept_from[0]}-{kept_from[1]}" for letters in wanted.values()
-               for entry, since in letters if kept_from > since}
-    return DecisionLookup(decided, trimmed, read)
+    trimmed: dict[str, str | None] = {entry.id: f"{kept_from[0]}-{kept_from[1]}" for letters in wanted.values()
+                                      for entry, since in letters if kept_from > since}
+    return DecisionLookup(decided, trimmed, read, DecisionsGap.TRIMMED if trimmed else None)
 
 
 def _id_or_start(entry_id: str | None) -> tuple[int, int]:
@@ -334,10 +355,11 @@ def _id_or_start(entry_id: str | None) -> tuple[int, int]:
 def _decisions_extent(client: redis.Redis, stream: str) -> tuple[tuple[int, int], tuple[int, int]] | None:
     """The id from which `stream` still holds every entry added, and its last id. The first is 0-0 when none was ever
     removed (Redis 7 counts the entries added), else its first entry's (just past its last id when it has been
-    emptied). None when there is no such stream."""
-    if not client.exists(stream):
+    emptied). None when there is no such stream (or a key of another type in its place)."""
+    try:
+        info = client.xinfo_stream(stream)
+    except redis.ResponseError:  # no such key (deleted since the look, too), or WRONGTYPE
         return None
-    info = client.xinfo_stream(stream)
     last = parse_stream_id(info["last-generated-id"])
     added = info.get("entries-added")  # absent before Redis 7: a stream that was never trimmed looks trimmed there
     if added is not None and int(added) == int(info["length"]):
@@ -380,21 +402,22 @@ def replay_dead_letters(
     and count it in the error rate — unless `include_invalid` (the worker's limits were raised, say); one whose
     correlation id has been decided since (`decided_since`): a replay would be acked as a duplicate or, once its
     completed key is gone, decided a second time; and one not known to be undecided (the decisions stream trimmed
-    past it), unless `include_unconfirmed` (the producer says it did not send it again). Nothing changes unless
-    `apply`; an audit entry records what was replayed. `max_event_bytes` is the workers' limit; `progress` is told
-    how far the look for decisions has read."""
+    past it, or not there at all), unless `include_unconfirmed` (the producer says it did not send it again).
+    Nothing changes unless `apply`; an audit entry records what was replayed. `max_event_bytes` is the workers'
+    limit; `progress` is told how far the look for decisions has read."""
     planned = tuple(entries)
     unreplayable = tuple(e.id for e in planned if not e.original)
     invalid = {} if include_invalid else {e.id: why for e in planned
                                           if e.original and (why := still_invalid(e, max_event_bytes))}
     lookup = decided_since(client, [e for e in planned if e.original and e.id not in invalid], streams, progress)
-    decided, read = lookup.decided, lookup.decisions_read
+    decided, read, gap = lookup.decided, lookup.decisions_read, lookup.gap
     # A replay that may decide (and trade) an event a second time is the operator's call, never a default.
     trimmed, unconfirmed = ((lookup.decisions_trimmed, {}) if include_unconfirmed
                             else ({}, lookup.decisions_trimmed))
     if not apply:
         return ReplayResult(planned, {}, unreplayable, applied=False, invalid=invalid, decided=decided,
-                            decisions_trimmed=trimmed, unconfirmed=unconfirmed, decisions_read=read)
+                            decisions_trimmed=trimmed, unconfirmed=unconfirmed, decisions_read=read,
+                            decisions_gap=gap)
     left_out = {*unreplayable, *invalid, *decided, *unconfirmed}
     if any(e.id not in left_out for e in planned):  # something will change
         require_audit_trail(client)
@@ -439,7 +462,8 @@ def replay_dead_letters(
             )
         )
     return ReplayResult(planned, replayed, unreplayable, applied=True, audit_id=audit_id, invalid=invalid,
-                        decided=decided, decisions_trimmed=trimmed, unconfirmed=unconfirmed, decisions_read=read)
+                        decided=decided, decisions_trimmed=trimmed, unconfirmed=unconfirmed, decisions_read=read,
+                        decisions_gap=gap if trimmed or unconfirmed else None)
 
 
 @dataclass(frozen=True, slots=True)
