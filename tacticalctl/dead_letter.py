@@ -196,8 +196,9 @@ def replay(
     ] = False,
     include_unconfirmed: Annotated[bool, typer.Option(
         "--include-unconfirmed", help="Replay too the dead letters not known to be undecided (no completed key, and "
-        f"{DECISIONS_STREAM} trimmed past them, or not there at all): if the producer sent one again, it is "
-        "decided, and traded, a second time. Only once the producer has said which it did not send again.")
+        f"{DECISIONS_STREAM} trimmed past them, a decision after them deleted from it, or no {DECISIONS_STREAM} at "
+        "all): if the producer sent one again, it is decided, and traded, a second time. Only once the producer has "
+        "said which it did not send again.")
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
@@ -207,18 +208,20 @@ def replay(
     atomically per entry. An event that is still invalid stays (the worker would dead-letter it again and count it
     as an error), unless --include-invalid. So does one whose correlation id has been decided since (the producer
     sent it again: its completed key is there, or a decision with that correlation id in tactical_decisions after
-    the dead-lettered entry): purge it. Where tactical_decisions has been trimmed past the dead-lettered entry, or is
-    not there at all (deleted, a Redis restored without it — or nothing decided yet: the two look alike), that
-    cannot be known: such a dead letter stays too, listed as not known to be undecided, unless
-    --include-unconfirmed. The look reads tactical_decisions from the earliest dead-lettered entry on, as far as it
-    must (it says how many decisions it read; a progress bar on a terminal). Shows what it would do; acts only with
-    --yes (audited). Exit 1 when none of those chosen can be replayed, or when any is left out as not known to be
-    undecided (whether or not the others were replayed).
+    the dead-lettered entry): purge it. Where tactical_decisions has been trimmed past the dead-lettered entry, a
+    decision made after it has been deleted from it (XDEL, told by Redis 7's max-deleted-entry-id; a Redis that does
+    not tell counts as such), or it is not there at all (deleted, a Redis restored without it — or nothing decided
+    yet: the two look alike), that cannot be known: such a dead letter stays too, listed as not known to be
+    undecided, unless --include-unconfirmed. The look reads tactical_decisions from the earliest dead-lettered entry
+    on, as far as it must (it says how many decisions it read; a progress bar on a terminal). Shows what it would
+    do; acts only with --yes (audited). Exit 1 when none of those chosen can be replayed, or when any is left out
+    as not known to be undecided (whether or not the others were replayed).
 
     JSON keys: applied, planned, replayed {dead id: new entry id}, unreplayable, invalid {dead id: why},
     decided {dead id: decision id}, unconfirmed {dead id: id tactical_decisions holds decisions from, null when
     there is no tactical_decisions} (left out), decisions_trimmed {the same, replayed with --include-unconfirmed},
-    decisions_gap (why they are not known to be undecided: trimmed, missing; null when none is), decisions_read,
+    decisions_gap (why they are not known to be undecided: trimmed, deleted, unknown, missing; null when none is),
+    decisions_read,
     skipped, audit_id."""
     _require_choice(ids, all_)
     context = get_context(ctx)
@@ -255,13 +258,14 @@ def replay(
                       "what you need of them")
     if result.unconfirmed:
         console.print(f"[yellow]not known to be undecided: {len(result.unconfirmed)} left out[/] — no completed key, "
-                      f"and {_gap(result.decisions_gap)}: {_kept_from(result.unconfirmed)}. Ask the producer whether "
-                      "it sent them again: purge those it did, then replay the others with --include-unconfirmed.")
+                      f"and {_gap(result.decisions_gap)}: {_kept_from(result.unconfirmed, result.decisions_gap)}. "
+                      "Ask the producer whether it sent them again: purge those it did, then replay the others with "
+                      "--include-unconfirmed.")
     if result.decisions_trimmed:
         done = "replayed" if result.applied else "to be replayed"
         console.print(f"[yellow]not known to be undecided: {len(result.decisions_trimmed)}[/], {done} as "
                       f"--include-unconfirmed asks — {_gap(result.decisions_gap)}: "
-                      f"{_kept_from(result.decisions_trimmed)}.")
+                      f"{_kept_from(result.decisions_trimmed, result.decisions_gap)}.")
     if nothing_replayable:
         raise CtlError(f"nothing to replay: of {len(chosen)} dead letter(s), {len(result.unreplayable)} have no "
                        f"original fields left, {len(result.invalid)} are still invalid, {len(result.decided)} "
@@ -285,14 +289,21 @@ def _gap(gap: DecisionsGap | None) -> str:
         return (f"there is no {DECISIONS_STREAM} to look in: deleted, or a Redis restored without it, and a "
                 "resend's decision gone with it (a Redis on which nothing has been decided yet has none either: "
                 "there, no resend was decided)")
+    if gap is DecisionsGap.DELETED:
+        return (f"a decision made after the dead-lettered entry has been deleted from {DECISIONS_STREAM} (XDEL), "
+                "and it may have been a resend's")
+    if gap is DecisionsGap.UNKNOWN:
+        return (f"this Redis does not say what was removed from {DECISIONS_STREAM} (XINFO STREAM without "
+                "entries-added and max-deleted-entry-id: before Redis 7.0), so a resend's decision may be gone")
     return (f"{DECISIONS_STREAM} has been trimmed past the dead-lettered entry, so a decision of a resend may be gone "
             "with it")
 
 
-def _kept_from(letters: Mapping[str, str | None]) -> str:
+def _kept_from(letters: Mapping[str, str | None], gap: DecisionsGap | None) -> str:
     shown = list(letters.items())[:5]
-    return ("; ".join(plain(entry_id) if kept is None else f"{plain(entry_id)} (decisions kept from {_when(kept)})"
-                      for entry_id, kept in shown)
+    whole_from = gap in (DecisionsGap.TRIMMED, DecisionsGap.DELETED)  # else no id it is known whole from
+    return ("; ".join(f"{plain(entry_id)} (every decision kept only from {_when(kept)})" if whole_from and kept
+                      else plain(entry_id) for entry_id, kept in shown)
             + (" …" if len(letters) > len(shown) else ""))
 
 

@@ -422,3 +422,44 @@ def test_replay_leaves_out_every_dead_letter_without_a_completed_key_when_there_
     doc = json.loads(told.stdout)
     assert told.exit_code == 0 and list(doc["replayed"]) == [resent_id]
     assert (doc["unconfirmed"], doc["decisions_trimmed"], doc["decisions_gap"]) == ({}, {resent_id: None}, "missing")
+
+
+def test_replay_leaves_out_a_dead_letter_a_later_decision_was_deleted_after_unless_told(
+    ctl: Ctl, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resend's decision deleted from the middle of tactical_decisions (XDEL; its first entry stays where it was):
+    only the first entry's id was compared, so the replay read "not there" as "not decided" and put the event back.
+    Redis 7's max-deleted-entry-id tells it: a dead letter older than the latest decision deleted is not known to be
+    undecided (JSON `decisions_gap` deleted); one dead-lettered after it is. A server that does not say what was
+    removed (no max-deleted-entry-id: before Redis 7.0) knows undecided only what came after its last decision."""
+    dead_letters(redis_client, 1, "stuck", "resent")
+    gone = decision(redis_client, "resent-0")  # the resend's decision, its completed key expired
+    decision(redis_client, "other-0")
+    assert redis_client.xdel(DECISIONS_STREAM, gone) == 1
+    dead_letters(redis_client, 1, "stuck", "later")  # dead-lettered after the deletion: nothing after it is gone
+    resent_id, later_id = (entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM))
+    ms, seq = gone.split("-")
+    whole_from = f"{ms}-{int(seq) + 1}"  # every decision after the one deleted is there
+
+    dry = ctl("dead-letter", "replay", "--all", "--json")
+    doc = json.loads(dry.stdout)
+    assert dry.exit_code == 1 and doc["unconfirmed"] == {resent_id: whole_from} and doc["decisions_gap"] == "deleted"
+    assert (doc["decided"], doc["decisions_trimmed"]) == ({}, {})
+    said = ctl("dead-letter", "replay", "--all")
+    assert said.exit_code == 1
+    to_replay, left_out = said.stdout.split("left out (stay in synergy_events:dead)")
+    assert later_id in to_replay and resent_id not in to_replay and resent_id in left_out
+    assert "deleted from the decisions stream (XDEL" in left_out
+    assert "has been deleted from tactical_decisions (XDEL)" in said.stdout and "--include-unconfirmed" in said.stdout
+    told = json.loads(ctl("dead-letter", "replay", "--id", resent_id, "--include-unconfirmed", "--json").stdout)
+    assert (told["unconfirmed"], told["decisions_trimmed"]) == ({}, {resent_id: whole_from})
+
+    # A server whose XINFO STREAM does not say what was deleted: only a dead letter after the last decision ever made
+    # is known undecided (`later` is; `resent` is left out even had the deletion been older than it).
+    answer = redis.Redis.xinfo_stream
+    monkeypatch.setattr(redis.Redis, "xinfo_stream", lambda client, name, full=False: {
+        k: v for k, v in answer(client, name).items() if k != "max-deleted-entry-id"})
+    blind = ctl("dead-letter", "replay", "--all", "--json")
+    doc = json.loads(blind.stdout)
+    assert blind.exit_code == 1 and list(doc["unconfirmed"]) == [resent_id] and doc["decisions_gap"] == "unknown"
+    assert "does not say what was removed" in ctl("dead-letter", "replay", "--all").stdout

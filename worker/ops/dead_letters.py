@@ -167,8 +167,8 @@ class ReplayResult:
     # replay as a duplicate (dead letter id → the decision's entry id, from its completed key or the decisions stream)
     decided: Mapping[str, str] = field(default_factory=dict)
     # Replayed (`include_unconfirmed`), although not known to be undecided: no completed key, and the decisions
-    # stream no longer holds every decision made since the dead-lettered entry (dead letter id → the id it holds
-    # decisions from; None when there is no decisions stream)
+    # stream no longer holds every decision made since the dead-lettered entry (trimmed, one deleted, or not there:
+    # `decisions_gap`) (dead letter id → the id it holds every decision from; None when there is no decisions stream)
     decisions_trimmed: Mapping[str, str | None] = field(default_factory=dict)
     # Left where they are, for the same reason, without `include_unconfirmed`: a resend of the event may have been
     # decided, and traded, and a replay would decide it again (dead letter id → the id it holds decisions from)
@@ -202,6 +202,11 @@ class ReplayResult:
         if self.decisions_gap is DecisionsGap.MISSING or kept is None:
             return ("there is no decisions stream (deleted, not restored, or nothing decided yet): a resend's "
                     "decision may be gone with it")
+        if self.decisions_gap is DecisionsGap.DELETED:
+            return (f"a decision made after it was deleted from the decisions stream (XDEL; it holds every decision "
+                    f"only from {kept} on): it may be a resend's")
+        if self.decisions_gap is DecisionsGap.UNKNOWN:
+            return "Redis does not say what was removed from the decisions stream (before 7.0): a resend's may be gone"
         return f"decisions are kept only from {kept} on (trimmed): a resend's may be gone"
 
     def to_replay(self) -> tuple[DeadLetterEntry, ...]:
@@ -264,6 +269,8 @@ class DecisionsGap(StrEnum):
     """Why the decisions stream cannot tell whether a dead letter's event was decided since."""
 
     TRIMMED = "trimmed"  # its first entry is past the dead-lettered one (`stream trim`, MAXLEN)
+    DELETED = "deleted"  # an entry after the dead-lettered one was deleted (XDEL): Redis 7's max-deleted-entry-id
+    UNKNOWN = "unknown"  # the server does not say what was removed (XINFO STREAM before Redis 7.0)
     # There is none: deleted (DEL, a Redis restored without it), or nothing decided yet — the two look alike, and the
     # first is the one a replay must not guess wrong
     MISSING = "missing"
@@ -287,8 +294,8 @@ class DecisionLookup:
     """What `decided_since` found of a set of dead letters' correlation ids."""
 
     decided: dict[str, str]  # dead letter id → the decision's entry id
-    # Not found, but the decisions stream has lost entries from after the dead-lettered one (trimmed): dead letter id
-    # → the id the stream holds every decision from (None: there is no decisions stream)
+    # Not found, but the decisions stream has lost entries from after the dead-lettered one (trimmed, deleted, or
+    # not there): dead letter id → the id the stream holds every decision from (None: there is no decisions stream)
     decisions_trimmed: dict[str, str | None]
     decisions_read: int = 0  # the scan's length: it reads until every correlation id is found, or to the end
     gap: DecisionsGap | None = None  # why `decisions_trimmed` are not known to be undecided
@@ -300,10 +307,11 @@ def decided_since(client: redis.Redis, entries: Sequence[DeadLetterEntry],
     again): its completed key, and once that is gone (TACTICAL_COMPLETED_TTL_S, `keys clean`) a decision with that
     correlation id in the decisions stream after the dead-lettered entry. The stream is read in pages of
     `DECISION_SCAN_PAGE`, only the entry ids and correlation ids coming back, and only as far as needed; `progress`
-    is told after each page, and the lookup says how many decisions it read. Where the stream has been trimmed past
-    the dead-lettered entry, a decision may have gone with it: that is said (`decisions_trimmed`), not taken for "not
-    decided". So is a decisions stream that is not there at all (`DecisionsGap.MISSING`): deleted, or restored
-    without it, it says nothing of what was decided."""
+    is told after each page, and the lookup says how many decisions it read. Where the stream no longer holds every
+    decision made since the dead-lettered entry, a resend's may have gone: that is said (`decisions_trimmed`, with
+    `gap` saying why), not taken for "not decided" — trimmed past it, a decision after it deleted (XDEL), a server
+    that does not say what was removed (before Redis 7.0), or no decisions stream at all (deleted, or restored
+    without it: it says nothing of what was decided)."""
     with_id = [(e, cid) for e in entries if (cid := wire_correlation_id(e.original)) is not None]
     if not with_id:
         return DecisionLookup({}, {})
@@ -325,7 +333,7 @@ def decided_since(client: redis.Redis, entries: Sequence[DeadLetterEntry],
     if extent is None:  # deleted, or never written: only the producer can tell a resend was not decided
         missing: dict[str, str | None] = {entry.id: None for letters in wanted.values() for entry, _ in letters}
         return DecisionLookup(decided, missing, gap=DecisionsGap.MISSING)
-    kept_from, last = extent
+    kept_from, last, gap = extent
     start = min(since for letters in wanted.values() for _, since in letters)
     read, first_ms = 0, None
     for page in _decision_id_pages(client, streams.decisions, start):
@@ -342,7 +350,7 @@ def decided_since(client: redis.Redis, entries: Sequence[DeadLetterEntry],
             progress(DecisionScan(read, first_ms, at_ms, max(last[0], at_ms)))
     trimmed: dict[str, str | None] = {entry.id: f"{kept_from[0]}-{kept_from[1]}" for letters in wanted.values()
                                       for entry, since in letters if kept_from > since}
-    return DecisionLookup(decided, trimmed, read, DecisionsGap.TRIMMED if trimmed else None)
+    return DecisionLookup(decided, trimmed, read, gap if trimmed else None)
 
 
 def _id_or_start(entry_id: str | None) -> tuple[int, int]:
@@ -352,22 +360,34 @@ def _id_or_start(entry_id: str | None) -> tuple[int, int]:
         return (0, 0)
 
 
-def _decisions_extent(client: redis.Redis, stream: str) -> tuple[tuple[int, int], tuple[int, int]] | None:
-    """The id from which `stream` still holds every entry added, and its last id. The first is 0-0 when none was ever
-    removed (Redis 7 counts the entries added), else its first entry's (just past its last id when it has been
-    emptied). None when there is no such stream (or a key of another type in its place)."""
+def _decisions_extent(
+    client: redis.Redis, stream: str
+) -> tuple[tuple[int, int], tuple[int, int], DecisionsGap | None] | None:
+    """The id from which `stream` still holds every entry added, its last id, and what removed those before it.
+
+    0-0 when none was ever removed (Redis 7 counts the entries added). Else the later of its first entry's id (just
+    past its last id when it has been emptied) and the id just past the greatest one deleted (XDEL: Redis 7's
+    max-deleted-entry-id; a decision deleted from the middle leaves the first entry where it was). Where the server
+    does not tell either (before Redis 7.0), just past its last id: nothing is known to be whole. None when there is
+    no such stream (or a key of another type in its place)."""
     try:
         info = client.xinfo_stream(stream)
     except redis.ResponseError:  # no such key (deleted since the look, too), or WRONGTYPE
         return None
     last = parse_stream_id(info["last-generated-id"])
-    added = info.get("entries-added")  # absent before Redis 7: a stream that was never trimmed looks trimmed there
+    past_last = (last[0], last[1] + 1)
+    added, max_deleted = info.get("entries-added"), info.get("max-deleted-entry-id")
     if added is not None and int(added) == int(info["length"]):
-        return (0, 0), last
+        return (0, 0), last, None
+    if added is None or max_deleted is None:
+        return past_last, last, DecisionsGap.UNKNOWN
     first = info.get("first-entry")
-    if first is not None:
-        return parse_stream_id(first[0]), last
-    return (last[0], last[1] + 1), last
+    trimmed_to = parse_stream_id(first[0]) if first is not None else past_last
+    deleted = parse_stream_id(max_deleted)
+    after_deleted = (deleted[0], deleted[1] + 1)
+    if deleted != (0, 0) and after_deleted >= trimmed_to:
+        return after_deleted, last, DecisionsGap.DELETED
+    return trimmed_to, last, DecisionsGap.TRIMMED
 
 
 def _decision_id_pages(client: redis.Redis, stream: str,
