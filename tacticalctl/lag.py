@@ -46,6 +46,11 @@ def render_reading(reading: LagReading, recent_seconds: list[float]) -> Renderab
         lines.append(Text(lag.count_note, style="yellow"))
         if reading.trend is TrendStatus.UNKNOWN:
             lines.append(Text("trend unknown: it is called on counted samples only", style="yellow"))
+    if lag.undelivered_removed:
+        lines.append(Text("entries not yet delivered to the group were removed from the stream (a producer's MAXLEN "
+                          "trim, or XDEL) — or may have been, when it holds only undelivered ones: those events never "
+                          "reach the worker. out is counted only while the group's position holds still (0/s) or "
+                          "nothing past it is removed", style="yellow"))
     if reading.rate_out_source is RateSource.REDIS:
         lines.append(Text("out: the group's entries-read as Redis reports it (the count is a bound); it can be stale "
                           "after a Redis restart", style="yellow"))
@@ -79,7 +84,8 @@ def lag(ctx: typer.Context, json_output: JsonOption = False) -> None:
     or its figure is outside the bound), count_exact, count_min, count_max (the bound; both = count when exact),
     redis_lag (XINFO GROUPS lag as Redis says it), pending, seconds, oldest_id, last_delivered_id, entries_read
     (the group's, as Redis says it: stale after a Redis 7.0 restart), stream_length, entries_added, delivered
-    (entries_added less the undelivered count; null when the count is a bound), trend
+    (entries_added less the undelivered count; null when the count is a bound or undelivered entries were removed),
+    undelivered_removed (entries the group had not been delivered were trimmed or deleted from the stream), trend
     (ok|warn|stall|stop|unknown|too_short; unknown while the count is a bound), rate_in_per_s, rate_out_per_s,
     rate_out_source (counted: from delivered; redis: from entries_read, the count being a bound; unknown: no two
     samples, or entries_read stale or gone back), status (ok|warn|critical), threshold_warn_s, threshold_critical_s,

@@ -34,24 +34,32 @@ from worker.stream_entries import parse_stream_id, time_reply_ms
 # with as much delivered before it, is large whatever its size.
 EXACT_COUNT_LIMIT = 256
 
-# The undelivered entries up to a limit, the first one's id and the stream's entries-added (false before Redis 7); when
-# there are that many, the delivered ones still in the stream, up to the limit too, and the stream's length. Counted
-# in Redis, so their fields never travel; entries-added in the same step, so `ConsumerLag.delivered` adds up (false
-# too where the ACL refuses XINFO STREAM: a worker user from before it was granted still reads the lag).
+# The undelivered entries up to a limit, the first one's id, and from XINFO STREAM the stream's entries-added, the
+# entries removed from it (entries-added less its length), its first entry's id, last generated id and greatest
+# deleted id (all false before Redis 7, or where the ACL refuses XINFO STREAM: a worker user from before it was
+# granted still reads the lag); when there are that many undelivered, the delivered ones still in the stream, up to
+# the limit too, and the stream's length. Counted in Redis, so their fields never travel; XINFO in the same step, so
+# `ConsumerLag.delivered` adds up and says when it cannot.
 _COUNT_UNDELIVERED_LUA = """
 local limit = tonumber(ARGV[2])
 local after = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', limit)
 local first = false
 if #after > 0 then first = after[1][1] end
-local info, added = redis.pcall('XINFO', 'STREAM', KEYS[1]), false
+local info, added, length, head, last, deleted = redis.pcall('XINFO', 'STREAM', KEYS[1]), false, 0, false, false, false
 if not info.err then
   for i = 1, #info, 2 do
-    if info[i] == 'entries-added' then added = info[i + 1]; break end
+    local key, value = info[i], info[i + 1]
+    if key == 'entries-added' then added = value
+    elseif key == 'length' then length = value
+    elseif key == 'first-entry' then if value then head = value[1] end
+    elseif key == 'last-generated-id' then last = value
+    elseif key == 'max-deleted-entry-id' then deleted = value end
   end
 end
-if #after < limit then return {#after, first, added} end
+local removed = added and added - length
+if #after < limit then return {#after, first, added, removed, head, last, deleted} end
 local upto = redis.call('XRANGE', KEYS[1], '-', ARGV[1], 'COUNT', limit)
-return {#after, first, added, #upto, redis.call('XLEN', KEYS[1])}
+return {#after, first, added, removed, head, last, deleted, #upto, redis.call('XLEN', KEYS[1])}
 """
 
 
@@ -73,13 +81,33 @@ class ConsumerLag:
     count_max: int | None = None
     redis_lag: int | None = None  # XINFO GROUPS lag as Redis reports it (None: nil, Redis cannot tell)
     entries_added: int | None = None  # the stream's, read with the count (None before Redis 7)
+    removed: int | None = None  # entries removed from the stream since it began (trimmed or deleted, delivered or not)
+    first_entry_id: str | None = None  # the stream's first entry (None: empty, or not known)
+    last_generated_id: str | None = None  # the stream's last id ever added (None: not known)
+    max_deleted_id: str | None = None  # the greatest id XDEL removed, "0-0" for none (None: not known)
+
+    @property
+    def undelivered_removed(self) -> bool:
+        """Entries the group had not been delivered were (or, when the stream holds only undelivered ones, may have
+        been) removed from the stream: XDEL past its last-delivered id, or a producer's `MAXLEN ~` trim past it. Redis
+        7.0 records no trim in the greatest deleted id, so a trim shows as a first entry past the group's position
+        (or an empty stream whose last id is past it) after entries were removed."""
+        position = parse_stream_id(self.last_delivered_id)
+        if self.max_deleted_id is not None and parse_stream_id(self.max_deleted_id) > position:
+            return True
+        if not self.removed:
+            return False
+        if self.first_entry_id is not None:
+            return parse_stream_id(self.first_entry_id) > position
+        return self.last_generated_id is not None and parse_stream_id(self.last_generated_id) > position
 
     @property
     def delivered(self) -> int | None:
         """Entries delivered to the group since the stream began, as counted: entries added less those undelivered.
-        None when the count is only a bound. Unlike the group's entries-read it holds across a Redis restart (7.0
-        reloads entries-read stale); an undelivered entry deleted (XDEL) counts as delivered."""
-        if not self.count_exact or self.count is None or self.entries_added is None:
+        None when the count is only a bound, or when undelivered entries were removed from the stream (they would
+        count as delivered: a dead worker behind a trimming producer would look as fast as the producer). Unlike the
+        group's entries-read it holds across a Redis restart (7.0 reloads entries-read stale)."""
+        if not self.count_exact or self.count is None or self.entries_added is None or self.undelivered_removed:
             return None
         return self.entries_added - self.count
 
@@ -145,6 +173,7 @@ class ConsumerLag:
             "entries_read": self.entries_read,
             "stream_length": self.stream_length,
             "delivered": self.delivered,
+            "undelivered_removed": self.undelivered_removed,
         }
 
 
@@ -180,8 +209,8 @@ def read_consumer_lag(
         )
 
     last_delivered_id = as_text(info["last-delivered-id"])
-    after, first, added, *before = client.eval(_COUNT_UNDELIVERED_LUA, 1, stream, last_delivered_id,
-                                               EXACT_COUNT_LIMIT)
+    after, first, added, removed, head, last, deleted, *before = client.eval(
+        _COUNT_UNDELIVERED_LUA, 1, stream, last_delivered_id, EXACT_COUNT_LIMIT)
     waiting = [as_text(first)] if first else []
     if pending_summary["min"] is not None:
         waiting.append(as_text(pending_summary["min"]))
@@ -216,6 +245,10 @@ def read_consumer_lag(
         count_max=count_max,
         redis_lag=redis_lag,
         entries_added=None if added is None else int(added),
+        removed=None if removed is None else int(removed),
+        first_entry_id=as_text(head) if head else None,
+        last_generated_id=as_text(last) if last else None,
+        max_deleted_id=as_text(deleted) if deleted else None,
     )
 
 

@@ -19,9 +19,9 @@ from worker.lag import EXACT_COUNT_LIMIT
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
 
 LAG_KEYS = {"count", "count_exact", "count_min", "count_max", "redis_lag", "pending", "seconds", "oldest_id",
-            "last_delivered_id", "entries_read", "stream_length", "entries_added", "delivered", "trend",
-            "rate_in_per_s", "rate_out_per_s", "rate_out_source", "status", "threshold_warn_s", "threshold_critical_s",
-            "message", "at"}
+            "last_delivered_id", "entries_read", "stream_length", "entries_added", "delivered", "undelivered_removed",
+            "trend", "rate_in_per_s", "rate_out_per_s", "rate_out_source", "status", "threshold_warn_s",
+            "threshold_critical_s", "message", "at"}
 
 
 def server_now_ms(client: redis.Redis) -> int:
@@ -74,6 +74,19 @@ def test_a_count_past_what_is_read_is_a_bound_that_says_so_never_zero(ctl: Ctl, 
     # Nor is what follows from a count: the trend says unknown, and why; nothing was counted as delivered.
     assert (doc["trend"], doc["delivered"], doc["rate_out_source"]) == ("unknown", None, "unknown")
     assert "trend unknown: it is called on counted samples only" in text
+
+
+def test_undelivered_entries_trimmed_away_are_said_lost_not_counted_as_delivered(ctl: Ctl,
+                                                                                  redis_client: redis.Redis) -> None:
+    redis_client.xgroup_create(INPUT_STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+    redis_client.xadd(INPUT_STREAM, {"n": "0"})
+    redis_client.xreadgroup(CONSUMER_GROUP, "dead", {INPUT_STREAM: ">"}, count=1)
+    for n in range(300):
+        redis_client.xadd(INPUT_STREAM, {"n": str(n)}, maxlen=100, approximate=True)
+    result = ctl("lag")
+    assert "were removed from the stream" in result.stdout and "never reach the worker" in result.stdout
+    doc = json.loads(ctl("lag", "--json").stdout)
+    assert (doc["undelivered_removed"], doc["delivered"]) == (True, None)
 
 
 def test_a_large_backlog_with_little_delivered_before_it_is_counted_exactly(ctl: Ctl,

@@ -309,3 +309,76 @@ def test_a_large_backlog_known_only_as_a_bound_is_a_backlog_to_the_event_rate_ch
     assert check.status is CheckStatus.WARN
     assert "with at least 259 entries waiting" in check.message
     assert LagSample.from_consumer_lag(lag, at=0.0).count is None  # the trend: unknown, not Redis's 900
+
+
+def trimming_producer(client: redis.Redis, count: int, maxlen: int = 500) -> None:
+    """A producer adding `count` entries with `MAXLEN ~ maxlen` (worker.producer's trim: the oldest go, delivered
+    or not)."""
+    pipe = client.pipeline(transaction=False)
+    for n in range(count):
+        pipe.xadd(INPUT_STREAM, {"n": str(n)}, maxlen=maxlen, approximate=True)
+    pipe.execute()
+
+
+def test_undelivered_entries_trimmed_away_are_not_counted_as_delivered(redis_client: redis.Redis) -> None:
+    """Worker dead with 10 pending, a producer trimming at MAXLEN ~ 500: delivered was entries-added less the
+    undelivered count, so every undelivered entry trimmed away counted as delivered, and `lag watch` showed out as
+    fast as in ("counted"): events being lost looked like a healthy consumer. Out is 0/s (the group's position has
+    not moved), delivered unknown, and the reading says undelivered entries were removed."""
+    redis_client.xgroup_create(INPUT_STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+    trimming_producer(redis_client, 20)
+    redis_client.xreadgroup(CONSUMER_GROUP, "dead", {INPUT_STREAM: ">"}, count=10)
+    monitor = LagMonitor(rate_window_s=10.0)
+    readings = []
+    for second in range(0, 100, 10):
+        trimming_producer(redis_client, 100)
+        lag, added = sample_lag(redis_client)
+        readings.append(monitor.observe(lag, at=float(second), entries_added=added))
+    last = readings[-1]
+    assert last.lag.removed is not None and last.lag.removed > 0  # the trim did remove undelivered entries
+    assert last.lag.pending == 10 and last.lag.count == last.lag.stream_length
+    assert last.lag.undelivered_removed and last.lag.delivered is None
+    assert last.as_dict()["undelivered_removed"] is True and last.as_dict()["delivered"] is None
+    assert last.rate_in_per_s == 10.0
+    assert [r.rate_out_per_s for r in readings[1:]] == [0.0] * 9
+    assert {r.rate_out_source for r in readings[1:]} == {RateSource.COUNTED}
+
+
+def test_a_live_consumer_behind_a_trimming_producer_keeps_its_counted_out_rate(redis_client: redis.Redis) -> None:
+    """The normal case of a trimming producer: only delivered entries go. Nothing says undelivered were removed,
+    and out is what was delivered."""
+    redis_client.xgroup_create(INPUT_STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+    monitor = LagMonitor(rate_window_s=10.0)
+    readings = []
+    for second in range(0, 50, 10):
+        trimming_producer(redis_client, 300)
+        for entry_id, _ in redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=250)[0][1]:
+            redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, entry_id)
+        lag, added = sample_lag(redis_client)
+        readings.append(monitor.observe(lag, at=float(second), entries_added=added))
+    assert readings[-1].lag.removed > 0 and not readings[-1].lag.undelivered_removed
+    assert [(r.rate_out_per_s, r.rate_out_source) for r in readings[1:]] == [(25.0, RateSource.COUNTED)] * 4
+
+
+def test_xdel_of_an_undelivered_entry_leaves_delivered_unknown_and_the_out_rate_not_inflated(
+    redis_client: redis.Redis, backlog: tuple[int, list[str]]
+) -> None:
+    _first_ms, ids = backlog
+    redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=10)
+    monitor = LagMonitor(rate_window_s=10.0)
+    lag, added = sample_lag(redis_client)
+    assert (lag.delivered, lag.undelivered_removed) == (10, False)
+    monitor.observe(lag, at=0.0, entries_added=added)
+    redis_client.xdel(INPUT_STREAM, *ids[500:550])
+    lag, added = sample_lag(redis_client)
+    assert (lag.count, lag.undelivered_removed, lag.delivered) == (940, True, None)
+    reading = monitor.observe(lag, at=5.0, entries_added=added)
+    assert (reading.rate_out_per_s, reading.rate_out_source) == (0.0, RateSource.COUNTED)  # it was 10/s
+    # Once the group is past the deleted entries, delivered is counted again, but the rate across the deletion
+    # is not read off it (it would count the 50 deleted as delivered).
+    redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=900)
+    lag, added = sample_lag(redis_client)
+    assert (lag.count, lag.undelivered_removed, lag.delivered) == (40, False, 960)
+    reading = monitor.observe(lag, at=10.0, entries_added=added)
+    assert (reading.rate_out_per_s, reading.rate_out_source) != (190.0, RateSource.COUNTED)  # 950 in 5 s: wrong
+    assert reading.rate_out_source is not RateSource.COUNTED or reading.rate_out_per_s == 182.0  # 910 delivered

@@ -12,7 +12,8 @@ def lag(*, count: int | None = 0, pending: int = 0, seconds: float = 0.0, read: 
     """Redis's lag agrees with the count (entries-read not stale) unless `read` says otherwise."""
     redis_lag = None if added is None or read is None else added - read
     return ConsumerLag(count=count, pending=pending, seconds=seconds, oldest_id=None, last_delivered_id="0-0",
-                       entries_read=read, stream_length=length, redis_lag=redis_lag, entries_added=added)
+                       entries_read=read, stream_length=length, redis_lag=redis_lag, entries_added=added,
+                       removed=None if added is None else added - length, max_deleted_id="0-0")
 
 
 def bound(*, redis_lag: int | None, read: int, added: int, pending: int = 0) -> ConsumerLag:
@@ -20,7 +21,8 @@ def bound(*, redis_lag: int | None, read: int, added: int, pending: int = 0) -> 
     within = redis_lag is not None and 256 <= redis_lag <= 744
     return ConsumerLag(count=redis_lag if within else None, pending=pending, seconds=1.0, oldest_id=None,
                        last_delivered_id="0-0", entries_read=read, stream_length=1000, count_exact=False,
-                       count_min=256, count_max=744, redis_lag=redis_lag, entries_added=added)
+                       count_min=256, count_max=744, redis_lag=redis_lag, entries_added=added,
+                       removed=added - 1000, max_deleted_id="0-0")
 
 
 def test_seconds_are_judged_at_the_runbook_thresholds() -> None:

@@ -25,6 +25,7 @@ from worker.lag import (
     TrendStatus,
     read_consumer_lag,
 )
+from worker.stream_entries import parse_stream_id
 
 DEFAULT_STREAMS = StreamNames()
 RATE_WINDOW_S = 10.0
@@ -95,6 +96,35 @@ class _Observation:
     added: int | None
     delivered: int | None  # counted
     read: int | None  # the group's entries-read, where nothing says it is stale
+    position: tuple[int, int]  # the group's last-delivered id
+    removed: int | None  # entries removed from the stream since it began
+    delivered_in_stream: int | None  # delivered entries still in the stream (None: not counted)
+    max_deleted: tuple[int, int] | None  # the greatest id XDEL removed (None: not known)
+    undelivered_removed: bool
+
+    @classmethod
+    def of(cls, lag: ConsumerLag, at: float, added: int | None) -> _Observation:
+        in_stream = None
+        if lag.delivered is not None and lag.entries_added is not None and lag.removed is not None:
+            in_stream = lag.entries_added - lag.removed - (lag.count or 0)  # XINFO's length less the undelivered
+        return cls(
+            at, added, lag.delivered, lag.entries_read if lag.redis_figure_agrees else None,
+            parse_stream_id(lag.last_delivered_id), lag.removed, in_stream,
+            None if lag.max_deleted_id is None else parse_stream_id(lag.max_deleted_id),
+            lag.undelivered_removed,
+        )
+
+    def removed_none_undelivered_since(self, earlier: _Observation) -> bool:
+        """No entry past `earlier`'s position has been removed from the stream since then. XDEL past it would raise
+        the greatest deleted id past it; a trim (which Redis 7.0 does not record) takes the oldest entries first, so
+        it reaches past the position only after removing more than the delivered entries the stream held then."""
+        if self.removed is None or earlier.removed is None:
+            return False
+        if self.removed == earlier.removed:
+            return True
+        if self.max_deleted is None or self.max_deleted > earlier.position or earlier.delivered_in_stream is None:
+            return False
+        return self.removed - earlier.removed <= earlier.delivered_in_stream
 
 
 def _rate(earlier: int | None, later: int | None, seconds: float) -> float | None:
@@ -104,10 +134,20 @@ def _rate(earlier: int | None, later: int | None, seconds: float) -> float | Non
 
 
 def _rate_out(earlier: _Observation, later: _Observation, seconds: float) -> tuple[float | None, RateSource]:
-    if seconds > 0 and earlier.delivered is not None and later.delivered is not None:
+    """Entries delivered per second between two readings. Delivered as counted (entries added less undelivered)
+    takes an undelivered entry removed for a delivered one, so it is used only where no entry past the earlier
+    reading's position has been removed since; else, if the group's last-delivered id has not moved, nothing was
+    delivered (a dead worker behind a trimming producer: 0/s, not the producer's rate)."""
+    if seconds <= 0:
+        return None, RateSource.UNKNOWN
+    if earlier.delivered is not None and later.delivered is not None and later.removed_none_undelivered_since(earlier):
         return max(0, later.delivered - earlier.delivered) / seconds, RateSource.COUNTED
+    if later.position == earlier.position and (later.undelivered_removed or earlier.undelivered_removed):
+        return 0.0, RateSource.COUNTED
+    if earlier.undelivered_removed or later.undelivered_removed:
+        return None, RateSource.UNKNOWN  # Redis's entries-read too: it cannot be checked against a count then
     # Gone back: reloaded stale by a restart between the two (never max(0, …): that would read as nothing out).
-    if seconds > 0 and earlier.read is not None and later.read is not None and later.read >= earlier.read:
+    if earlier.read is not None and later.read is not None and later.read >= earlier.read:
         return (later.read - earlier.read) / seconds, RateSource.REDIS
     return None, RateSource.UNKNOWN
 
@@ -140,7 +180,7 @@ class LagMonitor:
         if entries_added is None:
             entries_added = lag.entries_added
         added = entries_added if entries_added is not None else lag.stream_length
-        current = _Observation(at, added, lag.delivered, lag.entries_read if lag.redis_figure_agrees else None)
+        current = _Observation.of(lag, at, added)
         while self._observations and self._observations[0].at < at - self.rate_window_s:
             if len(self._observations) == 1:
                 break  # keep one baseline even after a long pause between samples
