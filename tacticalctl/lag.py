@@ -18,7 +18,7 @@ from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode, outage_mes
 from tacticalctl.formatting import exit_code_for, number, sparkline, styled
 from tacticalctl.watch import watch as watch_view
 from worker.health import DEFAULT_THRESHOLDS
-from worker.lag import LagUnavailable, TrendStatus
+from worker.lag import LagUnavailable
 from worker.ops.lag_watch import LagMonitor, LagReading, RateSource, sample_lag, trend_level
 
 lag_app = typer.Typer()
@@ -44,8 +44,8 @@ def render_reading(reading: LagReading, recent_seconds: list[float]) -> Renderab
     lines: list[Table | Text] = [table, Text(reading.check.message)]
     if lag.count_note is not None:
         lines.append(Text(lag.count_note, style="yellow"))
-        if reading.trend is TrendStatus.UNKNOWN:
-            lines.append(Text("trend unknown: it is called on counted samples only", style="yellow"))
+        lines.append(Text("trend: stall and stop are called from the group's last-delivered id and pending count; "
+                          "warn (falling behind) only on counted samples", style="yellow"))
     if lag.undelivered_removed:
         lines.append(Text("entries not yet delivered to the group were removed from the stream (a producer's MAXLEN "
                           "trim, or XDEL) — or may have been, when it holds only undelivered ones: those events never "
@@ -86,7 +86,8 @@ def lag(ctx: typer.Context, json_output: JsonOption = False) -> None:
     (the group's, as Redis says it: stale after a Redis 7.0 restart), stream_length, entries_added, delivered
     (entries_added less the undelivered count; null when the count is a bound or undelivered entries were removed),
     undelivered_removed (entries the group had not been delivered were trimmed or deleted from the stream), trend
-    (ok|warn|stall|stop|unknown|too_short; unknown while the count is a bound), rate_in_per_s, rate_out_per_s,
+    (ok|warn|stall|stop|unknown|too_short; with a bound, stall/stop from the group's last-delivered id and pending
+    count, never warn), rate_in_per_s, rate_out_per_s,
     rate_out_source (counted: from delivered; redis: from entries_read, the count being a bound; unknown: no two
     samples, or entries_read stale or gone back), status (ok|warn|critical), threshold_warn_s, threshold_critical_s,
     message, at."""
@@ -113,8 +114,8 @@ def watch(
     """Follow the lag, refreshed in place, until Ctrl-C (exit 0).
 
     Count, pending, seconds coloured at the runbook thresholds, the trend of the samples taken (ok, warn = falling
-    behind, stall, stop; unknown while the count is a bound), rates in and out (out: entries delivered, counted; with
-    a bound, Redis's entries-read, marked "(Redis)"), a sparkline of recent samples.
+    behind, stall, stop; while the count is a bound, stall/stop only), rates in and out (out: entries delivered,
+    counted; with a bound, Redis's entries-read, marked "(Redis)"), a sparkline of recent samples.
     With --json, one line per sample with the keys of `lag --json`; a sample that could not be taken has only
     status (unknown: no stream or group yet; critical: Redis unreachable), error (why; also as message) and at. A
     watch is a view: it rides out what it cannot read and exits 0 on Ctrl-C or --duration (`lag` is the check, with

@@ -260,29 +260,36 @@ class TrendStatus(StrEnum):
     WARN = "warn"  # falling behind: the consumer works, but the backlog only grows
     STALL = "stall"  # nothing acknowledged for a whole window while entries wait
     STOP = "stop"  # nothing acknowledged for longer than the stop limit while entries wait: treat it as dead
-    UNKNOWN = "unknown"  # no sample counted the undelivered entries (Redis could not tell, or only a bound is known)
+    UNKNOWN = "unknown"  # no sample says how much waits or whether anything moved (Redis could not tell)
     TOO_SHORT = "too_short"  # entries wait, but the samples span too little time to call a trend (one sample, say)
 
 
 @dataclass(frozen=True, slots=True)
 class LagSample:
-    """One observation. `committed` is a counter of entries finished (acknowledged); None if not known."""
+    """One observation. `committed` is a counter of entries finished (acknowledged); None if not known. `position`
+    (the group's last-delivered id) with `pending` says whether anything moved where `committed` cannot: both
+    unchanged, nothing was delivered or acknowledged in between. `count` is the undelivered count when counted;
+    `count_min` what is known of it at least (the count, or a bound's low end)."""
 
     at: float
     count: int | None
     pending: int
     committed: int | None
+    position: str | None = None
+    count_min: int | None = None
 
     @classmethod
     def from_consumer_lag(cls, lag: ConsumerLag, at: float | None = None) -> LagSample:
         """From outside the worker, finished = delivered − still pending, as counted. Not the group's entries-read:
         Redis 7.0 reloads it stale after a restart, and a trend across the jump would read as progress (a stopped
-        consumer not called stopped) or a drop. A count that is only a bound gives none of them (Redis's figure
-        within the bound can overstate): the trend says unknown, and the lag's age judges the backlog."""
+        consumer not called stopped) or a drop. A count that is only a bound, or undelivered entries removed from
+        the stream, give no committed figure (Redis's figure within the bound can overstate): the group's position
+        and pending count then say whether it moved, so a dead worker in a large backlog is still called stopped."""
         delivered = lag.delivered
         committed = None if delivered is None else delivered - lag.pending
         count = lag.count if lag.count_exact else None
-        return cls(time.time() if at is None else at, count, lag.pending, committed)
+        return cls(time.time() if at is None else at, count, lag.pending, committed, lag.last_delivered_id,
+                   lag.count_at_least)
 
     @property
     def backlog(self) -> int | None:
@@ -290,11 +297,29 @@ class LagSample:
 
     @property
     def has_backlog(self) -> bool:
-        return self.pending > 0 or (self.count or 0) > 0
+        return self.pending > 0 or (self.count or 0) > 0 or (self.count_min or 0) > 0
 
     @property
     def caught_up(self) -> bool:
         return self.count == 0 and self.pending == 0
+
+    @property
+    def progress_known(self) -> bool:
+        return self.committed is not None or self.position is not None
+
+
+def moved(earlier: LagSample, later: LagSample) -> bool | None:
+    """Whether anything was acknowledged between two samples; None when they cannot tell. The same last-delivered id
+    and pending count: nothing delivered (it would move the id) and nothing acknowledged (it would lower pending).
+    Else the committed counter, where both have one (a consumer that reads but never acknowledges has not moved);
+    else a moved position is taken for progress — it may be only reading, but it is not proof of a stop."""
+    if earlier.position is not None and (earlier.position, earlier.pending) == (later.position, later.pending):
+        return False
+    if earlier.committed is not None and later.committed is not None:
+        return earlier.committed != later.committed
+    if earlier.position is not None and later.position is not None:
+        return True
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,36 +341,36 @@ def evaluate_lag_trend(
 ) -> TrendStatus:
     """The lag's trend over the window [now − window_s, now]. The first rule that matches decides:
 
-    1. UNKNOWN — no sample in the window counted the undelivered entries.
+    1. UNKNOWN — no sample in the window counted the undelivered entries or says whether anything moved.
     2. OK — some sample in the window was caught up (nothing undelivered, nothing pending).
-    3. STOP — the latest sample has entries waiting and `committed` has not moved for more than `stop_after_s`
-       (from the first sample showing its current value, over all samples given, to now).
-    4. STALL — the window spans at least `min_span_s`, entries waited in every sample and `committed` is the same
-       known value throughout: pending entries are not moving while there is lag.
+    3. STOP — the latest sample has entries waiting (counted, at least a bound's low end, or pending) and nothing has
+       moved (see `moved`) for more than `stop_after_s` (from the first sample of the current still run, over all
+       samples given, to now).
+    4. STALL — the window spans at least `min_span_s`, entries waited in every sample and nothing moved between any
+       two of them: pending entries are not moving while there is lag.
     5. TOO_SHORT — the window spans less than `min_span_s`: entries wait, and no trend can be called yet.
-    6. WARN — the backlog (undelivered + pending) never falls between consecutive samples and ends higher than it
-       started: the consumer is falling behind.
+    6. WARN — the backlog (undelivered + pending), over the samples that counted it, never falls between
+       consecutive ones and ends higher than it started: the consumer is falling behind.
     7. OK.
     """
     history = sorted((s for s in samples if s.at <= now), key=lambda s: s.at)
     window = [s for s in history if s.at >= now - policy.window_s]
-    if not any(s.count is not None for s in window):
+    if not any(s.count is not None or s.position is not None for s in window):
         return TrendStatus.UNKNOWN
     if any(s.caught_up for s in window):
         return TrendStatus.OK
 
     latest = history[-1]
-    if latest.has_backlog and latest.committed is not None:
+    if latest.has_backlog and latest.progress_known:
         since = len(history) - 1
-        while since > 0 and history[since - 1].committed == latest.committed:
+        while since > 0 and moved(history[since - 1], history[since]) is False:
             since -= 1
         if now - history[since].at > policy.stop_after_s:
             return TrendStatus.STOP
 
     if window[-1].at - window[0].at < policy.min_span_s:
         return TrendStatus.TOO_SHORT
-    committed = {s.committed for s in window}
-    if all(s.has_backlog for s in window) and len(committed) == 1 and None not in committed:
+    if all(s.has_backlog for s in window) and all(moved(a, b) is False for a, b in pairwise(window)):
         return TrendStatus.STALL
     backlogs = [s.backlog for s in window if s.backlog is not None]
     never_falls = all(later >= earlier for earlier, later in pairwise(backlogs))

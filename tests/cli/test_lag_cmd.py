@@ -71,9 +71,10 @@ def test_a_count_past_what_is_read_is_a_bound_that_says_so_never_zero(ctl: Ctl, 
     assert f"{low}–{high}" in text and "a bound, not a count" in text and "Redis cannot tell either" in text
     doc = json.loads(ctl("lag", "--json").stdout)
     assert (doc["count"], doc["count_exact"], doc["count_min"], doc["count_max"]) == (None, False, low, high)
-    # Nor is what follows from a count: the trend says unknown, and why; nothing was counted as delivered.
-    assert (doc["trend"], doc["delivered"], doc["rate_out_source"]) == ("unknown", None, "unknown")
-    assert "trend unknown: it is called on counted samples only" in text
+    # Nor is what follows from a count: nothing was counted as delivered; the trend (one sample: too short) says what
+    # it is called from.
+    assert (doc["trend"], doc["delivered"], doc["rate_out_source"]) == ("too_short", None, "unknown")
+    assert "stall and stop are called from the group's last-delivered id" in text
 
 
 def test_undelivered_entries_trimmed_away_are_said_lost_not_counted_as_delivered(ctl: Ctl,

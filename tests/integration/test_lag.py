@@ -382,3 +382,57 @@ def test_xdel_of_an_undelivered_entry_leaves_delivered_unknown_and_the_out_rate_
     reading = monitor.observe(lag, at=10.0, entries_added=added)
     assert (reading.rate_out_per_s, reading.rate_out_source) != (190.0, RateSource.COUNTED)  # 950 in 5 s: wrong
     assert reading.rate_out_source is not RateSource.COUNTED or reading.rate_out_per_s == 182.0  # 910 delivered
+
+
+def test_a_dead_worker_in_a_large_backlog_known_only_as_a_bound_is_called_stopped(
+    redis_client: redis.Redis, backlog: tuple[int, list[str]]
+) -> None:
+    """1,000 entries, 400 delivered (396 acked, 4 pending) and 600 waiting: a bound (256–744). The trend took
+    neither count nor committed from it and said unknown, so a dead worker during a large backlog was never called
+    stopped (lag watch, /health/state, triage). Its last-delivered id and pending count have not moved: stop."""
+    _first_ms, ids = backlog
+    redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=400)
+    redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, *ids[:396])
+    monitor = LagMonitor()
+    readings = []
+    for second in range(0, 190, 10):
+        lag, added = sample_lag(redis_client)
+        readings.append(monitor.observe(lag, at=float(second), entries_added=added))
+    lag = readings[-1].lag
+    assert (lag.count_exact, lag.count_min, lag.pending, lag.delivered) == (False, 256, 4, None)
+    assert [r.trend for r in readings][3:12] == [TrendStatus.STALL] * 9  # 30 s span, nothing moved
+    assert readings[-1].trend is TrendStatus.STOP and readings[-1].status is CheckStatus.CRITICAL
+    assert readings[-1].as_dict()["trend"] == "stop"
+
+
+def test_a_working_consumer_in_a_large_backlog_known_only_as_a_bound_is_not_called_stopped(
+    redis_client: redis.Redis, backlog: tuple[int, list[str]]
+) -> None:
+    _first_ms, ids = backlog
+    redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=300)
+    redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, *ids[:300])
+    samples = []
+    for step in range(19):  # 2 every 10 s, delivered and acknowledged: slow, but moving
+        batch = redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=2)[0][1]
+        redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, *(entry_id for entry_id, _ in batch))
+        lag = read_consumer_lag(redis_client)
+        assert not lag.count_exact
+        samples.append(LagSample.from_consumer_lag(lag, at=10.0 * step))
+    assert evaluate_lag_trend(samples, now=180.5) is TrendStatus.OK
+
+
+def test_a_dead_worker_behind_a_trimming_producer_is_called_stopped(redis_client: redis.Redis) -> None:
+    """The incident of entries being lost: worker dead with 10 pending, a producer trimming at MAXLEN ~ 500. The
+    trend went stall -> ok once the trim reached the undelivered entries (each counted as delivered)."""
+    redis_client.xgroup_create(INPUT_STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+    trimming_producer(redis_client, 20)
+    redis_client.xreadgroup(CONSUMER_GROUP, "dead", {INPUT_STREAM: ">"}, count=10)
+    monitor = LagMonitor()
+    readings = []
+    for second in range(0, 200, 10):
+        trimming_producer(redis_client, 100)
+        lag, added = sample_lag(redis_client)
+        readings.append(monitor.observe(lag, at=float(second), entries_added=added))
+    assert readings[-1].lag.undelivered_removed
+    assert [r.trend for r in readings][3:12] == [TrendStatus.STALL] * 9
+    assert readings[-1].trend is TrendStatus.STOP

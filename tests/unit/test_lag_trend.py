@@ -101,14 +101,17 @@ def test_sample_from_consumer_lag_derives_committed_from_the_count_not_entries_r
     # 50 added, 7 undelivered: 43 delivered, 3 of them pending. entries-read says 10: stale (a Redis 7.0 restart).
     lag = ConsumerLag(count=7, pending=3, seconds=1.5, oldest_id="1-0", last_delivered_id="9-0", entries_read=10,
                       stream_length=50, entries_added=50)
-    assert LagSample.from_consumer_lag(lag, at=5.0) == LagSample(at=5.0, count=7, pending=3, committed=40)
+    assert LagSample.from_consumer_lag(lag, at=5.0) == LagSample(at=5.0, count=7, pending=3, committed=40,
+                                                                 position="9-0", count_min=7)
     unknown = ConsumerLag(None, 0, 0.0, None, "0-0", None, 3)
     assert LagSample.from_consumer_lag(unknown, at=5.0).committed is None
     assert unknown.count_text == "unknown"
-    # Only a bound (Redis's figure within it, taken as the count): neither count nor committed, not a guess.
+    # Only a bound (Redis's figure within it, taken as the count): neither count nor committed, not a guess; the
+    # group's position and the bound's low end.
     bound = ConsumerLag(600, 4, 1.0, "1-0", "9-0", 400, 1000, count_exact=False, count_min=256, count_max=744,
                         redis_lag=600, entries_added=1000)
-    assert LagSample.from_consumer_lag(bound, at=5.0) == LagSample(at=5.0, count=None, pending=4, committed=None)
+    assert LagSample.from_consumer_lag(bound, at=5.0) == LagSample(at=5.0, count=None, pending=4, committed=None,
+                                                                   position="9-0", count_min=256)
 
 
 def test_lag_trend_keeps_enough_history_to_see_a_stop() -> None:
@@ -122,3 +125,24 @@ def test_lag_trend_keeps_enough_history_to_see_a_stop() -> None:
 def test_stream_ids_order_numerically() -> None:
     assert parse_stream_id(b"1712345678901-3") == (1712345678901, 3)
     assert parse_stream_id("9-0") < parse_stream_id("10-0")
+
+
+def test_with_only_the_group_s_position_a_still_group_with_a_backlog_stalls_then_stops() -> None:
+    # What a bound gives: no count, no committed; at least 256 wait, the same last-delivered id and pending count.
+    still = [LagSample(NOW - 10 * i, None, 4, None, position="5-0", count_min=256) for i in range(20)]
+    assert evaluate_lag_trend(still[:4], NOW, POLICY) is TrendStatus.STALL
+    assert evaluate_lag_trend(still, NOW, POLICY) is TrendStatus.STOP
+    # Its position moving is progress; so is pending falling (entries acknowledged, none delivered).
+    moving = [LagSample(NOW - 10 * i, None, 4, None, position=f"{100 - i}-0", count_min=256) for i in range(20)]
+    assert evaluate_lag_trend(moving, NOW, POLICY) is TrendStatus.OK
+    acking = [LagSample(NOW - 10 * i, None, 4 + i, None, position="5-0", count_min=256) for i in range(20)]
+    assert evaluate_lag_trend(acking, NOW, POLICY) is TrendStatus.OK
+    # No backlog known (nothing pending, the bound's low end unknown): not stopped.
+    idle = [LagSample(NOW - 10 * i, None, 0, None, position="5-0") for i in range(20)]
+    assert evaluate_lag_trend(idle, NOW, POLICY) is TrendStatus.OK
+
+
+def test_a_counted_consumer_that_reads_but_never_acknowledges_is_still_stopped() -> None:
+    # The position moves (entries delivered) but committed does not: counted samples judge on committed.
+    samples = [LagSample(NOW - 10 * i, 50, 5 + 20 - i, 100, position=f"{100 - i}-0") for i in range(20)]
+    assert evaluate_lag_trend(samples, NOW, POLICY) is TrendStatus.STOP

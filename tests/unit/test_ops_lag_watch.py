@@ -9,9 +9,11 @@ from worker.ops.lag_watch import LagMonitor, RateSource, trend_level
 
 def lag(*, count: int | None = 0, pending: int = 0, seconds: float = 0.0, read: int | None = 0,
         length: int = 0, added: int | None = None) -> ConsumerLag:
-    """Redis's lag agrees with the count (entries-read not stale) unless `read` says otherwise."""
+    """Redis's lag agrees with the count (entries-read not stale) unless `read` says otherwise; the group's position
+    moves with `read`."""
     redis_lag = None if added is None or read is None else added - read
-    return ConsumerLag(count=count, pending=pending, seconds=seconds, oldest_id=None, last_delivered_id="0-0",
+    return ConsumerLag(count=count, pending=pending, seconds=seconds, oldest_id=None,
+                       last_delivered_id=f"{read or 0}-0",
                        entries_read=read, stream_length=length, redis_lag=redis_lag, entries_added=added,
                        removed=None if added is None else added - length, max_deleted_id="0-0")
 
@@ -20,7 +22,7 @@ def bound(*, redis_lag: int | None, read: int, added: int, pending: int = 0) -> 
     """A count known only as 256–744 (1000 entries), Redis's figure taken where it lies within."""
     within = redis_lag is not None and 256 <= redis_lag <= 744
     return ConsumerLag(count=redis_lag if within else None, pending=pending, seconds=1.0, oldest_id=None,
-                       last_delivered_id="0-0", entries_read=read, stream_length=1000, count_exact=False,
+                       last_delivered_id=f"{read}-0", entries_read=read, stream_length=1000, count_exact=False,
                        count_min=256, count_max=744, redis_lag=redis_lag, entries_added=added,
                        removed=added - 1000, max_deleted_id="0-0")
 
@@ -61,7 +63,7 @@ def test_with_a_bound_the_out_rate_is_redis_s_said_so_and_unknown_once_entries_r
     monitor.observe(bound(redis_lag=300, read=700, added=1000), at=0.0)
     gone_back = monitor.observe(bound(redis_lag=700, read=300, added=1000), at=2.0)  # within, but went back
     assert (gone_back.rate_out_per_s, gone_back.rate_out_source) == (None, RateSource.UNKNOWN)
-    assert gone_back.trend is TrendStatus.UNKNOWN  # the trend is called on counted samples only
+    assert gone_back.trend is TrendStatus.TOO_SHORT  # with a bound too: the group's position says whether it moved
 
 
 def test_rate_in_falls_back_to_stream_length_when_entries_added_is_unknown() -> None:
@@ -99,7 +101,7 @@ def test_a_growing_backlog_is_a_warning() -> None:
 def test_unknown_count_does_not_by_itself_raise_the_status() -> None:
     assert trend_level(TrendStatus.UNKNOWN) is CheckStatus.OK
     reading = LagMonitor().observe(lag(count=None, seconds=0.3), at=0.0)
-    assert reading.trend is TrendStatus.UNKNOWN
+    assert reading.trend is TrendStatus.TOO_SHORT  # one sample: its position alone calls no trend
     assert reading.status is CheckStatus.OK
     assert reading.as_dict()["count"] is None
 
