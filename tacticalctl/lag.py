@@ -76,9 +76,9 @@ def lag(ctx: typer.Context, json_output: JsonOption = False) -> None:
     seconds against the runbook thresholds (2 s warning, 5 s critical).
 
     Exit 0 ok, 1 warning, 2 critical or Redis unreachable, 3 when the stream or group does not exist.
-    The undelivered count is exact unless more than 256 entries wait with more than 256 delivered before them still in
-    the stream (the check reads no more, to stay light on Redis): then it is a bound, `256–N`, with Redis's own figure
-    beside it when that can be right, and a line saying so.
+    The undelivered count is exact unless 256 or more entries wait with 256 or more delivered before them still in the
+    stream (the check reads 256 on each side and no more, to stay light on Redis, so exactly 256 is already a bound):
+    then it is a bound, `256–N`, with Redis's own figure beside it when that can be right, and a line saying so.
 
     JSON keys: count (exact; or with count_exact false Redis's estimate within the bound, null when Redis cannot tell
     or its figure is outside the bound), count_exact, count_min, count_max (the bound; both = count when exact),

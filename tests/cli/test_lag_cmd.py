@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import redis
 
@@ -88,6 +89,20 @@ def test_undelivered_entries_trimmed_away_are_said_lost_not_counted_as_delivered
     assert "were removed from the stream" in result.stdout and "never reach the worker" in result.stdout
     doc = json.loads(ctl("lag", "--json").stdout)
     assert (doc["undelivered_removed"], doc["delivered"]) == (True, None)
+
+
+def test_exactly_256_waiting_behind_256_delivered_is_a_bound_as_help_and_runbook_say(ctl: Ctl,
+                                                                                     redis_client: redis.Redis) -> None:
+    # The text said "more than 256 wait and more than 256 delivered"; the check, having read 256 on each side,
+    # cannot tell 256 from more: exactly 256 and 256 is already the bound.
+    ids = backlog(redis_client, age_s=0.5, count=2 * EXACT_COUNT_LIMIT)
+    redis_client.xgroup_setid(INPUT_STREAM, CONSUMER_GROUP, ids[EXACT_COUNT_LIMIT - 1])
+    doc = json.loads(ctl("lag", "--json").stdout)
+    assert (doc["count_exact"], doc["count_min"], doc["count_max"]) == (False, 256, 256)
+    help_text = " ".join(ctl("lag", "--help").stdout.split())
+    assert "exact unless 256 or more entries wait with 256 or more delivered" in help_text
+    runbook = " ".join((Path(__file__).parents[2] / "runbook" / "RUNBOOK.md").read_text().split())
+    assert "exact unless 256 or more entries wait *and* 256 or more delivered ones" in runbook
 
 
 def test_a_large_backlog_with_little_delivered_before_it_is_counted_exactly(ctl: Ctl,
