@@ -62,7 +62,7 @@ def render_reading(reading: LagReading, recent_seconds: list[float]) -> Renderab
 
 def _sample(client: redis.Redis, monitor: LagMonitor) -> LagReading:
     try:
-        lag, added = sample_lag(client)
+        lag, added = sample_lag(client, previous=monitor.last_lag)
     except LagUnavailable as exc:
         raise CtlError(str(exc), ExitCode.UNKNOWN) from None
     return monitor.observe(lag, at=time.time(), entries_added=added)

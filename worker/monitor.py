@@ -70,6 +70,7 @@ class HealthMonitor:
         self.clock = clock
         self.machine = HealthStateMachine(HealthPolicy(recovery_s=self.settings.health_recovery_s), clock=clock)
         self.lag_trend = LagTrend()
+        self._last_lag: ConsumerLag | None = None  # spares the lag script re-reading what it knew last tick
         self.client = connect(self.settings.redis_url, client_name=f"tactical-monitor:{self.settings.consumer}",
                               connect_timeout_s=REPLY_TIMEOUT_S, reply_timeout_s=REPLY_TIMEOUT_S, retries=0)
         self.model_confirmed_at = clock()
@@ -169,9 +170,10 @@ class HealthMonitor:
     def _lag(self, now: float) -> ConsumerLag | None:
         streams = self.worker.streams
         try:
-            lag = read_consumer_lag(self.client, streams.input, streams.group)
+            lag = read_consumer_lag(self.client, streams.input, streams.group, previous=self._last_lag)
         except LAG_UNREADABLE:  # refused too: out of memory, Redis queues no MULTI
             return None
+        self._last_lag = lag
         self.lag_trend.add(LagSample.from_consumer_lag(lag, now))
         return lag
 

@@ -6,7 +6,14 @@ import pytest
 import redis
 
 from worker.health import CheckStatus, check_event_rate
-from worker.lag import LagSample, LagUnavailable, TrendStatus, evaluate_lag_trend, read_consumer_lag
+from worker.lag import (
+    EXACT_COUNT_LIMIT,
+    LagSample,
+    LagUnavailable,
+    TrendStatus,
+    evaluate_lag_trend,
+    read_consumer_lag,
+)
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
 from worker.ops.lag_watch import LagMonitor, RateSource, sample_lag
 
@@ -436,3 +443,44 @@ def test_a_dead_worker_behind_a_trimming_producer_is_called_stopped(redis_client
     assert readings[-1].lag.undelivered_removed
     assert [r.trend for r in readings][3:12] == [TrendStatus.STALL] * 9
     assert readings[-1].trend is TrendStatus.STOP
+
+
+def xrange_calls(client: redis.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_xrange", {}).get("calls", 0))
+
+
+def test_a_reading_given_the_last_one_skips_re_reading_the_delivered_entries_while_nothing_was_removed(
+    redis_client: redis.Redis, backlog: tuple[int, list[str]]
+) -> None:
+    """Each reading of a bound read 256 delivered entries (~0.5 MB of 1.7 KB events into Lua) just to learn there
+    were at least 256. Given the last reading, it reads them again only when entries were removed since."""
+    _first_ms, ids = backlog
+    redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=400)
+    first = read_consumer_lag(redis_client)
+    assert first.head_mark == ids[EXACT_COUNT_LIMIT - 1] and not first.count_exact
+    redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=50)
+    redis_client.config_resetstat()
+    again = read_consumer_lag(redis_client, previous=first)
+    assert xrange_calls(redis_client) == 1  # the undelivered side only
+    fresh = read_consumer_lag(redis_client)
+    assert (again.count, again.count_min, again.count_max, again.head_mark) == (
+        fresh.count, fresh.count_min, fresh.count_max, fresh.head_mark)
+
+    # Entries removed (a trim past the mark, or an XDEL before it): read again, and the count follows.
+    redis_client.xtrim(INPUT_STREAM, maxlen=600)
+    redis_client.config_resetstat()
+    trimmed = read_consumer_lag(redis_client, previous=again)
+    assert xrange_calls(redis_client) == 2
+    assert (trimmed.count, trimmed.count_exact) == (550, True)  # 50 delivered left before the group's position
+    assert trimmed.head_mark is None
+
+
+def test_a_mark_is_not_used_for_a_group_position_before_it(
+    redis_client: redis.Redis, backlog: tuple[int, list[str]]
+) -> None:
+    _first_ms, ids = backlog
+    redis_client.xgroup_setid(INPUT_STREAM, CONSUMER_GROUP, ids[499])
+    first = read_consumer_lag(redis_client)
+    assert first.head_mark == ids[EXACT_COUNT_LIMIT - 1]
+    redis_client.xgroup_setid(INPUT_STREAM, CONSUMER_GROUP, ids[99])  # 100 delivered before it now
+    assert read_consumer_lag(redis_client, previous=first).count == 900

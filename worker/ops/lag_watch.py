@@ -169,12 +169,14 @@ class LagMonitor:
         self.rate_window_s = rate_window_s
         self._seconds: deque[float] = deque(maxlen=history)
         self._observations: deque[_Observation] = deque()
+        self.last_lag: ConsumerLag | None = None
 
     @property
     def recent_seconds(self) -> list[float]:
         return list(self._seconds)
 
     def observe(self, lag: ConsumerLag, *, at: float, entries_added: int | None = None) -> LagReading:
+        self.last_lag = lag
         self.trend.add(LagSample.from_consumer_lag(lag, at))
         self._seconds.append(lag.seconds)
         if entries_added is None:
@@ -205,9 +207,11 @@ class LagMonitor:
         )
 
 
-def sample_lag(client: redis.Redis, streams: StreamNames = DEFAULT_STREAMS) -> tuple[ConsumerLag, int | None]:
+def sample_lag(client: redis.Redis, streams: StreamNames = DEFAULT_STREAMS,
+               previous: ConsumerLag | None = None) -> tuple[ConsumerLag, int | None]:
     """One lag measurement and the stream's entries-added counter (None on servers older than Redis 7), read with it.
+    `previous` (the last sample's lag) spares the script re-reading what it already knows.
 
     Raises `worker.lag.LagUnavailable` when the stream or the group does not exist."""
-    lag = read_consumer_lag(client, streams.input, streams.group)
+    lag = read_consumer_lag(client, streams.input, streams.group, previous=previous)
     return lag, lag.entries_added
