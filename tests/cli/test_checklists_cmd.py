@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +50,7 @@ def a_live_worker_named(client: redis.Redis, consumer: str) -> None:
 
 
 def healthy(answers: WorkerAnswers, **state: object) -> None:
+    state.setdefault("model", {"version": SHIPPED_VERSION, "staleness_s": 30.0})
     answers.set_state(0, window={"events": 120, "p50_ms": 3.0, "p99_ms": 9.0, "error_rate": 0.0,
                                  "mean_confidence": 0.74, "throughput_per_s": 2.0},
                       positions={"active": 2, "realised_pnl": 12.5}, **state)
@@ -358,6 +360,38 @@ def test_eod_model_step_is_critical_when_the_worker_cannot_say_what_it_loaded(
     model = steps(result)["model update"]
     assert model["status"] == "critical" and "loaded bundle unknown" in model["value"]
     assert result.exit_code == 2
+
+
+def test_eod_model_step_checks_that_current_verifies_and_is_what_the_worker_runs(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers], tmp_path: Path
+) -> None:
+    # A worker keeps serving what it loaded when CURRENT changes under it: its staleness stays under 15 minutes
+    # for a while, but a restarted worker would refuse CURRENT, or it is not running CURRENT at all.
+    url, answers = worker_http
+    healthy(answers)
+    models_dir = tmp_path / "models"
+    shutil.copytree(current_bundle_dir(default_models_dir()), models_dir / SHIPPED_VERSION)
+    (models_dir / "CURRENT").write_text(SHIPPED_VERSION + "\n")
+
+    def model_step() -> tuple[int, dict]:
+        result = ctl("eod", "--report-dir", str(tmp_path / "reports"), "--models-dir", str(models_dir), "--json",
+                     worker_url=url)
+        return result.exit_code, steps(result)["model update"]
+
+    assert model_step()[1]["status"] == "ok"
+    answers.state["model"] = {"version": "20250101T000000Z-0badc0de", "staleness_s": 40.0,
+                              "problem": "model bundle not confirmed, keeping 20250101T000000Z-0badc0de: signature"}
+    _code, row = model_step()
+    assert row["status"] == "warn", row
+    assert "but the worker runs 20250101T000000Z-0badc0de: model bundle not confirmed" in row["value"]
+    healthy(answers)
+    agent_file = next((models_dir / SHIPPED_VERSION).glob("*.pt"))
+    agent_file.write_bytes(agent_file.read_bytes() + b"x")
+    code, row = model_step()
+    assert row["status"] == "critical", row
+    assert f"CURRENT {SHIPPED_VERSION}" in row["value"] and "SHA-256 mismatch" in row["value"]
+    assert "a restarted worker refuses it" in row["value"]
+    assert code == 2
 
 
 def test_eod_report_step_is_critical_when_the_day_has_two_commands_for_one_event(

@@ -648,14 +648,22 @@ def check_transitions_of_day(report: Mapping[str, Any] | None) -> Verdict:
 @check("model update", f"loaded bundle is CURRENT and confirmed within {THRESHOLDS.model_staleness_critical_s / 60:g}"
        " min")
 def check_model_update(sources: Sources) -> Verdict:
-    """The runbook's "update model if needed": is a newer verified bundle waiting, is the loaded one confirmed?"""
+    """The runbook's "update model if needed": is a newer verified bundle waiting, is the loaded one CURRENT and
+    confirmed? CURRENT's files are checked against its manifest: a worker keeps serving the bundle it loaded when
+    CURRENT stops verifying, so its staleness stays low for 15 minutes, but a restarted worker refuses it."""
     models_dir = sources.models_dir
     try:
         current = read_manifest(current_bundle_dir(models_dir))
     except BundleError as exc:
         return Verdict(Status.CRITICAL, f"no usable bundle: {exc}", "`tacticalctl triage model-staleness`")
-    newer = waiting_bundles(sources, current)
     value = f"CURRENT {current.version} (created {current.created_at:%Y-%m-%d %H:%M}Z)"
+    try:
+        verify_bundle(current_bundle_dir(models_dir))
+    except BundleError as exc:
+        return Verdict(Status.CRITICAL, f"{value} does not verify: {exc}: a restarted worker refuses it",
+                       "`tacticalctl models verify`; revert with `tacticalctl models rollback <version> --yes`",
+                       details={"current": current.version, "problem": str(exc)})
+    newer = waiting_bundles(sources, current)
     details: dict[str, Any] = {"current": current.version, "newer": [m.version for m in newer]}
     try:
         model = sources.state().get("model") or {}
@@ -667,6 +675,12 @@ def check_model_update(sources: Sources) -> Verdict:
     details["staleness_s"] = staleness
     if staleness is not None and staleness > THRESHOLDS.model_staleness_critical_s:
         return Verdict(Status.CRITICAL, value + f"; loaded bundle not confirmed for {_duration(staleness)}",
+                       "`tacticalctl triage model-staleness`", details=details)
+    loaded = model.get("version")
+    if loaded is not None and loaded != current.version:
+        problem = model.get("problem")
+        return Verdict(Status.WARN, value + f"; but the worker runs {loaded}" + (f": {problem}" if problem else ""),
+                       "the worker picks up CURRENT within its model poll; if it does not, "
                        "`tacticalctl triage model-staleness`", details=details)
     if newer:
         return Verdict(Status.WARN, value + f"; newer bundle(s): {', '.join(m.version for m in newer[:3])}",
