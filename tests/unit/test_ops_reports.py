@@ -111,6 +111,8 @@ def test_the_daily_report_is_written_as_markdown_and_json(tmp_path: Path) -> Non
     assert "| decisions | 2 |" in text
     assert "invalid_matrix: wrong size" in text
     assert "healthy → degraded" in text
+    # Every worker alerts its own transitions: the report says whose each one is, as its JSON does.
+    assert "| 2025-06-15T14:00:00Z | w1 | health_transition | healthy → degraded | health healthy → degraded |" in text
 
 
 def test_an_empty_day_renders_without_numbers_it_does_not_have() -> None:

@@ -426,10 +426,11 @@ def render_markdown(report: DailyReport) -> str:
         lines += ["", "## Worker errors by operation (since the worker started)", ""]
         lines += [f"- {op}: {int(n)}" for op, n in sorted(errors["worker_errors_total"].items()) if n]
     if data["transitions"]:
-        lines += ["", "## Transitions", "", "| at | kind | from → to | message |", "|---|---|---|---|"]
+        # Each worker alerts its own transitions: without the source, two workers' moves read as one flapping.
+        lines += ["", "## Transitions", "", "| at | source | kind | from → to | message |", "|---|---|---|---|---|"]
         for move in data["transitions"]:
-            lines.append(f"| {move['at']} | {move['kind']} | {move['from'] or ''} → {move['to'] or ''} | "
-                         f"{move['message'].replace('|', '/')} |")
+            lines.append(f"| {move['at']} | {(move.get('source') or '').replace('|', '/')} | {move['kind']} | "
+                         f"{move['from'] or ''} → {move['to'] or ''} | {move['message'].replace('|', '/')} |")
     return "\n".join(lines) + "\n"
 
 
