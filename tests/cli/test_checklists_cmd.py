@@ -315,6 +315,31 @@ def test_a_current_pointer_to_a_missing_bundle_fails_the_jit_step(
     assert "20990101T000000Z-deadbeef" in rows["JIT compilation"]["value"]
 
 
+def test_without_current_among_several_bundles_the_checks_name_no_bundle_as_current(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers], tmp_path: Path
+) -> None:
+    # A worker starting there refuses to guess which bundle trades (exit 3), and a running one keeps its own: the
+    # checks must not take the newest bundle for CURRENT and say all is well, or that the worker will pick it up.
+    url, answers = worker_http
+    healthy(answers)
+    a_live_worker_named(redis_client, "host-a:101")
+    models_dir = tmp_path / "models"
+    for bundle in default_models_dir().iterdir():
+        if (bundle / "manifest.json").is_file():
+            shutil.copytree(bundle, models_dir / bundle.name)
+    assert len(list(models_dir.iterdir())) > 1 and not (models_dir / "CURRENT").exists()
+    morning = ctl("morning-check", "--models-dir", str(models_dir), "--json", worker_url=url)
+    jit = steps(morning)["JIT compilation"]
+    assert jit["status"] == "critical", jit
+    assert "no CURRENT file" in jit["value"] and "does not guess" in jit["value"]
+    assert morning.exit_code == 2
+    eod = ctl("eod", "--report-dir", str(tmp_path / "reports"), "--models-dir", str(models_dir), "--json",
+              worker_url=url)
+    model = steps(eod)["model update"]
+    assert model["status"] == "critical", model
+    assert "no CURRENT file" in model["value"] and not model["value"].startswith("CURRENT")
+
+
 def test_eod_backups_step_warns_when_redis_has_never_persisted_anything(
     ctl: Ctl, worker_http: tuple[str, WorkerAnswers], tmp_path: Path
 ) -> None:

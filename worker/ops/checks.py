@@ -32,9 +32,9 @@ from models.bundle import (
     SIGNATURE_FILE,
     BundleError,
     Manifest,
-    current_bundle_dir,
     list_bundles,
     read_manifest,
+    serving_bundle_dir,
     signed_current_version,
     verify_bundle,
 )
@@ -286,9 +286,10 @@ def jit_log_status(bundle_dir: Path) -> JitLogStatus:
 
 @check("JIT compilation", f"log says \"{JIT_SUCCESS_MARK}\"; every SHA-256 matches the manifest")
 def check_jit_compilation(sources: Sources) -> Verdict:
-    """Step 3: the current bundle's JIT log says it compiled, and its files are the ones the manifest pins."""
+    """Step 3: the current bundle's JIT log says it compiled, and its files are the ones the manifest pins. The
+    bundle is the one a worker starts on (`serving_bundle_dir`): without CURRENT, among several, there is none."""
     try:
-        bundle_dir = current_bundle_dir(sources.models_dir)
+        bundle_dir = serving_bundle_dir(sources.models_dir)
     except BundleError as exc:
         return Verdict(Status.CRITICAL, f"no usable bundle: {exc}", "`tacticalctl models list`; "
                        "`tacticalctl triage model-staleness`")
@@ -652,13 +653,14 @@ def check_model_update(sources: Sources) -> Verdict:
     confirmed? CURRENT's files are checked against its manifest: a worker keeps serving the bundle it loaded when
     CURRENT stops verifying, so its staleness stays low for 15 minutes, but a restarted worker refuses it."""
     models_dir = sources.models_dir
-    try:
-        current = read_manifest(current_bundle_dir(models_dir))
+    try:  # what a worker starts on: without CURRENT, the only bundle; among several, none (it does not guess)
+        current_dir = serving_bundle_dir(models_dir)
+        current = read_manifest(current_dir)
     except BundleError as exc:
         return Verdict(Status.CRITICAL, f"no usable bundle: {exc}", "`tacticalctl triage model-staleness`")
     value = f"CURRENT {current.version} (created {current.created_at:%Y-%m-%d %H:%M}Z)"
     try:
-        verify_bundle(current_bundle_dir(models_dir))
+        verify_bundle(current_dir)
     except BundleError as exc:
         return Verdict(Status.CRITICAL, f"{value} does not verify: {exc}: a restarted worker refuses it",
                        "`tacticalctl models verify`; revert with `tacticalctl models rollback <version> --yes`",
