@@ -2,7 +2,8 @@
 
 "Beats" means strictly more PnL *and* a strictly higher Sharpe ratio than the CURRENT bundle, both evaluated now,
 on the same held-out markets (`models.evaluation`), through the worker's own vote. A recompile of CURRENT (`tacticalctl
-models compile`) only has to match it: the same weights decide the same way. A bundle that does not beat it
+models compile`) only has to match it: the same weights decide the same way; so does the bundle CURRENT was
+recompiled from, or any compile of the same weights (`weights_origin`). A bundle that does not beat it
 is refused unless the operator forces it. A rollback (`roll_back`) is the operator's own call and has no gate
 beyond verification. With a Redis client every promotion — won, forced or refused — is
 recorded in `tactical_alerts` (actor, previous and new version, both bundles' figures), so a forced promotion is
@@ -153,16 +154,38 @@ def judge(
         f"on {evaluation.held_out['events']} held-out events"
     )
     recompile = read_manifest(candidate_dir).training.get("recompiled_from") == current
+    same_weights = recompile or weights_origin(models_dir, version) == weights_origin(models_dir, current)
     if beats:
         reason = f"{version} beats CURRENT {current}: {comparison}"
     elif recompile and matches_on_held_out(mine, theirs):
         beats = True
         reason = f"{version} is CURRENT {current} recompiled and decides no worse: {comparison}"
+    elif same_weights and matches_on_held_out(mine, theirs):
+        # Going back from a recompile to the bundle it was compiled from (or to another compile of it): the same
+        # weights cannot beat themselves, and refusing them would rule the known-good bundle out of every rollback.
+        beats = True
+        reason = (f"{version} has CURRENT {current}'s weights (both compiled from "
+                  f"{weights_origin(models_dir, version)}) and decides no worse: {comparison}")
     else:
         reason = f"{version} does not beat CURRENT {current} on both PnL and Sharpe: {comparison}"
     return Verdict(
         version, current, mine.headline(), theirs.headline(), beats, reason, str(evaluation.held_out["sha256"])
     )
+
+
+def weights_origin(models_dir: Path, version: str) -> str:
+    """The bundle whose weights `version` carries: followed back through `models compile`'s `recompiled_from`, as
+    far as those bundles are in `models_dir`. Two bundles with one origin are compiles of the same weights."""
+    seen = [version]
+    while len(seen) <= 32:
+        try:
+            source = read_manifest(Path(models_dir) / seen[-1]).training.get("recompiled_from")
+        except BundleError:
+            break
+        if not isinstance(source, str) or not source or source in seen:
+            break
+        seen.append(source)
+    return seen[-1]
 
 
 def beats_on_held_out(candidate: PolicyResult, current: PolicyResult) -> bool:

@@ -327,7 +327,8 @@ def promote_(
 ) -> None:
     """Make VERSION the active bundle: verify it fully (refused, exit 2, if any step is critical), evaluate it and
     CURRENT on the same held-out markets, and point CURRENT at it only if it beats CURRENT on PnL and Sharpe — or,
-    for a recompile of CURRENT, matches it — or with --force. Running workers pick it up without a restart. Acts
+    for a bundle with CURRENT's weights (a recompile of it, or the bundle it was recompiled from), matches it — or
+    with --force. Running workers pick it up without a restart. Acts
     only with --yes; audited in tactical_alerts (refusals and failures too). A dry run exits 1 when it would
     refuse. To revert to an earlier bundle, `tacticalctl models rollback`.
 

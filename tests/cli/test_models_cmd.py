@@ -251,6 +251,15 @@ def test_a_recompile_of_current_is_promoted_without_force(ctl: Ctl, models_dir: 
     assert (doc["applied"], doc["forced"], doc["verdict"]["beats"]) == (True, False, True)
     assert f"is CURRENT {SHIPPED.name} recompiled and decides no worse" in doc["verdict"]["reason"]
     assert read_current_version(models_dir) == compiled
+    # Going back to the bundle it was compiled from is the same weights again: not refused by the gate (a refusal
+    # would also rule the known-good bundle out of every later rollback).
+    back = ctl("models", "promote", SHIPPED.name, "--models-dir", str(models_dir), "--yes", "--json")
+    assert back.exit_code == 0, back.stdout + back.stderr
+    doc = json.loads(back.stdout)
+    assert (doc["applied"], doc["forced"], doc["verdict"]["beats"]) == (True, False, True)
+    assert f"has CURRENT {compiled}'s weights (both compiled from {SHIPPED.name})" in doc["verdict"]["reason"]
+    assert read_current_version(models_dir) == SHIPPED.name
+    assert "model_promote_refused" not in {a.kind for a in recent_alerts(redis_client, count=20)}
     # A recompile of another bundle still has to beat CURRENT.
     older = add_older_bundle(models_dir)
     other = json.loads(ctl("models", "compile", older, "--models-dir", str(models_dir), "--json").stdout)["version"]
