@@ -69,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from models.bundle import BundleError
     from worker.connection import RedisAuthError
+    from worker.heartbeat import ConsumerNameInUse
     from worker.http_server import HttpServerError
     from worker.service import Worker
 
@@ -80,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HttpServerError as exc:
         logging.getLogger("tactical.worker").error("cannot serve HTTP: %s", exc)
         return EXIT_CONFIG_ERROR
-    except RedisAuthError as exc:
+    except (RedisAuthError, ConsumerNameInUse) as exc:
         logging.getLogger("tactical.worker").error("exiting: %s", exc)
         return EXIT_CONFIG_ERROR
     except ValueError as exc:  # invalid aggregator or settings values

@@ -10,6 +10,7 @@ clean shutdown deletes that too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from typing import Any
 
 import redis
 
+from worker.connection import REDIS_REFUSING_WRITES
 from worker.names import HEARTBEAT_PREFIX, LAST_BEAT_PREFIX, heartbeat_key, last_beat_key
 from worker.redis_text import as_text
 
@@ -47,6 +49,21 @@ def write_heartbeat(
 ) -> dict[str, Any]:
     """Write this consumer's heartbeat; `info` adds (or overrides) fields such as started_at, model_version,
     state. Returns what was written."""
+    record = _write(client, consumer, interval_s=interval_s, info=info, now=now)
+    assert record is not None  # written unconditionally
+    return record
+
+
+def _write(
+    client: redis.Redis,
+    consumer: str,
+    *,
+    interval_s: float,
+    info: dict[str, Any],
+    now: Callable[[], float] = time.time,
+    only_if_free: bool = False,
+) -> dict[str, Any] | None:
+    """The heartbeat and the last beat kept; with `only_if_free`, only if no heartbeat is there (None if one is)."""
     ttl_ms = heartbeat_ttl_ms(interval_s)
     beat = now()
     record: dict[str, Any] = {
@@ -60,11 +77,76 @@ def write_heartbeat(
         "last_beat_unix": beat,
     }
     text = json.dumps(record, default=str)
+    if only_if_free and not client.set(heartbeat_key(consumer), text, px=ttl_ms, nx=True):
+        return None
     with client.pipeline(transaction=False) as pipe:
-        pipe.set(heartbeat_key(consumer), text, px=ttl_ms)
+        if not only_if_free:
+            pipe.set(heartbeat_key(consumer), text, px=ttl_ms)
         pipe.set(last_beat_key(consumer), text, ex=LAST_BEAT_KEEP_S)
         pipe.execute()
     return record
+
+
+class ConsumerNameInUse(RuntimeError):
+    """Another live worker beats under this consumer name: two workers sharing one name would read each other's
+    pending entries as their own, show as one in every view, and one's clean stop would delete the other's
+    heartbeat."""
+
+
+def claim_consumer_name(
+    client: redis.Redis,
+    consumer: str,
+    *,
+    interval_s: float,
+    info: Callable[[], dict[str, Any]],
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    stopping: Callable[[], bool] = lambda: False,
+) -> bool:
+    """Write this worker's first heartbeat only if no other worker's is there (SET NX: two workers starting at once
+    cannot both take the name). A heartbeat of another process is watched until it expires — a worker killed or hung
+    a moment ago, whose name this one takes over — or is refreshed: then its worker is alive and ConsumerNameInUse is
+    raised. A live worker refreshes well inside its TTL, so watching for that TTL tells the two apart; a heartbeat of
+    this very host and PID is this process's earlier life (a container's PID 1 restarted) and is taken over at once.
+    True once the name is this worker's; False if `stopping` ended the wait first."""
+    key = heartbeat_key(consumer)
+    while not stopping():
+        try:
+            if _write(client, consumer, interval_s=interval_s, info=info(), only_if_free=True) is not None:
+                return True
+        except REDIS_REFUSING_WRITES:
+            # Out of memory, or a replica: the worker starts all the same and its loop beats once writes are taken.
+            # The name is still checked by reading: only two workers starting at this very moment could share it.
+            if client.get(key) is None:
+                return True
+        raw, ttl_ms = client.get(key), client.pttl(key)
+        if raw is None:
+            continue  # expired between the two reads
+        held = _parse(consumer, raw)
+        if ttl_ms == -1:  # no expiry: no worker wrote it (they all set one), and waiting would not free it
+            raise ConsumerNameInUse(f"{as_text(key)} exists without an expiry, so it is no worker's heartbeat and "
+                                    "will never lapse: delete it (DEL) or give this worker another TACTICAL_CONSUMER")
+        if held.get("host") == socket.gethostname() and held.get("pid") == os.getpid():
+            with contextlib.suppress(*REDIS_REFUSING_WRITES):  # the loop beats once writes are taken
+                write_heartbeat(client, consumer, interval_s=interval_s, info=info())
+            return True
+        log.warning("consumer name %s has a heartbeat of %s (pid %s, last beat %s): waiting up to %.1fs for it to "
+                    "expire (a worker gone a moment ago) or be refreshed (a live worker: this one then exits)",
+                    consumer, held.get("host"), held.get("pid"), held.get("last_beat"), max(ttl_ms, 0) / 1e3)
+        deadline = clock() + max(ttl_ms, 0) / 1e3 + 0.5
+        while clock() < deadline and not stopping():
+            sleep(min(0.1, max(deadline - clock(), 0.0)))
+            now_raw = client.get(key)
+            if now_raw is None:
+                break
+            if now_raw != raw:
+                beat = _parse(consumer, now_raw)
+                raise ConsumerNameInUse(
+                    f"consumer name {consumer!r} is in use by a live worker on {beat.get('host')} (pid "
+                    f"{beat.get('pid')}, heartbeat refreshed at {beat.get('last_beat')}): give each worker its own "
+                    "TACTICAL_CONSUMER (the default, host:pid, is unique)")
+        # Expired, or its TTL passed unrefreshed: the name is tried again (SET NX decides between starters).
+    return False
 
 
 def delete_heartbeat(client: redis.Redis, consumer: str) -> bool:
@@ -144,6 +226,12 @@ class Heartbeat:
         self._next_beat = now + self.interval_s
         return True
 
+    def claim_name(self, info: Callable[[], dict[str, Any]], *, stopping: Callable[[], bool] = lambda: False) -> bool:
+        """The first beat, taken only if no other live worker beats under this name (`claim_consumer_name`)."""
+        # The loop's first turn beats again (its first write: under a Redis refusing writes, it is refused there).
+        return claim_consumer_name(self.client, self.consumer, interval_s=self.interval_s, info=info,
+                                   stopping=stopping)
+
     def stop(self) -> bool:
         self._next_beat = float("inf")
         return delete_heartbeat(self.client, self.consumer)
@@ -151,7 +239,9 @@ class Heartbeat:
 
 __all__ = [
     "TTL_FACTOR",
+    "ConsumerNameInUse",
     "Heartbeat",
+    "claim_consumer_name",
     "delete_heartbeat",
     "heartbeat_ttl_ms",
     "is_alive",

@@ -184,6 +184,10 @@ class Worker:
         self.wait_for_redis()
         if self.state.should_exit:  # stopped while Redis was still unreachable: nothing taken, nothing to finish
             return
+        heartbeat = Heartbeat(self.client, s.consumer, s.heartbeat_interval_s)
+        if not heartbeat.claim_name(self.heartbeat_info, stopping=lambda: self.state.should_exit):
+            return  # stopped while another worker's heartbeat held the name: neither it nor the consumer is ours
+        self.heartbeat = heartbeat
         self.record_start()
         self.pipeline = EventPipeline(
             DeliveryScripts(self.client, self.streams),
@@ -198,7 +202,6 @@ class Worker:
             ),
         )
         self.reader = GroupReader(self.client, self.streams.input, self.streams.group, s.consumer)
-        self.heartbeat = Heartbeat(self.client, s.consumer, s.heartbeat_interval_s)
         self.monitor = HealthMonitor(self, interval_s=s.health_interval_s).start()
         self.http = HealthServer(
             s.http_host, s.http_port, metrics=self.telemetry.metrics,
@@ -263,9 +266,9 @@ class Worker:
         if client is None:
             return
         with contextlib.suppress(redis.RedisError):  # unreachable, or refusing writes (a failover): exit cleanly
-            if self.heartbeat is not None:
+            if self.heartbeat is not None:  # the name is this worker's (a worker refused it touches neither)
                 self.heartbeat.stop()
-            self.forget_consumer_if_idle(client)
+                self.forget_consumer_if_idle(client)
         if self.pipeline is not None:
             self.pipeline.scripts.close()
         if self.reader is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -18,6 +19,7 @@ from worker.heartbeat import (
     write_heartbeat,
 )
 from worker.names import heartbeat_key
+from worker.process import WorkerProcess, WorkerStartError
 
 INFO = {"started_at": "2024-06-03T13:30:00+00:00", "model_version": "v7", "state": "healthy"}
 
@@ -113,3 +115,68 @@ def test_live_consumers_with_a_decoding_client(redis_url: str) -> None:
         assert list(live_consumers(client)) == ["host-d:1"]
     finally:
         client.close()
+
+
+def _another_worker(redis_url: str, consumer: str, log_path: Path, **settings: object) -> WorkerProcess:
+    """A worker under a name the fixture already started one with, logging to a file of its own (the fixture names
+    logs by consumer, and a shared log would show the first worker's "ready" line for the second)."""
+    return WorkerProcess(redis_url=redis_url, consumer=consumer, log_path=log_path,
+                         settings={name: str(value) for name, value in settings.items()})
+
+
+def test_a_second_worker_under_a_live_workers_name_exits_and_leaves_it_beating(
+    redis_url: str, start_worker, tmp_path: Path
+) -> None:
+    first = start_worker(redis_url, consumer="shared-name")  # beats every 2 s, its heartbeat lives 5 s
+    second = _another_worker(redis_url, "shared-name", tmp_path / "second.log")
+    try:
+        with pytest.raises(WorkerStartError) as refused:
+            second.start(wait_ready_s=60)
+    finally:
+        second.stop(timeout_s=30)
+    assert "exited with 2" in str(refused.value)
+    assert "'shared-name' is in use by a live worker" in str(refused.value)
+    assert f"pid {first.pid}" in str(refused.value)
+    client = redis.Redis.from_url(redis_url)
+    assert json.loads(client.get(heartbeat_key("shared-name")))["pid"] == first.pid  # the refused one left it
+    assert first.poll() is None
+
+
+def test_a_worker_takes_over_the_name_of_one_killed_a_moment_ago(
+    redis_url: str, start_worker, tmp_path: Path
+) -> None:
+    # Its heartbeat lives 15 s: still there when the next worker, a few seconds to load its models, looks for it.
+    killed = start_worker(redis_url, consumer="restarted", heartbeat_interval_s=6.0)
+    killed.kill()  # SIGKILL: its heartbeat stays until its TTL runs out
+    client = redis.Redis.from_url(redis_url)
+    assert json.loads(client.get(heartbeat_key("restarted")))["pid"] == killed.pid
+
+    again = _another_worker(redis_url, "restarted", tmp_path / "again.log", heartbeat_interval_s=6.0)
+    try:
+        again.start(wait_ready_s=60)
+        assert "waiting up to" in again.log_text()
+        assert json.loads(client.get(heartbeat_key("restarted")))["pid"] == again.pid
+    finally:
+        again.stop(timeout_s=30)
+
+
+def test_a_key_under_the_heartbeats_name_without_an_expiry_is_refused_not_waited_on(redis_client: redis.Redis) -> None:
+    from worker.heartbeat import ConsumerNameInUse, claim_consumer_name
+
+    redis_client.set(heartbeat_key("hand-made"), json.dumps({"pid": 1, "host": "elsewhere"}))
+    with pytest.raises(ConsumerNameInUse, match="without an expiry"):
+        claim_consumer_name(redis_client, "hand-made", interval_s=1.0, info=dict)
+
+
+def test_a_name_another_process_held_is_taken_once_its_heartbeat_lapses(redis_client: redis.Redis) -> None:
+    from worker.heartbeat import claim_consumer_name
+
+    assert claim_consumer_name(redis_client, "racing", interval_s=5.0, info=lambda: {"run": "first"})
+    stored = redis_client.get(heartbeat_key("racing"))
+    # The same process (as an in-process test worker is) takes its own name over; a name held by another process is
+    # only taken once its heartbeat lapses.
+    record = json.loads(stored)
+    record["pid"] = record["pid"] + 1
+    redis_client.set(heartbeat_key("racing"), json.dumps(record), px=300)
+    assert claim_consumer_name(redis_client, "racing", interval_s=5.0, info=lambda: {"run": "second"})
+    assert json.loads(redis_client.get(heartbeat_key("racing")))["run"] == "second"
