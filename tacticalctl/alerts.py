@@ -11,11 +11,10 @@ from typing import Annotated
 import typer
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
-from rich.text import Text
 
 from tacticalctl.context import get_context, json_flag, print_json
 from tacticalctl.errors import REDIS_UNREACHABLE, outage_message
-from tacticalctl.formatting import plain, timestamp
+from tacticalctl.formatting import markup_text, plain, timestamp
 from worker.alerts import Alert, Severity, read_alerts, recent_alerts
 
 _SEVERITY_STYLE = {"P0": "bold red", "P1": "yellow", "P2": "cyan", "AUDIT": "magenta"}
@@ -43,8 +42,8 @@ def _table(alerts: list[Alert], width: int) -> RenderableType:
         lines = []
         for alert in alerts:
             when, severity, kind, source, message = _row(alert)[1:]
-            lines += [Text.from_markup(f"{when} {severity} {kind} {source} · {plain(alert.id)}", overflow="fold"),
-                      Text.from_markup(f"    {message}", overflow="fold")]
+            lines += [markup_text(f"{when} {severity} {kind} {source} · {plain(alert.id)}", overflow="fold"),
+                      markup_text(f"    {message}", overflow="fold")]
         return Group(*lines)
     table = Table(expand=False)
     for column in ("id", "time (UTC)", "severity", "kind", "source"):

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from tacticalctl.context import JsonOption, get_context, print_json, worker_settings
 from tacticalctl.errors import CtlError, ExitCode
-from tacticalctl.formatting import plain
+from tacticalctl.formatting import make_console, plain
 from worker.alerts import default_actor
 from worker.backup import BackupError, BackupReport, StreamState, create_backup, no_progress
 from worker.health import DEFAULT_THRESHOLDS
@@ -36,7 +36,7 @@ def _models_dir(models_dir: Path | None, no_models: bool) -> Path | None:
 @contextmanager
 def _progress() -> Iterator[Any]:
     """A progress callback drawing on stderr when it is a terminal (stdout stays clean for --json)."""
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     if not console.is_terminal:
         yield no_progress
         return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -13,6 +12,7 @@ import typer
 from rich.console import Console
 
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode
+from tacticalctl.formatting import make_console
 from worker.connection import RedisAuthError, connect, selected_db
 from worker.names import DEFAULT_DB
 from worker.settings import SettingsError, WorkerSettings, redact_url
@@ -25,7 +25,7 @@ DEFAULT_WORKER_URL = "http://127.0.0.1:8001"
 class CtlContext:
     redis_url: str = DEFAULT_REDIS_URL
     worker_url: str = DEFAULT_WORKER_URL
-    console: Console = field(default_factory=lambda: Console(no_color=bool(os.environ.get("NO_COLOR"))))
+    console: Console = field(default_factory=make_console)
     _client: redis.Redis | None = None
 
     def redis(self, *, ride_out_outage: bool = False) -> redis.Redis:

@@ -9,14 +9,14 @@ from typing import Annotated
 
 import redis
 import typer
-from rich.console import Console, Group, RenderableType
+from rich.console import Group, RenderableType
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from tacticalctl.context import JsonOption, get_context, print_json, worker_settings
 from tacticalctl.errors import CtlError, ExitCode
-from tacticalctl.formatting import plain, timestamp
+from tacticalctl.formatting import make_console, markup_text, plain, timestamp
 from worker.alerts import default_actor
 from worker.names import DECISIONS_STREAM
 from worker.ops.dead_letters import (
@@ -58,10 +58,10 @@ def dead_letters_table(entries: Sequence[DeadLetterEntry], title: str, width: in
         for entry in entries:
             deliveries = "-" if entry.delivery_count is None else str(entry.delivery_count)
             # Escaped as the table's cells are (`plain`): what is in Redis never drives the terminal.
-            lines.append(Text.from_markup(f"{plain(entry.id)}  {_when(entry.id)}  deliveries {deliveries}  original "
-                                          f"{plain(entry.original_id or '-')}  correlation id "
-                                          f"{plain(entry.correlation_id or '-')}", style="bold", overflow="fold"))
-            lines.append(Text.from_markup(f"    {plain(entry.reason)}", overflow="fold"))
+            lines.append(markup_text(f"{plain(entry.id)}  {_when(entry.id)}  deliveries {deliveries}  original "
+                                     f"{plain(entry.original_id or '-')}  correlation id "
+                                     f"{plain(entry.correlation_id or '-')}", style="bold", overflow="fold"))
+            lines.append(markup_text(f"    {plain(entry.reason)}", overflow="fold"))
         return Group(*lines)
     table = Table(title=title, expand=False)
     for column in ("id", "dead-lettered (UTC)", "original id", "deliveries"):
@@ -155,7 +155,7 @@ def _require_choice(ids: Sequence[str] | None, all_: bool) -> None:
 def _scan_progress(show: bool) -> Iterator[ScanProgress | None]:
     """How far the look for decisions has read tactical_decisions, drawn on stderr when it is a terminal and the scan
     runs past its first page (stdout stays clean; never with --json)."""
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     if not show or not console.is_terminal:
         yield None
         return

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from tacticalctl.errors import ExitCode
 from worker.health import CheckStatus
@@ -23,6 +26,17 @@ _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.
 
 def exit_code_for(status: CheckStatus) -> ExitCode:
     return _EXIT_FOR_STATUS[status]
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """Every console of tacticalctl: Rich's emoji codes off, since what it prints is data, and data has colons in it
+    (`SET tactical:heartbeat:w1` in a refusal, `ES:100:0930` as a correlation id printed `tactical💓w1`, `ES💯0930`)."""
+    return Console(stderr=stderr, no_color=bool(os.environ.get("NO_COLOR")), emoji=False)
+
+
+def markup_text(markup: str, **kwargs: Any) -> Text:
+    """`Text.from_markup` without emoji codes, for the same reason as `make_console`."""
+    return Text.from_markup(markup, emoji=False, **kwargs)
 
 
 def plain(value: object) -> str:

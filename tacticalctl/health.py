@@ -11,7 +11,7 @@ from rich.text import Text
 
 from tacticalctl.context import CtlContext, JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
-from tacticalctl.formatting import age, exit_code_for, number, plain, styled, timestamp
+from tacticalctl.formatting import age, exit_code_for, markup_text, number, plain, styled, timestamp
 from tacticalctl.watch import watch
 from worker.health import CheckStatus
 from worker.ops.worker_client import WorkerClient, WorkerUnreachable, health_level
@@ -144,7 +144,7 @@ def render_state(doc: dict[str, Any]) -> RenderableType:
         lines.insert(1, f"recovering: next step to {plain(recovery.get('to') or '?')} at "
                         f"{timestamp(recovery.get('next_step_at'))} if the checks hold")
     return Group(
-        *(Text.from_markup(line) for line in lines),
+        *(markup_text(line) for line in lines),
         _checks_table(list(doc.get("health_checks") or [])),
         _transitions_table(list(doc.get("recent_transitions") or [])),
     )

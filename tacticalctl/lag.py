@@ -15,7 +15,7 @@ from rich.text import Text
 
 from tacticalctl.context import JsonOption, get_context, json_flag, print_json
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode, outage_message
-from tacticalctl.formatting import exit_code_for, number, sparkline, styled
+from tacticalctl.formatting import exit_code_for, markup_text, number, sparkline, styled
 from tacticalctl.watch import watch as watch_view
 from worker.health import DEFAULT_THRESHOLDS
 from worker.lag import LagUnavailable
@@ -55,7 +55,7 @@ def render_reading(reading: LagReading, recent_seconds: list[float]) -> Renderab
         lines.append(Text("out: the group's entries-read as Redis reports it (the count is a bound); it can be stale "
                           "after a Redis restart", style="yellow"))
     if len(recent_seconds) > 1:
-        lines.append(Text.from_markup(f"lag, last {len(recent_seconds)} samples: {styled(reading.status, spark)}"))
+        lines.append(markup_text(f"lag, last {len(recent_seconds)} samples: {styled(reading.status, spark)}"))
     lines.append(Text(thresholds, style="dim"))
     return Group(*lines)
 

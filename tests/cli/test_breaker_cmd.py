@@ -120,3 +120,20 @@ def test_a_reset_with_no_live_heartbeat_does_not_claim_no_worker_runs(ctl: Ctl, 
     assert "no running worker" not in result.stdout
     said = " ".join(result.stdout.split())
     assert "no worker with a live heartbeat" in said and "honours the request if its loop runs within 60 s" in said
+
+
+def test_a_reason_naming_a_key_is_printed_as_it_is(ctl: Ctl, redis_client: redis.Redis) -> None:
+    """A Redis refusal names the key it refused (`SET tactical:heartbeat:w-a …`), and `:heartbeat:` is one of Rich's
+    emoji codes: the breaker's last reason and its history read `tactical💓w-a`."""
+    clock = [1000.0]
+    breaker = CircuitBreaker(BreakerConfig(failure_threshold=1, reset_timeout_s=60.0), clock=lambda: clock[0])
+    reason = "Redis refused: SET tactical:heartbeat:w-a"
+    breaker.record_failure(reason)
+    publish_breaker_state(redis_client, "w-a", breaker)
+    write_heartbeat(redis_client, "w-a", interval_s=5.0, info={})
+    publish_alert(redis_client, severity=Severity.P0, kind="breaker_open", message=f"breaker open: {reason}",
+                  source="w-a")
+    for args in (("breaker", "status"), ("breaker", "history"), ("alerts",), ("triage", "breaker-open")):
+        result = ctl(*args)
+        assert "tactical:heartbeat:w-a" in result.stdout, (args, result.stdout)
+        assert "\\U0001f493" not in ascii(result.stdout), args

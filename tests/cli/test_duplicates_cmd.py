@@ -88,6 +88,19 @@ def test_an_id_that_looks_like_markup_is_printed_as_it_is(
     assert "ord[/x]1" in triage.stdout and "Traceback" not in triage.stdout + triage.stderr
 
 
+def test_an_id_with_an_emoji_code_in_it_is_printed_as_it_is(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    """Ids joined with colons are common (`ES:100:0930`), and `:100:` is one of Rich's emoji codes: printed through
+    it, the id an operator reads and copies was `ES💯0930`."""
+    url, _ = worker_http
+    publish(redis_client, "ES:100:0930", "ES:100:0930")
+    for args in (("duplicates",), ("triage", "duplicate-processing")):
+        result = ctl(*args, worker_url=url)
+        assert "ES:100:0930" in result.stdout, result.stdout + result.stderr  # the triage: 2, no worker alive
+        assert "\U0001f4af" not in ascii(result.stdout)
+
+
 def test_the_window_sees_a_second_trade_however_many_commands_came_after(
     ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
 ) -> None:
