@@ -158,9 +158,24 @@ def probe_redis(sources: Sources) -> list[Finding]:
     evidence = {k: info.get(k) for k in ("redis_version", "connected_clients", "blocked_clients", "used_memory_human",
                                          "maxmemory_human", "instantaneous_ops_per_sec", "rejected_connections",
                                          "evicted_keys")}
-    if limit and used > 0.9 * limit:
-        findings.append(_warn(f"Redis memory {info.get('used_memory_human')} of {info.get('maxmemory_human')}: "
-                              "near maxmemory (streams may be trimmed or writes refused)", **evidence))
+    policy = str(info.get("maxmemory_policy", "noeviction"))
+    evidence["maxmemory_policy"] = policy
+    memory = f"Redis memory {info.get('used_memory_human')} of {info.get('maxmemory_human')}"
+    # What Redis does at maxmemory: refuse writes (noeviction: the worker can neither commit nor beat, its breaker
+    # opens; nothing is lost) or evict whole keys — completed keys among them, and a redelivered event whose key was
+    # evicted is decided, and maybe traded, a second time. Streams are never trimmed to make room.
+    at_limit = ("writes refused (OOM): the workers can neither commit nor beat; `tacticalctl stream trim "
+                "--older-than <age>` (a dry run, then --yes) or raise maxmemory" if policy == "noeviction" else
+                f"Redis evicts keys (maxmemory-policy {policy}): idempotency keys and whole streams among them, "
+                "so an event can be decided twice or lost; set maxmemory-policy noeviction")
+    if limit and used >= limit:
+        findings.append(_critical(f"{memory}: maxmemory reached, {at_limit}", **evidence))
+    elif limit and used > 0.9 * limit:
+        findings.append(_warn(f"{memory}: near maxmemory (at it, {at_limit})", **evidence))
+    elif limit and policy != "noeviction":
+        findings.append(_warn(f"{memory}: maxmemory-policy {policy}: at maxmemory Redis evicts keys, idempotency "
+                              "keys and whole streams among them (an event decided twice or lost); set "
+                              "maxmemory-policy noeviction", **evidence))
     elif int(info.get("rejected_connections", 0)):
         findings.append(_warn(f"Redis rejected {info.get('rejected_connections')} connections (maxclients)",
                               **evidence))
