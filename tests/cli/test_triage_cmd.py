@@ -19,6 +19,8 @@ from tests.cli.streams import deliver_without_ack, publish
 from worker.breaker import CircuitBreaker, publish_breaker_state
 from worker.delivery import ensure_group
 from worker.heartbeat import delete_heartbeat, write_heartbeat
+from worker.http_server import HealthServer
+from worker.metrics import TacticalMetrics
 from worker.names import INPUT_STREAM, processing_key
 from worker.process import WorkerProcess
 from worker.settings import default_models_dir
@@ -276,3 +278,33 @@ def test_a_worker_gone_without_a_clean_exit_is_named_with_its_pid_and_host(
     assert f"stack-worker-0-0 (pid {os.getpid()} on {socket.gethostname()})" in finding["summary"], finding
     assert "py-spy dump --pid" in finding["summary"]
     assert set(finding["evidence"]["last_seen"]) == {"stack-worker-0-0"}, "a clean exit is not a worker gone"
+
+
+def test_latency_triage_judges_every_live_worker_not_only_the_one_at_worker_url(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers], nobody_url: str
+) -> None:
+    """Scaled out, one replica slow (its host, its model) while --worker-url names a fast one: the triage read the
+    fast one alone and said OK. Each live worker's heartbeat names its HTTP address; the triage reads them all."""
+    url, answers = worker_http
+    healthy_worker(redis_client, answers)
+    slow = WorkerAnswers()
+    slow.set_state(0, consumer="host-b:202", window={"events": 40, "p50_ms": 300.0, "p99_ms": 310.0})
+    server = HealthServer("127.0.0.1", 0, metrics=TacticalMetrics(), health_snapshot=lambda: slow.health,
+                          state_snapshot=lambda: slow.state).start()
+    try:
+        write_heartbeat(redis_client, "host-b:202", interval_s=30.0,
+                        info={"http": f"0.0.0.0:{server.url.rsplit(':', 1)[1]}"})  # bound to every address, here
+        for alert in ("p99-latency", "p50-latency"):
+            result = ctl("triage", alert, worker_url=url)
+            assert result.exit_code == 2, result.stdout
+            assert "host-a:101, last 60 s: p50 2.0 ms, p99 6.0 ms" in result.stdout
+            assert "host-b:202, last 60 s: p50 300.0 ms, p99 310.0 ms: p99 > 100 ms" in result.stdout
+        doc = json.loads(ctl("triage", "p99-latency", "--json", worker_url=url).stdout)
+        [finding] = [f for f in doc["alerts"][0]["findings"] if f["evidence"].get("consumer") == "host-b:202"]
+        assert finding["status"] == "critical" and finding["evidence"]["p99_ms"] == 310.0
+    finally:
+        server.stop()
+    # A live worker whose endpoint cannot be read is said, not taken for fast.
+    write_heartbeat(redis_client, "host-b:202", interval_s=30.0, info={"http": nobody_url.removeprefix("http://")})
+    result = ctl("triage", "p99-latency", worker_url=url)
+    assert "host-b:202: latency not judged" in result.stdout and result.exit_code == 1, result.stdout

@@ -44,7 +44,7 @@ from worker.ops.pending import PendingUnavailable, read_pending_entries
 from worker.ops.process_stats import host_stats, process_cpu_percent, process_rss_mb
 from worker.ops.sources import RedisUnavailable, Sources
 from worker.ops.stream_info import StreamMissing, read_stream_overview
-from worker.ops.worker_client import WorkerNotAnswering, WorkerUnreachable
+from worker.ops.worker_client import WorkerClient, WorkerNotAnswering, WorkerUnreachable
 from worker.redis_text import as_text
 from worker.settings import WorkerSettings
 from worker.stream_entries import entry_time_ms
@@ -385,10 +385,12 @@ def probe_worker_process(sources: Sources) -> list[Finding]:
 
 def probe_latency(sources: Sources) -> list[Finding]:
     """The window's P50/P99 and, from the /metrics histogram, which stage the time goes to."""
-    window = sources.state().get("window") or {}
+    state = sources.state()
+    window = state.get("window") or {}
     p50, p99 = number(window.get("p50_ms")), number(window.get("p99_ms"))
     judged = check_latency(p50, p99, THRESHOLDS)
-    findings = [Finding(Status.of(judged.status), f"last 60 s: {judged.message}", {"p50_ms": p50, "p99_ms": p99})]
+    who = f"{state['consumer']}, " if isinstance(state.get("consumer"), str) else ""  # the others: fleet latency
+    findings = [Finding(Status.of(judged.status), f"{who}last 60 s: {judged.message}", {"p50_ms": p50, "p99_ms": p99})]
     try:
         rows = operation_latencies(sources.metrics())
     except NoLatencyHistogram as exc:
@@ -402,6 +404,53 @@ def probe_latency(sources: Sources) -> list[Finding]:
                             f"(p50 {slowest.p50_ms or 0:.1f} ms); `tacticalctl latency` for every stage",
                             stages=[row.as_dict() for row in stages]))
     return findings
+
+
+def probe_fleet_latency(sources: Sources) -> list[Finding]:
+    """The last 60 s of every other live worker, from the /health/state its heartbeat names: `probe_latency` reads
+    the worker at --worker-url alone, and one slow replica of a fleet (its host, its model) was an all-clear."""
+    try:
+        measured = sources.state().get("consumer")
+    except WorkerUnreachable:
+        measured = None
+    try:
+        live = live_consumers(sources.redis())
+    except RedisUnavailable:
+        return []  # probe_redis says so, once
+    here = socket.gethostname()
+    findings = []
+    for name, beat in sorted(live.items()):
+        if name == measured:
+            continue
+        url = worker_url_of(beat, here)
+        if url is None:
+            findings.append(_warn(f"{name}: latency not judged, its heartbeat names no HTTP address"))
+            continue
+        try:
+            window = WorkerClient(url, timeout_s=sources.http_timeout_s).state().get("window") or {}
+        except WorkerUnreachable as exc:
+            findings.append(_warn(f"{name}: latency not judged, {exc} (from here; `tacticalctl --worker-url "
+                                  f"<its address> latency` where it is reachable)", url=url))
+            continue
+        p50, p99 = number(window.get("p50_ms")), number(window.get("p99_ms"))
+        judged = check_latency(p50, p99, THRESHOLDS)
+        findings.append(Finding(Status.of(judged.status), f"{name}, last 60 s: {judged.message} ({url})",
+                                {"consumer": name, "url": url, "p50_ms": p50, "p99_ms": p99}))
+    return findings
+
+
+def worker_url_of(beat: Mapping[str, Any], here: str) -> str | None:
+    """The URL of a worker's endpoint from its heartbeat's `http` (the address it bound): a wildcard address is the
+    worker's host (this machine's loopback when it runs here)."""
+    address = beat.get("http")
+    if not isinstance(address, str) or ":" not in address:
+        return None
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        beat_host = beat.get("host")
+        host = "127.0.0.1" if beat_host in (None, here) else str(beat_host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def probe_stream(sources: Sources) -> list[Finding]:
@@ -829,6 +878,7 @@ __all__ = [
     "probe_confidence",
     "probe_duplicates",
     "probe_errors",
+    "probe_fleet_latency",
     "probe_health_state",
     "probe_heartbeats",
     "probe_latency",

@@ -34,6 +34,7 @@ from worker.ops.probes import (
     probe_confidence,
     probe_duplicates,
     probe_errors,
+    probe_fleet_latency,
     probe_health_state,
     probe_heartbeats,
     probe_latency,
@@ -110,7 +111,7 @@ PLAYBOOKS: tuple[Playbook, ...] = (
     ),
     Playbook(
         "p99-latency", "P99 latency > 100ms", "P0", "p99-latency--100ms", ("TacticalP99LatencyHigh",),
-        (probe_latency, probe_worker_process, probe_redis, probe_errors),
+        (probe_latency, probe_fleet_latency, probe_worker_process, probe_redis, probe_errors),
         (
             "Respond within 2 minutes. Which stage is slow: `tacticalctl latency --window 30`",
             "CPU-bound worker: scale out (`docker compose up -d --scale tactical-marl=2`) or move competing load",
@@ -122,7 +123,7 @@ PLAYBOOKS: tuple[Playbook, ...] = (
     ),
     Playbook(
         "p50-latency", "P50 latency > 50ms", "P1", "p50-latency--50ms", ("TacticalP50LatencyHigh",),
-        (probe_latency, probe_worker_process, probe_redis),
+        (probe_latency, probe_fleet_latency, probe_worker_process, probe_redis),
         (
             "Monitor for escalation to the P99 alert: `tacticalctl latency --window 60`",
             "Check resource usage (the findings above) and recent changes (`tacticalctl alerts --severity AUDIT`, "
