@@ -308,3 +308,18 @@ def test_latency_triage_judges_every_live_worker_not_only_the_one_at_worker_url(
     write_heartbeat(redis_client, "host-b:202", interval_s=30.0, info={"http": nobody_url.removeprefix("http://")})
     result = ctl("triage", "p99-latency", worker_url=url)
     assert "host-b:202: latency not judged" in result.stdout and result.exit_code == 1, result.stdout
+
+
+def test_worker_down_at_worker_url_names_the_endpoints_of_the_live_workers(
+    ctl: Ctl, redis_client: redis.Redis, nobody_url: str
+) -> None:
+    """--worker-url names no running worker while another beats: the triage said "Start the service" and gave no way
+    to reach the live one. Its heartbeat names its endpoint; the finding now carries it."""
+    ensure_group(redis_client)
+    write_heartbeat(redis_client, "host-c:303", interval_s=30.0, info={"http": "127.0.0.1:18001"})
+    result = ctl("triage", "worker-down", worker_url=nobody_url)
+    assert "1 live worker(s) by heartbeat: host-c:303 (pid" in result.stdout
+    assert "http://127.0.0.1:18001)" in result.stdout, result.stdout
+    doc = json.loads(ctl("triage", "worker-down", "--json", worker_url=nobody_url).stdout)
+    [beats] = [f for f in doc["alerts"][0]["findings"] if "live worker(s)" in f["summary"]]
+    assert beats["evidence"]["endpoints"] == {"host-c:303": "http://127.0.0.1:18001"}

@@ -312,9 +312,13 @@ def probe_heartbeats(sources: Sources) -> list[Finding]:
     live = live_consumers(client)
     findings = []
     if live:
+        # Each with the endpoint it serves, as its heartbeat names it: `--worker-url` for the one to look at.
+        here = socket.gethostname()
+        endpoints = {name: worker_url_of(beat, here) for name, beat in live.items()}
         findings.append(_ok(f"{len(live)} live worker(s) by heartbeat: " + ", ".join(
-            f"{name} (pid {beat.get('pid')} on {beat.get('host')})" for name, beat in live.items()),
-            consumers=sorted(live)))
+            f"{name} (pid {beat.get('pid')} on {beat.get('host')}"
+            + (f", {endpoints[name]})" if endpoints[name] else ")") for name, beat in live.items()),
+            consumers=sorted(live), endpoints=endpoints))
     else:
         gone = last_beats_of_gone_workers(client, live)
         seen = "; ".join(f"{name} (pid {beat.get('pid')} on {beat.get('host')}) "
