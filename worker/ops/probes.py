@@ -428,8 +428,11 @@ def probe_fleet_latency(sources: Sources) -> list[Finding]:
             continue
         url = worker_url_of(beat, here)
         if url is None:
-            findings.append(_warn(f"{name}: latency not judged, its heartbeat names no HTTP address"))
+            # A worker names its endpoint once it serves it; the first beats of a starting one come before.
+            findings.append(_ok(f"{name}: latency not judged, its heartbeat names no HTTP endpoint (yet)"))
             continue
+        if url == sources.worker_url.rstrip("/"):
+            continue  # the worker at --worker-url: probe_latency's, answered or not
         try:
             window = WorkerClient(url, timeout_s=sources.http_timeout_s).state().get("window") or {}
         except WorkerUnreachable as exc:
