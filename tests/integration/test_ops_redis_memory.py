@@ -46,7 +46,12 @@ def test_near_maxmemory_warns_and_an_evicting_policy_is_named(private_redis) -> 
         client.config_set("maxmemory", used * 100)
         client.config_set("maxmemory-policy", "volatile-lru")  # evicts exactly the keys with a TTL: completed keys
         status, summary = memory_finding(url)
-        assert status is Status.WARN and "volatile-lru" in summary and "decided twice" in summary, summary
+        assert status is Status.WARN and "volatile-lru" in summary and "completed keys" in summary, summary
+        assert "decided, and traded, twice" in summary and "streams" not in summary
+
+        client.config_set("maxmemory-policy", "allkeys-lru")  # any key: the streams too
+        status, summary = memory_finding(url)
+        assert status is Status.WARN and "whole streams" in summary and "lost" in summary, summary
 
         client.config_set("maxmemory-policy", "noeviction")
         assert memory_finding(url)[0] is Status.OK

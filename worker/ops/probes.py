@@ -138,6 +138,13 @@ def run_probe(probe: Probe, sources: Sources) -> list[Finding]:
 # ---- probes ------------------------------------------------------------------------------------------------------
 
 
+def _evicted_by(policy: str) -> str:
+    """What of ours an evicting maxmemory-policy may delete, and what that does."""
+    if policy.startswith("volatile-"):  # keys with a TTL only: the completed and processing keys, the heartbeats
+        return "the completed keys among them (a redelivered event decided, and traded, twice)"
+    return "the completed keys and whole streams among them (an event decided twice, or lost)"
+
+
 def probe_redis(sources: Sources) -> list[Finding]:
     """redis-cli ping / INFO / SLOWLOG GET 10 / LATENCY LATEST, judged."""
     client = sources.redis()
@@ -166,16 +173,15 @@ def probe_redis(sources: Sources) -> list[Finding]:
     # evicted is decided, and maybe traded, a second time. Streams are never trimmed to make room.
     at_limit = ("writes refused (OOM): the workers can neither commit nor beat; `tacticalctl stream trim "
                 "--older-than <age>` (a dry run, then --yes) or raise maxmemory" if policy == "noeviction" else
-                f"Redis evicts keys (maxmemory-policy {policy}): idempotency keys and whole streams among them, "
-                "so an event can be decided twice or lost; set maxmemory-policy noeviction")
+                f"Redis evicts keys (maxmemory-policy {policy}): {_evicted_by(policy)}; set maxmemory-policy "
+                "noeviction")
     if limit and used >= limit:
         findings.append(_critical(f"{memory}: maxmemory reached, {at_limit}", **evidence))
     elif limit and used > 0.9 * limit:
         findings.append(_warn(f"{memory}: near maxmemory (at it, {at_limit})", **evidence))
     elif limit and policy != "noeviction":
-        findings.append(_warn(f"{memory}: maxmemory-policy {policy}: at maxmemory Redis evicts keys, idempotency "
-                              "keys and whole streams among them (an event decided twice or lost); set "
-                              "maxmemory-policy noeviction", **evidence))
+        findings.append(_warn(f"{memory}: maxmemory-policy {policy}: at maxmemory Redis evicts keys, "
+                              f"{_evicted_by(policy)}; set maxmemory-policy noeviction", **evidence))
     elif int(info.get("rejected_connections", 0)):
         findings.append(_warn(f"Redis rejected {info.get('rejected_connections')} connections (maxclients)",
                               **evidence))
