@@ -217,19 +217,44 @@ def check_latency(
     return HealthCheck(name, CheckStatus.OK, p99_ms, thresholds.p99_critical_ms, observed)
 
 
-def check_error_rate(rate: float | None, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> HealthCheck:
-    """`rate` is the fraction (0–1) of recent events that failed; None when there were none."""
+# Where to look, by what failed (the window's errors by operation, as tactical_errors_total counts them).
+_REDIS_OPERATIONS = frozenset({"read", "claim", "commit", "reclaim", "heartbeat"})
+_MODEL_OPERATIONS = frozenset({"inference", "aggregate", "batch", "model_load"})
+
+
+def _error_advice(errors: Mapping[str, int]) -> str:
+    failed = {operation for operation, count in errors.items() if count}
+    advice = []
+    if failed & _REDIS_OPERATIONS:
+        advice.append("Redis failed or refused (the worker log says why; `tacticalctl triage worker-down`)")
+    if failed & _MODEL_OPERATIONS:
+        advice.append("the agents failed (`tacticalctl models verify`, the worker log)")
+    if "validate" in failed:
+        advice.append("events were dead-lettered: bad input (`tacticalctl dead-letter list`, data quality)")
+    if failed - _REDIS_OPERATIONS - _MODEL_OPERATIONS - {"validate"} or not advice:
+        advice.append("look for error patterns in the logs and in the dead-letter stream")
+    return "; ".join(advice)
+
+
+def check_error_rate(
+    rate: float | None, thresholds: Thresholds = DEFAULT_THRESHOLDS, errors: Mapping[str, int] | None = None
+) -> HealthCheck:
+    """`rate` is the fraction (0–1) of recent attempts that failed; None when there were none. `errors`, the window's
+    failures by operation when known, names what failed and where to look: a Redis outage on a quiet stream is all
+    failed reads, not bad data."""
     name = CheckName.ERROR_RATE
     if rate is None:
         return HealthCheck(name, CheckStatus.OK, None, thresholds.error_rate_warn, "no events processed recently")
     if rate > thresholds.error_rate_warn:
+        counted = {operation: count for operation, count in (errors or {}).items() if count}
+        what = ("" if not counted else " — " + ", ".join(
+            f"{operation} {count}" for operation, count in sorted(counted.items(), key=lambda item: -item[1])))
         return HealthCheck(
             name,
             CheckStatus.WARN,
             rate,
             thresholds.error_rate_warn,
-            f"error rate {rate:.1%} > {thresholds.error_rate_warn:.0%}: look for error patterns in the logs and "
-            "in the dead-letter stream (data quality)",
+            f"error rate {rate:.1%} > {thresholds.error_rate_warn:.0%}{what}: {_error_advice(counted)}",
         )
     return HealthCheck(name, CheckStatus.OK, rate, thresholds.error_rate_warn, f"error rate {rate:.1%}")
 

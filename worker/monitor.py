@@ -147,7 +147,8 @@ class HealthMonitor:
             check_redis(rtt_ms),
             check_consumer_lag(None if lag is None else lag.seconds),
             check_latency(_ms(stats.latency_p50_s), _ms(stats.latency_p99_s)),
-            check_error_rate(None if stats.error_rate != stats.error_rate else stats.error_rate),
+            check_error_rate(None if stats.error_rate != stats.error_rate else stats.error_rate,
+                             errors=stats.errors),
             check_model_staleness(now - self.model_confirmed_at),
             check_models_loaded(self.worker.ensemble is not None),
             check_breaker(breaker.state),
@@ -380,6 +381,9 @@ class HealthMonitor:
             },
             "lag": {**(lag.as_dict() if lag else {"count": None, "seconds": None}),
                     "trend": self.lag_trend.status(now).value},
+            # The window's failures by operation (as tactical_errors_total counts them): what its error rate is made
+            # of. A key of its own: "window" holds numbers only, and the CLI of a release before this checks that.
+            "window_errors": dict(stats.errors),
             "window": {
                 "window_s": stats.window_s,
                 "events": stats.events,

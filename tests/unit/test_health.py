@@ -369,3 +369,22 @@ def test_alert_severity_follows_the_move() -> None:
         Severity.P0,
         Severity.P2,
     ]
+
+
+@pytest.mark.parametrize(("errors", "says", "not_says"), [
+    # A Redis outage on a quiet stream: every attempt a failed read, no event handled. Bad data is not the cause.
+    ({"read": 12}, ["read 12", "Redis failed or refused", "triage worker-down"], ["dead-letter", "data quality"]),
+    ({"validate": 9, "commit": 1}, ["validate 9, commit 1", "bad input", "Redis failed"], ["agents failed"]),
+    ({"inference": 4}, ["inference 4", "the agents failed", "models verify"], ["Redis", "bad input"]),
+    (None, ["look for error patterns in the logs and in the dead-letter stream"], ["Redis"]),
+])
+def test_a_high_error_rate_names_what_failed_and_where_to_look(
+    errors: dict[str, int] | None, says: list[str], not_says: list[str]
+) -> None:
+    check = check_error_rate(1.0, errors=errors)
+    assert check.status is CheckStatus.WARN
+    assert check.message.startswith("error rate 100.0% > 5%")
+    for text in says:
+        assert text in check.message
+    for text in not_says:
+        assert text not in check.message

@@ -262,3 +262,16 @@ def test_the_slowest_stage_is_one_of_the_hot_path_not_an_agent_probe() -> None:
     assert slowest.summary.startswith("since start, slowest stage: commit p99")
     assert {row["operation"] for row in slowest.evidence["stages"]} == {"validate", "claim", "inference", "aggregate",
                                                                      "commit"}
+
+
+def test_the_error_rate_step_says_what_failed_from_the_workers_state() -> None:
+    from worker.ops.checks import check_error_rate
+
+    class Answering:
+        def state(self) -> dict:  # a Redis outage on a quiet stream: every attempt a failed read
+            return {"window": {"events": 0, "error_rate": 1.0}, "window_errors": {"read": 12}}
+
+    result = check_error_rate(Answering())  # type: ignore[arg-type]
+    assert result.status is Status.WARN
+    assert "read 12" in result.value and "Redis failed or refused" in result.value
+    assert "data quality" not in result.value

@@ -500,8 +500,11 @@ def check_active_positions(sources: Sources) -> Verdict:
 @check("error rate", f"≤ {THRESHOLDS.error_rate_warn:.0%} over the last 60 s")
 def check_error_rate(sources: Sources) -> Verdict:
     rate = _number(_window(sources).get("error_rate"))
-    return _from_health(health_check_error_rate(rate, THRESHOLDS), "`tacticalctl triage error-rate`",
-                        error_rate=rate)
+    errors = sources.state().get("window_errors")
+    by_operation = ({str(k): int(v) for k, v in errors.items() if isinstance(v, int | float)}
+                    if isinstance(errors, dict) else None)
+    return _from_health(health_check_error_rate(rate, THRESHOLDS, errors=by_operation),
+                        "`tacticalctl triage error-rate`", error_rate=rate)
 
 
 @check("model confidence", f"mean ≥ {THRESHOLDS.confidence_warn:g} over the last 60 s")

@@ -56,6 +56,7 @@ _STATE_SHAPE: dict[str, Any] = {
               "problem": "text?"},
     "lag": {"count": "number", "seconds": "number", "trend": "text"},
     "window": "numbers",
+    "window_errors": "numbers",
     "positions": {"active": "int", "realised_pnl": "number"},
     "agent_accuracy": "numbers",
 }
