@@ -132,9 +132,9 @@ def _figure(value: float) -> str:
 def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: JsonOption = False) -> None:
     """Every bundle, newest first: version, creation time, the CURRENT marker, JIT log status and its metrics.
     Exits 2 when workers cannot load what is here: CURRENT names a bundle that is not there or whose files do not
-    match its manifest (`models verify` says which), or there is no bundle at all; 1 when there are bundles but no
-    CURRENT file (a worker starting here serves the only bundle, or refuses to choose among several; a running one
-    keeps its own); 3 when the directory does not exist.
+    match its manifest (`models verify` says which), there is no bundle at all, or there are several and no CURRENT
+    file (a worker starting here refuses to choose; a running one keeps its own); 1 when the one bundle here has no
+    CURRENT file (a worker starting here serves it); 3 when the directory does not exist.
 
     JSON keys: models_dir, current (null without a CURRENT file), bundles [{version, created_at, current,
     jit_successful, jit_log_exists, metrics, bundle_dir}]."""
@@ -168,6 +168,9 @@ def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: J
                            "`tacticalctl triage model-staleness`)", ExitCode.CRITICAL) from None
     if active is None and listings:
         versions = [listing.version for listing in listings]
+        if len(versions) > 1:  # a worker starting here exits 3 rather than guess which bundle trades
+            raise CtlError(f"no CURRENT file in {directory}: {_without_current(directory, versions)}",
+                           ExitCode.CRITICAL)
         raise CtlError(f"warning: no CURRENT file in {directory}: {_without_current(directory, versions)}",
                        ExitCode.WARNING)
 

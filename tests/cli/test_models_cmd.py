@@ -738,6 +738,15 @@ def test_list_without_a_current_file_marks_nothing_and_warns(ctl: Ctl, models_di
     assert doc["current"] is None and not any(b["current"] for b in doc["bundles"])
     missing = ctl("models", "list", "--models-dir", str(tmp_path / "typo"))
     assert missing.exit_code == 3 and "is not a directory" in missing.stderr
+
+
+def test_list_of_several_bundles_without_a_current_file_is_critical(ctl: Ctl, models_dir: Path) -> None:
+    # A worker starting here refuses to guess which bundle trades (exit 3): workers cannot load what is here.
+    add_older_bundle(models_dir)
+    (models_dir / "CURRENT").unlink()
+    result = ctl("models", "list", "--models-dir", str(models_dir))
+    assert result.exit_code == 2
+    assert "no CURRENT file" in result.stderr and "refuses to (2 bundles" in result.stderr
     # `verify` with no version verifies the newest then, and says that is what it did.
     verified = ctl("models", "verify", "--models-dir", str(models_dir), "--json")
     assert verified.exit_code == 1, verified.output
