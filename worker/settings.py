@@ -23,9 +23,9 @@ def default_consumer_name() -> str:
 
 
 def _setting(default: Any, help: str, *, default_factory: Any = None, at_least: float | None = None,
-             above: float | None = None) -> Any:
-    """A setting, with the range its value must be in: `at_least` (≥) or `above` (>)."""
-    metadata = {"help": help, "at_least": at_least, "above": above}
+             above: float | None = None, at_most: tuple[float, str] | None = None) -> Any:
+    """A setting, with the range its value must be in: `at_least` (≥) or `above` (>), and `at_most` (≤, with why)."""
+    metadata = {"help": help, "at_least": at_least, "above": above, "at_most": at_most}
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -52,7 +52,11 @@ class WorkerSettings:
     torch_threads: int = _setting(1, "torch intra-op threads (inter-op is 1): leave cores to Redis", at_least=1)
     shutdown_grace_s: float = _setting(30.0, "on SIGTERM, how long to finish in-flight events", at_least=0)
     heartbeat_interval_s: float = _setting(2.0, "liveness heartbeat refresh; its TTL is 2.5x this", above=0)
-    model_poll_s: float = _setting(5.0, "how often to look for a newly promoted bundle", above=0)
+    model_poll_s: float = _setting(
+        5.0, "how often to look for a newly promoted bundle", above=0,
+        # Each poll also confirms the bundle in use; unconfirmed for 15 min, model staleness turns critical.
+        at_most=(300.0, "each poll confirms the bundle in use, and model staleness turns critical after 15 min "
+                        "unconfirmed"))
     breaker_failure_threshold: int = _setting(5, "consecutive failed batches that open the breaker", at_least=1)
     breaker_reset_timeout_s: float = _setting(30.0, "open → half-open after this many seconds", above=0)
     breaker_restart_limit: int = _setting(5, "worker restarts within the window that open the breaker", at_least=0)
@@ -68,7 +72,8 @@ class WorkerSettings:
         blocks for ever, a NaN interval): exit 2 at start, not an error every second once running."""
         for f in fields(self):
             value, at_least, above = getattr(self, f.name), f.metadata["at_least"], f.metadata["above"]
-            if at_least is None and above is None:
+            at_most = f.metadata["at_most"]
+            if at_least is None and above is None and at_most is None:
                 continue
             if value != value or value in (float("inf"), float("-inf")):
                 raise SettingsError(f"{self.describe(f.name)} is {value}: give a finite number")
@@ -76,6 +81,9 @@ class WorkerSettings:
                 raise SettingsError(f"{self.describe(f.name)} is {value}: it must be at least {at_least:g}")
             if above is not None and value <= above:
                 raise SettingsError(f"{self.describe(f.name)} is {value}: it must be more than {above:g}")
+            if at_most is not None and value > at_most[0]:
+                raise SettingsError(f"{self.describe(f.name)} is {value}: it must be at most {at_most[0]:g} "
+                                    f"({at_most[1]})")
         if self.log_level.upper() not in _LOG_LEVELS:
             raise SettingsError(f"{self.describe('log_level')} is {self.log_level!r}: one of {', '.join(_LOG_LEVELS)}")
         _host, colon, port = self.http_addr.rpartition(":")

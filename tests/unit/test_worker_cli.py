@@ -37,6 +37,8 @@ def test_the_readme_settings_table_lists_every_setting() -> None:
         ([], {"TACTICAL_HEALTH_INTERVAL_S": "-1"}, "it must be more than 0"),
         (["--log-level", "loud"], {}, "one of DEBUG, INFO, WARNING, ERROR"),
         (["--http-addr", "8001"], {}, "give HOST:PORT"),
+        # Polled less often, a live bundle would read as stale (critical after 15 min unconfirmed) between polls
+        (["--model-poll-s", "1200"], {}, "--model-poll-s (TACTICAL_MODEL_POLL_S) is 1200.0: it must be at most 300"),
     ],
 )
 def test_a_value_the_worker_cannot_work_with_is_one_line_and_exit_2(
