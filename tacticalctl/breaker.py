@@ -62,12 +62,13 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """The published breaker of every worker with a live heartbeat (Redis), the worker's HTTP view, and restarts
     within the window.
 
-    Exit 0 closed, 1 half-open, 2 open — or 2 when no worker is visible at all (no live worker has published its
-    breaker, HTTP unreachable).
+    Exit 0 closed, 1 half-open — or closed with as many restarts in the window as the limit, so that the next worker
+    start opens it — 2 open, or when no worker is visible at all (no live worker has published its breaker, HTTP
+    unreachable).
 
     JSON keys: state (closed|half_open|open|null), state_code, workers {consumer: {state, state_name,
     consecutive_failures, opened_at, last_reason, updated_at}}, http, http_error, restarts, restart_limit,
-    restart_window_s."""
+    restart_window_s, next_start_opens."""
     context = get_context(ctx)
     client = context.redis()
     http, http_error = _http_view(context.worker_url)
@@ -82,6 +83,11 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
             console.print(f"[yellow]HTTP view unavailable[/]: {plain(http_error)}")
         console.print(f"restarts in the last {overview.restart_window_s:g} s: {overview.restarts} "
                       f"(limit {overview.restart_limit})")
+        if state is BreakerState.CLOSED and overview.next_start_opens:
+            console.print(f"[yellow]at the restart limit[/]: the next worker start within "
+                          f"{overview.restart_window_s:g} s opens the breaker (a crash restarted, a replica added); "
+                          "find why workers restarted (`tacticalctl breaker history`), then `tacticalctl breaker "
+                          "reset --yes` clears the count")
     if state is None:
         raise CtlError(
             f"no worker visible: no live worker has published its breaker to Redis and "
@@ -89,6 +95,8 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
             f" ({overview.restarts} restarts in the last {overview.restart_window_s:g} s)",
             ExitCode.CRITICAL,
         )
+    if state is BreakerState.CLOSED and overview.next_start_opens:
+        raise typer.Exit(int(ExitCode.WARNING))
     raise typer.Exit(int(_EXIT[state]))
 
 

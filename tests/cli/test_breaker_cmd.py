@@ -60,8 +60,27 @@ def test_status_reads_the_http_view_and_restart_count(ctl: Ctl, redis_client: re
     assert result.exit_code == 1
     doc = json.loads(result.stdout)
     assert set(doc) == {"state", "state_code", "workers", "http", "http_error", "restarts", "restart_limit",
-                        "restart_window_s"}
+                        "restart_window_s", "next_start_opens"}
     assert (doc["state"], doc["restarts"], doc["restart_limit"], doc["http_error"]) == ("half_open", 3, 4, None)
+    assert doc["next_start_opens"] is False
+
+
+def test_status_closed_at_the_restart_limit_warns_that_the_next_start_opens_it(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    url, answers = worker_http
+    answers.set_state(0, circuit_breaker={"state": "closed", "state_code": 0, "consecutive_failures": 0,
+                                          "restart_limit": 3, "restart_window_s": 300.0})
+    now = time.time()
+    for n in range(3):  # as many starts as the limit: the breaker stays closed, a fourth opens it
+        record_restart(redis_client, f"w-{n}", now - n, window_s=300.0)
+    result = ctl("breaker", "status", worker_url=url)
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.stdout.split())
+    assert "circuit breaker: closed" in said
+    assert "at the restart limit: the next worker start within 300 s opens the breaker" in said
+    doc = json.loads(ctl("breaker", "status", "--json", worker_url=url).stdout)
+    assert (doc["state"], doc["restarts"], doc["restart_limit"], doc["next_start_opens"]) == ("closed", 3, 3, True)
 
 
 def test_status_with_no_worker_visible_is_critical(ctl: Ctl) -> None:

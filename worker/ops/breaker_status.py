@@ -63,6 +63,12 @@ class BreakerOverview:
         the breaker; as many as the limit do not."""
         return self.restarts > self.restart_limit
 
+    @property
+    def next_start_opens(self) -> bool:
+        """As many starts in the window as the limit: one more worker start (a crash restarted, a replica added)
+        opens the breaker, until the oldest start leaves the window or `breaker reset` clears the count."""
+        return self.restarts >= self.restart_limit
+
     def as_dict(self) -> dict[str, Any]:
         state = self.state
         return {
@@ -74,6 +80,7 @@ class BreakerOverview:
             "restarts": self.restarts,
             "restart_limit": self.restart_limit,
             "restart_window_s": self.restart_window_s,
+            "next_start_opens": self.next_start_opens,
         }
 
 

@@ -446,7 +446,9 @@ def check_breaker_history(sources: Sources, since_s: float) -> Verdict:
     # Every worker start is counted, so the starts of the workers running now are expected.
     unexpected_restarts = max(0, overview.restarts - len(overview.published))
     details["unexpected_restarts"] = unexpected_restarts
-    if state is BreakerState.HALF_OPEN or p0 or unexpected_restarts:
+    if state is BreakerState.HALF_OPEN or p0 or unexpected_restarts or overview.next_start_opens:
+        if overview.next_start_opens:
+            value += "; at the restart limit: the next worker start opens the breaker"
         return Verdict(Status.WARN, value, "review: `tacticalctl alerts` and `tacticalctl breaker history`",
                        details=details)
     if state is None:
