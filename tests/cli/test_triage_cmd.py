@@ -326,3 +326,53 @@ def test_worker_down_at_worker_url_names_the_endpoints_of_the_live_workers(
     doc = json.loads(ctl("triage", "worker-down", "--json", worker_url=nobody_url).stdout)
     [beats] = [f for f in doc["alerts"][0]["findings"] if "live worker(s)" in f["summary"]]
     assert beats["evidence"]["endpoints"] == {"host-c:303": "http://127.0.0.1:18001"}
+
+
+def counting_worker(consumer: str, duplicates: int) -> HealthServer:
+    """A worker's real HTTP server whose /metrics says it caught `duplicates` duplicate events."""
+    answers = WorkerAnswers()
+    answers.set_state(0, consumer=consumer)
+    answers.health["consumer"] = consumer
+    metrics = TacticalMetrics()
+    metrics.duplicate_events.inc(duplicates)
+    return HealthServer("127.0.0.1", 0, metrics=metrics, health_snapshot=lambda: answers.health,
+                        state_snapshot=lambda: answers.state).start()
+
+
+def test_duplicate_triage_sums_the_counter_of_every_live_worker_and_names_those_not_read(
+    ctl: Ctl, redis_client: redis.Redis, nobody_url: str
+) -> None:
+    """Scaled out, each worker counts only the duplicates it caught itself: the triage said "the worker caught 3"
+    from the one at --worker-url, and the others' duplicates were left out without a word."""
+    ensure_group(redis_client)
+    fast, other = counting_worker("host-a:101", 3), counting_worker("host-b:202", 4)
+    try:
+        write_heartbeat(redis_client, "host-a:101", interval_s=30.0, info={"http": fast.url.removeprefix("http://")})
+        write_heartbeat(redis_client, "host-b:202", interval_s=30.0,
+                        info={"http": f"0.0.0.0:{other.port}"})  # bound to every address, here
+        result = ctl("triage", "duplicate-processing", worker_url=fast.url)
+        assert result.exit_code == 0, result.stdout
+        assert ("2 worker(s) caught 7 duplicate events since each started, each acked without a second command: "
+                "host-a:101 3, host-b:202 4") in " ".join(result.stdout.split()), result.stdout
+        doc = json.loads(ctl("triage", "duplicate-processing", "--json", worker_url=fast.url).stdout)
+        [counted] = [f for f in doc["alerts"][0]["findings"] if "workers" in f["evidence"]]
+        assert counted["status"] == "ok" and counted["evidence"]["duplicate_events_total"] == 7
+        assert [(w["consumer"], w["duplicate_events_total"]) for w in counted["evidence"]["workers"]] == [
+            ("host-a:101", 3), ("host-b:202", 4)]
+
+        # A live worker that cannot be read: its duplicates are missing, said as a warning, never taken for 0.
+        write_heartbeat(redis_client, "host-c:303", interval_s=30.0, info={"http": nobody_url.removeprefix("http://")})
+        result = ctl("triage", "duplicate-processing", worker_url=fast.url)
+        assert result.exit_code == 1, result.stdout
+        said = " ".join(result.stdout.split())  # a long finding wraps
+        assert ("2 worker(s) caught 7 duplicate events since each started, each acked without a second command: "
+                "host-a:101 3, host-b:202 4; not read, so their duplicates are missing from that total: host-c:303 "
+                f"(worker unreachable at {nobody_url}/metrics") in said, result.stdout
+        doc = json.loads(ctl("triage", "duplicate-processing", "--json", worker_url=fast.url).stdout)
+        [counted] = [f for f in doc["alerts"][0]["findings"] if "workers" in f["evidence"]]
+        assert counted["status"] == "warn" and counted["evidence"]["duplicate_events_total"] == 7
+        [unread] = [w for w in counted["evidence"]["workers"] if w["consumer"] == "host-c:303"]
+        assert unread["duplicate_events_total"] is None and unread["error"].startswith("worker unreachable at")
+    finally:
+        fast.stop()
+        other.stop()

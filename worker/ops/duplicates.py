@@ -7,14 +7,16 @@ it one decision, and the worker counts it in `tactical_duplicate_events_total`. 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
 from prometheus_client.samples import Sample
 
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, INPUT_STREAM, REPLAYED_FROM_FIELD
+from worker.ops.fleet import other_live_workers
+from worker.ops.worker_client import WorkerClient, WorkerUnreachable
 from worker.redis_text import as_text
 from worker.stream_entries import Entry, entry_time_ms, paged, parse_stream_id, server_now_ms
 
@@ -181,13 +183,112 @@ def duplicate_events_total(families: Mapping[str, list[Sample]]) -> float | None
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerDuplicates:
+    """One worker's `tactical_duplicate_events_total` (since its start), or why it is not in the sum."""
+
+    consumer: str | None  # None: the worker at --worker-url did not answer with its name
+    url: str | None  # None: its heartbeat names no HTTP endpoint (yet)
+    count: float | None  # None when not read: `error` says why
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.consumer or self.url or "?"
+
+    @property
+    def missing(self) -> bool:
+        """Not read although it has an endpoint: its duplicates are missing from the sum, a warning. A worker whose
+        heartbeat names no endpoint yet has just started (it serves HTTP before it takes events)."""
+        return self.count is None and self.url is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"consumer": self.consumer, "url": self.url, "duplicate_events_total": self.count,
+                "error": self.error}
+
+
+@dataclass(frozen=True, slots=True)
+class FleetDuplicates:
+    """The duplicate counters of every live worker: each counts only the duplicates it caught itself."""
+
+    workers: tuple[WorkerDuplicates, ...]  # the worker at --worker-url first
+
+    @property
+    def read(self) -> tuple[WorkerDuplicates, ...]:
+        return tuple(worker for worker in self.workers if worker.count is not None)
+
+    @property
+    def unread(self) -> tuple[WorkerDuplicates, ...]:
+        return tuple(worker for worker in self.workers if worker.count is None)
+
+    @property
+    def missing(self) -> tuple[WorkerDuplicates, ...]:
+        return tuple(worker for worker in self.workers if worker.missing)
+
+    @property
+    def total(self) -> float | None:
+        """The sum of the counters read; None when none was."""
+        read = self.read
+        return sum(worker.count or 0.0 for worker in read) if read else None
+
+    def counted_text(self) -> str:
+        """`host-a:101 3, host-b:202 4`: each counter read."""
+        return ", ".join(f"{worker.name} {int(worker.count or 0)}" for worker in self.read)
+
+    def unread_text(self) -> str:
+        """`host-c:303 (worker unreachable at …)`: each worker not read, with why."""
+        return "; ".join(f"{worker.name} ({worker.error})" for worker in self.unread)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"duplicate_events_total": self.total, "workers": [worker.as_dict() for worker in self.workers]}
+
+
+def fleet_duplicate_events(
+    client: redis.Redis, worker_url: str, *, metrics: Callable[[], Mapping[str, list[Sample]]],
+    health: Callable[[], tuple[int, Mapping[str, Any]]], timeout_s: float,
+) -> FleetDuplicates:
+    """`tactical_duplicate_events_total` of the worker at `worker_url` (read through `metrics` and, for its name,
+    `health`: the caller's, cached or not) and of every other live worker at the endpoint its heartbeat names. A
+    worker not read is in the answer with why, never taken for 0."""
+    first = _read_counter(None, worker_url.rstrip("/"), metrics)
+    if first.error is None:
+        try:
+            name = health()[1].get("consumer")
+        except WorkerUnreachable:
+            name = None
+        first = replace(first, consumer=name if isinstance(name, str) else None)
+    workers = [first]
+    for other in other_live_workers(client, measured=first.consumer, worker_url=worker_url):
+        if other.url is None:
+            workers.append(WorkerDuplicates(other.name, None, None, "its heartbeat names no HTTP endpoint yet: "
+                                                                     "a worker just starting"))
+        else:
+            workers.append(_read_counter(other.name, other.url, WorkerClient(other.url, timeout_s=timeout_s).metrics))
+    return FleetDuplicates(tuple(workers))
+
+
+def _read_counter(
+    consumer: str | None, url: str, metrics: Callable[[], Mapping[str, list[Sample]]]
+) -> WorkerDuplicates:
+    try:
+        count = duplicate_events_total(metrics())
+    except WorkerUnreachable as exc:
+        return WorkerDuplicates(consumer, url, None, str(exc))
+    if count is None:
+        return WorkerDuplicates(consumer, url, None, f"its /metrics carries no {DUPLICATE_COUNTER}")
+    return WorkerDuplicates(consumer, url, count)
+
+
 __all__ = [
     "DUPLICATE_WINDOW_S",
+    "FleetDuplicates",
     "Offender",
     "ScanResult",
     "WindowScan",
+    "WorkerDuplicates",
     "duplicate_commands",
     "duplicate_events_total",
+    "fleet_duplicate_events",
     "input_offenders",
     "iter_newest",
     "repeated_ids",

@@ -37,7 +37,14 @@ from worker.heartbeat import last_beats_of_gone_workers, live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
 from worker.names import COMPLETED_PREFIX, CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 from worker.ops.checks import REDIS_DOWN, Status, bundles_by_signature, jit_log_status
-from worker.ops.duplicates import DUPLICATE_WINDOW_S, duplicate_events_total, iter_newest, scan_window
+from worker.ops.duplicates import (
+    DUPLICATE_WINDOW_S,
+    FleetDuplicates,
+    fleet_duplicate_events,
+    iter_newest,
+    scan_window,
+)
+from worker.ops.fleet import other_live_workers, worker_url_of
 from worker.ops.keys import find_stale_processing_keys
 from worker.ops.latency import NoLatencyHistogram, operation_latencies
 from worker.ops.pending import PendingUnavailable, read_pending_entries
@@ -424,21 +431,16 @@ def probe_fleet_latency(sources: Sources) -> list[Finding]:
     except WorkerUnreachable:
         measured = None
     try:
-        live = live_consumers(sources.redis())
+        others = other_live_workers(sources.redis(), measured=measured, worker_url=sources.worker_url)
     except RedisUnavailable:
         return []  # probe_redis says so, once
-    here = socket.gethostname()
     findings = []
-    for name, beat in sorted(live.items()):
-        if name == measured:
-            continue
-        url = worker_url_of(beat, here)
+    for worker in others:
+        name, url = worker.name, worker.url
         if url is None:
             # A worker names its endpoint once it serves it; the first beats of a starting one come before.
             findings.append(_ok(f"{name}: latency not judged, its heartbeat names no HTTP endpoint (yet)"))
             continue
-        if url == sources.worker_url.rstrip("/"):
-            continue  # the worker at --worker-url: probe_latency's, answered or not
         try:
             window = WorkerClient(url, timeout_s=sources.http_timeout_s).state().get("window") or {}
         except WorkerUnreachable as exc:
@@ -450,20 +452,6 @@ def probe_fleet_latency(sources: Sources) -> list[Finding]:
         findings.append(Finding(Status.of(judged.status), f"{name}, last 60 s: {judged.message} ({url})",
                                 {"consumer": name, "url": url, "p50_ms": p50, "p99_ms": p99}))
     return findings
-
-
-def worker_url_of(beat: Mapping[str, Any], here: str) -> str | None:
-    """The URL of a worker's endpoint from its heartbeat's `http` (the address it bound): a wildcard address is the
-    worker's host (this machine's loopback when it runs here)."""
-    address = beat.get("http")
-    if not isinstance(address, str) or ":" not in address:
-        return None
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
-    if host in ("", "0.0.0.0", "::"):
-        beat_host = beat.get("host")
-        host = "127.0.0.1" if beat_host in (None, here) else str(beat_host)
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def probe_stream(sources: Sources) -> list[Finding]:
@@ -805,13 +793,25 @@ def probe_duplicates(sources: Sources) -> list[Finding]:
         findings.append(_warn(f"{len(no_ttl)}+ completed key(s) without a TTL: they never expire "
                               "(check TACTICAL_COMPLETED_TTL_S and the commit script)",
                               keys=[as_text(k) for k in no_ttl]))
-    try:
-        counted = duplicate_events_total(sources.metrics())
-        findings.append(_ok(f"the worker caught {0 if counted is None else int(counted)} duplicate events since it "
-                            "started (each acked without a second command)", duplicate_events_total=counted))
-    except WorkerUnreachable as exc:
-        findings.append(_warn(f"duplicate counter unavailable: {exc}"))
+    fleet = fleet_duplicate_events(client, sources.worker_url, metrics=sources.metrics, health=sources.health,
+                                   timeout_s=sources.http_timeout_s)
+    findings.append(_duplicate_counters(fleet))
     return findings
+
+
+def _duplicate_counters(fleet: FleetDuplicates) -> Finding:
+    """The duplicates every live worker caught, summed: each counts only its own. A worker not read is named, and
+    the sum is then a floor (a warning), not the stack's figure."""
+    read, total = fleet.read, fleet.total
+    caught = (f"{len(read)} worker(s) caught {int(total or 0)} duplicate events since each started, each acked "
+              f"without a second command: {fleet.counted_text()}" if read else "duplicate counter unavailable")
+    if fleet.missing:
+        floor = "; not read, so their duplicates are missing from that total: " if read else ": not read: "
+        return _warn(caught + floor + fleet.unread_text() + " — `tacticalctl --worker-url <its address> "
+                     "duplicates` where it is reachable", **fleet.as_dict())
+    if fleet.unread:
+        return _ok(f"{caught}; not counted: {fleet.unread_text()}", **fleet.as_dict())
+    return _ok(caught, **fleet.as_dict())
 
 
 # A failing health check → its playbook, by the check's status: (on warn, on critical). The worker's own verdict,
