@@ -1,4 +1,4 @@
-"""`tacticalctl duplicates`: the worker's duplicate counter and the correlation ids seen more than once."""
+"""`tacticalctl duplicates`: the workers' duplicate counters and the correlation ids seen more than once."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from tacticalctl.formatting import parse_duration, plain
 from worker.ops.duplicates import (
     ScanResult,
     duplicate_commands,
-    duplicate_events_total,
+    fleet_duplicate_events,
     input_offenders,
     require_window,
     window_commands,
     window_resends,
 )
-from worker.ops.worker_client import WorkerClient, WorkerUnreachable
+from worker.ops.worker_client import WorkerClient
 
 
 def offenders_table(scan: ScanResult, title: str) -> Table:
@@ -45,18 +45,21 @@ def duplicates(
                                              "execution_commands instead of --window.", min=1)] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Duplicate events: the worker's counter and the correlation ids seen more than once.
+    """Duplicate events: every live worker's counter and the correlation ids seen more than once.
 
-    tactical_duplicate_events_total from /metrics, the correlation ids sent more than once in the last --window
+    tactical_duplicate_events_total from /metrics of every live worker (each counts its own; summed, and listed
+    per worker), the correlation ids sent more than once in the last --window
     or among the --last entries (the producer's retries: decided once, acked as duplicates; a copy sent after the
     first was dead-lettered, as `dead-letter replay` does, is not counted), and — what must never happen — ids with
     more than one execution
     command. Every command of the window is read; events, the newest 20,000 of it. Exit 0 none, 1 repeated input
-    ids, 2 repeated commands or the worker unreachable.
+    ids or another live worker's counter not read, 2 repeated commands or the worker at --worker-url unreachable.
 
-    JSON keys: window_s (null with --last), duplicate_events_total (null when the worker is unreachable),
-    worker_error, input {scanned, truncated, offenders [{correlation_id, count, entry_ids, first_ms, last_ms}]},
-    commands (same shape), status."""
+    JSON keys: window_s (null with --last), duplicate_events_total (the sum over the workers read; null when none
+    was), workers [{consumer, url, duplicate_events_total, error}] (the worker at --worker-url first, then every
+    other live worker at the endpoint its heartbeat names; a worker not read has a null count and the error),
+    worker_error (the worker at --worker-url's), input {scanned, truncated, offenders [{correlation_id, count,
+    entry_ids, first_ms, last_ms}]}, commands (same shape), status."""
     context = get_context(ctx)
     window_s = None
     if last is None:
@@ -75,30 +78,36 @@ def duplicates(
         span = f"in the last {window}"
         events_seen = f"{span} ({inputs.scanned} events{', the newest' if inputs.truncated else ''})"
         commands_seen = f"{span} ({commands.scanned} commands)"
-    worker_error = None
-    try:
-        counted = duplicate_events_total(WorkerClient(context.worker_url).metrics())
-    except WorkerUnreachable as exc:
-        counted, worker_error = None, str(exc)
+    worker = WorkerClient(context.worker_url)
+    fleet = fleet_duplicate_events(client, context.worker_url, metrics=worker.metrics, health=worker.health,
+                                   timeout_s=worker.timeout_s)
+    worker_error = fleet.workers[0].error  # the worker at --worker-url
     if commands.offenders or worker_error:
         code = ExitCode.CRITICAL
-    elif inputs.offenders:
+    elif inputs.offenders or fleet.missing:
         code = ExitCode.WARNING
     else:
         code = ExitCode.OK
     if json_output:
-        print_json({"window_s": window_s, "duplicate_events_total": counted, "worker_error": worker_error,
+        print_json({"window_s": window_s, **fleet.as_dict(), "worker_error": worker_error,
                     "input": inputs.as_dict(), "commands": commands.as_dict(), "status": code.name.lower()})
         raise typer.Exit(int(code))
     console = context.console
     if worker_error:
-        console.print(f"[bold red]duplicate counter unavailable[/]: {worker_error}")
-    else:
-        # One worker's counter: with several, each counts its own (Prometheus sums them); the tables below are
-        # read from the streams, every worker's.
-        console.print(f"tactical_duplicate_events_total of the worker at {plain(context.worker_url)}: "
-                      f"{0 if counted is None else int(counted)} (since its start; events already decided or in "
-                      "flight, acked without a second command; other workers count their own)")
+        console.print(f"[bold red]duplicate counter unavailable[/]: {plain(worker_error)}")
+    if fleet.read:
+        # Each worker counts only the duplicates it caught (Prometheus sums them): every live one is read.
+        console.print(f"tactical_duplicate_events_total of {len(fleet.read)} worker(s): {int(fleet.total or 0)} "
+                      f"({plain(fleet.counted_text())}; each since its start: events already decided or in flight, "
+                      "acked without a second command)")
+    others = [worker for worker in fleet.workers[1:] if worker.missing]
+    if others:
+        console.print("[bold yellow]not read[/], so their duplicates are missing from that total: "
+                      + plain("; ".join(f"{worker.name} ({worker.error})" for worker in others))
+                      + " — `tacticalctl --worker-url <its address> duplicates` where it is reachable")
+    starting = [worker for worker in fleet.unread if not worker.missing]
+    if starting:
+        console.print("not counted: " + plain("; ".join(f"{worker.name} ({worker.error})" for worker in starting)))
     if inputs.offenders:
         console.print(offenders_table(inputs, f"correlation ids repeated {events_seen}"))
     else:

@@ -78,6 +78,17 @@ class WorkerAnswers:
                       "window": {"events": 0}, **state}
 
 
+def counting_worker(consumer: str, duplicates: int) -> HealthServer:
+    """A worker's real HTTP server whose /metrics says it caught `duplicates` duplicate events."""
+    answers = WorkerAnswers()
+    answers.set_state(0, consumer=consumer)
+    answers.health["consumer"] = consumer
+    metrics = TacticalMetrics()
+    metrics.duplicate_events.inc(duplicates)
+    return HealthServer("127.0.0.1", 0, metrics=metrics, health_snapshot=lambda: answers.health,
+                        state_snapshot=lambda: answers.state).start()
+
+
 @pytest.fixture
 def worker_http() -> Iterator[tuple[str, WorkerAnswers]]:
     """The worker's real HTTP server on a free port, answering documents the test sets."""

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import redis
 
-from tests.cli.conftest import Ctl, WorkerAnswers
+from tests.cli.conftest import Ctl, WorkerAnswers, counting_worker
+from worker.heartbeat import write_heartbeat
 from worker.names import COMMANDS_STREAM
 from worker.producer import make_event, publish_event
 
@@ -27,8 +28,8 @@ def test_no_duplicates_exit_0(ctl: Ctl, redis_client: redis.Redis, worker_http: 
     command(redis_client, "a")
     result = ctl("duplicates", worker_url=url)
     assert result.exit_code == 0, result.stdout
-    # One worker's counter, and said so: other workers count their own.
-    assert f"tactical_duplicate_events_total of the worker at {url}: 0 (since its start;" in result.stdout
+    # The worker at --worker-url, named as it answers: no other has a heartbeat here.
+    assert "tactical_duplicate_events_total of 1 worker(s): 0 (host-a:101 0; each since its start:" in result.stdout
     assert "no correlation id repeated in the last 15m (3 events)" in result.stdout
 
 
@@ -41,7 +42,8 @@ def test_a_resent_event_is_a_warning_naming_it(
     assert result.exit_code == 1
     assert "order-1" in result.stdout and "order-2" not in result.stdout
     doc = json.loads(ctl("duplicates", "--json", worker_url=url).stdout)
-    assert set(doc) == {"window_s", "duplicate_events_total", "worker_error", "input", "commands", "status"}
+    assert set(doc) == {"window_s", "duplicate_events_total", "workers", "worker_error", "input", "commands",
+                        "status"}
     assert doc["window_s"] == 900
     [offender] = doc["input"]["offenders"]
     assert (offender["correlation_id"], offender["count"], len(offender["entry_ids"])) == ("order-1", 3, 3)
@@ -171,3 +173,37 @@ def _replay_one_and_correct_another(ctl: Ctl, redis_client: redis.Redis, worker_
     assert ctl("dead-letter", "replay", "--id", replay_me.decode(), "--include-unconfirmed", "--yes").exit_code == 0
     publish(redis_client, "corrected-1")  # the upstream's corrected event
     return worker_http[0]
+
+
+def test_the_counter_of_every_live_worker_is_summed_and_one_not_read_is_a_warning(
+    ctl: Ctl, redis_client: redis.Redis, nobody_url: str
+) -> None:
+    """Scaled out, each worker counts only the duplicates it caught: the command read the worker at --worker-url
+    alone, and "other workers count their own" left the operator to find and read them."""
+    here, other = counting_worker("host-a:101", 3), counting_worker("host-b:202", 4)
+    try:
+        write_heartbeat(redis_client, "host-a:101", interval_s=30.0, info={"http": here.url.removeprefix("http://")})
+        write_heartbeat(redis_client, "host-b:202", interval_s=30.0, info={"http": f"0.0.0.0:{other.port}"})
+        result = ctl("duplicates", worker_url=here.url)
+        assert result.exit_code == 0, result.stdout
+        said = " ".join(result.stdout.split())
+        assert "tactical_duplicate_events_total of 2 worker(s): 7 (host-a:101 3, host-b:202 4; each since" in said
+        doc = json.loads(ctl("duplicates", "--json", worker_url=here.url).stdout)
+        assert doc["duplicate_events_total"] == 7 and doc["worker_error"] is None and doc["status"] == "ok"
+        assert [(w["consumer"], w["duplicate_events_total"], w["error"]) for w in doc["workers"]] == [
+            ("host-a:101", 3, None), ("host-b:202", 4, None)]
+
+        write_heartbeat(redis_client, "host-c:303", interval_s=30.0, info={"http": nobody_url.removeprefix("http://")})
+        result = ctl("duplicates", worker_url=here.url)
+        assert result.exit_code == 1, result.stdout
+        said = " ".join(result.stdout.split())
+        assert "tactical_duplicate_events_total of 2 worker(s): 7" in said
+        assert ("not read, so their duplicates are missing from that total: host-c:303 (worker unreachable at "
+                f"{nobody_url}/metrics") in said, result.stdout
+        doc = json.loads(ctl("duplicates", "--json", worker_url=here.url).stdout)
+        assert doc["duplicate_events_total"] == 7 and doc["status"] == "warning"
+        [unread] = [w for w in doc["workers"] if w["consumer"] == "host-c:303"]
+        assert unread["duplicate_events_total"] is None and unread["error"].startswith("worker unreachable at")
+    finally:
+        here.stop()
+        other.stop()

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from models.bundle import current_bundle_dir
-from tests.cli.conftest import Ctl, WorkerAnswers, worker_url
+from tests.cli.conftest import Ctl, WorkerAnswers, counting_worker, worker_url
 from tests.cli.streams import deliver_without_ack, publish
 from worker.breaker import CircuitBreaker, publish_breaker_state
 from worker.delivery import ensure_group
@@ -326,17 +326,6 @@ def test_worker_down_at_worker_url_names_the_endpoints_of_the_live_workers(
     doc = json.loads(ctl("triage", "worker-down", "--json", worker_url=nobody_url).stdout)
     [beats] = [f for f in doc["alerts"][0]["findings"] if "live worker(s)" in f["summary"]]
     assert beats["evidence"]["endpoints"] == {"host-c:303": "http://127.0.0.1:18001"}
-
-
-def counting_worker(consumer: str, duplicates: int) -> HealthServer:
-    """A worker's real HTTP server whose /metrics says it caught `duplicates` duplicate events."""
-    answers = WorkerAnswers()
-    answers.set_state(0, consumer=consumer)
-    answers.health["consumer"] = consumer
-    metrics = TacticalMetrics()
-    metrics.duplicate_events.inc(duplicates)
-    return HealthServer("127.0.0.1", 0, metrics=metrics, health_snapshot=lambda: answers.health,
-                        state_snapshot=lambda: answers.state).start()
 
 
 def test_duplicate_triage_sums_the_counter_of_every_live_worker_and_names_those_not_read(
