@@ -13,7 +13,7 @@ from pathlib import Path
 import redis
 
 from models.bundle import current_bundle_dir
-from tests.cli.conftest import Ctl, WorkerAnswers, worker_url
+from tests.cli.conftest import Ctl, WorkerAnswers, counting_worker, worker_url
 from tests.cli.streams import publish
 from worker.alerts import Severity, publish_alert, recent_alerts
 from worker.breaker import CircuitBreaker, publish_breaker_state, record_restart, restart_count
@@ -198,6 +198,23 @@ def test_market_check_catches_a_second_command_for_one_event(
     rows = steps(ctl("market-check", "--json", worker_url=url))
     assert rows["duplicate events"]["status"] == "critical"
     assert "1 repeated command(s)" in rows["duplicate events"]["value"]
+
+
+def test_market_checks_duplicate_step_counts_every_live_worker(ctl: Ctl, redis_client: redis.Redis) -> None:
+    # Scaled out, each worker counts only the copies it caught: the step read the worker at --worker-url alone.
+    ensure_group(redis_client)
+    here, other = counting_worker("host-a:101", 3), counting_worker("host-b:202", 4)
+    try:
+        for name, server in (("host-a:101", here), ("host-b:202", other)):
+            write_heartbeat(redis_client, name, interval_s=30.0, info={"http": server.url.removeprefix("http://")})
+        rows = steps(ctl("market-check", "--json", worker_url=here.url))
+        step = rows["duplicate events"]
+        assert "7 duplicate events caught by 2 worker(s) since each started (host-a:101 3, host-b:202 4)" in (
+            step["value"]), step
+        assert step["details"]["duplicate_events_total"] == 7
+    finally:
+        here.stop()
+        other.stop()
 
 
 def test_market_check_with_the_worker_unreachable_is_critical(ctl: Ctl, redis_client: redis.Redis) -> None:

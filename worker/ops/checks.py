@@ -53,7 +53,7 @@ from worker.heartbeat import live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
 from worker.names import DEFAULT_DB
 from worker.ops.breaker_status import read_breaker_overview, reset_breaker
-from worker.ops.duplicates import duplicate_events_total, scan_window
+from worker.ops.duplicates import fleet_duplicate_events, scan_window
 from worker.ops.keys import clean_keys, find_stale_processing_keys, plan_key_cleanup, scan_idempotency_keys
 from worker.ops.reports import build_daily_report, read_alert_history, read_performance, write_report
 from worker.ops.sources import RedisUnavailable, Sources
@@ -540,16 +540,20 @@ def check_duplicate_alerts(sources: Sources, window_s: float = MARKET_WINDOW_S) 
     """The runbook's duplicate-processing alert, judged from the streams: what TacticalDuplicateEvents fires on (the
     worker caught a copy) is an id sent more than once among the window's input entries; two commands for one id
     anywhere in the recent ones is exactly-once output broken."""
-    scan = scan_window(sources.redis(), window_s)
+    client = sources.redis()
+    scan = scan_window(client, window_s)
     commands, resent = scan.commands, scan.resent
-    try:
-        counted = duplicate_events_total(sources.metrics())
-    except WorkerUnreachable:
-        counted = None
+    # Each worker counts only the copies it caught itself: every live one is read (the one at --worker-url first).
+    fleet = fleet_duplicate_events(client, sources.worker_url, metrics=sources.metrics, health=sources.health,
+                                   timeout_s=sources.http_timeout_s)
+    counted = fleet.total
+    caught = ("unknown" if counted is None else
+              f"{int(counted)} duplicate events caught by {len(fleet.read)} worker(s) since each started"
+              + (f" ({fleet.counted_text()})" if len(fleet.workers) > 1 else ""))
+    if fleet.unread:
+        caught += f", not counting {fleet.unread_text()}"
     value = (f"{len(resent.offenders)} correlation id(s) sent more than once in {_duration(window_s)} "
-             f"({resent.scanned} events{', the newest' if resent.truncated else ''}); "
-             f"{'unknown' if counted is None else int(counted)} duplicate events caught by the worker at "
-             f"{sources.worker_url} since its start; "
+             f"({resent.scanned} events{', the newest' if resent.truncated else ''}); {caught}; "
              f"{len(commands.offenders)} repeated command(s) in {_duration(window_s)} ({commands.scanned} commands"
              f"{', the newest' if commands.truncated else ''})")
     details = {"duplicate_events_total": counted, "duplicate_commands": commands.as_dict(),
