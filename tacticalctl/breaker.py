@@ -63,8 +63,8 @@ def status(ctx: typer.Context, json_output: JsonOption = False) -> None:
     within the window.
 
     Exit 0 closed, 1 half-open — or closed with as many restarts in the window as the limit, so that the next worker
-    start opens it — 2 open, or when no worker is visible at all (no live worker has published its breaker, HTTP
-    unreachable).
+    start opens it (a limit of 0, a hold set on purpose, excepted) — 2 open, or when no worker is visible at all (no
+    live worker has published its breaker, HTTP unreachable).
 
     JSON keys: state (closed|half_open|open|null), state_code, workers {consumer: {state, state_name,
     consecutive_failures, opened_at, last_reason, updated_at}}, http, http_error, restarts, restart_limit,

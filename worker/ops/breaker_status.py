@@ -66,8 +66,9 @@ class BreakerOverview:
     @property
     def next_start_opens(self) -> bool:
         """As many starts in the window as the limit: one more worker start (a crash restarted, a replica added)
-        opens the breaker, until the oldest start leaves the window or `breaker reset` clears the count."""
-        return self.restarts >= self.restart_limit
+        opens the breaker, until the oldest start leaves the window or `breaker reset` clears the count. Not for a
+        limit of 0: that is a hold an operator set on purpose (every start opens the breaker), not a warning."""
+        return 0 < self.restart_limit <= self.restarts
 
     def as_dict(self) -> dict[str, Any]:
         state = self.state
