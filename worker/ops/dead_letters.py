@@ -434,18 +434,16 @@ def replay_dead_letters(
     # A replay that may decide (and trade) an event a second time is the operator's call, never a default.
     trimmed, unconfirmed = ((lookup.decisions_trimmed, {}) if include_unconfirmed
                             else ({}, lookup.decisions_trimmed))
+    plan = ReplayResult(planned, {}, unreplayable, applied=False, invalid=invalid, decided=dict(decided),
+                        decisions_trimmed=trimmed, unconfirmed=unconfirmed, decisions_read=read, decisions_gap=gap)
     if not apply:
-        return ReplayResult(planned, {}, unreplayable, applied=False, invalid=invalid, decided=decided,
-                            decisions_trimmed=trimmed, unconfirmed=unconfirmed, decisions_read=read,
-                            decisions_gap=gap)
-    left_out = {*unreplayable, *invalid, *decided, *unconfirmed}
-    if any(e.id not in left_out for e in planned):  # something will change
+        return plan
+    to_replay = plan.to_replay()
+    if to_replay:  # something will change
         require_audit_trail(client)
     script = client.register_script(_REPLAY_LUA)
     replayed: dict[str, str] = {}
-    for entry in planned:
-        if entry.id in left_out:
-            continue
+    for entry in to_replay:
         fields: dict[bytes, bytes | str] = {name: value for name, value in entry.original.items()
                                             if name != _REPLAYED_FROM}
         fields[_REPLAYED_FROM] = entry.original_id or entry.id  # the duplicate checks read it: not a resend
