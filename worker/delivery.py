@@ -7,7 +7,8 @@ Two Lua scripts carry the contract (DESIGN.md, "Delivery"):
   the lease, only XACK (another consumer won the race, or is deciding it); else XADD decision, XADD command (if
   executed), SET completed EX ttl, DEL processing, XACK. The commit re-checks what the claim found, atomically and
   later, so the worker never waits for the claim's reply before committing: the claim sets the lease (other
-  consumers see the event in flight), the commit decides. Duplicates are acked
+  consumers see the event in flight), the commit decides. Both go out on one connection, so Redis runs each claim
+  before its commit (`ScriptConnection`). Duplicates are acked
   and dead letters are acked and written in the same call; a dead letter is written only if its XACK found the entry
   still pending, so a stalled owner that resumes after another consumer (or an operator) already dead-lettered the
   entry writes no second copy. Being one script makes each event's check-and-write atomic: two consumers racing on
@@ -18,6 +19,7 @@ A crash before the commit leaves entries pending in the group; they are reclaime
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -256,67 +258,115 @@ class StreamNames:
 DEFAULT_STREAMS = StreamNames()
 
 
-class ScriptChannel:
-    """One script and a connection of its own (`HeldConnection`): a script's reply is read on the connection it was
-    sent on, and a reply left unread discards that connection."""
+class ScriptConnection:
+    """One connection (`HeldConnection`) the claim and the commit scripts are both sent on, their replies read in the
+    order sent. One connection is what makes Redis run them in that order: a batch's claim before its commit, and
+    the commit in flight before the next batch's claim. On two, Redis could run a commit before the claim sent
+    ahead of it, and that claim would leave a lease behind for an entry the commit had found settled."""
 
-    def __init__(self, client: redis.Redis, script: Script) -> None:
-        self.script = script
+    def __init__(self, client: redis.Redis) -> None:
         self.held = HeldConnection(client)
+        self._waiting: deque[PendingScript] = deque()  # sent, reply not read yet, oldest first
 
-    def send(self, keys: list[str], args: list[str | bytes | int]) -> PendingScript:
-        return PendingScript(self, keys, args)
+    def send(self, pending: PendingScript, packed: bytes) -> None:
+        try:
+            self.held.connection().send_packed_command([packed])
+        except BaseException:
+            self.discard()
+            raise
+        self._waiting.append(pending)
+
+    def read_through(self, pending: PendingScript, *, block: bool = True) -> None:
+        """Read replies, oldest first, until `pending`'s is in (each earlier one kept for its own reader, or dropped
+        if nobody wants it any more). Without `block`, only while a reply is there to read."""
+        while pending in self._waiting:
+            if not block and not self.held.reply_waiting():
+                return
+            try:
+                reply: Any = self.held.connection().read_response()
+            except redis.ResponseError as refusal:  # that script's own error reply: the connection stays in step
+                reply = refusal
+            except BaseException:
+                self.discard()
+                raise
+            self._waiting.popleft().receive(reply)
+
+    def forget(self, pending: PendingScript) -> None:
+        """Its reply is not wanted. When no other is either, the connection is closed at once (the caller may be
+        giving up on a Redis that does not answer); else the reply is dropped when it is read in turn."""
+        if not any(other.wanted for other in self._waiting):
+            self.discard()
+
+    def discard(self) -> None:
+        """Close the connection: every reply not read yet is lost with it."""
+        self.held.discard()
+        lost, self._waiting = self._waiting, deque()
+        for pending in lost:
+            pending.receive(redis.ConnectionError("the connection was closed before this reply was read"))
 
     def close(self) -> None:
+        """Hand the connection back to the pool, or close it if a reply is still to come on it."""
+        if self._waiting:
+            self.discard()
         self.held.close()
 
 
 class PendingScript:
-    """One EVALSHA sent on its channel's connection, its reply read later (`reply`): the hot path works while Redis
+    """One EVALSHA sent on the scripts' connection, its reply read later (`reply`): the hot path works while Redis
     runs the script. Packed by hiredis in one call (redis-py's per-argument conversions cost ~0.1 µs an argument, and a
-    commit has ~60 per event). Use it as a context manager: a reply never read discards the connection."""
+    commit has ~60 per event). Use it as a context manager: a reply never read is dropped
+    (`ScriptConnection.forget`)."""
 
-    def __init__(self, channel: ScriptChannel, keys: list[str], args: list[str | bytes | int]) -> None:
-        self._channel = channel
+    def __init__(self, connection: ScriptConnection, script: Script, keys: list[str],
+                 args: list[str | bytes | int]) -> None:
+        self._connection = connection
+        self._script = script
         self._keys = keys
         self._args = args
-        self._awaiting = False
-        try:
-            channel.held.connection().send_packed_command(
-                # hiredis's stub types its argument as a 1-tuple; any length is packed
-                [hiredis.pack_command(("EVALSHA", channel.script.sha, len(keys), *keys, *args))]  # type: ignore[arg-type]
-            )
-        except BaseException:
-            channel.held.discard()
-            raise
-        self._awaiting = True
+        self._reply: Any = _NOT_READ
+        self.wanted = True  # until its reply is asked for, or it is closed unread
+        # hiredis's stub types its argument as a 1-tuple; any length is packed
+        connection.send(self, hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args)))  # type: ignore[arg-type]
+
+    def receive(self, reply: Any) -> None:
+        self._reply = reply
 
     def reply(self) -> Any:
-        assert self._awaiting, "reply() is read once"
-        self._awaiting = False
-        try:
-            return self._channel.held.connection().read_response()
-        except NoScriptError:  # Redis lost its script cache (restart, SCRIPT FLUSH): load it and run again
-            return self._channel.script(keys=self._keys, args=self._args)
-        except BaseException:
-            self._channel.held.discard()
-            raise
+        assert self.wanted, "reply() is read once"
+        self._connection.read_through(self)
+        self.wanted = False
+        reply, self._reply = self._reply, None
+        if isinstance(reply, NoScriptError):  # Redis lost its script cache (restart, SCRIPT FLUSH): load it, run again
+            return self._script(keys=self._keys, args=self._args)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
 
     @property
     def arrived(self) -> bool:
-        """Its reply is there to read without waiting."""
-        return self._awaiting and self._channel.held.reply_waiting()
+        """Its reply is there to read without waiting (those sent before it are read, without waiting, to see)."""
+        if not self.wanted:
+            return False
+        try:
+            self._connection.read_through(self, block=False)
+        except (redis.RedisError, OSError):  # the connection broke (and was closed): this reply is lost
+            return False
+        return self._reply is not _NOT_READ and not isinstance(self._reply, redis.ConnectionError)
 
     def close(self) -> None:
-        if self._awaiting:
-            self._awaiting = False
-            self._channel.held.discard()
+        if self.wanted:
+            self.wanted = False
+            if self._reply is _NOT_READ:
+                self._connection.forget(self)
 
     def __enter__(self) -> PendingScript:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_NOT_READ = object()
 
 
 class PendingOutcomes(Generic[OutcomeT]):
@@ -361,13 +411,13 @@ class DeliveryScripts:
     def __init__(self, client: redis.Redis, streams: StreamNames = StreamNames()) -> None:
         self.client = client
         self.streams = streams
-        self._claim = ScriptChannel(client, client.register_script(_CLAIM_LUA))
-        self._commit = ScriptChannel(client, client.register_script(_COMMIT_LUA))
+        self._connection = ScriptConnection(client)
+        self._claim = client.register_script(_CLAIM_LUA)
+        self._commit = client.register_script(_COMMIT_LUA)
 
     def close(self) -> None:
-        """Hand the scripts' connections back to the client's pool."""
-        self._claim.close()
-        self._commit.close()
+        """Hand the scripts' connection back to the client's pool."""
+        self._connection.close()
 
     def claim(
         self, owner: str, lease_ms: int, items: Sequence[tuple[str, bytes]]
@@ -383,7 +433,7 @@ class DeliveryScripts:
         for correlation_id, entry_id in items:
             keys += [completed_key(correlation_id), processing_key(correlation_id)]
             args.append(entry_id)
-        return PendingOutcomes(self._claim.send(keys, args) if keys else None, ClaimOutcome)
+        return PendingOutcomes(PendingScript(self._connection, self._claim, keys, args) if keys else None, ClaimOutcome)
 
     def send_commit(
         self,
@@ -425,7 +475,7 @@ class DeliveryScripts:
                 _check_names(event.command_fields, command_names, event)
                 args += event.command_fields.values()
         keys += lease_keys
-        return PendingOutcomes(self._commit.send(keys, args), str)
+        return PendingOutcomes(PendingScript(self._connection, self._commit, keys, args), str)
 
 
 def _check_names(fields: Mapping[str, object], names: tuple[str, ...], event: DecidedEvent) -> None:

@@ -87,6 +87,31 @@ def test_batches_keep_the_pipelines_connections(redis_client: redis.Redis, ensem
     assert pending_count(redis_client) == 0
 
 
+def test_redis_runs_each_claim_and_commit_in_the_order_the_pipeline_sent_them(redis_client: redis.Redis,
+                                                                             ensemble) -> None:
+    """A batch's claim goes out before its commit, and the next batch's claim after the commit in flight: Redis must
+    run them in that order. Run out of order, a commit that found an entry no longer pending (dead-lettered by an
+    operator while its worker stalled) released no lease, and the claim landing after it left one behind."""
+    ids = publish(redis_client, 30, "order")
+    pipeline = EventPipeline(DeliveryScripts(redis_client), ensemble, AggregatorConfig(), CONFIG)
+    pipeline.process(read(redis_client, 10))  # Redis has both scripts from here on (no NOSCRIPT and load)
+    first, second = read(redis_client, 10), read(redis_client, 10)
+    with redis_client.monitor() as monitor:
+        pipeline.submit(first)
+        pipeline.submit(second)
+        pipeline.drain()
+        redis_client.ping()  # marks the end of what the monitor has to show
+        run: list[tuple[str, str]] = []  # (script, client) in the order Redis ran them
+        while (command := monitor.next_command())["command"] != "PING":
+            words = command["command"].split()
+            if words[0] == "EVALSHA":
+                script = "commit" if words[3] == INPUT_STREAM else "claim"  # the commit's first key
+                run.append((script, f"{command['client_address']}:{command['client_port']}"))
+    assert [script for script, _ in run] == ["claim", "commit", "claim", "commit"], run
+    assert len({client for _, client in run}) == 1, "one connection: Redis runs its commands in the order sent"
+    assert decided_ids(redis_client) == dict.fromkeys(ids, 1)
+
+
 def test_time_a_commit_waits_in_flight_is_not_counted_as_its_batch_latency(redis_client: redis.Redis, ensemble) -> None:
     model, pipeline, first, second = two_batches_of_ten(redis_client, ensemble, "slow")
 
