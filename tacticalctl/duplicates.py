@@ -12,6 +12,7 @@ from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import parse_duration, plain
 from worker.ops.duplicates import (
+    DUPLICATE_COUNTER,
     ScanResult,
     duplicate_commands,
     fleet_duplicate_events,
@@ -97,17 +98,11 @@ def duplicates(
         console.print(f"[bold red]duplicate counter unavailable[/]: {plain(worker_error)}")
     if fleet.read:
         # Each worker counts only the duplicates it caught (Prometheus sums them): every live one is read.
-        console.print(f"tactical_duplicate_events_total of {len(fleet.read)} worker(s): {int(fleet.total or 0)} "
-                      f"({plain(fleet.counted_text())}; each since its start: events already decided or in flight, "
-                      "acked without a second command)")
-    others = [worker for worker in fleet.workers[1:] if worker.missing]
-    if others:
-        console.print("[bold yellow]not read[/], so their duplicates are missing from that total: "
-                      + plain("; ".join(f"{worker.name} ({worker.error})" for worker in others))
-                      + " — `tacticalctl --worker-url <its address> duplicates` where it is reachable")
-    starting = [worker for worker in fleet.unread if not worker.missing]
-    if starting:
-        console.print("not counted: " + plain("; ".join(f"{worker.name} ({worker.error})" for worker in starting)))
+        console.print(f"{DUPLICATE_COUNTER}: {plain(fleet.summary())}: events already decided or in flight, acked "
+                      "without a second command")
+    if fleet.unread:
+        style = "bold yellow" if fleet.missing else "default"  # a missing counter makes the sum a floor
+        console.print(f"[{style}]{plain(fleet.shortfall())}[/]")
     if inputs.offenders:
         console.print(offenders_table(inputs, f"correlation ids repeated {events_seen}"))
     else:

@@ -29,7 +29,8 @@ def test_no_duplicates_exit_0(ctl: Ctl, redis_client: redis.Redis, worker_http: 
     result = ctl("duplicates", worker_url=url)
     assert result.exit_code == 0, result.stdout
     # The worker at --worker-url, named as it answers: no other has a heartbeat here.
-    assert "tactical_duplicate_events_total of 1 worker(s): 0 (host-a:101 0; each since its start:" in result.stdout
+    assert ("tactical_duplicate_events_total: 0 duplicate events caught by 1 worker(s) since each started "
+            "(host-a:101 0): events already decided") in " ".join(result.stdout.split())
     assert "no correlation id repeated in the last 15m (3 events)" in result.stdout
 
 
@@ -187,7 +188,8 @@ def test_the_counter_of_every_live_worker_is_summed_and_one_not_read_is_a_warnin
         result = ctl("duplicates", worker_url=here.url)
         assert result.exit_code == 0, result.stdout
         said = " ".join(result.stdout.split())
-        assert "tactical_duplicate_events_total of 2 worker(s): 7 (host-a:101 3, host-b:202 4; each since" in said
+        assert ("tactical_duplicate_events_total: 7 duplicate events caught by 2 worker(s) since each started "
+                "(host-a:101 3, host-b:202 4): events already decided") in said
         doc = json.loads(ctl("duplicates", "--json", worker_url=here.url).stdout)
         assert doc["duplicate_events_total"] == 7 and doc["worker_error"] is None and doc["status"] == "ok"
         assert [(w["consumer"], w["duplicate_events_total"], w["error"]) for w in doc["workers"]] == [
@@ -197,7 +199,7 @@ def test_the_counter_of_every_live_worker_is_summed_and_one_not_read_is_a_warnin
         result = ctl("duplicates", worker_url=here.url)
         assert result.exit_code == 1, result.stdout
         said = " ".join(result.stdout.split())
-        assert "tactical_duplicate_events_total of 2 worker(s): 7" in said
+        assert "7 duplicate events caught by 2 worker(s) since each started (host-a:101 3, host-b:202 4)" in said
         assert ("not read, so their duplicates are missing from that total: host-c:303 (worker unreachable at "
                 f"{nobody_url}/metrics") in said, result.stdout
         doc = json.loads(ctl("duplicates", "--json", worker_url=here.url).stdout)

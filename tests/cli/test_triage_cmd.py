@@ -341,8 +341,8 @@ def test_duplicate_triage_sums_the_counter_of_every_live_worker_and_names_those_
                         info={"http": f"0.0.0.0:{other.port}"})  # bound to every address, here
         result = ctl("triage", "duplicate-processing", worker_url=fast.url)
         assert result.exit_code == 0, result.stdout
-        assert ("2 worker(s) caught 7 duplicate events since each started, each acked without a second command: "
-                "host-a:101 3, host-b:202 4") in " ".join(result.stdout.split()), result.stdout
+        assert ("7 duplicate events caught by 2 worker(s) since each started (host-a:101 3, host-b:202 4), each "
+                "acked without a second command") in " ".join(result.stdout.split()), result.stdout
         doc = json.loads(ctl("triage", "duplicate-processing", "--json", worker_url=fast.url).stdout)
         [counted] = [f for f in doc["alerts"][0]["findings"] if "workers" in f["evidence"]]
         assert counted["status"] == "ok" and counted["evidence"]["duplicate_events_total"] == 7
@@ -354,8 +354,8 @@ def test_duplicate_triage_sums_the_counter_of_every_live_worker_and_names_those_
         result = ctl("triage", "duplicate-processing", worker_url=fast.url)
         assert result.exit_code == 1, result.stdout
         said = " ".join(result.stdout.split())  # a long finding wraps
-        assert ("2 worker(s) caught 7 duplicate events since each started, each acked without a second command: "
-                "host-a:101 3, host-b:202 4; not read, so their duplicates are missing from that total: host-c:303 "
+        assert ("7 duplicate events caught by 2 worker(s) since each started (host-a:101 3, host-b:202 4), each "
+                "acked without a second command; not read, so their duplicates are missing from that total: host-c:303 "
                 f"(worker unreachable at {nobody_url}/metrics") in said, result.stdout
         doc = json.loads(ctl("triage", "duplicate-processing", "--json", worker_url=fast.url).stdout)
         [counted] = [f for f in doc["alerts"][0]["findings"] if "workers" in f["evidence"]]

@@ -547,11 +547,7 @@ def check_duplicate_alerts(sources: Sources, window_s: float = MARKET_WINDOW_S) 
     fleet = fleet_duplicate_events(client, sources.worker_url, metrics=sources.metrics, health=sources.health,
                                    timeout_s=sources.http_timeout_s)
     counted = fleet.total
-    caught = ("unknown" if counted is None else
-              f"{int(counted)} duplicate events caught by {len(fleet.read)} worker(s) since each started"
-              + (f" ({fleet.counted_text()})" if len(fleet.workers) > 1 else ""))
-    if fleet.unread:
-        caught += f", not counting {fleet.unread_text()}"
+    caught = fleet.summary() + (f" ({fleet.shortfall()})" if fleet.unread else "")
     value = (f"{len(resent.offenders)} correlation id(s) sent more than once in {_duration(window_s)} "
              f"({resent.scanned} events{', the newest' if resent.truncated else ''}); {caught}; "
              f"{len(commands.offenders)} repeated command(s) in {_duration(window_s)} ({commands.scanned} commands"

@@ -231,16 +231,36 @@ class FleetDuplicates:
         read = self.read
         return sum(worker.count or 0.0 for worker in read) if read else None
 
-    def counted_text(self) -> str:
-        """`host-a:101 3, host-b:202 4`: each counter read."""
-        return ", ".join(f"{worker.name} {int(worker.count or 0)}" for worker in self.read)
+    def summary(self) -> str:
+        """`7 duplicate events caught by 2 worker(s) since each started (host-a:101 3, host-b:202 4)`: the sum and
+        each counter read, as every command says it."""
+        if not self.read:
+            return "duplicate counter unavailable"
+        counted = ", ".join(f"{worker.name} {int(worker.count or 0)}" for worker in self.read)
+        return f"{int(self.total or 0)} duplicate events caught by {len(self.read)} worker(s) since each started " \
+               f"({counted})"
 
-    def unread_text(self) -> str:
-        """`host-c:303 (worker unreachable at …)`: each worker not read, with why."""
-        return "; ".join(f"{worker.name} ({worker.error})" for worker in self.unread)
+    def shortfall(self) -> str:
+        """What the sum leaves out, with why: the workers not read although they have an endpoint (their duplicates
+        are missing: the sum is a floor), then those just starting (no endpoint yet, nothing caught). Empty when
+        every live worker was read."""
+        missing = [worker for worker in self.unread if worker.missing]
+        starting = [worker for worker in self.unread if not worker.missing]
+        parts = []
+        if missing:
+            parts.append("not read, so their duplicates are missing from that total: " + _named(missing)
+                         + " — `tacticalctl --worker-url <its address> duplicates` where it is reachable")
+        if starting:
+            parts.append("not counted: " + _named(starting))
+        return "; ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
         return {"duplicate_events_total": self.total, "workers": [worker.as_dict() for worker in self.workers]}
+
+
+def _named(workers: list[WorkerDuplicates]) -> str:
+    """`host-c:303 (worker unreachable at …)`: each worker not read, with why."""
+    return "; ".join(f"{worker.name} ({worker.error})" for worker in workers)
 
 
 def fleet_duplicate_events(

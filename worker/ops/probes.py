@@ -802,16 +802,10 @@ def probe_duplicates(sources: Sources) -> list[Finding]:
 def _duplicate_counters(fleet: FleetDuplicates) -> Finding:
     """The duplicates every live worker caught, summed: each counts only its own. A worker not read is named, and
     the sum is then a floor (a warning), not the stack's figure."""
-    read, total = fleet.read, fleet.total
-    caught = (f"{len(read)} worker(s) caught {int(total or 0)} duplicate events since each started, each acked "
-              f"without a second command: {fleet.counted_text()}" if read else "duplicate counter unavailable")
-    if fleet.missing:
-        floor = "; not read, so their duplicates are missing from that total: " if read else ": not read: "
-        return _warn(caught + floor + fleet.unread_text() + " — `tacticalctl --worker-url <its address> "
-                     "duplicates` where it is reachable", **fleet.as_dict())
+    said = fleet.summary() + (", each acked without a second command" if fleet.read else "")
     if fleet.unread:
-        return _ok(f"{caught}; not counted: {fleet.unread_text()}", **fleet.as_dict())
-    return _ok(caught, **fleet.as_dict())
+        said += "; " + fleet.shortfall()
+    return (_warn if fleet.missing else _ok)(said, **fleet.as_dict())
 
 
 # A failing health check → its playbook, by the check's status: (on warn, on critical). The worker's own verdict,
