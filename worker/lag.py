@@ -28,7 +28,7 @@ import redis
 
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
 from worker.redis_text import as_text
-from worker.stream_entries import parse_stream_id, time_reply_ms
+from worker.stream_entries import StreamRemovals, parse_stream_id, time_reply_ms
 
 # Entries read on each side of the group's last-delivered id to count the undelivered ones; a real backlog past this,
 # with as much delivered before it, is large whatever its size.
@@ -105,17 +105,15 @@ class ConsumerLag:
     @property
     def undelivered_removed(self) -> bool:
         """Entries the group had not been delivered were (or, when the stream holds only undelivered ones, may have
-        been) removed from the stream: XDEL past its last-delivered id, or a producer's `MAXLEN ~` trim past it. Redis
-        7.0 records no trim in the greatest deleted id, so a trim shows as a first entry past the group's position
-        (or an empty stream whose last id is past it) after entries were removed."""
-        position = parse_stream_id(self.last_delivered_id)
-        if self.max_deleted_id is not None and parse_stream_id(self.max_deleted_id) > position:
-            return True
-        if not self.removed:
+        been) removed from the stream: XDEL past its last-delivered id, or a producer's `MAXLEN ~` trim past it
+        (`StreamRemovals.removed_after`)."""
+        if self.last_generated_id is None:
             return False
-        if self.first_entry_id is not None:
-            return parse_stream_id(self.first_entry_id) > position
-        return self.last_generated_id is not None and parse_stream_id(self.last_generated_id) > position
+        return StreamRemovals(
+            self.removed, None if self.first_entry_id is None else parse_stream_id(self.first_entry_id),
+            parse_stream_id(self.last_generated_id),
+            None if self.max_deleted_id is None else parse_stream_id(self.max_deleted_id),
+        ).removed_after(parse_stream_id(self.last_delivered_id))
 
     @property
     def delivered(self) -> int | None:

@@ -10,6 +10,8 @@ an entry id with one parser.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, cast
 
 import redis
@@ -27,6 +29,53 @@ def parse_stream_id(entry_id: bytes | str) -> tuple[int, int]:
         return int(ms), int(seq or 0)
     except ValueError:
         raise ValueError(f"{text!r} is not a stream entry id (expected <milliseconds>-<sequence>)") from None
+
+
+class Removal(StrEnum):
+    """How entries left a stream, as far as Redis tells."""
+
+    TRIMMED = "trimmed"  # from its head (`stream trim`, a producer's MAXLEN): its first entry is where it is whole
+    DELETED = "deleted"  # XDEL past its first entry: Redis 7's max-deleted-entry-id
+    UNKNOWN = "unknown"  # the server does not say (XINFO STREAM before Redis 7.0)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRemovals:
+    """What XINFO STREAM (or the lag script, from it) tells of the entries removed from a stream since it began."""
+
+    removed: int | None  # entries-added less the length (None: not known, before Redis 7)
+    first_entry_id: tuple[int, int] | None  # None: empty
+    last_generated_id: tuple[int, int]
+    max_deleted_id: tuple[int, int] | None  # the greatest id XDEL removed, (0, 0) for none (None: not known)
+
+    def whole_from(self) -> tuple[tuple[int, int], Removal | None]:
+        """The id from which the stream still holds every entry added, and what removed those before it.
+
+        (0, 0) when none was ever removed. Else the later of its first entry's id (just past its last id when it has
+        been emptied) and the id just past the greatest one deleted (a deletion from the middle leaves the first
+        entry where it was; Redis 7.0 records no trim in the greatest deleted id). Where the server does not tell,
+        just past its last id: nothing is known to be whole."""
+        past_last = _next_id(self.last_generated_id)
+        if self.removed == 0:
+            return (0, 0), None
+        if self.removed is None or self.max_deleted_id is None:
+            return past_last, Removal.UNKNOWN
+        trimmed_to = self.first_entry_id if self.first_entry_id is not None else past_last
+        after_deleted = _next_id(self.max_deleted_id)
+        if self.max_deleted_id != (0, 0) and after_deleted >= trimmed_to:
+            return after_deleted, Removal.DELETED
+        return trimmed_to, Removal.TRIMMED
+
+    def removed_after(self, position: tuple[int, int]) -> bool:
+        """An entry past `position` was (or, where only the stream's head says so, may have been) removed. False
+        where the server does not tell."""
+        whole_from, removal = self.whole_from()
+        return removal not in (None, Removal.UNKNOWN) and whole_from > _next_id(position)
+
+
+def _next_id(entry_id: tuple[int, int]) -> tuple[int, int]:
+    """The least id after `entry_id`."""
+    return entry_id[0], entry_id[1] + 1
 
 
 def entry_time_ms(entry_id: bytes | str) -> int:

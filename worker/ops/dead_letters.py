@@ -21,7 +21,7 @@ from worker.delivery import StreamNames
 from worker.events import DEFAULT_MAX_EVENT_BYTES, InvalidEvent, decode_event, wire_correlation_id
 from worker.names import REPLAYED_FROM_FIELD, completed_key
 from worker.redis_text import as_optional_text, as_text
-from worker.stream_entries import entries, entry_time_ms, paged, parse_stream_id
+from worker.stream_entries import StreamRemovals, entries, entry_time_ms, paged, parse_stream_id
 
 DEAD_FIELD_PREFIX = b"dead_"
 DEFAULT_STREAMS = StreamNames()
@@ -363,31 +363,21 @@ def _id_or_start(entry_id: str | None) -> tuple[int, int]:
 def _decisions_extent(
     client: redis.Redis, stream: str
 ) -> tuple[tuple[int, int], tuple[int, int], DecisionsGap | None] | None:
-    """The id from which `stream` still holds every entry added, its last id, and what removed those before it.
-
-    0-0 when none was ever removed (Redis 7 counts the entries added). Else the later of its first entry's id (just
-    past its last id when it has been emptied) and the id just past the greatest one deleted (XDEL: Redis 7's
-    max-deleted-entry-id; a decision deleted from the middle leaves the first entry where it was). Where the server
-    does not tell either (before Redis 7.0), just past its last id: nothing is known to be whole. None when there is
-    no such stream (or a key of another type in its place)."""
+    """The id from which `stream` still holds every entry added, its last id, and what removed those before it
+    (`StreamRemovals.whole_from`). None when there is no such stream (or a key of another type in its place)."""
     try:
         info = client.xinfo_stream(stream)
     except redis.ResponseError:  # no such key (deleted since the look, too), or WRONGTYPE
         return None
+    added, max_deleted, first = info.get("entries-added"), info.get("max-deleted-entry-id"), info.get("first-entry")
     last = parse_stream_id(info["last-generated-id"])
-    past_last = (last[0], last[1] + 1)
-    added, max_deleted = info.get("entries-added"), info.get("max-deleted-entry-id")
-    if added is not None and int(added) == int(info["length"]):
-        return (0, 0), last, None
-    if added is None or max_deleted is None:
-        return past_last, last, DecisionsGap.UNKNOWN
-    first = info.get("first-entry")
-    trimmed_to = parse_stream_id(first[0]) if first is not None else past_last
-    deleted = parse_stream_id(max_deleted)
-    after_deleted = (deleted[0], deleted[1] + 1)
-    if deleted != (0, 0) and after_deleted >= trimmed_to:
-        return after_deleted, last, DecisionsGap.DELETED
-    return trimmed_to, last, DecisionsGap.TRIMMED
+    whole_from, removal = StreamRemovals(
+        None if added is None else int(added) - int(info["length"]),
+        None if first is None else parse_stream_id(first[0]),
+        last,
+        None if max_deleted is None else parse_stream_id(max_deleted),
+    ).whole_from()
+    return whole_from, last, None if removal is None else DecisionsGap(removal.value)
 
 
 def _decision_id_pages(client: redis.Redis, stream: str,
