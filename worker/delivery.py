@@ -28,6 +28,7 @@ from typing import Any, Generic, TypeVar
 import hiredis
 import redis
 from redis.commands.core import Script
+from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
 from worker.connection import HeldConnection
@@ -267,18 +268,30 @@ class ScriptConnection:
     def __init__(self, client: redis.Redis) -> None:
         self.held = HeldConnection(client)
         self._waiting: deque[PendingScript] = deque()  # sent, reply not read yet, oldest first
+        self._socket: object = None  # the socket they were sent on
 
     def send(self, pending: PendingScript, packed: bytes) -> None:
+        connection = self.held.connection()
+        self._lose_if_reopened(connection)
         try:
-            self.held.connection().send_packed_command([packed])
+            connection.send_packed_command([packed])
         except BaseException:
             self.discard()
             raise
+        self._socket = getattr(connection, "_sock", None)
         self._waiting.append(pending)
+
+    def _lose_if_reopened(self, connection: Connection) -> None:
+        """Replies awaited on a socket closed since (the pool's connections closed by a reconnect, which redis-py
+        then reopens on the next send) are gone with it: never read another's reply in their place."""
+        if self._waiting and getattr(connection, "_sock", None) is not self._socket:
+            self._lose_waiting()
 
     def read_through(self, pending: PendingScript, *, block: bool = True) -> None:
         """Read replies, oldest first, until `pending`'s is in (each earlier one kept for its own reader, or dropped
         if nobody wants it any more). Without `block`, only while a reply is there to read."""
+        if self._waiting:
+            self._lose_if_reopened(self.held.connection())
         while pending in self._waiting:
             if not block and not self.held.reply_waiting():
                 return
@@ -300,6 +313,9 @@ class ScriptConnection:
     def discard(self) -> None:
         """Close the connection: every reply not read yet is lost with it."""
         self.held.discard()
+        self._lose_waiting()
+
+    def _lose_waiting(self) -> None:
         lost, self._waiting = self._waiting, deque()
         for pending in lost:
             pending.receive(redis.ConnectionError("the connection was closed before this reply was read"))
