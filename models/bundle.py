@@ -331,20 +331,49 @@ def verify_signature(bundle_dir: Path, manifest_bytes: bytes, key: bytes) -> Non
         raise ModelIntegrityError(f"{path}: signature mismatch: {MANIFEST_FILE} was not signed with this key")
 
 
-def list_bundles(models_dir: Path) -> list[Manifest]:
-    """Every bundle with a readable manifest under `models_dir`, newest first. Hashes are not checked here."""
+@dataclass(frozen=True, slots=True)
+class UnreadableBundle:
+    """A directory holding a manifest that does not read: `error` is the BundleError's message."""
+
+    bundle_dir: Path
+    error: str
+
+    @property
+    def name(self) -> str:
+        return self.bundle_dir.name
+
+    def as_dict(self) -> dict[str, str]:
+        return {"bundle_dir": str(self.bundle_dir), "name": self.name, "error": self.error}
+
+
+def _manifest_dirs(models_dir: Path) -> list[Path]:
+    """The directories of `models_dir` holding a manifest; hidden ones (staging, temporary) are never bundles."""
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
         return []
+    return sorted(child for child in models_dir.iterdir()
+                  if not child.name.startswith(".") and (child / MANIFEST_FILE).is_file())
+
+
+def list_bundles(models_dir: Path) -> list[Manifest]:
+    """Every bundle with a readable manifest under `models_dir`, newest first. Hashes are not checked here."""
     manifests = []
-    for child in models_dir.iterdir():
-        if child.name.startswith(".") or not (child / MANIFEST_FILE).is_file():
-            continue
-        try:
+    for child in _manifest_dirs(models_dir):
+        with contextlib.suppress(BundleError):
             manifests.append(read_manifest(child))
-        except BundleError:
-            continue
     return sorted(manifests, key=lambda m: (m.created_at, m.version), reverse=True)
+
+
+def unreadable_bundles(models_dir: Path) -> list[UnreadableBundle]:
+    """The directories `list_bundles` passes over though they hold a manifest, by name: no worker loads them and no
+    rollback goes to them until their manifest reads."""
+    unreadable = []
+    for child in _manifest_dirs(models_dir):
+        try:
+            read_manifest(child)
+        except BundleError as exc:
+            unreadable.append(UnreadableBundle(child, str(exc)))
+    return unreadable
 
 
 def read_current_version(models_dir: Path) -> str | None:

@@ -10,19 +10,23 @@ from typing import Annotated, NoReturn
 import redis
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from models.bundle import (
     CURRENT_FILE,
+    MANIFEST_FILE,
     SIGNING_KEY_ENV,
     BundleError,
     BundleNotFoundError,
     BundleWriteError,
+    UnreadableBundle,
     list_bundles,
     read_current_version,
     read_manifest,
     read_signing_key,
     sign_bundle,
+    unreadable_bundles,
     verify_bundle,
 )
 from models.bundle_history import (
@@ -130,14 +134,16 @@ def _figure(value: float) -> str:
 
 @models_app.command("list")
 def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: JsonOption = False) -> None:
-    """Every bundle, newest first: version, creation time, the CURRENT marker, JIT log status and its metrics.
+    """Every bundle, newest first: version, creation time, the CURRENT marker, JIT log status and its metrics; then
+    every directory whose manifest does not read, and why (no worker loads it, no rollback goes to it).
     Exits 2 when workers cannot load what is here: CURRENT names a bundle that is not there or whose files do not
     match its manifest (`models verify` says which), there is no bundle at all, or there are several and no CURRENT
     file (a worker starting here refuses to choose; a running one keeps its own); 1 when the one bundle here has no
-    CURRENT file (a worker starting here serves it); 3 when the directory does not exist.
+    CURRENT file (a worker starting here serves it), or when a directory other than CURRENT's has a manifest that
+    does not read; 3 when the directory does not exist.
 
     JSON keys: models_dir, current (null without a CURRENT file), bundles [{version, created_at, current,
-    jit_successful, jit_log_exists, metrics, bundle_dir}]."""
+    jit_successful, jit_log_exists, metrics, bundle_dir}], unreadable [{bundle_dir, name, error}]."""
     directory = _models_dir(models_dir)
     if not directory.is_dir():
         raise CtlError(f"{directory} is not a directory: give the models directory with --models-dir or "
@@ -148,12 +154,29 @@ def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: J
     except BundleError as exc:  # CURRENT holds something that is not a version name
         raise CtlError(f"{exc}: workers cannot load it (`tacticalctl triage model-staleness`)",
                        ExitCode.CRITICAL) from None
+    unreadable = unreadable_bundles(directory)
+    if json_output:
+        print_json({"models_dir": str(directory), "current": active, "bundles": [b.as_dict() for b in listings],
+                    "unreadable": [u.as_dict() for u in unreadable]})
+    else:
+        _print_listing(get_context(ctx).console, directory, listings, unreadable, active)
+    # CURRENT's, when unreadable, is said by the check below, as workers see it: not a bundle (exit 2).
+    not_current = [u for u in unreadable if u.name != active]
+    try:
+        _check_loadable(directory, listings, active)
+    except CtlError:
+        if not_current:  # said, though the exit code is the more severe condition's
+            typer.echo(f"tacticalctl: {_unreadable_warning(not_current)}", err=True)
+        raise
+    if not_current:
+        raise CtlError(_unreadable_warning(not_current), ExitCode.WARNING)
+
+
+def _check_loadable(directory: Path, listings: list[BundleListing], active: str | None) -> None:
+    """The CtlError `models list` exits with when workers cannot load what is here (2), or load the one bundle only
+    because no CURRENT file names it (1)."""
     # CURRENT's version, when no bundle listed is that version
     missing_current = active if active is not None and all(b.version != active for b in listings) else None
-    if json_output:
-        print_json({"models_dir": str(directory), "current": active, "bundles": [b.as_dict() for b in listings]})
-    else:
-        _print_listing(get_context(ctx).console, directory, listings)
     if missing_current is not None:
         raise CtlError(f"CURRENT names {missing_current}, {_why_not_a_bundle(directory / missing_current)}: workers "
                        "cannot load it (`tacticalctl triage model-staleness`)", ExitCode.CRITICAL)
@@ -166,13 +189,26 @@ def list_(ctx: typer.Context, models_dir: ModelsDirOption = None, json_output: J
         except BundleError as exc:
             raise CtlError(f"CURRENT {active} does not verify: {exc}: workers refuse it (`tacticalctl models verify`, "
                            "`tacticalctl triage model-staleness`)", ExitCode.CRITICAL) from None
-    if active is None and listings:
+    if active is None:
         versions = [listing.version for listing in listings]
         if len(versions) > 1:  # a worker starting here exits 3 rather than guess which bundle trades
             raise CtlError(f"no CURRENT file in {directory}: {_without_current(directory, versions)}",
                            ExitCode.CRITICAL)
         raise CtlError(f"warning: no CURRENT file in {directory}: {_without_current(directory, versions)}",
                        ExitCode.WARNING)
+
+
+def _unreadable_warning(unreadable: Sequence[UnreadableBundle]) -> str:
+    """One line for bundle directories whose manifest does not read (none of them CURRENT's)."""
+    named = "; ".join(u.error for u in unreadable)
+    if len(unreadable) == 1:
+        [bundle] = unreadable
+        what = (f"no worker loads {bundle.name} and no rollback can go to it: fix its {MANIFEST_FILE} (then "
+                f"`tacticalctl models verify {bundle.name}`: its files must still match it) or remove the directory")
+    else:
+        what = (f"no worker loads these {len(unreadable)} directories and no rollback can go to them: fix each one's "
+                f"{MANIFEST_FILE} (then `tacticalctl models verify <version>`) or remove the directory")
+    return f"warning: {named}: {what}"
 
 
 def _trail_if_reachable(context: CtlContext) -> redis.Redis | None:
@@ -215,8 +251,9 @@ def _why_not_a_bundle(bundle_dir: Path) -> str:
     return f"which is not a bundle in {bundle_dir.parent}"
 
 
-def _print_listing(console: Console, directory: Path, listings: list[BundleListing]) -> None:
-    if not listings:
+def _print_listing(console: Console, directory: Path, listings: list[BundleListing],
+                   unreadable: Sequence[UnreadableBundle], active: str | None) -> None:
+    if not listings and not unreadable:
         console.print(f"no model bundle in {directory}")
         return
     wide = console.width >= WIDE_LISTING
@@ -230,10 +267,21 @@ def _print_listing(console: Console, directory: Path, listings: list[BundleListi
         table.add_row("[bold]CURRENT[/]" if listing.current else "", listing.version,
                       f"{listing.created_at:%Y-%m-%d %H:%M}", age((now - listing.created_at).total_seconds()), jit,
                       *([metrics_text(dict(listing.metrics))] if wide else []))
+    for bundle in unreadable:
+        marker = "[bold]CURRENT[/] " if bundle.name == active else ""
+        table.add_row(f"{marker}[bold red]unreadable[/]", escape(bundle.name), "-", "-", "-",
+                      *([f"[red]unreadable: {escape(_why_unreadable(bundle))}[/]"] if wide else []))
     console.print(table)
     if not wide:
         for listing in listings:
             console.print(f"{listing.version}: {metrics_text(dict(listing.metrics))}")
+        for bundle in unreadable:
+            console.print(f"{escape(bundle.name)}: [red]unreadable: {escape(_why_unreadable(bundle))}[/]")
+
+
+def _why_unreadable(bundle: UnreadableBundle) -> str:
+    """The error, relative to its row's directory: `manifest.json: …`."""
+    return bundle.error.removeprefix(f"{bundle.bundle_dir}/")
 
 
 def _print_steps(ctx: typer.Context, title: str, steps: list[CheckResult]) -> None:

@@ -88,8 +88,8 @@ def test_list_marks_the_current_bundle(ctl: Ctl) -> None:
     assert narrow.exit_code == 0 and "metrics" not in narrow.stdout
     assert f"{SHIPPED.name}: held-out PnL " in narrow.stdout
     doc = json.loads(ctl("models", "list", "--json").stdout)
-    assert set(doc) == {"models_dir", "current", "bundles"}
-    assert doc["current"] == SHIPPED.name
+    assert set(doc) == {"models_dir", "current", "bundles", "unreadable"}
+    assert doc["current"] == SHIPPED.name and doc["unreadable"] == []
     bundle = next(b for b in doc["bundles"] if b["version"] == SHIPPED.name)
     assert set(bundle) == {"version", "created_at", "current", "jit_successful", "jit_log_exists", "metrics",
                            "bundle_dir"}
@@ -768,6 +768,93 @@ def test_list_of_a_current_that_does_not_verify_or_of_no_bundle_is_critical(ctl:
     empty.mkdir()
     nothing = ctl("models", "list", "--models-dir", str(empty))
     assert nothing.exit_code == 2 and "no model bundle in" in nothing.stderr
+
+
+# How a bundle's manifest.json stops reading (a bad copy, a hand edit, a partial sync), and what the listing says.
+BROKEN_MANIFESTS = {
+    "bad JSON": (lambda text: text[: len(text) // 2], "cannot read JSON"),
+    "a missing field": (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "agents"}),
+                        "required field 'agents' is missing"),
+    "the wrong shape": (lambda text: json.dumps([json.loads(text)]), "expected a JSON object"),
+}
+
+
+def break_manifest(bundle_dir: Path, breakage: str = "bad JSON") -> str:
+    """Damage the bundle's manifest.json as BROKEN_MANIFESTS[breakage] does: what `models list` says of it."""
+    damage, complaint = BROKEN_MANIFESTS[breakage]
+    manifest = bundle_dir / "manifest.json"
+    manifest.write_text(damage(manifest.read_text()))
+    return complaint
+
+
+@pytest.mark.parametrize("breakage", list(BROKEN_MANIFESTS))
+def test_list_shows_a_bundle_whose_manifest_cannot_be_read_says_why_and_warns(ctl: Ctl, models_dir: Path,
+                                                                             breakage: str) -> None:
+    # The older bundle is the one an operator would roll back to: it must not vanish from the listing.
+    older = add_older_bundle(models_dir)
+    complaint = break_manifest(models_dir / older, breakage)
+    result = ctl("models", "list", "--models-dir", str(models_dir))
+    assert result.exit_code == 1, result.output
+    [row] = [line for line in result.stdout.splitlines() if older in line]
+    assert "unreadable" in row and complaint in row, result.stdout
+    assert SHIPPED.name in result.stdout and "CURRENT" in result.stdout, "the readable bundles are listed as before"
+    assert f"{models_dir / older}" in result.stderr and complaint in result.stderr
+    assert "fix" in result.stderr and "remove the directory" in result.stderr
+    assert f"tacticalctl models verify {older}" in result.stderr
+
+    as_json = ctl("models", "list", "--models-dir", str(models_dir), "--json")
+    assert as_json.exit_code == 1
+    doc = json.loads(as_json.stdout)
+    assert [b["version"] for b in doc["bundles"]] == [SHIPPED.name], "bundles holds readable bundles only, as before"
+    [unreadable] = doc["unreadable"]
+    assert unreadable["name"] == older and unreadable["bundle_dir"] == str(models_dir / older)
+    assert complaint in unreadable["error"] and str(models_dir / older) in unreadable["error"]
+
+
+def test_an_unreadable_bundle_is_said_under_a_narrow_table_and_its_name_is_not_taken_for_markup(
+    models_dir: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from tacticalctl.app import app
+
+    copy = models_dir / "backup[old]"  # an operator's copy, named as people name copies
+    shutil.copytree(models_dir / SHIPPED.name, copy)  # its manifest names another version: it does not read
+    narrow = CliRunner().invoke(app, ["models", "list", "--models-dir", str(models_dir)],
+                                env={"COLUMNS": "80", "NO_COLOR": "1"})
+    assert narrow.exit_code == 1, narrow.output
+    assert "backup[old]: unreadable" in narrow.stdout and "but the bundle's directory is 'backup[old]'" in (
+        " ".join(narrow.stdout.split()))
+
+
+def test_an_unreadable_bundle_leaves_the_other_exit_codes_as_they_were(ctl: Ctl, models_dir: Path) -> None:
+    broken = models_dir / "20200101T000000Z-00000000"
+    shutil.copytree(models_dir / SHIPPED.name, broken)  # its manifest names another version: it does not read
+    (models_dir / "CURRENT").write_text("20990101T000000Z-deadbeef\n")
+    missing = ctl("models", "list", "--models-dir", str(models_dir), "--json")
+    assert missing.exit_code == 2 and "CURRENT names 20990101T000000Z-deadbeef" in missing.stderr
+    assert broken.name in missing.stderr, "the unreadable bundle is still named"
+    assert [u["name"] for u in json.loads(missing.stdout)["unreadable"]] == [broken.name]
+    # One bundle and no CURRENT: a warning, and both are said.
+    (models_dir / "CURRENT").unlink()
+    one = ctl("models", "list", "--models-dir", str(models_dir))
+    assert one.exit_code == 1 and "no CURRENT file" in one.stderr and broken.name in one.stderr
+    # Several bundles and no CURRENT: critical, as before.
+    add_older_bundle(models_dir)
+    several = ctl("models", "list", "--models-dir", str(models_dir))
+    assert several.exit_code == 2 and "refuses to (2 bundles" in several.stderr and broken.name in several.stderr
+
+
+def test_a_current_whose_manifest_cannot_be_read_is_critical_and_marked(ctl: Ctl, models_dir: Path) -> None:
+    complaint = break_manifest(models_dir / SHIPPED.name)
+    result = ctl("models", "list", "--models-dir", str(models_dir))
+    assert result.exit_code == 2
+    assert f"CURRENT names {SHIPPED.name}, whose manifest is unusable" in result.stderr
+    [row] = [line for line in result.stdout.splitlines() if SHIPPED.name in line]
+    assert "CURRENT" in row and "unreadable" in row and complaint in row
+    doc = json.loads(ctl("models", "list", "--models-dir", str(models_dir), "--json").stdout)
+    assert doc["current"] == SHIPPED.name and doc["bundles"] == []
+    assert [u["name"] for u in doc["unreadable"]] == [SHIPPED.name]
 
 
 def test_the_triage_revert_candidate_is_what_rollback_goes_back_to_never_a_refused_bundle(

@@ -25,6 +25,7 @@ from models.bundle import (
     serving_bundle_dir,
     set_current,
     sha256_file,
+    unreadable_bundles,
     verify_bundle,
     write_manifest,
 )
@@ -220,6 +221,22 @@ def test_without_current_the_newest_bundle_is_active(models_dir: Path) -> None:
     (models_dir / "junk").mkdir()
     assert [m.version for m in list_bundles(models_dir)] == ["newer", original.name, "older"]
     assert current_bundle_dir(models_dir) == newest
+
+
+def test_a_bundle_whose_manifest_does_not_read_is_no_bundle_but_is_named_with_why(models_dir: Path) -> None:
+    original = next(models_dir.iterdir())
+    broken = add_version(models_dir, original, "older", CREATED - timedelta(days=1))
+    (broken / MANIFEST_FILE).write_text("{not json")
+    (models_dir / ".staging-x").mkdir()  # hidden, or without a manifest: not bundles, readable or not
+    (models_dir / ".staging-x" / MANIFEST_FILE).write_text("{")
+    (models_dir / "20250101T000000Z.failed").mkdir()
+    assert [m.version for m in list_bundles(models_dir)] == [original.name]  # never chosen, never served
+    assert serving_bundle_dir(models_dir) == original
+    [unreadable] = unreadable_bundles(models_dir)
+    assert (unreadable.name, unreadable.bundle_dir) == ("older", broken)
+    assert unreadable.error.startswith(f"{broken / MANIFEST_FILE}: cannot read JSON")
+    assert unreadable.as_dict() == {"name": "older", "bundle_dir": str(broken), "error": unreadable.error}
+    assert unreadable_bundles(models_dir / "absent") == []
 
 
 def test_without_current_a_worker_starts_only_on_the_one_bundle_there(models_dir: Path) -> None:
