@@ -8,15 +8,14 @@ it one decision, and the worker counts it in `tactical_duplicate_events_total`. 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 from prometheus_client.samples import Sample
 
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, INPUT_STREAM, REPLAYED_FROM_FIELD
-from worker.ops.fleet import other_live_workers
-from worker.ops.worker_client import WorkerClient, WorkerUnreachable
+from worker.ops.fleet import Families, WorkerMetrics, read_fleet_metrics
 from worker.redis_text import as_text
 from worker.stream_entries import Entry, entry_time_ms, paged, parse_stream_id, server_now_ms
 
@@ -264,39 +263,26 @@ def _named(workers: list[WorkerDuplicates]) -> str:
 
 
 def fleet_duplicate_events(
-    client: redis.Redis, worker_url: str, *, metrics: Callable[[], Mapping[str, list[Sample]]],
+    client: redis.Redis, worker_url: str, *, metrics: Callable[[], Families],
     health: Callable[[], tuple[int, Mapping[str, Any]]], timeout_s: float,
 ) -> FleetDuplicates:
-    """`tactical_duplicate_events_total` of the worker at `worker_url` (read through `metrics` and, for its name,
-    `health`: the caller's, cached or not) and of every other live worker at the endpoint its heartbeat names. A
-    worker not read is in the answer with why, never taken for 0."""
-    first = _read_counter(None, worker_url.rstrip("/"), metrics)
-    if first.error is None:
-        try:
-            name = health()[1].get("consumer")
-        except WorkerUnreachable:
-            name = None
-        first = replace(first, consumer=name if isinstance(name, str) else None)
-    workers = [first]
-    for other in other_live_workers(client, measured=first.consumer, worker_url=worker_url):
-        if other.url is None:
-            workers.append(WorkerDuplicates(other.name, None, None, "its heartbeat names no HTTP endpoint yet: "
-                                                                     "a worker just starting"))
-        else:
-            workers.append(_read_counter(other.name, other.url, WorkerClient(other.url, timeout_s=timeout_s).metrics))
-    return FleetDuplicates(tuple(workers))
+    """`tactical_duplicate_events_total` of the worker at `worker_url` and of every other live worker
+    (`read_fleet_metrics`). A worker not read is in the answer with why, never taken for 0."""
+    return duplicates_of(read_fleet_metrics(client, worker_url, metrics=metrics, health=health, timeout_s=timeout_s))
 
 
-def _read_counter(
-    consumer: str | None, url: str, metrics: Callable[[], Mapping[str, list[Sample]]]
-) -> WorkerDuplicates:
-    try:
-        count = duplicate_events_total(metrics())
-    except WorkerUnreachable as exc:
-        return WorkerDuplicates(consumer, url, None, str(exc))
+def duplicates_of(fleet: Iterable[WorkerMetrics]) -> FleetDuplicates:
+    """The duplicate counter of each worker of `fleet`, as read."""
+    return FleetDuplicates(tuple(_counted(worker) for worker in fleet))
+
+
+def _counted(worker: WorkerMetrics) -> WorkerDuplicates:
+    if worker.families is None:
+        return WorkerDuplicates(worker.consumer, worker.url, None, worker.error)
+    count = duplicate_events_total(worker.families)
     if count is None:
-        return WorkerDuplicates(consumer, url, None, f"its /metrics carries no {DUPLICATE_COUNTER}")
-    return WorkerDuplicates(consumer, url, count)
+        return WorkerDuplicates(worker.consumer, worker.url, None, f"its /metrics carries no {DUPLICATE_COUNTER}")
+    return WorkerDuplicates(worker.consumer, worker.url, count)
 
 
 __all__ = [
@@ -308,6 +294,7 @@ __all__ = [
     "WorkerDuplicates",
     "duplicate_commands",
     "duplicate_events_total",
+    "duplicates_of",
     "fleet_duplicate_events",
     "input_offenders",
     "iter_newest",

@@ -1,16 +1,21 @@
 """The other live workers of a scaled stack, and where to read them: each heartbeat names the HTTP address its worker
-bound, so a command pointed at one worker (`--worker-url`) can read the others at theirs."""
+bound, so a command pointed at one worker (`--worker-url`) can read the others at theirs. Each counts only what it
+did itself: a figure for the stack is a sum over every one of them (`read_fleet_metrics`)."""
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from prometheus_client.samples import Sample
 
 from worker.heartbeat import live_consumers
+from worker.ops.worker_client import WorkerClient, WorkerUnreachable
+
+Families = Mapping[str, list[Sample]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,4 +54,45 @@ def other_live_workers(client: redis.Redis, *, measured: str | None, worker_url:
     return others
 
 
-__all__ = ["OtherWorker", "other_live_workers", "worker_url_of"]
+@dataclass(frozen=True, slots=True)
+class WorkerMetrics:
+    """One live worker's /metrics, parsed by family, or why it was not read."""
+
+    consumer: str | None  # None: the worker at --worker-url did not answer with its name
+    url: str | None  # None: its heartbeat names no HTTP endpoint (yet)
+    families: Families | None  # None when not read: `error` says why
+    error: str | None = None
+
+
+def read_fleet_metrics(
+    client: redis.Redis, worker_url: str, *, metrics: Callable[[], Families],
+    health: Callable[[], tuple[int, Mapping[str, Any]]], timeout_s: float,
+) -> tuple[WorkerMetrics, ...]:
+    """The /metrics of the worker at `worker_url` (read through `metrics` and, for its name, `health`: the caller's,
+    cached or not) and of every other live worker at the endpoint its heartbeat names, that one first. A worker not
+    read is in the answer with why."""
+    first = _read(None, worker_url.rstrip("/"), metrics)
+    if first.families is not None:
+        try:
+            name = health()[1].get("consumer")
+        except WorkerUnreachable:
+            name = None
+        first = WorkerMetrics(name if isinstance(name, str) else None, first.url, first.families)
+    workers = [first]
+    for other in other_live_workers(client, measured=first.consumer, worker_url=worker_url):
+        if other.url is None:
+            workers.append(WorkerMetrics(other.name, None, None, "its heartbeat names no HTTP endpoint yet: "
+                                                                 "a worker just starting"))
+        else:
+            workers.append(_read(other.name, other.url, WorkerClient(other.url, timeout_s=timeout_s).metrics))
+    return tuple(workers)
+
+
+def _read(consumer: str | None, url: str, metrics: Callable[[], Families]) -> WorkerMetrics:
+    try:
+        return WorkerMetrics(consumer, url, metrics())
+    except WorkerUnreachable as exc:
+        return WorkerMetrics(consumer, url, None, str(exc))
+
+
+__all__ = ["Families", "OtherWorker", "WorkerMetrics", "other_live_workers", "read_fleet_metrics", "worker_url_of"]
