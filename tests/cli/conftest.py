@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,13 +78,16 @@ class WorkerAnswers:
                       "window": {"events": 0}, **state}
 
 
-def counting_worker(consumer: str, duplicates: int) -> HealthServer:
-    """A worker's real HTTP server whose /metrics says it caught `duplicates` duplicate events."""
+def counting_worker(consumer: str, duplicates: int, errors: Mapping[str, int] | None = None) -> HealthServer:
+    """A worker's real HTTP server whose /metrics says it caught `duplicates` duplicate events and counted `errors`
+    (by operation)."""
     answers = WorkerAnswers()
     answers.set_state(0, consumer=consumer)
     answers.health["consumer"] = consumer
     metrics = TacticalMetrics()
     metrics.duplicate_events.inc(duplicates)
+    for operation, count in (errors or {}).items():
+        metrics.errors.labels(operation=operation).inc(count)
     return HealthServer("127.0.0.1", 0, metrics=metrics, health_snapshot=lambda: answers.health,
                         state_snapshot=lambda: answers.state).start()
 

@@ -449,3 +449,51 @@ def test_eod_report_step_is_critical_when_the_day_has_two_commands_for_one_event
     report = steps(result)["daily performance report"]
     assert report["status"] == "critical" and "with more than one execution command: twice" in report["value"]
     assert result.exit_code == 2
+
+
+def test_the_daily_report_sums_the_counters_of_every_live_worker_and_names_those_not_read(
+    ctl: Ctl, redis_client: redis.Redis, nobody_url: str, tmp_path: Path
+) -> None:
+    """Scaled out, each worker counts only the duplicates it caught and the errors it met: the report read the worker
+    at --worker-url alone, and the others' counts were left out without a word."""
+    ensure_group(redis_client)
+    here = counting_worker("host-a:101", 3, errors={"validate": 2, "commit": 1})
+    other = counting_worker("host-b:202", 4, errors={"validate": 5})
+    try:
+        write_heartbeat(redis_client, "host-a:101", interval_s=30.0, info={"http": here.url.removeprefix("http://")})
+        write_heartbeat(redis_client, "host-b:202", interval_s=30.0, info={"http": f"0.0.0.0:{other.port}"})
+        write_heartbeat(redis_client, "host-c:303", interval_s=30.0, info={"http": nobody_url.removeprefix("http://")})
+        report_dir = tmp_path / "reports"
+        step = steps(ctl("eod", "--report-dir", str(report_dir), "--json", worker_url=here.url))[
+            "daily performance report"]
+        # A worker not read is a warning: the sums are a floor, not the stack's figures.
+        assert step["status"] == "warn", step
+        assert "host-c:303" in step["value"], step
+
+        report = json.loads(next(report_dir.glob("tactical-report-*.json")).read_text())
+        duplicates = report["duplicates"]
+        assert duplicates["duplicate_events_total"] == 7
+        assert [(w["consumer"], w["duplicate_events_total"]) for w in duplicates["workers"]] == [
+            ("host-a:101", 3), ("host-b:202", 4), ("host-c:303", None)]
+        errors = report["errors"]
+
+        def counted(by_operation: dict[str, float] | None) -> dict[str, float] | None:
+            return None if by_operation is None else {op: n for op, n in by_operation.items() if n}  # 0 for the rest
+
+        assert counted(errors["worker_errors_total"]) == {"validate": 7, "commit": 1}
+        assert [(w["consumer"], counted(w["worker_errors_total"])) for w in errors["workers"]] == [
+            ("host-a:101", {"validate": 2, "commit": 1}), ("host-b:202", {"validate": 5}), ("host-c:303", None)]
+        [unread] = [w for w in errors["workers"] if w["consumer"] == "host-c:303"]
+        assert unread["error"].startswith(f"worker unreachable at {nobody_url}/metrics"), unread
+
+        markdown = next(report_dir.glob("tactical-report-*.md")).read_text()
+        assert ("| duplicate events counted by the workers | 7 duplicate events caught by 2 worker(s) since each "
+                "started (host-a:101 3, host-b:202 4); not read, so their duplicates are missing from that total: "
+                f"host-c:303 (worker unreachable at {nobody_url}/metrics") in markdown, markdown
+        assert "## Worker errors by operation (summed over 2 worker(s), each since its start)" in markdown, markdown
+        assert "- commit: 1\n- validate: 7\n" in markdown, markdown
+        assert ("Not read, so their errors are missing from these sums: host-c:303 (worker unreachable at "
+                f"{nobody_url}/metrics") in markdown, markdown
+    finally:
+        here.stop()
+        other.stop()

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from worker.ops.duplicates import ScanResult, repeated_ids
+from worker.ops.duplicates import FleetDuplicates, ScanResult, WorkerDuplicates, duplicates_of, repeated_ids
+from worker.ops.fleet import WorkerMetrics
 from worker.ops.reports import (
     HOUR_MS,
     DailyReport,
     DeadLetterStats,
+    FleetErrors,
     PerformanceSummary,
+    WorkerErrors,
     percentile,
     render_markdown,
     summarize_decisions,
@@ -89,8 +93,9 @@ def report(decisions: list) -> DailyReport:
         date="2025-06-15", generated_at="2025-06-15T21:00:00Z", performance=summary, commands=1,
         duplicate_inputs=ScanResult(10, False, tuple(repeated_ids([("1-0", {b"correlation_id": b"x"}),
                                                                    ("2-0", {b"correlation_id": b"x"})]))),
-        duplicate_commands=ScanResult(1, False, ()), duplicate_events_total=1.0,
-        worker_errors={"validate": 2.0, "commit": 0.0},
+        duplicate_commands=ScanResult(1, False, ()),
+        duplicate_events=FleetDuplicates((WorkerDuplicates("w1", "http://127.0.0.1:9090", 1.0),)),
+        worker_errors=FleetErrors((WorkerErrors("w1", "http://127.0.0.1:9090", {"validate": 2.0, "commit": 0.0}),)),
         transitions=({"at": "2025-06-15T14:00:00Z", "kind": "health_transition", "severity": "P1",
                       "from": "healthy", "to": "degraded", "source": "w1", "message": "health healthy → degraded"},),
         alerts_by_severity={"P1": 1},
@@ -119,3 +124,18 @@ def test_an_empty_day_renders_without_numbers_it_does_not_have() -> None:
     text = render_markdown(report([]))
     assert "| decisions | 0 |" in text
     assert "| execution rate | – |" in text
+
+
+def test_worker_counters_not_read_are_named_and_never_taken_for_zero() -> None:
+    fleet = (WorkerMetrics(None, "http://127.0.0.1:9090", None, "worker unreachable at http://127.0.0.1:9090/metrics"),
+             WorkerMetrics("w2", None, None, "its heartbeat names no HTTP endpoint yet: a worker just starting"))
+    daily = replace(report([]), duplicate_events=duplicates_of(fleet), worker_errors=FleetErrors.of(fleet))
+    doc = daily.as_dict()
+    assert (doc["duplicates"]["duplicate_events_total"], doc["errors"]["worker_errors_total"]) == (None, None)
+    assert [w["error"] for w in doc["errors"]["workers"]] == [w.error for w in fleet]
+    text = render_markdown(daily)
+    assert ("| duplicate events counted by the workers | duplicate counter unavailable; not read, so their duplicates "
+            "are missing from that total: http://127.0.0.1:9090 (worker unreachable at") in text
+    assert "## Worker errors by operation (summed over 0 worker(s), each since its start)\n\n- none\n" in text
+    assert ("Not read, so their errors are missing from these sums: http://127.0.0.1:9090 (worker unreachable at "
+            "http://127.0.0.1:9090/metrics); not counted: w2 (its heartbeat names no HTTP endpoint yet") in text

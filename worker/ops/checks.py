@@ -54,6 +54,7 @@ from worker.lag import LagUnavailable, read_consumer_lag
 from worker.names import DEFAULT_DB
 from worker.ops.breaker_status import read_breaker_overview, reset_breaker
 from worker.ops.duplicates import fleet_duplicate_events, scan_window
+from worker.ops.fleet import read_fleet_metrics
 from worker.ops.keys import clean_keys, find_stale_processing_keys, plan_key_cleanup, scan_idempotency_keys
 from worker.ops.reports import build_daily_report, read_alert_history, read_performance, write_report
 from worker.ops.sources import RedisUnavailable, Sources
@@ -586,12 +587,11 @@ def check_breaker_status(sources: Sources) -> Verdict:
 def check_daily_report(sources: Sources, *, since_s: float, report_dir: Path) -> Verdict:
     """Build the day's report from the streams and write it; its data rides along in `details["report"]`."""
     client = sources.redis()
-    try:
-        families = sources.metrics()
-    except WorkerUnreachable:
-        families = None
+    # Each worker counts only its own duplicates and errors: the report sums every live worker's.
+    fleet = read_fleet_metrics(client, sources.worker_url, metrics=sources.metrics, health=sources.health,
+                               timeout_s=sources.http_timeout_s)
     now_ms = int(sources.now() * 1000)
-    report = build_daily_report(client, now_ms - int(since_s * 1000), now_ms, families=families)
+    report = build_daily_report(client, now_ms - int(since_s * 1000), now_ms, fleet=fleet)
     markdown, data_file = write_report(report, report_dir)
     data = report.as_dict()
     service, latency = data["service"], data["latency"]
@@ -604,9 +604,12 @@ def check_daily_report(sources: Sources, *, since_s: float, report_dir: Path) ->
         return Verdict(Status.CRITICAL, value + f"; {len(doubled)} correlation id(s) with more than one execution "
                        f"command: {', '.join(doubled[:5])}", "two trades for one event: `tacticalctl triage "
                        "duplicate-processing`, and reconcile them with the executor", details=details)
-    if families is None:
-        return Verdict(Status.WARN, value + " (worker counters missing: /metrics unreachable)",
-                       "the report lacks the worker's error and duplicate counters", details=details)
+    missing = dict.fromkeys([worker.name for worker in report.duplicate_events.missing]
+                            + [worker.name for worker in report.worker_errors.missing])
+    if missing:
+        return Verdict(Status.WARN, value + f" (worker counters missing: {', '.join(missing)} not read)",
+                       "the report's duplicate and error sums lack their counters; it says why each was not read",
+                       details=details)
     return Verdict(Status.OK, value, details=details)
 
 

@@ -21,16 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from prometheus_client.samples import Sample
 
 from worker.alerts import Alert, read_alerts
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
-from worker.ops.duplicates import ScanResult, duplicate_events_total, iter_newest, scan_offenders
+from worker.ops.duplicates import FleetDuplicates, ScanResult, duplicates_of, iter_newest, scan_offenders
+from worker.ops.fleet import Families, WorkerMetrics
 from worker.stream_entries import entry_time_ms
 
 DEFAULT_SCAN_LIMIT = 100_000
 HOUR_MS = 3_600_000
 TOP_REASONS = 5
+ERRORS_COUNTER = "tactical_errors_total"
 TRANSITION_KINDS = ("health_transition",)
 BREAKER_KIND_PREFIX = "breaker_"
 
@@ -290,9 +291,90 @@ def read_performance(
     )
 
 
-def _counter_by_label(families: Mapping[str, list[Sample]], sample_name: str, label: str) -> dict[str, float]:
+def _counter_by_label(families: Families, sample_name: str, label: str) -> dict[str, float]:
     family = families.get(sample_name.removesuffix("_total"), [])
     return {s.labels.get(label, ""): float(s.value) for s in family if s.name == sample_name}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerErrors:
+    """One worker's `tactical_errors_total` by operation (since its start), or why it is not in the sums."""
+
+    consumer: str | None
+    url: str | None
+    by_operation: Mapping[str, float] | None  # None when not read: `error` says why
+    error: str | None = None
+
+    @classmethod
+    def of(cls, worker: WorkerMetrics) -> WorkerErrors:
+        if worker.families is None:
+            return cls(worker.consumer, worker.url, None, worker.error)
+        return cls(worker.consumer, worker.url, _counter_by_label(worker.families, ERRORS_COUNTER, "operation"))
+
+    @property
+    def name(self) -> str:
+        return self.consumer or self.url or "?"
+
+    @property
+    def missing(self) -> bool:
+        """Not read although it has an endpoint: its errors are missing from the sums (a worker whose heartbeat
+        names no endpoint yet has just started)."""
+        return self.by_operation is None and self.url is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"consumer": self.consumer, "url": self.url,
+                "worker_errors_total": None if self.by_operation is None else dict(self.by_operation),
+                "error": self.error}
+
+
+@dataclass(frozen=True, slots=True)
+class FleetErrors:
+    """The error counters of every live worker, by operation: each counts only the errors it met itself."""
+
+    workers: tuple[WorkerErrors, ...]  # the worker at --worker-url first
+
+    @classmethod
+    def of(cls, fleet: Iterable[WorkerMetrics]) -> FleetErrors:
+        return cls(tuple(WorkerErrors.of(worker) for worker in fleet))
+
+    @property
+    def read(self) -> tuple[WorkerErrors, ...]:
+        return tuple(worker for worker in self.workers if worker.by_operation is not None)
+
+    @property
+    def missing(self) -> tuple[WorkerErrors, ...]:
+        return tuple(worker for worker in self.workers if worker.missing)
+
+    @property
+    def total(self) -> dict[str, float] | None:
+        """The counters read, summed by operation; None when none was."""
+        read = self.read
+        if not read:
+            return None
+        summed: Counter[str] = Counter()
+        for worker in read:
+            summed.update(worker.by_operation or {})
+        return dict(summed)
+
+    def shortfall(self) -> str:
+        """What the sums leave out, with why (as FleetDuplicates.shortfall says it); empty when every live worker
+        was read."""
+        unread = [worker for worker in self.workers if worker.by_operation is None]
+        missing = [worker for worker in unread if worker.missing]
+        starting = [worker for worker in unread if not worker.missing]
+        parts = []
+        if missing:
+            parts.append("not read, so their errors are missing from these sums: " + _named(missing))
+        if starting:
+            parts.append("not counted: " + _named(starting))
+        return "; ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"worker_errors_total": self.total, "workers": [worker.as_dict() for worker in self.workers]}
+
+
+def _named(workers: Iterable[WorkerErrors]) -> str:
+    return "; ".join(f"{worker.name} ({worker.error})" for worker in workers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,8 +385,8 @@ class DailyReport:
     commands: int
     duplicate_inputs: ScanResult
     duplicate_commands: ScanResult
-    duplicate_events_total: float | None  # the worker's counter since it started; None if /metrics unreachable
-    worker_errors: Mapping[str, float] | None  # tactical_errors_total by operation since the worker started
+    duplicate_events: FleetDuplicates  # every live worker's counter, each since its start
+    worker_errors: FleetErrors  # every live worker's tactical_errors_total by operation, each since its start
     transitions: tuple[dict[str, Any], ...]
     alerts_by_severity: Mapping[str, int] = field(default_factory=dict)
 
@@ -326,12 +408,12 @@ class DailyReport:
             "errors": {
                 "dead_letters": performance.dead_letters.as_dict(),
                 "error_rate": performance.error_rate,
-                "worker_errors_total": None if self.worker_errors is None else dict(self.worker_errors),
+                **self.worker_errors.as_dict(),
             },
             "duplicates": {
                 "input": self.duplicate_inputs.as_dict(),
                 "commands": self.duplicate_commands.as_dict(),
-                "duplicate_events_total": self.duplicate_events_total,
+                **self.duplicate_events.as_dict(),
             },
             "transitions": list(self.transitions),
             "alerts_by_severity": dict(self.alerts_by_severity),
@@ -349,9 +431,11 @@ def build_daily_report(
     since_ms: int,
     until_ms: int,
     *,
-    families: Mapping[str, list[Sample]] | None,
+    fleet: Sequence[WorkerMetrics],
     limit: int = DEFAULT_SCAN_LIMIT,
 ) -> DailyReport:
+    """The day's report; the worker counters are `fleet`'s (`read_fleet_metrics`: every live worker's /metrics),
+    summed."""
     alerts = read_alert_history(client, since_ms, until_ms)
     return DailyReport(
         date=_iso(since_ms)[:10],
@@ -361,9 +445,8 @@ def build_daily_report(
         duplicate_inputs=scan_offenders(client, INPUT_STREAM, limit=limit, since_ms=since_ms, until_ms=until_ms),
         duplicate_commands=scan_offenders(client, COMMANDS_STREAM, limit=limit, since_ms=since_ms,
                                           until_ms=until_ms),
-        duplicate_events_total=None if families is None else duplicate_events_total(families),
-        worker_errors=None if families is None else _counter_by_label(families, "tactical_errors_total",
-                                                                      "operation"),
+        duplicate_events=duplicates_of(fleet),
+        worker_errors=FleetErrors.of(fleet),
         transitions=tuple(transitions_of(alerts)),
         alerts_by_severity=dict(sorted(Counter(alert.severity for alert in alerts).items())),
     )
@@ -382,6 +465,9 @@ def render_markdown(report: DailyReport) -> str:
     latency, service = data["latency"], data["service"]
     errors = data["errors"]
     duplicates = data["duplicates"]
+    # Each worker counts only its own: the sums say how many were read, and name any that were not.
+    fleet = report.duplicate_events
+    caught = fleet.summary() + (f"; {fleet.shortfall()}" if fleet.unread else "")
     lines = [
         f"# tactical-marl daily performance report — {report.date}",
         "",
@@ -401,8 +487,7 @@ def render_markdown(report: DailyReport) -> str:
         f"| error rate (dead-lettered / handled) | {_ratio(errors['error_rate'])} |",
         f"| correlation ids repeated in synergy_events | {len(duplicates['input']['offenders'])} |",
         f"| correlation ids with more than one command | {len(duplicates['commands']['offenders'])} |",
-        f"| duplicate events counted by the worker (since start) | "
-        f"{'unknown' if duplicates['duplicate_events_total'] is None else int(duplicates['duplicate_events_total'])} |",
+        f"| duplicate events counted by the workers | {caught.replace('|', '/')} |",
         f"| health and breaker transitions | {len(data['transitions'])} |",
         f"| alerts by severity | {', '.join(f'{k} {v}' for k, v in data['alerts_by_severity'].items()) or 'none'} |",
     ]
@@ -422,9 +507,14 @@ def render_markdown(report: DailyReport) -> str:
     if errors["dead_letters"]["reasons"]:
         lines += ["", "## Dead-letter reasons", ""]
         lines += [f"- {item['count']} × {item['reason']}" for item in errors["dead_letters"]["reasons"]]
-    if errors["worker_errors_total"]:
-        lines += ["", "## Worker errors by operation (since the worker started)", ""]
-        lines += [f"- {op}: {int(n)}" for op, n in sorted(errors["worker_errors_total"].items()) if n]
+    counted = sorted((op, n) for op, n in (errors["worker_errors_total"] or {}).items() if n)
+    left_out = report.worker_errors.shortfall()
+    if counted or left_out:
+        lines += ["", f"## Worker errors by operation (summed over {len(report.worker_errors.read)} worker(s), each "
+                  "since its start)", ""]
+        lines += [f"- {op}: {int(n)}" for op, n in counted] or ["- none"]
+        if left_out:
+            lines += ["", left_out[0].upper() + left_out[1:]]
     if data["transitions"]:
         # Each worker alerts its own transitions: without the source, two workers' moves read as one flapping.
         lines += ["", "## Transitions", "", "| at | source | kind | from → to | message |", "|---|---|---|---|---|"]
@@ -449,9 +539,11 @@ __all__ = [
     "DailyReport",
     "DeadLetterStats",
     "DecisionStats",
+    "FleetErrors",
     "HourStats",
     "LatencyStats",
     "PerformanceSummary",
+    "WorkerErrors",
     "build_daily_report",
     "percentile",
     "read_alert_history",
