@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from worker.ops.duplicates import FleetDuplicates, ScanResult, WorkerDuplicates, duplicates_of, repeated_ids
-from worker.ops.fleet import WorkerMetrics
+from worker.ops.duplicates import FleetDuplicates, ScanResult, duplicates_of, repeated_ids
+from worker.ops.fleet import WorkerCounter, WorkerMetrics
 from worker.ops.reports import (
     HOUR_MS,
     DailyReport,
     DeadLetterStats,
     FleetErrors,
     PerformanceSummary,
-    WorkerErrors,
     percentile,
     render_markdown,
     summarize_decisions,
@@ -94,8 +93,8 @@ def report(decisions: list) -> DailyReport:
         duplicate_inputs=ScanResult(10, False, tuple(repeated_ids([("1-0", {b"correlation_id": b"x"}),
                                                                    ("2-0", {b"correlation_id": b"x"})]))),
         duplicate_commands=ScanResult(1, False, ()),
-        duplicate_events=FleetDuplicates((WorkerDuplicates("w1", "http://127.0.0.1:9090", 1.0),)),
-        worker_errors=FleetErrors((WorkerErrors("w1", "http://127.0.0.1:9090", {"validate": 2.0, "commit": 0.0}),)),
+        duplicate_events=FleetDuplicates((WorkerCounter("w1", "http://127.0.0.1:9090", 1.0),)),
+        worker_errors=FleetErrors((WorkerCounter("w1", "http://127.0.0.1:9090", {"validate": 2.0, "commit": 0.0}),)),
         transitions=({"at": "2025-06-15T14:00:00Z", "kind": "health_transition", "severity": "P1",
                       "from": "healthy", "to": "degraded", "source": "w1", "message": "health healthy → degraded"},),
         alerts_by_severity={"P1": 1},

@@ -15,7 +15,7 @@ import redis
 from prometheus_client.samples import Sample
 
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, INPUT_STREAM, REPLAYED_FROM_FIELD
-from worker.ops.fleet import Families, WorkerMetrics, read_fleet_metrics
+from worker.ops.fleet import Families, FleetCounter, WorkerCounter, WorkerMetrics, read_fleet_metrics
 from worker.redis_text import as_text
 from worker.stream_entries import Entry, entry_time_ms, paged, parse_stream_id, server_now_ms
 
@@ -183,83 +183,32 @@ def duplicate_events_total(families: Mapping[str, list[Sample]]) -> float | None
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerDuplicates:
-    """One worker's `tactical_duplicate_events_total` (since its start), or why it is not in the sum."""
-
-    consumer: str | None  # None: the worker at --worker-url did not answer with its name
-    url: str | None  # None: its heartbeat names no HTTP endpoint (yet)
-    count: float | None  # None when not read: `error` says why
-    error: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.consumer or self.url or "?"
-
-    @property
-    def missing(self) -> bool:
-        """Not read although it has an endpoint: its duplicates are missing from the sum, a warning. A worker whose
-        heartbeat names no endpoint yet has just started (it serves HTTP before it takes events)."""
-        return self.count is None and self.url is not None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"consumer": self.consumer, "url": self.url, "duplicate_events_total": self.count,
-                "error": self.error}
-
-
-@dataclass(frozen=True, slots=True)
-class FleetDuplicates:
+class FleetDuplicates(FleetCounter[float]):
     """The duplicate counters of every live worker: each counts only the duplicates it caught itself."""
-
-    workers: tuple[WorkerDuplicates, ...]  # the worker at --worker-url first
-
-    @property
-    def read(self) -> tuple[WorkerDuplicates, ...]:
-        return tuple(worker for worker in self.workers if worker.count is not None)
-
-    @property
-    def unread(self) -> tuple[WorkerDuplicates, ...]:
-        return tuple(worker for worker in self.workers if worker.count is None)
-
-    @property
-    def missing(self) -> tuple[WorkerDuplicates, ...]:
-        return tuple(worker for worker in self.workers if worker.missing)
 
     @property
     def total(self) -> float | None:
         """The sum of the counters read; None when none was."""
         read = self.read
-        return sum(worker.count or 0.0 for worker in read) if read else None
+        return sum(worker.value or 0.0 for worker in read) if read else None
 
     def summary(self) -> str:
         """`7 duplicate events caught by 2 worker(s) since each started (host-a:101 3, host-b:202 4)`: the sum and
         each counter read, as every command says it."""
         if not self.read:
             return "duplicate counter unavailable"
-        counted = ", ".join(f"{worker.name} {int(worker.count or 0)}" for worker in self.read)
+        counted = ", ".join(f"{worker.name} {int(worker.value or 0)}" for worker in self.read)
         return f"{int(self.total or 0)} duplicate events caught by {len(self.read)} worker(s) since each started " \
                f"({counted})"
 
     def shortfall(self) -> str:
-        """What the sum leaves out, with why: the workers not read although they have an endpoint (their duplicates
-        are missing: the sum is a floor), then those just starting (no endpoint yet, nothing caught). Empty when
-        every live worker was read."""
-        missing = [worker for worker in self.unread if worker.missing]
-        starting = [worker for worker in self.unread if not worker.missing]
-        parts = []
-        if missing:
-            parts.append("not read, so their duplicates are missing from that total: " + _named(missing)
-                         + " — `tacticalctl --worker-url <its address> duplicates` where it is reachable")
-        if starting:
-            parts.append("not counted: " + _named(starting))
-        return "; ".join(parts)
+        """What the sum leaves out, with why (`FleetCounter.left_out`)."""
+        return self.left_out("their duplicates are missing from that total",
+                             " — `tacticalctl --worker-url <its address> duplicates` where it is reachable")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"duplicate_events_total": self.total, "workers": [worker.as_dict() for worker in self.workers]}
-
-
-def _named(workers: list[WorkerDuplicates]) -> str:
-    """`host-c:303 (worker unreachable at …)`: each worker not read, with why."""
-    return "; ".join(f"{worker.name} ({worker.error})" for worker in workers)
+        return {"duplicate_events_total": self.total,
+                "workers": [worker.as_dict("duplicate_events_total") for worker in self.workers]}
 
 
 def fleet_duplicate_events(
@@ -273,16 +222,8 @@ def fleet_duplicate_events(
 
 def duplicates_of(fleet: Iterable[WorkerMetrics]) -> FleetDuplicates:
     """The duplicate counter of each worker of `fleet`, as read."""
-    return FleetDuplicates(tuple(_counted(worker) for worker in fleet))
-
-
-def _counted(worker: WorkerMetrics) -> WorkerDuplicates:
-    if worker.families is None:
-        return WorkerDuplicates(worker.consumer, worker.url, None, worker.error)
-    count = duplicate_events_total(worker.families)
-    if count is None:
-        return WorkerDuplicates(worker.consumer, worker.url, None, f"its /metrics carries no {DUPLICATE_COUNTER}")
-    return WorkerDuplicates(worker.consumer, worker.url, count)
+    return FleetDuplicates(tuple(WorkerCounter.of(worker, DUPLICATE_COUNTER, duplicate_events_total)
+                                 for worker in fleet))
 
 
 __all__ = [
@@ -291,7 +232,6 @@ __all__ = [
     "Offender",
     "ScanResult",
     "WindowScan",
-    "WorkerDuplicates",
     "duplicate_commands",
     "duplicate_events_total",
     "duplicates_of",

@@ -5,9 +5,9 @@ did itself: a figure for the stack is a sum over every one of them (`read_fleet_
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis
 from prometheus_client.samples import Sample
@@ -16,6 +16,7 @@ from worker.heartbeat import live_consumers
 from worker.ops.worker_client import WorkerClient, WorkerUnreachable
 
 Families = Mapping[str, list[Sample]]
+ValueT = TypeVar("ValueT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,4 +96,78 @@ def _read(consumer: str | None, url: str, metrics: Callable[[], Families]) -> Wo
         return WorkerMetrics(consumer, url, None, str(exc))
 
 
-__all__ = ["Families", "OtherWorker", "WorkerMetrics", "other_live_workers", "read_fleet_metrics", "worker_url_of"]
+@dataclass(frozen=True, slots=True)
+class WorkerCounter(Generic[ValueT]):
+    """One live worker's counter (since its start) as its /metrics carries it, or why it is not in the sum."""
+
+    consumer: str | None  # None: the worker at --worker-url did not answer with its name
+    url: str | None  # None: its heartbeat names no HTTP endpoint (yet)
+    value: ValueT | None  # None when not read: `error` says why
+    error: str | None = None
+
+    @classmethod
+    def of(cls, worker: WorkerMetrics, counter: str,
+           read: Callable[[Families], ValueT | None]) -> WorkerCounter[ValueT]:
+        """`read` of the worker's families; a worker not read, or whose /metrics lacks `counter`, with why."""
+        if worker.families is None:
+            return cls(worker.consumer, worker.url, None, worker.error)
+        value = read(worker.families)
+        if value is None:
+            return cls(worker.consumer, worker.url, None, f"its /metrics carries no {counter}")
+        return cls(worker.consumer, worker.url, value)
+
+    @property
+    def name(self) -> str:
+        return self.consumer or self.url or "?"
+
+    @property
+    def missing(self) -> bool:
+        """Not read although it has an endpoint: what it counted is missing from the sum, a warning. A worker whose
+        heartbeat names no endpoint yet has just started (it serves HTTP before it takes events)."""
+        return self.value is None and self.url is not None
+
+    def as_dict(self, key: str) -> dict[str, Any]:
+        value = dict(self.value) if isinstance(self.value, Mapping) else self.value
+        return {"consumer": self.consumer, "url": self.url, key: value, "error": self.error}
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCounter(Generic[ValueT]):
+    """A counter of every live worker, the one at --worker-url first: each counts only its own, so the stack's
+    figure is their sum, and a worker not read is named, never taken for 0."""
+
+    workers: tuple[WorkerCounter[ValueT], ...]
+
+    @property
+    def read(self) -> tuple[WorkerCounter[ValueT], ...]:
+        return tuple(worker for worker in self.workers if worker.value is not None)
+
+    @property
+    def unread(self) -> tuple[WorkerCounter[ValueT], ...]:
+        return tuple(worker for worker in self.workers if worker.value is None)
+
+    @property
+    def missing(self) -> tuple[WorkerCounter[ValueT], ...]:
+        return tuple(worker for worker in self.workers if worker.missing)
+
+    def left_out(self, what: str, hint: str = "") -> str:
+        """What the sum leaves out, with why: the workers not read although they have an endpoint (`what` says what
+        is missing from it: the sum is a floor; then `hint`), then those just starting (no endpoint yet, nothing
+        counted). Empty when every live worker was read."""
+        missing = [worker for worker in self.unread if worker.missing]
+        starting = [worker for worker in self.unread if not worker.missing]
+        parts = []
+        if missing:
+            parts.append(f"not read, so {what}: " + _named(missing) + hint)
+        if starting:
+            parts.append("not counted: " + _named(starting))
+        return "; ".join(parts)
+
+
+def _named(workers: Iterable[WorkerCounter[Any]]) -> str:
+    """`host-c:303 (worker unreachable at …)`: each worker not read, with why."""
+    return "; ".join(f"{worker.name} ({worker.error})" for worker in workers)
+
+
+__all__ = ["Families", "FleetCounter", "OtherWorker", "WorkerCounter", "WorkerMetrics", "other_live_workers",
+           "read_fleet_metrics", "worker_url_of"]

@@ -25,7 +25,7 @@ import redis
 from worker.alerts import Alert, read_alerts
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 from worker.ops.duplicates import FleetDuplicates, ScanResult, duplicates_of, iter_newest, scan_offenders
-from worker.ops.fleet import Families, WorkerMetrics
+from worker.ops.fleet import Families, FleetCounter, WorkerCounter, WorkerMetrics
 from worker.stream_entries import entry_time_ms
 
 DEFAULT_SCAN_LIMIT = 100_000
@@ -297,53 +297,12 @@ def _counter_by_label(families: Families, sample_name: str, label: str) -> dict[
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerErrors:
-    """One worker's `tactical_errors_total` by operation (since its start), or why it is not in the sums."""
-
-    consumer: str | None
-    url: str | None
-    by_operation: Mapping[str, float] | None  # None when not read: `error` says why
-    error: str | None = None
-
-    @classmethod
-    def of(cls, worker: WorkerMetrics) -> WorkerErrors:
-        if worker.families is None:
-            return cls(worker.consumer, worker.url, None, worker.error)
-        return cls(worker.consumer, worker.url, _counter_by_label(worker.families, ERRORS_COUNTER, "operation"))
-
-    @property
-    def name(self) -> str:
-        return self.consumer or self.url or "?"
-
-    @property
-    def missing(self) -> bool:
-        """Not read although it has an endpoint: its errors are missing from the sums (a worker whose heartbeat
-        names no endpoint yet has just started)."""
-        return self.by_operation is None and self.url is not None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"consumer": self.consumer, "url": self.url,
-                "worker_errors_total": None if self.by_operation is None else dict(self.by_operation),
-                "error": self.error}
-
-
-@dataclass(frozen=True, slots=True)
-class FleetErrors:
+class FleetErrors(FleetCounter[Mapping[str, float]]):
     """The error counters of every live worker, by operation: each counts only the errors it met itself."""
-
-    workers: tuple[WorkerErrors, ...]  # the worker at --worker-url first
 
     @classmethod
     def of(cls, fleet: Iterable[WorkerMetrics]) -> FleetErrors:
-        return cls(tuple(WorkerErrors.of(worker) for worker in fleet))
-
-    @property
-    def read(self) -> tuple[WorkerErrors, ...]:
-        return tuple(worker for worker in self.workers if worker.by_operation is not None)
-
-    @property
-    def missing(self) -> tuple[WorkerErrors, ...]:
-        return tuple(worker for worker in self.workers if worker.missing)
+        return cls(tuple(WorkerCounter.of(worker, ERRORS_COUNTER, _errors_by_operation) for worker in fleet))
 
     @property
     def total(self) -> dict[str, float] | None:
@@ -353,28 +312,20 @@ class FleetErrors:
             return None
         summed: Counter[str] = Counter()
         for worker in read:
-            summed.update(worker.by_operation or {})
+            summed.update(worker.value or {})
         return dict(summed)
 
     def shortfall(self) -> str:
-        """What the sums leave out, with why (as FleetDuplicates.shortfall says it); empty when every live worker
-        was read."""
-        unread = [worker for worker in self.workers if worker.by_operation is None]
-        missing = [worker for worker in unread if worker.missing]
-        starting = [worker for worker in unread if not worker.missing]
-        parts = []
-        if missing:
-            parts.append("not read, so their errors are missing from these sums: " + _named(missing))
-        if starting:
-            parts.append("not counted: " + _named(starting))
-        return "; ".join(parts)
+        """What the sums leave out, with why (`FleetCounter.left_out`)."""
+        return self.left_out("their errors are missing from these sums")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"worker_errors_total": self.total, "workers": [worker.as_dict() for worker in self.workers]}
+        return {"worker_errors_total": self.total,
+                "workers": [worker.as_dict("worker_errors_total") for worker in self.workers]}
 
 
-def _named(workers: Iterable[WorkerErrors]) -> str:
-    return "; ".join(f"{worker.name} ({worker.error})" for worker in workers)
+def _errors_by_operation(families: Families) -> dict[str, float]:
+    return _counter_by_label(families, ERRORS_COUNTER, "operation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -543,7 +494,6 @@ __all__ = [
     "HourStats",
     "LatencyStats",
     "PerformanceSummary",
-    "WorkerErrors",
     "build_daily_report",
     "percentile",
     "read_alert_history",
