@@ -51,7 +51,12 @@ class WorkerSettings:
     max_event_bytes: int = _setting(65536, "dead-letter events larger than this (sum of field sizes)", at_least=1)
     torch_threads: int = _setting(1, "torch intra-op threads (inter-op is 1): leave cores to Redis", at_least=1)
     shutdown_grace_s: float = _setting(30.0, "on SIGTERM, how long to finish in-flight events", at_least=0)
-    heartbeat_interval_s: float = _setting(2.0, "liveness heartbeat refresh; its TTL is 2.5x this", above=0)
+    heartbeat_interval_s: float = _setting(
+        2.0, "liveness heartbeat refresh; its TTL is 2.5x this", above=0,
+        # TacticalWorkerDown fires after a minute unscraped: a dead worker's heartbeat (TTL 2.5x, 50 s at 20 s) must
+        # have lapsed by then, or triage, name claiming and stale-key/consumer pruning read it as live.
+        at_most=(20.0, "its TTL, 2.5 intervals, must lapse within the minute after which TacticalWorkerDown fires, "
+                       "or a dead worker reads as live"))
     model_poll_s: float = _setting(
         5.0, "how often to look for a newly promoted bundle", above=0,
         # Each poll also confirms the bundle in use; unconfirmed for 15 min, model staleness turns critical.

@@ -39,6 +39,9 @@ def test_the_readme_settings_table_lists_every_setting() -> None:
         (["--http-addr", "8001"], {}, "give HOST:PORT"),
         # Polled less often, a live bundle would read as stale (critical after 15 min unconfirmed) between polls
         (["--model-poll-s", "1200"], {}, "--model-poll-s (TACTICAL_MODEL_POLL_S) is 1200.0: it must be at most 300"),
+        # Its TTL (2.5 intervals) would outlive the worker-down alert's minute: triage would read a dead worker as live
+        ([], {"TACTICAL_HEARTBEAT_INTERVAL_S": "3600"},
+         "--heartbeat-interval-s (TACTICAL_HEARTBEAT_INTERVAL_S) is 3600.0: it must be at most 20"),
     ],
 )
 def test_a_value_the_worker_cannot_work_with_is_one_line_and_exit_2(
@@ -58,6 +61,15 @@ def test_the_limits_tests_and_operators_rely_on_are_allowed() -> None:
     settings = WorkerSettings.from_env({}, breaker_restart_limit=0, shutdown_grace_s=0.0, health_recovery_s=0.0,
                                        http_addr="127.0.0.1:0")
     assert settings.breaker_restart_limit == 0 and settings.http_port == 0
+
+
+def test_the_longest_heartbeat_interval_lets_a_dead_workers_heartbeat_lapse_before_the_worker_down_alert() -> None:
+    # TacticalWorkerDown fires after a minute without a scrape; by then `tacticalctl triage worker-down` (and name
+    # claiming, stale-key and consumer pruning) must no longer read the dead worker as live.
+    from worker.heartbeat import heartbeat_ttl_ms
+
+    settings = WorkerSettings.from_env({"TACTICAL_HEARTBEAT_INTERVAL_S": "20"})
+    assert heartbeat_ttl_ms(settings.heartbeat_interval_s) / 1e3 < 60
 
 
 def test_by_default_a_dead_workers_entries_are_reclaimed_before_the_lag_warning() -> None:
