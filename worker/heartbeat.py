@@ -114,13 +114,18 @@ def claim_consumer_name(
         try:
             if _write(client, consumer, interval_s=interval_s, info=info(), only_if_free=True) is not None:
                 return True
+            writes_refused = False
         except REDIS_REFUSING_WRITES:
             # Out of memory, or a replica: the worker starts all the same and its loop beats once writes are taken.
             # The name is still checked by reading: only two workers starting at this very moment could share it.
-            if client.get(key) is None:
-                return True
-        raw, ttl_ms = client.get(key), client.pttl(key)
+            writes_refused = True
+        raw = client.get(key)
         if raw is None:
+            if writes_refused:
+                return True
+            continue  # expired since the SET NX: try it again
+        ttl_ms = client.pttl(key)
+        if ttl_ms == -2:
             continue  # expired between the two reads
         held = _parse(consumer, raw)
         if ttl_ms == -1:  # no expiry: no worker wrote it (they all set one), and waiting would not free it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,55 @@ def test_a_name_another_process_held_is_taken_once_its_heartbeat_lapses(redis_cl
     redis_client.set(heartbeat_key("racing"), json.dumps(record), px=300)
     assert claim_consumer_name(redis_client, "racing", interval_s=5.0, info=lambda: {"run": "second"})
     assert json.loads(redis_client.get(heartbeat_key("racing")))["run"] == "second"
+
+
+@pytest.fixture
+def refusing_client(private_redis) -> Iterator[redis.Redis]:
+    """A client of a server of the test's own, refusing every write (out of memory) once the test says so."""
+    with redis.Redis.from_url(private_redis.url()) as client:
+        yield client
+        client.config_set("maxmemory", 0)
+
+
+def _refuse_writes(client: redis.Redis) -> None:
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", 1)
+    with pytest.raises(redis.OutOfMemoryError):
+        client.set("probe", "1")
+    client.config_resetstat()  # the GETs counted from here are the claim's
+
+
+def _gets(client: redis.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+
+
+def test_under_refused_writes_a_free_name_is_taken_without_a_write(refusing_client: redis.Redis) -> None:
+    from worker.heartbeat import claim_consumer_name
+
+    _refuse_writes(refusing_client)
+    assert claim_consumer_name(refusing_client, "oom-free", interval_s=1.0, info=dict)
+    assert _gets(refusing_client) == 1
+    assert not refusing_client.exists(heartbeat_key("oom-free"))  # the loop beats once writes are taken
+
+
+def test_under_refused_writes_a_held_name_is_read_once_per_turn(refusing_client: redis.Redis) -> None:
+    from worker.heartbeat import ConsumerNameInUse, claim_consumer_name
+
+    refusing_client.set(heartbeat_key("oom-held"), json.dumps({"pid": 1, "host": "elsewhere"}))
+    _refuse_writes(refusing_client)
+    with pytest.raises(ConsumerNameInUse, match="without an expiry"):
+        claim_consumer_name(refusing_client, "oom-held", interval_s=1.0, info=dict)
+    assert _gets(refusing_client) == 1
+
+
+def test_under_refused_writes_a_lapsing_heartbeat_of_another_process_is_waited_out(
+    refusing_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    from worker.heartbeat import claim_consumer_name
+
+    refusing_client.set(heartbeat_key("oom-lapsing"), json.dumps({"pid": os.getpid() + 1, "host": "elsewhere"}),
+                        px=300)
+    _refuse_writes(refusing_client)
+    assert claim_consumer_name(refusing_client, "oom-lapsing", interval_s=1.0, info=dict)
+    assert "waiting up to" in caplog.text
+    assert refusing_client.get(heartbeat_key("oom-lapsing")) is None
