@@ -1,0 +1,113 @@
+"""The claim and the commit share one connection (`ScriptConnection`), their replies read in the order sent: whatever
+happens to that connection underneath (the client's pool disconnected on a reconnect, redis-py's health check, a
+flushed script cache), no reply is read as another's, no batch result is lost, and Redis still runs each claim
+before its commit."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import redis
+
+from tests.faults import FaultyModel
+from tests.integration.test_overlapped_commit import decided, publish, read, two_batches_of_ten, CONFIG
+from tests.integration.streams import decided_ids, pending_count
+from worker.aggregator import AggregatorConfig
+from worker.connection import connect
+from worker.delivery import _COMMIT_LUA, DeliveryScripts, ensure_group
+from worker.names import CONSUMER_GROUP, INPUT_STREAM, processing_key
+from worker.pipeline import EventPipeline, StageError
+from worker.producer import make_event, publish_events
+
+
+def test_a_reconnect_after_a_claim_was_given_up_on_keeps_the_replies_in_step(redis_client: redis.Redis,
+                                                                               ensemble) -> None:
+    """A batch fails in inference while the commit before it is in flight: its claim's reply is left to be dropped
+    in turn. Then the worker reconnects (`Worker.reconnect`: the client's pool is disconnected). The claim's reply
+    went with the old socket; the next batch's replies must not be read one behind."""
+    ids = publish(redis_client, 30, "rc")
+    model = FaultyModel(ensemble)
+    pipeline = EventPipeline(DeliveryScripts(redis_client), model, AggregatorConfig(), CONFIG)  # type: ignore[arg-type]
+    first, second, third = read(redis_client, 10), read(redis_client, 10), read(redis_client, 10)
+
+    pipeline.submit(first)
+    model.fail = True
+    with pytest.raises(StageError, match="inference"):
+        pipeline.submit(second)
+    model.fail = False
+    assert decided(pipeline.drain()) == [f"rc-{i}" for i in range(10)]
+    redis_client.connection_pool.disconnect()  # Worker.reconnect, after finish_in_flight
+
+    assert pipeline.submit(third) == []
+    assert decided(pipeline.drain()) == [f"rc-{i}" for i in range(20, 30)]
+    assert decided([pipeline.process(second)]) == [f"rc-{i}" for i in range(10, 20)]
+    assert decided_ids(redis_client) == dict.fromkeys(ids, 1)
+    assert pending_count(redis_client) == 0
+
+
+@pytest.fixture
+def client_checking_health_every_second(redis_url: str):
+    """The worker's own client (`connect`), its connections PINGed before a command after 1 s unused, not 30."""
+    client = connect(redis_url, read_timeout_s=0.1)
+    client.connection_pool.connection_kwargs["health_check_interval"] = 1
+    yield client
+    client.close()
+
+
+def test_a_stall_with_a_commit_in_flight_loses_no_batch_result(client_checking_health_every_second,
+                                                                redis_client: redis.Redis, ensemble) -> None:
+    """The worker stalls past the health-check interval (30 s in the worker) with a commit in flight; the next claim
+    goes out on the same connection. redis-py PINGs the connection first: that PING must not read the commit's
+    reply as its PONG."""
+    client = client_checking_health_every_second
+    ids = publish(redis_client, 30, "hc")
+    pipeline = EventPipeline(DeliveryScripts(client), ensemble, AggregatorConfig(), CONFIG)
+    batches = [read(redis_client, 10) for _ in range(3)]
+    pipeline.process(batches[0])
+
+    assert pipeline.submit(batches[1]) == []
+    time.sleep(1.2)  # stalled (SIGSTOP, a paused VM) with the commit in flight
+    finished = pipeline.submit(batches[2])
+    assert decided(finished) == [f"hc-{i}" for i in range(10, 20)], "the batch in flight's result is recorded"
+    assert decided(pipeline.drain()) == [f"hc-{i}" for i in range(20, 30)]
+    assert decided_ids(redis_client) == dict.fromkeys(ids, 1)
+
+
+def test_inference_outlasting_the_health_check_interval_keeps_the_claims_reply(client_checking_health_every_second,
+                                                                               redis_client: redis.Redis,
+                                                                               ensemble) -> None:
+    """Idle for nearly the interval, then a batch whose inference takes the rest: its commit goes out after the
+    interval, with the claim's reply unread on the connection."""
+    client = client_checking_health_every_second
+    ids = publish(redis_client, 20, "slowhc")
+    model = FaultyModel(ensemble)
+    pipeline = EventPipeline(DeliveryScripts(client), model, AggregatorConfig(), CONFIG)  # type: ignore[arg-type]
+    pipeline.process(read(redis_client, 10))
+
+    model.delay_s = 1.2
+    assert pipeline.submit(read(redis_client, 10)) == []
+    assert decided(pipeline.drain()) == [f"slowhc-{i}" for i in range(10, 20)]
+    assert decided_ids(redis_client) == dict.fromkeys(ids, 1)
+
+
+def test_a_claim_rerun_after_noscript_does_not_land_after_its_commit(redis_client: redis.Redis, ensemble) -> None:
+    """Redis lost its script cache, and another worker has loaded the commit script again (its own NOSCRIPT) but not
+    yet the claim: this worker's claim gets NOSCRIPT, its commit runs. Run again after that commit (which found the
+    entry settled: dead-lettered by an operator while this worker stalled), the claim would leave a lease behind —
+    what running both on one connection was to prevent."""
+    ensure_group(redis_client)
+    publish_events(redis_client, [make_event(correlation_id="warm", rng=np.random.default_rng(1)),
+                                  make_event(correlation_id="settled-1", rng=np.random.default_rng(2))])
+    pipeline = EventPipeline(DeliveryScripts(redis_client), ensemble, AggregatorConfig(), CONFIG)
+    pipeline.process(read(redis_client, 1))
+    entries = read(redis_client, 1)
+    redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, entries[0].entry_id)  # settled elsewhere meanwhile
+
+    redis_client.script_flush()
+    redis_client.script_load(_COMMIT_LUA)  # another worker's NOSCRIPT recovery, between our claim and our commit
+    pipeline.submit(entries)
+    result = pipeline.drain()[0]
+    assert result.decisions == [] and result.duplicates == 1
+    assert redis_client.get(processing_key("settled-1")) is None, "no lease left behind by a claim run late"
