@@ -111,3 +111,37 @@ def test_a_claim_rerun_after_noscript_does_not_land_after_its_commit(redis_clien
     result = pipeline.drain()[0]
     assert result.decisions == [] and result.duplicates == 1
     assert redis_client.get(processing_key("settled-1")) is None, "no lease left behind by a claim run late"
+
+
+def test_a_worker_reconnecting_after_a_batch_failed_with_a_commit_in_flight_records_every_batch(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """The worker's own loop, one step at a time: a full batch's commit is in flight when the next batch fails in
+    inference (its claim's reply left to be dropped in turn); then a reconnect is requested (the health monitor's
+    recovery action, a failover refusal). Every later batch is decided and recorded once, none fails."""
+    from tests.integration.test_overlapped_commit import started_worker
+
+    ids = publish(redis_client, 40, "wrc")
+    worker, results = started_worker(redis_url, "reconnecting", batch_size=10)
+    try:
+        model = FaultyModel(worker.ensemble)
+        worker.pipeline.ensemble = model  # type: ignore[union-attr]
+        worker.step()  # a full batch: its commit in flight, the next batch read ahead
+        assert worker.pipeline.commit_in_flight  # type: ignore[union-attr]
+        model.fail = True
+        with pytest.raises(StageError, match="inference"):
+            worker.step()
+        worker.settle_before_failure()  # as main_loop does
+        model.fail = False
+        worker.request_reconnect()
+        for _ in range(20):
+            worker.step()
+            if sum(len(r.decisions) for r in results) == 40:
+                break
+        worker.drain()
+        assert sorted(d.correlation_id.encode() for r in results for d in r.decisions) == sorted(ids)
+        assert decided_ids(redis_client) == dict.fromkeys(ids, 1)
+        assert pending_count(redis_client) == 0
+    finally:
+        worker.shutdown()
+
