@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from tests.faults import FaultyModel
-from tests.integration.test_overlapped_commit import decided, publish, read, two_batches_of_ten, CONFIG
 from tests.integration.streams import decided_ids, pending_count
+from tests.integration.test_overlapped_commit import CONFIG, decided, publish, read
 from worker.aggregator import AggregatorConfig
 from worker.connection import connect
 from worker.delivery import _COMMIT_LUA, DeliveryScripts, ensure_group
