@@ -274,7 +274,8 @@ class ScriptConnection:
         connection = self.held.connection()
         self._lose_if_reopened(connection)
         try:
-            connection.send_packed_command([packed])
+            # No health check while a reply is owed: redis-py's PING would read that reply as its PONG.
+            connection.send_packed_command([packed], check_health=not self._waiting)
         except BaseException:
             self.discard()
             raise
@@ -347,13 +348,15 @@ class PendingScript:
     def receive(self, reply: Any) -> None:
         self._reply = reply
 
-    def reply(self) -> Any:
+    def reply(self, *, run_again: bool = True) -> Any:
+        """The script's reply. Redis had lost the script (restart, SCRIPT FLUSH: NOSCRIPT): it is loaded and run again
+        on a pool connection, after whatever was sent after it on this one; without `run_again`, None."""
         assert self.wanted, "reply() is read once"
         self._connection.read_through(self)
         self.wanted = False
         reply, self._reply = self._reply, None
-        if isinstance(reply, NoScriptError):  # Redis lost its script cache (restart, SCRIPT FLUSH): load it, run again
-            return self._script(keys=self._keys, args=self._args)
+        if isinstance(reply, NoScriptError):
+            return self._script(keys=self._keys, args=self._args) if run_again else None
         if isinstance(reply, BaseException):
             raise reply
         return reply
@@ -400,6 +403,13 @@ class PendingOutcomes(Generic[OutcomeT]):
             raw = self._pending.reply()
             self._outcomes = [self._outcome(r.decode() if isinstance(r, bytes) else r) for r in raw]
         return self._outcomes
+
+    def settle(self) -> None:
+        """Read the reply in its turn, its outcomes unused (a claim whose commit has gone out). A script Redis had lost
+        (NOSCRIPT) is not run again: run after what was sent after it (its commit), a claim would leave a lease for
+        an entry that commit found settled. Other refusals are raised, as by `outcomes()`."""
+        if self._outcomes is None and self._pending is not None:
+            self._pending.reply(run_again=False)
 
     @property
     def arrived(self) -> bool:

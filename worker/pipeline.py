@@ -182,9 +182,10 @@ class EventPipeline:
                 commit = self.scripts.send_commit(batch.decided, batch.dead, self.config.completed_ttl_s, batch.shared)
                 self._in_flight = _InFlight(batch, commit, time.perf_counter())
                 # The claim's reply came long ago; it is read only to keep its connection in step. The commit just
-                # sent re-checked, atomically, everything the claim found (DESIGN.md, "Delivery").
+                # sent re-checks, atomically, everything the claim found (DESIGN.md, "Delivery"), so a claim Redis had
+                # lost (NOSCRIPT) is not run again: run after its commit, it would leave a lease behind.
                 self._stage = "claim"
-                batch.claim.outcomes()
+                batch.claim.settle()
             finished, self._unreported = self._unreported, []
             return finished
         except (redis.ConnectionError, redis.TimeoutError):

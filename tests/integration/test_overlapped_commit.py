@@ -144,25 +144,6 @@ def test_a_batch_failing_while_another_commit_is_in_flight_loses_neither(redis_c
     assert pending_count(redis_client) == 0
 
 
-@pytest.mark.timeout(60)
-def test_replies_given_up_on_are_not_awaited_on_a_connection_reopened_since(redis_client: redis.Redis,
-                                                                            ensemble) -> None:
-    """A failed batch's claim reply is dropped when read in turn; if its connection is closed meanwhile (a reconnect
-    closes the pool's connections), that reply is gone with it, and the next batch's replies are its own."""
-    model, pipeline, first, second = two_batches_of_ten(redis_client, ensemble, "reopen")
-    pipeline.submit(first)
-    model.fail = True
-    with pytest.raises(StageError):
-        pipeline.submit(second)  # its claim's reply is not wanted any more
-    assert decided(pipeline.drain()) == [f"reopen-{i}" for i in range(10)]
-    redis_client.connection_pool.disconnect()  # as `Worker.reconnect` does
-
-    model.fail = False
-    assert decided([pipeline.process(second)]) == [f"reopen-{i}" for i in range(10, 20)]
-    assert decided_ids(redis_client) == {f"reopen-{i}".encode(): 1 for i in range(20)}
-    assert pending_count(redis_client) == 0
-
-
 def started_worker(redis_url: str, consumer: str, **overrides: Any) -> tuple[Worker, list[BatchResult]]:
     """A worker started up (batches of 25, `overrides` on top), and the list its batch results go to."""
     settings = WorkerSettings.from_env({}, redis_url=redis_url, consumer=consumer, http_addr="127.0.0.1:0",
