@@ -365,3 +365,20 @@ def test_duplicate_triage_sums_the_counter_of_every_live_worker_and_names_those_
     finally:
         fast.stop()
         other.stop()
+
+
+def test_an_open_breaker_seen_only_over_http_is_named_with_its_last_reason(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    # Redis refusing writes (OOM): the worker's heartbeat and published breaker lapse, so only its HTTP view says the
+    # breaker is open — and why. The actions send the operator to "the breaker's last reason above": it must be there.
+    url, answers = worker_http
+    answers.set_state(2, circuit_breaker={
+        "state": "open", "state_code": 1, "consecutive_failures": 9, "restart_count": 1, "restart_limit": 5,
+        "opened_at": 1_700_000_000.0,
+        "last_reason": "Redis refused the heartbeat: command not allowed when used memory > 'maxmemory'."})
+    ensure_group(redis_client)
+    result = ctl("triage", "breaker-open", worker_url=url)
+    assert result.exit_code == 2, result.stdout
+    assert "breaker (HTTP): open, 9 consecutive failures" in result.stdout
+    assert "last reason: Redis refused the heartbeat: command not allowed when used memory" in result.stdout

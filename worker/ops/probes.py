@@ -540,9 +540,16 @@ def probe_breaker(sources: Sources) -> list[Finding]:
             findings.append(_warn("no live worker has published its breaker and HTTP gave none "
                                   f"({overview.http_error})"))
         else:
+            # Seen over HTTP only (heartbeats lapsed: Redis refusing writes): the reason is here or nowhere.
+            http = dict(overview.http or {})
+            text = f"breaker (HTTP): {state.name.lower()}"
+            if http.get("consecutive_failures") is not None:
+                text += f", {http['consecutive_failures']} consecutive failures"
+            if http.get("last_reason"):
+                text += f"; last reason: {http['last_reason']}"
             findings.append(Finding(Status.of(CheckStatus.CRITICAL if state is BreakerState.OPEN else
                                               CheckStatus.OK if state is BreakerState.CLOSED else CheckStatus.WARN),
-                                    f"breaker (HTTP): {state.name.lower()}", dict(overview.http or {})))
+                                    text, http))
     restarts = f"{overview.restarts} restart(s) in {overview.restart_window_s:g} s (limit {overview.restart_limit})"
     if overview.over_restart_limit:
         findings.append(_critical(restarts + ": the restart limit opens the breaker — the worker keeps dying",
