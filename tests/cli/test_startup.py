@@ -52,3 +52,12 @@ def test_the_models_group_runs_its_own_help_and_refuses_an_unknown_command() -> 
     for command in ("list", "verify", "compile", "sign", "promote", "train", "eval"):
         assert any(line.startswith(f"│ {command} ") for line in shown), command
     assert run("models", "no-such-command")[0] == "exit 3"  # a typo: UNKNOWN, as for any command line that fails
+
+
+def test_python_dash_m_tacticalctl_runs_the_cli() -> None:
+    # Where the console script is not on PATH (a checkout on PYTHONPATH, a venv not activated), `python -m tacticalctl`
+    # is how one runs it.
+    result = subprocess.run([sys.executable, "-m", "tacticalctl", "--version"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("tacticalctl ")
