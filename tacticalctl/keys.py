@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from tacticalctl.context import JsonOption, get_context, print_json, worker_settings
@@ -15,6 +16,7 @@ from tacticalctl.formatting import age, parse_duration, plain
 from worker.alerts import default_actor
 from worker.ops.keys import (
     IdempotencyKey,
+    KeyCleanupResult,
     KeyKind,
     clean_keys,
     plan_key_cleanup,
@@ -124,7 +126,8 @@ def clean(
     it would do; acts only with --yes (audited in tactical_alerts).
 
     JSON keys: older_than_s, stale_processing, old_completed (key objects as in `keys list`), applied, deleted,
-    skipped, audit_id."""
+    skipped, audit_id, audit_error. Exit 1 when the keys were deleted but Redis refused their audit entry (at
+    maxmemory it takes DEL, not XADD): the output says which went."""
     try:
         older_than_s = parse_duration(older_than)
         require_cleanable_age(older_than_s)
@@ -137,8 +140,14 @@ def clean(
     result = clean_keys(client, plan, actor=default_actor(), apply=yes)
     if json_output:
         print_json(result.as_dict())
-        return
-    console = context.console
+    else:
+        _print_clean(context.console, result, older_than)
+    if result.audit_error:
+        raise typer.Exit(int(ExitCode.WARNING))
+
+
+def _print_clean(console: Console, result: KeyCleanupResult, older_than: str) -> None:
+    plan = result.plan
     if not plan.keys:
         console.print(f"nothing to clean: no stale processing keys, no completed keys older than {older_than}")
         return
@@ -148,6 +157,9 @@ def clean(
         console.print(f"dry run: nothing deleted. Add --yes to delete these {len(plan.keys)} keys.")
         return
     console.print(f"deleted {len(result.deleted)} keys; audit entry {result.audit_id or '-'}")
+    if result.audit_error:
+        console.print(f"[yellow]audit entry not written[/]: {plain(result.audit_error)} — the deletion stands; "
+                      "record it by hand")
     if result.skipped:
         console.print(f"left alone (changed or expired meanwhile): {plain(', '.join(result.skipped))}")
 

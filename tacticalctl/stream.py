@@ -127,7 +127,8 @@ def trim(
     lower bound (≥).
 
     JSON keys: older_than_s, streams (stream, length, first_id, cutoff_id, cutoff_reason, removes_any, would_remove,
-    would_remove_exact), applied, removed (per stream), audit_id. Exit 3 for an age or stream it cannot use."""
+    would_remove_exact), applied, removed (per stream), audit_id, audit_error. Exit 1 when the entries were removed but
+    Redis refused the audit entry (at maxmemory it takes XTRIM, not XADD), 3 for an age or stream it cannot use."""
     try:
         older_than_s = parse_duration(older_than)
         context = get_context(ctx)
@@ -138,15 +139,21 @@ def trim(
     result = trim_streams(client, plans, older_than_s=older_than_s, actor=default_actor(), apply=yes)
     if json_output:
         print_json(result.as_dict())
-        return
-    context.console.print(render_trim(result, older_than))
-    if not any(plan.removes_any for plan in result.plans):
-        context.console.print(f"nothing to trim: no entry older than {older_than} that no group needs")
-    elif not result.applied:
-        context.console.print(f"dry run: would remove {_would_remove(result.plans)} entries; nothing removed. "
-                              "Add --yes to trim.")
     else:
-        context.console.print(f"removed {sum(result.removed.values())} entries; audit entry {result.audit_id or '-'}")
+        context.console.print(render_trim(result, older_than))
+        if not any(plan.removes_any for plan in result.plans):
+            context.console.print(f"nothing to trim: no entry older than {older_than} that no group needs")
+        elif not result.applied:
+            context.console.print(f"dry run: would remove {_would_remove(result.plans)} entries; nothing removed. "
+                                  "Add --yes to trim.")
+        else:
+            context.console.print(f"removed {sum(result.removed.values())} entries; audit entry "
+                                  f"{result.audit_id or '-'}")
+            if result.audit_error:
+                context.console.print(f"[yellow]audit entry not written[/]: {plain(result.audit_error)} — the trim "
+                                      "stands; record it by hand")
+    if result.audit_error:
+        raise typer.Exit(int(ExitCode.WARNING))
 
 
 def render_trim(result: StreamTrimResult, older_than: str) -> Table:

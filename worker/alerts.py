@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import redis
 
+from worker.connection import REDIS_FAILED
 from worker.names import ALERTS_STREAM
 from worker.redis_text import as_text
 from worker.stream_entries import entries, read_after
@@ -158,6 +159,17 @@ def audit(client: redis.Redis, *, actor: str, action: str, detail: str, **fields
     return publish_alert(
         client, severity=Severity.AUDIT, kind=action, message=detail, source=actor, at=None, actor=actor, **fields
     )
+
+
+def audit_done(client: redis.Redis, *, actor: str, action: str, detail: str,
+               **fields: str) -> tuple[str | None, str | None]:
+    """Audit a change already made: (the entry's id, None), or (None, why) when Redis did not take the entry — out of
+    memory (noeviction refuses XADD but takes the XTRIM and DEL that free memory), a replica now, or gone. The change
+    stands either way: the caller says what it did, and that the audit trail misses it."""
+    try:
+        return as_text(audit(client, actor=actor, action=action, detail=detail, **fields)), None
+    except REDIS_FAILED as exc:
+        return None, str(exc)
 
 
 def _alert(entry_id: bytes | str, raw: Mapping[bytes, bytes] | Mapping[str, str]) -> Alert:  # str: a decoding client

@@ -154,3 +154,21 @@ def test_a_refusal_other_than_a_key_of_another_type_is_said_not_taken_for_no_key
             assert "Redis refused a command: this user has no permissions" in result.stderr, result.output
     finally:
         redis_client.execute_command("ACL", "DELUSER", "cannot-read")
+
+
+def test_clean_at_maxmemory_says_what_it_deleted_when_the_audit_entry_is_refused(
+    ctl: Ctl, redis_client: redis.Redis
+) -> None:
+    # Redis at maxmemory (noeviction) takes the DELs but refuses the audit entry's XADD: the keys are gone, so the
+    # operator must be told which, and that the audit trail misses it — not "Redis refused a command", exit 2.
+    keyspace(redis_client)
+    redis_client.config_set("maxmemory", 1)
+    try:
+        result = ctl("keys", "clean", "--yes", "--json")
+    finally:
+        redis_client.config_set("maxmemory", 0)
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.stdout)
+    assert sorted(doc["deleted"]) == [completed_key("old"), processing_key("orphan")]
+    assert doc["audit_id"] is None and "maxmemory" in doc["audit_error"]
+    assert redis_client.exists(processing_key("orphan"), completed_key("old")) == 0

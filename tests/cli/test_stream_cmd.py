@@ -195,3 +195,26 @@ def test_groups_created_and_destroyed_while_info_reads_show_their_consumers(redi
     finally:
         stop.set()
         churner.join(timeout=10)
+
+
+def test_trim_at_maxmemory_says_what_it_removed_when_the_audit_entry_is_refused(
+    ctl: Ctl, redis_client: redis.Redis
+) -> None:
+    # The runbook's remedy for OOM: Redis takes the XTRIMs (they free memory) but refuses the audit entry's XADD. The
+    # trim happened: the operator must be told what went, and that the audit trail misses it, not "refused".
+    _old_decisions(redis_client, 4, hours_ago=48)
+    kept = redis_client.xadd(DECISIONS_STREAM, {"n": "new"})
+    redis_client.config_set("maxmemory", 1)
+    try:
+        result = ctl("stream", "trim", "--older-than", "24h", "--yes")
+        left = [entry_id for entry_id, _ in redis_client.xrange(DECISIONS_STREAM)]
+        as_json = ctl("stream", "trim", "--older-than", "1ms", "--yes", "--json")
+    finally:
+        redis_client.config_set("maxmemory", 0)
+    assert result.exit_code == 1, result.output
+    assert "removed 4 entries" in result.stdout
+    assert "audit entry not written" in result.stdout and "maxmemory" in result.stdout
+    assert left == [kept]
+    doc = json.loads(as_json.stdout)
+    assert as_json.exit_code == 1
+    assert doc["removed"] == {DECISIONS_STREAM: 1} and doc["audit_id"] is None and "maxmemory" in doc["audit_error"]

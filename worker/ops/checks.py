@@ -813,6 +813,9 @@ def cleanup_old_keys(
         return Verdict(Status.WARN, f"would delete {counts} (dry run)", "rerun with --yes to delete them",
                        details=plan.as_dict())
     result = clean_keys(client, plan, actor=actor, apply=True)
+    if result.audit_error:
+        return Verdict(Status.WARN, f"deleted {len(result.deleted)} key(s) ({counts}); audit entry not written: "
+                       f"{result.audit_error}", "the deletion stands: record it by hand", details=result.as_dict())
     return Verdict(Status.OK, f"deleted {len(result.deleted)} key(s) ({counts}); audit {result.audit_id}",
                    details=result.as_dict())
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from worker.alerts import audit, require_audit_trail
+from worker.alerts import audit_done, require_audit_trail
 from worker.connection import refused_as_wrong_type
 from worker.heartbeat import live_consumers
 from worker.names import COMPLETED_PREFIX, PROCESSING_PREFIX
@@ -226,6 +226,7 @@ class KeyCleanupResult:
     deleted: tuple[str, ...]
     applied: bool
     audit_id: str | None = None
+    audit_error: str | None = None  # the keys were deleted, their audit entry refused (Redis at maxmemory takes DEL)
 
     @property
     def skipped(self) -> tuple[str, ...]:
@@ -237,7 +238,7 @@ class KeyCleanupResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.plan.as_dict(), "applied": self.applied, "deleted": list(self.deleted),
-                "skipped": list(self.skipped), "audit_id": self.audit_id}
+                "skipped": list(self.skipped), "audit_id": self.audit_id, "audit_error": self.audit_error}
 
 
 def clean_keys(client: redis.Redis, plan: KeyCleanupPlan, *, actor: str, apply: bool) -> KeyCleanupResult:
@@ -252,26 +253,24 @@ def clean_keys(client: redis.Redis, plan: KeyCleanupPlan, *, actor: str, apply: 
         chunk = planned[start : start + _SCAN_COUNT]
         indexes = script(keys=[k.key for k in chunk], args=[k.value for k in chunk])
         deleted.extend(chunk[int(i) - 1].key for i in indexes)
-    audit_id = None
+    audit_id = audit_error = None
     if deleted:
         counts = _count_by_kind(plan, deleted)
         shown = ",".join(deleted[:_AUDITED_KEYS]) + (
             f",…(+{len(deleted) - _AUDITED_KEYS})" if len(deleted) > _AUDITED_KEYS else ""
         )
-        audit_id = as_text(
-            audit(
-                client,
-                actor=actor,
-                action="keys_clean",
-                detail=f"deleted {counts[KeyKind.PROCESSING]} stale processing keys and "
-                f"{counts[KeyKind.COMPLETED]} completed keys older than {plan.older_than_s:g} s",
-                processing_deleted=str(counts[KeyKind.PROCESSING]),
-                completed_deleted=str(counts[KeyKind.COMPLETED]),
-                older_than_s=f"{plan.older_than_s:g}",
-                keys=shown,
-            )
+        audit_id, audit_error = audit_done(
+            client,
+            actor=actor,
+            action="keys_clean",
+            detail=f"deleted {counts[KeyKind.PROCESSING]} stale processing keys and "
+            f"{counts[KeyKind.COMPLETED]} completed keys older than {plan.older_than_s:g} s",
+            processing_deleted=str(counts[KeyKind.PROCESSING]),
+            completed_deleted=str(counts[KeyKind.COMPLETED]),
+            older_than_s=f"{plan.older_than_s:g}",
+            keys=shown,
         )
-    return KeyCleanupResult(plan, tuple(deleted), True, audit_id)
+    return KeyCleanupResult(plan, tuple(deleted), True, audit_id, audit_error)
 
 
 def _count_by_kind(plan: KeyCleanupPlan, deleted: Iterable[str]) -> Mapping[KeyKind, int]:

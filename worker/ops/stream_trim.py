@@ -26,7 +26,7 @@ from typing import Any
 
 import redis
 
-from worker.alerts import audit, require_audit_trail
+from worker.alerts import audit_done, require_audit_trail
 from worker.names import COMMANDS_STREAM, CONSUMER_GROUP, DECISIONS_STREAM, INPUT_STREAM
 from worker.redis_text import as_text
 from worker.stream_entries import paged, parse_stream_id, server_now_ms
@@ -70,10 +70,12 @@ class StreamTrimResult:
     applied: bool
     removed: dict[str, int]  # per stream, what XTRIM said it removed (empty in a dry run)
     audit_id: str | None = None
+    audit_error: str | None = None  # the trim happened, its audit entry was refused (Redis at maxmemory takes XTRIM)
 
     def as_dict(self) -> dict[str, Any]:
         return {"older_than_s": self.older_than_s, "streams": [p.as_dict() for p in self.plans],
-                "applied": self.applied, "removed": self.removed, "audit_id": self.audit_id}
+                "applied": self.applied, "removed": self.removed, "audit_id": self.audit_id,
+                "audit_error": self.audit_error}
 
 
 def plan_trim(client: redis.Redis, older_than_s: float,
@@ -148,13 +150,13 @@ def trim_streams(client: redis.Redis, plans: Sequence[StreamTrimPlan], *, older_
     for plan in plans:
         if plan.removes_any:
             removed[plan.stream] = _trim(client, plan.stream, plan.cutoff_id)
-    audit_id = as_text(audit(
+    audit_id, audit_error = audit_done(
         client, actor=actor, action="stream_trim",
         detail=f"trimmed entries older than {older_than_s:g} s: " + ", ".join(f"{s} {n}" for s, n in removed.items()),
         older_than_s=f"{older_than_s:g}",
         **{f"{plan.stream}_cutoff": plan.cutoff_id for plan in plans if plan.stream in removed},
-    ))
-    return StreamTrimResult(older_than_s, plans, True, removed, audit_id)
+    )
+    return StreamTrimResult(older_than_s, plans, True, removed, audit_id, audit_error)
 
 
 def _trim(client: redis.Redis, stream: str, cutoff_id: str) -> int:
