@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Annotated
 
 import typer
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 
 from tacticalctl.context import JsonOption, get_context, print_json
@@ -16,7 +16,7 @@ from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age, parse_duration, plain, timestamp
 from worker.alerts import default_actor
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
-from worker.ops.consumer_prune import prune_consumers
+from worker.ops.consumer_prune import ConsumerPrune, prune_consumers
 from worker.ops.stream_info import StreamMissing, StreamOverview, read_stream_overview, streams_of_another_type
 from worker.ops.stream_trim import (
     TRIMMED_STREAMS,
@@ -188,8 +188,9 @@ def prune_consumers_command(
     with it): move them first with `tacticalctl pending claim`. Each name is checked and removed atomically; acts
     only with --yes (audited in tactical_alerts).
 
-    JSON keys: applied, min_idle_s, planned (name, pending, idle_ms, alive, last_beat), removed, audit_id. Exit 3
-    for a duration it cannot read or a missing stream."""
+    JSON keys: applied, min_idle_s, planned (name, pending, idle_ms, alive, last_beat), removed, audit_id,
+    audit_error. Exit 1 when names were removed but Redis refused the audit entry (at maxmemory), 3 for a duration it
+    cannot read or a missing stream."""
     try:
         min_idle_s = parse_duration(idle)
     except ValueError as exc:
@@ -201,8 +202,13 @@ def prune_consumers_command(
         raise CtlError(str(exc), ExitCode.UNKNOWN) from None
     if json_output:
         print_json(result.as_dict())
-        return
-    console = context.console
+    else:
+        _print_prune(context.console, result, idle)
+    if result.audit_error:
+        raise typer.Exit(int(ExitCode.WARNING))
+
+
+def _print_prune(console: Console, result: ConsumerPrune, idle: str) -> None:
     if not result.planned:
         console.print(f"no consumer to remove: none without pending entries and heartbeat, idle {plain(idle)} or more")
         return
@@ -217,6 +223,9 @@ def prune_consumers_command(
         console.print(f"dry run: nothing removed. Add --yes to remove these {len(result.planned)} names.")
         return
     console.print(f"removed {len(result.removed)} consumers; audit entry {result.audit_id or '-'}")
+    if result.audit_error:
+        console.print(f"[yellow]audit entry not written[/]: {plain(result.audit_error)} — the removal stands; "
+                      "record it by hand")
     if result.kept:
         console.print(f"kept (entries became pending on them meanwhile): {', '.join(plain(n) for n in result.kept)}")
 

@@ -218,3 +218,21 @@ def test_trim_at_maxmemory_says_what_it_removed_when_the_audit_entry_is_refused(
     doc = json.loads(as_json.stdout)
     assert as_json.exit_code == 1
     assert doc["removed"] == {DECISIONS_STREAM: 1} and doc["audit_id"] is None and "maxmemory" in doc["audit_error"]
+
+
+def test_prune_consumers_at_maxmemory_says_what_it_removed_when_the_audit_entry_is_refused(
+    ctl: Ctl, redis_client: redis.Redis
+) -> None:
+    ensure_group(redis_client)
+    redis_client.xadd(INPUT_STREAM, {"correlation_id": "c-1"})
+    [(entry_id, _)] = redis_client.xreadgroup(CONSUMER_GROUP, "gone-worker", {INPUT_STREAM: ">"})[0][1]
+    redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, entry_id)
+    time.sleep(0.2)
+    redis_client.config_set("maxmemory", 1)
+    try:
+        result = ctl("stream", "prune-consumers", "--idle", "100ms", "--yes")
+    finally:
+        redis_client.config_set("maxmemory", 0)
+    assert result.exit_code == 1, result.output
+    assert "removed 1 consumers" in result.stdout and "audit entry not written" in result.stdout
+    assert redis_client.xinfo_consumers(INPUT_STREAM, CONSUMER_GROUP) == []

@@ -16,10 +16,9 @@ from typing import Any
 
 import redis
 
-from worker.alerts import audit, require_audit_trail
+from worker.alerts import audit_done, require_audit_trail
 from worker.delivery import DEFAULT_STREAMS, StreamNames, delete_consumers_without_pending
 from worker.ops.stream_info import ConsumerInfo, read_stream_overview
-from worker.redis_text import as_optional_text
 
 DEFAULT_MIN_IDLE_S = 600.0
 
@@ -30,6 +29,7 @@ class ConsumerPrune:
     applied: bool
     min_idle_s: float
     audit_id: str | None = None
+    audit_error: str | None = None  # the names were removed, their audit entry refused (Redis at maxmemory)
 
     @property
     def kept(self) -> tuple[str, ...]:
@@ -40,7 +40,7 @@ class ConsumerPrune:
     def as_dict(self) -> dict[str, Any]:
         return {"applied": self.applied, "min_idle_s": self.min_idle_s,
                 "planned": [c.as_dict() for c in self.planned], "removed": list(self.removed),
-                "audit_id": self.audit_id}
+                "audit_id": self.audit_id, "audit_error": self.audit_error}
 
 
 def prunable_consumers(client: redis.Redis, *, min_idle_s: float = DEFAULT_MIN_IDLE_S,
@@ -63,12 +63,12 @@ def prune_consumers(client: redis.Redis, *, actor: str, apply: bool, min_idle_s:
         return ConsumerPrune(planned, (), apply, min_idle_s)
     require_audit_trail(client)
     removed = delete_consumers_without_pending(client, [c.name for c in planned], streams)
-    audit_id = None
+    audit_id = audit_error = None
     if removed:
-        audit_id = as_optional_text(audit(
+        audit_id, audit_error = audit_done(
             client, actor=actor, action="consumer_prune",
             detail=f"removed {len(removed)} consumers with nothing pending from {streams.group}: "
                    + ", ".join(removed[:50]) + (" …" if len(removed) > 50 else ""),
             stream=streams.input, group=streams.group, count=str(len(removed)),
-        ))
-    return ConsumerPrune(planned, removed, True, min_idle_s, audit_id)
+        )
+    return ConsumerPrune(planned, removed, True, min_idle_s, audit_id, audit_error)
