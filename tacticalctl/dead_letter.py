@@ -9,20 +9,21 @@ from typing import Annotated
 
 import redis
 import typer
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from tacticalctl.context import JsonOption, get_context, print_json, worker_settings
 from tacticalctl.errors import CtlError, ExitCode
-from tacticalctl.formatting import make_console, markup_text, plain, timestamp
+from tacticalctl.formatting import audit_not_written, make_console, markup_text, plain, timestamp
 from worker.alerts import default_actor
 from worker.names import DECISIONS_STREAM
 from worker.ops.dead_letters import (
     DeadLetterEntry,
     DecisionScan,
     DecisionsGap,
+    PurgeResult,
     ReplayResult,
     ScanProgress,
     dead_letter_count,
@@ -321,7 +322,8 @@ def purge(
     (`dead-letter replay`). Shows what it would remove; acts only with --yes, audited in tactical_alerts with the
     count and the first 50 ids, correlation ids and reasons (save `dead-letter list --json` first to keep them all).
 
-    JSON keys: applied, planned, removed [ids], skipped (gone meanwhile), audit_id."""
+    JSON keys: applied, planned, removed [ids], skipped (gone meanwhile), audit_id, audit_error. Exit 1 when letters
+    were removed but Redis refused their audit entry (at maxmemory)."""
     _require_choice(ids, all_)
     context = get_context(ctx)
     client = context.redis()
@@ -329,8 +331,13 @@ def purge(
     result = purge_dead_letters(client, chosen, actor=default_actor(), apply=yes)
     if json_output:
         print_json(result.as_dict())
-        return
-    console = context.console
+    else:
+        _print_purge(context.console, chosen, result)
+    if result.audit_error:
+        raise typer.Exit(int(ExitCode.WARNING))
+
+
+def _print_purge(console: Console, chosen: Sequence[DeadLetterEntry], result: PurgeResult) -> None:
     if not chosen:
         console.print("no dead letters match: nothing to purge")
         return
@@ -339,6 +346,8 @@ def purge(
         console.print(f"dry run: nothing changed. Add --yes to remove these {len(chosen)} dead letters for good.")
         return
     console.print(f"purged {len(result.removed)} dead letters; audit entry {result.audit_id or '-'}")
+    if result.audit_error:
+        console.print(audit_not_written(result.audit_error, "purge"))
     if result.skipped:
         console.print(f"already gone (replayed or purged by someone else meanwhile): {', '.join(result.skipped)}")
 

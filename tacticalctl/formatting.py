@@ -45,6 +45,12 @@ def plain(value: object) -> str:
     return escape(_CONTROL.sub(lambda m: repr(m.group())[1:-1], str(value)))
 
 
+def audit_not_written(error: str, change: str) -> str:
+    """The line for a change made whose audit entry Redis refused (at maxmemory it takes the XTRIM, DEL, XCLAIM or
+    XDEL that frees or moves, and refuses the XADD): the change stands, the trail misses it."""
+    return f"[yellow]audit entry not written[/]: {plain(error)} — the {change} stands; record it by hand"
+
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but tab and newline
 
 

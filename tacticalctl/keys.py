@@ -12,7 +12,7 @@ from rich.table import Table
 
 from tacticalctl.context import JsonOption, get_context, print_json, worker_settings
 from tacticalctl.errors import CtlError, ExitCode
-from tacticalctl.formatting import age, parse_duration, plain
+from tacticalctl.formatting import age, audit_not_written, parse_duration, plain
 from worker.alerts import default_actor
 from worker.ops.keys import (
     IdempotencyKey,
@@ -158,8 +158,7 @@ def _print_clean(console: Console, result: KeyCleanupResult, older_than: str) ->
         return
     console.print(f"deleted {len(result.deleted)} keys; audit entry {result.audit_id or '-'}")
     if result.audit_error:
-        console.print(f"[yellow]audit entry not written[/]: {plain(result.audit_error)} — the deletion stands; "
-                      "record it by hand")
+        console.print(audit_not_written(result.audit_error, "deletion"))
     if result.skipped:
         console.print(f"left alone (changed or expired meanwhile): {plain(', '.join(result.skipped))}")
 

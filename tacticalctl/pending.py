@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
-from tacticalctl.formatting import age, plain
+from tacticalctl.formatting import age, audit_not_written, plain
 from worker.alerts import default_actor
 from worker.heartbeat import live_consumers
 from worker.ops.pending import (
@@ -108,10 +109,16 @@ def pending(
 
 
 def _report(move: PendingMove, verb: str, json_output: bool, ctx: typer.Context, live: set[str]) -> None:
+    """The move as a table (or JSON); exit 1 when entries moved but Redis refused their audit entry."""
     if json_output:
         print_json(move.as_dict())
-        return
-    console = get_context(ctx).console
+    else:
+        _print_move(move, verb, get_context(ctx).console, live)
+    if move.audit_error:
+        raise typer.Exit(int(ExitCode.WARNING))
+
+
+def _print_move(move: PendingMove, verb: str, console: Console, live: set[str]) -> None:
     if not move.planned:
         console.print(f"no pending entries idle ≥ {move.details.get('min_idle_ms')} ms: nothing to {plain(verb)}")
         return
@@ -120,6 +127,8 @@ def _report(move: PendingMove, verb: str, json_output: bool, ctx: typer.Context,
         console.print(f"dry run: nothing changed. Add --yes to {plain(verb)} these {len(move.planned)} entries.")
         return
     console.print(f"{plain(verb)}: {len(move.moved)} entries moved; audit entry {move.audit_id or '-'}")
+    if move.audit_error:
+        console.print(audit_not_written(move.audit_error, "move"))
     if move.skipped:
         console.print(f"left alone (acknowledged or picked up meanwhile): {', '.join(move.skipped)}")
     if move.gone:
@@ -150,7 +159,8 @@ def claim(
     unrecorded): it is listed under `gone`, left pending where it was; `pending dead-letter` keeps a record of it.
 
     JSON keys: action, applied, planned [{id, consumer, idle_ms, times_delivered}], moved, skipped, gone, audit_id,
-    to_consumer, min_idle_ms."""
+    audit_error, to_consumer, min_idle_ms. Exit 1 when entries moved but Redis refused their audit entry (at
+    maxmemory)."""
     context = get_context(ctx)
     client = context.redis()
     try:
@@ -181,7 +191,8 @@ def dead_letter(
     Original fields are kept; each entry is copied and acknowledged in one atomic step. Replay them later with
     `tacticalctl dead-letter replay`. Shows what it would do; acts only with --yes (audited).
 
-    JSON keys: action, applied, planned, moved, skipped, audit_id, reason, min_idle_ms."""
+    JSON keys: action, applied, planned, moved, skipped, audit_id, audit_error, reason, min_idle_ms. Exit 1 when
+    entries moved but Redis refused their audit entry (at maxmemory)."""
     if not reason.strip():
         raise CtlError("--reason must say why the entries are given up on", ExitCode.UNKNOWN)
     context = get_context(ctx)

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
-from tacticalctl.formatting import age, parse_duration, plain, timestamp
+from tacticalctl.formatting import age, audit_not_written, parse_duration, plain, timestamp
 from worker.alerts import default_actor
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
 from worker.ops.consumer_prune import ConsumerPrune, prune_consumers
@@ -150,8 +150,7 @@ def trim(
             context.console.print(f"removed {sum(result.removed.values())} entries; audit entry "
                                   f"{result.audit_id or '-'}")
             if result.audit_error:
-                context.console.print(f"[yellow]audit entry not written[/]: {plain(result.audit_error)} — the trim "
-                                      "stands; record it by hand")
+                context.console.print(audit_not_written(result.audit_error, "trim"))
     if result.audit_error:
         raise typer.Exit(int(ExitCode.WARNING))
 
@@ -224,8 +223,7 @@ def _print_prune(console: Console, result: ConsumerPrune, idle: str) -> None:
         return
     console.print(f"removed {len(result.removed)} consumers; audit entry {result.audit_id or '-'}")
     if result.audit_error:
-        console.print(f"[yellow]audit entry not written[/]: {plain(result.audit_error)} — the removal stands; "
-                      "record it by hand")
+        console.print(audit_not_written(result.audit_error, "removal"))
     if result.kept:
         console.print(f"kept (entries became pending on them meanwhile): {', '.join(plain(n) for n in result.kept)}")
 

@@ -260,6 +260,22 @@ def test_purge_removes_the_chosen_dead_letters_for_good_and_audits_which(ctl: Ct
     assert ctl("dead-letter", "purge").exit_code == 3  # no choice made
 
 
+def test_purge_at_maxmemory_says_what_it_removed_when_the_audit_entry_is_refused(ctl: Ctl,
+                                                                                  redis_client: redis.Redis) -> None:
+    # Redis at maxmemory (noeviction) takes the XDELs but refuses the audit entry: the letters are gone for good, so
+    # the command says which (exit 1), not "Redis refused a command" as if nothing had happened.
+    dead_letters(redis_client, 2, "matrix has NaN", "bad")
+    redis_client.config_set("maxmemory", 1)
+    try:
+        shown = ctl("dead-letter", "purge", "--all", "--yes")
+        assert redis_client.xlen(DEAD_LETTER_STREAM) == 0
+    finally:
+        redis_client.config_set("maxmemory", 0)
+    assert shown.exit_code == 1, shown.output
+    said = " ".join(shown.stdout.split())
+    assert "purged 2 dead letters" in said and "audit entry not written" in said and "record it by hand" in said
+
+
 def test_replay_leaves_a_dead_letter_decided_between_the_look_and_the_replay(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:

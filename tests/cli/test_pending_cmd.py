@@ -216,3 +216,37 @@ def test_extended_with_nothing_pending_says_so_as_the_summary_does(ctl: Ctl, red
         result = ctl(*args)
         assert result.exit_code == 0
         assert result.stdout == "no pending entries: everything delivered has been acknowledged\n", args
+
+
+def test_claim_at_maxmemory_says_what_it_moved_when_the_audit_entry_is_refused(
+    ctl: Ctl, redis_client: redis.Redis
+) -> None:
+    # Redis at maxmemory (noeviction) takes the claim but refuses the audit entry's XADD: the entries have moved, so
+    # the command says so (exit 1), not "Redis refused a command" as if nothing had happened.
+    publish(redis_client, 2)
+    stuck = deliver_without_ack(redis_client, "ghost", 2)
+    write_heartbeat(redis_client, "alive-1", interval_s=10.0, info={})
+    time.sleep(0.15)
+    redis_client.config_set("maxmemory", 1)
+    try:
+        shown = ctl("pending", "claim", "--to", "alive-1", "--idle", "100", "--yes")
+        assert pending_of(redis_client) == dict.fromkeys(stuck, b"alive-1")
+    finally:
+        redis_client.config_set("maxmemory", 0)
+    assert shown.exit_code == 1, shown.output
+    said = " ".join(shown.stdout.split())
+    assert "2 entries moved" in said and "audit entry not written" in said and "record it by hand" in said
+
+
+def test_dead_letter_at_maxmemory_moves_nothing_and_says_redis_refused(ctl: Ctl, redis_client: redis.Redis) -> None:
+    # Its first write is the dead letter's XADD, which Redis at maxmemory refuses: nothing is acked without its copy.
+    publish(redis_client, 2)
+    stuck = deliver_without_ack(redis_client, "ghost", 2)
+    time.sleep(0.15)
+    redis_client.config_set("maxmemory", 1)
+    try:
+        done = ctl("pending", "dead-letter", "--reason", "poison event", "--idle", "100", "--yes")
+    finally:
+        redis_client.config_set("maxmemory", 0)
+    assert done.exit_code == 2 and "Redis takes no writes now" in done.stderr
+    assert redis_client.xlen(DEAD_LETTER_STREAM) == 0 and pending_of(redis_client) == dict.fromkeys(stuck, b"ghost")

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from worker.alerts import audit, require_audit_trail
+from worker.alerts import audit, audit_done, require_audit_trail
 from worker.delivery import StreamNames
 from worker.events import DEFAULT_MAX_EVENT_BYTES, InvalidEvent, decode_event, wire_correlation_id
 from worker.names import REPLAYED_FROM_FIELD, completed_key
@@ -480,6 +480,7 @@ class PurgeResult:
     removed: tuple[str, ...]  # dead letter ids this purge deleted
     applied: bool
     audit_id: str | None = None
+    audit_error: str | None = None  # the letters removed, their audit entry refused (Redis at maxmemory)
 
     @property
     def skipped(self) -> tuple[str, ...]:
@@ -489,7 +490,8 @@ class PurgeResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"applied": self.applied, "planned": [e.as_dict() for e in self.planned],
-                "removed": list(self.removed), "skipped": list(self.skipped), "audit_id": self.audit_id}
+                "removed": list(self.removed), "skipped": list(self.skipped), "audit_id": self.audit_id,
+                "audit_error": self.audit_error}
 
 
 def purge_dead_letters(client: redis.Redis, entries: Sequence[DeadLetterEntry], *, actor: str, apply: bool,
@@ -505,18 +507,18 @@ def purge_dead_letters(client: redis.Redis, entries: Sequence[DeadLetterEntry], 
     for entry in planned:
         pipe.xdel(streams.dead_letters, entry.id)
     removed = tuple(entry.id for entry, deleted in zip(planned, pipe.execute(), strict=True) if int(deleted))
-    audit_id = None
+    audit_id = audit_error = None
     if removed:
         removed_ids = set(removed)
         gone = [entry for entry in planned if entry.id in removed_ids]
         described = [f"{e.id} {e.correlation_id or '-'} ({e.reason.split(':')[0]})" for e in gone[:_AUDITED_IDS]]
-        audit_id = as_optional_text(audit(
+        audit_id, audit_error = audit_done(
             client, actor=actor, action="dead_letter_purge",
             detail=f"purged {len(removed)} dead letters from {streams.dead_letters}",
             dead_letter_stream=streams.dead_letters, count=str(len(removed)),
             entries="; ".join(described) + (f"; …(+{len(gone) - _AUDITED_IDS})" if len(gone) > _AUDITED_IDS else ""),
-        ))
-    return PurgeResult(planned, removed, applied=True, audit_id=audit_id)
+        )
+    return PurgeResult(planned, removed, applied=True, audit_id=audit_id, audit_error=audit_error)
 
 
 def still_invalid(entry: DeadLetterEntry, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> str | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from worker.alerts import audit, require_audit_trail
+from worker.alerts import audit_done, require_audit_trail
 from worker.delivery import RELEASE_LEASE_LUA, StreamNames, dead_letter_fields
 from worker.events import wire_correlation_id
 from worker.heartbeat import is_alive
@@ -129,6 +129,7 @@ class PendingMove:
     applied: bool = False
     audit_id: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)  # what it was asked: JSON values as they are
+    audit_error: str | None = None  # the entries moved, their audit entry refused (Redis at maxmemory)
     # A claim's: pending entries whose data is gone from the stream (deleted or trimmed), left pending where they
     # were (XCLAIM would drop them from the group unrecorded); `pending dead-letter` keeps a record of each.
     gone: tuple[str, ...] = ()
@@ -147,6 +148,7 @@ class PendingMove:
             "moved": list(self.moved),
             "skipped": list(self.skipped),
             "audit_id": self.audit_id,
+            "audit_error": self.audit_error,
             **({"gone": list(self.gone)} if self.action == "claim" else {}),
             **dict(self.details),
         }
@@ -197,9 +199,9 @@ def claim_stuck_entries(
     )
     moved = tuple(as_text(entry_id) for entry_id in claimed)
     left = tuple(as_text(entry_id) for entry_id in gone)
-    audit_id = None
+    audit_id = audit_error = None
     if moved:
-        audit_id = as_text(audit(
+        audit_id, audit_error = audit_done(
             client,
             actor=actor,
             action="pending_claim",
@@ -211,8 +213,8 @@ def claim_stuck_entries(
             count=str(len(moved)),
             entry_ids=_id_list(moved),
             **({"gone_count": str(len(left)), "gone_ids": _id_list(left)} if left else {}),
-        ))
-    return PendingMove("claim", planned, moved, True, audit_id, details, gone=left)
+        )
+    return PendingMove("claim", planned, moved, True, audit_id, details, gone=left, audit_error=audit_error)
 
 
 # KEYS: the input stream. ARGV: group, the consumer to claim to, min idle ms, then the entry ids. Per entry, one
@@ -297,20 +299,18 @@ def dead_letter_stuck_entries(
         dead_id = script(keys=keys, args=[streams.group, min_idle_ms, entry.entry_id, *flat])
         if dead_id is not None:
             moved.append(entry.entry_id)
-    audit_id = None
+    audit_id = audit_error = None
     if moved:
-        audit_id = as_text(
-            audit(
-                client,
-                actor=actor,
-                action="pending_dead_letter",
-                detail=f"dead-lettered {len(moved)} pending entries idle ≥ {min_idle_ms} ms of {streams.input} "
-                f"to {streams.dead_letters}: {reason}",
-                stream=streams.input,
-                dead_letter_stream=streams.dead_letters,
-                reason=reason,
-                count=str(len(moved)),
-                entry_ids=_id_list(moved),
-            )
+        audit_id, audit_error = audit_done(
+            client,
+            actor=actor,
+            action="pending_dead_letter",
+            detail=f"dead-lettered {len(moved)} pending entries idle ≥ {min_idle_ms} ms of {streams.input} "
+            f"to {streams.dead_letters}: {reason}",
+            stream=streams.input,
+            dead_letter_stream=streams.dead_letters,
+            reason=reason,
+            count=str(len(moved)),
+            entry_ids=_id_list(moved),
         )
-    return PendingMove("dead_letter", planned, tuple(moved), True, audit_id, details)
+    return PendingMove("dead_letter", planned, tuple(moved), True, audit_id, details, audit_error=audit_error)
