@@ -204,6 +204,18 @@ def test_a_critical_state_with_every_check_passing_is_named_as_recovering(
     assert "recovering: next step to degraded at" in state.stdout
 
 
+def test_a_stuck_health_state_names_each_live_workers_pid_for_py_spy(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    # A hung worker (SIGSTOP, a stuck loop) is what keeps a state stuck; its actions say `py-spy dump --pid <pid>`,
+    # and the pid is in its heartbeat: the triage names it, as worker-down's does.
+    url, answers = worker_http
+    healthy_worker(redis_client, answers)
+    answers.set_state(2, health_checks=[{"name": "latency", "status": "critical", "message": "p99 180 ms"}])
+    result = ctl("triage", "health-stuck", worker_url=url)
+    assert f"host-a:101 (pid {os.getpid()} on {socket.gethostname()}" in " ".join(result.stdout.split()), result.stdout
+
+
 def test_an_unknown_alert_is_one_line_and_exit_3(ctl: Ctl) -> None:
     result = ctl("triage", "disk-full")
     assert result.exit_code == 3

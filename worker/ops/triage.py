@@ -224,7 +224,8 @@ PLAYBOOKS: tuple[Playbook, ...] = (
     Playbook(
         "health-stuck", "Health state machine stuck", "P0", "health-state-critical-or-failed",
         ("TacticalHealthCritical",),
-        (probe_health_state, probe_redis, probe_breaker),
+        # The heartbeats name each worker's pid and host: a hung one is what the actions' py-spy dump needs.
+        (probe_health_state, probe_heartbeats, probe_redis, probe_breaker),
         (
             "Work on the failing checks above, if any: each names its triage. With none failing, the state is "
             "recovering on its own (the finding above says when)",
