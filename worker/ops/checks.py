@@ -374,6 +374,16 @@ def check_health_endpoint(sources: Sources) -> Verdict:
     return Verdict(status, value, actions.get(status, ""), details=dict(body))
 
 
+RECOVERING_ACTION = "no check fails: it steps back on its own if they keep passing — `tacticalctl health state --watch`"
+
+
+def _recovering(recovery: object, now: float) -> str:
+    """Every check passes but the state is not healthy: it is on its way back (one step per recovery period)."""
+    step = recovery if isinstance(recovery, dict) else {}
+    due = _number(step.get("next_step_at"))
+    return "; recovering" if due is None else f"; recovering: to {step.get('to')} in {_duration(max(0.0, due - now))}"
+
+
 @check("/health/state", "every health check ok")
 def check_health_state(sources: Sources) -> Verdict:
     """Step 6: GET /health/state — the state, each health check, the recent transitions."""
@@ -395,13 +405,8 @@ def check_health_state(sources: Sources) -> Verdict:
     action = "" if status is Status.OK else "`tacticalctl triage` picks the alert from the failing checks"
     recovery = state.get("recovery")
     if status is not Status.OK and not failing:
-        # Every check passes: the state is on its way back (one step per recovery period), not stuck.
-        step = recovery if isinstance(recovery, dict) else {}
-        due = _number(step.get("next_step_at"))
-        value += ("; recovering" if due is None else
-                  f"; recovering: to {step.get('to')} in {_duration(max(0.0, due - sources.now()))}")
-        action = ("no check fails: it steps back on its own if they keep passing — "
-                  "`tacticalctl health state --watch`")
+        value += _recovering(recovery, sources.now())
+        action = RECOVERING_ACTION
     return Verdict(status, value, action, details={"state": state.get("state"), "failing": failing,
                                                    "recovery": recovery})
 
@@ -529,6 +534,12 @@ def check_health_transitions(sources: Sources, window_s: float = MARKET_WINDOW_S
     if recent:
         value += ": " + ", ".join(f"{t.get('from')}→{t.get('to')}" for t in recent[-5:])
     details = {"state_code": code, "transitions": recent}
+    checks = state.get("health_checks") or []
+    if code >= 1 and checks and all(c.get("status") == CheckStatus.OK.value for c in checks):
+        # Every check passes (after a restore, say: the old backlog made it critical, then was decided at once).
+        details["recovery"] = state.get("recovery")
+        return Verdict(Status.CRITICAL if code >= 2 else Status.WARN, value + _recovering(state.get("recovery"), now),
+                       RECOVERING_ACTION, details=details)
     if code >= 2:
         return Verdict(Status.CRITICAL, value, "`tacticalctl triage health-stuck`", details=details)
     if code == 1:
