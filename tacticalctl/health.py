@@ -27,7 +27,7 @@ def worker_client(context: CtlContext) -> WorkerClient:
 
 
 def _unreachable(exc: WorkerUnreachable) -> CtlError:
-    return CtlError(str(exc), ExitCode.CRITICAL)
+    return CtlError(f"{exc} — is a worker running there? `tacticalctl triage worker-down`", ExitCode.CRITICAL)
 
 
 @health_app.callback(invoke_without_command=True)
@@ -70,6 +70,8 @@ def health(ctx: typer.Context, json_output: JsonOption = False) -> None:
             f"model {plain(body.get('model_version') or '-')}, "
             f"up {age(body.get('uptime_s'))}"
         )
+        if level is not CheckStatus.OK:  # /health names no reason: say where it is
+            context.console.print("why, or the recovery under way: `tacticalctl health state`", highlight=False)
     raise typer.Exit(int(exit_code_for(level)))
 
 

@@ -23,6 +23,26 @@ def test_health_exits_by_state(ctl: Ctl, worker_http: tuple[str, WorkerAnswers],
     assert "host-a:101" in result.stdout and "v7" in result.stdout
 
 
+@pytest.mark.parametrize("state_code", [1, 2, 3])
+def test_health_that_is_not_healthy_says_where_to_look_next(
+    ctl: Ctl, worker_http: tuple[str, WorkerAnswers], state_code: int
+) -> None:
+    # /health carries no reason: the one line alone leaves the operator (right after a restore, say: critical with
+    # every check passing, on its way back) with a state and no idea why or what to run.
+    url, answers = worker_http
+    answers.set_state(state_code)
+    result = ctl("health", worker_url=url)
+    assert "`tacticalctl health state`" in result.stdout, result.stdout
+    answers.set_state(0)
+    assert "health state" not in ctl("health", worker_url=url).stdout
+
+
+def test_health_of_a_worker_nobody_runs_names_the_triage(ctl: Ctl, nobody_url: str) -> None:
+    result = ctl("health", worker_url=nobody_url)
+    assert result.exit_code == 2
+    assert "`tacticalctl triage worker-down`" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
 def test_health_of_a_worker_nobody_runs_is_critical_in_one_line(ctl: Ctl, nobody_url: str) -> None:
     result = ctl("health", worker_url=nobody_url)
     assert result.exit_code == 2
