@@ -325,6 +325,26 @@ def test_latency_triage_judges_every_live_worker_not_only_the_one_at_worker_url(
     assert "host-b:202: latency not judged" not in result.stdout, result.stdout
 
 
+def test_worker_down_names_a_worker_killed_while_others_still_beat(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    """Scaled out to two workers, one SIGKILLed: TacticalWorkerDown fires for its instance, and the triage said
+    "worker-down: OK, 1 live worker(s)" without a word of the one that died, though its last beat was in Redis."""
+    url, answers = worker_http
+    healthy_worker(redis_client, answers)
+    write_heartbeat(redis_client, "host-b:202", interval_s=2.0, info={})
+    redis_client.delete("tactical:heartbeat:host-b:202")  # its TTL ran out: killed, no clean stop
+    result = ctl("triage", "worker-down", worker_url=url)
+    assert result.exit_code == 1, result.stdout
+    assert "host-b:202 (pid" in result.stdout and "without a clean stop" in result.stdout, result.stdout
+    report = reports(ctl("triage", "worker-down", "--json", worker_url=url))["worker-down"]
+    [gone] = [f for f in report["findings"] if f["status"] == "warn"]
+    assert list(gone["evidence"]["gone"]) == ["host-b:202"], gone
+    # A worker that stopped cleanly leaves no last beat behind: nothing to report.
+    redis_client.delete("tactical:lastbeat:host-b:202")
+    assert ctl("triage", "worker-down", worker_url=url).exit_code == 0
+
+
 def test_worker_down_at_worker_url_names_the_endpoints_of_the_live_workers(
     ctl: Ctl, redis_client: redis.Redis, nobody_url: str
 ) -> None:

@@ -319,6 +319,9 @@ def probe_worker_http(sources: Sources) -> list[Finding]:
     return [_ok(summary, **body)]
 
 
+GONE_RECENTLY_S = 900  # a worker gone without a clean stop is named while others beat for this long (15 min)
+
+
 def probe_heartbeats(sources: Sources) -> list[Finding]:
     """Which workers beat, and which consumer-group members hold entries without one."""
     client = sources.redis()
@@ -332,6 +335,20 @@ def probe_heartbeats(sources: Sources) -> list[Finding]:
             f"{name} (pid {beat.get('pid')} on {beat.get('host')}"
             + (f", {endpoints[name]})" if endpoints[name] else ")") for name, beat in live.items()),
             consumers=sorted(live), endpoints=endpoints))
+        # Scaled out, one worker down leaves the others beating: TacticalWorkerDown fires for its instance all the
+        # same. Its last beat (kept only by a stop that was not clean) names it.
+        cutoff = time.time() - GONE_RECENTLY_S
+        gone = {name: beat for name, beat in last_beats_of_gone_workers(client, live).items()
+                if isinstance(beat.get("last_beat_unix"), int | float) and beat["last_beat_unix"] >= cutoff}
+        if gone:
+            findings.append(_warn(
+                f"{len(gone)} worker(s) stopped beating in the last {GONE_RECENTLY_S // 60} min without a clean "
+                "stop — killed, crashed, hung or stopped (SIGSTOP): " + "; ".join(
+                    f"{name} (pid {beat.get('pid')} on {beat.get('host')}) {_ago(beat.get('last_beat_unix'))}"
+                    for name, beat in list(gone.items())[:3])
+                + ". The others carry on and reclaim its entries; read why in its log, and restart it",
+                gone={name: {"pid": beat.get("pid"), "host": beat.get("host"), "last_beat": beat.get("last_beat")}
+                      for name, beat in gone.items()}))
     else:
         gone = last_beats_of_gone_workers(client, live)
         seen = "; ".join(f"{name} (pid {beat.get('pid')} on {beat.get('host')}) "
