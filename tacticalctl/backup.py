@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import redis
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -19,6 +20,7 @@ from tacticalctl.formatting import make_console, plain
 from worker.alerts import default_actor
 from worker.backup import BackupError, BackupReport, StreamState, create_backup, no_progress
 from worker.health import DEFAULT_THRESHOLDS
+from worker.names import CONSUMER_GROUP, INPUT_STREAM
 from worker.restore import RestorePlan, config_env_file, open_archive, plan_restore, restore_backup
 from worker.settings import redact_url
 
@@ -165,18 +167,21 @@ def _print_backup(console: Console, report: BackupReport, states: list[StreamSta
         console.print(held)
 
 
-def _print_plan(console: Console, plan: RestorePlan, *, restored: bool = False) -> None:
+def _print_plan(console: Console, plan: RestorePlan, *, restored: bool = False, models_only: bool = False) -> None:
     manifest = plan.archive.manifest
     checksum = (f"checked against {plain(plan.archive.checksum_file)}" if plan.archive.checksum_file
                 else "[yellow]no .sha256 file beside it[/]: members checked against the manifest only")
     console.print(f"archive {plain(plan.archive.path)}: backup of {manifest['created_at']} from "
                   f"{plain(manifest['redis']['source'])}; sha256 {plan.archive.sha256} {checksum}")
-    console.print(streams_table(plan.archive.streams, "streams to restore"))
-    keys = manifest["keys"]
-    console.print(f"completed keys: {keys['completed']}; breaker and restart keys: {keys['breaker']}")
-    target = "empty" if plan.target_empty else (f"{len(plan.existing_streams)} streams and "
-                                                 f"{plan.existing_tactical_keys} tactical:* keys")
-    console.print(f"target: {target}; running workers: {', '.join(plan.live_workers) or 'none'}")
+    if models_only:  # the archive's streams and keys are not what happens: said once, not tabled as restored
+        console.print("Redis: left as it is (--models-only)")
+    else:
+        console.print(streams_table(plan.archive.streams, "streams to restore"))
+        keys = manifest["keys"]
+        console.print(f"completed keys: {keys['completed']}; breaker and restart keys: {keys['breaker']}")
+        target = "empty" if plan.target_empty else (f"{len(plan.existing_streams)} streams and "
+                                                     f"{plan.existing_tactical_keys} tactical:* keys")
+        console.print(f"target: {target}; running workers: {', '.join(plan.live_workers) or 'none'}")
     models = manifest.get("models")
     if plan.models_dir is None or not models:
         console.print("model bundles: not restored" + ("" if models else " (the archive has none)"))
@@ -185,6 +190,25 @@ def _print_plan(console: Console, plan: RestorePlan, *, restored: bool = False) 
         conflicts = "" if not differ else (f"; {differ} that differed overwritten (--force)" if restored
                                            else f"; files there that differ: {differ}")
         console.print(f"model bundles: into {plain(plan.models_dir)}{conflicts}")
+
+
+def _restored_pending(client: redis.Redis) -> int:
+    try:
+        return int(client.xpending(INPUT_STREAM, CONSUMER_GROUP)["pending"])
+    except redis.ResponseError:  # no stream or group was in the archive
+        return 0
+
+
+def _next_after_restore(pending: int, models_dir: Path | None, *, models_only: bool) -> str:
+    """What the runbook's recovery procedures do next."""
+    verify = f"`tacticalctl models verify --models-dir {plain(models_dir)}`, then " if models_dir is not None else ""
+    if models_only:
+        return f"next: {verify}start the worker on this host with that models directory; `tacticalctl morning-check`"
+    return (f"next: start the workers (models from {plain(models_dir) if models_dir else 'their own --models-dir'}); "
+            f"they reclaim the {pending} restored pending entries and decide the undelivered ones — "
+            "`tacticalctl lag watch` until both are 0. The restored backlog is as old as the backup: a worker starts "
+            "critical (consumer lag), then steps back one TACTICAL_HEALTH_RECOVERY_S at a time (`tacticalctl health "
+            "state`: recovering); then `tacticalctl morning-check`")
 
 
 def restore(
@@ -239,7 +263,7 @@ def restore(
                 if json_output:
                     print_json({**plan.as_dict(), "applied": False, "refused": reason})
                 else:
-                    _print_plan(context.console, plan)
+                    _print_plan(context.console, plan, models_only=models_only)
                 if reason:
                     raise CtlError(f"restore would be refused: {reason}", ExitCode.CRITICAL)
                 if not json_output:
@@ -261,10 +285,8 @@ def restore(
         print_json({**report.as_dict(), "applied": True})
     else:
         console = context.console
-        _print_plan(console, report.plan, restored=True)
-        if models_only:
-            console.print("Redis: left as it is (--models-only)")
-        else:
+        _print_plan(console, report.plan, restored=True, models_only=models_only)
+        if not models_only:
             restored = ", ".join(f"{count} {what}" for what, count in report.restored.items())
             console.print(f"restored: {restored}; {report.expired} keys had expired in the archive and were skipped"
                           + (f"; cleared {report.cleared_keys} keys first (--force)" if report.cleared_keys else ""))
@@ -281,6 +303,8 @@ def restore(
             checked += [] if target_models is None else ["model files"]
             console.print(f"[green]verified[/]: {' and '.join(checked)} match the backup; "
                           f"audit entry {report.audit_id}")
+            pending = 0 if models_only else _restored_pending(client)
+            console.print(_next_after_restore(pending, target_models, models_only=models_only))
     if not report.verified:
         raise CtlError("restored, but the result differs from the backup: " + "; ".join(report.differences),
                        ExitCode.CRITICAL)

@@ -258,6 +258,8 @@ def test_a_rebuilt_stream_keeps_its_ids_counters_groups_and_pending_entries(
     assert doc["expired"] == 1 and not redis.Redis.from_url(target.url()).exists(COMMANDS_STREAM)
     text = tacticalctl(target.url(), "restore", str(archive), "--no-models", "--force", "--yes")
     assert f"{INPUT_STREAM}/{CONSUMER_GROUP}: 1 pending entries not restored" in text.stdout, text.output
+    # What the runbook does next, with what the target now holds: c2's one entry (c1's had no entry to restore).
+    assert "next: start the workers" in text.stdout and "reclaim the 1 restored pending entries" in text.stdout
     b = redis.Redis.from_url(target.url())
     for stream in (INPUT_STREAM, DEAD_LETTER_STREAM):
         want, got = a.xinfo_stream(stream), b.xinfo_stream(stream)
@@ -317,6 +319,10 @@ def test_models_only_restores_the_bundles_onto_a_new_host_and_leaves_a_live_redi
     result = tacticalctl(source.url(), "restore", str(archive), "--models-only", "--models-dir", str(new_host))
     assert result.exit_code == 0, result.output
     assert "Redis: left as it is (--models-only)" in result.stdout
+    # Nothing of Redis is restored: no "streams to restore" table, no target contents (workers running there are
+    # no reason to stop), as the dry run says too (below).
+    assert "streams to restore" not in result.stdout and "running workers" not in result.stdout, result.stdout
+    assert f"next: `tacticalctl models verify --models-dir {new_host}`, then start the worker" in result.stdout
     verified = next(line for line in result.stdout.splitlines() if line.startswith("verified"))
     assert "model files match the backup" in verified and "streams" not in verified  # only what was checked
     assert {name: a.xlen(name) for name in before} == before and a.exists(completed_key("after-0"))
@@ -335,6 +341,7 @@ def test_models_only_restores_the_bundles_onto_a_new_host_and_leaves_a_live_redi
     dry = tacticalctl(source.url(), "restore", str(archive), "--models-only", "--models-dir", str(new_host),
                       "--dry-run")
     assert f"model bundles: into {new_host}; files there that differ: 1" in dry.stdout
+    assert "Redis: left as it is (--models-only)" in dry.stdout and "streams to restore" not in dry.stdout
     assert dry.exit_code == 2 and "add --force --yes to overwrite them, or name another --models-dir" in dry.stderr
     assert "--no-models" not in dry.stderr, "with --models-only, --no-models leaves nothing to restore"
     files = {f"models/{current}/fvg.pt": {"sha256": sha256_path(shipped / current / "fvg.pt")}}
