@@ -162,7 +162,8 @@ def _print_backup(console: Console, report: BackupReport, states: list[StreamSta
         held += f"; {plain(method.split(';')[0])}"
     if held_ms > DEFAULT_THRESHOLDS.redis_rtt_critical_ms:
         console.print(f"[yellow]{held}: over the workers' {DEFAULT_THRESHOLDS.redis_rtt_critical_ms:.0f} ms Redis "
-                      "check; back up after the close, or from a replica (runbook, Backup Procedures)[/]")
+                      "check; back up after the close, and trim the streams daily (`tacticalctl stream trim`; "
+                      "runbook, Backup Procedures)[/]")
     else:
         console.print(held)
 

@@ -57,9 +57,13 @@ def refusal_advice(exc: redis.ResponseError) -> str | None:
     if "WRONGTYPE" in text:
         return ("a key has another type than the worker writes (something else wrote it, or the wrong database): "
                 "`tacticalctl stream info` names the stream that holds one, then move the key aside (RENAME)")
+    if isinstance(exc, REDIS_FAILOVER):
+        return ("Redis takes no writes now: this address is a replica (a failover in progress, or the URL names the "
+                "replica). A command that writes — the workers, backup (its snapshot copies, its audit entry), "
+                "restore, resets, trims — needs the primary: run it against the primary; "
+                "`tacticalctl triage worker-down` if the workers see this too")
     if isinstance(exc, REDIS_REFUSING_WRITES):
-        return ("Redis takes no writes now (out of memory, or a replica during a failover): "
-                "`tacticalctl triage worker-down`")
+        return ("Redis takes no writes now (out of memory: maxmemory reached): `tacticalctl triage worker-down`")
     return None
 
 

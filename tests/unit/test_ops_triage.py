@@ -217,6 +217,9 @@ def test_each_failing_check_names_its_triage() -> None:
     (redis.ResponseError("Command # 1 (XLEN synergy_events) of pipeline caused error: WRONGTYPE Operation against a "
                          "key holding the wrong kind of value"), "move the key aside"),
     (redis.ReadOnlyError("You can't write against a read only replica."), "takes no writes now"),
+    # `backup` "on a replica", as the runbook once said: refused, and the advice was to triage a worker down
+    (redis.ReadOnlyError("You can't write against a read only replica."), "run it against the primary"),
+    (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), "out of memory"),
     (redis.ResponseError("unknown command 'SLOWLOG', with args beginning with: 'GET'"), None),
 ])
 def test_a_refusal_is_told_by_why_and_an_error_of_the_checks_own_is_not_one(error, advice) -> None:
