@@ -106,6 +106,13 @@ def pending(
     for name, pending_count in summary.consumers.items():
         table.add_row(_liveness(name, live), str(pending_count))
     console.print(table)
+    orphaned = sum(n for name, n in summary.consumers.items() if name not in live)
+    if orphaned:  # a dead (or stopped) worker's entries: who takes them, and what an operator can do
+        console.print(f"{orphaned} held by consumers without a heartbeat: a live worker reclaims them once idle past "
+                      "TACTICAL_CLAIM_MIN_IDLE_MS (default 1 s)"
+                      + ("; no worker beats now: start one" if not live else "")
+                      + " — or `tacticalctl pending claim --to <live worker> --yes`; idle times: `tacticalctl pending "
+                      "--extended`", highlight=False)
 
 
 def _report(move: PendingMove, verb: str, json_output: bool, ctx: typer.Context, live: set[str]) -> None:

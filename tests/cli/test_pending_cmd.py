@@ -28,6 +28,24 @@ def test_summary_names_holders_and_their_liveness(ctl: Ctl, redis_client: redis.
     assert doc["consumers"] == {"ghost": 3}
 
 
+def test_summary_of_entries_a_dead_consumer_holds_says_what_happens_to_them(
+    ctl: Ctl, redis_client: redis.Redis
+) -> None:
+    # Seen live after a worker was SIGKILLed (or after a restore): "vm:1 (no heartbeat) 3" and nothing more — is it
+    # stuck, who takes it, what to run?
+    publish(redis_client, 4)
+    deliver_without_ack(redis_client, "ghost", 3)
+    text = " ".join(ctl("pending").stdout.split())  # as wrapped at the terminal's width
+    assert "reclaims them once idle past TACTICAL_CLAIM_MIN_IDLE_MS" in text, text
+    assert "`tacticalctl pending claim --to <live worker> --yes`" in text and "no worker beats" in text, text
+    write_heartbeat(redis_client, "alive-1", interval_s=10.0, info={})
+    assert "no worker beats" not in ctl("pending").stdout  # one does: it reclaims them
+    deliver_without_ack(redis_client, "alive-1", 1)
+    redis_client.xclaim(INPUT_STREAM, CONSUMER_GROUP, "alive-1", 0, [i for i, _ in
+                        redis_client.xrange(INPUT_STREAM)][:3])  # every entry now on a live worker: in flight
+    assert "reclaims" not in ctl("pending").stdout
+
+
 def test_extended_lists_entries_with_delivery_counts_filtered_by_idle_and_consumer(
     ctl: Ctl, redis_client: redis.Redis
 ) -> None:
