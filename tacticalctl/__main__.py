@@ -1,5 +1,6 @@
-"""`python -m tacticalctl`: the same CLI as the `tacticalctl` console script."""
+"""`python -m tacticalctl`: the console script `tacticalctl`, where it is not on PATH."""
 
 from tacticalctl.app import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -206,4 +206,4 @@ _register()
 
 
 def main() -> None:
-    app()
+    app(prog_name="tacticalctl")  # also under `python -m tacticalctl`, where click would make up another name

@@ -61,3 +61,6 @@ def test_python_dash_m_tacticalctl_runs_the_cli() -> None:
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("tacticalctl ")
+    usage = subprocess.run([sys.executable, "-m", "tacticalctl", "lag", "--help"], capture_output=True, text=True,
+                           timeout=120)
+    assert "Usage: tacticalctl lag" in usage.stdout, usage.stdout  # named as the console script, not "python -m …"
