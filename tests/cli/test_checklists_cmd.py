@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from models.bundle import current_bundle_dir
@@ -267,40 +268,26 @@ def test_eod_is_a_dry_run_until_yes_and_audits_what_it_does(
     assert audited == {"backup", "keys_clean", "breaker_reset"}  # the day's backup, then what eod did
 
 
+@pytest.mark.parametrize(("checklist", "step"), [("morning-check", "/health/state"),
+                                                 ("market-check", "health state transitions")])
 def test_a_state_recovering_with_every_check_passing_is_not_sent_looking_for_a_failing_check(
-    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
-) -> None:
-    url, answers = worker_http
-    healthy(answers)
-    a_live_worker_named(redis_client, "host-a:101")
-    now = time.time()
-    answers.set_state(1, health_checks=[{"name": "redis", "status": "ok", "message": "PING 0.4 ms"}],
-                      recovery={"to": "healthy", "better_since": now - 5, "next_step_at": now + 25})
-    row = steps(ctl("morning-check", "--json", worker_url=url))["/health/state"]
-    assert row["status"] == "warn"
-    assert "recovering: to healthy in" in row["value"], row
-    assert "health state --watch" in row["next_action"] and "failing checks" not in row["next_action"], row
-    assert row["details"]["recovery"]["to"] == "healthy"
-
-
-def test_market_checks_transitions_step_names_a_recovery_with_every_check_passing(
-    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers], checklist: str, step: str
 ) -> None:
     # Right after a restore the worker starts critical (the restored backlog is old), decides it in a second and
-    # then steps back one recovery period at a time: market-check must not send the operator after a failing check.
+    # then steps back one recovery period at a time: no checklist may send the operator after a failing check.
     url, answers = worker_http
     healthy(answers)
     a_live_worker_named(redis_client, "host-a:101")
     now = time.time()
     answers.set_state(1, health_checks=[{"name": "redis", "status": "ok", "message": "PING 0.4 ms"}],
                       recovery={"to": "healthy", "better_since": now - 5, "next_step_at": now + 25})
-    row = steps(ctl("market-check", "--json", worker_url=url))["health state transitions"]
+    row = steps(ctl(checklist, "--json", worker_url=url))[step]
     assert row["status"] == "warn"
     assert "recovering: to healthy in" in row["value"], row
     assert "health state --watch" in row["next_action"] and "failing checks" not in row["next_action"], row
 
     answers.set_state(1, health_checks=[{"name": "consumer_lag", "status": "warn", "message": "lag 3 s"}])
-    row = steps(ctl("market-check", "--json", worker_url=url))["health state transitions"]
+    row = steps(ctl(checklist, "--json", worker_url=url))[step]
     assert "recovering" not in row["value"] and "failing checks" in row["next_action"], row
 
 
