@@ -104,6 +104,26 @@ def worker_http() -> Iterator[tuple[str, WorkerAnswers]]:
 
 
 @pytest.fixture
+def serve_worker() -> Iterator[Callable[..., tuple[HealthServer, WorkerAnswers]]]:
+    """Workers' real HTTP servers, each on a free port: `serve_worker(consumer, state_code)` answers /health and
+    /health/state as a worker of that name in that state would; every one is stopped after the test."""
+    servers: list[HealthServer] = []
+
+    def serve(consumer: str, state_code: int = 0) -> tuple[HealthServer, WorkerAnswers]:
+        answers = WorkerAnswers()
+        answers.set_state(state_code, consumer=consumer)
+        answers.health["consumer"] = consumer
+        server = HealthServer("127.0.0.1", 0, metrics=TacticalMetrics(), health_snapshot=lambda: answers.health,
+                              state_snapshot=lambda: answers.state).start()
+        servers.append(server)
+        return server, answers
+
+    yield serve
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """A real `tactical-worker` process with its HTTP on a free port: `start_worker(redis_url, **settings)`."""
     started: list[WorkerProcess] = []

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib.metadata import version
 
 import pytest
+import redis
 
 from tests.cli.conftest import Ctl, WorkerAnswers
+from worker.heartbeat import write_heartbeat
+from worker.http_server import HealthServer
 from worker.version import build_commit
+
+ServeWorker = Callable[..., tuple[HealthServer, WorkerAnswers]]
 
 
 @pytest.mark.parametrize(("state_code", "exit_code", "word"), [(0, 0, "healthy"), (1, 1, "degraded"),
@@ -144,3 +150,138 @@ def test_a_number_the_worker_served_as_null_is_still_the_workers_answer(
     result = ctl("health", "state", "--json", worker_url=url)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["positions"]["realised_pnl"] is None
+
+
+def beat(client: redis.Redis, consumer: str, http: str | None) -> None:
+    """A live heartbeat of `consumer` (named `host:pid`), naming the HTTP address `http` (None: none yet)."""
+    host, _, pid = consumer.partition(":")
+    info: dict[str, object] = {"host": host, "pid": int(pid)}
+    if http is not None:
+        info["http"] = http.removeprefix("http://")
+    write_heartbeat(client, consumer, interval_s=30.0, info=info)
+
+
+def said(result) -> str:  # noqa: ANN001
+    return " ".join(result.stdout.split())
+
+
+def test_health_all_shows_a_row_for_every_live_worker_read_at_its_heartbeats_endpoint(
+    ctl: Ctl, redis_client: redis.Redis, serve_worker: ServeWorker, nobody_url: str
+) -> None:
+    # --worker-url names nobody: --all reads every worker where its own heartbeat says it serves.
+    first, _ = serve_worker("host-a:101")
+    second, answers = serve_worker("host-b:202")
+    answers.health["model_version"] = "v8"
+    beat(redis_client, "host-a:101", first.url)
+    beat(redis_client, "host-b:202", f"0.0.0.0:{second.port}")  # bound to every address, here
+    result = ctl("health", "--all", worker_url=nobody_url)
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.split()[:1] in (["host-a:101"],
+                                                                                              ["host-b:202"])}
+    assert set(rows) == {"host-a:101", "host-b:202"}, result.stdout
+    assert "host-a pid 101" in rows["host-a:101"] and first.url in rows["host-a:101"]
+    assert "healthy" in rows["host-a:101"] and "v7" in rows["host-a:101"]
+    assert "host-b pid 202" in rows["host-b:202"] and f"http://127.0.0.1:{second.port}" in rows["host-b:202"]
+    assert "healthy" in rows["host-b:202"] and "v8" in rows["host-b:202"]
+    assert "2 live workers: 2 healthy" in said(result), result.stdout
+
+
+def test_health_all_exits_with_the_worst_worker_and_says_where_to_look(
+    ctl: Ctl, redis_client: redis.Redis, serve_worker: ServeWorker
+) -> None:
+    healthy, _ = serve_worker("host-a:101")
+    degraded, _ = serve_worker("host-b:202", 1)
+    beat(redis_client, "host-a:101", healthy.url)
+    beat(redis_client, "host-b:202", degraded.url)
+    result = ctl("health", "--all")
+    assert result.exit_code == 1, result.output
+    assert "degraded" in result.stdout
+    assert f"`tacticalctl --worker-url {degraded.url} health state`" in said(result), result.stdout
+    assert f"--worker-url {healthy.url} health state" not in said(result)
+
+    critical, _ = serve_worker("host-c:303", 3)
+    beat(redis_client, "host-c:303", critical.url)
+    assert ctl("health", "--all").exit_code == 2
+
+
+def test_health_all_names_a_worker_live_by_heartbeat_that_does_not_answer_as_critical(
+    ctl: Ctl, redis_client: redis.Redis, serve_worker: ServeWorker, nobody_url: str
+) -> None:
+    healthy, _ = serve_worker("host-a:101")
+    beat(redis_client, "host-a:101", healthy.url)
+    beat(redis_client, "host-c:303", nobody_url)
+    result = ctl("health", "--all")
+    assert result.exit_code == 2, result.output
+    [row] = [line for line in result.stdout.splitlines() if line.startswith("host-c:303")]
+    assert "not read" in row and "worker unreachable" in row, result.stdout
+    assert ("host-c:303 is live by its heartbeat but was not read" in said(result)), result.stdout
+
+    doc = json.loads(ctl("health", "--all", "--json").stdout)
+    [unread] = [worker for worker in doc["workers"] if worker["consumer"] == "host-c:303"]
+    assert unread["check"] == "critical" and unread["state"] is None
+    assert unread["error"].startswith(f"worker unreachable at {nobody_url}/health"), unread
+
+
+def test_health_all_does_not_take_another_workers_answer_for_this_ones(
+    ctl: Ctl, redis_client: redis.Redis, serve_worker: ServeWorker
+) -> None:
+    # A worker on another host bound to 127.0.0.1: from here its address is this host's worker, which answers with
+    # its own name. That worker's health is not the other one's.
+    here, _ = serve_worker("host-a:101")
+    beat(redis_client, "host-a:101", here.url)
+    beat(redis_client, "host-z:909", here.url)
+    result = ctl("health", "--all", "--json")
+    assert result.exit_code == 2, result.output
+    [elsewhere] = [worker for worker in json.loads(result.stdout)["workers"] if worker["consumer"] == "host-z:909"]
+    assert elsewhere["check"] == "critical" and elsewhere["state"] is None
+    assert "answered as host-a:101" in elsewhere["error"], elsewhere
+
+
+def test_health_all_shows_a_starting_worker_without_counting_it_as_a_failure(
+    ctl: Ctl, redis_client: redis.Redis, serve_worker: ServeWorker
+) -> None:
+    healthy, _ = serve_worker("host-a:101")
+    beat(redis_client, "host-a:101", healthy.url)
+    beat(redis_client, "host-d:404", None)  # its first beats come before it serves HTTP
+    result = ctl("health", "--all")
+    assert result.exit_code == 0, result.output
+    [row] = [line for line in result.stdout.splitlines() if line.startswith("host-d:404")]
+    assert "starting" in row, result.stdout
+
+
+def test_health_all_with_no_live_worker_is_critical_and_names_the_triage(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    url, _ = worker_http  # answers at --worker-url, but beats in no heartbeat
+    result = ctl("health", "--all", worker_url=url)
+    assert result.exit_code == 2, result.output
+    assert "no live worker" in result.stderr and "`tacticalctl triage worker-down`" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
+    doc = json.loads(ctl("health", "--all", "--json", worker_url=url).stdout)
+    assert doc["status"] == "critical" and "tacticalctl triage worker-down" in doc["error"]
+
+
+def test_health_all_json_has_the_documented_shape(
+    ctl: Ctl, redis_client: redis.Redis, serve_worker: ServeWorker, nobody_url: str
+) -> None:
+    degraded, _ = serve_worker("host-b:202", 1)
+    beat(redis_client, "host-b:202", degraded.url)
+    beat(redis_client, "host-d:404", None)
+    result = ctl("health", "--all", "--json")
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.stdout)
+    assert set(doc) == {"workers", "status"}
+    assert doc["status"] == "warn"
+    read, starting = doc["workers"]  # by consumer name
+    assert read == {"consumer": "host-b:202", "host": "host-b", "pid": 202, "url": degraded.url, "http_status": 200,
+                    "state": "degraded", "state_code": 1, "model_version": "v7", "check": "warn", "error": None}
+    assert starting == {"consumer": "host-d:404", "host": "host-d", "pid": 404, "url": None, "http_status": None,
+                        "state": None, "state_code": None, "model_version": None, "check": None,
+                        "error": starting["error"]}
+    assert "names no HTTP endpoint yet" in starting["error"]
+
+
+def test_health_all_judges_every_worker_so_it_takes_no_subcommand(ctl: Ctl, redis_client: redis.Redis) -> None:
+    result = ctl("health", "--all", "state")
+    assert result.exit_code == 3
+    assert "health state" in result.stderr and "one worker" in result.stderr, result.stderr
