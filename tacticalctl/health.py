@@ -1,4 +1,5 @@
-"""`tacticalctl health` and `health state`: the worker's own view of itself, over HTTP."""
+"""`tacticalctl health` and `health state`: the worker's own view of itself, over HTTP (`health --all`: every live
+worker's, `health_fleet`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rich.text import Text
 from tacticalctl.context import CtlContext, JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age, exit_code_for, markup_text, number, plain, styled, timestamp
+from tacticalctl.health_fleet import show_fleet_health
 from tacticalctl.watch import watch
 from worker.health import CheckStatus
 from worker.ops.worker_client import WorkerClient, WorkerUnreachable, health_level
@@ -31,16 +33,34 @@ def _unreachable(exc: WorkerUnreachable) -> CtlError:
 
 
 @health_app.callback(invoke_without_command=True)
-def health(ctx: typer.Context, json_output: JsonOption = False) -> None:
-    """The worker's health: GET /health (details: `health state`).
+def health(
+    ctx: typer.Context,
+    all_: Annotated[bool, typer.Option(
+        "--all", help="Every live worker's /health, each at the endpoint its heartbeat names (not --worker-url).")
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """The worker's health: GET /health (details: `health state`); --all: every live worker's.
 
     Exit 0 healthy, 1 degraded, 2 critical, failed or unreachable.
     JSON keys: url, http_status, status (pass|warn|fail), state, state_code, consumer, version (the worker's
     release), commit (the commit it runs, -dirty with local changes; null: unknown), model_version, uptime_s,
-    check (ok|warn|critical)."""
+    check (ok|warn|critical).
+
+    --all: one row per worker with a live heartbeat; exit the worst of them. A live worker not read (no answer at
+    the endpoint its heartbeat names, or another worker's) is critical; one whose heartbeat names no endpoint yet is
+    starting: shown, not judged (only starting ones: 1). No live worker: 2. JSON: {"workers": [{consumer, host, pid,
+    url, http_status, state, state_code, model_version, check (ok|warn|critical; null: starting), error (why not
+    read)}], "status" (ok|warn|critical)}."""
     if ctx.invoked_subcommand is not None:
+        if all_:
+            command = f"health {ctx.invoked_subcommand}"
+            raise CtlError(f"`{command}` reads one worker, --all every one: `tacticalctl --worker-url <url> {command}` "
+                           "for each", ExitCode.UNKNOWN)
         return
     context = get_context(ctx)
+    if all_:
+        show_fleet_health(context, json_output=json_output)
     client = worker_client(context)
     try:
         http_status, body = client.health()

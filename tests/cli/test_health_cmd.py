@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 from importlib.metadata import version
 
 import pytest
 import redis
+from typer.testing import Result
 
 from tests.cli.conftest import Ctl, WorkerAnswers
 from worker.heartbeat import write_heartbeat
@@ -152,17 +154,23 @@ def test_a_number_the_worker_served_as_null_is_still_the_workers_answer(
     assert json.loads(result.stdout)["positions"]["realised_pnl"] is None
 
 
-def beat(client: redis.Redis, consumer: str, http: str | None) -> None:
-    """A live heartbeat of `consumer` (named `host:pid`), naming the HTTP address `http` (None: none yet)."""
-    host, _, pid = consumer.partition(":")
-    info: dict[str, object] = {"host": host, "pid": int(pid)}
+def beat(client: redis.Redis, consumer: str, http: str | None, *, host: str | None = None) -> None:
+    """A live heartbeat of `consumer` (named `host:pid`, beating from `host` if given), naming the HTTP address
+    `http` (None: none yet)."""
+    named_host, _, pid = consumer.partition(":")
+    info: dict[str, object] = {"host": host or named_host, "pid": int(pid)}
     if http is not None:
         info["http"] = http.removeprefix("http://")
     write_heartbeat(client, consumer, interval_s=30.0, info=info)
 
 
-def said(result) -> str:  # noqa: ANN001
+def said(result: Result) -> str:
     return " ".join(result.stdout.split())
+
+
+def row(result: Result, consumer: str) -> str:
+    """The table's row of `consumer` (its first line)."""
+    return next(line for line in result.stdout.splitlines() if line.split()[:1] == [consumer])
 
 
 def test_health_all_shows_a_row_for_every_live_worker_read_at_its_heartbeats_endpoint(
@@ -173,16 +181,13 @@ def test_health_all_shows_a_row_for_every_live_worker_read_at_its_heartbeats_end
     second, answers = serve_worker("host-b:202")
     answers.health["model_version"] = "v8"
     beat(redis_client, "host-a:101", first.url)
-    beat(redis_client, "host-b:202", f"0.0.0.0:{second.port}")  # bound to every address, here
+    here = socket.gethostname()
+    beat(redis_client, "host-b:202", f"0.0.0.0:{second.port}", host=here)  # bound to every address, here
     result = ctl("health", "--all", worker_url=nobody_url)
     assert result.exit_code == 0, result.output
-    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.split()[:1] in (["host-a:101"],
-                                                                                              ["host-b:202"])}
-    assert set(rows) == {"host-a:101", "host-b:202"}, result.stdout
-    assert "host-a pid 101" in rows["host-a:101"] and first.url in rows["host-a:101"]
-    assert "healthy" in rows["host-a:101"] and "v7" in rows["host-a:101"]
-    assert "host-b pid 202" in rows["host-b:202"] and f"http://127.0.0.1:{second.port}" in rows["host-b:202"]
-    assert "healthy" in rows["host-b:202"] and "v8" in rows["host-b:202"]
+    a, b = row(result, "host-a:101"), row(result, "host-b:202")
+    assert "host-a pid 101" in a and first.url in a and "healthy" in a and "v7" in a, result.stdout
+    assert f"{here} pid 202" in b and f"http://127.0.0.1:{second.port}" in b and "healthy" in b and "v8" in b
     assert "2 live workers: 2 healthy" in said(result), result.stdout
 
 
@@ -212,8 +217,8 @@ def test_health_all_names_a_worker_live_by_heartbeat_that_does_not_answer_as_cri
     beat(redis_client, "host-c:303", nobody_url)
     result = ctl("health", "--all")
     assert result.exit_code == 2, result.output
-    [row] = [line for line in result.stdout.splitlines() if line.startswith("host-c:303")]
-    assert "not read" in row and "worker unreachable" in row, result.stdout
+    unread = row(result, "host-c:303")
+    assert "not read" in unread and "worker unreachable" in unread, result.stdout
     assert ("host-c:303 is live by its heartbeat but was not read" in said(result)), result.stdout
 
     doc = json.loads(ctl("health", "--all", "--json").stdout)
@@ -245,8 +250,7 @@ def test_health_all_shows_a_starting_worker_without_counting_it_as_a_failure(
     beat(redis_client, "host-d:404", None)  # its first beats come before it serves HTTP
     result = ctl("health", "--all")
     assert result.exit_code == 0, result.output
-    [row] = [line for line in result.stdout.splitlines() if line.startswith("host-d:404")]
-    assert "starting" in row, result.stdout
+    assert "starting" in row(result, "host-d:404"), result.stdout
 
 
 def test_health_all_with_no_live_worker_is_critical_and_names_the_triage(

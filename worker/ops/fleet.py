@@ -1,28 +1,38 @@
-"""The other live workers of a scaled stack, and where to read them: each heartbeat names the HTTP address its worker
-bound, so a command pointed at one worker (`--worker-url`) can read the others at theirs. Each counts only what it
-did itself: a figure for the stack is a sum over every one of them (`read_fleet_metrics`)."""
+"""The live workers of a scaled stack, and where to read them: each heartbeat names the HTTP address its worker
+bound, so a command pointed at one worker (`--worker-url`) can read the others at theirs, or every one
+(`read_fleet_health`). Each counts only what it did itself: a figure for the stack is a sum over every one of them
+(`read_fleet_metrics`)."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import redis
 from prometheus_client.samples import Sample
 
+from worker.health import CheckStatus
 from worker.heartbeat import live_consumers
-from worker.ops.worker_client import WorkerClient, WorkerUnreachable
+from worker.ops.worker_client import WorkerClient, WorkerUnreachable, health_level
 
 Families = Mapping[str, list[Sample]]
 ValueT = TypeVar("ValueT")
 
 
+STARTING = "its heartbeat names no HTTP endpoint yet: a worker just starting"
+
+
 @dataclass(frozen=True, slots=True)
-class OtherWorker:
+class LiveWorker:
+    """A worker with an unexpired heartbeat: its consumer name, the host and PID it beats from, its endpoint."""
+
     name: str
     url: str | None  # None: its heartbeat names no endpoint (yet): a starting worker's first beats come before it
+    host: str | None = None
+    pid: int | None = None
 
 
 def worker_url_of(beat: Mapping[str, Any], here: str) -> str | None:
@@ -39,20 +49,111 @@ def worker_url_of(beat: Mapping[str, Any], here: str) -> str | None:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def other_live_workers(client: redis.Redis, *, measured: str | None, worker_url: str) -> list[OtherWorker]:
+def live_workers(client: redis.Redis) -> list[LiveWorker]:
+    """Every live worker, by name, as its heartbeat describes it."""
+    here = socket.gethostname()
+    workers = []
+    for name, beat in sorted(live_consumers(client).items()):
+        host, pid = beat.get("host"), beat.get("pid")
+        workers.append(LiveWorker(name, worker_url_of(beat, here), host if isinstance(host, str) else None,
+                                  pid if isinstance(pid, int) and not isinstance(pid, bool) else None))
+    return workers
+
+
+def other_live_workers(client: redis.Redis, *, measured: str | None, worker_url: str) -> list[LiveWorker]:
     """Every live worker but the one at `worker_url`, by name. That one is left out by the consumer name it answered
     with (`measured`), else by the URL its heartbeat names: it was read, or found unreachable, there already, and is
     neither counted nor waited for twice."""
-    here = socket.gethostname()
-    others = []
-    for name, beat in sorted(live_consumers(client).items()):
-        if name == measured:
-            continue
-        url = worker_url_of(beat, here)
-        if url is not None and url == worker_url.rstrip("/"):
-            continue
-        others.append(OtherWorker(name, url))
-    return others
+    return [worker for worker in live_workers(client)
+            if worker.name != measured and (worker.url is None or worker.url != worker_url.rstrip("/"))]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHealth:
+    """One live worker's /health, read at the endpoint its heartbeat names, or why it was not read."""
+
+    worker: LiveWorker
+    http_status: int | None = None
+    answer: Mapping[str, Any] | None = None  # None when not read: `error` says why
+    error: str | None = None
+
+    @property
+    def starting(self) -> bool:
+        """Not read because its heartbeat names no endpoint yet: shown, not judged."""
+        return self.answer is None and self.worker.url is None
+
+    @property
+    def level(self) -> CheckStatus | None:
+        """What its answer means (`health_level`); not read although it names an endpoint: critical — live by its
+        heartbeat, yet it does not answer there. None for a worker just starting."""
+        if self.answer is not None and self.http_status is not None:
+            return health_level(self.http_status, dict(self.answer))
+        return None if self.starting else CheckStatus.CRITICAL
+
+    @property
+    def state(self) -> str | None:
+        state = None if self.answer is None else self.answer.get("state")
+        return state if isinstance(state, str) else None
+
+    @property
+    def state_code(self) -> int | None:
+        code = None if self.answer is None else self.answer.get("state_code")
+        return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+    @property
+    def model_version(self) -> str | None:
+        version = None if self.answer is None else self.answer.get("model_version")
+        return version if isinstance(version, str) else None
+
+    def as_dict(self) -> dict[str, Any]:
+        level = self.level
+        return {"consumer": self.worker.name, "host": self.worker.host, "pid": self.worker.pid, "url": self.worker.url,
+                "http_status": self.http_status, "state": self.state, "state_code": self.state_code,
+                "model_version": self.model_version, "check": None if level is None else level.value,
+                "error": self.error}
+
+
+@dataclass(frozen=True, slots=True)
+class FleetHealth:
+    """Every live worker's /health, by consumer name."""
+
+    workers: tuple[WorkerHealth, ...]
+
+    @property
+    def status(self) -> CheckStatus:
+        """The worst of the workers judged. No live worker: critical. Every live one starting (none serves /health
+        yet): a warning, as one worker's /health is while it starts."""
+        if not self.workers:
+            return CheckStatus.CRITICAL
+        levels = [worker.level for worker in self.workers if worker.level is not None]
+        if not levels:
+            return CheckStatus.WARN
+        return max(levels, key=lambda level: level.rank)
+
+
+def read_fleet_health(client: redis.Redis, *, timeout_s: float) -> FleetHealth:
+    """GET /health of every live worker at the endpoint its heartbeat names, all at once: a worker that does not
+    answer costs `timeout_s` once, not once per worker."""
+    workers = live_workers(client)
+    if not workers:
+        return FleetHealth(())
+    with ThreadPoolExecutor(max_workers=min(len(workers), 16), thread_name_prefix="fleet-health") as pool:
+        return FleetHealth(tuple(pool.map(lambda worker: _read_health(worker, timeout_s), workers)))
+
+
+def _read_health(worker: LiveWorker, timeout_s: float) -> WorkerHealth:
+    if worker.url is None:
+        return WorkerHealth(worker, error=STARTING)
+    try:
+        http_status, answer = WorkerClient(worker.url, timeout_s=timeout_s).health()
+    except WorkerUnreachable as exc:
+        return WorkerHealth(worker, error=str(exc))
+    answered_as = answer.get("consumer")
+    if isinstance(answered_as, str) and answered_as != worker.name:
+        # A worker elsewhere bound to 127.0.0.1: from here its address is another worker's, whose health is not its.
+        return WorkerHealth(worker, error=f"{worker.url}/health answered as {answered_as}: from here the address its "
+                                          "heartbeat names is another worker's — read it where it runs")
+    return WorkerHealth(worker, http_status, answer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +183,7 @@ def read_fleet_metrics(
     workers = [first]
     for other in other_live_workers(client, measured=first.consumer, worker_url=worker_url):
         if other.url is None:
-            workers.append(WorkerMetrics(other.name, None, None, "its heartbeat names no HTTP endpoint yet: "
-                                                                 "a worker just starting"))
+            workers.append(WorkerMetrics(other.name, None, None, STARTING))
         else:
             workers.append(_read(other.name, other.url, WorkerClient(other.url, timeout_s=timeout_s).metrics))
     return tuple(workers)
@@ -169,5 +269,6 @@ def _named(workers: Iterable[WorkerCounter[Any]]) -> str:
     return "; ".join(f"{worker.name} ({worker.error})" for worker in workers)
 
 
-__all__ = ["Families", "FleetCounter", "OtherWorker", "WorkerCounter", "WorkerMetrics", "other_live_workers",
-           "read_fleet_metrics", "worker_url_of"]
+__all__ = ["STARTING", "Families", "FleetCounter", "FleetHealth", "LiveWorker", "WorkerCounter", "WorkerHealth",
+           "WorkerMetrics", "live_workers", "other_live_workers", "read_fleet_health", "read_fleet_metrics",
+           "worker_url_of"]
