@@ -148,7 +148,8 @@ def _print_backup(console: Console, report: BackupReport, states: list[StreamSta
                                                                if bad else ""))
     workers = report.manifest["config"]["workers"]
     if workers:
-        console.print(f"configuration: the settings of {len(workers)} running workers ({plain(', '.join(workers))}) "
+        running = f"{len(workers)} running worker{'' if len(workers) == 1 else 's'}"
+        console.print(f"configuration: the settings of {running} ({plain(', '.join(workers))}) "
                       "and this shell's TACTICAL_* environment")
     else:
         console.print("[yellow]configuration: no worker is running, so only this shell's TACTICAL_* environment is "

@@ -275,7 +275,10 @@ class Worker:
             self.reader.close()
         client.close()
         self.client = None
-        log.info("worker %s stopped", self.settings.consumer)
+        if self.heartbeat is None:  # never took its name: "stopped" would read as the live worker of that name
+            log.info("worker %s did not start", self.settings.consumer)
+        else:
+            log.info("worker %s stopped", self.settings.consumer)
 
     def forget_consumer_if_idle(self, client: redis.Redis) -> None:
         """A clean exit with nothing pending removes this consumer from the group, so restarts don't pile up names.

@@ -138,6 +138,9 @@ def test_a_second_worker_under_a_live_workers_name_exits_and_leaves_it_beating(
     assert "exited with 2" in str(refused.value)
     assert "'shared-name' is in use by a live worker" in str(refused.value)
     assert f"pid {first.pid}" in str(refused.value)
+    said = (tmp_path / "second.log").read_text()
+    assert "worker shared-name stopped" not in said, "the live worker of that name did not stop: this one never ran"
+    assert "worker shared-name did not start" in said, said[-2000:]
     client = redis.Redis.from_url(redis_url)
     assert json.loads(client.get(heartbeat_key("shared-name")))["pid"] == first.pid  # the refused one left it
     assert first.poll() is None
