@@ -582,13 +582,32 @@ def probe_breaker(sources: Sources) -> list[Finding]:
 
 
 def probe_alert_history(sources: Sources) -> list[Finding]:
-    """redis-cli XREAD COUNT 10 STREAMS tactical_alerts 0, but the latest P0/P1 ones."""
-    alerts = [a for a in recent_alerts(sources.redis(), count=500) if a.severity in (Severity.P0, Severity.P1)]
+    """redis-cli XREAD COUNT 10 STREAMS tactical_alerts 0, but the latest P0/P1 ones. While Redis refuses writes the
+    workers hold the alerts they raise (they are written once it takes writes again): the history is then not the
+    whole story, a warning."""
+    client = sources.redis()
+    alerts = [a for a in recent_alerts(client, count=500) if a.severity in (Severity.P0, Severity.P1)]
+    refusing = _refusing_writes(client)
+    held = (f"; Redis refuses writes now ({refusing}): the workers hold the alerts they raise until it takes writes "
+            "again, so this history may lack the latest" if refusing else "")
+    judge = _warn if refusing else _ok
     if not alerts:
-        return [_ok("no P0/P1 alert among the latest 500 entries of tactical_alerts")]
+        return [judge(f"no P0/P1 alert among the latest 500 entries of tactical_alerts{held}")]
     latest = alerts[-10:]
-    return [_ok(f"{len(alerts)} P0/P1 alerts recently; latest: {latest[-1].ts} {latest[-1].severity} "
-                f"{latest[-1].message}", alerts=[a.as_dict() for a in latest])]
+    return [judge(f"{len(alerts)} P0/P1 alerts recently; latest: {latest[-1].ts} {latest[-1].severity} "
+                  f"{latest[-1].message}{held}", alerts=[a.as_dict() for a in latest])]
+
+
+def _refusing_writes(client: redis.Redis) -> str | None:
+    """Why Redis refuses writes now, as INFO tells: at maxmemory under noeviction, or a replica; None when it takes
+    them."""
+    info = client.info()
+    used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+    if limit and used >= limit and str(info.get("maxmemory_policy", "noeviction")) == "noeviction":
+        return "maxmemory reached"
+    if info.get("role") == "slave" and str(info.get("slave_read_only", 1)) == "1":
+        return "a read-only replica"
+    return None
 
 
 def probe_model_staleness(sources: Sources) -> list[Finding]:
