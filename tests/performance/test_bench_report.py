@@ -120,6 +120,17 @@ def test_table_and_plot_render_a_sweep(tmp_path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_table_written_to_a_file_folds_its_cells_never_cuts_them() -> None:
+    # Not a terminal: Rich renders 80 columns wide, and eleven columns of figures do not fit on one line. A cell cut
+    # to "…" loses the figure the run was for.
+    point = LoadPoint(1000.0, e2e=phase("e2e", 1000.0, 2.8, completed=10_000), floor=phase("floor", 1000.0, 1.36),
+                      reference=phase("reference", 1000.0, 2.43))
+    console = Console(width=80, record=True, no_color=True)
+    console.print(render_table(report(point)))
+    text = console.export_text()
+    assert "…" not in text, text
+
+
 def test_process_cpu_seconds_grow_while_the_process_works() -> None:
     before = process_cpu_seconds(os.getpid())
     total = 0
