@@ -297,13 +297,17 @@ class ScriptConnection:
             if not block and not self.held.reply_waiting():
                 return
             try:
-                reply: Any = self.held.connection().read_response()
-            except redis.ResponseError as refusal:  # that script's own error reply: the connection stays in step
-                reply = refusal
+                try:
+                    reply: Any = self.held.connection().read_response()
+                except redis.ResponseError as refusal:  # that script's own error reply: the connection stays in step
+                    reply = refusal
+                self._waiting[0].receive(reply)
+                self._waiting.popleft()
             except BaseException:
+                # A broken connection, or a signal's exception (ForcedExit) anywhere in here: whether the reply was
+                # read and handed over is not known, so none waiting is trusted to be in step.
                 self.discard()
                 raise
-            self._waiting.popleft().receive(reply)
 
     def forget(self, pending: PendingScript) -> None:
         """Its reply is not wanted. When no other is either, the connection is closed at once (the caller may be

@@ -5,7 +5,9 @@ before its commit."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections import deque
 
 import numpy as np
 import pytest
@@ -145,3 +147,35 @@ def test_a_worker_reconnecting_after_a_batch_failed_with_a_commit_in_flight_reco
     finally:
         worker.shutdown()
 
+
+
+class Interrupted(BaseException):
+    """What a signal handler raises in the middle of the worker's work (its ForcedExit)."""
+
+
+@pytest.mark.timeout(60)
+def test_a_signal_landing_as_a_reply_is_handed_over_leaves_no_reply_read_as_another(
+    redis_client: redis.Redis, ensemble
+) -> None:
+    """A forced exit's exception can land right after a reply was read off the socket, before it was handed over —
+    here the claim's, read with the commit just sent. The worker then reads that commit's reply on its way out: it
+    must get it or be told it is lost, never another's reply, nor wait for one that is not coming."""
+    ids = publish(redis_client, 30, "sig")
+    scripts = DeliveryScripts(redis_client)
+    pipeline = EventPipeline(scripts, ensemble, AggregatorConfig(), CONFIG)
+    pipeline.process(read(redis_client, 10))  # Redis has both scripts: the commit below runs, whatever is read
+    first, second = read(redis_client, 10), read(redis_client, 10)
+
+    class SignalAtHandOver(deque):  # type: ignore[type-arg]
+        def popleft(self):  # type: ignore[no-untyped-def]
+            scripts._connection._waiting = deque(self)  # once
+            raise Interrupted
+
+    scripts._connection._waiting = SignalAtHandOver(scripts._connection._waiting)
+    with pytest.raises(Interrupted):
+        pipeline.submit(first)  # its claim's reply read as the signal lands; its commit has gone out
+    with contextlib.suppress(redis.ConnectionError):  # told it is lost: the batch is committed all the same
+        assert decided(pipeline.drain()) == [f"sig-{i}" for i in range(10, 20)]
+    assert decided([pipeline.process(second)]) == [f"sig-{i}" for i in range(20, 30)]
+    assert decided_ids(redis_client) == dict.fromkeys(ids, 1)
+    assert pending_count(redis_client) == 0
