@@ -23,7 +23,7 @@ from tacticalctl.app import app
 from tests.events import many_events
 from tests.integration.streams import command_ids, decided_ids, executed_decisions, pending_count, wait_for
 from worker.backup import checksum_path, sha256_path
-from worker.embedded_redis import EmbeddedRedis
+from worker.embedded_redis import EmbeddedRedis, free_port
 from worker.events import encode_event
 from worker.heartbeat import write_heartbeat
 from worker.names import (
@@ -351,6 +351,61 @@ def test_models_only_restores_the_bundles_onto_a_new_host_and_leaves_a_live_redi
     assert again.exit_code == 0, again.output
     assert f"model bundles: into {new_host}; 1 that differed overwritten (--force)" in again.stdout
     assert verify_restored_models(new_host, files) == ()
+
+
+def test_models_only_restores_the_bundles_on_a_new_host_before_redis_is_back(
+    tmp_path: Path, source: EmbeddedRedis
+) -> None:
+    """The runbook's Full System Recovery: the models are restored on a new host, often before Redis answers. Nothing
+    of the restore needs Redis but its audit entry: the bundles are restored and verified, the entry not written is
+    said (record it by hand), exit 1. A restore of Redis still needs Redis, as before."""
+    archive = _backup_of_small_state(tmp_path, source)
+    nobody = f"redis://127.0.0.1:{free_port()}/2"
+    shipped = default_models_dir()
+    current = (shipped / "CURRENT").read_text().strip()
+    files = {f"models/{current}/fvg.pt": {"sha256": sha256_path(shipped / current / "fvg.pt")}}
+
+    dry = tacticalctl(nobody, "restore", str(archive), "--models-only", "--models-dir", str(tmp_path / "new-host"),
+                      "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "Redis: left as it is (--models-only)" in dry.stdout and "dry run: nothing changed" in dry.stdout
+    assert not (tmp_path / "new-host").exists()
+
+    new_host = tmp_path / "new-host"
+    result = tacticalctl(nobody, "restore", str(archive), "--models-only", "--models-dir", str(new_host))
+    assert result.exit_code == 1, result.output
+    assert "Redis: left as it is (--models-only)" in result.stdout
+    verified = next(line for line in result.stdout.splitlines() if line.startswith("verified"))
+    assert "model files match the backup" in verified and "audit entry" not in verified, verified
+    not_written = next(line for line in result.stdout.splitlines() if line.startswith("audit entry not written"))
+    assert "Redis unreachable at redis://127.0.0.1:" in not_written and "record it by hand" in not_written
+    assert f"next: `tacticalctl models verify --models-dir {new_host}`, then start the worker" in result.stdout
+    assert (new_host / "CURRENT").read_text().strip() == current
+    assert verify_restored_models(new_host, files) == ()
+
+    as_json = tmp_path / "new-host-json"
+    doc_run = tacticalctl(nobody, "restore", str(archive), "--models-only", "--models-dir", str(as_json), "--json")
+    assert doc_run.exit_code == 1, doc_run.output
+    doc = json.loads(doc_run.stdout)
+    assert doc["applied"] is True and doc["verified"] is True and doc["audit_id"] is None
+    assert doc["audit_error"].startswith("Redis unreachable at redis://127.0.0.1:")
+    assert doc["target"] is None, "Redis was not read: nothing is known of it"
+    assert f"{current}/fvg.pt" in doc["model_files_written"]
+    assert verify_restored_models(as_json, files) == ()
+
+    whole = tacticalctl(nobody, "restore", str(archive), "--models-dir", str(tmp_path / "whole"))
+    assert whole.exit_code == 2 and whole.stderr.startswith("tacticalctl: Redis unreachable at "), whole.output
+    assert not (tmp_path / "whole").exists()
+
+    # With Redis answering, as before: exit 0, audited.
+    a = redis.Redis.from_url(source.url())
+    up = tacticalctl(source.url(), "restore", str(archive), "--models-only", "--models-dir", str(tmp_path / "up"),
+                     "--json")
+    assert up.exit_code == 0, up.output
+    doc = json.loads(up.stdout)
+    assert doc["audit_error"] is None and doc["target"]["existing_streams"]
+    last_id, last = a.xrevrange(ALERTS_STREAM, count=1)[0]
+    assert (last_id.decode(), last[b"kind"], last[b"models_only"]) == (doc["audit_id"], b"restore", b"true")
 
 
 def test_restore_refuses_while_a_worker_runs_against_the_target(tmp_path: Path, source: EmbeddedRedis,
