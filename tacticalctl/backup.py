@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tacticalctl.context import JsonOption, get_context, print_json, worker_settings
+from tacticalctl.context import CtlContext, JsonOption, get_context, print_json, worker_settings
 from tacticalctl.errors import CtlError, ExitCode
-from tacticalctl.formatting import make_console, plain
+from tacticalctl.formatting import audit_not_written, make_console, plain
 from worker.alerts import default_actor
 from worker.backup import BackupError, BackupReport, StreamState, create_backup, no_progress
 from worker.health import DEFAULT_THRESHOLDS
@@ -213,6 +213,15 @@ def _next_after_restore(pending: int, models_dir: Path | None, *, models_only: b
             "state`: recovering); then `tacticalctl morning-check`")
 
 
+def _redis_if_reachable(context: CtlContext) -> tuple[redis.Redis | None, str | None]:
+    """A models-only restore needs Redis only for its audit entry: on a new host Redis may not be back yet. The client,
+    or None and why not."""
+    try:
+        return context.redis(), None
+    except CtlError as exc:
+        return None, exc.message
+
+
 def restore(
     ctx: typer.Context,
     archive: Annotated[Path, typer.Argument(help="The archive written by `tacticalctl backup`.")],
@@ -236,23 +245,27 @@ def restore(
     bundles. Refuses a non-empty target unless --force --yes (--force alone shows what it would replace), and always
     while a worker runs against it. Start the workers
     afterwards: they reclaim the pending entries, and completed keys make redelivered events duplicates. With
-    --models-only, only the model bundles are restored and Redis is not touched (a new worker host).
-    Audited in tactical_alerts. Exit 0 restored and verified against the manifest, 2 refused or failed.
+    --models-only, only the model bundles are restored and Redis is not touched (a new worker host); Redis is then
+    needed only for the audit entry, so the bundles are restored and verified when it cannot be reached (a new host
+    before Redis is back), saying the entry was not written: record it by hand.
+    Audited in tactical_alerts. Exit 0 restored and verified against the manifest, 1 restored and verified but not
+    audited (--models-only: Redis unreachable, or it refused the entry), 2 refused or failed.
 
     JSON keys: archive, sha256, checksum_file, created_at, keys, target (existing_streams, existing_tactical_keys,
     live_workers, refused_commands / unsupported_commands: what the restore needs that the Redis user may not
-    run / the server does not know), models_dir,
+    run / the server does not know; null for --models-only with Redis unreachable), models_dir,
     model_conflicts, applied, and
     after a restore: cleared_keys, restored, expired, model_files_written, environment (of the backup run),
     worker_settings ({consumer: settings} of the workers running then), verified, differences,
-    audit_id, pending_without_entry ({"stream/group": [ids]}: pending entries whose stream entry had been deleted
-    before the backup, so nothing to restore)."""
+    audit_id, audit_error (--models-only: why the audit entry was not written, else null), pending_without_entry
+    ({"stream/group": [ids]}: pending entries whose stream entry had been deleted before the backup, so nothing to
+    restore)."""
     if models_only and no_models:
         raise CtlError("--models-only and --no-models leave nothing to restore", ExitCode.UNKNOWN)
     if config_out is not None and not config_out.parent.is_dir():  # found out before Redis is touched, not after
         raise CtlError(f"--config-out: {config_out.parent} is not a directory", ExitCode.UNKNOWN)
     context = get_context(ctx)
-    client = context.redis()
+    client, unreachable = _redis_if_reachable(context) if models_only else (context.redis(), None)
     target_models = _models_dir(models_dir, no_models)
     try:
         with _progress() as progress:
@@ -269,6 +282,9 @@ def restore(
                 if reason:
                     raise CtlError(f"restore would be refused: {reason}", ExitCode.CRITICAL)
                 if not json_output:
+                    if unreachable is not None:
+                        context.console.print(f"[yellow]{plain(unreachable)}[/]: the restore will not be audited in "
+                                              "tactical_alerts unless Redis answers by then (record it by hand)")
                     context.console.print("dry run: nothing changed. Run without --dry-run to restore"
                                           + (" (with --force --yes: it replaces what the target holds)." if force
                                              else "."))
@@ -277,6 +293,7 @@ def restore(
                                     progress=progress, models_only=models_only)
     except BackupError as exc:
         raise CtlError(str(exc), ExitCode.CRITICAL) from None
+    audit_error = report.audit_error or unreachable
     config_error = None
     if config_out is not None:
         try:
@@ -284,7 +301,7 @@ def restore(
         except OSError as exc:  # the restore is done: say so below, then fail on this
             config_error, config_out = f"restored, but --config-out could not be written: {exc}", None
     if json_output:
-        print_json({**report.as_dict(), "applied": True})
+        print_json({**report.as_dict(), "applied": True, "audit_error": audit_error})
     else:
         console = context.console
         _print_plan(console, report.plan, restored=True, models_only=models_only)
@@ -303,15 +320,19 @@ def restore(
         if report.verified:
             checked = [] if models_only else ["streams, groups and pending entries"]
             checked += [] if target_models is None else ["model files"]
-            console.print(f"[green]verified[/]: {' and '.join(checked)} match the backup; "
-                          f"audit entry {report.audit_id}")
-            pending = 0 if models_only else _restored_pending(client)
+            console.print(f"[green]verified[/]: {' and '.join(checked)} match the backup"
+                          + (f"; audit entry {report.audit_id}" if report.audit_id else ""))
+            pending = 0 if client is None or models_only else _restored_pending(client)
             console.print(_next_after_restore(pending, target_models, models_only=models_only))
+        if audit_error is not None:  # last, where it is read: the restore stands, the trail misses it
+            console.print(audit_not_written(audit_error, "restore of the model bundles"))
     if not report.verified:
         raise CtlError("restored, but the result differs from the backup: " + "; ".join(report.differences),
                        ExitCode.CRITICAL)
     if config_error is not None:
         raise CtlError(config_error, ExitCode.CRITICAL)
+    if audit_error is not None:
+        raise typer.Exit(int(ExitCode.WARNING))
 
 
 def register(app: typer.Typer) -> None:

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import redis
 
-from worker.alerts import audit, require_audit_trail
+from worker.alerts import audit, audit_done, require_audit_trail
 from worker.backup import (
     BACKED_UP_STREAMS,
     BREAKER_MEMBER,
@@ -240,6 +240,7 @@ class RestorePlan:
     model_conflicts: tuple[str, ...]  # files in the models directory that differ from the archive's
     models_dir: Path | None
     commands: CommandProbe = CommandProbe()  # what the restore needs that the target will not run
+    target_read: bool = True  # False: a models-only restore with no Redis reached; nothing is known of the target
 
     @property
     def target_empty(self) -> bool:
@@ -276,11 +277,12 @@ class RestorePlan:
         return {"archive": str(self.archive.path), "sha256": self.archive.sha256,
                 "checksum_file": None if self.archive.checksum_file is None else str(self.archive.checksum_file),
                 "created_at": self.archive.manifest["created_at"], "keys": self.archive.manifest["keys"],
-                "target": {"existing_streams": list(self.existing_streams),
-                           "existing_tactical_keys": self.existing_tactical_keys,
-                           "live_workers": list(self.live_workers),
-                           "refused_commands": list(self.commands.refused),
-                           "unsupported_commands": list(self.commands.unsupported)},
+                "target": None if not self.target_read else {
+                    "existing_streams": list(self.existing_streams),
+                    "existing_tactical_keys": self.existing_tactical_keys,
+                    "live_workers": list(self.live_workers),
+                    "refused_commands": list(self.commands.refused),
+                    "unsupported_commands": list(self.commands.unsupported)},
                 "models_dir": None if self.models_dir is None else str(self.models_dir),
                 "model_conflicts": list(self.model_conflicts)}
 
@@ -320,8 +322,14 @@ def _unwritable_dir(directory: Path) -> str | None:
     return None
 
 
-def plan_restore(client: redis.Redis, archive: VerifiedArchive, models_dir: Path | None, *,
+def plan_restore(client: redis.Redis | None, archive: VerifiedArchive, models_dir: Path | None, *,
                  models_only: bool = False) -> RestorePlan:
+    """What restoring `archive` meets. `client` None (Redis not reached) only with `models_only`, which does not
+    touch Redis: the plan is then the model files alone."""
+    if client is None:
+        if not models_only:
+            raise ValueError("only a models-only restore is planned without Redis")
+        return RestorePlan(archive, (), 0, (), _model_conflicts(archive, models_dir), models_dir, target_read=False)
     existing = tuple(name for name in BACKED_UP_STREAMS if client.exists(name))
     commands = CommandProbe() if models_only else probe_restore_commands(client, archive)
     return RestorePlan(archive, existing, _count_keys(client, TARGET_PATTERN), tuple(live_consumers(client)),
@@ -384,6 +392,7 @@ class RestoreReport:
     worker_settings: dict[str, dict[str, Any]]  # each running worker's effective settings then, by consumer
     differences: tuple[str, ...] = field(default=())  # restored state vs. the manifest; empty when verified
     audit_id: str | None = None
+    audit_error: str | None = None  # why a models-only restore's audit entry was not written; the restore stands
     # pending entries whose stream entry had been deleted before the backup: nothing to restore (a worker would
     # only ack them); "stream/group" → their ids
     pending_without_entry: dict[str, list[str]] = field(default_factory=dict)
@@ -396,7 +405,7 @@ class RestoreReport:
         return {**self.plan.as_dict(), "cleared_keys": self.cleared_keys, "restored": self.restored,
                 "expired": self.expired, "model_files_written": list(self.model_files_written),
                 "environment": self.environment, "worker_settings": self.worker_settings, "verified": self.verified,
-                "differences": list(self.differences), "audit_id": self.audit_id,
+                "differences": list(self.differences), "audit_id": self.audit_id, "audit_error": self.audit_error,
                 "pending_without_entry": self.pending_without_entry}
 
 
@@ -504,7 +513,7 @@ def _without_pending(state: StreamState, gone: Mapping[str, list[str]]) -> Strea
 
 
 def restore_backup(
-    client: redis.Redis,
+    client: redis.Redis | None,
     archive: VerifiedArchive,
     *,
     models_dir: Path | None,
@@ -514,33 +523,46 @@ def restore_backup(
     models_only: bool = False,
 ) -> RestoreReport:
     """Restore a verified archive into an empty target (or, with `force`, replace the target's tactical keys).
-    With `models_only`, only the model bundles, into `models_dir`: Redis is left as it is (a lost worker host)."""
+    With `models_only`, only the model bundles, into `models_dir`: Redis is left as it is (a lost worker host), and
+    needed only for the audit entry. Its client may then be None (Redis not reached: a new host before Redis is back),
+    or Redis may refuse the entry: the bundles are restored and verified all the same, and the report has no
+    `audit_id` (with a client, `audit_error` says why; without one, the caller knows)."""
     if models_only and models_dir is None:
         raise RestoreRefused("--models-only needs a models directory to restore into")
     plan = plan_restore(client, archive, models_dir, models_only=models_only)
     reason = plan.refusal(force, models_only=models_only)
     if reason:
         raise RestoreRefused(reason)
-    if models_only:  # otherwise tactical_alerts is restored from the archive (a key there refuses or is cleared)
-        require_audit_trail(client)
-    cleared = _clear_target(client) if force and not plan.target_empty and not models_only else 0
+    # Where the archive's streams and keys go: nowhere with `models_only` (plan_restore refused a None client else).
+    target_redis = None if models_only else client
+    if models_only and client is not None:  # otherwise tactical_alerts is restored from the archive (a key there
+        require_audit_trail(client)  # refuses or is cleared)
+    cleared = _clear_target(target_redis) if target_redis is not None and force and not plan.target_empty else 0
     try:
-        members = _restore_members(client, archive, models_dir, progress, redis_members=not models_only)
+        members = _restore_members(target_redis, archive, models_dir, progress)
     except (BackupError, redis.RedisError, OSError, tarfile.TarError) as exc:
         raise BackupError(f"restore stopped part way, the target holds part of the backup: {exc}. "
                           "Fix the cause and run the restore again with --force --yes") from None
     expired_streams = set(members.expired) & set(BACKED_UP_STREAMS)
-    differences = (() if models_only else verify_restored(
-        client, [s for s in archive.streams if s.name not in expired_streams], members.pending_without_entry)) + (
+    differences = (() if target_redis is None else verify_restored(
+        target_redis, [s for s in archive.streams if s.name not in expired_streams], members.pending_without_entry)) + (
         () if models_dir is None else verify_restored_models(models_dir, archive.manifest["files"]))
     what = "the model bundles of " if models_only else ""
-    audit_id = audit(client, actor=actor, action="restore",
-                     detail=f"restored {what}{archive.path.name} (backup of {archive.manifest['created_at']})"
-                            + ("" if not differences else f"; {len(differences)} differences from the manifest"),
-                     archive=str(archive.path), sha256=archive.sha256, forced=str(force).lower(),
-                     models_only=str(models_only).lower())
+    entry = {"actor": actor, "action": "restore",
+             "detail": f"restored {what}{archive.path.name} (backup of {archive.manifest['created_at']})"
+                       + ("" if not differences else f"; {len(differences)} differences from the manifest"),
+             "archive": str(archive.path), "sha256": archive.sha256, "forced": str(force).lower(),
+             "models_only": str(models_only).lower()}
+    audit_id: str | None
+    audit_error = None
+    if client is None:
+        audit_id = None
+    elif models_only:  # the bundles are in place whether or not Redis takes the entry
+        audit_id, audit_error = audit_done(client, **entry)
+    else:
+        audit_id = as_text(audit(client, **entry))
     return RestoreReport(plan, cleared, members.counts, len(members.expired), tuple(members.models_written),
-                         members.environment, members.workers, differences, as_text(audit_id),
+                         members.environment, members.workers, differences, audit_id, audit_error,
                          members.pending_without_entry)
 
 
@@ -592,15 +614,16 @@ class _RestoredMembers:
     pending_without_entry: dict[str, list[str]] = field(default_factory=dict)  # by stream: entries trimmed away
 
 
-def _restore_members(client: redis.Redis, archive: VerifiedArchive, models_dir: Path | None,
-                     progress: Progress, *, redis_members: bool = True) -> _RestoredMembers:
-    now_ms = server_now_ms(client)
+def _restore_members(client: redis.Redis | None, archive: VerifiedArchive, models_dir: Path | None,
+                     progress: Progress) -> _RestoredMembers:
+    """`client` None: the Redis members are skipped and Redis is not touched (a models-only restore)."""
+    now_ms = 0 if client is None else server_now_ms(client)
     members = _RestoredMembers()
     restored, expired, written = members.counts, members.expired, members.models_written
     with tarfile.open(archive.path, mode="r:gz") as tar:
         for name, handle in _members(tar):
             if name in _MEMBER_KEYS:
-                if not redis_members:
+                if client is None:
                     continue
                 what = _MEMBER_KEYS[name][0]
                 try:

@@ -369,6 +369,7 @@ def test_models_only_restores_the_bundles_on_a_new_host_before_redis_is_back(
                       "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert "Redis: left as it is (--models-only)" in dry.stdout and "dry run: nothing changed" in dry.stdout
+    assert "the restore will not be audited in tactical_alerts unless Redis answers" in dry.stdout
     assert not (tmp_path / "new-host").exists()
 
     new_host = tmp_path / "new-host"
