@@ -354,13 +354,18 @@ class PendingScript:
 
     def reply(self, *, run_again: bool = True) -> Any:
         """The script's reply. Redis had lost the script (restart, SCRIPT FLUSH: NOSCRIPT): it is loaded and run again
-        on a pool connection, after whatever was sent after it on this one; without `run_again`, None."""
+        on a pool connection, after whatever was sent after it on this one; without `run_again`, only loaded (for the
+        next call), and None."""
         assert self.wanted, "reply() is read once"
         self._connection.read_through(self)
         self.wanted = False
         reply, self._reply = self._reply, None
         if isinstance(reply, NoScriptError):
-            return self._script(keys=self._keys, args=self._args) if run_again else None
+            if run_again:
+                return self._script(keys=self._keys, args=self._args)
+            # Loaded for the next call all the same: else every later EVALSHA of it is refused too, and never runs.
+            self._script.registered_client.script_load(self._script.script)
+            return None
         if isinstance(reply, BaseException):
             raise reply
         return reply

@@ -6,6 +6,7 @@ before its commit."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections import deque
 
@@ -18,7 +19,7 @@ from tests.integration.streams import decided_ids, pending_count
 from tests.integration.test_overlapped_commit import CONFIG, decided, publish, read
 from worker.aggregator import AggregatorConfig
 from worker.connection import connect
-from worker.delivery import _COMMIT_LUA, DeliveryScripts, ensure_group
+from worker.delivery import _CLAIM_LUA, _COMMIT_LUA, DeliveryScripts, ensure_group
 from worker.names import CONSUMER_GROUP, INPUT_STREAM, processing_key
 from worker.pipeline import EventPipeline, StageError
 from worker.producer import make_event, publish_events
@@ -113,6 +114,8 @@ def test_a_claim_rerun_after_noscript_does_not_land_after_its_commit(redis_clien
     result = pipeline.drain()[0]
     assert result.decisions == [] and result.duplicates == 1
     assert redis_client.get(processing_key("settled-1")) is None, "no lease left behind by a claim run late"
+    [claim_loaded] = redis_client.script_exists(hashlib.sha1(_CLAIM_LUA.encode()).hexdigest())
+    assert claim_loaded, "not run again, but loaded: else no later claim runs either (every one refused NOSCRIPT)"
 
 
 def test_a_worker_reconnecting_after_a_batch_failed_with_a_commit_in_flight_records_every_batch(
