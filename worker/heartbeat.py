@@ -3,9 +3,9 @@
 The value is one JSON string written with `SET … PX` (value and TTL in one atomic command). The TTL is 2.5×
 the refresh interval, so one late beat is tolerated and two are not. A clean shutdown deletes the key.
 
-Each beat is also kept for a day under `tactical:lastbeat:{consumer}`: a worker that hung or was killed leaves no live
-heartbeat, and the operator looking for it needs its host and PID (`tacticalctl triage worker-down` names them). A
-clean shutdown deletes that too.
+Each beat is also kept for a day under `tactical:lastbeat:{consumer}`: a worker that hung, was killed or stopped on an
+error leaves no live heartbeat, and the operator looking for it needs its host and PID (`tacticalctl triage
+worker-down` names them). A clean shutdown deletes that too.
 """
 
 from __future__ import annotations
@@ -154,12 +154,14 @@ def claim_consumer_name(
     return False
 
 
-def delete_heartbeat(client: redis.Redis, consumer: str) -> bool:
-    """Remove the heartbeat and the last beat kept (clean shutdown); True if there was a heartbeat."""
+def delete_heartbeat(client: redis.Redis, consumer: str, *, keep_last_beat: bool = False) -> bool:
+    """Remove the heartbeat and the last beat kept (clean shutdown); True if there was a heartbeat. `keep_last_beat`:
+    a worker stopping on an error keeps its last beat, by which `tacticalctl triage worker-down` names it."""
     with client.pipeline(transaction=False) as pipe:
         pipe.delete(heartbeat_key(consumer))
-        pipe.delete(last_beat_key(consumer))
-        live, _ = pipe.execute()
+        if not keep_last_beat:
+            pipe.delete(last_beat_key(consumer))
+        live = pipe.execute()[0]
     return bool(live)
 
 
@@ -237,9 +239,9 @@ class Heartbeat:
         return claim_consumer_name(self.client, self.consumer, interval_s=self.interval_s, info=info,
                                    stopping=stopping)
 
-    def stop(self) -> bool:
+    def stop(self, *, keep_last_beat: bool = False) -> bool:
         self._next_beat = float("inf")
-        return delete_heartbeat(self.client, self.consumer)
+        return delete_heartbeat(self.client, self.consumer, keep_last_beat=keep_last_beat)
 
 
 __all__ = [

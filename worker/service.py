@@ -125,6 +125,8 @@ class Worker:
         self.heartbeat: Heartbeat | None = None
         self._signals = 0
         self._shutting_down = False
+        # The loop or the startup died of an exception: the heartbeat goes, its last beat stays for triage to name it.
+        self._crashed = False
         # Entries read while the previous batch's commit had not gone out yet (`read_ahead`): the next step decides
         # them before reading again.
         self._read_ahead: list[StreamEntry] = []
@@ -148,6 +150,9 @@ class Worker:
                 self.main_loop()
         except ForcedExit:
             log.warning("forced exit: entries in hand stay pending and will be reclaimed by another consumer")
+        except BaseException:
+            self._crashed = True
+            raise
         finally:
             # Giving back what startup took (threads, heartbeat, connections) is short and bounded: a signal now
             # does not cut it off halfway (handle_signal), or a forced exit would leave the heartbeat behind.
@@ -267,7 +272,7 @@ class Worker:
             return
         with contextlib.suppress(redis.RedisError):  # unreachable, or refusing writes (a failover): exit cleanly
             if self.heartbeat is not None:  # the name is this worker's (a worker refused it touches neither)
-                self.heartbeat.stop()
+                self.heartbeat.stop(keep_last_beat=self._crashed)
                 self.forget_consumer_if_idle(client)
         if self.pipeline is not None:
             self.pipeline.scripts.close()
@@ -277,6 +282,9 @@ class Worker:
         self.client = None
         if self.heartbeat is None:  # never took its name: "stopped" would read as the live worker of that name
             log.info("worker %s did not start", self.settings.consumer)
+        elif self._crashed:
+            log.error("worker %s stopped on an error (its last beat is kept a day: `tacticalctl triage worker-down` "
+                      "names it)", self.settings.consumer)
         else:
             log.info("worker %s stopped", self.settings.consumer)
 

@@ -236,3 +236,32 @@ def test_under_refused_writes_a_lapsing_heartbeat_of_another_process_is_waited_o
     assert claim_consumer_name(refusing_client, "oom-lapsing", interval_s=1.0, info=dict)
     assert "waiting up to" in caplog.text
     assert refusing_client.get(heartbeat_key("oom-lapsing")) is None
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["clean stop", "crash"])
+def test_a_worker_that_crashes_leaves_its_last_beat_for_triage_a_clean_stop_does_not(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, crash: bool
+) -> None:
+    """`triage worker-down` names a worker that stopped beating without a clean stop by the last beat it left. A worker
+    whose loop dies of an exception gives back its heartbeat in `run`'s finally like any other: it deleted its last
+    beat too, so scaled out the triage said OK without a word of the one that had crashed."""
+    from worker.names import last_beat_key
+    from worker.service import Worker
+    from worker.settings import WorkerSettings
+
+    worker = Worker(WorkerSettings.from_env({}, redis_url=redis_url, consumer="crashing", http_addr="127.0.0.1:0"))
+    monkeypatch.setattr(worker, "install_signal_handlers", lambda: None)
+
+    def loop() -> None:
+        assert is_alive(redis_client, "crashing")
+        if crash:
+            raise RuntimeError("a bug in the loop")
+
+    monkeypatch.setattr(worker, "main_loop", loop)
+    if crash:
+        with pytest.raises(RuntimeError, match="a bug"):
+            worker.run()
+    else:
+        assert worker.run() == 0
+    assert not is_alive(redis_client, "crashing"), "the process is gone: its heartbeat goes with it"
+    assert (redis_client.exists(last_beat_key("crashing")) == 1) is crash
