@@ -36,10 +36,12 @@ def test_summary_of_entries_a_dead_consumer_holds_says_what_happens_to_them(
     publish(redis_client, 4)
     deliver_without_ack(redis_client, "ghost", 3)
     text = " ".join(ctl("pending").stdout.split())  # as wrapped at the terminal's width
-    assert "reclaims them once idle past TACTICAL_CLAIM_MIN_IDLE_MS" in text, text
-    assert "`tacticalctl pending claim --to <live worker> --yes`" in text and "no worker beats" in text, text
+    assert "reclaims them once idle past its TACTICAL_CLAIM_MIN_IDLE_MS (default 1 s)" in text, text
+    assert "no worker beats now: start one" in text, text
+    assert "pending claim --to" not in text, "a claim needs a live worker to hand them to: it would be refused"
     write_heartbeat(redis_client, "alive-1", interval_s=10.0, info={})
-    assert "no worker beats" not in ctl("pending").stdout  # one does: it reclaims them
+    text = " ".join(ctl("pending").stdout.split())
+    assert "no worker beats" not in text and "`tacticalctl pending claim --to <live worker> --yes`" in text, text
     deliver_without_ack(redis_client, "alive-1", 1)
     redis_client.xclaim(INPUT_STREAM, CONSUMER_GROUP, "alive-1", 0, [i for i, _ in
                         redis_client.xrange(INPUT_STREAM)][:3])  # every entry now on a live worker: in flight
