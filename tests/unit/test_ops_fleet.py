@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from worker.health import CheckStatus
 from worker.ops.fleet import STARTING, FleetHealth, LiveWorker, WorkerHealth
+from worker.ops.worker_client import WorkerUnreachable
 
 
 def answered(name: str, state_code: int) -> WorkerHealth:
@@ -41,3 +44,16 @@ def test_a_worker_not_read_says_why_and_has_no_state() -> None:
     assert (doc["check"], doc["state"], doc["state_code"], doc["error"]) == ("critical", None, None,
                                                                             "worker unreachable")
     assert starting("c").as_dict()["check"] is None
+
+
+def test_a_worker_elsewhere_bound_to_loopback_is_said_to_be_readable_only_where_it_runs() -> None:
+    # Outside Docker a worker binds 127.0.0.1:8001 by default: its heartbeat names that address, which from another
+    # host is this host's own loopback. "Connection refused" alone sends the operator after a worker that is fine.
+    elsewhere = LiveWorker("host-b:202", "http://127.0.0.1:8001", host="host-b", pid=202)
+    said = elsewhere.unreachable(WorkerUnreachable("worker unreachable at http://127.0.0.1:8001/health: refused"))
+    assert said.startswith("worker unreachable at http://127.0.0.1:8001/health: refused")
+    assert "host-b" in said and "loopback" in said and "--http-addr 0.0.0.0" in said
+    here = LiveWorker("here:1", "http://127.0.0.1:8001", host=socket.gethostname(), pid=1)
+    assert here.unreachable(WorkerUnreachable("refused")) == "refused"
+    bound_wide = LiveWorker("host-b:202", "http://host-b:8001", host="host-b", pid=202)
+    assert bound_wide.unreachable(WorkerUnreachable("refused")) == "refused"

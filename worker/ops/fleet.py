@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 import redis
 from prometheus_client.samples import Sample
@@ -33,6 +34,16 @@ class LiveWorker:
     url: str | None  # None: its heartbeat names no endpoint (yet): a starting worker's first beats come before it
     host: str | None = None
     pid: int | None = None
+
+    def unreachable(self, exc: WorkerUnreachable) -> str:
+        """Why it was not read. A worker on another host bound to a loopback address (127.0.0.1:8001 is the default
+        outside Docker) names an address that, read from here, is this host's own: only its host can read it."""
+        host = urlsplit(self.url).hostname if self.url else None
+        loopback = host is not None and (host == "localhost" or host == "::1" or host.startswith("127."))
+        if loopback and self.host not in (None, socket.gethostname()):
+            return (f"{exc} — it runs on {self.host} bound to a loopback address, which only that host can read: "
+                    "read it there, or start it with --http-addr 0.0.0.0:<port>")
+        return str(exc)
 
 
 def worker_url_of(beat: Mapping[str, Any], here: str) -> str | None:
@@ -147,7 +158,7 @@ def _read_health(worker: LiveWorker, timeout_s: float) -> WorkerHealth:
     try:
         http_status, answer = WorkerClient(worker.url, timeout_s=timeout_s).health()
     except WorkerUnreachable as exc:
-        return WorkerHealth(worker, error=str(exc))
+        return WorkerHealth(worker, error=worker.unreachable(exc))
     answered_as = answer.get("consumer")
     if isinstance(answered_as, str) and answered_as != worker.name:
         # A worker elsewhere bound to 127.0.0.1: from here its address is another worker's, whose health is not its.
@@ -185,15 +196,17 @@ def read_fleet_metrics(
         if other.url is None:
             workers.append(WorkerMetrics(other.name, None, None, STARTING))
         else:
-            workers.append(_read(other.name, other.url, WorkerClient(other.url, timeout_s=timeout_s).metrics))
+            workers.append(_read(other.name, other.url, WorkerClient(other.url, timeout_s=timeout_s).metrics,
+                                 other))
     return tuple(workers)
 
 
-def _read(consumer: str | None, url: str, metrics: Callable[[], Families]) -> WorkerMetrics:
+def _read(consumer: str | None, url: str, metrics: Callable[[], Families],
+          worker: LiveWorker | None = None) -> WorkerMetrics:
     try:
         return WorkerMetrics(consumer, url, metrics())
     except WorkerUnreachable as exc:
-        return WorkerMetrics(consumer, url, None, str(exc))
+        return WorkerMetrics(consumer, url, None, worker.unreachable(exc) if worker else str(exc))
 
 
 @dataclass(frozen=True, slots=True)
