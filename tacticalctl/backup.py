@@ -253,7 +253,7 @@ def restore(
 
     JSON keys: archive, sha256, checksum_file, created_at, keys, target (existing_streams, existing_tactical_keys,
     live_workers, refused_commands / unsupported_commands: what the restore needs that the Redis user may not
-    run / the server does not know; null for --models-only with Redis unreachable), models_dir,
+    run / the server does not know; null for --models-only, which does not read Redis), models_dir,
     model_conflicts, applied, and
     after a restore: cleared_keys, restored, expired, model_files_written, environment (of the backup run),
     worker_settings ({consumer: settings} of the workers running then), verified, differences,

@@ -240,7 +240,7 @@ class RestorePlan:
     model_conflicts: tuple[str, ...]  # files in the models directory that differ from the archive's
     models_dir: Path | None
     commands: CommandProbe = CommandProbe()  # what the restore needs that the target will not run
-    target_read: bool = True  # False: a models-only restore with no Redis reached; nothing is known of the target
+    target_read: bool = True  # False: a models-only restore, which does not read Redis; nothing is known of the target
 
     @property
     def target_empty(self) -> bool:
@@ -324,12 +324,13 @@ def _unwritable_dir(directory: Path) -> str | None:
 
 def plan_restore(client: redis.Redis | None, archive: VerifiedArchive, models_dir: Path | None, *,
                  models_only: bool = False) -> RestorePlan:
-    """What restoring `archive` meets. `client` None (Redis not reached) only with `models_only`, which does not
-    touch Redis: the plan is then the model files alone."""
-    if client is None:
-        if not models_only:
-            raise ValueError("only a models-only restore is planned without Redis")
+    """What restoring `archive` meets. With `models_only` Redis is not read (nothing of it is restored: a count of its
+    `tactical:*` keys could scan millions for nothing) and `client` may be None (Redis not reached): the plan is the
+    model files alone."""
+    if models_only:
         return RestorePlan(archive, (), 0, (), _model_conflicts(archive, models_dir), models_dir, target_read=False)
+    if client is None:
+        raise ValueError("only a models-only restore is planned without Redis")
     existing = tuple(name for name in BACKED_UP_STREAMS if client.exists(name))
     commands = CommandProbe() if models_only else probe_restore_commands(client, archive)
     return RestorePlan(archive, existing, _count_keys(client, TARGET_PATTERN), tuple(live_consumers(client)),
