@@ -362,6 +362,29 @@ def test_worker_down_names_a_worker_killed_while_others_still_beat(
     assert ctl("triage", "worker-down", worker_url=url).exit_code == 0
 
 
+def test_worker_down_names_a_gone_worker_past_the_window_while_its_port_still_hangs(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers], hung_worker_url: str,
+    nobody_url: str
+) -> None:
+    """A worker SIGSTOPped an hour ago still holds its port and TacticalWorkerDown still fires for it: past the
+    15 minutes the triage said "OK, 1 live worker(s)". Its port accepting without answering says it is still there,
+    hung; a port nobody holds any more is history."""
+    url, answers = worker_http
+    healthy_worker(redis_client, answers)
+    an_hour_ago = time.time() - 3600
+    for address, named in ((hung_worker_url, True), (nobody_url, False)):
+        write_heartbeat(redis_client, "host-b:202", interval_s=2.0, info={"http": address.removeprefix("http://")},
+                        now=lambda: an_hour_ago)
+        redis_client.delete("tactical:heartbeat:host-b:202")  # no beat for an hour, no clean stop
+        result = ctl("triage", "worker-down", worker_url=url)
+        said = " ".join(result.stdout.split())
+        if named:
+            assert result.exit_code == 1, result.stdout
+            assert "host-b:202 (pid" in said and "still hold their port without answering" in said, said
+        else:
+            assert result.exit_code == 0 and "host-b:202" not in said, said
+
+
 def test_worker_down_at_worker_url_names_the_endpoints_of_the_live_workers(
     ctl: Ctl, redis_client: redis.Redis, nobody_url: str
 ) -> None:

@@ -14,6 +14,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -322,6 +323,39 @@ def probe_worker_http(sources: Sources) -> list[Finding]:
 GONE_RECENTLY_S = 900  # a worker gone without a clean stop is named while others beat for this long (15 min)
 
 
+HUNG_PROBES = 5  # gone workers past the window whose port is tried, the latest first: each costs a timeout at most
+
+
+def _still_holding_their_port(gone: Mapping[str, Mapping[str, Any]],
+                              timeout_s: float) -> dict[str, tuple[Mapping[str, Any], str]]:
+    """Of workers gone (no beat, no clean stop), those whose endpoint still accepts connections without answering:
+    the process is there, hung or stopped. A port refused (gone for good) is history, and one that answers is not hung
+    (its own /health says why it does not beat). The latest few only, tried at once: a day of restarts leaves many."""
+    here = socket.gethostname()
+    latest = sorted(gone.items(), key=lambda item: _number_or_zero(item[1].get("last_beat_unix")),
+                    reverse=True)[:HUNG_PROBES]
+    candidates = [(name, beat, url) for name, beat in latest if (url := worker_url_of(beat, here)) is not None]
+
+    def hangs(url: str) -> bool:
+        try:
+            WorkerClient(url, timeout_s=timeout_s).health()
+        except WorkerNotAnswering:
+            return True
+        except WorkerUnreachable:
+            return False
+        return False
+
+    if not candidates:
+        return {}
+    with ThreadPoolExecutor(max_workers=len(candidates), thread_name_prefix="hung-probe") as pool:
+        verdicts = list(pool.map(lambda candidate: hangs(candidate[2]), candidates))
+    return {name: (beat, url) for (name, beat, url), hung in zip(candidates, verdicts, strict=True) if hung}
+
+
+def _number_or_zero(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
 def probe_heartbeats(sources: Sources) -> list[Finding]:
     """Which workers beat, and which consumer-group members hold entries without one."""
     client = sources.redis()
@@ -338,7 +372,8 @@ def probe_heartbeats(sources: Sources) -> list[Finding]:
         # Scaled out, one worker down leaves the others beating: TacticalWorkerDown fires for its instance all the
         # same. Its last beat (kept only by a stop that was not clean) names it.
         cutoff = time.time() - GONE_RECENTLY_S
-        gone = {name: beat for name, beat in last_beats_of_gone_workers(client, live).items()
+        all_gone = last_beats_of_gone_workers(client, live)
+        gone = {name: beat for name, beat in all_gone.items()
                 if isinstance(beat.get("last_beat_unix"), int | float) and beat["last_beat_unix"] >= cutoff}
         if gone:
             findings.append(_warn(
@@ -349,6 +384,18 @@ def probe_heartbeats(sources: Sources) -> list[Finding]:
                 + ". The others carry on and reclaim its entries; read why in its log, and restart it",
                 gone={name: {"pid": beat.get("pid"), "host": beat.get("host"), "last_beat": beat.get("last_beat")}
                       for name, beat in gone.items()}))
+        hung = _still_holding_their_port({name: beat for name, beat in all_gone.items() if name not in gone},
+                                         sources.http_timeout_s)
+        if hung:
+            findings.append(_warn(
+                f"{len(hung)} worker(s) gone longer than {GONE_RECENTLY_S // 60} min still hold their port without "
+                "answering — hung or stopped (SIGSTOP), TacticalWorkerDown firing for them: " + "; ".join(
+                    f"{name} (pid {beat.get('pid')} on {beat.get('host')}, {url}) {_ago(beat.get('last_beat_unix'))}"
+                    for name, (beat, url) in hung.items())
+                + ": see what it does (`ps -o stat= -p <pid>` on its host: T = stopped; `py-spy dump --pid <pid>`), "
+                "then restart it",
+                hung={name: {"pid": beat.get("pid"), "host": beat.get("host"), "url": url,
+                             "last_beat": beat.get("last_beat")} for name, (beat, url) in hung.items()}))
     else:
         gone = last_beats_of_gone_workers(client, live)
         seen = "; ".join(f"{name} (pid {beat.get('pid')} on {beat.get('host')}) "
