@@ -23,8 +23,8 @@ from worker.ops.pending import (
     dead_letter_stuck_entries,
     read_pending_entries,
     read_pending_summary,
+    reclaim_advice,
 )
-from worker.settings import WorkerSettings
 
 pending_app = typer.Typer()
 
@@ -109,12 +109,8 @@ def pending(
     console.print(table)
     orphaned = sum(n for name, n in summary.consumers.items() if name not in live)
     if orphaned:  # a dead (or stopped) worker's entries: who takes them, and what an operator can do
-        default_idle_s = WorkerSettings.from_env(environ={}).claim_min_idle_ms / 1000
-        console.print(f"{orphaned} held by consumers without a heartbeat: a live worker reclaims them once idle past "
-                      f"its TACTICAL_CLAIM_MIN_IDLE_MS (default {default_idle_s:g} s)"
-                      + (" — or `tacticalctl pending claim --to <live worker> --yes`" if live else
-                         "; no worker beats now: start one (a claim needs a live worker to hand them to)")
-                      + "; idle times: `tacticalctl pending --extended`", highlight=False)
+        console.print(f"{orphaned} held by consumers without a heartbeat: {reclaim_advice(worker_live=bool(live))}"
+                      "; idle times: `tacticalctl pending --extended`", highlight=False)
 
 
 def _report(move: PendingMove, verb: str, json_output: bool, ctx: typer.Context, live: set[str]) -> None:

@@ -159,6 +159,11 @@ def setting_defaults() -> list[tuple[str, str, Any, str]]:
     return rows
 
 
+# The numbers a worker runs with unless configured: what the tools quote as "default" (a worker's own environment may
+# set others, which a command run elsewhere cannot see).
+DEFAULT_SETTINGS = WorkerSettings.from_env(environ={})
+
+
 def redact_url(url: str) -> str:
     """The URL with its password (user info or a `password=` query parameter) replaced, fit for a log line. Read as
     raw text, not parsed: a password with an unescaped `/`, `#`, `?` or `@` makes the URL unparseable (redis-py

@@ -20,6 +20,7 @@ from worker.events import wire_correlation_id
 from worker.heartbeat import is_alive
 from worker.names import processing_key
 from worker.redis_text import as_text
+from worker.settings import DEFAULT_SETTINGS
 from worker.stream_entries import entries
 
 
@@ -30,6 +31,16 @@ class PendingUnavailable(RuntimeError):
 class ConsumerNotLive(RuntimeError):
     """The consumer named to receive entries has no live heartbeat: entries claimed to it would stay stuck."""
 DEFAULT_STREAMS = StreamNames()
+
+
+def reclaim_advice(*, worker_live: bool) -> str:
+    """What becomes of entries held by a consumer without a heartbeat, and what an operator can do: said the same by
+    `tacticalctl pending` and the triage. A claim needs a live worker to hand them to."""
+    said = ("a live worker reclaims them once idle past its TACTICAL_CLAIM_MIN_IDLE_MS (default "
+            f"{DEFAULT_SETTINGS.claim_min_idle_ms / 1000:g} s)")
+    if worker_live:
+        return said + " — or `tacticalctl pending claim --to <live worker> --yes`"
+    return said + "; no worker beats now: start one (a claim needs a live worker to hand them to)"
 
 
 @dataclass(frozen=True, slots=True)

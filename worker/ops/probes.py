@@ -48,17 +48,17 @@ from worker.ops.duplicates import (
 from worker.ops.fleet import other_live_workers, worker_url_of
 from worker.ops.keys import find_stale_processing_keys
 from worker.ops.latency import NoLatencyHistogram, operation_latencies
-from worker.ops.pending import PendingUnavailable, read_pending_entries
+from worker.ops.pending import PendingUnavailable, read_pending_entries, reclaim_advice
 from worker.ops.process_stats import host_stats, process_cpu_percent, process_rss_mb
 from worker.ops.sources import RedisUnavailable, Sources
 from worker.ops.stream_info import StreamMissing, read_stream_overview
 from worker.ops.worker_client import WorkerClient, WorkerNotAnswering, WorkerUnreachable
 from worker.redis_text import as_text
-from worker.settings import WorkerSettings
+from worker.settings import DEFAULT_SETTINGS
 from worker.stream_entries import entry_time_ms
 
 THRESHOLDS = DEFAULT_THRESHOLDS
-SETTINGS = WorkerSettings.from_env(environ={})  # the defaults: the numbers the worker runs with unless configured
+SETTINGS = DEFAULT_SETTINGS
 CPU_BUSY_PERCENT = 90.0  # of one core: the worker runs one inference thread, so this is saturation
 MEMORY_LOW_RATIO = 0.10
 RECENT = 200  # decisions / events / dead letters sampled for patterns
@@ -332,7 +332,7 @@ def _still_holding_their_port(gone: Mapping[str, Mapping[str, Any]],
     the process is there, hung or stopped. A port refused (gone for good) is history, and one that answers is not hung
     (its own /health says why it does not beat). The latest few only, tried at once: a day of restarts leaves many."""
     here = socket.gethostname()
-    latest = sorted(gone.items(), key=lambda item: _number_or_zero(item[1].get("last_beat_unix")),
+    latest = sorted(gone.items(), key=lambda item: number(item[1].get("last_beat_unix")) or 0.0,
                     reverse=True)[:HUNG_PROBES]
     candidates = [(name, beat, url) for name, beat in latest if (url := worker_url_of(beat, here)) is not None]
 
@@ -350,10 +350,6 @@ def _still_holding_their_port(gone: Mapping[str, Mapping[str, Any]],
     with ThreadPoolExecutor(max_workers=len(candidates), thread_name_prefix="hung-probe") as pool:
         verdicts = list(pool.map(lambda candidate: hangs(candidate[2]), candidates))
     return {name: (beat, url) for (name, beat, url), hung in zip(candidates, verdicts, strict=True) if hung}
-
-
-def _number_or_zero(value: object) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def probe_heartbeats(sources: Sources) -> list[Finding]:
@@ -417,9 +413,7 @@ def probe_heartbeats(sources: Sources) -> list[Finding]:
             if not consumer.alive and consumer.pending:
                 findings.append(_warn(
                     f"consumer {consumer.name} has no heartbeat and holds {consumer.pending} pending entries "
-                    f"(idle {consumer.idle_ms / 1000:.0f} s): a live worker reclaims them once idle past its "
-                    f"TACTICAL_CLAIM_MIN_IDLE_MS (default {SETTINGS.claim_min_idle_ms / 1000:g} s), or "
-                    "`tacticalctl pending claim --to <live worker>`",
+                    f"(idle {consumer.idle_ms / 1000:.0f} s): {reclaim_advice(worker_live=bool(live))}",
                     consumer=consumer.name, pending=consumer.pending, idle_ms=consumer.idle_ms))
     return findings
 
