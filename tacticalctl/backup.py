@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tacticalctl.context import CtlContext, JsonOption, get_context, print_json, worker_settings
+from tacticalctl.context import JsonOption, get_context, print_json, worker_settings
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import audit_not_written, make_console, plain
 from worker.alerts import default_actor
@@ -213,15 +213,6 @@ def _next_after_restore(pending: int, models_dir: Path | None, *, models_only: b
             "state`: recovering); then `tacticalctl morning-check`")
 
 
-def _redis_if_reachable(context: CtlContext) -> tuple[redis.Redis | None, str | None]:
-    """A models-only restore needs Redis only for its audit entry: on a new host Redis may not be back yet. The client,
-    or None and why not."""
-    try:
-        return context.redis(), None
-    except CtlError as exc:
-        return None, exc.message
-
-
 def restore(
     ctx: typer.Context,
     archive: Annotated[Path, typer.Argument(help="The archive written by `tacticalctl backup`.")],
@@ -265,7 +256,7 @@ def restore(
     if config_out is not None and not config_out.parent.is_dir():  # found out before Redis is touched, not after
         raise CtlError(f"--config-out: {config_out.parent} is not a directory", ExitCode.UNKNOWN)
     context = get_context(ctx)
-    client, unreachable = _redis_if_reachable(context) if models_only else (context.redis(), None)
+    client, unreachable = context.redis_if_reachable() if models_only else (context.redis(), None)
     target_models = _models_dir(models_dir, no_models)
     try:
         with _progress() as progress:

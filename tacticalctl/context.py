@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import redis
 import typer
+from redis import Redis
 from rich.console import Console
 
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode
@@ -54,6 +55,14 @@ class CtlContext:
                            f"--redis-url with /{DEFAULT_DB} unless the workers use {db} too", err=True)
             self._client = client
         return self._client
+
+    def redis_if_reachable(self) -> tuple[Redis | None, str | None]:  # `redis` here is the method above
+        """For a command that needs Redis only for its audit entry (a dry run, a models-only restore on a new host):
+        the client, or None and why it could not be had."""
+        try:
+            return self.redis(), None
+        except CtlError as exc:
+            return None, exc.message
 
     def close(self) -> None:
         if self._client is not None:

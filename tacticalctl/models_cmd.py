@@ -44,7 +44,7 @@ from models.compile import CompilationError
 from models.evaluation import EvaluationError
 from models.promotion import PromotionError, PromotionRefusedError, judge, promote_if_better, roll_back
 from tacticalctl.app import LAZY_GROUPS
-from tacticalctl.context import CtlContext, JsonOption, get_context, print_json
+from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age
 from tacticalctl.results import ModelsDirOption, exit_code, results_table, status_text
@@ -209,14 +209,6 @@ def _unreadable_warning(unreadable: Sequence[UnreadableBundle]) -> str:
         what = (f"no worker loads these {len(unreadable)} directories and no rollback can go to them: fix each one's "
                 f"{MANIFEST_FILE} (then `tacticalctl models verify <version>`) or remove the directory")
     return f"warning: {named}: {what}"
-
-
-def _trail_if_reachable(context: CtlContext) -> redis.Redis | None:
-    """The audit trail for a dry run, which must not need Redis: None when it cannot be reached."""
-    try:
-        return context.redis()
-    except CtlError:
-        return None
 
 
 def _refuse_gate_bypass(client: redis.Redis | None, document: dict, version: str, directory: Path,
@@ -529,7 +521,7 @@ def rollback(
         else:
             context.console.print(f"{bundle_dir.name} is already CURRENT: nothing to roll back")
         return
-    trail = client if client is not None else _trail_if_reachable(context)
+    trail = client if client is not None else context.redis_if_reachable()[0]
     _refuse_gate_bypass(trail, document, bundle_dir.name, directory, json_output, audit=yes)
     steps = verify_steps(bundle_dir)
     document["verification"] = {"status": worst([s.status for s in steps]).value,
