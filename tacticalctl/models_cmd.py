@@ -48,7 +48,7 @@ from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age
 from tacticalctl.results import ModelsDirOption, exit_code, results_table, status_text
-from worker.alerts import AuditTrailError, audit, default_actor
+from worker.alerts import AuditTrailError, audit, audit_done, default_actor
 from worker.connection import REDIS_FAILED
 from worker.ops.bundles import (
     LATENCY_BUDGET_MS,
@@ -553,22 +553,19 @@ def rollback(
                           f"{done.audit_id}. Running workers load it within their model poll.")
 
 
-# Why a signature could not be audited: no Redis here (a build machine), or an alert history of another type.
-_NOT_AUDITED: tuple[type[Exception], ...] = (CtlError, AuditTrailError, *REDIS_FAILED)
-
-
 def _audit_bundle_change(ctx: typer.Context, directory: Path, done: str, *, action: str, detail: str,
                          **fields: str) -> tuple[str | None, str | None]:
     """Audit a change that is made whether or not Redis answers (a build machine may have none): the entry's id,
-    or the reason it was not audited, which is also a warning on stderr."""
-    try:
-        entry = audit(get_context(ctx).redis(), actor=default_actor(), action=action, detail=detail, **fields,
-                      **bundle_place(directory))
-    except _NOT_AUDITED as exc:
-        reason = exc.message if isinstance(exc, CtlError) else str(exc)
+    or the reason it was not audited — no Redis here, or an alert history of another type — which is also a warning
+    on stderr."""
+    client, reason = get_context(ctx).redis_if_reachable()
+    entry_id = None
+    if client is not None:
+        entry_id, reason = audit_done(client, actor=default_actor(), action=action, detail=detail, **fields,
+                                      **bundle_place(directory))
+    if reason is not None:
         typer.echo(f"tacticalctl: warning: {done}, but not audited in tactical_alerts: {reason}", err=True)
-        return None, reason
-    return (entry.decode() if isinstance(entry, bytes) else str(entry)), None
+    return entry_id, reason
 
 
 @models_app.command("sign")

@@ -161,14 +161,19 @@ def audit(client: redis.Redis, *, actor: str, action: str, detail: str, **fields
     )
 
 
+# Why an audit entry of a change already made was not written: Redis refused or is gone, or the key is not a stream.
+_NOT_WRITTEN: tuple[type[Exception], ...] = (AuditTrailError, *REDIS_FAILED)
+
+
 def audit_done(client: redis.Redis, *, actor: str, action: str, detail: str,
                **fields: str) -> tuple[str | None, str | None]:
     """Audit a change already made: (the entry's id, None), or (None, why) when Redis did not take the entry — out of
     memory (noeviction refuses XADD but takes the XTRIM and DEL that free memory), a replica now, or gone. The change
-    stands either way: the caller says what it did, and that the audit trail misses it."""
+    stands either way: the caller says what it did, and that the audit trail misses it. So is an alert history of
+    another type (AuditTrailError) for a change that did not check it first."""
     try:
         return as_text(audit(client, actor=actor, action=action, detail=detail, **fields)), None
-    except REDIS_FAILED as exc:
+    except _NOT_WRITTEN as exc:
         return None, str(exc)
 
 
