@@ -23,8 +23,10 @@ from rich.text import Text
 from tacticalctl.context import get_context
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode, outage_message
 from tacticalctl.formatting import plain
+from worker.actions import AGENT_NAMES
 from worker.aggregator import cut_decimals, shown_score
 from worker.connection import REDIS_FAILED, connect
+from worker.decision_entry import decision_votes
 from worker.feed import FeedOutage, ResumableFeed, run_id, send_events, simulated_events
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 from worker.process import WorkerStartError
@@ -38,10 +40,10 @@ SHOWN_ID_CHARS = 16  # the tail of a correlation id: where simulated and ULID id
 ACTIONS = ("short", "hold", "long")
 
 
-def _vote(fields: dict[bytes, bytes], agent: str) -> str:
+def _vote(votes: dict[str, tuple[float, ...]], agent: str) -> str:
     """An agent's call and its probability, compact: `L.93` is long at 0.93…. Cut, never rounded up, as the score and
     the reason are (`shown_score`): three agents voting long 0.459 read L.45 beside a score of 0.458, not L.46."""
-    probabilities = [float(p) for p in fields.get(f"vote_{agent}".encode(), b"0,0,0").split(b",")]
+    probabilities = votes.get(agent) or (0.0, 0.0, 0.0)
     best = max(range(3), key=probabilities.__getitem__)
     probability = cut_decimals(probabilities[best], 2)
     return ACTIONS[best][0].upper() + (probability[1:] if probability.startswith("0") else probability[:3])
@@ -49,12 +51,13 @@ def _vote(fields: dict[bytes, bytes], agent: str) -> str:
 
 def decision_row(event_id: bytes, decision_id: bytes, fields: dict[bytes, bytes]) -> tuple[str, ...]:
     executed = fields.get(b"execute") == b"1"
+    votes = decision_votes(fields)
     latency_ms = entry_time_ms(decision_id) - entry_time_ms(event_id)
     return (
         plain(fields[b"correlation_id"].decode()[-SHOWN_ID_CHARS:]),
         plain(fields[b"synergy_type"].decode()),
         "long" if fields[b"direction"] == b"1" else "short",
-        " ".join(_vote(fields, agent) for agent in ("fvg", "momentum", "entry")),
+        " ".join(_vote(votes, agent) for agent in AGENT_NAMES),
         f"{plain(fields[b'action'].decode())} {shown_score(float(fields[b'score']))}",  # the figure its reason shows
         "[green]EXECUTED[/]" if executed else f"[yellow]{plain(fields[b'reason'].decode())}[/]",
         str(latency_ms),

@@ -10,6 +10,7 @@ import numpy as np
 import redis
 
 from worker.aggregator import AggregatorConfig, aggregate_batch
+from worker.decision_entry import command_fields, decision_fields, timing_fields
 from worker.delivery import (
     DeadLetter,
     DecidedEvent,
@@ -21,14 +22,7 @@ from worker.delivery import (
 )
 from worker.events import InvalidEvent, decode_events, wire_correlation_id
 from worker.inference import AgentEnsemble
-from worker.records import (
-    Decision,
-    SynergyEvent,
-    command_fields,
-    decision_fields,
-    per_event_record,
-    timing_fields,
-)
+from worker.records import Decision, SynergyEvent, per_event_record
 
 
 class StageError(RuntimeError):

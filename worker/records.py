@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeVar, dataclass_transform
 
 import numpy as np
 
-from worker.actions import ACTION_ORDER, AGENT_NAMES, Action
+from worker.actions import AGENT_NAMES, Action
 
 _Record = TypeVar("_Record")
 
@@ -119,66 +118,6 @@ class Decision:
     command: ExecutionCommand | None = None
 
 
-def _num(value: float) -> str:
-    # repr is the shortest text that reads back as the same float: prices survive exactly.
-    return repr(float(value))
-
-
-_FLOAT32 = "%.9g"  # the fewest significant digits that tell every float32 from its neighbours
-_FLOAT32_VOTE = f"{_FLOAT32},{_FLOAT32},{_FLOAT32}"
-_SCORE_KEYS = tuple(f"score_{name}" for name in ACTION_ORDER)
-_VOTE_KEYS = {agent: f"vote_{agent}" for agent in AGENT_NAMES}
-_CONFIDENCE_KEYS = {agent: f"confidence_{agent}" for agent in AGENT_NAMES}
-
-
-def timing_fields(timings_ms: Mapping[str, float]) -> dict[str, str]:
-    """`{stage}_ms` fields, shared by every decision and command of a batch: formatted once per batch."""
-    return {f"{stage}_ms": _num(ms) for stage, ms in timings_ms.items()}
-
-
-def decision_fields(decision: Decision, event_id: bytes | None = None) -> dict[str, str | bytes]:
-    """Flat stream fields of a decision: no JSON, `correlation_id` top-level so tools can scan and join.
-    `event_id` is the input entry the decision answers. What a whole batch shares — `model_version` and the
-    `timing_fields` — is added by the commit, sent once per batch."""
-    fields: dict[str, str | bytes] = {
-        "correlation_id": decision.correlation_id,
-        "synergy_type": decision.synergy_type.value,
-        "direction": str(decision.direction),
-        "action": decision.action.label,
-        "score": repr(float(decision.score)),
-        "execute": "1" if decision.execute else "0",
-        "reason": decision.reason,
-    }
-    # repr(float(x)) inline rather than _num, on the hot path. The scores are float64 sums, written exactly.
-    for key, score in zip(_SCORE_KEYS, decision.scores, strict=True):
-        fields[key] = repr(float(score))
-    # The agents' outputs are float32 (`AgentEnsemble.infer`): 9 significant digits read back as the same float32, in
-    # a third of repr's time (~1 against ~3 µs a vote here) and ~7 characters shorter per number than the float64
-    # repr of a float32 — 12 numbers a decision.
-    for vote in decision.votes:
-        fields[_VOTE_KEYS[vote.agent]] = _FLOAT32_VOTE % vote.probabilities
-        fields[_CONFIDENCE_KEYS[vote.agent]] = _FLOAT32 % vote.confidence
-    if event_id is not None:
-        fields["event_id"] = event_id
-    return fields
-
-
-def command_fields(command: ExecutionCommand) -> dict[str, str]:
-    """Flat stream fields of an execution command; the batch's `timing_fields` are added by the commit."""
-    return {
-        "correlation_id": command.correlation_id,
-        "symbol": command.symbol,
-        "side": command.side,
-        "quantity": str(command.quantity),
-        "order_type": command.order_type,
-        "time_in_force": command.time_in_force,
-        "price": _num(command.price),
-        "stop_loss": _num(command.stop_loss),
-        "take_profit": _num(command.take_profit),
-        "model_version": command.model_version,
-    }
-
-
 __all__ = [
     "AGENT_NAMES",
     "FEATURE_NAMES",
@@ -189,7 +128,4 @@ __all__ = [
     "ExecutionCommand",
     "SynergyEvent",
     "SynergyType",
-    "command_fields",
-    "decision_fields",
-    "timing_fields",
 ]

@@ -454,3 +454,31 @@ def test_an_open_breaker_seen_only_over_http_is_named_with_its_last_reason(
     assert result.exit_code == 2, result.stdout
     assert "breaker (HTTP): open, 9 consecutive failures" in result.stdout
     assert "last reason: Redis refused the heartbeat: command not allowed when used memory" in result.stdout
+
+
+def test_low_confidence_names_the_agent_from_recent_decisions_old_and_new(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    """Per-agent confidence is read from the decisions stream: entries a worker writes now (binary numbers) and
+    entries of a worker before the upgrade (one text field per agent) alike."""
+    from tests.unit.test_aggregator import make_event
+    from worker.aggregator import AggregatorConfig, aggregate
+    from worker.decision_entry import decision_fields
+    from worker.names import DECISIONS_STREAM
+    from worker.records import AgentVote
+
+    url, answers = worker_http
+    healthy_worker(redis_client, answers)
+    answers.state["window"] = {"events": 50, "mean_confidence": 0.55}
+    confidences = {"fvg": 0.25, "momentum": 0.75, "entry": 1.0}
+    votes = [AgentVote(agent, (0.25, 0.5, 0.25), confidence) for agent, confidence in confidences.items()]
+    for i in range(3):
+        decision = aggregate(make_event(correlation_id=f"low-{i}"), votes, AggregatorConfig(), "v1")
+        redis_client.xadd(DECISIONS_STREAM, decision_fields(decision, b"1-1"))  # type: ignore[arg-type]
+    redis_client.xadd(DECISIONS_STREAM, {"correlation_id": "older", "confidence_fvg": "0.25",
+                                         "confidence_momentum": "0.75", "confidence_entry": "1.0"})
+
+    report = reports(ctl("triage", "low-confidence", "--json", worker_url=url))["low-confidence"]
+    [finding] = [f for f in report["findings"] if "mean confidence:" in f["summary"]]
+    assert finding["status"] == "warn"
+    assert finding["summary"] == "last 4 decisions, mean confidence: fvg 0.25, momentum 0.75, entry 1.00 — low: fvg"

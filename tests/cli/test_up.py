@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -16,10 +17,11 @@ import redis
 
 from worker.actions import AGENT_NAMES
 from worker.aggregator import AggregatorConfig, aggregate
+from worker.decision_entry import decision_fields
 from worker.embedded_redis import free_port
 from worker.names import DECISIONS_STREAM, INPUT_STREAM
 from worker.producer import make_event
-from worker.records import AgentVote, decision_fields
+from worker.records import AgentVote
 
 
 def test_up_runs_redis_worker_and_feed_and_stops_cleanly(tmp_path: Path) -> None:
@@ -54,7 +56,7 @@ def test_a_decision_row_reads_whole_in_an_80_column_terminal() -> None:
     from tacticalctl.up import decision_row, render
 
     fields = {b"correlation_id": b"run7f3a-s0-SIM-20260112T021000Z", b"synergy_type": b"TYPE_4", b"direction": b"-1",
-              b"vote_fvg": b"0.01,0.02,0.97", b"vote_momentum": b"0.6,0.3,0.1", b"vote_entry": b"0.0,0.0,1.0",
+              b"votes_f32le": struct.pack("<9f", 0.01, 0.02, 0.97, 0.6, 0.3, 0.1, 0.0, 0.0, 1.0),
               b"action": b"long", b"score": b"0.93412", b"execute": b"0",
               b"reason": b"against direction: long 0.934 < 0.95"}
     row = decision_row(b"1700000000000-0", b"1700000000012-0", fields)
@@ -75,7 +77,8 @@ def test_a_decision_whose_text_looks_like_markup_is_shown_as_it_is() -> None:
     from tacticalctl.up import decision_row, render
 
     fields = {b"correlation_id": b"ord[/x]1", b"synergy_type": b"TYPE_1", b"direction": b"1",
-              b"vote_fvg": b"0.1,0.2,0.7", b"vote_momentum": b"0.1,0.2,0.7", b"vote_entry": b"0.1,0.2,0.7",
+              b"vote_fvg": b"0.1,0.2,0.7", b"vote_momentum": b"0.1,0.2,0.7", b"vote_entry": b"0.1,0.2,0.7",  # older
+
               b"action": b"long", b"score": b"0.5", b"execute": b"0", b"reason": b"below [red]threshold"}
     row = decision_row(b"1700000000000-0", b"1700000000012-0", fields)
     console = Console(width=120, record=True, color_system=None)

@@ -9,6 +9,7 @@ import time
 import pytest
 import redis
 
+from worker.decision_entry import timing_fields
 from worker.names import DECISIONS_STREAM, INPUT_STREAM
 from worker.ops.checks import Status, check_overnight_performance
 from worker.ops.sources import Sources
@@ -21,7 +22,7 @@ def write_decisions(client: redis.Redis, *, queued_ms: int, inference_ms: float,
         event_ms = start + i * 10
         client.xadd(INPUT_STREAM, {"correlation_id": f"c{i}"}, id=f"{event_ms}-0")
         client.xadd(DECISIONS_STREAM, {"correlation_id": f"c{i}", "event_id": f"{event_ms}-0", "execute": "0",
-                                       "validate_ms": "0.05", "inference_ms": repr(inference_ms)},
+                                       **timing_fields({"validate": 0.05, "inference": inference_ms})},
                     id=f"{event_ms + queued_ms}-0")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from worker.decision_entry import timing_fields
 from worker.ops.duplicates import FleetDuplicates, ScanResult, duplicates_of, repeated_ids
 from worker.ops.fleet import WorkerCounter, WorkerMetrics
 from worker.ops.reports import (
@@ -30,8 +31,8 @@ def decision(decided_ms: int, latency_ms: int, *, executed: bool, inference_ms: 
         b"correlation_id": f"cid-{decided_ms}".encode(),
         b"execute": b"1" if executed else b"0",
         b"event_id": f"{decided_ms - latency_ms}-3".encode(),
-        b"inference_ms": repr(inference_ms).encode(),
-        b"validate_ms": b"0.1",
+        **{name.encode(): value.encode() for name, value in timing_fields({"inference": inference_ms,
+                                                                           "validate": 0.1}).items()},
     })
 
 

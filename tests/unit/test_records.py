@@ -3,17 +3,28 @@ to the type checker only; see `per_event_record`)."""
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.unit.test_aggregator import CONFIG, make_event
 from worker.aggregator import aggregate
+from worker.decision_entry import (
+    decision_confidences,
+    decision_fields,
+    decision_scores,
+    decision_votes,
+    entry_timings_ms,
+    timing_fields,
+)
 from worker.positions import PositionBook
-from worker.records import AgentVote, decision_fields
+from worker.records import AGENT_NAMES, AgentVote
 
 
 def votes(long: float) -> list[AgentVote]:
@@ -50,15 +61,65 @@ def test_a_decision_entry_reads_back_as_the_agents_float32_outputs() -> None:
     for _ in range(200):
         outputs = rng.dirichlet([0.3, 0.3, 0.3], size=3).astype(np.float32)
         agent_votes = [AgentVote(agent, tuple(float(p) for p in outputs[i]), float(outputs[i].max()))
-                       for i, agent in enumerate(("fvg", "momentum", "entry"))]
+                       for i, agent in enumerate(AGENT_NAMES)]
         decision = aggregate(make_event(), agent_votes, CONFIG, "v1")
-        fields = decision_fields(decision, b"1-1")
-        for i, agent in enumerate(("fvg", "momentum", "entry")):
-            written = np.array([float(text) for text in fields[f"vote_{agent}"].split(",")], dtype=np.float32)
-            assert written.tolist() == outputs[i].tolist()
-            assert np.float32(float(fields[f"confidence_{agent}"])) == outputs[i].max()
-        assert tuple(float(fields[f"score_{action}"]) for action in ("short", "hold", "long")) == decision.scores
-        assert float(fields["score"]) == decision.score
+        stored = as_stored(decision_fields(decision, b"1-1"))
+        votes, confidences = decision_votes(stored), decision_confidences(stored)
+        for i, agent in enumerate(AGENT_NAMES):
+            assert list(votes[agent]) == outputs[i].tolist()
+            assert confidences[agent] == outputs[i].max()
+        assert tuple(decision_scores(stored).values()) == decision.scores
+        assert float(stored[b"score"]) == decision.score
+
+
+def as_stored(fields: dict[str, str | bytes]) -> dict[bytes, bytes]:
+    """Fields as a reader gets them back from Redis."""
+    return {name.encode(): value if isinstance(value, bytes) else value.encode() for name, value in fields.items()}
+
+
+def test_a_decisions_numbers_are_binary_fields_that_name_their_encoding() -> None:
+    """The scores, votes and confidences as little-endian binary (every byte of an entry costs every hand on the path:
+    README, Performance), in the layout their names and DESIGN's orders say; the rest is text."""
+    decision = aggregate(make_event(), votes(0.9), CONFIG, "v1")
+    fields = decision_fields(decision, b"1-1")
+    assert set(fields) == {"correlation_id", "synergy_type", "direction", "action", "score", "execute", "reason",
+                           "scores_f64le", "votes_f32le", "confidences_f32le", "event_id"}
+    assert struct.unpack("<3d", fields["scores_f64le"]) == decision.scores
+    as_float32 = np.array([p for v in decision.votes for p in v.probabilities], dtype=np.float32).tolist()
+    assert struct.unpack("<9f", fields["votes_f32le"]) == tuple(as_float32)
+    confidences = np.array([v.confidence for v in decision.votes], dtype=np.float32).tolist()
+    assert struct.unpack("<3f", fields["confidences_f32le"]) == tuple(confidences)
+    assert sum(len(value) for value in fields.values()) < 200
+
+
+def test_votes_out_of_agent_order_are_refused_not_written_under_other_names() -> None:
+    decision = aggregate(make_event(), votes(0.9), CONFIG, "v1")
+    swapped = replace(decision, votes=(decision.votes[1], decision.votes[0], decision.votes[2]))
+    with pytest.raises(ValueError, match="expected one of each"):
+        decision_fields(swapped)
+
+
+def test_votes_scores_and_timings_read_from_entries_old_and_new() -> None:
+    """A decisions stream holds entries written before and after the numbers went binary, during an upgrade and for
+    as long as it keeps them: the readers take both, and skip what does not read."""
+    new = as_stored({"votes_f32le": struct.pack("<9f", 0.5, 0.25, 0.25, 0.75, 0.125, 0.125, 0, 0, 1),
+                     "confidences_f32le": struct.pack("<3f", 0.5, 0.75, 1.0),
+                     "scores_f64le": struct.pack("<3d", 0.1, 0.2, 0.7),
+                     "timings_ms": "validate=0.250 inference=1.500 claim=x"})
+    old = {b"vote_fvg": b"0.5,0.25,0.25", b"vote_momentum": b"0.75,0.125,0.125", b"vote_entry": b"0,0,1",
+           b"confidence_fvg": b"0.5", b"confidence_momentum": b"0.75", b"confidence_entry": b"1.0",
+           b"score_short": b"0.1", b"score_hold": b"0.2", b"score_long": b"0.7",
+           b"validate_ms": b"0.25", b"inference_ms": b"1.5", b"claim_ms": b"nan"}
+    for fields in (new, old):
+        assert decision_votes(fields) == {"fvg": (0.5, 0.25, 0.25), "momentum": (0.75, 0.125, 0.125),
+                                          "entry": (0.0, 0.0, 1.0)}
+        assert decision_confidences(fields) == {"fvg": 0.5, "momentum": 0.75, "entry": 1.0}
+        assert decision_scores(fields) == {"short": 0.1, "hold": 0.2, "long": 0.7}
+        assert entry_timings_ms(fields) == {"validate": 0.25, "inference": 1.5}  # what is not a number is left out
+    broken = {b"votes_f32le": b"short", b"vote_fvg": b"0.1,x,0.2", b"vote_entry": b"0.5,0.5"}
+    assert decision_votes(broken) == {} and decision_scores({}) == {} and entry_timings_ms({}) == {}
+    assert timing_fields({"validate": 0.2931069, "inference": 12.0}) == {
+        "timings_ms": "validate=0.293 inference=12.000"}
 
 
 def test_the_type_checker_refuses_to_change_a_record(tmp_path) -> None:

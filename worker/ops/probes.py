@@ -33,6 +33,7 @@ from models.bundle_history import decided_versions, replaced_by_current
 from worker.alerts import AuditTrailError, Severity, recent_alerts
 from worker.breaker import BreakerState
 from worker.connection import REDIS_UNREACHABLE, refusal_advice
+from worker.decision_entry import decision_confidences
 from worker.health import DEFAULT_THRESHOLDS, CheckStatus, HealthState, check_latency
 from worker.heartbeat import last_beats_of_gone_workers, live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
@@ -817,11 +818,8 @@ def probe_confidence(sources: Sources) -> list[Finding]:
     decisions = list(iter_newest(client, DECISIONS_STREAM, limit=RECENT))
     per_agent: dict[str, list[float]] = {}
     for _, fields in decisions:
-        for name, raw in fields.items():
-            if name.startswith(b"confidence_"):
-                value = number(as_text(raw))
-                if value is not None:
-                    per_agent.setdefault(as_text(name).removeprefix("confidence_"), []).append(value)
+        for agent, value in decision_confidences(fields).items():
+            per_agent.setdefault(agent, []).append(value)
     if per_agent:
         means = {agent: sum(v) / len(v) for agent, v in per_agent.items()}
         low = {a: m for a, m in means.items() if m < THRESHOLDS.confidence_warn}

@@ -23,6 +23,7 @@ from typing import Any
 import redis
 
 from worker.alerts import Alert, read_alerts
+from worker.decision_entry import entry_timings_ms
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 from worker.ops.duplicates import FleetDuplicates, ScanResult, duplicates_of, iter_newest, scan_offenders
 from worker.ops.fleet import Families, FleetCounter, WorkerCounter, WorkerMetrics
@@ -112,16 +113,6 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _float(raw: bytes | None) -> float | None:
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
 def summarize_decisions(
     entries: Iterable[tuple[bytes, Mapping[bytes, bytes]]], *, truncated: bool = False
 ) -> DecisionStats:
@@ -144,14 +135,11 @@ def summarize_decisions(
             latency = float(decided_ms - entry_time_ms(event_id))
             latencies.append(latency)
             by_hour.setdefault(hour, []).append(latency)
-        worked_ms: float | None = None
-        for name, raw in fields.items():
-            if name.endswith(b"_ms"):
-                value = _float(raw)
-                if value is not None:
-                    stages.setdefault(name[:-3].decode(), []).append(value)
-                    worked_ms = value if worked_ms is None else worked_ms + value
-        if worked_ms is not None:
+        timings = entry_timings_ms(fields)
+        for stage, value in timings.items():
+            stages.setdefault(stage, []).append(value)
+        if timings:
+            worked_ms = sum(timings.values())
             service.append(worked_ms)
             service_by_hour.setdefault(hour, []).append(worked_ms)
     hourly = tuple(
