@@ -216,18 +216,25 @@ def test_a_stuck_health_state_names_each_live_workers_pid_for_py_spy(
     assert f"host-a:101 (pid {os.getpid()} on {socket.gethostname()}" in " ".join(result.stdout.split()), result.stdout
 
 
+@pytest.mark.parametrize("policy", ["noeviction", "volatile-lru"])
 def test_no_alert_in_the_history_while_redis_refuses_writes_is_not_an_all_clear(
-    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers], policy: str
 ) -> None:
     # At maxmemory the workers cannot write their P0s: they hold them until Redis takes writes again. An empty
-    # history then says nothing about what happened, and must not read as "OK".
+    # history then says nothing about what happened, and must not read as "OK". Under a volatile-* policy Redis
+    # refuses writes too once no key it may evict is left (INFO's policy alone said it took them).
     url, answers = worker_http
     healthy_worker(redis_client, answers)
+    before = redis_client.config_get("maxmemory-policy")["maxmemory-policy"]
+    redis_client.config_set("maxmemory-policy", policy)
     redis_client.config_set("maxmemory", 1)
     try:
+        with pytest.raises(redis.OutOfMemoryError):  # what the workers meet
+            redis_client.set("tactical:probe", "1")
         report = reports(ctl("triage", "breaker-open", "--json", worker_url=url))["breaker-open"]
     finally:
         redis_client.config_set("maxmemory", 0)
+        redis_client.config_set("maxmemory-policy", before)
     [held] = [s for s in summaries(report, "warn") if "P0/P1" in s]
     assert "Redis refuses writes now" in held and "hold the alerts" in held, held
     assert not [s for s in summaries(report, "ok") if "P0/P1" in s]

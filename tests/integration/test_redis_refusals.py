@@ -186,3 +186,33 @@ def test_a_lone_half_open_worker_tries_its_own_failed_event(client, start_worker
     # The decision is readable as soon as Redis ran the commit; the worker closes the breaker once it has read the
     # commit's reply, a moment later.
     wait_for(lambda: worker.breaker.state is BreakerState.CLOSED, what="the trial's success closing the breaker")
+
+
+def test_the_triage_says_when_redis_refuses_writes_as_redis_itself_judges(client, private_redis) -> None:
+    """The alert history's caveat follows what a write would meet now: refused on a read-only replica and at
+    maxmemory with nothing to evict; taken again when Redis can evict (a volatile-* policy with keys that expire)."""
+    from worker.ops.probes import probe_alert_history
+    from worker.ops.sources import Sources
+    from worker.settings import default_models_dir
+
+    sources = Sources(private_redis.url(), "http://127.0.0.1:1", default_models_dir())
+
+    def caveat() -> str:
+        [finding] = probe_alert_history(sources)
+        return finding.summary
+
+    assert "refuses writes" not in caveat()
+    client.replicaof("127.0.0.1", free_port())
+    assert "Redis refuses writes now (a read-only replica)" in caveat()
+    client.replicaof("NO", "ONE")
+    client.set("tactical:completed:old", "x" * 1_000_000, ex=3600)  # a key it may evict, big enough to free room
+    client.config_set("maxmemory-policy", "volatile-lru")
+    try:
+        client.config_set("maxmemory", int(client.info("memory")["used_memory"]) - 200_000)
+        assert "refuses writes" not in caveat()  # it evicted the key that expires to take the write
+        assert not client.exists("tactical:completed:old")
+        client.config_set("maxmemory", 1)
+        assert "Redis refuses writes now (maxmemory reached, nothing it may evict)" in caveat()
+    finally:
+        client.config_set("maxmemory", 0)
+        client.config_set("maxmemory-policy", "noeviction")

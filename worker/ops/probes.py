@@ -640,9 +640,25 @@ def probe_alert_history(sources: Sources) -> list[Finding]:
                   f"{latest[-1].message}{held}", alerts=[a.as_dict() for a in latest])]
 
 
+# A script that writes nothing but does not declare `no-writes`: Redis admits it by the rule it applies to writes, so
+# its refusal is the one a write would meet now.
+_WRITE_ADMISSION_LUA = "#!lua\nreturn 1"
+
+
 def _refusing_writes(client: redis.Redis) -> str | None:
-    """Why Redis refuses writes now, as INFO tells: at maxmemory under noeviction, or a replica; None when it takes
-    them."""
+    """Why Redis refuses writes now; None when it takes them. Asked of Redis itself rather than read off INFO: at
+    maxmemory it refuses them when it finds nothing to evict — under noeviction, and under a volatile-* policy once
+    no key has an expiry — which no INFO field says. (Like any write at maxmemory, the question makes an evicting
+    Redis evict first.) A Redis that cannot be asked so (before 7.0, or EVAL not permitted) is judged from INFO."""
+    try:
+        client.eval(_WRITE_ADMISSION_LUA, 0)
+        return None
+    except redis.OutOfMemoryError:
+        return "maxmemory reached, nothing it may evict"
+    except redis.ReadOnlyError:
+        return "a read-only replica"
+    except redis.ResponseError:
+        pass
     info = client.info()
     used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
     if limit and used >= limit and str(info.get("maxmemory_policy", "noeviction")) == "noeviction":
