@@ -188,11 +188,12 @@ def _register() -> None:
     keys.register(app)
     breaker.register(app)
     alerts.register(app)
-    from tacticalctl import checklists, duplicates, latency, triage
+    from tacticalctl import checklists, decision, duplicates, latency, triage
 
     checklists.register(app)
     latency.register(app)
     duplicates.register(app)
+    decision.register(app)
     triage.register(app)
     from tacticalctl import bench
 
