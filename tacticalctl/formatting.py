@@ -98,6 +98,14 @@ def number(value: Any, fmt: str = "{:g}", unknown: str = "-") -> str:
         return escape(str(value))
 
 
+def latency_ms(value: float | None, saturated: bool = False) -> str:
+    """`3.10 ms`; a quantile beyond the histogram's last finite bucket `>1000 ms` (the true value is larger); None →
+    `-`."""
+    if value is None:
+        return "-"
+    return f">{value:.0f} ms" if saturated else f"{value:.2f} ms"
+
+
 def parse_duration(text: str) -> float:
     """`90`, `90s`, `30m`, `24h`, `2d`, `500ms` → seconds. Raises ValueError with the accepted forms."""
     match = _DURATION.match(text)

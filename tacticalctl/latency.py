@@ -10,7 +10,7 @@ from rich.table import Table
 
 from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
-from tacticalctl.formatting import exit_code_for, styled
+from tacticalctl.formatting import exit_code_for, latency_ms, styled
 from worker.health import DEFAULT_THRESHOLDS
 from worker.ops.latency import NoLatencyHistogram, OperationLatency, operation_latencies, worst
 from worker.ops.worker_client import WorkerClient, WorkerUnreachable
@@ -20,19 +20,13 @@ COUNTS_NOTE = ("count: end_to_end and validate … commit one per decided event 
                "monitor probe (one event, timed alone)")
 
 
-def _ms(value: float | None, saturated: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f">{value:.0f} ms" if saturated else f"{value:.2f} ms"
-
-
 def latency_table(rows: list[OperationLatency], title: str) -> Table:
     table = Table(title=title)
     for column in ("operation", "count", "p50", "p99", "mean", "status"):
         table.add_column(column, justify="left" if column in ("operation", "status") else "right", overflow="fold")
     for row in rows:
-        table.add_row(row.label, row.count_text, _ms(row.p50_ms), _ms(row.p99_ms, row.saturated), _ms(row.mean_ms),
-                      styled(row.status) if row.count else f"no {row.counted_per.value}")
+        table.add_row(row.label, row.count_text, latency_ms(row.p50_ms), latency_ms(row.p99_ms, row.saturated),
+                      latency_ms(row.mean_ms), styled(row.status) if row.count else f"no {row.counted_per.value}")
     return table
 
 

@@ -6,7 +6,7 @@ bound, so a command pointed at one worker (`--worker-url`) can read the others a
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -21,6 +21,7 @@ from worker.ops.worker_client import WorkerClient, WorkerUnreachable, health_lev
 
 Families = Mapping[str, list[Sample]]
 ValueT = TypeVar("ValueT")
+ItemT = TypeVar("ItemT")
 
 
 STARTING = "its heartbeat names no HTTP endpoint yet: a worker just starting"
@@ -145,11 +146,16 @@ class FleetHealth:
 def read_fleet_health(client: redis.Redis, *, timeout_s: float) -> FleetHealth:
     """GET /health of every live worker at the endpoint its heartbeat names, all at once: a worker that does not
     answer costs `timeout_s` once, not once per worker."""
-    workers = live_workers(client)
-    if not workers:
-        return FleetHealth(())
-    with ThreadPoolExecutor(max_workers=min(len(workers), 16), thread_name_prefix="fleet-health") as pool:
-        return FleetHealth(tuple(pool.map(lambda worker: _read_health(worker, timeout_s), workers)))
+    return FleetHealth(at_once(lambda worker: _read_health(worker, timeout_s), live_workers(client), "fleet-health"))
+
+
+def at_once(read: Callable[[ItemT], ValueT], items: Sequence[ItemT], name: str) -> tuple[ValueT, ...]:
+    """`read` of every item, in threads (16 at most), in the items' order: reads that wait on the network wait
+    together. `read` says its own failures in what it returns."""
+    if not items:
+        return ()
+    with ThreadPoolExecutor(max_workers=min(len(items), 16), thread_name_prefix=name) as pool:
+        return tuple(pool.map(read, items))
 
 
 def _read_health(worker: LiveWorker, timeout_s: float) -> WorkerHealth:
@@ -283,5 +289,5 @@ def _named(workers: Iterable[WorkerCounter[Any]]) -> str:
 
 
 __all__ = ["STARTING", "Families", "FleetCounter", "FleetHealth", "LiveWorker", "WorkerCounter", "WorkerHealth",
-           "WorkerMetrics", "live_workers", "other_live_workers", "read_fleet_health", "read_fleet_metrics",
+           "WorkerMetrics", "at_once", "live_workers", "other_live_workers", "read_fleet_health", "read_fleet_metrics",
            "worker_url_of"]
