@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from typer.testing import CliRunner, Result
 
 from tacticalctl.app import app
 from worker.embedded_redis import free_port
+from worker.heartbeat import write_heartbeat
 from worker.http_server import HealthServer
 from worker.metrics import TacticalMetrics
 from worker.process import WorkerProcess
@@ -105,15 +107,18 @@ def worker_http() -> Iterator[tuple[str, WorkerAnswers]]:
 
 @pytest.fixture
 def serve_worker() -> Iterator[Callable[..., tuple[HealthServer, WorkerAnswers]]]:
-    """Workers' real HTTP servers, each on a free port: `serve_worker(consumer, state_code)` answers /health and
-    /health/state as a worker of that name in that state would; every one is stopped after the test."""
+    """Workers' real HTTP servers, each on a free port: `serve_worker(consumer, state_code, metrics)` answers /health
+    and /health/state as a worker of that name in that state would, /metrics from `metrics` (default: a fresh
+    registry); every one is stopped after the test."""
     servers: list[HealthServer] = []
 
-    def serve(consumer: str, state_code: int = 0) -> tuple[HealthServer, WorkerAnswers]:
+    def serve(consumer: str, state_code: int = 0,
+              metrics: TacticalMetrics | None = None) -> tuple[HealthServer, WorkerAnswers]:
         answers = WorkerAnswers()
         answers.set_state(state_code, consumer=consumer)
         answers.health["consumer"] = consumer
-        server = HealthServer("127.0.0.1", 0, metrics=TacticalMetrics(), health_snapshot=lambda: answers.health,
+        server = HealthServer("127.0.0.1", 0, metrics=metrics or TacticalMetrics(),
+                              health_snapshot=lambda: answers.health,
                               state_snapshot=lambda: answers.state).start()
         servers.append(server)
         return server, answers
@@ -121,6 +126,16 @@ def serve_worker() -> Iterator[Callable[..., tuple[HealthServer, WorkerAnswers]]
     yield serve
     for server in servers:
         server.stop()
+
+
+def beat(client: redis.Redis, consumer: str, http: str | None, *, host: str | None = None) -> None:
+    """A live heartbeat of `consumer` (named `host:pid`, beating from `host` if given), naming the HTTP address
+    `http` (None: none yet)."""
+    named_host, _, pid = consumer.partition(":")
+    info: dict[str, object] = {"host": host or named_host, "pid": int(pid)}
+    if http is not None:
+        info["http"] = http.removeprefix("http://")
+    write_heartbeat(client, consumer, interval_s=30.0, info=info)
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ import pytest
 import redis
 from typer.testing import Result
 
-from tests.cli.conftest import Ctl, WorkerAnswers
-from worker.heartbeat import write_heartbeat
+from tests.cli.conftest import Ctl, WorkerAnswers, beat
 from worker.http_server import HealthServer
 from worker.version import build_commit
 
@@ -152,16 +151,6 @@ def test_a_number_the_worker_served_as_null_is_still_the_workers_answer(
     result = ctl("health", "state", "--json", worker_url=url)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["positions"]["realised_pnl"] is None
-
-
-def beat(client: redis.Redis, consumer: str, http: str | None, *, host: str | None = None) -> None:
-    """A live heartbeat of `consumer` (named `host:pid`, beating from `host` if given), naming the HTTP address
-    `http` (None: none yet)."""
-    named_host, _, pid = consumer.partition(":")
-    info: dict[str, object] = {"host": host or named_host, "pid": int(pid)}
-    if http is not None:
-        info["http"] = http.removeprefix("http://")
-    write_heartbeat(client, consumer, interval_s=30.0, info=info)
 
 
 def said(result: Result) -> str:
