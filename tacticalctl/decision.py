@@ -11,7 +11,7 @@ from rich.table import Table
 
 from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import ExitCode
-from tacticalctl.formatting import plain
+from tacticalctl.formatting import make_console, plain
 from worker.actions import ACTION_ORDER
 from worker.aggregator import cut_decimals, shown_score
 from worker.ops.decision_lookup import DEFAULT_SCAN, DecisionRecord, EventWhereabouts, find_event
@@ -29,7 +29,9 @@ def decision(
     confidence, the weighted scores, the reason it did or did not execute, the model, the stage timings, and the
     execution command it sent. Otherwise where the event is: in flight (a worker holds its lease) or dead-lettered.
 
-    Found through its completed key (one read), else by scanning the newest --scan decisions.
+    The decision its completed key names is read directly; every decision of the id is also looked for among the
+    newest --scan decisions (one decided again after its key expired names only the newest), the dead letters among
+    the newest 10,000. (A correlation id that starts with `-`: `tacticalctl decision -- -abc`.)
 
     Exit 0 decided (or in flight), 1 not found (not decided yet, or older than what is kept and scanned) or
     dead-lettered, 2 Redis unreachable. More than one decision for one id (decided again after its completed key
@@ -39,14 +41,14 @@ def decision(
     direction, action, score, execute, reason, model_version, scores {short, hold, long}, votes {agent: [short, hold,
     long]}, confidences {agent}, timings_ms {stage}, command {command_id, side, quantity, price, …} | null,
     command_missing}], completed_key_entry, in_flight (owner|entry), dead_letters [{entry_id, dead_letter_id, reason,
-    delivery_count}], decisions_scanned, scan_truncated, notes.
+    delivery_count}], decisions_scanned, scan_truncated, dead_letters_truncated, notes.
     """
     found = find_event(get_context(ctx).redis(), correlation_id, scan=scan)
     code = _exit_code(found)
     if json_output:
         print_json(found.as_dict())
     else:
-        render(found, Console(highlight=False))
+        render(found, make_console())
     raise typer.Exit(int(code))
 
 
@@ -101,17 +103,21 @@ def _render_decision(record: DecisionRecord, console: Console) -> None:
         table.add_row(agent, *(_cut(p) for p in probabilities), "-" if confidence is None else _cut(confidence))
     if record.scores:
         table.add_row("[bold]weighted[/]", *(_cut(record.scores.get(action)) for action in ACTION_ORDER), "")
-    console.print(table)
+    if record.votes or record.scores:
+        console.print(table)
+    else:
+        console.print("[yellow]no votes or scores this tool can read in the entry[/]")
     if record.timings_ms:
         console.print("timings: " + ", ".join(f"{stage} {ms:.3f} ms" for stage, ms in record.timings_ms.items()))
     if record.command is not None:
-        c = record.command.fields
-        console.print(f"command {record.command.command_id}: {plain(c.get('side'))} {plain(c.get('quantity'))} "
-                      f"{plain(c.get('symbol'))} @ {plain(c.get('price'))} {plain(c.get('order_type'))} "
-                      f"{plain(c.get('time_in_force'))}, stop {plain(c.get('stop_loss'))}, "
-                      f"take profit {plain(c.get('take_profit'))}")
+        c = {name: plain(c) for name, c in record.command.fields.items()}
+        missing = "?"
+        console.print(f"command {record.command.command_id}: {c.get('side', missing)} {c.get('quantity', missing)} "
+                      f"{c.get('symbol', missing)} @ {c.get('price', missing)} {c.get('order_type', missing)} "
+                      f"{c.get('time_in_force', missing)}, stop {c.get('stop_loss', missing)}, "
+                      f"take profit {c.get('take_profit', missing)}")
     elif record.command_missing:
-        console.print("[red]executed, but no command for it was found after the decision in execution_commands[/] "
+        console.print("[red]executed, but no command for it was found near the decision in execution_commands[/] "
                       "(trimmed or deleted since)")
 
 

@@ -99,7 +99,7 @@ def decision_scores(fields: Mapping[bytes, bytes]) -> dict[str, float]:
     """The score of each action (ACTION_ORDER) a decision entry records; {} if it records none readable."""
     scores = _unpacked(fields, SCORES_FIELD, _SCORES)
     if scores is not None:
-        return dict(zip(ACTION_ORDER, scores, strict=True))
+        return {action: v for action, v in zip(ACTION_ORDER, scores, strict=True) if math.isfinite(v)}
     return _floats(_old_text(fields, "score_", ACTION_ORDER))
 
 
@@ -108,14 +108,15 @@ def decision_votes(fields: Mapping[bytes, bytes]) -> dict[str, tuple[float, ...]
     values = _unpacked(fields, VOTES_FIELD, _VOTES)
     width = len(ACTION_ORDER)
     if values is not None:
-        return {agent: values[i * width:(i + 1) * width] for i, agent in enumerate(AGENT_NAMES)}
+        rows = {agent: values[i * width:(i + 1) * width] for i, agent in enumerate(AGENT_NAMES)}
+        return {agent: row for agent, row in rows.items() if all(map(math.isfinite, row))}
     votes: dict[str, tuple[float, ...]] = {}
     for agent, text in _old_text(fields, "vote_", AGENT_NAMES).items():
         try:
             probabilities = tuple(float(p) for p in text.split(","))
         except ValueError:
             continue
-        if len(probabilities) == width:
+        if len(probabilities) == width and all(map(math.isfinite, probabilities)):
             votes[agent] = probabilities
     return votes
 
@@ -124,7 +125,7 @@ def decision_confidences(fields: Mapping[bytes, bytes]) -> dict[str, float]:
     """Each agent's confidence a decision entry records; {} if it records none readable."""
     values = _unpacked(fields, CONFIDENCES_FIELD, _CONFIDENCES)
     if values is not None:
-        return dict(zip(AGENT_NAMES, values, strict=True))
+        return {agent: v for agent, v in zip(AGENT_NAMES, values, strict=True) if math.isfinite(v)}
     return _floats(_old_text(fields, "confidence_", AGENT_NAMES))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import time
 from collections.abc import Callable
 
@@ -46,7 +47,7 @@ def test_a_decided_event_shows_its_votes_reason_and_command_as_the_worker_wrote_
     entry_id, fields = decisions[executed]
     assert (found["decision_id"], found["execute"], found["action"]) == (entry_id.decode(), True,
                                                                           fields[b"action"].decode())
-    assert doc["decisions_scanned"] == 0, "found through its completed key, no scan"
+    assert doc["decisions_scanned"] >= 20, "the newest decisions scanned too, for a second decision of this id"
     stored = decision_votes(fields)
     assert {agent: tuple(p) for agent, p in found["votes"].items()} == stored and len(stored) == 3
     assert all(abs(sum(p) - 1) < 1e-5 for p in stored.values())
@@ -101,3 +102,58 @@ def test_an_event_in_flight_or_unknown_or_from_an_older_worker(ctl: Ctl, redis_c
     redis_client.xadd(DECISIONS_STREAM, {"correlation_id": "old", "execute": "0", "action": "hold"})
     twice = ctl("decision", "old")
     assert twice.exit_code == 1 and "2 decisions for old" in twice.stdout
+
+
+
+def test_a_correlation_id_decided_twice_is_shown_twice_while_its_completed_key_exists(
+        ctl: Ctl, redis_client: redis.Redis) -> None:
+    # A completed key evicted (volatile-*), or cleaned, and the event redelivered: decided again, key set again.
+    for _ in range(2):
+        did = redis_client.xadd(DECISIONS_STREAM, {"correlation_id": "dup", "execute": "1", "action": "long",
+                                                   "score": "0.9", "reason": "executed"})
+        redis_client.xadd(COMMANDS_STREAM, {"correlation_id": "dup", "side": "BUY", "quantity": "1"})
+    redis_client.set(completed_key("dup"), did)
+    result = ctl("decision", "dup", "--json")
+    assert len(json.loads(result.stdout)["decisions"]) == 2 and result.exit_code == 1
+
+
+def test_a_score_that_is_not_finite_is_no_traceback_and_the_json_is_json(ctl: Ctl, redis_client: redis.Redis) -> None:
+    redis_client.xadd(DECISIONS_STREAM, {"correlation_id": "n", "execute": "0", "action": "hold", "score": "nan",
+                                         "reason": "x", "confidences_f32le": struct.pack("<3f", float("nan"), 1, 1)})
+    shown = ctl("decision", "n")
+    assert shown.exit_code == 0 and "Traceback" not in shown.stderr, shown.stderr[-300:]
+    json.loads(ctl("decision", "n", "--json").stdout, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+
+
+def test_a_completed_key_that_holds_no_entry_id_is_a_note_not_a_redis_refusal(
+        ctl: Ctl, redis_client: redis.Redis) -> None:
+    redis_client.set(completed_key("k"), "done")  # tools date such keys by TTL (`keys list`): they exist
+    redis_client.xadd(DECISIONS_STREAM, {"correlation_id": "k", "execute": "0", "action": "hold", "score": "0.5",
+                                         "reason": "x"})
+    result = ctl("decision", "k")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_a_malformed_event_id_is_no_traceback(ctl: Ctl, redis_client: redis.Redis) -> None:
+    redis_client.xadd(DECISIONS_STREAM, {"correlation_id": "e", "event_id": "?", "execute": "0", "action": "hold",
+                                         "score": "0.5", "reason": "x"})
+    result = ctl("decision", "e")
+    assert "Traceback" not in result.stderr and result.exit_code == 0, result.stderr[-300:]
+
+
+def test_each_decision_of_an_id_gets_its_own_command_even_when_the_clock_stepped_back(
+    ctl: Ctl, redis_client: redis.Redis
+) -> None:
+    """A stream's ids never go back: after the clock stepped back, the decisions stream's ids may run ahead of the
+    commands stream's, and a decision's command then has an earlier id. Two decisions of one id (one decided again)
+    each get their own command, never the other's."""
+    ahead_ms = int(time.time() * 1000) + 60_000
+    redis_client.xadd(DECISIONS_STREAM, {"correlation_id": "ahead", "execute": "0"}, id=f"{ahead_ms}-0")
+    first = redis_client.xadd(COMMANDS_STREAM, {"correlation_id": "twice", "side": "BUY"})
+    redis_client.xadd(DECISIONS_STREAM, {"correlation_id": "twice", "execute": "1", "action": "long"})
+    second = redis_client.xadd(COMMANDS_STREAM, {"correlation_id": "twice", "side": "SELL"})
+    redis_client.xadd(DECISIONS_STREAM, {"correlation_id": "twice", "execute": "1", "action": "short"})
+    doc = json.loads(ctl("decision", "twice", "--json").stdout)
+    assert [(d["action"], d["command"]["command_id"]) for d in doc["decisions"]] == [
+        ("short", second.decode()), ("long", first.decode())]
+    assert "SELL" in ctl("decision", "twice").stdout

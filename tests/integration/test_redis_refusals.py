@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -216,3 +217,29 @@ def test_the_triage_says_when_redis_refuses_writes_as_redis_itself_judges(client
     finally:
         client.config_set("maxmemory", 0)
         client.config_set("maxmemory-policy", "noeviction")
+
+
+def test_the_triage_names_a_refusal_without_a_class_and_paused_writes(client, private_redis) -> None:
+    """Refusals redis-py has no class for (NOREPLICAS, MISCONF) are refusals all the same; and while writes are paused
+    (CLIENT PAUSE WRITE, a FAILOVER) Redis holds a write without answering: said after a second, not waited out."""
+    from worker.ops.probes import probe_alert_history
+    from worker.ops.sources import Sources
+    from worker.settings import default_models_dir
+
+    sources = Sources(private_redis.url(), "http://127.0.0.1:1", default_models_dir())
+    client.config_set("min-replicas-to-write", 1)
+    try:
+        with pytest.raises(redis.ResponseError, match=r"^NOREPLICAS"):  # what the workers meet
+            client.set("tactical:probe", "1")
+        [finding] = probe_alert_history(sources)
+        assert "Redis refuses writes now (fewer good replicas than min-replicas-to-write)" in finding.summary
+    finally:
+        client.config_set("min-replicas-to-write", 0)
+    client.execute_command("CLIENT", "PAUSE", 20_000, "WRITE")
+    try:
+        started = time.monotonic()
+        [finding] = probe_alert_history(sources)
+        assert "Redis refuses writes now (writes paused" in finding.summary
+        assert time.monotonic() - started < 10
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")

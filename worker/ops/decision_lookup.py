@@ -1,12 +1,15 @@
 """What became of one event, by its correlation id: its decision as the worker recorded it (votes, scores, reason,
 timings, model), the execution command it sent, or where the event is instead (in flight, dead-lettered).
 
-The decision is found through `tactical:completed:{cid}`, which holds its entry id for a day
-(`TACTICAL_COMPLETED_TTL_S`): one XRANGE. Once the key has expired, by a bounded scan of the newest decisions.
+The decision `tactical:completed:{cid}` names (its entry id, kept a day: `TACTICAL_COMPLETED_TTL_S`) is read
+directly, even when older than what is scanned; every decision of the id is looked for among the newest ones too (a
+bounded scan), since one decided again after its key expired, was evicted or cleaned has the key again, naming only
+the newest.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -23,10 +26,11 @@ from worker.decision_entry import (
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM, completed_key, processing_key
 from worker.ops.duplicates import iter_newest
 from worker.redis_text import as_text
-from worker.stream_entries import entries, entry_time_ms
+from worker.stream_entries import entries, entry_time_ms, parse_stream_id
 
-DEFAULT_SCAN = 100_000  # newest decisions (and dead letters) looked through when no completed key points at one
-COMMAND_SEARCH = 1_000  # commands read after the decision's id: its own is written by the same commit, after it
+DEFAULT_SCAN = 100_000  # newest decisions looked through for every decision of an id
+DEAD_LETTER_SCAN = 10_000  # newest dead letters looked through (each carries its event's matrix: ~2 KB)
+COMMAND_SEARCH = 1_000  # commands read on each side of a decision's time: its own is written by the same commit
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,7 @@ class EventWhereabouts:
     dead_letters: tuple[dict[str, str], ...] = ()  # entry id, reason, delivery count of each dead letter
     decisions_scanned: int = 0  # decisions read by the scan (0: the completed key led straight to it)
     scan_truncated: bool = False
+    dead_letters_truncated: bool = False  # more dead letters than DEAD_LETTER_SCAN: older ones not looked at
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -95,6 +100,7 @@ class EventWhereabouts:
             "decisions": [d.as_dict() for d in self.decisions], "completed_key_entry": self.completed_key_entry,
             "in_flight": self.in_flight, "dead_letters": list(self.dead_letters),
             "decisions_scanned": self.decisions_scanned, "scan_truncated": self.scan_truncated,
+            "dead_letters_truncated": self.dead_letters_truncated,
             "notes": list(self.notes),
         }
 
@@ -105,7 +111,15 @@ def _iso(ms: int) -> str:
 
 def _float(raw: bytes | None) -> float | None:
     try:
-        return None if raw is None else float(raw)
+        value = None if raw is None else float(raw)
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _entry_ms(raw: bytes | str | None) -> int | None:
+    try:
+        return None if raw is None else entry_time_ms(raw)
     except ValueError:
         return None
 
@@ -113,13 +127,14 @@ def _float(raw: bytes | None) -> float | None:
 def read_decision(decision_id: bytes, fields: Mapping[bytes, bytes]) -> DecisionRecord:
     """One decision entry as a record, whichever worker version wrote it."""
     event_id = fields.get(b"event_id")
+    event_ms = _entry_ms(event_id)
     decided_ms = entry_time_ms(decision_id)
     return DecisionRecord(
         correlation_id=as_text(fields.get(b"correlation_id")),
         decision_id=as_text(decision_id),
         decided_at=_iso(decided_ms),
         event_id=None if event_id is None else as_text(event_id),
-        latency_ms=None if event_id is None else decided_ms - entry_time_ms(event_id),
+        latency_ms=None if event_ms is None else decided_ms - event_ms,
         synergy_type=as_text(fields.get(b"synergy_type")),
         direction=as_text(fields.get(b"direction")),
         action=as_text(fields.get(b"action")),
@@ -134,17 +149,36 @@ def read_decision(decision_id: bytes, fields: Mapping[bytes, bytes]) -> Decision
     )
 
 
-def _with_command(client: redis.Redis, decision: DecisionRecord) -> DecisionRecord:
-    if not decision.execute:
-        return decision
+def _find_command(client: redis.Redis, decision: DecisionRecord, taken: set[str], *,
+                  before: bool) -> CommandRecord | None:
+    """The first command for the decision's id from its millisecond on (each stream numbers its own ids, so within
+    one millisecond the command's may sort before the decision's), or with `before` the nearest one before it. A
+    command in `taken` is another decision's."""
     wanted = decision.correlation_id.encode()
-    # Its command's id may sort before the decision's within one millisecond (each stream numbers its own).
-    lower = f"{entry_time_ms(decision.decision_id)}-0"
-    for command_id, fields in entries(client, COMMANDS_STREAM, lower=lower, count=COMMAND_SEARCH):
-        if fields.get(b"correlation_id") == wanted:
-            record = CommandRecord(as_text(command_id), {as_text(k): as_text(v) for k, v in fields.items()})
-            return replace(decision, command=record)
-    return replace(decision, command_missing=True)
+    at = f"{entry_time_ms(decision.decision_id)}-0"
+    bound = {"upper": "(" + at} if before else {"lower": at}
+    for command_id, fields in entries(client, COMMANDS_STREAM, count=COMMAND_SEARCH, newest_first=before, **bound):
+        if fields.get(b"correlation_id") == wanted and as_text(command_id) not in taken:
+            taken.add(as_text(command_id))
+            return CommandRecord(as_text(command_id), {as_text(k): as_text(v) for k, v in fields.items()})
+    return None
+
+
+def _with_commands(client: redis.Redis, decisions: list[DecisionRecord]) -> list[DecisionRecord]:
+    """Each executed decision (newest first) with the command its commit wrote: looked for from its time on, oldest
+    decision first; then, for those without one, before it, newest first — a stream's ids never go back, so after
+    the clock stepped back the decisions stream's may run ahead of the commands stream's. Each command is one
+    decision's."""
+    taken: set[str] = set()
+    commands: dict[str, CommandRecord | None] = {}
+    executed = [d for d in decisions if d.execute]
+    for decision in reversed(executed):
+        commands[decision.decision_id] = _find_command(client, decision, taken, before=False)
+    for decision in executed:
+        if commands[decision.decision_id] is None:
+            commands[decision.decision_id] = _find_command(client, decision, taken, before=True)
+    return [d if not d.execute else replace(d, command=commands[d.decision_id],
+                                            command_missing=commands[d.decision_id] is None) for d in decisions]
 
 
 def find_event(client: redis.Redis, correlation_id: str, *, scan: int = DEFAULT_SCAN) -> EventWhereabouts:
@@ -155,37 +189,44 @@ def find_event(client: redis.Redis, correlation_id: str, *, scan: int = DEFAULT_
     completed = client.get(completed_key(correlation_id))
     decisions: list[DecisionRecord] = []
     scanned, truncated = 0, False
-    if completed is not None:
+    if completed is not None and _entry_ms(completed) is None:
+        notes.append(f"its completed key holds {as_text(completed)!r}, not a decision id")
+    elif completed is not None:
         found = entries(client, DECISIONS_STREAM, lower=completed, upper=completed, count=1)
         if found and found[0][1].get(b"correlation_id") == wanted:
             decisions.append(read_decision(*found[0]))
         else:
             notes.append(f"its completed key names decision {as_text(completed)}, which is no longer in "
                          f"{DECISIONS_STREAM} (trimmed or deleted): decided, but the record is gone")
-    if not decisions:
-        for decision_id, fields in iter_newest(client, DECISIONS_STREAM, limit=scan + 1):
-            scanned += 1
-            if scanned > scan:
-                truncated, scanned = True, scan
-                break
-            if fields.get(b"correlation_id") == wanted:
-                decisions.append(read_decision(decision_id, fields))
+    # Scanned even when the key led to one: an id decided again after its key expired or was evicted has the key
+    # again, naming only the newest decision.
+    keyed = {d.decision_id for d in decisions}
+    for decision_id, fields in iter_newest(client, DECISIONS_STREAM, limit=scan + 1):
+        scanned += 1
+        if scanned > scan:
+            truncated, scanned = True, scan
+            break
+        if fields.get(b"correlation_id") == wanted and as_text(decision_id) not in keyed:
+            decisions.append(read_decision(decision_id, fields))
+    decisions.sort(key=lambda d: parse_stream_id(d.decision_id), reverse=True)
     lease = client.get(processing_key(correlation_id))
+    dead_letters = list(iter_newest(client, DEAD_LETTER_STREAM, limit=DEAD_LETTER_SCAN + 1))
     dead = [{"entry_id": as_text(fields.get(b"dead_entry_id", entry_id)), "dead_letter_id": as_text(entry_id),
              "reason": as_text(fields.get(b"dead_reason")),
              "delivery_count": as_text(fields.get(b"dead_delivery_count"))}
-            for entry_id, fields in iter_newest(client, DEAD_LETTER_STREAM, limit=scan)
-            if fields.get(b"correlation_id") == wanted]
+            for entry_id, fields in dead_letters[:DEAD_LETTER_SCAN] if fields.get(b"correlation_id") == wanted]
     return EventWhereabouts(
         correlation_id=correlation_id,
-        decisions=tuple(_with_command(client, d) for d in decisions),
+        decisions=tuple(_with_commands(client, decisions)),
         completed_key_entry=None if completed is None else as_text(completed),
         in_flight=None if lease is None else as_text(lease),
         dead_letters=tuple(dead),
         decisions_scanned=scanned,
         scan_truncated=truncated,
+        dead_letters_truncated=len(dead_letters) > DEAD_LETTER_SCAN,
         notes=tuple(notes),
     )
 
 
-__all__ = ["DEFAULT_SCAN", "CommandRecord", "DecisionRecord", "EventWhereabouts", "find_event", "read_decision"]
+__all__ = ["DEAD_LETTER_SCAN", "DEFAULT_SCAN", "CommandRecord", "DecisionRecord", "EventWhereabouts", "find_event",
+           "read_decision"]

@@ -643,6 +643,10 @@ def probe_alert_history(sources: Sources) -> list[Finding]:
 # A script that writes nothing but does not declare `no-writes`: Redis admits it by the rule it applies to writes, so
 # its refusal is the one a write would meet now.
 _WRITE_ADMISSION_LUA = "#!lua\nreturn 1"
+WRITE_PAUSE_WAIT_S = 1.0
+# Refusals of a write that redis-py has no class for, by their code.
+_WRITE_REFUSALS = {"NOREPLICAS": "fewer good replicas than min-replicas-to-write",
+                   "MISCONF": "it cannot persist: a failed save with stop-writes-on-bgsave-error"}
 
 
 def _refusing_writes(client: redis.Redis) -> str | None:
@@ -650,15 +654,26 @@ def _refusing_writes(client: redis.Redis) -> str | None:
     maxmemory it refuses them when it finds nothing to evict — under noeviction, and under a volatile-* policy once
     no key has an expiry — which no INFO field says. (Like any write at maxmemory, the question makes an evicting
     Redis evict first.) A Redis that cannot be asked so (before 7.0, or EVAL not permitted) is judged from INFO."""
+    connection = client.connection_pool.get_connection()
     try:
-        client.eval(_WRITE_ADMISSION_LUA, 0)
+        connection.send_command("EVAL", _WRITE_ADMISSION_LUA, 0)
+        # Redis holds a write-flagged script while writes are paused (CLIENT PAUSE WRITE, FAILOVER): no answer soon
+        # is the answer (a read would wait out the socket timeout and report Redis failed).
+        if not connection.can_read(timeout=WRITE_PAUSE_WAIT_S):
+            connection.disconnect()
+            return "writes paused: CLIENT PAUSE WRITE, or a FAILOVER in progress"
+        connection.read_response()
         return None
     except redis.OutOfMemoryError:
         return "maxmemory reached, nothing it may evict"
     except redis.ReadOnlyError:
         return "a read-only replica"
-    except redis.ResponseError:
-        pass
+    except redis.ResponseError as exc:
+        refusal = _WRITE_REFUSALS.get(str(exc).split(" ", 1)[0])
+        if refusal is not None:
+            return refusal
+    finally:
+        client.connection_pool.release(connection)
     info = client.info()
     used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
     if limit and used >= limit and str(info.get("maxmemory_policy", "noeviction")) == "noeviction":
