@@ -218,6 +218,12 @@ def _scan(client: redis.Redis, stream: str) -> Iterator[dict[bytes, bytes]]:
 
 
 # ---- the producer --------------------------------------------------------------------------------------------------
+def pause_before_next(index: int, rate: float, elapsed_s: float) -> float:
+    """How long the producer sleeps before event `index` is due: at most 10 ms (it checks for a stop that often),
+    never negative (the event may have fallen due since the caller looked at the clock)."""
+    return max(0.0, min(0.01, (index + 1) / rate - elapsed_s))
+
+
 class AcknowledgedProducer:
     """Sends the events at a paced rate in small pipelined chunks. A chunk that fails (Redis restarting) is sent again
     until Redis acknowledges it; only acknowledged ids count as sent. A chunk that Redis applied before the connection
@@ -263,7 +269,7 @@ class AcknowledgedProducer:
             due = int((time.monotonic() - started) * self.config.rate) + 1
             count = min(due - index, SEND_CHUNK, self.config.events - index)
             if count <= 0:
-                time.sleep(min(0.01, (index + 1) / self.config.rate - (time.monotonic() - started)))
+                time.sleep(pause_before_next(index, self.config.rate, time.monotonic() - started))
                 continue
             chunk = range(index, index + count)
             if self._send(chunk, deadline, stop):

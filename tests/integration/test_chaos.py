@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from bench.chaos import ChaosConfig, ChaosConfigError, StreamTally, chaos_counts, run_chaos
+from bench.chaos import ChaosConfig, ChaosConfigError, StreamTally, chaos_counts, pause_before_next, run_chaos
 
 
 def tally(**changes: object) -> StreamTally:
@@ -104,3 +104,11 @@ def test_short_soak_under_sigkill_stalls_and_redis_restarts_loses_and_doubles_no
     assert c.decided == 1960 and c.dead_lettered == 40 and c.invalid_decided == 0
     assert f.unexpected_worker_exits == 0, f.exit_logs
     assert report.ok, report.violations
+
+
+def test_the_producer_never_sleeps_a_negative_time() -> None:
+    """An event can fall due between the producer's look at the clock and its sleep: the soak's producer thread died
+    on `sleep length must be non-negative` (a 20,000-event soak, 2026-11-29 evening), which ended the soak."""
+    assert pause_before_next(9, 1000.0, 0.0101) == 0.0  # due at 10 ms, already past
+    assert pause_before_next(9, 1000.0, 0.0095) == pytest.approx(0.0005)
+    assert pause_before_next(0, 10.0, 0.0) == 0.01  # at most 10 ms: it looks for a stop that often
