@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -112,6 +113,10 @@ def duplicates(
         console.print("[bold red]exactly-once output is broken[/]: `tacticalctl triage duplicate-processing`")
     else:
         console.print(f"no repeated execution command {commands_seen}")
+    repeated = commands.offenders or inputs.offenders
+    if repeated:
+        console.print(f"what each was decided, with its commands: `tacticalctl decision "
+                      f"{plain(shlex.quote(repeated[0].correlation_id))}`")
     raise typer.Exit(int(code))
 
 

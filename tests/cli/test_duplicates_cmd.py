@@ -119,6 +119,8 @@ def test_the_window_sees_a_second_trade_however_many_commands_came_after(
     result = ctl("duplicates", "--json", worker_url=url)
     assert result.exit_code == 2
     assert [o["correlation_id"] for o in json.loads(result.stdout)["commands"]["offenders"]] == ["twice"]
+    assert "what each was decided, with its commands: `tacticalctl decision twice`" in ctl(
+        "duplicates", worker_url=url).stdout
     assert ctl("duplicates", "--last", "1000", worker_url=url).exit_code == 0  # the count look-back misses it
     report = ctl("market-check", "--json", worker_url=url)
     [step] = [s for s in json.loads(report.stdout)["steps"] if s["step"] == "duplicate events"]
