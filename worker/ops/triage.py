@@ -215,7 +215,8 @@ PLAYBOOKS: tuple[Playbook, ...] = (
         (probe_duplicates, probe_heartbeats),
         (
             "Clean up stale processing keys: `tacticalctl keys clean`, then `tacticalctl keys clean --yes`",
-            "Verify correlation id generation: `tacticalctl duplicates` lists the repeated ids",
+            "Verify correlation id generation: `tacticalctl duplicates` lists the repeated ids; `tacticalctl decision "
+            "<correlation-id>` shows what one was decided each time, with its commands",
             "Check the TTL settings (TACTICAL_COMPLETED_TTL_S, TACTICAL_PROCESSING_LEASE_MS): `tacticalctl keys list`",
             "Review the event producer's retry logic",
             "Two commands for one id break exactly-once: stop the executor acting on them and escalate",
