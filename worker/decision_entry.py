@@ -3,8 +3,9 @@
 Flat fields, no JSON, `correlation_id` top-level so tools can scan and join. The numbers of a decision's record —
 the three scores, each agent's three probabilities and its confidence — are little-endian binary, as the event's
 matrix is (`matrix_encoding=f32le`): written as text they were two thirds of a decision entry's ~640 bytes, and
-every byte of it is paid for by the worker, by Redis (the entry, its AOF, each reader's reply) and by every reader:
-~20 µs of the worker's CPU and ~20 µs of Redis's an event under full load (README, Performance). Each field's name
+every byte of it is paid for by the worker, by Redis (the entry, its AOF, each reader's reply) and by every reader
+(as binary, the entry is 361 bytes: ~9 µs less of the worker's CPU and of Redis's an event under full load;
+README, Performance). Each field's name
 says its encoding; `decision_scores`, `decision_votes` and `decision_confidences` read them (and the text fields a
 worker wrote before 2026-11-29, which a stream holds during an upgrade and for as long as it keeps its entries).
 """
@@ -16,7 +17,7 @@ import struct
 from collections.abc import Mapping
 
 from worker.actions import ACTION_ORDER, AGENT_NAMES
-from worker.records import AgentVote, Decision, ExecutionCommand
+from worker.records import Decision, ExecutionCommand
 
 SCORES_FIELD = "scores_f64le"  # float64 per action, in ACTION_ORDER: the weighted sums, exactly
 VOTES_FIELD = "votes_f32le"  # float32 per agent (AGENT_NAMES) per action (ACTION_ORDER): what the agents output
@@ -44,6 +45,9 @@ def decision_fields(decision: Decision, event_id: bytes | None = None) -> dict[s
     """Stream fields of a decision. `event_id` is the input entry the decision answers. What a whole batch shares —
     `model_version` and the `timing_fields` — is added by the commit, sent once per batch."""
     votes = decision.votes
+    # The layout is positional: votes in any other order would be written under other agents' names.
+    if tuple(vote.agent for vote in votes) != AGENT_NAMES:
+        raise ValueError(f"votes of {[vote.agent for vote in votes]}, expected one of each of {AGENT_NAMES} in order")
     fields: dict[str, str | bytes] = {
         "correlation_id": decision.correlation_id,
         "synergy_type": decision.synergy_type.value,
@@ -53,19 +57,12 @@ def decision_fields(decision: Decision, event_id: bytes | None = None) -> dict[s
         "execute": "1" if decision.execute else "0",
         "reason": decision.reason,
         SCORES_FIELD: _SCORES.pack(*decision.scores),
-        VOTES_FIELD: _VOTES.pack(*_in_agent_order(votes, [p for vote in votes for p in vote.probabilities])),
-        CONFIDENCES_FIELD: _CONFIDENCES.pack(*_in_agent_order(votes, [vote.confidence for vote in votes])),
+        VOTES_FIELD: _VOTES.pack(*[p for vote in votes for p in vote.probabilities]),
+        CONFIDENCES_FIELD: _CONFIDENCES.pack(*[vote.confidence for vote in votes]),
     }
     if event_id is not None:
         fields["event_id"] = event_id
     return fields
-
-
-def _in_agent_order(votes: tuple[AgentVote, ...], values: list[float]) -> list[float]:
-    # The layout is positional: votes in any other order would be written under other agents' names.
-    if tuple(vote.agent for vote in votes) != AGENT_NAMES:
-        raise ValueError(f"votes of {[vote.agent for vote in votes]}, expected one of each of {AGENT_NAMES} in order")
-    return values
 
 
 def command_fields(command: ExecutionCommand) -> dict[str, str]:
