@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import socket
 import threading
@@ -49,6 +50,14 @@ def _vote(votes: dict[str, tuple[float, ...]], agent: str) -> str:
     return ACTIONS[best][0].upper() + (probability[1:] if probability.startswith("0") else probability[:3])
 
 
+def _score(raw: bytes | None) -> str:
+    try:
+        score = float(raw or b"nan")
+    except ValueError:
+        score = math.nan
+    return shown_score(score) if math.isfinite(score) else "?"  # another writer's entry: shown, not a crash
+
+
 def decision_row(event_id: bytes, decision_id: bytes, fields: dict[bytes, bytes]) -> tuple[str, ...]:
     executed = fields.get(b"execute") == b"1"
     votes = decision_votes(fields)
@@ -58,7 +67,7 @@ def decision_row(event_id: bytes, decision_id: bytes, fields: dict[bytes, bytes]
         plain(fields[b"synergy_type"].decode()),
         "long" if fields[b"direction"] == b"1" else "short",
         " ".join(_vote(votes, agent) for agent in AGENT_NAMES),
-        f"{plain(fields[b'action'].decode())} {shown_score(float(fields[b'score']))}",  # the figure its reason shows
+        f"{plain(fields[b'action'].decode())} {_score(fields.get(b'score'))}",  # the figure its reason shows
         "[green]EXECUTED[/]" if executed else f"[yellow]{plain(fields[b'reason'].decode())}[/]",
         str(latency_ms),
     )

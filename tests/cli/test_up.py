@@ -69,6 +69,16 @@ def test_a_decision_row_reads_whole_in_an_80_column_terminal() -> None:
     assert line.endswith(" 12"), "the latency (ms, event id to decision id) is never cut"
 
 
+def test_a_decision_whose_score_is_not_a_number_is_shown_not_a_crash() -> None:
+    from tacticalctl.up import decision_row
+
+    fields = {b"correlation_id": b"odd", b"synergy_type": b"TYPE_1", b"direction": b"1", b"action": b"long",
+              b"execute": b"0", b"reason": b"someone else's entry"}
+    for score in (b"nan", b"high", None):
+        row = decision_row(b"1700000000000-0", b"1700000000012-0", fields | ({b"score": score} if score else {}))
+        assert row[4] == "long ?"
+
+
 def test_a_decision_whose_text_looks_like_markup_is_shown_as_it_is() -> None:
     from collections import deque
 
