@@ -106,7 +106,9 @@ def test_clipped_update_makes_rewarded_votes_more_likely() -> None:
 
 
 def test_actors_start_from_the_supervised_weights(models_dir: Path) -> None:
-    bundle = models_dir / read_current_version(models_dir)
+    current = read_current_version(models_dir)
+    assert current is not None
+    bundle = models_dir / current
     start = pretrained_agents(bundle)
     assert start.reproduced
     assert fingerprint(start.agents) == read_manifest(bundle).training["weights_sha256"]
@@ -119,7 +121,9 @@ def test_a_bundle_pretrained_on_another_cpu_still_trains_and_says_from_what(
     # rebuild bit for bit. Training must still run (warned), and record the weights it really started from.
     elsewhere = tmp_path / "models"
     shutil.copytree(models_dir, elsewhere)
-    bundle = elsewhere / read_current_version(elsewhere)
+    current = read_current_version(elsewhere)
+    assert current is not None
+    bundle = elsewhere / current
     manifest_path = bundle / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     rebuilt_here = dict(manifest["training"]["weights_sha256"])
@@ -173,6 +177,7 @@ def test_config_refuses_training_on_held_out_markets(models_dir: Path, tmp_path:
 
 def test_train_writes_a_bundle_recording_config_data_seed_and_evaluation(models_dir: Path, tmp_path: Path) -> None:
     current = read_current_version(models_dir)
+    assert current is not None
     result = train(tiny_config(models_dir, tmp_path, iterations=2))
     manifest = verify_bundle(result.bundle_dir)
     training = manifest.training

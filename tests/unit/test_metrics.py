@@ -199,9 +199,14 @@ def test_errors_and_transitions_are_counted(metrics: TacticalMetrics) -> None:
     assert sample(metrics, "tactical_state_transitions_total", from_state="degraded", to_state="critical") == 2
 
 
+def is_nan(value: float | None) -> bool:
+    """A sample that reads NaN, not a missing one."""
+    return value is not None and math.isnan(value)
+
+
 def test_unmeasured_gauges_read_nan_then_their_values(metrics: TacticalMetrics) -> None:
-    assert math.isnan(sample(metrics, "tactical_health_state"))
-    assert math.isnan(sample(metrics, "tactical_model_confidence"))
+    assert is_nan(sample(metrics, "tactical_health_state"))
+    assert is_nan(sample(metrics, "tactical_model_confidence"))
 
     metrics.set_health_state(2)
     metrics.set_breaker_state(1)
@@ -212,7 +217,7 @@ def test_unmeasured_gauges_read_nan_then_their_values(metrics: TacticalMetrics) 
     assert sample(metrics, "tactical_circuit_breaker_state") == 1
     assert sample(metrics, "tactical_active_positions") == 3
     assert sample(metrics, "tactical_agent_accuracy", agent_type="momentum") == pytest.approx(0.61)
-    assert math.isnan(sample(metrics, "tactical_agent_accuracy", agent_type="fvg"))
+    assert is_nan(sample(metrics, "tactical_agent_accuracy", agent_type="fvg"))
 
 
 def test_unknown_consumer_lag_is_nan_not_zero(metrics: TacticalMetrics) -> None:
@@ -221,7 +226,7 @@ def test_unknown_consumer_lag_is_nan_not_zero(metrics: TacticalMetrics) -> None:
     assert sample(metrics, "tactical_redis_consumer_lag_messages") == 42
 
     metrics.set_consumer_lag(0.2, None)
-    assert math.isnan(sample(metrics, "tactical_redis_consumer_lag_messages"))
+    assert is_nan(sample(metrics, "tactical_redis_consumer_lag_messages"))
 
 
 def test_model_info_carries_one_version_at_a_time(metrics: TacticalMetrics) -> None:
@@ -268,7 +273,12 @@ def test_the_release_is_exposed(metrics: TacticalMetrics) -> None:
 def test_the_commit_is_asked_for_when_scraped_not_when_the_worker_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     # It asks git: a slow git (a network home directory) must not hold up a worker's start.
     asked: list[int] = []
-    monkeypatch.setattr("worker.version.build_commit", lambda: asked.append(1) or "0123456789ab")
+
+    def git_asked() -> str:
+        asked.append(1)
+        return "0123456789ab"
+
+    monkeypatch.setattr("worker.version.build_commit", git_asked)
     metrics = TacticalMetrics()
     assert asked == []
     assert sample(metrics, "tactical_build_info", version=version("tactical-marl"), commit="0123456789ab") == 1.0

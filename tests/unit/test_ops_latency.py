@@ -57,13 +57,15 @@ def test_p50_above_50ms_warns_and_p99_above_100ms_is_critical() -> None:
     slowish = TacticalMetrics()
     for _ in range(100):
         slowish.observe_stage("end_to_end", 0.07, synergy_type="TYPE_2")  # all in (0.05, 0.075]
-    assert end_to_end(operation_latencies(scrape(slowish))).status is CheckStatus.WARN
+    row = end_to_end(operation_latencies(scrape(slowish)))
+    assert row is not None and row.status is CheckStatus.WARN
 
     slow_tail = TacticalMetrics()
     for index in range(100):
         slow_tail.observe_stage("end_to_end", 0.3 if index < 5 else 0.004, synergy_type="TYPE_1")
     rows = operation_latencies(scrape(slow_tail))
     row = end_to_end(rows)
+    assert row is not None
     assert row.p99_ms is not None and row.p99_ms > 100
     assert row.status is CheckStatus.CRITICAL
     assert worst(rows) is CheckStatus.CRITICAL
@@ -90,6 +92,7 @@ def test_a_window_between_two_scrapes_sees_only_what_happened_in_it() -> None:
         metrics.observe_stage("end_to_end", 0.003, synergy_type="TYPE_1")
     since_start = end_to_end(operation_latencies(scrape(metrics)))
     window = end_to_end(operation_latencies(scrape(metrics), earlier))
+    assert since_start is not None and window is not None
     assert since_start.status is CheckStatus.CRITICAL
     assert window.count == 50
     assert window.status is CheckStatus.OK
@@ -101,7 +104,8 @@ def test_a_restarted_worker_counts_from_zero() -> None:
         before.observe_stage("end_to_end", 0.003, synergy_type="TYPE_1")
     after = TacticalMetrics()
     after.observe_stage("end_to_end", 0.003, synergy_type="TYPE_1")
-    assert end_to_end(operation_latencies(scrape(after), scrape(before))).count == 1
+    row = end_to_end(operation_latencies(scrape(after), scrape(before)))
+    assert row is not None and row.count == 1
 
 
 def test_metrics_without_the_histogram_are_refused() -> None:
@@ -123,5 +127,8 @@ def test_a_stage_reads_the_same_events_as_end_to_end_so_a_slow_lone_event_is_not
     assert {rows[stage].count for stage in ("end_to_end", "validate", "inference", "aggregate", "commit")} == {1001}
     assert rows["end_to_end"].status is CheckStatus.OK
     assert rows["inference"].status is CheckStatus.OK, "weighted per batch, 1 batch in 11 read as P99 200 ms"
+    end_to_end_p99 = rows["end_to_end"].p99_ms
+    assert end_to_end_p99 is not None
     for stage in ("validate", "inference", "aggregate", "commit"):
-        assert rows[stage].p99_ms is not None and rows[stage].p99_ms <= rows["end_to_end"].p99_ms, stage
+        p99 = rows[stage].p99_ms
+        assert p99 is not None and p99 <= end_to_end_p99, stage
