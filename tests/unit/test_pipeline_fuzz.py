@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import cast
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from worker import stream_entries
 from worker.aggregator import AggregatorConfig
 from worker.delivery import DeliveryScripts, ensure_group
 from worker.embedded_redis import EmbeddedRedis
@@ -23,6 +25,7 @@ from worker.inference import AgentEnsemble
 from worker.names import COMMANDS_STREAM, CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 from worker.pipeline import EventPipeline, PipelineConfig, StreamEntry
 from worker.producer import make_event
+from worker.stream_entries import Entry
 
 FUZZ = settings(
     max_examples=150,
@@ -90,6 +93,13 @@ batches = st.lists(
 )
 
 
+def read_new(client: redis.Redis, count: int) -> list[Entry]:
+    """XREADGROUP of the input stream as CONFIG's consumer. redis-py types the reply as any reply; this client's is
+    RESP2's list of [stream, entries], in bytes."""
+    reply = client.xreadgroup(CONSUMER_GROUP, CONFIG.consumer, {INPUT_STREAM: ">"}, count=count)
+    return cast(list[tuple[bytes, list[Entry]]], reply)[0][1]
+
+
 def expected_outcome(fields: dict[bytes, bytes], delivery_count: int) -> tuple[str, str]:
     """('decide', correlation id) or ('dead', reason) — what the worker must do with this entry."""
     if delivery_count > CONFIG.max_deliveries:
@@ -110,7 +120,7 @@ def test_every_garbage_entry_is_decided_dead_lettered_or_a_duplicate(
     ensure_group(client)
     for fields, _ in batch:
         client.xadd(INPUT_STREAM, fields)  # type: ignore[arg-type]
-    delivered = client.xreadgroup(CONSUMER_GROUP, CONFIG.consumer, {INPUT_STREAM: ">"}, count=len(batch))[0][1]
+    delivered = read_new(client, len(batch))
     entries = [
         StreamEntry(entry_id, fields, delivery_count)
         for (entry_id, fields), (_, delivery_count) in zip(delivered, batch, strict=True)
@@ -121,13 +131,13 @@ def test_every_garbage_entry_is_decided_dead_lettered_or_a_duplicate(
 
     expected = {entry.entry_id: expected_outcome(dict(entry.fields), entry.delivery_count) for entry in entries}
     to_decide = {value for kind, value in expected.values() if kind == "decide"}
-    decisions = {entry_id: fields for entry_id, fields in client.xrange(DECISIONS_STREAM)}
+    decisions = dict(stream_entries.entries(client, DECISIONS_STREAM))
     decided_by_cid = Counter(fields[b"correlation_id"].decode() for fields in decisions.values())
     assert decided_by_cid == Counter(to_decide), "each decodable correlation id decided exactly once"
     decided_entries = {fields[b"event_id"] for fields in decisions.values()}
     assert all(expected[entry_id][0] == "decide" for entry_id in decided_entries)
 
-    dead = {fields[b"dead_entry_id"]: fields for _, fields in client.xrange(DEAD_LETTER_STREAM)}
+    dead = {fields[b"dead_entry_id"]: fields for _, fields in stream_entries.entries(client, DEAD_LETTER_STREAM)}
     assert client.xlen(DEAD_LETTER_STREAM) == len(dead), "one dead letter per entry"
     for entry in entries:
         kind, reason = expected[entry.entry_id]
@@ -140,7 +150,7 @@ def test_every_garbage_entry_is_decided_dead_lettered_or_a_duplicate(
             assert entry.entry_id not in dead
 
     executed = {fields[b"correlation_id"] for fields in decisions.values() if fields[b"execute"] == b"1"}
-    commands = Counter(fields[b"correlation_id"] for _, fields in client.xrange(COMMANDS_STREAM))
+    commands = Counter(fields[b"correlation_id"] for _, fields in stream_entries.entries(client, COMMANDS_STREAM))
     assert set(commands) == executed and all(n == 1 for n in commands.values())
 
     assert len(result.decisions) == len(to_decide)
@@ -158,12 +168,12 @@ def test_a_stalled_owner_resuming_after_its_entries_were_taken_over_writes_nothi
     letter. (The chaos soak found the second dead letter before the commit script checked its XACK.)"""
     client.flushdb()
     ensure_group(client)
-    valid = dict(VALID_TEMPLATES[0], correlation_id=b"stalled-1")
-    invalid = dict(VALID_TEMPLATES[1], correlation_id=b"stalled-2", matrix=b"\x00" * 7)
+    valid = {**VALID_TEMPLATES[0], b"correlation_id": b"stalled-1"}
+    invalid = {**VALID_TEMPLATES[1], b"correlation_id": b"stalled-2", b"matrix": b"\x00" * 7}
     for fields in (valid, invalid):
         client.xadd(INPUT_STREAM, fields)  # type: ignore[arg-type]
     stalled_owner = EventPipeline(DeliveryScripts(client), ensemble, AggregatorConfig(), CONFIG)
-    delivered = client.xreadgroup(CONSUMER_GROUP, CONFIG.consumer, {INPUT_STREAM: ">"}, count=2)[0][1]
+    delivered = read_new(client, 2)
     held = [StreamEntry(entry_id, fields) for entry_id, fields in delivered]
 
     rescuer = EventPipeline(DeliveryScripts(client), ensemble, AggregatorConfig(), replace(CONFIG, consumer="rescuer"))

@@ -17,6 +17,7 @@ from models.promotion import PromotionRefusedError, judge, promote_if_better
 from worker.actions import Action
 from worker.names import ALERTS_STREAM
 from worker.settings import default_models_dir
+from worker.stream_entries import entries
 
 torch.set_num_threads(1)
 
@@ -47,7 +48,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
 
 
 def alerts(client: redis.Redis) -> list[dict[str, str]]:
-    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange(ALERTS_STREAM)]
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries(client, ALERTS_STREAM)]
 
 
 def test_a_bundle_that_beats_current_is_promoted_and_audited(
@@ -58,7 +59,9 @@ def test_a_bundle_that_beats_current_is_promoted_and_audited(
     promotion = promote_if_better(models_dir, supervised, client=redis_client, actor="ops@test", held_out=HELD_OUT)
     assert read_current_version(models_dir) == supervised
     assert promotion.previous == hold and not promotion.forced and promotion.verdict.beats
-    assert promotion.verdict.candidate_figures["pnl"] > 0 == promotion.verdict.current_figures["pnl"]
+    candidate_pnl, current_figures = promotion.verdict.candidate_figures["pnl"], promotion.verdict.current_figures
+    assert candidate_pnl is not None and current_figures is not None
+    assert candidate_pnl > 0 == current_figures["pnl"]
     (entry,) = alerts(redis_client)
     assert entry["kind"] == "model_promote" and entry["actor"] == "ops@test" and entry["forced"] == "false"
     assert (entry["previous"], entry["version"]) == (hold, supervised)
