@@ -390,7 +390,7 @@ def test_batch_accepts_float32_agent_output() -> None:
         ({"weights": {**DEFAULT_WEIGHTS, SynergyType.TYPE_1: (0.5, 0.5)}}, "weights[TYPE_1]"),
         ({"weights": {**DEFAULT_WEIGHTS, SynergyType.TYPE_4: (float("nan"), 0.5, 0.5)}}, "weights[TYPE_4]"),
         ({"weights": {t: w for t, w in DEFAULT_WEIGHTS.items() if t is not SynergyType.MANUAL}}, "weights"),
-        ({"weights": {**DEFAULT_WEIGHTS, "TYPE_9": (1.0, 0.0, 0.0)}}, "weights"),
+        ({"weights": dict(DEFAULT_WEIGHTS) | {"TYPE_9": (1.0, 0.0, 0.0)}}, "weights"),
         ({"execution_threshold": 0.0}, "execution_threshold"),
         ({"execution_threshold": 1.01}, "execution_threshold"),
         ({"execution_threshold": float("nan")}, "execution_threshold"),
@@ -418,7 +418,8 @@ def test_weights_within_the_sum_tolerance_are_accepted() -> None:
 
 def test_weights_can_be_keyed_by_the_wire_name() -> None:
     weights = {t.value: w for t, w in DEFAULT_WEIGHTS.items()}
-    assert AggregatorConfig(weights=weights) == CONFIG
+    # The field's type is the validated table (keyed by SynergyType); the constructor also takes wire names.
+    assert AggregatorConfig(weights=weights) == CONFIG  # type: ignore[arg-type]
 
 
 def test_config_weights_cannot_be_changed_after_construction() -> None:

@@ -156,6 +156,13 @@ def _set(field: str, value: bytes) -> Callable[[dict[bytes, bytes]], None]:
     return mutate
 
 
+def _drop(field: str) -> Callable[[dict[bytes, bytes]], None]:
+    def mutate(fields: dict[bytes, bytes]) -> None:
+        del fields[field.encode()]
+
+    return mutate
+
+
 def _json_matrix(rows: object) -> Callable[[dict[bytes, bytes]], None]:
     def mutate(fields: dict[bytes, bytes]) -> None:
         fields[b"matrix_encoding"] = b"json"
@@ -172,8 +179,8 @@ def _f32le_with(value: float) -> Callable[[dict[bytes, bytes]], None]:
 
 ROW = [0.0] * 7
 BAD_EVENTS: list[tuple[str, Callable[[dict[bytes, bytes]], None], InvalidReason]] = [
-    ("no_correlation_id", lambda f: f.pop(b"correlation_id"), InvalidReason.MISSING_FIELD),
-    ("no_matrix", lambda f: f.pop(b"matrix"), InvalidReason.MISSING_FIELD),
+    ("no_correlation_id", _drop("correlation_id"), InvalidReason.MISSING_FIELD),
+    ("no_matrix", _drop("matrix"), InvalidReason.MISSING_FIELD),
     ("other_event_type", _set("event_type", b"ORDER_FILLED"), InvalidReason.WRONG_EVENT_TYPE),
     ("oversized", _set("padding", b"x" * 70_000), InvalidReason.PAYLOAD_TOO_LARGE),
     ("non_utf8_symbol", _set("symbol", b"E\xffS"), InvalidReason.BAD_FIELD_ENCODING),

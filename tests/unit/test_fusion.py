@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.architectures import FVGAgent, build_agents
+from models.architectures import FVGAgent, InputNormalization, build_agents
 from models.compile import compile_agent, compile_bundle, deserialize, reference_inputs, serialize
 from models.fusion import FUSION_TOLERANCE, FusionError, fuse_agents, max_fused_difference, try_fusion
 from worker.inference import AgentEnsemble, row_invariant_kernels, stack_agents
@@ -21,6 +21,7 @@ def agents_with_fitted_normalization(seed: int) -> dict[str, torch.nn.Module]:
     generator = torch.Generator().manual_seed(seed)
     rows = torch.randn(5000, 7, generator=generator) * torch.tensor([1, 1, 3, 40, 0.5, 2, 8]) + torch.arange(7.0)
     for agent in agents.values():
+        assert isinstance(agent.normalize, InputNormalization)
         agent.normalize.fit(rows)
     return agents
 
@@ -96,7 +97,9 @@ def test_a_bundle_that_cannot_be_fused_is_served_one_agent_after_another(
 
 def test_agents_whose_ops_match_but_read_other_columns_fail_the_comparison_and_are_not_fused() -> None:
     agents = agents_with_fitted_normalization(seed=3)
-    agents["fvg"].first, agents["fvg"].end = 1, 6  # same op kinds and weight shapes, columns shifted by one
+    fvg = agents["fvg"]
+    assert isinstance(fvg, FVGAgent)
+    fvg.first, fvg.end = 1, 6  # same op kinds and weight shapes, columns shifted by one
     modules = {name: compiled(agent) for name, agent in agents.items()}
 
     with row_invariant_kernels:

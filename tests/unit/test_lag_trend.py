@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from worker.lag import (
     ConsumerLag,
     LagSample,
@@ -14,7 +16,9 @@ POLICY = LagTrendPolicy(window_s=60.0, min_span_s=30.0, stop_after_s=120.0)
 NOW = 10_000.0
 
 
-def series(backlogs: list[int], committed: list[int | None], *, step: float = 10.0, pending: int = 0):
+def series(
+    backlogs: Sequence[int], committed: Sequence[int | None], *, step: float = 10.0, pending: int = 0
+) -> list[LagSample]:
     """Samples ending at NOW, `step` seconds apart; backlog given as undelivered count (plus `pending`)."""
     start = NOW - step * (len(backlogs) - 1)
     return [

@@ -60,8 +60,10 @@ def test_a_decision_entry_reads_back_as_the_agents_float32_outputs() -> None:
     rng = np.random.default_rng(7)
     for _ in range(200):
         outputs = rng.dirichlet([0.3, 0.3, 0.3], size=3).astype(np.float32)
-        agent_votes = [AgentVote(agent, tuple(float(p) for p in outputs[i]), float(outputs[i].max()))
-                       for i, agent in enumerate(AGENT_NAMES)]
+        agent_votes = []
+        for i, agent in enumerate(AGENT_NAMES):
+            short, hold, long = (float(p) for p in outputs[i])
+            agent_votes.append(AgentVote(agent, (short, hold, long), float(outputs[i].max())))
         decision = aggregate(make_event(), agent_votes, CONFIG, "v1")
         stored = as_stored(decision_fields(decision, b"1-1"))
         votes, confidences = decision_votes(stored), decision_confidences(stored)
@@ -77,6 +79,13 @@ def as_stored(fields: dict[str, str | bytes]) -> dict[bytes, bytes]:
     return {name.encode(): value if isinstance(value, bytes) else value.encode() for name, value in fields.items()}
 
 
+def binary(fields: dict[str, str | bytes], name: str) -> bytes:
+    """A field written as bytes (the binary ones; the rest are text)."""
+    value = fields[name]
+    assert isinstance(value, bytes), f"{name} is {value!r}, not bytes"
+    return value
+
+
 def test_a_decisions_numbers_are_binary_fields_that_name_their_encoding() -> None:
     """The scores, votes and confidences as little-endian binary (every byte of an entry costs every hand on the path:
     README, Performance), in the layout their names and DESIGN's orders say; the rest is text."""
@@ -84,11 +93,11 @@ def test_a_decisions_numbers_are_binary_fields_that_name_their_encoding() -> Non
     fields = decision_fields(decision, b"1-1")
     assert set(fields) == {"correlation_id", "synergy_type", "direction", "action", "score", "execute", "reason",
                            "scores_f64le", "votes_f32le", "confidences_f32le", "event_id"}
-    assert struct.unpack("<3d", fields["scores_f64le"]) == decision.scores
+    assert struct.unpack("<3d", binary(fields, "scores_f64le")) == decision.scores
     as_float32 = np.array([p for v in decision.votes for p in v.probabilities], dtype=np.float32).tolist()
-    assert struct.unpack("<9f", fields["votes_f32le"]) == tuple(as_float32)
+    assert struct.unpack("<9f", binary(fields, "votes_f32le")) == tuple(as_float32)
     confidences = np.array([v.confidence for v in decision.votes], dtype=np.float32).tolist()
-    assert struct.unpack("<3f", fields["confidences_f32le"]) == tuple(confidences)
+    assert struct.unpack("<3f", binary(fields, "confidences_f32le")) == tuple(confidences)
     assert sum(len(value) for value in fields.values()) < 200
 
 
