@@ -17,6 +17,7 @@ from worker.alerts import recent_alerts
 from worker.events import encode_event
 from worker.names import DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM, completed_key
 from worker.ops.pending import dead_letter_stuck_entries
+from worker.stream_entries import entries
 
 
 def dead_letters(client: redis.Redis, count: int, reason: str, prefix: str) -> dict[bytes, dict[bytes, bytes]]:
@@ -25,7 +26,7 @@ def dead_letters(client: redis.Redis, count: int, reason: str, prefix: str) -> d
     decided_before(client)
     ids = publish(client, count, prefix=prefix)
     deliver_without_ack(client, "ghost", count)
-    originals = {entry_id: fields for entry_id, fields in client.xrange(INPUT_STREAM) if entry_id in set(ids)}
+    originals = {entry_id: fields for entry_id, fields in entries(client, INPUT_STREAM) if entry_id in set(ids)}
     dead_letter_stuck_entries(client, reason=reason, min_idle_ms=0, actor="test", apply=True)
     return originals
 
@@ -51,7 +52,7 @@ def test_list_shows_each_reason_and_whole_ids_on_a_narrow_terminal_and_beside_a_
                                            "dead_entry_id": "1-1"})
     redis_client.xadd(DEAD_LETTER_STREAM, {"correlation_id": "cid\x1b]0;pwned\x07", "dead_reason": "evil\x1b[2J",
                                            "dead_entry_id": "1-2"})
-    ids = [entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM)]
+    ids = [entry_id.decode() for entry_id, _ in entries(redis_client, DEAD_LETTER_STREAM)]
     for columns in ("80", "200"):
         result = CliRunner().invoke(app, ["--redis-url", redis_url, "dead-letter", "list"],
                                     env={"COLUMNS": columns, "NO_COLOR": "1"})
@@ -97,19 +98,19 @@ def test_replay_by_id_re_adds_the_original_fields_and_removes_the_dead_letter(
     ctl: Ctl, redis_client: redis.Redis
 ) -> None:
     originals = dead_letters(redis_client, 2, "stuck", "a")
-    dead_ids = [entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM)]
+    dead_ids = [entry_id.decode() for entry_id, _ in entries(redis_client, DEAD_LETTER_STREAM)]
     before = redis_client.xlen(INPUT_STREAM)
     result = ctl("dead-letter", "replay", "--id", dead_ids[0], "--yes", "--json")
     assert result.exit_code == 0
     doc = json.loads(result.stdout)
     new_id = doc["replayed"][dead_ids[0]]
-    (_, replayed_fields), = redis_client.xrange(INPUT_STREAM, min=new_id, max=new_id)
+    (_, replayed_fields), = entries(redis_client, INPUT_STREAM, lower=new_id, upper=new_id)
     original_id, original = next(iter(originals.items()))
     # The original fields, and which entry it replays (the duplicate checks do not take it for a resend).
     assert replayed_fields == {**original, b"replayed_from": original_id}
     assert not any(name.startswith(b"dead_") for name in replayed_fields)
     assert redis_client.xlen(INPUT_STREAM) == before + 1
-    assert [i.decode() for i, _ in redis_client.xrange(DEAD_LETTER_STREAM)] == dead_ids[1:]
+    assert [i.decode() for i, _ in entries(redis_client, DEAD_LETTER_STREAM)] == dead_ids[1:]
     audit = recent_alerts(redis_client, count=1)[-1]
     assert (audit.id, audit.kind, audit.fields["count"]) == (doc["audit_id"], "dead_letter_replay", "1")
 
@@ -119,7 +120,7 @@ def test_replay_all_with_a_reason_takes_only_matching(ctl: Ctl, redis_client: re
     dead_letters(redis_client, 1, "bad matrix", "b")
     result = ctl("dead-letter", "replay", "--all", "--reason", "timeout", "--yes")
     assert result.exit_code == 0 and "replayed 2 dead letters" in result.stdout
-    left = redis_client.xrange(DEAD_LETTER_STREAM)
+    left = entries(redis_client, DEAD_LETTER_STREAM)
     assert [fields[b"dead_reason"] for _, fields in left] == [b"bad matrix"]
 
 
@@ -178,7 +179,7 @@ def test_replay_leaves_events_that_are_still_invalid_unless_told(ctl: Ctl, redis
     redis_client.xadd(INPUT_STREAM, broken)
     deliver_without_ack(redis_client, "ghost", 2)
     dead_letter_stuck_entries(redis_client, reason="stuck on a dead worker", min_idle_ms=0, actor="test", apply=True)
-    fine_id, short_id = (entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM))
+    fine_id, short_id = (entry_id.decode() for entry_id, _ in entries(redis_client, DEAD_LETTER_STREAM))
 
     dry = ctl("dead-letter", "replay", "--all")
     assert dry.exit_code == 0
@@ -190,7 +191,7 @@ def test_replay_leaves_events_that_are_still_invalid_unless_told(ctl: Ctl, redis
     doc = json.loads(ctl("dead-letter", "replay", "--all", "--yes", "--json").stdout)
     assert list(doc["replayed"]) == [fine_id]
     assert doc["invalid"][short_id].startswith("matrix_size: matrix is 1676 bytes")
-    assert [i.decode() for i, _ in redis_client.xrange(DEAD_LETTER_STREAM)] == [short_id]
+    assert [i.decode() for i, _ in entries(redis_client, DEAD_LETTER_STREAM)] == [short_id]
 
     again = ctl("dead-letter", "replay", "--all", "--yes")
     assert again.exit_code == 1 and "1 are still invalid" in again.stderr
@@ -220,7 +221,7 @@ def test_show_prints_every_field_the_matrix_as_its_size(ctl: Ctl, redis_client: 
     redis_client.xadd(INPUT_STREAM, {**event, "matrix": b"\xff" * 1676})
     deliver_without_ack(redis_client, "ghost", 1)
     dead_letter_stuck_entries(redis_client, reason="short matrix", min_idle_ms=0, actor="test", apply=True)
-    [(dead_id, _)] = redis_client.xrange(DEAD_LETTER_STREAM)
+    [(dead_id, _)] = entries(redis_client, DEAD_LETTER_STREAM)
 
     result = ctl("dead-letter", "show", dead_id.decode())
     assert result.exit_code == 0, result.stderr
@@ -241,7 +242,7 @@ def test_show_prints_every_field_the_matrix_as_its_size(ctl: Ctl, redis_client: 
 def test_purge_removes_the_chosen_dead_letters_for_good_and_audits_which(ctl: Ctl, redis_client: redis.Redis) -> None:
     dead_letters(redis_client, 2, "matrix has NaN", "bad")
     dead_letters(redis_client, 1, "stuck on a dead worker", "keep")
-    before = [entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM)]
+    before = [entry_id.decode() for entry_id, _ in entries(redis_client, DEAD_LETTER_STREAM)]
 
     dry = ctl("dead-letter", "purge", "--all", "--reason", "nan")
     assert dry.exit_code == 0 and "dry run: nothing changed" in dry.stdout
@@ -249,7 +250,7 @@ def test_purge_removes_the_chosen_dead_letters_for_good_and_audits_which(ctl: Ct
 
     doc = json.loads(ctl("dead-letter", "purge", "--all", "--reason", "nan", "--yes", "--json").stdout)
     assert doc["applied"] and doc["removed"] == before[:2] and doc["skipped"] == []
-    assert [entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM)] == before[2:]
+    assert [entry_id.decode() for entry_id, _ in entries(redis_client, DEAD_LETTER_STREAM)] == before[2:]
     assert redis_client.xlen(INPUT_STREAM) == 3  # nothing went back to the workers
     (entry,) = recent_alerts(redis_client, count=1)
     assert entry.kind == "dead_letter_purge" and entry.id == doc["audit_id"]
@@ -292,7 +293,7 @@ def test_replay_leaves_a_dead_letter_decided_between_the_look_and_the_replay(
     result = dead_letter_ops.replay_dead_letters(redis_client, chosen, actor="t", apply=True)
     assert result.decided == {chosen[0].id: "1700000000000-0"}
     assert list(result.replayed) == [chosen[1].id] and result.skipped == ()
-    assert [e for e, _ in redis_client.xrange(DEAD_LETTER_STREAM)] == [chosen[0].id.encode()]
+    assert [e for e, _ in entries(redis_client, DEAD_LETTER_STREAM)] == [chosen[0].id.encode()]
 
 
 def decision(client: redis.Redis, correlation_id: str) -> str:
@@ -310,7 +311,7 @@ def test_replay_leaves_a_dead_letter_decided_since_once_its_completed_key_is_gon
 
     monkeypatch.setattr(dead_letter_ops, "DECISION_SCAN_PAGE", 2)  # the scan pages through the stream
     dead_letters(redis_client, 2, "stuck", "resent")
-    dead_ids = [entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM)]
+    dead_ids = [entry_id.decode() for entry_id, _ in entries(redis_client, DEAD_LETTER_STREAM)]
     for i in range(5):
         decision(redis_client, f"other-{i}")
     decided = decision(redis_client, "resent-1")  # the resend's decision; no completed key left
@@ -327,7 +328,7 @@ def test_replay_leaves_a_dead_letter_decided_since_once_its_completed_key_is_gon
     doc = json.loads(ctl("dead-letter", "replay", "--all", "--yes", "--json").stdout)
     assert list(doc["replayed"]) == [dead_ids[0]] and doc["decided"] == {dead_ids[1]: decided}
     assert redis_client.xlen(INPUT_STREAM) == before + 1
-    assert [i.decode() for i, _ in redis_client.xrange(DEAD_LETTER_STREAM)] == [dead_ids[1]]
+    assert [i.decode() for i, _ in entries(redis_client, DEAD_LETTER_STREAM)] == [dead_ids[1]]
     again = ctl("dead-letter", "replay", "--all", "--yes")
     assert again.exit_code == 1 and "1 were decided since" in again.stderr
 
@@ -344,7 +345,7 @@ def test_replay_leaves_out_a_dead_letter_the_decisions_stream_no_longer_reaches_
     kept = decision(redis_client, "other-1")
     redis_client.xtrim(DECISIONS_STREAM, maxlen=1, approximate=False)
     dead_letters(redis_client, 1, "stuck", "new")  # dead-lettered after the first decision kept
-    old_id, new_id = (entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM))
+    old_id, new_id = (entry_id.decode() for entry_id, _ in entries(redis_client, DEAD_LETTER_STREAM))
 
     dry = ctl("dead-letter", "replay", "--all", "--json")
     doc = json.loads(dry.stdout)
@@ -363,7 +364,7 @@ def test_replay_leaves_out_a_dead_letter_the_decisions_stream_no_longer_reaches_
     doc = json.loads(done.stdout)
     assert done.exit_code == 1 and list(doc["replayed"]) == [new_id] and doc["unconfirmed"] == {old_id: kept}
     assert redis_client.xlen(INPUT_STREAM) == before + 1
-    assert [i.decode() for i, _ in redis_client.xrange(DEAD_LETTER_STREAM)] == [old_id]
+    assert [i.decode() for i, _ in entries(redis_client, DEAD_LETTER_STREAM)] == [old_id]
     alone = ctl("dead-letter", "replay", "--id", old_id, "--yes")
     assert alone.exit_code == 1 and "1 are not known to be undecided" in alone.stderr
     assert redis_client.xlen(INPUT_STREAM) == before + 1
@@ -380,7 +381,7 @@ def test_replay_leaves_out_a_dead_letter_the_decisions_stream_no_longer_reaches_
     decision(redis_client, "other-2")
     redis_client.xtrim(DECISIONS_STREAM, maxlen=0, approximate=False)  # emptied, decisions made since included
     emptied = json.loads(ctl("dead-letter", "replay", "--all", "--json").stdout)
-    assert list(emptied["unconfirmed"]) == [e.decode() for e, _ in redis_client.xrange(DEAD_LETTER_STREAM)]
+    assert list(emptied["unconfirmed"]) == [e.decode() for e, _ in entries(redis_client, DEAD_LETTER_STREAM)]
 
 
 def test_replay_says_how_many_decisions_it_read_and_shows_a_long_scan_on_a_terminal_only(
@@ -423,7 +424,7 @@ def test_replay_leaves_out_every_dead_letter_without_a_completed_key_when_there_
     decision(redis_client, "gone-0")  # the resend's decision; its completed key expired
     redis_client.set(completed_key("gone-1"), "1700000000000-0")
     redis_client.delete(DECISIONS_STREAM)
-    resent_id, keyed_id = (entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM))
+    resent_id, keyed_id = (entry_id.decode() for entry_id, _ in entries(redis_client, DEAD_LETTER_STREAM))
 
     dry = ctl("dead-letter", "replay", "--all", "--json")
     doc = json.loads(dry.stdout)
@@ -453,7 +454,7 @@ def test_replay_leaves_out_a_dead_letter_a_later_decision_was_deleted_after_unle
     decision(redis_client, "other-0")
     assert redis_client.xdel(DECISIONS_STREAM, gone) == 1
     dead_letters(redis_client, 1, "stuck", "later")  # dead-lettered after the deletion: nothing after it is gone
-    resent_id, later_id = (entry_id.decode() for entry_id, _ in redis_client.xrange(DEAD_LETTER_STREAM))
+    resent_id, later_id = (entry_id.decode() for entry_id, _ in entries(redis_client, DEAD_LETTER_STREAM))
     ms, seq = gone.split("-")
     whole_from = f"{ms}-{int(seq) + 1}"  # every decision after the one deleted is there
 

@@ -22,6 +22,7 @@ from worker.names import (
     processing_key,
 )
 from worker.process import WorkerProcess
+from worker.stream_entries import entries
 
 
 def test_a_decided_event_shows_its_votes_reason_and_command_as_the_worker_wrote_them(
@@ -36,7 +37,7 @@ def test_a_decided_event_shows_its_votes_reason_and_command_as_the_worker_wrote_
     while redis_client.xlen(DECISIONS_STREAM) < 20 or redis_client.xlen(DEAD_LETTER_STREAM) < 1:
         assert time.monotonic() < deadline, "the worker did not decide the events"
         time.sleep(0.1)
-    decisions = {f[b"correlation_id"].decode(): (i, f) for i, f in redis_client.xrange(DECISIONS_STREAM)}
+    decisions = {f[b"correlation_id"].decode(): (i, f) for i, f in entries(redis_client, DECISIONS_STREAM)}
     executed = next(cid for cid, (_, f) in decisions.items() if f[b"execute"] == b"1")
     held = next(cid for cid, (_, f) in decisions.items() if f[b"execute"] == b"0")
 
@@ -54,7 +55,7 @@ def test_a_decided_event_shows_its_votes_reason_and_command_as_the_worker_wrote_
     assert np.argmax([found["scores"][a] for a in ("short", "hold", "long")]) == ("short", "hold", "long").index(
         found["action"])
     assert set(found["timings_ms"]) == {"validate", "claim", "inference", "aggregate"}
-    [(command_id, command)] = [(i, f) for i, f in redis_client.xrange(COMMANDS_STREAM)
+    [(command_id, command)] = [(i, f) for i, f in entries(redis_client, COMMANDS_STREAM)
                                if f[b"correlation_id"] == executed.encode()]
     assert found["command"]["command_id"] == command_id.decode()
     assert found["command"]["side"] == {"long": "BUY", "short": "SELL"}[found["action"]]

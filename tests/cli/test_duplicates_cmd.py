@@ -11,6 +11,7 @@ from tests.cli.conftest import Ctl, WorkerAnswers, counting_worker
 from worker.heartbeat import write_heartbeat
 from worker.names import COMMANDS_STREAM
 from worker.producer import make_event, publish_event
+from worker.stream_entries import entries
 
 
 def publish(client: redis.Redis, *correlation_ids: str) -> None:
@@ -171,7 +172,7 @@ def _replay_one_and_correct_another(ctl: Ctl, redis_client: redis.Redis, worker_
     publish(redis_client, "fixed-1", "corrected-1")
     deliver_without_ack(redis_client, "ghost", 2)
     dead_letter_stuck_entries(redis_client, reason="bad matrix", min_idle_ms=0, actor="test", apply=True)
-    [replay_me] = [e for e, f in redis_client.xrange(DEAD_LETTER_STREAM) if f[b"correlation_id"] == b"fixed-1"]
+    [replay_me] = [e for e, f in entries(redis_client, DEAD_LETTER_STREAM) if f[b"correlation_id"] == b"fixed-1"]
     # Nothing decided yet, so no tactical_decisions: the replay cannot know it undecided unless told.
     assert ctl("dead-letter", "replay", "--id", replay_me.decode(), "--include-unconfirmed", "--yes").exit_code == 0
     publish(redis_client, "corrected-1")  # the upstream's corrected event

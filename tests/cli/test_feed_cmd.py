@@ -24,6 +24,7 @@ from tests.cli.conftest import Ctl
 from tests.integration.streams import wait_for
 from worker.events import decode_event
 from worker.names import INPUT_STREAM
+from worker.stream_entries import entries
 
 SAMPLE = Path(__file__).resolve().parents[2] / "models" / "data" / "sample_bars.csv"
 
@@ -34,7 +35,7 @@ def test_emit_publishes_one_valid_event(ctl: Ctl, redis_client: redis.Redis) -> 
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["correlation_id"] == "op-1"
-    [(entry_id, fields)] = redis_client.xrange(INPUT_STREAM)
+    [(entry_id, fields)] = entries(redis_client, INPUT_STREAM)
     assert entry_id.decode() == doc["entry_id"]
     event = decode_event(fields)
     assert (event.correlation_id, event.synergy_type.value, event.direction) == ("op-1", "TYPE_3", -1)
@@ -51,10 +52,10 @@ def test_simulate_sends_the_asked_number_of_distinct_valid_events(ctl: Ctl, redi
     result = ctl("simulate", "--count", "60", "--rate", "2000", "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["sent"] == 60
-    events = [decode_event(fields) for _, fields in redis_client.xrange(INPUT_STREAM)]
+    events = [decode_event(fields) for _, fields in entries(redis_client, INPUT_STREAM)]
     assert len(events) == 60 and len({e.correlation_id for e in events}) == 60
     again = ctl("simulate", "--count", "5", "--rate", "2000", "--json")
-    ids = {decode_event(f).correlation_id for _, f in redis_client.xrange(INPUT_STREAM)}
+    ids = {decode_event(f).correlation_id for _, f in entries(redis_client, INPUT_STREAM)}
     assert again.exit_code == 0 and len(ids) == 65, "a second live feed gets ids of its own"
 
 
@@ -64,9 +65,9 @@ def test_replay_publishes_the_synergies_of_a_csv_with_deterministic_ids(ctl: Ctl
     first = ctl("replay", str(SAMPLE), "--json")
     assert first.exit_code == 0, first.stderr
     assert json.loads(first.stdout)["sent"] == expected > 0
-    ids = [decode_event(fields).correlation_id for _, fields in redis_client.xrange(INPUT_STREAM)]
+    ids = [decode_event(fields).correlation_id for _, fields in entries(redis_client, INPUT_STREAM)]
     ctl("replay", str(SAMPLE), "--json")
-    replayed = [decode_event(fields).correlation_id for _, fields in redis_client.xrange(INPUT_STREAM)]
+    replayed = [decode_event(fields).correlation_id for _, fields in entries(redis_client, INPUT_STREAM)]
     assert replayed == ids + ids, "the same file gives the same ids: the worker sees duplicates"
 
 
@@ -105,7 +106,7 @@ def test_a_feed_that_loses_redis_says_how_far_it_got(ctl: Ctl, private_redis) ->
     private_redis.start()
     client = redis.Redis.from_url(private_redis.url())
     try:
-        landed = client.xrange(INPUT_STREAM)
+        landed = entries(client, INPUT_STREAM)
     finally:
         client.close()
     assert sent >= 100 and sent <= len(landed) <= sent + in_flight, (sent, in_flight, len(landed))
@@ -151,10 +152,10 @@ def test_a_replay_cut_short_names_the_command_that_finishes_it_with_the_same_ids
     private_redis.start()
     client = redis.Redis.from_url(private_redis.url())
     try:
-        landed = {decode_event(fields).correlation_id for _, fields in client.xrange(INPUT_STREAM)}
+        landed = {decode_event(fields).correlation_id for _, fields in entries(client, INPUT_STREAM)}
         assert 0 < len(landed) < 22
         assert ctl(*shlex.split(again.group(1)), redis_url=private_redis.url()).exit_code == 0
-        replayed = [decode_event(fields).correlation_id for _, fields in client.xrange(INPUT_STREAM)][len(landed):]
+        replayed = [decode_event(fields).correlation_id for _, fields in entries(client, INPUT_STREAM)][len(landed):]
     finally:
         client.close()
     assert len(replayed) == 22 and landed <= set(replayed), "the rerun makes the same ids: what landed is a duplicate"

@@ -14,6 +14,7 @@ from worker.alerts import recent_alerts
 from worker.heartbeat import write_heartbeat
 from worker.names import CONSUMER_GROUP, DEAD_LETTER_STREAM, INPUT_STREAM
 from worker.ops.pending import PendingUnavailable, read_pending_entries
+from worker.stream_entries import entries
 
 
 def test_summary_names_holders_and_their_liveness(ctl: Ctl, redis_client: redis.Redis) -> None:
@@ -44,7 +45,7 @@ def test_summary_of_entries_a_dead_consumer_holds_says_what_happens_to_them(
     assert "no worker beats" not in text and "`tacticalctl pending claim --to <live worker> --yes`" in text, text
     deliver_without_ack(redis_client, "alive-1", 1)
     redis_client.xclaim(INPUT_STREAM, CONSUMER_GROUP, "alive-1", 0, [i for i, _ in
-                        redis_client.xrange(INPUT_STREAM)][:3])  # every entry now on a live worker: in flight
+                        entries(redis_client, INPUT_STREAM)][:3])  # every entry now on a live worker: in flight
     assert "reclaims" not in ctl("pending").stdout
 
 
@@ -131,14 +132,14 @@ def test_claim_leaves_an_entry_whose_data_is_gone_pending_and_says_so(ctl: Ctl, 
     assert "data gone from the stream" in again.stdout and "acknowledged or picked up" not in again.stdout
     dead = ctl("pending", "dead-letter", "--reason", "lost", "--idle", "100", "--consumer", "ghost", "--yes", "--json")
     assert json.loads(dead.stdout)["moved"] == [deleted.decode()]
-    [(_, fields)] = redis_client.xrange(DEAD_LETTER_STREAM)
+    [(_, fields)] = entries(redis_client, DEAD_LETTER_STREAM)
     assert b"fields lost" in fields[b"dead_reason"]
 
 
 def test_dead_letter_keeps_original_fields_acks_and_audits(ctl: Ctl, redis_client: redis.Redis) -> None:
     publish(redis_client, 3)
     stuck = deliver_without_ack(redis_client, "ghost", 2)
-    originals = {entry_id: fields for entry_id, fields in redis_client.xrange(INPUT_STREAM)}
+    originals = {entry_id: fields for entry_id, fields in entries(redis_client, INPUT_STREAM)}
     time.sleep(0.15)
 
     dry = ctl("pending", "dead-letter", "--reason", "poison event", "--idle", "100")
@@ -151,7 +152,7 @@ def test_dead_letter_keeps_original_fields_acks_and_audits(ctl: Ctl, redis_clien
     assert doc["moved"] == [i.decode() for i in stuck]
     assert (doc["min_idle_ms"], doc["reason"]) == (100, "poison event")
     assert pending_of(redis_client) == {}
-    dead = redis_client.xrange(DEAD_LETTER_STREAM)
+    dead = entries(redis_client, DEAD_LETTER_STREAM)
     assert len(dead) == 2
     for (_, fields), entry_id in zip(dead, stuck, strict=True):
         assert {k: v for k, v in fields.items() if not k.startswith(b"dead_")} == originals[entry_id]
@@ -230,7 +231,7 @@ def test_extended_with_nothing_pending_says_so_as_the_summary_does(ctl: Ctl, red
     assert "no pending entries" not in ctl("pending", "--extended").stdout
     fresh = ctl("pending", "--extended", "--idle", "600000", "--consumer", "ghost")
     assert fresh.exit_code == 0 and fresh.stdout == "no pending entries idle ≥ 600000 ms of ghost\n"
-    [(entry_id, _)] = redis_client.xrange(INPUT_STREAM)
+    [(entry_id, _)] = entries(redis_client, INPUT_STREAM)
     redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, entry_id)
     for args in (("pending",), ("pending", "--extended")):
         result = ctl(*args)

@@ -13,6 +13,7 @@ from tests.cli.streams import deliver_without_ack, publish
 from worker.delivery import ensure_group
 from worker.heartbeat import write_heartbeat
 from worker.names import COMMANDS_STREAM, CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
+from worker.stream_entries import entries
 
 
 def test_info_tables_name_groups_consumers_and_liveness(ctl: Ctl, redis_client: redis.Redis) -> None:
@@ -84,7 +85,7 @@ def test_trim_shows_what_would_go_then_trims_with_yes(ctl: Ctl, redis_client: re
     assert applied["applied"] and applied["removed"] == {DECISIONS_STREAM: 4} and applied["audit_id"]
     assert {s["stream"]: s["cutoff_reason"] for s in applied["streams"]} == {
         INPUT_STREAM: "no such stream", DECISIONS_STREAM: "older than 86400 s", COMMANDS_STREAM: "no such stream"}
-    assert [entry_id for entry_id, _ in redis_client.xrange(DECISIONS_STREAM)] == [kept]
+    assert [entry_id for entry_id, _ in entries(redis_client, DECISIONS_STREAM)] == [kept]
 
     again = ctl("stream", "trim", "--older-than", "24h", "--yes")
     assert again.exit_code == 0 and "nothing to trim" in again.stdout
@@ -207,7 +208,7 @@ def test_trim_at_maxmemory_says_what_it_removed_when_the_audit_entry_is_refused(
     redis_client.config_set("maxmemory", 1)
     try:
         result = ctl("stream", "trim", "--older-than", "24h", "--yes")
-        left = [entry_id for entry_id, _ in redis_client.xrange(DECISIONS_STREAM)]
+        left = [entry_id for entry_id, _ in entries(redis_client, DECISIONS_STREAM)]
         as_json = ctl("stream", "trim", "--older-than", "1ms", "--yes", "--json")
     finally:
         redis_client.config_set("maxmemory", 0)

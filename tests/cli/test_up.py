@@ -22,6 +22,7 @@ from worker.embedded_redis import free_port
 from worker.names import DECISIONS_STREAM, INPUT_STREAM
 from worker.producer import make_event
 from worker.records import AgentVote
+from worker.stream_entries import entries
 
 
 def test_up_runs_redis_worker_and_feed_and_stops_cleanly(tmp_path: Path) -> None:
@@ -110,7 +111,7 @@ def test_a_rows_figures_agree_with_each_other_and_with_the_decision_as_stored(re
     decision = aggregate(make_event(correlation_id=f"agree-{p_long}"), votes, AggregatorConfig(), "v1")
     event_id = redis_client.xadd(INPUT_STREAM, {"n": "1"})
     redis_client.xadd(DECISIONS_STREAM, decision_fields(decision, event_id))  # type: ignore[arg-type]
-    [(decision_id, fields)] = redis_client.xrange(DECISIONS_STREAM)
+    [(decision_id, fields)] = entries(redis_client, DECISIONS_STREAM)
 
     _, _, _, agents, vote, shown_decision, _ = decision_row(fields[b"event_id"], decision_id, fields)
     score = vote.split()[1]
@@ -260,8 +261,8 @@ def test_an_external_redis_restarting_is_waited_out_by_the_view_and_the_feed(pri
     assert re.search(r"worker exit codes \[0\]", out), out[-2000:]
     client = redis.Redis.from_url(private_redis.url())
     try:
-        after = client.xrange("synergy_events", min=f"{back_ms}-0", count=1000)
-        decided_after = client.xrange("tactical_decisions", min=f"{back_ms}-0", count=1000)
+        after = entries(client, "synergy_events", lower=f"{back_ms}-0", count=1000)
+        decided_after = entries(client, "tactical_decisions", lower=f"{back_ms}-0", count=1000)
     finally:
         client.close()
     assert len(after) >= 40, "the feed did not resume once Redis was back"

@@ -13,6 +13,7 @@ from tests.cli.streams import deliver_without_ack, pending_of, publish
 from worker.alerts import recent_alerts
 from worker.names import DECISIONS_STREAM
 from worker.process import WorkerProcess
+from worker.stream_entries import entries
 
 
 def eventually(check: Callable[[], bool], *, timeout_s: float = 30.0, what: str) -> None:
@@ -107,7 +108,7 @@ def test_dead_letter_replay_leaves_an_event_decided_since_from_a_resend(
     publish(redis_client, 1, prefix="resent")
     deliver_without_ack(redis_client, "crashed-worker", 1)
     assert ctl("pending", "dead-letter", "--reason", "stuck on a dead worker", "--idle", "0", "--yes").exit_code == 0
-    [(dead_id, _)] = redis_client.xrange(DEAD_LETTER_STREAM)
+    [(dead_id, _)] = entries(redis_client, DEAD_LETTER_STREAM)
     start_worker(redis_url)
     publish(redis_client, 1, prefix="resent")  # the producer's resend
     eventually(lambda: redis_client.exists(completed_key("resent-0")) == 1, what="the resend to be decided")
@@ -122,7 +123,7 @@ def test_dead_letter_replay_leaves_an_event_decided_since_from_a_resend(
     assert redis_client.xlen(DEAD_LETTER_STREAM) == 1 and redis_client.xlen(INPUT_STREAM) == 2
     said = ctl("dead-letter", "replay", "--all", "--yes")
     assert "decided since" in said.stdout and decision in said.stdout
-    assert [f[b"correlation_id"] for _, f in redis_client.xrange(DECISIONS_STREAM)] == [b"resent-0"]
+    assert [f[b"correlation_id"] for _, f in entries(redis_client, DECISIONS_STREAM)] == [b"resent-0"]
 
 
 def test_dead_letter_replay_leaves_an_event_decided_since_once_its_completed_key_expired(
@@ -135,11 +136,11 @@ def test_dead_letter_replay_leaves_an_event_decided_since_once_its_completed_key
     publish(redis_client, 1, prefix="resent")
     deliver_without_ack(redis_client, "crashed-worker", 1)
     assert ctl("pending", "dead-letter", "--reason", "stuck on a dead worker", "--idle", "0", "--yes").exit_code == 0
-    [(dead_id, _)] = redis_client.xrange(DEAD_LETTER_STREAM)
+    [(dead_id, _)] = entries(redis_client, DEAD_LETTER_STREAM)
     start_worker(redis_url, completed_ttl_s=1)
     publish(redis_client, 1, prefix="resent")  # the producer's resend
     eventually(lambda: redis_client.xlen(DECISIONS_STREAM) == 1, what="the resend to be decided")
-    [(decision, _)] = redis_client.xrange(DECISIONS_STREAM)
+    [(decision, _)] = entries(redis_client, DECISIONS_STREAM)
     eventually(lambda: redis_client.exists(completed_key("resent-0")) == 0, what="its completed key to expire")
 
     done = ctl("dead-letter", "replay", "--all", "--yes", "--json")
@@ -148,4 +149,4 @@ def test_dead_letter_replay_leaves_an_event_decided_since_once_its_completed_key
     assert (doc["replayed"], doc["decided"]) == ({}, {dead_id.decode(): decision.decode()})
     assert redis_client.xlen(DEAD_LETTER_STREAM) == 1
     time.sleep(1.5)  # a replay would have been decided by now
-    assert [f[b"correlation_id"] for _, f in redis_client.xrange(DECISIONS_STREAM)] == [b"resent-0"]
+    assert [f[b"correlation_id"] for _, f in entries(redis_client, DECISIONS_STREAM)] == [b"resent-0"]
