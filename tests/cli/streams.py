@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import redis
 
 from worker.delivery import ensure_group
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
 from worker.producer import make_event, publish_event
+from worker.stream_entries import Entry
 
 
 def publish(client: redis.Redis, count: int, prefix: str = "cid") -> list[bytes]:
@@ -17,14 +20,22 @@ def publish(client: redis.Redis, count: int, prefix: str = "cid") -> list[bytes]
     ]
 
 
+def read_new(client: redis.Redis, consumer: str, *, count: int | None = None,
+             group: str = CONSUMER_GROUP) -> list[Entry]:
+    """XREADGROUP of the input stream's new entries as `consumer` of `group`. redis-py types the reply as any reply;
+    this client's is RESP2's list of [stream, entries], in bytes (an empty list when there is nothing new)."""
+    reply = client.xreadgroup(group, consumer, {INPUT_STREAM: ">"}, count=count)
+    return [entry for _, entries in cast(list[tuple[bytes, list[Entry]]], reply) for entry in entries]
+
+
 def deliver_without_ack(client: redis.Redis, consumer: str, count: int) -> list[bytes]:
     """XREADGROUP as `consumer` and never acknowledge: the entries stay pending on it, as on a crashed worker."""
     ensure_group(client)
-    reply = client.xreadgroup(CONSUMER_GROUP, consumer, {INPUT_STREAM: ">"}, count=count)
-    return [entry_id for _, entries in reply for entry_id, _ in entries]
+    return [entry_id for entry_id, _ in read_new(client, consumer, count=count)]
 
 
 def pending_of(client: redis.Redis) -> dict[bytes, bytes]:
-    """Entry id → consumer holding it."""
+    """Entry id → consumer holding it. redis-py types each row's values as any of bytes, str, int: these two are
+    bytes from this client."""
     rows = client.xpending_range(INPUT_STREAM, CONSUMER_GROUP, min="-", max="+", count=1000)
-    return {row["message_id"]: row["consumer"] for row in rows}
+    return {cast(bytes, row["message_id"]): cast(bytes, row["consumer"]) for row in rows}

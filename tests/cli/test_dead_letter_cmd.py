@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import cast
 
 import numpy as np
 import pytest
@@ -156,7 +157,8 @@ def test_a_command_redis_refuses_is_one_line_and_critical(ctl: Ctl, redis_client
 def test_replaying_only_dead_letters_without_their_fields_says_so_and_exits_1(
     ctl: Ctl, redis_client: redis.Redis
 ) -> None:
-    bare = redis_client.xadd(DEAD_LETTER_STREAM, {"dead_reason": "max_deliveries", "dead_entry_id": "1-1"}).decode()
+    bare = cast(bytes, redis_client.xadd(DEAD_LETTER_STREAM, {"dead_reason": "max_deliveries",
+                                                              "dead_entry_id": "1-1"})).decode()
     for flags in ((), ("--yes",), ("--yes", "--json")):
         result = ctl("dead-letter", "replay", "--id", bare, *flags)
         assert result.exit_code == 1, (flags, result.stdout, result.stderr)
@@ -176,7 +178,7 @@ def test_replay_leaves_events_that_are_still_invalid_unless_told(ctl: Ctl, redis
     broken = {**encode_event(make_event(correlation_id="short-0", rng=np.random.default_rng(1))),
               "matrix": b"\x00" * 1676}
     publish_event(redis_client, valid)
-    redis_client.xadd(INPUT_STREAM, broken)
+    redis_client.xadd(INPUT_STREAM, broken)  # type: ignore[arg-type]  # redis-py: fields, an invariant dict
     deliver_without_ack(redis_client, "ghost", 2)
     dead_letter_stuck_entries(redis_client, reason="stuck on a dead worker", min_idle_ms=0, actor="test", apply=True)
     fine_id, short_id = (entry_id.decode() for entry_id, _ in entries(redis_client, DEAD_LETTER_STREAM))
@@ -204,7 +206,7 @@ def test_replay_judges_the_events_by_the_workers_size_limit(ctl: Ctl, redis_clie
     from worker.producer import make_event
 
     big = {**encode_event(make_event(correlation_id="big-0", rng=np.random.default_rng(1))), "note": "x" * 70_000}
-    redis_client.xadd(INPUT_STREAM, big)
+    redis_client.xadd(INPUT_STREAM, big)  # type: ignore[arg-type]  # redis-py: fields, an invariant dict
     deliver_without_ack(redis_client, "ghost", 1)
     dead_letter_stuck_entries(redis_client, reason="payload_too_large: over 65,536", min_idle_ms=0, actor="test",
                               apply=True)
@@ -218,7 +220,7 @@ def test_show_prints_every_field_the_matrix_as_its_size(ctl: Ctl, redis_client: 
     from worker.producer import make_event
 
     event = encode_event(make_event(correlation_id="shown-0", rng=np.random.default_rng(0)))
-    redis_client.xadd(INPUT_STREAM, {**event, "matrix": b"\xff" * 1676})
+    redis_client.xadd(INPUT_STREAM, {**event, "matrix": b"\xff" * 1676})  # type: ignore[dict-item]  # as above
     deliver_without_ack(redis_client, "ghost", 1)
     dead_letter_stuck_entries(redis_client, reason="short matrix", min_idle_ms=0, actor="test", apply=True)
     [(dead_id, _)] = entries(redis_client, DEAD_LETTER_STREAM)
@@ -229,9 +231,9 @@ def test_show_prints_every_field_the_matrix_as_its_size(ctl: Ctl, redis_client: 
     doc = json.loads(ctl("dead-letter", "show", dead_id.decode(), "--json").stdout)
     assert doc["correlation_id"] == "shown-0" and doc["fields"]["matrix"] == "<1676 bytes, not text>"
     assert doc["fields"]["dead_reason"].startswith("short matrix")
-    multi_line = redis_client.xadd(DEAD_LETTER_STREAM, {"correlation_id": "c-2", "symbol": "ES\tX",
-                                                       "dead_reason": "processing_error: line one\nline two",
-                                                       "matrix": b"\x00" * 1680})
+    multi_line = cast(bytes, redis_client.xadd(DEAD_LETTER_STREAM, {
+        "correlation_id": "c-2", "symbol": "ES\tX", "dead_reason": "processing_error: line one\nline two",
+        "matrix": b"\x00" * 1680}))
     fields = json.loads(ctl("dead-letter", "show", multi_line.decode(), "--json").stdout)["fields"]
     assert fields["dead_reason"] == "processing_error: line one\nline two" and fields["symbol"] == "ES\tX"
     assert fields["matrix"] == "<1680 bytes, not text>"  # zeros decode as text, but are no text to read
@@ -298,8 +300,9 @@ def test_replay_leaves_a_dead_letter_decided_between_the_look_and_the_replay(
 
 def decision(client: redis.Redis, correlation_id: str) -> str:
     """A decision entry as a worker's commit writes it (correlation_id first, then the rest)."""
-    return client.xadd(DECISIONS_STREAM, {"correlation_id": correlation_id, "action": "long", "execute": "1",
-                                          "reason": "executed", "event_id": "1-1"}).decode()
+    entry_id = client.xadd(DECISIONS_STREAM, {"correlation_id": correlation_id, "action": "long", "execute": "1",
+                                              "reason": "executed", "event_id": "1-1"})
+    return cast(bytes, entry_id).decode()
 
 
 def test_replay_leaves_a_dead_letter_decided_since_once_its_completed_key_is_gone(

@@ -6,6 +6,7 @@ import json
 import struct
 import time
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import redis
@@ -30,7 +31,7 @@ def test_a_decided_event_shows_its_votes_reason_and_command_as_the_worker_wrote_
 ) -> None:
     workload = Workload.simulated()
     for i in range(20):
-        redis_client.xadd(INPUT_STREAM, workload.fields(i, f"why-{i}"))
+        redis_client.xadd(INPUT_STREAM, workload.fields(i, f"why-{i}"))  # type: ignore[arg-type]  # redis-py: fields, an invariant dict
     redis_client.xadd(INPUT_STREAM, {"correlation_id": "why-bad", "event_type": "SYNERGY_DETECTED"})
     start_worker(redis_url)
     deadline = time.monotonic() + 60
@@ -150,9 +151,9 @@ def test_each_decision_of_an_id_gets_its_own_command_even_when_the_clock_stepped
     each get their own command, never the other's."""
     ahead_ms = int(time.time() * 1000) + 60_000
     redis_client.xadd(DECISIONS_STREAM, {"correlation_id": "ahead", "execute": "0"}, id=f"{ahead_ms}-0")
-    first = redis_client.xadd(COMMANDS_STREAM, {"correlation_id": "twice", "side": "BUY"})
+    first = cast(bytes, redis_client.xadd(COMMANDS_STREAM, {"correlation_id": "twice", "side": "BUY"}))
     redis_client.xadd(DECISIONS_STREAM, {"correlation_id": "twice", "execute": "1", "action": "long"})
-    second = redis_client.xadd(COMMANDS_STREAM, {"correlation_id": "twice", "side": "SELL"})
+    second = cast(bytes, redis_client.xadd(COMMANDS_STREAM, {"correlation_id": "twice", "side": "SELL"}))
     redis_client.xadd(DECISIONS_STREAM, {"correlation_id": "twice", "execute": "1", "action": "short"})
     doc = json.loads(ctl("decision", "twice", "--json").stdout)
     assert [(d["action"], d["command"]["command_id"]) for d in doc["decisions"]] == [

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import redis
 
@@ -33,7 +34,7 @@ def server_now_ms(client: redis.Redis) -> int:
 def backlog(client: redis.Redis, *, age_s: float, count: int = 3) -> list[bytes]:
     """`count` undelivered entries, the oldest `age_s` seconds old, and the group created at 0."""
     first_ms = server_now_ms(client) - int(age_s * 1000)
-    ids = [client.xadd(INPUT_STREAM, {"n": str(i)}, id=f"{first_ms + i}-0") for i in range(count)]
+    ids = [cast(bytes, client.xadd(INPUT_STREAM, {"n": str(i)}, id=f"{first_ms + i}-0")) for i in range(count)]
     ensure_group(client)
     return ids
 

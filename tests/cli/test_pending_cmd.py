@@ -7,6 +7,7 @@ import time
 
 import pytest
 import redis
+from redis.typing import StreamIdT
 
 from tests.cli.conftest import Ctl
 from tests.cli.streams import deliver_without_ack, pending_of, publish
@@ -44,8 +45,9 @@ def test_summary_of_entries_a_dead_consumer_holds_says_what_happens_to_them(
     text = " ".join(ctl("pending").stdout.split())
     assert "no worker beats" not in text and "`tacticalctl pending claim --to <live worker> --yes`" in text, text
     deliver_without_ack(redis_client, "alive-1", 1)
-    redis_client.xclaim(INPUT_STREAM, CONSUMER_GROUP, "alive-1", 0, [i for i, _ in
-                        entries(redis_client, INPUT_STREAM)][:3])  # every entry now on a live worker: in flight
+    every_id: list[StreamIdT] = [i for i, _ in entries(redis_client, INPUT_STREAM)]
+    # every entry now on a live worker: in flight
+    redis_client.xclaim(INPUT_STREAM, CONSUMER_GROUP, "alive-1", 0, every_id[:3])
     assert "reclaims" not in ctl("pending").stdout
 
 

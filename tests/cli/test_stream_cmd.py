@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from typing import cast
 
 import pytest
 import redis
 
 from tests.cli.conftest import Ctl
-from tests.cli.streams import deliver_without_ack, publish
+from tests.cli.streams import deliver_without_ack, publish, read_new
 from worker.delivery import ensure_group
 from worker.heartbeat import write_heartbeat
 from worker.names import COMMANDS_STREAM, CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
@@ -64,7 +65,7 @@ def test_info_names_any_of_the_systems_streams_that_holds_another_type(ctl: Ctl,
 def _old_decisions(client: redis.Redis, count: int, hours_ago: float) -> list[bytes]:
     seconds, micros = client.time()
     start = seconds * 1000 + micros // 1000 - int(hours_ago * 3_600_000)
-    return [client.xadd(DECISIONS_STREAM, {"n": str(i)}, id=f"{start}-{i + 1}") for i in range(count)]
+    return [cast(bytes, client.xadd(DECISIONS_STREAM, {"n": str(i)}, id=f"{start}-{i + 1}")) for i in range(count)]
 
 
 def test_trim_shows_what_would_go_then_trims_with_yes(ctl: Ctl, redis_client: redis.Redis) -> None:
@@ -115,7 +116,7 @@ def test_trim_refuses_what_it_cannot_use(ctl: Ctl, args: list[str], said: str) -
 def test_prune_consumers_shows_then_removes_with_yes(ctl: Ctl, redis_client: redis.Redis) -> None:
     ensure_group(redis_client)
     redis_client.xadd(INPUT_STREAM, {"correlation_id": "c-1"})
-    [(entry_id, _)] = redis_client.xreadgroup(CONSUMER_GROUP, "gone-worker", {INPUT_STREAM: ">"})[0][1]
+    [(entry_id, _)] = read_new(redis_client, "gone-worker")
     redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, entry_id)
     time.sleep(0.2)
     dry = ctl("stream", "prune-consumers", "--idle", "100ms")
@@ -144,8 +145,7 @@ def test_info_is_one_snapshot_while_a_worker_reads_and_acks(redis_url: str, redi
             for _ in range(20):
                 pipe.xadd(INPUT_STREAM, {"n": "1"})
             pipe.execute()
-            read = client.xreadgroup(CONSUMER_GROUP, "w-1", {INPUT_STREAM: ">"}, count=20)
-            ids = [entry_id for _, entries in read for entry_id, _ in entries]
+            ids = [entry_id for entry_id, _ in read_new(client, "w-1", count=20)]
             if ids:
                 client.xack(INPUT_STREAM, CONSUMER_GROUP, *ids[: len(ids) // 2])  # half stays pending
         client.close()
@@ -226,7 +226,7 @@ def test_prune_consumers_at_maxmemory_says_what_it_removed_when_the_audit_entry_
 ) -> None:
     ensure_group(redis_client)
     redis_client.xadd(INPUT_STREAM, {"correlation_id": "c-1"})
-    [(entry_id, _)] = redis_client.xreadgroup(CONSUMER_GROUP, "gone-worker", {INPUT_STREAM: ">"})[0][1]
+    [(entry_id, _)] = read_new(redis_client, "gone-worker")
     redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, entry_id)
     time.sleep(0.2)
     redis_client.config_set("maxmemory", 1)

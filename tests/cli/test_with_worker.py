@@ -112,7 +112,9 @@ def test_dead_letter_replay_leaves_an_event_decided_since_from_a_resend(
     start_worker(redis_url)
     publish(redis_client, 1, prefix="resent")  # the producer's resend
     eventually(lambda: redis_client.exists(completed_key("resent-0")) == 1, what="the resend to be decided")
-    decision = redis_client.get(completed_key("resent-0")).decode()
+    completed = redis_client.get(completed_key("resent-0"))
+    assert isinstance(completed, bytes)
+    decision = completed.decode()
 
     dry = ctl("dead-letter", "replay", "--all", "--json")
     assert json.loads(dry.stdout)["decided"] == {dead_id.decode(): decision}
