@@ -150,7 +150,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
             consumer=name,
             log_path=tmp_path / f"{name}.log",
             http_addr=f"127.0.0.1:{free_port()}",
-            settings={"claim_min_idle_ms": 1000, "claim_interval_ms": 200, "torch_threads": 1,
+            settings={"claim_min_idle_ms": "1000", "claim_interval_ms": "200", "torch_threads": "1",
                       **{k: str(v) for k, v in settings.items()}},
         )
         started.append(process)

@@ -8,6 +8,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
@@ -24,7 +25,16 @@ from worker.ops.pending import dead_letter_stuck_entries
 from worker.settings import WorkerSettings, default_models_dir
 
 SHIPPED = current_bundle_dir(default_models_dir())
-OLDER = next(m.bundle_dir for m in list_bundles(default_models_dir()) if m.version != SHIPPED.name)
+
+
+def _older_bundle_dir() -> Path:
+    """The shipped bundle other than CURRENT's (it was trained from it)."""
+    older = next(m.bundle_dir for m in list_bundles(default_models_dir()) if m.version != SHIPPED.name)
+    assert older is not None  # list_bundles reads each manifest from its bundle's directory
+    return older
+
+
+OLDER = _older_bundle_dir()
 
 
 def stale_processing_key(client: redis.Redis, tmp_path: Path) -> list[str]:
@@ -90,7 +100,7 @@ def a_rollback(client: redis.Redis, tmp_path: Path) -> list[str]:
 
 
 def everything(client: redis.Redis) -> dict[bytes, bytes | None]:
-    return {key: client.dump(key) for key in sorted(client.keys("*"))}
+    return {key: client.dump(key) for key in sorted(cast(list[bytes], client.keys("*")))}  # redis-py: bytes or str
 
 
 def files(directory: Path) -> dict[str, bytes]:

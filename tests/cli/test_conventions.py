@@ -96,6 +96,7 @@ def test_redis_going_away_during_a_follow_or_a_watch_is_ridden_out_not_a_traceba
         watch = subprocess.Popen([*CTL, "--redis-url", url, "lag", "watch", "--json", "--interval", "0.5",
                                   "--duration", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # Each has connected and said something before Redis goes away.
+        assert follow.stdout is not None and watch.stdout is not None  # stdout=PIPE
         first_alert = json.loads(follow.stdout.readline())
         first_status = json.loads(watch.stdout.readline())["status"]
         server.close()

@@ -93,7 +93,7 @@ class ObservedAfterFirstScrape(TacticalMetrics):
 
     def __init__(self, seconds: float, count: int) -> None:
         super().__init__()
-        self._pending = (seconds, count)
+        self._pending: tuple[float, int] | None = (seconds, count)
 
     def render(self) -> tuple[bytes, str]:
         rendered = super().render()

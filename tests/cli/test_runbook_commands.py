@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import typer
 import yaml
+from typer._click.core import Command  # typer's vendored click (tacticalctl.app reads its UsageError from it too)
 
 from tacticalctl.app import app
 from worker.ops.triage import PLAYBOOKS
@@ -56,9 +57,9 @@ def argv_of(line: str) -> list[str]:
 
 
 @cache
-def _tacticalctl() -> typer.core.TyperGroup:
+def _tacticalctl() -> Command:
     """The click command tree, built once: building it takes longer than parsing a line."""
-    return typer.main.get_command(app)  # type: ignore[return-value]
+    return typer.main.get_command(app)
 
 
 def parse(argv: list[str]) -> list[str]:
@@ -71,8 +72,9 @@ def parse(argv: list[str]) -> list[str]:
         rest = [*getattr(ctx, "_protected_args", []), *ctx.args]
         if not rest:
             break
-        name, command, rest = command.resolve_command(ctx, rest)
-        assert command is not None and name is not None
+        name, resolved, rest = command.resolve_command(ctx, rest)
+        assert resolved is not None and name is not None
+        command = resolved
         ctx = command.make_context(name, rest, parent=ctx)
         path.append(name)
     return path

@@ -226,6 +226,7 @@ def test_no_alert_in_the_history_while_redis_refuses_writes_is_not_an_all_clear(
     url, answers = worker_http
     healthy_worker(redis_client, answers)
     before = redis_client.config_get("maxmemory-policy")["maxmemory-policy"]
+    assert before is not None  # the server has the setting
     redis_client.config_set("maxmemory-policy", policy)
     redis_client.config_set("maxmemory", 1)
     try:
