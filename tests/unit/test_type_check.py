@@ -1,6 +1,6 @@
-"""The shipped packages and the unit tests are mypy-clean (STYLE.md: type hints everywhere): a type error fails the
-suite, as a broken behaviour does. The scope is `[tool.mypy]` in pyproject.toml (worker, tacticalctl, models, bench,
-tests/unit and the test helpers it imports; not the other test directories)."""
+"""The shipped packages and the unit and CLI tests are mypy-clean (STYLE.md: type hints everywhere): a type error fails
+the suite, as a broken behaviour does. The scope is `[tool.mypy]` in pyproject.toml (worker, tacticalctl, models, bench,
+tests/unit, tests/cli and the test helpers they import; not the other test directories)."""
 
 from __future__ import annotations
 
