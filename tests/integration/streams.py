@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
+from typing import cast
 
 import redis
 
 from worker.names import COMMANDS_STREAM, CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
+from worker.stream_entries import Entry, entries
+
+
+def read_group(client: redis.Redis, consumer: str, count: int | None = None, *, group: str = CONSUMER_GROUP,
+               stream: str = INPUT_STREAM) -> list[Entry]:
+    """XREADGROUP of new entries of one stream as `consumer`. redis-py types the reply as any reply; these clients'
+    is RESP2's list of [stream, entries], in bytes (an IndexError when nothing was new)."""
+    reply = client.xreadgroup(group, consumer, {stream: ">"}, count=count)
+    return cast(list[tuple[bytes, list[Entry]]], reply)[0][1]
 
 
 def stream_field(client: redis.Redis, stream: str, name: bytes = b"correlation_id") -> list[bytes]:
-    return [fields[name] for _, fields in client.xrange(stream)]
+    return [fields[name] for _, fields in entries(client, stream)]
 
 
 def decided_ids(client: redis.Redis) -> Counter[bytes]:
@@ -26,7 +37,8 @@ def pending_count(client: redis.Redis) -> int:
     return int(client.xpending(INPUT_STREAM, CONSUMER_GROUP)["pending"])
 
 
-def wait_for(predicate, *, timeout_s: float = 60.0, interval_s: float = 0.05, what: str = "condition") -> None:
+def wait_for(predicate: Callable[[], object], *, timeout_s: float = 60.0, interval_s: float = 0.05,
+             what: str = "condition") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
@@ -51,5 +63,5 @@ def wait_settled(client: redis.Redis, decisions: int, dead: int = 0, *, timeout_
 
 
 def executed_decisions(client: redis.Redis) -> Counter[bytes]:
-    entries = client.xrange(DECISIONS_STREAM)
-    return Counter(fields[b"correlation_id"] for _, fields in entries if fields[b"execute"] == b"1")
+    decisions = entries(client, DECISIONS_STREAM)
+    return Counter(fields[b"correlation_id"] for _, fields in decisions if fields[b"execute"] == b"1")

@@ -5,7 +5,7 @@ import re
 import pytest
 import redis
 
-from worker import alerts
+from worker import alerts, stream_entries
 from worker.alerts import (
     AlertFieldError,
     Severity,
@@ -27,7 +27,7 @@ def test_alert_is_a_flat_entry_in_tactical_alerts(redis_client: redis.Redis) -> 
         source="host-1:42",
         value="6.2",
     )
-    [(stored_id, fields)] = redis_client.xrange(ALERTS_STREAM)
+    [(stored_id, fields)] = stream_entries.entries(redis_client, ALERTS_STREAM)
     assert stored_id == entry_id
     assert fields[b"severity"] == b"P0"
     assert fields[b"kind"] == b"consumer_lag"

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
@@ -22,6 +23,7 @@ from typer.testing import CliRunner, Result
 from tacticalctl.app import app
 from tests.events import many_events
 from tests.integration.streams import command_ids, decided_ids, executed_decisions, pending_count, wait_for
+from worker import stream_entries
 from worker.backup import checksum_path, sha256_path
 from worker.embedded_redis import EmbeddedRedis, free_port
 from worker.events import encode_event
@@ -56,7 +58,7 @@ def events(n: int, prefix: str, seed: int = 0) -> list[SynergyEvent]:
 
 
 def alert_kinds(client: redis.Redis) -> list[bytes]:
-    return [fields[b"kind"] for _, fields in client.xrange(ALERTS_STREAM)]
+    return [fields[b"kind"] for _, fields in stream_entries.entries(client, ALERTS_STREAM)]
 
 
 @pytest.fixture
@@ -113,7 +115,7 @@ def test_round_trip_under_load_decides_every_event_exactly_once(tmp_path: Path, 
         producer.join()
     expiry_at_source = a.pexpiretime(completed_key("early-0"))
     # The backup's own audit entry (the running worker may have alerted since: a health transition under load).
-    [(_, audited)] = a.xrange(ALERTS_STREAM, audit_id, audit_id)
+    [(_, audited)] = stream_entries.entries(a, ALERTS_STREAM, lower=audit_id, upper=audit_id)
     assert audited[b"kind"] == b"backup"
     worker.kill()  # the disaster: the source is gone with whatever it decided after the backup
     a.close()
@@ -133,10 +135,11 @@ def test_round_trip_under_load_decides_every_event_exactly_once(tmp_path: Path, 
     ghost = b.xpending_range(INPUT_STREAM, CONSUMER_GROUP, "-", "+", 100, consumername="ghost")
     assert len(ghost) == 50 and {row["times_delivered"] for row in ghost} == {1}
     assert b.pexpiretime(completed_key("early-0")) == expiry_at_source
-    assert any(member.startswith(b"source-worker@") for member in b.zrange(BREAKER_RESTARTS_KEY, 0, -1))
+    assert any(member.startswith(b"source-worker@")
+               for member in cast(list[bytes], b.zrange(BREAKER_RESTARTS_KEY, 0, -1)))
     assert alert_kinds(b)[-1] == b"restore"
-    held = b.xrange(DECISIONS_STREAM)
-    expected = {fields[b"correlation_id"] for _, fields in b.xrange(INPUT_STREAM)}
+    held = stream_entries.entries(b, DECISIONS_STREAM)
+    expected = {fields[b"correlation_id"] for _, fields in stream_entries.entries(b, INPUT_STREAM)}
     assert {f"orphan-{i}".encode() for i in range(30)} <= expected
 
     start_worker(target.url(), consumer="target-worker", models_dir=models_dir, claim_min_idle_ms=300)
@@ -144,7 +147,8 @@ def test_round_trip_under_load_decides_every_event_exactly_once(tmp_path: Path, 
              and b.xinfo_groups(INPUT_STREAM)[0]["lag"] == 0, timeout_s=60, what="every event decided")
     time.sleep(0.5)  # anything decided twice would show up now
 
-    assert b.xrange(DECISIONS_STREAM, count=len(held)) == held, "the decisions the backup held are kept as they were"
+    kept = stream_entries.entries(b, DECISIONS_STREAM, count=len(held))
+    assert kept == held, "the decisions the backup held are kept as they were"
     decided = decided_ids(b)
     assert set(decided) == expected
     assert max(decided.values()) == 1, [cid for cid, n in decided.items() if n > 1][:5]
@@ -230,13 +234,13 @@ def test_a_rebuilt_stream_keeps_its_ids_counters_groups_and_pending_entries(
     difference."""
     a = redis.Redis.from_url(source.url())
     _small_state(a)  # 5 events, 2 of them pending on c1
-    [(first, _), (second, _)] = a.xrange(INPUT_STREAM, count=2)
+    [(first, _), (second, _)] = stream_entries.entries(a, INPUT_STREAM, count=2)
     a.xclaim(INPUT_STREAM, CONSUMER_GROUP, "c2", 0, [second], retrycount=4)
     a.xgroup_createconsumer(INPUT_STREAM, CONSUMER_GROUP, "idle-consumer")
     a.xgroup_create(INPUT_STREAM, "audit-readers", id=second)
     odd_group = b"readers \xff"  # not UTF-8, and a pending entry of it deleted
     a.xgroup_create(INPUT_STREAM, odd_group, id="0")
-    a.xreadgroup(odd_group, "r", {INPUT_STREAM: ">"}, count=1)
+    a.xreadgroup(odd_group, "r", {INPUT_STREAM: ">"}, count=1)  # type: ignore[arg-type]  # typed str; bytes go as given
     a.xdel(INPUT_STREAM, first)  # pending on c1, its entry gone
     a.xadd(DEAD_LETTER_STREAM, {"kind": "x"}, id="1-1")
     a.xdel(DEAD_LETTER_STREAM, "1-1")  # an empty stream with a history
@@ -405,7 +409,7 @@ def test_models_only_restores_the_bundles_on_a_new_host_before_redis_is_back(
     assert up.exit_code == 0, up.output
     doc = json.loads(up.stdout)
     assert doc["audit_error"] is None and doc["target"] is None, "Redis is not read for a models-only plan"
-    last_id, last = a.xrevrange(ALERTS_STREAM, count=1)[0]
+    last_id, last = stream_entries.entries(a, ALERTS_STREAM, count=1, newest_first=True)[0]
     assert (last_id.decode(), last[b"kind"], last[b"models_only"]) == (doc["audit_id"], b"restore", b"true")
 
 

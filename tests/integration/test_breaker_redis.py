@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import redis
 
+from worker import stream_entries
 from worker.alerts import Severity, read_alerts
 from worker.breaker import (
     BreakerConfig,
@@ -185,7 +186,7 @@ def test_the_monitor_publishes_each_kept_breaker_transition_once_after_alerts_fa
         for _ in range(3):
             monitor._publish_breaker_transitions()
 
-        messages = [fields[b"message"].decode() for _, fields in client.xrange(ALERTS_STREAM)
+        messages = [fields[b"message"].decode() for _, fields in stream_entries.entries(client, ALERTS_STREAM)
                     if fields[b"kind"].startswith(b"breaker")]
         assert messages == [
             "circuit breaker open → closed: reset by op1",

@@ -8,6 +8,7 @@ import time
 import pytest
 import redis
 
+from tests.integration.streams import read_group
 from worker.alerts import recent_alerts
 from worker.delivery import delete_consumers_without_pending, ensure_group
 from worker.heartbeat import write_heartbeat
@@ -21,7 +22,7 @@ def consumers(client: redis.Redis) -> set[str]:
 
 def read_as(client: redis.Redis, consumer: str, *, ack: bool) -> None:
     client.xadd(INPUT_STREAM, {"correlation_id": consumer})
-    delivered = client.xreadgroup(CONSUMER_GROUP, consumer, {INPUT_STREAM: ">"}, count=1)[0][1]
+    delivered = read_group(client, consumer, 1)
     if ack:
         client.xack(INPUT_STREAM, CONSUMER_GROUP, delivered[0][0])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 import redis
@@ -23,7 +24,7 @@ def reader(redis_client: redis.Redis) -> Iterator[GroupReader]:
 
 def pending_of(client: redis.Redis, consumer: str) -> list[bytes]:
     rows = client.xpending_range(INPUT_STREAM, CONSUMER_GROUP, min="-", max="+", count=100, consumername=consumer)
-    return [row["message_id"] for row in rows]
+    return [cast(bytes, row["message_id"]) for row in rows]  # a bytes client
 
 
 def test_new_entries_come_with_their_fields_in_order_and_become_this_consumers_pending(

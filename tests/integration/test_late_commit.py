@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import redis
 
-from tests.integration.streams import decided_ids
+from tests.integration.streams import decided_ids, read_group
 from worker.aggregator import AggregatorConfig
 from worker.delivery import DeliveryScripts, ensure_group
 from worker.inference import AgentEnsemble
@@ -28,7 +28,7 @@ def pipeline_for(client: redis.Redis, ensemble: AgentEnsemble, consumer: str) ->
 
 
 def read_as(client: redis.Redis, consumer: str, count: int = 10) -> list[StreamEntry]:
-    [(_, messages)] = client.xreadgroup(CONSUMER_GROUP, consumer, {INPUT_STREAM: ">"}, count=count)
+    messages = read_group(client, consumer, count)
     return [StreamEntry(entry_id, fields) for entry_id, fields in messages]
 
 

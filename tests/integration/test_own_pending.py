@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import cast
 
 import numpy as np
 import pytest
 import redis
 
 from tests.events import many_events
-from tests.integration.streams import pending_count
+from tests.integration.streams import pending_count, read_group
 from worker.embedded_redis import EmbeddedRedis
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
 from worker.producer import make_event, publish_events
@@ -33,7 +34,7 @@ def idle_worker(redis_url: str, redis_client: redis.Redis) -> Iterator[Worker]:
 def hold(client: redis.Redis, n: int) -> list[bytes]:
     """n events, delivered to the worker's consumer and not acked: what it held when Redis went away."""
     publish_events(client, many_events(n, prefix="h", seed=8))
-    [(_, messages)] = client.xreadgroup(CONSUMER_GROUP, "holder", {INPUT_STREAM: ">"}, count=n)
+    messages = read_group(client, "holder", n)
     return [entry_id for entry_id, _ in messages]
 
 
@@ -62,7 +63,7 @@ def test_each_held_entry_is_read_once_per_pass_then_new_ones(idle_worker: Worker
 
 
 def pending_counts(client: redis.Redis, entry_ids: list[bytes]) -> list[int]:
-    return [client.xpending_range(INPUT_STREAM, CONSUMER_GROUP, min=e, max=e, count=1)[0]["times_delivered"]
+    return [cast(int, client.xpending_range(INPUT_STREAM, CONSUMER_GROUP, min=e, max=e, count=1)[0]["times_delivered"])
             for e in entry_ids]
 
 

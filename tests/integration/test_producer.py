@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import redis
 
+from worker import stream_entries
 from worker.events import InvalidEvent, decode_event
 from worker.names import INPUT_STREAM
 from worker.producer import make_event, publish_event, publish_events
@@ -43,7 +44,7 @@ def test_published_events_read_back_and_decode_equal(redis_client: redis.Redis, 
     events = sample_events(200)
     entry_ids = publish_events(redis_client, events, batch=64, matrix_encoding=matrix_encoding)
 
-    entries = redis_client.xrange(INPUT_STREAM)
+    entries = stream_entries.entries(redis_client, INPUT_STREAM)
     assert [entry_id for entry_id, _ in entries] == entry_ids
     assert_same([decode_event(fields) for _, fields in entries], events)
 
@@ -51,7 +52,7 @@ def test_published_events_read_back_and_decode_equal(redis_client: redis.Redis, 
 def test_publish_event_returns_the_entry_id_of_the_event(redis_client: redis.Redis) -> None:
     event = make_event(correlation_id="single", rng=np.random.default_rng(3))
     entry_id = publish_event(redis_client, event)
-    [(read_id, fields)] = redis_client.xrange(INPUT_STREAM)
+    [(read_id, fields)] = stream_entries.entries(redis_client, INPUT_STREAM)
     assert read_id == entry_id
     assert fields[b"correlation_id"] == b"single"
     assert_same([decode_event(fields)], [event])
@@ -69,7 +70,8 @@ def test_an_invalid_event_stops_publishing_before_its_batch(redis_client: redis.
     with pytest.raises(InvalidEvent) as caught:
         publish_events(redis_client, [*events[:8], broken, *events[8:]], batch=4)
     assert caught.value.reason == "bad_atr"
-    published = [decode_event(fields).correlation_id for _, fields in redis_client.xrange(INPUT_STREAM)]
+    published = [decode_event(fields).correlation_id
+                 for _, fields in stream_entries.entries(redis_client, INPUT_STREAM)]
     assert published == [event.correlation_id for event in events[:8]]
 
 

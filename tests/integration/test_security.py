@@ -24,6 +24,7 @@ from typer.testing import CliRunner, Result
 from tacticalctl.app import app
 from tests.events import many_events
 from tests.integration.streams import decided_ids, wait_for, wait_settled
+from worker import stream_entries
 from worker.connection import RedisAuthError, connect
 from worker.embedded_redis import EmbeddedRedis, ServerTls
 from worker.lag import read_consumer_lag
@@ -217,7 +218,7 @@ def test_worker_and_operator_work_under_their_acl_users_and_nothing_more(
 
     worker = start_worker(worker_url, redis_password_file=worker_secret, heartbeat_interval_s=0.5)
     wait_settled(admin, 60, dead=1)
-    assert admin.xrange(DEAD_LETTER_STREAM)[0][1][b"correlation_id"] == b"broken-1"
+    assert stream_entries.entries(admin, DEAD_LETTER_STREAM)[0][1][b"correlation_id"] == b"broken-1"
     assert decided_ids(admin) == {f"evt-{i}".encode(): 1 for i in range(60)}
     assert admin.exists(heartbeat_key(worker.consumer))
     wait_for(lambda: admin.exists(breaker_state_key(worker.consumer)), what="the breaker state published")

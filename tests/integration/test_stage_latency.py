@@ -7,11 +7,12 @@ import pytest
 import redis
 
 from tests.events import many_events
+from tests.integration.streams import read_group
 from worker.aggregator import AggregatorConfig
 from worker.delivery import DeliveryScripts, ensure_group
 from worker.inference import AgentEnsemble
 from worker.metrics import SYNERGY_LABELS
-from worker.names import CONSUMER_GROUP, INPUT_STREAM
+from worker.names import INPUT_STREAM
 from worker.pipeline import EventPipeline, PipelineConfig, StreamEntry
 from worker.producer import publish_events
 from worker.telemetry import Telemetry
@@ -22,7 +23,7 @@ STAGES = ("validate", "claim", "inference", "aggregate", "commit")
 
 
 def read(client: redis.Redis, count: int) -> list[StreamEntry]:
-    [(_, messages)] = client.xreadgroup(CONSUMER_GROUP, CONFIG.consumer, {INPUT_STREAM: ">"}, count=count)
+    messages = read_group(client, CONFIG.consumer, count)
     return [StreamEntry(entry_id, fields) for entry_id, fields in messages]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 import redis
 
@@ -12,7 +14,7 @@ STREAM = "test:entries"
 
 @pytest.fixture
 def ids(redis_client: redis.Redis) -> list[bytes]:
-    return [redis_client.xadd(STREAM, {"n": str(i)}) for i in range(7)]
+    return [cast(bytes, redis_client.xadd(STREAM, {"n": str(i)})) for i in range(7)]  # a bytes client
 
 
 @pytest.mark.parametrize("page", [1, 3, 7, 100])

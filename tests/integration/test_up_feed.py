@@ -12,6 +12,7 @@ import redis
 from tacticalctl.up import _feed_through_outages
 from tests.events import many_events
 from tests.integration.streams import wait_for
+from worker import stream_entries
 from worker.embedded_redis import EmbeddedRedis
 from worker.feed import FeedOutage, FeedStats, ResumableFeed
 from worker.names import INPUT_STREAM
@@ -52,7 +53,7 @@ def test_writes_refused_for_a_while_lose_no_event(private_redis: EmbeddedRedis) 
         client.config_set("maxmemory", 0)
         wait_for(lambda: sum(sent) >= refused_at + 50, what="the feed resumed")
 
-    ids = [fields[b"correlation_id"].decode() for _, fields in client.xrange(INPUT_STREAM)]
+    ids = [fields[b"correlation_id"].decode() for _, fields in stream_entries.entries(client, INPUT_STREAM)]
     assert ids == [event.correlation_id for event in events[: len(ids)]], "an event was lost or sent out of order"
     assert len(ids) == sum(sent) >= refused_at + 50
     client.close()
@@ -80,7 +81,7 @@ def test_a_batch_cut_short_is_sent_again_only_where_it_did_not_land(private_redi
         client.config_set("maxmemory", 0)
         wait_for(lambda: sum(sent) >= length + 500, what="the feed resumed")
 
-    ids = [fields[b"correlation_id"].decode() for _, fields in client.xrange(INPUT_STREAM)]
+    ids = [fields[b"correlation_id"].decode() for _, fields in stream_entries.entries(client, INPUT_STREAM)]
     assert ids == [event.correlation_id for event in events[: len(ids)]], "an event was sent twice, lost or reordered"
     assert len(ids) == sum(sent), "what landed unseen counts as sent"
     client.close()

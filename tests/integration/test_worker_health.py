@@ -27,6 +27,7 @@ from tests.bundles import break_agent
 from tests.deploy.deploy_contract import RUNBOOK_METRICS
 from tests.events import many_events
 from tests.integration.streams import pending_count, wait_for, wait_settled
+from worker import stream_entries
 from worker.breaker import record_restart, request_reset
 from worker.connection import connect
 from worker.embedded_redis import EmbeddedRedis
@@ -154,7 +155,8 @@ def test_stopped_redis_moves_health_up_and_back_down_with_hysteresis(private_red
     moves = [(t["from"], t["to"]) for t in state(worker)["recent_transitions"]]
     assert moves[-3:] == [("healthy", "critical"), ("critical", "degraded"), ("degraded", "healthy")]
     client = redis.Redis.from_url(private_redis.url())
-    wait_for(lambda: sum(1 for _, f in client.xrange(ALERTS_STREAM) if f[b"kind"] == b"health_transition") >= 3,
+    wait_for(lambda: sum(1 for _, f in stream_entries.entries(client, ALERTS_STREAM)
+                         if f[b"kind"] == b"health_transition") >= 3,
              what="transitions alerted, including the one raised while Redis was down")
     assert worker.poll() is None
     client.close()
