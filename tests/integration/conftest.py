@@ -29,7 +29,8 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
             redis_url=redis_url,
             consumer=name,
             log_path=tmp_path / f"{name}.log",
-            settings={"claim_min_idle_ms": 1000, "claim_interval_ms": 200, **{k: str(v) for k, v in settings.items()}},
+            settings={"claim_min_idle_ms": "1000", "claim_interval_ms": "200",
+                      **{k: str(v) for k, v in settings.items()}},
         )
         started.append(process)
         return process.start(wait_ready_s=wait_ready_s)
@@ -52,8 +53,9 @@ def in_process_worker() -> Iterator[Callable[..., tuple[Worker, FaultyModel]]]:
                                            **{**options, **overrides})
         worker = Worker(settings)
         worker.startup()
+        assert worker.ensemble is not None and worker.pipeline is not None
         model = FaultyModel(worker.ensemble)
-        worker.pipeline.ensemble = model
+        worker.pipeline.ensemble = model  # type: ignore[assignment]  # a stand-in with the ensemble's infer
         crashed: list[BaseException] = []
 
         def loop() -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import redis
 
+from tests.integration.streams import read_group
+from worker import stream_entries
 from worker.delivery import DecidedEvent, DeliveryScripts, SharedFields, ensure_group
 from worker.names import COMMANDS_STREAM, CONSUMER_GROUP, DECISIONS_STREAM, INPUT_STREAM, completed_key
 
@@ -16,7 +18,7 @@ def queued(client: redis.Redis, n: int) -> list[bytes]:
     ensure_group(client)
     for i in range(n):
         client.xadd(INPUT_STREAM, {"n": str(i)})
-    [(_, messages)] = client.xreadgroup(CONSUMER_GROUP, "fields", {INPUT_STREAM: ">"}, count=n)
+    messages = read_group(client, "fields", n)
     return [entry_id for entry_id, _ in messages]
 
 
@@ -41,11 +43,13 @@ def test_each_entry_holds_its_fields_then_the_shared_ones_in_order(redis_client:
     with scripts.send_commit(batch, [], 3600, SHARED) as pending:
         assert pending.outcomes() == ["committed", "committed", "duplicate", "committed"]
 
-    decisions = [list(fields.items()) for _, fields in redis_client.xrange(DECISIONS_STREAM)]
+    decisions = [list(fields.items()) for _, fields in stream_entries.entries(redis_client, DECISIONS_STREAM)]
     assert decisions == [as_bytes({**event.decision_fields, **SHARED.decision}) for event in (batch[0], batch[1],
                                                                                              batch[3])]
-    commands = [list(fields.items()) for _, fields in redis_client.xrange(COMMANDS_STREAM)]
-    assert commands == [as_bytes({**event.command_fields, **SHARED.command}) for event in (batch[1], batch[3])]
+    commands = [list(fields.items()) for _, fields in stream_entries.entries(redis_client, COMMANDS_STREAM)]
+    executed = [batch[1].command_fields, batch[3].command_fields]
+    assert executed[0] is not None and executed[1] is not None
+    assert commands == [as_bytes({**executed[0], **SHARED.command}), as_bytes({**executed[1], **SHARED.command})]
     assert redis_client.xpending(INPUT_STREAM, CONSUMER_GROUP)["pending"] == 0
     scripts.close()
 

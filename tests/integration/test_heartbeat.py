@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import redis
@@ -22,7 +23,13 @@ from worker.heartbeat import (
 from worker.names import heartbeat_key
 from worker.process import WorkerProcess, WorkerStartError
 
-INFO = {"started_at": "2024-06-03T13:30:00+00:00", "model_version": "v7", "state": "healthy"}
+INFO: dict[str, object] = {"started_at": "2024-06-03T13:30:00+00:00", "model_version": "v7", "state": "healthy"}
+
+
+def stored_heartbeat(client: redis.Redis, consumer: str) -> dict[str, Any]:
+    stored = client.get(heartbeat_key(consumer))
+    assert stored is not None, f"no heartbeat of {consumer}"
+    return cast(dict[str, Any], json.loads(stored))
 
 
 def test_ttl_is_two_and_a_half_intervals_to_the_millisecond() -> None:
@@ -36,7 +43,7 @@ def test_heartbeat_is_written_with_its_ttl(redis_client: redis.Redis) -> None:
     written = write_heartbeat(redis_client, "host-a:101", interval_s=2.0, info=INFO, now=lambda: 1717421400.25)
 
     ttl = redis_client.pttl(heartbeat_key("host-a:101"))
-    stored = json.loads(redis_client.get(heartbeat_key("host-a:101")))
+    stored = stored_heartbeat(redis_client, "host-a:101")
     assert 4900 < ttl <= 5000
     assert stored == written
     assert stored["pid"] == os.getpid()
@@ -142,7 +149,7 @@ def test_a_second_worker_under_a_live_workers_name_exits_and_leaves_it_beating(
     assert "worker shared-name stopped" not in said, "the live worker of that name did not stop: this one never ran"
     assert "worker shared-name did not start" in said, said[-2000:]
     client = redis.Redis.from_url(redis_url)
-    assert json.loads(client.get(heartbeat_key("shared-name")))["pid"] == first.pid  # the refused one left it
+    assert stored_heartbeat(client, "shared-name")["pid"] == first.pid  # the refused one left it
     assert first.poll() is None
 
 
@@ -153,13 +160,13 @@ def test_a_worker_takes_over_the_name_of_one_killed_a_moment_ago(
     killed = start_worker(redis_url, consumer="restarted", heartbeat_interval_s=6.0)
     killed.kill()  # SIGKILL: its heartbeat stays until its TTL runs out
     client = redis.Redis.from_url(redis_url)
-    assert json.loads(client.get(heartbeat_key("restarted")))["pid"] == killed.pid
+    assert stored_heartbeat(client, "restarted")["pid"] == killed.pid
 
     again = _another_worker(redis_url, "restarted", tmp_path / "again.log", heartbeat_interval_s=6.0)
     try:
         again.start(wait_ready_s=60)
         assert "waiting up to" in again.log_text()
-        assert json.loads(client.get(heartbeat_key("restarted")))["pid"] == again.pid
+        assert stored_heartbeat(client, "restarted")["pid"] == again.pid
     finally:
         again.stop(timeout_s=30)
 
@@ -177,13 +184,14 @@ def test_a_name_another_process_held_is_taken_once_its_heartbeat_lapses(redis_cl
 
     assert claim_consumer_name(redis_client, "racing", interval_s=5.0, info=lambda: {"run": "first"})
     stored = redis_client.get(heartbeat_key("racing"))
+    assert stored is not None
     # The same process (as an in-process test worker is) takes its own name over; a name held by another process is
     # only taken once its heartbeat lapses.
     record = json.loads(stored)
     record["pid"] = record["pid"] + 1
     redis_client.set(heartbeat_key("racing"), json.dumps(record), px=300)
     assert claim_consumer_name(redis_client, "racing", interval_s=5.0, info=lambda: {"run": "second"})
-    assert json.loads(redis_client.get(heartbeat_key("racing")))["run"] == "second"
+    assert stored_heartbeat(redis_client, "racing")["run"] == "second"
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import time
 import pytest
 import redis
 
+from tests.integration.streams import read_group
 from worker.health import CheckStatus, check_event_rate
 from worker.lag import (
     EXACT_COUNT_LIMIT,
@@ -236,7 +237,7 @@ def test_a_redis_restart_does_not_invent_a_backlog(private_redis) -> None:
     for round_ in range(3):
         for n in range(20):
             client.xadd(INPUT_STREAM, {"n": f"{round_}-{n}"})
-        for entry_id, _ in client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=100)[0][1]:
+        for entry_id, _ in read_group(client, "c1", 100):
             client.xack(INPUT_STREAM, CONSUMER_GROUP, entry_id)
         if round_ == 0:  # the AOF rewrite the reloaded entries-read then goes back to
             client.bgrewriteaof()
@@ -359,11 +360,12 @@ def test_a_live_consumer_behind_a_trimming_producer_keeps_its_counted_out_rate(r
     readings = []
     for second in range(0, 50, 10):
         trimming_producer(redis_client, 300)
-        for entry_id, _ in redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=250)[0][1]:
+        for entry_id, _ in read_group(redis_client, "c1", 250):
             redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, entry_id)
         lag, added = sample_lag(redis_client)
         readings.append(monitor.observe(lag, at=float(second), entries_added=added))
-    assert readings[-1].lag.removed > 0 and not readings[-1].lag.undelivered_removed
+    removed = readings[-1].lag.removed
+    assert removed is not None and removed > 0 and not readings[-1].lag.undelivered_removed
     assert [(r.rate_out_per_s, r.rate_out_source) for r in readings[1:]] == [(25.0, RateSource.COUNTED)] * 4
 
 
@@ -420,7 +422,7 @@ def test_a_working_consumer_in_a_large_backlog_known_only_as_a_bound_is_not_call
     redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, *ids[:300])
     samples = []
     for step in range(19):  # 2 every 10 s, delivered and acknowledged: slow, but moving
-        batch = redis_client.xreadgroup(CONSUMER_GROUP, "c1", {INPUT_STREAM: ">"}, count=2)[0][1]
+        batch = read_group(redis_client, "c1", 2)
         redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, *(entry_id for entry_id, _ in batch))
         lag = read_consumer_lag(redis_client)
         assert not lag.count_exact

@@ -5,9 +5,11 @@ of its own, not a latency breach that would page all day."""
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import pytest
 import redis
+from redis.typing import EncodableT, FieldT
 
 from worker.decision_entry import timing_fields
 from worker.names import DECISIONS_STREAM, INPUT_STREAM
@@ -21,9 +23,10 @@ def write_decisions(client: redis.Redis, *, queued_ms: int, inference_ms: float,
     for i in range(count):
         event_ms = start + i * 10
         client.xadd(INPUT_STREAM, {"correlation_id": f"c{i}"}, id=f"{event_ms}-0")
-        client.xadd(DECISIONS_STREAM, {"correlation_id": f"c{i}", "event_id": f"{event_ms}-0", "execute": "0",
-                                       **timing_fields({"validate": 0.05, "inference": inference_ms})},
-                    id=f"{event_ms + queued_ms}-0")
+        fields = {"correlation_id": f"c{i}", "event_id": f"{event_ms}-0", "execute": "0",
+                  **timing_fields({"validate": 0.05, "inference": inference_ms})}
+        # redis-py's fields are an invariant dict of any encodable key and value: a dict[str, str] is not one.
+        client.xadd(DECISIONS_STREAM, cast(dict[FieldT, EncodableT], fields), id=f"{event_ms + queued_ms}-0")
 
 
 def overnight(redis_url: str):

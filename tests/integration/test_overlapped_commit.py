@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -15,11 +15,12 @@ import redis
 
 from tests.events import many_events
 from tests.faults import FaultyModel
-from tests.integration.streams import decided_ids, pending_count, wait_for, wait_settled
+from tests.integration.streams import decided_ids, pending_count, read_group, wait_for, wait_settled
 from worker.aggregator import AggregatorConfig
 from worker.delivery import DeliveryScripts, ensure_group
+from worker.group_reader import Message
 from worker.inference import AgentEnsemble
-from worker.names import CONSUMER_GROUP, DECISIONS_STREAM, INPUT_STREAM
+from worker.names import DECISIONS_STREAM, INPUT_STREAM
 from worker.pipeline import BatchResult, EventPipeline, PipelineConfig, StageError, StreamEntry
 from worker.producer import publish_events
 from worker.service import IN_FLIGHT_BLOCK_MS, Worker
@@ -36,7 +37,7 @@ def publish(client: redis.Redis, n: int, prefix: str) -> set[bytes]:
 
 
 def read(client: redis.Redis, count: int) -> list[StreamEntry]:
-    [(_, messages)] = client.xreadgroup(CONSUMER_GROUP, CONFIG.consumer, {INPUT_STREAM: ">"}, count=count)
+    messages = read_group(client, CONFIG.consumer, count)
     return [StreamEntry(entry_id, fields) for entry_id, fields in messages]
 
 
@@ -159,9 +160,10 @@ def log_submits(pipeline: EventPipeline) -> list[tuple[int, bool]]:
     submitted: list[tuple[int, bool]] = []
     submit = pipeline.submit
 
-    def watched_submit(entries: list[StreamEntry], **options: Any) -> list[BatchResult]:
+    def watched_submit(entries: Sequence[StreamEntry], *,
+                       before_commit: Callable[[], None] | None = None) -> list[BatchResult]:
         submitted.append((len(entries), pipeline.commit_in_flight))
-        return submit(entries, **options)
+        return submit(entries, before_commit=before_commit)
 
     pipeline.submit = watched_submit  # type: ignore[method-assign]
     return submitted
@@ -268,10 +270,10 @@ def test_an_idle_stream_leaves_the_last_result_unrecorded_briefly(redis_client: 
         assert reader is not None
         read = reader.read
 
-        def watched(start_id: str, count: int, block_ms: int | None = None) -> list:
+        def watched(start: str | bytes, count: int, block_ms: int | None = None) -> list[Message]:
             if worker.pipeline.commit_in_flight:  # type: ignore[union-attr]
                 blocks.append(block_ms)
-            return read(start_id, count, block_ms)
+            return read(start, count, block_ms)
 
         reader.read = watched  # type: ignore[method-assign]
 
@@ -280,7 +282,11 @@ def test_an_idle_stream_leaves_the_last_result_unrecorded_briefly(redis_client: 
     for round_ in range(3):
         published = time.monotonic()
         publish_events(redis_client, [many_events(1, prefix=f"idle{round_}")[0]])
-        wait_for(lambda n=round_ + 1: len(decided(results)) == n, interval_s=0.005, what="the result recorded")
+
+        def recorded(n: int = round_ + 1) -> bool:
+            return len(decided(results)) == n
+
+        wait_for(recorded, interval_s=0.005, what="the result recorded")
         waited = time.monotonic() - published
         assert waited < 1.0, f"the result was recorded {waited:.2f} s after its event: the read used the full block"
         wait_for(lambda: not worker.pipeline.commit_in_flight, what="no commit left unread")  # type: ignore[union-attr]
@@ -301,12 +307,12 @@ def test_a_read_failing_with_a_commit_in_flight_still_records_that_batch(redis_c
         assert reader is not None
         read = reader.read
 
-        def dropping(start_id: str, count: int, block_ms: int | None = None) -> list:
+        def dropping(start: str | bytes, count: int, block_ms: int | None = None) -> list[Message]:
             if worker.pipeline.commit_in_flight and not failed:  # type: ignore[union-attr]
                 failed.append(True)
                 time.sleep(0.05)  # the read waited, then its connection dropped; the commit's reply came meanwhile
                 raise redis.ConnectionError("injected: the read's connection dropped")
-            return read(start_id, count, block_ms)
+            return read(start, count, block_ms)
 
         reader.read = dropping  # type: ignore[method-assign]
 
@@ -330,8 +336,9 @@ def test_a_batch_failing_while_the_one_before_commits_counts_toward_the_breaker(
         assert pipeline is not None
         submit = pipeline.submit
 
-        def then_fail(entries: list[StreamEntry], **options: Any) -> list[BatchResult]:
-            finished = submit(entries, **options)
+        def then_fail(entries: Sequence[StreamEntry], *,
+                      before_commit: Callable[[], None] | None = None) -> list[BatchResult]:
+            finished = submit(entries, before_commit=before_commit)
             if entries[0].fields[b"correlation_id"] == b"first-0":
                 publish_events(redis_client, many_events(1, prefix="failing"))  # read while first-0 commits
                 pipeline.ensemble.fail = True  # type: ignore[attr-defined]
@@ -362,8 +369,9 @@ def test_a_batch_failing_while_the_one_before_is_refused_counts_both_and_retries
         model.append(pipeline.ensemble)  # type: ignore[arg-type]
         submit = pipeline.submit
 
-        def then_fail(entries: list[StreamEntry], **options: Any) -> list[BatchResult]:
-            finished = submit(entries, **options)
+        def then_fail(entries: Sequence[StreamEntry], *,
+                      before_commit: Callable[[], None] | None = None) -> list[BatchResult]:
+            finished = submit(entries, before_commit=before_commit)
             if entries[0].fields[b"correlation_id"] == b"refused-0":
                 publish_events(redis_client, many_events(1, prefix="failing"))
                 model[0].fail_next = True

@@ -5,18 +5,20 @@ Before, the whole batch was retried with it and went to the dead letters togethe
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Set as AbstractSet
 
 import numpy as np
 import pytest
 import redis
 
 from tests.faults import FaultyModel
-from tests.integration.streams import decided_ids, pending_count, wait_for, wait_settled
+from tests.integration.streams import decided_ids, pending_count, read_group, wait_for, wait_settled
+from worker import stream_entries
 from worker.aggregator import AggregatorConfig
 from worker.breaker import BreakerState
 from worker.delivery import DeliveryScripts, ensure_group
 from worker.inference import AgentEnsemble
-from worker.names import CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM, processing_key
+from worker.names import DEAD_LETTER_STREAM, DECISIONS_STREAM, processing_key
 from worker.ops.dead_letters import replay_dead_letters, select_dead_letters
 from worker.pipeline import EventPipeline, PipelineConfig, StageError, StreamEntry
 from worker.producer import make_event, publish_events
@@ -28,7 +30,7 @@ CONFIG = PipelineConfig(consumer="poison", processing_lease_ms=30_000, completed
                         max_event_bytes=65_536)
 
 
-def events(n: int, prefix: str, poisoned: set[int] = frozenset()) -> list[SynergyEvent]:
+def events(n: int, prefix: str, poisoned: AbstractSet[int] = frozenset()) -> list[SynergyEvent]:
     rng = np.random.default_rng(5)
     made = []
     for i in range(n):
@@ -42,7 +44,7 @@ def events(n: int, prefix: str, poisoned: set[int] = frozenset()) -> list[Synerg
 
 
 def read_all(client: redis.Redis, count: int) -> list[StreamEntry]:
-    [(_, messages)] = client.xreadgroup(CONSUMER_GROUP, CONFIG.consumer, {INPUT_STREAM: ">"}, count=count)
+    messages = read_group(client, CONFIG.consumer, count)
     return [StreamEntry(entry_id, fields) for entry_id, fields in messages]
 
 
@@ -119,7 +121,7 @@ def test_a_worker_dead_letters_only_the_poison_event_and_its_breaker_stays_close
     wait_settled(client, 29, dead=1, timeout_s=60)
 
     assert decided_ids(client) == {f"w-{i}".encode(): 1 for i in range(30) if i != 4}
-    [(_, dead)] = client.xrange(DEAD_LETTER_STREAM)
+    [(_, dead)] = stream_entries.entries(client, DEAD_LETTER_STREAM)
     assert dead[b"correlation_id"] == b"w-4" and dead[b"dead_reason"].startswith(b"max_deliveries")
     assert pending_count(client) == 0
     assert worker.breaker.state is BreakerState.CLOSED
@@ -182,7 +184,7 @@ def test_a_poison_event_pending_across_a_redis_outage_does_not_stall_the_worker(
 
     wait_for(lambda: client.xlen(DECISIONS_STREAM) == 14, timeout_s=5, what="the new events decided at once")
     wait_settled(client, 14, dead=1, timeout_s=60)
-    [(_, dead)] = client.xrange(DEAD_LETTER_STREAM)
+    [(_, dead)] = stream_entries.entries(client, DEAD_LETTER_STREAM)
     assert dead[b"correlation_id"] == b"o-4" and dead[b"dead_reason"].startswith(b"max_deliveries")
     client.close()
 

@@ -55,7 +55,12 @@ def prometheus(tmp_path: Path, request):
              f"--web.listen-address=127.0.0.1:{port}"],
             stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("wb"),
         )
-        request.addfinalizer(lambda: (process.send_signal(signal.SIGTERM), process.wait(timeout=20)))
+
+        def stop() -> None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=20)
+
+        request.addfinalizer(stop)
         base = f"http://127.0.0.1:{port}"
 
         def ready() -> bool:

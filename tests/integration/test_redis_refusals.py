@@ -111,8 +111,11 @@ def test_failures_between_idle_reads_still_open_the_breaker(client, start_worker
     model.fail = True
     for i in range(3):
         publish_events(client, events(1, f"sparse{i}"))
-        wait_for(lambda n=i: worker.breaker.consecutive_failures > n or worker.breaker.state is BreakerState.OPEN,
-                 what=f"failure {i + 1} counted")
+
+        def counted(n: int = i) -> bool:
+            return worker.breaker.consecutive_failures > n or worker.breaker.state is BreakerState.OPEN
+
+        wait_for(counted, what=f"failure {i + 1} counted")
         threading.Event().wait(0.3)  # empty reads (blocking 100 ms each) before the next event
     assert worker.breaker.state is BreakerState.OPEN
     assert pending_count(client) == 3

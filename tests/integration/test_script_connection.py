@@ -129,8 +129,9 @@ def test_a_worker_reconnecting_after_a_batch_failed_with_a_commit_in_flight_reco
     ids = publish(redis_client, 40, "wrc")
     worker, results = started_worker(redis_url, "reconnecting", batch_size=10)
     try:
+        assert worker.ensemble is not None and worker.pipeline is not None
         model = FaultyModel(worker.ensemble)
-        worker.pipeline.ensemble = model  # type: ignore[union-attr]
+        worker.pipeline.ensemble = model  # type: ignore[assignment]  # a stand-in with the ensemble's infer
         worker.step()  # a full batch: its commit in flight, the next batch read ahead
         assert worker.pipeline.commit_in_flight  # type: ignore[union-attr]
         model.fail = True

@@ -3,9 +3,14 @@ them — pending on a worker, or not read yet — and Redis is trimmed a bounded
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 import pytest
 import redis
 
+from tests.integration.streams import read_group
+from worker import stream_entries
 from worker.alerts import recent_alerts
 from worker.names import COMMANDS_STREAM, CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 from worker.ops import stream_trim
@@ -22,11 +27,11 @@ def now_ms(client: redis.Redis) -> int:
 def add_old(client: redis.Redis, stream: str, count: int, *, hours_ago: float) -> list[bytes]:
     """`count` entries with ids `hours_ago` in the past (explicit ids: Redis stamps new ones with its clock)."""
     start = now_ms(client) - int(hours_ago * HOUR_MS)
-    return [client.xadd(stream, {"n": str(i)}, id=f"{start}-{i + 1}") for i in range(count)]
+    return [cast(bytes, client.xadd(stream, {"n": str(i)}, id=f"{start}-{i + 1}")) for i in range(count)]
 
 
 def ids_of(client: redis.Redis, stream: str) -> list[bytes]:
-    return [entry_id for entry_id, _ in client.xrange(stream)]
+    return [entry_id for entry_id, _ in stream_entries.entries(client, stream)]
 
 
 def trim(client: redis.Redis, hours: float, streams: tuple[str, ...] = stream_trim.TRIMMED_STREAMS):
@@ -80,9 +85,15 @@ def test_a_count_past_its_limit_from_both_ends_is_a_lower_bound(redis_client: re
     monkeypatch.setattr(stream_trim, "COUNT_LIMIT", 30)
     reads: list[int] = []
     real_xrange, real_xrevrange = redis_client.xrange, redis_client.xrevrange
-    monkeypatch.setattr(redis_client, "xrange", lambda *a, **k: reads.append(k["count"]) or real_xrange(*a, **k))
-    monkeypatch.setattr(redis_client, "xrevrange",
-                        lambda *a, **k: reads.append(k["count"]) or real_xrevrange(*a, **k))
+
+    def counted(read: Callable[..., Any]) -> Callable[..., Any]:
+        def read_counted(*args: Any, **kwargs: Any) -> Any:
+            reads.append(kwargs["count"])
+            return read(*args, **kwargs)
+        return read_counted
+
+    monkeypatch.setattr(redis_client, "xrange", counted(real_xrange))
+    monkeypatch.setattr(redis_client, "xrevrange", counted(real_xrevrange))
     add_old(redis_client, DECISIONS_STREAM, 45, hours_ago=30)
     [redis_client.xadd(DECISIONS_STREAM, {"n": "new"}) for _ in range(40)]
 
@@ -96,7 +107,7 @@ def test_entries_a_group_has_pending_or_not_read_are_kept(redis_client: redis.Re
     """Old entries: 0-1 read and acked, 2 delivered and still pending on a dead worker, 3-4 acked, 5-6 not read."""
     ids = add_old(redis_client, INPUT_STREAM, 7, hours_ago=30)
     redis_client.xgroup_create(INPUT_STREAM, CONSUMER_GROUP, id="0")
-    delivered = redis_client.xreadgroup(CONSUMER_GROUP, "ghost", {INPUT_STREAM: ">"}, count=5)[0][1]
+    delivered = read_group(redis_client, "ghost", 5)
     redis_client.xack(INPUT_STREAM, CONSUMER_GROUP, *[entry_id for entry_id, _ in delivered if entry_id != ids[2]])
 
     [plan] = plan_trim(redis_client, 24 * 3600, (INPUT_STREAM,))
@@ -109,7 +120,7 @@ def test_entries_a_group_has_pending_or_not_read_are_kept(redis_client: redis.Re
     assert plan.cutoff_reason == f"group {CONSUMER_GROUP}: entries not read yet"
     trim(redis_client, 24, (INPUT_STREAM,))
     assert ids_of(redis_client, INPUT_STREAM) == ids[5:]
-    assert [e for _, e in redis_client.xreadgroup(CONSUMER_GROUP, "w", {INPUT_STREAM: ">"})[0][1]] == [
+    assert [e for _, e in read_group(redis_client, "w")] == [
         {b"n": b"5"}, {b"n": b"6"}]  # still delivered
 
 

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 import pytest
 import redis
@@ -14,6 +15,7 @@ import redis
 from tests.events import many_events
 from tests.faults import FaultyModel
 from tests.integration.streams import decided_ids, pending_count, wait_for, wait_settled
+from worker import stream_entries
 from worker.alerts import Alert, recent_alerts
 from worker.breaker import request_reset
 from worker.names import CONSUMER_GROUP, DECISIONS_STREAM, INPUT_STREAM
@@ -31,8 +33,9 @@ def running_worker(redis_url: str) -> Iterator[tuple[Worker, FaultyModel]]:
     )
     worker = Worker(settings)
     worker.startup()
+    assert worker.ensemble is not None and worker.pipeline is not None
     model = FaultyModel(worker.ensemble)
-    worker.pipeline.ensemble = model
+    worker.pipeline.ensemble = model  # type: ignore[assignment]  # a stand-in with the ensemble's infer
     loop = threading.Thread(target=worker.main_loop, daemon=True)
     loop.start()
     yield worker, model
@@ -82,7 +85,7 @@ def test_a_slow_path_makes_health_critical_and_recovery_brings_it_back(running_w
     assert moves[-3:] == [("HEALTHY", "CRITICAL"), ("CRITICAL", "DEGRADED"), ("DEGRADED", "HEALTHY")]
     assert "latency" in worker.monitor.machine.recent_transitions[-3].reason
     client = redis.Redis.from_url(worker.settings.redis_url)
-    kinds = [f[b"kind"] for _, f in client.xrange("tactical_alerts")]
+    kinds = [f[b"kind"] for _, f in stream_entries.entries(client, "tactical_alerts")]
     assert kinds.count(b"health_transition") >= 3
     client.close()
 
@@ -103,9 +106,9 @@ def test_redis_failing_in_the_periodic_work_is_counted_under_its_operation(runni
     else:
         target, name = worker, "reclaim_stale_entries"
     original = getattr(target, name)
-    calls = []
+    calls: list[int] = []
 
-    def fail_once(*args, **kwargs):
+    def fail_once(*args: Any, **kwargs: Any) -> Any:
         if not calls:
             calls.append(1)
             raise redis.ConnectionError(f"injected failure in {operation}")

@@ -14,7 +14,7 @@ from worker.settings import WorkerSettings
 def test_kernels_stay_native_while_the_worker_serves_and_are_restored_after(redis_url: str) -> None:
     settings = WorkerSettings.from_env({}, redis_url=redis_url, consumer="kernels", http_addr="127.0.0.1:0")
     worker = Worker(settings)
-    before, torch.backends.mkldnn.enabled = torch.backends.mkldnn.enabled, True
+    before, torch.backends.mkldnn.enabled = torch.backends.mkldnn.enabled, True  # type: ignore[assignment]  # as worker.inference sets it
     try:
         try:
             worker.startup()
