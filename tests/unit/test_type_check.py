@@ -1,6 +1,6 @@
-"""The shipped packages and the unit and CLI tests are mypy-clean (STYLE.md: type hints everywhere): a type error fails
-the suite, as a broken behaviour does. The scope is `[tool.mypy]` in pyproject.toml (worker, tacticalctl, models, bench,
-tests/unit, tests/cli and the test helpers they import; not the other test directories)."""
+"""The shipped packages and the unit, CLI and integration tests are mypy-clean (STYLE.md: type hints everywhere): a
+type error fails the suite, as a broken behaviour does. The scope is `[tool.mypy]` in pyproject.toml (worker,
+tacticalctl, models, bench, tests/unit, tests/cli, tests/integration and the test helpers they import)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_packages_and_unit_tests_type_check() -> None:
+def test_the_packages_and_tests_type_check() -> None:
     # The cache in the checkout (.mypy_cache, ignored by git): ~50 s cold, mostly torch's stubs; seconds after.
     result = subprocess.run([sys.executable, "-m", "mypy"], capture_output=True, text=True, cwd=ROOT, timeout=280)
     assert result.returncode == 0, result.stdout + result.stderr
