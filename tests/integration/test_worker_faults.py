@@ -81,9 +81,13 @@ def test_a_slow_path_makes_health_critical_and_recovery_brings_it_back(running_w
     model.delay_s = 0.0
     publish_events(redis_client, events(5, "fast"))
     wait_for(lambda: worker.monitor.machine.state.name == "HEALTHY", timeout_s=30, what="healthy after recovery")
-    moves = [(t.from_state.name, t.to_state.name) for t in worker.monitor.machine.recent_transitions]
-    assert moves[-3:] == [("HEALTHY", "CRITICAL"), ("CRITICAL", "DEGRADED"), ("DEGRADED", "HEALTHY")]
-    assert "latency" in worker.monitor.machine.recent_transitions[-3].reason
+    transitions = worker.monitor.machine.recent_transitions
+    moves = [(t.from_state.name, t.to_state.name) for t in transitions]
+    # Down one step at a time once the checks hold. Up by the latency check (straight from healthy, or through
+    # degraded when a tick saw the P50 over its bar before the P99 over its: under load, both happen).
+    assert moves[-2:] == [("CRITICAL", "DEGRADED"), ("DEGRADED", "HEALTHY")], moves
+    into_critical = [t for t in transitions if t.to_state.name == "CRITICAL"]
+    assert into_critical and "latency" in into_critical[-1].reason, moves
     client = redis.Redis.from_url(worker.settings.redis_url)
     kinds = [f[b"kind"] for _, f in stream_entries.entries(client, "tactical_alerts")]
     assert kinds.count(b"health_transition") >= 3
