@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import signal
 import socket
 import threading
@@ -31,6 +30,7 @@ from worker.decision_entry import decision_votes
 from worker.feed import FeedOutage, ResumableFeed, run_id, send_events, simulated_events
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 from worker.process import WorkerStartError
+from worker.redis_text import as_number
 from worker.stack import LocalStack
 from worker.stream_entries import Entry, entry_time_ms, newest_id, read_after
 
@@ -51,11 +51,8 @@ def _vote(votes: dict[str, tuple[float, ...]], agent: str) -> str:
 
 
 def _score(raw: bytes | None) -> str:
-    try:
-        score = float(raw or b"nan")
-    except ValueError:
-        score = math.nan
-    return shown_score(score) if math.isfinite(score) else "?"  # another writer's entry: shown, not a crash
+    score = as_number(raw)
+    return "?" if score is None else shown_score(score)  # another writer's entry: shown, not a crash
 
 
 def decision_row(event_id: bytes, decision_id: bytes, fields: dict[bytes, bytes]) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 from worker.actions import ACTION_ORDER, AGENT_NAMES
 from worker.records import Decision, ExecutionCommand
+from worker.redis_text import as_number
 
 SCORES_FIELD = "scores_f64le"  # float64 per action, in ACTION_ORDER: the weighted sums, exactly
 VOTES_FIELD = "votes_f32le"  # float32 per agent (AGENT_NAMES) per action (ACTION_ORDER): what the agents output
@@ -137,15 +138,7 @@ def entry_timings_ms(fields: Mapping[bytes, bytes]) -> dict[str, float]:
 
 
 def _floats(texts: Mapping[str, str]) -> dict[str, float]:
-    numbers: dict[str, float] = {}
-    for name, text in texts.items():
-        try:
-            value = float(text)
-        except ValueError:
-            continue
-        if math.isfinite(value):
-            numbers[name] = value
-    return numbers
+    return {name: number for name, text in texts.items() if (number := as_number(text)) is not None}
 
 
 __all__ = [

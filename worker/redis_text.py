@@ -1,8 +1,12 @@
-"""Text read from Redis. The project's clients read bytes (`worker.connection.connect`: no `decode_responses`), and
-some callers pass a decoding client: either way an operator's tool and a record want str. Bytes that are not UTF-8
-(a key or field someone else wrote) are shown with replacement characters, never a traceback."""
+"""Text (and numbers written as text) read from Redis. The project's clients read bytes (`worker.connection.connect`:
+no `decode_responses`), and some callers pass a decoding client: either way an operator's tool and a record want str.
+Bytes that are not UTF-8 (a key or field someone else wrote) are shown with replacement characters, never a
+traceback."""
 
 from __future__ import annotations
+
+import math
+from typing import Any
 
 
 def as_text(value: bytes | str | None) -> str:
@@ -15,3 +19,15 @@ def as_text(value: bytes | str | None) -> str:
 def as_optional_text(value: bytes | str | None) -> str | None:
     """As `as_text`, but absent stays None: for fields whose absence means something."""
     return None if value is None else as_text(value)
+
+
+def as_number(value: Any) -> float | None:
+    """A field's text (or a worker's JSON value) as a finite number; None when absent, not a number, NaN or infinite
+    (JSON has no NaN, and a NaN compares false with every threshold). A bool is no number."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None

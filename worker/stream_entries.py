@@ -9,6 +9,7 @@ an entry id with one parser.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -81,6 +82,16 @@ def _next_id(entry_id: tuple[int, int]) -> tuple[int, int]:
 def entry_time_ms(entry_id: bytes | str) -> int:
     """The millisecond part of a stream id: when Redis accepted the entry."""
     return parse_stream_id(entry_id)[0]
+
+
+_FULL_STREAM_ID = re.compile(r"\d+-\d+")
+
+
+def stream_id_ms(value: bytes | str | None) -> int | None:
+    """The millisecond part of a full `<ms>-<seq>` stream id; None for anything else (absent, a bare "1", a word):
+    for values that only may be an id, such as a completed key's or an entry's `event_id` someone else wrote."""
+    text = as_text(value)
+    return entry_time_ms(text) if _FULL_STREAM_ID.fullmatch(text) else None
 
 
 def time_reply_us(reply: Any) -> int:

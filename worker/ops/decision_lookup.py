@@ -9,7 +9,6 @@ the newest.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -25,8 +24,8 @@ from worker.decision_entry import (
 )
 from worker.names import COMMANDS_STREAM, DEAD_LETTER_STREAM, DECISIONS_STREAM, completed_key, processing_key
 from worker.ops.duplicates import iter_newest
-from worker.redis_text import as_text
-from worker.stream_entries import entries, entry_time_ms, parse_stream_id
+from worker.redis_text import as_number, as_text
+from worker.stream_entries import Entry, entries, entry_time_ms, parse_stream_id, stream_id_ms
 
 DEFAULT_SCAN = 100_000  # newest decisions looked through for every decision of an id
 DEAD_LETTER_SCAN = 10_000  # newest dead letters looked through (each carries its event's matrix: ~2 KB)
@@ -109,25 +108,10 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _float(raw: bytes | None) -> float | None:
-    try:
-        value = None if raw is None else float(raw)
-    except ValueError:
-        return None
-    return value if value is not None and math.isfinite(value) else None
-
-
-def _entry_ms(raw: bytes | str | None) -> int | None:
-    try:
-        return None if raw is None else entry_time_ms(raw)
-    except ValueError:
-        return None
-
-
 def read_decision(decision_id: bytes, fields: Mapping[bytes, bytes]) -> DecisionRecord:
     """One decision entry as a record, whichever worker version wrote it."""
     event_id = fields.get(b"event_id")
-    event_ms = _entry_ms(event_id)
+    event_ms = stream_id_ms(event_id)
     decided_ms = entry_time_ms(decision_id)
     return DecisionRecord(
         correlation_id=as_text(fields.get(b"correlation_id")),
@@ -138,7 +122,7 @@ def read_decision(decision_id: bytes, fields: Mapping[bytes, bytes]) -> Decision
         synergy_type=as_text(fields.get(b"synergy_type")),
         direction=as_text(fields.get(b"direction")),
         action=as_text(fields.get(b"action")),
-        score=_float(fields.get(b"score")),
+        score=as_number(fields.get(b"score")),
         execute=fields.get(b"execute") == b"1",
         reason=as_text(fields.get(b"reason")),
         model_version=as_text(fields.get(b"model_version")),
@@ -181,6 +165,20 @@ def _with_commands(client: redis.Redis, decisions: list[DecisionRecord]) -> list
                                             command_missing=commands[d.decision_id] is None) for d in decisions]
 
 
+def _newest_of(client: redis.Redis, stream: str, correlation_id: bytes, limit: int) -> tuple[list[Entry], int, bool]:
+    """The entries of `correlation_id` among the newest `limit` of `stream`, read a page at a time and not held:
+    (those entries, how many were read, whether older ones were left unread)."""
+    matches: list[Entry] = []
+    scanned = 0
+    for entry_id, fields in iter_newest(client, stream, limit=limit + 1):
+        if scanned == limit:
+            return matches, scanned, True
+        scanned += 1
+        if fields.get(b"correlation_id") == correlation_id:
+            matches.append((entry_id, fields))
+    return matches, scanned, False
+
+
 def find_event(client: redis.Redis, correlation_id: str, *, scan: int = DEFAULT_SCAN) -> EventWhereabouts:
     """What became of the event `correlation_id`: its decisions (with their commands), its lease if a worker holds
     it now, its dead letters."""
@@ -188,8 +186,7 @@ def find_event(client: redis.Redis, correlation_id: str, *, scan: int = DEFAULT_
     notes: list[str] = []
     completed = client.get(completed_key(correlation_id))
     decisions: list[DecisionRecord] = []
-    scanned, truncated = 0, False
-    if completed is not None and _entry_ms(completed) is None:
+    if completed is not None and stream_id_ms(completed) is None:
         notes.append(f"its completed key holds {as_text(completed)!r}, not a decision id")
     elif completed is not None:
         found = entries(client, DECISIONS_STREAM, lower=completed, upper=completed, count=1)
@@ -201,20 +198,15 @@ def find_event(client: redis.Redis, correlation_id: str, *, scan: int = DEFAULT_
     # Scanned even when the key led to one: an id decided again after its key expired or was evicted has the key
     # again, naming only the newest decision.
     keyed = {d.decision_id for d in decisions}
-    for decision_id, fields in iter_newest(client, DECISIONS_STREAM, limit=scan + 1):
-        scanned += 1
-        if scanned > scan:
-            truncated, scanned = True, scan
-            break
-        if fields.get(b"correlation_id") == wanted and as_text(decision_id) not in keyed:
-            decisions.append(read_decision(decision_id, fields))
+    found, scanned, truncated = _newest_of(client, DECISIONS_STREAM, wanted, scan)
+    decisions += [read_decision(entry_id, fields) for entry_id, fields in found if as_text(entry_id) not in keyed]
     decisions.sort(key=lambda d: parse_stream_id(d.decision_id), reverse=True)
     lease = client.get(processing_key(correlation_id))
-    dead_letters = list(iter_newest(client, DEAD_LETTER_STREAM, limit=DEAD_LETTER_SCAN + 1))
+    letters, _, dead_truncated = _newest_of(client, DEAD_LETTER_STREAM, wanted, DEAD_LETTER_SCAN)
     dead = [{"entry_id": as_text(fields.get(b"dead_entry_id", entry_id)), "dead_letter_id": as_text(entry_id),
              "reason": as_text(fields.get(b"dead_reason")),
              "delivery_count": as_text(fields.get(b"dead_delivery_count"))}
-            for entry_id, fields in dead_letters[:DEAD_LETTER_SCAN] if fields.get(b"correlation_id") == wanted]
+            for entry_id, fields in letters]
     return EventWhereabouts(
         correlation_id=correlation_id,
         decisions=tuple(_with_commands(client, decisions)),
@@ -223,7 +215,7 @@ def find_event(client: redis.Redis, correlation_id: str, *, scan: int = DEFAULT_
         dead_letters=tuple(dead),
         decisions_scanned=scanned,
         scan_truncated=truncated,
-        dead_letters_truncated=len(dead_letters) > DEAD_LETTER_SCAN,
+        dead_letters_truncated=dead_truncated,
         notes=tuple(notes),
     )
 

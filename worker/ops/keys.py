@@ -12,7 +12,6 @@ one listed (compare-and-delete in Lua), so a key a live worker re-took in the me
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,7 +24,7 @@ from worker.connection import refused_as_wrong_type
 from worker.heartbeat import live_consumers
 from worker.names import COMPLETED_PREFIX, PROCESSING_PREFIX
 from worker.redis_text import as_text
-from worker.stream_entries import entry_time_ms, server_now_ms
+from worker.stream_entries import server_now_ms, stream_id_ms
 
 DEFAULT_OLDER_THAN_S = 24 * 3600.0
 # A completed key younger than this still answers the copies exactly-once is about: redeliveries and upstream resends
@@ -33,7 +32,6 @@ DEFAULT_OLDER_THAN_S = 24 * 3600.0
 MIN_OLDER_THAN_S = 15 * 60.0
 _SCAN_COUNT = 1000
 _AUDITED_KEYS = 50
-_STREAM_ID = re.compile(r"\d+-\d+")
 
 
 class KeyKind(StrEnum):
@@ -43,13 +41,6 @@ class KeyKind(StrEnum):
     @property
     def prefix(self) -> str:
         return PROCESSING_PREFIX if self is KeyKind.PROCESSING else COMPLETED_PREFIX
-
-
-def _stream_id_ms(value: str) -> int | None:
-    """The millisecond part of a full `<ms>-<seq>` stream id; None for anything else (e.g. a bare "1")."""
-    if not _STREAM_ID.fullmatch(value):
-        return None
-    return entry_time_ms(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +88,7 @@ def describe_key(
         owner, sep, entry_id = value.rpartition("|")
         owner_name = owner if sep and owner else None
         entry = entry_id if sep else None
-        entry_ms = _stream_id_ms(entry) if entry else None
+        entry_ms = stream_id_ms(entry)
         return IdempotencyKey(
             key=key,
             kind=KeyKind.PROCESSING,
@@ -108,7 +99,7 @@ def describe_key(
             entry_id=entry,
             owner_alive=owner_name is not None and owner_name in set(live),
         )
-    decision_ms = _stream_id_ms(value)
+    decision_ms = stream_id_ms(value)
     age_s: float | None = None
     if decision_ms is not None:
         age_s = max(0.0, (now_ms - decision_ms) / 1000.0)

@@ -54,6 +54,7 @@ from worker.ops.process_stats import host_stats, process_cpu_percent, process_rs
 from worker.ops.sources import RedisUnavailable, Sources
 from worker.ops.stream_info import StreamMissing, read_stream_overview
 from worker.ops.worker_client import WorkerClient, WorkerNotAnswering, WorkerUnreachable
+from worker.redis_text import as_number as number
 from worker.redis_text import as_text
 from worker.settings import DEFAULT_SETTINGS
 from worker.stream_entries import entry_time_ms
@@ -109,16 +110,6 @@ def _warn(summary: str, **evidence: Any) -> Finding:
 
 def _critical(summary: str, **evidence: Any) -> Finding:
     return Finding(Status.CRITICAL, summary, evidence)
-
-
-def number(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def run_probe(probe: Probe, sources: Sources) -> list[Finding]:
