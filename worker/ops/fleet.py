@@ -197,14 +197,15 @@ def read_fleet_metrics(
         except WorkerUnreachable:
             name = None
         first = WorkerMetrics(name if isinstance(name, str) else None, first.url, first.families)
-    workers = [first]
-    for other in other_live_workers(client, measured=first.consumer, worker_url=worker_url):
+
+    def read_other(other: LiveWorker) -> WorkerMetrics:
         if other.url is None:
-            workers.append(WorkerMetrics(other.name, None, None, STARTING))
-        else:
-            workers.append(_read(other.name, other.url, WorkerClient(other.url, timeout_s=timeout_s).metrics,
-                                 other))
-    return tuple(workers)
+            return WorkerMetrics(other.name, None, None, STARTING)
+        return _read(other.name, other.url, WorkerClient(other.url, timeout_s=timeout_s).metrics, other)
+
+    # All at once, as `read_fleet_health` reads: a worker that does not answer costs `timeout_s` once, not once each.
+    others = other_live_workers(client, measured=first.consumer, worker_url=worker_url)
+    return (first, *at_once(read_other, others, "fleet-metrics"))
 
 
 def _read(consumer: str | None, url: str, metrics: Callable[[], Families],

@@ -14,7 +14,6 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +45,7 @@ from worker.ops.duplicates import (
     iter_newest,
     scan_window,
 )
-from worker.ops.fleet import other_live_workers, worker_url_of
+from worker.ops.fleet import at_once, other_live_workers, worker_url_of
 from worker.ops.keys import find_stale_processing_keys
 from worker.ops.latency import NoLatencyHistogram, operation_latencies
 from worker.ops.pending import PendingUnavailable, read_pending_entries, reclaim_advice
@@ -337,10 +336,7 @@ def _still_holding_their_port(gone: Mapping[str, Mapping[str, Any]],
             return False
         return False
 
-    if not candidates:
-        return {}
-    with ThreadPoolExecutor(max_workers=len(candidates), thread_name_prefix="hung-probe") as pool:
-        verdicts = list(pool.map(lambda candidate: hangs(candidate[2]), candidates))
+    verdicts = at_once(lambda candidate: hangs(candidate[2]), candidates, "hung-probe")
     return {name: (beat, url) for (name, beat, url), hung in zip(candidates, verdicts, strict=True) if hung}
 
 
