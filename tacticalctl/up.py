@@ -23,7 +23,7 @@ from rich.text import Text
 from tacticalctl.context import get_context
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode, outage_message
 from tacticalctl.formatting import plain
-from worker.actions import AGENT_NAMES
+from worker.actions import ACTION_ORDER, AGENT_NAMES
 from worker.aggregator import cut_decimals, shown_score
 from worker.connection import REDIS_FAILED, connect
 from worker.decision_entry import decision_votes
@@ -38,7 +38,6 @@ SHOWN_ROWS = 15
 DECISIONS_BLOCK_MS = 200
 RETRY_S = 1.0  # while Redis is unreachable (an external one restarting): the view and the feed try again this often
 SHOWN_ID_CHARS = 16  # the tail of a correlation id: where simulated and ULID ids differ from one event to the next
-ACTIONS = ("short", "hold", "long")
 
 
 def _vote(votes: dict[str, tuple[float, ...]], agent: str) -> str:
@@ -47,7 +46,7 @@ def _vote(votes: dict[str, tuple[float, ...]], agent: str) -> str:
     probabilities = votes.get(agent) or (0.0, 0.0, 0.0)
     best = max(range(3), key=probabilities.__getitem__)
     probability = cut_decimals(probabilities[best], 2)
-    return ACTIONS[best][0].upper() + (probability[1:] if probability.startswith("0") else probability[:3])
+    return ACTION_ORDER[best][0].upper() + (probability[1:] if probability.startswith("0") else probability[:3])
 
 
 def _score(raw: bytes | None) -> str:
