@@ -161,18 +161,19 @@ class EventPipeline:
     ) -> list[BatchResult]:
         """Decide a batch and send its commit without waiting for the reply. Returns the result of the batch whose
         commit was in flight before (read after this batch was decided), if any. `before_commit` runs once the batch
-        is decided and before its commit goes out: the worker reads its next batch there, while Redis is idle (sent
-        after the commit, that read would wait for the commit to run). Errors as `process`; a batch that fails
-        before its commit leaves the earlier commit in flight for `drain`."""
+        is decided, that earlier commit's reply read, and before this batch's commit goes out: the worker sends the
+        read of its next batch there (sent after the commit, that read would wait for the commit to run). Errors as
+        `process`; a batch that fails before its commit leaves the earlier commit in flight for `drain`."""
         try:
             batch = self._decide(entries)
             with batch.claim:
-                if before_commit is not None:
-                    self._stage = "read"
-                    before_commit()
                 self._stage = "commit"
                 # Read and settled: if this submit fails from here on, the next drain returns them.
                 self._unreported = self.drain()
+                if before_commit is not None:
+                    self._stage = "read"
+                    before_commit()
+                    self._stage = "commit"
                 commit = self.scripts.send_commit(batch.decided, batch.dead, self.config.completed_ttl_s, batch.shared)
                 self._in_flight = _InFlight(batch, commit, time.perf_counter())
                 # The claim's reply came long ago; it is read only to keep its connection in step. The commit just

@@ -127,7 +127,7 @@ class Worker:
         self._shutting_down = False
         # The loop or the startup died of an exception: the heartbeat goes, its last beat stays for triage to name it.
         self._crashed = False
-        # Entries read while the previous batch's commit had not gone out yet (`read_ahead`): the next step decides
+        # Entries read while the previous batch's commit had not gone out yet (`send_read_ahead`): the next step decides
         # them before reading again.
         self._read_ahead: list[StreamEntry] = []
         self._read_ahead_error: Exception | None = None  # raised once the batch decided before it is committed
@@ -341,8 +341,9 @@ class Worker:
         the turn confirmed progress: a commit's reply read, or nothing to read (Redis answered).
 
         A batch's commit is left in flight while the next batch is read and decided; its reply is read just before
-        the next commit goes out. A full batch suggests more are waiting: the next batch is read before its commit
-        goes out (`read_ahead`). After a short batch the next read waits for new events while Redis runs the commit,
+        the next commit goes out. A full batch suggests more are waiting: the read of the next batch is sent before
+        its commit goes out (`send_read_ahead`), and its reply read once the batch before is recorded
+        (`receive_read_ahead`). After a short batch the next read waits for new events while Redis runs the commit,
         rather than the worker waiting idle for its reply; it waits `IN_FLIGHT_BLOCK_MS` at most, then the reply is
         read, so results, metrics and the breaker lag an idle stream by no more. A breaker trial is finished at once.
         """
@@ -371,11 +372,14 @@ class Worker:
         if entries:
             full = len(entries) == count and not trial
             try:
-                finished = pipeline.submit(entries, before_commit=self.read_ahead if full else None)
-            except redis.RedisError:
-                self.state.operation = pipeline.stage  # counted as an error of what failed, not of the read
-                raise
-            self.record_results(finished)
+                try:
+                    finished = pipeline.submit(entries, before_commit=self.send_read_ahead if full else None)
+                except redis.RedisError:
+                    self.state.operation = pipeline.stage  # counted as an error of what failed, not of the read
+                    raise
+                self.record_results(finished)  # while Redis answers the read sent ahead and runs the commit
+            finally:
+                self.receive_read_ahead()  # even when the batch failed: its read is never left unread
             error, self._read_ahead_error = self._read_ahead_error, None
             if error is not None:
                 self.drain()  # the batch it followed is committed and recorded first
@@ -387,21 +391,36 @@ class Worker:
                 self.breaker.record_idle()
         return not entries or self._batches_settled > settled_before
 
-    def read_ahead(self) -> None:
-        """Read the next batch now, between deciding a full batch and sending its commit. Redis runs commands in
-        order: sent after the commit, this read would wait for the commit to run (milliseconds for a full batch)
-        while the worker sat idle; sent before it, the next batch is decided while Redis runs the commit.
+    def send_read_ahead(self) -> None:
+        """Send the read of the next batch now, between deciding a full batch and sending its commit. Redis runs
+        commands in order: sent after the commit, this read would wait for the commit to run (milliseconds for a full
+        batch) while the worker sat idle; sent before it, the next batch is decided while Redis runs the commit.
+        The reply is read after the commit has gone out and the batch before is recorded (`receive_read_ahead`):
+        Redis answers the read and runs the commit while the worker records, and neither waits for the other.
 
         Only new entries are read ahead: while this consumer's own pending entries are being re-read (after a
         reconnect), the batch in hand is among them until its commit goes out. A failed read does not fail the
         batch already decided: its commit goes out, then `step` raises the error."""
         if self.state.should_exit or self.state.read_own_pending:  # after a shutdown signal, nothing more is read
             return
+        assert self.reader is not None, "startup() builds the reader first"
         try:
-            self._read_ahead = self.read_batch(count=self.settings.batch_size, block=False)
+            self.reader.send(">", self.settings.batch_size)
         except REDIS_FAILED as exc:
-            self.reread_own_pending()  # whatever the read delivered before failing is re-read first
-            self._read_ahead_error = exc
+            self.read_ahead_failed(exc)
+
+    def receive_read_ahead(self) -> None:
+        """The entries of the read sent ahead, if one was: the next step decides them."""
+        if self.reader is None or not self.reader.awaiting:
+            return
+        try:
+            self._read_ahead = self._entries(self.reader.receive())
+        except REDIS_FAILED as exc:
+            self.read_ahead_failed(exc)
+
+    def read_ahead_failed(self, exc: Exception) -> None:
+        self.reread_own_pending()  # whatever the read delivered before failing is re-read first
+        self._read_ahead_error = exc
 
     def refused(self, exc: redis.ResponseError, delay: float) -> None:
         """Redis answered but refused a command: read-only after a failover, out of memory, not permitted to this

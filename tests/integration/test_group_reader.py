@@ -67,6 +67,27 @@ def test_own_pending_entries_are_read_again_and_a_deleted_one_comes_back_without
     assert reader.read("0", count=10) == [(kept, {b"correlation_id": b"kept"}), (deleted, {})]
 
 
+def test_a_read_sent_is_answered_while_the_caller_works_and_an_unread_reply_is_never_taken_for_the_next(
+    redis_client: redis.Redis, reader: GroupReader
+) -> None:
+    ids = [redis_client.xadd(INPUT_STREAM, {"correlation_id": f"c-{i}"}) for i in range(4)]
+
+    reader.send(">", count=2)
+    assert reader.awaiting
+    redis_client.xadd(INPUT_STREAM, {"correlation_id": "meanwhile"})  # the caller's own work, on another connection
+    assert [entry_id for entry_id, _ in reader.receive()] == ids[:2]
+    assert not reader.awaiting
+
+    reader.send(">", count=1)  # delivered, its reply never received
+    reader.send(">", count=1)  # the next read: its own reply, not the one left unread
+    assert [entry_id for entry_id, _ in reader.receive()] == ids[3:4]
+    reader.send(">", count=10)
+    reader.forget()
+    assert not reader.awaiting and reader.read(">", count=10) == []
+    assert pending_of(redis_client, "c1")[:4] == ids, "entries of a reply left unread are pending: re-read them"
+    assert [fields for _, fields in reader.read("0", count=10)][2] == {b"correlation_id": b"c-2"}
+
+
 def test_a_refused_read_raises_and_the_next_one_works(redis_client: redis.Redis, reader: GroupReader) -> None:
     redis_client.xgroup_destroy(INPUT_STREAM, CONSUMER_GROUP)
     with pytest.raises(redis.ResponseError, match="NOGROUP"):

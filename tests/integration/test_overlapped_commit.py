@@ -169,6 +169,19 @@ def log_submits(pipeline: EventPipeline) -> list[tuple[int, bool]]:
     return submitted
 
 
+def after_reading_ahead(worker: Worker, then: Callable[[], None]) -> None:
+    """Run `then` each time the worker has received a batch read ahead (its entries in hand, not yet decided)."""
+    receive = worker.receive_read_ahead
+
+    def receive_then() -> None:
+        read_ahead = worker.reader is not None and worker.reader.awaiting
+        receive()
+        if read_ahead:
+            then()
+
+    worker.receive_read_ahead = receive_then  # type: ignore[method-assign]
+
+
 @pytest.fixture
 def worker_in_this_thread(redis_url: str) -> Iterator[tuple[Worker, list[BatchResult]]]:
     """A worker whose loop the test runs itself (`main_loop` returns once `should_exit` is set), batches of 25."""
@@ -418,37 +431,54 @@ def test_a_requested_reconnect_reads_the_commit_in_flight_first(redis_client: re
     assert worker.telemetry.window.snapshot().errors.get("read", 0) == 0, "no commit reply was lost"
 
 
-def test_a_full_batch_reads_the_next_before_its_commit_goes_out(redis_client: redis.Redis,
-                                                                 worker_in_this_thread) -> None:
+def test_a_full_batch_reads_the_next_before_its_commit_goes_out_and_records_the_one_before_meanwhile(
+    redis_client: redis.Redis, worker_in_this_thread
+) -> None:
     """Redis runs commands in order: a read sent after a full batch's commit would wait for that commit to run. The
-    next batch is read first, and decided while Redis runs the commit."""
+    read of the next batch goes out first; its reply is read after the commit has gone out and the batch before is
+    recorded, so Redis answers the read and runs the commit while the worker records."""
     worker, results = worker_in_this_thread
-    log: list[tuple[str, bytes]] = []  # ("read" | "commit", first entry id of the batch)
-    read_batch, send_commit = worker.read_batch, worker.pipeline.scripts.send_commit  # type: ignore[union-attr]
+    # "read" (waits for new entries), "read ahead" (never waits) or "commit", as sent; "recorded" (a batch's
+    # result) and "received" (the reply of a read ahead), as done
+    log: list[str] = []
+    assert worker.reader is not None and worker.pipeline is not None
+    send_read, receive = worker.reader.send, worker.reader.receive
+    send_commit, record_results = worker.pipeline.scripts.send_commit, worker.record_results
 
-    def logged_read(count: int, *, block: bool = True) -> list[StreamEntry]:
-        entries = read_batch(count, block=block)
-        if entries:
-            log.append(("read", entries[0].entry_id))
-        return entries
+    def logged_read(start_id: str | bytes, count: int, block_ms: int | None = None) -> None:
+        if start_id == ">":  # not the re-read of this consumer's own pending entries at startup
+            log.append("read" if block_ms is not None else "read ahead")
+        send_read(start_id, count, block_ms)
 
-    def logged_commit(decided: Any, *args: Any) -> Any:
-        log.append(("commit", decided[0].entry_id))
-        if len(log) >= 40:
+    def logged_receive() -> list[Message]:
+        if log and log[-1] != "read":
+            log.append("received")
+        return receive()
+
+    def logged_commit(*args: Any) -> Any:
+        log.append("commit")
+        if log.count("commit") >= 12:
             worker.state.should_exit = True
-        return send_commit(decided, *args)
+        return send_commit(*args)
 
-    worker.read_batch = logged_read  # type: ignore[method-assign]
-    worker.pipeline.scripts.send_commit = logged_commit  # type: ignore[union-attr,method-assign]
+    def logged_record(finished: list[BatchResult]) -> None:
+        log.extend("recorded" for _ in finished)
+        record_results(finished)
+
+    worker.reader.send = logged_read  # type: ignore[method-assign]
+    worker.reader.receive = logged_receive  # type: ignore[method-assign]
+    worker.pipeline.scripts.send_commit = logged_commit  # type: ignore[method-assign]
+    worker.record_results = logged_record  # type: ignore[method-assign]
     publish(redis_client, 500, "ahead")  # queued first: every read is a full batch of 25
     worker.main_loop()
 
-    commits = [index for index, (kind, _) in enumerate(log) if kind == "commit"]
-    assert len(commits) >= 10
-    for index in commits[:-1]:  # the last went out after the exit signal: nothing more is read then
-        kind, first_id = log[index - 1]
-        assert kind == "read" and first_id != log[index][1], (
-            f"the commit of the batch from {log[index][1]!r} went out before the next batch was read: {log}")
+    # The first batch is read; each after it was read ahead, its read sent before the commit of the batch before
+    # and received after that commit went out and the batch before that one was recorded.
+    assert log[:4] == ["read", "read ahead", "commit", "received"], log
+    steady = log[4:4 + 10 * 4]
+    assert steady == ["read ahead", "commit", "recorded", "received"] * 10, log
+    assert log.count("read") == 1, f"every batch after the first was read ahead: {log}"
+    assert not worker.reader.awaiting
     committed = decided_ids(redis_client)
     assert set(committed.values()) == {1} and sorted(decided(results)) == sorted(c.decode() for c in committed)
     assert pending_count(redis_client) == 0
@@ -457,13 +487,11 @@ def test_a_full_batch_reads_the_next_before_its_commit_goes_out(redis_client: re
 def test_a_clean_exit_decides_and_commits_the_batch_read_ahead(redis_client: redis.Redis,
                                                                worker_in_this_thread) -> None:
     worker, results = worker_in_this_thread
-    read_ahead = worker.read_ahead
 
-    def read_ahead_then_signal() -> None:
-        read_ahead()
+    def then_signal() -> None:
         worker.state.should_exit = True  # SIGTERM arrives with a batch read ahead in hand
 
-    worker.read_ahead = read_ahead_then_signal  # type: ignore[method-assign]
+    after_reading_ahead(worker, then_signal)
     publish(redis_client, 500, "exit")
     worker.main_loop()
 
@@ -478,16 +506,14 @@ def test_entries_read_ahead_wait_while_the_breaker_is_open_then_are_decided_once
     redis_client: redis.Redis, worker_with_full_batches
 ) -> None:
     worker, results, _, start = worker_with_full_batches
-    read_ahead = worker.read_ahead
     opened: list[int] = []
 
-    def read_ahead_then_open() -> None:
-        read_ahead()
+    def then_open() -> None:
         if not opened:
             opened.append(len(worker._read_ahead))
             worker.breaker.force_open("test: opened with a batch read ahead")
 
-    worker.read_ahead = read_ahead_then_open  # type: ignore[method-assign]
+    after_reading_ahead(worker, then_open)
     ids = publish(redis_client, 100, "breaker")
     start()
     wait_for(lambda: opened and not worker.pipeline.commit_in_flight, what="the breaker open")  # type: ignore[union-attr]
@@ -512,21 +538,30 @@ def test_a_failed_read_ahead_commits_the_batch_decided_then_loses_and_doubles_no
     worker, results, _, start = worker_with_full_batches
     reader = worker.reader
     assert reader is not None
-    read = reader.read
-    calls: list[int] = []
+    send, receive = reader.send, reader.receive
+    sends: list[bool] = []  # each read of new entries sent: whether it never blocks (a read ahead)
+    failed: list[str] = []
 
-    def failing_second_read(start_id: str, count: int, block_ms: int | None = None) -> list:
+    # The first read of new entries is the loop's; the second reads ahead.
+    def failing_second_send(start_id: str | bytes, count: int, block_ms: int | None = None) -> None:
         if start_id == ">":
-            calls.append(block_ms is None)
-        if start_id != ">" or len(calls) != 2:  # the first read of new entries is the loop's; the second reads ahead
-            return read(start_id, count, block_ms)
-        assert block_ms is None, "a read ahead never blocks"
-        if failure.startswith("NOGROUP"):
+            sends.append(block_ms is None)
+        if len(sends) == 2 and failure.startswith("NOGROUP") and not failed:
+            assert sends[1], "a read ahead never blocks"
+            failed.append(failure)
             raise redis.ResponseError("NOGROUP No such key 'synergy_events' or consumer group (injected)")
-        read(start_id, count, block_ms)
-        raise redis.ConnectionError("injected: connection lost after reading ahead")
+        send(start_id, count, block_ms)
 
-    reader.read = failing_second_read  # type: ignore[method-assign]
+    def failing_second_receive() -> list[Message]:
+        messages = receive()
+        if len(sends) == 2 and failure.startswith("connection") and not failed:
+            assert sends[1], "a read ahead never blocks"
+            failed.append(failure)
+            raise redis.ConnectionError("injected: connection lost after reading ahead")
+        return messages
+
+    reader.send = failing_second_send  # type: ignore[method-assign]
+    reader.receive = failing_second_receive  # type: ignore[method-assign]
     ids = publish(redis_client, 200, "lost")
     start()
     wait_settled(redis_client, 200)
@@ -534,6 +569,7 @@ def test_a_failed_read_ahead_commits_the_batch_decided_then_loses_and_doubles_no
     assert decided(results[:1]) == [f"lost-{i}" for i in range(25)], "the batch decided before the failure went first"
     assert sum(r.duplicates for r in results) == 0, "no entry was read (and decided) twice"
     assert decided_ids(redis_client) == dict.fromkeys(ids, 1)
+    assert failed == [failure]
     assert worker.breaker.consecutive_failures == 0 and worker.breaker.state.name == "CLOSED"
     connection_errors = 1 if failure.startswith("connection") else 0
     assert worker.telemetry.window.snapshot().errors == ({"read": 1} if connection_errors else {}), (
@@ -544,14 +580,12 @@ def test_a_clean_exit_leaves_the_batch_read_ahead_pending_while_the_breaker_is_o
     redis_client: redis.Redis, worker_in_this_thread
 ) -> None:
     worker, results = worker_in_this_thread
-    read_ahead = worker.read_ahead
 
-    def read_ahead_then_open_and_signal() -> None:
-        read_ahead()
+    def then_open_and_signal() -> None:
         worker.breaker.force_open("test: opened with a batch read ahead")
         worker.state.should_exit = True
 
-    worker.read_ahead = read_ahead_then_open_and_signal  # type: ignore[method-assign]
+    after_reading_ahead(worker, then_open_and_signal)
     publish(redis_client, 100, "open-exit")
     worker.main_loop()
 
