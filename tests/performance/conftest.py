@@ -28,7 +28,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         name = f"perf-worker-{next(_names)}"
         process = WorkerProcess(
             redis_url=redis_url, consumer=name, log_path=tmp_path / f"{name}.log",
-            settings={"torch_threads": 1, **{k: str(v) for k, v in settings.items()}},
+            settings={"torch_threads": "1", **{k: str(v) for k, v in settings.items()}},
         )
         started.append(process)
         return process.start(wait_ready_s=120)

@@ -3,6 +3,8 @@ command) whether the worker reads it alone or among a hundred others."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import redis
 
@@ -13,6 +15,7 @@ from worker.events import matrix_from_bytes
 from worker.inference import AgentEnsemble
 from worker.names import COMMANDS_STREAM, CONSUMER_GROUP, DECISIONS_STREAM, INPUT_STREAM
 from worker.pipeline import EventPipeline, PipelineConfig, StreamEntry
+from worker.stream_entries import Entry, entries
 
 EVENTS = 240
 
@@ -32,6 +35,14 @@ def test_inference_of_a_row_does_not_depend_on_its_batch(ensemble: AgentEnsemble
                 assert np.array_equal(confidence[row], single_c[0]), f"batch {size}, row {row}"
 
 
+def _read_new(client: redis.Redis, consumer: str, count: int) -> list[Entry]:
+    """XREADGROUP of up to `count` new input entries; [] once all are read. redis-py types the reply as any reply;
+    this bytes client's is RESP2's [[stream, entries]], or empty."""
+    reply = cast(list[tuple[bytes, list[Entry]]],
+                 client.xreadgroup(CONSUMER_GROUP, consumer, {INPUT_STREAM: ">"}, count=count))
+    return reply[0][1] if reply else []
+
+
 def _decide_all(client: redis.Redis, ensemble: AgentEnsemble, workload: Workload, batch_size: int,
                 ) -> tuple[dict[bytes, Record], dict[bytes, Record]]:
     """Publish the same events to a clean database, decide them `batch_size` at a time through the real pipeline,
@@ -40,22 +51,22 @@ def _decide_all(client: redis.Redis, ensemble: AgentEnsemble, workload: Workload
     ensure_group(client)
     pipe = client.pipeline(transaction=False)
     for i in range(EVENTS):
-        pipe.xadd(INPUT_STREAM, workload.fields(i, f"same-{i}"))  # type: ignore[arg-type]
+        pipe.xadd(INPUT_STREAM, workload.fields(i, f"same-{i}"))  # type: ignore[arg-type]  # dict is invariant
     pipe.execute()
     pipeline = EventPipeline(
         DeliveryScripts(client), ensemble, AggregatorConfig(),
         PipelineConfig(consumer="identity", processing_lease_ms=30_000, completed_ttl_s=3600, max_deliveries=5,
                        max_event_bytes=65_536),
     )
-    while reply := client.xreadgroup(CONSUMER_GROUP, "identity", {INPUT_STREAM: ">"}, count=batch_size):
-        entries = [StreamEntry(entry_id, fields) for entry_id, fields in reply[0][1]]
-        assert len(entries) <= batch_size
-        pipeline.process(entries)
+    while new := _read_new(client, "identity", batch_size):
+        batch = [StreamEntry(entry_id, fields) for entry_id, fields in new]
+        assert len(batch) <= batch_size
+        pipeline.process(batch)
 
     def by_id(stream: str) -> dict[bytes, Record]:
         return {
             fields[b"correlation_id"]: {k: v for k, v in fields.items() if not k.endswith(b"_ms") and k != b"event_id"}
-            for _, fields in client.xrange(stream)
+            for _, fields in entries(client, stream)
         }
 
     return by_id(DECISIONS_STREAM), by_id(COMMANDS_STREAM)

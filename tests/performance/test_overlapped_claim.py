@@ -8,6 +8,7 @@ import redis
 
 from bench.workload import Workload
 from tests.faults import FaultyModel
+from tests.integration.streams import read_group
 from worker.aggregator import AggregatorConfig
 from worker.delivery import DeliveryScripts, ensure_group
 from worker.inference import AgentEnsemble
@@ -21,9 +22,8 @@ CONFIG = PipelineConfig(consumer="overlap", processing_lease_ms=30_000, complete
 def _read(client: redis.Redis, workload: Workload, count: int) -> list[StreamEntry]:
     ensure_group(client)
     for i in range(count):
-        client.xadd(INPUT_STREAM, workload.fields(i, f"overlap-{i}"))  # type: ignore[arg-type]
-    reply = client.xreadgroup(CONSUMER_GROUP, CONFIG.consumer, {INPUT_STREAM: ">"}, count=count)
-    return [StreamEntry(entry_id, fields) for entry_id, fields in reply[0][1]]
+        client.xadd(INPUT_STREAM, workload.fields(i, f"overlap-{i}"))  # type: ignore[arg-type]  # dict is invariant
+    return [StreamEntry(entry_id, fields) for entry_id, fields in read_group(client, CONFIG.consumer, count)]
 
 
 def test_a_batch_failing_while_its_claim_is_in_flight_is_retried_and_decided_once(
@@ -32,9 +32,9 @@ def test_a_batch_failing_while_its_claim_is_in_flight_is_retried_and_decided_onc
     entries = _read(redis_client, workload, 5)
     scripts = DeliveryScripts(redis_client)
     scripts.claim("someone-else", 1000, [("unrelated", b"0-1")])  # the script is cached: EVALSHA runs at once
-    model = FaultyModel(ensemble)
+    model = FaultyModel(ensemble)  # duck-typed: the pipeline is typed to take the AgentEnsemble itself
     model.fail = True
-    pipeline = EventPipeline(scripts, model, AggregatorConfig(), CONFIG)  # type: ignore[arg-type]
+    pipeline = EventPipeline(scripts, model, AggregatorConfig(), CONFIG)  # type: ignore[arg-type]  # see model
     with pytest.raises(StageError, match="inference failed: RuntimeError: injected model failure"):
         pipeline.process(entries)
     model.fail = False

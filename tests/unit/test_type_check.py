@@ -1,6 +1,6 @@
-"""The shipped packages and the unit, CLI and integration tests are mypy-clean (STYLE.md: type hints everywhere): a
-type error fails the suite, as a broken behaviour does. The scope is `[tool.mypy]` in pyproject.toml (worker,
-tacticalctl, models, bench, tests/unit, tests/cli, tests/integration and the test helpers they import)."""
+"""The shipped packages and every test directory are mypy-clean (STYLE.md: type hints everywhere): a type error fails
+the suite, as a broken behaviour does. The scope is `[tool.mypy]` in pyproject.toml (worker, tacticalctl, models,
+bench, tests/unit, tests/cli, tests/integration, tests/performance, tests/deploy and the test helpers they import)."""
 
 from __future__ import annotations
 
