@@ -25,7 +25,7 @@ def show_fleet_health(context: CtlContext, *, json_output: bool) -> NoReturn:
     if not fleet.workers:
         raise CtlError(NO_LIVE_WORKER, ExitCode.CRITICAL)
     if json_output:
-        print_json({"workers": [worker.as_dict() for worker in fleet.workers], "status": fleet.status.value})
+        print_json(fleet.as_dict())
     else:
         context.console.print(_table(fleet))
         for line in _summary(fleet):

@@ -1,4 +1,5 @@
-"""How `health --all` judges the fleet from each worker's /health (`FleetHealth`): no Redis, no HTTP."""
+"""How `health --all` and `health state --all` judge the fleet from each worker's answer (`FleetHealth`): no Redis,
+no HTTP."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import socket
 import pytest
 
 from worker.health import CheckStatus
-from worker.ops.fleet import STARTING, FleetHealth, LiveWorker, WorkerHealth
+from worker.ops.fleet import STARTING, FleetHealth, LiveWorker, WorkerHealth, WorkerState
 from worker.ops.worker_client import WorkerUnreachable
 
 
@@ -57,3 +58,24 @@ def test_a_worker_elsewhere_bound_to_loopback_is_said_to_be_readable_only_where_
     assert here.unreachable(WorkerUnreachable("refused")) == "refused"
     bound_wide = LiveWorker("host-b:202", "http://host-b:8001", host="host-b", pid=202)
     assert bound_wide.unreachable(WorkerUnreachable("refused")) == "refused"
+
+
+def state_of(name: str, state_code: int) -> WorkerState:
+    state = ("healthy", "degraded", "critical", "failed")[state_code]
+    return WorkerState(LiveWorker(name, f"http://{name}:8001", "host", 1), 200,
+                       {"state": state, "state_code": state_code, "consumer": name, "lag": {"count": 3}})
+
+
+@pytest.mark.parametrize(("state_code", "check"), [(0, "ok"), (1, "warn"), (2, "critical"), (3, "critical")])
+def test_a_state_document_is_judged_by_its_state_code_and_kept_whole(state_code: int, check: str) -> None:
+    # /health/state answers 200 whatever the state: only its code says critical, as `health state` judges one.
+    worker = state_of("a", state_code)
+    assert worker.as_dict() == {"consumer": "a", "host": "host", "pid": 1, "url": "http://a:8001", "check": check,
+                                "error": None, "state": dict(worker.answer or {})}
+    assert FleetHealth((worker, state_of("b", 0))).as_dict()["status"] == check
+
+
+def test_a_state_not_read_is_null_with_why() -> None:
+    unread = WorkerState(LiveWorker("b", "http://b:8001"), error="worker unreachable").as_dict()
+    assert (unread["state"], unread["check"], unread["error"]) == (None, "critical", "worker unreachable")
+    assert WorkerState(LiveWorker("c", None), error=STARTING).as_dict()["check"] is None

@@ -1,7 +1,7 @@
 """The live workers of a scaled stack, and where to read them: each heartbeat names the HTTP address its worker
 bound, so a command pointed at one worker (`--worker-url`) can read the others at theirs, or every one
-(`read_fleet_health`). Each counts only what it did itself: a figure for the stack is a sum over every one of them
-(`read_fleet_metrics`)."""
+(`read_fleet_health`, `read_fleet_state`). Each counts only what it did itself: a figure for the stack is a sum over
+every one of them (`read_fleet_metrics`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from prometheus_client.samples import Sample
 
 from worker.health import CheckStatus
 from worker.heartbeat import live_consumers
-from worker.ops.worker_client import WorkerClient, WorkerUnreachable, health_level
+from worker.ops.worker_client import HEALTH_PATH, STATE_PATH, WorkerClient, WorkerUnreachable, health_level
 
 Families = Mapping[str, list[Sample]]
 ValueT = TypeVar("ValueT")
@@ -117,17 +117,29 @@ class WorkerHealth:
         version = None if self.answer is None else self.answer.get("model_version")
         return version if isinstance(version, str) else None
 
-    def as_dict(self) -> dict[str, Any]:
+    def _identity(self) -> dict[str, Any]:
+        """Which worker, how it was judged (null: starting) and why it was not read: every fleet answer's keys."""
         level = self.level
         return {"consumer": self.worker.name, "host": self.worker.host, "pid": self.worker.pid, "url": self.worker.url,
-                "http_status": self.http_status, "state": self.state, "state_code": self.state_code,
-                "model_version": self.model_version, "check": None if level is None else level.value,
-                "error": self.error}
+                "check": None if level is None else level.value, "error": self.error}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self._identity(), "http_status": self.http_status, "state": self.state,
+                "state_code": self.state_code, "model_version": self.model_version}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerState(WorkerHealth):
+    """One live worker's /health/state document (`read_fleet_state`), judged by its state code as `health state`
+    judges one worker's, or why it was not read."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self._identity(), "state": None if self.answer is None else dict(self.answer)}
 
 
 @dataclass(frozen=True, slots=True)
 class FleetHealth:
-    """Every live worker's /health, by consumer name."""
+    """Every live worker's /health (or /health/state: `read_fleet_state`), by consumer name."""
 
     workers: tuple[WorkerHealth, ...]
 
@@ -142,11 +154,27 @@ class FleetHealth:
             return CheckStatus.WARN
         return max(levels, key=lambda level: level.rank)
 
+    def as_dict(self) -> dict[str, Any]:
+        return {"workers": [worker.as_dict() for worker in self.workers], "status": self.status.value}
+
 
 def read_fleet_health(client: redis.Redis, *, timeout_s: float) -> FleetHealth:
     """GET /health of every live worker at the endpoint its heartbeat names, all at once: a worker that does not
     answer costs `timeout_s` once, not once per worker."""
-    return FleetHealth(at_once(lambda worker: _read_health(worker, timeout_s), live_workers(client), "fleet-health"))
+    def read(worker: LiveWorker) -> WorkerHealth:
+        return _read_at_heartbeat(worker, WorkerHealth, HEALTH_PATH, lambda at: at.health(), timeout_s)
+
+    return FleetHealth(at_once(read, live_workers(client), "fleet-health"))
+
+
+def read_fleet_state(client: redis.Redis, *, timeout_s: float) -> FleetHealth:
+    """GET /health/state of every live worker, found, read and judged as `read_fleet_health` reads /health: each
+    worker's `answer` is its document as served (a WorkerState)."""
+    def read(worker: LiveWorker) -> WorkerHealth:
+        # /health/state answers 200 or not at all (`WorkerClient.state`): its state code alone judges it.
+        return _read_at_heartbeat(worker, WorkerState, STATE_PATH, lambda at: (200, at.state()), timeout_s)
+
+    return FleetHealth(at_once(read, live_workers(client), "fleet-state"))
 
 
 def at_once(read: Callable[[ItemT], ValueT], items: Sequence[ItemT], name: str) -> tuple[ValueT, ...]:
@@ -158,19 +186,21 @@ def at_once(read: Callable[[ItemT], ValueT], items: Sequence[ItemT], name: str) 
         return tuple(pool.map(read, items))
 
 
-def _read_health(worker: LiveWorker, timeout_s: float) -> WorkerHealth:
+def _read_at_heartbeat(worker: LiveWorker, record: type[WorkerHealth], path: str,
+                       get: Callable[[WorkerClient], tuple[int, Mapping[str, Any]]], timeout_s: float) -> WorkerHealth:
+    """`get` of the worker at the endpoint its heartbeat names, as a `record`; or why it was not read."""
     if worker.url is None:
-        return WorkerHealth(worker, error=STARTING)
+        return record(worker, error=STARTING)
     try:
-        http_status, answer = WorkerClient(worker.url, timeout_s=timeout_s).health()
+        http_status, answer = get(WorkerClient(worker.url, timeout_s=timeout_s))
     except WorkerUnreachable as exc:
-        return WorkerHealth(worker, error=worker.unreachable(exc))
+        return record(worker, error=worker.unreachable(exc))
     answered_as = answer.get("consumer")
     if isinstance(answered_as, str) and answered_as != worker.name:
         # A worker elsewhere bound to 127.0.0.1: from here its address is another worker's, whose health is not its.
-        return WorkerHealth(worker, error=f"{worker.url}/health answered as {answered_as}: from here the address its "
-                                          "heartbeat names is another worker's — read it where it runs")
-    return WorkerHealth(worker, http_status, answer)
+        return record(worker, error=f"{worker.url}{path} answered as {answered_as}: from here the address its "
+                                    "heartbeat names is another worker's — read it where it runs")
+    return record(worker, http_status, answer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,5 +320,5 @@ def _named(workers: Iterable[WorkerCounter[Any]]) -> str:
 
 
 __all__ = ["STARTING", "Families", "FleetCounter", "FleetHealth", "LiveWorker", "WorkerCounter", "WorkerHealth",
-           "WorkerMetrics", "at_once", "live_workers", "other_live_workers", "read_fleet_health", "read_fleet_metrics",
-           "worker_url_of"]
+           "WorkerMetrics", "WorkerState", "at_once", "live_workers", "other_live_workers", "read_fleet_health",
+           "read_fleet_metrics", "read_fleet_state", "worker_url_of"]
