@@ -1,5 +1,5 @@
-"""`tacticalctl health` and `health state`: the worker's own view of itself, over HTTP (`health --all`: every live
-worker's, `health_fleet`)."""
+"""`tacticalctl health` and `health state`: the worker's own view of itself, over HTTP (`--all`: every live worker's,
+`health_fleet`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.text import Text
 from tacticalctl.context import CtlContext, JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age, exit_code_for, plain, styled
-from tacticalctl.health_fleet import show_fleet_health
+from tacticalctl.health_fleet import show_fleet_health, show_fleet_state, watch_fleet_state
 from tacticalctl.state_view import render_state
 from tacticalctl.watch import watch
 from worker.health import CheckStatus
@@ -37,7 +37,8 @@ def health(
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """The worker's health: GET /health (details: `health state`); --all: every live worker's.
+    """The worker's health: GET /health (details: `health state`); --all: every live worker's (`health --all state`:
+    every one's `health state`).
 
     Exit 0 healthy, 1 degraded, 2 critical, failed or unreachable.
     JSON keys: url, http_status, status (pass|warn|fail), state, state_code, consumer, version (the worker's
@@ -50,11 +51,7 @@ def health(
     url, http_status, state, state_code, model_version, check (ok|warn|critical; null: starting), error (why not
     read)}], "status" (ok|warn|critical)}."""
     if ctx.invoked_subcommand is not None:
-        if all_:
-            command = f"health {ctx.invoked_subcommand}"
-            raise CtlError(f"`{command}` reads one worker, --all every one: `tacticalctl --worker-url <url> {command}` "
-                           "for each", ExitCode.UNKNOWN)
-        return
+        return  # `health --all state` is `health state --all`: `state` reads these flags too
     context = get_context(ctx)
     if all_:
         show_fleet_health(context, json_output=json_output)
@@ -99,21 +96,41 @@ def _state_level(doc: dict[str, Any]) -> CheckStatus:
 @health_app.command("state")
 def state(
     ctx: typer.Context,
+    all_: Annotated[bool, typer.Option(
+        "--all", help="Every live worker's /health/state, each at the endpoint its heartbeat names (not --worker-url).")
+    ] = False,
     watch_: Annotated[bool, typer.Option("--watch", help="Refresh in place until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes with --watch.", min=0.1)] = 2.0,
     duration: Annotated[float | None, typer.Option(help="Stop watching after this many seconds.", min=0.0)] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """GET /health/state: checks, transitions, breaker, model, lag, the last minute; --watch to follow.
+    """GET /health/state: checks, transitions, breaker, model, lag, the last minute; --watch to follow; --all: every
+    live worker's.
 
     Exit 0 healthy, 1 degraded, 2 critical, failed or unreachable (a watch exits 0 on Ctrl-C).
     JSON: the worker's document as served — state, state_code, since, consumer, uptime_s, health_checks,
-    recent_transitions, circuit_breaker, model, lag, window, positions, agent_accuracy."""
+    recent_transitions, circuit_breaker, model, lag, window, positions, agent_accuracy.
+
+    --all: every worker with a live heartbeat, read at once at the endpoint its heartbeat names (--worker-url is not
+    used), each shown as above under a heading naming its consumer, host, PID and URL; exit the worst, as `health
+    --all`: a live worker not read (no answer there, or another worker's) is critical, with why; one whose heartbeat
+    names no endpoint yet is starting: shown, not judged (only starting ones: 1). No live worker: 2. JSON:
+    {"workers": [{consumer, host, pid, url, state (its document as served; null: not read), check
+    (ok|warn|critical; null: starting), error (why not read)}], "status" (ok|warn|critical)}."""
     context = get_context(ctx)
+    above = ctx.parent.params if ctx.parent else {}  # `health --all --json state` is `health state --all --json`
+    all_ = all_ or bool(above.get("all_"))
+    json_output = json_output or bool(above.get("json_output"))
+    if watch_ and json_output:
+        command = "health state --all" if all_ else "health state"
+        raise CtlError(f"--watch and --json do not combine: poll `{command} --json` instead", ExitCode.UNKNOWN)
+    if all_ and watch_:
+        watch_fleet_state(context, interval_s=interval, duration_s=duration)
+        return
+    if all_:
+        show_fleet_state(context, json_output=json_output)
     client = worker_client(context)
     if watch_:
-        if json_output:
-            raise CtlError("--watch and --json do not combine: poll `health state --json` instead", ExitCode.UNKNOWN)
 
         def render() -> RenderableType:
             try:

@@ -11,6 +11,7 @@ import pytest
 import redis
 from typer.testing import Result
 
+from tacticalctl.health_fleet import NO_LIVE_WORKER
 from tests.cli.conftest import Ctl, WorkerAnswers, beat
 from worker.http_server import HealthServer
 from worker.version import build_commit
@@ -274,7 +275,122 @@ def test_health_all_json_has_the_documented_shape(
     assert "names no HTTP endpoint yet" in starting["error"]
 
 
-def test_health_all_judges_every_worker_so_it_takes_no_subcommand(ctl: Ctl, redis_client: redis.Redis) -> None:
-    result = ctl("health", "--all", "state")
-    assert result.exit_code == 3
-    assert "health state" in result.stderr and "one worker" in result.stderr, result.stderr
+def headings(result: Result) -> list[str]:
+    """The heading of every worker `health state --all` shows, in order."""
+    return [line.removeprefix("── ") for line in result.stdout.splitlines() if line.startswith("── ")]
+
+
+def test_health_state_all_shows_every_live_workers_state_and_exits_with_the_worst(
+    ctl: Ctl, redis_client: redis.Redis, serve_worker: ServeWorker, nobody_url: str
+) -> None:
+    # --worker-url names nobody: --all reads every worker where its own heartbeat says it serves.
+    healthy, _ = serve_worker("host-a:101")
+    degraded, answers = serve_worker("host-b:202", 1)
+    answers.state["health_checks"] = [{"name": "consumer_lag", "status": "warn", "value": 2.5, "threshold": 2.0,
+                                       "message": "consumer lag 2.5 s > 2 s"}]
+    beat(redis_client, "host-a:101", healthy.url)
+    beat(redis_client, "host-b:202", degraded.url)
+    result = ctl("health", "state", "--all", worker_url=nobody_url)
+    assert result.exit_code == 1, result.output
+    assert headings(result) == [f"host-a:101 · host-a pid 101 · {healthy.url}",
+                                f"host-b:202 · host-b pid 202 · {degraded.url}"], result.stdout
+    out = said(result)
+    assert "healthy (state 0)" in out and "degraded (state 1)" in out, result.stdout
+    assert "consumer lag 2.5 s > 2 s" in out and out.count("circuit breaker closed") == 2
+    assert "2 live workers: 1 healthy, 1 degraded — warn" in out
+
+    critical, _ = serve_worker("host-c:303", 3)
+    beat(redis_client, "host-c:303", critical.url)
+    assert ctl("health", "state", "--all").exit_code == 2
+
+
+def test_health_state_all_names_a_live_worker_it_cannot_read_as_critical_with_why(
+    ctl: Ctl, redis_client: redis.Redis, serve_worker: ServeWorker, nobody_url: str
+) -> None:
+    healthy, _ = serve_worker("host-a:101")
+    beat(redis_client, "host-a:101", healthy.url)
+    beat(redis_client, "host-c:303", nobody_url)  # live by its heartbeat, nothing answers there
+    beat(redis_client, "host-d:404", None)  # starting: shown, not judged
+    beat(redis_client, "host-z:909", healthy.url)  # elsewhere, bound to 127.0.0.1: from here, host-a answers there
+    result = ctl("health", "state", "--all")
+    assert result.exit_code == 2, result.output
+    assert [heading.split()[0] for heading in headings(result)] == ["host-a:101", "host-c:303", "host-d:404",
+                                                                   "host-z:909"], result.stdout
+    out = said(result)
+    assert (f"not read: live by its heartbeat, but worker unreachable at {nobody_url}/health/state" in out
+            and "`tacticalctl triage worker-down`" in out), result.stdout
+    assert "starting: its heartbeat names no HTTP endpoint yet" in out and "no endpoint yet" in headings(result)[2]
+    assert f"{healthy.url}/health/state answered as host-a:101" in out, "host-a's state is not host-z's"
+    assert "4 live workers: 1 healthy, 2 not read, 1 starting — critical" in out
+
+    redis_client.delete("tactical:heartbeat:host-a:101", "tactical:heartbeat:host-c:303",
+                        "tactical:heartbeat:host-z:909")
+    assert ctl("health", "state", "--all").exit_code == 1, "only starting ones: as `health --all`"
+
+
+def test_health_state_all_with_no_live_worker_is_critical_and_names_the_triage(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    url, _ = worker_http  # answers at --worker-url, but beats in no heartbeat
+    result = ctl("health", "state", "--all", worker_url=url)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"tacticalctl: {NO_LIVE_WORKER}\n", result.stderr
+    doc = json.loads(ctl("health", "state", "--all", "--json", worker_url=url).stdout)
+    assert doc["status"] == "critical" and "tacticalctl triage worker-down" in doc["error"]
+
+
+def test_health_state_all_json_has_the_documented_shape(
+    ctl: Ctl, redis_client: redis.Redis, serve_worker: ServeWorker, nobody_url: str
+) -> None:
+    degraded, _ = serve_worker("host-b:202", 1)
+    beat(redis_client, "host-b:202", degraded.url)
+    beat(redis_client, "host-c:303", nobody_url)
+    beat(redis_client, "host-d:404", None)
+    result = ctl("health", "state", "--all", "--json")
+    assert result.exit_code == 2, result.output
+    doc = json.loads(result.stdout)
+    assert set(doc) == {"workers", "status"} and doc["status"] == "critical"
+    read, unread, starting = doc["workers"]  # by consumer name
+    served = json.loads(ctl("health", "state", "--json", worker_url=degraded.url).stdout)
+    assert read == {"consumer": "host-b:202", "host": "host-b", "pid": 202, "url": degraded.url, "state": served,
+                    "check": "warn", "error": None}
+    assert unread == {"consumer": "host-c:303", "host": "host-c", "pid": 303, "url": nobody_url, "state": None,
+                      "check": "critical", "error": unread["error"]}
+    assert unread["error"].startswith(f"worker unreachable at {nobody_url}/health/state")
+    assert starting == {"consumer": "host-d:404", "host": "host-d", "pid": 404, "url": None, "state": None,
+                        "check": None, "error": starting["error"]}
+    assert "names no HTTP endpoint yet" in starting["error"]
+
+
+def test_health_state_all_watch_renders_every_worker_and_stops(
+    ctl: Ctl, redis_client: redis.Redis, serve_worker: ServeWorker
+) -> None:
+    a, _ = serve_worker("host-a:101")
+    b, _ = serve_worker("host-b:202", 2)
+    beat(redis_client, "host-a:101", a.url)
+    beat(redis_client, "host-b:202", b.url)
+    result = ctl("health", "state", "--all", "--watch", "--interval", "0.2", "--duration", "0.5")
+    assert result.exit_code == 0, result.output  # a view: it exits 0, `health state --all` is the check
+    assert f"host-a:101 · host-a pid 101 · {a.url}" in result.stdout
+    assert f"host-b:202 · host-b pid 202 · {b.url}" in result.stdout and "critical (state 2)" in result.stdout
+    assert result.stdout.endswith("critical\n"), "its last line ends"
+
+    refused = ctl("health", "state", "--all", "--watch", "--json")
+    assert refused.exit_code == 3 and "`health state --all --json`" in refused.stderr, refused.stderr
+
+
+def test_health_state_all_watch_waits_for_a_live_worker(ctl: Ctl, redis_client: redis.Redis) -> None:
+    result = ctl("health", "state", "--all", "--watch", "--interval", "0.2", "--duration", "0.3")
+    assert result.exit_code == 0, result.output
+    assert "no live worker" in result.stdout and "retrying every 0.2s" in result.stdout
+
+
+def test_health_all_state_is_health_state_all(
+    ctl: Ctl, redis_client: redis.Redis, serve_worker: ServeWorker
+) -> None:
+    degraded, _ = serve_worker("host-b:202", 1)
+    beat(redis_client, "host-b:202", degraded.url)
+    before, after = ctl("health", "--all", "state"), ctl("health", "state", "--all")
+    assert before.exit_code == after.exit_code == 1, before.output
+    assert before.stdout == after.stdout
+    assert json.loads(ctl("health", "--all", "--json", "state").stdout)["workers"][0]["state"]["state_code"] == 1
