@@ -380,7 +380,10 @@ class Worker:
                 self.record_results(finished)  # while Redis answers the read sent ahead and runs the commit
             finally:
                 self.receive_read_ahead()  # even when the batch failed: its read is never left unread
-            error, self._read_ahead_error = self._read_ahead_error, None
+                # Taken here, not after: a read ahead failing with its batch (one outage) is dropped with the batch's
+                # failure, raised in its place (what the read delivered is re-read all the same), not kept to be
+                # raised again once Redis is back.
+                error, self._read_ahead_error = self._read_ahead_error, None
             if error is not None:
                 self.drain()  # the batch it followed is committed and recorded first
                 raise error

@@ -576,6 +576,43 @@ def test_a_failed_read_ahead_commits_the_batch_decided_then_loses_and_doubles_no
         "a lost connection is a read error; a missing group is recreated; neither is a failed batch")
 
 
+def test_a_read_ahead_failing_with_its_batch_raises_the_batch_failure_alone(
+    redis_client: redis.Redis, worker_with_full_batches
+) -> None:
+    """Redis goes away between the read ahead and the commit: the commit cannot be sent and the read's reply is lost.
+    The batch's failure is the one counted and waited out; the read's, raised with it, is not raised again once
+    Redis is back (a second error, a "Redis unavailable" warning and a backoff for an outage already over)."""
+    worker, results, _, start = worker_with_full_batches
+    reader, pipeline = worker.reader, worker.pipeline
+    assert reader is not None and pipeline is not None
+    receive, send_commit = reader.receive, pipeline.scripts.send_commit
+    failed: list[str] = []
+
+    def lost_commit(*args: Any) -> Any:
+        if reader.awaiting and not failed:  # the first read ahead is out
+            failed.append("commit")
+            raise redis.ConnectionError("injected: Error 32 while writing to socket. Broken pipe.")
+        return send_commit(*args)
+
+    def lost_reply() -> list[Message]:
+        messages = receive()
+        if failed == ["commit"]:
+            failed.append("read")
+            raise redis.ConnectionError("injected: connection lost after reading ahead")
+        return messages
+
+    pipeline.scripts.send_commit = lost_commit  # type: ignore[method-assign]
+    reader.receive = lost_reply  # type: ignore[method-assign]
+    ids = publish(redis_client, 200, "outage")
+    start()
+    wait_settled(redis_client, 200)
+    wait_for(lambda: sum(len(r.decisions) for r in results) == 200, what="every batch's result recorded")
+    assert failed == ["commit", "read"]
+    assert decided_ids(redis_client) == dict.fromkeys(ids, 1)
+    assert sum(r.duplicates for r in results) == 0
+    assert worker.telemetry.window.snapshot().errors == {"commit": 1}, "one outage, counted once"
+
+
 def test_a_clean_exit_leaves_the_batch_read_ahead_pending_while_the_breaker_is_open(
     redis_client: redis.Redis, worker_in_this_thread
 ) -> None:
