@@ -9,7 +9,7 @@ import typer
 from rich.console import RenderableType
 from rich.text import Text
 
-from tacticalctl.context import CtlContext, JsonOption, get_context, print_json
+from tacticalctl.context import JSON_REQUESTED, CtlContext, JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import age, exit_code_for, plain, styled
 from tacticalctl.health_fleet import show_fleet_health, show_fleet_state, watch_fleet_state
@@ -121,6 +121,7 @@ def state(
     above = ctx.parent.params if ctx.parent else {}  # `health --all --json state` is `health state --all --json`
     all_ = all_ or bool(above.get("all_"))
     json_output = json_output or bool(above.get("json_output"))
+    ctx.meta[JSON_REQUESTED] = json_output  # this command's own --json, unset, said no: a failure answers in JSON too
     if watch_ and json_output:
         command = "health state --all" if all_ else "health state"
         raise CtlError(f"--watch and --json do not combine: poll `{command} --json` instead", ExitCode.UNKNOWN)

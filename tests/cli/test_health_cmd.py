@@ -394,3 +394,14 @@ def test_health_all_state_is_health_state_all(
     assert before.exit_code == after.exit_code == 1, before.output
     assert before.stdout == after.stdout
     assert json.loads(ctl("health", "--all", "--json", "state").stdout)["workers"][0]["state"]["state_code"] == 1
+
+
+@pytest.mark.parametrize("args", [("health", "--json", "state"), ("health", "--all", "--json", "state"),
+                                  ("health", "--json", "state", "--watch")])
+def test_health_json_state_fails_in_json_too(ctl: Ctl, redis_client: redis.Redis, args: tuple[str, ...]) -> None:
+    # `health --json state` is `health state --json`: a script reading stdout gets why it failed (nobody at
+    # --worker-url; no live worker; --watch with --json), not nothing.
+    result = ctl(*args)
+    assert result.exit_code in (2, 3), result.output
+    doc = json.loads(result.stdout)
+    assert doc["status"] in ("critical", "unknown") and doc["error"] in result.stderr, result.stdout
