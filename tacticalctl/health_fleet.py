@@ -45,7 +45,7 @@ def watch_fleet_state(context: CtlContext, *, interval_s: float, duration_s: flo
             return Text(outage_message(exc, interval_s), style="bold red")
         if not fleet.workers:
             return Text(f"{NO_LIVE_WORKER} (retrying every {interval_s:g}s)", style="bold red")
-        return render_fleet_state(fleet)
+        return render_fleet_state(fleet, verdict_first=True)
 
     watch(context.console, render, interval_s=interval_s, duration_s=duration_s)
 
@@ -118,9 +118,10 @@ def _summary(fleet: FleetHealth) -> list[str]:
     return lines
 
 
-def render_fleet_state(fleet: FleetHealth) -> RenderableType:
+def render_fleet_state(fleet: FleetHealth, *, verdict_first: bool = False) -> RenderableType:
     """Each live worker's /health/state as `health state` shows one, under a heading naming it; one not read, with
-    why; then how many are in which state."""
+    why; then how many are in which state. `verdict_first` (a watch): that, and each worker not healthy with where
+    to read it whole, come first instead, since a live view taller than the terminal is cut at the bottom."""
     parts: list[RenderableType] = []
     for worker in fleet.workers:
         live = worker.worker
@@ -134,5 +135,7 @@ def render_fleet_state(fleet: FleetHealth) -> RenderableType:
             parts.append(markup_text(f"{styled(CheckStatus.CRITICAL, 'not read')}: live by its heartbeat, but "
                                      f"{plain(worker.error)} — `tacticalctl triage worker-down`"))
         parts.append(Text(""))
-    parts.append(markup_text(f"{_counts(fleet)} — {styled(fleet.status)}"))
-    return Group(*parts)
+    verdict = markup_text(f"{_counts(fleet)} — {styled(fleet.status)}")
+    if verdict_first:
+        return Group(verdict, *(markup_text(line) for line in _summary(fleet)[1:]), Text(""), *parts[:-1])
+    return Group(*parts, verdict)

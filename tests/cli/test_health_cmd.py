@@ -9,8 +9,9 @@ from importlib.metadata import version
 
 import pytest
 import redis
-from typer.testing import Result
+from typer.testing import CliRunner, Result
 
+from tacticalctl.app import app
 from tacticalctl.health_fleet import NO_LIVE_WORKER
 from tests.cli.conftest import Ctl, WorkerAnswers, beat
 from worker.http_server import HealthServer
@@ -373,7 +374,8 @@ def test_health_state_all_watch_renders_every_worker_and_stops(
     assert result.exit_code == 0, result.output  # a view: it exits 0, `health state --all` is the check
     assert f"host-a:101 · host-a pid 101 · {a.url}" in result.stdout
     assert f"host-b:202 · host-b pid 202 · {b.url}" in result.stdout and "critical (state 2)" in result.stdout
-    assert result.stdout.endswith("critical\n"), "its last line ends"
+    assert result.stdout.startswith("2 live workers: 1 healthy, 1 critical — critical\n"), "the verdict first"
+    assert result.stdout.endswith("┘\n"), "its last line ends"
 
     refused = ctl("health", "state", "--all", "--watch", "--json")
     assert refused.exit_code == 3 and "`health state --all --json`" in refused.stderr, refused.stderr
@@ -405,3 +407,22 @@ def test_health_json_state_fails_in_json_too(ctl: Ctl, redis_client: redis.Redis
     assert result.exit_code in (2, 3), result.output
     doc = json.loads(result.stdout)
     assert doc["status"] in ("critical", "unknown") and doc["error"] in result.stderr, result.stdout
+
+
+def test_health_state_all_watch_on_a_terminal_shows_the_verdict_above_what_it_cuts(
+    ctl: Ctl, redis_client: redis.Redis, serve_worker: ServeWorker, nobody_url: str
+) -> None:
+    # A live view taller than the terminal is cut at the bottom ("..."): the fleet's verdict and the worker that is
+    # not healthy must stand above the workers' documents, not under them.
+    for consumer in ("host-a:101", "host-b:202"):
+        beat(redis_client, consumer, serve_worker(consumer)[0].url)
+    beat(redis_client, "host-c:303", nobody_url)
+    result = CliRunner().invoke(
+        app, ["--redis-url", ctl.redis_url, "health", "state", "--all", "--watch", "--interval", "0.2", "--duration",
+              "0.3"], env={"COLUMNS": "80", "LINES": "30", "NO_COLOR": "1", "TTY_COMPATIBLE": "1"},
+        catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    first_view = result.stdout.split("\x1b[1A")[0]  # what stood on the screen until the first refresh
+    assert "..." in first_view, "the view is taller than the terminal"
+    assert "3 live workers: 2 healthy, 1 not read" in first_view, first_view
+    assert "host-c:303 is live by its heartbeat but was not read" in first_view, first_view
