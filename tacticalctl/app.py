@@ -21,6 +21,7 @@ from tacticalctl.context import (
     json_documents_printed,
 )
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode
+from tacticalctl.help_text import reflow_command
 from worker.alerts import AuditTrailError
 from worker.connection import refusal_advice
 from worker.version import version_line
@@ -87,6 +88,8 @@ class CtlGroup(TyperGroup):
         command = super().get_command(ctx, name)
         if command is None and name in LAZY_GROUPS:
             return _DeferredGroup(name, lambda: self._build_lazy_group(name))
+        if command is not None:
+            reflow_command(command)
         return command
 
     def _build_lazy_group(self, name: str) -> TyperGroup:
@@ -94,6 +97,7 @@ class CtlGroup(TyperGroup):
         if command is None:
             command = importlib.import_module(LAZY_GROUPS[name].module).command_group()
             self.add_command(command, name)
+        reflow_command(command)
         return command  # type: ignore[return-value]
 
     def parse_args(self, ctx, args):  # type: ignore[no-untyped-def, override]
