@@ -2,12 +2,16 @@
 those line breaks, so at 80 columns every paragraph came out ragged (a full line, then two words, then a full line)
 and the command list showed whole paragraphs. Here a paragraph's wrapped lines are joined; a line that starts a list
 item, an indented line, or a new sentence after a full stop or a colon keeps its own. The command list shows a
-command's first sentence (`short_help`), cut at a word with "..." past `SHORT_HELP_CHARS`."""
+command's first sentence (`short_help`), cut at a word with "..." past `SHORT_HELP_CHARS`. Help is shown as Rich
+markup, where `[ids]` or `[short, hold, long]` read as style tags and vanished from the JSON keys they document:
+every command's and parameter's help is escaped, since none is written as markup."""
 
 from __future__ import annotations
 
 import inspect
 import re
+
+from rich.markup import escape
 
 try:  # typer vendors click from 0.2x on; before, it used click itself
     from typer._click.core import Command
@@ -48,9 +52,14 @@ def reflow_command(command: Command) -> None:
         return
     command._help_reflowed = True  # type: ignore[attr-defined]
     if command.help:
-        command.help = reflow(command.help)
+        text = reflow(command.help)
+        command.help = escape(text)
         if not command.short_help:
-            command.short_help = make_default_short_help(command.help, SHORT_HELP_CHARS)
+            command.short_help = escape(make_default_short_help(text, SHORT_HELP_CHARS))
+    for param in command.params:
+        help_text = getattr(param, "help", None)
+        if isinstance(help_text, str):
+            param.help = escape(help_text)  # type: ignore[attr-defined]
     # A group's subcommands (typer's groups are not click Groups, so asked by what they hold).
     for subcommand in dict(getattr(command, "commands", None) or {}).values():
         reflow_command(subcommand)

@@ -106,3 +106,12 @@ def _runs(names: list[str]) -> Iterator[list[str]]:
         group.append(name)
     if group:
         yield group
+
+
+def test_bracketed_words_in_help_are_shown_not_taken_for_markup() -> None:
+    runner = CliRunner()
+    env = {"COLUMNS": "200", "TERM": "dumb"}
+    decision = runner.invoke(app, ["decision", "--help"], env=env, prog_name="tacticalctl").output
+    assert "votes {agent: [short, hold, long]}" in " ".join(decision.split()), decision
+    purge = runner.invoke(app, ["dead-letter", "purge", "--help"], env=env, prog_name="tacticalctl").output
+    assert "removed [ids]" in " ".join(purge.split()), purge
