@@ -17,8 +17,8 @@ try:  # typer vendors click from 0.2x on; before, it used click itself
     from typer._click.core import Command
     from typer._click.utils import make_default_short_help
 except ImportError:  # pragma: no cover
-    from click import Command  # type: ignore[assignment,no-redef]
-    from click.utils import make_default_short_help  # type: ignore[no-redef]
+    from click import Command  # type: ignore[assignment,import-not-found,no-redef]  # absent with a vendoring typer
+    from click.utils import make_default_short_help  # type: ignore[import-not-found,no-redef]
 
 SHORT_HELP_CHARS = 150  # two lines of the command list at 80 columns
 NO_REWRAP = "\b"  # click's marker: a paragraph that starts with it is shown as written
