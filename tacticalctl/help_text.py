@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover
     from click import Command  # type: ignore[assignment,import-not-found,no-redef]  # absent with a vendoring typer
     from click.utils import make_default_short_help  # type: ignore[import-not-found,no-redef]
 
-SHORT_HELP_CHARS = 150  # two lines of the command list at 80 columns
+SHORT_HELP_CHARS = 150  # at most three lines of the command list at 80 columns
 NO_REWRAP = "\b"  # click's marker: a paragraph that starts with it is shown as written
 _OWN_LINE = re.compile(r"(\s|[-*•] |\d+[.)] )")  # indented, or a list item
 _NEW_SENTENCE = re.compile(r"[A-Z`-]")
