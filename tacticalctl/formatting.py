@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +53,14 @@ def audit_not_written(error: str, change: str) -> str:
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but tab and newline
+
+
+def live_worker_counts(words: Sequence[str]) -> str:
+    """`3 live workers: 2 healthy, 1 not read`: one word per live worker (its state or status), counted in the order
+    first seen."""
+    counts = Counter(words)
+    return (f"{len(words)} live worker{'s' if len(words) != 1 else ''}: "
+            + ", ".join(f"{count} {plain(word)}" for word, count in counts.items()))
 
 
 def styled(status: CheckStatus | str, text: str | None = None) -> str:

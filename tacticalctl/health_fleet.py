@@ -3,7 +3,6 @@ endpoint its heartbeat names."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -15,7 +14,7 @@ from rich.text import Text
 
 from tacticalctl.context import CtlContext, print_json
 from tacticalctl.errors import REDIS_UNREACHABLE, CtlError, ExitCode, outage_message
-from tacticalctl.formatting import exit_code_for, markup_text, plain, styled
+from tacticalctl.formatting import exit_code_for, live_worker_counts, markup_text, plain, styled
 from tacticalctl.state_view import render_state
 from tacticalctl.watch import watch
 from worker.health import CheckStatus
@@ -67,10 +66,8 @@ def _where(worker: LiveWorker) -> str:
 
 def _counts(fleet: FleetHealth) -> str:
     """`3 live workers: 2 healthy, 1 not read`."""
-    counts = Counter("starting" if worker.starting else "not read" if worker.answer is None else worker.state or "?"
-                     for worker in fleet.workers)
-    return (f"{len(fleet.workers)} live worker{'s' if len(fleet.workers) != 1 else ''}: "
-            + ", ".join(f"{count} {plain(name)}" for name, count in counts.items()))
+    return live_worker_counts(["starting" if worker.starting else "not read" if worker.answer is None
+                               else worker.state or "?" for worker in fleet.workers])
 
 
 def _health_view(fleet: FleetHealth) -> RenderableType:

@@ -7,7 +7,6 @@ a reason does not widen it."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -18,7 +17,7 @@ from rich.text import Text
 
 from tacticalctl.context import CtlContext, print_json
 from tacticalctl.errors import CtlError, ExitCode
-from tacticalctl.formatting import latency_ms, markup_text, plain, styled
+from tacticalctl.formatting import latency_ms, live_worker_counts, markup_text, plain, styled
 from tacticalctl.health_fleet import HTTP_TIMEOUT_S, NO_LIVE_WORKER
 from worker.health import DEFAULT_THRESHOLDS, CheckStatus
 from worker.ops.fleet_latency import UNKNOWN, FleetLatency, WorkerLatency, read_fleet_latency
@@ -84,11 +83,9 @@ def _table(fleet: FleetLatency) -> Table:
 
 def _summary(fleet: FleetLatency) -> list[str]:
     """The thresholds and how many workers are in which status, then for each worker not ok: why, and what next."""
-    counts = Counter(_status_word(worker) for worker in fleet.workers)
     lines = [f"thresholds: p99 ≤ {DEFAULT_THRESHOLDS.p99_critical_ms:g} ms (critical), "
              f"p50 ≤ {DEFAULT_THRESHOLDS.p50_warn_ms:g} ms (warning), over every operation of a worker; "
-             f"{len(fleet.workers)} live worker{'s' if len(fleet.workers) != 1 else ''}: "
-             + ", ".join(f"{count} {name}" for name, count in counts.items()) + f" — {styled(fleet.status)}"]
+             f"{live_worker_counts([_status_word(worker) for worker in fleet.workers])} — {styled(fleet.status)}"]
     window = f" --window {fleet.window_s:g}" if fleet.window_s else " --window 30"
     for worker in fleet.workers:
         name, url = plain(worker.worker.name), plain(worker.worker.url)
