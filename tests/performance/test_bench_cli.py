@@ -6,6 +6,7 @@ import importlib.util
 import json
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from tacticalctl.app import app
@@ -42,8 +43,14 @@ def test_bench_json_prints_the_documented_keys() -> None:
         assert doc["peer"]["rate"] == 50.0
         assert doc["peer"]["completed"] == doc["peer"]["sent"] > 0
         assert doc["ratios"]["peer_p50_over_e2e_p50"] > 0
+        # At 200/s only the peer's latency target applies (the others are set at 1,000/s or flat out).
+        [judged] = doc["targets"]
+        assert (judged["target"], judged["load"], judged["wanted"]) == ("peer p50 / e2e p50", "200/s", "≥ 5.00×")
+        assert judged["value"] == pytest.approx(doc["ratios"]["peer_p50_over_e2e_p50"], abs=1e-3)
+        assert judged["met"] is (judged["value"] >= 5.0)
     else:
         assert "peer" not in doc
+        assert doc["targets"] == []
 
 
 def test_bench_refuses_a_plot_of_max_throughput() -> None:

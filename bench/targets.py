@@ -1,0 +1,124 @@
+"""The performance targets this project set itself, judged against one benchmark run.
+
+The targets (README, "Performance"), each measured within one run so that a ratio never compares two moments of a
+shared machine:
+- at 1,000 events/s: e2e p50 ≤ 1 ms, e2e p99 ≤ 2 ms, e2e p50 ≤ 2× the floor's p50;
+- `--max`: ≥ 6,000 events/s with one worker process, ≥ 0.70× the reference loop's throughput;
+- with `--peer`: the peer's p50 ≥ 5× the worker's, and (under `--max`) the worker's throughput ≥ 10× the peer's.
+A target is judged only where the run measured it: the latency targets at exactly 1,000/s, the 6,000 events/s with
+one worker. A figure the run could not produce (no samples) is "unknown", never met.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from bench.report import BenchReport, LoadPoint
+
+TARGET_RATE = 1000.0  # the offered load the latency targets are set at
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    unit: str  # "ms", "×" or "events/s"
+    limit: float
+    at_most: bool  # met when the value is <= limit (else >= limit)
+    value: Callable[[BenchReport, LoadPoint], float | None]
+    applies: Callable[[BenchReport, LoadPoint], bool]
+
+    @property
+    def wanted(self) -> str:
+        return f"{'≤' if self.at_most else '≥'} {_shown(self.limit, self.unit)}"
+
+
+@dataclass(frozen=True, slots=True)
+class TargetResult:
+    target: Target
+    load: str  # "1000/s" or "max"
+    value: float | None
+
+    @property
+    def met(self) -> bool | None:
+        """None when the run could not measure it."""
+        if self.value is None or not math.isfinite(self.value):
+            return None
+        return self.value <= self.target.limit if self.target.at_most else self.value >= self.target.limit
+
+    def to_json(self) -> dict[str, Any]:
+        value = None if self.value is None or not math.isfinite(self.value) else round(self.value, 3)
+        return {"target": self.target.name, "load": self.load, "wanted": self.target.wanted, "value": value,
+                "met": self.met}
+
+
+def _at_target_rate(report: BenchReport, point: LoadPoint) -> bool:
+    return point.rate == TARGET_RATE
+
+
+def _flat_out(report: BenchReport, point: LoadPoint) -> bool:
+    return point.rate is None
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if math.isfinite(numerator) and math.isfinite(denominator) and denominator > 0 \
+        else None
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("e2e p50", "ms", 1.0, True, lambda r, p: p.e2e.latency.p50_ms, _at_target_rate),
+    Target("e2e p99", "ms", 2.0, True, lambda r, p: p.e2e.latency.p99_ms, _at_target_rate),
+    Target("e2e p50 / floor p50", "×", 2.0, True,
+           lambda r, p: _ratio(p.e2e.latency.p50_ms, p.floor.latency.p50_ms), _at_target_rate),
+    Target("throughput, one worker process", "events/s", 6000.0, False, lambda r, p: p.e2e.throughput_eps,
+           lambda r, p: _flat_out(r, p) and r.workers == 1),
+    Target("throughput / reference loop's", "×", 0.70, False,
+           lambda r, p: _ratio(p.e2e.throughput_eps, p.reference.throughput_eps), _flat_out),
+    Target("peer p50 / e2e p50", "×", 5.0, False,
+           lambda r, p: _ratio(p.peer.latency.p50_ms, p.e2e.latency.p50_ms) if p.peer else None,
+           lambda r, p: p.peer is not None),
+    Target("throughput / peer's", "×", 10.0, False,
+           lambda r, p: _ratio(p.e2e.throughput_eps, p.peer.throughput_eps) if p.peer else None,
+           lambda r, p: p.peer is not None and p.rate is None),
+)
+
+
+def judge(report: BenchReport) -> list[TargetResult]:
+    """Every target the run measured, load by load, in the order above."""
+    return [TargetResult(target, _load(point), target.value(report, point))
+            for point in report.points for target in TARGETS if target.applies(report, point)]
+
+
+def _load(point: LoadPoint) -> str:
+    return "max" if point.rate is None else f"{point.rate:g}/s"
+
+
+def _shown(value: float, unit: str) -> str:
+    if unit == "events/s":
+        return f"{value:,.0f} events/s"
+    if unit == "×":
+        return f"{value:.2f}×"
+    return f"{value:.2f} ms"
+
+
+def shown_value(result: TargetResult) -> str:
+    if result.value is None or not math.isfinite(result.value):
+        return "unknown"
+    return _shown(result.value, result.target.unit)
+
+
+def render_targets(results: list[TargetResult]) -> Table:
+    """One row per target judged: what it asks, what this run measured, whether that meets it."""
+    table = Table(title="targets (README, \"Performance\"), judged within this run")
+    for name in ("target", "load", "wanted", "this run", "met"):
+        table.add_column(name, justify="right" if name in ("wanted", "this run") else "left", overflow="fold")
+    verdicts = {True: Text("yes", style="green"), False: Text("no", style="red"), None: Text("unknown", style="yellow")}
+    for result in results:
+        table.add_row(result.target.name, result.load, result.target.wanted, shown_value(result),
+                      verdicts[result.met])
+    return table
