@@ -30,6 +30,7 @@ from worker.feed import run_id
 from worker.inference import row_invariant_kernels
 from worker.names import DECISIONS_STREAM, INPUT_STREAM
 from worker.process import WorkerStartError
+from worker.redis_text import server_label
 from worker.stack import LocalStack
 
 PEERS = ("celery",)
@@ -218,7 +219,9 @@ def machine_info(client: redis.Redis | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
     }
     if client is not None:
-        info["redis"] = client.info("server").get("redis_version")
+        server = client.info("server")
+        info["redis"] = server.get("redis_version")  # Redis-compatible, on Valkey too
+        info["server"] = server_label(server)
     return info
 
 

@@ -40,8 +40,8 @@ def bench(
     Beside the worker it measures the floor, the model alone and a bare reference loop (and with --peer, Celery), then
     judges the README's performance targets within the run: at 1000/s e2e p50 <= 1 ms, p99 <= 2 ms and p50 <= 2x the
     floor's; with --max >= 6,000 events/s from one worker and >= 0.70x the reference loop; >= 5x the peer on p50 (at a
-    fixed rate) and >= 10x on throughput (with --max). The exit code does not depend on them: a benchmark on a shared machine reports, it does not
-    gate."""
+    fixed rate) and >= 10x on throughput (with --max). The exit code does not depend on them: a benchmark on a shared
+    machine reports, it does not gate."""
     try:
         import bench  # noqa: F401
     except ImportError:
@@ -90,7 +90,7 @@ def bench(
         console.print(render_targets(targets))
     machine = report.machine
     console.print(f"machine: {machine.get('nproc')} cores, {machine.get('cpu_model')}, "
-                  f"load {machine.get('load_avg_1m')}, Redis {machine.get('redis')}, torch {machine.get('torch')}")
+                  f"load {machine.get('load_avg_1m')}, {machine.get('server')}, torch {machine.get('torch')}")
     if plot is not None:
         console.print(f"plot written to {plot}")
 

@@ -50,7 +50,7 @@ from worker.names import (
     CONSUMER_GROUP,
     DECISIONS_STREAM,
 )
-from worker.redis_text import as_text
+from worker.redis_text import as_text, server_label
 from worker.security import effective_settings, non_secret_environment
 from worker.settings import WorkerSettings
 from worker.stream_archive import CHUNK, FROZEN_TTL_MS, frozen_key, write_stream
@@ -493,13 +493,15 @@ def create_backup(
             models = _bundle_report(staging / "models") | {"dir": str(models_dir)}
         members = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
         streams = sum(state.exists or state.other_type is not None for state in snapshot.states)
+        server_info = client.info("server")
         manifest = {
             "format": BACKUP_FORMAT,
             "created_at": _utc_now(),
             "created_by": actor,
             "redis": {
                 "source": source_url,
-                "version": as_text(client.info("server").get("redis_version", "unknown")),
+                "version": as_text(server_info.get("redis_version", "unknown")),  # Redis-compatible, on Valkey too
+                "server": server_label(server_info),
                 "snapshot_time_ms": snapshot.server_time_ms,
                 "snapshot_held_ms": round(snapshot.held_ms, 3),
                 "method": (("streams: COPY in one MULTI/EXEC, the copies read entry by entry after it"

@@ -6,6 +6,7 @@ traceback."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -31,3 +32,12 @@ def as_number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def server_label(info: Mapping[str, Any]) -> str:
+    """Which server `INFO server` describes: "Valkey 8.1.8" or "Redis 7.0.15". Valkey reports a Redis-compatible
+    `redis_version` (7.2.4) beside its own `valkey_version`: read alone, it names a Redis that is not there."""
+    valkey = info.get("valkey_version")
+    if valkey:
+        return f"Valkey {as_text(valkey)}"
+    return f"Redis {as_text(info.get('redis_version')) or 'of unknown version'}"

@@ -40,6 +40,7 @@ from worker.names import (
 )
 from worker.producer import publish_events
 from worker.records import SynergyEvent
+from worker.redis_text import server_label
 from worker.restore import verify_restored_models
 from worker.settings import default_models_dir
 from worker.stream_archive import CHUNK
@@ -188,6 +189,8 @@ def test_a_backup_holds_redis_for_copies_and_reads_them_in_short_ranges(tmp_path
     assert len(ranges) >= 1200 // CHUNK and all(int(c[-1]) <= CHUNK for c in ranges), ranges
     assert copies_us > 0 and report["redis"]["snapshot_held_ms"] >= copies_us / 1000  # it spans every COPY
     assert report["redis"]["method"].startswith("streams: COPY in one MULTI/EXEC")
+    info = a.info("server")
+    assert report["redis"]["server"] == server_label(info) and report["redis"]["version"] == info["redis_version"]
     assert not list(a.scan_iter(match="tactical:backup:*")), "the copies are deleted"
     text = tacticalctl(source.url(), "backup", str(tmp_path / "c.tar.gz"), "--no-models")
     assert "the snapshot held Redis" in text.stdout

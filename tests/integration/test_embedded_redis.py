@@ -3,6 +3,10 @@ from __future__ import annotations
 import redis
 
 from worker.embedded_redis import EmbeddedRedis
+from worker.ops.probes import probe_redis
+from worker.ops.sources import Sources
+from worker.redis_text import server_label
+from worker.settings import default_models_dir
 
 
 def test_clean_database_per_test_first(redis_client: redis.Redis) -> None:
@@ -41,5 +45,10 @@ def test_without_redis_on_path_the_valkey_wheel_binary_is_used(monkeypatch, tmp_
     with EmbeddedRedis(data_dir=tmp_path, appendonly=False) as server:
         client = redis.Redis.from_url(server.url())
         assert client.ping()
-        assert client.info("server").get("valkey_version") or client.info("server")["redis_version"]
+        # Valkey also reports a Redis-compatible redis_version (7.2.4): what operators are shown is Valkey's own.
+        label = server_label(client.info("server"))
+        assert label.startswith("Valkey ") and label != "Valkey 7.2.4", label
+        [healthy] = [f for f in probe_redis(Sources(server.url(), "http://127.0.0.1:1", default_models_dir()))
+                     if "clients" in f.summary]
+        assert healthy.summary.startswith(f"{label}: ") and healthy.evidence["server"] == label
         client.close()

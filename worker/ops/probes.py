@@ -54,7 +54,7 @@ from worker.ops.sources import RedisUnavailable, Sources
 from worker.ops.stream_info import StreamMissing, read_stream_overview
 from worker.ops.worker_client import WorkerClient, WorkerNotAnswering, WorkerUnreachable
 from worker.redis_text import as_number as number
-from worker.redis_text import as_text
+from worker.redis_text import as_text, server_label
 from worker.settings import DEFAULT_SETTINGS
 from worker.stream_entries import entry_time_ms
 
@@ -164,6 +164,7 @@ def probe_redis(sources: Sources) -> list[Finding]:
     evidence = {k: info.get(k) for k in ("redis_version", "connected_clients", "blocked_clients", "used_memory_human",
                                          "maxmemory_human", "instantaneous_ops_per_sec", "rejected_connections",
                                          "evicted_keys")}
+    evidence["server"] = server = server_label(info)
     policy = str(info.get("maxmemory_policy", "noeviction"))
     evidence["maxmemory_policy"] = policy
     memory = f"Redis memory {info.get('used_memory_human')} of {info.get('maxmemory_human')}"
@@ -185,7 +186,7 @@ def probe_redis(sources: Sources) -> list[Finding]:
         findings.append(_warn(f"Redis rejected {info.get('rejected_connections')} connections (maxclients)",
                               **evidence))
     else:
-        findings.append(_ok(f"Redis {info.get('redis_version')}: {info.get('connected_clients')} clients, "
+        findings.append(_ok(f"{server}: {info.get('connected_clients')} clients, "
                             f"{info.get('used_memory_human')} used, {info.get('instantaneous_ops_per_sec')} ops/s",
                             **evidence))
     now_s = int(client.time()[0])
