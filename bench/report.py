@@ -121,17 +121,17 @@ class LoadPoint:
 
     def ratios(self) -> dict[str, float | None]:
         ratios = {
-            "e2e_p50_over_floor_p50": _ratio(self.e2e.latency.p50_ms, self.floor.latency.p50_ms),
-            "e2e_p99_over_floor_p99": _ratio(self.e2e.latency.p99_ms, self.floor.latency.p99_ms),
-            "e2e_p50_over_reference_p50": _ratio(self.e2e.latency.p50_ms, self.reference.latency.p50_ms),
+            "e2e_p50_over_floor_p50": ratio(self.e2e.latency.p50_ms, self.floor.latency.p50_ms),
+            "e2e_p99_over_floor_p99": ratio(self.e2e.latency.p99_ms, self.floor.latency.p99_ms),
+            "e2e_p50_over_reference_p50": ratio(self.e2e.latency.p50_ms, self.reference.latency.p50_ms),
         }
         if self.rate is None:  # throughput means something only when every target ran flat out
-            ratios["e2e_throughput_over_reference"] = _ratio(self.e2e.throughput_eps, self.reference.throughput_eps)
+            ratios["e2e_throughput_over_reference"] = ratio(self.e2e.throughput_eps, self.reference.throughput_eps)
         if self.peer is not None:
-            ratios["peer_p50_over_e2e_p50"] = _ratio(self.peer.latency.p50_ms, self.e2e.latency.p50_ms)
-            ratios["peer_p99_over_e2e_p99"] = _ratio(self.peer.latency.p99_ms, self.e2e.latency.p99_ms)
+            ratios["peer_p50_over_e2e_p50"] = ratio(self.peer.latency.p50_ms, self.e2e.latency.p50_ms)
+            ratios["peer_p99_over_e2e_p99"] = ratio(self.peer.latency.p99_ms, self.e2e.latency.p99_ms)
             if self.rate is None:
-                ratios["e2e_throughput_over_peer"] = _ratio(self.e2e.throughput_eps, self.peer.throughput_eps)
+                ratios["e2e_throughput_over_peer"] = ratio(self.e2e.throughput_eps, self.peer.throughput_eps)
         return {name: _round(value, 3) for name, value in ratios.items()}
 
     def to_json(self) -> dict[str, Any]:
@@ -190,7 +190,8 @@ def _per_event_us(seconds: float | None, events: int) -> float | None:
     return None if seconds is None or events == 0 else seconds / events * 1e6
 
 
-def _ratio(numerator: float, denominator: float) -> float | None:
+def ratio(numerator: float, denominator: float) -> float | None:
+    """numerator / denominator, or None when either figure is unknown (NaN) or the denominator is not positive."""
     if not (math.isfinite(numerator) and math.isfinite(denominator)) or denominator <= 0:
         return None
     return numerator / denominator

@@ -21,7 +21,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from bench.report import BenchReport, LoadPoint
+from bench.report import BenchReport, LoadPoint, ratio
 
 TARGET_RATE = 1000.0  # the offered load the latency targets are set at
 
@@ -67,25 +67,20 @@ def _flat_out(report: BenchReport, point: LoadPoint) -> bool:
     return point.rate is None
 
 
-def _ratio(numerator: float, denominator: float) -> float | None:
-    return numerator / denominator if math.isfinite(numerator) and math.isfinite(denominator) and denominator > 0 \
-        else None
-
-
 TARGETS: tuple[Target, ...] = (
     Target("e2e p50", "ms", 1.0, True, lambda r, p: p.e2e.latency.p50_ms, _at_target_rate),
     Target("e2e p99", "ms", 2.0, True, lambda r, p: p.e2e.latency.p99_ms, _at_target_rate),
     Target("e2e p50 / floor p50", "×", 2.0, True,
-           lambda r, p: _ratio(p.e2e.latency.p50_ms, p.floor.latency.p50_ms), _at_target_rate),
+           lambda r, p: ratio(p.e2e.latency.p50_ms, p.floor.latency.p50_ms), _at_target_rate),
     Target("throughput, one worker process", "events/s", 6000.0, False, lambda r, p: p.e2e.throughput_eps,
            lambda r, p: _flat_out(r, p) and r.workers == 1),
     Target("throughput / reference loop's", "×", 0.70, False,
-           lambda r, p: _ratio(p.e2e.throughput_eps, p.reference.throughput_eps), _flat_out),
+           lambda r, p: ratio(p.e2e.throughput_eps, p.reference.throughput_eps), _flat_out),
     Target("peer p50 / e2e p50", "×", 5.0, False,
-           lambda r, p: _ratio(p.peer.latency.p50_ms, p.e2e.latency.p50_ms) if p.peer else None,
+           lambda r, p: ratio(p.peer.latency.p50_ms, p.e2e.latency.p50_ms) if p.peer else None,
            lambda r, p: p.peer is not None and p.rate is not None),
     Target("throughput / peer's", "×", 10.0, False,
-           lambda r, p: _ratio(p.e2e.throughput_eps, p.peer.throughput_eps) if p.peer else None,
+           lambda r, p: ratio(p.e2e.throughput_eps, p.peer.throughput_eps) if p.peer else None,
            lambda r, p: p.peer is not None and p.rate is None),
 )
 
