@@ -23,6 +23,7 @@ it would be the wrong truth. Dropped calls are counted in `dropped`.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import deque
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -62,6 +63,7 @@ class _Outcomes:
 
     def __init__(self, window: int) -> None:
         self._outcomes: deque[bool] = deque(maxlen=window)
+        self._window = window
         self.correct = 0
 
     def add(self, correct: bool) -> None:
@@ -69,6 +71,15 @@ class _Outcomes:
             self.correct -= self._outcomes[0]
         self._outcomes.append(correct)
         self.correct += correct
+
+    def extend(self, results: list[bool]) -> None:
+        """`add` each of `results`, in order: the count is kept by what enters and what falls out of the window."""
+        outcomes = self._outcomes
+        falling_out = max(0, len(outcomes) + len(results) - self._window)  # the first of outcomes, then of results
+        from_outcomes = min(falling_out, len(outcomes))
+        dropped = sum(itertools.islice(outcomes, from_outcomes)) + sum(results[:falling_out - from_outcomes])
+        self.correct += sum(results) - dropped
+        outcomes.extend(results)
 
     def __len__(self) -> int:
         return len(self._outcomes)
@@ -182,6 +193,106 @@ class AgentAccuracy:
         if not pending:
             del self._pending[symbol]
         return end
+
+    def observe_and_record_batch(
+        self, events: Sequence[SynergyEvent], votes: Sequence[Sequence[AgentVote]], bar_closes: Sequence[datetime]
+    ) -> None:
+        """For each event in order: `observe` its own symbol, price and bar close, then `record` its votes — and the
+        tracker is left as that loop leaves it. A batch as a live feed sends them (each symbol's bar closes in order,
+        none behind what its calls have seen; one vote per agent in AGENT_NAMES order; no cap reached) is swept per
+        symbol instead: the calls the batch itself resolves never become call objects or enter a sorted list. Any
+        other batch (a late bar, a rewind, a cap, unknown agents) goes event by event."""
+        by_symbol = self._sweepable(events, votes, bar_closes)
+        if by_symbol is None:
+            for event, event_votes, bar_close in zip(events, votes, bar_closes, strict=True):
+                self.observe(event.symbol, event.price, bar_close)
+                self.record(event, event_votes, bar_close)
+            return
+        horizon, dead_band_atr = self.horizon, self.dead_band_atr
+        first_seq = self._next_seq
+        resolved_by: list[list[tuple[Action, tuple[tuple[str, Action], ...]]]] = [[] for _ in events]
+        resolved = 0
+        for symbol, indices in by_symbol.items():
+            symbol_calls = self._pending.get(symbol)
+            if symbol_calls is None:
+                symbol_calls = _SymbolCalls(self.rewind_tolerance)
+            # The symbol's calls in (due, sequence) order are those pending, then the batch's: a batch call is due
+            # no earlier (bar closes do not go back) and has a higher sequence number. Each batch call as (due,
+            # sequence, price, dead band, agents' calls, batch index).
+            pending = symbol_calls.calls
+            new: list[tuple[datetime, int, float, float, tuple[tuple[str, Action], ...], int]] = []
+            for index in indices:
+                event = events[index]
+                fvg, momentum, entry = votes[index]  # in AGENT_NAMES order (`_sweepable`)
+                actions: tuple[tuple[str, Action], ...] = (
+                    (fvg.agent, fvg.action), (momentum.agent, momentum.action), (entry.agent, entry.action))
+                new.append((bar_closes[index] + horizon, first_seq + index, event.price, dead_band_atr * event.atr,
+                            actions, index))
+            # Event j resolves, at its price, every call due by its bar close and not resolved yet: dues and bar
+            # closes both rise, so each event takes the next run of calls. A call recorded at j is due after j's bar.
+            old_taken = new_taken = 0
+            for index in indices:
+                now, price = bar_closes[index], events[index].price
+                while old_taken < len(pending) and pending[old_taken][0] <= now:
+                    call = pending[old_taken][2]
+                    resolved_by[index].append((realised_action(call.price, price, call.dead_band), call.actions))
+                    old_taken += 1
+                if old_taken < len(pending):
+                    continue
+                while new_taken < len(new) and new[new_taken][0] <= now:
+                    _, _, call_price, dead_band, actions, _ = new[new_taken]
+                    resolved_by[index].append((realised_action(call_price, price, dead_band), actions))
+                    new_taken += 1
+            resolved += old_taken + new_taken
+            del pending[:old_taken]
+            for due, seq, price, dead_band, actions, index in new[new_taken:]:
+                pending.append((due, seq, PendingCall(events[index].correlation_id, price, dead_band, due, actions)))
+            # As the loop leaves it: every bar close at or past the newest, so the last is the newest, none is old.
+            symbol_calls.timeline.old_since = None
+            symbol_calls.timeline.saw(bar_closes[indices[-1]])
+            self._pending.pop(symbol, None)  # re-inserted: symbols in order of their last call recorded
+            self._pending[symbol] = symbol_calls
+        results: dict[str, list[bool]] = {agent: [] for agent in self._outcomes}
+        for calls_resolved in resolved_by:
+            for truth, actions in calls_resolved:
+                for agent, action in actions:
+                    results[agent].append(action is truth)
+        for agent, agent_results in results.items():
+            if agent_results:
+                self._outcomes[agent].extend(agent_results)
+        self._next_seq += len(events)
+        self._pending_total += len(events) - resolved
+
+    def _sweepable(
+        self, events: Sequence[SynergyEvent], votes: Sequence[Sequence[AgentVote]], bar_closes: Sequence[datetime]
+    ) -> dict[str, list[int]] | None:
+        """Each symbol's batch indices, in order of the symbol's last event, when `observe_and_record_batch` can sweep
+        the batch; None when it must go event by event."""
+        if self._pending_total + len(events) > self.max_pending:
+            return None
+        by_symbol: dict[str, list[int]] = {}
+        fvg, momentum, entry = AGENT_NAMES
+        for index, (event, event_votes) in enumerate(zip(events, votes, strict=True)):
+            if not (len(event_votes) == 3 and event_votes[0].agent == fvg and event_votes[1].agent == momentum
+                    and event_votes[2].agent == entry):
+                return None
+            indices = by_symbol.pop(event.symbol, None)
+            if indices is None:
+                indices = []
+                symbol_calls = self._pending.get(event.symbol)
+                if symbol_calls is not None and (symbol_calls.timeline.newest is None
+                                                 or bar_closes[index] < symbol_calls.timeline.newest):
+                    return None
+            elif bar_closes[index] < bar_closes[indices[-1]]:
+                return None
+            indices.append(index)
+            by_symbol[event.symbol] = indices  # re-inserted: the dict ends in order of each symbol's last event
+        for symbol, indices in by_symbol.items():
+            symbol_calls = self._pending.get(symbol)
+            pending = len(symbol_calls.calls) if symbol_calls is not None else 0
+            if pending + len(indices) > self.max_pending_per_symbol:
+                return None
+        return by_symbol
 
     def _drop(self, count: int) -> None:
         self._pending_total -= count

@@ -45,15 +45,15 @@ class Telemetry:
         if result.batch_error is not None:  # its events have outcomes: one failed pass over the batch
             self.record_error("batch", handled=True)
 
+        bar_closes = [bar_time(event.timestamp) for event in result.events]  # parsed once, not by each book
         with self._book_lock:
-            for event, decision in zip(result.events, result.decisions, strict=True):
-                # Each event's price first resolves older calls and positions, then its own call is recorded.
-                when = bar_time(event.timestamp)  # parsed once, not by each book
+            for event, decision, when in zip(result.events, result.decisions, bar_closes, strict=True):
+                # Each event's price first closes what it triggers, then its own position opens.
                 self.positions.mark(event.symbol, event.price, when)
-                self.accuracy.observe(event.symbol, event.price, when)
-                self.accuracy.record(event, decision.votes, when)
                 if decision.command is not None:
                     self.positions.open(decision.command, when)
+            # The same for the calls (the two books share nothing), over the whole batch at once.
+            self.accuracy.observe_and_record_batch(result.events, [d.votes for d in result.decisions], bar_closes)
 
     def record_error(self, operation: str, count: int = 1, *, handled: bool = False) -> None:
         """`count` failures of `operation`; `handled` as `RollingWindow.record_error`."""
