@@ -186,12 +186,11 @@ class Worker:
         self.ensemble = self.load_models()
         self.telemetry.metrics.set_model(self.ensemble.version, 0.0)
         self.client = connect(s.redis_url, client_name=f"tactical-worker:{s.consumer}", read_timeout_s=s.block_ms / 1e3)
-        self.wait_for_redis()
-        if self.state.should_exit:  # stopped while Redis was still unreachable: nothing taken, nothing to finish
-            return
         heartbeat = Heartbeat(self.client, s.consumer, s.heartbeat_interval_s)
-        if not heartbeat.claim_name(self.heartbeat_info, stopping=lambda: self.state.should_exit):
-            return  # stopped while another worker's heartbeat held the name: neither it nor the consumer is ours
+        if not self.take_consumer_name(heartbeat):
+            # Stopped while Redis was unreachable, or while another worker's heartbeat held the name: neither it nor
+            # the consumer is ours, nothing was taken, nothing is to finish.
+            return
         self.heartbeat = heartbeat
         self.record_start()
         self.pipeline = EventPipeline(
@@ -224,6 +223,20 @@ class Worker:
         log.info("worker %s ready: model %s, group %s on %s, http http://%s:%d", s.consumer, self.ensemble.version,
                  self.streams.group, self.streams.input, s.http_host, self.http.port)
 
+    def take_consumer_name(self, heartbeat: Heartbeat) -> bool:
+        """Wait for Redis, then take this worker's consumer name (its first heartbeat). Redis going away in between —
+        restarted, failing over — is waited for again, not a crash: the first try's beat, if it landed, is this
+        process's own and is taken over. False when the worker was stopped first."""
+        while True:
+            self.wait_for_redis()
+            if self.state.should_exit:
+                return False
+            try:
+                return heartbeat.claim_name(self.heartbeat_info, stopping=lambda: self.state.should_exit)
+            except REDIS_UNREACHABLE as exc:
+                self.state.redis_up = False
+                log.warning("Redis went away while this worker took its name (%s): waiting for it again", exc)
+
     def record_start(self) -> None:
         """Count this start in Redis: restarts over the limit within the window open the breaker."""
         s = self.settings
@@ -233,6 +246,12 @@ class Worker:
                                                 window_s=s.breaker_restart_window_s)
         except redis.ResponseError as exc:  # e.g. read-only after a failover: the loop backs off from it too
             log.error("this start could not be counted (Redis refused: %s); the restart limit cannot see it", exc)
+            return
+        except REDIS_UNREACHABLE as exc:
+            # Not tried again: the count may have landed before the connection broke, and counted twice a start would
+            # bring the restart limit closer. The loop waits for Redis, as after any outage.
+            self.state.redis_up = False
+            log.warning("this start may not have been counted (Redis went away: %s); the loop waits for Redis", exc)
             return
         with self.breaker_lock:
             if self.breaker.record_restarts(self.restart_count):
