@@ -190,6 +190,11 @@ def _per_event_us(seconds: float | None, events: int) -> float | None:
     return None if seconds is None or events == 0 else seconds / events * 1e6
 
 
+def load_label(rate: float | None) -> str:
+    """An offered load as the reports name it: "1000/s", or "max" for as fast as taken."""
+    return "max" if rate is None else f"{rate:g}/s"
+
+
 def ratio(numerator: float, denominator: float) -> float | None:
     """numerator / denominator, or None when either figure is unknown (NaN) or the denominator is not positive."""
     if not (math.isfinite(numerator) and math.isfinite(denominator)) or denominator <= 0:
@@ -230,11 +235,10 @@ def render_table(report: BenchReport) -> Group:
     latency.add_row("model alone", "batch 1", _ms(model.p50_ms), _ms(model.p90_ms), _ms(model.p99_ms),
                     _ms(model.max_ms), f"{model.count}")
     for point in report.points:
-        load = "max" if point.rate is None else f"{point.rate:g}/s"
         for phase in (point.floor, point.reference, point.e2e, point.peer):
             if phase is None:
                 continue
-            shown_load = load if phase.rate == point.rate else ("max" if phase.rate is None else f"{phase.rate:g}/s")
+            shown_load = load_label(phase.rate)  # the peer's may differ from the point's
             lat = phase.latency
             style = "bold" if phase.name == "e2e" else None
             latency.add_row(phase.name, shown_load, _ms(lat.p50_ms), _ms(lat.p90_ms), _ms(lat.p99_ms),
@@ -244,7 +248,6 @@ def render_table(report: BenchReport) -> Group:
     captions = []
     for point in report.points:
         r = point.ratios()
-        load = "max" if point.rate is None else f"{point.rate:g}/s"
         parts = [f"e2e/floor p50 {_x(r['e2e_p50_over_floor_p50'])}", f"p99 {_x(r['e2e_p99_over_floor_p99'])}"]
         if "e2e_throughput_over_reference" in r:
             parts.append(f"e2e/reference throughput {_x(r['e2e_throughput_over_reference'])}")
@@ -252,7 +255,7 @@ def render_table(report: BenchReport) -> Group:
             parts.append(f"peer/e2e p50 {_x(r['peer_p50_over_e2e_p50'])}")
         if "e2e_throughput_over_peer" in r:
             parts.append(f"e2e/peer throughput {_x(r['e2e_throughput_over_peer'])}")
-        captions.append(f"{load}: " + ", ".join(parts))
+        captions.append(f"{load_label(point.rate)}: " + ", ".join(parts))
     # Below the tables, not a caption: a caption wraps at its table's width.
     ratios = Text("\n".join(captions) + f"\nmodel at batch {report.model_batch_size}: "
                   f"{report.model_batch_us_per_event:.1f} µs/event")

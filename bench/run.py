@@ -24,7 +24,7 @@ from bench.cpu import CpuMeter
 from bench.e2e import Load, StreamTarget, Target, measure_round_trips, wait_until_answering
 from bench.model import load_ensemble, measure_model
 from bench.names import FLOOR_STREAMS, REFERENCE_STREAMS
-from bench.report import BenchReport, LatencySummary, LoadPoint, PhaseResult
+from bench.report import BenchReport, LatencySummary, LoadPoint, PhaseResult, load_label
 from bench.workload import DEFAULT_POOL_SIZE, Workload
 from worker.feed import run_id
 from worker.inference import row_invariant_kernels
@@ -157,7 +157,7 @@ def run_bench(config: BenchConfig, progress: Progress = lambda message: None) ->
                 for name in names[turn % len(names):] + names[: turn % len(names)]:
                     measured = targets[name]
                     offered = rate if name != "peer" or rate is None else min(rate, config.peer_rate)
-                    label = "max" if offered is None else f"{offered:g}/s"
+                    label = load_label(offered)
                     progress(f"{name} at {label} (round {turn + 1}/{config.rounds})")
                     phase = _measure_phase(name, measured, workload, config, offered, redis_pid,
                                            f"{run}-{name}-{label}-{turn}")

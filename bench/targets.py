@@ -21,7 +21,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from bench.report import BenchReport, LoadPoint, ratio
+from bench.report import BenchReport, LoadPoint, load_label, ratio
 
 TARGET_RATE = 1000.0  # the offered load the latency targets are set at
 
@@ -47,16 +47,22 @@ class TargetResult:
     value: float | None
 
     @property
+    def measured(self) -> float | None:
+        """The value, or None when the run could not produce it (no samples: NaN)."""
+        return None if self.value is None or not math.isfinite(self.value) else self.value
+
+    @property
     def met(self) -> bool | None:
         """None when the run could not measure it."""
-        if self.value is None or not math.isfinite(self.value):
+        value = self.measured
+        if value is None:
             return None
-        return self.value <= self.target.limit if self.target.at_most else self.value >= self.target.limit
+        return value <= self.target.limit if self.target.at_most else value >= self.target.limit
 
     def to_json(self) -> dict[str, Any]:
-        value = None if self.value is None or not math.isfinite(self.value) else round(self.value, 3)
-        return {"target": self.target.name, "load": self.load, "wanted": self.target.wanted, "value": value,
-                "met": self.met}
+        value = self.measured
+        return {"target": self.target.name, "load": self.load, "wanted": self.target.wanted,
+                "value": None if value is None else round(value, 3), "met": self.met}
 
 
 def _at_target_rate(report: BenchReport, point: LoadPoint) -> bool:
@@ -87,12 +93,8 @@ TARGETS: tuple[Target, ...] = (
 
 def judge(report: BenchReport) -> list[TargetResult]:
     """Every target the run measured, load by load, in the order above."""
-    return [TargetResult(target, _load(point), target.value(report, point))
+    return [TargetResult(target, load_label(point.rate), target.value(report, point))
             for point in report.points for target in TARGETS if target.applies(report, point)]
-
-
-def _load(point: LoadPoint) -> str:
-    return "max" if point.rate is None else f"{point.rate:g}/s"
 
 
 def _shown(value: float, unit: str) -> str:
@@ -104,9 +106,8 @@ def _shown(value: float, unit: str) -> str:
 
 
 def shown_value(result: TargetResult) -> str:
-    if result.value is None or not math.isfinite(result.value):
-        return "unknown"
-    return _shown(result.value, result.target.unit)
+    value = result.measured
+    return "unknown" if value is None else _shown(value, result.target.unit)
 
 
 def render_targets(results: list[TargetResult]) -> Table:
