@@ -63,7 +63,6 @@ class _Outcomes:
 
     def __init__(self, window: int) -> None:
         self._outcomes: deque[bool] = deque(maxlen=window)
-        self._window = window
         self.correct = 0
 
     def add(self, correct: bool) -> None:
@@ -75,7 +74,8 @@ class _Outcomes:
     def extend(self, results: list[bool]) -> None:
         """`add` each of `results`, in order: the count is kept by what enters and what falls out of the window."""
         outcomes = self._outcomes
-        falling_out = max(0, len(outcomes) + len(results) - self._window)  # the first of outcomes, then of results
+        assert outcomes.maxlen is not None
+        falling_out = max(0, len(outcomes) + len(results) - outcomes.maxlen)  # the first of outcomes, then of results
         from_outcomes = min(falling_out, len(outcomes))
         dropped = sum(itertools.islice(outcomes, from_outcomes)) + sum(results[:falling_out - from_outcomes])
         self.correct += sum(results) - dropped
