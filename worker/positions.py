@@ -97,6 +97,12 @@ class _Levels:
 
     # Every event of the symbol asks all four of its level lists, and most marks trigger none: the lowest (highest)
     # level answers that before any search or list is built.
+    def any_at_or_below(self, price: float) -> bool:
+        return bool(self._entries) and self._entries[0][0] <= price
+
+    def any_at_or_above(self, price: float) -> bool:
+        return bool(self._entries) and self._entries[-1][0] >= price
+
     def at_or_below(self, price: float) -> list[int]:
         if not self._entries or self._entries[0][0] > price:
             return []
@@ -123,6 +129,20 @@ class _SymbolBook:
         self.timeline = Timeline(max_holding)
         self.seqs: set[int] = set()  # its open positions
 
+    def touched_by(self, price: float) -> bool:
+        """Whether `price` reaches a level of any of its positions (most marks reach none)."""
+        return (
+            self.long_stops.any_at_or_above(price)
+            or self.long_targets.any_at_or_below(price)
+            or self.short_stops.any_at_or_below(price)
+            or self.short_targets.any_at_or_above(price)
+        )
+
+    def restart(self) -> None:
+        """Forget the symbol's prices and time, as a new book would (its level lists are empty with no positions)."""
+        self.last_price = self.last_marked_at = None
+        self.timeline.newest = self.timeline.old_since = None
+
 
 class PositionBook:
     """Open positions per symbol, closed by later prices; `active_count()` feeds `tactical_active_positions`."""
@@ -140,6 +160,9 @@ class PositionBook:
         self._seq_by_id: dict[str, int] = {}
         self._symbols: dict[str, _SymbolBook] = {}
         self._expiries: list[tuple[datetime, int]] = []
+        # A symbol's book goes when its last position closes (memory stays bounded however many symbols come and go);
+        # one is kept for the next symbol to open a position, since a live symbol's book comes and goes all day.
+        self._spare_book: _SymbolBook | None = None
         self._next_seq = 0
         self._realised_pnl = 0.0
         self._closed_count = 0
@@ -189,7 +212,7 @@ class PositionBook:
         self._seq_by_id[position.correlation_id] = seq
         book = self._symbols.get(position.symbol)
         if book is None:
-            book = self._symbols[position.symbol] = _SymbolBook(self.max_holding)
+            book = self._symbols[position.symbol] = self._new_symbol_book()
         book.seqs.add(seq)
         book.timeline.saw(opened_at)
         if position.is_long:
@@ -212,20 +235,28 @@ class PositionBook:
         if book is not None:
             if not book.timeline.behind and (book.last_marked_at is None or now >= book.last_marked_at):
                 book.last_price, book.last_marked_at = price, now
-            triggered = [
-                (book.long_stops.at_or_above(price), ExitReason.STOP_LOSS),
-                (book.long_targets.at_or_below(price), ExitReason.TAKE_PROFIT),
-                (book.short_stops.at_or_below(price), ExitReason.STOP_LOSS),
-                (book.short_targets.at_or_above(price), ExitReason.TAKE_PROFIT),
-            ]
-            for seqs, reason in triggered:
-                for seq in seqs:
-                    position = self._positions.get(seq)
-                    if position is None or position.opened_at > now:
-                        continue
-                    level = position.stop_loss if reason is ExitReason.STOP_LOSS else position.take_profit
-                    closed.append(self._close(seq, level, now, reason))
-        closed.extend(self._expire(now))
+            if book.touched_by(price):
+                closed.extend(self._close_crossed(book, price, now))
+        expiries = self._expiries
+        if expiries and expiries[0][0] <= now:  # the earliest expiry is due: some are
+            closed.extend(self._expire(now))
+        return closed
+
+    def _close_crossed(self, book: _SymbolBook, price: float, now: datetime) -> list[ClosedPosition]:
+        closed = []
+        triggered = (
+            (book.long_stops.at_or_above(price), ExitReason.STOP_LOSS),
+            (book.long_targets.at_or_below(price), ExitReason.TAKE_PROFIT),
+            (book.short_stops.at_or_below(price), ExitReason.STOP_LOSS),
+            (book.short_targets.at_or_above(price), ExitReason.TAKE_PROFIT),
+        )
+        for seqs, reason in triggered:
+            for seq in seqs:
+                position = self._positions.get(seq)
+                if position is None or position.opened_at > now:
+                    continue
+                level = position.stop_loss if reason is ExitReason.STOP_LOSS else position.take_profit
+                closed.append(self._close(seq, level, now, reason))
         return closed
 
     def _rewind(self, book: _SymbolBook, now: datetime) -> list[ClosedPosition]:
@@ -240,11 +271,17 @@ class PositionBook:
         return closed
 
     def _expire(self, now: datetime) -> list[ClosedPosition]:
-        if not self._expiries or self._expiries[0][0] > now:  # the earliest expiry is not due: none is
-            return []
+        """Close the positions held `max_holding` by `now` (the caller saw that the earliest is due)."""
         end = bisect.bisect_right(self._expiries, (now, float("inf")))
         due = [seq for _, seq in self._expiries[:end]]
         return [self._close(seq, self._last_price(self._positions[seq]), now, ExitReason.MAX_HOLDING) for seq in due]
+
+    def _new_symbol_book(self) -> _SymbolBook:
+        book, self._spare_book = self._spare_book, None
+        if book is None:
+            return _SymbolBook(self.max_holding)
+        book.restart()
+        return book
 
     def _last_price(self, position: Position) -> float:
         book = self._symbols[position.symbol]
@@ -265,6 +302,7 @@ class PositionBook:
         book.seqs.discard(seq)
         if not book.seqs:
             del self._symbols[position.symbol]
+            self._spare_book = book
         pnl = position.pnl_at(exit_price)
         self._realised_pnl += pnl
         self._closed_count += 1

@@ -129,6 +129,22 @@ def test_time_exit_without_any_later_price_is_at_entry() -> None:
     assert [(c.reason, c.exit_price, c.pnl) for c in closed] == [(ExitReason.MAX_HOLDING, 100.0, 0.0)]
 
 
+def test_a_symbol_whose_positions_all_closed_starts_again_with_no_price_or_time() -> None:
+    book = PositionBook(max_holding=timedelta(minutes=10))
+    book.open(long_command("L1", symbol="ES"), bars(20))
+    book.mark("ES", 120.0, bars(21))  # takes profit: ES has nothing open, and its book goes
+    assert book.active_count() == 0
+
+    # The next book is NQ's (the book keeps one spare to reuse): it knows neither ES's price nor ES's time.
+    book.open(short_command("S1", symbol="NQ"), bars(0))
+    book.mark("NQ", 98.0, bars(1))  # at bar 1, long before ES's bar 21: NQ's own latest price, not a late bar
+    closed = book.mark("YM", 1.0, bars(2))
+
+    assert [(c.position.symbol, c.reason, c.exit_price, c.pnl) for c in closed] == [
+        ("NQ", ExitReason.MAX_HOLDING, 98.0, 6.0)
+    ]
+
+
 def test_a_level_crossed_at_expiry_exits_at_the_level() -> None:
     book = PositionBook()
     book.open(long_command(), T0)
