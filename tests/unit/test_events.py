@@ -135,6 +135,7 @@ def test_decoding_accepts_text_fields_from_a_client_that_decodes_responses() -> 
         ("timestamp", b"2024-05-01T14:35:00+00:00"),
         ("timestamp", b"2024-05-01T14:35:00"),
         ("timestamp", b"2024-05-01 14:35:00.123456Z"),
+        ("timestamp", b"2024-05-01t14:35:00Z"),  # ISO-8601 allows a lowercase separator
         ("timestamp", b"1970-01-01T00:05:00Z"),
         ("timestamp", b"2199-12-31T23:55:00Z"),
         ("direction", b"1"),
@@ -205,6 +206,8 @@ BAD_EVENTS: list[tuple[str, Callable[[dict[bytes, bytes]], None], InvalidReason]
     ("timestamp_word", _set("timestamp", b"yesterday"), InvalidReason.BAD_TIMESTAMP),
     ("timestamp_offset", _set("timestamp", b"2024-05-01T16:35:00+02:00"), InvalidReason.BAD_TIMESTAMP),
     ("timestamp_date_only", _set("timestamp", b"2024-05-01"), InvalidReason.BAD_TIMESTAMP),
+    # Python parses any one character between date and time; ISO-8601 has T (or t, or a space).
+    ("timestamp_other_separator", _set("timestamp", b"2024-05-01x14:35:00Z"), InvalidReason.BAD_TIMESTAMP),
     ("timestamp_month_13", _set("timestamp", b"2024-13-01T00:00:00Z"), InvalidReason.BAD_TIMESTAMP),
     # Accepted, it crashed the worker after its commit: the books add an hour to it, past datetime's year 9999.
     ("timestamp_year_9999", _set("timestamp", b"9999-12-31T23:55:00Z"), InvalidReason.BAD_TIMESTAMP),
