@@ -28,13 +28,14 @@ class Action(IntEnum):
     def from_index(cls, index: int) -> Action:
         # A tuple lookup, not cls(index - 1): the accuracy tracker calls this for every agent of every event, and
         # an Enum call costs ten times as much.
-        if 0 <= index < len(_BY_INDEX):
-            return _BY_INDEX[index]
+        if 0 <= index < len(ACTIONS_BY_INDEX):
+            return ACTIONS_BY_INDEX[index]
         raise ValueError(f"{index!r} is not an action index (0 short, 1 hold, 2 long)")
 
 
-_BY_INDEX: tuple[Action, ...] = (Action.SHORT, Action.HOLD, Action.LONG)
-_LABELS: tuple[str, ...] = tuple(action.name.lower() for action in _BY_INDEX)
+# Index 0 short, 1 hold, 2 long, as `from_index` gives them; indexed directly where a call would cost too much.
+ACTIONS_BY_INDEX: tuple[Action, ...] = (Action.SHORT, Action.HOLD, Action.LONG)
+_LABELS: tuple[str, ...] = tuple(action.name.lower() for action in ACTIONS_BY_INDEX)
 
 
 # Index 0 short, 1 hold, 2 long: the order of every agent's output and of the manifest's `action_order`.

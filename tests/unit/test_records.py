@@ -12,8 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.unit.test_aggregator import CONFIG, make_event
+from worker.actions import Action
 from worker.aggregator import aggregate
 from worker.decision_entry import (
     decision_confidences,
@@ -169,3 +172,14 @@ def test_the_type_checker_refuses_to_change_a_record(tmp_path) -> None:
     )
     flagged = {int(line.split(":")[1]) for line in result.stdout.splitlines() if ": error:" in line}
     assert flagged == {*range(10, 19), 20}, result.stdout
+
+
+# Few distinct values, so that ties (first of equal maxima wins) and NaNs (a NaN counts as the maximum) come often.
+_PROBABILITY = st.sampled_from([0.0, 0.2, 0.5, 0.7, 1.0, float("nan"), float("inf")])
+
+
+@given(st.tuples(_PROBABILITY, _PROBABILITY, _PROBABILITY))
+def test_a_votes_action_is_numpys_argmax_of_its_probabilities(probabilities: tuple[float, float, float]) -> None:
+    vote = AgentVote("fvg", probabilities, 0.5)
+
+    assert vote.action is Action.from_index(int(np.argmax(probabilities)))
