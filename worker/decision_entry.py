@@ -5,7 +5,7 @@ the three scores, each agent's three probabilities and its confidence — are li
 matrix is (`matrix_encoding=f32le`): written as text they were two thirds of a decision entry's ~640 bytes, and
 every byte of it is paid for by the worker, by Redis (the entry, its AOF, each reader's reply) and by every reader
 (as binary, the entry is 361 bytes: ~9 µs less of the worker's CPU and of Redis's an event under full load;
-README, Performance). Each field's name
+bench/PERFORMANCE.md). Each field's name
 says its encoding; `decision_scores`, `decision_votes` and `decision_confidences` read them (and the text fields a
 worker wrote before 2026-11-29, which a stream holds during an upgrade and for as long as it keeps its entries).
 """

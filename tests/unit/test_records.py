@@ -91,7 +91,7 @@ def binary(fields: dict[str, str | bytes], name: str) -> bytes:
 
 def test_a_decisions_numbers_are_binary_fields_that_name_their_encoding() -> None:
     """The scores, votes and confidences as little-endian binary (every byte of an entry costs every hand on the path:
-    README, Performance), in the layout their names and DESIGN's orders say; the rest is text."""
+    bench/PERFORMANCE.md), in the layout their names and DESIGN's orders say; the rest is text."""
     decision = aggregate(make_event(), votes(0.9), CONFIG, "v1")
     fields = decision_fields(decision, b"1-1")
     assert set(fields) == {"correlation_id", "synergy_type", "direction", "action", "score", "execute", "reason",
