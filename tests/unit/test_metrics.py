@@ -112,6 +112,22 @@ def test_a_batch_sharing_one_latency_reads_as_its_events_observed_one_by_one(sec
     assert count == (7 if math.isfinite(seconds) else 1)  # NaN falls in no bucket, +Inf's included
 
 
+def _duration_histogram(metrics: TacticalMetrics) -> list[str]:
+    return [line for line in text(metrics).splitlines()
+            if line.startswith("tactical_request_duration_seconds_") and "_created" not in line]
+
+
+# The bounds themselves, between them, beyond the last, below zero, and what is no number: each lands where
+# prometheus_client's own observe() puts it.
+@pytest.mark.parametrize("seconds", [*LATENCY_BUCKETS, 0.0, 0.0042, 0.0078125, 2.0, 1e9, -0.001, math.inf, math.nan])
+def test_a_latency_observed_once_reads_as_prometheus_own_observe_gives_it(seconds: float) -> None:
+    ours, theirs = TacticalMetrics(), TacticalMetrics()
+    ours.observe_events([seconds], ["TYPE_2"], [])
+    theirs.request_duration.labels("end_to_end", "all", "TYPE_2").observe(seconds)
+
+    assert _duration_histogram(ours) == _duration_histogram(theirs)
+
+
 def test_observe_events_needs_one_synergy_type_per_latency(metrics: TacticalMetrics) -> None:
     with pytest.raises(ValueError, match="2 latencies for 1 synergy types"):
         metrics.observe_events([0.001, 0.002], ["TYPE_1"], [])
