@@ -191,6 +191,13 @@ class PositionBook:
             raise PositionBookError(f"command {command.correlation_id!r} has side {command.side!r}, not BUY/SELL")
         if command.quantity <= 0:
             raise PositionBookError(f"command {command.correlation_id!r} has quantity {command.quantity} <= 0")
+        # A NaN compares false with everything: a level of NaN would break the sorted level lists, a price of NaN the
+        # profit and loss. (The worker validates prices, and its levels follow from them: none can be NaN there.)
+        if command.price != command.price or command.stop_loss != command.stop_loss or (
+                command.take_profit != command.take_profit):
+            raise PositionBookError(
+                f"command {command.correlation_id!r} has price {command.price!r}, stop-loss {command.stop_loss!r}, "
+                f"take-profit {command.take_profit!r}: NaN is no price")
         opened_at = bar_time(timestamp)
         while len(self._positions) >= self.max_open:
             oldest = next(iter(self._positions))
@@ -226,6 +233,8 @@ class PositionBook:
 
     def mark(self, symbol: str, price: float, timestamp: datetime | str) -> list[ClosedPosition]:
         """A price of `symbol` at bar close `timestamp`: close what it triggers; returns the positions closed."""
+        if price != price:
+            raise PositionBookError(f"a price of {symbol!r} is NaN: it reaches no level and is no last price")
         now = bar_time(timestamp)
         closed: list[ClosedPosition] = []
         book = self._symbols.get(symbol)

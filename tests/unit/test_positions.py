@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -210,6 +212,28 @@ def test_commands_the_book_cannot_hold_are_refused() -> None:
     with pytest.raises(PositionBookError, match="quantity 0"):
         book.open(no_quantity, T0)
     assert book.active_count() == 0
+
+
+@pytest.mark.parametrize("field", ["price", "stop_loss", "take_profit"])
+def test_a_command_with_a_nan_price_or_level_is_refused(field: str) -> None:
+    book = PositionBook()
+    book.open(long_command("L1"), T0)
+    with pytest.raises(PositionBookError, match="NaN is no price"):
+        book.open(replace(long_command("L2"), **{field: math.nan}), T0)
+
+    assert [p.correlation_id for p in book.open_positions()] == ["L1"]
+    # The levels stay sorted: L1 still stops and takes profit where it should.
+    assert [(c.reason, c.exit_price) for c in book.mark("ES", 116.0, bars(1))] == [(ExitReason.TAKE_PROFIT, 115.0)]
+
+
+def test_a_nan_mark_is_refused_and_changes_nothing() -> None:
+    book = PositionBook()
+    book.open(long_command("L1"), T0)
+    with pytest.raises(PositionBookError, match="is NaN"):
+        book.mark("ES", math.nan, bars(1))
+
+    assert book.active_count() == 1
+    assert [(c.reason, c.exit_price) for c in book.mark("NQ", 1.0, bars(12))] == [(ExitReason.MAX_HOLDING, 100.0)]
 
 
 def test_event_timestamps_are_accepted_as_text() -> None:
