@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -214,12 +213,20 @@ def test_commands_the_book_cannot_hold_are_refused() -> None:
     assert book.active_count() == 0
 
 
-@pytest.mark.parametrize("field", ["price", "stop_loss", "take_profit"])
-def test_a_command_with_a_nan_price_or_level_is_refused(field: str) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        ExecutionCommand("L2", "ES", "BUY", 1, math.nan, 90.0, 115.0, "m"),
+        ExecutionCommand("L2", "ES", "BUY", 1, 100.0, math.nan, 115.0, "m"),
+        ExecutionCommand("L2", "ES", "BUY", 1, 100.0, 90.0, math.nan, "m"),
+    ],
+    ids=["price", "stop_loss", "take_profit"],
+)
+def test_a_command_with_a_nan_price_or_level_is_refused(command: ExecutionCommand) -> None:
     book = PositionBook()
     book.open(long_command("L1"), T0)
     with pytest.raises(PositionBookError, match="NaN is no price"):
-        book.open(replace(long_command("L2"), **{field: math.nan}), T0)
+        book.open(command, T0)
 
     assert [p.correlation_id for p in book.open_positions()] == ["L1"]
     # The levels stay sorted: L1 still stops and takes profit where it should.
