@@ -104,13 +104,13 @@ class _Levels:
         return bool(self._entries) and self._entries[-1][0] >= price
 
     def at_or_below(self, price: float) -> list[int]:
-        if not self._entries or self._entries[0][0] > price:
+        if not self.any_at_or_below(price):
             return []
         end = bisect.bisect_right(self._entries, (price, float("inf")))
         return [seq for _, seq in self._entries[:end]]
 
     def at_or_above(self, price: float) -> list[int]:
-        if not self._entries or self._entries[-1][0] < price:
+        if not self.any_at_or_above(price):
             return []
         start = bisect.bisect_left(self._entries, (price, -1))
         return [seq for _, seq in self._entries[start:]]
@@ -141,7 +141,7 @@ class _SymbolBook:
     def restart(self) -> None:
         """Forget the symbol's prices and time, as a new book would (its level lists are empty with no positions)."""
         self.last_price = self.last_marked_at = None
-        self.timeline.newest = self.timeline.old_since = None
+        self.timeline.restart()
 
 
 class PositionBook:

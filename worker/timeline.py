@@ -24,6 +24,10 @@ class Timeline:
         self.newest: datetime | None = None
         self.old_since: datetime | None = None  # the earliest mark of the current run of old marks
 
+    def restart(self) -> None:
+        """No bar seen, as a new timeline."""
+        self.newest = self.old_since = None
+
     @property
     def behind(self) -> bool:
         """The latest mark was old: a late bar, or a replay not yet known as one. Its price is nobody's latest."""

@@ -88,6 +88,11 @@ def test_observe_events_counts_outcomes_and_end_to_end_latency_by_synergy_type(
     assert sample(metrics, "tactical_request_duration_seconds_bucket", **e2e, synergy_type="TYPE_3", le="0.075") == 1
 
 
+def _duration_histogram(metrics: TacticalMetrics) -> list[str]:
+    return [line for line in text(metrics).splitlines()
+            if line.startswith("tactical_request_duration_seconds_") and "_created" not in line]
+
+
 # 0.005: on a bucket's bound; 0.003: six of it summed one by one is not 6 × 0.003 in floating point.
 @pytest.mark.parametrize("seconds", [0.0078125, 0.005, 0.003, 0.0005, 2.0, math.nan])
 def test_a_batch_sharing_one_latency_reads_as_its_events_observed_one_by_one(seconds: float) -> None:
@@ -99,8 +104,7 @@ def test_a_batch_sharing_one_latency_reads_as_its_events_observed_one_by_one(sec
         one_by_one.observe_events([latency], [synergy], ["hold"])
 
     def histogram(metrics: TacticalMetrics) -> tuple[list[str], list[float]]:
-        lines = [line for line in text(metrics).splitlines()
-                 if line.startswith("tactical_request_duration_seconds_") and "_created" not in line]
+        lines = _duration_histogram(metrics)
         return [line for line in lines if "_sum{" not in line], [float(line.split()[-1]) for line in lines
                                                                if "_sum{" in line]
 
@@ -110,11 +114,6 @@ def test_a_batch_sharing_one_latency_reads_as_its_events_observed_one_by_one(sec
     count = sample(batched, "tactical_request_duration_seconds_count", operation="end_to_end", agent_type="all",
                    synergy_type="TYPE_2")
     assert count == (7 if math.isfinite(seconds) else 1)  # NaN falls in no bucket, +Inf's included
-
-
-def _duration_histogram(metrics: TacticalMetrics) -> list[str]:
-    return [line for line in text(metrics).splitlines()
-            if line.startswith("tactical_request_duration_seconds_") and "_created" not in line]
 
 
 # The bounds themselves, between them, beyond the last, below zero, and what is no number: each lands where
