@@ -774,7 +774,9 @@ class Worker:
         return self.pipeline
 
     def sleep(self, seconds: float) -> None:
-        """Sleep in short steps so a shutdown signal is honoured promptly."""
+        """Sleep in short steps so a shutdown signal is honoured promptly. Batches held for recording are recorded
+        first: a backoff through an outage would hold them far longer than RECORD_HOLD_S."""
+        self.record_held()
         deadline = time.monotonic() + seconds
         while not self.state.should_exit and (remaining := deadline - time.monotonic()) > 0:
             time.sleep(min(remaining, 0.05))

@@ -140,3 +140,12 @@ def test_what_is_held_is_recorded_on_the_way_out(monkeypatch: pytest.MonkeyPatch
     held.shutdown()
 
     assert handled(held.telemetry) == 1
+
+
+def test_what_is_held_is_recorded_before_the_worker_sleeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    held = worker(monkeypatch, [100.0])
+
+    held.record_results([BatchResult(read=1, duplicates=1)])
+    held.sleep(0)  # a backoff after a Redis failure, an open breaker
+
+    assert handled(held.telemetry) == 1
