@@ -37,7 +37,10 @@ class Target:
 
     @property
     def wanted(self) -> str:
-        return f"{'≤' if self.at_most else '≥'} {_shown(self.limit, self.unit)}"
+        return f"{'≤' if self.at_most else '≥'} {_shown(self.limit, self.unit, _DECIMALS[self.unit])}"
+
+    def meets(self, value: float) -> bool:
+        return value <= self.limit if self.at_most else value >= self.limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +58,21 @@ class TargetResult:
     def met(self) -> bool | None:
         """None when the run could not measure it."""
         value = self.measured
-        if value is None:
-            return None
-        return value <= self.target.limit if self.target.at_most else value >= self.target.limit
+        return None if value is None else self.target.meets(value)
+
+    def decimals(self, fewest: int) -> int:
+        """Decimals to show the value with: `fewest`, or more where that many would round it onto the other side of
+        the limit (2.0004× judged above ≤ 2.00× must not read "2.00×  no")."""
+        value, met = self.measured, self.met
+        digits = fewest
+        while value is not None and digits < 9 and self.target.meets(round(value, digits)) != met:
+            digits += 1
+        return digits
 
     def to_json(self) -> dict[str, Any]:
         value = self.measured
         return {"target": self.target.name, "load": self.load, "wanted": self.target.wanted,
-                "value": None if value is None else round(value, 3), "met": self.met}
+                "value": None if value is None else round(value, self.decimals(3)), "met": self.met}
 
 
 def _at_target_rate(report: BenchReport, point: LoadPoint) -> bool:
@@ -97,17 +107,20 @@ def judge(report: BenchReport) -> list[TargetResult]:
             for point in report.points for target in TARGETS if target.applies(report, point)]
 
 
-def _shown(value: float, unit: str) -> str:
+_DECIMALS = {"events/s": 0, "×": 2, "ms": 2}  # as the table shows each unit
+
+
+def _shown(value: float, unit: str, decimals: int) -> str:
     if unit == "events/s":
-        return f"{value:,.0f} events/s"
+        return f"{value:,.{decimals}f} events/s"
     if unit == "×":
-        return f"{value:.2f}×"
-    return f"{value:.2f} ms"
+        return f"{value:.{decimals}f}×"
+    return f"{value:.{decimals}f} ms"
 
 
 def shown_value(result: TargetResult) -> str:
-    value = result.measured
-    return "unknown" if value is None else _shown(value, result.target.unit)
+    value, unit = result.measured, result.target.unit
+    return "unknown" if value is None else _shown(value, unit, result.decimals(_DECIMALS[unit]))
 
 
 def render_targets(results: list[TargetResult]) -> Table:

@@ -100,3 +100,27 @@ def test_the_table_says_what_each_target_wants_and_whether_the_run_met_it() -> N
     assert "≤ 1.00 ms" in rows[0] and "1.66 ms" in rows[0] and rows[0].rstrip(" │").endswith("no")
     assert "≤ 2.00 ms" in rows[1] and "3.37 ms" in rows[1]
     assert "≤ 2.00×" in rows[2] and "1.95×" in rows[2] and rows[2].rstrip(" │").endswith("yes")
+
+
+def test_a_figure_just_past_its_limit_never_reads_as_the_limit() -> None:
+    just_over = LoadPoint(1000.0, e2e=phase("e2e", 1000.0, 1.4643), floor=phase("floor", 1000.0, 0.732),
+                          reference=phase("reference", 1000.0, 1.2))
+    at_limit = LoadPoint(1000.0, e2e=phase("e2e", 1000.0, 1.464), floor=phase("floor", 1000.0, 0.732),
+                         reference=phase("reference", 1000.0, 1.2))
+    just_under = LoadPoint(None, e2e=phase("e2e", None, 100.0, completed=6000, elapsed_s=1.00005),
+                           floor=phase("floor", None, 50.0, completed=20000),
+                           reference=phase("reference", None, 80.0, completed=8000))
+
+    def row(point: LoadPoint, name: str) -> tuple[dict, str]:
+        result = next(r for r in judge(report(point)) if r.target.name == name)
+        console = Console(width=120, record=True, no_color=True)
+        console.print(render_targets([result]))
+        return result.to_json(), next(line for line in console.export_text().splitlines() if name in line)
+
+    over_json, over_row = row(just_over, "e2e p50 / floor p50")
+    assert over_json["met"] is False and over_json["value"] == 2.0004  # round(…, 3) would say 2.0
+    assert "2.0004×" in over_row and over_row.rstrip(" │").endswith("no")
+    limit_json, limit_row = row(at_limit, "e2e p50 / floor p50")
+    assert limit_json == {**limit_json, "value": 2.0, "met": True} and "2.00×" in limit_row
+    under_json, under_row = row(just_under, "throughput, one worker process")
+    assert under_json["met"] is False and "5,999.7 events/s" in under_row  # not "6,000 events/s  no"
