@@ -68,10 +68,11 @@ log = logging.getLogger("tactical.worker")
 # the reply (at 1,000 events/s here, p50 −0.16 to −0.81 ms in paired runs, the more the busier the machine). The
 # bound is how long an idle stream leaves results unrecorded.
 IN_FLIGHT_BLOCK_MS = 5
-# Batches short of a full one are recorded (metrics, window, books) together, once this long has passed since the first
-# of them, or a full batch's worth has come, or the stream goes idle: recording a batch of one event costs ~80 µs, most
-# of it fixed, and at a steady trickle (1,000 events/s, one event a batch) it took ~15 % of the worker's CPU and sat
-# between one decision and the next read. Metrics lag the decisions by this much more at most.
+# Batches short of a full one are recorded (metrics, window, books) together: with the first batch that settles once the
+# first held has waited this long, or once a full batch's worth is held, the stream goes idle or the worker sleeps or
+# stops. Recording a batch of one event costs ~80 µs, most of it fixed, and at a steady trickle (1,000 events/s, one
+# event a batch) it took ~15 % of the worker's CPU and sat between one decision and the next read. Metrics lag the
+# decisions by this, plus one read's wait with a commit in flight (IN_FLIGHT_BLOCK_MS): ~10 ms at most.
 RECORD_HOLD_S = IN_FLIGHT_BLOCK_MS / 1e3
 YOUNG_GC_THRESHOLD = 100_000  # allocations the young generation takes before a collection (default 700)
 # A batch that failed: Redis's part, or a stage's (named: mypy reads no `*` in an except).
@@ -115,7 +116,7 @@ class Worker:
         self.shared_settings = effective_settings(settings)
         self.streams = streams or StreamNames()
         self.aggregator = aggregator or AggregatorConfig.from_env()
-        self.on_batch = on_batch
+        self.on_batch = on_batch  # called with each batch once it is recorded (metrics, books): see hold_for_recording
         self.state = LoopState()
         self.client: redis.Redis | None = None
         self.ensemble: AgentEnsemble | None = None
@@ -289,8 +290,14 @@ class Worker:
         self.state.reconnect_requested = True
 
     def shutdown(self) -> None:
-        self.record_held()
-        self.flush_batch_fallbacks(force=True)
+        try:
+            self.record_held()
+            self.flush_batch_fallbacks(force=True)
+        finally:
+            self.release_resources()
+
+    def release_resources(self) -> None:
+        """Give back what startup took: the HTTP server, the monitor, the heartbeat, the connections."""
         if self.http is not None:
             self.http.stop()
         if self.monitor is not None:
@@ -715,6 +722,7 @@ class Worker:
         self.drain()
         result = pipeline.process(entries)
         self.record_results([result])
+        self.record_held()  # nothing is left in flight: the next read may block for the full block_ms
         return result
 
     def record_results(self, results: list[BatchResult]) -> None:
@@ -733,12 +741,10 @@ class Worker:
                 log.error("event %s failed in %s even alone (%s): it stays pending and is retried, then "
                           "dead-lettered after %d deliveries; the rest of its batch was committed",
                           failed.correlation_id, failed.stage, failed.reason, self.settings.max_deliveries)
-            if self.on_batch is not None:
-                self.on_batch(result)
 
     def hold_for_recording(self, result: BatchResult) -> None:
         """Record `result` with the batches held before it, now if a full batch's worth is held or the first has
-        waited RECORD_HOLD_S; else later (`record_held`)."""
+        waited RECORD_HOLD_S; else later (`record_held`: the next drain, sleep or stop does it too)."""
         now = time.monotonic()
         if not self._unrecorded:
             self._unrecorded_since = now
@@ -748,10 +754,13 @@ class Worker:
             self.record_held()
 
     def record_held(self) -> None:
-        """Record the batches held, in the order they were committed."""
+        """Record the batches held, in the order they were committed, then hand each to `on_batch`."""
         if self._unrecorded:
             held, self._unrecorded, self._unrecorded_events = self._unrecorded, [], 0
             self.telemetry.record_batches(held)
+            if self.on_batch is not None:
+                for result in held:
+                    self.on_batch(result)
 
     def report_batch_fallback(self, error: str) -> None:
         """A batch failed as a whole and its events were decided one at a time: nothing is lost, but every such

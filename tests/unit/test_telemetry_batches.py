@@ -3,6 +3,7 @@ window, positions and agent accuracy — and the worker holds short batches back
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -11,10 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from worker import service
+from worker.accuracy import AgentAccuracy
 from worker.actions import AGENT_NAMES, Action
 from worker.aggregator import AggregatorConfig, aggregate
 from worker.delivery import DeadLetter
-from worker.pipeline import BatchResult, FailedEvent
+from worker.pipeline import BatchResult, FailedEvent, StreamEntry
 from worker.records import AgentVote, SynergyEvent, SynergyType
 from worker.rolling import RollingWindow
 from worker.service import RECORD_HOLD_S, Worker
@@ -37,9 +39,10 @@ def votes(actions: tuple[Action, Action, Action]) -> tuple[AgentVote, ...]:
                                                                                         strict=True))
 
 
-def telemetry() -> Telemetry:
+def telemetry(max_pending: int, per_symbol: int) -> Telemetry:
     recorder = Telemetry()
     recorder.window = RollingWindow(60.0, clock=lambda: 1000.0)  # both in one slot, whatever the wall clock does
+    recorder.accuracy = AgentAccuracy(max_pending=max_pending, max_pending_per_symbol=per_symbol, window=7)
     return recorder
 
 
@@ -52,11 +55,13 @@ def recorded(recorder: Telemetry) -> object:
         recorder.positions.open_positions(),
         recorder.accuracy.resolved_counts(),
         recorder.accuracy.pending_count(),
+        recorder.accuracy.dropped,
+        {symbol: recorder.accuracy.pending_count(symbol) for symbol in ("ES", "NQ", "CL")},
     )
 
 
 action = st.sampled_from(list(Action))
-decided = st.tuples(st.sampled_from(["ES", "NQ"]), st.integers(min_value=-2, max_value=8),
+decided = st.tuples(st.sampled_from(["ES", "NQ", "CL"]), st.integers(min_value=-4, max_value=8),
                     st.floats(min_value=95.0, max_value=105.0), st.tuples(action, action, action))
 batch = st.tuples(
     st.lists(decided, max_size=6),
@@ -70,9 +75,9 @@ batch = st.tuples(
 
 
 @settings(max_examples=150, deadline=None)
-@given(batches=st.lists(batch, min_size=1, max_size=8))
-def test_batches_recorded_together_leave_what_recording_each_leaves(batches) -> None:
-    config, bars, index, results = AggregatorConfig(), {"ES": 0, "NQ": 0}, 0, []
+@given(batches=st.lists(batch, min_size=1, max_size=8), caps=st.sampled_from([(100_000, 1000), (8, 4), (3, 1)]))
+def test_batches_recorded_together_leave_what_recording_each_leaves(batches, caps) -> None:
+    config, bars, index, results = AggregatorConfig(), {"ES": 0, "NQ": 0, "CL": 0}, 0, []
     for steps, duplicates, dead, failed, fell_back, ticks in batches:
         events, decisions = [], []
         for symbol, forward, price, actions in steps:
@@ -89,7 +94,7 @@ def test_batches_recorded_together_leave_what_recording_each_leaves(batches) -> 
             stage_seconds={stage: ticks * (k + 1) / 1024 for k, stage in enumerate(STAGES)},
             service_seconds=ticks / 1024,
         ))
-    one_by_one, together = telemetry(), telemetry()
+    one_by_one, together = telemetry(*caps), telemetry(*caps)
     for result in results:
         one_by_one.record_batch(result)
     together.record_batches(results)
@@ -97,9 +102,11 @@ def test_batches_recorded_together_leave_what_recording_each_leaves(batches) -> 
     assert recorded(together) == recorded(one_by_one)
 
 
-def worker(monkeypatch: pytest.MonkeyPatch, now: list[float]) -> Worker:
+def worker(monkeypatch: pytest.MonkeyPatch, now: list[float],
+           on_batch: Callable[[BatchResult], None] | None = None) -> Worker:
     monkeypatch.setattr(service.time, "monotonic", lambda: now[0])
-    return Worker(WorkerSettings.from_env({}, redis_url="redis://127.0.0.1:1/0", consumer="w", batch_size=10))
+    return Worker(WorkerSettings.from_env({}, redis_url="redis://127.0.0.1:1/0", consumer="w", batch_size=10),
+                  on_batch=on_batch)
 
 
 def handled(recorder: Telemetry) -> int:
@@ -148,4 +155,39 @@ def test_what_is_held_is_recorded_before_the_worker_sleeps(monkeypatch: pytest.M
     held.record_results([BatchResult(read=1, duplicates=1)])
     held.sleep(0)  # a backoff after a Redis failure, an open breaker
 
+    assert handled(held.telemetry) == 1
+
+
+def test_on_batch_hears_of_a_batch_once_it_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    now, recorded_when_heard = [100.0], []
+    held = worker(monkeypatch, now, on_batch=lambda result: recorded_when_heard.append(handled(held.telemetry)))
+
+    held.record_results([BatchResult(read=1, duplicates=1)])
+    assert recorded_when_heard == []
+    now[0] += 2 * RECORD_HOLD_S
+    held.record_results([BatchResult(read=1, duplicates=1)])
+
+    assert recorded_when_heard == [2, 2]
+
+
+class DecidesStartToFinish:
+    """Stands in for the pipeline of `Worker.process` (a reclaim): nothing in flight, the batch decided and committed
+    before it returns."""
+
+    commit_in_flight = False
+
+    def drain(self) -> list[BatchResult]:
+        return []
+
+    def process(self, entries: list[StreamEntry]) -> BatchResult:
+        return BatchResult(read=len(entries), duplicates=len(entries))
+
+
+def test_a_batch_decided_start_to_finish_is_recorded_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    held = worker(monkeypatch, [100.0])
+    held.pipeline = DecidesStartToFinish()  # type: ignore[assignment]
+
+    held.process([StreamEntry(b"1-1", {b"event_type": b"SYNERGY_DETECTED"}, 2)])
+
+    # No commit is left in flight to end the next read early: that read may wait the whole block_ms.
     assert handled(held.telemetry) == 1
