@@ -4,7 +4,8 @@ Queues events, then reads and decides them the way the worker does (`GroupReader
 telemetry), one batch at a time with nothing else running, and reports the median per-event time of each step: at
 batch 1 (the latency path: every round trip and fixed cost is paid per event) and at a full batch (the throughput
 path). No producer or reader competes for the cores, so the figures are the pipeline's own; `tacticalctl bench`
-measures the whole system.
+measures the whole system. "telemetry" is what recording one batch costs: the worker records short batches together
+(`Worker.hold_for_recording`; ~5 of them a pass at 1,000 events/s), so it pays less of the batch-1 figure.
 
 It also times the forward pass of one event alone, back to back and each right after a Redis round trip (a PING):
 on the machine the README describes, the second costs ~1.5× the first, which is why the inference step at batch 1
