@@ -142,9 +142,8 @@ class Worker:
         self._own_retries: Counter[bytes] = Counter()
         self._forgive_refused_logged = False
         self._batches_settled = 0  # commits whose reply was read: progress, for the backoff
-        # Committed batches not recorded yet (RECORD_HOLD_S), the events they hold and when the first came.
+        # Committed batches not recorded yet (RECORD_HOLD_S), and when the first came.
         self._unrecorded: list[BatchResult] = []
-        self._unrecorded_events = 0
         self._unrecorded_since = 0.0
         self._batch_fallbacks = 0  # batches decided one event at a time since the last report of them
         self._last_fallback_error = ""
@@ -749,14 +748,14 @@ class Worker:
         if not self._unrecorded:
             self._unrecorded_since = now
         self._unrecorded.append(result)
-        self._unrecorded_events += result.read
-        if self._unrecorded_events >= self.settings.batch_size or now - self._unrecorded_since >= RECORD_HOLD_S:
+        held_events = sum(held.read for held in self._unrecorded)  # a few batches: short ones are what is held
+        if held_events >= self.settings.batch_size or now - self._unrecorded_since >= RECORD_HOLD_S:
             self.record_held()
 
     def record_held(self) -> None:
         """Record the batches held, in the order they were committed, then hand each to `on_batch`."""
         if self._unrecorded:
-            held, self._unrecorded, self._unrecorded_events = self._unrecorded, [], 0
+            held, self._unrecorded = self._unrecorded, []
             self.telemetry.record_batches(held)
             if self.on_batch is not None:
                 for result in held:

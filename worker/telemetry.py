@@ -17,7 +17,7 @@ from worker.accuracy import AgentAccuracy
 from worker.metrics import TacticalMetrics
 from worker.pipeline import BatchResult
 from worker.positions import PositionBook, bar_time
-from worker.records import AgentVote, EventOutcome, SynergyEvent
+from worker.records import AgentVote, EventOutcome, ExecutionCommand, SynergyEvent
 from worker.rolling import RollingWindow, WindowStats
 
 
@@ -42,6 +42,7 @@ class Telemetry:
         confidences: list[float] = []
         events: list[SynergyEvent] = []
         votes: list[tuple[AgentVote, ...]] = []
+        commands: list[ExecutionCommand | None] = []
         for result in results:
             decisions = result.decisions
             latencies += [result.service_seconds] * len(decisions)
@@ -52,6 +53,7 @@ class Telemetry:
             confidences += [vote.confidence for decision in decisions for vote in decision.votes]
             events += result.events
             votes += [decision.votes for decision in decisions]
+            commands += [decision.command for decision in decisions]
 
         self.metrics.observe_events(latencies, synergy_types, outcomes)
         for result in results:
@@ -66,7 +68,6 @@ class Telemetry:
                 self.record_error("batch", handled=True)
 
         bar_closes = [bar_time(event.timestamp) for event in events]  # parsed once, not by each book
-        commands = [decision.command for result in results for decision in result.decisions]
         with self._book_lock:
             for event, command, when in zip(events, commands, bar_closes, strict=True):
                 # Each event's price first closes what it triggers, then its own position opens.
