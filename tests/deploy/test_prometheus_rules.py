@@ -22,12 +22,12 @@ END_TO_END = 'rate(tactical_request_duration_seconds_bucket{operation="end_to_en
 # The runbook's alerts: name → (severity, a fragment of the expression that carries its threshold).
 RUNBOOK_ALERTS = {
     "TacticalP99LatencyHigh": ("P0", f"histogram_quantile(0.99, sum by (le) ({END_TO_END})) > 0.1"),
-    "TacticalConsumerLagCritical": ("P0", "tactical_redis_consumer_lag_seconds > 5"),
+    "TacticalConsumerLagCritical": ("P0", "max without (instance) (tactical_redis_consumer_lag_seconds) > 5"),
     "TacticalModelStale": ("P0", "tactical_model_staleness_seconds > 900"),
     "TacticalCircuitBreakerOpen": ("P0", "tactical_circuit_breaker_state > 0"),
     "TacticalHealthCritical": ("P0", "tactical_health_state >= 2"),
     "TacticalP50LatencyHigh": ("P1", f"histogram_quantile(0.5, sum by (le) ({END_TO_END})) > 0.05"),
-    "TacticalConsumerLagWarning": ("P1", "tactical_redis_consumer_lag_seconds > 2"),
+    "TacticalConsumerLagWarning": ("P1", "max without (instance) (tactical_redis_consumer_lag_seconds) > 2"),
     "TacticalErrorRateHigh": ("P1", 'tactical_error_rate{operation="all"} > 0.05'),
     "TacticalModelConfidenceLow": ("P1", "tactical_model_confidence < 0.6"),
     "TacticalEventRateLow": ("P1", "< 50"),
