@@ -125,6 +125,18 @@ def test_the_operations_panel_names_every_operation_the_worker_times(panels: lis
         assert operation in panel["description"], operation
 
 
+AGGREGATION = re.compile(r"\b(sum|max|min|avg|count|topk|bottomk|quantile)\b\s*(by|without)?\s*(\([^)]*\))?\s*\(")
+
+
+def test_series_of_each_worker_are_named_by_instance(panels: list[dict[str, Any]]) -> None:
+    """A query that keeps each worker's series (no aggregation over them) names `instance` in its legend: with
+    several replicas, series named alike would read as one."""
+    for panel in panels:
+        for target in panel["targets"]:
+            if not AGGREGATION.search(target["expr"]):
+                assert "{{instance}}" in target.get("legendFormat", ""), f"{panel['title']}: {target['expr']}"
+
+
 def test_dashboard_has_a_stable_uid_for_links(dashboard: dict[str, Any]) -> None:
     assert dashboard["uid"] == "tactical-marl"
     assert dashboard["title"]
