@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import pickle
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from worker.events import (
     MATRIX_BYTES,
+    MAX_CORRELATION_ID_LENGTH,
+    MAX_SYMBOL_LENGTH,
+    OPTIONAL_FIELDS,
     REQUIRED_FIELDS,
     InvalidEvent,
     InvalidReason,
@@ -19,7 +23,7 @@ from worker.events import (
     matrix_from_bytes,
     new_correlation_id,
 )
-from worker.records import SynergyEvent, SynergyType
+from worker.records import FEATURE_NAMES, SynergyEvent, SynergyType
 
 TEXT_FIELDS = (
     "event_type",
@@ -349,3 +353,18 @@ def test_new_correlation_ids_sort_by_creation_time() -> None:
     later = [new_correlation_id(now_ms=1_714_574_100_001) for _ in range(200)]
     assert max(earlier) < min(later)
     assert len({cid[:10] for cid in earlier}) == 1
+
+
+def test_the_readme_documents_the_wire_format() -> None:
+    """A producer team writes events from the README: every field, synergy type, matrix column and limit the worker
+    checks is named there."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Feeding events"):]
+    section = " ".join(section[:section.index("\n## ")].split())
+    for name in (*REQUIRED_FIELDS, *OPTIONAL_FIELDS, *FEATURE_NAMES):
+        assert f"`{name}`" in section, name
+    for synergy_type in SynergyType:
+        assert f"`{synergy_type.value}`" in section, synergy_type
+    assert f"≤ {MAX_CORRELATION_ID_LENGTH} characters" in section
+    assert f"≤ {MAX_SYMBOL_LENGTH} characters" in section
+    assert f"{MATRIX_BYTES:,} bytes of little-endian float32" in section
