@@ -355,7 +355,7 @@ def _decide(
         return decision(action, False, f"{category}: {name} {shown_score(score)} < {bar:g}")
 
     stop_loss, take_profit = _risk_levels(action, event.price, event.atr, config)
-    if not (event.atr > 0.0 and stop_loss > 0.0 and take_profit > 0.0):
+    if not _risk_levels_valid(action, event.price, stop_loss, take_profit):
         return decision(
             action,
             False,
@@ -393,6 +393,17 @@ def _risk_levels(action: Action, price: float, atr: float, config: AggregatorCon
     if action is Action.LONG:
         return price - stop_distance, price + profit_distance
     return price + stop_distance, price - profit_distance
+
+
+def _risk_levels_valid(action: Action, price: float, stop_loss: float, take_profit: float) -> bool:
+    """Both levels above 0 and on their own side of the price: a long stops below it and takes profit above it, a
+    short the reverse. An ATR too small to move the price in floating point (1e-13 at 4,500) puts both on the entry
+    price: an order whose stop fills at once."""
+    if not (stop_loss > 0.0 and take_profit > 0.0):
+        return False
+    if action is Action.LONG:
+        return stop_loss < price < take_profit
+    return take_profit < price < stop_loss
 
 
 def shown_score(score: float) -> str:

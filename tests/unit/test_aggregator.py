@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from worker.actions import AGENT_NAMES, Action
 from worker.aggregator import (
@@ -232,6 +235,34 @@ def test_zero_atr_cannot_place_a_stop_and_does_not_trade() -> None:
     assert not decision.execute
     assert decision.command is None
     assert decision.reason.startswith("invalid risk: ")
+
+
+@pytest.mark.parametrize("atr", [1e-320, 1e-14, 1e-13])
+@pytest.mark.parametrize(("direction", "votes"), [(1, long_votes), (-1, short_votes)])
+def test_an_atr_too_small_to_move_the_price_does_not_trade(
+    atr: float, direction: int, votes: Callable[[float, float, float], list[AgentVote]]
+) -> None:
+    """At 4,500 an ATR below ~1e-13 leaves price ± 2·ATR equal to the price: an order whose stop-loss and take-profit
+    are its own entry price. It holds instead, as a zero ATR does."""
+    decision = aggregate(make_event(direction=direction, price=4500.0, atr=atr), votes(0.9, 0.9, 0.9), CONFIG, "m")
+
+    assert not decision.execute
+    assert decision.command is None
+    assert decision.reason.startswith("invalid risk: ")
+
+
+@given(price=st.floats(1e-6, 1e9), atr=st.floats(1e-300, 1e6), direction=st.sampled_from([1, -1]))
+def test_every_command_stops_on_the_losing_side_and_takes_profit_on_the_winning_one(
+    price: float, atr: float, direction: int
+) -> None:
+    votes = long_votes(0.9, 0.9, 0.9) if direction == 1 else short_votes(0.9, 0.9, 0.9)
+    command = aggregate(make_event(direction=direction, price=price, atr=atr), votes, CONFIG, "m").command
+
+    if command is not None:
+        if command.side == "BUY":
+            assert 0 < command.stop_loss < command.price < command.take_profit
+        else:
+            assert 0 < command.take_profit < command.price < command.stop_loss
 
 
 def test_quantity_runs_from_min_at_the_bar_to_max_at_certainty() -> None:
