@@ -124,9 +124,10 @@ def test_failures_between_idle_reads_still_open_the_breaker(client, start_worker
 def test_a_half_open_breaker_closes_only_on_an_event_decided(client, start_worker) -> None:
     worker, model = start_worker(batch_size=1, breaker_failure_threshold=1, breaker_reset_timeout_s=0.5,
                                  claim_min_idle_ms=60_000)
-    model.fail_next = True
+    model.fail = True
     publish_events(client, events(1, "trip"))
     wait_for(lambda: worker.breaker.state is not BreakerState.CLOSED, what="the breaker opened")
+    model.fail = False
     # The failed entry stays pending on this consumer (reclaimed only after a minute): the stream has nothing new.
     wait_for(lambda: worker.breaker.state is BreakerState.HALF_OPEN, what="half-open after the timeout")
     threading.Event().wait(1.0)  # empty trial reads: ten of them
@@ -182,9 +183,10 @@ def test_a_lone_half_open_worker_tries_its_own_failed_event(client, start_worker
     # No new traffic: the trial is the stale entry whose batch failed, not an empty read forever.
     worker, model = start_worker(batch_size=1, breaker_failure_threshold=1, breaker_reset_timeout_s=0.5,
                                  claim_min_idle_ms=300)
-    model.fail_next = True
+    model.fail = True
     publish_events(client, events(1, "alone"))
     wait_for(lambda: worker.breaker.state is not BreakerState.CLOSED, what="the breaker opened")
+    model.fail = False
     wait_settled(client, 1, timeout_s=30)
     assert decided_ids(client) == {b"alone-0": 1}
     # The decision is readable as soon as Redis ran the commit; the worker closes the breaker once it has read the
