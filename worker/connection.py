@@ -63,7 +63,9 @@ def refusal_advice(exc: redis.ResponseError) -> str | None:
                 "restore, resets, trims — needs the primary: run it against the primary; "
                 "`tacticalctl triage worker-down` if the workers see this too")
     if isinstance(exc, REDIS_REFUSING_WRITES):
-        return ("Redis takes no writes now (out of memory: maxmemory reached): `tacticalctl triage worker-down`")
+        return ("Redis takes no writes now (out of memory: maxmemory reached): free memory — `tacticalctl stream trim "
+                "--older-than 24h` — or raise maxmemory; `tacticalctl triage breaker-open` (the workers stop taking "
+                "events)")
     return None
 
 

@@ -213,7 +213,9 @@ def read_consumer_lag(
     mark = ("", "", "")
     if previous is not None and previous.head_mark is not None and previous.removed is not None:
         mark = (previous.head_mark, str(previous.removed), previous.first_entry_id or "")
-    with client.pipeline(transaction=True) as pipe:
+    # Pipelined, not MULTI: Redis refuses every command queued in a transaction once it is at maxmemory, and the
+    # lag is what an operator reads then (the script below reads only, so it runs under OOM too).
+    with client.pipeline(transaction=False) as pipe:
         pipe.time()
         pipe.xinfo_groups(stream)
         pipe.xpending(stream, group)

@@ -486,3 +486,20 @@ def test_a_mark_is_not_used_for_a_group_position_before_it(
     assert first.head_mark == ids[EXACT_COUNT_LIMIT - 1]
     redis_client.xgroup_setid(INPUT_STREAM, CONSUMER_GROUP, ids[99])  # 100 delivered before it now
     assert read_consumer_lag(redis_client, previous=first).count == 900
+
+
+def test_the_lag_is_read_while_redis_is_out_of_memory(private_redis) -> None:
+    """At maxmemory Redis refuses every command queued in a MULTI, reads too: the lag — what an operator reads
+    then (the runbook's OOM breaker) — is read without one."""
+    client = redis.Redis.from_url(private_redis.url())
+    client.xgroup_create(INPUT_STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+    for i in range(5):
+        client.xadd(INPUT_STREAM, {"n": str(i)})
+    client.config_set("maxmemory", "1mb")
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        client.set("a-write", "refused")  # Redis is out of memory for writes indeed
+
+    lag = read_consumer_lag(client)
+
+    assert (lag.count, lag.pending, lag.stream_length) == (5, 0, 5)
+    client.close()
