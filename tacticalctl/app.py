@@ -144,7 +144,7 @@ def _fail(ctx: typer.Context, message: str, code: ExitCode) -> NoReturn:
 
 def _print_error_document(code: ExitCode, message: str) -> None:
     """One line: a document of its own, and the last line of a JSON-lines watch."""
-    sys.stdout.write(json.dumps({"status": code.name.lower(), "error": message}, sort_keys=True) + "\n")
+    sys.stdout.write(json.dumps({"status": code.status, "error": message}, sort_keys=True) + "\n")
 
 
 app = typer.Typer(

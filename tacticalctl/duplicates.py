@@ -61,7 +61,7 @@ def duplicates(
     was), workers [{consumer, url, duplicate_events_total, error}] (the worker at --worker-url first, then every
     other live worker at the endpoint its heartbeat names; a worker not read has a null count and the error),
     worker_error (the worker at --worker-url's), input {scanned, truncated, offenders [{correlation_id, count,
-    entry_ids, first_ms, last_ms}]}, commands (same shape), status."""
+    entry_ids, first_ms, last_ms}]}, commands (same shape), status (ok, warn, critical)."""
     context = get_context(ctx)
     window_s = None
     if last is None:
@@ -92,7 +92,7 @@ def duplicates(
         code = ExitCode.OK
     if json_output:
         print_json({"window_s": window_s, **fleet.as_dict(), "worker_error": worker_error,
-                    "input": inputs.as_dict(), "commands": commands.as_dict(), "status": code.name.lower()})
+                    "input": inputs.as_dict(), "commands": commands.as_dict(), "status": code.status})
         raise typer.Exit(int(code))
     console = context.console
     if worker_error:

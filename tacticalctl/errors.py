@@ -17,6 +17,11 @@ class ExitCode(IntEnum):
     CRITICAL = 2  # including: Redis or the worker unreachable
     UNKNOWN = 3  # the check itself could not run
 
+    @property
+    def status(self) -> str:
+        """The status word JSON documents carry for this code, as every check's: ok, warn, critical, unknown."""
+        return ("ok", "warn", "critical", "unknown")[self]
+
     @classmethod
     def worst(cls, codes: list[ExitCode]) -> ExitCode:
         """CRITICAL beats WARNING beats OK; UNKNOWN only when nothing is worse than OK."""

@@ -205,6 +205,23 @@ def test_market_check_thresholds(ctl: Ctl, redis_client: redis.Redis, worker_htt
     assert (rows["model confidence"]["status"], rows["error rate"]["status"]) == ("warn", "warn")
 
 
+def test_market_check_warns_at_the_restart_limit_as_breaker_status_does(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    url, answers = worker_http
+    ensure_group(redis_client)
+    healthy(answers)
+    a_live_worker_named(redis_client, "host-a:101")
+    now = time.time()
+    for n in range(5):  # the default limit: closed, but the next worker start opens it
+        record_restart(redis_client, f"w-{n}", now - n, window_s=300.0)
+
+    row = steps(ctl("market-check", "--json", worker_url=url))["circuit breaker"]
+    assert row["status"] == "warn", row
+    assert "at the restart limit (5 starts in 5 min, limit 5): the next worker start opens the breaker" in row["value"]
+    assert ctl("breaker", "status", worker_url=url).exit_code == 1
+
+
 def test_market_check_catches_a_second_command_for_one_event(
     ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
 ) -> None:

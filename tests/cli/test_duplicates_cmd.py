@@ -49,7 +49,7 @@ def test_a_resent_event_is_a_warning_naming_it(
     assert doc["window_s"] == 900
     [offender] = doc["input"]["offenders"]
     assert (offender["correlation_id"], offender["count"], len(offender["entry_ids"])) == ("order-1", 3, 3)
-    assert doc["status"] == "warning"
+    assert doc["status"] == "warn"
 
 
 def test_two_commands_for_one_event_are_critical(
@@ -206,7 +206,7 @@ def test_the_counter_of_every_live_worker_is_summed_and_one_not_read_is_a_warnin
         assert ("not read, so their duplicates are missing from that total: host-c:303 (worker unreachable at "
                 f"{nobody_url}/metrics") in said, result.stdout
         doc = json.loads(ctl("duplicates", "--json", worker_url=here.url).stdout)
-        assert doc["duplicate_events_total"] == 7 and doc["status"] == "warning"
+        assert doc["duplicate_events_total"] == 7 and doc["status"] == "warn"
         [unread] = [w for w in doc["workers"] if w["consumer"] == "host-c:303"]
         assert unread["duplicate_events_total"] is None and unread["error"].startswith("worker unreachable at")
     finally:

@@ -16,7 +16,7 @@ import redis
 from models.bundle import current_bundle_dir
 from tests.cli.conftest import Ctl, WorkerAnswers, counting_worker, worker_url
 from tests.cli.streams import deliver_without_ack, publish
-from worker.breaker import CircuitBreaker, publish_breaker_state
+from worker.breaker import CircuitBreaker, publish_breaker_state, record_restart
 from worker.delivery import ensure_group
 from worker.heartbeat import delete_heartbeat, write_heartbeat
 from worker.http_server import HealthServer
@@ -126,6 +126,36 @@ def test_stale_processing_keys_of_a_dead_owner_are_named(
     assert picked["duplicate-processing"]["reason"] == "2 stale processing key(s) with a dead owner"
     alias = reports(ctl("triage", "TacticalDuplicateEvents", "--json", worker_url=url))
     assert list(alias) == ["duplicate-processing"]
+
+
+def test_an_id_resent_in_the_window_is_named_as_the_duplicate_alert_would(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    """TacticalDuplicateEvents fires on the workers' counter; `duplicates` and market-check read the ids resent in
+    the last 15 minutes: the triage of the current state does too, not "no alert condition"."""
+    url, answers = worker_http
+    healthy_worker(redis_client, answers)
+    for _ in range(3):
+        publish(redis_client, 1, prefix="resent")
+
+    picked = reports(ctl("triage", "--json", worker_url=url))
+    assert list(picked) == ["duplicate-processing"]
+    assert picked["duplicate-processing"]["reason"] == "1 correlation id(s) sent more than once in the last 15 minutes"
+
+
+def test_a_fleet_at_the_restart_limit_is_named_as_breaker_status_warns(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
+) -> None:
+    url, answers = worker_http
+    healthy_worker(redis_client, answers)
+    now = time.time()
+    for n in range(5):  # the default limit: the breaker stays closed, the next start opens it
+        record_restart(redis_client, f"w-{n}", now - n, window_s=300.0)
+
+    picked = reports(ctl("triage", "--json", worker_url=url))
+    assert "breaker-open" in picked
+    reason = "5 restarts reach the limit of 5: the next worker start opens the breaker"
+    assert picked["breaker-open"]["reason"] == reason
 
 
 def test_entries_held_by_a_dead_consumer_are_named_for_consumer_lag(

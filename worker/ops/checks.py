@@ -587,8 +587,13 @@ def check_breaker_status(sources: Sources) -> Verdict:
                        "`tacticalctl triage worker-down`", details=overview.as_dict())
     verdict = _from_health(health_check_breaker(state), "`tacticalctl triage breaker-open`", **overview.as_dict())
     workers = ", ".join(f"{name} {status.state.name.lower()}" for name, status in overview.published.items())
-    return Verdict(verdict.status, f"{state.name.lower()}" + (f" ({workers})" if workers else ""),
-                   verdict.next_action, details=verdict.details)
+    value = f"{state.name.lower()}" + (f" ({workers})" if workers else "")
+    if verdict.status is Status.OK and overview.next_start_opens:  # as `tacticalctl breaker status` warns
+        return Verdict(Status.WARN, value + f"; at the restart limit ({overview.restarts} starts in "
+                       f"{_duration(overview.restart_window_s)}, limit {overview.restart_limit}): the next worker "
+                       "start opens the breaker", "find why workers restarted (`tacticalctl breaker history`), then "
+                       "`tacticalctl breaker reset --yes` clears the count", details=verdict.details)
+    return Verdict(verdict.status, value, verdict.next_action, details=verdict.details)
 
 
 # ---- end of day ------------------------------------------------------------------------------------------------

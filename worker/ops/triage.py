@@ -20,7 +20,7 @@ from worker.heartbeat import live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
 from worker.ops.breaker_status import read_breaker_overview
 from worker.ops.checks import Status, jit_log_status, worst
-from worker.ops.duplicates import window_commands
+from worker.ops.duplicates import window_commands, window_resends
 from worker.ops.keys import find_stale_processing_keys
 from worker.ops.probes import (
     THRESHOLDS,
@@ -385,11 +385,16 @@ def _pick_from_redis(sources: Sources, client: redis.Redis) -> list[tuple[str, s
             picks.append(("consumer-lag", f"consumer lag {lag.seconds:.1f} s"))
     except LagUnavailable:
         pass
+    except redis.ResponseError as exc:  # refused (an ACL without XINFO, say): the lag's playbook says why
+        picks.append(("consumer-lag", f"consumer lag unreadable: {exc}"))
     overview = read_breaker_overview(client, http=None, now=sources.now())
     if overview.state in (BreakerState.OPEN, BreakerState.HALF_OPEN):
         picks.append(("breaker-open", f"breaker {overview.state.name.lower()} (published in Redis)"))
     elif overview.over_restart_limit:
         picks.append(("breaker-open", f"{overview.restarts} restarts exceed the limit of {overview.restart_limit}"))
+    elif overview.next_start_opens:  # `breaker status` and the checklists warn of it too
+        picks.append(("breaker-open", f"{overview.restarts} restarts reach the limit of {overview.restart_limit}: "
+                                      "the next worker start opens the breaker"))
     if not live_consumers(client):
         picks.append(("worker-down", "no worker has a live heartbeat"))
     stale = find_stale_processing_keys(client)
@@ -397,6 +402,9 @@ def _pick_from_redis(sources: Sources, client: redis.Redis) -> list[tuple[str, s
         picks.append(("duplicate-processing", f"{len(stale)} stale processing key(s) with a dead owner"))
     elif window_commands(client).offenders:
         picks.append(("duplicate-processing", "repeated execution commands"))
+    elif resent := window_resends(client).offenders:  # what TacticalDuplicateEvents and market-check watch
+        picks.append(("duplicate-processing", f"{len(resent)} correlation id(s) sent more than once in the last "
+                                              "15 minutes"))
     return picks
 
 
