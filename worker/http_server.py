@@ -226,6 +226,9 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # Connections the kernel holds for a worker that does not accept them (hung, stopped): with socketserver's 5, a
+    # minute of scrapes filled it, and every later probe timed out connecting — read as a worker gone, not hung.
+    request_queue_size = 128
 
     def __init__(
         self,

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import socket
+from contextlib import ExitStack
+
 import pytest
 
 from worker.embedded_redis import free_port
 from worker.health import CheckStatus
-from worker.ops.worker_client import WorkerClient, WorkerUnreachable, health_level, parse_metrics, sample_value
+from worker.ops.worker_client import (
+    WorkerClient,
+    WorkerNotAnswering,
+    WorkerUnreachable,
+    health_level,
+    parse_metrics,
+    sample_value,
+)
 
 METRICS = """\
 # HELP tactical_events_processed_total Events handled
@@ -55,3 +65,25 @@ def test_a_port_nobody_listens_on_is_unreachable_and_named() -> None:
         client.health()
     with pytest.raises(WorkerUnreachable, match="/metrics"):
         client.metrics()
+
+
+def test_a_port_nobody_listens_on_is_not_taken_for_a_hung_worker() -> None:
+    with pytest.raises(WorkerUnreachable) as raised:
+        WorkerClient(f"http://127.0.0.1:{free_port()}", timeout_s=0.5).health()
+    assert not isinstance(raised.value, WorkerNotAnswering)
+
+
+def test_a_hung_worker_whose_connection_queue_is_full_is_still_hung_not_gone() -> None:
+    """A stopped worker accepts nothing: the kernel queues connections for it until its backlog is full (every
+    scrape adds one), then takes no more. A probe then times out connecting: that is the hung worker still."""
+    with socket.create_server(("127.0.0.1", 0), backlog=1) as listener, ExitStack() as held:
+        address = listener.getsockname()
+        while True:  # fill the queue: connect until one is not taken
+            probe = held.enter_context(socket.socket())
+            probe.settimeout(0.3)
+            try:
+                probe.connect(address)
+            except TimeoutError:
+                break
+        with pytest.raises(WorkerNotAnswering, match=r"did not take the connection within 0\.5s"):
+            WorkerClient(f"http://{address[0]}:{address[1]}", timeout_s=0.5).health()

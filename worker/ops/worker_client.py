@@ -33,10 +33,12 @@ class WorkerUnreachable(RuntimeError):
 
 
 class WorkerNotAnswering(WorkerUnreachable):
-    """The port accepted the connection but no answer came in time: a process holds it and is hung or stopped
-    (SIGSTOP, swapping, a stuck loop) — not a worker that is gone, so starting another is not the fix."""
+    """No answer came in time, and no refusal either: the port took the connection and nothing answered, or (its
+    connection queue full) took none. A process holds it and is hung or stopped (SIGSTOP, swapping, a stuck loop) —
+    not a worker that is gone, so starting another is not the fix. (A host that is gone looks the same from here:
+    the connection is neither taken nor refused.)"""
 
-    HUNG_ADVICE = ("its port accepts connections but it does not answer: the process is alive but hung, stopped or "
+    HUNG_ADVICE = ("its port is held but it does not answer: the process is alive but hung, stopped or "
                    "overloaded — see what it does (`py-spy dump --pid <pid>`, `ps -o stat= -p <pid>`: T = stopped) "
                    "and, if it stays so, restart it (`docker compose restart tactical-marl`); starting another "
                    "leaves this one holding the port")
@@ -117,6 +119,11 @@ class WorkerClient:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
         except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                # No refusal, no answer: a hung process whose connection queue is full (the kernel stops taking
+                # connections for it: every scrape adds one) — or a host that is gone. Not a port nobody holds.
+                raise WorkerNotAnswering(f"worker at {url} did not take the connection within {self.timeout_s:g}s "
+                                         "(its connection queue full, or its host unreachable)") from None
             raise WorkerUnreachable(f"worker unreachable at {url}: {exc.reason}") from None
         except TimeoutError:
             raise WorkerNotAnswering(f"worker at {url} did not answer within {self.timeout_s:g}s") from None
