@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -106,6 +107,10 @@ def test_a_tampered_bundle_is_named_with_its_file(
     assert list(picked) == ["model-compilation"]
     assert "fvg.pt" in picked["model-compilation"]["reason"]
     assert any("fvg.pt" in s for s in summaries(picked["model-compilation"], "critical"))
+    # Pasted as shown, every suggested models command acts on these bundles, not the shipped ones.
+    said = json.dumps(picked["model-compilation"])
+    commands = re.findall(r"`([^`]*tacticalctl models [^`]*)`", said)
+    assert commands and all(c.endswith(f"--models-dir {models_dir}") for c in commands), commands
 
 
 def test_stale_processing_keys_of_a_dead_owner_are_named(

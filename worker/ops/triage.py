@@ -8,8 +8,11 @@ runbook/prometheus/alerts.yml) are accepted as aliases.
 
 from __future__ import annotations
 
+import re
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -49,6 +52,7 @@ from worker.ops.probes import (
 )
 from worker.ops.sources import RedisUnavailable, Sources
 from worker.ops.worker_client import WorkerUnreachable
+from worker.settings import default_models_dir
 
 RUNBOOK = "runbook/RUNBOOK.md"
 
@@ -295,9 +299,20 @@ def _unique(findings: Iterable[Finding]) -> tuple[Finding, ...]:
 
 def triage(sources: Sources, name: str, *, reason: str = "") -> TriageReport:
     playbook = resolve_alert(name)
-    findings = [finding for probe in playbook.probes for finding in run_probe(probe, sources)]
-    return TriageReport(playbook.name, playbook.title, playbook.severity, playbook.runbook, _unique(findings),
-                        playbook.actions, reason)
+    findings = _unique([finding for probe in playbook.probes for finding in run_probe(probe, sources)])
+    actions = playbook.actions
+    if sources.models_dir.resolve() != default_models_dir():  # pasted as shown, a command acts on these bundles
+        findings = tuple(replace(f, summary=_naming_models_dir(f.summary, sources.models_dir)) for f in findings)
+        actions = tuple(_naming_models_dir(action, sources.models_dir) for action in actions)
+    return TriageReport(playbook.name, playbook.title, playbook.severity, playbook.runbook, findings, actions, reason)
+
+
+_MODELS_COMMAND = re.compile(r"(`[^`]*\btacticalctl models [^`]*)`")
+
+
+def _naming_models_dir(text: str, models_dir: Path) -> str:
+    """Each `tacticalctl models …` command quoted in `text`, with `--models-dir` naming `models_dir`."""
+    return _MODELS_COMMAND.sub(lambda match: f"{match.group(1)} --models-dir {shlex.quote(str(models_dir))}`", text)
 
 
 # ---- which alerts apply now --------------------------------------------------------------------------------------
