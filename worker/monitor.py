@@ -115,7 +115,6 @@ class HealthMonitor:
         if rtt_ms is not None:
             self._honour_reset_request()
             self._refresh_restart_count()
-            self._publish_breaker_transitions()
             self._flush_alerts()
         self._watch_models(now)
         self._probe_agents(now)
@@ -197,30 +196,6 @@ class HealthMonitor:
         except REDIS_FAILED:  # tried again next tick
             return
 
-    def _publish_breaker_transitions(self) -> None:
-        breaker = self.worker.breaker
-        with self.worker.breaker_lock:
-            lost, recent = breaker.transitions_since(self._breaker_transitions_seen)
-        if lost:  # the breaker flapped more often than it keeps history while alerts could not be sent
-            self._breaker_transitions_seen += lost
-            log.warning("%d circuit breaker transitions were never published as alerts (only the last %d are kept)",
-                        lost, breaker.config.history)
-        for transition in recent:
-            opened = transition.to_state is BreakerState.OPEN
-            try:
-                publish_alert(
-                    self.client,
-                    severity=Severity.P0 if opened else Severity.P2,
-                    kind="breaker_open" if opened else f"breaker_{transition.to_state.name.lower()}",
-                    message=f"circuit breaker {transition.from_state.name.lower()} → "
-                    f"{transition.to_state.name.lower()}: {transition.reason}",
-                    source=self.settings.consumer,
-                    at=transition.at,
-                )
-            except REDIS_FAILED:
-                return  # published on a later tick, with the time it happened
-            self._breaker_transitions_seen += 1
-
     def _log_breaker_transitions(self) -> None:
         """Log each breaker transition on the tick it happened, Redis or not (its alert may wait for Redis)."""
         with self.worker.breaker_lock:
@@ -248,13 +223,41 @@ class HealthMonitor:
             self.run_recovery(action, transition.reason)
 
     def _flush_alerts(self) -> None:
-        """Publish queued alerts oldest first; those raised while Redis was down go out once it is back."""
-        while self._unsent_alerts:
+        """Publish the health alerts queued and the breaker transitions not yet published, oldest first across both:
+        those raised while Redis was down go out once it is back, in the order they happened (the health state that
+        went critical before the outage opened the breaker comes first), each with the time it happened."""
+        breaker = self.worker.breaker
+        with self.worker.breaker_lock:
+            lost, recent = breaker.transitions_since(self._breaker_transitions_seen)
+        if lost:  # the breaker flapped more often than it keeps history while alerts could not be sent
+            self._breaker_transitions_seen += lost
+            log.warning("%d circuit breaker transitions were never published as alerts (only the last %d are kept)",
+                        lost, breaker.config.history)
+        transitions = deque(recent)
+        while transitions or self._unsent_alerts:
+            from_breaker = bool(transitions) and (not self._unsent_alerts
+                                                  or transitions[0].at <= self._unsent_alerts[0]["at"])
+            alert = self._breaker_alert(transitions[0]) if from_breaker else self._unsent_alerts[0]
             try:
-                publish_alert(self.client, **self._unsent_alerts[0])
+                publish_alert(self.client, **alert)
             except REDIS_FAILED:
-                return
-            self._unsent_alerts.popleft()
+                return  # published on a later tick, with the time it happened
+            if from_breaker:
+                transitions.popleft()
+                self._breaker_transitions_seen += 1
+            else:
+                self._unsent_alerts.popleft()
+
+    def _breaker_alert(self, transition: Any) -> dict[str, Any]:
+        opened = transition.to_state is BreakerState.OPEN
+        return {
+            "severity": Severity.P0 if opened else Severity.P2,
+            "kind": "breaker_open" if opened else f"breaker_{transition.to_state.name.lower()}",
+            "message": f"circuit breaker {transition.from_state.name.lower()} → {transition.to_state.name.lower()}: "
+            f"{transition.reason}",
+            "source": self.settings.consumer,
+            "at": transition.at,
+        }
 
     def run_recovery(self, action: RecoveryAction, reason: str) -> None:
         log.warning("recovery action %s (%s)", action.value, reason)

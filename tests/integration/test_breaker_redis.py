@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import redis
 
 from worker import stream_entries
@@ -178,13 +179,13 @@ def test_the_monitor_publishes_each_kept_breaker_transition_once_after_alerts_fa
         monkeypatch.setattr(monitor_module, "publish_alert",
                             lambda *a, **k: (_ for _ in ()).throw(redis.ConnectionError("Redis is down")))
         breaker.record_failure("first")
-        monitor._publish_breaker_transitions()  # alerts cannot be sent: owed, not counted
+        monitor._flush_alerts()  # alerts cannot be sent: owed, not counted
         for n in range(2):  # 5 transitions in all, only the last 2 kept
             breaker.reset(f"op{n}")
             breaker.record_failure(f"again {n}")
         monkeypatch.setattr(monitor_module, "publish_alert", publish)
         for _ in range(3):
-            monitor._publish_breaker_transitions()
+            monitor._flush_alerts()
 
         messages = [fields[b"message"].decode() for _, fields in stream_entries.entries(client, ALERTS_STREAM)
                     if fields[b"kind"].startswith(b"breaker")]
@@ -192,6 +193,54 @@ def test_the_monitor_publishes_each_kept_breaker_transition_once_after_alerts_fa
             "circuit breaker open → closed: reset by op1",
             "circuit breaker closed → open: 1 consecutive failures, last: again 1",
         ], "the 2 kept, each once; the 3 no longer kept are skipped, not re-sent"
+    finally:
+        client.close()
+        monitor.client.close()
+
+
+@pytest.mark.parametrize("health_first", [True, False])
+def test_alerts_held_through_an_outage_go_out_in_the_order_they_happened(
+    redis_url: str, monkeypatch, health_first: bool
+) -> None:
+    """A health transition and a breaker transition both held while Redis was down: published oldest first, so the
+    audit trail reads as it happened (before, every breaker alert went out ahead of the health alerts)."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import worker.monitor as monitor_module
+    from worker.monitor import HealthMonitor
+    from worker.names import ALERTS_STREAM
+    from worker.settings import WorkerSettings
+
+    clock = [time.time() - 60.0]
+    breaker = CircuitBreaker(BreakerConfig(failure_threshold=1), clock=lambda: clock[0])
+    worker = SimpleNamespace(settings=WorkerSettings(redis_url=redis_url, consumer="order-test"), breaker=breaker,
+                             breaker_lock=threading.Lock())
+    monitor = HealthMonitor(worker)  # type: ignore[arg-type]  # only its alerts are exercised
+    client = redis.Redis.from_url(redis_url)
+    client.delete(ALERTS_STREAM)
+    publish = monitor_module.publish_alert
+    health = {"severity": Severity.P0, "kind": "health_transition", "message": "health healthy → critical",
+              "source": "order-test", "from_state": "healthy", "to_state": "critical"}
+    try:
+        monkeypatch.setattr(monitor_module, "publish_alert",
+                            lambda *a, **k: (_ for _ in ()).throw(redis.ConnectionError("Redis is down")))
+        if health_first:
+            monitor._unsent_alerts.append({**health, "at": clock[0]})
+            clock[0] += 5.0
+            breaker.record_failure("Redis down")
+        else:
+            breaker.record_failure("Redis down")
+            clock[0] += 5.0
+            monitor._unsent_alerts.append({**health, "at": clock[0]})
+        monitor._flush_alerts()
+        monkeypatch.setattr(monitor_module, "publish_alert", publish)
+        monitor._flush_alerts()
+
+        kinds = [fields[b"kind"].decode() for _, fields in stream_entries.entries(client, ALERTS_STREAM)]
+        expected = ["health_transition", "breaker_open"]
+        assert kinds == (expected if health_first else expected[::-1])
     finally:
         client.close()
         monitor.client.close()
