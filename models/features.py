@@ -37,14 +37,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.bars import Bars
-from worker.records import FEATURE_NAMES, MATRIX_COLS, MATRIX_ROWS
+from worker.records import FEATURE_CLIP, FEATURE_NAMES, MATRIX_COLS, MATRIX_ROWS
 
 FVG_EXPIRY_BARS = 50
 MAX_ACTIVE_GAPS_PER_SIDE = 10
 FVG_AGE_DECAY = 0.1
 MOMENTUM_LOOKBACK = 5
 VOLUME_EMA_ALPHA = 0.02
-FEATURE_CLIP = 2.0
 
 FEATURE_INDEX: dict[str, int] = {name: position for position, name in enumerate(FEATURE_NAMES)}
 

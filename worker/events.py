@@ -18,7 +18,15 @@ from typing import cast
 import numpy as np
 
 from worker.names import EVENT_TYPE
-from worker.records import FEATURE_NAMES, MATRIX_COLS, MATRIX_ROWS, MATRIX_SHAPE, SynergyEvent, SynergyType
+from worker.records import (
+    FEATURE_CLIP,
+    FEATURE_NAMES,
+    MATRIX_COLS,
+    MATRIX_ROWS,
+    MATRIX_SHAPE,
+    SynergyEvent,
+    SynergyType,
+)
 
 MATRIX_DTYPE = np.dtype("<f4")
 MATRIX_BYTES = MATRIX_ROWS * MATRIX_COLS * MATRIX_DTYPE.itemsize
@@ -66,6 +74,7 @@ class InvalidReason(StrEnum):
     MATRIX_SIZE = "matrix_size"  # f32le matrix of the wrong byte length
     MATRIX_SHAPE = "matrix_shape"  # JSON matrix that is not 60 lists of 7 numbers
     MATRIX_NOT_FINITE = "matrix_not_finite"
+    MATRIX_OUT_OF_RANGE = "matrix_out_of_range"  # a finite value outside ±FEATURE_CLIP
 
 
 class InvalidEvent(ValueError):
@@ -101,8 +110,8 @@ def decode_event(fields: Mapping[bytes, bytes], *, max_event_bytes: int = DEFAUL
     scalars, matrix = _checked_fields(fields, max_event_bytes)
     if isinstance(matrix, bytes):
         matrix = matrix_from_bytes(matrix)
-    if not np.isfinite(matrix).all():
-        raise InvalidEvent(InvalidReason.MATRIX_NOT_FINITE, _non_finite_detail(matrix))
+    if not (np.abs(matrix) <= FEATURE_CLIP).all():  # NaN fails the comparison too
+        raise _matrix_rejected(matrix)
     return SynergyEvent(*scalars, matrix)
 
 
@@ -130,13 +139,14 @@ def decode_events(
         matrices.append(matrix if isinstance(matrix, bytes) else matrix.tobytes())
         decoded.append(None)
     batch = np.frombuffer(bytearray().join(matrices), dtype=MATRIX_DTYPE).reshape(-1, *MATRIX_SHAPE)
-    finite = cast(np.ndarray, np.isfinite(batch).all(axis=(1, 2)))  # one flag per event (numpy types it bool | array)
-    if not finite.all():
-        for (index, _), matrix, ok in zip(checked, batch, finite, strict=True):
+    # One flag per event (numpy types it bool | array): finite and within the clip (NaN fails the comparison too).
+    usable = cast(np.ndarray, (np.abs(batch) <= FEATURE_CLIP).all(axis=(1, 2)))
+    if not usable.all():
+        for (index, _), matrix, ok in zip(checked, batch, usable, strict=True):
             if not ok:
-                decoded[index] = InvalidEvent(InvalidReason.MATRIX_NOT_FINITE, _non_finite_detail(matrix))
-        checked = [item for item, ok in zip(checked, finite, strict=True) if ok]
-        batch = batch[finite]
+                decoded[index] = _matrix_rejected(matrix)
+        checked = [item for item, ok in zip(checked, usable, strict=True) if ok]
+        batch = batch[usable]
     rows = batch.view()
     rows.flags.writeable = False
     for (index, scalars), matrix in zip(checked, rows, strict=True):
@@ -392,13 +402,18 @@ def _matrix_from_json(raw: bytes) -> np.ndarray:
     return matrix
 
 
-def _non_finite_detail(matrix: np.ndarray) -> str:
+def _matrix_rejected(matrix: np.ndarray) -> InvalidEvent:
+    """Why a matrix with a value that is not finite, or outside ±FEATURE_CLIP, is refused (non-finite first)."""
     bad = np.argwhere(~np.isfinite(matrix))
+    if len(bad):
+        i, j = bad[0]
+        return InvalidEvent(InvalidReason.MATRIX_NOT_FINITE, f"matrix has {len(bad)} NaN/inf values, first "
+                            f"matrix[{i}][{j}] = {float(matrix[i, j])} (bar {i}, {FEATURE_NAMES[j]})")
+    bad = np.argwhere(np.abs(matrix) > FEATURE_CLIP)
     i, j = bad[0]
-    return (
-        f"matrix has {len(bad)} NaN/inf values, first matrix[{i}][{j}] = {float(matrix[i, j])} "
-        f"(bar {i}, {FEATURE_NAMES[j]})"
-    )
+    return InvalidEvent(InvalidReason.MATRIX_OUT_OF_RANGE, f"matrix has {len(bad)} values outside ±{FEATURE_CLIP:g}, "
+                        f"first matrix[{i}][{j}] = {float(matrix[i, j])} (bar {i}, {FEATURE_NAMES[j]}): features are "
+                        f"clipped to ±{FEATURE_CLIP:g} upstream")
 
 
 def _rejected(reason: InvalidReason, field: str, raw: bytes, expected: str) -> InvalidEvent:

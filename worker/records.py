@@ -26,6 +26,9 @@ def per_event_record(cls: type[_Record]) -> type[_Record]:
 MATRIX_ROWS = 60
 MATRIX_COLS = 7
 MATRIX_SHAPE = (MATRIX_ROWS, MATRIX_COLS)
+# Every feature is clipped to ±FEATURE_CLIP upstream (models.features builds them so); the worker refuses a matrix
+# outside it: features the agents never saw in training, or a broken feed (3e38 gives NaN votes).
+FEATURE_CLIP = 2.0
 FEATURE_NAMES: tuple[str, ...] = (
     "fvg_bullish_active",
     "fvg_bearish_active",

@@ -19,11 +19,12 @@ from worker.events import (
     InvalidEvent,
     InvalidReason,
     decode_event,
+    decode_events,
     encode_event,
     matrix_from_bytes,
     new_correlation_id,
 )
-from worker.records import FEATURE_NAMES, SynergyEvent, SynergyType
+from worker.records import FEATURE_CLIP, FEATURE_NAMES, SynergyEvent, SynergyType
 
 TEXT_FIELDS = (
     "event_type",
@@ -241,6 +242,8 @@ BAD_EVENTS: list[tuple[str, Callable[[dict[bytes, bytes]], None], InvalidReason]
     ("json_nan", _json_matrix(b"[" + b",".join([b"[0,0,0,0,0,0,NaN]"] * 60) + b"]"), InvalidReason.MATRIX_NOT_FINITE),
     ("json_beyond_float32", _json_matrix([ROW] * 59 + [[*ROW[:6], 1e39]]), InvalidReason.MATRIX_NOT_FINITE),
     ("json_huge_int", _json_matrix([ROW] * 59 + [[*ROW[:6], 10**400]]), InvalidReason.MATRIX_NOT_FINITE),
+    ("f32le_beyond_the_clip", _f32le_with(3e38), InvalidReason.MATRIX_OUT_OF_RANGE),
+    ("json_beyond_the_clip", _json_matrix([ROW] * 59 + [[*ROW[:6], -2.5]]), InvalidReason.MATRIX_OUT_OF_RANGE),
 ]
 
 
@@ -368,3 +371,32 @@ def test_the_readme_documents_the_wire_format() -> None:
     assert f"≤ {MAX_CORRELATION_ID_LENGTH} characters" in section
     assert f"≤ {MAX_SYMBOL_LENGTH} characters" in section
     assert f"{MATRIX_BYTES:,} bytes of little-endian float32" in section
+    assert f"every value within ±{FEATURE_CLIP:g}" in section
+
+
+@pytest.mark.parametrize("value", [2.0001, -2.5, 3e38, -1e10])
+def test_a_finite_feature_outside_the_upstream_clip_is_rejected_with_where_it_is(value: float) -> None:
+    """Features are clipped to ±2 upstream: a value outside is a broken feed (3e38 gives the agents NaN votes), not
+    an event to trade on. Alone or in a batch, the same reason."""
+    matrix = feature_matrix()
+    matrix[4, 5] = value
+    fields = {**valid_fields(), b"matrix": matrix.tobytes()}
+
+    rejected = rejection(fields)
+
+    assert rejected.reason == "matrix_out_of_range"
+    assert f"matrix[4][5] = {float(np.float32(value))} (bar 4, price_momentum_5)" in rejected.detail
+    [batched], _ = decode_events([fields])
+    assert isinstance(batched, InvalidEvent) and str(batched) == str(rejected)
+
+
+def test_a_feature_at_the_clip_itself_is_taken() -> None:
+    matrix = feature_matrix()
+    matrix[0, :], matrix[1, :] = 2.0, -2.0
+    assert decode_event({**valid_fields(), b"matrix": matrix.tobytes()}).matrix.tobytes() == matrix.tobytes()
+
+
+def test_nan_beside_an_out_of_range_value_is_named_first() -> None:
+    matrix = feature_matrix()
+    matrix[3, 1], matrix[2, 0] = np.nan, 7.0
+    assert rejection({**valid_fields(), b"matrix": matrix.tobytes()}).reason == "matrix_not_finite"

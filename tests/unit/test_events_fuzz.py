@@ -22,7 +22,7 @@ from worker.events import (
     decode_events,
     encode_event,
 )
-from worker.records import SynergyEvent, SynergyType
+from worker.records import FEATURE_CLIP, SynergyEvent, SynergyType
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FIELD_NAMES = [name.encode() for name in (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)]
@@ -120,12 +120,16 @@ def test_nan_or_inf_anywhere_in_the_matrix_is_rejected(row: int, col: int, value
 
 @FUZZ
 @given(st.binary(min_size=MATRIX_BYTES, max_size=MATRIX_BYTES))
-def test_any_1680_bytes_decode_to_exactly_those_floats_or_a_finiteness_error(raw: bytes) -> None:
+def test_any_1680_bytes_decode_to_exactly_those_floats_or_a_finiteness_or_range_error(raw: bytes) -> None:
     result = decodes_or_rejects({**VALID, b"matrix": raw})
+    values = np.frombuffer(raw, dtype="<f4")
     if isinstance(result, SynergyEvent):
         assert result.matrix.tobytes() == raw
-    else:
+        assert np.all(np.abs(values) <= FEATURE_CLIP)
+    elif not np.isfinite(values).all():
         assert result.reason == "matrix_not_finite"
+    else:
+        assert result.reason == "matrix_out_of_range"
 
 
 json_values = st.recursive(
@@ -141,8 +145,8 @@ def test_any_json_matrix_text_decodes_or_is_rejected(raw: bytes) -> None:
     decodes_or_rejects({**VALID, b"matrix_encoding": b"json", b"matrix": raw})
 
 
-finite_matrices = arrays(
-    np.float32, (60, 7), elements=st.floats(width=32, allow_nan=False, allow_infinity=False, allow_subnormal=True)
+finite_matrices = arrays(  # what the worker takes: every feature within the upstream clip
+    np.float32, (60, 7), elements=st.floats(-FEATURE_CLIP, FEATURE_CLIP, width=32, allow_subnormal=True)
 )
 correlation_ids = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=128)
 symbols = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=32)
