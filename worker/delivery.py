@@ -577,6 +577,10 @@ def delete_consumers_without_pending(client: redis.Redis, consumers: Sequence[st
 # script fails after its XACK, and the entry is acked but never written. An event has a dozen fields; one with
 # thousands (all within max_event_bytes) keeps its known fields and the first others up to this count.
 MAX_DEAD_LETTER_ORIGINAL_FIELDS = 1000
+# A value longer than this is cut in the dead letter (its length kept in `dead_fields_truncated`): an event of 20 MB,
+# dead-lettered as payload_too_large, was copied whole — another 20 MB XADD holding Redis up, and every tool reading
+# the dead letters reading it. What an operator needs of it (which producer, the start of the offending field) fits.
+MAX_DEAD_LETTER_VALUE_BYTES = 65_536
 _EVENT_FIELD_NAMES = frozenset(
     form for name in (*REQUIRED_FIELDS, *OPTIONAL_FIELDS) for form in (name, name.encode())
 )
@@ -587,13 +591,19 @@ def dead_letter_fields(
 ) -> dict[bytes | str, bytes | str]:
     """The original fields, then why, how often it was delivered, where it came from and who gave up on it. Of an
     event with more than MAX_DEAD_LETTER_ORIGINAL_FIELDS fields, the event's own fields and the first others are
-    kept, and `dead_fields_left_out` says how many were not."""
+    kept, and `dead_fields_left_out` says how many were not. A value longer than MAX_DEAD_LETTER_VALUE_BYTES is cut
+    to that, and `dead_fields_truncated` names each one cut with its length (`matrix=20971520`)."""
     fields: dict[bytes | str, bytes | str] = {name: value for name, value in original.items()}
     if len(fields) > MAX_DEAD_LETTER_ORIGINAL_FIELDS:
         known = [name for name in fields if name in _EVENT_FIELD_NAMES]
         others = [name for name in fields if name not in _EVENT_FIELD_NAMES]
         kept = known + others[: MAX_DEAD_LETTER_ORIGINAL_FIELDS - len(known)]
         fields = {name: fields[name] for name in kept} | {"dead_fields_left_out": str(len(original) - len(kept))}
+    cut = [name for name, value in fields.items() if len(value) > MAX_DEAD_LETTER_VALUE_BYTES]
+    if cut:
+        fields["dead_fields_truncated"] = ",".join(f"{as_text(name)}={len(fields[name])}" for name in cut)
+        for name in cut:
+            fields[name] = fields[name][:MAX_DEAD_LETTER_VALUE_BYTES]
     fields.update(
         {
             "dead_reason": reason,

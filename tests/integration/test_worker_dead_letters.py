@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tests.integration.streams import decided_ids, pending_count, wait_for, wait_settled
+from worker.delivery import MAX_DEAD_LETTER_VALUE_BYTES
 from worker.events import encode_event
 from worker.names import DEAD_LETTER_STREAM, INPUT_STREAM
 from worker.producer import make_event, publish_events
@@ -75,3 +76,19 @@ def test_an_event_with_thousands_of_fields_is_dead_lettered_not_lost(redis_url, 
     kept_extras = sum(1 for name in dead if name.startswith(b"x"))
     assert int(dead[b"dead_fields_left_out"]) == 5_000 - kept_extras > 0
     assert pending_count(redis_client) == 0
+
+
+def test_an_oversized_event_is_dead_lettered_with_its_long_values_cut(redis_url, redis_client, start_worker) -> None:
+    """A 2 MB event is payload_too_large: its dead letter keeps every field, the long one cut to 64 KiB with its
+    length on record — not a second 2 MB write for Redis and for every reader of the dead letters."""
+    fields = valid_fields("huge")
+    fields["debug_blob"] = "z" * 2_000_000
+    redis_client.xadd(INPUT_STREAM, fields)
+    start_worker(redis_url)
+
+    wait_settled(redis_client, decisions=0, dead=1)
+    (_, dead), = redis_client.xrange(DEAD_LETTER_STREAM)
+    assert dead[b"dead_reason"].startswith(b"payload_too_large")
+    assert dead[b"debug_blob"] == b"z" * MAX_DEAD_LETTER_VALUE_BYTES
+    assert dead[b"dead_fields_truncated"] == b"debug_blob=2000000"
+    assert dead[b"matrix"] == fields["matrix"] and dead[b"correlation_id"] == b"huge", "short fields are whole"
