@@ -55,6 +55,7 @@ from worker.heartbeat import Heartbeat
 from worker.http_server import HealthServer
 from worker.inference import AgentEnsemble, row_invariant_kernels
 from worker.monitor import HealthMonitor
+from worker.names import DEFAULT_DB
 from worker.pipeline import BatchResult, EventPipeline, PipelineConfig, StageError, StreamEntry
 from worker.redis_text import as_text
 from worker.security import effective_settings
@@ -195,6 +196,10 @@ class Worker:
         self.ensemble = self.load_models()
         self.telemetry.metrics.set_model(self.ensemble.version, 0.0)
         self.client = connect(s.redis_url, client_name=f"tactical-worker:{s.consumer}", read_timeout_s=s.block_ms / 1e3)
+        db = int(self.client.connection_pool.connection_kwargs.get("db") or 0)
+        if db != DEFAULT_DB:  # a URL without its /2 reads database 0: a worker that runs and never sees an event
+            log.warning("worker %s reads Redis database %d, not %d where the runbook's producers and tools are: "
+                        "check TACTICAL_REDIS_URL ends in /%d", s.consumer, db, DEFAULT_DB, DEFAULT_DB)
         heartbeat = Heartbeat(self.client, s.consumer, s.heartbeat_interval_s)
         if not self.take_consumer_name(heartbeat):
             # Stopped while Redis was unreachable, or while another worker's heartbeat held the name: neither it nor

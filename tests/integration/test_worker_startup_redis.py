@@ -100,3 +100,22 @@ def test_redis_gone_while_the_start_is_counted_does_not_end_the_worker(starting_
     starting_worker.state.should_exit = True
     thread.join(timeout=30)
     assert not crashed, f"the worker's loop died: {crashed[0]!r}"
+
+
+@pytest.mark.parametrize(("db", "warned"), [(0, True), (2, False)])
+def test_a_worker_on_another_database_than_the_runbooks_says_so(
+    private_redis: EmbeddedRedis, caplog: pytest.LogCaptureFixture, db: int, warned: bool
+) -> None:
+    """A URL without its /2 reads database 0: the worker runs and never sees an event the producers send to 2."""
+    settings = WorkerSettings.from_env({}, redis_url=private_redis.url(db=db), consumer=f"db{db}",
+                                       http_addr="127.0.0.1:0", health_interval_s=0.1)
+    worker = Worker(settings)
+    try:
+        with caplog.at_level(logging.WARNING, logger="tactical.worker"):
+            worker.startup()
+    finally:
+        worker.state.should_exit = True
+        worker.shutdown()
+    said = [r.getMessage() for r in caplog.records if "reads Redis database" in r.getMessage()]
+    assert said == ([f"worker db{db} reads Redis database {db}, not 2 where the runbook's producers and tools are: "
+                     "check TACTICAL_REDIS_URL ends in /2"] if warned else [])
