@@ -222,6 +222,26 @@ def test_market_check_warns_at_the_restart_limit_as_breaker_status_does(
     assert ctl("breaker", "status", worker_url=url).exit_code == 1
 
 
+@pytest.mark.parametrize(("round_trips", "status"), [(1, "ok"), (2, "warn")])
+def test_market_check_calls_a_healthy_state_that_keeps_leaving_and_coming_back_flapping(
+    ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers], round_trips: int, status: str
+) -> None:
+    url, answers = worker_http
+    ensure_group(redis_client)
+    healthy(answers)
+    now = time.time()
+    answers.state["recent_transitions"] = [
+        {"at": now - 300 + 60 * i + offset, "from": moves[0], "to": moves[1], "reason": "consumer_lag warn"}
+        for i in range(round_trips)
+        for offset, moves in ((0, ("healthy", "degraded")), (30, ("degraded", "healthy")))]
+
+    row = steps(ctl("market-check", "--json", worker_url=url))["health state transitions"]
+
+    assert row["status"] == status, row
+    assert ("flapping" in row["value"]) is (status == "warn")
+    assert f"{2 * round_trips} transition(s) in 15 min" in row["value"]
+
+
 def test_market_check_catches_a_second_command_for_one_event(
     ctl: Ctl, redis_client: redis.Redis, worker_http: tuple[str, WorkerAnswers]
 ) -> None:

@@ -522,7 +522,13 @@ def check_model_confidence(sources: Sources) -> Verdict:
                         mean_confidence=mean)
 
 
-@check("health state transitions", "state healthy; transitions in the last 15 min reviewed")
+# Transitions in the market-hours window that make a healthy state a warning: away from healthy and back, twice. One
+# round trip is a blip to review; TacticalHealthStateTransition (P2) pages the team channel for any.
+FLAPPING_TRANSITIONS = 4
+
+
+@check("health state transitions", f"state healthy; fewer than {FLAPPING_TRANSITIONS} transitions in the last "
+       "15 min (else flapping: warn)")
 def check_health_transitions(sources: Sources, window_s: float = MARKET_WINDOW_S) -> Verdict:
     state = sources.state()
     now = sources.now()
@@ -544,6 +550,9 @@ def check_health_transitions(sources: Sources, window_s: float = MARKET_WINDOW_S
         return Verdict(Status.CRITICAL, value, "`tacticalctl triage health-stuck`", details=details)
     if code == 1:
         return Verdict(Status.WARN, value, "`tacticalctl health state` for the failing checks", details=details)
+    if len(recent) >= FLAPPING_TRANSITIONS:  # healthy now, but away and back twice or more: a check flaps
+        return Verdict(Status.WARN, value + " (flapping)", "a check moves around its threshold: `tacticalctl triage "
+                       "health-transitions`", details=details)
     return Verdict(Status.OK, value, "`tacticalctl health state` to review them" if recent else "", details=details)
 
 
