@@ -16,7 +16,7 @@ from rich.text import Text
 
 from tacticalctl.context import JsonOption, get_context, print_json, worker_settings
 from tacticalctl.errors import CtlError, ExitCode
-from tacticalctl.formatting import audit_not_written, make_console, markup_text, plain, timestamp
+from tacticalctl.formatting import audit_not_written, make_console, markup_text, plain, these, timestamp
 from worker.alerts import default_actor
 from worker.names import DECISIONS_STREAM
 from worker.ops.dead_letters import (
@@ -343,7 +343,8 @@ def _print_purge(console: Console, chosen: Sequence[DeadLetterEntry], result: Pu
         return
     console.print(dead_letters_table(chosen, "dead letters to purge", console.width))
     if not result.applied:
-        console.print(f"dry run: nothing changed. Add --yes to remove these {len(chosen)} dead letters for good.")
+        console.print(f"dry run: nothing changed. Add --yes to remove "
+                      f"{these(len(chosen), 'dead letter', 'dead letters')} for good.")
         return
     console.print(f"purged {len(result.removed)} dead letters; audit entry {result.audit_id or '-'}")
     if result.audit_error:

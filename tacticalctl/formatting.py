@@ -136,3 +136,8 @@ def sparkline(values: Sequence[float], *, floor_max: float = 0.0) -> str:
         return _SPARK[0] * len(values)
     last = len(_SPARK) - 1
     return "".join(_SPARK[min(last, max(0, round(v / top * last)))] for v in values)
+
+
+def these(count: int, singular: str, plural: str) -> str:
+    """`this name` or `these 3 names`: what a dry run's "Add --yes to remove …" names."""
+    return f"this {singular}" if count == 1 else f"these {count} {plural}"

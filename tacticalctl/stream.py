@@ -13,7 +13,7 @@ from rich.table import Table
 
 from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
-from tacticalctl.formatting import age, audit_not_written, parse_duration, plain, timestamp
+from tacticalctl.formatting import age, audit_not_written, parse_duration, plain, these, timestamp
 from worker.alerts import default_actor
 from worker.names import CONSUMER_GROUP, INPUT_STREAM
 from worker.ops.consumer_prune import ConsumerPrune, prune_consumers
@@ -219,7 +219,7 @@ def _print_prune(console: Console, result: ConsumerPrune, idle: str) -> None:
         table.add_row(plain(consumer.name), age(consumer.idle_ms / 1000))
     console.print(table)
     if not result.applied:
-        console.print(f"dry run: nothing removed. Add --yes to remove these {len(result.planned)} names.")
+        console.print(f"dry run: nothing removed. Add --yes to remove {these(len(result.planned), 'name', 'names')}.")
         return
     console.print(f"removed {len(result.removed)} consumers; audit entry {result.audit_id or '-'}")
     if result.audit_error:

@@ -121,6 +121,7 @@ def test_prune_consumers_shows_then_removes_with_yes(ctl: Ctl, redis_client: red
     time.sleep(0.2)
     dry = ctl("stream", "prune-consumers", "--idle", "100ms")
     assert dry.exit_code == 0 and "gone-worker" in dry.stdout and "dry run" in dry.stdout
+    assert "Add --yes to remove this name." in dry.stdout
     doc = json.loads(ctl("stream", "prune-consumers", "--idle", "100ms", "--yes", "--json").stdout)
     assert doc["removed"] == ["gone-worker"] and doc["audit_id"]
     assert redis_client.xinfo_consumers(INPUT_STREAM, CONSUMER_GROUP) == []
