@@ -19,6 +19,7 @@ A crash before the commit leaves entries pending in the group; they are reclaime
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ from worker.names import (
 )
 from worker.records import per_event_record
 from worker.redis_text import as_text
+
+log = logging.getLogger(__name__)
 
 # Both scripts run once per batch and loop over its events: globals (ARGV, redis.call, string.*) are looked up once,
 # into locals, not on every use.
@@ -454,6 +457,17 @@ class DeliveryScripts:
         self._connection = ScriptConnection(client)
         self._claim = client.register_script(_CLAIM_LUA)
         self._commit = client.register_script(_COMMIT_LUA)
+        self.load()
+
+    def load(self) -> None:
+        """Load both scripts into Redis now. A claim Redis does not know (NOSCRIPT) is only loaded, not run again
+        (`PendingClaim.settle`): without this, the first batch after a start set no lease. Best effort: a Redis that
+        fails here fails the first batch's EVALSHA the same way, and that path loads them."""
+        try:
+            for script in (self._claim, self._commit):
+                self.client.script_load(script.script)
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
+            log.warning("could not load the delivery scripts now (%s): they are loaded on first use", exc)
 
     def close(self) -> None:
         """Hand the scripts' connection back to the client's pool."""

@@ -37,9 +37,8 @@ class StageError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class FailedEvent:
-    """An event the agents could not decide even alone, while they decided others (its batch-mates, or the last event
-    they decided, tried again): it stays pending and is retried (then dead-lettered after max_deliveries), without
-    holding the others back or counting against the breaker."""
+    """An event the agents could not decide even alone, in a batch whose other events were decided: it stays
+    pending and is retried (then dead-lettered after max_deliveries), without holding the others back."""
 
     correlation_id: str
     entry_id: bytes
@@ -132,9 +131,6 @@ class EventPipeline:
         self._stage = "validate"
         self._in_flight: _InFlight | None = None
         self._unreported: list[BatchResult] = []  # settled by a submit that then failed: the next drain's
-        # The last event the agents decided: a real input to tell, when events fail even alone, the events' fault
-        # (the agents still decide it) from the model's (they do not).
-        self._last_decided: SynergyEvent | None = None
 
     @property
     def commit_in_flight(self) -> bool:
@@ -255,8 +251,6 @@ class EventPipeline:
                     result.batch_error = f"{self._stage} failed: {type(exc).__name__}: {exc}"
                     events, entry_ids, decisions, result.failed = self._decide_alone(ensemble, events, entry_ids, exc)
                     inferred = clock()
-                if events:
-                    self._last_decided = events[-1]
             else:
                 inferred = clock()
             aggregated = clock()
@@ -289,12 +283,10 @@ class EventPipeline:
         """The batch failed as a whole: decide each event alone (the decision it would get in the batch: an event's
         probabilities do not depend on its batch), so one event the agents cannot decide does not take the others
         to max_deliveries with it, and a failure that does not repeat costs nothing (an event alone in its batch is
-        tried once more).
-
-        When no event can be decided alone, the agents are asked to decide again the last event they decided (a real
-        one): if they do, the events are at fault, and fail as events (pending, retried, dead-lettered after
-        max_deliveries: on a quiet stream one such event must not open the breaker). If they do not, or have
-        decided nothing yet, the model is at fault: the batch's error is raised as it was."""
+        tried once more). When no event can be decided alone, the model is at fault, not an event: the batch's error
+        is raised as it was (a breaker failure; its events wait in the stream). Alone, an event the agents cannot
+        decide is not told from a broken model: telling them apart by another event the agents still decide would
+        let a model broken on part of its inputs dead-letter real traffic instead of opening the breaker."""
         failed_stage = self._stage
         kept_events: list[SynergyEvent] = []
         kept_ids: list[bytes] = []
@@ -311,22 +303,10 @@ class EventPipeline:
                 continue
             kept_events.append(event)
             kept_ids.append(entry_id)
-        if not decisions and not self._agents_still_decide(ensemble):
+        if not decisions:
             self._stage = failed_stage
             raise batch_error
         return kept_events, kept_ids, decisions, failed
-
-    def _agents_still_decide(self, ensemble: AgentEnsemble) -> bool:
-        """Whether the agents decide the last event they decided, now."""
-        event = self._last_decided
-        if event is None:
-            return False
-        try:
-            probabilities, confidence = ensemble.infer(event.matrix[np.newaxis])
-            aggregate_batch([event], probabilities, confidence, self.aggregator, ensemble.version)
-        except Exception:
-            return False
-        return True
 
     def _settle(self, batch: _Decided, committed: list[str], commit_seconds: float) -> BatchResult:
         """Fill in a batch's result from its commit's outcomes."""

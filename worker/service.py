@@ -743,9 +743,8 @@ class Worker:
                 self.report_batch_fallback(result.batch_error)
             for failed in result.failed:
                 log.error("event %s failed in %s even alone (%s): it stays pending and is retried, then "
-                          "dead-lettered after %d deliveries; the agents decide other events, so the event is at "
-                          "fault, not the model", failed.correlation_id, failed.stage, failed.reason,
-                          self.settings.max_deliveries)
+                          "dead-lettered after %d deliveries; the rest of its batch was committed",
+                          failed.correlation_id, failed.stage, failed.reason, self.settings.max_deliveries)
 
     def hold_for_recording(self, result: BatchResult) -> None:
         """Record `result` with the batches held before it, now if a full batch's worth is held or the first has

@@ -118,6 +118,28 @@ def test_a_claim_rerun_after_noscript_does_not_land_after_its_commit(redis_clien
     assert claim_loaded, "not run again, but loaded: else no later claim runs either (every one refused NOSCRIPT)"
 
 
+def test_the_first_batch_on_a_redis_that_never_saw_the_scripts_sets_its_leases(private_redis, ensemble) -> None:
+    """A claim Redis does not know is loaded, not run again (above): the scripts are loaded when they are built, so
+    a worker's first batch after a start shows its events in flight like every later one. Seen by an event that
+    stays pending: its lease outlives the batch."""
+    client = redis.Redis.from_url(private_redis.url())
+    ensure_group(client)
+    scripts = DeliveryScripts(client)
+    shas = [hashlib.sha1(script.encode()).hexdigest() for script in (_CLAIM_LUA, _COMMIT_LUA)]
+    assert client.script_exists(*shas) == [True, True]
+
+    model = FaultyModel(ensemble)
+    model.poison = 1.875
+    first, poisoned = make_event(correlation_id="first", rng=np.random.default_rng(1)), make_event(
+        matrix=np.full((60, 7), 1.875, dtype=np.float32), correlation_id="poisoned")
+    publish_events(client, [first, poisoned])
+    result = EventPipeline(scripts, model, AggregatorConfig(), CONFIG).process(read(client, 2))  # type: ignore[arg-type]
+
+    assert [f.correlation_id for f in result.failed] == ["poisoned"]
+    assert client.get(processing_key("poisoned")) is not None, "the first batch's claim ran"
+    client.close()
+
+
 def test_a_worker_reconnecting_after_a_batch_failed_with_a_commit_in_flight_records_every_batch(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
