@@ -78,6 +78,10 @@ return {#after, first, added, removed, head, last, deleted, #upto, redis.call('X
 """
 
 
+# What Redis answers for a stream or group that is not there (or a key of another type): the lag is unavailable.
+_ABSENT = ("no such key", "WRONGTYPE", "NOGROUP")
+
+
 class LagUnavailable(RuntimeError):
     """The lag cannot be measured (no stream, no group); the message says what to check."""
 
@@ -221,6 +225,9 @@ def read_consumer_lag(
         pipe.xpending(stream, group)
         pipe.xlen(stream)
         server_time, groups, pending_summary, length = pipe.execute(raise_on_error=False)
+    for reply in (server_time, groups, pending_summary, length):
+        if isinstance(reply, redis.ResponseError) and not any(text in str(reply) for text in _ABSENT):
+            raise reply  # refused (an ACL without XINFO, say): no stream or group missing, and not to be read as one
     if isinstance(groups, redis.ResponseError):
         raise LagUnavailable(no_stream_message(client, stream, groups))
     info = next((g for g in groups if as_text(g["name"]) == group), None)

@@ -503,3 +503,18 @@ def test_the_lag_is_read_while_redis_is_out_of_memory(private_redis) -> None:
 
     assert (lag.count, lag.pending, lag.stream_length) == (5, 0, 5)
     client.close()
+
+
+def test_a_refused_read_is_the_refusal_not_a_missing_stream(private_redis) -> None:
+    """Under an ACL user without XINFO, the lag cannot be read: that is Redis refusing (the user's ACL to fix), not
+    a stream that does not exist."""
+    admin = redis.Redis.from_url(private_redis.url())
+    admin.xgroup_create(INPUT_STREAM, CONSUMER_GROUP, id="0", mkstream=True)
+    admin.xadd(INPUT_STREAM, {"n": "1"})
+    admin.execute_command("ACL", "SETUSER", "noxinfo", "on", ">pw", "~*", "&*", "+@all", "-xinfo")
+    client = redis.Redis.from_url(private_redis.url().replace("redis://", "redis://noxinfo:pw@"))
+
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        read_consumer_lag(client)
+    client.close()
+    admin.close()
