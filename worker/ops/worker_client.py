@@ -8,8 +8,10 @@ An HTTP 503 from `/health` is an answer (critical/failed), not a failure to reac
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -33,10 +35,9 @@ class WorkerUnreachable(RuntimeError):
 
 
 class WorkerNotAnswering(WorkerUnreachable):
-    """No answer came in time, and no refusal either: the port took the connection and nothing answered, or (its
-    connection queue full) took none. A process holds it and is hung or stopped (SIGSTOP, swapping, a stuck loop) —
-    not a worker that is gone, so starting another is not the fix. (A host that is gone looks the same from here:
-    the connection is neither taken nor refused.)"""
+    """No answer came in time, and no refusal either: the port took the connection and nothing answered, or — on
+    this host, where that can only be a full connection queue — took none. A process holds it and is hung or stopped
+    (SIGSTOP, swapping, a stuck loop) — not a worker that is gone, so starting another is not the fix."""
 
     HUNG_ADVICE = ("its port is held but it does not answer: the process is alive but hung, stopped or "
                    "overloaded — see what it does (`py-spy dump --pid <pid>`, `ps -o stat= -p <pid>`: T = stopped) "
@@ -103,6 +104,17 @@ def shape_problem(document: dict[str, Any], shape: dict[str, Any], where: str = 
     return None
 
 
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class WorkerClient:
     base_url: str
@@ -120,10 +132,14 @@ class WorkerClient:
             return exc.code, exc.read()
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, TimeoutError):
-                # No refusal, no answer: a hung process whose connection queue is full (the kernel stops taking
-                # connections for it: every scrape adds one) — or a host that is gone. Not a port nobody holds.
-                raise WorkerNotAnswering(f"worker at {url} did not take the connection within {self.timeout_s:g}s "
-                                         "(its connection queue full, or its host unreachable)") from None
+                # No refusal, no answer. On this host that is a hung process whose connection queue is full (the
+                # kernel stops taking connections for it: every scrape adds one); elsewhere it may as well be a host
+                # that is gone, and "hung, do not start another" would be the wrong advice.
+                waited = f"did not take the connection within {self.timeout_s:g}s"
+                if _is_loopback(urllib.parse.urlsplit(url).hostname):
+                    raise WorkerNotAnswering(f"worker at {url} {waited} (its connection queue is full)") from None
+                raise WorkerUnreachable(f"worker unreachable at {url}: it {waited}: its host is down or unreachable, "
+                                        "or the worker is hung with its connection queue full") from None
             raise WorkerUnreachable(f"worker unreachable at {url}: {exc.reason}") from None
         except TimeoutError:
             raise WorkerNotAnswering(f"worker at {url} did not answer within {self.timeout_s:g}s") from None
