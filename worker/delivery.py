@@ -591,33 +591,60 @@ def delete_consumers_without_pending(client: redis.Redis, consumers: Sequence[st
 # script fails after its XACK, and the entry is acked but never written. An event has a dozen fields; one with
 # thousands (all within max_event_bytes) keeps its known fields and the first others up to this count.
 MAX_DEAD_LETTER_ORIGINAL_FIELDS = 1000
-# A value longer than this is cut in the dead letter (its length kept in `dead_fields_truncated`): an event of 20 MB,
-# dead-lettered as payload_too_large, was copied whole — another 20 MB XADD holding Redis up, and every tool reading
-# the dead letters reading it. What an operator needs of it (which producer, the start of the offending field) fits.
+# An oversized event (payload_too_large) was copied whole into its dead letter: a 20 MB event made a second 20 MB
+# write that held Redis up, and every tool reading the dead letters read it again. A dead letter keeps at most this
+# much of the original's names and values together, a value at most MAX_DEAD_LETTER_VALUE_BYTES (cut; its length is
+# kept in `dead_fields_truncated`), a name at most MAX_DEAD_LETTER_NAME_BYTES (a longer one is left out with its
+# value); the event's own fields have the first claim on it. What an operator needs of such an event — which producer,
+# the start of the offending field — fits.
+MAX_DEAD_LETTER_BYTES = 262_144
 MAX_DEAD_LETTER_VALUE_BYTES = 65_536
+MAX_DEAD_LETTER_NAME_BYTES = 1_024
 _EVENT_FIELD_NAMES = frozenset(
     form for name in (*REQUIRED_FIELDS, *OPTIONAL_FIELDS) for form in (name, name.encode())
 )
 
 
+def _size(text: bytes | str) -> int:
+    return len(text.encode()) if isinstance(text, str) else len(text)
+
+
+def _cut(value: bytes | str, size: int) -> bytes | str:
+    if isinstance(value, str):
+        return value.encode()[:size].decode(errors="ignore")  # a character cut in two is dropped
+    return value[:size]
+
+
 def dead_letter_fields(
     original: Mapping[bytes, bytes], *, reason: str, delivery_count: int, entry_id: bytes, consumer: str
 ) -> dict[bytes | str, bytes | str]:
-    """The original fields, then why, how often it was delivered, where it came from and who gave up on it. Of an
-    event with more than MAX_DEAD_LETTER_ORIGINAL_FIELDS fields, the event's own fields and the first others are
-    kept, and `dead_fields_left_out` says how many were not. A value longer than MAX_DEAD_LETTER_VALUE_BYTES is cut
-    to that, and `dead_fields_truncated` names each one cut with its length (`matrix=20971520`)."""
-    fields: dict[bytes | str, bytes | str] = {name: value for name, value in original.items()}
-    if len(fields) > MAX_DEAD_LETTER_ORIGINAL_FIELDS:
-        known = [name for name in fields if name in _EVENT_FIELD_NAMES]
-        others = [name for name in fields if name not in _EVENT_FIELD_NAMES]
-        kept = known + others[: MAX_DEAD_LETTER_ORIGINAL_FIELDS - len(known)]
-        fields = {name: fields[name] for name in kept} | {"dead_fields_left_out": str(len(original) - len(kept))}
-    cut = [name for name, value in fields.items() if len(value) > MAX_DEAD_LETTER_VALUE_BYTES]
-    if cut:
-        fields["dead_fields_truncated"] = ",".join(f"{as_text(name)}={len(fields[name])}" for name in cut)
-        for name in cut:
-            fields[name] = fields[name][:MAX_DEAD_LETTER_VALUE_BYTES]
+    """The original fields, then why, how often it was delivered, where it came from and who gave up on it.
+
+    Of an event with more than MAX_DEAD_LETTER_ORIGINAL_FIELDS fields, or more than MAX_DEAD_LETTER_BYTES of them,
+    the event's own fields are kept first, then the others in order while they fit (a name longer than
+    MAX_DEAD_LETTER_NAME_BYTES never does); `dead_fields_left_out` says how many were not kept. A value longer than
+    MAX_DEAD_LETTER_VALUE_BYTES, or than the room left, is cut, and `dead_fields_truncated` names each one cut with
+    its length (`debug_blob=2000000`)."""
+    names = list(original)
+    room = MAX_DEAD_LETTER_BYTES
+    kept: dict[bytes | str, bytes | str] = {}
+    truncated: list[str] = []
+    for name in [n for n in names if n in _EVENT_FIELD_NAMES] + [n for n in names if n not in _EVENT_FIELD_NAMES]:
+        name_size = _size(name)
+        if len(kept) == MAX_DEAD_LETTER_ORIGINAL_FIELDS or name_size > MAX_DEAD_LETTER_NAME_BYTES or name_size > room:
+            continue
+        value: bytes | str = original[name]
+        fits = min(MAX_DEAD_LETTER_VALUE_BYTES, room - name_size)
+        if _size(value) > fits:
+            truncated.append(f"{as_text(name)}={_size(value)}")
+            value = _cut(value, fits)
+        kept[name] = value
+        room -= name_size + _size(value)
+    fields: dict[bytes | str, bytes | str] = {name: kept[name] for name in names if name in kept}  # as they came
+    if len(kept) < len(names):
+        fields["dead_fields_left_out"] = str(len(names) - len(kept))
+    if truncated:
+        fields["dead_fields_truncated"] = ",".join(truncated)
     fields.update(
         {
             "dead_reason": reason,
