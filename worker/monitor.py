@@ -20,7 +20,7 @@ import numpy as np
 
 from models.bundle import BundleError, check_unchanged, serving_bundle_dir, verify_bundle
 from worker.alerts import Severity, publish_alert
-from worker.breaker import BreakerState, restart_count, take_reset_request
+from worker.breaker import BreakerState, BreakerTransition, restart_count, take_reset_request
 from worker.connection import REDIS_FAILED, REDIS_UNREACHABLE, connect
 from worker.health import CheckStatus as Status
 from worker.health import (
@@ -171,7 +171,7 @@ class HealthMonitor:
         streams = self.worker.streams
         try:
             lag = read_consumer_lag(self.client, streams.input, streams.group, previous=self._last_lag)
-        except LAG_UNREADABLE:  # refused too: out of memory, Redis queues no MULTI
+        except LAG_UNREADABLE:  # unreachable, or refused (an ACL without XINFO, say)
             return None
         self._last_lag = lag
         self.lag_trend.add(LagSample.from_consumer_lag(lag, now))
@@ -248,7 +248,7 @@ class HealthMonitor:
             else:
                 self._unsent_alerts.popleft()
 
-    def _breaker_alert(self, transition: Any) -> dict[str, Any]:
+    def _breaker_alert(self, transition: BreakerTransition) -> dict[str, Any]:
         opened = transition.to_state is BreakerState.OPEN
         return {
             "severity": Severity.P0 if opened else Severity.P2,

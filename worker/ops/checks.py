@@ -522,12 +522,13 @@ def check_model_confidence(sources: Sources) -> Verdict:
                         mean_confidence=mean)
 
 
-# Transitions in the market-hours window that make a healthy state a warning: away from healthy and back, twice. One
-# round trip is a blip to review; TacticalHealthStateTransition (P2) pages the team channel for any.
-FLAPPING_TRANSITIONS = 4
+# Returns to healthy in the market-hours window that make a healthy state a warning: away and back, twice. One round
+# trip (however many steps it took: degraded, critical, back) is a blip to review; TacticalHealthStateTransition (P2)
+# tells the team channel of any.
+FLAPPING_RETURNS = 2
 
 
-@check("health state transitions", f"state healthy; fewer than {FLAPPING_TRANSITIONS} transitions in the last "
+@check("health state transitions", f"state healthy; back to healthy fewer than {FLAPPING_RETURNS} times in the last "
        "15 min (else flapping: warn)")
 def check_health_transitions(sources: Sources, window_s: float = MARKET_WINDOW_S) -> Verdict:
     state = sources.state()
@@ -550,7 +551,7 @@ def check_health_transitions(sources: Sources, window_s: float = MARKET_WINDOW_S
         return Verdict(Status.CRITICAL, value, "`tacticalctl triage health-stuck`", details=details)
     if code == 1:
         return Verdict(Status.WARN, value, "`tacticalctl health state` for the failing checks", details=details)
-    if len(recent) >= FLAPPING_TRANSITIONS:  # healthy now, but away and back twice or more: a check flaps
+    if sum(1 for t in recent if t.get("to") == "healthy") >= FLAPPING_RETURNS:  # away and back twice: a check flaps
         return Verdict(Status.WARN, value + " (flapping)", "a check moves around its threshold: `tacticalctl triage "
                        "health-transitions`", details=details)
     return Verdict(Status.OK, value, "`tacticalctl health state` to review them" if recent else "", details=details)
@@ -598,7 +599,8 @@ def check_breaker_status(sources: Sources) -> Verdict:
     workers = ", ".join(f"{name} {status.state.name.lower()}" for name, status in overview.published.items())
     value = f"{state.name.lower()}" + (f" ({workers})" if workers else "")
     if verdict.status is Status.OK and overview.next_start_opens:  # as `tacticalctl breaker status` warns
-        return Verdict(Status.WARN, value + f"; at the restart limit ({overview.restarts} starts in "
+        reached = "at" if overview.restarts == overview.restart_limit else "past"
+        return Verdict(Status.WARN, value + f"; {reached} the restart limit ({overview.restarts} starts in "
                        f"{_duration(overview.restart_window_s)}, limit {overview.restart_limit}): the next worker "
                        "start opens the breaker", "find why workers restarted (`tacticalctl breaker history`), then "
                        "`tacticalctl breaker reset --yes` clears the count", details=verdict.details)

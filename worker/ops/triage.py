@@ -312,7 +312,9 @@ _MODELS_COMMAND = re.compile(r"(`[^`]*\btacticalctl models [^`]*)`")
 
 def _naming_models_dir(text: str, models_dir: Path) -> str:
     """Each `tacticalctl models …` command quoted in `text`, with `--models-dir` naming `models_dir`."""
-    return _MODELS_COMMAND.sub(lambda match: f"{match.group(1)} --models-dir {shlex.quote(str(models_dir))}`", text)
+    named = f"--models-dir {shlex.quote(str(models_dir))}"
+    return _MODELS_COMMAND.sub(
+        lambda match: match.group(0) if "--models-dir" in match.group(1) else f"{match.group(1)} {named}`", text)
 
 
 # ---- which alerts apply now --------------------------------------------------------------------------------------
