@@ -92,8 +92,9 @@ def backup(
 
     JSON keys: archive, checksum_file, sha256, bytes, created_at, redis {source, version, snapshot_time_ms,
     snapshot_held_ms (how long the snapshot held Redis), method, streams}, keys {streams, completed,
-    completed_newer_than_snapshot, breaker}, models, config {workers: the running workers whose settings were
-    recorded}, audit_id."""
+    completed_newer_than_snapshot, breaker}, models {dir, current, bundles, current_missing (CURRENT names no bundle
+    archived), workers_elsewhere (the running workers' models directories, where not this one)}, config {workers: the
+    running workers whose settings were recorded}, audit_id."""
     context = get_context(ctx)
     client = context.redis()
     with _progress() as progress, _sigterm_as_interrupt():
@@ -146,6 +147,13 @@ def _print_backup(console: Console, report: BackupReport, states: list[StreamSta
         console.print(f"model bundles: {len(models['bundles'])} from {plain(models['dir'])}, current "
                       f"{plain(models['current'] or '-')}" + (f"; [yellow]failing verification: {', '.join(bad)}[/]"
                                                                if bad else ""))
+        if models.get("current_missing"):
+            console.print(f"[yellow]CURRENT names {plain(models['current'])}, which is not a bundle there: these "
+                          "models would not start a worker after a restore (`tacticalctl models list`)[/]")
+        if models.get("workers_elsewhere"):
+            theirs = ", ".join(models["workers_elsewhere"])
+            console.print(f"[yellow]the running workers serve bundles from {plain(theirs)}, not "
+                          f"{plain(models['dir'])}: back up with --models-dir set to theirs[/]")
     workers = report.manifest["config"]["workers"]
     if workers:
         running = f"{len(workers)} running worker{'' if len(workers) == 1 else 's'}"

@@ -374,12 +374,20 @@ def checksum_path(archive: Path) -> Path:
 
 
 def _model_files(models_dir: Path) -> list[Path]:
-    """Bundles and CURRENT; not caches nor hidden files (the promotion lock, a compilation's staging directory)."""
-    return sorted(
-        path for path in models_dir.rglob("*")
-        if path.is_file() and not any(part == "__pycache__" or part.startswith(".")
-                                      for part in path.relative_to(models_dir).parts)
-    )
+    """Bundles and CURRENT; not caches nor hidden files (the promotion lock, a compilation's staging directory). A
+    bundle directory that is a symbolic link is followed, as the worker follows it: `rglob` from the models directory
+    does not, and such a bundle — CURRENT's, say — was left out of the archive without a word."""
+    def wanted(path: Path) -> bool:
+        return path.is_file() and not any(part == "__pycache__" or part.startswith(".")
+                                          for part in path.relative_to(models_dir).parts)
+
+    files: list[Path] = []
+    for top in models_dir.iterdir():
+        if top.is_dir():  # a link to a directory too: rglob below it walks the directory linked to
+            files += [path for path in top.rglob("*") if wanted(path)]
+        elif wanted(top):
+            files.append(top)
+    return sorted(files)
 
 
 def _bundle_report(models_dir: Path) -> dict[str, Any]:
@@ -447,6 +455,8 @@ def create_backup(
     archive = archive.absolute()
     if archive.is_dir():
         raise BackupError(f"{archive} is a directory: name the archive file, e.g. {archive / 'tactical.tar.gz'}")
+    if archive.is_symlink() or (archive.exists() and not archive.is_file()):
+        raise BackupError(f"{archive} is not a regular file (a link, a device, a pipe): name the archive file itself")
     if archive.exists() and not overwrite:
         raise BackupError(f"{archive} exists: choose another file name, or add --force to overwrite it")
     if not archive.parent.is_dir():
@@ -454,7 +464,11 @@ def create_backup(
     if models_dir is not None and not models_dir.is_dir():
         raise BackupError(f"models directory {models_dir} does not exist: pass --models-dir, or --no-models")
     require_audit_trail(client)  # before the archive is written: a backup is not left behind unaudited
-    with tempfile.TemporaryDirectory(prefix=".tactical-backup-", dir=archive.parent) as tmp:
+    try:
+        staging_dir = tempfile.TemporaryDirectory(prefix=".tactical-backup-", dir=archive.parent)
+    except OSError as exc:
+        raise BackupError(f"cannot write in {archive.parent}: {exc.strerror or exc}") from None
+    with staging_dir as tmp:
         staging = Path(tmp)
         (staging / "redis").mkdir()
         progress("snapshot of the streams (MULTI/EXEC)", 0, 1)
@@ -491,6 +505,14 @@ def create_backup(
                 shutil.copyfile(source, target)
                 progress("model files", done, len(sources))
             models = _bundle_report(staging / "models") | {"dir": str(models_dir)}
+            # Said, not refused: a backup during an incident (CURRENT broken) must still save the Redis state.
+            models["current_missing"] = (models["current"] is not None and models["current"]
+                                         not in {bundle["version"] for bundle in models["bundles"]})
+            # The workers' own models directories, where they differ from the one archived: bundles promoted there
+            # would be missing from a restore.
+            models["workers_elsewhere"] = sorted({
+                str(dir_) for worker in workers.values()
+                if (dir_ := worker.get("models_dir")) and Path(str(dir_)).resolve() != models_dir.resolve()})
         members = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
         streams = sum(state.exists or state.other_type is not None for state in snapshot.states)
         server_info = client.info("server")

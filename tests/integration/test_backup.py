@@ -768,3 +768,75 @@ def test_sigterm_stops_a_backup_as_ctrl_c_does(tmp_path: Path, source: EmbeddedR
     assert signal.getsignal(signal.SIGTERM) is original
     assert not list(a.scan_iter(match="tactical:backup:*")), "the copies are deleted"
     assert not list(tmp_path.glob(".tactical-backup-*")) and not (tmp_path / "b.tar.gz").exists()
+
+
+def _models_with_current_linked(tmp_path: Path) -> Path:
+    """A models directory whose CURRENT bundle is a symbolic link to a directory elsewhere (a shared store)."""
+    shipped, models, store = default_models_dir(), tmp_path / "linked-models", tmp_path / "store"
+    current = (shipped / "CURRENT").read_text().strip()
+    models.mkdir()
+    shutil.copy(shipped / "CURRENT", models / "CURRENT")
+    shutil.copytree(shipped / current, store / current)
+    (models / current).symlink_to(store / current, target_is_directory=True)
+    return models
+
+
+def test_a_bundle_directory_that_is_a_link_is_archived_and_restored(tmp_path: Path, source: EmbeddedRedis) -> None:
+    """The worker follows a linked bundle; the backup left it out without a word, and the restored directory could
+    not start a worker (CURRENT named a bundle that was not there)."""
+    models = _models_with_current_linked(tmp_path)
+    current = (models / "CURRENT").read_text().strip()
+    archive = tmp_path / "b.tar.gz"
+    made = tacticalctl(source.url(), "backup", str(archive), "--models-dir", str(models))
+    assert made.exit_code == 0, made.output
+    assert "CURRENT names" not in made.stdout
+
+    restored = tmp_path / "restored-models"
+    result = tacticalctl(source.url(), "restore", str(archive), "--models-only", "--models-dir", str(restored))
+    assert result.exit_code == 0, result.output
+    assert (restored / current / "manifest.json").is_file()
+    listed = tacticalctl(source.url(), "models", "list", "--models-dir", str(restored))
+    assert listed.exit_code == 0, listed.output
+
+
+def test_a_current_that_names_no_bundle_is_said_by_the_backup(tmp_path: Path, source: EmbeddedRedis) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(default_models_dir(), models)
+    (models / "CURRENT").write_text("20991231T000000Z-gone\n")
+    made = tacticalctl(source.url(), "backup", str(tmp_path / "b.tar.gz"), "--models-dir", str(models))
+    assert made.exit_code == 0, made.output  # the Redis state is saved all the same
+    assert "CURRENT names 20991231T000000Z-gone, which is not a bundle there" in " ".join(made.stdout.split())
+
+
+def test_the_backup_says_when_the_running_workers_serve_another_models_directory(
+    tmp_path: Path, source: EmbeddedRedis
+) -> None:
+    client = redis.Redis.from_url(source.url())
+    theirs = tmp_path / "theirs"
+    write_heartbeat(client, "w-elsewhere:1", interval_s=30.0, info={"settings": {"models_dir": str(theirs)}})
+    made = tacticalctl(source.url(), "backup", str(tmp_path / "b.tar.gz"), "--json")
+    assert made.exit_code == 0, made.output
+    assert json.loads(made.stdout)["models"]["workers_elsewhere"] == [str(theirs)]
+
+
+@pytest.mark.parametrize("kind", ["link", "fifo"])
+def test_force_never_replaces_what_is_not_a_regular_file(tmp_path: Path, source: EmbeddedRedis, kind: str) -> None:
+    import os
+
+    archive = tmp_path / "latest.tar.gz"
+    if kind == "link":
+        (tmp_path / "real.tar.gz").write_bytes(b"keep")
+        archive.symlink_to(tmp_path / "real.tar.gz")
+    else:
+        os.mkfifo(archive)
+    result = tacticalctl(source.url(), "backup", str(archive), "--no-models", "--force")
+    assert result.exit_code == 2
+    assert "is not a regular file" in result.stderr and result.stderr.count("\n") == 1
+    assert archive.is_symlink() if kind == "link" else archive.is_fifo()
+
+
+def test_an_archive_directory_it_cannot_write_in_is_one_line(tmp_path: Path, source: EmbeddedRedis) -> None:
+    """/sys takes no new file, even from root (a read-only directory does not stop root)."""
+    result = tacticalctl(source.url(), "backup", "/sys/tactical.tar.gz", "--no-models")
+    assert result.exit_code == 2
+    assert "cannot write in /sys" in result.stderr and result.stderr.count("\n") == 1
