@@ -278,12 +278,14 @@ def verify_and_install(models_dir: Path, out_dir: Path | None, log_path: Path) -
     build and run the reference inputs through it; then copy it to `out_dir` (as current) with every other bundle
     that passes the same checks, so a container can still roll back. The log ends "JIT compilation successful" or
     "JIT compilation FAILED: <why>" (the current bundle failing); nothing is retrained."""
-    from models.bundle import BundleError, current_bundle_dir, list_bundles, set_current
+    from models.bundle import BundleError, list_bundles, serving_bundle_dir, set_current
 
     log = CompilationLog()
     try:
         models_dir = Path(models_dir)
-        bundle_dir = current_bundle_dir(models_dir)
+        # What a worker would serve: with several bundles and no CURRENT it does not guess, and neither does the
+        # image (the newest may be one the promotion gate refused).
+        bundle_dir = serving_bundle_dir(models_dir)
         if out_dir is not None and Path(out_dir).resolve() == models_dir.resolve():
             raise CompilationError(f"--out {out_dir} is the directory being verified: install into another one")
         manifest = _verify_loadable(bundle_dir, log)

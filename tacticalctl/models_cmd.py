@@ -301,11 +301,14 @@ def verify(
     bundle_dir = _bundle(directory, version)
     steps = verify_steps(bundle_dir, budget_ms=budget_ms, calls=calls)
     if version is None and read_current_version(directory) is None:
-        # The bundle verified is the newest, not a CURRENT one: say so, as `models list` does.
+        # The bundle verified is the newest, not a CURRENT one: say so, as `models list` does. With several, a worker
+        # starting here refuses to (it does not guess): critical, as `models list` says, and as the runbook's "do not
+        # restart while `models verify` is critical" needs — a restart would not come back.
+        versions = [m.version for m in list_bundles(directory)]
         steps.insert(0, CheckResult(
-            "CURRENT", Status.WARN, f"no CURRENT file in {directory}: verified the newest bundle, {bundle_dir.name}",
-            "CURRENT names the bundle to serve",
-            _without_current(directory, [m.version for m in list_bundles(directory)])))
+            "CURRENT", Status.WARN if len(versions) == 1 else Status.CRITICAL,
+            f"no CURRENT file in {directory}: verified the newest bundle, {bundle_dir.name}",
+            "CURRENT names the bundle to serve", _without_current(directory, versions)))
     status = worst([s.status for s in steps])
     if json_output:
         print_json({"version": bundle_dir.name, "bundle_dir": str(bundle_dir), "status": status.value,

@@ -747,11 +747,13 @@ def test_list_of_several_bundles_without_a_current_file_is_critical(ctl: Ctl, mo
     result = ctl("models", "list", "--models-dir", str(models_dir))
     assert result.exit_code == 2
     assert "no CURRENT file" in result.stderr and "refuses to (2 bundles" in result.stderr
-    # `verify` with no version verifies the newest then, and says that is what it did.
+    # `verify` with no version verifies the newest then, and says that is what it did — critical, as a worker
+    # restarted here would not come back (the runbook: do not restart while `models verify` is critical).
     verified = ctl("models", "verify", "--models-dir", str(models_dir), "--json")
-    assert verified.exit_code == 1, verified.output
+    assert verified.exit_code == 2, verified.output
     first = json.loads(verified.stdout)["steps"][0]
-    assert (first["step"], first["status"]) == ("CURRENT", "warn") and "verified the newest bundle" in first["value"]
+    assert (first["step"], first["status"]) == ("CURRENT", "critical")
+    assert "verified the newest bundle" in first["value"] and "refuses to" in first["next_action"]
 
 
 def test_list_of_a_current_that_does_not_verify_or_of_no_bundle_is_critical(ctl: Ctl, models_dir: Path,

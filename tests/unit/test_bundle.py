@@ -414,6 +414,22 @@ def test_build_time_verification_installs_every_bundle_that_verifies(tmp_path: P
     assert text.rstrip().endswith("JIT compilation successful")
 
 
+def test_build_time_verification_does_not_guess_among_several_bundles_without_current(tmp_path: Path) -> None:
+    """The image must serve what a worker would: with several bundles and no CURRENT a worker refuses to start, and
+    the build refuses too, rather than install the newest (perhaps one the promotion gate refused) as current."""
+    from models.compile import main
+
+    models_dir = tmp_path / "models"
+    shutil.copytree(default_models_dir(), models_dir)
+    assert len(list_bundles(models_dir)) > 1
+    (models_dir / "CURRENT").unlink()
+    out, log = tmp_path / "jit", tmp_path / "jit_compilation.log"
+
+    assert main(["--verify", str(models_dir), "--log", str(log), "--out", str(out)]) == 1
+    assert "JIT compilation FAILED" in log.read_text()
+    assert not (out / "CURRENT").exists()
+
+
 def test_build_time_verification_refuses_to_install_over_its_own_source(tmp_path: Path) -> None:
     from models.compile import main
 
