@@ -261,8 +261,15 @@ def restore(
     restore)."""
     if models_only and no_models:
         raise CtlError("--models-only and --no-models leave nothing to restore", ExitCode.UNKNOWN)
-    if config_out is not None and not config_out.parent.is_dir():  # found out before Redis is touched, not after
-        raise CtlError(f"--config-out: {config_out.parent} is not a directory", ExitCode.UNKNOWN)
+    if config_out is not None:  # found out before Redis is touched, not after
+        if not config_out.parent.is_dir():
+            raise CtlError(f"--config-out: {config_out.parent} is not a directory", ExitCode.UNKNOWN)
+        if config_out.is_symlink() or (config_out.exists() and not config_out.is_file()):
+            raise CtlError(f"--config-out: {config_out} is not a regular file: name the env file itself",
+                           ExitCode.UNKNOWN)
+        if config_out.exists() and not force:  # as `backup` treats its archive: an env file is somebody's
+            raise CtlError(f"--config-out: {config_out} exists: name another file, or add --force to overwrite it",
+                           ExitCode.UNKNOWN)
     context = get_context(ctx)
     client, unreachable = context.redis_if_reachable() if models_only else (context.redis(), None)
     target_models = _models_dir(models_dir, no_models)

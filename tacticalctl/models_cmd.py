@@ -383,11 +383,18 @@ def promote_(
     directory = _models_dir(models_dir)
     bundle_dir = _bundle(directory, version)
     context = get_context(ctx)
+    previous = _current_or_none(directory, "the promotion")
+    if previous == bundle_dir.name:  # as `rollback` says: nothing changes, nothing is audited
+        if json_output:
+            print_json({"applied": False, "previous": previous, "version": bundle_dir.name, "forced": False,
+                        "audit_id": None, "verdict": None, "verification": None})
+        else:
+            context.console.print(f"{bundle_dir.name} is already CURRENT: nothing to promote")
+        return
     client = context.redis() if yes else None  # the audit entry must be writable before anything changes
     steps = verify_steps(bundle_dir)
     status = worst([s.status for s in steps])
     verification = {"status": status.value, "steps": [s.as_dict() for s in steps]}
-    previous = _current_or_none(directory, "the promotion")
     document = {"applied": False, "previous": previous, "version": bundle_dir.name, "forced": False,
                 "audit_id": None, "verdict": None, "verification": verification}
     _refuse_if_unverified(ctx, client, document, steps, bundle_dir, directory, json_output, REFUSED_ACTION,

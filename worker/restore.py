@@ -249,6 +249,10 @@ class RestorePlan:
     def refusal(self, force: bool, *, models_only: bool = False) -> str | None:
         """Why restoring now would be wrong, or None. Only the model files count with `models_only`: Redis is not
         touched then."""
+        if models_only and self.archive.manifest.get("models") is None:
+            return ("the archive holds no model bundles (it was made with --no-models): --models-only would restore "
+                    "nothing; restore the bundles from another archive, or install them (`python -m models.compile "
+                    "--verify`)")
         if self.models_dir is not None and (problem := _unwritable_dir(self.models_dir)) is not None:
             return f"{problem}: name the models directory to restore into, or --no-models"
         if self.commands.unsupported and not models_only:

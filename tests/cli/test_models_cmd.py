@@ -329,6 +329,17 @@ def test_promote_replaces_a_current_that_cannot_be_read(ctl: Ctl, models_dir: Pa
     assert read_current_version(models_dir) == compiled
 
 
+def test_promoting_the_bundle_already_current_changes_and_audits_nothing(
+    ctl: Ctl, models_dir: Path, redis_client: redis.Redis
+) -> None:
+    result = ctl("models", "promote", SHIPPED.name, "--models-dir", str(models_dir), "--yes")
+    assert result.exit_code == 0, result.output
+    assert f"{SHIPPED.name} is already CURRENT: nothing to promote" in result.stdout
+    doc = json.loads(ctl("models", "promote", SHIPPED.name, "--models-dir", str(models_dir), "--yes", "--json").stdout)
+    assert (doc["applied"], doc["audit_id"]) == (False, None)
+    assert recent_alerts(redis_client, count=10) == []
+
+
 def test_rollback_without_a_version_or_an_audit_trail_asks_for_one(ctl: Ctl, models_dir: Path) -> None:
     result = ctl("models", "rollback", "--models-dir", str(models_dir), "--yes")
     assert result.exit_code == 3

@@ -685,6 +685,18 @@ def test_a_config_out_that_cannot_be_written_is_refused_before_the_restore(
     assert redis.Redis.from_url(target.url()).dbsize() == 0
 
 
+def test_a_config_out_that_exists_is_not_overwritten_without_force(
+    tmp_path: Path, source: EmbeddedRedis, target: EmbeddedRedis
+) -> None:
+    archive = _backup_of_small_state(tmp_path, source)
+    existing = tmp_path / "worker.env"
+    existing.write_text("TACTICAL_BATCH_SIZE=50\n")
+    result = tacticalctl(target.url(), "restore", str(archive), "--no-models", "--config-out", str(existing))
+    assert result.exit_code == 3 and "exists: name another file, or add --force" in result.stderr, result.output
+    assert existing.read_text() == "TACTICAL_BATCH_SIZE=50\n"
+    assert redis.Redis.from_url(target.url()).dbsize() == 0, "refused before Redis was touched"
+
+
 def test_a_key_outside_what_its_member_holds_is_not_restored(
     tmp_path: Path, source: EmbeddedRedis, target: EmbeddedRedis
 ) -> None:
@@ -840,3 +852,14 @@ def test_an_archive_directory_it_cannot_write_in_is_one_line(tmp_path: Path, sou
     result = tacticalctl(source.url(), "backup", "/sys/tactical.tar.gz", "--no-models")
     assert result.exit_code == 2
     assert "cannot write in /sys" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_models_only_from_an_archive_without_models_is_refused(tmp_path: Path, source: EmbeddedRedis) -> None:
+    archive = tmp_path / "b.tar.gz"
+    assert tacticalctl(source.url(), "backup", str(archive), "--no-models").exit_code == 0
+    for dry_run in ((), ("--dry-run",)):
+        result = tacticalctl(source.url(), "restore", str(archive), "--models-only", "--models-dir",
+                             str(tmp_path / "new-host"), *dry_run)
+        assert result.exit_code == 2, result.output
+        assert "holds no model bundles" in result.stderr
+    assert not (tmp_path / "new-host").exists()
