@@ -249,7 +249,7 @@ class RestorePlan:
     def refusal(self, force: bool, *, models_only: bool = False) -> str | None:
         """Why restoring now would be wrong, or None. Only the model files count with `models_only`: Redis is not
         touched then."""
-        if models_only and self.archive.manifest.get("models") is None:
+        if models_only and not any(name.startswith(MODELS_PREFIX) for name in self.archive.manifest.get("files", {})):
             return ("the archive holds no model bundles (it was made with --no-models): --models-only would restore "
                     "nothing; restore the bundles from another archive, or install them (`python -m models.compile "
                     "--verify`)")

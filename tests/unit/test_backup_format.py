@@ -65,7 +65,8 @@ def test_without_a_decisions_stream_only_keys_from_before_the_snapshot_are_kept(
 
 
 def _plan(**target: object) -> RestorePlan:
-    archive = VerifiedArchive(Path("b.tar.gz"), "0" * 64, None, {"created_at": "2026-01-01T00:00:00Z", "keys": {}})
+    archive = VerifiedArchive(Path("b.tar.gz"), "0" * 64, None, {"created_at": "2026-01-01T00:00:00Z", "keys": {},
+                                                                 "files": {"models/CURRENT": {"sha256": "0" * 64}}})
     values: dict[str, object] = {"existing_streams": (), "existing_tactical_keys": 0, "live_workers": (),
                                  "model_conflicts": (), "models_dir": Path("/models")}
     values.update(target)
