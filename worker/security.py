@@ -25,7 +25,12 @@ TLS_CERT_ENV = "TACTICAL_REDIS_TLS_CERT"
 TLS_KEY_ENV = "TACTICAL_REDIS_TLS_KEY"
 PASSWORD_FILE_ENV = "TACTICAL_REDIS_PASSWORD_FILE"
 
-_SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL|PRIVATE")
+# A name that says its value is a secret. Not only the obvious words: an API key, a webhook URL (Slack's carries its
+# token in the path), an auth header were archived verbatim by name before (a QA helper's find).
+_SECRET_NAME = re.compile(
+    r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|AUTH|WEBHOOK|API_?KEY|ACCESS_?KEY|(^|_)KEY$")
+# Variables whose names look secret but whose values are paths to files: kept, a restore needs them.
+_PATH_VARIABLES = frozenset({TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV, PASSWORD_FILE_ENV})
 
 
 class RedisSecurityError(SettingsError):
@@ -186,9 +191,9 @@ class RedisSecurity:
 
 
 def is_secret_name(name: str) -> bool:
-    """A variable whose value is a secret (a path to one, `*_FILE`, is not)."""
+    """A variable whose value is a secret (a path to one, `*_FILE` or the TLS files, is not)."""
     upper = name.upper()
-    return bool(_SECRET_NAME.search(upper)) and not upper.endswith("_FILE")
+    return bool(_SECRET_NAME.search(upper)) and not upper.endswith("_FILE") and upper not in _PATH_VARIABLES
 
 
 def _shareable(value: str) -> str:

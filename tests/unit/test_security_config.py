@@ -157,10 +157,16 @@ def test_the_shareable_environment_has_no_secret() -> None:
         "TACTICAL_REDIS_TLS_KEY": "/etc/tls/client.key",
         "TACTICAL_API_TOKEN": "abc",
         "TACTICAL_SIGNING_SECRET": "def",
+        "TACTICAL_API_KEY": "k-123",
+        "TACTICAL_EXCHANGE_KEY": "k-456",
+        "TACTICAL_SLACK_WEBHOOK": "https://hooks.slack.com/services/T0/B0/xyz",
+        "TACTICAL_BASIC_AUTH": "user:pw",
+        "TACTICAL_MODEL_SIGNING_KEY_FILE": "/run/secrets/signing",
         "HOME": "/root",
     }
     assert non_secret_environment(environ) == {
         "TACTICAL_BATCH_SIZE": "50",
+        "TACTICAL_MODEL_SIGNING_KEY_FILE": "/run/secrets/signing",
         "TACTICAL_REDIS_PASSWORD_FILE": "/run/secrets/redis",
         "TACTICAL_REDIS_TLS_KEY": "/etc/tls/client.key",
         "TACTICAL_REDIS_URL": "rediss://w:***@redis:6380/2",
