@@ -133,6 +133,9 @@ def train_command(
     markets against hold / random / rule_fvg / supervised, and write a new bundle with its report. CURRENT changes
     only with --promote, and only when the new bundle wins (or --force).
 
+    Exit 0 trained (and, with --promote, promoted); 1 trained, but the promotion gate refused the bundle (it stays,
+    CURRENT does not change); 2 the promotion could not run (another one running, the audit trail).
+
     JSON keys: version, bundle_dir, report, best_iteration, policies, beats, promoted, promotion (with --promote:
     previous, version, forced, audit_id, verdict), refused (why it was not promoted)."""
     if force and not promote:
@@ -186,8 +189,8 @@ def train_command(
             "promotion": promotion.as_dict() if promotion else None,
             "refused": refused,
         })
-        if failed:
-            raise typer.Exit(int(ExitCode.CRITICAL))
+        if refused:
+            raise typer.Exit(int(ExitCode.CRITICAL if failed else ExitCode.WARNING))
         return
     console = context.console
     console.print(_figures_table(result.evaluation, f"held-out evaluation of {result.bundle_dir.name}"))
@@ -199,8 +202,8 @@ def train_command(
                       + (" [bold red](forced)[/]" if promotion.forced else "") + f": {promotion.verdict.reason}")
     elif refused:
         console.print(f"[yellow]not promoted[/]: {refused}")
-        if failed:
-            raise typer.Exit(int(ExitCode.CRITICAL))
+        # As `models promote` tells a refusal coming (a dry run's exit 1): `train --promote && deploy` must not go on.
+        raise typer.Exit(int(ExitCode.CRITICAL if failed else ExitCode.WARNING))
     else:
         console.print(f"judge it (a dry run): tacticalctl models promote {result.bundle_dir.name}; promote it: "
                       f"tacticalctl models promote {result.bundle_dir.name} --yes")
