@@ -97,6 +97,7 @@ _DIRECTIONS = {b"1": 1, b"-1": -1}
 _CORRELATION_ID = re.compile(rb"[\x21-\x7e]+")
 _SYMBOL = re.compile(rb"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_NUMBER_CHARACTERS = b"0123456789.eE+-"
 _SHOWN_CHARS = 40
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -331,9 +332,15 @@ def _positive_number(raw: bytes, field: str, reason: InvalidReason) -> float:
 
 def _number(raw: bytes, field: str, reason: InvalidReason) -> float:
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise _rejected(reason, field, raw, "expected a number") from None
+    # float() also takes "4_500", " 0.5 " and "nan": a producer's formatting bug, not a number on the wire
+    # (`direction`, a number too, was already strict). One C pass: what is left once the characters of a number are
+    # deleted (~0.1 µs a field).
+    if raw.translate(None, _NUMBER_CHARACTERS):
+        raise _rejected(reason, field, raw, "expected a number: digits, a point, an exponent, no space or underscore")
+    return value
 
 
 def _symbol(raw: bytes) -> str:

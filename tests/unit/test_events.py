@@ -243,6 +243,9 @@ BAD_EVENTS: list[tuple[str, Callable[[dict[bytes, bytes]], None], InvalidReason]
     ("json_beyond_float32", _json_matrix([ROW] * 59 + [[*ROW[:6], 1e39]]), InvalidReason.MATRIX_NOT_FINITE),
     ("json_huge_int", _json_matrix([ROW] * 59 + [[*ROW[:6], 10**400]]), InvalidReason.MATRIX_NOT_FINITE),
     ("f32le_beyond_the_clip", _f32le_with(3e38), InvalidReason.MATRIX_OUT_OF_RANGE),
+    ("price_with_an_underscore", _set("price", b"4_500"), InvalidReason.BAD_PRICE),
+    ("confidence_with_spaces", _set("confidence", b" 0.5 "), InvalidReason.BAD_CONFIDENCE),
+    ("atr_with_a_newline", _set("atr", b"6.1\n"), InvalidReason.BAD_ATR),
     ("json_beyond_the_clip", _json_matrix([ROW] * 59 + [[*ROW[:6], -2.5]]), InvalidReason.MATRIX_OUT_OF_RANGE),
 ]
 
