@@ -184,12 +184,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(HTTPStatus.OK, body)
 
     def _method_not_allowed(self) -> None:
-        self._send_json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{self.command} not allowed: GET only"})
+        self._send_json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{self.command} not allowed: GET or HEAD only"})
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _method_not_allowed
 
-    def do_HEAD(self) -> None:
-        self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"", JSON_CONTENT_TYPE)  # a HEAD answer has no body
+    # Some probes (load balancers, uptime checks) ask HEAD /health: the status and headers a GET would get, no body.
+    do_HEAD = do_GET
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # The stdlib's parse errors (400, 414, 501…) answer in JSON like everything else.
@@ -210,9 +210,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
             if status == HTTPStatus.METHOD_NOT_ALLOWED:
-                self.send_header("Allow", "GET")
+                self.send_header("Allow", "GET, HEAD")
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":  # a HEAD answer has no body; its Content-Length is the GET's
+                self.wfile.write(body)
         except OSError as exc:
             log.debug("could not answer %s: %s", self.address_string(), exc)
 

@@ -200,14 +200,21 @@ def test_unknown_path_is_404_with_a_json_body(server: HealthServer) -> None:
 def test_other_methods_are_405(server: HealthServer, method: str) -> None:
     got, headers, body = request(server, "/health", method)
     assert got == 405
-    assert headers["Allow"] == "GET"
-    assert "GET only" in json.loads(body)["error"]
+    assert headers["Allow"] == "GET, HEAD"
+    assert "GET or HEAD only" in json.loads(body)["error"]
 
 
-def test_head_is_405_without_a_body(server: HealthServer) -> None:
-    got, _headers, body = request(server, "/health", "HEAD")
-    assert got == 405
-    assert body == b""
+@pytest.mark.parametrize("path", ["/health", "/health/state", "/metrics", "/nowhere"])
+def test_head_answers_as_get_does_without_a_body(server: HealthServer, path: str) -> None:
+    """Load balancers and uptime checks often probe with HEAD: the GET's status and headers, no body."""
+    got, headers, body = request(server, path, "HEAD")
+    get_status, get_headers, get_body = request(server, path, "GET")
+    assert got == get_status and body == b""
+    assert headers["Content-Type"] == get_headers["Content-Type"]
+    if path == "/nowhere":  # the others change between two requests (an uptime, a counter)
+        assert int(headers["Content-Length"]) == len(get_body)
+    else:
+        assert int(headers["Content-Length"]) > 0
 
 
 def test_malformed_request_line_is_400_in_json(server: HealthServer) -> None:
