@@ -97,6 +97,7 @@ def backup(
     running workers whose settings were recorded}, audit_id."""
     context = get_context(ctx)
     client = context.redis()
+    before = _file_stamp(archive)
     with _progress() as progress, _sigterm_as_interrupt():
         try:
             report = create_backup(client, archive, settings=worker_settings(),
@@ -104,6 +105,14 @@ def backup(
                                    source_url=redact_url(context.redis_url), overwrite=force, progress=progress)
         except BackupError as exc:
             raise CtlError(str(exc), ExitCode.CRITICAL) from None
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (`timeout`, a supervisor): say what is left
+            if _file_stamp(archive) not in (None, before):  # renamed into place just before the signal
+                said = (f"interrupted after {archive} was written: it is complete, but its .sha256 file or its audit "
+                        f"entry may be missing — `tacticalctl restore {archive} --dry-run` verifies it")
+            else:
+                said = "interrupted: no archive written (its stream copies and staging files are removed)"
+            typer.echo(said, err=True)
+            raise typer.Exit(130) from None
     states = [StreamState.from_dict(doc) for doc in report.manifest["redis"]["streams"]]
     if json_output:
         print_json(report.as_dict())
@@ -114,6 +123,15 @@ def backup(
     if not_streams:
         raise CtlError(f"warning: {', '.join(not_streams)}, not a stream: archived as it is; the worker cannot use it "
                        "— `tacticalctl stream info`, move the key aside (RENAME)", ExitCode.WARNING)
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    """What tells a file replaced from the one there before: its inode and modification time; None: no file."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 @contextmanager

@@ -863,3 +863,26 @@ def test_models_only_from_an_archive_without_models_is_refused(tmp_path: Path, s
         assert result.exit_code == 2, result.output
         assert "holds no model bundles" in result.stderr
     assert not (tmp_path / "new-host").exists()
+
+
+@pytest.mark.parametrize("where", ["write_stream", "audit"])
+def test_an_interrupted_backup_says_what_it_left(tmp_path: Path, source: EmbeddedRedis,
+                                                 monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """Ctrl-C or SIGTERM (made an interrupt) while the streams are read leaves nothing; after the archive is renamed
+    into place (its audit entry next) it leaves a complete archive: either way the operator is told, exit 130."""
+    import worker.backup as backup_module
+
+    _small_state(redis.Redis.from_url(source.url()))
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backup_module, where, interrupted)
+    archive = tmp_path / "b.tar.gz"
+    result = tacticalctl(source.url(), "backup", str(archive), "--no-models")
+    assert result.exit_code == 130
+    if where == "write_stream":
+        assert "interrupted: no archive written" in result.stderr and not archive.exists()
+    else:
+        assert f"interrupted after {archive} was written: it is complete" in " ".join(result.stderr.split())
+        assert archive.is_file()
