@@ -629,7 +629,10 @@ def dead_letter_fields(
     room = MAX_DEAD_LETTER_BYTES
     kept: dict[bytes | str, bytes | str] = {}
     truncated: list[str] = []
-    for name in [n for n in names if n in _EVENT_FIELD_NAMES] + [n for n in names if n not in _EVENT_FIELD_NAMES]:
+    # The event's own fields first, the smallest first (its id and type are never crowded out by a huge matrix),
+    # then the others in their order.
+    own = sorted((n for n in names if n in _EVENT_FIELD_NAMES), key=lambda n: _size(n) + _size(original[n]))
+    for name in own + [n for n in names if n not in _EVENT_FIELD_NAMES]:
         name_size = _size(name)
         if len(kept) == MAX_DEAD_LETTER_ORIGINAL_FIELDS or name_size > MAX_DEAD_LETTER_NAME_BYTES or name_size > room:
             continue

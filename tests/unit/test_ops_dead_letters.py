@@ -79,3 +79,12 @@ def test_text_values_are_measured_and_cut_in_bytes() -> None:
     note = fields["note"]
     assert isinstance(note, str) and len(note.encode()) <= MAX_DEAD_LETTER_VALUE_BYTES
     assert fields["dead_fields_truncated"] == "note=120000"
+
+
+def test_the_events_small_fields_are_never_crowded_out_by_its_huge_ones() -> None:
+    """Four of the event's own fields of 1 MB each fill the budget: its id and type, sent after them, are kept all
+    the same (`dead-letter list` names the event by them)."""
+    huge = {name: b"9" * 1_000_000 for name in (b"symbol", b"timestamp", b"price", b"atr")}
+    fields = _letter({**huge, b"correlation_id": b"cid-7", b"synergy_type": b"TYPE_1"})
+    assert fields[b"correlation_id"] == b"cid-7" and fields[b"synergy_type"] == b"TYPE_1"
+    assert _stored_bytes(fields) <= MAX_DEAD_LETTER_BYTES
