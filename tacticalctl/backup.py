@@ -110,7 +110,8 @@ def backup(
                 said = (f"interrupted after {archive} was written: it is complete, but its .sha256 file or its audit "
                         f"entry may be missing — `tacticalctl restore {archive} --dry-run` verifies it")
             else:
-                said = "interrupted: no archive written (its stream copies and staging files are removed)"
+                said = ("interrupted: no archive written (its staging files are removed; its stream copies too, or "
+                        "they expire within the hour)")
             typer.echo(said, err=True)
             raise typer.Exit(130) from None
     states = [StreamState.from_dict(doc) for doc in report.manifest["redis"]["streams"]]
@@ -170,8 +171,9 @@ def _print_backup(console: Console, report: BackupReport, states: list[StreamSta
                           "models would not start a worker after a restore (`tacticalctl models list`)[/]")
         if models.get("workers_elsewhere"):
             theirs = ", ".join(models["workers_elsewhere"])
-            console.print(f"[yellow]the running workers serve bundles from {plain(theirs)}, not "
-                          f"{plain(models['dir'])}: back up with --models-dir set to theirs[/]")
+            console.print(f"[yellow]the running workers serve bundles from {plain(theirs)} (on their hosts), not "
+                          f"{plain(models['dir'])}: run the backup where that directory is (in their container), or "
+                          "with --models-dir naming a copy of it[/]")
     workers = report.manifest["config"]["workers"]
     if workers:
         running = f"{len(workers)} running worker{'' if len(workers) == 1 else 's'}"
@@ -285,7 +287,7 @@ def restore(
         if config_out.is_symlink() or (config_out.exists() and not config_out.is_file()):
             raise CtlError(f"--config-out: {config_out} is not a regular file: name the env file itself",
                            ExitCode.UNKNOWN)
-        if config_out.exists() and not force:  # as `backup` treats its archive: an env file is somebody's
+        if config_out.exists() and not force and not dry_run:  # as `backup` treats its archive: somebody's file
             raise CtlError(f"--config-out: {config_out} exists: name another file, or add --force to overwrite it",
                            ExitCode.UNKNOWN)
     context = get_context(ctx)

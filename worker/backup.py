@@ -382,8 +382,17 @@ def _model_files(models_dir: Path) -> list[Path]:
                                           for part in path.relative_to(models_dir).parts)
 
     files: list[Path] = []
-    for top in models_dir.iterdir():
+    archived: set[Path] = set()
+    # Directories first, then links to directories: a link is followed only to a bundle (a manifest) not archived
+    # already — not an alias of one here (`current -> <version>`), a link to the directory itself, or to a tree
+    # that is no bundle.
+    tops = sorted(models_dir.iterdir(), key=lambda top: (top.is_symlink(), top.name))
+    for top in tops:
         if top.is_dir():  # a link to a directory too: rglob below it walks the directory linked to
+            target = top.resolve()
+            if top.is_symlink() and (target in archived or not (top / "manifest.json").is_file()):
+                continue
+            archived.add(target)
             files += [path for path in top.rglob("*") if wanted(path)]
         elif wanted(top):
             files.append(top)
@@ -548,6 +557,7 @@ def create_backup(
                 tar.close()
                 raw.flush()
                 os.fsync(raw.fileno())
+            checksum_path(archive).unlink(missing_ok=True)  # an old archive's: never left beside the new one
             os.replace(partial, archive)
         finally:
             partial.unlink(missing_ok=True)

@@ -135,3 +135,21 @@ def test_a_backup_takes_the_bundles_and_current_not_locks_staging_or_caches(tmp_
         (models / path).write_text("x")
     assert [p.relative_to(models).as_posix() for p in _model_files(models)] == ["CURRENT", "v1/fvg.pt",
                                                                                 "v1/manifest.json"]
+
+
+def test_a_backup_follows_a_linked_bundle_once_and_no_other_link(tmp_path) -> None:
+    """A bundle linked from a shared store is archived (the worker follows it); an alias of a bundle here
+    (`current -> v1`), a link to the directory itself or to a tree that is no bundle are not followed."""
+    from worker.backup import _model_files
+
+    models, store, other = tmp_path / "models", tmp_path / "store", tmp_path / "other"
+    for path in ("models/v1/manifest.json", "models/CURRENT", "store/v2/manifest.json", "store/v2/fvg.pt",
+                 "other/big.bin"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x")
+    (models / "v2").symlink_to(store / "v2", target_is_directory=True)
+    (models / "current").symlink_to(models / "v1", target_is_directory=True)
+    (models / "self").symlink_to(models, target_is_directory=True)
+    (models / "junk").symlink_to(other, target_is_directory=True)
+    assert [p.relative_to(models).as_posix() for p in _model_files(models)] == [
+        "CURRENT", "v1/manifest.json", "v2/fvg.pt", "v2/manifest.json"]
