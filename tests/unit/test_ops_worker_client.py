@@ -92,11 +92,11 @@ def test_a_hung_worker_whose_connection_queue_is_full_is_still_hung_not_gone() -
 
 
 @pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("127.3.0.9", True), ("::1", True),
-                                                ("localhost", True), ("10.0.0.7", False), ("tactical-marl", False),
-                                                (None, False)])
+                                                ("localhost", True), ("localhost.", True), ("::ffff:127.0.0.1", True),
+                                                ("10.0.0.7", False), ("tactical-marl", False), (None, False)])
 def test_only_a_connection_this_host_does_not_take_is_a_hung_worker_for_sure(host: str | None, loopback: bool) -> None:
     """A connect that times out on this host is a full queue (a hung worker); to another host it may as well be a
     host that is gone, and "hung: do not start another" would be the wrong advice."""
-    from worker.ops.worker_client import _is_loopback
+    from worker.ops.worker_client import is_loopback
 
-    assert _is_loopback(host) is loopback
+    assert is_loopback(host) is loopback

@@ -522,14 +522,27 @@ def check_model_confidence(sources: Sources) -> Verdict:
                         mean_confidence=mean)
 
 
-# Returns to healthy in the market-hours window that make a healthy state a warning: away and back, twice. One round
-# trip (however many steps it took: degraded, critical, back) is a blip to review; TacticalHealthStateTransition (P2)
-# tells the team channel of any.
-FLAPPING_RETURNS = 2
+_STATE_RANK = {"healthy": 0, "degraded": 1, "critical": 2, "failed": 3}
 
 
-@check("health state transitions", f"state healthy; back to healthy fewer than {FLAPPING_RETURNS} times in the last "
-       "15 min (else flapping: warn)")
+def flapping(transitions: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the health state got worse again after it had got better: away and back, then away again. One round
+    trip, however many steps it took (degraded, critical, back), is a blip to review, not flapping;
+    TacticalHealthStateTransition (P2) tells the team channel of any transition."""
+    improved = False
+    for transition in transitions:
+        came_from, to = _STATE_RANK.get(str(transition.get("from"))), _STATE_RANK.get(str(transition.get("to")))
+        if came_from is None or to is None:
+            continue
+        if to < came_from:
+            improved = True
+        elif to > came_from and improved:
+            return True
+    return False
+
+
+@check("health state transitions", "state healthy; in the last 15 min not worse again after recovering (else "
+       "flapping: warn)")
 def check_health_transitions(sources: Sources, window_s: float = MARKET_WINDOW_S) -> Verdict:
     state = sources.state()
     now = sources.now()
@@ -551,7 +564,7 @@ def check_health_transitions(sources: Sources, window_s: float = MARKET_WINDOW_S
         return Verdict(Status.CRITICAL, value, "`tacticalctl triage health-stuck`", details=details)
     if code == 1:
         return Verdict(Status.WARN, value, "`tacticalctl health state` for the failing checks", details=details)
-    if sum(1 for t in recent if t.get("to") == "healthy") >= FLAPPING_RETURNS:  # away and back twice: a check flaps
+    if flapping(recent):
         return Verdict(Status.WARN, value + " (flapping)", "a check moves around its threshold: `tacticalctl triage "
                        "health-transitions`", details=details)
     return Verdict(Status.OK, value, "`tacticalctl health state` to review them" if recent else "", details=details)

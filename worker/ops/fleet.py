@@ -17,7 +17,14 @@ from prometheus_client.samples import Sample
 
 from worker.health import CheckStatus
 from worker.heartbeat import live_consumers
-from worker.ops.worker_client import HEALTH_PATH, STATE_PATH, WorkerClient, WorkerUnreachable, health_level
+from worker.ops.worker_client import (
+    HEALTH_PATH,
+    STATE_PATH,
+    WorkerClient,
+    WorkerUnreachable,
+    health_level,
+    is_loopback,
+)
 
 Families = Mapping[str, list[Sample]]
 ValueT = TypeVar("ValueT")
@@ -40,8 +47,7 @@ class LiveWorker:
         """Why it was not read. A worker on another host bound to a loopback address (127.0.0.1:8001 is the default
         outside Docker) names an address that, read from here, is this host's own: only its host can read it."""
         host = urlsplit(self.url).hostname if self.url else None
-        loopback = host is not None and (host == "localhost" or host == "::1" or host.startswith("127."))
-        if loopback and self.host not in (None, socket.gethostname()):
+        if is_loopback(host) and self.host not in (None, socket.gethostname()):
             return (f"{exc} — it runs on {self.host} bound to a loopback address, which only that host can read: "
                     "read it there, or start it with --http-addr 0.0.0.0:<port>")
         return str(exc)

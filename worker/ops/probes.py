@@ -38,6 +38,7 @@ from worker.heartbeat import last_beats_of_gone_workers, live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
 from worker.names import COMPLETED_PREFIX, CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
 from worker.ops.checks import REDIS_DOWN, Status, bundles_by_signature, jit_log_status
+from worker.ops.checks import flapping as state_flapping
 from worker.ops.duplicates import (
     DUPLICATE_WINDOW_S,
     FleetDuplicates,
@@ -63,7 +64,6 @@ SETTINGS = DEFAULT_SETTINGS
 CPU_BUSY_PERCENT = 90.0  # of one core: the worker runs one inference thread, so this is saturation
 MEMORY_LOW_RATIO = 0.10
 RECENT = 200  # decisions / events / dead letters sampled for patterns
-FLAPPING_TRANSITIONS = 3
 FLAPPING_WINDOW_S = 15 * 60.0
 _FAILING_CHECK = re.compile(r"\b([a-z_]+) (warn|critical):")  # how a transition's reason names each failing check
 _STATUS_FOR_STATE = {"degraded": "warn", "critical": "critical"}
@@ -958,7 +958,7 @@ def probe_health_state(sources: Sources) -> list[Finding]:
                             "period (30 s by default)"))
     transitions = state.get("recent_transitions") or []
     recent = [t for t in transitions if (number(t.get("at")) or 0.0) >= now - FLAPPING_WINDOW_S]
-    if len(recent) >= FLAPPING_TRANSITIONS:
+    if state_flapping(recent):  # as market-check judges it: worse again after recovering (one round trip is not)
         # Flapping is one check moving the state again and again; different causes one after another are not.
         causes = Counter(name for t in recent for name in _moved_by(t))
         flapping = sorted(name for name, times in causes.items() if times >= 2)

@@ -400,10 +400,10 @@ def _pick_from_redis(sources: Sources, client: redis.Redis) -> list[tuple[str, s
         lag = read_consumer_lag(client)
         if lag.seconds > THRESHOLDS.lag_warn_s:
             picks.append(("consumer-lag", f"consumer lag {lag.seconds:.1f} s"))
-    except LagUnavailable:
+    except (LagUnavailable, redis.ResponseError):
+        # Not there, or refused (an ACL without XINFO, say): no backlog to treat, and the lag playbook's actions
+        # (restart, scale) are not what a refusal needs; the Redis probes of any playbook name the refusal.
         pass
-    except redis.ResponseError as exc:  # refused (an ACL without XINFO, say): the lag's playbook says why
-        picks.append(("consumer-lag", f"consumer lag unreadable: {exc}"))
     overview = read_breaker_overview(client, http=None, now=sources.now())
     if overview.state in (BreakerState.OPEN, BreakerState.HALF_OPEN):
         picks.append(("breaker-open", f"breaker {overview.state.name.lower()} (published in Redis)"))

@@ -104,15 +104,18 @@ def shape_problem(document: dict[str, Any], shape: dict[str, Any], where: str = 
     return None
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
+    """Whether `host` (a URL's) names this host's loopback: `localhost`, 127.0.0.0/8, ::1, or ::ffff:127.x."""
     if host is None:
         return False
-    if host == "localhost":
+    if host.rstrip(".").lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ class WorkerClient:
                 # kernel stops taking connections for it: every scrape adds one); elsewhere it may as well be a host
                 # that is gone, and "hung, do not start another" would be the wrong advice.
                 waited = f"did not take the connection within {self.timeout_s:g}s"
-                if _is_loopback(urllib.parse.urlsplit(url).hostname):
+                if is_loopback(urllib.parse.urlsplit(url).hostname):
                     raise WorkerNotAnswering(f"worker at {url} {waited} (its connection queue is full)") from None
                 raise WorkerUnreachable(f"worker unreachable at {url}: it {waited}: its host is down or unreachable, "
                                         "or the worker is hung with its connection queue full") from None
