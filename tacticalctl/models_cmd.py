@@ -384,13 +384,6 @@ def promote_(
     bundle_dir = _bundle(directory, version)
     context = get_context(ctx)
     previous = _current_or_none(directory, "the promotion")
-    if previous == bundle_dir.name:  # as `rollback` says: nothing changes, nothing is audited
-        if json_output:
-            print_json({"applied": False, "previous": previous, "version": bundle_dir.name, "forced": False,
-                        "audit_id": None, "verdict": None, "verification": None})
-        else:
-            context.console.print(f"{bundle_dir.name} is already CURRENT: nothing to promote")
-        return
     client = context.redis() if yes else None  # the audit entry must be writable before anything changes
     steps = verify_steps(bundle_dir)
     status = worst([s.status for s in steps])
@@ -399,6 +392,12 @@ def promote_(
                 "audit_id": None, "verdict": None, "verification": verification}
     _refuse_if_unverified(ctx, client, document, steps, bundle_dir, directory, json_output, REFUSED_ACTION,
                           "promotion")
+    if previous == bundle_dir.name:  # verified, and already served: as `rollback` says, nothing changes
+        if json_output:
+            print_json(document)
+        else:
+            context.console.print(f"{bundle_dir.name} is already CURRENT: nothing to promote")
+        return
     if client is None:
         try:
             verdict = judge(directory, bundle_dir.name)

@@ -250,7 +250,8 @@ class RestorePlan:
         """Why restoring now would be wrong, or None. Only the model files count with `models_only`: Redis is not
         touched then."""
         if models_only and not any(name.startswith(MODELS_PREFIX) for name in self.archive.manifest.get("files", {})):
-            return ("the archive holds no model bundles (it was made with --no-models): --models-only would restore "
+            return ("the archive holds no model bundles (made with --no-models, or from an empty models directory): "
+                    "--models-only would restore "
                     "nothing; restore the bundles from another archive, or install them (`python -m models.compile "
                     "--verify`)")
         if self.models_dir is not None and (problem := _unwritable_dir(self.models_dir)) is not None:
