@@ -67,7 +67,7 @@ class WorkerProcess:
         """The checkout whose `worker` package a process started like this one imports (same interpreter, working
         directory and environment): what a benchmark of two builds must check before it trusts a difference."""
         probe = "import pathlib, worker; print(pathlib.Path(worker.__file__).absolute().parent.parent)"
-        found = subprocess.run([self.python, "-c", probe], env=self.environment(), cwd=self.source_tree,
+        found = subprocess.run([self.python, "-P", "-c", probe], env=self.environment(), cwd=self.source_tree,
                                capture_output=True, text=True, check=True, timeout=60)
         return Path(found.stdout.strip())
 
@@ -75,7 +75,10 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self._process = subprocess.Popen(
-            [self.python, "-m", "worker.cli"],
+            # -P: the working directory does not go first on sys.path. Started from a directory holding a `models/`
+            # folder (an ML project's), that folder was imported as the `models` package and the worker died at
+            # import; a source tree comes in through PYTHONPATH.
+            [self.python, "-P", "-m", "worker.cli"],
             env=self.environment(),
             cwd=self.source_tree,
             stdin=subprocess.DEVNULL,

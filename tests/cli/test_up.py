@@ -49,6 +49,20 @@ def test_up_runs_redis_worker_and_feed_and_stops_cleanly(tmp_path: Path) -> None
     assert re.search(r"worker \S+ stopped", log.read_text()), log.read_text()[-2000:]
 
 
+def test_up_runs_from_a_directory_holding_a_models_folder(tmp_path: Path) -> None:
+    """An ML project's working directory has a `models/` folder: the worker process was started with it first on
+    sys.path, imported it as the `models` package, and died at import (a QA helper's). `-P` here mimics the
+    `tacticalctl` console script, which does not put the working directory on sys.path either."""
+    (tmp_path / "models").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-P", "-c", "from tacticalctl.app import main; main()", "up", "--duration", "3",
+         "--rate", "20", "--http-addr", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=180, cwd=tmp_path, env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert re.search(r"worker exit codes \[0\]", result.stdout), result.stdout[-2000:]
+
+
 def test_a_decision_row_reads_whole_in_an_80_column_terminal() -> None:
     from collections import deque
 

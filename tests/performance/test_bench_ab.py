@@ -51,7 +51,8 @@ def test_a_sides_worker_imports_its_code_from_its_tree_not_from_where_the_benchm
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # `python -m` puts the working directory ahead of PYTHONPATH: started from this checkout, a worker given only
-    # PYTHONPATH=<tree> would run this checkout's code, and an A/B of two builds would compare one with itself.
+    # PYTHONPATH=<tree> ran this checkout's code, and an A/B of two builds compared one with itself. The worker is
+    # now started with -P (the working directory is not on its path at all), and a side's tree is its PYTHONPATH.
     tree = linked_checkout(tmp_path / "tree")
     monkeypatch.chdir(REPO)
     process = WorkerProcess(redis_url="redis://127.0.0.1:1/2", consumer="ab-side", log_path=tmp_path / "w.log",
@@ -62,7 +63,7 @@ def test_a_sides_worker_imports_its_code_from_its_tree_not_from_where_the_benchm
         check_runs_tree("a", process, REPO)
     monkeypatch.setenv("PYTHONPATH", str(tree))
     installed = WorkerProcess(redis_url="redis://127.0.0.1:1/2", consumer="plain", log_path=tmp_path / "p.log")
-    assert installed.code_dir() == REPO, "PYTHONPATH alone loses to the working directory"
+    assert installed.code_dir() == tree, "with -P the working directory (this checkout) does not win over PYTHONPATH"
 
 
 def test_a_short_real_run_compares_every_metric(capsys: pytest.CaptureFixture[str]) -> None:
