@@ -399,7 +399,7 @@ def _risk_levels_valid(action: Action, price: float, stop_loss: float, take_prof
     """Both levels above 0 and on their own side of the price: a long stops below it and takes profit above it, a
     short the reverse. An ATR too small to move the price in floating point (1e-13 at 4,500) puts both on the entry
     price: an order whose stop fills at once."""
-    if not (stop_loss > 0.0 and take_profit > 0.0):
+    if not (0.0 < stop_loss < math.inf and 0.0 < take_profit < math.inf):  # 3 ATR can overflow a finite price
         return False
     if action is Action.LONG:
         return stop_loss < price < take_profit

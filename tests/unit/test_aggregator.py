@@ -237,6 +237,15 @@ def test_zero_atr_cannot_place_a_stop_and_does_not_trade() -> None:
     assert decision.reason.startswith("invalid risk: ")
 
 
+def test_levels_that_overflow_to_infinity_do_not_trade() -> None:
+    """A finite price and ATR whose 3 ATR overflows: a take-profit of inf is no order to send (a QA helper's)."""
+    for direction, votes in ((1, long_votes), (-1, short_votes)):
+        event = make_event(direction=direction, price=1.7e308, atr=5e307)
+        decision = aggregate(event, votes(0.9, 0.9, 0.9), CONFIG, "m")
+        assert not decision.execute and decision.command is None
+        assert decision.reason.startswith("invalid risk: ")
+
+
 @pytest.mark.parametrize("atr", [1e-320, 1e-14, 1e-13])
 @pytest.mark.parametrize(("direction", "votes"), [(1, long_votes), (-1, short_votes)])
 def test_an_atr_too_small_to_move_the_price_does_not_trade(
