@@ -66,11 +66,13 @@ class _StopOnSignal:
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
         self.sending = True
+        self.signalled = False  # a signal stopped it (the feed also sets `stop` itself, on an invalid event)
         self._previous: dict[int, Any] = {}
 
     def _request_stop(self, signum: int, frame: object) -> None:
         if self.stop.is_set() and self.sending:
             raise KeyboardInterrupt
+        self.signalled = True
         self.stop.set()
 
     def __enter__(self) -> _StopOnSignal:
@@ -80,8 +82,12 @@ class _StopOnSignal:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.stop.is_set():  # stopped by a signal: the command is on its way out, and later ones are ignored
+        if self.signalled:  # stopped by a signal: the command is on its way out, and later ones are ignored
             self.sending = False
+            # Ignored by the OS, not by a Python handler: the interpreter puts its Python handlers back to the
+            # default while it shuts down, and a second Ctrl-C landing then killed the process (exit 130/143).
+            for signum in self._previous:
+                signal.signal(signum, signal.SIG_IGN)
             return
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)

@@ -241,7 +241,7 @@ def test_once_stopped_by_a_signal_a_feed_ignores_the_next_ones_until_it_exits() 
     # process as one, so the handler is driven here, in this process, signal by signal.
     from tacticalctl.feed import _StopOnSignal
 
-    original = signal.getsignal(signal.SIGINT)
+    original = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     stop = threading.Event()
     try:
         with _StopOnSignal(stop) as signals:
@@ -253,10 +253,29 @@ def test_once_stopped_by_a_signal_a_feed_ignores_the_next_ones_until_it_exits() 
             time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)  # after: the command is returning
         time.sleep(0.01)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN, "ignored by the OS: shutdown cannot undo it"
     except KeyboardInterrupt:
         pytest.fail("a signal after the feed stopped sending interrupted it")
     finally:
-        signal.signal(signal.SIGINT, original)
+        for signum, handler in original.items():  # an ignored SIGTERM would be inherited by later tests' children
+            signal.signal(signum, handler)
+
+
+def test_a_second_signal_landing_while_the_stopped_feed_exits_still_exits_0(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """The interpreter puts Python's own signal handlers back to the default while it shuts down: a second SIGTERM
+    landing right after the counts were printed killed the process (exit -15) — a QA helper's 5 of 5. Once stopped,
+    the feed has the signals ignored by the OS, which shutdown keeps."""
+    for attempt in range(3):
+        with _sending_feed(redis_url, redis_client, 200, sent=5 + attempt) as feed:
+            feed.send_signal(signal.SIGTERM)
+            assert feed.stdout is not None
+            feed.stdout.readline()  # the counts: the feed has stopped sending
+            feed.send_signal(signal.SIGTERM)
+            _, stderr = feed.communicate(timeout=30)
+        assert feed.returncode == 0, (attempt, feed.returncode, stderr)
+        redis_client.delete(INPUT_STREAM)
 
 
 def test_a_feed_that_ends_on_its_own_gives_ctrl_c_back() -> None:
