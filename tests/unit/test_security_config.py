@@ -73,6 +73,8 @@ def test_with_a_password_file_the_username_moves_to_the_credentials(tmp_path: Pa
     url, options = RedisSecurity(tls_ca=pem, password_file=secret).client_options("rediss://tactical-worker@h:6380/2")
     assert url == "rediss://h:6380/2"
     assert options["ssl_ca_certs"] == str(pem)
+    # Said, whatever redis-py's defaults (5.x checked no host name): the certificate and the host name, always.
+    assert (options["ssl_cert_reqs"], options["ssl_check_hostname"]) == ("required", True)
     provider = options["credential_provider"]
     assert provider.get_credentials() == ("tactical-worker", "s3cret")
     assert "s3cret" not in repr(provider)
