@@ -28,7 +28,7 @@ PASSWORD_FILE_ENV = "TACTICAL_REDIS_PASSWORD_FILE"
 # A name that says its value is a secret. Not only the obvious words: an API key, a webhook URL (Slack's carries its
 # token in the path), an auth header were archived verbatim by name before (a QA helper's find).
 _SECRET_NAME = re.compile(
-    r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|AUTH|WEBHOOK|API_?KEY|ACCESS_?KEY|(^|_)KEY$")
+    r"PASS|PWD|SECRET|TOKEN|CREDENTIAL|PRIVATE|AUTH|BEARER|COOKIE|SESSION|WEBHOOK|API_?KEY|ACCESS_?KEY|(^|_)KEY$")
 # Variables whose names look secret but whose values are paths to files: kept, a restore needs them.
 _PATH_VARIABLES = frozenset({TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV, PASSWORD_FILE_ENV})
 

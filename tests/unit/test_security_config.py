@@ -163,6 +163,9 @@ def test_the_shareable_environment_has_no_secret() -> None:
         "TACTICAL_EXCHANGE_KEY": "k-456",
         "TACTICAL_SLACK_WEBHOOK": "https://hooks.slack.com/services/T0/B0/xyz",
         "TACTICAL_BASIC_AUTH": "user:pw",
+        "TACTICAL_REDIS_PASS": "pw",
+        "TACTICAL_BEARER": "b",
+        "TACTICAL_SESSION_COOKIE": "c",
         "TACTICAL_MODEL_SIGNING_KEY_FILE": "/run/secrets/signing",
         "HOME": "/root",
     }
