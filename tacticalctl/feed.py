@@ -16,13 +16,15 @@ import redis
 import typer
 from rich.status import Status
 
+from models.bars import read_bars_csv
+from models.synergy import synergy_events
 from tacticalctl.context import JsonOption, get_context, print_json
 from tacticalctl.errors import CtlError, ExitCode
 from tacticalctl.formatting import plain
 from worker.events import InvalidEvent
-from worker.feed import FeedOutage, FeedStats, replay_events, run_id, send_events, simulated_events
+from worker.feed import FeedOutage, FeedStats, run_id, send_events, simulated_events
 from worker.producer import make_event, publish_event
-from worker.records import SynergyType
+from worker.records import MATRIX_ROWS, SynergyType
 
 MAX_RATE = 1_000_000.0  # events per second: far past what one Redis takes, and a finite schedule
 
@@ -172,9 +174,14 @@ def replay(
 ) -> None:
     """Replay a CSV of 5-minute OHLCV bars: detect synergies and publish their events."""
     try:
-        events = list(replay_events(csv_file, symbol=symbol or csv_file.stem, id_prefix=id_prefix))
+        bars = read_bars_csv(csv_file, symbol=symbol or csv_file.stem)
+        events = list(synergy_events(bars, id_prefix=id_prefix))
     except ValueError as exc:  # BarsFormatError (a bad file); InvalidEvent, or ids too long, for what it would send
         raise CtlError(str(exc), ExitCode.UNKNOWN) from None
+    if not events:  # said, not only "sent 0": a file too short for a feature window is the usual reason
+        why = (f": a synergy needs {MATRIX_ROWS} bars of history (its feature window)" if len(bars) < MATRIX_ROWS
+               else "")
+        typer.echo(f"replay {csv_file.name}: no synergy detected in its {len(bars)} bars{why}", err=True)
     # The ids are symbol + bar time + prefix: the same two options make the same ids, so what landed is a duplicate.
     same_ids = " ".join(f"{option} {shlex.quote(value)}" for option, value in
                         (("--symbol", symbol), ("--id-prefix", id_prefix)) if value)

@@ -9,11 +9,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import redis
 
-from models.bars import read_bars_csv
 from models.simulator import SimulatorConfig, simulate_bars
 from models.synergy import synergy_events
 from worker.connection import REDIS_REFUSING_WRITES, REDIS_UNREACHABLE
@@ -35,12 +33,6 @@ def simulated_events(seed: int = 0, *, n_bars: int = 20_000, symbol: str = "SIM"
     for current in seeds:
         bars = simulate_bars(SimulatorConfig(seed=current, n_bars=n_bars, symbol=symbol))
         yield from synergy_events(bars, id_prefix=f"{id_prefix}s{current}-" if id_prefix or endless else "")
-
-
-def replay_events(path: Path, *, symbol: str | None = None, id_prefix: str = "") -> Iterator[SynergyEvent]:
-    """Synergy events detected in a CSV of 5-minute OHLCV bars. Ids are deterministic: replaying the same file
-    twice yields the same ids, which the worker treats as duplicates (give an `id_prefix` to decide them again)."""
-    yield from synergy_events(read_bars_csv(path, symbol=symbol), id_prefix=id_prefix)
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,17 @@ def test_replay_publishes_the_synergies_of_a_csv_with_deterministic_ids(ctl: Ctl
     assert replayed == ids + ids, "the same file gives the same ids: the worker sees duplicates"
 
 
+def test_replay_of_a_file_too_short_for_a_feature_window_says_why_it_sent_nothing(
+    ctl: Ctl, tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join(SAMPLE.read_text().splitlines()[:41]) + "\n")  # the header and 40 bars
+    result = ctl("replay", str(short), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["sent"] == 0 and redis_client.xlen(INPUT_STREAM) == 0
+    assert "no synergy detected in its 40 bars: a synergy needs 60 bars of history" in result.stderr
+
+
 def test_replay_of_a_bad_csv_names_the_line(ctl: Ctl, tmp_path: Path, redis_client: redis.Redis) -> None:
     bad = tmp_path / "bars.csv"
     lines = SAMPLE.read_text().splitlines()
