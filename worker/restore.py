@@ -251,9 +251,8 @@ class RestorePlan:
         touched then."""
         if models_only and not any(name.startswith(MODELS_PREFIX) for name in self.archive.manifest.get("files", {})):
             return ("the archive holds no model bundles (made with --no-models, or from an empty models directory): "
-                    "--models-only would restore "
-                    "nothing; restore the bundles from another archive, or install them (`python -m models.compile "
-                    "--verify`)")
+                    "--models-only would restore nothing; restore the bundles from another archive, or install them "
+                    "(`python -m models.compile --verify`)")
         if self.models_dir is not None and (problem := _unwritable_dir(self.models_dir)) is not None:
             return f"{problem}: name the models directory to restore into, or --no-models"
         if self.commands.unsupported and not models_only:

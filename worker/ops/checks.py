@@ -43,7 +43,7 @@ from worker.alerts import Alert, AuditTrailError, Severity, recent_alerts
 from worker.backup import BACKUP_ACTION
 from worker.breaker import BreakerState
 from worker.connection import REDIS_UNREACHABLE, refusal_advice, selected_db
-from worker.health import DEFAULT_THRESHOLDS, CheckStatus, HealthCheck
+from worker.health import DEFAULT_THRESHOLDS, CheckStatus, HealthCheck, HealthState
 from worker.health import check_breaker as health_check_breaker
 from worker.health import check_confidence as health_check_confidence
 from worker.health import check_consumer_lag as health_check_consumer_lag
@@ -522,7 +522,9 @@ def check_model_confidence(sources: Sources) -> Verdict:
                         mean_confidence=mean)
 
 
-_STATE_RANK = {"healthy": 0, "degraded": 1, "critical": 2, "failed": 3}
+def health_state_named(name: object) -> HealthState | None:
+    """The health state /health/state names (`healthy` … `failed`); None for a name it does not know."""
+    return HealthState.__members__.get(str(name).upper())
 
 
 def flapping(transitions: Sequence[Mapping[str, Any]]) -> bool:
@@ -531,7 +533,7 @@ def flapping(transitions: Sequence[Mapping[str, Any]]) -> bool:
     TacticalHealthStateTransition (P2) tells the team channel of any transition."""
     improved = False
     for transition in transitions:
-        came_from, to = _STATE_RANK.get(str(transition.get("from"))), _STATE_RANK.get(str(transition.get("to")))
+        came_from, to = health_state_named(transition.get("from")), health_state_named(transition.get("to"))
         if came_from is None or to is None:
             continue
         if to < came_from:

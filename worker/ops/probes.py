@@ -33,11 +33,11 @@ from worker.alerts import AuditTrailError, Severity, recent_alerts
 from worker.breaker import BreakerState
 from worker.connection import REDIS_UNREACHABLE, refusal_advice
 from worker.decision_entry import decision_confidences
-from worker.health import DEFAULT_THRESHOLDS, CheckStatus, HealthState, check_latency
+from worker.health import DEFAULT_THRESHOLDS, CheckStatus, check_latency
 from worker.heartbeat import last_beats_of_gone_workers, live_consumers
 from worker.lag import LagUnavailable, read_consumer_lag
 from worker.names import COMPLETED_PREFIX, CONSUMER_GROUP, DEAD_LETTER_STREAM, DECISIONS_STREAM, INPUT_STREAM
-from worker.ops.checks import REDIS_DOWN, Status, bundles_by_signature, jit_log_status
+from worker.ops.checks import REDIS_DOWN, Status, bundles_by_signature, health_state_named, jit_log_status
 from worker.ops.checks import flapping as state_flapping
 from worker.ops.duplicates import (
     DUPLICATE_WINDOW_S,
@@ -71,7 +71,7 @@ _STATUS_FOR_STATE = {"degraded": "warn", "critical": "critical"}
 
 def _state_rank(name: str) -> int:
     """How bad a health state named as /health/state names it (healthy 0 … failed 3); 0 for a name it does not know."""
-    state = HealthState.__members__.get(name.upper())
+    state = health_state_named(name)
     return 0 if state is None else int(state)
 
 
